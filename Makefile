@@ -1,0 +1,49 @@
+# Smart Balancers — the two commands: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+# make test talks to real servers; override these to point elsewhere.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+GATEWAY_WORKERS ?= 2
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run serve test lint install migrate
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/python -c "import django, rest_framework, adrf, aiohttp" || (echo "dependency install failed" >&2; exit 1)
+	@touch $@
+
+install: $(INSTALLED)
+
+migrate: $(INSTALLED)
+	@$(BIN)/python manage.py migrate --no-input -v 0
+	@$(BIN)/python manage.py collectstatic --no-input -v 0
+
+## make run: embedded mode (SQLite, no Redis), demo data, one server on http://127.0.0.1:8000
+run: migrate
+	@$(BIN)/python manage.py seed_demo
+	@$(BIN)/python manage.py bootstrap_local
+	@echo "Serving on http://$(HOST):$(PORT)/  (gateway: http://$(HOST):$(PORT)/v1)"
+	@$(BIN)/python -m uvicorn config.asgi:application --host $(HOST) --port $(PORT) --no-access-log --log-level warning
+
+## make serve: production server, GATEWAY_WORKERS ASGI workers; set DATABASE_URL, REDIS_URL, SECRET_KEY, ALLOWED_HOSTS
+serve: migrate
+	@$(BIN)/python -m uvicorn config.asgi:application --host $(HOST) --port $(PORT) --workers $(GATEWAY_WORKERS) \
+		--loop uvloop --http httptools --no-access-log --log-level warning --timeout-graceful-shutdown 30
+
+lint: $(INSTALLED)
+	@$(BIN)/ruff check .
+
+## make test: ruff and the whole suite against PostgreSQL and Redis
+test: $(INSTALLED)
+	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python scripts/check_services.py
+	@$(BIN)/ruff check .
+	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest

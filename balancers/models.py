@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from targetgroups.models import (
+    PRIORITY_VALIDATORS,
+    WEIGHT_VALIDATORS,
+    Instance,
+    TargetGroup,
+    WorkloadKind,
+)
+from targetgroups.validators import serving_name_validator, slug_validator
+
+
+class RoutingMode(models.TextChoices):
+    INTENT_CLASSIFIER = "intent_classifier", "Intent classifier"
+    ORDERED = "ordered", "Ordered (failover)"
+    WEIGHTED = "weighted", "Weighted"
+    AUTO = "auto", "Auto"
+
+
+class AutoPreference(models.TextChoices):
+    BALANCED = "balanced", "Balanced"
+    QUALITY = "quality", "Quality"
+    SPEED = "speed", "Speed"
+    COST = "cost", "Cost"
+
+
+class Balancer(models.Model):
+    """One OpenAI-compatible endpoint, called by its serving name."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    serving_name = models.CharField(
+        max_length=128, unique=True, validators=[serving_name_validator],
+        help_text="What clients send as `model`.",
+    )
+    description = models.TextField(blank=True)
+    workload_kind = models.CharField(max_length=20, choices=WorkloadKind.choices, default=WorkloadKind.CHAT)
+    routing_mode = models.CharField(max_length=30, choices=RoutingMode.choices, default=RoutingMode.INTENT_CLASSIFIER)
+    auto_preference = models.CharField(max_length=20, choices=AutoPreference.choices, default=AutoPreference.BALANCED)
+    router_model = models.ForeignKey(
+        Instance, on_delete=models.PROTECT, null=True, blank=True, related_name="routed_balancers",
+        limit_choices_to={"workload_kind": WorkloadKind.CHAT},
+        help_text="The chat instance that classifies prompts (intent_classifier mode).",
+    )
+    classifier_timeout = models.FloatField(
+        default=1.5, validators=[MinValueValidator(0.01), MaxValueValidator(30)],
+        help_text="Seconds the router model may take before the default route is used.",
+    )
+    confidence_threshold = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Below this confidence the default route is used.",
+    )
+    attempt_budget = models.PositiveSmallIntegerField(
+        default=4, validators=[MinValueValidator(1), MaxValueValidator(20)],
+        help_text="Upstream attempts per request, across routes and members.",
+    )
+    request_timeout = models.FloatField(
+        default=600.0, validators=[MinValueValidator(0.1), MaxValueValidator(3600)],
+        help_text="Seconds a client request may take over all attempts.",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.serving_name
+
+    def clean(self) -> None:
+        from balancers.validation import balancer_field_errors
+
+        errors = balancer_field_errors(
+            routing_mode=self.routing_mode,
+            workload_kind=self.workload_kind,
+            router_model=self.router_model if self.router_model_id else None,
+        )
+        if errors:
+            raise ValidationError(errors)
+
+
+class Route(models.Model):
+    balancer = models.ForeignKey(Balancer, on_delete=models.CASCADE, related_name="routes")
+    name = models.CharField(max_length=63, validators=[slug_validator])
+    intent = models.CharField(max_length=500, blank=True, help_text="A short declarative sentence.")
+    target_group = models.ForeignKey(
+        TargetGroup, on_delete=models.PROTECT, null=True, blank=True, related_name="routes"
+    )
+    instance = models.ForeignKey(
+        Instance, on_delete=models.PROTECT, null=True, blank=True, related_name="routes",
+        help_text="A single instance, treated as a group of one.",
+    )
+    priority = models.PositiveIntegerField(default=1, validators=PRIORITY_VALIDATORS)
+    weight = models.PositiveIntegerField(default=100, validators=WEIGHT_VALIDATORS)
+    is_default = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+    examples = models.JSONField(default=list, blank=True, help_text="Example prompts for the classifier.")
+
+    class Meta:
+        ordering = ["priority", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["balancer", "name"], name="route_unique_name_per_balancer"),
+            models.UniqueConstraint(
+                fields=["balancer"], condition=models.Q(is_default=True), name="route_one_default_per_balancer"
+            ),
+            models.CheckConstraint(
+                condition=(models.Q(target_group__isnull=False, instance__isnull=True)
+                           | models.Q(target_group__isnull=True, instance__isnull=False)),
+                name="route_exactly_one_destination",
+            ),
+            models.CheckConstraint(condition=models.Q(priority__gte=1), name="route_priority_min_1"),
+            models.CheckConstraint(condition=models.Q(weight__lte=1000), name="route_weight_max_1000"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.balancer.name}/{self.name}"
+
+    def get_constraints(self) -> list:
+        # "One default per balancer" is a property of the whole route set, checked by
+        # balancers.validation.route_set_errors (the database constraint stays as the
+        # backstop); checking it row by row against the database would refuse moving
+        # the default from one route to another in a single save.
+        return [
+            (model, [c for c in constraints if c.name != "route_one_default_per_balancer"])
+            for model, constraints in super().get_constraints()
+        ]
+
+    @property
+    def destination(self) -> TargetGroup | Instance | None:
+        return self.target_group or self.instance
+
+    @property
+    def destination_label(self) -> str:
+        if self.target_group_id:
+            return f"group {self.target_group.name}"
+        if self.instance_id:
+            return f"instance {self.instance.instance_id}"
+        return "-"

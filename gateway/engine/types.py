@@ -1,0 +1,97 @@
+"""The compiled, immutable routing snapshot the gateway routes from.
+
+Built from the database by gateway.snapshot (Django glue) whenever the config
+version changes; the hot path only reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    pk: int
+    instance_id: str
+    display_name: str
+    provider: str  # openai | anthropic | simulator | builtin
+    base_url: str
+    model: str
+    api_key: str = field(repr=False)
+    workload_kind: str  # chat | embeddings
+    input_price_per_million: float
+    output_price_per_million: float
+    quality_tier: int  # 1..5
+    connect_timeout: float
+    first_byte_timeout: float
+    request_timeout: float
+    enabled: bool
+    options: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSpec:
+    instance: InstanceSpec
+    weight: int
+    priority: int
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSpec:
+    """A target group, or one instance treated as a group of one (name "instance:<id>")."""
+
+    name: str
+    selection_policy: str
+    enabled: bool
+    members: tuple[MemberSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    name: str
+    intent: str
+    examples: tuple[str, ...]
+    group: GroupSpec
+    priority: int
+    weight: int
+    is_default: bool
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerSpec:
+    pk: int
+    name: str
+    serving_name: str
+    workload_kind: str
+    routing_mode: str  # intent_classifier | ordered | weighted | auto
+    auto_preference: str  # balanced | quality | speed | cost
+    router_model: InstanceSpec | None
+    classifier_timeout: float
+    confidence_threshold: float
+    attempt_budget: int
+    request_timeout: float
+    enabled: bool
+    routes: tuple[RouteSpec, ...]  # every route, sorted by (priority, name)
+
+    @property
+    def default_route(self) -> RouteSpec:
+        for route in self.routes:
+            if route.is_default:
+                return route
+        return self.routes[0]
+
+    def route_named(self, name: str) -> RouteSpec | None:
+        for route in self.routes:
+            if route.name == name:
+                return route
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    balancers: MappingProxyType[str, BalancerSpec]  # by serving name

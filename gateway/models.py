@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from balancers.models import Balancer
+
+KEY_PREFIX = "sb-"
+
+
+def hash_api_key(secret: str) -> str:
+    # Keys are 256-bit random tokens, so a fast hash is enough: nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_api_key_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class ApiKey(models.Model):
+    """A gateway API key. Only its hash is stored; the secret is shown once."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="The first characters, to recognise the key.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    balancers = models.ManyToManyField(
+        Balancer, blank=True, related_name="api_keys", help_text="Empty: every balancer."
+    )
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Requests per minute; empty: unlimited."
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.enabled and self.revoked_at is None
+
+
+class ConfigState(models.Model):
+    """A single row whose version is bumped on every configuration write."""
+
+    version = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class UsageEvent(models.Model):
+    """One client request through the gateway, recorded off the hot path."""
+
+    created_at = models.DateTimeField(db_index=True)
+    request_id = models.CharField(max_length=64, db_index=True)
+    endpoint = models.CharField(max_length=20)  # chat | embeddings
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    balancer = models.ForeignKey(Balancer, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_events")
+    serving_name = models.CharField(max_length=128, blank=True)
+    route = models.CharField(max_length=63, blank=True)
+    instance = models.CharField(max_length=63, blank=True, help_text="instance_id that answered")
+    model = models.CharField(max_length=200, blank=True)
+    decision_reason = models.CharField(max_length=40, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    classifier_ms = models.FloatField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    attempt_log = models.JSONField(default=list, blank=True)
+    status_code = models.PositiveSmallIntegerField()
+    error_type = models.CharField(max_length=60, blank=True)
+    stream = models.BooleanField(default=False)
+    latency_ms = models.FloatField()
+    ttfb_ms = models.FloatField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["balancer", "created_at"])]

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.utils import timezone
+
+from balancers.models import Balancer
+from gateway.models import ApiKey, hash_api_key, new_api_key_secret
+
+
+@transaction.atomic
+def api_key_create(
+    *, name: str, balancers: Iterable[Balancer] = (), rate_limit_per_minute: int | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key; return it with its secret, which is never stored or shown again."""
+    secret = new_api_key_secret()
+    key = ApiKey(name=name, prefix=secret[:10], key_hash=hash_api_key(secret), rate_limit_per_minute=rate_limit_per_minute)
+    key.full_clean()
+    key.save()
+    key.balancers.set(list(balancers))
+    return key, secret
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.enabled = False
+        key.save(update_fields=["revoked_at", "enabled"])
+    return key

@@ -1,0 +1,29 @@
+"""Bump the config version after every committed configuration write."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.dispatch import receiver
+
+from balancers.models import Balancer, Route
+from gateway.models import ApiKey
+from targetgroups.models import Instance, TargetGroup, TargetGroupMember
+
+CONFIG_MODELS = (Instance, TargetGroup, TargetGroupMember, Balancer, Route, ApiKey)
+
+
+def _schedule_bump(**kwargs: object) -> None:
+    from gateway.config_version import config_version_bump
+
+    transaction.on_commit(config_version_bump)
+
+
+for _model in CONFIG_MODELS:
+    post_save.connect(_schedule_bump, sender=_model, dispatch_uid=f"bump-save-{_model.__name__}")
+    post_delete.connect(_schedule_bump, sender=_model, dispatch_uid=f"bump-delete-{_model.__name__}")
+
+
+@receiver(m2m_changed, sender=ApiKey.balancers.through, dispatch_uid="bump-apikey-balancers")
+def _api_key_balancers_changed(**kwargs: object) -> None:
+    _schedule_bump()

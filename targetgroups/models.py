@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from targetgroups.validators import slug_validator
+
+
+class WorkloadKind(models.TextChoices):
+    CHAT = "chat", "Chat"
+    EMBEDDINGS = "embeddings", "Embeddings"
+
+
+class Provider(models.TextChoices):
+    OPENAI = "openai", "OpenAI-compatible"
+    ANTHROPIC = "anthropic", "Anthropic"
+    SIMULATOR = "simulator", "Simulator (built-in, offline)"
+    BUILTIN = "builtin", "Built-in model"
+
+
+class SelectionPolicy(models.TextChoices):
+    WEIGHTED_ROUND_ROBIN = "weighted_round_robin", "Weighted round robin"
+    ROUND_ROBIN = "round_robin", "Round robin"
+    RANDOM = "random", "Random (weighted)"
+    LEAST_LATENCY = "least_latency", "Least latency"
+    LEAST_BUSY = "least_busy", "Least busy"
+
+
+# Models that run inside the gateway process; provider "builtin" may only name these.
+BUILTIN_MODELS = {"intent-classifier": WorkloadKind.CHAT}
+
+# Knobs the simulator provider understands, with their types.
+SIMULATOR_OPTIONS = {"latency_ms": int, "error_rate": float, "down": bool, "tokens_per_second": int}
+
+WEIGHT_VALIDATORS = [MinValueValidator(0), MaxValueValidator(1000)]
+PRIORITY_VALIDATORS = [MinValueValidator(1), MaxValueValidator(1000)]
+
+
+class Instance(models.Model):
+    """One callable model deployment."""
+
+    instance_id = models.CharField(
+        max_length=63, unique=True, validators=[slug_validator],
+        help_text="Identifier used in target-group JSON, e.g. inst_a.",
+    )
+    display_name = models.CharField(max_length=200, blank=True)
+    provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.OPENAI)
+    base_url = models.URLField(max_length=500, blank=True, help_text="e.g. https://api.openai.com/v1")
+    model = models.CharField(max_length=200, help_text="The model name the upstream expects.")
+    api_key = models.CharField(max_length=500, blank=True, help_text="Write-only: never shown again.")
+    workload_kind = models.CharField(max_length=20, choices=WorkloadKind.choices, default=WorkloadKind.CHAT)
+    input_price_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(0)],
+        help_text="USD per 1M input tokens.",
+    )
+    output_price_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(0)],
+        help_text="USD per 1M output tokens.",
+    )
+    quality_tier = models.PositiveSmallIntegerField(
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(5)],
+        help_text="1 (basic) to 5 (frontier); used by auto routing.",
+    )
+    connect_timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.05), MaxValueValidator(600)])
+    first_byte_timeout = models.FloatField(
+        default=60.0, validators=[MinValueValidator(0.05), MaxValueValidator(3600)],
+        help_text="Seconds until the upstream's first byte.",
+    )
+    request_timeout = models.FloatField(default=300.0, validators=[MinValueValidator(0.05), MaxValueValidator(3600)])
+    options = models.JSONField(default=dict, blank=True, help_text="Simulator knobs: latency_ms, error_rate, down, tokens_per_second.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["instance_id"]
+
+    def __str__(self) -> str:
+        return self.display_name or self.instance_id
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key)
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.provider in (Provider.OPENAI, Provider.ANTHROPIC) and not self.base_url:
+            errors["base_url"] = "A base URL is required for this provider."
+        if self.provider == Provider.BUILTIN:
+            kind = BUILTIN_MODELS.get(self.model)
+            if kind is None:
+                errors["model"] = f"Built-in models: {', '.join(sorted(BUILTIN_MODELS))}."
+            elif kind != self.workload_kind:
+                errors["workload_kind"] = f"The built-in model {self.model} is a {kind} model."
+        if not isinstance(self.options, dict):
+            errors["options"] = "Options must be a JSON object."
+        elif self.provider == Provider.SIMULATOR:
+            for key, value in self.options.items():
+                expected = SIMULATOR_OPTIONS.get(key)
+                if expected is None:
+                    errors["options"] = f"Unknown simulator option {key!r}; known: {', '.join(SIMULATOR_OPTIONS)}."
+                    break
+                ok = isinstance(value, bool) if expected is bool else (
+                    isinstance(value, (int, float)) and not isinstance(value, bool)
+                )
+                if not ok or (expected is not bool and value < 0):
+                    errors["options"] = f"Simulator option {key!r} must be a non-negative {expected.__name__}."
+                    break
+                if key == "error_rate" and value > 1:
+                    errors["options"] = "Simulator option 'error_rate' must be between 0 and 1."
+                    break
+        if errors:
+            raise ValidationError(errors)
+
+
+class TargetGroup(models.Model):
+    """A named pool of instances."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    display_name = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    workload_kind = models.CharField(max_length=20, choices=WorkloadKind.choices, default=WorkloadKind.CHAT)
+    selection_policy = models.CharField(
+        max_length=30, choices=SelectionPolicy.choices, default=SelectionPolicy.WEIGHTED_ROUND_ROBIN
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.display_name or self.name
+
+
+class TargetGroupMember(models.Model):
+    group = models.ForeignKey(TargetGroup, on_delete=models.CASCADE, related_name="members")
+    instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="memberships")
+    weight = models.PositiveIntegerField(default=100, validators=WEIGHT_VALIDATORS, help_text="0 drains the member.")
+    priority = models.PositiveIntegerField(default=1, validators=PRIORITY_VALIDATORS, help_text="Lower tiers are tried first.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "instance"], name="member_unique_instance_per_group"),
+            models.CheckConstraint(condition=models.Q(weight__lte=1000), name="member_weight_max_1000"),
+            models.CheckConstraint(condition=models.Q(priority__gte=1), name="member_priority_min_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group.name}/{self.instance.instance_id}"
+
+    def clean(self) -> None:
+        if self.group_id and self.instance_id and self.instance.workload_kind != self.group.workload_kind:
+            raise ValidationError(
+                {"instance": f"{self.instance.instance_id} is a {self.instance.workload_kind} instance; "
+                             f"this group serves {self.group.workload_kind}."}
+            )

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.core.validators import RegexValidator
+
+# Internal identifiers: lowercase letters, digits, "-" and "_"; used in URLs and JSON.
+slug_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9_-]{0,62}$",
+    "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+    code="invalid_slug",
+)
+
+# Serving names are what clients send as `model`; allow the characters model ids use.
+serving_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
+    "Use 1-128 letters, digits, '.', '_', ':', '/' or '-', starting with a letter or digit.",
+    code="invalid_serving_name",
+)
