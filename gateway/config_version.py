@@ -8,10 +8,10 @@ interval without touching the database.
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 
 from gateway.models import ConfigState
 from gateway.redis_client import redis_sync
@@ -22,10 +22,12 @@ REDIS_KEY = "sb:config_version"
 
 
 def config_version_bump() -> int:
+    # Versions are compared for inequality only. Taking the clock in milliseconds when it
+    # is ahead keeps a version from ever repeating, even after the row or Redis is reset.
     with transaction.atomic():
         state, _ = ConfigState.objects.select_for_update().get_or_create(pk=1)
-        ConfigState.objects.filter(pk=1).update(version=F("version") + 1)
-        state.refresh_from_db(fields=["version"])
+        state.version = max(state.version + 1, int(time.time() * 1000))
+        state.save(update_fields=["version", "updated_at"])
     if settings.REDIS_URL:
         try:
             redis_sync().set(REDIS_KEY, state.version)

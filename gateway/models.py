@@ -54,6 +54,9 @@ class ConfigState(models.Model):
     version = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
+    def __str__(self) -> str:
+        return f"config version {self.version}"
+
 
 class UsageEvent(models.Model):
     """One client request through the gateway, recorded off the hot path."""
@@ -84,3 +87,6 @@ class UsageEvent(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["balancer", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.serving_name} {self.status_code}"

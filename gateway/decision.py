@@ -1,0 +1,203 @@
+"""Deciding the first route of a request: override, classifier, or the balancer's mode.
+
+For `intent_classifier` balancers the router model names a route:
+- provider `builtin` (`intent-classifier`): the local classifier, in process;
+- any chat instance: an LLM asked with the routes' names, intents and examples.
+No match, an unparsable answer, an error or the timeout picks the default route;
+so does a confidence under the balancer's threshold. Decisions are cached (LRU
+with TTL, keyed by config version, balancer and normalised prompt) and identical
+classifications in flight are made once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.engine.types import BalancerSpec, RouteSpec
+from gateway.router_models.llm import build_router_messages, last_user_text, parse_router_answer
+from gateway.router_models.local import LocalIntentClassifier, RouteIntent
+
+logger = logging.getLogger(__name__)
+
+CLASSIFIED = "classified"
+NO_MATCH = "default:no_match"
+LOW_CONFIDENCE = "default:low_confidence"
+TIMEOUT = "default:timeout"
+ERROR = "default:error"
+OVERRIDE = "override"
+
+CACHE_SIZE = 10_000
+CACHE_TTL = 300.0
+MAX_PROMPT_CHARS = 4000
+
+
+@dataclass(slots=True)
+class Decision:
+    route: RouteSpec | None  # None: let the mode decide (ordered, weighted, auto)
+    reason: str
+    confidence: float | None = None
+    classifier_ms: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+
+
+class _TTLCache:
+    def __init__(self, size: int, ttl: float) -> None:
+        self.size, self.ttl = size, ttl
+        self._data: collections.OrderedDict[tuple[Any, ...], tuple[float, Decision]] = collections.OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> Decision | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        stored_at, decision = item
+        if time.monotonic() - stored_at > self.ttl:
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return decision
+
+    def put(self, key: tuple[Any, ...], decision: Decision) -> None:
+        self._data[key] = (time.monotonic(), decision)
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+_cache = _TTLCache(CACHE_SIZE, CACHE_TTL)
+_inflight: dict[tuple[Any, ...], asyncio.Future[Decision]] = {}
+_local_models: dict[tuple[int, int], LocalIntentClassifier] = {}
+_WS = re.compile(r"\s+")
+
+
+def _normalise(text: str) -> str:
+    return _WS.sub(" ", text.strip().lower())[:MAX_PROMPT_CHARS]
+
+
+def route_intents(balancer: BalancerSpec) -> list[RouteIntent]:
+    return [RouteIntent(name=r.name, intent=r.intent, examples=r.examples) for r in balancer.routes if r.enabled]
+
+
+def local_classifier(balancer: BalancerSpec, version: int) -> LocalIntentClassifier:
+    key = (version, balancer.pk)
+    model = _local_models.get(key)
+    if model is None:
+        if len(_local_models) > 256:
+            _local_models.clear()
+        model = _local_models[key] = LocalIntentClassifier(route_intents(balancer))
+    return model
+
+
+def _from_answer(balancer: BalancerSpec, route_name: str | None, confidence: float | None,
+                 scores: dict[str, float], started: float) -> Decision:
+    elapsed = (time.perf_counter() - started) * 1000
+    default = balancer.default_route
+    route = balancer.route_named(route_name) if route_name else None
+    if route is None or not route.enabled:
+        return Decision(default, NO_MATCH, confidence, elapsed, scores)
+    if confidence is not None and confidence < balancer.confidence_threshold:
+        return Decision(default, LOW_CONFIDENCE, confidence, elapsed, scores)
+    return Decision(route, CLASSIFIED, confidence, elapsed, scores)
+
+
+async def _classify_llm(balancer: BalancerSpec, prompt: str) -> Decision:
+    from gateway.upstream import UpstreamResponse, call_upstream
+
+    router = balancer.router_model
+    assert router is not None
+    started = time.perf_counter()
+    routes = route_intents(balancer)
+    payload = {
+        "model": router.model,
+        "messages": build_router_messages(routes, prompt),
+        "temperature": 0,
+        "max_tokens": 60,
+    }
+    deadline = time.monotonic() + balancer.classifier_timeout
+    try:
+        async with asyncio.timeout(balancer.classifier_timeout):
+            result = await call_upstream(router, endpoint="chat", payload=payload, stream=False, deadline=deadline)
+    except TimeoutError:
+        return Decision(balancer.default_route, TIMEOUT, None, (time.perf_counter() - started) * 1000)
+    except Exception as exc:
+        reason = TIMEOUT if getattr(exc, "is_timeout", False) else ERROR
+        return Decision(balancer.default_route, reason, None, (time.perf_counter() - started) * 1000)
+    if not isinstance(result, UpstreamResponse):
+        return Decision(balancer.default_route, ERROR, None, (time.perf_counter() - started) * 1000)
+    try:
+        body = orjson.loads(result.body)
+        text = body["choices"][0]["message"]["content"] or ""
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return Decision(balancer.default_route, ERROR, None, (time.perf_counter() - started) * 1000)
+    name, confidence = parse_router_answer(text, [r.name for r in routes])
+    return _from_answer(balancer, name, confidence, {}, started)
+
+
+def _classify_local(balancer: BalancerSpec, version: int, prompt: str) -> Decision:
+    started = time.perf_counter()
+    try:
+        result = local_classifier(balancer, version).classify(prompt)
+    except Exception:
+        logger.exception("local router model failed for %s", balancer.serving_name)
+        return Decision(balancer.default_route, ERROR, None, (time.perf_counter() - started) * 1000)
+    return _from_answer(balancer, result.route, result.confidence, dict(result.scores), started)
+
+
+async def classify(balancer: BalancerSpec, version: int, messages: Any, *, use_cache: bool = True) -> Decision:
+    prompt = last_user_text(messages if isinstance(messages, list) else [])[:MAX_PROMPT_CHARS]
+    router = balancer.router_model
+    if router is None or not prompt.strip():
+        return Decision(balancer.default_route, NO_MATCH, None, 0.0)
+    key = (version, balancer.pk, _normalise(prompt))
+    if use_cache:
+        hit = _cache.get(key)
+        if hit is not None:
+            return Decision(hit.route, hit.reason, hit.confidence, 0.0, hit.scores, cached=True)
+    if router.provider == "builtin":
+        decision = _classify_local(balancer, version, prompt)
+    else:
+        pending = _inflight.get(key)
+        if pending is not None:
+            shared = await asyncio.shield(pending)
+            return Decision(shared.route, shared.reason, shared.confidence, shared.classifier_ms, shared.scores, cached=True)
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        _inflight[key] = future
+        try:
+            decision = await _classify_llm(balancer, prompt)
+            future.set_result(decision)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved
+            raise
+        finally:
+            _inflight.pop(key, None)
+    # Errors and timeouts are not cached: the next request asks again.
+    if decision.reason in (CLASSIFIED, NO_MATCH, LOW_CONFIDENCE):
+        _cache.put(key, decision)
+    return decision
+
+
+async def decide(balancer: BalancerSpec, version: int, payload: dict[str, Any], override: str | None) -> Decision:
+    """The first route for this request, with the reason recorded in the usage event."""
+    if override:
+        route = balancer.route_named(override)
+        if route is None:
+            from gateway.errors import bad_request
+
+            names = ", ".join(r.name for r in balancer.routes)
+            raise bad_request(f"Unknown route {override!r} for {balancer.serving_name}; routes: {names}.", param="X-Balancer-Route")
+        return Decision(route, OVERRIDE)
+    if balancer.routing_mode == "intent_classifier":
+        return await classify(balancer, version, payload.get("messages"))
+    return Decision(None, balancer.routing_mode)

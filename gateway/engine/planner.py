@@ -1,0 +1,314 @@
+"""The attempt planner: which route, which instance, and in what order to fail over.
+
+The rules, as DESIGN.md states them and this file applies them:
+
+1. The routing mode picks the *first* route. ``intent_classifier`` is decided
+   by the caller (classifier or playground override) and passed in; ``ordered``
+   takes the enabled route with the lowest priority; ``weighted`` spreads
+   requests over the enabled routes by route weight (smooth WRR).
+2. After the first route, the attempt order is the remaining *enabled* routes
+   by priority (ties by name). One rule, so primary/fallback is predictable in
+   every mode.
+3. Inside a route, its target group picks: the best tier first, the group's
+   policy inside the tier (see ``selection``). A failed member is excluded and
+   the pick repeats; an exhausted tier gives way to the next tier, an exhausted
+   route to the next route.
+4. An instance is attempted at most once per request, whichever routes hold it.
+5. The balancer's attempt budget caps the attempts of one request.
+6. If nothing at all is eligible for the first attempt (everything cooling
+   down), the least recently failed instance of all those routes is tried once,
+   rather than refusing outright.
+7. ``auto`` mode ranks the eligible instances of all routes (see ``auto``) and
+   fails over down that ranking, under the same rules 4 to 6.
+
+How the gateway drives a plan (one per client request)::
+
+    plan = plan_attempts(balancer, routing, first=route, reason="classifier")
+    while (attempt := plan.next()) is not None:
+        ...call attempt.instance...
+        if answered:               plan.succeeded(latency_s=ttfb); break
+        if retryable failure:      plan.failed(retry_after=...); continue
+        if the client went away:   plan.abandoned(); break
+
+``succeeded`` is also right for a client error (4xx) returned unchanged: the
+instance answered. ``next()`` with the last attempt still open counts it as
+failed. The plan updates health and load; the caller only reports outcomes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.engine.auto import RankedInstance, rank_instances
+from gateway.engine.health import HealthTracker
+from gateway.engine.selection import LoadStats, SelectionState, is_servable
+from gateway.engine.types import BalancerSpec, InstanceSpec, MemberSpec, RouteSpec
+
+# Routing modes, and the reasons a plan gives for its first route.
+INTENT_CLASSIFIER = "intent_classifier"
+ORDERED = "ordered"
+WEIGHTED = "weighted"
+AUTO = "auto"
+REASON_DEFAULT = "default"  # intent_classifier with no decision passed in
+REASON_NO_ROUTE = "no_enabled_route"
+
+# Outcomes recorded in AttemptPlan.log.
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+ABANDONED = "abandoned"
+
+
+@dataclass(slots=True)
+class RoutingState:
+    """What the engine remembers between requests: one per gateway process."""
+
+    health: HealthTracker = field(default_factory=HealthTracker)
+    selection: SelectionState = field(default_factory=SelectionState)
+    load: LoadStats = field(default_factory=LoadStats)
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int  # 1-based: the x-balancer-attempts value if this one answers
+    route: RouteSpec
+    member: MemberSpec
+    last_resort: bool = False  # everything was cooling down: tried anyway
+    ranked: RankedInstance | None = None  # auto mode: the rung it came from
+
+    @property
+    def instance(self) -> InstanceSpec:
+        return self.member.instance
+
+
+# -- rules 1 and 2: the first route, then the others ----------------------------
+
+
+def first_route(balancer: BalancerSpec, selection: SelectionState) -> tuple[RouteSpec | None, str]:
+    """The first route for the balancer's mode, and why. None only when no route is enabled.
+
+    ``ordered`` (and ``auto``, whose ranking replaces routes): the primary, the
+    enabled route with the lowest priority. ``weighted``: smooth WRR by route
+    weight. ``intent_classifier``: the caller should pass the classifier's
+    decision instead; asked here, the answer is the default route.
+    """
+    enabled = [route for route in balancer.routes if route.enabled]
+    if not enabled:
+        return None, REASON_NO_ROUTE
+    mode = balancer.routing_mode
+    if mode == WEIGHTED:
+        chosen = selection.pick_weighted_route(balancer)
+        if chosen is not None:
+            return chosen, WEIGHTED
+        return enabled[0], ORDERED  # every enabled route has weight 0
+    if mode == INTENT_CLASSIFIER:
+        default = balancer.default_route
+        return (default if default.enabled else enabled[0]), REASON_DEFAULT
+    return enabled[0], ORDERED
+
+
+def route_order(balancer: BalancerSpec, first: RouteSpec | None) -> list[RouteSpec]:
+    """``first``, then the remaining enabled routes by (priority, name).
+
+    ``first`` is kept even when disabled: whoever named it (classifier,
+    playground override smoke-testing a route) meant it.
+    """
+    # The snapshot keeps balancer.routes sorted by (priority, name).
+    rest = [route for route in balancer.routes if route.enabled and route is not first]
+    return rest if first is None else [first, *rest]
+
+
+# -- rules 3 to 7: the plan -------------------------------------------------------
+
+_Found = tuple[RouteSpec, MemberSpec, RankedInstance | None]
+
+
+class AttemptPlan:
+    """The attempts of one request, handed out one at a time by ``next()``."""
+
+    __slots__ = (
+        "_finished",
+        "_position",
+        "_ranking",
+        "_routes",
+        "_tried",
+        "attempts",
+        "balancer",
+        "budget",
+        "current",
+        "log",
+        "reason",
+        "routing",
+    )
+
+    def __init__(
+        self,
+        balancer: BalancerSpec,
+        routing: RoutingState,
+        *,
+        routes: list[RouteSpec] | None = None,
+        ranking: list[RankedInstance] | None = None,
+        reason: str = "",
+    ) -> None:
+        self.balancer = balancer
+        self.routing = routing
+        self.reason = reason  # why the first route (or "auto:<preference>")
+        self.budget = max(balancer.attempt_budget, 1)
+        self.attempts: list[Attempt] = []
+        self.log: list[tuple[Attempt, str]] = []  # every attempt and its outcome
+        self.current: Attempt | None = None
+        self._routes = routes if routes is not None else []
+        self._ranking = ranking
+        self._position = 0  # index into routes, or into the ranking
+        self._tried: set[int] = set()  # instance pks attempted in this request
+        self._finished = False
+
+    @property
+    def decided_route(self) -> RouteSpec | None:
+        """The route the routing decision named (before any failover)."""
+        if self.attempts:
+            return self.attempts[0].route
+        if self._ranking:
+            return self._ranking[0].route
+        return self._routes[0] if self._routes else None
+
+    def next(self) -> Attempt | None:
+        """The next attempt to make, or None: answered, budget spent, or nothing left."""
+        if self.current is not None:
+            self.failed()
+        if self._finished or len(self.attempts) >= self.budget:
+            return None
+        now = self.routing.clock()
+        if self._ranking is not None:
+            found = self._next_ranked(self._ranking, now)
+        else:
+            found = self._next_in_routes(now)
+        last_resort = found is None and not self.attempts
+        if last_resort:
+            found = self._last_resort()
+        if found is None:
+            self._finished = True
+            return None
+        route, member, ranked = found
+        return self._start(route, member, ranked, now=now, last_resort=last_resort)
+
+    def succeeded(self, latency_s: float | None = None) -> None:
+        """The current attempt's instance answered; ``latency_s`` feeds its EWMA."""
+        attempt = self._close(SUCCEEDED)
+        pk = attempt.instance.pk
+        self.routing.health.record_success(pk, self.routing.clock(), latency_s)
+        self.routing.load.end(pk, latency_s)
+        self._finished = True
+
+    def failed(self, retry_after: float | None = None) -> None:
+        """The current attempt failed in a way that blames the instance; ``next()`` may follow."""
+        attempt = self._close(FAILED)
+        pk = attempt.instance.pk
+        self.routing.health.record_failure(pk, self.routing.clock(), retry_after)
+        self.routing.load.end(pk)
+
+    def abandoned(self) -> None:
+        """The request ended without a verdict on the instance (client gone, cancelled)."""
+        attempt = self._close(ABANDONED)
+        pk = attempt.instance.pk
+        self.routing.health.release(pk)
+        self.routing.load.end(pk)
+        self._finished = True
+
+    # -- walking ----------------------------------------------------------------
+
+    def _next_in_routes(self, now: float) -> _Found | None:
+        routing = self.routing
+        while self._position < len(self._routes):
+            route = self._routes[self._position]
+            member = routing.selection.pick(
+                route.group, now=now, health=routing.health, load=routing.load, excluded=self._tried
+            )
+            if member is not None:
+                return route, member, None
+            self._position += 1  # tiers exhausted: on to the next route
+        return None
+
+    def _next_ranked(self, ranking: list[RankedInstance], now: float) -> _Found | None:
+        health = self.routing.health
+        while self._position < len(ranking):
+            rung = ranking[self._position]
+            self._position += 1
+            pk = rung.instance.pk
+            # Health may have changed since the ranking was made (other requests).
+            if pk not in self._tried and health.is_eligible(pk, now):
+                return rung.route, rung.member, rung
+        return None
+
+    def _last_resort(self) -> _Found | None:
+        """Everything is cooling down: the least recently failed instance, once."""
+        routes = self._routes if self._ranking is None else route_order(self.balancer, None)
+        owner: dict[int, tuple[RouteSpec, MemberSpec]] = {}
+        for route in routes:
+            if not route.group.enabled:
+                continue
+            for member in route.group.members:
+                if is_servable(member):
+                    owner.setdefault(member.instance.pk, (route, member))
+        pk = self.routing.health.least_recently_failed(owner)
+        if pk is None:
+            return None
+        route, member = owner[pk]
+        return route, member, None
+
+    def _start(
+        self,
+        route: RouteSpec,
+        member: MemberSpec,
+        ranked: RankedInstance | None,
+        *,
+        now: float,
+        last_resort: bool,
+    ) -> Attempt:
+        attempt = Attempt(len(self.attempts) + 1, route, member, last_resort, ranked)
+        pk = member.instance.pk
+        self._tried.add(pk)
+        self.routing.health.begin_attempt(pk, now)
+        self.routing.load.begin(pk)
+        self.attempts.append(attempt)
+        self.current = attempt
+        return attempt
+
+    def _close(self, outcome: str) -> Attempt:
+        attempt = self.current
+        if attempt is None:
+            raise RuntimeError("no attempt in progress: call next() first")
+        self.current = None
+        self.log.append((attempt, outcome))
+        return attempt
+
+
+def plan_attempts(
+    balancer: BalancerSpec,
+    routing: RoutingState,
+    *,
+    first: RouteSpec | None = None,
+    reason: str = "",
+) -> AttemptPlan:
+    """The attempt plan of one request.
+
+    ``first``: the route decided by the caller (the classifier's choice, or a
+    playground override), with ``reason`` for the usage event. Without it the
+    mode decides: ``auto`` ranks instances, the other modes use ``first_route``.
+    """
+    if first is None and balancer.routing_mode == AUTO:
+        ranking = rank_instances(
+            balancer,
+            health=routing.health,
+            load=routing.load,
+            now=routing.clock(),
+            preference=balancer.auto_preference,
+        )
+        return AttemptPlan(
+            balancer, routing, ranking=ranking, reason=f"auto:{balancer.auto_preference}"
+        )
+    if first is None:
+        first, reason = first_route(balancer, routing.selection)
+    return AttemptPlan(balancer, routing, routes=route_order(balancer, first), reason=reason)

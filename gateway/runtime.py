@@ -1,0 +1,76 @@
+"""Process-wide routing state, and its sharing across gateway processes through Redis.
+
+Each process keeps a RoutingState (health circuits, rotation counters, latency
+and in-flight stats). Health transitions are what other processes must know:
+every transition is queued and, on the next sync tick, written to the Redis hash
+`sb:health`; the same tick reads the hash and merges what other processes saw.
+Without Redis the state simply stays in process (embedded mode). Times are
+wall-clock seconds so that processes on different hosts agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+from django.conf import settings
+
+from gateway.engine.health import HealthTracker, HealthView
+from gateway.engine.planner import RoutingState
+
+logger = logging.getLogger(__name__)
+
+HEALTH_KEY = "sb:health"
+
+_pending: dict[int, dict[str, float | int | None]] = {}
+
+
+def _queue_transition(pk: int, view: HealthView) -> None:
+    _pending[pk] = {
+        "cooldown_until": view.cooldown_until,
+        "trips": view.trips,
+        "last_failure_at": view.last_failure_at,
+        "status": view.status,
+        "at": time.time(),
+    }
+
+
+routing = RoutingState(health=HealthTracker(on_change=_queue_transition), clock=time.time)
+
+
+async def sync_health() -> None:
+    """Publish this process's transitions and merge everyone else's (one round trip each way)."""
+    if not settings.REDIS_URL:
+        return
+    from gateway.redis_client import redis_async
+
+    client = redis_async()
+    if _pending:
+        mapping = {str(pk): orjson.dumps(state) for pk, state in _pending.items()}
+        _pending.clear()
+        await client.hset(HEALTH_KEY, mapping=mapping)
+    remote = await client.hgetall(HEALTH_KEY)
+    for raw_pk, raw_state in remote.items():
+        state = orjson.loads(raw_state)
+        routing.health.apply_remote(
+            int(raw_pk),
+            cooldown_until=state.get("cooldown_until"),
+            trips=int(state.get("trips") or 0),
+            last_failure_at=state.get("last_failure_at"),
+        )
+
+
+def health_snapshot(pks: list[int]) -> dict[int, HealthView]:
+    now = time.time()
+    return {pk: routing.health.state(pk, now) for pk in pks}
+
+
+def _register() -> None:
+    from gateway.snapshot import holder
+
+    if sync_health not in holder.tick_hooks:
+        holder.tick_hooks.append(sync_health)
+
+
+_register()

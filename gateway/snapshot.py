@@ -1,0 +1,234 @@
+"""Compile the configuration into an immutable Snapshot, and keep each process's copy fresh.
+
+The hot path reads `current()` — a plain attribute read, no database query. A
+background task per event loop polls the config version (Redis when configured,
+else the database) every GATEWAY_CONFIG_POLL_SECONDS and swaps in a new snapshot
+when it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from balancers.models import Balancer
+from gateway.config_version import REDIS_KEY, config_version_from_db
+from gateway.engine.types import (
+    BalancerSpec,
+    GroupSpec,
+    InstanceSpec,
+    MemberSpec,
+    RouteSpec,
+    Snapshot,
+)
+from gateway.models import ApiKey
+from targetgroups.models import Instance
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    pk: int
+    name: str
+    allowed: frozenset[str] | None  # serving names; None: every balancer
+    rate_limit_per_minute: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    routing: Snapshot
+    keys: MappingProxyType[str, KeySpec]  # by key hash
+    instances: MappingProxyType[int, InstanceSpec]  # every instance, by pk
+
+    @property
+    def version(self) -> int:
+        return self.routing.version
+
+
+def instance_spec(instance: Instance) -> InstanceSpec:
+    return InstanceSpec(
+        pk=instance.pk,
+        instance_id=instance.instance_id,
+        display_name=instance.display_name or instance.instance_id,
+        provider=instance.provider,
+        base_url=instance.base_url.rstrip("/"),
+        model=instance.model,
+        api_key=instance.api_key,
+        workload_kind=instance.workload_kind,
+        input_price_per_million=float(instance.input_price_per_million),
+        output_price_per_million=float(instance.output_price_per_million),
+        quality_tier=instance.quality_tier,
+        connect_timeout=instance.connect_timeout,
+        first_byte_timeout=instance.first_byte_timeout,
+        request_timeout=instance.request_timeout,
+        enabled=instance.enabled,
+        options=MappingProxyType(dict(instance.options or {})),
+    )
+
+
+def build_config(version: int) -> GatewayConfig:
+    """Read the whole configuration in a handful of queries."""
+    instances = {i.pk: instance_spec(i) for i in Instance.objects.all()}
+    balancers: dict[str, BalancerSpec] = {}
+    queryset = Balancer.objects.prefetch_related(
+        "routes__target_group__members", "routes__instance"
+    )
+    for balancer in queryset:
+        routes = []
+        for route in balancer.routes.all():
+            if route.target_group_id:
+                tg = route.target_group
+                group = GroupSpec(
+                    name=tg.name,
+                    selection_policy=tg.selection_policy,
+                    enabled=tg.enabled,
+                    members=tuple(
+                        MemberSpec(instance=instances[m.instance_id], weight=m.weight, priority=m.priority, enabled=m.enabled)
+                        for m in sorted(tg.members.all(), key=lambda m: (m.priority, m.pk))
+                    ),
+                )
+            else:
+                inst = instances[route.instance_id]
+                group = GroupSpec(
+                    name=f"instance:{inst.instance_id}",
+                    selection_policy="round_robin",
+                    enabled=True,
+                    members=(MemberSpec(instance=inst, weight=100, priority=1, enabled=True),),
+                )
+            routes.append(
+                RouteSpec(
+                    name=route.name,
+                    intent=route.intent,
+                    examples=tuple(route.examples or ()),
+                    group=group,
+                    priority=route.priority,
+                    weight=route.weight,
+                    is_default=route.is_default,
+                    enabled=route.enabled,
+                )
+            )
+        routes.sort(key=lambda r: (r.priority, r.name))
+        if not routes:
+            continue
+        balancers[balancer.serving_name] = BalancerSpec(
+            pk=balancer.pk,
+            name=balancer.name,
+            serving_name=balancer.serving_name,
+            workload_kind=balancer.workload_kind,
+            routing_mode=balancer.routing_mode,
+            auto_preference=balancer.auto_preference,
+            router_model=instances.get(balancer.router_model_id) if balancer.router_model_id else None,
+            classifier_timeout=balancer.classifier_timeout,
+            confidence_threshold=balancer.confidence_threshold,
+            attempt_budget=balancer.attempt_budget,
+            request_timeout=balancer.request_timeout,
+            enabled=balancer.enabled,
+            routes=tuple(routes),
+        )
+    names_by_pk = {b.pk: name for name, b in balancers.items()}
+    keys: dict[str, KeySpec] = {}
+    for key in ApiKey.objects.filter(enabled=True, revoked_at__isnull=True).prefetch_related("balancers"):
+        allowed = [b.pk for b in key.balancers.all()]
+        keys[key.key_hash] = KeySpec(
+            pk=key.pk,
+            name=key.name,
+            allowed=frozenset(names_by_pk[pk] for pk in allowed if pk in names_by_pk) if allowed else None,
+            rate_limit_per_minute=key.rate_limit_per_minute,
+        )
+    return GatewayConfig(
+        routing=Snapshot(version=version, balancers=MappingProxyType(balancers)),
+        keys=MappingProxyType(keys),
+        instances=MappingProxyType(instances),
+    )
+
+
+async def read_version() -> int | None:
+    """The config version as the workers see it (Redis when configured, else the DB row)."""
+    if settings.REDIS_URL:
+        from gateway.redis_client import redis_async
+
+        try:
+            raw = await redis_async().get(REDIS_KEY)
+        except Exception:
+            logger.warning("Redis unreachable; reading the config version from the database", exc_info=True)
+        else:
+            if raw is not None:
+                return int(raw)
+    return await sync_to_async(config_version_from_db, thread_sensitive=False)()
+
+
+def _build_current() -> GatewayConfig:
+    version = config_version_from_db()
+    return build_config(version)
+
+
+class ConfigHolder:
+    """This process's current configuration, refreshed in the background."""
+
+    def __init__(self) -> None:
+        self._config: GatewayConfig | None = None
+        self._seen_version: int | None = None
+        self._pollers: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self.listeners: list[Callable[[GatewayConfig], None]] = []
+        # Called on every poll tick, e.g. to share health state through Redis.
+        self.tick_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    async def get(self) -> GatewayConfig:
+        config = self._config
+        if config is None:
+            config = await self.refresh(force=True)
+        self._ensure_poller()
+        return config
+
+    def peek(self) -> GatewayConfig | None:
+        return self._config
+
+    async def refresh(self, *, force: bool = False) -> GatewayConfig:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        async with lock:
+            version = await read_version()
+            if not force and self._config is not None and version == self._seen_version:
+                return self._config
+            config = await sync_to_async(build_config, thread_sensitive=False)(version or 0)
+            self._config = config
+            self._seen_version = version
+            for listener in self.listeners:
+                listener(config)
+            return config
+
+    def _ensure_poller(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop in self._pollers:
+            return
+        self._pollers.add(loop)
+        self._tasks.add(loop.create_task(self._poll(), name="gateway-config-poller"))
+
+    async def _poll(self) -> None:
+        interval = settings.GATEWAY_CONFIG_POLL_SECONDS
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except Exception:
+                logger.exception("config refresh failed; keeping the previous snapshot")
+            for hook in self.tick_hooks:
+                try:
+                    await hook()
+                except Exception:
+                    logger.warning("gateway tick hook %s failed", getattr(hook, "__name__", hook), exc_info=True)
+
+
+holder = ConfigHolder()

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.engine.types import InstanceSpec
+
+# Statuses that mean "this instance cannot serve this request now": try the next one.
+# 401/403/404 from an upstream mean our credential or model name is wrong there.
+RETRYABLE_STATUSES = frozenset({401, 403, 404, 408, 409, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass
+class UpstreamFailure(Exception):
+    """A failed attempt. `retryable` failures move on to the next target."""
+
+    kind: str  # connect | timeout | first_byte_timeout | status | protocol
+    detail: str
+    status: int | None = None
+    retry_after: float | None = None
+    body: bytes | None = None  # an upstream error body, for non-retryable client errors
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.detail
+
+    @property
+    def retryable(self) -> bool:
+        if self.kind == "status":
+            return self.status is not None and (self.status in RETRYABLE_STATUSES or self.status >= 500)
+        return True
+
+    @property
+    def is_timeout(self) -> bool:
+        return self.kind in ("timeout", "first_byte_timeout")
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+@dataclass(slots=True)
+class UpstreamStream:
+    """An open stream whose first event has arrived."""
+
+    status: int
+    first: bytes
+    rest: AsyncIterator[bytes]
+    closer: Any = None  # awaitable factory that releases the connection
+
+    async def aclose(self) -> None:
+        if self.closer is not None:
+            await self.closer()
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+async def call_upstream(
+    instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float
+) -> UpstreamResponse | UpstreamStream:
+    """Call one instance. `endpoint` is "chat" or "embeddings"; `deadline` is time.monotonic()-based."""
+    if instance.provider == "simulator":
+        from gateway.upstream import simulator
+
+        return await simulator.call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline)
+    if instance.provider == "openai":
+        from gateway.upstream import openai_compat
+
+        return await openai_compat.call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline)
+    raise UpstreamFailure("protocol", f"provider {instance.provider!r} cannot answer {endpoint} requests")

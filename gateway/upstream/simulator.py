@@ -1,0 +1,145 @@
+"""The built-in simulator provider: offline, deterministic, with knobs for the demo.
+
+Instance options: latency_ms (time to first byte), tokens_per_second (stream pace),
+error_rate (0..1, the share of requests answered 500, from a seeded sequence) and
+down (refuse like a dead host). The answer text depends only on the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from gateway.engine.types import InstanceSpec
+from gateway.text import estimate_tokens, message_text, prompt_tokens
+from gateway.upstream.base import UpstreamFailure, UpstreamResponse, UpstreamStream
+
+_SENTENCES = (
+    "Here is a concise answer to your request.",
+    "The key point is to confirm the details before acting.",
+    "Based on the information given, the simplest option works best.",
+    "I would start by checking the account history and the order status.",
+    "A short summary: the customer wants a clear next step.",
+    "The policy allows this when the conditions above are met.",
+    "Let me break this down into three steps.",
+    "First, gather the facts; second, compare them with the policy; third, decide.",
+    "This reply keeps the tone friendly and the message short.",
+    "If anything is unclear, ask one follow-up question.",
+)
+
+_rngs: dict[str, random.Random] = {}
+EMBEDDING_DIMENSIONS = 256
+
+
+def _error_roll(instance: InstanceSpec) -> float:
+    rng = _rngs.get(instance.instance_id)
+    if rng is None:
+        rng = _rngs[instance.instance_id] = random.Random(instance.instance_id)
+    return rng.random()
+
+
+def answer_text(prompt: str, max_tokens: int | None) -> str:
+    digest = hashlib.sha256(prompt.encode()).digest()
+    count = 2 + digest[0] % 4
+    text = " ".join(_SENTENCES[(digest[i + 1]) % len(_SENTENCES)] for i in range(count))
+    if max_tokens is not None and max_tokens > 0:
+        words = text.split(" ")
+        text = " ".join(words[: max(1, max_tokens)])
+    return text
+
+
+def _embedding(text: str) -> list[float]:
+    values: list[float] = []
+    seed = hashlib.sha256(text.encode()).digest()
+    block = seed
+    while len(values) < EMBEDDING_DIMENSIONS:
+        block = hashlib.sha256(block).digest()
+        values.extend((v / 2**31) - 1.0 for v in struct.unpack("<8I", block))
+    norm = sum(v * v for v in values[:EMBEDDING_DIMENSIONS]) ** 0.5 or 1.0
+    return [round(v / norm, 6) for v in values[:EMBEDDING_DIMENSIONS]]
+
+
+async def call(
+    instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float
+) -> UpstreamResponse | UpstreamStream:
+    options = instance.options
+    if options.get("down"):
+        raise UpstreamFailure("connect", "connection refused (simulator instance is down)")
+    latency = float(options.get("latency_ms", 0)) / 1000.0
+    budget = min(instance.first_byte_timeout, deadline - time.monotonic())
+    if latency > budget:
+        await asyncio.sleep(max(0.0, budget))
+        raise UpstreamFailure("first_byte_timeout", f"no answer within {budget:g}s")
+    if latency:
+        await asyncio.sleep(latency)
+    if _error_roll(instance) < float(options.get("error_rate", 0.0)):
+        body = orjson.dumps({"error": {"message": "simulated upstream error", "type": "server_error", "param": None, "code": None}})
+        raise UpstreamFailure("status", "HTTP 500", status=500, body=body)
+    created = int(time.time())
+    if endpoint == "embeddings":
+        raw = payload.get("input")
+        inputs = [raw] if isinstance(raw, str) else list(raw or [])
+        texts = [i if isinstance(i, str) else " ".join(map(str, i)) for i in inputs]
+        tokens = sum(estimate_tokens(t) for t in texts)
+        body = {
+            "object": "list",
+            "data": [{"object": "embedding", "index": n, "embedding": _embedding(t)} for n, t in enumerate(texts)],
+            "model": instance.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return UpstreamResponse(status=200, body=orjson.dumps(body))
+
+    messages = payload.get("messages") or []
+    last = next((message_text(m.get("content")) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), "")
+    max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    text = answer_text(last, max_tokens if isinstance(max_tokens, int) else None)
+    usage = {
+        "prompt_tokens": prompt_tokens(messages),
+        "completion_tokens": estimate_tokens(text),
+    }
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    completion_id = "chatcmpl-sim-" + uuid.uuid4().hex[:24]
+    if not stream:
+        body = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": instance.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}],
+            "usage": usage,
+        }
+        return UpstreamResponse(status=200, body=orjson.dumps(body))
+
+    include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+    pace = float(options.get("tokens_per_second", 0)) or 0.0
+
+    def event(delta: dict[str, Any], finish: str | None = None, usage_: dict[str, int] | None = None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": instance.model,
+            "choices": [] if usage_ is not None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+        if usage_ is not None:
+            chunk["usage"] = usage_
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    words = text.split(" ")
+
+    async def rest() -> AsyncIterator[bytes]:
+        for index, word in enumerate(words):
+            if pace:
+                await asyncio.sleep(1.0 / pace)
+            yield event({"content": word if index == 0 else " " + word})
+        yield event({}, "stop")
+        if include_usage:
+            yield event({}, usage_=usage)
+        yield b"data: [DONE]\n\n"
+
+    return UpstreamStream(status=200, first=event({"role": "assistant", "content": ""}), rest=rest())

@@ -1,0 +1,239 @@
+"""The OpenAI-compatible gateway endpoints (/v1/...), as DRF async views (adrf).
+
+The work is in gateway.proxy; these views only authenticate, parse and answer
+errors in the OpenAI shape. `GatewayApiView` runs DRF's `initial()` (our key
+authentication, no permissions or throttles) inline instead of in a thread, as
+adrf would: it does no I/O, and a thread hop per request costs more than the
+whole routing decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+from adrf.views import APIView
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.renderers import JSONRenderer
+
+from gateway import errors
+from gateway.auth import GatewayKeyAuthentication, GatewayPrincipal, authenticate_key
+from gateway.decision import decide
+from gateway.engine.auto import rank_instances
+from gateway.engine.planner import first_route, route_order
+from gateway.proxy import ClientRequest, find_balancer, proxy, validate_payload
+from gateway.runtime import routing
+from gateway.snapshot import GatewayConfig, KeySpec, holder
+from gateway.usage import recorder
+
+logger = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def exception_response(exc: Exception) -> HttpResponse:
+    """Every gateway error in the OpenAI shape; never a traceback."""
+    if isinstance(exc, errors.GatewayError):
+        return exc.response()
+    if isinstance(exc, drf_exceptions.APIException):
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
+        return errors.GatewayError(exc.status_code, detail, type=kind, code=exc.default_code).response()
+    logger.exception("unexpected gateway error", exc_info=exc)
+    return errors.GatewayError(500, "Internal gateway error; see the gateway log.", type="server_error").response()
+
+
+def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
+    return exception_response(exc)
+
+
+def read_json(request: HttpRequest) -> Any:
+    limit = settings.GATEWAY_MAX_BODY_BYTES
+    length = request.META.get("CONTENT_LENGTH")
+    if length and length.isdigit() and int(length) > limit:
+        raise errors.too_large(limit)
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise errors.too_large(limit) from None
+    if len(body) > limit:
+        raise errors.too_large(limit)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.bad_request(f"The request body is not valid JSON: {exc}.") from None
+
+
+def request_id(request: HttpRequest) -> str:
+    given = request.META.get("HTTP_X_REQUEST_ID", "")
+    return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+async def load_config() -> GatewayConfig:
+    try:
+        return await holder.get()
+    except Exception:
+        logger.exception("cannot load the gateway configuration")
+        raise errors.GatewayError(503, "The gateway configuration is not available yet; retry shortly.",
+                                  type="server_error", code="config_unavailable", headers={"Retry-After": "1"}) from None
+
+
+class GatewayApiView(APIView):
+    authentication_classes = [GatewayKeyAuthentication]
+    permission_classes: list[Any] = []
+    throttle_classes: list[Any] = []
+    parser_classes: list[Any] = []
+    renderer_classes = [JSONRenderer]
+
+    def get_exception_handler(self) -> Any:
+        return drf_exception_handler
+
+    async def async_dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        self.args, self.kwargs = args, kwargs
+        drf_request = self.initialize_request(request, *args, **kwargs)
+        self.request = drf_request
+        self.headers = self.default_response_headers
+        try:
+            request.gateway_config = await load_config()  # type: ignore[attr-defined]
+            self.initial(drf_request, *args, **kwargs)
+            handler = getattr(self, request.method.lower(), self.http_method_not_allowed)  # type: ignore[union-attr]
+            response = await handler(drf_request, *args, **kwargs)
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(drf_request, response, *args, **kwargs)
+        return self.response
+
+    @staticmethod
+    def key(request: Any) -> KeySpec:
+        user = request.user
+        assert isinstance(user, GatewayPrincipal)
+        return user.key
+
+    @staticmethod
+    def config(request: Any) -> GatewayConfig:
+        return request._request.gateway_config
+
+
+async def serve_proxy(request: HttpRequest, endpoint: str, key: KeySpec, config: GatewayConfig) -> HttpResponse:
+    client_request = ClientRequest(
+        endpoint=endpoint,
+        payload=read_json(request),
+        key=key,
+        request_id=request_id(request),
+        route_override=request.META.get("HTTP_X_BALANCER_ROUTE") or None,
+        started=time.monotonic(),
+        created_at=timezone.now(),
+    )
+    return await proxy(client_request, config)  # type: ignore[return-value]
+
+
+class ChatCompletionsApi(GatewayApiView):
+    async def post(self, request: Any) -> HttpResponse:
+        return await serve_proxy(request._request, "chat", self.key(request), self.config(request))
+
+
+class EmbeddingsApi(GatewayApiView):
+    async def post(self, request: Any) -> HttpResponse:
+        return await serve_proxy(request._request, "embeddings", self.key(request), self.config(request))
+
+
+def _model_entry(serving_name: str, config: GatewayConfig) -> dict[str, Any]:
+    balancer = config.routing.balancers[serving_name]
+    return {"id": serving_name, "object": "model", "created": 0, "owned_by": "smart-balancers",
+            "workload_kind": balancer.workload_kind, "routing_mode": balancer.routing_mode}
+
+
+class ModelListApi(GatewayApiView):
+    async def get(self, request: Any) -> HttpResponse:
+        config, key = self.config(request), self.key(request)
+        names = sorted(
+            name for name, b in config.routing.balancers.items()
+            if b.enabled and (key.allowed is None or name in key.allowed)
+        )
+        return JsonResponse({"object": "list", "data": [_model_entry(n, config) for n in names]})
+
+
+class ModelDetailApi(GatewayApiView):
+    async def get(self, request: Any, model: str) -> HttpResponse:
+        config = self.config(request)
+        balancer = find_balancer(config, self.key(request), model, None)
+        return JsonResponse(_model_entry(balancer.serving_name, config))
+
+
+class ExplainApi(GatewayApiView):
+    """Which route a chat request would take, and why, without calling any upstream but the router model."""
+
+    async def post(self, request: Any) -> HttpResponse:
+        config = self.config(request)
+        payload = validate_payload("chat", read_json(request._request))
+        balancer = find_balancer(config, self.key(request), payload["model"], "chat")
+        override = request._request.META.get("HTTP_X_BALANCER_ROUTE") or None
+        decision = await decide(balancer, config.version, payload, override)
+        route, reason = decision.route, decision.reason
+        ranking: list[dict[str, Any]] = []
+        if route is None and balancer.routing_mode == "auto":
+            ranked = rank_instances(balancer, health=routing.health, load=routing.load, now=time.time(),
+                                    preference=balancer.auto_preference)
+            ranking = [{"route": r.route.name, "instance": r.instance.instance_id, "score": round(r.score, 4)} for r in ranked]
+            route = ranked[0].route if ranked else None
+            reason = f"auto:{balancer.auto_preference}"
+        elif route is None:
+            route, reason = first_route(balancer, routing.selection)
+        scores = decision.scores
+        if not scores and balancer.routing_mode == "weighted":
+            total = sum(r.weight for r in balancer.routes if r.enabled) or 1
+            scores = {r.name: round(r.weight / total, 4) for r in balancer.routes if r.enabled}
+        return JsonResponse({
+            "model": balancer.serving_name,
+            "routing_mode": balancer.routing_mode,
+            "route": route.name if route else None,
+            "reason": reason,
+            "confidence": decision.confidence,
+            "scores": scores,
+            "order": [r.name for r in route_order(balancer, route)],
+            "classifier_ms": None if decision.classifier_ms is None else round(decision.classifier_ms, 3),
+            "cached": decision.cached,
+            "ranking": ranking,
+        })
+
+
+async def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness for load balancers, with the config version this worker routes from."""
+    config = holder.peek()
+    return JsonResponse({
+        "status": "ok",
+        "config_version": config.version if config else None,
+        "usage_pending": recorder.pending,
+        "usage_dropped": recorder.dropped,
+    })
+
+
+# Plain async views doing the same work without DRF, mounted when GATEWAY_PLAIN_VIEWS is on:
+# the benchmark measures what DRF costs by calling both.
+
+
+async def plain_chat_completions(request: HttpRequest) -> HttpResponse:
+    return await _plain(request, "chat")
+
+
+async def plain_embeddings(request: HttpRequest) -> HttpResponse:
+    return await _plain(request, "embeddings")
+
+
+async def _plain(request: HttpRequest, endpoint: str) -> HttpResponse:
+    if request.method != "POST":
+        return errors.GatewayError(405, f"Method {request.method} not allowed.").response()
+    try:
+        config = await load_config()
+        key = authenticate_key(request.META, config)
+        return await serve_proxy(request, endpoint, key, config)
+    except Exception as exc:
+        return exception_response(exc)
