@@ -1,7 +1,8 @@
-"""ASGI entry point: Django, with static files served by servestatic in front of it.
+"""ASGI entry point.
 
-servestatic answers /static/ itself and passes everything else straight to
-Django, so the gateway's /v1/ requests pay nothing for it.
+/v1/ and /healthz go to the gateway's lean handler (gateway/asgi.py); everything
+else to Django's, with servestatic answering /static/ in front of it. The
+lifespan wrapper writes out buffered usage events at shutdown.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 django_application = get_asgi_application()
 
-from gateway.lifespan import with_lifespan  # noqa: E402  (needs the app registry ready)
+from gateway.asgi import GatewayASGIHandler, dispatch  # noqa: E402  (needs the app registry ready)
+from gateway.lifespan import with_lifespan  # noqa: E402
 
 application = with_lifespan(
-    ServeStaticASGI(django_application, root=settings.STATIC_ROOT, prefix=settings.STATIC_URL)
+    dispatch(
+        GatewayASGIHandler(),
+        ServeStaticASGI(django_application, root=settings.STATIC_ROOT, prefix=settings.STATIC_URL),
+    )
 )

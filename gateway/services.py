@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -28,3 +29,21 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
         key.enabled = False
         key.save(update_fields=["revoked_at", "enabled"])
     return key
+
+
+@transaction.atomic
+def api_key_update(*, key: ApiKey, balancers: Iterable[Balancer] | None = None, **fields: object) -> ApiKey:
+    """Change a key's name, rate limit, enabled flag or balancers (`None` keeps them)."""
+    if fields.get("enabled") and key.revoked_at is not None:
+        raise ValidationError({"enabled": "A revoked key stays revoked; create a new key instead."})
+    for name, value in fields.items():
+        setattr(key, name, value)
+    key.full_clean()
+    key.save()
+    if balancers is not None:
+        key.balancers.set(list(balancers))
+    return key
+
+
+def api_key_delete(*, key: ApiKey) -> None:
+    key.delete()

@@ -187,6 +187,7 @@ class ConfigHolder:
         config = self._config
         if config is None:
             config = await self.refresh(force=True)
+            await self._run_tick_hooks()  # e.g. learn other workers' cooldowns before the first request
         self._ensure_poller()
         return config
 
@@ -224,11 +225,14 @@ class ConfigHolder:
                 await self.refresh()
             except Exception:
                 logger.exception("config refresh failed; keeping the previous snapshot")
-            for hook in self.tick_hooks:
-                try:
-                    await hook()
-                except Exception:
-                    logger.warning("gateway tick hook %s failed", getattr(hook, "__name__", hook), exc_info=True)
+            await self._run_tick_hooks()
+
+    async def _run_tick_hooks(self) -> None:
+        for hook in self.tick_hooks:
+            try:
+                await hook()
+            except Exception:
+                logger.warning("gateway tick hook %s failed", getattr(hook, "__name__", hook), exc_info=True)
 
 
 holder = ConfigHolder()

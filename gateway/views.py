@@ -87,6 +87,7 @@ async def load_config() -> GatewayConfig:
 
 
 class GatewayApiView(APIView):
+    schema = None  # the OpenAI-compatible API is OpenAI's; /api/schema/ documents the management API
     authentication_classes = [GatewayKeyAuthentication]
     permission_classes: list[Any] = []
     throttle_classes: list[Any] = []

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
+from django.db.models import ProtectedError
 from rest_framework.exceptions import ValidationError
 
 from targetgroups.documents import TargetGroupDocument
@@ -73,3 +75,42 @@ def target_group_member_update(*, member: TargetGroupMember, **fields: Any) -> T
     member.full_clean()
     member.save()
     return member
+
+
+def _usage_list(objects: Any) -> str:
+    """Name what holds on to a protected row, for a 400 an operator can act on."""
+    from balancers.models import Balancer, Route
+
+    uses: list[str] = []
+    for obj in objects:
+        if isinstance(obj, TargetGroupMember):
+            uses.append(f"member of target group {obj.group.name}")
+        elif isinstance(obj, Route):
+            uses.append(f"destination of route {obj.balancer.name}/{obj.name}")
+        elif isinstance(obj, Balancer):
+            uses.append(f"router model of balancer {obj.name}")
+        else:
+            uses.append(str(obj))
+    return "; ".join(sorted(uses))
+
+
+def instance_delete(*, instance: Instance) -> None:
+    """Delete an instance nothing uses; otherwise refuse, naming what uses it."""
+    try:
+        with transaction.atomic():
+            instance.delete()
+    except ProtectedError as exc:
+        raise DjangoValidationError(
+            f"{instance.instance_id} is in use ({_usage_list(exc.protected_objects)}); remove it from there first."
+        ) from None
+
+
+def target_group_delete(*, group: TargetGroup) -> None:
+    """Delete a group no route points at; otherwise refuse, naming the routes."""
+    try:
+        with transaction.atomic():
+            group.delete()
+    except ProtectedError as exc:
+        raise DjangoValidationError(
+            f"{group.name} is in use ({_usage_list(exc.protected_objects)}); point those routes elsewhere first."
+        ) from None

@@ -115,6 +115,9 @@ def test_sdk_exceptions_for_client_errors(setup):
     make_balancer(serving_name="errs-embed", workload_kind="embeddings", routes=[
         {"name": "m", "intent": "x", "instance": setup.instance("u-emb", workload_kind="embeddings"), "priority": 1, "is_default": True}])
     client = setup.client(rate_limit_per_minute=3)
+    from tests.gateway.test_shared_state import wait_clear_of_minute_boundary
+
+    wait_clear_of_minute_boundary(10)
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model="errs", messages=[])
     assert bad.value.body["param"] == "messages"

@@ -1,0 +1,146 @@
+"""Management API for gateway API keys: one DRF view per operation.
+
+Only a key's hash is stored; its secret is in the create response and nowhere
+else, so no other response carries it (nor the hash): keys are recognised by
+their `prefix`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from balancers.models import Balancer
+from gateway.models import ApiKey
+from gateway.services import api_key_create, api_key_delete, api_key_revoke, api_key_update
+from targetgroups.api import JsonApi
+
+
+def _api_keys() -> QuerySet[ApiKey]:
+    return ApiKey.objects.prefetch_related("balancers").order_by("-created_at", "-id")
+
+
+def _api_key_or_404(key_id: int) -> ApiKey:
+    key = _api_keys().filter(pk=key_id).first()
+    if key is None:
+        raise NotFound(f"No API key with id {key_id}.")
+    return key
+
+
+def _balancers_field(**kwargs: Any) -> serializers.SlugRelatedField:
+    return serializers.SlugRelatedField(
+        slug_field="name", queryset=Balancer.objects.all(), many=True,
+        help_text="Names of the balancers this key may call; empty: every balancer.", **kwargs,
+    )
+
+
+class ApiKeyOutputSerializer(serializers.ModelSerializer):
+    balancers = serializers.SlugRelatedField(
+        slug_field="name", many=True, read_only=True, help_text="Names of the balancers this key may call; empty: every balancer."
+    )
+    is_active = serializers.BooleanField(read_only=True, help_text="Enabled and not revoked.")
+
+    class Meta:
+        model = ApiKey
+        fields = ("id", "name", "prefix", "balancers", "rate_limit_per_minute", "enabled", "is_active", "created_at", "revoked_at")
+        read_only_fields = fields
+        ref_name = "ApiKey"
+
+
+class ApiKeyListApi(JsonApi):
+    OutputSerializer = ApiKeyOutputSerializer
+
+    @extend_schema(summary="List gateway API keys (never their secrets)", responses=OutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(_api_keys(), many=True).data)
+
+
+class ApiKeyCreateApi(JsonApi):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+        balancers = _balancers_field(required=False)
+        rate_limit_per_minute = serializers.IntegerField(min_value=1, allow_null=True, required=False, help_text="Empty: unlimited.")
+
+        class Meta:
+            ref_name = "ApiKeyCreateInput"
+
+    class OutputSerializer(ApiKeyOutputSerializer):
+        secret = serializers.SerializerMethodField(help_text="The key itself. Shown in this response only: store it now.")
+
+        class Meta(ApiKeyOutputSerializer.Meta):
+            fields = (*ApiKeyOutputSerializer.Meta.fields, "secret")
+            read_only_fields = fields
+            ref_name = "ApiKeyCreated"
+
+        @extend_schema_field(OpenApiTypes.STR)
+        def get_secret(self, key: ApiKey) -> str:
+            return self.context["secret"]
+
+    @extend_schema(summary="Create a gateway API key; the response holds its secret, once", request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key, secret = api_key_create(**serializer.validated_data)
+        output = self.OutputSerializer(_api_key_or_404(key.pk), context={"secret": secret})
+        return Response(output.data, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyRetrieveApi(JsonApi):
+    OutputSerializer = ApiKeyOutputSerializer
+
+    @extend_schema(summary="Retrieve a gateway API key (never its secret)", responses=OutputSerializer)
+    def get(self, request: Request, key_id: int) -> Response:
+        return Response(self.OutputSerializer(_api_key_or_404(key_id)).data)
+
+
+class ApiKeyUpdateApi(JsonApi):
+    """Change the name, balancers, rate limit or enabled flag. PUT and PATCH leave omitted fields as they are."""
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+        balancers = _balancers_field(required=False)
+        rate_limit_per_minute = serializers.IntegerField(min_value=1, allow_null=True, required=False, help_text="Empty: unlimited.")
+        enabled = serializers.BooleanField(required=False, help_text="A revoked key cannot be enabled again.")
+
+        class Meta:
+            ref_name = "ApiKeyUpdateInput"
+
+    OutputSerializer = ApiKeyOutputSerializer
+
+    @extend_schema(summary="Update a gateway API key", request=InputSerializer, responses=OutputSerializer)
+    def put(self, request: Request, key_id: int) -> Response:
+        return self._update(request, key_id, partial=False)
+
+    @extend_schema(summary="Update some fields of a gateway API key", request=InputSerializer, responses=OutputSerializer)
+    def patch(self, request: Request, key_id: int) -> Response:
+        return self._update(request, key_id, partial=True)
+
+    def _update(self, request: Request, key_id: int, *, partial: bool) -> Response:
+        key = _api_key_or_404(key_id)
+        serializer = self.InputSerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        api_key_update(key=key, **serializer.validated_data)
+        return Response(self.OutputSerializer(_api_key_or_404(key_id)).data)
+
+
+class ApiKeyRevokeApi(JsonApi):
+    OutputSerializer = ApiKeyOutputSerializer
+
+    @extend_schema(summary="Revoke a gateway API key for good", request=None, responses=OutputSerializer)
+    def post(self, request: Request, key_id: int) -> Response:
+        api_key_revoke(key=_api_key_or_404(key_id))
+        return Response(self.OutputSerializer(_api_key_or_404(key_id)).data)
+
+
+class ApiKeyDeleteApi(JsonApi):
+    @extend_schema(summary="Delete a gateway API key", responses={204: None})
+    def delete(self, request: Request, key_id: int) -> Response:
+        api_key_delete(key=_api_key_or_404(key_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from gateway.api import (
+    ApiKeyCreateApi,
+    ApiKeyDeleteApi,
+    ApiKeyListApi,
+    ApiKeyRetrieveApi,
+    ApiKeyRevokeApi,
+    ApiKeyUpdateApi,
+)
+from targetgroups.api import endpoint
+
+urlpatterns = [
+    path("api-keys/", endpoint(ApiKeyListApi, ApiKeyCreateApi), name="api-api-keys"),
+    path(
+        "api-keys/<int:key_id>/",
+        endpoint(ApiKeyRetrieveApi, ApiKeyUpdateApi, ApiKeyDeleteApi),
+        name="api-api-key",
+    ),
+    path("api-keys/<int:key_id>/revoke/", ApiKeyRevokeApi.as_view(), name="api-api-key-revoke"),
+]

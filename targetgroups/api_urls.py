@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from targetgroups.api import (
+    InstanceCreateApi,
+    InstanceDeleteApi,
+    InstanceListApi,
+    InstanceRetrieveApi,
+    InstanceUpdateApi,
+    TargetGroupCreateApi,
+    TargetGroupDeleteApi,
+    TargetGroupExportApi,
+    TargetGroupImportApi,
+    TargetGroupListApi,
+    TargetGroupRetrieveApi,
+    TargetGroupUpdateApi,
+    endpoint,
+)
+
+urlpatterns = [
+    path("instances/", endpoint(InstanceListApi, InstanceCreateApi), name="api-instances"),
+    path(
+        "instances/<slug:instance_id>/",
+        endpoint(InstanceRetrieveApi, InstanceUpdateApi, InstanceDeleteApi),
+        name="api-instance",
+    ),
+    path("target-groups/", endpoint(TargetGroupListApi, TargetGroupCreateApi), name="api-target-groups"),
+    # Before <name>/ so that it is never read as a group name.
+    path("target-groups/import/", TargetGroupImportApi.as_view(), name="api-target-group-import"),
+    path(
+        "target-groups/<slug:name>/",
+        endpoint(TargetGroupRetrieveApi, TargetGroupUpdateApi, TargetGroupDeleteApi),
+        name="api-target-group",
+    ),
+    path("target-groups/<slug:name>/export/", TargetGroupExportApi.as_view(), name="api-target-group-export"),
+]

@@ -1,0 +1,69 @@
+"""Two gateway processes sharing one Redis behave like one gateway."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from tests.factories import make_api_key
+from tests.live_server import LiveGateway
+from tests.upstream_server import Behaviour
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module")
+def second_gateway(django_db_setup: object, django_db_blocker: object) -> Iterator[LiveGateway]:
+    server = LiveGateway()
+    yield server
+    server.stop()
+
+
+def wait_clear_of_minute_boundary(margin: float = 5.0) -> None:
+    """Limits count per clock minute: keep a short test inside one window."""
+    left = 60 - time.time() % 60
+    if left < margin:
+        time.sleep(left + 0.1)
+
+
+def client_for(server: LiveGateway, secret: str) -> openai.OpenAI:
+    server.wait_for_config()
+    return openai.OpenAI(base_url=server.v1, api_key=secret, max_retries=0)
+
+
+def test_a_cooldown_seen_by_one_process_is_honoured_by_another(setup, second_gateway):
+    bad = setup.instance("shared-bad", Behaviour(status=500))
+    good = setup.instance("shared-good")
+    setup.failover_balancer(bad, good, serving_name="shared")
+    _, secret = make_api_key()
+    first = client_for(setup.gateway, secret)
+    for _ in range(3):
+        first.chat.completions.create(model="shared", messages=HELLO)
+    assert setup.upstream.count("shared-bad") == 3
+    time.sleep(0.5)  # two sync ticks: publish, then read
+    second = client_for(second_gateway, secret)
+    for _ in range(5):
+        raw = second.chat.completions.with_raw_response.create(model="shared", messages=HELLO)
+        assert raw.headers["x-balancer-instance"] == good.instance_id
+    assert setup.upstream.count("shared-bad") == 3
+
+
+def test_a_rate_limit_is_counted_across_processes(setup, second_gateway):
+    inst = setup.instance("limited-shared")
+    from tests.factories import make_balancer
+
+    make_balancer(serving_name="rl", routes=[{"name": "m", "intent": "x", "instance": inst, "priority": 1, "is_default": True}])
+    _, secret = make_api_key(rate_limit_per_minute=4)
+    a, b = client_for(setup.gateway, secret), client_for(second_gateway, secret)
+    wait_clear_of_minute_boundary()
+    for client in (a, b, a, b):
+        client.chat.completions.create(model="rl", messages=HELLO)
+    with pytest.raises(openai.RateLimitError):
+        a.chat.completions.create(model="rl", messages=HELLO)
+    with pytest.raises(openai.RateLimitError):
+        b.chat.completions.create(model="rl", messages=HELLO)
