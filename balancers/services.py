@@ -35,10 +35,16 @@ def balancer_config_errors(*, fields: dict[str, Any], routes: Sequence[dict[str,
 @transaction.atomic
 def balancer_save(*, balancer: Balancer | None = None, fields: dict[str, Any], routes: Sequence[dict[str, Any]]) -> Balancer:
     """Create or update a balancer with its full set of routes. All or nothing."""
-    errors = balancer_config_errors(fields=fields, routes=routes)
     balancer = balancer or Balancer()
     for key, value in fields.items():
         setattr(balancer, key, value)
+    # Validate what the balancer will be: the fields given over the ones it has.
+    effective = {
+        "routing_mode": balancer.routing_mode,
+        "workload_kind": balancer.workload_kind,
+        "router_model": balancer.router_model if balancer.router_model_id else None,
+    }
+    errors = balancer_config_errors(fields=effective, routes=routes)
     try:
         balancer.full_clean(validate_unique=True)
     except ValidationError as exc:
