@@ -16,6 +16,7 @@ from servestatic import ServeStaticASGI
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 django_application = get_asgi_application()
+settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # collectstatic fills it; servestatic wants it to exist
 
 from gateway.asgi import GatewayASGIHandler, dispatch  # noqa: E402  (needs the app registry ready)
 from gateway.lifespan import with_lifespan  # noqa: E402
