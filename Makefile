@@ -17,7 +17,7 @@ PORT ?= 8000
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/python scripts/deps.py dev | xargs $(BIN)/python -m pip install -q 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/python -c "import django, rest_framework, adrf, aiohttp" || (echo "dependency install failed" >&2; exit 1)
 	@touch $@
 
