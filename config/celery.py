@@ -9,3 +9,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("smart_balancers")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    # Active health: GET /models on every enabled instance; unavailable ones are
+    # cooled down everywhere (through Redis) until the next probe.
+    "probe-instances": {
+        "task": "gateway.tasks.probe_instances",
+        "schedule": float(os.environ.get("GATEWAY_PROBE_SECONDS", "30")),
+    },
+}

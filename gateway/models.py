@@ -90,3 +90,23 @@ class UsageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.serving_name} {self.status_code}"
+
+
+class HealthStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    HEALTHY = "healthy", "Healthy"
+    DEGRADED = "degraded", "Degraded"
+    UNAVAILABLE = "unavailable", "Unavailable"
+
+
+class InstanceHealth(models.Model):
+    """The last active probe of an instance (not configuration: no config-version bump)."""
+
+    instance = models.OneToOneField("targetgroups.Instance", on_delete=models.CASCADE, related_name="probe")
+    status = models.CharField(max_length=20, choices=HealthStatus.choices, default=HealthStatus.UNKNOWN)
+    latency_ms = models.FloatField(null=True, blank=True)
+    detail = models.CharField(max_length=300, blank=True)
+    checked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}: {self.status}"

@@ -50,8 +50,11 @@ async def sync_health() -> None:
         mapping = {str(pk): orjson.dumps(state) for pk, state in _pending.items()}
         _pending.clear()
         await client.hset(HEALTH_KEY, mapping=mapping)
-    remote = await client.hgetall(HEALTH_KEY)
-    for raw_pk, raw_state in remote.items():
+    _merge(await client.hgetall(HEALTH_KEY))
+
+
+def _merge(raw: dict[bytes, bytes]) -> None:
+    for raw_pk, raw_state in raw.items():
         state = orjson.loads(raw_state)
         routing.health.apply_remote(
             int(raw_pk),
@@ -62,15 +65,41 @@ async def sync_health() -> None:
 
 
 def health_snapshot(pks: list[int]) -> dict[int, HealthView]:
+    """Each instance's circuit as the gateway sees it (for pages: sync, merges Redis first)."""
+    if settings.REDIS_URL and pks:
+        from gateway.redis_client import redis_sync
+
+        try:
+            values = redis_sync().hmget(HEALTH_KEY, [str(pk) for pk in pks])
+        except Exception:
+            logger.warning("Redis unreachable; showing this process's health view", exc_info=True)
+        else:
+            _merge({str(pk).encode(): v for pk, v in zip(pks, values, strict=True) if v is not None})
     now = time.time()
     return {pk: routing.health.state(pk, now) for pk in pks}
 
 
+def mark_unavailable(pk: int, *, seconds: float) -> None:
+    """An active probe found the instance unavailable: cool it down here and, through Redis, everywhere."""
+    now = time.time()
+    routing.health.apply_remote(pk, cooldown_until=now + seconds, trips=1, last_failure_at=now)
+    _queue_transition(pk, routing.health.state(pk, now))
+    if settings.REDIS_URL:
+        from gateway.redis_client import redis_sync
+
+        try:
+            redis_sync().hset(HEALTH_KEY, str(pk), orjson.dumps(_pending.pop(pk)))
+        except Exception:
+            logger.warning("could not publish a probe result to Redis", exc_info=True)
+
+
 def _register() -> None:
+    from gateway.probes import EmbeddedProber
     from gateway.snapshot import holder
 
     if sync_health not in holder.tick_hooks:
         holder.tick_hooks.append(sync_health)
+        holder.tick_hooks.append(EmbeddedProber())
 
 
 _register()

@@ -37,6 +37,7 @@ class FakeUpstream:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
+    models_status: int = 200  # what GET /v1/models answers (health probes)
 
     @property
     def base_url(self) -> str:
@@ -84,6 +85,8 @@ class FakeUpstream:
         self._thread.join(5)
 
     async def _models(self, request: web.Request) -> web.Response:
+        if self.models_status != 200:
+            return web.json_response({"error": {"message": "refused"}}, status=self.models_status)
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.behaviours]})
 
     async def _prelude(self, request: web.Request) -> tuple[dict[str, Any], Behaviour, web.Response | None]:
