@@ -12,7 +12,6 @@ import hashlib
 import random
 import struct
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -106,7 +105,7 @@ async def call(
         "completion_tokens": estimate_tokens(text),
     }
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    completion_id = "chatcmpl-sim-" + uuid.uuid4().hex[:24]
+    completion_id = f"chatcmpl-sim-{random.getrandbits(96):024x}"
     if not stream:
         body = {
             "id": completion_id,
