@@ -64,8 +64,12 @@ class UsageEvent(models.Model):
     created_at = models.DateTimeField(db_index=True)
     request_id = models.CharField(max_length=64, db_index=True)
     endpoint = models.CharField(max_length=20)  # chat | embeddings
-    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    balancer = models.ForeignKey(Balancer, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_events")
+    # No database constraints on these references: the event log is written in bulk
+    # off the hot path and must never wait on (or deadlock with) configuration tables.
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                db_constraint=False)
+    balancer = models.ForeignKey(Balancer, on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="usage_events", db_constraint=False)
     serving_name = models.CharField(max_length=128, blank=True)
     route = models.CharField(max_length=63, blank=True)
     instance = models.CharField(max_length=63, blank=True, help_text="instance_id that answered")

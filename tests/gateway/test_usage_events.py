@@ -70,12 +70,14 @@ def test_past_the_bound_the_oldest_events_are_dropped_and_counted():
     assert sorted(UsageEvent.objects.values_list("request_id", flat=True)) == [f"req-{n}" for n in range(3, 8)]
 
 
-def test_an_event_whose_balancer_was_deleted_is_kept_without_the_reference():
+def test_an_event_whose_balancer_was_deleted_meanwhile_is_still_written():
     balancer = make_balancer()
     recorder = UsageRecorder(max_buffer=10, flush_seconds=60)
     kept = record(1)
-    kept.balancer_id = balancer.pk + 1000
+    kept.balancer_id = balancer.pk
+    kept.serving_name = balancer.serving_name
     recorder._buffer.append(kept)
-    assert recorder.flush() == 0 or UsageEvent.objects.count() == 1
+    balancer.delete()
+    assert recorder.flush() == 1
     event = UsageEvent.objects.get()
-    assert event.balancer_id is None and event.request_id == "req-1"
+    assert (event.request_id, event.serving_name) == ("req-1", balancer.serving_name)
