@@ -89,6 +89,8 @@ class Instance(models.Model):
         errors: dict[str, str] = {}
         if self.provider in (Provider.OPENAI, Provider.ANTHROPIC) and not self.base_url:
             errors["base_url"] = "A base URL is required for this provider."
+        if self.provider == Provider.ANTHROPIC and self.workload_kind != WorkloadKind.CHAT:
+            errors["workload_kind"] = "Anthropic instances serve chat only."
         if self.provider == Provider.BUILTIN:
             kind = BUILTIN_MODELS.get(self.model)
             if kind is None:

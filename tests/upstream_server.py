@@ -63,6 +63,7 @@ class FakeUpstream:
             app = web.Application(client_max_size=64 * 1024 * 1024)
             app.router.add_post("/v1/chat/completions", self._chat)
             app.router.add_post("/v1/embeddings", self._embeddings)
+            app.router.add_post("/v1/messages", self._messages)
             app.router.add_get("/v1/models", self._models)
             self._runner = web.AppRunner(app, access_log=None)
             self._loop.run_until_complete(self._runner.setup())
@@ -140,6 +141,44 @@ class FakeUpstream:
                 "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
                 "choices": [], "usage": usage}) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic's Messages API, as far as the gateway's translation needs it."""
+        payload = await request.json(loads=orjson.loads)
+        self.requests.append(payload)
+        self.auth_headers.append(request.headers.get("x-api-key"))
+        b = self.behaviour(payload.get("model", ""))
+        if b.delay:
+            await asyncio.sleep(b.delay)
+        if b.status != 200:
+            return web.json_response({"type": "error", "error": {"type": "overloaded_error", "message": f"fake {b.status}"}},
+                                     status=b.status)
+        model = payload["model"]
+        wants_tool = bool(payload.get("tools"))
+        content: list[dict[str, Any]] = [{"type": "text", "text": b.content}]
+        if wants_tool:
+            content.append({"type": "tool_use", "id": "toolu_1", "name": payload["tools"][0]["name"], "input": {"city": "Paris"}})
+        if not payload.get("stream"):
+            return web.json_response({
+                "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": content,
+                "stop_reason": "tool_use" if wants_tool else "end_turn", "usage": {"input_tokens": 13, "output_tokens": 5},
+            })
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def event(name: str, data: dict[str, Any]) -> None:
+            await response.write(f"event: {name}\ndata: ".encode() + orjson.dumps({"type": name, **data}) + b"\n\n")
+
+        await event("message_start", {"message": {"id": "msg_fake", "model": model, "usage": {"input_tokens": 13, "output_tokens": 1}}})
+        await event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        await event("ping", {})
+        for word in b.content.split(" "):
+            await event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word + " "}})
+        await event("content_block_stop", {"index": 0})
+        await event("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}})
+        await event("message_stop", {})
         await response.write_eof()
         return response
 

@@ -85,4 +85,8 @@ async def call_upstream(
         from gateway.upstream import openai_compat
 
         return await openai_compat.call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline)
+    if instance.provider == "anthropic":
+        from gateway.upstream import anthropic
+
+        return await anthropic.call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline)
     raise UpstreamFailure("protocol", f"provider {instance.provider!r} cannot answer {endpoint} requests")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -60,8 +60,31 @@ def _headers(instance: InstanceSpec) -> dict[str, str]:
 async def call(
     instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float
 ) -> UpstreamResponse | UpstreamStream:
-    url = instance.base_url + _PATHS[endpoint]
-    body = orjson.dumps(payload)
+    return await exchange(instance, url=instance.base_url + _PATHS[endpoint], body=orjson.dumps(payload),
+                          headers=_headers(instance), stream=stream, deadline=deadline)
+
+
+def _same(value: Any, *_: Any) -> Any:
+    return value
+
+
+async def exchange(
+    instance: InstanceSpec,
+    *,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    stream: bool,
+    deadline: float,
+    error_body: Callable[[bytes, int], bytes] = _same,
+    events: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] = _same,
+    answer: Callable[[bytes], bytes] = _same,
+) -> UpstreamResponse | UpstreamStream:
+    """POST one request with the instance's timeouts and classify what went wrong.
+
+    Providers that speak another dialect pass translators for the error body, the
+    stream's events and the whole answer.
+    """
     now = time.monotonic()
     remaining = min(deadline - now, instance.request_timeout)
     first_byte_budget = min(instance.first_byte_timeout, remaining)
@@ -71,24 +94,23 @@ async def call(
     response: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout(first_byte_budget):
-            response = await session().post(url, data=body, headers=_headers(instance), timeout=timeout)
+            response = await session().post(url, data=body, headers=headers, timeout=timeout)
             if response.status >= 400:
-                error_body = await response.read()
                 raise UpstreamFailure(
                     "status",
                     f"HTTP {response.status}",
                     status=response.status,
                     retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                    body=error_body,
+                    body=error_body(await response.read(), response.status),
                 )
             if stream:
-                events = _sse_events(response)
-                first = await anext(events)
+                rest = events(_sse_events(response))
+                first = await anext(rest)
         if stream:
-            return UpstreamStream(status=response.status, first=first, rest=events, closer=_closer(response))
+            return UpstreamStream(status=response.status, first=first, rest=rest, closer=_closer(response))
         async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
             data = await response.read()
-        return UpstreamResponse(status=response.status, body=data, content_type=response.headers.get("Content-Type", "application/json"))
+        return UpstreamResponse(status=response.status, body=answer(data))
     except UpstreamFailure:
         if response is not None:
             response.release()

@@ -1,0 +1,237 @@
+"""Anthropic's native Messages API, translated both ways.
+
+Requests arrive in OpenAI's chat shape and leave as `POST {base_url}/messages`;
+answers (whole or streamed) come back as OpenAI chat completions and chunks, so
+clients never see the difference. Covered: system prompts, text and image-URL
+parts, tools and tool results, stop sequences, temperature/top_p, max tokens,
+streaming with usage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from gateway.engine.types import InstanceSpec
+from gateway.text import message_text
+from gateway.upstream.base import UpstreamFailure, UpstreamResponse, UpstreamStream
+from gateway.upstream.openai_compat import exchange
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
+
+
+def _content_blocks(content: Any) -> list[dict[str, Any]] | str:
+    if isinstance(content, str) or content is None:
+        return content or ""
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            blocks.append({"type": "text", "text": part.get("text", "")})
+        elif part.get("type") == "image_url":
+            url = (part.get("image_url") or {}).get("url", "")
+            if url.startswith("data:") and ";base64," in url:
+                media, data = url[5:].split(";base64,", 1)
+                blocks.append({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
+            else:
+                blocks.append({"type": "image", "source": {"type": "url", "url": url}})
+    return blocks
+
+
+def to_anthropic(payload: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat-completions body as a Messages API body."""
+    system: list[str] = []
+    messages: list[dict[str, Any]] = []
+    for message in payload.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.append(message_text(message.get("content")))
+        elif role == "tool":
+            block = {"type": "tool_result", "tool_use_id": message.get("tool_call_id", ""),
+                     "content": message_text(message.get("content"))}
+            if messages and messages[-1]["role"] == "user" and isinstance(messages[-1]["content"], list):
+                messages[-1]["content"].append(block)
+            else:
+                messages.append({"role": "user", "content": [block]})
+        elif role == "assistant" and message.get("tool_calls"):
+            blocks: list[dict[str, Any]] = []
+            text = message_text(message.get("content"))
+            if text:
+                blocks.append({"type": "text", "text": text})
+            for call in message["tool_calls"]:
+                function = call.get("function") or {}
+                try:
+                    arguments = orjson.loads(function.get("arguments") or "{}")
+                except orjson.JSONDecodeError:
+                    arguments = {}
+                blocks.append({"type": "tool_use", "id": call.get("id", ""), "name": function.get("name", ""), "input": arguments})
+            messages.append({"role": "assistant", "content": blocks})
+        else:
+            messages.append({"role": "assistant" if role == "assistant" else "user",
+                             "content": _content_blocks(message.get("content"))})
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_MAX_TOKENS,
+    }
+    if system:
+        body["system"] = "\n\n".join(system)
+    for key in ("temperature", "top_p", "stream"):
+        if payload.get(key) is not None:
+            body[key] = payload[key]
+    stop = payload.get("stop")
+    if stop:
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if payload.get("tools"):
+        body["tools"] = [
+            {"name": t["function"]["name"], "description": t["function"].get("description", ""),
+             "input_schema": t["function"].get("parameters") or {"type": "object", "properties": {}}}
+            for t in payload["tools"] if t.get("type") == "function" and t.get("function")
+        ]
+        choice = payload.get("tool_choice")
+        if choice == "required":
+            body["tool_choice"] = {"type": "any"}
+        elif choice == "auto":
+            body["tool_choice"] = {"type": "auto"}
+        elif isinstance(choice, dict) and choice.get("function"):
+            body["tool_choice"] = {"type": "tool", "name": choice["function"]["name"]}
+    if payload.get("user"):
+        body["metadata"] = {"user_id": str(payload["user"])}
+    return body
+
+
+def to_openai(message: dict[str, Any]) -> dict[str, Any]:
+    """A Messages API answer as an OpenAI chat completion."""
+    text = "".join(b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text")
+    tool_calls = [
+        {"id": b.get("id", ""), "type": "function",
+         "function": {"name": b.get("name", ""), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
+        for b in message.get("content") or [] if b.get("type") == "tool_use"
+    ]
+    reply: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if tool_calls:
+        reply["tool_calls"] = tool_calls
+    usage = message.get("usage") or {}
+    prompt, completion = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+    return {
+        "id": message.get("id", ""),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": message.get("model", ""),
+        "choices": [{"index": 0, "message": reply, "finish_reason": FINISH.get(message.get("stop_reason") or "", "stop"),
+                     "logprobs": None}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
+
+
+class StreamTranslator:
+    """Turns Messages API stream events into OpenAI chat-completion chunks."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model, self.include_usage = model, include_usage
+        self.id = ""
+        self.created = int(time.time())
+        self.prompt = 0
+        self.completion = 0
+        self.tool_index = -1
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return b"data: " + orjson.dumps({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }) + b"\n\n"
+
+    def feed(self, event: bytes) -> list[bytes]:
+        data = b""
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                data += line[5:].strip()
+        if not data:
+            return []
+        item = orjson.loads(data)
+        kind = item.get("type")
+        if kind == "message_start":
+            message = item.get("message") or {}
+            self.id = message.get("id", "")
+            self.model = message.get("model") or self.model
+            self.prompt = int((message.get("usage") or {}).get("input_tokens") or 0)
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            block = item.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                self.tool_index += 1
+                return [self._chunk({"tool_calls": [{"index": self.tool_index, "id": block.get("id", ""), "type": "function",
+                                                     "function": {"name": block.get("name", ""), "arguments": ""}}]})]
+            return []
+        if kind == "content_block_delta":
+            delta = item.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return [self._chunk({"content": delta.get("text", "")})]
+            if delta.get("type") == "input_json_delta":
+                return [self._chunk({"tool_calls": [{"index": self.tool_index,
+                                                     "function": {"arguments": delta.get("partial_json", "")}}]})]
+            return []
+        if kind == "message_delta":
+            self.completion = int((item.get("usage") or {}).get("output_tokens") or 0)
+            stop = (item.get("delta") or {}).get("stop_reason")
+            return [self._chunk({}, FINISH.get(stop or "", "stop"))]
+        if kind == "message_stop":
+            out = []
+            if self.include_usage:
+                out.append(b"data: " + orjson.dumps({
+                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                    "choices": [], "usage": {"prompt_tokens": self.prompt, "completion_tokens": self.completion,
+                                             "total_tokens": self.prompt + self.completion}}) + b"\n\n")
+            return [*out, b"data: [DONE]\n\n"]
+        if kind == "error":
+            message = (item.get("error") or {}).get("message", "upstream error")
+            raise UpstreamFailure("protocol", f"stream error: {message}")
+        return []  # ping, content_block_stop
+
+
+async def call(
+    instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float
+) -> UpstreamResponse | UpstreamStream:
+    if endpoint != "chat":
+        raise UpstreamFailure("protocol", "the Anthropic provider serves chat only")
+    translator = StreamTranslator(instance.model, bool((payload.get("stream_options") or {}).get("include_usage")))
+    return await exchange(
+        instance,
+        url=instance.base_url + "/messages",
+        body=orjson.dumps(to_anthropic({**payload, "stream": stream}, instance.model)),
+        headers={"content-type": "application/json", "anthropic-version": API_VERSION, "x-api-key": instance.api_key},
+        stream=stream,
+        deadline=deadline,
+        error_body=_openai_error,
+        events=lambda events: _translated(events, translator),
+        answer=_answer,
+    )
+
+
+def _answer(raw: bytes) -> bytes:
+    try:
+        return orjson.dumps(to_openai(orjson.loads(raw)))
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        raise UpstreamFailure("protocol", "the upstream answered with a body that is not a Messages API answer") from None
+
+
+async def _translated(events: AsyncIterator[bytes], translator: StreamTranslator) -> AsyncIterator[bytes]:
+    async for event in events:
+        for chunk in translator.feed(event):
+            yield chunk
+
+
+def _openai_error(body: bytes, status: int) -> bytes:
+    """Anthropic's {"type": "error", "error": {"type", "message"}} in OpenAI's error shape."""
+    try:
+        error = orjson.loads(body).get("error") or {}
+    except (orjson.JSONDecodeError, AttributeError):
+        error = {}
+    return orjson.dumps({"error": {"message": error.get("message") or f"upstream error (HTTP {status})",
+                                   "type": error.get("type") or "upstream_error", "param": None, "code": None}})
