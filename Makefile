@@ -46,4 +46,5 @@ lint: $(INSTALLED)
 test: $(INSTALLED)
 	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python scripts/check_services.py
 	@$(BIN)/ruff check .
+	@bash scripts/install_browser.sh
 	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest

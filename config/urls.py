@@ -15,4 +15,7 @@ urlpatterns = [
     path("api/", include("gateway.api_urls")),
     path("", include("gateway.urls")),
     path("", include("balancers.urls")),
+    path("", include("targetgroups.urls")),
+    path("", include("gateway.page_urls")),
+    path("playground/", include("playground.urls")),
 ]

@@ -1,0 +1,505 @@
+"""The create/edit wizard: one form per step, and the draft the steps fill in.
+
+The draft is a plain dict of what the operator typed, kept in the session, so
+back, next and a reload never lose it and nothing reaches the database before
+the last step. `draft_check` binds every step's form to the draft and runs the
+shared rules (balancers.validation, through balancers.services), so the wizard
+refuses exactly what the API and the admin refuse, in the same words.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from balancers.demo import SUPPORT_ROUTES
+from balancers.models import AutoPreference, Balancer, RoutingMode
+from balancers.services import balancer_save
+from balancers.validation import balancer_field_errors, route_field_errors, route_set_errors
+from targetgroups.models import Instance, Provider, TargetGroup, WorkloadKind
+from targetgroups.validators import serving_name_validator, slug_validator
+
+
+@dataclass(frozen=True)
+class Step:
+    slug: str
+    title: str
+    short: str
+
+
+STEPS = (
+    Step("name", "Name the balancer", "Name"),
+    Step("workload", "Choose the workload kind", "Workload"),
+    Step("mode", "Choose a routing mode", "Routing mode"),
+    Step("router", "Pick a router model", "Router model"),
+    Step("routes", "Add routes", "Routes"),
+    Step("review", "Save and test", "Save and test"),
+)
+STEP_SLUGS = tuple(s.slug for s in STEPS)
+
+MODE_HELP = {
+    RoutingMode.INTENT_CLASSIFIER: "For many specialised routes: a router model reads each prompt and picks "
+                                   "the route whose intent fits; the default takes the rest.",
+    RoutingMode.ORDERED: "For failover: every request tries the route with the lowest priority first, "
+                         "then the next one.",
+    RoutingMode.WEIGHTED: "For splitting traffic by weight, e.g. a 90/10 canary between two providers.",
+    RoutingMode.AUTO: "Ranks every instance of every route live (latency, availability, load, price) "
+                      "for one preference.",
+}
+KIND_HELP = {
+    WorkloadKind.CHAT: "Prompts in, answers out, on /v1/chat/completions (streaming or not).",
+    WorkloadKind.EMBEDDINGS: "Text in, vectors out, on /v1/embeddings, for search and retrieval.",
+}
+# Field of the draft -> the step that edits it (for errors raised by the save).
+FIELD_STEP = {
+    "name": "name", "serving_name": "name", "description": "name",
+    "workload_kind": "workload", "routing_mode": "mode", "auto_preference": "mode",
+    "router_model": "router", "classifier_timeout": "router", "confidence_threshold": "router",
+    "attempt_budget": "review", "request_timeout": "review", "enabled": "review",
+}
+
+
+def new_row_key() -> str:
+    return secrets.token_hex(4)
+
+
+def blank_row(priority: int = 1) -> dict[str, Any]:
+    return {"key": new_row_key(), "name": "", "intent": "", "destination": "", "priority": str(priority),
+            "weight": "100", "examples": "", "is_default": False, "enabled": True}
+
+
+# -- destinations -------------------------------------------------------------------
+
+
+def destination_choices(workload_kind: str) -> list[Any]:
+    groups = [
+        (f"group:{g.name}", f"{g.display_name or g.name} ({g.name}) · group of {g.n}")
+        for g in _groups_of_kind(workload_kind)
+    ]
+    instances = [
+        (f"instance:{i.instance_id}", f"{i.display_name or i.instance_id} ({i.instance_id}) · {i.model}")
+        for i in Instance.objects.filter(workload_kind=workload_kind).exclude(provider=Provider.BUILTIN)
+    ]
+    choices: list[Any] = [("", "Choose a target group or an instance…")]
+    if groups:
+        choices.append(("Target groups", groups))
+    if instances:
+        choices.append(("Single instances", instances))
+    return choices
+
+
+def _groups_of_kind(workload_kind: str) -> list[TargetGroup]:
+    from django.db.models import Count
+
+    return list(TargetGroup.objects.filter(workload_kind=workload_kind).annotate(n=Count("members")).order_by("name"))
+
+
+def resolve_destination(value: str) -> tuple[TargetGroup | None, Instance | None]:
+    kind, _, ident = (value or "").partition(":")
+    if kind == "group":
+        return TargetGroup.objects.filter(name=ident).first(), None
+    if kind == "instance":
+        return None, Instance.objects.filter(instance_id=ident).first()
+    return None, None
+
+
+def router_model_choices() -> list[Instance]:
+    """Chat instances that can classify prompts: the built-in router model first."""
+    instances = list(Instance.objects.filter(workload_kind=WorkloadKind.CHAT))
+    instances.sort(key=lambda i: (i.provider != Provider.BUILTIN, i.instance_id))
+    return instances
+
+
+def default_router_model() -> Instance | None:
+    builtin = Instance.objects.filter(provider=Provider.BUILTIN, model="intent-classifier", workload_kind=WorkloadKind.CHAT)
+    return builtin.filter(instance_id="local-router").first() or builtin.order_by("instance_id").first()
+
+
+# -- the draft ----------------------------------------------------------------------
+
+
+def default_routes(workload_kind: str) -> list[dict[str, Any]]:
+    """The common case, filled in: efficient, reasoning and fallback (the default)."""
+    groups = {g.name for g in _groups_of_kind(workload_kind)}
+    if workload_kind == WorkloadKind.EMBEDDINGS:
+        row = blank_row(1)
+        first = sorted(groups)[0] if groups else ""
+        row.update(name="primary", intent="All embeddings.", destination=f"group:{first}" if first else "",
+                   is_default=True)
+        return [row]
+    rows = []
+    for spec in SUPPORT_ROUTES:
+        row = blank_row(spec["priority"])
+        row.update(
+            name=spec["name"], intent=spec["intent"], examples="\n".join(spec["examples"]),
+            destination=f"group:{spec['group']}" if spec["group"] in groups else "",
+            is_default=bool(spec.get("is_default")),
+        )
+        rows.append(row)
+    return rows
+
+
+def draft_new() -> dict[str, Any]:
+    router = default_router_model()
+    return {
+        "balancer": None,
+        "step": "name",
+        "checked": [],
+        "name": {"name": "", "serving_name": "", "description": ""},
+        "workload": {"workload_kind": WorkloadKind.CHAT},
+        "mode": {"routing_mode": RoutingMode.INTENT_CLASSIFIER, "auto_preference": AutoPreference.BALANCED},
+        "router": {"router_model": router.instance_id if router else "", "classifier_timeout": "1.5",
+                   "confidence_threshold": "0.0"},
+        "routes": {"rows": default_routes(WorkloadKind.CHAT), "pristine": True},
+        "review": {"attempt_budget": "4", "request_timeout": "600.0", "enabled": True},
+    }
+
+
+def draft_from_balancer(balancer: Balancer) -> dict[str, Any]:
+    router = balancer.router_model or default_router_model()
+    rows = []
+    for route in balancer.routes.select_related("target_group", "instance").order_by("priority", "name"):
+        rows.append({
+            "key": new_row_key(), "name": route.name, "intent": route.intent,
+            "destination": f"group:{route.target_group.name}" if route.target_group_id
+            else f"instance:{route.instance.instance_id}" if route.instance_id else "",
+            "priority": str(route.priority), "weight": str(route.weight), "examples": "\n".join(route.examples or []),
+            "is_default": route.is_default, "enabled": route.enabled,
+        })
+    return {
+        "balancer": balancer.pk,
+        "step": "name",
+        "checked": [],
+        "name": {"name": balancer.name, "serving_name": balancer.serving_name, "description": balancer.description},
+        "workload": {"workload_kind": balancer.workload_kind},
+        "mode": {"routing_mode": balancer.routing_mode, "auto_preference": balancer.auto_preference},
+        "router": {"router_model": router.instance_id if router else "",
+                   "classifier_timeout": str(balancer.classifier_timeout),
+                   "confidence_threshold": str(balancer.confidence_threshold)},
+        "routes": {"rows": rows, "pristine": False},
+        "review": {"attempt_budget": str(balancer.attempt_budget), "request_timeout": str(balancer.request_timeout),
+                   "enabled": balancer.enabled},
+    }
+
+
+def active_steps(draft: dict[str, Any]) -> list[str]:
+    """The router model step only applies to the intent_classifier mode."""
+    mode = draft["mode"].get("routing_mode")
+    return [s for s in STEP_SLUGS if s != "router" or mode == RoutingMode.INTENT_CLASSIFIER]
+
+
+def neighbour_step(draft: dict[str, Any], step: str, offset: int) -> str | None:
+    steps = STEP_SLUGS
+    index = steps.index(step) + offset
+    active = active_steps(draft)
+    while 0 <= index < len(steps):
+        if steps[index] in active:
+            return steps[index]
+        index += offset
+    return None
+
+
+def draft_update(draft: dict[str, Any], step: str, data: Any) -> None:
+    """Store what a step's form posted (valid or not): back, next and reload keep it."""
+    if step == "name":
+        draft["name"] = {k: str(data.get(k, "")).strip() if k != "description" else str(data.get(k, ""))
+                         for k in ("name", "serving_name", "description")}
+    elif step == "workload":
+        kind = data.get("workload_kind", draft["workload"]["workload_kind"])
+        if kind != draft["workload"]["workload_kind"]:
+            draft["workload"]["workload_kind"] = kind
+            if kind == WorkloadKind.EMBEDDINGS and draft["mode"]["routing_mode"] == RoutingMode.INTENT_CLASSIFIER:
+                # The classifier reads prompts; an embeddings balancer usually fails over in order.
+                draft["mode"]["routing_mode"] = RoutingMode.ORDERED
+            if draft["routes"].get("pristine"):
+                draft["routes"]["rows"] = default_routes(kind)
+    elif step == "mode":
+        draft["mode"] = {"routing_mode": data.get("routing_mode", ""),
+                         "auto_preference": data.get("auto_preference", AutoPreference.BALANCED)}
+    elif step == "router":
+        draft["router"] = {k: str(data.get(k, draft["router"].get(k, "")))
+                           for k in ("router_model", "classifier_timeout", "confidence_threshold")}
+    elif step == "routes":
+        rows = routes_from_post(data)
+        if rows != draft["routes"]["rows"]:
+            draft["routes"] = {"rows": rows, "pristine": False}
+    elif step == "review":
+        draft["review"] = {"attempt_budget": str(data.get("attempt_budget", "")),
+                           "request_timeout": str(data.get("request_timeout", "")),
+                           "enabled": data.get("enabled") in ("on", "true", "1", True)}
+
+
+def routes_from_post(data: Any) -> list[dict[str, Any]]:
+    default_key = data.get("default_route", "")
+    rows = []
+    for key in data.getlist("route_key"):
+        prefix = f"r-{key}-"
+        rows.append({
+            "key": key,
+            "name": data.get(prefix + "name", "").strip(),
+            "intent": data.get(prefix + "intent", "").strip(),
+            "destination": data.get(prefix + "destination", ""),
+            "priority": data.get(prefix + "priority", "").strip(),
+            "weight": data.get(prefix + "weight", "").strip(),
+            "examples": data.get(prefix + "examples", ""),
+            "is_default": key == default_key,
+            "enabled": data.get(prefix + "enabled") in ("on", "true", "1"),
+        })
+    return rows
+
+
+# -- forms, one per step ----------------------------------------------------------------
+
+
+class NameForm(forms.Form):
+    name = forms.CharField(
+        max_length=63, validators=[slug_validator], label="Name",
+        help_text="Internal, used in URLs and logs: lowercase letters, digits, '-' and '_'.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "placeholder": "support-balancer"}),
+    )
+    serving_name = forms.CharField(
+        max_length=128, validators=[serving_name_validator], label="Serving name",
+        help_text="What clients send as model, e.g. model=\"support-balancer\".",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "placeholder": "support-balancer"}),
+    )
+    description = forms.CharField(required=False, label="Description", widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args: Any, balancer_pk: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.balancer_pk = balancer_pk
+
+    def _others(self) -> Any:
+        return Balancer.objects.exclude(pk=self.balancer_pk) if self.balancer_pk else Balancer.objects.all()
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if self._others().filter(name=name).exists():
+            raise ValidationError(f"A balancer named {name} already exists.")
+        return name
+
+    def clean_serving_name(self) -> str:
+        serving_name = self.cleaned_data["serving_name"]
+        other = self._others().filter(serving_name=serving_name).first()
+        if other is not None:
+            raise ValidationError(f"Balancer {other.name} already serves {serving_name}; clients could not tell them apart.")
+        return serving_name
+
+
+class WorkloadForm(forms.Form):
+    workload_kind = forms.ChoiceField(choices=WorkloadKind.choices, widget=forms.RadioSelect, label="Workload kind")
+
+
+class ModeForm(forms.Form):
+    routing_mode = forms.ChoiceField(choices=RoutingMode.choices, widget=forms.RadioSelect, label="Routing mode")
+    auto_preference = forms.ChoiceField(choices=AutoPreference.choices, required=False, label="Auto preference")
+
+    def __init__(self, *args: Any, workload_kind: str = WorkloadKind.CHAT, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workload_kind = workload_kind
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        mode = data.get("routing_mode")
+        if mode:
+            # Ask the shared rules about the mode alone: a stand-in chat router model keeps
+            # "router model required" (the next step's business) out of the answer.
+            stand_in = Instance(workload_kind=WorkloadKind.CHAT, provider=Provider.BUILTIN, model="intent-classifier")
+            message = balancer_field_errors(routing_mode=mode, workload_kind=self.workload_kind,
+                                            router_model=stand_in).get("routing_mode")
+            if message:
+                self.add_error("routing_mode", message)
+        if not data.get("auto_preference"):
+            data["auto_preference"] = AutoPreference.BALANCED
+        return data
+
+
+class RouterForm(forms.Form):
+    router_model = forms.ChoiceField(
+        label="Router model", widget=forms.RadioSelect,
+        error_messages={"required": "A router model is required for the intent_classifier mode."},
+    )
+    classifier_timeout = forms.FloatField(
+        min_value=0.01, max_value=30, label="Classifier timeout (seconds)",
+        help_text="Past this the default route answers.",
+    )
+    confidence_threshold = forms.FloatField(
+        min_value=0, max_value=1, label="Confidence threshold",
+        help_text="0 to 1; below it the default route answers.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instances = router_model_choices()
+        self.fields["router_model"].choices = [(i.instance_id, str(i)) for i in self.instances]
+
+    def clean_router_model(self) -> Instance:
+        value = self.cleaned_data["router_model"]
+        instance = next(i for i in self.instances if i.instance_id == value)
+        message = balancer_field_errors(routing_mode=RoutingMode.INTENT_CLASSIFIER, workload_kind=WorkloadKind.CHAT,
+                                        router_model=instance).get("router_model")
+        if message:
+            raise ValidationError(message)
+        return instance
+
+
+class RouteRowForm(forms.Form):
+    name = forms.CharField(max_length=63, validators=[slug_validator], label="Route name",
+                           widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "placeholder": "efficient"}))
+    intent = forms.CharField(max_length=500, required=False, label="Intent",
+                             widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Simple, short tasks: summaries, drafts, quick replies."}))
+    destination = forms.ChoiceField(required=False, label="Destination")
+    priority = forms.IntegerField(min_value=1, max_value=1000, label="Priority",
+                                  help_text="Lower is tried first.")
+    weight = forms.IntegerField(min_value=0, max_value=1000, label="Weight", help_text="Share of traffic.")
+    examples = forms.CharField(required=False, label="Example prompts",
+                               widget=forms.Textarea(attrs={"rows": 3, "placeholder": "One prompt per line"}),
+                               help_text="Optional, one per line: they sharpen the classifier.")
+    enabled = forms.BooleanField(required=False, label="Enabled")
+
+    def __init__(self, *args: Any, row: dict[str, Any], routing_mode: str, workload_kind: str,
+                 destinations: list[Any], **kwargs: Any) -> None:
+        key = row["key"]
+        data = {f"r-{key}-{k}": row.get(k, "") for k in ("name", "intent", "destination", "priority", "weight", "examples")}
+        if row.get("enabled"):
+            data[f"r-{key}-enabled"] = "on"
+        super().__init__(data, *args, prefix=f"r-{key}", **kwargs)
+        self.row = row
+        self.routing_mode, self.workload_kind = routing_mode, workload_kind
+        self.fields["destination"].choices = destinations
+        if routing_mode == RoutingMode.INTENT_CLASSIFIER:
+            self.fields["intent"].help_text = "One declarative sentence: which prompts belong here."
+        else:
+            self.fields["intent"].help_text = "Optional here: a note for operators."
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        group, instance = resolve_destination(data.get("destination", ""))
+        examples = [line.strip() for line in (data.get("examples") or "").splitlines() if line.strip()]
+        data.update(target_group=group, instance=instance, examples=examples, is_default=bool(self.row.get("is_default")))
+        for key, message in route_field_errors(routing_mode=self.routing_mode, workload_kind=self.workload_kind,
+                                               route=data).items():
+            if key in self.fields and key not in self.errors:
+                self.add_error(key, message)
+        return data
+
+
+class ReviewForm(forms.Form):
+    attempt_budget = forms.IntegerField(min_value=1, max_value=20, label="Attempt budget",
+                                        help_text="Upstream attempts per request, across routes and members.")
+    request_timeout = forms.FloatField(min_value=0.1, max_value=3600, label="Request timeout (seconds)",
+                                       help_text="For a whole client request, over every attempt.")
+    enabled = forms.BooleanField(required=False, label="Serve traffic as soon as it is saved")
+
+
+# -- checking and saving the whole draft -----------------------------------------------------
+
+
+@dataclass
+class DraftCheck:
+    draft: dict[str, Any]
+    balancer_pk: int | None
+    name: NameForm
+    workload: WorkloadForm
+    mode: ModeForm
+    router: RouterForm
+    routes: list[RouteRowForm]
+    review: ReviewForm
+    route_errors: list[str] = field(default_factory=list)
+    extra_errors: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def routing_mode(self) -> str:
+        return self.draft["mode"].get("routing_mode", "")
+
+    @property
+    def workload_kind(self) -> str:
+        return self.draft["workload"].get("workload_kind", "")
+
+    def step_errors(self, step: str) -> list[str]:
+        """Messages for one step, as listed on the review page."""
+        messages: list[str] = []
+        if step == "routes":
+            messages += self.route_errors
+            for form in self.routes:
+                label = form.row.get("name") or "a route without a name"
+                for name, errors in form.errors.items():
+                    title = form.fields[name].label if name in form.fields else ""
+                    messages += [f"{label}: {title}: {e}" if title else f"{label}: {e}" for e in errors]
+        elif step in ("name", "workload", "mode", "router", "review"):
+            if step == "router" and self.routing_mode != RoutingMode.INTENT_CLASSIFIER:
+                return self.extra_errors.get(step, [])
+            form = getattr(self, step)
+            for name, errors in form.errors.items():
+                title = form.fields[name].label if name in form.fields else ""
+                messages += [f"{title}: {e}" if title else e for e in errors]
+        return messages + [m for m in self.extra_errors.get(step, []) if m not in messages]
+
+    @property
+    def is_valid(self) -> bool:
+        return not any(self.step_errors(s) for s in active_steps(self.draft))
+
+    def fields(self) -> dict[str, Any]:
+        review = self.review.cleaned_data
+        values = {
+            **self.name.cleaned_data,
+            "workload_kind": self.workload.cleaned_data["workload_kind"],
+            "routing_mode": self.mode.cleaned_data["routing_mode"],
+            "auto_preference": self.mode.cleaned_data["auto_preference"],
+            "router_model": None,
+            "attempt_budget": review["attempt_budget"],
+            "request_timeout": review["request_timeout"],
+            "enabled": review["enabled"],
+        }
+        if values["routing_mode"] == RoutingMode.INTENT_CLASSIFIER:
+            values.update(self.router.cleaned_data)
+        return values
+
+    def route_values(self) -> list[dict[str, Any]]:
+        keys = ("name", "intent", "target_group", "instance", "priority", "weight", "is_default", "enabled", "examples")
+        return [{k: form.cleaned_data[k] for k in keys} for form in self.routes]
+
+
+def draft_check(draft: dict[str, Any]) -> DraftCheck:
+    kind = draft["workload"].get("workload_kind", WorkloadKind.CHAT)
+    mode = draft["mode"].get("routing_mode", "")
+    destinations = destination_choices(kind)
+    check = DraftCheck(
+        draft=draft,
+        balancer_pk=draft.get("balancer"),
+        name=NameForm(draft["name"], balancer_pk=draft.get("balancer")),
+        workload=WorkloadForm(draft["workload"]),
+        mode=ModeForm(draft["mode"], workload_kind=kind),
+        router=RouterForm(draft["router"]),
+        routes=[RouteRowForm(row=row, routing_mode=mode, workload_kind=kind, destinations=destinations)
+                for row in draft["routes"]["rows"]],
+        review=ReviewForm({**draft["review"], "enabled": "on" if draft["review"].get("enabled") else ""}),
+    )
+    # Rules about the route set as a whole: at least one, unique names, exactly one default.
+    check.route_errors = route_set_errors(draft["routes"]["rows"])
+    return check
+
+
+def draft_save(check: DraftCheck) -> Balancer | None:
+    """Save a valid draft through balancer_save; on a refusal, file its errors by step and return None."""
+    if not check.is_valid:
+        return None
+    balancer = Balancer.objects.filter(pk=check.balancer_pk).first() if check.balancer_pk else None
+    try:
+        return balancer_save(balancer=balancer, fields=check.fields(), routes=check.route_values())
+    except ValidationError as exc:
+        for key, messages in exc.message_dict.items():
+            if key == "routes":
+                check.route_errors += messages
+            elif key.startswith("routes["):
+                index = int(key[7:key.index("]")])
+                name = key.partition(".")[2]
+                form = check.routes[index]
+                form.add_error(name if name in form.fields else None, messages)
+            else:
+                check.extra_errors.setdefault(FIELD_STEP.get(key, "review"), []).extend(messages)
+        return None
+

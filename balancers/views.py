@@ -1,0 +1,441 @@
+"""Balancer pages: the list, the create/edit wizard, the detail page, the live board, the smoke test.
+
+One template per page; htmx requests get a `page.html#partial` fragment of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from balancers.forms import (
+    KIND_HELP,
+    MODE_HELP,
+    STEPS,
+    NameForm,
+    active_steps,
+    blank_row,
+    draft_check,
+    draft_from_balancer,
+    draft_new,
+    draft_save,
+    draft_update,
+    neighbour_step,
+    resolve_destination,
+)
+from balancers.models import Balancer
+from balancers.page_selectors import (
+    balancer_states,
+    balancers_for_pages,
+    recent_events,
+    route_traffic,
+    traffic_by_hour,
+    usage_totals,
+)
+from balancers.services import ROUTE_FIELDS, balancer_delete, balancer_save
+from playground.services import gateway_base_url, sample_calls, smoke_test
+
+DRAFT_PREFIX = "balancer-wizard:"
+DEFAULT_PROMPT = "Summarise this support reply: the parcel arrived late but the customer is happy with the refund."
+
+
+# -- list, detail, board ------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("balancer-list")
+
+
+@login_required
+@require_GET
+def balancer_list(request: HttpRequest) -> HttpResponse:
+    states = balancer_states(balancers_for_pages())
+    sparks = traffic_by_hour([s.balancer.pk for s in states])
+    rows = [{"state": s, "spark": sparks[s.balancer.pk]} for s in states]
+    return render(request, "balancers/list.html", {
+        "rows": rows,
+        "draft": request.session.get(DRAFT_PREFIX + "new"),
+    })
+
+
+def _state_or_404(name: str) -> Any:
+    states = balancer_states(balancers_for_pages(name=name))
+    if not states:
+        raise Http404("No such balancer.")
+    return states[0]
+
+
+def _smoke_context(request: HttpRequest, balancer: Balancer) -> dict[str, Any]:
+    routes = sorted(balancer.routes.all(), key=lambda r: (r.priority, r.name))
+    default = next((r for r in routes if r.is_default), None)
+    return {
+        "balancer": balancer,
+        "smoke_routes": routes,
+        "smoke_default": default,
+        "smoke_prompt": DEFAULT_PROMPT if balancer.workload_kind == "chat" else "Where is my order?",
+        "sample": sample_calls(base_url=gateway_base_url(request), serving_name=balancer.serving_name,
+                               workload_kind=balancer.workload_kind),
+    }
+
+
+@login_required
+@require_GET
+def balancer_detail(request: HttpRequest, name: str) -> HttpResponse:
+    state = _state_or_404(name)
+    balancer = state.balancer
+    route_traffic(state)
+    return render(request, "balancers/detail.html", {
+        **_smoke_context(request, balancer),
+        "state": state,
+        "spark": traffic_by_hour([balancer.pk])[balancer.pk],
+        "totals": usage_totals(balancer),
+        "mode_help": MODE_HELP.get(balancer.routing_mode, ""),
+    })
+
+
+@login_required
+@require_GET
+def balancer_board(request: HttpRequest, name: str) -> HttpResponse:
+    state = _state_or_404(name)
+    route_traffic(state, minutes=15)
+    context = {"state": state, "balancer": state.balancer, "events": recent_events(state.balancer),
+               "totals": usage_totals(state.balancer, hours=1)}
+    template = "balancers/board.html#board" if request.htmx else "balancers/board.html"
+    return render(request, template, context)
+
+
+def _current_routes(balancer: Balancer) -> list[dict[str, Any]]:
+    return [{key: getattr(route, key) for key in ROUTE_FIELDS} for route in balancer.routes.all()]
+
+
+def _current_fields(balancer: Balancer, **changes: Any) -> dict[str, Any]:
+    fields = {key: getattr(balancer, key) for key in (
+        "name", "serving_name", "description", "workload_kind", "routing_mode", "auto_preference", "router_model",
+        "classifier_timeout", "confidence_threshold", "attempt_budget", "request_timeout", "enabled")}
+    return {**fields, **changes}
+
+
+@login_required
+@require_POST
+def balancer_toggle(request: HttpRequest, name: str) -> HttpResponse:
+    balancer = get_object_or_404(Balancer, name=name)
+    enabled = not balancer.enabled
+    try:
+        balancer_save(balancer=balancer, fields=_current_fields(balancer, enabled=enabled), routes=_current_routes(balancer))
+    except ValidationError as exc:
+        messages.error(request, "Could not change it: " + "; ".join(exc.messages))
+    else:
+        messages.success(request, f"{balancer.serving_name} is {'serving again' if enabled else 'disabled: clients get a 404 for it'}.")
+    return redirect("balancer-detail", name=balancer.name)
+
+
+@login_required
+@require_POST
+def balancer_remove(request: HttpRequest, name: str) -> HttpResponse:
+    balancer = get_object_or_404(Balancer, name=name)
+    balancer_delete(balancer=balancer)
+    request.session.pop(f"{DRAFT_PREFIX}{balancer.pk}", None)
+    messages.success(request, f"Deleted {balancer.name}.")
+    return redirect("balancer-list")
+
+
+@login_required
+@require_GET
+def balancer_test(request: HttpRequest, name: str) -> HttpResponse:
+    """Step 6 after the save: the sample call and the smoke test."""
+    balancer = get_object_or_404(Balancer.objects.prefetch_related("routes"), name=name)
+    return render(request, "balancers/wizard.html", {
+        **_smoke_context(request, balancer),
+        "step": STEPS[-1],
+        "saved": True,
+        "steps_nav": [{"step": s, "state": "done" if s.slug != "review" else "current", "url": "", "number": i}
+                      for i, s in enumerate(STEPS, start=1)],
+    })
+
+
+@login_required
+@require_POST
+async def balancer_smoke_test(request: HttpRequest, name: str) -> HttpResponse:
+    balancer = await Balancer.objects.filter(name=name).afirst()
+    if balancer is None:
+        raise Http404("No such balancer.")
+    prompt = request.POST.get("prompt", "").strip() or DEFAULT_PROMPT
+    route = request.POST.get("route", "")
+    result = await smoke_test(serving_name=balancer.serving_name, workload_kind=balancer.workload_kind,
+                              prompt=prompt, route=route or None)
+    template = "includes/smoke_test.html#result" if request.htmx else "includes/smoke_test_page.html"
+    return await sync_to_async(render)(request, template, {"result": result, "balancer": balancer})
+
+
+# -- the wizard ---------------------------------------------------------------------------
+
+
+def _wizard_target(name: str | None) -> Balancer | None:
+    return get_object_or_404(Balancer, name=name) if name else None
+
+
+def _draft_key(balancer: Balancer | None) -> str:
+    return f"{DRAFT_PREFIX}{balancer.pk if balancer else 'new'}"
+
+
+def _load_draft(request: HttpRequest, balancer: Balancer | None) -> dict[str, Any]:
+    key = _draft_key(balancer)
+    draft = request.session.get(key)
+    if draft is None:
+        draft = draft_from_balancer(balancer) if balancer else draft_new()
+        _store(request, balancer, draft)
+    return draft
+
+
+def _store(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any]) -> None:
+    request.session[_draft_key(balancer)] = draft
+    request.session.modified = True
+
+
+def _step_url(balancer: Balancer | None, step: str) -> str:
+    if balancer is None:
+        return reverse("wizard-step", kwargs={"step": step})
+    return reverse("wizard-edit-step", kwargs={"name": balancer.name, "step": step})
+
+
+def _wizard_urls(balancer: Balancer | None) -> dict[str, str]:
+    if balancer is None:
+        return {"check": reverse("wizard-check"), "discard": reverse("wizard-discard")}
+    return {"check": reverse("wizard-edit-check", kwargs={"name": balancer.name}),
+            "discard": reverse("wizard-edit-discard", kwargs={"name": balancer.name})}
+
+
+@login_required
+@require_GET
+def wizard_start(request: HttpRequest) -> HttpResponse:
+    """/balancers/new/: resume the draft in progress, or start one with the defaults filled in."""
+    draft = _load_draft(request, None)
+    step = draft.get("step") if draft.get("step") in active_steps(draft) else "name"
+    return redirect(_step_url(None, step))
+
+
+@login_required
+@require_GET
+def wizard_edit(request: HttpRequest, name: str) -> HttpResponse:
+    """Edit an existing balancer in the same wizard, from a fresh copy of what is saved."""
+    balancer = get_object_or_404(Balancer, name=name)
+    draft = draft_from_balancer(balancer)
+    step = request.GET.get("step", "name")
+    draft["step"] = step if step in active_steps(draft) else "name"
+    _store(request, balancer, draft)
+    return redirect(_step_url(balancer, draft["step"]))
+
+
+def _steps_nav(draft: dict[str, Any], check: Any, current: str, balancer: Balancer | None) -> list[dict[str, Any]]:
+    active = active_steps(draft)
+    checked = set(draft.get("checked", []))
+    nav = []
+    for number, step in enumerate(STEPS, start=1):
+        if step.slug not in active:
+            state, note = "skipped", f"Not needed for {draft['mode'].get('routing_mode')}"
+        elif step.slug == current:
+            state, note = "current", ""
+        elif step.slug in checked or draft.get("balancer"):
+            has_errors = bool(check.step_errors(step.slug)) and step.slug != "review"
+            state, note = ("invalid", "Needs attention") if has_errors else ("done", "")
+        else:
+            state, note = "todo", ""
+        nav.append({"step": step, "state": state, "note": note, "number": number,
+                    "url": _step_url(balancer, step.slug)})
+    return nav
+
+
+def _render_step(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any], step: str,
+                 check: Any = None, status: int = 200) -> HttpResponse:
+    check = check or draft_check(draft)
+    index = [s.slug for s in STEPS].index(step)
+    active = active_steps(draft)
+    context = {
+        "draft": draft,
+        "check": check,
+        "balancer": balancer,
+        "editing": balancer is not None,
+        "step": STEPS[index],
+        "step_number": index + 1,
+        "step_total": len(STEPS),
+        "steps_nav": _steps_nav(draft, check, step, balancer),
+        "step_url": _step_url(balancer, step),
+        "autosave_url": _step_url(balancer, step) + "autosave/",
+        "urls": _wizard_urls(balancer),
+        "show_errors": step in draft.get("checked", []),
+        "has_back": neighbour_step(draft, step, -1) is not None,
+        "mode_help": MODE_HELP,
+        "kind_help": KIND_HELP,
+        "routing_mode": draft["mode"].get("routing_mode"),
+        "workload_kind": draft["workload"].get("workload_kind"),
+        "active_steps": active,
+        "review_errors": {s: check.step_errors(s) for s in active} if step == "review" else {},
+    }
+    if step == "routes":
+        context["rows"] = _route_rows(check, show_errors=context["show_errors"])
+    if step == "review":
+        context["rows"] = _route_rows(check)
+        context["router_instance"] = next((i for i in check.router.instances
+                                          if i.instance_id == draft["router"].get("router_model")), None)
+    response = render(request, "balancers/wizard.html", context, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _route_rows(check: Any, *, show_errors: bool = False, focus: str | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for index, form in enumerate(check.routes, start=1):
+        group, instance = resolve_destination(form.row.get("destination", ""))
+        for name, bound in form.fields.items():
+            bound.widget.attrs.pop("aria-invalid", None)
+            if show_errors and name in form.errors:
+                bound.widget.attrs["aria-invalid"] = "true"
+                bound.widget.attrs["aria-describedby"] = f"{form[name].id_for_label}-error"
+        if focus == form.row["key"]:
+            form.fields["name"].widget.attrs["autofocus"] = True
+        examples = [line for line in (form.row.get("examples") or "").splitlines() if line.strip()]
+        rows.append({"form": form, "row": form.row, "index": index, "group": group, "instance": instance,
+                     "example_count": len(examples)})
+    return rows
+
+
+def _render_routes_fragment(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any],
+                            focus: str | None = None) -> HttpResponse:
+    check = draft_check(draft)
+    show_errors = "routes" in draft.get("checked", [])
+    response = render(request, "balancers/wizard.html#routes", {
+        "draft": draft, "check": check, "routing_mode": draft["mode"].get("routing_mode"),
+        "rows": _route_rows(check, show_errors=show_errors, focus=focus),
+        "show_errors": show_errors, "step_url": _step_url(balancer, "routes"),
+    })
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _go(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any], step: str) -> HttpResponse:
+    draft["step"] = step
+    _store(request, balancer, draft)
+    return redirect(_step_url(balancer, step))
+
+
+@login_required
+@never_cache
+@require_http_methods(["GET", "POST"])
+def wizard_step(request: HttpRequest, step: str, name: str | None = None) -> HttpResponse:
+    balancer = _wizard_target(name)
+    if step not in {s.slug for s in STEPS}:
+        raise Http404("No such step.")
+    draft = _load_draft(request, balancer)
+    if step not in active_steps(draft):
+        return redirect(_step_url(balancer, neighbour_step(draft, step, 1) or "routes"))
+
+    if request.method == "GET":
+        draft["step"] = step
+        _store(request, balancer, draft)
+        return _render_step(request, balancer, draft, step)
+
+    nav = request.POST.get("nav", "next")
+    draft_update(draft, step, request.POST)
+    if step == "routes" and (nav == "add" or nav.startswith("remove:")):
+        rows = draft["routes"]["rows"]
+        focus = None
+        if nav == "add":
+            row = blank_row(max((int(r["priority"]) for r in rows if str(r["priority"]).isdigit()), default=0) + 1)
+            rows.append(row)
+            focus = row["key"]
+        else:
+            draft["routes"]["rows"] = [r for r in rows if r["key"] != nav.partition(":")[2]]
+        draft["routes"]["pristine"] = False
+        _store(request, balancer, draft)
+        if request.htmx:
+            return _render_routes_fragment(request, balancer, draft, focus=focus)
+        return redirect(_step_url(balancer, "routes"))
+
+    if nav == "back":
+        return _go(request, balancer, draft, neighbour_step(draft, step, -1) or step)
+
+    checked = set(draft.get("checked", []))
+    if step == "review":
+        checked.update(active_steps(draft))
+    else:
+        checked.add(step)
+    draft["checked"] = sorted(checked)
+    _store(request, balancer, draft)
+    check = draft_check(draft)
+
+    if step != "review":
+        if check.step_errors(step):
+            return _render_step(request, balancer, draft, step, check)
+        return _go(request, balancer, draft, neighbour_step(draft, step, 1) or "review")
+
+    saved = draft_save(check)
+    if saved is None:
+        return _render_step(request, balancer, draft, step, check)
+    request.session.pop(_draft_key(balancer), None)
+    if balancer is None:
+        messages.success(request, f"{saved.serving_name} is saved. Paste the sample call into any client, or smoke-test it here.")
+        return redirect("balancer-test", name=saved.name)
+    messages.success(request, f"Saved {saved.serving_name}. The gateway routes by the new configuration within a second.")
+    return redirect("balancer-detail", name=saved.name)
+
+
+@login_required
+@require_POST
+def wizard_autosave(request: HttpRequest, step: str, name: str | None = None) -> HttpResponse:
+    """Keep what is typed, as it is typed, so a reload loses nothing (hx-post on change)."""
+    balancer = _wizard_target(name)
+    draft = _load_draft(request, balancer)
+    if step not in active_steps(draft) or (step == "review" and "attempt_budget" not in request.POST):
+        return HttpResponse(status=204)
+    draft_update(draft, step, request.POST)
+    _store(request, balancer, draft)
+    if step == "routes":
+        # The route-set message (exactly one default...) follows the edit live.
+        check = draft_check(draft)
+        return render(request, "balancers/wizard.html#route-set-errors", {"check": check, "oob": True})
+    return HttpResponse(status=204)
+
+
+@login_required
+@require_GET
+def wizard_check(request: HttpRequest, name: str | None = None) -> HttpResponse:
+    """Live validation of the name and the serving name as the operator types (hx-get)."""
+    balancer = _wizard_target(name)
+    field = request.GET.get("field", "")
+    if field not in ("name", "serving_name"):
+        raise Http404("Unknown field.")
+    value = request.GET.get(field, "").strip()
+    errors: list[str] = []
+    ok = ""
+    if value:
+        form = NameForm({field: value}, balancer_pk=balancer.pk if balancer else None)
+        errors = list(form.errors.get(field, []))
+        if not errors:
+            ok = "Available." if field == "name" else f'Clients will call model="{value}".'
+    return render(request, "balancers/wizard.html#feedback", {"field": field, "errors": errors, "ok": ok})
+
+
+@login_required
+@require_POST
+def wizard_discard(request: HttpRequest, name: str | None = None) -> HttpResponseRedirect:
+    balancer = _wizard_target(name)
+    request.session.pop(_draft_key(balancer), None)
+    if balancer is not None:
+        messages.info(request, "Changes discarded.")
+        return redirect("balancer-detail", name=balancer.name)
+    if request.POST.get("restart"):
+        return redirect("wizard-start")
+    messages.info(request, "Draft discarded.")
+    return redirect("balancer-list")
+

@@ -1,0 +1,164 @@
+"""Send one test request through the gateway's own code, in process.
+
+The wizard's smoke test and the playground use this instead of an HTTP call to
+ourselves: no API key to mint, no base URL to guess, and the same proxy, routing
+decision, failover and usage event as a client request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from django.utils import timezone
+
+from gateway import errors
+from gateway.proxy import ClientRequest, proxy
+from gateway.snapshot import GatewayConfig, KeySpec, holder
+
+# Playground requests belong to no API key: the usage event keeps api_key empty.
+PLAYGROUND_KEY = KeySpec(pk=None, name="playground", allowed=None, rate_limit_per_minute=None)  # type: ignore[arg-type]
+
+
+@dataclass
+class SmokeResult:
+    ok: bool
+    status: int
+    serving_name: str
+    prompt: str
+    answer: str = ""
+    route: str = ""
+    instance: str = ""
+    model: str = ""
+    decision: str = ""
+    attempts: int = 0
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    vector_dimensions: int = 0
+    error: str = ""
+    request_id: str = ""
+    requested_route: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def _config_with(serving_name: str) -> GatewayConfig:
+    # A balancer saved a moment ago may be newer than this process's snapshot.
+    config = await holder.refresh()
+    if serving_name not in config.routing.balancers:
+        config = await holder.refresh(force=True)
+    return config
+
+
+async def smoke_test(*, serving_name: str, workload_kind: str, prompt: str, route: str | None = None) -> SmokeResult:
+    """One request to `serving_name`, forced onto `route` when given; never raises for a gateway error."""
+    request_id = "pg-" + uuid.uuid4().hex[:20]
+    if workload_kind == "embeddings":
+        payload: dict[str, Any] = {"model": serving_name, "input": prompt}
+    else:
+        payload = {"model": serving_name, "messages": [{"role": "user", "content": prompt}]}
+    started = time.monotonic()
+    result = SmokeResult(ok=False, status=0, serving_name=serving_name, prompt=prompt, request_id=request_id,
+                         requested_route=route or "")
+    try:
+        config = await _config_with(serving_name)
+        response = await proxy(
+            ClientRequest(endpoint=workload_kind, payload=payload, key=PLAYGROUND_KEY, request_id=request_id,
+                          route_override=route or None, started=started, created_at=timezone.now()),
+            config,
+        )
+    except errors.GatewayError as exc:
+        result.status, result.error = exc.status, exc.message
+        result.headers = dict(exc.headers)
+        result.decision = exc.headers.get("x-balancer-decision", "")
+        result.attempts = int(exc.headers.get("x-balancer-attempts", "0") or 0)
+        result.latency_ms = round((time.monotonic() - started) * 1000, 1)
+        return result
+    result.latency_ms = round((time.monotonic() - started) * 1000, 1)
+    result.status = response.status_code
+    result.headers = {k.lower(): v for k, v in response.items()}
+    result.route = result.headers.get("x-balancer-route", "")
+    result.instance = result.headers.get("x-balancer-instance", "")
+    result.decision = result.headers.get("x-balancer-decision", "")
+    result.attempts = int(result.headers.get("x-balancer-attempts", "0") or 0)
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = {}
+    if response.status_code >= 400:
+        result.error = ((body.get("error") or {}).get("message") if isinstance(body, dict) else "") or f"HTTP {response.status_code}"
+        return result
+    result.ok = True
+    result.model = body.get("model", "")
+    usage = body.get("usage") or {}
+    result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    result.completion_tokens = int(usage.get("completion_tokens") or 0)
+    if workload_kind == "embeddings":
+        data = body.get("data") or [{}]
+        result.vector_dimensions = len(data[0].get("embedding") or [])
+        result.answer = f"{len(data)} embedding of {result.vector_dimensions} dimensions"
+    else:
+        choices = body.get("choices") or [{}]
+        result.answer = ((choices[0].get("message") or {}).get("content") or "").strip()
+    return result
+
+
+# -- sample calls -------------------------------------------------------------------------
+
+
+def gateway_base_url(request: Any) -> str:
+    """This server's /v1 as clients reach it: GATEWAY_BASE_URL when set, else from the request."""
+    from django.conf import settings
+
+    configured = (settings.GATEWAY_BASE_URL or "").rstrip("/")
+    if configured:
+        return configured if configured.endswith("/v1") else configured + "/v1"
+    return request.build_absolute_uri("/v1")
+
+
+def sample_calls(*, base_url: str, serving_name: str, workload_kind: str, route: str = "") -> dict[str, str]:
+    """Python SDK and curl snippets for one balancer, ready to paste."""
+    header_py = f'\n    extra_headers={{"X-Balancer-Route": "{route}"}},' if route else ""
+    header_sh = f" \\\n  -H 'X-Balancer-Route: {route}'" if route else ""
+    if workload_kind == "embeddings":
+        python = (
+            "from openai import OpenAI\n\n"
+            f'client = OpenAI(base_url="{base_url}", api_key="sb-...")\n\n'
+            "result = client.embeddings.create(\n"
+            f'    model="{serving_name}",\n'
+            f'    input="Where is my order?",{header_py}\n'
+            ")\n"
+            "print(result.model, len(result.data[0].embedding))\n"
+        )
+        curl = (
+            f"curl {base_url}/embeddings \\\n"
+            "  -H 'Authorization: Bearer sb-...' \\\n"
+            f"  -H 'Content-Type: application/json'{header_sh} \\\n"
+            "  -d '{\n"
+            f'    "model": "{serving_name}",\n'
+            '    "input": "Where is my order?"\n'
+            "  }'\n"
+        )
+    else:
+        python = (
+            "from openai import OpenAI\n\n"
+            f'client = OpenAI(base_url="{base_url}", api_key="sb-...")\n\n'
+            "reply = client.chat.completions.create(\n"
+            f'    model="{serving_name}",\n'
+            f'    messages=[{{"role": "user", "content": "Summarise this support reply."}}],{header_py}\n'
+            ")\n"
+            "print(reply.model, reply.choices[0].message.content)\n"
+        )
+        curl = (
+            f"curl {base_url}/chat/completions \\\n"
+            "  -H 'Authorization: Bearer sb-...' \\\n"
+            f"  -H 'Content-Type: application/json'{header_sh} \\\n"
+            "  -d '{\n"
+            f'    "model": "{serving_name}",\n'
+            '    "messages": [{"role": "user", "content": "Summarise this support reply."}]\n'
+            "  }'\n"
+        )
+    return {"python": python, "curl": curl, "base_url": base_url}

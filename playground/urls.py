@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from playground import views
+
+urlpatterns = [
+    path("", views.playground, name="playground"),
+    path("balancer/", views.playground_balancer, name="playground-balancer"),
+    path("send/", views.playground_send, name="playground-send"),
+]

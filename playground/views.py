@@ -1,0 +1,66 @@
+"""The playground: send a prompt to any balancer, optionally forced onto one route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from balancers.models import Balancer
+from playground.services import gateway_base_url, sample_calls, smoke_test
+
+DEFAULT_PROMPTS = {
+    "chat": "Resolve a multi-step refund dispute: the customer paid twice and one charge was reversed by the bank.",
+    "embeddings": "Where is my order?",
+}
+
+
+def _balancer_context(request: HttpRequest, balancer: Balancer | None) -> dict[str, Any]:
+    if balancer is None:
+        return {"balancer": None, "routes": []}
+    routes = sorted(balancer.routes.all(), key=lambda r: (r.priority, r.name))
+    return {
+        "balancer": balancer,
+        "routes": routes,
+        "prompt": DEFAULT_PROMPTS.get(balancer.workload_kind, ""),
+        "sample": sample_calls(base_url=gateway_base_url(request), serving_name=balancer.serving_name,
+                               workload_kind=balancer.workload_kind),
+    }
+
+
+@login_required
+@require_GET
+def playground(request: HttpRequest) -> HttpResponse:
+    balancers = list(Balancer.objects.prefetch_related("routes").order_by("name"))
+    wanted = request.GET.get("balancer", "")
+    balancer = next((b for b in balancers if b.name == wanted), None) or next((b for b in balancers if b.enabled), None)
+    return render(request, "playground/playground.html", {"balancers": balancers, **_balancer_context(request, balancer)})
+
+
+@login_required
+@require_GET
+def playground_balancer(request: HttpRequest) -> HttpResponse:
+    """The route picker (and prompt) of another balancer, when the balancer select changes."""
+    balancer = Balancer.objects.prefetch_related("routes").filter(name=request.GET.get("balancer", "")).first()
+    if balancer is None:
+        raise Http404("No such balancer.")
+    return render(request, "playground/playground.html#balancer-fields", _balancer_context(request, balancer))
+
+
+@login_required
+@require_POST
+async def playground_send(request: HttpRequest) -> HttpResponse:
+    balancer = await Balancer.objects.filter(name=request.POST.get("balancer", "")).afirst()
+    if balancer is None:
+        raise Http404("No such balancer.")
+    prompt = request.POST.get("prompt", "").strip() or DEFAULT_PROMPTS.get(balancer.workload_kind, "Hello")
+    route = request.POST.get("route", "")
+    result = await smoke_test(serving_name=balancer.serving_name, workload_kind=balancer.workload_kind,
+                              prompt=prompt, route=route or None)
+    if request.htmx:
+        return await sync_to_async(render)(request, "playground/playground.html#result", {"result": result})
+    return await sync_to_async(render)(request, "includes/smoke_test_page.html", {"result": result, "balancer": balancer})

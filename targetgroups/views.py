@@ -1,0 +1,281 @@
+"""Target group and instance pages: members inline, JSON import/export, health, simulator knobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from rest_framework.exceptions import ValidationError as ApiValidationError
+
+from gateway.runtime import health_snapshot
+from targetgroups.documents import flatten_errors, target_group_document
+from targetgroups.forms import InstanceForm
+from targetgroups.models import (
+    SIMULATOR_OPTIONS,
+    Instance,
+    Provider,
+    TargetGroup,
+    TargetGroupMember,
+)
+from targetgroups.services import instance_save, target_group_import, target_group_member_update
+
+MAX_IMPORT_BYTES = 1024 * 1024
+
+
+# -- target groups ----------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def target_group_list(request: HttpRequest) -> HttpResponse:
+    groups = TargetGroup.objects.annotate(
+        member_count=Count("members", distinct=True), route_count=Count("routes", distinct=True)
+    ).order_by("name")
+    return render(request, "targetgroups/list.html", {"groups": groups})
+
+
+def _member_rows(group: TargetGroup) -> list[dict[str, Any]]:
+    members = list(group.members.select_related("instance").order_by("priority", "instance__instance_id"))
+    health = health_snapshot([m.instance.pk for m in members])
+    return [{"member": m, "health": health[m.instance.pk].status} for m in members]
+
+
+@login_required
+@require_GET
+def target_group_detail(request: HttpRequest, name: str) -> HttpResponse:
+    group = get_object_or_404(TargetGroup, name=name)
+    routes = group.routes.select_related("balancer").order_by("balancer__name", "priority")
+    return render(request, "targetgroups/detail.html", {
+        "group": group, "rows": _member_rows(group), "routes": routes,
+        "document": json.dumps(target_group_document(group), indent=2),
+    })
+
+
+class MemberForm(forms.Form):
+    weight = forms.IntegerField(min_value=0, max_value=1000)
+    priority = forms.IntegerField(min_value=1, max_value=1000)
+    enabled = forms.BooleanField(required=False)
+
+
+@login_required
+@require_POST
+def target_group_member_edit(request: HttpRequest, name: str, member_id: int) -> HttpResponse:
+    """Change a member's weight, priority or enabled flag (the row posts all three)."""
+    member = get_object_or_404(TargetGroupMember.objects.select_related("instance", "group"), pk=member_id, group__name=name)
+    form = MemberForm(request.POST)
+    errors: list[str] = []
+    if form.is_valid():
+        try:
+            target_group_member_update(member=member, **form.cleaned_data)
+        except DjangoValidationError as exc:
+            errors = exc.messages
+    else:
+        errors = [f"{field}: {message}" for field, messages_ in form.errors.items() for message in messages_]
+    if request.htmx:
+        if errors:
+            member.refresh_from_db()
+        health = health_snapshot([member.instance.pk])[member.instance.pk].status
+        return render(request, "targetgroups/detail.html#member-row", {
+            "row": {"member": member, "health": health}, "group": member.group, "errors": errors,
+            "saved": not errors, "posted": request.POST,
+        })
+    if errors:
+        messages.error(request, f"{member.instance.instance_id}: " + "; ".join(errors))
+    else:
+        messages.success(request, f"Saved {member.instance.instance_id}.")
+    return redirect("targetgroup-detail", name=name)
+
+
+@login_required
+@require_GET
+def target_group_export(request: HttpRequest, name: str) -> HttpResponse:
+    group = get_object_or_404(TargetGroup, name=name)
+    body = json.dumps(target_group_document(group), indent=2) + "\n"
+    response = HttpResponse(body, content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="{group.name}.json"'
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def target_group_import_view(request: HttpRequest) -> HttpResponse:
+    """Create or replace a group from its JSON document: an uploaded file or pasted text."""
+    text = ""
+    errors: list[str] = []
+    if request.method == "GET":
+        source = TargetGroup.objects.filter(name=request.GET.get("from", "")).first()
+        if source is not None:
+            text = json.dumps(target_group_document(source), indent=2)
+    else:
+        upload = request.FILES.get("file")
+        if upload is not None:
+            if upload.size > MAX_IMPORT_BYTES:
+                errors = ["The file is larger than 1 MiB; a target group document is a few hundred bytes."]
+            else:
+                text = upload.read().decode("utf-8", errors="replace")
+        else:
+            text = request.POST.get("document", "")
+        if not errors and not text.strip():
+            errors = ["Choose a JSON file or paste the document."]
+        if not errors:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                errors = [f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."]
+            else:
+                try:
+                    group, created = target_group_import(data=data)
+                except ApiValidationError as exc:
+                    errors = flatten_errors(exc.detail)
+                except DjangoValidationError as exc:
+                    errors = flatten_errors(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+                else:
+                    verb = "Created" if created else "Replaced"
+                    messages.success(request, f"{verb} target group {group.name} with {group.members.count()} members.")
+                    return redirect("targetgroup-detail", name=group.name)
+    return render(request, "targetgroups/import.html", {"text": text, "errors": errors})
+
+
+# -- instances ----------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def instance_list(request: HttpRequest) -> HttpResponse:
+    instances = list(Instance.objects.annotate(group_count=Count("memberships", distinct=True)).order_by("workload_kind", "instance_id"))
+    health = health_snapshot([i.pk for i in instances])
+    rows = [{"instance": i, "health": health[i.pk]} for i in instances]
+    return render(request, "targetgroups/instances.html", {"rows": rows})
+
+
+class SimulatorForm(forms.Form):
+    """The simulator's knobs, so an operator can break an upstream on purpose and watch failover."""
+
+    down = forms.BooleanField(required=False, label="Down (refuse connections)")
+    error_rate = forms.FloatField(min_value=0, max_value=1, required=False, label="Error rate",
+                                  help_text="Share of requests answered with a 500, 0 to 1.")
+    latency_ms = forms.IntegerField(min_value=0, max_value=600_000, required=False, label="Latency (ms)",
+                                    help_text="Time to the first byte.")
+    tokens_per_second = forms.IntegerField(min_value=0, max_value=100_000, required=False, label="Tokens per second",
+                                           help_text="Streaming pace; 0 is as fast as possible.")
+
+    def options(self, current: dict[str, Any]) -> dict[str, Any]:
+        options = {k: v for k, v in current.items() if k in SIMULATOR_OPTIONS}
+        for key in SIMULATOR_OPTIONS:
+            value = self.cleaned_data.get(key)
+            if key == "down":
+                if value:
+                    options["down"] = True
+                else:
+                    options.pop("down", None)
+            elif value is None or value == 0:
+                options.pop(key, None)
+            else:
+                options[key] = value
+        return options
+
+
+def _instance_context(instance: Instance, form: InstanceForm, sim_form: SimulatorForm | None = None) -> dict[str, Any]:
+    health = health_snapshot([instance.pk])[instance.pk] if instance.pk else None
+    for name in form.errors:
+        if name in form.fields:
+            form.fields[name].widget.attrs["aria-invalid"] = "true"
+    context: dict[str, Any] = {"instance": instance, "form": form, "health": health}
+    if instance.pk:
+        context["memberships"] = instance.memberships.select_related("group").order_by("group__name")
+        context["routes"] = instance.routes.select_related("balancer").order_by("balancer__name")
+        context["routed"] = instance.routed_balancers.order_by("name")
+        if instance.provider == Provider.SIMULATOR:
+            context["sim_form"] = sim_form or SimulatorForm(initial={"down": False, **(instance.options or {})})
+    return context
+
+
+def _save_instance(form: InstanceForm) -> Instance:
+    data = dict(form.cleaned_data)
+    data.pop("clear_api_key", None)
+    api_key = data.pop("api_key", None)  # the form turned "blank" into the stored key
+    return instance_save(instance=form.instance, api_key=api_key, **data)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def instance_create(request: HttpRequest) -> HttpResponse:
+    form = InstanceForm(_with_options(request, None), initial={"provider": Provider.OPENAI})
+    if request.method == "POST" and form.is_valid():
+        try:
+            instance = _save_instance(form)
+        except DjangoValidationError as exc:
+            _add_errors(form, exc)
+        else:
+            messages.success(request, f"Added {instance.instance_id}.")
+            return redirect("instance-detail", instance_id=instance.instance_id)
+    return render(request, "targetgroups/instance_detail.html", _instance_context(Instance(), form))
+
+
+def _with_options(request: HttpRequest, instance: Instance | None) -> Any:
+    """The main form leaves the simulator knobs alone: they have their own form on the page."""
+    if request.method != "POST":
+        return None
+    data = request.POST.copy()
+    data["options"] = json.dumps(instance.options if instance else {})
+    return data
+
+
+def _add_errors(form: forms.BaseForm, exc: DjangoValidationError) -> None:
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def instance_detail(request: HttpRequest, instance_id: str) -> HttpResponse:
+    instance = get_object_or_404(Instance, instance_id=instance_id)
+    form = InstanceForm(_with_options(request, instance), instance=instance)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                saved = _save_instance(form)
+            except DjangoValidationError as exc:
+                _add_errors(form, exc)
+            else:
+                messages.success(request, f"Saved {saved.instance_id}.")
+                return redirect("instance-detail", instance_id=saved.instance_id)
+        instance = Instance.objects.get(pk=instance.pk)
+    return render(request, "targetgroups/instance_detail.html", _instance_context(instance, form))
+
+
+@login_required
+@require_POST
+def instance_simulator(request: HttpRequest, instance_id: str) -> HttpResponse:
+    instance = get_object_or_404(Instance, instance_id=instance_id, provider=Provider.SIMULATOR)
+    form = SimulatorForm(request.POST)
+    saved = False
+    if form.is_valid():
+        try:
+            instance_save(instance=instance, options=form.options(instance.options or {}))
+        except DjangoValidationError as exc:
+            _add_errors(form, exc)
+        else:
+            saved = True
+    if request.htmx:
+        instance.refresh_from_db()
+        return render(request, "targetgroups/instance_detail.html#simulator", {
+            "instance": instance, "oob": True, "health": health_snapshot([instance.pk])[instance.pk], "sim_form": form if not saved else SimulatorForm(initial={"down": False, **instance.options}),
+            "sim_saved": saved,
+        })
+    if saved:
+        messages.success(request, f"Simulator knobs of {instance.instance_id} saved.")
+    else:
+        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+    return redirect("instance-detail", instance_id=instance.instance_id)

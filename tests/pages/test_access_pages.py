@@ -1,0 +1,45 @@
+"""Gateway API keys and the playground."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.models import ApiKey, hash_api_key
+
+
+def test_a_created_key_shows_its_secret_once(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    response = admin_client.post("/api-keys/", {"name": "support-app", "balancers": ["support-balancer"],
+                                               "rate_limit_per_minute": "60"}, headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert response.status_code == 200 and "<html" not in html and 'id="keys-panel"' in html
+    key = ApiKey.objects.get(name="support-app")
+    secret = html.split('id="secret-value">')[1].split("<")[0]
+    assert hash_api_key(secret) == key.key_hash
+    assert [b.name for b in key.balancers.all()] == ["support-balancer"] and key.rate_limit_per_minute == 60
+    assert secret not in admin_client.get("/api-keys/").content.decode()
+
+
+def test_key_form_errors_and_revoke(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    html = admin_client.post("/api-keys/", {"name": "", "rate_limit_per_minute": "0"}).content.decode()
+    assert "This field is required." in html and "greater than or equal to 1" in html
+    admin_client.post("/api-keys/", {"name": "old"})
+    key = ApiKey.objects.get(name="old")
+    row = admin_client.post(f"/api-keys/{key.pk}/revoke/", headers={"HX-Request": "true"}).content.decode()
+    assert row.lstrip().startswith(f'<tr id="key-{key.pk}"') and "revoked" in row
+    key.refresh_from_db()
+    assert key.revoked_at is not None and key.enabled is False
+
+
+def test_the_playground_page_and_route_picker(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    html = admin_client.get("/playground/?balancer=support-balancer").content.decode()
+    assert '<option value="fallback">fallback (default)</option>' in html
+    fragment = admin_client.get("/playground/balancer/?balancer=embed-balancer", headers={"HX-Request": "true"}).content.decode()
+    assert 'id="balancer-fields"' in fragment and "primary" in fragment and "<html" not in fragment
+    assert admin_client.get("/playground/balancer/?balancer=nope").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_playground_sends_through_a_chosen_route(admin_client, demo, usage_writer) -> None:  # type: ignore[no-untyped-def]
+    html = admin_client.post("/playground/send/", {"balancer": "support-balancer", "route": "reasoning",
+                                                  "prompt": "Decide this refund."}, headers={"HX-Request": "true"}).content.decode()
+    assert "route reasoning" in html and "instance gpt-oss-120b" in html and "forced onto <b>reasoning</b>" in html

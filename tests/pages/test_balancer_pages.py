@@ -1,0 +1,119 @@
+"""The balancer list, detail page, live board, smoke test and the enable/delete actions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from balancers.models import Balancer
+from balancers.page_selectors import Sparkline, traffic_by_hour
+from gateway.models import UsageEvent
+
+
+def usage(balancer: Balancer, *, hours_ago: float = 0, status: int = 200, route: str = "efficient") -> UsageEvent:
+    return UsageEvent.objects.create(
+        created_at=timezone.now() - timedelta(hours=hours_ago), request_id="r", endpoint="chat", balancer=balancer,
+        serving_name=balancer.serving_name, route=route, instance="qwen-cheap-a", status_code=status, latency_ms=12.0,
+        decision_reason="classified",
+    )
+
+
+def test_the_list_shows_status_mode_routes_and_traffic(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    support = Balancer.objects.get(name="support-balancer")
+    for hours in (0, 0, 1, 5):
+        usage(support, hours_ago=hours)
+    html = admin_client.get("/balancers/").content.decode()
+    assert "support-balancer" in html and "embed-balancer" in html
+    assert "intent_classifier" in html and "ordered" in html
+    assert "fallback · default" in html
+    assert "Serving" in html
+    assert "4 req" in html and "<polyline" in html
+    assert 'aria-label="4 requests in the last 24 hours"' in html
+
+
+def test_traffic_by_hour_buckets_the_last_day() -> None:
+    spark = Sparkline([0, 2, 4])
+    assert spark.total == 6 and spark.points.startswith("0.0,")
+    assert spark.area.startswith("M0,30 L0.0,") and spark.area.endswith("Z")
+
+
+@pytest.mark.django_db
+def test_traffic_by_hour_counts_per_balancer(demo) -> None:  # type: ignore[no-untyped-def]
+    support = Balancer.objects.get(name="support-balancer")
+    usage(support, hours_ago=0)
+    usage(support, hours_ago=0)
+    usage(support, hours_ago=3)
+    usage(support, hours_ago=30)  # outside the window
+    series = traffic_by_hour([support.pk])[support.pk]
+    assert len(series.values) == 24 and series.total == 3 and series.values[-1] == 2
+
+
+def test_the_detail_page_lists_routes_in_attempt_order_with_sample_and_links(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    html = admin_client.get("/balancers/support-balancer/").content.decode()
+    assert html.index('data-testid="lane-efficient"') < html.index('data-testid="lane-reasoning"') < html.index('data-testid="lane-fallback"')
+    assert "model=&quot;support-balancer&quot;" in html and "http://testserver/v1" in html
+    assert "/playground/?balancer=support-balancer" in html
+    assert "/balancers/support-balancer/board/" in html
+    assert "/balancers/support-balancer/edit/" in html
+    assert 'value="fallback" selected' in html  # the smoke test defaults to the default route
+
+
+def test_the_board_polls_a_fragment(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    support = Balancer.objects.get(name="support-balancer")
+    usage(support, route="reasoning", status=502)
+    page = admin_client.get("/balancers/support-balancer/board/").content.decode()
+    assert "every 3s" in page and "<html" in page
+    fragment = admin_client.get("/balancers/support-balancer/board/", headers={"HX-Request": "true"}).content.decode()
+    assert fragment.lstrip().startswith('<div id="board"') and "<html" not in fragment
+    assert "1 failed" in fragment
+
+
+def test_the_status_follows_instance_health(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    from targetgroups.models import Instance
+
+    Instance.objects.filter(instance_id="backup-small").update(enabled=False)
+    html = admin_client.get("/balancers/support-balancer/").content.decode()
+    assert "Degraded" in html and "unavailable" in html
+
+
+def test_disable_and_enable_keep_the_routes(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    response = admin_client.post("/balancers/support-balancer/toggle/")
+    assert response.status_code == 302
+    balancer = Balancer.objects.get(name="support-balancer")
+    assert balancer.enabled is False and balancer.routes.count() == 3
+    assert "Disabled" in admin_client.get("/balancers/").content.decode()
+    admin_client.post("/balancers/support-balancer/toggle/")
+    balancer.refresh_from_db()
+    assert balancer.enabled is True
+
+
+def test_delete_removes_the_balancer(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    assert admin_client.post("/balancers/embed-balancer/delete/")["Location"] == "/balancers/"
+    assert not Balancer.objects.filter(name="embed-balancer").exists()
+    assert admin_client.get("/balancers/embed-balancer/").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_smoke_test_answers_through_the_gateway(admin_client, demo, usage_writer) -> None:  # type: ignore[no-untyped-def]
+    response = admin_client.post("/balancers/support-balancer/smoke-test/",
+                                 {"prompt": "Summarise this email.", "route": "fallback"}, headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert response.status_code == 200 and "<html" not in html
+    assert 'data-testid="smoke-route">fallback<' in html
+    assert 'data-testid="smoke-instance">backup-small<' in html
+    assert 'data-testid="smoke-answer">' in html and "HTTP 200" in html
+    embed = admin_client.post("/balancers/embed-balancer/smoke-test/", {"prompt": "hello", "route": ""},
+                              headers={"HX-Request": "true"}).content.decode()
+    assert "embedding of 256 dimensions" in embed and "embed-small" in embed
+    # Without htmx the result is a page of its own.
+    page = admin_client.post("/balancers/support-balancer/smoke-test/", {"prompt": "Hi", "route": ""}).content.decode()
+    assert "<html" in page and "HTTP 200" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_smoke_test_shows_gateway_errors(admin_client, demo, usage_writer) -> None:  # type: ignore[no-untyped-def]
+    html = admin_client.post("/balancers/support-balancer/smoke-test/", {"prompt": "x", "route": "nope"},
+                             headers={"HX-Request": "true"}).content.decode()
+    assert "HTTP 400" in html and "Unknown route" in html
