@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -87,6 +88,9 @@ class UsageRecorder:
         with self._lock:
             if self._thread is not None:
                 return
+            # The writer holds the GIL while it builds a batch; a 1 ms switch interval (the
+            # default is 5 ms) bounds how long the event loop can wait behind it.
+            sys.setswitchinterval(0.001)
             self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
             self._thread.start()
         atexit.register(self.stop)

@@ -210,7 +210,9 @@ class StaticEmbedder:
 
     def __init__(self, tokenizer: Tokenizer, table: np.ndarray) -> None:
         self._tokenizer = tokenizer
-        self._table = np.ascontiguousarray(table, dtype=np.float32)
+        # Kept as shipped (float16: 16 MB instead of 32); rows are widened to float32
+        # when gathered, so sums are exactly what a float32 table would give.
+        self._table = np.ascontiguousarray(table)
         self.dim = int(self._table.shape[1])
 
     @classmethod
@@ -234,7 +236,7 @@ class StaticEmbedder:
         ids = self.token_ids(text)
         if not ids:
             return np.zeros(self.dim, dtype=np.float32), 0
-        vector = self._table[np.asarray(ids, dtype=np.intp)].sum(axis=0)
+        vector = self._table[np.asarray(ids, dtype=np.intp)].astype(np.float32).sum(axis=0)
         norm = float(np.linalg.norm(vector))
         return (vector / norm if norm > 0 else vector), len(ids)
 
@@ -247,7 +249,7 @@ class StaticEmbedder:
             ids = encoding.ids
             counts.append(len(ids))
             if ids:
-                vector = self._table[np.asarray(ids, dtype=np.intp)].sum(axis=0)
+                vector = self._table[np.asarray(ids, dtype=np.intp)].astype(np.float32).sum(axis=0)
                 norm = float(np.linalg.norm(vector))
                 out[i] = vector / norm if norm > 0 else vector
         return out, counts
