@@ -12,7 +12,7 @@ GATEWAY_WORKERS ?= 2
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run serve test lint install migrate
+.PHONY: run serve test lint install migrate bench bench-smoke bench-tools
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,3 +48,14 @@ test: $(INSTALLED)
 	@$(BIN)/ruff check .
 	@bash scripts/install_browser.sh
 	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest
+
+## make bench: gateway vs LiteLLM vs direct (~8 min; ~10 the first time, installing LiteLLM into bench/.venv-litellm); writes bench/out/latest.md
+bench: $(INSTALLED) bench-tools
+	@$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## make bench-smoke: the same pipeline with 1-2 s points (< 1 min); fails if the harness breaks or the gateway errors
+bench-smoke: $(INSTALLED) bench-tools
+	@$(BIN)/python bench/run.py --smoke $(BENCH_ARGS)
+
+bench-tools:
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
