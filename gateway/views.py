@@ -22,6 +22,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from rest_framework import exceptions as drf_exceptions
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
 from gateway import errors
@@ -87,8 +88,20 @@ async def load_config() -> GatewayConfig:
                                   type="server_error", code="config_unavailable", headers={"Retry-After": "1"}) from None
 
 
+class JsonOnly(BaseContentNegotiation):
+    """Always JSON (streams set their own type): no Accept parsing, and no 406 for
+    `Accept: text/event-stream`, which SSE clients send."""
+
+    def select_parser(self, request: Any, parsers: Any) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Any, renderers: Any, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
 class GatewayApiView(APIView):
     schema = None  # the OpenAI-compatible API is OpenAI's; /api/schema/ documents the management API
+    content_negotiation_class = JsonOnly
     authentication_classes = [GatewayKeyAuthentication]
     permission_classes: list[Any] = []
     throttle_classes: list[Any] = []

@@ -8,6 +8,7 @@ proxy view did ~1,150 req/s with aiohttp against ~250 with httpx's default clien
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -66,6 +67,11 @@ async def call(
                           headers=_headers(instance), stream=stream, deadline=deadline)
 
 
+@functools.cache
+def _client_timeout(connect: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, connect=connect)
+
+
 def _same(value: Any, *_: Any) -> Any:
     return value
 
@@ -92,7 +98,7 @@ async def exchange(
     first_byte_budget = min(instance.first_byte_timeout, remaining)
     if first_byte_budget <= 0:
         raise UpstreamFailure("timeout", "no time left for this attempt")
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=instance.connect_timeout, connect=instance.connect_timeout)
+    timeout = _client_timeout(instance.connect_timeout)
     response: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout(first_byte_budget):

@@ -190,3 +190,15 @@ def test_simulator_instances_answer_offline(setup):
     streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
         model="sim", messages=[{"role": "user", "content": "Same prompt"}], stream=True) if c.choices)
     assert streamed == first.choices[0].message.content
+
+
+def test_an_sse_client_accept_header_is_not_refused(setup):
+    inst = setup.instance("u-sse", Behaviour(content="a b", chunks=2))
+    make_balancer(serving_name="sse", routes=[{"name": "m", "intent": "x", "instance": inst, "priority": 1, "is_default": True}])
+    client = setup.client()
+    with httpx.stream("POST", setup.gateway.v1 + "/chat/completions", json={
+        "model": "sse", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+        headers={"Authorization": f"Bearer {client.api_key}", "Accept": "text/event-stream"}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert b"[DONE]" in response.read()
