@@ -209,14 +209,9 @@ def _save_instance(form: InstanceForm) -> Instance:
 @require_http_methods(["GET", "POST"])
 def instance_create(request: HttpRequest) -> HttpResponse:
     form = InstanceForm(_with_options(request, None), initial={"provider": Provider.OPENAI})
-    if request.method == "POST" and form.is_valid():
-        try:
-            instance = _save_instance(form)
-        except DjangoValidationError as exc:
-            _add_errors(form, exc)
-        else:
-            messages.success(request, f"Added {instance.instance_id}.")
-            return redirect("instance-detail", instance_id=instance.instance_id)
+    if request.method == "POST" and (instance := _save_or_show_errors(form)) is not None:
+        messages.success(request, f"Added {instance.instance_id}.")
+        return redirect("instance-detail", instance_id=instance.instance_id)
     return render(request, "targetgroups/instance_detail.html", _instance_context(Instance(), form))
 
 
@@ -227,6 +222,17 @@ def _with_options(request: HttpRequest, instance: Instance | None) -> Any:
     data = request.POST.copy()
     data["options"] = json.dumps(instance.options if instance else {})
     return data
+
+
+def _save_or_show_errors(form: InstanceForm) -> Instance | None:
+    """The saved instance, or None with the form carrying every error beside its field."""
+    if not form.is_valid():
+        return None
+    try:
+        return _save_instance(form)
+    except DjangoValidationError as exc:
+        _add_errors(form, exc)
+        return None
 
 
 def _add_errors(form: forms.BaseForm, exc: DjangoValidationError) -> None:
@@ -243,14 +249,9 @@ def instance_detail(request: HttpRequest, instance_id: str) -> HttpResponse:
     instance = get_object_or_404(Instance, instance_id=instance_id)
     form = InstanceForm(_with_options(request, instance), instance=instance)
     if request.method == "POST":
-        if form.is_valid():
-            try:
-                saved = _save_instance(form)
-            except DjangoValidationError as exc:
-                _add_errors(form, exc)
-            else:
-                messages.success(request, f"Saved {saved.instance_id}.")
-                return redirect("instance-detail", instance_id=saved.instance_id)
+        if (saved := _save_or_show_errors(form)) is not None:
+            messages.success(request, f"Saved {saved.instance_id}.")
+            return redirect("instance-detail", instance_id=saved.instance_id)
         instance = Instance.objects.get(pk=instance.pk)
     return render(request, "targetgroups/instance_detail.html", _instance_context(instance, form))
 
