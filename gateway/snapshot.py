@@ -166,11 +166,6 @@ async def read_version() -> int | None:
     return await sync_to_async(config_version_from_db, thread_sensitive=False)()
 
 
-def _build_current() -> GatewayConfig:
-    version = config_version_from_db()
-    return build_config(version)
-
-
 class ConfigHolder:
     """This process's current configuration, refreshed in the background."""
 
@@ -180,7 +175,6 @@ class ConfigHolder:
         self._pollers: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
-        self.listeners: list[Callable[[GatewayConfig], None]] = []
         # Called on every poll tick, e.g. to share health state through Redis.
         self.tick_hooks: list[Callable[[], Awaitable[None]]] = []
 
@@ -211,8 +205,6 @@ class ConfigHolder:
             config = await sync_to_async(build_config, thread_sensitive=False)(version or 0)
             self._config = config
             self._seen_version = version
-            for listener in self.listeners:
-                listener(config)
             return config
 
     def _ensure_poller(self) -> None:
@@ -220,7 +212,9 @@ class ConfigHolder:
         if loop in self._pollers:
             return
         self._pollers.add(loop)
-        self._tasks.add(loop.create_task(self._poll(), name="gateway-config-poller"))
+        task = loop.create_task(self._poll(), name="gateway-config-poller")
+        self._tasks.add(task)  # a reference, so the task is not collected while it runs
+        task.add_done_callback(self._tasks.discard)
 
     async def _poll(self) -> None:
         interval = settings.GATEWAY_CONFIG_POLL_SECONDS
