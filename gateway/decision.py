@@ -22,8 +22,9 @@ from typing import Any
 import orjson
 
 from gateway.engine.types import BalancerSpec, RouteSpec
-from gateway.router_models.llm import build_router_messages, last_user_text, parse_router_answer
+from gateway.router_models.llm import build_router_messages, parse_router_answer
 from gateway.router_models.local import LocalIntentClassifier, RouteIntent
+from gateway.text import last_user_text
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,11 @@ def local_classifier(balancer: BalancerSpec, version: int) -> LocalIntentClassif
     return model
 
 
+def _fell_back(balancer: BalancerSpec, reason: str, started: float) -> Decision:
+    """The default route, because the router model could not decide (timing kept)."""
+    return Decision(balancer.default_route, reason, None, (time.perf_counter() - started) * 1000)
+
+
 def _from_answer(balancer: BalancerSpec, route_name: str | None, confidence: float | None,
                  scores: dict[str, float], started: float) -> Decision:
     elapsed = (time.perf_counter() - started) * 1000
@@ -129,17 +135,17 @@ async def _classify_llm(balancer: BalancerSpec, prompt: str) -> Decision:
         async with asyncio.timeout(balancer.classifier_timeout):
             result = await call_upstream(router, endpoint="chat", payload=payload, stream=False, deadline=deadline)
     except TimeoutError:
-        return Decision(balancer.default_route, TIMEOUT, None, (time.perf_counter() - started) * 1000)
+        return _fell_back(balancer, TIMEOUT, started)
     except Exception as exc:
         reason = TIMEOUT if getattr(exc, "is_timeout", False) else ERROR
-        return Decision(balancer.default_route, reason, None, (time.perf_counter() - started) * 1000)
+        return _fell_back(balancer, reason, started)
     if not isinstance(result, UpstreamResponse):
-        return Decision(balancer.default_route, ERROR, None, (time.perf_counter() - started) * 1000)
+        return _fell_back(balancer, ERROR, started)
     try:
         body = orjson.loads(result.body)
         text = body["choices"][0]["message"]["content"] or ""
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-        return Decision(balancer.default_route, ERROR, None, (time.perf_counter() - started) * 1000)
+        return _fell_back(balancer, ERROR, started)
     name, confidence = parse_router_answer(text, [r.name for r in routes])
     return _from_answer(balancer, name, confidence, {}, started)
 
@@ -150,12 +156,12 @@ def _classify_local(balancer: BalancerSpec, version: int, prompt: str) -> Decisi
         result = local_classifier(balancer, version).classify(prompt)
     except Exception:
         logger.exception("local router model failed for %s", balancer.serving_name)
-        return Decision(balancer.default_route, ERROR, None, (time.perf_counter() - started) * 1000)
+        return _fell_back(balancer, ERROR, started)
     return _from_answer(balancer, result.route, result.confidence, dict(result.scores), started)
 
 
 async def classify(balancer: BalancerSpec, version: int, messages: Any, *, use_cache: bool = True) -> Decision:
-    prompt = last_user_text(messages if isinstance(messages, list) else [])[:MAX_PROMPT_CHARS]
+    prompt = last_user_text(messages)[:MAX_PROMPT_CHARS]
     router = balancer.router_model
     if router is None or not prompt.strip():
         return Decision(balancer.default_route, NO_MATCH, None, 0.0)

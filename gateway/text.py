@@ -17,11 +17,28 @@ def estimate_tokens(text: str) -> int:
 
 
 def message_text(content: Any) -> str:
-    """The text of a chat message's content: a string, or a list of parts."""
+    """The text of a chat message's content: a string, or a list of parts (text parts
+    joined by newlines; images and other parts skipped)."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, {"type": "image_url", ...}]
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+        return "\n".join(p for p in parts if p)
+    return ""
+
+
+def last_user_text(messages: Any) -> str:
+    """The text of the conversation's last user turn ("" when there is none)."""
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message_text(message.get("content"))
     return ""
 
 

@@ -3,7 +3,7 @@
 - ``build_router_messages``: the chat messages that ask the router model which
   route fits, giving each route's name, intent and a few example prompts, and
   the conversation's last user turn (bounded).
-- ``last_user_text``: that last user turn, from OpenAI chat messages.
+  (``gateway.text.last_user_text`` reads that turn from OpenAI chat messages.)
 - ``parse_router_answer``: the route (and confidence) in whatever the router
   model answered: a bare name, JSON (fenced or not), or noisy text.
 
@@ -78,34 +78,6 @@ def build_router_messages(
         f"<prompt>\n{_clip(prompt, max_prompt_chars)}\n</prompt>"
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # [{"type": "text", "text": ...}, {"type": "image_url", ...}]
-        parts = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-        return "\n".join(p for p in parts if p)
-    return ""
-
-
-def last_user_text(messages: list[dict[str, Any]]) -> str:
-    """The text of the conversation's last user turn ("" when there is none).
-
-    Handles string content and the list-of-parts format (text parts joined by
-    newlines; images and other parts skipped).
-    """
-    for message in reversed(messages or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return _content_text(message.get("content"))
-    return ""
 
 
 def _canonical(name: str) -> str:

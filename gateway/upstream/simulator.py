@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.engine.types import InstanceSpec
-from gateway.text import estimate_tokens, message_text, prompt_tokens
+from gateway.text import estimate_tokens, last_user_text, prompt_tokens
 from gateway.upstream.base import UpstreamFailure, UpstreamResponse, UpstreamStream
 
 _SENTENCES = (
@@ -97,7 +97,7 @@ async def call(
         return UpstreamResponse(status=200, body=orjson.dumps(body))
 
     messages = payload.get("messages") or []
-    last = next((message_text(m.get("content")) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), "")
+    last = last_user_text(messages)
     max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
     text = answer_text(last, max_tokens if isinstance(max_tokens, int) else None)
     usage = {

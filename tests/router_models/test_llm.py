@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from gateway.router_models.llm import build_router_messages, last_user_text, parse_router_answer
+from gateway.router_models.llm import build_router_messages, parse_router_answer
 from gateway.router_models.local import RouteIntent
+from gateway.text import last_user_text
 
 ROUTES = [
     RouteIntent(
