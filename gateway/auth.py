@@ -43,7 +43,7 @@ class GatewayKeyAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Any) -> tuple[GatewayPrincipal, None]:
         config: GatewayConfig = request._request.gateway_config
-        return GatewayPrincipal(authenticate_key(request.META, config)), None
+        return GatewayPrincipal(authenticate_key(config=config, meta=request._request.META)), None
 
     def authenticate_header(self, request: Any) -> str:
         return 'Bearer realm="smart-balancers"'

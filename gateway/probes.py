@@ -19,7 +19,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import aiohttp
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
@@ -27,6 +26,7 @@ from django.utils import timezone
 from gateway.engine.types import InstanceSpec
 from gateway.models import HealthStatus, InstanceHealth
 from gateway.snapshot import instance_spec
+from gateway.upstream import http
 from targetgroups.models import Instance
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class ProbeResult:
     detail: str
 
 
-async def probe_instance(instance: InstanceSpec, session: aiohttp.ClientSession) -> ProbeResult:
+async def probe_instance(instance: InstanceSpec) -> ProbeResult:
     started = time.perf_counter()
     if instance.provider == "simulator":
         options = instance.options
@@ -62,16 +62,19 @@ async def probe_instance(instance: InstanceSpec, session: aiohttp.ClientSession)
         return ProbeResult(instance.pk, HealthStatus.HEALTHY, (time.perf_counter() - started) * 1000, "in process")
     if instance.provider != "openai":
         return ProbeResult(instance.pk, HealthStatus.UNKNOWN, None, f"no probe for provider {instance.provider}")
-    headers = {"Authorization": f"Bearer {instance.api_key}"} if instance.api_key else {}
-    timeout = aiohttp.ClientTimeout(total=instance.connect_timeout + 5, sock_connect=instance.connect_timeout)
+    headers = {"User-Agent": "smart-balancers"}
+    if instance.api_key:
+        headers["Authorization"] = f"Bearer {instance.api_key}"
     try:
-        async with session.get(instance.base_url + "/models", headers=headers, timeout=timeout) as response:
-            await response.read()
-            status = response.status
+        response = await http.request("GET", instance.base_url + "/models", headers=headers,
+                                      connect_timeout=instance.connect_timeout,
+                                      first_byte_timeout=instance.connect_timeout + 5)
+        await response.read(5)
+        status = response.status
     except TimeoutError:
         return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, None, "probe timed out")
-    except (aiohttp.ClientError, OSError) as exc:
-        return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, None, f"connection failed: {type(exc).__name__}")
+    except http.ClientError as exc:
+        return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, None, f"connection failed: {exc}")
     latency = (time.perf_counter() - started) * 1000
     if status in (401, 403):
         return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, latency, f"credential refused (HTTP {status})")
@@ -102,8 +105,7 @@ async def probe_all(*, cooldown_seconds: float | None = None) -> list[ProbeResul
     from gateway.runtime import mark_unavailable
 
     instances = await sync_to_async(_enabled_instances, thread_sensitive=False)()
-    async with aiohttp.ClientSession() as session:
-        results = await asyncio.gather(*(probe_instance(i, session) for i in instances))
+    results = await asyncio.gather(*(probe_instance(i) for i in instances))
     await sync_to_async(_save, thread_sensitive=False)(list(results))
     length = cooldown_seconds if cooldown_seconds is not None else settings.GATEWAY_PROBE_SECONDS
     for result in results:

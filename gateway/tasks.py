@@ -9,5 +9,12 @@ from celery import shared_task
 def probe_instances() -> int:
     """Probe every enabled instance (beat: every GATEWAY_PROBE_SECONDS)."""
     from gateway.probes import probe_all
+    from gateway.upstream.http import close_pools
 
-    return len(asyncio.run(probe_all()))
+    async def probe_and_close() -> int:
+        try:
+            return len(await probe_all())
+        finally:
+            close_pools()  # this loop ends with the task: leave no idle connection behind
+
+    return asyncio.run(probe_and_close())

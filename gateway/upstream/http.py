@@ -1,0 +1,478 @@
+"""A small pooled HTTP/1.1 client for upstream calls: asyncio protocols + httptools.
+
+The gateway needs a narrow slice of HTTP from its client: a JSON POST (or a GET
+for a probe) to a handful of origins, keep-alive connections, the answer whole
+or as a stream, a connect timeout and a deadline for the first byte. aiohttp did
+that at about a fifth of the gateway worker's CPU (py-spy at 256 connections:
+ClientSession._request, its request/response objects, the connector, the stream
+reader and two asyncio timeouts per call); this client parses with httptools
+(llhttp, Node.js's parser, already installed as uvicorn's), writes each request
+in one call, and arms one timer per wait. See docs/benchmarks.md for the figures.
+
+    response = await request("POST", url, headers={...}, body=b"...",
+                             connect_timeout=5, first_byte_timeout=30)
+    body = await response.read(within=60)        # or: async for chunk in response.iter_chunks()
+
+Connections are pooled per event loop and origin (most recently used first,
+dropped after KEEPALIVE_SECONDS idle), at most `max_connections` open per origin.
+A request on a reused connection that the upstream closed before answering a
+single byte is sent once more on a new connection: that is a keep-alive race,
+not an upstream failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+import time
+import weakref
+import zlib
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+
+KEEPALIVE_SECONDS = 30.0
+STREAM_HIGH_WATER = 256 * 1024  # pause reading a stream that the client is slower to take than this
+
+
+class ClientError(Exception):
+    """The exchange failed below HTTP: connection, framing or encoding."""
+
+
+class ConnectError(ClientError):
+    """No connection, or it broke before the answer was whole."""
+
+
+class ProtocolError(ClientError):
+    """The upstream's bytes are not the HTTP this client can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.tls else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+@functools.lru_cache(maxsize=1024)
+def split_url(url: str) -> tuple[Origin, str]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ClientError(f"not an http(s) URL: {url!r}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ClientError(f"bad port in {url!r}") from None
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return Origin(parts.scheme, parts.hostname, port), target
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; its parser calls back into it as bytes arrive."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self.counted = True  # still counted in pool.open
+        self._start()
+
+    def _start(self) -> None:
+        self.active = False  # a request is in flight
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = True
+        self.until_close = False  # the body ends when the connection does
+        self.streaming = False
+        self.paused = False
+        self.got_bytes = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout_error: BaseException | None = None
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.active:  # nothing was asked: the connection is out of step
+            self._abort(ProtocolError("the upstream sent bytes that answer no request"))
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._abort(ProtocolError("the upstream switched protocols"))
+        except httptools.HttpParserError as exc:
+            self._abort(ProtocolError(f"the upstream's answer is not valid HTTP/1.1 ({exc})"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.lost(self)
+        if self.active and not self.complete and self.error is None:
+            if self.until_close and self.headers_done:
+                self.complete = True
+            else:
+                self.error = ConnectError("the upstream closed the connection before the answer was whole")
+        self._wake()
+
+    # -- httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+        names = {name for name, _ in self.headers}
+        if b"content-length" not in names and b"transfer-encoding" not in names and self.status not in (204, 304):
+            self.until_close = True
+            self.keep_alive = False
+        self.headers_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.streaming:
+            if self.buffered > STREAM_HIGH_WATER and not self.paused and self.transport is not None:
+                self.transport.pause_reading()
+                self.paused = True
+            self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self._wake()
+
+    # -- waiting
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self.chunks) or self.complete
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_for(self, ready: str, within: float | None) -> None:
+        """Wait until attribute `ready` is true; raise the connection's error, or TimeoutError
+        after `within` seconds (one timer, not an asyncio.timeout: no task cancellation)."""
+        if within is not None:
+            if within <= 0:
+                raise TimeoutError
+            self.timer = self.loop.call_later(within, self._timed_out)
+        try:
+            while not getattr(self, ready):
+                if self.error is not None:
+                    raise self.error
+                self.waiter = self.loop.create_future()
+                await self.waiter
+        finally:
+            self.waiter = None
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        self._abort(TimeoutError())
+
+    def _abort(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        self.keep_alive = False
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
+    def take_chunks(self) -> bytes:
+        data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks.clear()
+        self.buffered = 0
+        if self.paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+            self.paused = False
+        return data
+
+    def close(self) -> None:
+        self.keep_alive = False
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+
+class _Pool:
+    """Connections to one origin from one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin, limit: int) -> None:
+        self.loop = loop
+        self.origin = origin
+        self.limit = limit
+        self.idle: list[_Connection] = []
+        self.open = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, connect_timeout: float, *, fresh: bool = False) -> tuple[_Connection, bool]:
+        """An idle connection (reused=True) or a new one; waits while `limit` are open."""
+        while True:
+            if not fresh:
+                now = time.monotonic()
+                while self.idle and now - self.idle[0].idle_since > KEEPALIVE_SECONDS:
+                    self.idle.pop(0).close()
+                while self.idle:
+                    connection = self.idle.pop()
+                    if not connection.closed:
+                        return connection, True
+            if self.open < self.limit:
+                break
+            if self.idle:  # a new connection is wanted and idle ones hold the places: give one up
+                self.idle.pop(0).close()
+            waiter = self.loop.create_future()
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self.waiters:
+                    self.waiters.remove(waiter)
+        self.open += 1
+        origin = self.origin
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, connection = await self.loop.create_connection(
+                    lambda: _Connection(self), origin.host, origin.port,
+                    ssl=_tls_context() if origin.tls else None,
+                    server_hostname=origin.host if origin.tls else None,
+                )
+        except TimeoutError:
+            self._closed_one()
+            raise ConnectError(f"no connection to {origin.host}:{origin.port} within {connect_timeout:g}s") from None
+        except (OSError, ssl.SSLError) as exc:
+            self._closed_one()
+            raise ConnectError(f"cannot connect to {origin.host}:{origin.port}: {type(exc).__name__}") from None
+        except BaseException:
+            self._closed_one()
+            raise
+        return connection, False
+
+    def release(self, connection: _Connection) -> None:
+        if connection.closed or not connection.keep_alive or not connection.complete or connection.error is not None:
+            connection.close()
+            return
+        connection._start()
+        connection.idle_since = time.monotonic()
+        self.idle.append(connection)
+        self._wake_one()
+
+    def lost(self, connection: _Connection) -> None:
+        if connection.counted:
+            connection.counted = False
+            self._closed_one()
+        if connection in self.idle:
+            self.idle.remove(connection)
+
+    def _closed_one(self) -> None:
+        self.open -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        for connection in self.idle:
+            connection.close()
+        self.idle.clear()
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Origin, _Pool]] = weakref.WeakKeyDictionary()
+
+
+def _pool(origin: Origin, limit: int) -> _Pool:
+    loop = asyncio.get_running_loop()
+    pools = _pools.get(loop)
+    if pools is None:
+        pools = _pools[loop] = {}
+    pool = pools.get(origin)
+    if pool is None:
+        pool = pools[origin] = _Pool(loop, origin, limit)
+    return pool
+
+
+def close_pools() -> None:
+    """Close the idle connections of this loop (the open ones close when their answer ends)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    for pool in _pools.pop(loop, {}).values():
+        pool.close()
+
+
+def _encode_head(method: str, target: str, origin: Origin, headers: dict[str, str], length: int) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
+    if length or method == "POST":
+        lines.append(f"Content-Length: {length}\r\n")
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+            raise ProtocolError(f"header {name!r} cannot be sent: it holds a line break or a colon")
+        lines.append(f"{name}: {value}\r\n")
+    lines.append("\r\n")
+    try:
+        return "".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        raise ProtocolError("a request header holds characters HTTP/1.1 cannot carry") from None
+
+
+class Response:
+    """An answer whose status line and headers have arrived; the body follows."""
+
+    __slots__ = ("_connection", "_decoder", "headers", "status")
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection: _Connection | None = connection
+        self.status = connection.status
+        self.headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in connection.headers}
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            self._decoder: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._decoder = zlib.decompressobj()
+        elif encoding in ("identity", ""):
+            self._decoder = None
+        else:
+            connection.close()
+            raise ProtocolError(f"the upstream answered in an encoding this gateway cannot read: {encoding}")
+
+    def _decode(self, data: bytes) -> bytes:
+        if self._decoder is None:
+            return data
+        try:
+            return self._decoder.decompress(data)
+        except zlib.error:
+            raise ProtocolError("the upstream's compressed body is corrupt") from None
+
+    async def read(self, within: float | None = None) -> bytes:
+        """The whole body, within `within` seconds; gives the connection back to the pool."""
+        connection = self._connection
+        if connection is None:
+            raise ClientError("the body was already read")
+        try:
+            await connection.wait_for("complete", within)
+        except BaseException:
+            self.close()
+            raise
+        data = self._decode(connection.take_chunks())
+        self.release()
+        return data
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; gives the connection back at its end."""
+        connection = self._connection
+        if connection is None:
+            raise ClientError("the body was already read")
+        connection.streaming = True
+        try:
+            while True:
+                if connection.chunks:
+                    data = self._decode(connection.take_chunks())
+                    if data:
+                        yield data
+                    continue
+                if connection.complete:
+                    break
+                await connection.wait_for("has_data", None)
+        except BaseException:
+            self.close()
+            raise
+        self.release()
+
+    def release(self) -> None:
+        """Give a finished connection back to the pool (or drop an unfinished one)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.pool.release(connection)
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
+async def request(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: bytes = b"",
+    connect_timeout: float,
+    first_byte_timeout: float,
+    max_connections: int = 1000,
+) -> Response:
+    """Send one request and wait for its status line and headers.
+
+    Raises ConnectError, ProtocolError, or TimeoutError when the headers did not
+    arrive within `first_byte_timeout` seconds (connecting included).
+    """
+    origin, target = split_url(url)
+    data = _encode_head(method, target, origin, headers, len(body)) + body
+    pool = _pool(origin, max_connections)
+    deadline = time.monotonic() + first_byte_timeout
+    fresh = False
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        try:
+            connection, reused = await pool.acquire(min(connect_timeout, remaining), fresh=fresh)
+        except ConnectError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError from None
+            raise
+        connection.active = True
+        try:
+            connection.transport.write(data)  # type: ignore[union-attr]
+            await connection.wait_for("headers_done", deadline - time.monotonic())
+        except ConnectError:
+            connection.close()
+            if reused and not connection.got_bytes and not fresh:
+                fresh = True  # the upstream dropped an idle keep-alive connection: once more, on a new one
+                continue
+            raise
+        except BaseException:
+            connection.close()
+            raise
+        return Response(connection)
