@@ -18,7 +18,8 @@ $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/python scripts/deps.py dev | xargs $(BIN)/python -m pip install -q 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/python -c "import django, rest_framework, adrf, aiohttp" || (echo "dependency install failed" >&2; exit 1)
+	@$(BIN)/python scripts/deps.py --files-only | xargs $(BIN)/python -m pip install -q --no-deps 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/python -c "import django, rest_framework, adrf, httptools, aiohttp, importlib.util as u; assert u.find_spec('wordllama')" || (echo "dependency install failed" >&2; exit 1)
 	@touch $@
 
 install: $(INSTALLED)

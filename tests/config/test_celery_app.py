@@ -1,0 +1,27 @@
+"""`celery -A config worker -B` finds the app, its beat schedule and the probe task,
+although config/__init__.py does not import Celery (it would cost every gateway worker ~11 MiB)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from celery.app.utils import find_app
+
+
+def test_celery_finds_the_app_from_the_config_package() -> None:
+    app = find_app("config")
+    assert app.main == "smart_balancers"
+    assert app.conf.beat_schedule["probe-instances"]["task"] == "gateway.tasks.probe_instances"
+    app.loader.import_default_modules()
+    assert "gateway.tasks.probe_instances" in app.tasks
+
+
+def test_the_gateway_application_loads_no_celery_and_no_other_http_client() -> None:
+    code = (
+        "import sys, django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); "
+        "import config.asgi, gateway.views, gateway.proxy, gateway.upstream.openai_compat; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'celery', 'aiohttp', 'httpx'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
