@@ -13,6 +13,7 @@ thread context, no sync signal receivers, and no middleware (see below).
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 from typing import Any
 
@@ -21,12 +22,13 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.urls import get_resolver
+from django.utils.log import log_response
 
 
 class GatewayASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
-        self._resolver = get_resolver("gateway.urls")
+        self._resolve = functools.lru_cache(maxsize=512)(get_resolver("gateway.urls").resolve)
         self._max_body = settings.GATEWAY_MAX_BODY_BYTES
 
     def load_middleware(self, is_async: bool = False) -> None:
@@ -38,14 +40,41 @@ class GatewayASGIHandler(ASGIHandler):
         self._exception_middleware = []
         self._middleware_chain = convert_exception_to_response(self._get_response_async)
 
+    async def get_response_async(self, request: Any) -> Any:
+        # Django's version sets the thread's URLconf in an asgiref Local (this handler
+        # resolves against its own resolver, below) and logs every 4xx/5xx answer through
+        # sync_to_async: a thread hop per 401/429. Client errors are answered in the
+        # OpenAI shape and recorded as usage events; gateway failures are logged here.
+        response = await self._middleware_chain(request)
+        response._resource_closers.append(request.close)
+        if response.status_code >= 500:
+            log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
+        return response
+
     def resolve_request(self, request: Any) -> Any:
         # Resolve against the gateway's own few URLs: faster than the whole site's
         # URLconf, and a worker that only serves the API never imports the pages, the
         # admin or the API schema generator. (Setting request.urlconf instead would
-        # cost a write to an asgiref Local per request.)
-        match = self._resolver.resolve(request.path_info)
+        # cost a write to an asgiref Local per request.) Matches are kept per path:
+        # Django only reads them, and the gateway has a handful of paths.
+        match = self._resolve(request.path_info)
         request.resolver_match = match
         return match
+
+    async def send_response(self, response: Any, send: Any) -> None:
+        if response.streaming:
+            await super().send_response(response, send)
+            return
+        # A whole answer goes out in one body message with its Content-Length (Django
+        # leaves the length to middleware, so the answer went out chunked).
+        body = response.content
+        headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in response.items()]
+        if not response.has_header("Content-Length"):
+            headers.append((b"Content-Length", str(len(body)).encode("ascii")))
+        for cookie in response.cookies.values():
+            headers.append((b"Set-Cookie", cookie.output(header="").encode("ascii").strip()))
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def read_body(self, receive: Any) -> io.BytesIO:
         # Django spools bodies into a SpooledTemporaryFile (1.6% of the worker's CPU at 256

@@ -7,6 +7,7 @@ plain async views (kept for measuring what DRF costs) share every line of it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -86,9 +87,14 @@ def find_balancer(config: GatewayConfig, key: KeySpec, model: str, endpoint: str
     return balancer
 
 
+@functools.lru_cache(maxsize=1024)
+def _per_token(price_per_million: float) -> Decimal:
+    return Decimal(str(price_per_million)) / _MILLION
+
+
 def _cost(instance: InstanceSpec, prompt: int, completion: int) -> Decimal:
-    return (Decimal(prompt) * Decimal(str(instance.input_price_per_million))
-            + Decimal(completion) * Decimal(str(instance.output_price_per_million))) / _MILLION
+    return (prompt * _per_token(instance.input_price_per_million)
+            + completion * _per_token(instance.output_price_per_million))
 
 
 class _Exchange:

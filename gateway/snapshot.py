@@ -173,6 +173,7 @@ class ConfigHolder:
         self._config: GatewayConfig | None = None
         self._seen_version: int | None = None
         self._pollers: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._polled_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
         # Called on every poll tick, e.g. to share health state through Redis.
@@ -209,6 +210,9 @@ class ConfigHolder:
 
     def _ensure_poller(self) -> None:
         loop = asyncio.get_running_loop()
+        if loop is self._polled_loop:  # the common case, without a weakref per request
+            return
+        self._polled_loop = loop
         if loop in self._pollers:
             return
         self._pollers.add(loop)

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import orjson
+from adrf.requests import AsyncRequest
 from adrf.views import APIView
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -101,6 +102,10 @@ class JsonOnly(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
+_AUTHENTICATORS = (GatewayKeyAuthentication(),)
+_NEGOTIATOR = JsonOnly()
+
+
 class GatewayApiView(APIView):
     schema = None  # the OpenAI-compatible API is OpenAI's; /api/schema/ documents the management API
     content_negotiation_class = JsonOnly
@@ -115,6 +120,12 @@ class GatewayApiView(APIView):
 
     def get_exception_handler(self) -> Any:
         return drf_exception_handler
+
+    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> AsyncRequest:
+        # What adrf builds, without instantiating the (stateless) authenticator, the parser
+        # list and the negotiator anew for every request.
+        return AsyncRequest(request, parsers=(), authenticators=_AUTHENTICATORS, negotiator=_NEGOTIATOR,
+                            parser_context={"view": self, "args": args, "kwargs": kwargs})
 
     async def async_dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         self.args, self.kwargs = args, kwargs

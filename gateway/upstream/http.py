@@ -321,11 +321,19 @@ class _Pool:
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Origin, _Pool]] = weakref.WeakKeyDictionary()
 
 
+_last: tuple[asyncio.AbstractEventLoop | None, dict[Origin, _Pool]] = (None, {})
+
+
 def _pool(origin: Origin, limit: int) -> _Pool:
+    global _last
     loop = asyncio.get_running_loop()
-    pools = _pools.get(loop)
-    if pools is None:
-        pools = _pools[loop] = {}
+    if _last[0] is loop:  # the common case, without a weakref per request
+        pools = _last[1]
+    else:
+        pools = _pools.get(loop)
+        if pools is None:
+            pools = _pools[loop] = {}
+        _last = (loop, pools)
     pool = pools.get(origin)
     if pool is None:
         pool = pools[origin] = _Pool(loop, origin, limit)
@@ -338,6 +346,9 @@ def close_pools() -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
+    global _last
+    if _last[0] is loop:
+        _last = (None, {})
     for pool in _pools.pop(loop, {}).values():
         pool.close()
 

@@ -43,6 +43,7 @@ def test_chat_completion_answers_with_the_model_that_served_and_routing_headers(
     assert raw.headers["x-balancer-attempts"] == "1"
     assert raw.headers["x-balancer-decision"] == "ordered"
     assert raw.headers["x-request-id"]
+    assert int(raw.headers["content-length"]) == len(raw.content) and "transfer-encoding" not in raw.headers
     sent = setup.upstream.requests[-1]
     assert sent["model"] == "upstream-a"
     assert sent["seed"] == 7 and sent["temperature"] == 0.2 and sent["tools"][0]["function"]["name"] == "f"
