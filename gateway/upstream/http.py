@@ -113,6 +113,7 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = True
         self.until_close = False  # the body ends when the connection does
         self.streaming = False
+        self.interim = False  # parsing a 1xx answer, which precedes the real one
         self.paused = False
         self.got_bytes = False
         self.error: BaseException | None = None
@@ -149,11 +150,25 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks
 
+    # Bytes after the end of the answer (before it is released) belong to no request:
+    # they are dropped, and the connection, out of step with the upstream, is not reused.
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            self.keep_alive = False
+            return
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        if self.complete:
+            self.keep_alive = False
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:  # 100 Continue, 103 Early Hints...: skip (RFC 9110 15.2)
+            self.interim = True
+            self.headers = []
+            return
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         names = {name for name, _ in self.headers}
         if b"content-length" not in names and b"transfer-encoding" not in names and self.status not in (204, 304):
@@ -163,6 +178,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.complete:
+            self.keep_alive = False
+            return
         self.chunks.append(body)
         self.buffered += len(body)
         if self.streaming:
@@ -172,6 +190,12 @@ class _Connection(asyncio.Protocol):
             self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.complete:
+            self.keep_alive = False
+            return
         self.complete = True
         self._wake()
 
@@ -241,10 +265,20 @@ class _Pool:
         self.limit = limit
         self.idle: list[_Connection] = []
         self.open = 0
+        self.closed = False  # by close_pools(): connections still in use close when their answer ends
         self.waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, connect_timeout: float, *, fresh: bool = False) -> tuple[_Connection, bool]:
-        """An idle connection (reused=True) or a new one; waits while `limit` are open."""
+    async def acquire(self, connect_timeout: float, within: float) -> tuple[_Connection, bool]:
+        """An idle connection (reused=True) or a new one. Waits while `limit` are open,
+        for at most `within` seconds (TimeoutError)."""
+        return await self._acquire(connect_timeout, within, fresh=False)
+
+    async def acquire_new(self, connect_timeout: float, within: float) -> _Connection:
+        connection, _ = await self._acquire(connect_timeout, within, fresh=True)
+        return connection
+
+    async def _acquire(self, connect_timeout: float, within: float, *, fresh: bool) -> tuple[_Connection, bool]:
+        deadline = time.monotonic() + within
         while True:
             if not fresh:
                 now = time.monotonic()
@@ -258,35 +292,57 @@ class _Pool:
                 break
             if self.idle:  # a new connection is wanted and idle ones hold the places: give one up
                 self.idle.pop(0).close()
-            waiter = self.loop.create_future()
-            self.waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self.waiters:
-                    self.waiters.remove(waiter)
+            await self._wait_for_a_place(deadline - time.monotonic())
         self.open += 1
         origin = self.origin
+        made: list[_Connection] = []
+
+        def factory() -> _Connection:
+            made.append(_Connection(self))
+            return made[0]
+
         try:
-            async with asyncio.timeout(connect_timeout):
+            async with asyncio.timeout(min(connect_timeout, max(0.0, deadline - time.monotonic()))):
                 _, connection = await self.loop.create_connection(
-                    lambda: _Connection(self), origin.host, origin.port,
+                    factory, origin.host, origin.port,
                     ssl=_tls_context() if origin.tls else None,
                     server_hostname=origin.host if origin.tls else None,
                 )
-        except TimeoutError:
-            self._closed_one()
-            raise ConnectError(f"no connection to {origin.host}:{origin.port} within {connect_timeout:g}s") from None
-        except (OSError, ssl.SSLError) as exc:
-            self._closed_one()
-            raise ConnectError(f"cannot connect to {origin.host}:{origin.port}: {type(exc).__name__}") from None
-        except BaseException:
-            self._closed_one()
+        except BaseException as exc:
+            # Count the place free exactly once: the transport, if one was made, may
+            # already have reported its loss (and freed the place) or may yet do so.
+            if not made:
+                self._closed_one()
+            elif made[0].counted:
+                made[0].counted = False
+                self._closed_one()
+            if isinstance(exc, TimeoutError):
+                raise ConnectError(f"no connection to {origin.host}:{origin.port} within {connect_timeout:g}s") from None
+            if isinstance(exc, (OSError, ssl.SSLError)):
+                raise ConnectError(f"cannot connect to {origin.host}:{origin.port}: {type(exc).__name__}") from None
             raise
         return connection, False
 
+    async def _wait_for_a_place(self, within: float) -> None:
+        if within <= 0:
+            raise TimeoutError
+        waiter = self.loop.create_future()
+        self.waiters.append(waiter)
+        timer = self.loop.call_later(within, _expire, waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._wake_one()  # woken, but leaving (cancelled): the place goes to the next in line
+            raise
+        finally:
+            timer.cancel()
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+
     def release(self, connection: _Connection) -> None:
-        if connection.closed or not connection.keep_alive or not connection.complete or connection.error is not None:
+        if (self.closed or connection.closed or not connection.keep_alive or not connection.complete
+                or connection.error is not None):
             connection.close()
             return
         connection._start()
@@ -313,6 +369,7 @@ class _Pool:
                 return
 
     def close(self) -> None:
+        self.closed = True
         for connection in self.idle:
             connection.close()
         self.idle.clear()
@@ -337,6 +394,8 @@ def _pool(origin: Origin, limit: int) -> _Pool:
     pool = pools.get(origin)
     if pool is None:
         pool = pools[origin] = _Pool(loop, origin, limit)
+    else:
+        pool.limit = limit
     return pool
 
 
@@ -351,6 +410,11 @@ def close_pools() -> None:
         _last = (None, {})
     for pool in _pools.pop(loop, {}).values():
         pool.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _encode_head(method: str, target: str, origin: Origin, headers: dict[str, str], length: int) -> bytes:
@@ -388,13 +452,19 @@ class Response:
             connection.close()
             raise ProtocolError(f"the upstream answered in an encoding this gateway cannot read: {encoding}")
 
-    def _decode(self, data: bytes) -> bytes:
-        if self._decoder is None:
+    def _decode(self, data: bytes, *, last: bool = False) -> bytes:
+        decoder = self._decoder
+        if decoder is None:
             return data
         try:
-            return self._decoder.decompress(data)
+            data = decoder.decompress(data)
+            if last:
+                data += decoder.flush()
         except zlib.error:
             raise ProtocolError("the upstream's compressed body is corrupt") from None
+        if last and not decoder.eof:
+            raise ProtocolError("the upstream's compressed body ends before its end")
+        return data
 
     async def read(self, within: float | None = None) -> bytes:
         """The whole body, within `within` seconds; gives the connection back to the pool."""
@@ -403,10 +473,10 @@ class Response:
             raise ClientError("the body was already read")
         try:
             await connection.wait_for("complete", within)
+            data = self._decode(connection.take_chunks(), last=True)
         except BaseException:
             self.close()
             raise
-        data = self._decode(connection.take_chunks())
         self.release()
         return data
 
@@ -419,11 +489,16 @@ class Response:
         try:
             while True:
                 if connection.chunks:
-                    data = self._decode(connection.take_chunks())
+                    data = self._decode(connection.take_chunks(), last=connection.complete)
                     if data:
                         yield data
+                    if connection.complete:
+                        break
                     continue
                 if connection.complete:
+                    tail = self._decode(b"", last=True)
+                    if tail:
+                        yield tail
                     break
                 await connection.wait_for("has_data", None)
         except BaseException:
@@ -462,25 +537,19 @@ async def request(
     data = _encode_head(method, target, origin, headers, len(body)) + body
     pool = _pool(origin, max_connections)
     deadline = time.monotonic() + first_byte_timeout
-    fresh = False
+    connection, reused = await pool.acquire(connect_timeout, first_byte_timeout)
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        try:
-            connection, reused = await pool.acquire(min(connect_timeout, remaining), fresh=fresh)
-        except ConnectError:
-            if time.monotonic() >= deadline:
-                raise TimeoutError from None
-            raise
         connection.active = True
         try:
             connection.transport.write(data)  # type: ignore[union-attr]
             await connection.wait_for("headers_done", deadline - time.monotonic())
         except ConnectError:
             connection.close()
-            if reused and not connection.got_bytes and not fresh:
-                fresh = True  # the upstream dropped an idle keep-alive connection: once more, on a new one
+            if reused and not connection.got_bytes:
+                # The upstream dropped an idle keep-alive connection as the request went
+                # out: send it once more, on a new connection.
+                reused = False
+                connection = await pool.acquire_new(connect_timeout, max(0.0, deadline - time.monotonic()))
                 continue
             raise
         except BaseException:
