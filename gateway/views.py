@@ -15,6 +15,7 @@ import logging
 import random
 import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -23,7 +24,6 @@ from adrf.views import APIView
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
@@ -161,7 +161,7 @@ async def serve_proxy(request: HttpRequest, endpoint: str, key: KeySpec, config:
         request_id=request_id(request),
         route_override=request.META.get("HTTP_X_BALANCER_ROUTE") or None,
         started=time.monotonic(),
-        created_at=timezone.now(),
+        created_at=datetime.now(UTC),  # what timezone.now() gives with USE_TZ, without reading settings
     )
     return await proxy(client_request, config)  # type: ignore[return-value]
 
