@@ -17,4 +17,10 @@ app.conf.beat_schedule = {
         "task": "gateway.tasks.probe_instances",
         "schedule": float(os.environ.get("GATEWAY_PROBE_SECONDS", "30")),
     },
+    # Usage rollups: new usage events summed into their hours (the usage page reads
+    # these), and raw events past GATEWAY_USAGE_RETENTION_DAYS deleted.
+    "rollup-usage": {
+        "task": "gateway.tasks.rollup_usage",
+        "schedule": float(os.environ.get("GATEWAY_ROLLUP_SECONDS", "60")),
+    },
 }

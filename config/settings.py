@@ -142,6 +142,10 @@ GATEWAY_USAGE_FLUSH_SECONDS = envfloat("GATEWAY_USAGE_FLUSH_SECONDS", 1.0)
 GATEWAY_UPSTREAM_MAX_CONNECTIONS = envint("GATEWAY_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1)
 GATEWAY_BASE_URL = envstr("GATEWAY_BASE_URL", "")
 GATEWAY_PROBE_SECONDS = envfloat("GATEWAY_PROBE_SECONDS", 30.0)
+# Usage rollups: hourly sums for the usage page, every GATEWAY_ROLLUP_SECONDS (Celery beat in
+# production, the gateway's tick in embedded mode); raw events are kept this many days (0: forever).
+GATEWAY_ROLLUP_SECONDS = envfloat("GATEWAY_ROLLUP_SECONDS", 60.0)
+GATEWAY_USAGE_RETENTION_DAYS = envint("GATEWAY_USAGE_RETENTION_DAYS", 30, minimum=0)
 
 LOGGING = {
     "version": 1,

@@ -96,6 +96,54 @@ class UsageEvent(models.Model):
         return f"{self.request_id} {self.serving_name} {self.status_code}"
 
 
+class UsageHourly(models.Model):
+    """Usage events summed per UTC hour and per balancer, route, instance, model and API key.
+
+    Written only by gateway.rollups.rollup_usage; the usage page reads these rows,
+    and they outlive the raw events (GATEWAY_USAGE_RETENTION_DAYS).
+    """
+
+    hour = models.DateTimeField(db_index=True, help_text="Start of the hour, UTC.")
+    # Unconstrained, like the events they sum: a deleted balancer or key leaves its history.
+    balancer = models.ForeignKey(Balancer, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                 db_constraint=False)
+    serving_name = models.CharField(max_length=128, blank=True)
+    route = models.CharField(max_length=63, blank=True)
+    instance = models.CharField(max_length=63, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                db_constraint=False)
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0, help_text="Requests answered with a status of 400 or more.")
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0)
+    latency_ms_sum = models.FloatField(default=0, help_text="Divide by requests for the mean.")
+    streamed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-hour"]
+        verbose_name = "usage hour"
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.serving_name} {self.route} {self.requests}"
+
+
+class UsageRollupState(models.Model):
+    """The rollup's one row: the highest usage event id already summed into UsageHourly.
+
+    Locked (SELECT ... FOR UPDATE) by every rollup run, so runs take turns.
+    """
+
+    last_event_id = models.BigIntegerField(default=0)
+    pruned_before = models.DateTimeField(
+        null=True, blank=True, help_text="Raw events before this hour were deleted; their rollups are kept.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"usage rolled up to event {self.last_event_id}"
+
+
 class HealthStatus(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
     HEALTHY = "healthy", "Healthy"

@@ -1,7 +1,8 @@
-"""Gateway API key pages: create (the secret is shown once), list, revoke."""
+"""Gateway pages: API keys (create, the secret shown once; list; revoke) and usage and cost."""
 
 from __future__ import annotations
 
+import csv
 from typing import Any
 
 from django import forms
@@ -10,11 +11,23 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import push_url
 
 from balancers.models import Balancer
 from gateway.models import ApiKey
+from gateway.rollups import rollup_usage
+from gateway.selectors import (
+    DEFAULT_RANGE,
+    EXPORT_COLUMNS,
+    RANGES,
+    UsageFilters,
+    usage_export_rows,
+    usage_report,
+)
 from gateway.services import api_key_create, api_key_revoke
 
 
@@ -65,3 +78,73 @@ def api_key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "gateway/api_keys.html#key-row", {"key": key})
     messages.success(request, f"Revoked {key.name}. Requests with it now get a 401.")
     return redirect("apikey-list")
+
+
+# -- usage and cost -----------------------------------------------------------------------------
+
+
+class UsageFilterForm(forms.Form):
+    """The usage page's GET parameters. A value that is not valid (a balancer deleted
+    since the link was made) falls back to showing everything, never to an error page."""
+
+    range = forms.ChoiceField(choices=[(r.key, r.label) for r in RANGES.values()], required=False)
+    balancer = forms.ModelChoiceField(queryset=Balancer.objects.order_by("name"), to_field_name="name",
+                                      required=False, empty_label="All balancers")
+    key = forms.ChoiceField(required=False, label="API key")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keys = {str(k.pk): k for k in ApiKey.objects.order_by("revoked_at", "name")}
+        self.fields["key"].choices = [("", "All API keys"), ("none", "No key (playground)")] + [
+            (pk, f"{k.name} ({k.prefix}…){' · revoked' if k.revoked_at else ''}") for pk, k in self.keys.items()
+        ]
+
+    def filters(self) -> UsageFilters:
+        self.is_valid()
+        data = self.cleaned_data
+        key = data.get("key") or ""
+        return UsageFilters(
+            range=RANGES.get(data.get("range") or "", DEFAULT_RANGE),
+            balancer=data.get("balancer"),
+            api_key=self.keys.get(key),
+            without_key=key == "none",
+        )
+
+
+@login_required
+@never_cache
+@require_GET
+def usage(request: HttpRequest) -> HttpResponse:
+    rollup_usage()  # incremental: cheap, and the page is never a minute behind
+    form = UsageFilterForm(request.GET)
+    filters = form.filters()
+    context = {"form": form, "filters": filters, **usage_report(filters=filters, now=timezone.now())}
+    if not request.htmx or request.htmx.history_restore_request:
+        return render(request, "gateway/usage.html", context)
+    response = render(request, "gateway/usage.html#report", context)
+    # The address bar gets the canonical query (no empty or invalid parameters), so it can be shared.
+    query = filters.query()
+    return push_url(response, reverse("usage") + (f"?{query}" if query else ""))
+
+
+@login_required
+@never_cache
+@require_GET
+def usage_export(request: HttpRequest) -> HttpResponse:
+    rollup_usage()
+    filters = UsageFilterForm(request.GET).filters()
+    start, end = filters.range.window(timezone.now())
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="usage-{start:%Y%m%dT%H%MZ}-{end:%Y%m%dT%H%MZ}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(EXPORT_COLUMNS)
+    for row in usage_export_rows(filters=filters, start=start, end=end):
+        writer.writerow([_csv_cell(value) for value in row])
+    return response
+
+
+def _csv_cell(value: Any) -> Any:
+    # A spreadsheet runs a cell that starts with = + - @ as a formula; key names are free text.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

@@ -95,11 +95,13 @@ def mark_unavailable(pk: int, *, seconds: float) -> None:
 
 def _register() -> None:
     from gateway.probes import EmbeddedProber
+    from gateway.rollups import EmbeddedRollup
     from gateway.snapshot import holder
 
     if sync_health not in holder.tick_hooks:
         holder.tick_hooks.append(sync_health)
         holder.tick_hooks.append(EmbeddedProber())
+        holder.tick_hooks.append(EmbeddedRollup())
 
 
 _register()

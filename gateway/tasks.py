@@ -18,3 +18,11 @@ def probe_instances() -> int:
             close_pools()  # this loop ends with the task: leave no idle connection behind
 
     return asyncio.run(probe_and_close())
+
+
+@shared_task(ignore_result=True)
+def rollup_usage() -> int:
+    """Sum new usage events into hourly rollups and prune old raw events (beat: every GATEWAY_ROLLUP_SECONDS)."""
+    from gateway.rollups import rollup_usage as run
+
+    return run().events

@@ -1,4 +1,4 @@
-"""`celery -A config worker -B` finds the app, its beat schedule and the probe task,
+"""`celery -A config worker -B` finds the app, its beat schedule and the probe and rollup tasks,
 although config/__init__.py does not import Celery (it would cost every gateway worker ~11 MiB)."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ def test_celery_finds_the_app_from_the_config_package() -> None:
     app = find_app("config")
     assert app.main == "smart_balancers"
     assert app.conf.beat_schedule["probe-instances"]["task"] == "gateway.tasks.probe_instances"
+    assert app.conf.beat_schedule["rollup-usage"]["task"] == "gateway.tasks.rollup_usage"
     app.loader.import_default_modules()
-    assert "gateway.tasks.probe_instances" in app.tasks
+    assert "gateway.tasks.probe_instances" in app.tasks and "gateway.tasks.rollup_usage" in app.tasks
 
 
 def test_the_gateway_application_loads_no_celery_and_no_other_http_client() -> None:
