@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import models
 from django.forms.models import BaseInlineFormSet
 
-from targetgroups.forms import InstanceForm
+from targetgroups.forms import URL_FIELD_OPTIONS, InstanceForm
 from targetgroups.models import Instance, TargetGroup, TargetGroupMember
 
 
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
     form = InstanceForm
+    formfield_overrides = {models.URLField: URL_FIELD_OPTIONS}
     list_display = ("instance_id", "display_name", "provider", "model", "workload_kind", "enabled", "has_key")
     list_filter = ("provider", "workload_kind", "enabled")
     search_fields = ("instance_id", "display_name", "model")

@@ -3,8 +3,18 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.db import models
 
 from targetgroups.models import Instance
+
+# A base URL typed without a scheme gets https:// (Django 6's default; 5.2 warns when unset).
+URL_FIELD_OPTIONS = {"assume_scheme": "https"}
+
+
+def _formfield(field: models.Field, **kwargs: Any) -> forms.Field | None:
+    if isinstance(field, models.URLField):
+        kwargs = {**URL_FIELD_OPTIONS, **kwargs}
+    return field.formfield(**kwargs)
 
 
 class InstanceForm(forms.ModelForm):
@@ -19,6 +29,7 @@ class InstanceForm(forms.ModelForm):
 
     class Meta:
         model = Instance
+        formfield_callback = _formfield
         fields = [
             "instance_id", "display_name", "provider", "base_url", "model", "api_key", "workload_kind",
             "input_price_per_million", "output_price_per_million", "quality_tier", "connect_timeout",
