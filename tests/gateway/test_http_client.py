@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
+import shutil
 import socket
-from collections.abc import Awaitable, Callable
+import ssl
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,8 +123,9 @@ class Server:
     connection counts as open from its accept until the handler is done with it
     and the server closed it)."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls
         self.accepted = 0
         self.open = 0
         self.max_open = 0
@@ -131,7 +135,7 @@ class Server:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Server:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -145,7 +149,7 @@ class Server:
             raise AssertionError(f"the test server's handler failed: {self.errors!r}")
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{path}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -789,3 +793,61 @@ async def test_bytes_after_the_end_of_an_answer_are_not_part_of_it() -> None:
     async with Server(handler) as server:
         reply = await get(server.url())
         assert await reply.read(within=2) == b"hi"
+
+
+# -- TLS ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def certificate(tmp_path: Any) -> Iterator[tuple[str, str]]:
+    """A self-signed certificate for 127.0.0.1 (openssl, as on any Debian machine)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )
+    http._tls_context.cache_clear()
+    yield cert, key
+    http._tls_context.cache_clear()
+
+
+def _server_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def _answer_ok(peer: Peer) -> None:
+    await peer.answer_requests(b"secure")
+
+
+def test_an_https_upstream_signed_by_a_trusted_ca_is_read(certificate: tuple[str, str], monkeypatch: Any) -> None:
+    # SSL_CERT_FILE is how an operator trusts a private CA: the client uses the system's
+    # default verify paths, which OpenSSL reads from it.
+    cert, key = certificate
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+
+    @async_test
+    async def run() -> None:
+        async with Server(_answer_ok, tls=_server_context(cert, key)) as server:
+            for _ in range(2):
+                reply = await get(server.url("/v1/models"))
+                assert (reply.status, await reply.read(within=2)) == (200, b"secure")
+            assert server.accepted == 1  # kept alive over TLS too
+
+    run()
+
+
+def test_an_https_upstream_with_an_untrusted_certificate_is_a_connect_error(certificate: tuple[str, str]) -> None:
+    cert, key = certificate
+
+    @async_test
+    async def run() -> None:
+        async with Server(_answer_ok, tls=_server_context(cert, key)) as server:
+            with pytest.raises(http.ConnectError, match="SSL"):
+                await get(server.url())
+
+    run()
