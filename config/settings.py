@@ -123,7 +123,7 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Smart Balancers management API",
-    "DESCRIPTION": "Instances, target groups, balancers with routes, and gateway API keys.",
+    "DESCRIPTION": "Instances, target groups, balancers with routes, gateway API keys, and usage and cost.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],

@@ -10,15 +10,26 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from balancers.models import Balancer
 from gateway.models import ApiKey
+from gateway.rollups import rollup_usage
+from gateway.selectors import (
+    DEFAULT_RANGE,
+    EXPORT_COLUMNS,
+    RANGES,
+    UsageFilters,
+    usage_export_rows,
+    usage_totals,
+)
 from gateway.services import api_key_create, api_key_delete, api_key_revoke, api_key_update
 from targetgroups.api import JsonApi
 
@@ -144,3 +155,94 @@ class ApiKeyDeleteApi(JsonApi):
     def delete(self, request: Request, key_id: int) -> Response:
         api_key_delete(key=_api_key_or_404(key_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Usage and cost -------------------------------------------------------------------
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    range = serializers.ChoiceField(choices=list(RANGES), default=DEFAULT_RANGE.key,
+                                    help_text="24h (hourly buckets), 7d or 30d (UTC days), the current one included.")
+    balancer = serializers.SlugRelatedField(slug_field="name", queryset=Balancer.objects.all(), required=False,
+                                            help_text="Only this balancer's requests.")
+    key = serializers.RegexField(r"^(none|[0-9]+)$", required=False,
+                                 help_text="Only this API key's requests (its id), or `none` for requests "
+                                           "without a key (playground, smoke tests).")
+
+    def validate_key(self, value: str) -> ApiKey | str:
+        if value == "none":
+            return value
+        key = ApiKey.objects.filter(pk=int(value)).first()
+        if key is None:
+            raise serializers.ValidationError(f"No API key with id {value}.")
+        return key
+
+    def filters(self) -> UsageFilters:
+        data = self.validated_data
+        key = data.get("key")
+        return UsageFilters(range=RANGES[data["range"]], balancer=data.get("balancer"),
+                            api_key=key if isinstance(key, ApiKey) else None, without_key=key == "none")
+
+
+class UsageTotalsSerializer(serializers.Serializer):
+    requests = serializers.IntegerField()
+    errors = serializers.IntegerField(help_text="Requests answered with a status of 400 or more.")
+    error_rate = serializers.FloatField(allow_null=True)
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cost_usd = serializers.DecimalField(max_digits=16, decimal_places=10)
+    mean_latency_ms = serializers.FloatField(allow_null=True)
+    streamed = serializers.IntegerField()
+
+
+class UsageRowSerializer(UsageTotalsSerializer):
+    balancer = serializers.CharField(help_text="Empty when the balancer was deleted since.")
+    serving_name = serializers.CharField()
+    route = serializers.CharField()
+    instance = serializers.CharField(help_text="instance_id that answered; empty when none did.")
+    model = serializers.CharField()
+    api_key_id = serializers.IntegerField(allow_null=True)
+    api_key = serializers.CharField()
+    cost_share = serializers.FloatField(help_text="This row's share of the range's cost, 0..1.")
+
+
+class UsageSerializer(serializers.Serializer):
+    range = serializers.CharField()
+    start = serializers.DateTimeField(help_text="Inclusive, UTC.")
+    end = serializers.DateTimeField(help_text="Exclusive, UTC.")
+    totals = UsageTotalsSerializer()
+    rows = UsageRowSerializer(many=True, help_text="One per balancer, route, instance, model and key; costliest first.")
+
+
+def _usage_row(values: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row of the usage page (strings where CSV needs them) with the API's types."""
+    mean = values["mean_latency_ms"]
+    return {
+        **{name: values[name] for name in ("balancer", "serving_name", "route", "instance", "model", "api_key",
+                                           "requests", "errors", "prompt_tokens", "completion_tokens", "streamed")},
+        "api_key_id": values["api_key_id"] or None,
+        "cost_usd": values["cost_usd"],
+        "cost_share": float(values["cost_share"]),
+        "mean_latency_ms": float(mean) if mean != "" else None,
+        "error_rate": values["errors"] / values["requests"] if values["requests"] else None,
+    }
+
+
+class UsageApi(APIView):
+    @extend_schema(summary="Requests, tokens and cost over a range, split by balancer, route, instance, model and key",
+                   parameters=[UsageQuerySerializer], responses=UsageSerializer)
+    def get(self, request: Request) -> Response:
+        query = UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        filters = query.filters()
+        rollup_usage()  # what the page does: incremental, so the figures are never a minute behind
+        start, end = filters.range.window(timezone.now())
+        totals = usage_totals(filters=filters, start=start, end=end)
+        rows = [_usage_row(dict(zip(EXPORT_COLUMNS, row, strict=True)))
+                for row in usage_export_rows(filters=filters, start=start, end=end)]
+        data = {"range": filters.range.key, "start": start, "end": end, "rows": rows, "totals": {
+            "requests": totals.requests, "errors": totals.errors, "error_rate": totals.error_rate,
+            "prompt_tokens": totals.prompt_tokens, "completion_tokens": totals.completion_tokens,
+            "cost_usd": totals.cost, "mean_latency_ms": totals.mean_latency_ms, "streamed": totals.streamed,
+        }}
+        return Response(UsageSerializer(data).data)

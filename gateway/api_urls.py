@@ -9,6 +9,7 @@ from gateway.api import (
     ApiKeyRetrieveApi,
     ApiKeyRevokeApi,
     ApiKeyUpdateApi,
+    UsageApi,
 )
 from targetgroups.api import endpoint
 
@@ -20,4 +21,5 @@ urlpatterns = [
         name="api-api-key",
     ),
     path("api-keys/<int:key_id>/revoke/", ApiKeyRevokeApi.as_view(), name="api-api-key-revoke"),
+    path("usage/", UsageApi.as_view(), name="api-usage"),
 ]
