@@ -5,7 +5,13 @@ from typing import Any
 from django import forms
 from django.db import models
 
-from targetgroups.models import Instance
+from targetgroups.models import (
+    Instance,
+    SelectionPolicy,
+    TargetGroup,
+    TargetGroupMember,
+    WorkloadKind,
+)
 
 # A base URL typed without a scheme gets https:// (Django 6's default; 5.2 warns when unset).
 URL_FIELD_OPTIONS = {"assume_scheme": "https"}
@@ -46,3 +52,68 @@ class InstanceForm(forms.ModelForm):
         if self.data.get(self.add_prefix("clear_api_key")) in ("on", "true", "1", True):
             return ""
         return value or self._stored_key
+
+
+def _instance_label(instance: Instance) -> str:
+    name = f" · {instance.display_name}" if instance.display_name and instance.display_name != instance.instance_id else ""
+    return f"{instance.instance_id}{name}{'' if instance.enabled else ' (disabled)'}"
+
+
+class InstanceIdsField(forms.MultipleChoiceField):
+    """Instance ids as posted; which ones are acceptable is the importer's call, not the form's."""
+
+    def valid_value(self, value: str) -> bool:
+        return True
+
+
+class TargetGroupCreateForm(forms.Form):
+    """The fields of a target-group document. Only types are checked here: the rules are the
+    importer's (`target_group_create` runs the document serializer and the model's checks)."""
+
+    name = forms.CharField(help_text="Lowercase letters, digits, '-' and '_'; used in URLs and JSON.")
+    display_name = forms.CharField(required=False)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    workload_kind = forms.ChoiceField(choices=WorkloadKind.choices, initial=WorkloadKind.CHAT, widget=forms.RadioSelect)
+    selection_policy = forms.ChoiceField(
+        choices=SelectionPolicy.choices, initial=SelectionPolicy.WEIGHTED_ROUND_ROBIN,
+        help_text="How a member is picked inside the lowest priority tier.",
+    )
+    enabled = forms.BooleanField(required=False, initial=True, help_text="Routes skip a disabled group.")
+    members = InstanceIdsField(required=False, widget=forms.CheckboxSelectMultiple,
+                               help_text="Weight 100, priority 1; change them on the group's page.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["name"].widget.attrs.update(autocomplete="off", spellcheck="false", placeholder="billing-pool")
+        kind = self.kind()
+        self.fields["members"].choices = [
+            (i.instance_id, _instance_label(i))
+            for i in Instance.objects.filter(workload_kind=kind).order_by("instance_id")
+        ]
+
+    def kind(self) -> str:
+        """The workload kind whose instances the member list offers: the posted one, else chat."""
+        value = self.data.get(self.add_prefix("workload_kind")) if self.is_bound else None
+        return value if value in WorkloadKind.values else self.fields["workload_kind"].initial
+
+
+class MemberAddForm(forms.Form):
+    """Add one instance to a group. The select offers the instances of the group's kind that are
+    not members yet; any instance id is accepted so a mismatch gets the model's own message."""
+
+    instance = forms.ModelChoiceField(
+        queryset=Instance.objects.all(), to_field_name="instance_id", empty_label="Choose an instance…",
+        error_messages={"required": "Choose an instance to add.", "invalid_choice": "No such instance."},
+    )
+    weight = forms.IntegerField(required=False)
+    priority = forms.IntegerField(required=False)
+
+    def __init__(self, *args: Any, group: TargetGroup, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial.setdefault("weight", TargetGroupMember._meta.get_field("weight").default)
+        self.initial.setdefault("priority", TargetGroupMember._meta.get_field("priority").default)
+        candidates = Instance.objects.filter(workload_kind=group.workload_kind).exclude(memberships__group=group)
+        self.candidates = list(candidates.order_by("instance_id"))
+        self.fields["instance"].widget.choices = [("", "Choose an instance…")] + [
+            (i.instance_id, _instance_label(i)) for i in self.candidates
+        ]

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 from rest_framework.exceptions import ValidationError
 
@@ -52,7 +53,10 @@ def target_group_import(*, data: Any, group: TargetGroup | None = None) -> tuple
     created = group is None
     if group is not None and group.workload_kind != values["workload_kind"] and group.routes.exists():
         raise ValidationError({"workload_kind": ["This group is used by routes; its workload kind cannot change."]})
-    group = group or TargetGroup()
+    return _target_group_write(group=group or TargetGroup(), values=values, members=members), created
+
+
+def _target_group_write(*, group: TargetGroup, values: dict[str, Any], members: list[dict[str, Any]]) -> TargetGroup:
     for key, value in values.items():
         setattr(group, key, value)
     group.full_clean()
@@ -66,7 +70,61 @@ def target_group_import(*, data: Any, group: TargetGroup | None = None) -> tuple
     from gateway.signals import _schedule_bump
 
     _schedule_bump()
-    return group, created
+    return group
+
+
+@transaction.atomic
+def target_group_create(
+    *,
+    name: str,
+    workload_kind: str,
+    selection_policy: str | None = None,
+    display_name: str = "",
+    description: str = "",
+    enabled: bool = True,
+    instance_ids: Sequence[str] = (),
+) -> TargetGroup:
+    """Create a new group (never replace one), with first members at the document's defaults.
+
+    The values go through the importer's document, so the form and the JSON file obey one set
+    of rules; a taken name is refused by the model's unique check instead of replacing the group.
+    """
+    data: dict[str, Any] = {
+        "name": name, "display_name": display_name, "description": description, "workload_kind": workload_kind,
+        "enabled": enabled, "members": [{"instance_id": instance_id} for instance_id in instance_ids],
+    }
+    if selection_policy:
+        data["selection_policy"] = selection_policy
+    values = target_group_validate(data)
+    members = values.pop("members")
+    return _target_group_write(group=TargetGroup(), values=values, members=members)
+
+
+def target_group_member_add(
+    *, group: TargetGroup, instance: Instance, weight: int | None = None, priority: int | None = None, enabled: bool = True
+) -> TargetGroupMember:
+    """Add one instance to a group; weight and priority default to the model's (100 and 1)."""
+    if group.members.filter(instance=instance).exists():
+        raise DjangoValidationError({"instance": f"{instance.instance_id} is already a member of {group.name}."})
+    member = TargetGroupMember(group=group, instance=instance, enabled=enabled)
+    if weight is not None:
+        member.weight = weight
+    if priority is not None:
+        member.priority = priority
+    # The model's clean() refuses an instance of the other workload kind.
+    member.full_clean()
+    try:
+        with transaction.atomic():
+            member.save()
+    except IntegrityError:  # added by someone else a moment ago
+        raise DjangoValidationError({"instance": f"{instance.instance_id} is already a member of {group.name}."}) from None
+    return member
+
+
+def target_group_member_remove(*, member: TargetGroupMember) -> None:
+    """Remove a member. A group may be empty, as in an imported document with `"members": []`:
+    a route pointing at an empty group has nothing to try and the attempt moves to the next route."""
+    member.delete()
 
 
 def target_group_member_update(*, member: TargetGroupMember, **fields: Any) -> TargetGroupMember:

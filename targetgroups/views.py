@@ -1,4 +1,5 @@
-"""Target group and instance pages: members inline, JSON import/export, health, simulator knobs."""
+"""Target group and instance pages: create form, members inline (add, edit, remove), JSON import/export,
+health, simulator knobs."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from gateway.runtime import health_snapshot
 from targetgroups.documents import flatten_errors, target_group_document
-from targetgroups.forms import InstanceForm
+from targetgroups.forms import InstanceForm, MemberAddForm, TargetGroupCreateForm
 from targetgroups.models import (
     SIMULATOR_OPTIONS,
     Instance,
@@ -25,7 +26,14 @@ from targetgroups.models import (
     TargetGroup,
     TargetGroupMember,
 )
-from targetgroups.services import instance_save, target_group_import, target_group_member_update
+from targetgroups.services import (
+    instance_save,
+    target_group_create,
+    target_group_import,
+    target_group_member_add,
+    target_group_member_remove,
+    target_group_member_update,
+)
 
 MAX_IMPORT_BYTES = 1024 * 1024
 
@@ -48,15 +56,116 @@ def _member_rows(group: TargetGroup) -> list[dict[str, Any]]:
     return [{"member": m, "health": health[m.instance.pk].status} for m in members]
 
 
+def _leaf_messages(detail: Any) -> list[str]:
+    """The messages in a serializer error, without the paths (a form shows them beside the field)."""
+    if isinstance(detail, dict):
+        return [m for value in detail.values() for m in _leaf_messages(value)]
+    if isinstance(detail, list):
+        return [m for value in detail for m in _leaf_messages(value)]
+    return [str(detail)] if detail else []
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def target_group_create_view(request: HttpRequest) -> HttpResponse:
+    """A new group from a plain form; the same rules as the importer, nothing saved on an error."""
+    if request.method == "GET" and request.htmx and "workload_kind" in request.GET:
+        # The kind changed: offer that kind's instances as first members.
+        form = TargetGroupCreateForm(request.GET)
+        return render(request, "targetgroups/new.html#member-choices", {"form": form})
+    form = TargetGroupCreateForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            group = target_group_create(
+                name=data["name"], display_name=data["display_name"], description=data["description"],
+                workload_kind=data["workload_kind"], selection_policy=data["selection_policy"],
+                enabled=data["enabled"], instance_ids=data["members"],
+            )
+        except ApiValidationError as exc:
+            detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+            for field, errors in detail.items():
+                form.add_error(field if field in form.fields else None, _leaf_messages(errors))
+        except DjangoValidationError as exc:
+            _add_errors(form, exc)
+        else:
+            count = len(data["members"])
+            messages.success(request, f"Created target group {group.name} with {count} member{'s' if count != 1 else ''}.")
+            return redirect("targetgroup-detail", name=group.name)
+    _mark_invalid(form)
+    return render(request, "targetgroups/new.html", {"form": form})
+
+
+def _mark_invalid(form: forms.BaseForm) -> None:
+    for name in form.errors:
+        if name in form.fields:
+            form.fields[name].widget.attrs["aria-invalid"] = "true"
+
+
 @login_required
 @require_GET
 def target_group_detail(request: HttpRequest, name: str) -> HttpResponse:
     group = get_object_or_404(TargetGroup, name=name)
     routes = group.routes.select_related("balancer").order_by("balancer__name", "priority")
     return render(request, "targetgroups/detail.html", {
-        "group": group, "rows": _member_rows(group), "routes": routes,
-        "document": json.dumps(target_group_document(group), indent=2),
+        "group": group, "rows": _member_rows(group), "routes": routes, "add_form": MemberAddForm(group=group),
+        "document": _document_text(group),
     })
+
+
+def _document_text(group: TargetGroup) -> str:
+    return json.dumps(target_group_document(group), indent=2)
+
+
+@login_required
+@require_POST
+def target_group_member_add_view(request: HttpRequest, name: str) -> HttpResponse:
+    """Add an instance: htmx appends its row (and refreshes the form), a plain POST redirects."""
+    group = get_object_or_404(TargetGroup, name=name)
+    form = MemberAddForm(request.POST, group=group)
+    member = None
+    if form.is_valid():
+        try:
+            member = target_group_member_add(
+                group=group, instance=form.cleaned_data["instance"],
+                weight=form.cleaned_data["weight"], priority=form.cleaned_data["priority"],
+            )
+        except DjangoValidationError as exc:
+            _add_errors(form, exc)
+    if request.htmx:
+        # The form swaps itself: with its errors, or fresh with the new row appended out of band.
+        if member is None:
+            _mark_invalid(form)
+            return render(request, "targetgroups/detail.html#add-member", {"group": group, "add_form": form})
+        health = health_snapshot([member.instance.pk])[member.instance.pk].status
+        return render(request, "targetgroups/detail.html#member-added", {
+            "row": {"member": member, "health": health}, "group": group, "added": True,
+            "add_form": MemberAddForm(group=group), "was_empty": group.members.count() == 1,
+            "document": _document_text(group),
+        })
+    if member is None:
+        messages.error(request, "Not added: " + "; ".join(m for errors in form.errors.values() for m in errors))
+    else:
+        messages.success(request, f"Added {member.instance.instance_id} to {group.name}.")
+    return redirect("targetgroup-detail", name=name)
+
+
+@login_required
+@require_POST
+def target_group_member_remove_view(request: HttpRequest, name: str, member_id: int) -> HttpResponse:
+    """Remove a member. An empty group is allowed (the importer accepts one too)."""
+    member = get_object_or_404(TargetGroupMember.objects.select_related("instance", "group"), pk=member_id, group__name=name)
+    group, instance_id = member.group, member.instance.instance_id
+    target_group_member_remove(member=member)
+    left = group.members.count()
+    if request.htmx:
+        # The row's outerHTML swap with this body removes it; the add form offers the instance again.
+        return render(request, "targetgroups/detail.html#member-removed", {
+            "group": group, "add_form": MemberAddForm(group=group), "empty": left == 0,
+            "document": _document_text(group),
+        })
+    messages.success(request, f"Removed {instance_id} from {group.name}.")
+    return redirect("targetgroup-detail", name=name)
 
 
 class MemberForm(forms.Form):
@@ -185,9 +294,7 @@ class SimulatorForm(forms.Form):
 
 def _instance_context(instance: Instance, form: InstanceForm, sim_form: SimulatorForm | None = None) -> dict[str, Any]:
     health = health_snapshot([instance.pk])[instance.pk] if instance.pk else None
-    for name in form.errors:
-        if name in form.fields:
-            form.fields[name].widget.attrs["aria-invalid"] = "true"
+    _mark_invalid(form)
     context: dict[str, Any] = {"instance": instance, "form": form, "health": health}
     if instance.pk:
         context["memberships"] = instance.memberships.select_related("group").order_by("group__name")

@@ -7,14 +7,15 @@ import pytest
 PAGES = [
     "/", "/balancers/", "/balancers/new/", "/balancers/new/name/", "/balancers/new/check/?field=name&name=x",
     "/balancers/support-balancer/", "/balancers/support-balancer/board/", "/balancers/support-balancer/edit/",
-    "/balancers/support-balancer/test/", "/target-groups/", "/target-groups/import/",
+    "/balancers/support-balancer/test/", "/target-groups/", "/target-groups/new/", "/target-groups/import/",
     "/target-groups/tech-support-pool/", "/target-groups/tech-support-pool/export/", "/instances/",
     "/instances/new/", "/instances/inst_a/", "/api-keys/", "/playground/", "/playground/balancer/?balancer=x",
 ]
 POSTS = [
     "/balancers/new/name/", "/balancers/new/name/autosave/", "/balancers/support-balancer/smoke-test/",
     "/balancers/support-balancer/toggle/", "/balancers/support-balancer/delete/", "/api-keys/1/revoke/",
-    "/instances/inst_a/simulator/", "/target-groups/tech-support-pool/members/1/", "/playground/send/",
+    "/instances/inst_a/simulator/", "/target-groups/tech-support-pool/members/1/", "/target-groups/new/",
+    "/target-groups/tech-support-pool/members/add/", "/target-groups/tech-support-pool/members/1/remove/", "/playground/send/",
 ]
 
 
