@@ -173,14 +173,22 @@ def _add_late(new: QuerySet[UsageEvent], hours: list[datetime]) -> None:
         current.save(update_fields=SUM_FIELDS)
 
 
+PRUNE_BATCH = 50_000  # raw events deleted per run at most: a first backlog goes in steps, not one long transaction
+
+
 def _prune(state: UsageRollupState, now: datetime) -> int:
     days = settings.GATEWAY_USAGE_RETENTION_DAYS
     if not days:
         return 0
     cutoff = floor_hour(now - timedelta(days=days))
-    deleted, _ = UsageEvent.objects.filter(created_at__lt=cutoff, pk__lte=state.last_event_id).delete()
+    # Hours before the cutoff are no longer recomputed from raw events from now on (a late
+    # event is added to their rows instead), so their remaining raw events, all rolled up,
+    # can go over several runs.
     if state.pruned_before is None or cutoff > state.pruned_before:
         state.pruned_before = cutoff
+    old = UsageEvent.objects.filter(created_at__lt=cutoff, pk__lte=state.last_event_id)
+    last = old.order_by("pk").values_list("pk", flat=True)[PRUNE_BATCH - 1:PRUNE_BATCH].first()
+    deleted, _ = (old if last is None else old.filter(pk__lte=last)).delete()
     return deleted
 
 

@@ -290,3 +290,19 @@ def test_the_celery_task_runs_the_rollup() -> None:
     event(timezone.now())
     assert task() == 2
     assert UsageHourly.objects.get().requests == 2
+
+
+@pytest.mark.django_db
+def test_a_retention_backlog_is_deleted_over_several_runs(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import gateway.rollups
+
+    settings.GATEWAY_USAGE_RETENTION_DAYS = 1
+    monkeypatch.setattr(gateway.rollups, "PRUNE_BATCH", 2)
+    balancer = make_balancer()
+    for hours_ago in (50, 49, 48, 47, 46):
+        event(NOW - timedelta(hours=hours_ago), balancer=balancer)
+    recent = event(NOW - timedelta(minutes=5), balancer=balancer)
+
+    assert [rollup_usage(now=NOW).pruned for _ in range(4)] == [2, 2, 1, 0]
+    assert list(UsageEvent.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert sum(UsageHourly.objects.values_list("requests", flat=True)) == 6  # the rollups keep all six
