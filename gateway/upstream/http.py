@@ -23,16 +23,19 @@ not an upstream failure.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import ipaddress
 import ssl
 import time
+import urllib.request
 import weakref
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
@@ -87,6 +90,68 @@ def split_url(url: str) -> tuple[Origin, str]:
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
+
+
+# -- outbound proxies -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """An HTTP proxy from HTTPS_PROXY / HTTP_PROXY: https upstreams go through a CONNECT
+    tunnel (TLS end to end), http ones as absolute-form requests."""
+
+    origin: Origin
+    authorization: str | None  # "Basic ..." from user:password in the proxy's URL
+
+
+@functools.cache
+def _proxy_environment() -> dict[str, str]:
+    # Read once per process, like the rest of the settings.
+    return urllib.request.getproxies_environment()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=1024)
+def proxy_for(origin: Origin) -> Proxy | None:
+    """The proxy for this origin: the scheme's *_PROXY variable unless NO_PROXY (or loopback) says not."""
+    environment = _proxy_environment()
+    url = environment.get(origin.scheme)
+    if not url or _is_loopback(origin.host) or urllib.request.proxy_bypass_environment(origin.host, environment):
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ClientError(f"{origin.scheme.upper()}_PROXY must be an http:// proxy URL, not {url!r}")
+    authorization = None
+    if parts.username is not None:
+        secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        authorization = "Basic " + base64.b64encode(secret).decode("ascii")
+    return Proxy(Origin("http", parts.hostname, parts.port or 80), authorization)
+
+
+class _Tunnel(asyncio.Protocol):
+    """Reads the proxy's answer to CONNECT; the connection's own protocol takes over after it."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\r\n\r\n" in self.buffer and not self.answer.done():
+            status = self.buffer.split(b"\r\n", 1)[0].split(b" ")
+            self.answer.set_result(int(status[1]) if len(status) > 1 and status[1].isdigit() else 0)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(ConnectError("the proxy closed the connection before answering CONNECT"))
 
 
 class _Connection(asyncio.Protocol):
@@ -265,6 +330,7 @@ class _Pool:
         self.limit = limit
         self.idle: list[_Connection] = []
         self.open = 0
+        self.proxy = proxy_for(origin)
         self.closed = False  # by close_pools(): connections still in use close when their answer ends
         self.waiters: deque[asyncio.Future[None]] = deque()
 
@@ -303,11 +369,14 @@ class _Pool:
 
         try:
             async with asyncio.timeout(min(connect_timeout, max(0.0, deadline - time.monotonic()))):
-                _, connection = await self.loop.create_connection(
-                    factory, origin.host, origin.port,
-                    ssl=_tls_context() if origin.tls else None,
-                    server_hostname=origin.host if origin.tls else None,
-                )
+                if self.proxy is None:
+                    _, connection = await self.loop.create_connection(
+                        factory, origin.host, origin.port,
+                        ssl=_tls_context() if origin.tls else None,
+                        server_hostname=origin.host if origin.tls else None,
+                    )
+                else:
+                    connection = await self._connect_through_proxy(factory)
         except BaseException as exc:
             # Count the place free exactly once: the transport, if one was made, may
             # already have reported its loss (and freed the place) or may yet do so.
@@ -322,6 +391,32 @@ class _Pool:
                 raise ConnectError(f"cannot connect to {origin.host}:{origin.port}: {type(exc).__name__}") from None
             raise
         return connection, False
+
+    async def _connect_through_proxy(self, factory: Any) -> _Connection:
+        proxy, origin = self.proxy, self.origin
+        assert proxy is not None
+        transport, tunnel = await self.loop.create_connection(_Tunnel, proxy.origin.host, proxy.origin.port)
+        try:
+            if not origin.tls:  # plain http: requests go to the proxy in absolute form
+                connection = factory()
+                transport.set_protocol(connection)
+                connection.connection_made(transport)
+                return connection
+            authority = f"[{origin.host}]:{origin.port}" if ":" in origin.host else f"{origin.host}:{origin.port}"
+            head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+            if proxy.authorization:
+                head += f"Proxy-Authorization: {proxy.authorization}\r\n"
+            transport.write((head + "\r\n").encode("latin-1"))
+            status = await tunnel.answer
+            if status != 200:
+                raise ConnectError(f"the proxy refused a tunnel to {authority} (HTTP {status})")
+            connection = factory()
+            tls = await self.loop.start_tls(transport, connection, _tls_context(), server_hostname=origin.host)
+            connection.connection_made(tls)  # type: ignore[arg-type]
+            return connection
+        except BaseException:
+            transport.abort()
+            raise
 
     async def _wait_for_a_place(self, within: float) -> None:
         if within <= 0:
@@ -534,8 +629,12 @@ async def request(
     arrive within `first_byte_timeout` seconds (connecting included).
     """
     origin, target = split_url(url)
-    data = _encode_head(method, target, origin, headers, len(body)) + body
     pool = _pool(origin, max_connections)
+    if pool.proxy is not None and not origin.tls:
+        target = f"http://{origin.host_header}{target}"  # absolute form, for the proxy
+        if pool.proxy.authorization:
+            headers = {**headers, "Proxy-Authorization": pool.proxy.authorization}
+    data = _encode_head(method, target, origin, headers, len(body)) + body
     deadline = time.monotonic() + first_byte_timeout
     connection, reused = await pool.acquire(connect_timeout, first_byte_timeout)
     while True:

@@ -10,6 +10,7 @@ http.close_pools() runs at the end of each one.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import gzip
 import shutil
@@ -806,7 +807,7 @@ def certificate(tmp_path: Any) -> Iterator[tuple[str, str]]:
     cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:secure.test", "-keyout", key, "-out", cert],
         check=True, capture_output=True,
     )
     http._tls_context.cache_clear()
@@ -849,5 +850,105 @@ def test_an_https_upstream_with_an_untrusted_certificate_is_a_connect_error(cert
         async with Server(_answer_ok, tls=_server_context(cert, key)) as server:
             with pytest.raises(http.ConnectError, match="SSL"):
                 await get(server.url())
+
+    run()
+
+
+# -- outbound proxies (HTTPS_PROXY / HTTP_PROXY / NO_PROXY) ---------------------------------
+
+
+@pytest.fixture
+def proxy_environment(monkeypatch: Any) -> Iterator[Any]:
+    """Clean proxy variables; the client's cached view of them is reset around the test."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    http._proxy_environment.cache_clear()
+    http.proxy_for.cache_clear()
+    yield monkeypatch
+    http._proxy_environment.cache_clear()
+    http.proxy_for.cache_clear()
+
+
+def test_an_http_upstream_is_asked_through_the_proxy_in_absolute_form(proxy_environment: Any) -> None:
+    @async_test
+    async def run() -> None:
+        async def proxy(peer: Peer) -> None:
+            while (received := await peer.read_request()) is not None:
+                peer.send(response(200, f"{received.method} {received.target}".encode()))
+
+        async with Server(proxy) as server:
+            proxy_environment.setenv("HTTP_PROXY", f"http://ops:s%40cret@127.0.0.1:{server.port}")
+            reply = await get("http://upstream.test:8080/v1/models?x=1")
+            assert await reply.read(within=2) == b"GET http://upstream.test:8080/v1/models?x=1"
+            [received] = server.requests
+            assert received.header("Host") == "upstream.test:8080"
+            assert received.header("Proxy-Authorization") == "Basic " + base64.b64encode(b"ops:s@cret").decode()
+
+    run()
+
+
+def test_an_https_upstream_is_reached_through_a_connect_tunnel_with_tls_end_to_end(
+    certificate: tuple[str, str], proxy_environment: Any
+) -> None:
+    cert, key = certificate
+    proxy_environment.setenv("SSL_CERT_FILE", cert)
+
+    @async_test
+    async def run() -> None:
+        async with Server(_answer_ok, tls=_server_context(cert, key)) as upstream:
+            connects: list[str] = []
+
+            async def proxy(peer: Peer) -> None:
+                received = await peer.read_request()
+                assert received is not None and received.method == "CONNECT"
+                connects.append(received.target)
+                reader, writer = await asyncio.open_connection("127.0.0.1", upstream.port)
+                peer.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+                async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+                    while data := await source.read(65536):
+                        sink.write(data)
+                    sink.close()
+
+                await asyncio.gather(pipe(peer.reader, writer), pipe(reader, peer.writer), return_exceptions=True)
+
+            async with Server(proxy) as server:
+                proxy_environment.setenv("HTTPS_PROXY", f"http://127.0.0.1:{server.port}")
+                for _ in range(2):
+                    reply = await get("https://secure.test/v1/models")
+                    assert (reply.status, await reply.read(within=2)) == (200, b"secure")
+                assert connects == ["secure.test:443"]  # one tunnel, kept alive
+                assert upstream.requests[0].header("Host") == "secure.test"
+
+    run()
+
+
+def test_a_proxy_that_refuses_the_tunnel_is_a_connect_error(proxy_environment: Any) -> None:
+    @async_test
+    async def run() -> None:
+        async def proxy(peer: Peer) -> None:
+            await peer.read_request()
+            peer.send(response(407, b"", reason="Proxy Authentication Required"))
+
+        async with Server(proxy) as server:
+            proxy_environment.setenv("HTTPS_PROXY", f"http://127.0.0.1:{server.port}")
+            with pytest.raises(http.ConnectError, match="HTTP 407"):
+                await get("https://secure.test/")
+
+    run()
+
+
+def test_no_proxy_and_loopback_upstreams_bypass_the_proxy(proxy_environment: Any) -> None:
+    dead = unused_port()
+    proxy_environment.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead}")
+    proxy_environment.setenv("NO_PROXY", "internal.example")
+
+    @async_test
+    async def run() -> None:
+        async with Server(_answer_ok) as server:
+            reply = await get(server.url())  # 127.0.0.1: never through a proxy
+            assert await reply.read(within=2) == b"secure"
+        assert http.proxy_for(http.Origin("http", "internal.example", 80)) is None
+        assert http.proxy_for(http.Origin("http", "api.example", 80)) == http.Proxy(http.Origin("http", "127.0.0.1", dead), None)
 
     run()
