@@ -70,6 +70,20 @@ def test_the_board_polls_a_fragment(admin_client, demo) -> None:  # type: ignore
     assert "1 failed" in fragment
 
 
+def test_the_board_opens_a_failed_over_request_s_attempts(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    support = Balancer.objects.get(name="support-balancer")
+    event = usage(support)
+    event.attempts = 2
+    event.attempt_log = [
+        {"route": "reasoning", "instance": "gpt-oss-120b", "outcome": "connect", "status": None, "ms": 1.2},
+        {"route": "efficient", "instance": "qwen-cheap-a", "outcome": "ok", "status": 200, "ms": 60.4},
+    ]
+    event.save()
+    fragment = admin_client.get("/balancers/support-balancer/board/", headers={"HX-Request": "true"}).content.decode()
+    assert "<summary>2 attempts</summary>" in fragment
+    assert "reasoning → <span class=\"mono\">gpt-oss-120b</span>" in fragment and ">connect</span>" in fragment
+
+
 def test_the_status_follows_instance_health(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
     from targetgroups.models import Instance
 
