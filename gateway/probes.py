@@ -113,20 +113,3 @@ async def probe_all(*, cooldown_seconds: float | None = None) -> list[ProbeResul
             mark_unavailable(result.pk, seconds=length)
     return list(results)
 
-
-class EmbeddedProber:
-    """Runs probe_all every GATEWAY_PROBE_SECONDS from the gateway's tick (embedded mode only)."""
-
-    def __init__(self) -> None:
-        self.last = 0.0
-        self.running = False
-
-    async def __call__(self) -> None:
-        if settings.REDIS_URL or self.running or time.monotonic() - self.last < settings.GATEWAY_PROBE_SECONDS:
-            return
-        self.running = True
-        self.last = time.monotonic()
-        try:
-            await probe_all()
-        finally:
-            self.running = False

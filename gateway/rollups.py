@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -192,21 +191,7 @@ def _prune(state: UsageRollupState, now: datetime) -> int:
     return deleted
 
 
-class EmbeddedRollup:
-    """Runs rollup_usage every GATEWAY_ROLLUP_SECONDS from the gateway's tick (embedded mode only)."""
 
-    def __init__(self) -> None:
-        self.last: float | None = None  # the first tick runs at once
-        self.running = False
-
-    async def __call__(self) -> None:
-        if settings.REDIS_URL or self.running:
-            return
-        if self.last is not None and time.monotonic() - self.last < settings.GATEWAY_ROLLUP_SECONDS:
-            return
-        self.running = True
-        self.last = time.monotonic()
-        try:
-            await sync_to_async(rollup_usage, thread_sensitive=False)()
-        finally:
-            self.running = False
+async def rollup_usage_in_thread() -> RollupResult:
+    """rollup_usage() for the gateway's event loop (embedded mode's tick)."""
+    return await sync_to_async(rollup_usage, thread_sensitive=False)()

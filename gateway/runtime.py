@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -93,15 +95,39 @@ def mark_unavailable(pk: int, *, seconds: float) -> None:
             logger.warning("could not publish a probe result to Redis", exc_info=True)
 
 
+class EmbeddedJob:
+    """A periodic job run from the gateway's tick in embedded mode (no Redis; production
+    runs it on Celery beat): at the first tick, then every `settings.<interval_setting>`
+    seconds, never two runs at once."""
+
+    def __init__(self, job: Callable[[], Awaitable[Any]], interval_setting: str) -> None:
+        self.job = job
+        self.interval_setting = interval_setting
+        self.last: float | None = None
+        self.running = False
+
+    async def __call__(self) -> None:
+        if settings.REDIS_URL or self.running:
+            return
+        if self.last is not None and time.monotonic() - self.last < getattr(settings, self.interval_setting):
+            return
+        self.running = True
+        self.last = time.monotonic()
+        try:
+            await self.job()
+        finally:
+            self.running = False
+
+
 def _register() -> None:
-    from gateway.probes import EmbeddedProber
-    from gateway.rollups import EmbeddedRollup
+    from gateway.probes import probe_all
+    from gateway.rollups import rollup_usage_in_thread
     from gateway.snapshot import holder
 
     if sync_health not in holder.tick_hooks:
         holder.tick_hooks.append(sync_health)
-        holder.tick_hooks.append(EmbeddedProber())
-        holder.tick_hooks.append(EmbeddedRollup())
+        holder.tick_hooks.append(EmbeddedJob(probe_all, "GATEWAY_PROBE_SECONDS"))
+        holder.tick_hooks.append(EmbeddedJob(rollup_usage_in_thread, "GATEWAY_ROLLUP_SECONDS"))
 
 
 _register()

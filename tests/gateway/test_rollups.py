@@ -16,7 +16,8 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from gateway.models import UsageEvent, UsageHourly, UsageRollupState
-from gateway.rollups import EmbeddedRollup, _prune, floor_hour, rollup_usage
+from gateway.rollups import _prune, floor_hour, rollup_usage, rollup_usage_in_thread
+from gateway.runtime import EmbeddedJob
 from tests.factories import make_api_key, make_balancer
 
 NOW = datetime(2026, 3, 10, 15, 42, tzinfo=UTC)
@@ -270,7 +271,7 @@ def test_embedded_mode_rolls_up_from_the_gateway_tick(settings) -> None:  # type
     settings.REDIS_URL = ""
     settings.GATEWAY_ROLLUP_SECONDS = 3600
     event(timezone.now())
-    hook = EmbeddedRollup()
+    hook = EmbeddedJob(rollup_usage_in_thread, "GATEWAY_ROLLUP_SECONDS")
     asyncio.run(hook())
     assert UsageHourly.objects.get().requests == 1
     event(timezone.now())
