@@ -24,10 +24,11 @@ from gateway.models import ApiKey
 from gateway.rollups import rollup_usage
 from gateway.selectors import (
     DEFAULT_RANGE,
-    EXPORT_COLUMNS,
     RANGES,
     UsageFilters,
-    usage_export_rows,
+    UsageRow,
+    UsageTotals,
+    usage_rows,
     usage_totals,
 )
 from gateway.services import api_key_create, api_key_delete, api_key_revoke, api_key_update
@@ -214,17 +215,22 @@ class UsageSerializer(serializers.Serializer):
     rows = UsageRowSerializer(many=True, help_text="One per balancer, route, instance, model and key; costliest first.")
 
 
-def _usage_row(values: dict[str, Any]) -> dict[str, Any]:
-    """A CSV row of the usage page (strings where CSV needs them) with the API's types."""
-    mean = values["mean_latency_ms"]
+def _totals(totals: UsageTotals) -> dict[str, Any]:
     return {
-        **{name: values[name] for name in ("balancer", "serving_name", "route", "instance", "model", "api_key",
-                                           "requests", "errors", "prompt_tokens", "completion_tokens", "streamed")},
-        "api_key_id": values["api_key_id"] or None,
-        "cost_usd": values["cost_usd"],
-        "cost_share": float(values["cost_share"]),
-        "mean_latency_ms": float(mean) if mean != "" else None,
-        "error_rate": values["errors"] / values["requests"] if values["requests"] else None,
+        "requests": totals.requests, "errors": totals.errors, "error_rate": totals.error_rate,
+        "prompt_tokens": totals.prompt_tokens, "completion_tokens": totals.completion_tokens,
+        "cost_usd": totals.cost, "mean_latency_ms": totals.mean_latency_ms, "streamed": totals.streamed,
+    }
+
+
+def _row(row: UsageRow) -> dict[str, Any]:
+    """A row as the CSV export has it (shares to 6 places, mean latency to 0.1 ms), typed."""
+    mean = row.totals.mean_latency_ms
+    return {
+        **_totals(row.totals),
+        "balancer": row.balancer, "serving_name": row.serving_name, "route": row.route, "instance": row.instance,
+        "model": row.model, "api_key_id": row.api_key_id, "api_key": row.api_key,
+        "cost_share": round(float(row.cost_share), 6), "mean_latency_ms": None if mean is None else round(mean, 1),
     }
 
 
@@ -237,12 +243,9 @@ class UsageApi(APIView):
         filters = query.filters()
         rollup_usage()  # what the page does: incremental, so the figures are never a minute behind
         start, end = filters.range.window(timezone.now())
-        totals = usage_totals(filters=filters, start=start, end=end)
-        rows = [_usage_row(dict(zip(EXPORT_COLUMNS, row, strict=True)))
-                for row in usage_export_rows(filters=filters, start=start, end=end)]
-        data = {"range": filters.range.key, "start": start, "end": end, "rows": rows, "totals": {
-            "requests": totals.requests, "errors": totals.errors, "error_rate": totals.error_rate,
-            "prompt_tokens": totals.prompt_tokens, "completion_tokens": totals.completion_tokens,
-            "cost_usd": totals.cost, "mean_latency_ms": totals.mean_latency_ms, "streamed": totals.streamed,
-        }}
+        data = {
+            "range": filters.range.key, "start": start, "end": end,
+            "totals": _totals(usage_totals(filters=filters, start=start, end=end)),
+            "rows": [_row(row) for row in usage_rows(filters=filters, start=start, end=end)],
+        }
         return Response(UsageSerializer(data).data)

@@ -25,8 +25,9 @@ from gateway.selectors import (
     EXPORT_COLUMNS,
     RANGES,
     UsageFilters,
-    usage_export_rows,
+    usage_csv_row,
     usage_report,
+    usage_rows,
 )
 from gateway.services import api_key_create, api_key_revoke
 
@@ -138,8 +139,8 @@ def usage_export(request: HttpRequest) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="usage-{start:%Y%m%dT%H%MZ}-{end:%Y%m%dT%H%MZ}.csv"'
     writer = csv.writer(response)
     writer.writerow(EXPORT_COLUMNS)
-    for row in usage_export_rows(filters=filters, start=start, end=end):
-        writer.writerow([_csv_cell(value) for value in row])
+    for row in usage_rows(filters=filters, start=start, end=end):
+        writer.writerow([_csv_cell(value) for value in usage_csv_row(row, start=start, end=end)])
     return response
 
 

@@ -348,7 +348,22 @@ EXPORT_COLUMNS = [
 ]
 
 
-def usage_export_rows(*, filters: UsageFilters, start: datetime, end: datetime) -> list[list[Any]]:
+@dataclass
+class UsageRow:
+    """One balancer, route, instance, model and API key over a range."""
+
+    balancer: str  # empty when the balancer was deleted since
+    serving_name: str
+    route: str
+    instance: str
+    model: str
+    api_key_id: int | None
+    api_key: str
+    totals: UsageTotals
+    cost_share: Decimal  # of the range's cost, 0..1
+
+
+def usage_rows(*, filters: UsageFilters, start: datetime, end: datetime) -> list[UsageRow]:
     """One row per balancer, route, instance, model and API key over the range; costliest first.
 
     The rows do not overlap, so a spreadsheet can sum or pivot them any way.
@@ -367,15 +382,24 @@ def usage_export_rows(*, filters: UsageFilters, start: datetime, end: datetime) 
         totals.add(group)
         balancer = balancers.get(group["balancer_id"])
         key = keys.get(group["api_key_id"])
-        mean = totals.mean_latency_ms
-        rows.append([
-            start.isoformat(), end.isoformat(), balancer.name if balancer else "", group["serving_name"],
-            group["route"], group["instance"], group["model"], group["api_key_id"] or "", key.name if key else "",
-            totals.requests, totals.errors, totals.prompt_tokens, totals.completion_tokens, f"{totals.cost:.10f}",
-            f"{totals.cost / total_cost:.6f}" if total_cost else "0", f"{mean:.1f}" if mean is not None else "",
-            totals.streamed,
-        ])
+        rows.append(UsageRow(
+            balancer=balancer.name if balancer else "", serving_name=group["serving_name"], route=group["route"],
+            instance=group["instance"], model=group["model"], api_key_id=group["api_key_id"],
+            api_key=key.name if key else "", totals=totals,
+            cost_share=totals.cost / total_cost if total_cost else Decimal(0),
+        ))
     return rows
+
+
+def usage_csv_row(row: UsageRow, *, start: datetime, end: datetime) -> list[Any]:
+    """A row under EXPORT_COLUMNS."""
+    totals, mean = row.totals, row.totals.mean_latency_ms
+    return [
+        start.isoformat(), end.isoformat(), row.balancer, row.serving_name, row.route, row.instance, row.model,
+        row.api_key_id or "", row.api_key, totals.requests, totals.errors, totals.prompt_tokens,
+        totals.completion_tokens, f"{totals.cost:.10f}", f"{row.cost_share:.6f}" if row.cost_share else "0",
+        f"{mean:.1f}" if mean is not None else "", totals.streamed,
+    ]
 
 
 # -- recent requests ----------------------------------------------------------------------------
