@@ -152,23 +152,20 @@ def _usage_list(objects: Any) -> str:
     return "; ".join(sorted(uses))
 
 
-def instance_delete(*, instance: Instance) -> None:
-    """Delete an instance nothing uses; otherwise refuse, naming what uses it."""
+def _delete_unless_used(obj: Instance | TargetGroup, *, label: str, advice: str) -> None:
+    """Delete `obj`, or refuse naming what still uses it (the PROTECT references)."""
     try:
         with transaction.atomic():
-            instance.delete()
+            obj.delete()
     except ProtectedError as exc:
-        raise DjangoValidationError(
-            f"{instance.instance_id} is in use ({_usage_list(exc.protected_objects)}); remove it from there first."
-        ) from None
+        raise DjangoValidationError(f"{label} is in use ({_usage_list(exc.protected_objects)}); {advice}") from None
+
+
+def instance_delete(*, instance: Instance) -> None:
+    """Delete an instance nothing uses; otherwise refuse, naming what uses it."""
+    _delete_unless_used(instance, label=instance.instance_id, advice="remove it from there first.")
 
 
 def target_group_delete(*, group: TargetGroup) -> None:
     """Delete a group no route points at; otherwise refuse, naming the routes."""
-    try:
-        with transaction.atomic():
-            group.delete()
-    except ProtectedError as exc:
-        raise DjangoValidationError(
-            f"{group.name} is in use ({_usage_list(exc.protected_objects)}); point those routes elsewhere first."
-        ) from None
+    _delete_unless_used(group, label=group.name, advice="point those routes elsewhere first.")
