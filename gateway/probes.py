@@ -27,6 +27,7 @@ from gateway.engine.types import InstanceSpec
 from gateway.models import HealthStatus, InstanceHealth
 from gateway.snapshot import instance_spec
 from gateway.upstream import http
+from gateway.upstream.openai_compat import client_headers
 from targetgroups.models import Instance
 
 logger = logging.getLogger(__name__)
@@ -62,11 +63,8 @@ async def probe_instance(instance: InstanceSpec) -> ProbeResult:
         return ProbeResult(instance.pk, HealthStatus.HEALTHY, (time.perf_counter() - started) * 1000, "in process")
     if instance.provider != "openai":
         return ProbeResult(instance.pk, HealthStatus.UNKNOWN, None, f"no probe for provider {instance.provider}")
-    headers = {"User-Agent": "smart-balancers"}
-    if instance.api_key:
-        headers["Authorization"] = f"Bearer {instance.api_key}"
     try:
-        response = await http.request("GET", instance.base_url + "/models", headers=headers,
+        response = await http.request("GET", instance.base_url + "/models", headers=client_headers(instance),
                                       connect_timeout=instance.connect_timeout,
                                       first_byte_timeout=instance.connect_timeout + 5)
         await response.read(5)

@@ -30,11 +30,16 @@ _PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings"}
 _MAX_CONNECTIONS = settings.GATEWAY_UPSTREAM_MAX_CONNECTIONS
 
 
-def _headers(instance: InstanceSpec) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", "User-Agent": "smart-balancers"}
+def client_headers(instance: InstanceSpec) -> dict[str, str]:
+    """Who is asking and with which key: every request to an OpenAI-compatible instance (probes too)."""
+    headers = {"User-Agent": "smart-balancers"}
     if instance.api_key:
         headers["Authorization"] = f"Bearer {instance.api_key}"
     return headers
+
+
+def _headers(instance: InstanceSpec) -> dict[str, str]:
+    return {"Content-Type": "application/json", **client_headers(instance)}
 
 
 async def call(
