@@ -12,13 +12,13 @@ from gateway.models import ApiKey, UsageEvent, hash_api_key, new_api_key_secret
 class ApiKeyForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ["name", "balancers", "rate_limit_per_minute", "enabled"]
+        fields = ["name", "balancers", "rate_limit_per_minute", "allow_route_override", "enabled"]
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     form = ApiKeyForm
-    list_display = ("name", "prefix", "rate_limit_per_minute", "enabled", "revoked_at", "created_at")
+    list_display = ("name", "prefix", "rate_limit_per_minute", "allow_route_override", "enabled", "revoked_at", "created_at")
     readonly_fields = ("prefix", "created_at", "revoked_at")
     filter_horizontal = ("balancers",)
 

@@ -61,7 +61,8 @@ class ApiKeyOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ApiKey
-        fields = ("id", "name", "prefix", "balancers", "rate_limit_per_minute", "enabled", "is_active", "created_at", "revoked_at")
+        fields = ("id", "name", "prefix", "balancers", "rate_limit_per_minute", "allow_route_override", "enabled",
+                  "is_active", "created_at", "revoked_at")
         read_only_fields = fields
         ref_name = "ApiKey"
 
@@ -79,6 +80,8 @@ class ApiKeyCreateApi(JsonApi):
         name = serializers.CharField(max_length=100)
         balancers = _balancers_field(required=False)
         rate_limit_per_minute = serializers.IntegerField(min_value=1, allow_null=True, required=False, help_text="Empty: unlimited.")
+        allow_route_override = serializers.BooleanField(
+            required=False, help_text="May force an enabled route with the X-Balancer-Route header; default false.")
 
         class Meta:
             ref_name = "ApiKeyCreateInput"
@@ -113,12 +116,14 @@ class ApiKeyRetrieveApi(JsonApi):
 
 
 class ApiKeyUpdateApi(JsonApi):
-    """Change the name, balancers, rate limit or enabled flag. PUT and PATCH leave omitted fields as they are."""
+    """Change the name, balancers, rate limit, route override or enabled flag. PUT and PATCH leave omitted fields as they are."""
 
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
         balancers = _balancers_field(required=False)
         rate_limit_per_minute = serializers.IntegerField(min_value=1, allow_null=True, required=False, help_text="Empty: unlimited.")
+        allow_route_override = serializers.BooleanField(
+            required=False, help_text="May force an enabled route with the X-Balancer-Route header; default false.")
         enabled = serializers.BooleanField(required=False, help_text="A revoked key cannot be enabled again.")
 
         class Meta:

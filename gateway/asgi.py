@@ -24,6 +24,13 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.urls import get_resolver
 from django.utils.log import log_response
 
+from gateway import errors, outcomes
+from gateway.snapshot import holder
+
+
+class BodyTooLarge(Exception):
+    """The request body (declared or received) is past GATEWAY_MAX_BODY_BYTES."""
+
 
 class GatewayASGIHandler(ASGIHandler):
     def __init__(self) -> None:
@@ -46,6 +53,11 @@ class GatewayASGIHandler(ASGIHandler):
         # sync_to_async: a thread hop per 401/429. Client errors are answered in the
         # OpenAI shape and recorded as usage events; gateway failures are logged here.
         response = await self._middleware_chain(request)
+        if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
+            # Django's own answers (an HTML 404 or 500) never reach a /v1 client: same status, OpenAI shape.
+            response = errors.GatewayError(response.status_code, f"{response.reason_phrase}.",
+                                           type="server_error" if response.status_code >= 500 else "invalid_request_error",
+                                           code=response.reason_phrase.lower().replace(" ", "_")).response()
         response._resource_closers.append(request.close)
         if response.status_code >= 500:
             log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
@@ -79,8 +91,8 @@ class GatewayASGIHandler(ASGIHandler):
     async def read_body(self, receive: Any) -> io.BytesIO:
         # Django spools bodies into a SpooledTemporaryFile (1.6% of the worker's CPU at 256
         # connections). Gateway bodies are JSON capped at GATEWAY_MAX_BODY_BYTES, so hold
-        # them in memory, and stop keeping bytes past the cap: the view answers 413 when
-        # the body it sees is longer than the cap.
+        # them in memory, and stop reading at the cap (BodyTooLarge: the caller answers 413
+        # and closes the connection, so a chunked upload past the cap is never read whole).
         limit = self._max_body
         chunks: list[bytes] = []
         size = 0
@@ -89,9 +101,11 @@ class GatewayASGIHandler(ASGIHandler):
             if message["type"] == "http.disconnect":
                 raise RequestAborted()
             body = message.get("body")
-            if body and size <= limit:
+            if body:
                 chunks.append(body)
                 size += len(body)
+                if size > limit:
+                    raise BodyTooLarge()
             if not message.get("more_body", False):
                 break
         return io.BytesIO(chunks[0] if len(chunks) == 1 else b"".join(chunks))
@@ -99,15 +113,22 @@ class GatewayASGIHandler(ASGIHandler):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # No set_script_prefix(): the gateway's views never reverse() a URL, and the write
         # goes to an asgiref Local (2.3% of the CPU at 256 connections).
+        started, created_at = outcomes.now()
         try:
+            if _declared_length(scope) > self._max_body:
+                raise BodyTooLarge()  # answered from the header: the body is never read
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
+        except BodyTooLarge:
+            await self._refuse(scope, send, errors.too_large(self._max_body), started, created_at)
+            return
         request, error_response = self.create_request(scope, body_file)
         if request is None:
-            await self.send_response(error_response, send)
             error_response.close()
+            await self._refuse(scope, send, errors.bad_request("The request could not be read."), started, created_at)
             return
+        request.gateway_request_id = outcomes.request_id_for(request.META.get("HTTP_X_REQUEST_ID", ""))
         # The response is made in this task; one watcher task cancels it if the client
         # goes away (Django runs the view in a second task and waits on both).
         task = asyncio.current_task()
@@ -116,15 +137,67 @@ class GatewayASGIHandler(ASGIHandler):
         response = None
         try:
             response = await self.run_get_response(request)
+            if not response.has_header("x-request-id"):
+                response["x-request-id"] = request.gateway_request_id
+            _record_unless_proxied(request, response.status_code, getattr(response, "error_code", ""),
+                                   started, created_at)
             await self.send_response(response, send)
         except asyncio.CancelledError:
             if not listener.done():
                 raise  # cancelled from outside (the server is stopping), not by the client
             task.uncancel()
+            if response is None:
+                _record_unless_proxied(request, 499, "client_disconnected", started, created_at)
         finally:
             listener.cancel()
             if response is not None:
                 _close_without_signal(response)
+
+    async def _refuse(self, scope: dict[str, Any], send: Any, error: errors.GatewayError,
+                      started: float, created_at: Any) -> None:
+        """Answer before a request object exists (413, unreadable request), record it, close the connection."""
+        headers = _meta_headers(scope)
+        request_id = outcomes.request_id_for(headers.get("HTTP_X_REQUEST_ID", ""))
+        if outcomes.is_recorded_path(scope["path"]):
+            outcomes.record_outcome(
+                status=error.status, error_code=error.code or error.type, endpoint=outcomes.endpoint_of(scope["path"]),
+                request_id=request_id, started=started, created_at=created_at,
+                key=outcomes.key_from_headers(headers, holder.peek()),
+            )
+        # Connection: close, so the server drops the connection rather than read the unread body.
+        response = error.response({"x-request-id": request_id, "Connection": "close"})
+        await self.send_response(response, send)
+
+
+def _declared_length(scope: dict[str, Any]) -> int:
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0  # a malformed length is the server's to refuse
+    return 0
+
+
+def _meta_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """The few request headers the edge reads, named as in request.META."""
+    wanted = {b"authorization": "HTTP_AUTHORIZATION", b"api-key": "HTTP_API_KEY", b"x-request-id": "HTTP_X_REQUEST_ID"}
+    return {wanted[name]: value.decode("latin-1") for name, value in scope.get("headers") or () if name in wanted}
+
+
+def _record_unless_proxied(request: Any, status: int, error_code: str, started: float, created_at: Any) -> None:
+    """A usage event for this answer, unless gateway.proxy records (or has recorded) one itself."""
+    client_request = getattr(request, "client_request", None)
+    if (client_request is not None and client_request.recorded) or not outcomes.is_recorded_path(request.path):
+        return
+    config = getattr(request, "gateway_config", None) or holder.peek()
+    key = getattr(request, "gateway_key", None) or outcomes.key_from_headers(request.META, config)
+    payload = getattr(request, "gateway_payload", None)
+    model = payload.get("model") if isinstance(payload, dict) else None
+    if model is None and request.resolver_match is not None:
+        model = request.resolver_match.kwargs.get("model")
+    outcomes.record_outcome(
+        status=status, error_code=error_code or "", endpoint=outcomes.endpoint_of(request.path),
+        request_id=request.gateway_request_id, started=started, created_at=created_at, key=key,
+        serving_name=outcomes.clean_serving_name(model), config=config,
+    )
 
 
 def _close_without_signal(response: Any) -> None:
@@ -153,13 +226,15 @@ async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any]) -> None:
 
 
 GATEWAY_PATH_PREFIXES = ("/v1/", "/healthz", "/plain/v1/")
+GATEWAY_PATHS = ("/v1",)
 
 
 def dispatch(gateway_app: Any, django_app: Any) -> Any:
     """Send gateway paths to the lean handler and everything else to Django's."""
 
     async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(GATEWAY_PATH_PREFIXES):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path.startswith(GATEWAY_PATH_PREFIXES) or path in GATEWAY_PATHS):
             await gateway_app(scope, receive, send)
         else:
             await django_app(scope, receive, send)

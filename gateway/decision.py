@@ -198,11 +198,14 @@ async def decide(balancer: BalancerSpec, version: int, payload: dict[str, Any], 
     """The first route for this request, with the reason recorded in the usage event."""
     if override:
         route = balancer.route_named(override)
-        if route is None:
+        if route is None or not route.enabled:
             from gateway.errors import bad_request
 
-            names = ", ".join(r.name for r in balancer.routes)
-            raise bad_request(f"Unknown route {override!r} for {balancer.serving_name}; routes: {names}.", param="X-Balancer-Route")
+            names = ", ".join(r.name for r in balancer.routes if r.enabled)
+            state = "Unknown" if route is None else "Disabled"
+            raise bad_request(f"{state} route {override!r} in the X-Balancer-Route header for "
+                              f"{balancer.serving_name}; enabled routes: {names}.",
+                              param="X-Balancer-Route", code="route_not_available")
         return Decision(route, OVERRIDE)
     if balancer.routing_mode == "intent_classifier":
         return await classify(balancer, version, payload.get("messages"))

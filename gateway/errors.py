@@ -34,6 +34,7 @@ class GatewayError(Exception):
 
     def response(self, extra_headers: dict[str, str] | None = None) -> HttpResponse:
         response = HttpResponse(orjson.dumps(self.body()), status=self.status, content_type="application/json")
+        response.error_code = self.code or self.type  # type: ignore[attr-defined]  # for the usage event
         for key, value in {**self.headers, **(extra_headers or {})}.items():
             response[key] = value
         return response

@@ -32,6 +32,9 @@ class ApiKey(models.Model):
     rate_limit_per_minute = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Requests per minute; empty: unlimited."
     )
+    allow_route_override = models.BooleanField(
+        default=False, verbose_name="may choose the route",
+        help_text="Requests with this key may force an enabled route with the X-Balancer-Route header.")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

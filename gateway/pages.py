@@ -41,6 +41,10 @@ class ApiKeyForm(forms.Form):
     )
     rate_limit_per_minute = forms.IntegerField(min_value=1, required=False, label="Requests per minute",
                                                help_text="Empty: unlimited.")
+    allow_route_override = forms.BooleanField(
+        required=False, label="May choose the route",
+        help_text="Requests with this key may force an enabled route with the X-Balancer-Route header "
+                  "(testing, trusted tools). Off: the header is refused with a 403.")
 
 
 def _context(form: ApiKeyForm, **extra: Any) -> dict[str, Any]:
@@ -59,6 +63,7 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
             key, secret = api_key_create(
                 name=form.cleaned_data["name"], balancers=form.cleaned_data["balancers"],
                 rate_limit_per_minute=form.cleaned_data["rate_limit_per_minute"],
+                allow_route_override=form.cleaned_data["allow_route_override"],
             )
         except ValidationError as exc:
             form.add_error(None, exc.messages)
@@ -96,7 +101,7 @@ class UsageFilterForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keys = {str(k.pk): k for k in ApiKey.objects.order_by("revoked_at", "name")}
-        self.fields["key"].choices = [("", "All API keys"), ("none", "No key (playground)")] + [
+        self.fields["key"].choices = [("", "All API keys"), ("none", "No key (playground, refusals)")] + [
             (pk, f"{k.name} ({k.prefix}…){' · revoked' if k.revoked_at else ''}") for pk, k in self.keys.items()
         ]
 

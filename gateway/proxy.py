@@ -45,6 +45,18 @@ class ClientRequest:
     route_override: str | None
     started: float  # time.monotonic()
     created_at: datetime
+    recorded: bool = False  # a usage event is (or will be, at the stream's end) recorded for it here
+
+
+def check_route_override(key: KeySpec, override: str | None) -> str | None:
+    """An X-Balancer-Route override is for keys allowed to choose a route (the playground's is)."""
+    if override and not key.allow_route_override:
+        raise errors.GatewayError(
+            403, "This API key may not choose a route: the X-Balancer-Route header needs a key allowed to "
+                 "override routing. Send the request without it, or ask an operator to allow route override "
+                 "on this key.",
+            type="permission_error", code="route_override_not_allowed", param="X-Balancer-Route")
+    return override
 
 
 def validate_payload(endpoint: str, payload: Any) -> dict[str, Any]:
@@ -132,6 +144,7 @@ class _Exchange:
     def record(self, *, status: int, attempt: Attempt | None, prompt: int = 0, completion: int = 0,
                error_type: str = "", stream: bool = False) -> None:
         instance = attempt.instance if attempt is not None else None
+        self.req.recorded = True
         recorder.record(UsageRecord(
             created_at=self.req.created_at,
             request_id=self.req.request_id,
@@ -161,6 +174,7 @@ class _Exchange:
 async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | StreamingHttpResponse:
     payload = validate_payload(req.endpoint, req.payload)
     balancer = find_balancer(config, req.key, payload["model"], req.endpoint)
+    check_route_override(req.key, req.route_override)
     if req.key.rate_limit_per_minute:
         wait = await check_rate_limit(req.key.pk, req.key.rate_limit_per_minute)
         if wait is not None:
@@ -207,6 +221,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         exchange.log_attempt(attempt, "ok", started, 200)
         exchange.ttfb_ms = round((time.monotonic() - req.started) * 1000, 3)
         if isinstance(result, UpstreamStream):
+            req.recorded = True  # by the relay, when the stream ends
             return _stream_response(result, exchange, attempt, strip_usage=not client_wants_usage)
         exchange.record(status=200, attempt=attempt, prompt=prompt, completion=completion)
         response = HttpResponse(body, content_type="application/json")

@@ -60,7 +60,7 @@ class UsageFilters:
     range: UsageRange = DEFAULT_RANGE
     balancer: Balancer | None = None
     api_key: ApiKey | None = None
-    without_key: bool = False  # requests that carried no API key: the playground and smoke tests
+    without_key: bool = False  # requests without a valid API key: the playground, smoke tests, 401s
 
     @property
     def key_param(self) -> str:
@@ -277,7 +277,10 @@ def _balancer_label(balancers: dict[int, Balancer], balancer_id: int | None, ser
     balancer = balancers.get(balancer_id) if balancer_id is not None else None
     if balancer is not None:
         return balancer.name, reverse("balancer-detail", args=[balancer.name])
-    return f"{serving_name or 'unknown'} (deleted)", ""
+    if not serving_name:  # refused before a model was read (no key, bad JSON, unknown path) or the model list
+        return "no model named", ""
+    # Deleted since, or never a balancer (a request for an unknown model, refused with a 404).
+    return f"{serving_name} (deleted or unknown)", ""
 
 
 def _rows(hours: QuerySet[UsageHourly], fields: Iterable[str],
@@ -329,7 +332,7 @@ def usage_breakdowns(*, filters: UsageFilters, start: datetime, end: datetime,
             return key.pk, key.name, f"{key.prefix}…" + (" · revoked" if key.revoked_at else ""), ""
         if row["api_key_id"] is not None:
             return row["api_key_id"], f"deleted key #{row['api_key_id']}", "", ""
-        return None, "No API key", "playground and smoke tests", ""
+        return None, "No API key", "playground, smoke tests, and refusals without a valid key", ""
 
     return {
         "balancer": _rows(hours, ("balancer_id", "serving_name"), by_balancer, total_cost),

@@ -12,11 +12,13 @@ from gateway.models import ApiKey, hash_api_key, new_api_key_secret
 
 @transaction.atomic
 def api_key_create(
-    *, name: str, balancers: Iterable[Balancer] = (), rate_limit_per_minute: int | None = None
+    *, name: str, balancers: Iterable[Balancer] = (), rate_limit_per_minute: int | None = None,
+    allow_route_override: bool = False,
 ) -> tuple[ApiKey, str]:
     """Create a key; return it with its secret, which is never stored or shown again."""
     secret = new_api_key_secret()
-    key = ApiKey(name=name, prefix=secret[:10], key_hash=hash_api_key(secret), rate_limit_per_minute=rate_limit_per_minute)
+    key = ApiKey(name=name, prefix=secret[:10], key_hash=hash_api_key(secret), rate_limit_per_minute=rate_limit_per_minute,
+                 allow_route_override=allow_route_override)
     key.full_clean()
     key.save()
     key.balancers.set(list(balancers))
@@ -33,7 +35,7 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
 
 @transaction.atomic
 def api_key_update(*, key: ApiKey, balancers: Iterable[Balancer] | None = None, **fields: object) -> ApiKey:
-    """Change a key's name, rate limit, enabled flag or balancers (`None` keeps them)."""
+    """Change a key's name, rate limit, route override, enabled flag or balancers (`None` keeps them)."""
     if fields.get("enabled") and key.revoked_at is not None:
         raise ValidationError({"enabled": "A revoked key stays revoked; create a new key instead."})
     for name, value in fields.items():

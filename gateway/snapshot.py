@@ -41,6 +41,7 @@ class KeySpec:
     name: str
     allowed: frozenset[str] | None  # serving names; None: every balancer
     rate_limit_per_minute: int | None
+    allow_route_override: bool = False  # may send X-Balancer-Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,7 @@ def build_config(version: int) -> GatewayConfig:
             name=key.name,
             allowed=frozenset(names_by_pk[pk] for pk in allowed if pk in names_by_pk) if allowed else None,
             rate_limit_per_minute=key.rate_limit_per_minute,
+            allow_route_override=key.allow_route_override,
         )
     return GatewayConfig(
         routing=Snapshot(version=version, balancers=MappingProxyType(balancers)),

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.urls import path
+from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
 from gateway import views
@@ -20,3 +20,6 @@ if settings.GATEWAY_PLAIN_VIEWS:
         path("plain/v1/chat/completions", csrf_exempt(views.plain_chat_completions)),
         path("plain/v1/embeddings", csrf_exempt(views.plain_embeddings)),
     ]
+
+# Last: any other path under /v1 is a 404 in the OpenAI shape, naming the endpoints that exist.
+urlpatterns += [re_path(r"^(?:plain/)?v1(?:/|$)", views.not_found, name="gateway-not-found")]

@@ -12,8 +12,6 @@ responses, JSON or SSE, so there is no content to negotiate).
 from __future__ import annotations
 
 import logging
-import random
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -28,19 +26,27 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
-from gateway import errors
+from gateway import errors, outcomes
 from gateway.auth import GatewayKeyAuthentication, GatewayPrincipal, authenticate_key
 from gateway.decision import decide
 from gateway.engine.auto import rank_instances
 from gateway.engine.planner import first_route, route_order
-from gateway.proxy import ClientRequest, find_balancer, proxy, validate_payload
+from gateway.proxy import (
+    ClientRequest,
+    check_route_override,
+    find_balancer,
+    proxy,
+    validate_payload,
+)
 from gateway.runtime import routing
 from gateway.snapshot import GatewayConfig, KeySpec, holder
 from gateway.usage import recorder
 
 logger = logging.getLogger(__name__)
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# What /v1 serves, named in the 404 for any other path.
+ENDPOINTS = ("POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models", "GET /v1/models/{model}",
+             "POST /v1/explain")
 
 
 def exception_response(exc: Exception) -> HttpResponse:
@@ -71,15 +77,22 @@ def read_json(request: HttpRequest) -> Any:
     if len(body) > limit:
         raise errors.too_large(limit)
     try:
-        return orjson.loads(body)
+        payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise errors.bad_request(f"The request body is not valid JSON: {exc}.") from None
+    request.gateway_payload = payload  # type: ignore[attr-defined]  # the serving name of a refused request's event
+    return payload
 
 
 def request_id(request: HttpRequest) -> str:
-    given = request.META.get("HTTP_X_REQUEST_ID", "")
-    # Request ids need to be unique, not unguessable: the PRNG avoids a getrandom() syscall per request.
-    return given if given and _REQUEST_ID.match(given) else f"{random.getrandbits(128):032x}"
+    # The edge (gateway.asgi) picks it once per request, so every answer and event carries the same one.
+    given = getattr(request, "gateway_request_id", None)
+    return given or outcomes.request_id_for(request.META.get("HTTP_X_REQUEST_ID", ""))
+
+
+def route_override(request: HttpRequest, key: KeySpec) -> str | None:
+    """The X-Balancer-Route header, if this key may send one (403 otherwise; proxy() checks it too)."""
+    return check_route_override(key, request.META.get("HTTP_X_BALANCER_ROUTE") or None)
 
 
 async def load_config() -> GatewayConfig:
@@ -132,15 +145,27 @@ class GatewayApiView(APIView):
         drf_request = self.initialize_request(request, *args, **kwargs)
         self.request = drf_request
         self.headers = self.default_response_headers
+        method = (request.method or "").lower()
         try:
-            request.gateway_config = await load_config()  # type: ignore[attr-defined]
-            self.perform_authentication(drf_request)
-            handler = getattr(self, request.method.lower(), self.http_method_not_allowed)  # type: ignore[union-attr]
-            response = await handler(drf_request, *args, **kwargs)
+            # The method first, before any key: a wrong one is the same mistake with or without a key.
+            if method == "options":
+                response = HttpResponse(status=204, headers={"Allow": self.allow_header()})
+            elif method not in self.http_method_names or not hasattr(self, method):
+                raise errors.GatewayError(
+                    405, f"{request.method} is not allowed on {request.path}; allowed: {self.allow_header()}.",
+                    code="method_not_allowed", headers={"Allow": self.allow_header()})
+            else:
+                request.gateway_config = await load_config()  # type: ignore[attr-defined]
+                self.perform_authentication(drf_request)
+                request.gateway_key = self.key(drf_request)  # type: ignore[attr-defined]
+                response = await getattr(self, method)(drf_request, *args, **kwargs)
         except Exception as exc:
             response = self.handle_exception(exc)
         self.response = self.finalize_response(drf_request, response, *args, **kwargs)
         return self.response
+
+    def allow_header(self) -> str:
+        return ", ".join(self._allowed_methods())
 
     @staticmethod
     def key(request: Any) -> KeySpec:
@@ -163,6 +188,7 @@ async def serve_proxy(request: HttpRequest, endpoint: str, key: KeySpec, config:
         started=time.monotonic(),
         created_at=datetime.now(UTC),  # what timezone.now() gives with USE_TZ, without reading settings
     )
+    request.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
     return await proxy(client_request, config)  # type: ignore[return-value]
 
 
@@ -206,7 +232,7 @@ class ExplainApi(GatewayApiView):
         config = self.config(request)
         payload = validate_payload("chat", read_json(request._request))
         balancer = find_balancer(config, self.key(request), payload["model"], "chat")
-        override = request._request.META.get("HTTP_X_BALANCER_ROUTE") or None
+        override = route_override(request._request, self.key(request))
         decision = await decide(balancer, config.version, payload, override)
         route, reason = decision.route, decision.reason
         ranking: list[dict[str, Any]] = []
@@ -236,6 +262,14 @@ class ExplainApi(GatewayApiView):
         })
 
 
+async def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """Any other path under /v1: a 404 in the OpenAI shape, naming what exists."""
+    return errors.GatewayError(
+        404, f"Unknown endpoint {request.method} {request.path[:200]}. This gateway serves: {', '.join(ENDPOINTS)}.",
+        code="unknown_endpoint",
+    ).response()
+
+
 async def healthz(request: HttpRequest) -> HttpResponse:
     """Liveness for load balancers, with the config version this worker routes from."""
     config = holder.peek()
@@ -261,10 +295,12 @@ async def plain_embeddings(request: HttpRequest) -> HttpResponse:
 
 async def _plain(request: HttpRequest, endpoint: str) -> HttpResponse:
     if request.method != "POST":
-        return errors.GatewayError(405, f"Method {request.method} not allowed.").response()
+        return errors.GatewayError(405, f"{request.method} is not allowed on {request.path}; allowed: POST.",
+                                   code="method_not_allowed", headers={"Allow": "POST"}).response()
     try:
         config = await load_config()
-        key = authenticate_key(request.META, config)
+        request.gateway_config = config  # type: ignore[attr-defined]
+        key = request.gateway_key = authenticate_key(request.META, config)  # type: ignore[attr-defined]
         return await serve_proxy(request, endpoint, key, config)
     except Exception as exc:
         return exception_response(exc)

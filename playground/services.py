@@ -16,11 +16,14 @@ import orjson
 from django.utils import timezone
 
 from gateway import errors
+from gateway.outcomes import record_outcome
 from gateway.proxy import ClientRequest, proxy
 from gateway.snapshot import GatewayConfig, KeySpec, holder
 
-# Playground requests belong to no API key: the usage event keeps api_key empty.
-PLAYGROUND_KEY = KeySpec(pk=None, name="playground", allowed=None, rate_limit_per_minute=None)  # type: ignore[arg-type]
+# Playground requests belong to no API key: the usage event keeps api_key empty. They come from a
+# logged-in operator's session, which may force a route (enabled ones only, like any key).
+PLAYGROUND_KEY = KeySpec(pk=None, name="playground", allowed=None, rate_limit_per_minute=None,  # type: ignore[arg-type]
+                         allow_route_override=True)
 
 
 @dataclass
@@ -63,14 +66,16 @@ async def smoke_test(*, serving_name: str, workload_kind: str, prompt: str, rout
     started = time.monotonic()
     result = SmokeResult(ok=False, status=0, serving_name=serving_name, prompt=prompt, request_id=request_id,
                          requested_route=route or "")
+    client_request = ClientRequest(endpoint=workload_kind, payload=payload, key=PLAYGROUND_KEY, request_id=request_id,
+                                   route_override=route or None, started=started, created_at=timezone.now())
     try:
         config = await _config_with(serving_name)
-        response = await proxy(
-            ClientRequest(endpoint=workload_kind, payload=payload, key=PLAYGROUND_KEY, request_id=request_id,
-                          route_override=route or None, started=started, created_at=timezone.now()),
-            config,
-        )
+        response = await proxy(client_request, config)
     except errors.GatewayError as exc:
+        if not client_request.recorded:  # refused before routing (e.g. a disabled route): recorded all the same
+            record_outcome(status=exc.status, error_code=exc.code or exc.type, endpoint=workload_kind,
+                           request_id=request_id, started=started, created_at=client_request.created_at,
+                           serving_name=serving_name)
         result.status, result.error = exc.status, exc.message
         result.headers = dict(exc.headers)
         result.decision = exc.headers.get("x-balancer-decision", "")

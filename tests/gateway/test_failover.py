@@ -163,7 +163,7 @@ def test_the_route_override_header_picks_the_route(setup):
     a = setup.instance("ov-a")
     b = setup.instance("ov-b")
     setup.failover_balancer(a, b, serving_name="ov")
-    client = setup.client()
+    client = setup.client(allow_route_override=True)
     raw = client.chat.completions.with_raw_response.create(model="ov", messages=HELLO, extra_headers={"X-Balancer-Route": "fallback"})
     assert raw.headers["x-balancer-route"] == "fallback"
     assert raw.headers["x-balancer-decision"] == "override"

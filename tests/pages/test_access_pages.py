@@ -43,3 +43,26 @@ def test_the_playground_sends_through_a_chosen_route(admin_client, demo, usage_w
     html = admin_client.post("/playground/send/", {"balancer": "support-balancer", "route": "reasoning",
                                                   "prompt": "Decide this refund."}, headers={"HX-Request": "true"}).content.decode()
     assert "route reasoning" in html and "instance gpt-oss-120b" in html and "forced onto <b>reasoning</b>" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_playground_may_force_an_enabled_route_but_never_a_disabled_one(admin_client, demo, usage_writer) -> None:  # type: ignore[no-untyped-def]
+    from balancers.models import Route
+    from gateway.models import UsageEvent
+    from tests.pages.ui_support import usage_writer_reset
+
+    route = Route.objects.get(balancer__name="support-balancer", name="reasoning")
+    route.enabled = False
+    route.save()  # bumps the config version
+    page = admin_client.get("/playground/?balancer=support-balancer").content.decode()
+    assert '<option value="reasoning" disabled>reasoning (disabled)</option>' in page
+    refused = admin_client.post("/playground/send/", {"balancer": "support-balancer", "route": "reasoning", "prompt": "x"},
+                                headers={"HX-Request": "true"}).content.decode()
+    assert "HTTP 400" in refused and "Disabled route" in refused
+    forced = admin_client.post("/playground/send/", {"balancer": "support-balancer", "route": "efficient", "prompt": "x"},
+                               headers={"HX-Request": "true"}).content.decode()
+    assert "route efficient" in forced and "forced onto <b>efficient</b>" in forced
+    usage_writer_reset()
+    # The refusal is recorded like any other request.
+    assert UsageEvent.objects.filter(status_code=400, error_type="route_not_available",
+                                     serving_name="support-balancer").count() == 1

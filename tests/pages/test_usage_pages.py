@@ -193,7 +193,7 @@ def test_a_deleted_balancer_keeps_its_usage(admin_client, traffic) -> None:  # t
     traffic["embed"].delete()
     html = admin_client.get("/usage/").content.decode()
     assert figure(html, "total-requests") == "4"
-    assert "embed-balancer (deleted)" in section(html, "breakdown-balancer")
+    assert "embed-balancer (deleted or unknown)" in section(html, "breakdown-balancer")
 
 
 @pytest.mark.parametrize(("amount", "shown"), [
@@ -209,3 +209,21 @@ def test_shares_read_as_percentages(share: float | None, shown: str) -> None:
     from gateway.templatetags.usage_format import percent
 
     assert percent(share) == shown
+
+
+def test_refused_requests_count_as_errors_and_cost_nothing(admin_client, traffic) -> None:  # type: ignore[no-untyped-def]
+    # What the gateway's edge records for refusals: a status, an error code, no tokens, no cost.
+    refused = {"created_at": timezone.now(), "endpoint": "chat", "latency_ms": 0.5}
+    UsageEvent.objects.create(request_id="r429", status_code=429, error_type="rate_limit_exceeded", balancer=traffic["support"],
+                              serving_name="support-balancer", api_key=traffic["key"], **refused)
+    UsageEvent.objects.create(request_id="r404", status_code=404, error_type="model_not_found", serving_name="nope",
+                              api_key=traffic["key"], **refused)
+    UsageEvent.objects.create(request_id="r401", status_code=401, error_type="invalid_api_key", **refused)
+    html = admin_client.get("/usage/").content.decode()
+    assert figure(html, "total-requests") == "7"
+    assert figure(html, "total-error-rate") == "57.1%"  # the 502 and the three refusals
+    assert figure(html, "total-cost") == "$0.002420"  # unchanged: refusals are not spend
+    assert figure(html, "total-tokens") == "3,450"
+    balancers = section(html, "breakdown-balancer")
+    assert "nope (deleted or unknown)" in balancers and "no model named" in balancers
+    assert "refusals without a valid key" in section(html, "breakdown-api-key")
