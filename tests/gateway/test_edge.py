@@ -101,12 +101,12 @@ def test_a_10_gb_content_length_is_refused_at_once_without_the_body(gateway):
 def test_a_chunked_body_past_the_limit_is_refused_before_it_ends(gateway):
     _, secret = make_api_key()
     gateway.wait_for_config()
-    chunk = b"x" * 65536
+    chunks = [b"x" * 65536] * 4 + [b"y" * 16]
     head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
             f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
-    # 320 KiB past a 256 KiB limit (LiveGateway's GATEWAY_MAX_BODY_BYTES), and no last chunk: the
+    # 16 bytes past a 256 KiB limit (LiveGateway's GATEWAY_MAX_BODY_BYTES), and no last chunk: the
     # answer can only come from the gateway refusing to read on.
-    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(5))
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks)
     answer, _ = raw_request(gateway.port, head + body)
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
 
@@ -137,7 +137,13 @@ def test_every_request_leaves_one_usage_event_whatever_its_answer(gateway):
     assert_openai_error(send("POST", chat, auth, json={"model": "edge-missing\x00", "messages": MESSAGES}), 404)
     assert_openai_error(send("POST", gateway.v1 + "/nowhere", auth, json=body), 404)
     assert_openai_error(send("GET", chat, auth), 405)
-    assert_openai_error(send("POST", chat, auth, content=b"x" * (300 * 1024)), 413)
+    # The 413 is answered from the header: send the header alone (an unread body would be reset).
+    too_large_id = f"edge-{uuid.uuid4().hex[:16]}"
+    answer, _ = raw_request(gateway.port, (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
+        f"X-Request-Id: {too_large_id}\r\nContent-Length: {300 * 1024}\r\n\r\n").encode())
+    assert answer.startswith(b"HTTP/1.1 413 ") and f"x-request-id: {too_large_id}".encode() in answer.lower()
+    sent[too_large_id] = 413
     assert_openai_error(send("POST", chat, {**auth, "X-Balancer-Route": "main"}, json=body), 403)
     for _ in range(5):  # 3 within the key's limit, then 429s
         send("POST", chat, auth, json=body)
