@@ -144,6 +144,11 @@ GATEWAY_BASE_URL = envstr("GATEWAY_BASE_URL", "")
 GATEWAY_PROBE_SECONDS = envfloat("GATEWAY_PROBE_SECONDS", 30.0)
 # Usage rollups: hourly sums for the usage page, every GATEWAY_ROLLUP_SECONDS (Celery beat in
 # production, the gateway's tick in embedded mode); raw events are kept this many days (0: forever).
+# Redis outages and hangs (docs/reliability.md): a request waits for Redis at most this long;
+# after a failure Redis is skipped (local state used) for GATEWAY_REDIS_RETRY_SECONDS.
+GATEWAY_REDIS_TIMEOUT_SECONDS = envfloat("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.05)
+GATEWAY_REDIS_RETRY_SECONDS = envfloat("GATEWAY_REDIS_RETRY_SECONDS", 2.0)
+GATEWAY_REDIS_LOG_SUMMARY_SECONDS = envfloat("GATEWAY_REDIS_LOG_SUMMARY_SECONDS", 60.0)
 GATEWAY_ROLLUP_SECONDS = envfloat("GATEWAY_ROLLUP_SECONDS", 60.0)
 GATEWAY_USAGE_RETENTION_DAYS = envint("GATEWAY_USAGE_RETENTION_DAYS", 30, minimum=0)
 

@@ -2,23 +2,29 @@
 
 The database row is the record; with REDIS_URL set the number is mirrored to a
 Redis key so that every worker on every host sees a change within one poll
-interval without touching the database.
+interval without touching the database. Versions only grow, so the key is only
+ever raised (`SET_IF_GREATER`): a worker that read a newer version from the
+database while Redis was away (or empty after a restart) raises the key when
+Redis is back, and a late writer never lowers it.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 
 from django.conf import settings
 from django.db import transaction
 
 from gateway.models import ConfigState
-from gateway.redis_client import redis_sync
-
-logger = logging.getLogger(__name__)
+from gateway.redis_client import RedisUnavailable, call_sync
 
 REDIS_KEY = "sb:config_version"
+# KEYS[1] = max(KEYS[1], ARGV[1]); answers the value now held.
+SET_IF_GREATER = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1] end
+return tostring(current)
+"""
 
 
 def config_version_bump() -> int:
@@ -30,9 +36,9 @@ def config_version_bump() -> int:
         state.save(update_fields=["version", "updated_at"])
     if settings.REDIS_URL:
         try:
-            redis_sync().set(REDIS_KEY, state.version)
-        except Exception:  # Redis down: workers still see the DB row on their next poll
-            logger.warning("could not publish config version to Redis", exc_info=True)
+            call_sync(lambda client: client.eval(SET_IF_GREATER, 1, REDIS_KEY, state.version))
+        except RedisUnavailable:
+            pass  # workers read the DB row while Redis is away, and raise the key when it is back
     return state.version
 
 

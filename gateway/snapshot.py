@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from balancers.models import Balancer
-from gateway.config_version import REDIS_KEY, config_version_from_db
+from gateway.config_version import REDIS_KEY, SET_IF_GREATER, config_version_from_db
 from gateway.engine.types import (
     BalancerSpec,
     GroupSpec,
@@ -153,19 +153,30 @@ def build_config(version: int) -> GatewayConfig:
     )
 
 
+_version_floor = 0  # the newest version this process read from the database while Redis was away
+
+
 async def read_version() -> int | None:
     """The config version as the workers see it (Redis when configured, else the DB row)."""
-    if settings.REDIS_URL:
-        from gateway.redis_client import redis_async
+    global _version_floor
+    from_db = sync_to_async(config_version_from_db, thread_sensitive=False)
+    if not settings.REDIS_URL:
+        return await from_db()
+    from gateway.redis_client import RedisUnavailable, call_async
 
-        try:
-            raw = await redis_async().get(REDIS_KEY)
-        except Exception:
-            logger.warning("Redis unreachable; reading the config version from the database", exc_info=True)
-        else:
-            if raw is not None:
-                return int(raw)
-    return await sync_to_async(config_version_from_db, thread_sensitive=False)()
+    try:
+        raw = await call_async(lambda client: client.get(REDIS_KEY))
+        if raw is not None and int(raw) >= _version_floor:
+            return int(raw)
+        if raw is None:  # Redis restarted empty
+            _version_floor = max(_version_floor, await from_db())
+        # Redis is back, empty or behind a change read from the database meanwhile: raise the key.
+        floor = _version_floor
+        return int(await call_async(lambda client: client.eval(SET_IF_GREATER, 1, REDIS_KEY, floor)))
+    except RedisUnavailable:  # the database row while Redis is away; the breaker logs the outage
+        version = await from_db()
+        _version_floor = max(_version_floor, version)
+        return version
 
 
 class ConfigHolder:
@@ -177,6 +188,7 @@ class ConfigHolder:
         self._pollers: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._polled_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._primed = False  # the tick hooks ran once after the first load
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
         # Called on every poll tick, e.g. to share health state through Redis.
         self.tick_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -184,24 +196,30 @@ class ConfigHolder:
     async def get(self) -> GatewayConfig:
         config = self._config
         if config is None:
-            config = await self.refresh(force=True)
-            await self._run_tick_hooks()  # e.g. learn other workers' cooldowns before the first request
-            # Everything loaded so far lives as long as the process: move it out of the
-            # collector's sight, so full collections stop scanning it (they paused the
-            # loop for 34-90 ms under load).
-            gc.freeze()
+            # Concurrent first requests share one load (the others wait for it), not one each.
+            config = await self.refresh(force=True, first=True)
+            if not self._primed:
+                self._primed = True
+                await self._run_tick_hooks()  # e.g. learn other workers' cooldowns before the first request
+                # Everything loaded so far lives as long as the process: move it out of the
+                # collector's sight, so full collections stop scanning it (they paused the
+                # loop for 34-90 ms under load).
+                gc.freeze()
         self._ensure_poller()
         return config
 
     def peek(self) -> GatewayConfig | None:
         return self._config
 
-    async def refresh(self, *, force: bool = False) -> GatewayConfig:
+    async def refresh(self, *, force: bool = False, first: bool = False) -> GatewayConfig:
+        """`first`: any loaded config will do (a first request that waited for another's load)."""
         loop = asyncio.get_running_loop()
         lock = self._locks.get(loop)
         if lock is None:
             lock = self._locks[loop] = asyncio.Lock()
         async with lock:
+            if first and self._config is not None:
+                return self._config
             version = await read_version()
             if not force and self._config is not None and version == self._seen_version:
                 return self._config
