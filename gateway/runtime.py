@@ -4,28 +4,48 @@ Each process keeps a RoutingState (health circuits, rotation counters, latency
 and in-flight stats). Health transitions are what other processes must know:
 every transition is queued and, on the next sync tick, written to the Redis hash
 `sb:health`; the same tick reads the hash and merges what other processes saw.
-Without Redis the state simply stays in process (embedded mode). Times are
-wall-clock seconds so that processes on different hosts agree.
+Without Redis, or while it is down or hung, the state simply stays in process
+(queued transitions are written once Redis answers again). Times are wall-clock
+seconds so that processes on different hosts agree.
+
+One owner: the health tracker is not thread-safe, so only the event loop that
+serves /v1 (its requests and its sync tick) reads or writes it. Other threads —
+the pages, probes run by Celery or a test — never touch it:
+
+- they read `published`: an immutable copy of every circuit's view, replaced
+  (never mutated) by the owner after each transition and each tick;
+- they hand a state to the owner with `_post`: a lock-guarded inbox (one entry
+  per instance) that the owner applies on its next tick; the state also goes
+  into the published copy at once, so the pages show it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 from django.conf import settings
 
-from gateway.engine.health import HealthTracker, HealthView
+from gateway.engine.health import HEALTHY, HealthTracker, HealthView
 from gateway.engine.planner import RoutingState
 
 logger = logging.getLogger(__name__)
 
 HEALTH_KEY = "sb:health"
+_UNKNOWN = HealthView(HEALTHY, None, 0, None, 0)
 
+# Owner only: transitions not yet written to Redis, by instance pk.
 _pending: dict[int, dict[str, float | int | None]] = {}
+
+# Shared between threads, under _board_lock: states posted for the owner, and the copy the pages read.
+_board_lock = threading.Lock()
+_inbox: dict[int, dict[str, Any]] = {}
+published: Mapping[int, HealthView] = MappingProxyType({})
 
 
 def _queue_transition(pk: int, view: HealthView) -> None:
@@ -36,26 +56,72 @@ def _queue_transition(pk: int, view: HealthView) -> None:
         "status": view.status,
         "at": time.time(),
     }
+    _publish({pk: view})
 
 
 routing = RoutingState(health=HealthTracker(on_change=_queue_transition), clock=time.time)
 
 
-async def sync_health() -> None:
-    """Publish this process's transitions and merge everyone else's (one round trip each way)."""
-    if not settings.REDIS_URL:
-        return
-    from gateway.redis_client import redis_async
+def _merged(view: HealthView, state: Mapping[str, Any], now: float) -> HealthView:
+    return view.merged(state.get("cooldown_until"), int(state.get("trips") or 0),
+                       state.get("last_failure_at"), now)
 
-    client = redis_async()
-    if _pending:
-        mapping = {str(pk): orjson.dumps(state) for pk, state in _pending.items()}
-        _pending.clear()
-        await client.hset(HEALTH_KEY, mapping=mapping)
-    _merge(await client.hgetall(HEALTH_KEY))
+
+def _publish(views: Mapping[int, HealthView], *, replace_all: bool = False) -> None:
+    """Swap in a new published copy: `views` over the old copy (or instead of it), inbox on top."""
+    global published
+    now = time.time()
+    with _board_lock:
+        board = dict(views) if replace_all else {**published, **views}
+        for pk, state in _inbox.items():
+            board[pk] = _merged(board.get(pk, _UNKNOWN), state, now)
+        published = MappingProxyType(board)
+
+
+def _post(pk: int, state: dict[str, Any]) -> None:
+    """From any thread: a state for the owner to apply, shown on the pages at once."""
+    with _board_lock:
+        _inbox[pk] = state
+    _publish({})
+
+
+def _apply_inbox() -> None:
+    """Owner only."""
+    with _board_lock:
+        posted = dict(_inbox)
+        _inbox.clear()
+    for pk, state in posted.items():
+        routing.health.apply_remote(pk, cooldown_until=state.get("cooldown_until"),
+                                    trips=int(state.get("trips") or 0),
+                                    last_failure_at=state.get("last_failure_at"))
+
+
+async def sync_health() -> None:
+    """The owner's tick: apply posted states, publish this process's transitions and merge
+    everyone else's (one round trip each way, skipped while Redis is away), publish the copy."""
+    _apply_inbox()
+    if settings.REDIS_URL:
+        from gateway.redis_client import RedisUnavailable, call_async
+
+        batch = dict(_pending)
+        try:
+            if batch:
+                mapping = {str(pk): orjson.dumps(state) for pk, state in batch.items()}
+                await call_async(lambda client: client.hset(HEALTH_KEY, mapping=mapping))
+                for pk, state in batch.items():
+                    if _pending.get(pk) is state:  # not replaced by a newer transition meanwhile
+                        del _pending[pk]
+            raw = await call_async(lambda client: client.hgetall(HEALTH_KEY))
+        except RedisUnavailable:
+            pass  # in-process state meanwhile; the breaker logs the outage
+        else:
+            _merge(raw)
+    now = time.time()
+    _publish({pk: routing.health.state(pk, now) for pk in routing.health.known()}, replace_all=True)
 
 
 def _merge(raw: dict[bytes, bytes]) -> None:
+    """Owner only."""
     for raw_pk, raw_state in raw.items():
         state = orjson.loads(raw_state)
         routing.health.apply_remote(
@@ -67,32 +133,38 @@ def _merge(raw: dict[bytes, bytes]) -> None:
 
 
 def health_snapshot(pks: list[int]) -> dict[int, HealthView]:
-    """Each instance's circuit as the gateway sees it (for pages: sync, merges Redis first)."""
+    """Each instance's circuit as the gateway sees it, for pages (any thread, sync): the owner's
+    published copy, merged with what Redis holds. Never touches the tracker."""
+    board = published
+    now = time.time()
+    views = {pk: board.get(pk, _UNKNOWN) for pk in pks}
     if settings.REDIS_URL and pks:
-        from gateway.redis_client import redis_sync
+        from gateway.redis_client import RedisUnavailable, call_sync
 
         try:
-            values = redis_sync().hmget(HEALTH_KEY, [str(pk) for pk in pks])
-        except Exception:
-            logger.warning("Redis unreachable; showing this process's health view", exc_info=True)
+            values = call_sync(lambda client: client.hmget(HEALTH_KEY, [str(pk) for pk in pks]))
+        except RedisUnavailable:
+            pass  # this process's view only; the breaker logs the outage
         else:
-            _merge({str(pk).encode(): v for pk, v in zip(pks, values, strict=True) if v is not None})
-    now = time.time()
-    return {pk: routing.health.state(pk, now) for pk in pks}
+            for pk, raw in zip(pks, values, strict=True):
+                if raw is not None:
+                    views[pk] = _merged(views[pk], orjson.loads(raw), now)
+    return {pk: view.at(now) for pk, view in views.items()}
 
 
 def mark_unavailable(pk: int, *, seconds: float) -> None:
-    """An active probe found the instance unavailable: cool it down here and, through Redis, everywhere."""
+    """An active probe found the instance unavailable (any thread): cool it down here, through
+    the owner, and, through Redis, everywhere."""
     now = time.time()
-    routing.health.apply_remote(pk, cooldown_until=now + seconds, trips=1, last_failure_at=now)
-    _queue_transition(pk, routing.health.state(pk, now))
+    state = {"cooldown_until": now + seconds, "trips": 1, "last_failure_at": now, "status": "cooling", "at": now}
+    _post(pk, state)
     if settings.REDIS_URL:
-        from gateway.redis_client import redis_sync
+        from gateway.redis_client import RedisUnavailable, call_sync
 
         try:
-            redis_sync().hset(HEALTH_KEY, str(pk), orjson.dumps(_pending.pop(pk)))
-        except Exception:
-            logger.warning("could not publish a probe result to Redis", exc_info=True)
+            call_sync(lambda client: client.hset(HEALTH_KEY, str(pk), orjson.dumps(state)))
+        except RedisUnavailable:
+            pass  # the next probe publishes again; the breaker logs the outage
 
 
 class EmbeddedJob:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 HEALTHY = "healthy"
 COOLING = "cooling"
@@ -76,6 +76,30 @@ class HealthView:
     last_failure_at: float | None
     trips: int  # trips since the last recovery: the backoff step
     trial_in_flight: bool = False
+
+    def at(self, now: float) -> HealthView:
+        """The same circuit seen later: a cooldown that is over by ``now`` is half-open."""
+        if self.cooldown_until is None:
+            return self
+        status = COOLING if now < self.cooldown_until else HALF_OPEN
+        return self if status == self.status else replace(self, status=status)
+
+    def merged(
+        self, cooldown_until: float | None, trips: int, last_failure_at: float | None, now: float
+    ) -> HealthView:
+        """This view with a state another process published: ``HealthTracker.apply_remote``'s
+        rule (the later cooldown wins; one already over at ``now`` changes nothing), on a copy."""
+        view = self
+        if last_failure_at is not None and (
+            view.last_failure_at is None or last_failure_at > view.last_failure_at
+        ):
+            view = replace(view, last_failure_at=last_failure_at)
+        if cooldown_until is None or cooldown_until <= now:
+            return view
+        if view.cooldown_until is not None and cooldown_until <= view.cooldown_until:
+            return view
+        return replace(view, status=COOLING, cooldown_until=cooldown_until,
+                       trips=max(view.trips, trips), trial_in_flight=False)
 
 
 class _Circuit:
