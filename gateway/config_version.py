@@ -21,9 +21,12 @@ from gateway.redis_client import RedisUnavailable, call_sync
 REDIS_KEY = "sb:config_version"
 # KEYS[1] = max(KEYS[1], ARGV[1]); answers the value now held.
 SET_IF_GREATER = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1] end
-return tostring(current)
+local current = redis.call('GET', KEYS[1])
+if not current or tonumber(ARGV[1]) > tonumber(current) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return current
 """
 
 

@@ -4,14 +4,15 @@ Redis holds shared state only (rate-limit counts, health transitions, the config
 version); every use has a process-local fallback. So a Redis that is down or
 hung must cost a request at most GATEWAY_REDIS_TIMEOUT_SECONDS, and only once:
 
-- Every command runs within GATEWAY_REDIS_TIMEOUT_SECONDS (connect included),
-  with no client-side retries.
+- Every command on the event loop runs within GATEWAY_REDIS_TIMEOUT_SECONDS
+  (connect included), with no client-side retries. The sync client (pages,
+  configuration writes, Celery tasks: never a /v1 request) waits up to 0.5 s.
 - Two failures in a row open the breaker (one late answer, say while the event
   loop was busy, only sends that one call to its fallback, silently): for
-  GATEWAY_REDIS_RETRY_SECONDS every caller gets
-  `RedisUnavailable` at once, without touching the network, and uses its local
-  fallback. Then one caller (a request or the background tick) tries again: on
-  success the breaker closes, on failure it stays open for another back-off.
+  GATEWAY_REDIS_RETRY_SECONDS every caller gets `RedisUnavailable` at once,
+  without touching the network, and uses its local fallback. Then one caller (a
+  request or the background tick) tries again: on success the breaker closes,
+  on failure it stays open for another back-off.
 - The outage is logged once when it starts ("Redis unavailable: <reason>, using
   local state"), then as a summary every GATEWAY_REDIS_LOG_SUMMARY_SECONDS while
   it lasts, and once when it ends ("Redis back after N s"): never per request.
@@ -29,7 +30,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aredis
@@ -157,7 +158,7 @@ def breaker() -> RedisBreaker:
 _FAILURES = (redis.RedisError, OSError)
 
 
-async def call_async(command: Callable[[aredis.Redis], Awaitable[T]]) -> T:
+async def call_async(command: Callable[[Any], Awaitable[T]]) -> T:
     """Run `command(client)` on this loop's client within the timeout, through the breaker."""
     gate = breaker()
     if not gate.allow():
@@ -175,7 +176,7 @@ async def call_async(command: Callable[[aredis.Redis], Awaitable[T]]) -> T:
     return result
 
 
-def call_sync(command: Callable[[redis.Redis], T]) -> T:
+def call_sync(command: Callable[[Any], T]) -> T:
     """Run `command(client)` on the process's sync client (socket timeouts), through the breaker."""
     gate = breaker()
     if not gate.allow():
@@ -197,23 +198,21 @@ def call_sync(command: Callable[[redis.Redis], T]) -> T:
 SYNC_TIMEOUT_SECONDS = 0.5
 
 
-def _timeouts(timeout: float) -> dict[str, float]:
-    return {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-
-
 @functools.cache
 def redis_sync() -> redis.Redis:
     # No client-side retries: redis-py 6 retries 3 times with a back-off by default, which
     # turned one hung Redis into seconds per request. The breaker decides when to retry.
+    timeout = max(SYNC_TIMEOUT_SECONDS, settings.GATEWAY_REDIS_TIMEOUT_SECONDS)
     return redis.Redis.from_url(settings.REDIS_URL, retry=Retry(NoBackoff(), 0),
-                                 **_timeouts(max(SYNC_TIMEOUT_SECONDS, settings.GATEWAY_REDIS_TIMEOUT_SECONDS)))
+                                socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 def redis_async() -> aredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
+        timeout = settings.GATEWAY_REDIS_TIMEOUT_SECONDS
         client = aredis.Redis.from_url(settings.REDIS_URL, retry=AsyncRetry(NoBackoff(), 0),
-                                        **_timeouts(settings.GATEWAY_REDIS_TIMEOUT_SECONDS))
+                                       socket_timeout=timeout, socket_connect_timeout=timeout)
         _async_clients[loop] = client
     return client

@@ -108,10 +108,10 @@ def test_a_cold_start_with_redis_hung_serves_concurrent_first_requests_quickly(k
         print(f"cold start, 20 concurrent first requests with Redis hung: fastest {times[0] * 1000:.0f} ms, "
               f"slowest {times[-1] * 1000:.0f} ms")
         # The first load (imports, queries) takes 1.4-2.6 s on the shared test machine even with
-        # Redis up; the requests must share it, not queue for twenty loads in turn each waiting
-        # out Redis timeouts (up to 16 s on main).
-        assert times[-1] - times[0] < 1.0
-        assert times[-1] < 5.0
+        # Redis up, and twenty requests then share one CPU; they must share the load, not queue
+        # for twenty loads in turn, each waiting out Redis timeouts (up to 16 s on main).
+        assert times[-1] - times[0] < 2.5
+        assert times[-1] < 8.0
         assert gateway.log().count("Redis unavailable:") == 1
     finally:
         redis_server.resume()
@@ -129,6 +129,7 @@ def test_requests_are_served_while_redis_is_killed_and_shared_state_resumes_when
                 elapsed, status = timed_post(gateway.base_url, secret)
                 assert status == 200 and elapsed < PER_REQUEST_BOUND
         lines = redis_lines(gateway.log())
+        print(f"Redis killed, 100 requests: {len(lines)} log line(s): {lines}")
         assert len([line for line in lines if "Redis unavailable:" in line]) == 1, lines
         assert len(lines) <= 3, lines  # a handful of lines for 100 requests, not a traceback each
         assert "Traceback" not in gateway.log()
