@@ -353,6 +353,7 @@ def gateway_env(plan: Plan, database_url: str) -> dict[str, str]:
         SECRET_KEY="bench-" + secrets.token_urlsafe(40),
         ALLOWED_HOSTS="127.0.0.1,localhost",
         DEBUG="0",
+        GATEWAY_EGRESS_ALLOW_PRIVATE="1",  # the mock upstream is on loopback
         VAR_DIR=str(plan.out / "var"),
         PYTHONUNBUFFERED="1",
     )

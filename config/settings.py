@@ -141,6 +141,20 @@ GATEWAY_USAGE_BUFFER_MAX = envint("GATEWAY_USAGE_BUFFER_MAX", 50_000, minimum=10
 GATEWAY_USAGE_FLUSH_SECONDS = envfloat("GATEWAY_USAGE_FLUSH_SECONDS", 1.0)
 GATEWAY_UPSTREAM_MAX_CONNECTIONS = envint("GATEWAY_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1)
 GATEWAY_BASE_URL = envstr("GATEWAY_BASE_URL", "")
+# Hostile upstreams (docs/reliability.md): an answer past these bounds is an upstream failure and
+# its connection is dropped. Whole bodies as sent and once decompressed; streamed answers per SSE event.
+GATEWAY_UPSTREAM_MAX_HEADER_BYTES = envint("GATEWAY_UPSTREAM_MAX_HEADER_BYTES", 64 * 1024, minimum=1024)
+GATEWAY_UPSTREAM_MAX_BODY_BYTES = envint("GATEWAY_UPSTREAM_MAX_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
+GATEWAY_UPSTREAM_MAX_DECOMPRESSED_BYTES = envint(
+    "GATEWAY_UPSTREAM_MAX_DECOMPRESSED_BYTES", 32 * 1024 * 1024, minimum=1024
+)
+GATEWAY_UPSTREAM_MAX_EVENT_BYTES = envint("GATEWAY_UPSTREAM_MAX_EVENT_BYTES", 8 * 1024 * 1024, minimum=1024)
+# Egress policy (targetgroups/egress.py): link-local and cloud metadata addresses are always refused;
+# loopback and private networks only with this on. On by default in embedded mode (SQLite: `make run`,
+# where the simulator and local model servers live); in production, a deliberate choice.
+GATEWAY_EGRESS_ALLOW_PRIVATE = envbool(
+    "GATEWAY_EGRESS_ALLOW_PRIVATE", DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+)
 GATEWAY_PROBE_SECONDS = envfloat("GATEWAY_PROBE_SECONDS", 30.0)
 # Usage rollups: hourly sums for the usage page, every GATEWAY_ROLLUP_SECONDS (Celery beat in
 # production, the gateway's tick in embedded mode); raw events are kept this many days (0: forever).

@@ -18,7 +18,7 @@ from targetgroups.models import (
     TargetGroup,
     WorkloadKind,
 )
-from targetgroups.validators import slug_validator
+from targetgroups.validators import base_url_problem, slug_validator
 
 DOCUMENT_KEYS = ("name", "display_name", "description", "workload_kind", "selection_policy", "enabled", "members")
 MEMBER_KEYS = ("instance_id", "weight", "enabled", "priority")
@@ -66,6 +66,9 @@ class TargetGroupDocument(StrictMixin, serializers.Serializer):
                 problem["instance_id"] = ["This instance is listed twice."]
             elif kind and instance.workload_kind != kind:
                 problem["instance_id"] = [f"{instance.instance_id} is a {instance.workload_kind} instance; the group serves {kind}."]
+            elif instance.base_url and (refused := base_url_problem(instance.base_url)):
+                # Saved before the egress policy, or under a laxer one: fix the instance first.
+                problem["instance_id"] = [f"{instance.instance_id}'s base URL is refused: {refused}"]
             seen.add(member["instance_id"])
             errors.append(problem)
         if any(errors):

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from targetgroups.validators import slug_validator
+from targetgroups.validators import slug_validator, validate_base_url
 
 
 class WorkloadKind(models.TextChoices):
@@ -89,6 +89,11 @@ class Instance(models.Model):
         errors: dict[str, str] = {}
         if self.provider in (Provider.OPENAI, Provider.ANTHROPIC) and not self.base_url:
             errors["base_url"] = "A base URL is required for this provider."
+        elif self.base_url:
+            try:
+                validate_base_url(self.base_url)
+            except ValidationError as exc:
+                errors["base_url"] = exc.messages[0]
         if self.provider == Provider.ANTHROPIC and self.workload_kind != WorkloadKind.CHAT:
             errors["workload_kind"] = "Anthropic instances serve chat only."
         if self.provider == Provider.BUILTIN:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.engine.types import InstanceSpec
+from targetgroups import egress
 
 # Statuses that mean "this instance cannot serve this request now": try the next one.
 # 401/403/404 from an upstream mean our credential or model name is wrong there.
@@ -59,6 +61,17 @@ class UpstreamStream:
             await self.closer()
 
 
+def _base_url_problem(base_url: str) -> str | None:
+    from gateway.upstream.http import default_limits
+
+    return _base_url_problem_under(base_url, default_limits().allow_private)
+
+
+@functools.lru_cache(maxsize=1024)
+def _base_url_problem_under(base_url: str, allow_private: bool) -> str | None:
+    return egress.base_url_problem(base_url, allow_private=allow_private)
+
+
 def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -77,6 +90,10 @@ async def call_upstream(
     instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float
 ) -> UpstreamResponse | UpstreamStream:
     """Call one instance. `endpoint` is "chat" or "embeddings"; `deadline` is time.monotonic()-based."""
+    if instance.provider in ("openai", "anthropic"):
+        problem = _base_url_problem(instance.base_url)
+        if problem:  # a row saved before the egress policy: refused here as at save time
+            raise UpstreamFailure("connect", f"base URL refused: {problem}")
     if instance.provider == "simulator":
         from gateway.upstream import simulator
 

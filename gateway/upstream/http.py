@@ -18,6 +18,21 @@ dropped after KEEPALIVE_SECONDS idle), at most `max_connections` open per origin
 A request on a reused connection that the upstream closed before answering a
 single byte is sent once more on a new connection: that is a keep-alive race,
 not an upstream failure.
+
+Hostile upstreams (docs/reliability.md): every request carries `Limits` (by
+default the GATEWAY_UPSTREAM_MAX_* settings). Header bytes, body bytes and
+decompressed bytes past them raise TooLarge (a ProtocolError: an upstream
+failure, so the gateway fails over) and the connection is dropped, never
+reused. gzip/deflate are inflated in steps of INFLATE_STEP bytes of output,
+stopping at the bound, so a compression bomb costs at most the bound in
+memory and never holds the event loop for more than one step. Streamed
+answers are bounded per SSE event (openai_compat) and by the request's
+deadline, not in total.
+
+Egress policy (targetgroups/egress.py): before connecting, the upstream's name
+is resolved here and only addresses the policy allows are connected to
+(link-local and metadata addresses never; loopback and private networks when
+`Limits.allow_private`); a refused one raises EgressRefused, a ConnectError.
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ import asyncio
 import base64
 import functools
 import ipaddress
+import socket
 import ssl
 import time
 import urllib.request
@@ -39,8 +55,11 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
+from targetgroups import egress
+
 KEEPALIVE_SECONDS = 30.0
 STREAM_HIGH_WATER = 256 * 1024  # pause reading a stream that the client is slower to take than this
+INFLATE_STEP = 256 * 1024  # bytes of decompressed output per step; the loop runs between steps
 
 
 class ClientError(Exception):
@@ -53,6 +72,59 @@ class ConnectError(ClientError):
 
 class ProtocolError(ClientError):
     """The upstream's bytes are not the HTTP this client can read."""
+
+
+class TooLarge(ProtocolError):
+    """The answer's headers, body or decompressed body went past its bound (Limits)."""
+
+
+class EgressRefused(ConnectError):
+    """The egress policy refuses the address the upstream's name leads to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may cost (the defaults are the settings'; see default_limits)."""
+
+    max_header_bytes: int = 64 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024  # a whole body as sent (after chunked framing, before decoding)
+    max_decompressed_bytes: int = 32 * 1024 * 1024
+    max_event_bytes: int = 8 * 1024 * 1024  # one SSE event of a streamed answer (openai_compat)
+    allow_private: bool = True  # egress: loopback and private networks may be called
+
+
+_default_limits: Limits | None = None
+
+
+def default_limits() -> Limits:
+    """Limits from the GATEWAY_UPSTREAM_MAX_* and GATEWAY_EGRESS_ALLOW_PRIVATE settings, read once
+    (again after a test changes a setting)."""
+    global _default_limits
+    if _default_limits is None:
+        from django.conf import settings
+
+        _default_limits = Limits(
+            max_header_bytes=settings.GATEWAY_UPSTREAM_MAX_HEADER_BYTES,
+            max_body_bytes=settings.GATEWAY_UPSTREAM_MAX_BODY_BYTES,
+            max_decompressed_bytes=settings.GATEWAY_UPSTREAM_MAX_DECOMPRESSED_BYTES,
+            max_event_bytes=settings.GATEWAY_UPSTREAM_MAX_EVENT_BYTES,
+            allow_private=settings.GATEWAY_EGRESS_ALLOW_PRIVATE,
+        )
+    return _default_limits
+
+
+def _forget_default_limits(*, setting: str, **_: Any) -> None:
+    global _default_limits
+    if setting.startswith(("GATEWAY_UPSTREAM_MAX_", "GATEWAY_EGRESS_")):
+        _default_limits = None
+
+
+try:
+    from django.test.signals import setting_changed
+except ImportError:  # pragma: no cover - the client also runs without Django
+    pass
+else:
+    setting_changed.connect(_forget_default_limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +234,11 @@ class _Connection(asyncio.Protocol):
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        self.limits = Limits()
         self.closed = False
         self.idle_since = 0.0
         self.counted = True  # still counted in pool.open
+        self.allow_private = False  # the egress policy it was opened under
         self._start()
 
     def _start(self) -> None:
@@ -173,6 +247,9 @@ class _Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.buffered = 0
+        self.head_bytes = 0  # bytes received before the answer's headers were whole (interim answers too)
+        self.header_bytes = 0  # the header lines parsed so far
+        self.body_bytes = 0
         self.headers_done = False
         self.complete = False
         self.keep_alive = True
@@ -200,8 +277,19 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._abort(ProtocolError("the upstream switched protocols"))
-        except httptools.HttpParserError as exc:
+        except httptools.HttpParserError as exc:  # a callback's _refuse() has set the error already
             self._abort(ProtocolError(f"the upstream's answer is not valid HTTP/1.1 ({exc})"))
+            return
+        if not self.headers_done and self.error is None:
+            # The parser holds an unfinished header line itself: bound what it may hold.
+            self.head_bytes += len(data)
+            if self.head_bytes > self.limits.max_header_bytes:
+                self._abort(TooLarge(f"the upstream's headers exceed {self.limits.max_header_bytes} bytes"))
+
+    def _refuse(self, error: TooLarge) -> None:
+        """Drop the connection with `error`, and stop the parser (httptools re-raises from feed_data)."""
+        self._abort(error)
+        raise error
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -222,6 +310,9 @@ class _Connection(asyncio.Protocol):
         if self.complete:
             self.keep_alive = False
             return
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.limits.max_header_bytes:
+            self._refuse(TooLarge(f"the upstream's headers exceed {self.limits.max_header_bytes} bytes"))
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
@@ -231,7 +322,7 @@ class _Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:  # 100 Continue, 103 Early Hints...: skip (RFC 9110 15.2)
             self.interim = True
-            self.headers = []
+            self.headers = []  # header_bytes keeps counting: interim answers share the bound
             return
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
@@ -246,6 +337,9 @@ class _Connection(asyncio.Protocol):
         if self.complete:
             self.keep_alive = False
             return
+        self.body_bytes += len(body)
+        if self.body_bytes > self.limits.max_body_bytes and not self.streaming:
+            self._refuse(TooLarge(f"the upstream's body exceeds {self.limits.max_body_bytes} bytes"))
         self.chunks.append(body)
         self.buffered += len(body)
         if self.streaming:
@@ -334,16 +428,18 @@ class _Pool:
         self.closed = False  # by close_pools(): connections still in use close when their answer ends
         self.waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, connect_timeout: float, within: float) -> tuple[_Connection, bool]:
+    async def acquire(self, connect_timeout: float, within: float, limits: Limits) -> tuple[_Connection, bool]:
         """An idle connection (reused=True) or a new one. Waits while `limit` are open,
         for at most `within` seconds (TimeoutError)."""
-        return await self._acquire(connect_timeout, within, fresh=False)
+        return await self._acquire(connect_timeout, within, limits, fresh=False)
 
-    async def acquire_new(self, connect_timeout: float, within: float) -> _Connection:
-        connection, _ = await self._acquire(connect_timeout, within, fresh=True)
+    async def acquire_new(self, connect_timeout: float, within: float, limits: Limits) -> _Connection:
+        connection, _ = await self._acquire(connect_timeout, within, limits, fresh=True)
         return connection
 
-    async def _acquire(self, connect_timeout: float, within: float, *, fresh: bool) -> tuple[_Connection, bool]:
+    async def _acquire(
+        self, connect_timeout: float, within: float, limits: Limits, *, fresh: bool
+    ) -> tuple[_Connection, bool]:
         deadline = time.monotonic() + within
         while True:
             if not fresh:
@@ -352,8 +448,9 @@ class _Pool:
                     self.idle.pop(0).close()
                 while self.idle:
                     connection = self.idle.pop()
-                    if not connection.closed:
+                    if not connection.closed and (limits.allow_private or not connection.allow_private):
                         return connection, True
+                    connection.close()  # opened under a laxer egress policy (a test changed it)
             if self.open < self.limit:
                 break
             if self.idle:  # a new connection is wanted and idle ones hold the places: give one up
@@ -365,17 +462,17 @@ class _Pool:
 
         def factory() -> _Connection:
             made.append(_Connection(self))
-            return made[0]
+            return made[-1]
 
         try:
             async with asyncio.timeout(min(connect_timeout, max(0.0, deadline - time.monotonic()))):
                 if self.proxy is None:
-                    _, connection = await self.loop.create_connection(
-                        factory, origin.host, origin.port,
-                        ssl=_tls_context() if origin.tls else None,
-                        server_hostname=origin.host if origin.tls else None,
-                    )
+                    connection = await self._connect(factory, limits.allow_private, made)
                 else:
+                    # The proxy resolves the upstream's name: the policy checks the name as written.
+                    problem = egress.host_problem(origin.host, allow_private=limits.allow_private)
+                    if problem:
+                        raise EgressRefused(f"the egress policy refuses {origin.host}: {problem}")
                     connection = await self._connect_through_proxy(factory)
         except BaseException as exc:
             # Count the place free exactly once: the transport, if one was made, may
@@ -390,7 +487,36 @@ class _Pool:
             if isinstance(exc, (OSError, ssl.SSLError)):
                 raise ConnectError(f"cannot connect to {origin.host}:{origin.port}: {type(exc).__name__}") from None
             raise
+        connection.allow_private = limits.allow_private
         return connection, False
+
+    async def _connect(self, factory: Any, allow_private: bool, made: list[_Connection]) -> _Connection:
+        """Resolve the upstream's name, keep the addresses the egress policy allows, connect to
+        the first that answers (by address: what was checked is what is connected to)."""
+        origin = self.origin
+        try:
+            addresses = [ipaddress.ip_address(origin.host)]
+        except ValueError:
+            infos = await self.loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+            addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+        problems = [egress.address_problem(address, allow_private=allow_private) for address in addresses]
+        allowed = [address for address, problem in zip(addresses, problems, strict=True) if problem is None]
+        if not allowed:
+            reason = next((p for p in problems if p), "it resolves to no address")
+            raise EgressRefused(f"the egress policy refuses {origin.host}: {reason}")
+        for index, address in enumerate(allowed):
+            try:
+                _, connection = await self.loop.create_connection(
+                    factory, str(address), origin.port,
+                    ssl=_tls_context() if origin.tls else None,
+                    server_hostname=origin.host if origin.tls else None,
+                )
+                return connection  # type: ignore[no-any-return]
+            except OSError as exc:
+                # Not answering at this address: try the next (a TLS failure is final).
+                if made or isinstance(exc, ssl.SSLError) or index == len(allowed) - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _connect_through_proxy(self, factory: Any) -> _Connection:
         proxy, origin = self.proxy, self.origin
@@ -530,10 +656,11 @@ def _encode_head(method: str, target: str, origin: Origin, headers: dict[str, st
 class Response:
     """An answer whose status line and headers have arrived; the body follows."""
 
-    __slots__ = ("_connection", "_decoder", "headers", "status")
+    __slots__ = ("_connection", "_decoder", "_limits", "headers", "status")
 
     def __init__(self, connection: _Connection) -> None:
         self._connection: _Connection | None = connection
+        self._limits = connection.limits
         self.status = connection.status
         self.headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in connection.headers}
         encoding = self.headers.get("content-encoding", "identity").strip().lower()
@@ -547,19 +674,40 @@ class Response:
             connection.close()
             raise ProtocolError(f"the upstream answered in an encoding this gateway cannot read: {encoding}")
 
-    def _decode(self, data: bytes, *, last: bool = False) -> bytes:
-        decoder = self._decoder
-        if decoder is None:
-            return data
+    def _inflate_step(self, data: bytes) -> bytes:
+        """At most INFLATE_STEP bytes of output; the input left over waits in unconsumed_tail."""
         try:
-            data = decoder.decompress(data)
-            if last:
-                data += decoder.flush()
+            return self._decoder.decompress(data, INFLATE_STEP)  # type: ignore[no-any-return]
         except zlib.error:
             raise ProtocolError("the upstream's compressed body is corrupt") from None
-        if last and not decoder.eof:
+
+    def _check_end(self) -> None:
+        if not self._decoder.eof:
             raise ProtocolError("the upstream's compressed body ends before its end")
-        return data
+
+    async def _inflate(self, data: bytes) -> bytes:
+        """The whole body decompressed, in steps (the loop runs between them), at most
+        max_decompressed_bytes of it: a compression bomb stops at the bound."""
+        limit = self._limits.max_decompressed_bytes
+        pieces: list[bytes] = []
+        total = 0
+        while True:
+            piece = self._inflate_step(data)
+            data = self._decoder.unconsumed_tail
+            total += len(piece)
+            if total > limit:
+                raise TooLarge(f"the upstream's body decompresses to more than {limit} bytes")
+            pieces.append(piece)
+            if not data and len(piece) < INFLATE_STEP:
+                break
+            await asyncio.sleep(0)
+        self._check_end()
+        return b"".join(pieces)
+
+    def _check_length(self) -> None:
+        declared = self.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._limits.max_body_bytes:
+            raise TooLarge(f"the upstream's body ({declared} bytes) exceeds {self._limits.max_body_bytes} bytes")
 
     async def read(self, within: float | None = None) -> bytes:
         """The whole body, within `within` seconds; gives the connection back to the pool."""
@@ -567,8 +715,11 @@ class Response:
         if connection is None:
             raise ClientError("the body was already read")
         try:
+            self._check_length()
             await connection.wait_for("complete", within)
-            data = self._decode(connection.take_chunks(), last=True)
+            data = connection.take_chunks()
+            if self._decoder is not None:
+                data = await self._inflate(data)
         except BaseException:
             self.close()
             raise
@@ -576,7 +727,8 @@ class Response:
         return data
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; gives the connection back at its end."""
+        """The body as it arrives (a compressed one in pieces of at most INFLATE_STEP bytes);
+        gives the connection back at its end."""
         connection = self._connection
         if connection is None:
             raise ClientError("the body was already read")
@@ -584,16 +736,22 @@ class Response:
         try:
             while True:
                 if connection.chunks:
-                    data = self._decode(connection.take_chunks(), last=connection.complete)
-                    if data:
+                    data = connection.take_chunks()
+                    if self._decoder is None:
                         yield data
-                    if connection.complete:
-                        break
+                    else:
+                        while True:
+                            piece = self._inflate_step(data)
+                            data = self._decoder.unconsumed_tail
+                            if piece:
+                                yield piece
+                            if not data and len(piece) < INFLATE_STEP:
+                                break
+                            await asyncio.sleep(0)  # more to inflate: let the loop run first
                     continue
                 if connection.complete:
-                    tail = self._decode(b"", last=True)
-                    if tail:
-                        yield tail
+                    if self._decoder is not None:
+                        self._check_end()
                     break
                 await connection.wait_for("has_data", None)
         except BaseException:
@@ -622,12 +780,16 @@ async def request(
     connect_timeout: float,
     first_byte_timeout: float,
     max_connections: int = 1000,
+    limits: Limits | None = None,
 ) -> Response:
     """Send one request and wait for its status line and headers.
 
-    Raises ConnectError, ProtocolError, or TimeoutError when the headers did not
-    arrive within `first_byte_timeout` seconds (connecting included).
+    Raises ConnectError (EgressRefused when the policy refuses the address),
+    ProtocolError (TooLarge past `limits`, by default default_limits()), or
+    TimeoutError when the headers did not arrive within `first_byte_timeout`
+    seconds (connecting included).
     """
+    limits = limits or default_limits()
     origin, target = split_url(url)
     pool = _pool(origin, max_connections)
     if pool.proxy is not None and not origin.tls:
@@ -636,8 +798,9 @@ async def request(
             headers = {**headers, "Proxy-Authorization": pool.proxy.authorization}
     data = _encode_head(method, target, origin, headers, len(body)) + body
     deadline = time.monotonic() + first_byte_timeout
-    connection, reused = await pool.acquire(connect_timeout, first_byte_timeout)
+    connection, reused = await pool.acquire(connect_timeout, first_byte_timeout, limits)
     while True:
+        connection.limits = limits
         connection.active = True
         try:
             connection.transport.write(data)  # type: ignore[union-attr]
@@ -648,7 +811,7 @@ async def request(
                 # The upstream dropped an idle keep-alive connection as the request went
                 # out: send it once more, on a new connection.
                 reused = False
-                connection = await pool.acquire_new(connect_timeout, max(0.0, deadline - time.monotonic()))
+                connection = await pool.acquire_new(connect_timeout, max(0.0, deadline - time.monotonic()), limits)
                 continue
             raise
         except BaseException:

@@ -122,16 +122,21 @@ def _closer(response: http.Response) -> Any:
 
 
 async def _sse_events(response: http.Response) -> AsyncIterator[bytes]:
-    """Split the upstream body into whole SSE events (each ending in a blank line)."""
-    buffer = b""
+    """Split the upstream body into whole SSE events (each ending in a blank line), none longer
+    than max_event_bytes (http.TooLarge: a stream that never ends an event cannot fill memory)."""
+    limit = http.default_limits().max_event_bytes
+    buffer = bytearray()  # grows in place: a long event is neither copied nor scanned over and over
     async for chunk in response.iter_chunks():
+        scanned = max(0, len(buffer) - 1)  # where a blank line may start
         buffer += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
-        while True:
-            cut = buffer.find(b"\n\n")
-            if cut < 0:
-                break
-            event, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+        while (cut := buffer.find(b"\n\n", scanned)) >= 0:
+            event = bytes(buffer[: cut + 2])
+            del buffer[: cut + 2]
+            scanned = 0
             if event.strip():
                 yield event
+        if len(buffer) > limit:
+            response.close()
+            raise http.TooLarge(f"an event of the upstream's stream exceeds {limit} bytes")
     if buffer.strip():
-        yield buffer + b"\n\n"
+        yield bytes(buffer) + b"\n\n"
