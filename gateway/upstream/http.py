@@ -90,7 +90,7 @@ class Limits:
     max_body_bytes: int = 32 * 1024 * 1024  # a whole body as sent (after chunked framing, before decoding)
     max_decompressed_bytes: int = 32 * 1024 * 1024
     max_event_bytes: int = 8 * 1024 * 1024  # one SSE event of a streamed answer (openai_compat)
-    allow_private: bool = True  # egress: loopback and private networks may be called
+    allow_private: bool = False  # egress: loopback and private networks may be called
 
 
 _default_limits: Limits | None = None
