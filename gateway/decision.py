@@ -7,6 +7,13 @@ No match, an unparsable answer, an error or the timeout picks the default route;
 so does a confidence under the balancer's threshold. Decisions are cached (LRU
 with TTL, keyed by config version, balancer and normalised prompt) and identical
 classifications in flight are made once.
+
+The shared classification runs in a task of its own, and every request waiting
+for it waits through `asyncio.shield`: a client that disconnects cancels its own
+wait, never the shared work, so the other waiters still get their decision. The
+work is not cancelled when its last waiter leaves either: it is one short router
+call bounded by the balancer's classifier_timeout, and its result fills the
+cache for the next identical prompt (often the same client, retrying).
 """
 
 from __future__ import annotations
@@ -77,7 +84,7 @@ class _TTLCache:
 
 
 _cache = _TTLCache(CACHE_SIZE, CACHE_TTL)
-_inflight: dict[tuple[Any, ...], asyncio.Future[Decision]] = {}
+_inflight: dict[tuple[Any, ...], asyncio.Task[Decision]] = {}
 _local_models: dict[tuple[int, int], LocalIntentClassifier] = {}
 _WS = re.compile(r"\s+")
 
@@ -172,26 +179,31 @@ async def classify(balancer: BalancerSpec, version: int, messages: Any, *, use_c
             return Decision(hit.route, hit.reason, hit.confidence, 0.0, hit.scores, cached=True)
     if router.provider == "builtin":
         decision = _classify_local(balancer, version, prompt)
-    else:
-        pending = _inflight.get(key)
-        if pending is not None:
-            shared = await asyncio.shield(pending)
-            return Decision(shared.route, shared.reason, shared.confidence, shared.classifier_ms, shared.scores, cached=True)
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        _inflight[key] = future
-        try:
-            decision = await _classify_llm(balancer, prompt)
-            future.set_result(decision)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved
-            raise
-        finally:
-            _inflight.pop(key, None)
+        _remember(key, decision)
+        return decision
+    loop = asyncio.get_running_loop()
+    pending = _inflight.get(key)
+    if pending is not None and pending.get_loop() is loop:
+        shared = await asyncio.shield(pending)
+        return Decision(shared.route, shared.reason, shared.confidence, shared.classifier_ms, shared.scores, cached=True)
+    task = loop.create_task(_classify_llm(balancer, prompt), name="router-classification")
+    _inflight[key] = task
+    task.add_done_callback(lambda done: _classified(key, done))
+    return await asyncio.shield(task)
+
+
+def _remember(key: tuple[Any, ...], decision: Decision) -> None:
     # Errors and timeouts are not cached: the next request asks again.
     if decision.reason in (CLASSIFIED, NO_MATCH, LOW_CONFIDENCE):
         _cache.put(key, decision)
-    return decision
+
+
+def _classified(key: tuple[Any, ...], task: asyncio.Task[Decision]) -> None:
+    """A shared classification ended (whether anyone still waits for it)."""
+    if _inflight.get(key) is task:
+        del _inflight[key]
+    if not task.cancelled() and task.exception() is None:
+        _remember(key, task.result())
 
 
 async def decide(balancer: BalancerSpec, version: int, payload: dict[str, Any], override: str | None) -> Decision:

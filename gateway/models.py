@@ -90,6 +90,9 @@ class UsageEvent(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0)
+    usage_note = models.CharField(
+        max_length=200, blank=True,
+        help_text="Why an upstream-reported token count was dropped for the gateway's estimate.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from gateway import errors
@@ -25,9 +27,17 @@ from gateway.engine.planner import Attempt, AttemptPlan, plan_attempts
 from gateway.engine.types import BalancerSpec, InstanceSpec
 from gateway.ratelimit import check_rate_limit
 from gateway.runtime import routing
+from gateway.scrub import Scrubber, scrubber_for
 from gateway.snapshot import GatewayConfig, KeySpec
-from gateway.text import prompt_tokens
+from gateway.text import estimate_tokens, prompt_tokens
 from gateway.upstream import UpstreamFailure, UpstreamResponse, UpstreamStream, call_upstream
+from gateway.upstream.answers import (
+    MalformedAnswer,
+    check_answer,
+    completion_estimate,
+    event_data,
+    read_usage,
+)
 from gateway.usage import UsageRecord, recorder
 
 logger = logging.getLogger(__name__)
@@ -112,10 +122,12 @@ def _cost(instance: InstanceSpec, prompt: int, completion: int) -> Decimal:
 class _Exchange:
     """Bookkeeping of one client request, turned into a usage event at the end."""
 
-    __slots__ = ("attempt_log", "balancer", "decision", "plan", "req", "ttfb_ms")
+    __slots__ = ("attempt_log", "balancer", "decision", "plan", "req", "scrubber", "ttfb_ms")
 
-    def __init__(self, req: ClientRequest, balancer: BalancerSpec, decision: Decision, plan: AttemptPlan) -> None:
+    def __init__(self, req: ClientRequest, balancer: BalancerSpec, decision: Decision, plan: AttemptPlan,
+                 scrubber: Scrubber) -> None:
         self.req, self.balancer, self.decision, self.plan = req, balancer, decision, plan
+        self.scrubber = scrubber
         self.attempt_log: list[dict[str, Any]] = []
         self.ttfb_ms: float | None = None
 
@@ -123,11 +135,15 @@ class _Exchange:
     def reason(self) -> str:
         return self.decision.reason if self.decision.route is not None else self.plan.reason
 
-    def log_attempt(self, attempt: Attempt, outcome: str, started: float, status: int | None = None) -> None:
-        self.attempt_log.append({
+    def log_attempt(self, attempt: Attempt, outcome: str, started: float, status: int | None = None,
+                    detail: str = "") -> None:
+        entry: dict[str, Any] = {
             "route": attempt.route.name, "instance": attempt.instance.instance_id, "outcome": outcome,
             "status": status, "ms": round((time.monotonic() - started) * 1000, 2),
-        })
+        }
+        if detail:
+            entry["detail"] = self.scrubber.text(detail)[:300]
+        self.attempt_log.append(entry)
 
     def headers(self, attempt: Attempt | None) -> dict[str, str]:
         headers = {
@@ -142,7 +158,7 @@ class _Exchange:
         return headers
 
     def record(self, *, status: int, attempt: Attempt | None, prompt: int = 0, completion: int = 0,
-               error_type: str = "", stream: bool = False) -> None:
+               error_type: str = "", stream: bool = False, usage_note: str = "") -> None:
         instance = attempt.instance if attempt is not None else None
         self.req.recorded = True
         recorder.record(UsageRecord(
@@ -168,7 +184,17 @@ class _Exchange:
             prompt_tokens=prompt,
             completion_tokens=completion,
             cost_usd=_cost(instance, prompt, completion) if instance is not None else Decimal(0),
+            usage_note=self.scrubber.text(usage_note)[:200],
         ))
+
+    def prompt_estimate(self) -> int:
+        """The request's own estimate of its prompt tokens (for a missing or dropped count)."""
+        payload = self.req.payload
+        if self.req.endpoint == "chat":
+            return prompt_tokens(payload.get("messages"))
+        value = payload.get("input")
+        texts = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        return sum(estimate_tokens(t) if isinstance(t, str) else len(t) if isinstance(t, list) else 0 for t in texts)
 
 
 async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | StreamingHttpResponse:
@@ -181,7 +207,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
             raise errors.rate_limited(wait)
     decision = await decide(balancer, config.version, payload, req.route_override)
     plan = plan_attempts(balancer, routing, first=decision.route, reason=decision.reason)
-    exchange = _Exchange(req, balancer, decision, plan)
+    exchange = _Exchange(req, balancer, decision, plan, scrubber_for(config.instances))
     stream = req.endpoint == "chat" and payload.get("stream") is True
     client_wants_usage = bool(stream and (payload.get("stream_options") or {}).get("include_usage"))
     deadline = req.started + balancer.request_timeout
@@ -198,16 +224,19 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         try:
             result = await call_upstream(instance, endpoint=req.endpoint, payload=upstream_payload, stream=stream, deadline=deadline)
             if isinstance(result, UpstreamResponse):
-                body, prompt, completion = _read_body(result, instance)
+                body, tokens = _read_answer(result, instance, exchange)
         except UpstreamFailure as failure:
             if not failure.retryable:
-                # The instance answered; the request itself is at fault: hand the error back unchanged.
+                # The instance answered; the request itself is at fault: our own error, with the upstream's message.
                 plan.succeeded(latency_s=time.monotonic() - started)
                 exchange.log_attempt(attempt, "client_error", started, failure.status)
                 exchange.record(status=failure.status or 400, attempt=attempt, error_type="upstream_client_error")
-                return _client_error(failure, exchange.headers(attempt))
+                return _client_error(failure, exchange.headers(attempt), exchange.scrubber)
             plan.failed(retry_after=failure.retry_after)
-            exchange.log_attempt(attempt, failure.kind, started, failure.status)
+            exchange.log_attempt(attempt, failure.kind, started, failure.status, failure.detail)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("attempt on %s failed: %s (%s)", instance.instance_id, failure.kind,
+                             exchange.scrubber.text(_failure_text(failure)))
             last_failure = failure
             if time.monotonic() >= deadline:
                 break
@@ -217,109 +246,255 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
             exchange.log_attempt(attempt, "cancelled", started)
             exchange.record(status=499, attempt=attempt, error_type="client_disconnected", stream=stream)
             raise
-        plan.succeeded(latency_s=time.monotonic() - started)
         exchange.log_attempt(attempt, "ok", started, 200)
         exchange.ttfb_ms = round((time.monotonic() - req.started) * 1000, 3)
         if isinstance(result, UpstreamStream):
+            # The verdict on the instance waits for the stream's end: a stream that breaks
+            # after its first byte is a failure of the instance (though not failed over).
             req.recorded = True  # by the relay, when the stream ends
-            return _stream_response(result, exchange, attempt, strip_usage=not client_wants_usage)
-        exchange.record(status=200, attempt=attempt, prompt=prompt, completion=completion)
-        response = HttpResponse(body, content_type="application/json")
+            end = min(deadline, started + instance.request_timeout)
+            return _stream_response(result, exchange, attempt, strip_usage=not client_wants_usage,
+                                    end=end, ttfb_s=time.monotonic() - started)
+        plan.succeeded(latency_s=time.monotonic() - started)
+        exchange.record(status=200, attempt=attempt, prompt=tokens.prompt, completion=tokens.completion,
+                        usage_note=tokens.note)
+        response = HttpResponse(exchange.scrubber.body(body), content_type="application/json")
         for key, value in exchange.headers(attempt).items():
             response[key] = value
         return response
 
     status = 504 if last_failure is not None and last_failure.is_timeout else 502
-    exchange.record(status=status, attempt=None, error_type="upstream_timeout" if status == 504 else "upstream_failed")
+    error_type = last_failure.kind if status == 504 and last_failure is not None else "upstream_failed"
+    exchange.record(status=status, attempt=None, error_type=error_type)
     tried = "; ".join(f"{a['instance']} ({a['route']}): {a['outcome']}{' ' + str(a['status']) if a['status'] else ''}"
                       for a in exchange.attempt_log) or "no instance was available"
     raise errors.GatewayError(
         status,
-        f"Every attempt failed for {balancer.serving_name}. Tried: {tried}.",
+        exchange.scrubber.text(f"Every attempt failed for {balancer.serving_name}. Tried: {tried}."),
         type="upstream_error",
         code="upstream_timeout" if status == 504 else "upstream_unavailable",
         headers=exchange.headers(None),
     )
 
 
-def _read_body(result: UpstreamResponse, instance: InstanceSpec) -> tuple[bytes, int, int]:
-    """Usage from the upstream body; `model` filled in only if the upstream left it out."""
+def _failure_text(failure: UpstreamFailure) -> str:
+    """What went wrong, with the upstream's own error message when it sent one."""
+    message = _upstream_message(failure.body)
+    return f"{failure.detail}: {message}" if message else failure.detail
+
+
+@dataclass(frozen=True, slots=True)
+class _Tokens:
+    prompt: int
+    completion: int
+    note: str = ""
+
+
+def _read_answer(result: UpstreamResponse, instance: InstanceSpec, exchange: _Exchange) -> tuple[bytes, _Tokens]:
+    """The answer checked (a malformed one is an UpstreamFailure) and its token counts made valid;
+    `model` filled in only if the upstream left it out."""
     try:
         data = orjson.loads(result.body)
     except orjson.JSONDecodeError:
-        raise UpstreamFailure("protocol", "the upstream answered with a body that is not JSON") from None
-    if not isinstance(data, dict):
-        raise UpstreamFailure("protocol", "the upstream answered with JSON that is not an object")
-    usage = data.get("usage") or {}
-    prompt = int(usage.get("prompt_tokens") or 0) if isinstance(usage, dict) else 0
-    completion = int(usage.get("completion_tokens") or 0) if isinstance(usage, dict) else 0
+        raise UpstreamFailure("malformed", "the upstream answered with a body that is not JSON") from None
+    try:
+        check_answer(data, exchange.req.endpoint)
+        reported = read_usage(data.get("usage"), limit=settings.GATEWAY_MAX_REPORTED_TOKENS)
+    except MalformedAnswer as exc:
+        raise UpstreamFailure("malformed", str(exc)) from None
+    prompt, completion = reported.prompt, reported.completion
+    note = reported.note
+    if note:  # a count was dropped: the request's own estimate stands in for it
+        if prompt is None:
+            prompt = exchange.prompt_estimate()
+        if completion is None and exchange.req.endpoint == "chat":
+            completion = completion_estimate(data)
+        note += ": estimated"
     body = result.body
     if not data.get("model"):
         data["model"] = instance.model
         body = orjson.dumps(data)
-    return body, prompt, completion
+    return body, _Tokens(prompt or 0, completion or 0, note)
 
 
-def _client_error(failure: UpstreamFailure, headers: dict[str, str]) -> HttpResponse:
-    body = failure.body or b""
+_ERROR_TYPE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+
+def _upstream_message(body: bytes | None) -> str:
+    """The message of an upstream error body (OpenAI's shape, or text), unscrubbed; "" if none."""
+    if not body:
+        return ""
     try:
-        parsed = orjson.loads(body) if body else None
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:500].decode("utf-8", "replace").strip()
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    if isinstance(error, str):
+        return error
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        return parsed["message"]
+    return ""
+
+
+def _client_error(failure: UpstreamFailure, headers: dict[str, str], scrubber: Scrubber) -> HttpResponse:
+    """An upstream's refusal of the request, rebuilt as our own OpenAI-shaped error: the upstream's
+    message, type, param and code kept only as scrubbed, bounded strings; nothing else relayed."""
+    status = failure.status or 400
+    error: Any = None
+    try:
+        parsed = orjson.loads(failure.body) if failure.body else None
     except orjson.JSONDecodeError:
         parsed = None
-    if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
-        body = orjson.dumps({"error": {"message": f"The upstream refused the request (HTTP {failure.status}).",
-                                       "type": "invalid_request_error", "param": None, "code": None}})
-    response = HttpResponse(body, status=failure.status or 400, content_type="application/json")
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        error = parsed["error"]
+    message = scrubber.text(_upstream_message(failure.body))[:2000] or f"The upstream refused the request (HTTP {status})."
+    kind = error.get("type") if error is not None else None
+    param = error.get("param") if error is not None else None
+    code = error.get("code") if error is not None else None
+    body = orjson.dumps({"error": {
+        "message": message,
+        "type": kind if isinstance(kind, str) and _ERROR_TYPE.match(kind) else "invalid_request_error",
+        "param": scrubber.text(param)[:200] if isinstance(param, str) else None,
+        "code": scrubber.text(str(code))[:100] if isinstance(code, str | int) and not isinstance(code, bool) else None,
+    }})
+    response = HttpResponse(body, status=status, content_type="application/json")
     for key, value in headers.items():
         response[key] = value
     return response
 
 
-def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attempt, *, strip_usage: bool) -> StreamingHttpResponse:
+class _StreamUsage:
+    """Token counts seen in a stream's usage chunk, made valid as they arrive."""
+
+    __slots__ = ("completion", "note", "prompt")
+
+    def __init__(self) -> None:
+        self.prompt: int | None = None
+        self.completion: int | None = None
+        self.note = ""
+
+    def take(self, found: Any) -> None:
+        try:
+            reported = read_usage(found, limit=settings.GATEWAY_MAX_REPORTED_TOKENS)
+        except MalformedAnswer as exc:  # too late to fail over: drop it, like an impossible count
+            self.note = f"{exc}"
+            self.prompt = self.completion = None
+            return
+        self.prompt, self.completion, self.note = reported.prompt, reported.completion, reported.note
+
+
+def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attempt, *, strip_usage: bool,
+                     end: float, ttfb_s: float) -> StreamingHttpResponse:
+    """Relay the stream; it ends at `end` (the request's deadline) whatever the upstream still sends.
+
+    After the first byte nothing can fail over, but the outcome still counts for the instance's
+    health: a normal end is a success, a break, a stall (no event within the instance's
+    first_byte_timeout) or the request's timeout a failure, the client leaving no verdict.
+    A failed stream ends with an OpenAI-shaped error event and `data: [DONE]`.
+    """
     instance = attempt.instance
-    idle_timeout = instance.first_byte_timeout
+    idle = instance.first_byte_timeout
+    scrubber = exchange.scrubber
+    state = _RelayState()
+
+    def settle(*, outcome: str, status: int, error_type: str, usage: _StreamUsage, content_chunks: int,
+               detail: str = "") -> None:
+        if state.settled:
+            return
+        state.settled = True
+        plan = exchange.plan
+        if outcome == "ok":
+            plan.succeeded(latency_s=ttfb_s)
+        elif outcome == "abandoned":
+            plan.abandoned()
+        else:
+            plan.failed()
+            entry = exchange.attempt_log[-1]
+            entry["outcome"], entry["status"] = error_type, status
+            entry["ms"] = round((time.monotonic() - exchange.req.started) * 1000, 2)
+            if detail:
+                entry["detail"] = scrubber.text(detail)[:300]
+        note = usage.note
+        prompt, completion = usage.prompt, usage.completion
+        if prompt is None:
+            prompt = exchange.prompt_estimate()
+        if completion is None:
+            completion = max(0, content_chunks - 2)
+        if note:
+            note += ": estimated"
+        exchange.record(status=status, attempt=attempt, prompt=prompt, completion=completion,
+                        error_type=error_type, stream=True, usage_note=note)
 
     async def relay() -> AsyncIterator[bytes]:
-        usage: dict[str, int] = {}
+        state.started = True
+        usage = _StreamUsage()
         content_chunks = 0
-        error_type = ""
-        status = 200
+        outcome, status, error_type = "ok", 200, ""
+        failure: UpstreamFailure | None = None
         try:
-            event = _inspect(result.first, usage, strip_usage)
-            if event:
-                yield event
-            iterator = result.rest.__aiter__()
-            while True:
-                try:
-                    async with asyncio.timeout(idle_timeout):
-                        raw = await iterator.__anext__()
-                except StopAsyncIteration:
-                    break
-                content_chunks += 1
-                event = _inspect(raw, usage, strip_usage)
+            try:
+                event = _inspect(result.first, usage, strip_usage)
                 if event:
-                    yield event
-        except asyncio.CancelledError:
-            error_type, status = "client_disconnected", 499
+                    yield scrubber.body(event)
+                iterator = result.rest.__aiter__()
+                while True:
+                    remaining = end - time.monotonic()
+                    wait = min(idle, remaining)
+                    try:
+                        if wait <= 0:
+                            raise TimeoutError
+                        async with asyncio.timeout(wait):
+                            raw = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        if wait < idle:
+                            raise UpstreamFailure("request_timeout", f"the stream ran past the request timeout "
+                                                  f"({exchange.balancer.request_timeout:g}s)") from None
+                        raise UpstreamFailure("stall_timeout", f"no data for {idle:g}s") from None
+                    content_chunks += 1
+                    event = _inspect(raw, usage, strip_usage)
+                    if event:
+                        yield scrubber.body(event)
+            except UpstreamFailure as exc:
+                failure = exc
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception as exc:  # the upstream broke after the first byte (reset, bad framing...)
+                failure = UpstreamFailure("stream_interrupted", str(exc) or type(exc).__name__)
+            if failure is not None:
+                outcome = "failed"
+                status = 504 if failure.is_timeout else 502
+                error_type = failure.kind if failure.is_timeout else "stream_interrupted"
+                detail = scrubber.text(failure.detail)
+                logger.warning("stream from %s failed after the first byte: %s (%s)", instance.instance_id,
+                               error_type, detail)
+                yield b"data: " + orjson.dumps({"error": {
+                    "message": _STREAM_ERRORS.get(error_type, "The upstream stream was interrupted ({detail}).").format(
+                        detail=detail, timeout=exchange.balancer.request_timeout, idle=idle),
+                    "type": "upstream_error", "param": None, "code": error_type}}) + b"\n\n"
+                yield b"data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            if failure is None:
+                outcome, status, error_type = "abandoned", 499, "client_disconnected"
             raise
-        except GeneratorExit:
-            error_type, status = "client_disconnected", 499
-            raise
-        except Exception as exc:  # the upstream broke after the first byte: end the stream with an error event
-            error_type, status = "stream_interrupted", 502
-            message = "no data within the idle timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-            logger.warning("stream from %s interrupted after the first byte: %s", instance.instance_id, message)
-            yield b"data: " + orjson.dumps({"error": {
-                "message": f"The upstream stream was interrupted ({message}).", "type": "upstream_error",
-                "param": None, "code": "stream_interrupted"}}) + b"\n\n"
         finally:
             await result.aclose()
-            prompt = usage.get("prompt_tokens") or prompt_tokens(exchange.req.payload.get("messages"))
-            completion = usage.get("completion_tokens") or max(0, content_chunks - 2)
-            exchange.record(status=status, attempt=attempt, prompt=prompt, completion=completion,
-                            error_type=error_type, stream=True)
+            settle(outcome=outcome, status=status, error_type=error_type, usage=usage, content_chunks=content_chunks,
+                   detail=failure.detail if failure is not None else "")
 
-    response = StreamingHttpResponse(relay(), content_type="text/event-stream")
+    def unstarted() -> None:
+        """The client left before the body was iterated: close the upstream stream, no verdict."""
+        if not state.started and not state.settled:
+            settle(outcome="abandoned", status=499, error_type="client_disconnected", usage=_StreamUsage(),
+                   content_chunks=0)
+            task = asyncio.ensure_future(result.aclose())
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    response = StreamingHttpResponse(_Relay(relay(), unstarted), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     for key, value in exchange.headers(attempt).items():
@@ -327,22 +502,53 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
     return response
 
 
-def _inspect(event: bytes, usage: dict[str, int], strip_usage: bool) -> bytes | None:
+_STREAM_ERRORS = {
+    "request_timeout": "The request ran past the balancer's request_timeout ({timeout:g}s); the stream was cut.",
+    "stall_timeout": "The upstream sent nothing for {idle:g}s; the stream was cut.",
+}
+_background: set[asyncio.Task[None]] = set()
+
+
+class _RelayState:
+    __slots__ = ("settled", "started")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.settled = False
+
+
+class _Relay:
+    """A stream's body. Django calls `close()` at the end of the request (from a worker thread);
+    a body never iterated (the client left first) is settled then, on the event loop."""
+
+    def __init__(self, body: AsyncIterator[bytes], unstarted: Any) -> None:
+        self._body = body
+        self._unstarted = unstarted
+        self._loop = asyncio.get_running_loop()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._body
+
+    def close(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._unstarted)
+        except RuntimeError:  # the loop is closed: nothing left to settle
+            pass
+
+
+def _inspect(event: bytes, usage: _StreamUsage, strip_usage: bool) -> bytes | None:
     """Pick the usage out of a chunk; drop the usage-only chunk the client did not ask for."""
     if b'"usage"' not in event or b'"usage":null' in event or b'"usage": null' in event:
         return event
-    start = event.find(b"data:")
-    if start < 0:
+    data = event_data(event)
+    if data is None:
         return event
     try:
-        chunk = orjson.loads(event[start + 5:].strip())
+        chunk = orjson.loads(data)
     except orjson.JSONDecodeError:
         return event
-    found = chunk.get("usage") if isinstance(chunk, dict) else None
-    if isinstance(found, dict):
-        usage["prompt_tokens"] = int(found.get("prompt_tokens") or 0)
-        usage["completion_tokens"] = int(found.get("completion_tokens") or 0)
+    if isinstance(chunk, dict) and "usage" in chunk and chunk["usage"] is not None:
+        usage.take(chunk["usage"])
         if strip_usage and not chunk.get("choices"):
             return None
     return event
-

@@ -53,6 +53,7 @@ class UsageRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+    usage_note: str = ""  # why a reported token count was replaced by the estimate
 
 
 class UsageRecorder:

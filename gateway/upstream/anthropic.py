@@ -17,6 +17,7 @@ import orjson
 
 from gateway.engine.types import InstanceSpec
 from gateway.text import message_text
+from gateway.upstream.answers import MalformedAnswer
 from gateway.upstream.base import UpstreamFailure, UpstreamResponse, UpstreamStream
 from gateway.upstream.openai_compat import exchange
 
@@ -118,7 +119,10 @@ def to_openai(message: dict[str, Any]) -> dict[str, Any]:
     if tool_calls:
         reply["tool_calls"] = tool_calls
     usage = message.get("usage") or {}
-    prompt, completion = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+    if not isinstance(usage, dict):
+        raise MalformedAnswer("usage is not an object")
+    # The counts as reported: the gateway checks and costs them (gateway.upstream.answers).
+    prompt, completion = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
     return {
         "id": message.get("id", ""),
         "object": "chat.completion",
@@ -126,8 +130,13 @@ def to_openai(message: dict[str, Any]) -> dict[str, Any]:
         "model": message.get("model", ""),
         "choices": [{"index": 0, "message": reply, "finish_reason": FINISH.get(message.get("stop_reason") or "", "stop"),
                      "logprobs": None}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": _total(prompt, completion)},
     }
+
+
+def _total(prompt: Any, completion: Any) -> Any:
+    numbers = all(isinstance(n, int | float) and not isinstance(n, bool) for n in (prompt, completion))
+    return prompt + completion if numbers else None
 
 
 class StreamTranslator:
@@ -160,7 +169,7 @@ class StreamTranslator:
             message = item.get("message") or {}
             self.id = message.get("id", "")
             self.model = message.get("model") or self.model
-            self.prompt = int((message.get("usage") or {}).get("input_tokens") or 0)
+            self.prompt = (message.get("usage") or {}).get("input_tokens") or 0
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = item.get("content_block") or {}
@@ -178,7 +187,7 @@ class StreamTranslator:
                                                      "function": {"arguments": delta.get("partial_json", "")}}]})]
             return []
         if kind == "message_delta":
-            self.completion = int((item.get("usage") or {}).get("output_tokens") or 0)
+            self.completion = (item.get("usage") or {}).get("output_tokens") or 0
             stop = (item.get("delta") or {}).get("stop_reason")
             return [self._chunk({}, FINISH.get(stop or "", "stop"))]
         if kind == "message_stop":
@@ -187,11 +196,11 @@ class StreamTranslator:
                 out.append(b"data: " + orjson.dumps({
                     "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                     "choices": [], "usage": {"prompt_tokens": self.prompt, "completion_tokens": self.completion,
-                                             "total_tokens": self.prompt + self.completion}}) + b"\n\n")
+                                             "total_tokens": _total(self.prompt, self.completion)}}) + b"\n\n")
             return [*out, b"data: [DONE]\n\n"]
         if kind == "error":
             message = (item.get("error") or {}).get("message", "upstream error")
-            raise UpstreamFailure("protocol", f"stream error: {message}")
+            raise UpstreamFailure("upstream_error", f"stream error: {str(message)[:300]}")
         return []  # ping, content_block_stop
 
 
@@ -217,13 +226,19 @@ async def call(
 def _answer(raw: bytes) -> bytes:
     try:
         return orjson.dumps(to_openai(orjson.loads(raw)))
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        raise UpstreamFailure("protocol", "the upstream answered with a body that is not a Messages API answer") from None
+    except MalformedAnswer as exc:
+        raise UpstreamFailure("malformed", str(exc)) from None
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        raise UpstreamFailure("malformed", "the upstream answered with a body that is not a Messages API answer") from None
 
 
 async def _translated(events: AsyncIterator[bytes], translator: StreamTranslator) -> AsyncIterator[bytes]:
     async for event in events:
-        for chunk in translator.feed(event):
+        try:
+            chunks = translator.feed(event)
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            raise UpstreamFailure("malformed", "the upstream sent a stream event that is not a Messages API event") from None
+        for chunk in chunks:
             yield chunk
 
 
@@ -233,5 +248,7 @@ def _openai_error(body: bytes, status: int) -> bytes:
         error = orjson.loads(body).get("error") or {}
     except (orjson.JSONDecodeError, AttributeError):
         error = {}
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
     return orjson.dumps({"error": {"message": error.get("message") or f"upstream error (HTTP {status})",
                                    "type": error.get("type") or "upstream_error", "param": None, "code": None}})

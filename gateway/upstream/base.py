@@ -14,12 +14,23 @@ from targetgroups import egress
 # 401/403/404 from an upstream mean our credential or model name is wrong there.
 RETRYABLE_STATUSES = frozenset({401, 403, 404, 408, 409, 425, 429, 500, 502, 503, 504})
 
+# Each timeout has its own kind, recorded as the attempt's outcome (and as the usage event's
+# error_type when it ends the request):
+#   connect_timeout     no TCP (or TLS) connection within the instance's connect_timeout
+#   first_byte_timeout  no response headers (a stream: no first event) within first_byte_timeout
+#   stall_timeout       the body (or a stream) started, then nothing arrived for first_byte_timeout
+#   request_timeout     the whole request ran into the balancer's request_timeout (or the
+#                       instance's, whichever ends first), however busy the upstream still was
+TIMEOUT_KINDS = frozenset({"connect_timeout", "first_byte_timeout", "stall_timeout", "request_timeout"})
+
 
 @dataclass
 class UpstreamFailure(Exception):
     """A failed attempt. `retryable` failures move on to the next target."""
 
-    kind: str  # connect | timeout | first_byte_timeout | status | protocol
+    # connect | status | protocol (not HTTP we can read) | malformed (HTTP, but not an answer)
+    # | upstream_error (an error event in a 200 stream) | stream_interrupted | a TIMEOUT_KINDS one
+    kind: str
     detail: str
     status: int | None = None
     retry_after: float | None = None
@@ -37,7 +48,7 @@ class UpstreamFailure(Exception):
 
     @property
     def is_timeout(self) -> bool:
-        return self.kind in ("timeout", "first_byte_timeout")
+        return self.kind in TIMEOUT_KINDS
 
 
 @dataclass(slots=True)

@@ -70,8 +70,16 @@ class ConnectError(ClientError):
     """No connection, or it broke before the answer was whole."""
 
 
+class ConnectTimeout(ConnectError):
+    """No connection within the connect timeout."""
+
+
 class ProtocolError(ClientError):
     """The upstream's bytes are not the HTTP this client can read."""
+
+
+class StallTimeout(TimeoutError):
+    """The body started, then no byte arrived for the idle bound (`Response.read(idle=...)`)."""
 
 
 class TooLarge(ProtocolError):
@@ -258,6 +266,7 @@ class _Connection(asyncio.Protocol):
         self.interim = False  # parsing a 1xx answer, which precedes the real one
         self.paused = False
         self.got_bytes = False
+        self.last_byte_at = 0.0  # loop time of the last bytes received
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -273,6 +282,7 @@ class _Connection(asyncio.Protocol):
             self._abort(ProtocolError("the upstream sent bytes that answer no request"))
             return
         self.got_bytes = True
+        self.last_byte_at = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -369,13 +379,19 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait_for(self, ready: str, within: float | None) -> None:
+    async def wait_for(self, ready: str, within: float | None, idle: float | None = None) -> None:
         """Wait until attribute `ready` is true; raise the connection's error, or TimeoutError
-        after `within` seconds (one timer, not an asyncio.timeout: no task cancellation)."""
+        after `within` seconds (one timer, not an asyncio.timeout: no task cancellation), or
+        StallTimeout when `idle` seconds pass without a byte."""
         if within is not None:
             if within <= 0:
                 raise TimeoutError
-            self.timer = self.loop.call_later(within, self._timed_out)
+            if idle is not None and idle < within:
+                end = self.loop.time() + within
+                self.last_byte_at = self.loop.time()
+                self.timer = self.loop.call_later(idle, self._check_idle, idle, end)
+            else:
+                self.timer = self.loop.call_later(within, self._timed_out)
         try:
             while not getattr(self, ready):
                 if self.error is not None:
@@ -391,6 +407,16 @@ class _Connection(asyncio.Protocol):
     def _timed_out(self) -> None:
         self.timer = None
         self._abort(TimeoutError())
+
+    def _check_idle(self, idle: float, end: float) -> None:
+        now = self.loop.time()
+        if now >= end:
+            self._timed_out()
+        elif now - self.last_byte_at >= idle * 0.999:
+            self.timer = None
+            self._abort(StallTimeout())
+        else:
+            self.timer = self.loop.call_later(min(self.last_byte_at + idle, end) - now, self._check_idle, idle, end)
 
     def _abort(self, error: BaseException) -> None:
         if self.error is None:
@@ -483,7 +509,7 @@ class _Pool:
                 made[0].counted = False
                 self._closed_one()
             if isinstance(exc, TimeoutError):
-                raise ConnectError(f"no connection to {origin.host}:{origin.port} within {connect_timeout:g}s") from None
+                raise ConnectTimeout(f"no connection to {origin.host}:{origin.port} within {connect_timeout:g}s") from None
             if isinstance(exc, (OSError, ssl.SSLError)):
                 raise ConnectError(f"cannot connect to {origin.host}:{origin.port}: {type(exc).__name__}") from None
             raise
@@ -709,14 +735,15 @@ class Response:
         if declared.isdigit() and int(declared) > self._limits.max_body_bytes:
             raise TooLarge(f"the upstream's body ({declared} bytes) exceeds {self._limits.max_body_bytes} bytes")
 
-    async def read(self, within: float | None = None) -> bytes:
-        """The whole body, within `within` seconds; gives the connection back to the pool."""
+    async def read(self, within: float | None = None, idle: float | None = None) -> bytes:
+        """The whole body, within `within` seconds (TimeoutError) and with no pause longer than
+        `idle` seconds (StallTimeout); gives the connection back to the pool."""
         connection = self._connection
         if connection is None:
             raise ClientError("the body was already read")
         try:
             self._check_length()
-            await connection.wait_for("complete", within)
+            await connection.wait_for("complete", within, idle)
             data = connection.take_chunks()
             if self._decoder is not None:
                 data = await self._inflate(data)

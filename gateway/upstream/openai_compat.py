@@ -19,6 +19,7 @@ from django.conf import settings
 
 from gateway.engine.types import InstanceSpec
 from gateway.upstream import http
+from gateway.upstream.answers import event_data
 from gateway.upstream.base import (
     UpstreamFailure,
     UpstreamResponse,
@@ -68,19 +69,28 @@ async def exchange(
     """POST one request with the instance's timeouts and classify what went wrong.
 
     Providers that speak another dialect pass translators for the error body, the
-    stream's events and the whole answer.
+    stream's events and the whole answer. Each timeout gets its own kind (see
+    base.TIMEOUT_KINDS): the headers (or a stream's first event) wait at most the
+    instance's first_byte_timeout, a body may pause at most as long, and the whole
+    attempt ends at the request's deadline or the instance's request_timeout.
     """
-    now = time.monotonic()
-    remaining = min(deadline - now, instance.request_timeout)
-    first_byte_budget = min(instance.first_byte_timeout, remaining)
+    started = time.monotonic()
+    end = min(deadline, started + instance.request_timeout)
+    first_byte_budget = min(instance.first_byte_timeout, end - started)
     if first_byte_budget <= 0:
-        raise UpstreamFailure("timeout", "no time left for this attempt")
+        raise UpstreamFailure("request_timeout", "no time left for this attempt")
+    # A wait cut short by the request's end is the request's timeout, not the instance's.
+    first_byte_kind = "first_byte_timeout" if first_byte_budget >= instance.first_byte_timeout else "request_timeout"
     response: http.Response | None = None
+    waiting = first_byte_kind
     try:
         response = await http.request("POST", url, headers=headers, body=body, connect_timeout=instance.connect_timeout,
                                       first_byte_timeout=first_byte_budget, max_connections=_MAX_CONNECTIONS)
         if response.status >= 400:
-            data = await response.read(max(0.001, now + first_byte_budget - time.monotonic()))
+            try:
+                data = await response.read(max(0.001, started + first_byte_budget - time.monotonic()))
+            except (TimeoutError, http.ClientError):
+                data = b""  # the status says enough
             raise UpstreamFailure(
                 "status",
                 f"HTTP {response.status}",
@@ -90,20 +100,28 @@ async def exchange(
             )
         if stream:
             rest = events(_sse_events(response))
-            async with asyncio.timeout(max(0.001, now + first_byte_budget - time.monotonic())):
-                first = await anext(rest)
+            async with asyncio.timeout(max(0.001, started + first_byte_budget - time.monotonic())):
+                first = await _first_event(rest)
             return UpstreamStream(status=response.status, first=first, rest=rest, closer=_closer(response))
-        data = await response.read(max(0.001, deadline - time.monotonic()))
+        waiting = "body"
+        data = await response.read(max(0.001, end - time.monotonic()), idle=instance.first_byte_timeout)
         return UpstreamResponse(status=response.status, body=answer(data))
     except UpstreamFailure:
-        raise
-    except TimeoutError:
         if response is not None:
             response.close()
-        kind = "first_byte_timeout" if time.monotonic() - now >= first_byte_budget * 0.99 else "timeout"
-        raise UpstreamFailure(kind, f"no answer within {first_byte_budget:g}s") from None
+        raise
+    except TimeoutError as exc:
+        if response is not None:
+            response.close()
+        if isinstance(exc, http.StallTimeout):
+            raise UpstreamFailure("stall_timeout", f"the body stopped for {instance.first_byte_timeout:g}s") from None
+        if waiting == "body":
+            raise UpstreamFailure("request_timeout", f"the answer was not whole within {end - started:g}s") from None
+        raise UpstreamFailure(waiting, f"no answer within {first_byte_budget:g}s") from None
     except StopAsyncIteration:
-        raise UpstreamFailure("protocol", "the stream ended before its first event") from None
+        raise UpstreamFailure("malformed", "the stream ended before its first event") from None
+    except http.ConnectTimeout as exc:
+        raise UpstreamFailure("connect_timeout", str(exc)) from None
     except http.ConnectError as exc:
         raise UpstreamFailure("connect", str(exc)) from None
     except http.ClientError as exc:
@@ -112,6 +130,30 @@ async def exchange(
         if response is not None:
             response.close()
         raise
+
+
+async def _first_event(events: AsyncIterator[bytes]) -> bytes:
+    """The stream's first data event, checked: leading SSE comments (keep-alives some
+    providers send while the model starts) are skipped, not relayed, so a stream that
+    only ever sends comments times out before its first byte and can fail over."""
+    while True:
+        event = await anext(events)
+        data = event_data(event)
+        if data is None:
+            continue
+        if data == b"[DONE]":
+            raise UpstreamFailure("malformed", "the stream ended before its first chunk")
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamFailure("malformed", "the stream's first event is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise UpstreamFailure("malformed", "the stream's first event is not a JSON object")
+        error = chunk.get("error")
+        if error:
+            message = error.get("message") if isinstance(error, dict) else error
+            raise UpstreamFailure("upstream_error", f"the stream began with an error: {str(message)[:300]}")
+        return event
 
 
 def _closer(response: http.Response) -> Any:
