@@ -70,3 +70,20 @@ class Setup:
 @pytest.fixture
 def setup(upstream: FakeUpstream, gateway: LiveGateway, transactional_db: Any) -> Setup:
     return Setup(upstream, gateway)
+
+
+@pytest.fixture(scope="session")
+def hostile() -> Iterator[Any]:
+    """A hostile upstream on loopback (tests/gateway/hostile_upstream.py), shared by the fault tests."""
+    from tests.gateway.hostile_upstream import HostileUpstream
+
+    server = HostileUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hostile_upstream(hostile: Any) -> Any:
+    hostile.scripts.clear()
+    hostile.requests.clear()
+    return hostile
