@@ -106,7 +106,7 @@ def test_a_malformed_answer_with_no_next_target_is_an_openai_shaped_502(setup, h
 
 
 def test_a_malformed_answer_counts_against_the_instance_health(setup, hostile_upstream):
-    bad = hostile_instance(hostile_upstream, "garbage", Script(body=b"not json at all"))
+    bad = hostile_instance(hostile_upstream, "garbage", Script(usage={"prompt_tokens": "abc"}))
     good = hostile_instance(hostile_upstream, "fine")
     two_routes(bad, good, "garbage-health")
     client = setup.client()

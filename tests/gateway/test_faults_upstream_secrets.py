@@ -59,13 +59,15 @@ def test_an_upstream_error_echoing_our_credential_reaches_the_client_scrubbed(se
     assert not leaks(setup.gateway.log(), secret_of(echo))
 
 
-def test_a_refused_credential_echoed_by_every_upstream_leaks_nowhere(setup, hostile_upstream):
+def test_echoes_from_a_refusing_instance_and_its_fallback_leak_nowhere(setup, hostile_upstream):
     first = hostile_instance(hostile_upstream, "echo-401", Script(status=401, echo_credential=True))
-    second = hostile_instance(hostile_upstream, "echo-403", Script(status=403, echo_credential=True))
+    second = hostile_instance(hostile_upstream, "echo-400", Script(status=400, echo_credential=True))
     balancer = two_routes(first, second, "echo-all")
     response = post(setup, {"model": "echo-all", "messages": HELLO})
-    assert response.status_code == 502
+    assert response.status_code == 400 and response.headers["x-balancer-instance"] == second.instance_id
+    assert "[redacted]" in response.json()["error"]["message"]
     [event] = wait_for_events(1, balancer=balancer)
+    assert [a["outcome"] for a in event.attempt_log] == ["status", "client_error"]
     for instance in (first, second):
         assert not leaks(response.text, secret_of(instance))
         assert not leaks(event_text(event), secret_of(instance))
