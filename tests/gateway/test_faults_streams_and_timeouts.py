@@ -85,8 +85,9 @@ def test_a_stalled_stream_ends_with_a_stall_timeout(setup, hostile_upstream):
 def test_a_body_stall_is_a_stall_timeout_not_a_first_byte_timeout(setup, hostile_upstream):
     stalled = hostile_instance(hostile_upstream, "stalls-body", Script(body_stall=True, duration=20), first_byte_timeout=0.5)
     balancer = one_route(stalled, "stalled-body")
+    secret = client_secret(setup)
     started = time.monotonic()
-    response = httpx.post(setup.gateway.v1 + "/chat/completions", headers={"Authorization": f"Bearer {client_secret(setup)}"},
+    response = httpx.post(setup.gateway.v1 + "/chat/completions", headers={"Authorization": f"Bearer {secret}"},
                           json={"model": "stalled-body", "messages": HELLO}, timeout=20)
     took = time.monotonic() - started
     print(f"figure: a body stalled after its headers was a 504 after {took:.2f} s (first_byte_timeout 0.5 s)")
