@@ -254,7 +254,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
             req.recorded = True  # by the relay, when the stream ends
             end = min(deadline, started + instance.request_timeout)
             return _stream_response(result, exchange, attempt, strip_usage=not client_wants_usage,
-                                    end=end, ttfb_s=time.monotonic() - started)
+                                    started=started, end=end)
         plan.succeeded(latency_s=time.monotonic() - started)
         exchange.record(status=200, attempt=attempt, prompt=tokens.prompt, completion=tokens.completion,
                         usage_note=tokens.note)
@@ -386,7 +386,7 @@ class _StreamUsage:
 
 
 def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attempt, *, strip_usage: bool,
-                     end: float, ttfb_s: float) -> StreamingHttpResponse:
+                     started: float, end: float) -> StreamingHttpResponse:
     """Relay the stream; it ends at `end` (the request's deadline) whatever the upstream still sends.
 
     After the first byte nothing can fail over, but the outcome still counts for the instance's
@@ -398,6 +398,7 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
     idle = instance.first_byte_timeout
     scrubber = exchange.scrubber
     state = _RelayState()
+    ttfb_s = time.monotonic() - started
 
     def settle(*, outcome: str, status: int, error_type: str, usage: _StreamUsage, content_chunks: int,
                detail: str = "") -> None:
@@ -413,7 +414,7 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
             plan.failed()
             entry = exchange.attempt_log[-1]
             entry["outcome"], entry["status"] = error_type, status
-            entry["ms"] = round((time.monotonic() - exchange.req.started) * 1000, 2)
+            entry["ms"] = round((time.monotonic() - started) * 1000, 2)
             if detail:
                 entry["detail"] = scrubber.text(detail)[:300]
         note = usage.note
@@ -452,7 +453,7 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
                     except TimeoutError:
                         if wait < idle:
                             raise UpstreamFailure("request_timeout", f"the stream ran past the request timeout "
-                                                  f"({exchange.balancer.request_timeout:g}s)") from None
+                                                  f"({end - started:g}s for this attempt)") from None
                         raise UpstreamFailure("stall_timeout", f"no data for {idle:g}s") from None
                     content_chunks += 1
                     event = _inspect(raw, usage, strip_usage)

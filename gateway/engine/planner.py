@@ -30,8 +30,11 @@ How the gateway drives a plan (one per client request)::
         if retryable failure:      plan.failed(retry_after=...); continue
         if the client went away:   plan.abandoned(); break
 
-``succeeded`` is also right for a client error (4xx) returned unchanged: the
-instance answered. ``next()`` with the last attempt still open counts it as
+``succeeded`` is also right for a client error (4xx) returned to the client: the
+instance answered. A stream's verdict waits for its end (a stream that breaks,
+stalls or runs past the request timeout after its first byte is ``failed``,
+though it cannot fail over; a client that leaves is ``abandoned``), so the
+attempt stays open, and counted in flight, while it is relayed. ``next()`` with the last attempt still open counts it as
 failed. The plan updates health and load; the caller only reports outcomes.
 """
 
