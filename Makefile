@@ -14,22 +14,35 @@ PORT ?= 8000
 
 .PHONY: run serve test lint install migrate bench bench-smoke bench-tools
 
+# pip's own lines (Collecting, Downloading, Installing) stream as they come: unbuffered, and the
+# only line dropped is this machine's pip-config warning. A step line first, so a first run never
+# looks hung. The import check at the end catches a failed install (pip's status is lost in the pipe).
+PIP := PYTHONUNBUFFERED=1 $(BIN)/python -m pip
+PIP_FILTER := grep --line-buffered -v '^WARNING: Location' || true
+
 $(INSTALLED): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/python scripts/deps.py dev | xargs $(BIN)/python -m pip install -q 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/python scripts/deps.py --files-only | xargs $(BIN)/python -m pip install -q --no-deps 2>&1 | grep -v '^WARNING: Location' || true
+	@test -x $(BIN)/python || { echo "==> Creating the virtualenv in $(VENV) ($$($(PYTHON) --version))"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> Upgrading pip"
+	@$(PIP) install -q --upgrade pip 2>&1 | $(PIP_FILTER)
+	@echo "==> Installing dependencies from pyproject.toml (a few minutes the first time)"
+	@$(BIN)/python scripts/deps.py dev | xargs $(PIP) install --progress-bar on 2>&1 | grep --line-buffered -v '^Requirement already satisfied' | $(PIP_FILTER)
+	@echo "==> Installing the router model's files (wordllama, --no-deps)"
+	@$(BIN)/python scripts/deps.py --files-only | xargs $(PIP) install --no-deps 2>&1 | grep --line-buffered -v '^Requirement already satisfied' | $(PIP_FILTER)
 	@$(BIN)/python -c "import django, rest_framework, adrf, httptools, aiohttp, importlib.util as u; assert u.find_spec('wordllama')" || (echo "dependency install failed" >&2; exit 1)
 	@touch $@
+	@echo "==> Dependencies installed"
 
 install: $(INSTALLED)
 
 migrate: $(INSTALLED)
+	@echo "==> Migrating the database"
 	@$(BIN)/python manage.py migrate --no-input -v 0
+	@echo "==> Collecting static files"
 	@$(BIN)/python manage.py collectstatic --no-input -v 0
 
 ## make run: embedded mode (SQLite, no Redis), demo data, one server on http://127.0.0.1:8000
 run: migrate
+	@echo "==> Seeding the demo data"
 	@$(BIN)/python manage.py seed_demo
 	@$(BIN)/python manage.py bootstrap_local
 	@echo "Serving on http://$(HOST):$(PORT)/  (gateway: http://$(HOST):$(PORT)/v1)"
