@@ -14,10 +14,10 @@ PORT ?= 8000
 
 .PHONY: run serve test lint install migrate bench bench-smoke bench-tools
 
-# pip's own lines (Collecting, Downloading, Installing) stream as they come: unbuffered, and the
+# pip's own lines (Collecting, Downloading, Installing) stream as they come (python -u), and the
 # only line dropped is this machine's pip-config warning. A step line first, so a first run never
 # looks hung. The import check at the end catches a failed install (pip's status is lost in the pipe).
-PIP := PYTHONUNBUFFERED=1 $(BIN)/python -m pip
+PIP := $(BIN)/python -u -m pip
 PIP_FILTER := grep --line-buffered -v '^WARNING: Location' || true
 
 $(INSTALLED): pyproject.toml
