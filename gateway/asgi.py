@@ -225,7 +225,7 @@ async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any]) -> None:
             return
 
 
-GATEWAY_PATH_PREFIXES = ("/v1/", "/healthz", "/plain/v1/")
+GATEWAY_PATH_PREFIXES = ("/v1/", "/healthz", "/readyz", "/plain/v1/")
 GATEWAY_PATHS = ("/v1",)
 
 

@@ -13,6 +13,7 @@ urlpatterns = [
     path("v1/models/<path:model>", views.ModelDetailApi.as_view(), name="gateway-model"),
     path("v1/explain", views.ExplainApi.as_view(), name="gateway-explain"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
 ]
 
 if settings.GATEWAY_PLAIN_VIEWS:

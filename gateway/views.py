@@ -38,6 +38,7 @@ from gateway.proxy import (
     proxy,
     validate_payload,
 )
+from gateway.readiness import readiness
 from gateway.runtime import routing
 from gateway.snapshot import GatewayConfig, KeySpec, holder
 from gateway.usage import recorder
@@ -279,6 +280,17 @@ async def healthz(request: HttpRequest) -> HttpResponse:
         "usage_pending": recorder.pending,
         "usage_dropped": recorder.dropped,
     })
+
+
+async def readyz(request: HttpRequest) -> HttpResponse:
+    """Readiness for load balancers (gateway/readiness.py): 200 when this worker can serve, else 503."""
+    verdict = await readiness.verdict()
+    if verdict.ready:
+        return JsonResponse({"status": "ready", "config_version": verdict.config_version, "checks": verdict.checks})
+    response = errors.GatewayError(503, "Not ready: " + "; ".join(verdict.problems()) + ".",
+                                   type="server_error", code="not_ready").response()
+    response._has_been_logged = True  # type: ignore[attr-defined]  # readiness logs its changes, not each probe
+    return response
 
 
 # Plain async views doing the same work without DRF, mounted when GATEWAY_PLAIN_VIEWS is on:

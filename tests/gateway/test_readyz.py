@@ -1,0 +1,132 @@
+"""/readyz: ready only with the routing snapshot loaded and the database (and Redis) answering.
+
+The outage test runs the real gateway (uvicorn) against a PostgreSQL server of its
+own, stops it and starts it again; the machine's PostgreSQL is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fault_servers import RedisServer, own_postgres, own_redis
+from tests.live_server import ROOT, LiveGateway
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+READY_ENV = {"GATEWAY_READY_TIMEOUT_SECONDS": "0.5", "GATEWAY_READY_CACHE_SECONDS": "0.2"}
+
+
+def wait_for_status(url: str, status: int, seconds: float) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    deadline = started + seconds
+    while True:
+        response = httpx.get(url, timeout=5)
+        if response.status_code == status or time.monotonic() > deadline:
+            return response, time.monotonic() - started
+        time.sleep(0.1)
+
+
+def test_readyz_is_ready_with_the_snapshot_database_and_redis_up() -> None:
+    gateway = LiveGateway(extra_env=READY_ENV)
+    try:
+        # No /v1 request has loaded the snapshot: /readyz starts the load itself.
+        response, _ = wait_for_status(gateway.base_url + "/readyz", 200, 10)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "ready"
+        assert body["checks"] == {"routing_snapshot": "ok", "database": "ok", "redis": "ok"}
+        assert isinstance(body["config_version"], int)
+        assert "x-request-id" in response.headers
+    finally:
+        gateway.stop()
+
+
+def migrate(database_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    env.pop("TEST_DATABASE_NAME", None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env,
+                   check=True, timeout=120)
+
+
+def test_readyz_fails_while_the_database_is_unreachable_and_recovers_after() -> None:
+    with own_postgres() as postgres:
+        url = postgres.createdb("readyz")
+        migrate(url)
+        gateway = LiveGateway(extra_env={**READY_ENV, "DATABASE_URL": url})
+        try:
+            ready = gateway.base_url + "/readyz"
+            response, _ = wait_for_status(ready, 200, 10)
+            assert response.status_code == 200, response.text
+
+            postgres.stop()
+            response, took = wait_for_status(ready, 503, 5)
+            print(f"\n/readyz answered 503 {took:.2f} s after PostgreSQL stopped")
+            assert response.status_code == 503, response.text
+            error = response.json()["error"]
+            assert error["code"] == "not_ready" and error["type"] == "server_error"
+            assert error["message"].startswith("Not ready: database: ")
+            assert "routing_snapshot" not in error["message"] and "redis" not in error["message"]
+            # Liveness is not readiness: the process is alive and says so.
+            assert httpx.get(gateway.base_url + "/healthz", timeout=5).status_code == 200
+
+            postgres.start()
+            response, took = wait_for_status(ready, 200, 10)
+            print(f"/readyz answered 200 {took:.2f} s after PostgreSQL started again")
+            assert response.status_code == 200, response.text
+        finally:
+            gateway.stop()
+        log = gateway.log()
+        # Logged when the verdict changes, not once per probe; no traceback.
+        assert log.count("not ready: database:") == 1, log
+        assert "Traceback" not in log, log
+
+
+def test_readyz_names_redis_when_redis_is_down_and_recovers_after() -> None:
+    with own_redis() as redis_server:
+        gateway = LiveGateway(extra_env={**READY_ENV, "REDIS_URL": redis_server.url})
+        try:
+            ready = gateway.base_url + "/readyz"
+            assert wait_for_status(ready, 200, 10)[0].status_code == 200
+            redis_server.kill()
+            response, _ = wait_for_status(ready, 503, 5)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["message"].startswith("Not ready: redis: ")
+            restarted = RedisServer(port=redis_server.port)
+            restarted.start()
+            try:
+                assert wait_for_status(ready, 200, 10)[0].status_code == 200
+            finally:
+                restarted.remove()
+        finally:
+            gateway.stop()
+
+
+def test_readyz_keeps_its_verdict_for_the_cache_period(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import readiness as module
+
+    class LoadedHolder:
+        def peek(self) -> Any:
+            return SimpleNamespace(version=7)
+
+    checks: list[str] = []
+    settings.GATEWAY_READY_CACHE_SECONDS = 60
+    monkeypatch.setattr(module, "holder", LoadedHolder())
+    monkeypatch.setattr(module, "_database_ping", lambda: checks.append("database"))
+    probe = module.Readiness()
+
+    async def many() -> list[Any]:
+        return await asyncio.gather(*(probe.verdict() for _ in range(20)))
+
+    verdicts = asyncio.run(many()) + asyncio.run(many())
+    assert checks == ["database"]  # 40 probes, one check
+    assert all(verdict is verdicts[0] for verdict in verdicts)
+    assert verdicts[0].ready and verdicts[0].config_version == 7
