@@ -163,9 +163,13 @@ GATEWAY_PROBE_SECONDS = envfloat("GATEWAY_PROBE_SECONDS", 30.0)
 GATEWAY_REDIS_TIMEOUT_SECONDS = envfloat("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.05)
 GATEWAY_REDIS_RETRY_SECONDS = envfloat("GATEWAY_REDIS_RETRY_SECONDS", 2.0)
 GATEWAY_REDIS_LOG_SUMMARY_SECONDS = envfloat("GATEWAY_REDIS_LOG_SUMMARY_SECONDS", 60.0)
-# /readyz: the database (and Redis) must answer within this bound; a verdict is kept this long.
+# /readyz: the dependencies checked (beside the routing snapshot) must answer within this bound;
+# a verdict is kept this long. docs/deploy.md says when to check fewer.
 GATEWAY_READY_TIMEOUT_SECONDS = envfloat("GATEWAY_READY_TIMEOUT_SECONDS", 0.5)
 GATEWAY_READY_CACHE_SECONDS = envfloat("GATEWAY_READY_CACHE_SECONDS", 1.0)
+GATEWAY_READY_CHECKS = envlist("GATEWAY_READY_CHECKS", ["database", "redis"])
+if not set(GATEWAY_READY_CHECKS) <= {"database", "redis"}:
+    raise ImproperlyConfigured(f"GATEWAY_READY_CHECKS may name database and redis, got {GATEWAY_READY_CHECKS!r}")
 GATEWAY_ROLLUP_SECONDS = envfloat("GATEWAY_ROLLUP_SECONDS", 60.0)
 GATEWAY_USAGE_RETENTION_DAYS = envint("GATEWAY_USAGE_RETENTION_DAYS", 30, minimum=0)
 # An upstream-reported token count above this (or negative, or fractional) is dropped for the

@@ -7,6 +7,9 @@ A worker is ready when all of these hold:
 - the database answers `SELECT 1` within GATEWAY_READY_TIMEOUT_SECONDS;
 - Redis, when REDIS_URL is set, answers PING within the same bound.
 
+GATEWAY_READY_CHECKS (default `database,redis`) names the dependencies checked;
+the snapshot always is. (Left out, a dependency reads "not checked".)
+
 Otherwise it answers 503 in the OpenAI error shape, naming what is not ready.
 `/healthz` stays liveness: it answers as long as the event loop runs.
 
@@ -37,18 +40,20 @@ from gateway.snapshot import holder
 
 logger = logging.getLogger(__name__)
 
+SKIPPED = ("not configured", "not checked")  # Redis without REDIS_URL; left out by GATEWAY_READY_CHECKS
+
 _threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readyz")
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     ready: bool
-    checks: dict[str, str]  # name -> "ok" | "not configured" | why it is not ready
+    checks: dict[str, str]  # name -> "ok" | one of SKIPPED | why it is not ready
     config_version: int | None
     checked_at: float = field(default=0.0)
 
     def problems(self) -> list[str]:
-        return [f"{name}: {state}" for name, state in self.checks.items() if state not in ("ok", "not configured")]
+        return [f"{name}: {state}" for name, state in self.checks.items() if state != "ok" and state not in SKIPPED]
 
 
 def _database_ping() -> None:
@@ -99,23 +104,28 @@ class Readiness:
 
     async def _check(self) -> Verdict:
         bound = settings.GATEWAY_READY_TIMEOUT_SECONDS
-        dependencies = {"database": _database_ping}
-        if settings.REDIS_URL:
+        wanted = settings.GATEWAY_READY_CHECKS
+        dependencies: dict[str, Callable[[], None]] = {}
+        if "database" in wanted:
+            dependencies["database"] = _database_ping
+        if "redis" in wanted and settings.REDIS_URL:
             dependencies["redis"] = _redis_ping
         futures = {name: self._start(name, check) for name, check in dependencies.items()}
         waiting = [asyncio.wrap_future(future) for future in futures.values()]
         load = self._snapshot_load_task()
         if load is not None:
             waiting.append(asyncio.ensure_future(asyncio.shield(load)))
-        await asyncio.wait(waiting, timeout=bound)
+        if waiting:
+            await asyncio.wait(waiting, timeout=bound)
         for waiter in waiting:  # the checks and the load carry on past the bound; their waiters are dropped
             waiter.add_done_callback(_retrieve)
         checks = {"routing_snapshot": self._snapshot_state()}
         checks |= {name: _outcome(future, bound) for name, future in futures.items()}
-        if not settings.REDIS_URL:
-            checks["redis"] = "not configured"
+        for name in ("database", "redis"):
+            if name not in checks:
+                checks[name] = "not configured" if name == "redis" and not settings.REDIS_URL else "not checked"
         config = holder.peek()
-        return Verdict(ready=all(state in ("ok", "not configured") for state in checks.values()),
+        return Verdict(ready=all(state in SKIPPED or state == "ok" for state in checks.values()),
                        checks=checks, config_version=config.version if config else None,
                        checked_at=time.monotonic())
 

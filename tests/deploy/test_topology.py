@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 import pytest
+import redis
 import yaml
 from django.conf import settings
 from django.urls import resolve
@@ -390,7 +391,11 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
             return row[0] == sent
 
         wait_until(f"a usage rollup of the {sent} requests", rolled_up, 15, processes)
-        print(f"\ntopology: {sent} requests, probe, failover and rollup in {time.monotonic() - started:.1f} s")
+        connections = query(topology_db, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", TOPOLOGY_DB)[0]
+        redis_keys = redis.Redis.from_url(settings.REDIS_URL).dbsize()
+        print(f"\ntopology: {sent} requests, probe, failover and rollup in {time.monotonic() - started:.1f} s; "
+              f"{connections} PostgreSQL connections open (2 gateway workers, worker, beat), "
+              f"{redis_keys} Redis keys")
     finally:
         processes.stop_all()
     for name in ("gateway", "worker", "beat"):

@@ -113,10 +113,6 @@ def test_readyz_names_redis_when_redis_is_down_and_recovers_after() -> None:
 def test_readyz_keeps_its_verdict_for_the_cache_period(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from gateway import readiness as module
 
-    class LoadedHolder:
-        def peek(self) -> Any:
-            return SimpleNamespace(version=7)
-
     checks: list[str] = []
     settings.GATEWAY_READY_CACHE_SECONDS = 60
     monkeypatch.setattr(module, "holder", LoadedHolder())
@@ -130,3 +126,56 @@ def test_readyz_keeps_its_verdict_for_the_cache_period(settings: Any, monkeypatc
     assert checks == ["database"]  # 40 probes, one check
     assert all(verdict is verdicts[0] for verdict in verdicts)
     assert verdicts[0].ready and verdicts[0].config_version == 7
+
+
+class LoadedHolder:
+    def peek(self) -> Any:
+        return SimpleNamespace(version=7)
+
+
+def test_a_hung_dependency_is_named_within_the_bound_and_checked_once_at_a_time(
+        settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from gateway import readiness as module
+
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hung_ping() -> None:
+        calls.append("database")
+        release.wait(10)
+
+    settings.GATEWAY_READY_TIMEOUT_SECONDS = 0.1
+    settings.GATEWAY_READY_CACHE_SECONDS = 0
+    settings.GATEWAY_READY_CHECKS = ["database"]
+    monkeypatch.setattr(module, "holder", LoadedHolder())
+    monkeypatch.setattr(module, "_database_ping", hung_ping)
+    probe = module.Readiness()
+    try:
+        started = time.monotonic()
+        first = asyncio.run(probe.verdict())
+        second = asyncio.run(probe.verdict())
+        assert time.monotonic() - started < 1.0
+    finally:
+        release.set()
+    assert not first.ready and first.problems() == ["database: no answer within 0.1 s"]
+    assert not second.ready and calls == ["database"]  # the hung check is waited on, not started again
+
+
+def test_dependencies_left_out_of_the_ready_checks_are_not_checked(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import readiness as module
+
+    def refused() -> None:
+        raise ConnectionRefusedError("refused")
+
+    settings.GATEWAY_READY_CHECKS = []
+    monkeypatch.setattr(module, "holder", LoadedHolder())
+    monkeypatch.setattr(module, "_database_ping", refused)
+    monkeypatch.setattr(module, "_redis_ping", refused)
+    verdict = asyncio.run(module.Readiness().verdict())
+    assert verdict.ready
+    assert verdict.checks == {"routing_snapshot": "ok", "database": "not checked", "redis": "not checked"}
+    settings.GATEWAY_READY_CHECKS = ["database", "redis"]
+    verdict = asyncio.run(module.Readiness().verdict())
+    assert verdict.problems() == ["database: ConnectionRefusedError: refused", "redis: ConnectionRefusedError: refused"]
