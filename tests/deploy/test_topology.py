@@ -310,6 +310,9 @@ def query(url: str, sql: str, *args: Any) -> Any:
 def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_path: Path) -> None:
     started = time.monotonic()
     services = app_services()
+    # `python` and `celery` from this interpreter's environment, or from TOPOLOGY_BIN_DIR: say a
+    # virtualenv holding only the image's dependencies (`scripts/deps.py`, no dev extras).
+    bin_dir = os.environ.get("TOPOLOGY_BIN_DIR") or str(Path(sys.executable).parent)
     port = free_port()
     variables = {"SECRET_KEY": "topology-test-secret-key-" + "x" * 16, "POSTGRES_PASSWORD": "unused"}
     env = {name: value for name, value in os.environ.items()
@@ -318,7 +321,7 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
     env.update({
         # compose's hosts are `postgres` and `redis`; here the machine's, in databases of the test's own.
         "DATABASE_URL": topology_db, "REDIS_URL": settings.REDIS_URL,
-        "VAR_DIR": str(tmp_path / "var"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "VAR_DIR": str(tmp_path / "var"), "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "GATEWAY_PROBE_SECONDS": "1", "GATEWAY_ROLLUP_SECONDS": "1", "GATEWAY_USAGE_FLUSH_SECONDS": "0.2",
         "GATEWAY_READY_CACHE_SECONDS": "0.2", "PYTHONUNBUFFERED": "1",
     })
