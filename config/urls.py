@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
@@ -15,9 +16,18 @@ def api_schema(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     return SpectacularAPIView.as_view()(request, *args, **kwargs)
 
 
+class LoginView(auth_views.LoginView):
+    """The sign-in page; it says how to get a first login only while there is none (make run prints one)."""
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["has_admin"] = get_user_model().objects.filter(is_superuser=True).exists()
+        return context
+
+
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema/", api_schema, name="api-schema"),
     path("api/", include("targetgroups.api_urls")),
