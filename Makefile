@@ -14,20 +14,21 @@ PORT ?= 8000
 
 .PHONY: run serve test lint install migrate bench bench-smoke bench-tools
 
-# pip's own lines (Collecting, Downloading, Installing) stream as they come (python -u), and the
-# only line dropped is this machine's pip-config warning. A step line first, so a first run never
-# looks hung. The import check at the end catches a failed install (pip's status is lost in the pipe).
+# pip's own output goes straight to the terminal: its download and install progress bars draw
+# only on one (python -u: unbuffered when make's output is piped, say to a CI log). Only its
+# stderr is filtered, of this machine's pip-config warning. A step line first, so a first run
+# never looks hung.
 PIP := $(BIN)/python -u -m pip
-PIP_FILTER := grep --line-buffered -v '^WARNING: Location' || true
+NO_LOCATION_WARNINGS := 2> >(grep --line-buffered -v '^WARNING: Location' >&2)
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || { echo "==> Creating the virtualenv in $(VENV) ($$($(PYTHON) --version))"; $(PYTHON) -m venv $(VENV); }
 	@echo "==> Upgrading pip"
-	@$(PIP) install -q --upgrade pip 2>&1 | $(PIP_FILTER)
+	@$(PIP) install -q --upgrade pip $(NO_LOCATION_WARNINGS)
 	@echo "==> Installing dependencies from pyproject.toml (a few minutes the first time)"
-	@$(BIN)/python scripts/deps.py dev | xargs $(PIP) install --progress-bar on 2>&1 | grep --line-buffered -v '^Requirement already satisfied' | $(PIP_FILTER)
+	@$(BIN)/python scripts/deps.py dev | xargs $(PIP) install --progress-bar on $(NO_LOCATION_WARNINGS)
 	@echo "==> Installing the router model's files (wordllama, --no-deps)"
-	@$(BIN)/python scripts/deps.py --files-only | xargs $(PIP) install --no-deps 2>&1 | grep --line-buffered -v '^Requirement already satisfied' | $(PIP_FILTER)
+	@$(BIN)/python scripts/deps.py --files-only | xargs $(PIP) install --no-deps $(NO_LOCATION_WARNINGS)
 	@$(BIN)/python -c "import django, rest_framework, adrf, httptools, aiohttp, importlib.util as u; assert u.find_spec('wordllama')" || (echo "dependency install failed" >&2; exit 1)
 	@touch $@
 	@echo "==> Dependencies installed"
