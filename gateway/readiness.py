@@ -77,7 +77,7 @@ def _redis_ping() -> None:
 class Readiness:
     def __init__(self) -> None:
         self._verdict: Verdict | None = None
-        self._pending: asyncio.Future[Verdict] | None = None
+        self._pending: asyncio.Task[Verdict] | None = None
         self._in_flight: dict[str, Future[None]] = {}  # checks still running in their threads
         self._snapshot_load: asyncio.Task[Any] | None = None
         self._was_ready: bool | None = None
@@ -86,18 +86,13 @@ class Readiness:
         cached = self._verdict
         if cached is not None and time.monotonic() - cached.checked_at < settings.GATEWAY_READY_CACHE_SECONDS:
             return cached
-        if self._pending is not None:  # another caller is checking: share its answer
-            return await asyncio.shield(self._pending)
-        self._pending = asyncio.get_running_loop().create_future()
-        try:
-            verdict = await self._check()
-            self._pending.set_result(verdict)
-        except BaseException as exc:
-            self._pending.set_exception(exc)
-            self._pending.exception()  # retrieved: no "never retrieved" warning when nobody shared it
-            raise
-        finally:
-            self._pending = None
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.get_running_loop().create_task(self._check_and_keep(), name="readyz-check")
+        # Shared by every caller meanwhile; a caller that goes away does not cancel it for the others.
+        return await asyncio.shield(self._pending)
+
+    async def _check_and_keep(self) -> Verdict:
+        verdict = await self._check()
         self._verdict = verdict
         self._log_change(verdict)
         return verdict
@@ -165,7 +160,6 @@ class Readiness:
         else:
             logger.warning("not ready: %s", "; ".join(verdict.problems()))
         self._was_ready = verdict.ready
-
 
 
 def _outcome(future: Future[None], bound: float) -> str:
