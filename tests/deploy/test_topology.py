@@ -38,6 +38,7 @@ K8S = ROOT / "deploy" / "k8s"
 REQUIRED = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS"}
 APP_IMAGE = "smart-balancers"
 ROLES = ("migrate", "gateway", "worker", "beat")
+PROBE_HOST = "localhost"  # the Host header the health checks and probes send
 
 
 # --- the files -----------------------------------------------------------------------------
@@ -45,6 +46,10 @@ ROLES = ("migrate", "gateway", "worker", "beat")
 
 def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def services_env() -> dict[str, str]:
+    return app_services()["gateway"]["environment"]
 
 
 def app_services() -> dict[str, dict[str, Any]]:
@@ -169,6 +174,14 @@ def test_probes_and_health_checks_point_at_real_gateway_paths() -> None:
         assert container[probe]["httpGet"]["port"] == port["name"]
     service = manifest("Service", "smart-balancers-gateway")
     assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    # Probes name a host the app accepts (a pod's IP is not in ALLOWED_HOSTS, and the gateway
+    # answers a Host outside it with a 400).
+    allowed = manifest("ConfigMap", "smart-balancers")["data"]["ALLOWED_HOSTS"].split(",")
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["httpHeaders"] == [{"name": "Host", "value": PROBE_HOST}]
+    assert PROBE_HOST in allowed
+    assert f"'Host': '{PROBE_HOST}'" in " ".join(health)
+    assert PROBE_HOST in interpolate(services_env()["ALLOWED_HOSTS"], {"ALLOWED_HOSTS": "gateway.example.com"}).split(",")
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > int(command[command.index("--timeout-graceful-shutdown") + 1])
     # Compose waits for the dependencies' own checks.
@@ -346,8 +359,8 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
         base = f"http://127.0.0.1:{port}"
 
         def ready() -> dict[str, Any] | None:
-            try:
-                response = httpx.get(base + "/readyz", timeout=2)
+            try:  # as the probes ask
+                response = httpx.get(base + "/readyz", headers={"Host": PROBE_HOST}, timeout=2)
             except httpx.HTTPError:
                 return None
             return response.json() if response.status_code == 200 else None
