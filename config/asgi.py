@@ -1,6 +1,6 @@
 """ASGI entry point.
 
-/v1/ and /healthz go to the gateway's lean handler (gateway/asgi.py); everything
+/v1/, /healthz and /readyz go to the gateway's lean handler (gateway/asgi.py); everything
 else to Django's, with servestatic answering /static/ in front of it. The
 lifespan wrapper writes out buffered usage events at shutdown.
 """
