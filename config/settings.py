@@ -74,7 +74,10 @@ ASGI_APPLICATION = "config.asgi.application"
 
 _default_db = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 try:
-    DATABASES = {"default": dj_database_url.parse(envstr("DATABASE_URL", _default_db), conn_max_age=60)}
+    # Health checks: a kept connection is pinged before its first query in each unit of work
+    # (request, or gateway.db.unit_of_work), so one that died with a database restart is replaced.
+    DATABASES = {"default": dj_database_url.parse(envstr("DATABASE_URL", _default_db), conn_max_age=60,
+                                                  conn_health_checks=True)}
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -6,7 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from gateway.models import ApiKey, UsageEvent, hash_api_key, new_api_key_secret
+from gateway.models import ApiKey, UsageDeadLetter, UsageEvent, hash_api_key, new_api_key_secret
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -35,6 +35,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
 class UsageEventAdmin(admin.ModelAdmin):
     list_display = ("created_at", "serving_name", "route", "instance", "status_code", "latency_ms", "cost_usd")
     list_filter = ("serving_name", "status_code", "decision_reason")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(UsageDeadLetter)
+class UsageDeadLetterAdmin(admin.ModelAdmin):
+    """Usage events the database refused (see gateway.usage): read-only, deletable once understood."""
+
+    list_display = ("created_at", "request_id", "reason")
+    search_fields = ("request_id", "reason")
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request: HttpRequest) -> bool:

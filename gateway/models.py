@@ -102,6 +102,27 @@ class UsageEvent(models.Model):
         return f"{self.request_id} {self.serving_name} {self.status_code}"
 
 
+class UsageDeadLetter(models.Model):
+    """A usage event the database refused for its values, kept aside with the reason.
+
+    Written by the usage writer (gateway.usage) instead of the event, so that one bad
+    row never holds up the others; read in the admin. Kept as long as raw usage events
+    (GATEWAY_USAGE_RETENTION_DAYS).
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True, help_text="When it was set aside.")
+    request_id = models.CharField(max_length=64, blank=True)
+    reason = models.CharField(max_length=500, help_text="The database's error.")
+    record = models.TextField(help_text="The event as the gateway recorded it (JSON when it can be).")
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "usage dead letter"
+
+    def __str__(self) -> str:
+        return f"{self.request_id}: {self.reason[:80]}"
+
+
 class UsageHourly(models.Model):
     """Usage events summed per UTC hour and per balancer, route, instance, model and API key.
 

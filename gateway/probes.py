@@ -19,10 +19,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from gateway.db import in_thread
 from gateway.engine.types import InstanceSpec
 from gateway.models import HealthStatus, InstanceHealth
 from gateway.snapshot import instance_spec
@@ -102,9 +102,9 @@ async def probe_all(*, cooldown_seconds: float | None = None) -> list[ProbeResul
     """Probe every enabled instance at once, save the results, and bench the unavailable ones."""
     from gateway.runtime import mark_unavailable
 
-    instances = await sync_to_async(_enabled_instances, thread_sensitive=False)()
+    instances = await in_thread(_enabled_instances)
     results = await asyncio.gather(*(probe_instance(i) for i in instances))
-    await sync_to_async(_save, thread_sensitive=False)(list(results))
+    await in_thread(_save, list(results))
     length = cooldown_seconds if cooldown_seconds is not None else settings.GATEWAY_PROBE_SECONDS
     for result in results:
         if result.status == HealthStatus.UNAVAILABLE:

@@ -18,7 +18,7 @@ event has committed or rolled back. SQLite writes one transaction at a time, so 
 ids commit in order.
 
 Retention: raw events older than GATEWAY_USAGE_RETENTION_DAYS (whole hours, and only
-events already rolled up) are deleted; their rollups stay. Such an hour can no longer
+events already rolled up) are deleted, and so are usage dead letters; their rollups stay. Such an hour can no longer
 be recomputed from raw events, so an event arriving late for it is added to its rows.
 
 Production: Celery beat runs `gateway.tasks.rollup_usage` (config/celery.py). Embedded
@@ -35,14 +35,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from gateway.models import UsageEvent, UsageHourly, UsageRollupState
+from gateway.db import in_thread
+from gateway.models import UsageDeadLetter, UsageEvent, UsageHourly, UsageRollupState
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +185,7 @@ def _prune(state: UsageRollupState, now: datetime) -> int:
     # can go over several runs.
     if state.pruned_before is None or cutoff > state.pruned_before:
         state.pruned_before = cutoff
+    UsageDeadLetter.objects.filter(created_at__lt=cutoff).delete()  # refused events go with the raw ones
     old = UsageEvent.objects.filter(created_at__lt=cutoff, pk__lte=state.last_event_id)
     last = old.order_by("pk").values_list("pk", flat=True)[PRUNE_BATCH - 1:PRUNE_BATCH].first()
     deleted, _ = (old if last is None else old.filter(pk__lte=last)).delete()
@@ -194,4 +195,4 @@ def _prune(state: UsageRollupState, now: datetime) -> int:
 
 async def rollup_usage_in_thread() -> RollupResult:
     """rollup_usage() for the gateway's event loop (embedded mode's tick)."""
-    return await sync_to_async(rollup_usage, thread_sensitive=False)()
+    return await in_thread(rollup_usage)

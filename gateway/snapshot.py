@@ -9,6 +9,7 @@ when it changed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import weakref
@@ -16,11 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from balancers.models import Balancer
 from gateway.config_version import REDIS_KEY, SET_IF_GREATER, config_version_from_db
+from gateway.db import in_thread
 from gateway.engine.types import (
     BalancerSpec,
     GroupSpec,
@@ -30,6 +31,7 @@ from gateway.engine.types import (
     Snapshot,
 )
 from gateway.models import ApiKey
+from gateway.outages import OutageLog
 from targetgroups.models import Instance
 
 logger = logging.getLogger(__name__)
@@ -159,7 +161,7 @@ _version_floor = 0  # the newest version this process read from the database whi
 async def read_version() -> int | None:
     """The config version as the workers see it (Redis when configured, else the DB row)."""
     global _version_floor
-    from_db = sync_to_async(config_version_from_db, thread_sensitive=False)
+    from_db = functools.partial(in_thread, config_version_from_db)
     if not settings.REDIS_URL:
         return await from_db()
     from gateway.redis_client import RedisUnavailable, call_async
@@ -192,6 +194,7 @@ class ConfigHolder:
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
         # Called on every poll tick, e.g. to share health state through Redis.
         self.tick_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.refresh_log = OutageLog("config refresh", logger)
 
     async def get(self) -> GatewayConfig:
         config = self._config
@@ -223,7 +226,7 @@ class ConfigHolder:
             version = await read_version()
             if not force and self._config is not None and version == self._seen_version:
                 return self._config
-            config = await sync_to_async(build_config, thread_sensitive=False)(version or 0)
+            config = await in_thread(build_config, version or 0)
             self._config = config
             self._seen_version = version
             return config
@@ -246,8 +249,10 @@ class ConfigHolder:
             await asyncio.sleep(interval)
             try:
                 await self.refresh()
-            except Exception:
-                logger.exception("config refresh failed; keeping the previous snapshot")
+            except Exception as exc:  # keep routing from the previous snapshot; retry next tick
+                self.refresh_log.failed(exc)
+            else:
+                self.refresh_log.succeeded()
             await self._run_tick_hooks()
 
     async def _run_tick_hooks(self) -> None:

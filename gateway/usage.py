@@ -3,8 +3,16 @@
 The request handler appends a record to an in-memory buffer and returns; a writer
 thread saves the buffer in batches every GATEWAY_USAGE_FLUSH_SECONDS. While the
 database is unreachable the records stay buffered and the write is retried with
-backoff; past GATEWAY_USAGE_BUFFER_MAX records the oldest are dropped and
-counted. At a clean shutdown (atexit) the buffer is written out.
+backoff (at most RETRY_MAX_SECONDS apart, so the writer catches up within seconds
+of the database answering again); past GATEWAY_USAGE_BUFFER_MAX records the
+oldest are dropped and counted. At a clean shutdown (atexit) the buffer is
+written out.
+
+A record the database refuses for its values (a negative token count against the
+column's check, a number out of the column's range, a string too long, a value
+that cannot be encoded) must not hold up the others: a batch refused that way is
+halved until the bad record is alone, the rest is written, and that record is
+kept in UsageDeadLetter with the database's reason for an operator to see.
 """
 
 from __future__ import annotations
@@ -15,18 +23,23 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
+import psycopg
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connections, transaction
+from django.db import DataError, IntegrityError, close_old_connections, connections, transaction
+
+from gateway.db import connection_lost, drop_connections
+from gateway.outages import SUMMARY_SECONDS, OutageLog, describe
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
+RETRY_MAX_SECONDS = 2.0  # the longest wait between two writes while the database refuses them
 
 
 @dataclass(slots=True)
@@ -68,6 +81,9 @@ class UsageRecorder:
         self.dropped = 0
         self.written = 0
         self.failures = 0
+        self.set_aside = 0  # records the database refused for their values (UsageDeadLetter)
+        self._set_aside_logged_at = -SUMMARY_SECONDS
+        self.outage = OutageLog("usage writes", logger)
 
     def record(self, record: UsageRecord) -> None:
         """Hot path: O(1), no I/O."""
@@ -102,56 +118,84 @@ class UsageRecorder:
             self._wake.wait(backoff)
             self._wake.clear()
             if self.flush() is None:
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, max(RETRY_MAX_SECONDS, self.flush_seconds))
             else:
                 backoff = self.flush_seconds
         connections.close_all()
 
     def flush(self) -> int | None:
-        """Write everything buffered; None when the database refused (records kept)."""
+        """Write everything buffered; None when the database failed (what is unwritten stays buffered)."""
         total = 0
         while True:
             with self._lock:
                 batch = [self._buffer.popleft() for _ in range(min(BATCH_SIZE, len(self._buffer)))]
             if not batch:
                 return total
+            close_old_connections()  # a unit of work in a long-lived thread (gateway.db)
             try:
-                close_old_connections()
-                try:
-                    _insert(batch)
-                except IntegrityError:
-                    self._write_one_by_one(batch)
-            except Exception:
+                written = self._write(batch)
+            except _Unwritten as failure:
                 self.failures += 1
-                logger.warning("could not write %d usage events; will retry", len(batch), exc_info=self.failures == 1)
+                self.outage.failed(failure.__cause__ or failure)
                 with self._lock:
-                    self._buffer.extendleft(reversed(batch))
+                    self._buffer.extendleft(reversed(failure.records))
                     while len(self._buffer) > self.max_buffer:
                         self._buffer.popleft()
                         self.dropped += 1
-                try:
-                    connections["default"].close()
-                except Exception:
-                    pass
+                drop_connections()
                 return None
-            self.written += len(batch)
-            total += len(batch)
+            self.outage.succeeded()
+            self.written += written
+            total += written
 
-    def _write_one_by_one(self, batch: list[UsageRecord]) -> None:
-        """A batch refused for its references (a balancer or key deleted meanwhile): keep the events without them."""
-        from gateway.models import UsageEvent
+    def _write(self, batch: list[UsageRecord]) -> int:
+        """Write a batch; return how many records were written (the others were set aside).
 
-        for record in batch:
+        A part refused for its values is halved until the bad record is alone (about
+        2·log2(BATCH_SIZE) statements for one bad record in a full batch). Raises _Unwritten,
+        with the records not written yet, when the database itself fails.
+        """
+        written = 0
+        parts = [batch]
+        while parts:
+            part = parts.pop()
             try:
-                UsageEvent.objects.create(**asdict(record))
-            except IntegrityError:
-                record.balancer_id = None
-                record.api_key_id = None
+                _insert(part)
+            except Exception as exc:
+                if not refused_for_values(exc):
+                    raise _Unwritten([*part, *(r for rest in reversed(parts) for r in rest)]) from exc
+                if len(part) > 1:
+                    middle = len(part) // 2
+                    parts += [part[middle:], part[:middle]]
+                    continue
                 try:
-                    UsageEvent.objects.create(**asdict(record))
-                except IntegrityError:
-                    self.dropped += 1
-                    logger.error("usage event %s refused by the database; dropped", record.request_id)
+                    self._set_aside(part[0], exc)
+                except Exception as failure:
+                    raise _Unwritten([*part, *(r for rest in reversed(parts) for r in rest)]) from failure
+            else:
+                written += len(part)
+        return written
+
+    def _set_aside(self, record: UsageRecord, refusal: BaseException) -> None:
+        """Keep a record the database refused, with the reason, in UsageDeadLetter."""
+        from gateway.models import UsageDeadLetter
+
+        reason = describe(refusal, limit=500)
+        try:
+            UsageDeadLetter.objects.create(request_id=_text(record.request_id)[:64], reason=_text(reason)[:500],
+                                           record=_dump(record))
+        except Exception as exc:
+            if not refused_for_values(exc):
+                raise
+            self.dropped += 1  # cannot happen with the text above; never let it block the writer
+            logger.error("usage event refused and not kept aside: %s (%s)", reason, describe(exc))
+            return
+        self.set_aside += 1
+        now = time.monotonic()
+        if now - self._set_aside_logged_at >= SUMMARY_SECONDS:  # one line a minute at most
+            self._set_aside_logged_at = now
+            logger.warning("usage event %s refused by the database, kept in the usage dead letters: %s "
+                           "(%d so far in this process)", _text(record.request_id)[:64], reason, self.set_aside)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write out what is buffered (clean shutdown), retrying for up to `timeout` seconds."""
@@ -165,6 +209,37 @@ class UsageRecorder:
                 time.sleep(0.5)
         if self._buffer:
             logger.error("shutdown with %d usage events unwritten", len(self._buffer))
+
+
+class _Unwritten(Exception):
+    def __init__(self, records: list[UsageRecord]) -> None:
+        super().__init__(f"{len(records)} usage events not written")
+        self.records = records
+
+
+def refused_for_values(exc: BaseException) -> bool:
+    """The statement failed for the values in it, not for the database: the same rows would fail again."""
+    if connection_lost(exc):
+        return False
+    if isinstance(exc, DataError | IntegrityError | psycopg.DataError | psycopg.IntegrityError):
+        return True  # out of range, a check constraint, too long, bad text (SQLSTATE classes 22 and 23)
+    if isinstance(exc, psycopg.Error):
+        return exc.sqlstate is None  # raised by psycopg itself while adapting a value
+    return isinstance(exc, TypeError | ValueError | ArithmeticError)  # building the row (JSON, numbers)
+
+
+def _text(value: object) -> str:
+    """Any value as text PostgreSQL accepts (no NUL, no lone surrogate)."""
+    return str(value).replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _dump(record: UsageRecord) -> str:
+    values = {name: getattr(record, name, None) for name in _COLUMNS}
+    try:
+        text = orjson.dumps(values, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except Exception:  # e.g. an integer past 64 bits, a lone surrogate
+        text = repr(values)
+    return _text(text)
 
 
 _COLUMNS = [f.name for f in fields(UsageRecord)]
