@@ -279,6 +279,7 @@ async def healthz(request: HttpRequest) -> HttpResponse:
         "config_version": config.version if config else None,
         "usage_pending": recorder.pending,
         "usage_dropped": recorder.dropped,
+        "usage_set_aside": recorder.set_aside,  # refused by the database: see the usage dead letters
     })
 
 

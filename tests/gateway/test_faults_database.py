@@ -225,7 +225,7 @@ def restart(request: pytest.FixtureRequest, postgres: tuple[PostgresServer, str]
             after=wait_for_events(url, keys["steady"], served_before_up, timeout=20)))
         watcher.start()
 
-        doomed = Traffic(gateway, model, keys["doomed_secret"], pause=0.005)  # asks while the key is revoked
+        doomed = Traffic(gateway, model, keys["doomed_secret"])  # asks while the key is revoked
         doomed.start()
         stack.callback(doomed.stop)
         revoked_at = django(url, redis_url, REVOKE.format(pk=keys["doomed"]))
@@ -263,6 +263,7 @@ def test_no_usage_event_is_lost_across_a_postgres_restart(restart: Restart) -> N
 
 def test_a_postgres_restart_logs_one_failure_and_one_recovery_line_per_worker(restart: Restart) -> None:
     lines = [line for line in restart.log.splitlines() if line.strip()]
+    print(f"[{restart.mode}] the log through the restart:", *lines, sep="\n  ")
     refresh_failing = [line for line in lines if "config refresh fail" in line]
     if restart.mode == "database":  # every poll reads the version from the database
         assert len(refresh_failing) == WORKERS, restart.log
