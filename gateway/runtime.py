@@ -173,10 +173,14 @@ class EmbeddedJob:
     seconds, never two runs at once."""
 
     def __init__(self, job: Callable[[], Awaitable[Any]], interval_setting: str) -> None:
+        from gateway.outages import OutageLog
+
         self.job = job
         self.interval_setting = interval_setting
         self.last: float | None = None
         self.running = False
+        # A failing run (the database down) is logged when it starts and ends, not at every run.
+        self.outage = OutageLog(f"embedded job {getattr(job, '__name__', job)}", logger)
 
     async def __call__(self) -> None:
         if settings.REDIS_URL or self.running:
@@ -187,6 +191,10 @@ class EmbeddedJob:
         self.last = time.monotonic()
         try:
             await self.job()
+        except Exception as exc:
+            self.outage.failed(exc)
+        else:
+            self.outage.succeeded()
         finally:
             self.running = False
 
