@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('gateway', '0005_api_key_allow_route_override'),
+        ('gateway', '0006_usage_event_usage_note'),
     ]
 
     operations = [
