@@ -23,14 +23,16 @@ import collections
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from gateway.engine.types import BalancerSpec, RouteSpec
+from gateway.router_models.fitted import LocalRouter, build_local_router
 from gateway.router_models.llm import build_router_messages, parse_router_answer
-from gateway.router_models.local import LocalIntentClassifier, RouteIntent
+from gateway.router_models.local import RouteIntent
 from gateway.text import last_user_text
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class Decision:
     classifier_ms: float | None = None
     scores: dict[str, float] = field(default_factory=dict)
     cached: bool = False
+    difficulty: float | None = None  # the local router's P(prompt is hard), for /v1/explain
 
 
 class _TTLCache:
@@ -85,7 +88,7 @@ class _TTLCache:
 
 _cache = _TTLCache(CACHE_SIZE, CACHE_TTL)
 _inflight: dict[tuple[Any, ...], asyncio.Task[Decision]] = {}
-_local_models: dict[tuple[int, int], LocalIntentClassifier] = {}
+_local_models: dict[tuple[int, int], LocalRouter] = {}
 _WS = re.compile(r"\s+")
 
 
@@ -97,14 +100,32 @@ def route_intents(balancer: BalancerSpec) -> list[RouteIntent]:
     return [RouteIntent(name=r.name, intent=r.intent, examples=r.examples) for r in balancer.routes if r.enabled]
 
 
-def local_classifier(balancer: BalancerSpec, version: int) -> LocalIntentClassifier:
+def local_classifier(balancer: BalancerSpec, version: int) -> LocalRouter:
     key = (version, balancer.pk)
     model = _local_models.get(key)
     if model is None:
         if len(_local_models) > 256:
             _local_models.clear()
-        model = _local_models[key] = LocalIntentClassifier(route_intents(balancer))
+        model = _local_models[key] = build_local_router(route_intents(balancer))
     return model
+
+
+def fit_local_routers(balancers: Iterable[BalancerSpec], version: int) -> None:
+    """Fit the built-in router of every intent balancer now, at snapshot build (off the request path).
+
+    Models of older snapshots than the previous one are dropped (a fitted model
+    holds about 0.7 MB for 10 routes), so a worker keeps at most two generations.
+    """
+    older = sorted({v for v, _ in _local_models if v < version})[:-1]
+    for key in [k for k in _local_models if k[0] in older]:
+        _local_models.pop(key, None)
+    for balancer in balancers:
+        router = balancer.router_model
+        if balancer.routing_mode == "intent_classifier" and router is not None and router.provider == "builtin":
+            try:
+                local_classifier(balancer, version)
+            except Exception:
+                logger.exception("fitting the local router model failed for %s", balancer.serving_name)
 
 
 def _fell_back(balancer: BalancerSpec, reason: str, started: float) -> Decision:
@@ -164,7 +185,9 @@ def _classify_local(balancer: BalancerSpec, version: int, prompt: str) -> Decisi
     except Exception:
         logger.exception("local router model failed for %s", balancer.serving_name)
         return _fell_back(balancer, ERROR, started)
-    return _from_answer(balancer, result.route, result.confidence, dict(result.scores), started)
+    decision = _from_answer(balancer, result.route, result.confidence, dict(result.scores), started)
+    decision.difficulty = result.difficulty
+    return decision
 
 
 async def classify(balancer: BalancerSpec, version: int, messages: Any, *, use_cache: bool = True) -> Decision:
@@ -176,7 +199,8 @@ async def classify(balancer: BalancerSpec, version: int, messages: Any, *, use_c
     if use_cache:
         hit = _cache.get(key)
         if hit is not None:
-            return Decision(hit.route, hit.reason, hit.confidence, 0.0, hit.scores, cached=True)
+            return Decision(hit.route, hit.reason, hit.confidence, 0.0, hit.scores, cached=True,
+                            difficulty=hit.difficulty)
     if router.provider == "builtin":
         decision = _classify_local(balancer, version, prompt)
         _remember(key, decision)

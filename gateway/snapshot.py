@@ -22,6 +22,7 @@ from django.conf import settings
 from balancers.models import Balancer
 from gateway.config_version import REDIS_KEY, SET_IF_GREATER, config_version_from_db
 from gateway.db import in_thread
+from gateway.decision import fit_local_routers
 from gateway.engine.types import (
     BalancerSpec,
     GroupSpec,
@@ -148,6 +149,8 @@ def build_config(version: int) -> GatewayConfig:
             rate_limit_per_minute=key.rate_limit_per_minute,
             allow_route_override=key.allow_route_override,
         )
+    # The built-in router models are fitted here, with the snapshot, never per request.
+    fit_local_routers(balancers.values(), version)
     return GatewayConfig(
         routing=Snapshot(version=version, balancers=MappingProxyType(balancers)),
         keys=MappingProxyType(keys),

@@ -258,6 +258,7 @@ class ExplainApi(GatewayApiView):
             "scores": scores,
             "order": [r.name for r in route_order(balancer, route)],
             "classifier_ms": None if decision.classifier_ms is None else round(decision.classifier_ms, 3),
+            "difficulty": None if decision.difficulty is None else round(decision.difficulty, 4),
             "cached": decision.cached,
             "ranking": ranking,
         })

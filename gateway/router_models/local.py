@@ -64,6 +64,9 @@ SOFTMAX_SHARPNESS = 20.0  # of the soft maximum over phrases and examples
 DIFFICULTY_WEIGHT = 0.15
 CATCH_ALL_SIMILARITY = 0.1  # about where unrelated and weakly related prompts meet
 TEMPERATURE = 0.05
+# The prompt's difficulty: the learned score (``difficulty.py``, mapped to
+# -1.5..1.5) or, with False, the length-and-wording heuristic below.
+LEARNED_DIFFICULTY = False
 
 # Below this best similarity nothing matches at all (and no catch-all exists).
 NO_MATCH_SIMILARITY = 0.0
@@ -148,6 +151,7 @@ class Classification:
     route: str | None  # None: nothing matches at all (the gateway takes the default)
     confidence: float  # probability of ``route`` in [0, 1]; 0.0 when route is None
     scores: dict[str, float]  # probability per route, summing to 1; {} for an empty prompt
+    difficulty: float | None = None  # P(the prompt is hard), 0..1; None when not scored
 
 
 def truncate_prompt(text: str, head: int = HEAD_CHARS, tail: int = TAIL_CHARS) -> str:
@@ -338,9 +342,17 @@ class LocalIntentClassifier:
             centred = np.clip(seen - np.nanmean(seen), -1.0, 1.0)
             difficulty = np.where(self._has_examples, (difficulty + centred) / 2, difficulty)
         self._difficulty = difficulty
+        from gateway.router_models.difficulty import default_difficulty_model
+
+        self._difficulty_model = default_difficulty_model()
 
     def similarities(self, text: str) -> tuple[np.ndarray, np.ndarray, float] | None:
         """Per-route semantic scores, logits and prompt difficulty; None if no tokens."""
+        result = self._score(text)
+        return None if result is None else result[:3]
+
+    def _score(self, text: str) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+        """Semantic scores, logits, difficulty (-1.5..1.5) and P(hard); None if no tokens."""
         if self._n == 0 or not text.strip():
             return None
         cut = truncate_prompt(text)
@@ -359,20 +371,26 @@ class LocalIntentClassifier:
         semantic = np.where(
             self._has_examples, INTENT_WEIGHT * intent + (1 - INTENT_WEIGHT) * examples, intent
         )
-        difficulty = prompt_difficulty(cut, n_tokens)
+        hard = self._difficulty_model.score(cut, vector, n_tokens)
+        if LEARNED_DIFFICULTY:
+            difficulty = 3.0 * (hard - 0.5)
+        else:
+            difficulty = prompt_difficulty(cut, n_tokens)
         logits = semantic + DIFFICULTY_WEIGHT * self._difficulty * difficulty
-        return semantic, logits, difficulty
+        return semantic, logits, difficulty, hard
 
     def classify(self, text: str) -> Classification:
-        result = self.similarities(text)
+        result = self._score(text)
         if result is None:
             return Classification(route=None, confidence=0.0, scores={})
-        semantic, logits, _ = result
+        semantic, logits, _, hard = result
         z = logits / TEMPERATURE
         probs = np.exp(z - z.max())
         probs /= probs.sum()
         scores = {name: float(p) for name, p in zip(self.names, probs, strict=True)}
         if float(semantic.max()) <= NO_MATCH_SIMILARITY:
-            return Classification(route=None, confidence=0.0, scores=scores)
+            return Classification(route=None, confidence=0.0, scores=scores, difficulty=hard)
         best = int(np.argmax(probs))
-        return Classification(route=self.names[best], confidence=float(probs[best]), scores=scores)
+        return Classification(
+            route=self.names[best], confidence=float(probs[best]), scores=scores, difficulty=hard
+        )

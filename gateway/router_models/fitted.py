@@ -1,0 +1,253 @@
+"""The fitted router model: learns each balancer's routes from its intents and examples.
+
+Built once per config snapshot (never on the request path), from what the
+operator wrote:
+
+1. **Training texts**: every route's intent sentence, its phrases ("disputes,
+   refunds, escalations" one by one) and its example prompts, labelled with
+   the route.
+2. **Features**: the static embedding of a text and its hashed character
+   n-grams (``features``), weighted ``EMBEDDING_WEIGHT`` : ``NGRAM_WEIGHT``.
+3. **Model**: a multinomial logistic regression with an L2 penalty, solved in
+   the span of the training texts (there are far fewer texts than features), so
+   a fit is a small dense problem: an eigen-decomposition of the texts' kernel
+   matrix and a few hundred Nesterov steps.
+4. **Calibration**: the examples are split into folds; a model fitted without
+   each fold scores it, and one temperature is chosen to minimise the
+   log-loss of those held-out scores. ``confidence`` is the winning
+   probability at that temperature, so a ``confidence_threshold`` of 0.8
+   means "right about 8 times in 10 or more".
+5. **Catch-all**: a route whose intent only says "anything else" and has no
+   examples is not a class: it wins when the prompt is far, in meaning, from
+   every other route's texts (``CATCH_ALL_SIMILARITY``).
+
+A decision is one embedding, one n-gram hash and two small matrix products.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.router_models.difficulty import DifficultyModel, default_difficulty_model
+from gateway.router_models.features import ngram_matrix, ngram_vector
+from gateway.router_models.local import (
+    EXAMPLE_HEAD_CHARS,
+    EXAMPLE_TAIL_CHARS,
+    Classification,
+    LocalIntentClassifier,
+    RouteIntent,
+    StaticEmbedder,
+    default_embedder,
+    intent_phrases,
+    is_catch_all,
+    truncate_prompt,
+)
+
+# Chosen on the dev lines of tests/data (docs/routing.md has the table).
+EMBEDDING_WEIGHT = 1.0
+NGRAM_WEIGHT = 2.0
+DIFFICULTY_WEIGHT = 1.0  # of the learned difficulty (centred, -1..1) as one more feature
+L2_PENALTY = 1e-3
+STEPS = 300
+FOLDS = 5
+# Max cosine (static embeddings) to a route's texts under which a prompt is
+# "about none of them" and a catch-all route takes it.
+CATCH_ALL_SIMILARITY = 0.35
+CATCH_ALL_SHARPNESS = 0.03
+# Temperatures tried on the held-out folds. With fewer than MIN_HELD_OUT examples
+# per route the folds say too little, and DEFAULT_TEMPERATURE (the median of the
+# dev sets' fitted temperatures) is used; the floor keeps a fold set that
+# happened to be all right from making every later decision look certain.
+_TEMPERATURES = np.exp(np.linspace(np.log(0.1), np.log(50.0), 81))
+DEFAULT_TEMPERATURE = 0.28
+MIN_HELD_OUT = 3
+
+
+@dataclass(frozen=True)
+class _Texts:
+    texts: list[str]
+    labels: np.ndarray  # class index per text
+    fold: np.ndarray  # -1: always in training (intents, phrases); else the example's fold
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return out
+
+
+def _fit_dual(kernel: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Dual coefficients (texts x classes) of an L2-penalised multinomial logistic regression.
+
+    The optimum's weights are a combination of the training texts' features
+    (logits = K @ alpha), so the fit runs on the texts' kernel matrix K alone:
+    Nesterov's accelerated gradient, in the kernel's own geometry, on a
+    strongly convex objective (a few hundred steps of N x N products).
+    """
+    n = kernel.shape[0]
+    k = kernel.astype(np.float64)
+    targets = np.zeros((n, n_classes))
+    targets[np.arange(n), labels] = 1.0
+    # The largest eigenvalue of K by power iteration sets the step.
+    v = np.ones(n) / np.sqrt(n)
+    for _ in range(30):
+        w = k @ v
+        v = w / max(float(np.linalg.norm(w)), 1e-12)
+    top = float(v @ k @ v)
+    lipschitz = top / n + L2_PENALTY
+    step = 1.0 / lipschitz
+    root_l, root_mu = np.sqrt(lipschitz), np.sqrt(L2_PENALTY)
+    momentum = (root_l - root_mu) / (root_l + root_mu)
+    alpha = np.zeros((n, n_classes))
+    previous = alpha
+    for _ in range(STEPS):
+        look = alpha + momentum * (alpha - previous)
+        grad = (_softmax(k @ look) - targets) / n + L2_PENALTY * look
+        previous, alpha = alpha, look - step * grad
+    return alpha
+
+
+def _best_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    best, best_loss = 1.0, np.inf
+    rows = np.arange(len(labels))
+    for t in _TEMPERATURES:
+        z = logits / t
+        z = z - z.max(axis=1, keepdims=True)
+        loss = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, labels]))
+        if loss < best_loss:
+            best, best_loss = float(t), loss
+    return best
+
+
+class FittedIntentClassifier:
+    """Routes a prompt with a model fitted to the routes' intents and examples."""
+
+    def __init__(
+        self,
+        routes: Sequence[RouteIntent],
+        *,
+        embedder: StaticEmbedder | None = None,
+        difficulty: DifficultyModel | None = None,
+    ) -> None:
+        names = [r.name for r in routes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"route names must be unique: {names}")
+        self.routes = tuple(routes)
+        self.names = tuple(names)
+        self._embedder = embedder or default_embedder()
+        self._difficulty = difficulty if difficulty is not None else default_difficulty_model()
+        catch_all = [is_catch_all(r.intent) and not any(e.strip() for e in r.examples) for r in routes]
+        self._catch_all = next((i for i, c in enumerate(catch_all) if c), None)
+        self._classes = [i for i, c in enumerate(catch_all) if not c]
+        data = self._training_texts()
+        cut = [truncate_prompt(t, EXAMPLE_HEAD_CHARS, EXAMPLE_TAIL_CHARS) for t in data.texts]
+        embeddings, counts = self._embedder.embed_many(cut)
+        ngrams = ngram_matrix(cut)
+        hardness = np.array(
+            [
+                2 * self._difficulty.score(t, v, n) - 1
+                for t, v, n in zip(cut, embeddings, counts, strict=True)
+            ]
+        )
+        kernel = (
+            EMBEDDING_WEIGHT * (embeddings @ embeddings.T)
+            + NGRAM_WEIGHT * (ngrams @ ngrams.T)
+            + DIFFICULTY_WEIGHT * np.outer(hardness, hardness)
+            + 1.0
+        )
+        n_classes = len(self._classes)
+        self.temperature = self._calibrate(kernel, data, n_classes)
+        self.fitted_on = len(data.texts)
+        if n_classes:
+            alpha = _fit_dual(kernel, data.labels, n_classes)
+        else:
+            alpha = np.zeros((len(data.texts), 0))
+        # Weights in feature space, so a decision needs no kernel over the texts.
+        alpha32 = alpha.astype(np.float32)
+        self._embedding_weights = EMBEDDING_WEIGHT * (embeddings.T @ alpha32)
+        self._ngram_weights = NGRAM_WEIGHT * (ngrams.T @ alpha32)
+        self._bias = alpha.sum(axis=0).astype(np.float32)
+        self._difficulty_weights = (DIFFICULTY_WEIGHT * hardness @ alpha).astype(np.float32)
+        # Each class's texts, to tell "about this route" from "about nothing here".
+        self._embeddings = embeddings
+        self._labels = data.labels
+
+    def _training_texts(self) -> _Texts:
+        texts: list[str] = []
+        labels: list[int] = []
+        folds: list[int] = []
+        for label, index in enumerate(self._classes):
+            route = self.routes[index]
+            own = [route.intent] if route.intent.strip() else []
+            phrases = intent_phrases(route.intent) if route.intent.strip() else []
+            own += [p for p in phrases if p != route.intent]
+            texts += own
+            labels += [label] * len(own)
+            folds += [-1] * len(own)
+            examples = [e for e in route.examples if e.strip()]
+            texts += examples
+            labels += [label] * len(examples)
+            folds += [j % FOLDS for j in range(len(examples))]
+            if not own and not examples:  # a nameless route still needs a text
+                texts.append(route.name)
+                labels.append(label)
+                folds.append(-1)
+        return _Texts(texts, np.array(labels, dtype=np.intp), np.array(folds, dtype=np.intp))
+
+    def _calibrate(self, kernel: np.ndarray, data: _Texts, n_classes: int) -> float:
+        """One temperature from out-of-fold scores of the examples."""
+        held = data.fold >= 0
+        if n_classes < 2 or held.sum() < MIN_HELD_OUT * n_classes:
+            return DEFAULT_TEMPERATURE
+        logits = np.zeros((len(data.texts), n_classes))
+        for fold in range(FOLDS):
+            test = data.fold == fold
+            if not test.any():
+                continue
+            train = ~test
+            alpha = _fit_dual(kernel[np.ix_(train, train)], data.labels[train], n_classes)
+            logits[test] = kernel[np.ix_(test, train)] @ alpha
+        return _best_temperature(logits[held], data.labels[held])
+
+    def classify(self, text: str) -> Classification:
+        if not self.routes or not text.strip():
+            return Classification(route=None, confidence=0.0, scores={})
+        cut = truncate_prompt(text)
+        vector, n_tokens = self._embedder.embed(cut)
+        if n_tokens == 0:
+            return Classification(route=None, confidence=0.0, scores={})
+        difficulty = self._difficulty.score(cut, vector, n_tokens)
+        n = len(self.names)
+        probs = np.zeros(n)
+        nearest = float((self._embeddings @ vector).max()) if len(self._labels) else 0.0
+        if self._classes:
+            logits = vector @ self._embedding_weights
+            ngrams = ngram_vector(cut)
+            logits = logits + ngrams @ self._ngram_weights + self._bias
+            logits = logits + (2 * difficulty - 1) * self._difficulty_weights
+            probs[self._classes] = _softmax(logits.astype(np.float64) / self.temperature)
+        if self._catch_all is not None:
+            other = 1.0 / (1.0 + np.exp((nearest - CATCH_ALL_SIMILARITY) / CATCH_ALL_SHARPNESS))
+            probs *= 1.0 - other
+            probs[self._catch_all] = other if self._classes else 1.0
+        scores = {name: float(p) for name, p in zip(self.names, probs, strict=True)}
+        if self._catch_all is None and nearest <= 0.0:
+            return Classification(route=None, confidence=0.0, scores=scores, difficulty=difficulty)
+        best = int(np.argmax(probs))
+        return Classification(
+            route=self.names[best], confidence=float(probs[best]), scores=scores, difficulty=difficulty
+        )
+
+
+LocalRouter = LocalIntentClassifier | FittedIntentClassifier
+
+
+def build_local_router(routes: Sequence[RouteIntent]) -> LocalRouter:
+    """The built-in router for these routes: fitted when any route has examples, else zero-shot."""
+    if any(e.strip() for r in routes for e in r.examples):
+        return FittedIntentClassifier(routes)
+    return LocalIntentClassifier(routes)
