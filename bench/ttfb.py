@@ -53,19 +53,33 @@ class _Response:
             self.done.set_result(None)
 
 
+PROMPTS = (
+    "Summarise this support reply in one line.",
+    "Draft a short thank-you note to a customer who sent us feedback.",
+    "What are your opening hours on Sunday?",
+    "Prove that the sum of two odd integers is even.",
+    "Our p99 latency doubled after the last deploy; walk through how to find the root cause.",
+    "A customer was double charged and threatens a chargeback; decide whether to refund or escalate.",
+)
+
+
 async def run(url: str, model: str, key: str, requests: int, warmup: int, request_timeout: float) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = parts.path or "/"
-    body = json.dumps({
-        "model": model,
-        "stream": True,
-        "messages": [{"role": "user", "content": "Summarise this support reply in one line."}],
-    }).encode()
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {key}\r\nAccept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+
+    def request_bytes(index: int) -> bytes:
+        # A different prompt every request, so the router's decision cache cannot answer it.
+        body = json.dumps({
+            "model": model,
+            "stream": True,
+            "messages": [{"role": "user", "content": f"{PROMPTS[index % len(PROMPTS)]} (request {index})"}],
+        }).encode()
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {key}\r\nAccept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
     ttfb: list[float] = []
     total: list[float] = []
     non_2xx = 0
@@ -81,8 +95,9 @@ async def run(url: str, model: str, key: str, requests: int, warmup: int, reques
             assert reader is not None
             response = _Response()
             parser = httptools.HttpResponseParser(response)
+            payload = request_bytes(index)
             started = time.perf_counter()
-            writer.write(request)
+            writer.write(payload)
             async with asyncio.timeout(request_timeout):
                 while not response.done.done():
                     data = await reader.read(65536)

@@ -356,6 +356,98 @@ def load_route_set(path: str | Path) -> tuple[list[RouteIntent], str | None]:
     return routes, doc.get("default_route")
 
 
+METHODS = {
+    "auto": "what the gateway runs: fitted when routes have examples, else zero-shot",
+    "fitted": "fitted model on intents and examples (fitted.py)",
+    "fitted-intents": "fitted model on the intent sentences alone (prototypes)",
+    "zero-shot": "zero-shot scorer on intents alone (local.py, wording cue for easy/hard)",
+    "zero-shot-learned": "zero-shot scorer on intents alone, learned difficulty instead of the cue",
+    "previous": "the zero-shot scorer given the examples too (the router before issue 13)",
+    "difficulty": "the difficulty score alone: 'reasoning' when P(hard) > 0.5 (two-route sets)",
+}
+
+
+def load_split(path: str | Path, split: str) -> list[LabelledPrompt]:
+    """Lines of one split: ``dev``/``test`` from a set that has them, ``all`` for every line.
+
+    Sets without a ``split`` field (support, mmlu_families) use even lines as dev
+    and odd lines as test.
+    """
+    rows = []
+    with Path(path).open(encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    if split != "all":
+        if all("split" in r for r in rows):
+            rows = [r for r in rows if r["split"] == split]
+        else:
+            rows = rows[0 if split == "dev" else 1 :: 2]
+    return [LabelledPrompt(prompt=str(r["prompt"]), route=str(r["route"])) for r in rows]
+
+
+def build_method(method: str, routes: Sequence[RouteIntent]) -> Any:
+    """A classifier with ``classify(text)`` for one of ``METHODS``."""
+    from gateway.router_models import local
+    from gateway.router_models.fitted import FittedIntentClassifier, build_local_router
+
+    intents = [local.RouteIntent(r.name, r.intent) for r in routes]
+    if method == "auto":
+        return build_local_router(routes)
+    if method == "fitted":
+        return FittedIntentClassifier(routes)
+    if method == "fitted-intents":
+        return FittedIntentClassifier(intents)
+    if method == "zero-shot":
+        return local.LocalIntentClassifier(intents)
+    if method == "previous":
+        return local.LocalIntentClassifier(routes)
+    if method == "zero-shot-learned":
+        return _LearnedDifficultyZeroShot(intents)
+    if method == "difficulty":
+        return _DifficultyOnly()
+    raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+
+
+class _LearnedDifficultyZeroShot:
+    def __init__(self, routes: Sequence[RouteIntent]) -> None:
+        from gateway.router_models import local
+
+        self._inner = local.LocalIntentClassifier(routes)
+
+    def classify(self, text: str) -> Any:
+        from gateway.router_models import local
+
+        saved, local.LEARNED_DIFFICULTY = local.LEARNED_DIFFICULTY, True
+        try:
+            return self._inner.classify(text)
+        finally:
+            local.LEARNED_DIFFICULTY = saved
+
+
+class _DifficultyOnly:
+    def classify(self, text: str) -> Any:
+        from gateway.router_models.difficulty import default_difficulty_model
+        from gateway.router_models.local import Classification
+
+        hard = default_difficulty_model().score_text(text)
+        route = "reasoning" if hard > 0.5 else "efficient"
+        return Classification(route, max(hard, 1 - hard), {}, hard)
+
+
+def cached_latencies(prompts: Sequence[str], decide: Any) -> list[float]:
+    """Decision latency when the decision cache answers (the gateway's TTL cache and key)."""
+    from gateway.decision import _normalise, _TTLCache
+
+    cache = _TTLCache(len(prompts) + 1, 300.0)
+    for n, prompt in enumerate(prompts):
+        cache.put((0, 0, _normalise(prompt)), decide(n))
+    out = []
+    for prompt in prompts:
+        started = time.perf_counter()
+        cache.get((0, 0, _normalise(prompt)))
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Evaluate the local router model on a labelled JSONL set."
@@ -363,25 +455,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("routes", type=Path, help="a *.routes.json file")
     parser.add_argument("prompts", type=Path, help="a JSONL file of {prompt, route}")
     parser.add_argument("--zero-shot", action="store_true", help="ignore the routes' examples")
+    parser.add_argument("--method", choices=sorted(METHODS), default="auto",
+                        help="which router model (default: what the gateway runs)")
+    parser.add_argument("--split", choices=("all", "dev", "test"), default="all",
+                        help="dev lines chose the methods; test lines were held out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
-    from gateway.router_models.local import LocalIntentClassifier, RouteIntent, warm_up
+    from gateway.router_models.local import RouteIntent, warm_up
 
     routes, default = load_route_set(args.routes)
     if args.zero_shot:
         routes = [RouteIntent(r.name, r.intent) for r in routes]
-    items = load_labelled(args.prompts)
+    items = load_split(args.prompts, args.split)
     warm_up()
+    build_method("difficulty", routes).classify("warm up")  # load the difficulty weights
     started = time.perf_counter()
-    classifier = LocalIntentClassifier(routes)
+    classifier = build_method(args.method, routes)
     compile_ms = (time.perf_counter() - started) * 1000
     predicted: list[str | None] = []
     latencies: list[float] = []
+    cpu: list[float] = []
     no_match = 0
     for item in items:
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         decision = classifier.classify(item.prompt)
+        cpu.append((time.thread_time() - cpu_started) * 1000)
         latencies.append((time.perf_counter() - started) * 1000)
         # As the gateway does: no match sends the prompt to the default route.
         no_match += decision.route is None
@@ -392,12 +492,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         routes=[r.name for r in routes],
         latencies_ms=latencies,
     )
-    report.extra.update(compile_ms=compile_ms, no_match=no_match, default_route=default)
+    cached = summarise_latency(cached_latencies([i.prompt for i in items], lambda n: predicted[n]))
+    cpu_summary = summarise_latency(cpu)
+    report.extra.update(
+        compile_ms=compile_ms, no_match=no_match, default_route=default, method=args.method,
+        split=args.split,
+        cpu_latency_ms=None if cpu_summary is None else {"p50": cpu_summary.p50_ms, "p99": cpu_summary.p99_ms},
+        cached_latency_ms=None if cached is None else {"p50": cached.p50_ms, "p99": cached.p99_ms},
+    )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         mode = "zero-shot" if args.zero_shot else "with examples"
-        print(format_report(report, title=f"{args.prompts.name} ({mode})"), end="")
+        title = f"{args.prompts.name} ({mode}, method {args.method}, split {args.split})"
+        print(format_report(report, title=title), end="")
+        if cpu_summary is not None:
+            print(f"decision CPU time  p50 {cpu_summary.p50_ms:.2f} ms  p99 {cpu_summary.p99_ms:.2f} ms")
+        if cached is not None:
+            print(f"from the decision cache  p50 {cached.p50_ms * 1000:.1f} us  p99 {cached.p99_ms * 1000:.1f} us")
         print(f"no match (sent to the default route {default}): {no_match}")
         print(f"compile {compile_ms:.1f} ms for {len(routes)} routes")
     return 0
