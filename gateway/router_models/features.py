@@ -32,14 +32,13 @@ def ngram_buckets(text: str) -> np.ndarray:
     data = np.frombuffer(folded.encode("utf-8", "ignore"), dtype=np.uint8).astype(np.uint64)
     parts = []
     with np.errstate(over="ignore"):
-        for n in NGRAM_SIZES:
-            if len(data) < n:
-                continue
-            count = len(data) - n + 1
-            h = np.full(count, np.uint64(n), dtype=np.uint64)
-            for k in range(n):
-                h = h * _MULTIPLIER + data[k : k + count]
-            parts.append((h * _MIX) >> np.uint64(64 - HASH_BITS))
+        # Rolling: the 4-gram hashes extend the 3-gram ones by one byte, and so on.
+        h = data
+        for n in range(1, max(NGRAM_SIZES) + 1):
+            if n > 1:
+                h = h[:-1] * _MULTIPLIER + data[n - 1 :]
+            if n in NGRAM_SIZES and len(h):
+                parts.append(((h + np.uint64(n)) * _MIX) >> np.uint64(64 - HASH_BITS))
     if not parts:
         return np.zeros(0, dtype=np.intp)
     return np.concatenate(parts).astype(np.intp)
@@ -51,6 +50,14 @@ def ngram_vector(text: str) -> np.ndarray:
     np.log1p(counts, out=counts)
     norm = float(np.linalg.norm(counts))
     return counts / norm if norm > 0 else counts
+
+
+def ngram_sparse(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """The same vector as ``ngram_vector``, as (bucket indices, values) of its non-zeros."""
+    buckets, counts = np.unique(ngram_buckets(text), return_counts=True)
+    values = np.log1p(counts.astype(np.float32))
+    norm = float(np.linalg.norm(values))
+    return buckets, (values / norm if norm > 0 else values)
 
 
 def ngram_matrix(texts: list[str]) -> np.ndarray:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.router_models.difficulty import DifficultyModel, default_difficulty_model
-from gateway.router_models.features import ngram_matrix, ngram_vector
+from gateway.router_models.features import ngram_matrix, ngram_sparse
 from gateway.router_models.local import (
     EXAMPLE_HEAD_CHARS,
     EXAMPLE_TAIL_CHARS,
@@ -226,8 +226,9 @@ class FittedIntentClassifier:
         nearest = float((self._embeddings @ vector).max()) if len(self._labels) else 0.0
         if self._classes:
             logits = vector @ self._embedding_weights
-            ngrams = ngram_vector(cut)
-            logits = logits + ngrams @ self._ngram_weights + self._bias
+            # N-grams of the prompt's gist, cut as the examples were (and cheaper).
+            buckets, values = ngram_sparse(truncate_prompt(cut, EXAMPLE_HEAD_CHARS, EXAMPLE_TAIL_CHARS))
+            logits = logits + values @ self._ngram_weights[buckets] + self._bias
             logits = logits + (2 * difficulty - 1) * self._difficulty_weights
             probs[self._classes] = _softmax(logits.astype(np.float64) / self.temperature)
         if self._catch_all is not None:

@@ -1,0 +1,74 @@
+"""The method x set table of docs/routing.md, measured in one run.
+
+    python -m gateway.router_models.table [--split test] [--sets snips,mmlu_subjects] [--methods ...]
+
+For every set in tests/data and every method of ``evaluation.METHODS`` it
+builds the router from the set's routes (with or without their examples, as
+the method says), classifies the chosen split and prints one Markdown row:
+accuracy, decision wall time p50/p99 and CPU time p50/p99 (``time.thread_time``,
+which leaves out waiting for a core on a busy machine). ``dev`` lines chose the
+methods and settings; ``test`` lines were held out until the final run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.router_models.evaluation import (
+    METHODS,
+    build_method,
+    load_route_set,
+    load_split,
+    percentile,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
+SETS = ("support", "mmlu_families", "snips", "mmlu_subjects", "easy_hard")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--split", choices=("dev", "test", "all"), default="test")
+    parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "auto"))
+    args = parser.parse_args(argv)
+
+    from gateway.router_models.local import warm_up
+
+    warm_up()
+    build_method("difficulty", []).classify("warm up")
+    print(f"split {args.split}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print("| method | set | routes | prompts | accuracy | wall p50 / p99 ms | CPU p50 / p99 ms | fit ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in args.sets.split(","):
+        routes, default = load_route_set(DATA / f"{name}.routes.json")
+        items = load_split(DATA / f"{name}.jsonl", args.split)
+        for method in args.methods.split(","):
+            if method == "difficulty" and {r.name for r in routes} != {"efficient", "reasoning"}:
+                continue
+            started = time.perf_counter()
+            classifier = build_method(method, routes)
+            fit_ms = (time.perf_counter() - started) * 1000
+            hits, wall, cpu = 0, [], []
+            for item in items:
+                t0, c0 = time.perf_counter(), time.thread_time()
+                decision = classifier.classify(item.prompt)
+                cpu.append((time.thread_time() - c0) * 1000)
+                wall.append((time.perf_counter() - t0) * 1000)
+                hits += (decision.route or default) == item.route
+            print(
+                f"| {method} | {name} | {len(routes)} | {len(items)} | {hits / len(items):.1%} | "
+                f"{percentile(wall, 50):.2f} / {percentile(wall, 99):.2f} | "
+                f"{percentile(cpu, 50):.2f} / {percentile(cpu, 99):.2f} | {fit_ms:.0f} |",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
