@@ -36,7 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=("dev", "test", "all"), default="test")
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "auto"))
+    parser.add_argument("--memory", metavar="METHOD",
+                        help="instead: peak RSS of this process after fitting METHOD to mmlu_subjects "
+                             "and 200 decisions (run once per method: the peak never goes down)")
     args = parser.parse_args(argv)
+    if args.memory:
+        return memory(args.memory)
 
     from gateway.router_models.local import warm_up
 
@@ -67,6 +72,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{percentile(cpu, 50):.2f} / {percentile(cpu, 99):.2f} | {fit_ms:.0f} |",
                 flush=True,
             )
+    return 0
+
+
+def memory(method: str) -> int:
+    import resource
+
+    from gateway.router_models.local import warm_up
+
+    def peak_mib() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    warm_up()
+    build_method("difficulty", []).classify("warm up")
+    loaded = peak_mib()
+    routes, _ = load_route_set(DATA / "mmlu_subjects.routes.json")
+    classifier = build_method(method, routes)
+    for item in load_split(DATA / "mmlu_subjects.jsonl", "dev")[:200]:
+        classifier.classify(item.prompt)
+    print(f"{method}: peak RSS {loaded:.0f} MiB with the vectors loaded, "
+          f"{peak_mib():.0f} MiB after the 10-route fit and 200 decisions")
     return 0
 
 

@@ -104,6 +104,7 @@ def test_explain_says_where_a_prompt_would_go_without_calling_the_route(setup):
     assert body["route"] == "reasoning" and body["reason"] == "classified"
     assert body["order"] == ["reasoning", "efficient", "fallback"]
     assert body["classifier_ms"] is not None
+    assert body["difficulty"] is None  # an LLM router model gives no difficulty score
     assert setup.upstream.count("strong") == 0
 
 
@@ -117,3 +118,8 @@ def test_the_demo_balancer_routes_the_brief_examples_with_the_local_router(setup
     explained = httpx.post(setup.gateway.v1 + "/explain", headers={"Authorization": f"Bearer {client.api_key}"},
                            json={"model": "support-balancer", "messages": [{"role": "user", "content": "Resolve a multi-step refund dispute."}]}).json()
     assert explained["route"] == "reasoning" and set(explained["scores"]) == {"efficient", "reasoning", "fallback"}
+    # The local router's learned difficulty score: the refund dispute is the harder prompt.
+    easy_explained = httpx.post(setup.gateway.v1 + "/explain", headers={"Authorization": f"Bearer {client.api_key}"},
+                                json={"model": "support-balancer",
+                                      "messages": [{"role": "user", "content": "Summarise this support reply."}]}).json()
+    assert 0.0 <= easy_explained["difficulty"] < explained["difficulty"] <= 1.0
