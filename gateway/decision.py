@@ -114,7 +114,7 @@ def fit_local_routers(balancers: Iterable[BalancerSpec], version: int) -> None:
     """Fit the built-in router of every intent balancer now, at snapshot build (off the request path).
 
     Models of older snapshots than the previous one are dropped (a fitted model
-    holds about 0.7 MB for 10 routes), so a worker keeps at most two generations.
+    holds about 0.8 MB for 10 routes), so a worker keeps at most two generations.
     """
     older = sorted({v for v, _ in _local_models if v < version})[:-1]
     for key in [k for k in _local_models if k[0] in older]:
