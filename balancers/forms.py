@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -77,7 +77,7 @@ def blank_row(priority: int = 1) -> dict[str, Any]:
 
 def destination_choices(workload_kind: str) -> list[Any]:
     groups = [
-        (f"group:{g.name}", f"{g.display_name or g.name} ({g.name}) · group of {g.n}")
+        (f"group:{g.name}", f"{g.display_name or g.name} ({g.name}) · group of {getattr(g, 'n', 0)}")
         for g in _groups_of_kind(workload_kind)
     ]
     instances = [
@@ -165,8 +165,8 @@ def draft_from_balancer(balancer: Balancer) -> dict[str, Any]:
     for route in balancer.routes.select_related("target_group", "instance").order_by("priority", "name"):
         rows.append({
             "key": new_row_key(), "name": route.name, "intent": route.intent,
-            "destination": f"group:{route.target_group.name}" if route.target_group_id
-            else f"instance:{route.instance.instance_id}" if route.instance_id else "",
+            "destination": f"group:{route.target_group.name}" if route.target_group
+            else f"instance:{route.instance.instance_id}" if route.instance else "",
             "priority": str(route.priority), "weight": str(route.weight), "examples": "\n".join(route.examples or []),
             "is_default": route.is_default, "enabled": route.enabled,
         })
@@ -302,7 +302,7 @@ class ModeForm(forms.Form):
         self.workload_kind = workload_kind
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or self.cleaned_data
         mode = data.get("routing_mode")
         if mode:
             # Ask the shared rules about the mode alone: a stand-in chat router model keeps
@@ -334,7 +334,7 @@ class RouterForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.instances = router_model_choices()
-        self.fields["router_model"].choices = [(i.instance_id, str(i)) for i in self.instances]
+        cast(forms.ChoiceField, self.fields["router_model"]).choices = [(i.instance_id, str(i)) for i in self.instances]
 
     def clean_router_model(self) -> Instance:
         value = self.cleaned_data["router_model"]
@@ -360,23 +360,23 @@ class RouteRowForm(forms.Form):
                                help_text="Optional, one per line: they sharpen the classifier.")
     enabled = forms.BooleanField(required=False, label="Enabled")
 
-    def __init__(self, *args: Any, row: dict[str, Any], routing_mode: str, workload_kind: str,
+    def __init__(self, *, row: dict[str, Any], routing_mode: str, workload_kind: str,
                  destinations: list[Any], **kwargs: Any) -> None:
         key = row["key"]
         data = {f"r-{key}-{k}": row.get(k, "") for k in ("name", "intent", "destination", "priority", "weight", "examples")}
         if row.get("enabled"):
             data[f"r-{key}-enabled"] = "on"
-        super().__init__(data, *args, prefix=f"r-{key}", **kwargs)
+        super().__init__(data, prefix=f"r-{key}", **kwargs)
         self.row = row
         self.routing_mode, self.workload_kind = routing_mode, workload_kind
-        self.fields["destination"].choices = destinations
+        cast(forms.ChoiceField, self.fields["destination"]).choices = destinations
         if routing_mode == RoutingMode.INTENT_CLASSIFIER:
             self.fields["intent"].help_text = "One declarative sentence: which prompts belong here."
         else:
             self.fields["intent"].help_text = "Optional here: a note for operators."
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or self.cleaned_data
         group, instance = resolve_destination(data.get("destination", ""))
         examples = [line.strip() for line in (data.get("examples") or "").splitlines() if line.strip()]
         data.update(target_group=group, instance=instance, examples=examples, is_default=bool(self.row.get("is_default")))

@@ -135,8 +135,8 @@ class Route(models.Model):
 
     @property
     def destination_label(self) -> str:
-        if self.target_group_id:
+        if self.target_group is not None:
             return f"group {self.target_group.name}"
-        if self.instance_id:
+        if self.instance is not None:
             return f"instance {self.instance.instance_id}"
         return "-"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.db import models
@@ -86,7 +86,7 @@ class TargetGroupCreateForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["name"].widget.attrs.update(autocomplete="off", spellcheck="false", placeholder="billing-pool")
         kind = self.kind()
-        self.fields["members"].choices = [
+        cast(forms.ChoiceField, self.fields["members"]).choices = [
             (i.instance_id, _instance_label(i))
             for i in Instance.objects.filter(workload_kind=kind).order_by("instance_id")
         ]

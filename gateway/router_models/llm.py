@@ -106,12 +106,12 @@ class _Names:
     def lookup(self, value: Any) -> str | None:
         if not isinstance(value, str):
             return None
-        value = value.strip().strip("\"'`*.:;!,()[]{}<> \n\t")
-        if value in self.names:
-            return value
-        if value.lower() in self._exact:
-            return self._exact[value.lower()]
-        return self._by_canonical.get(_canonical(value)) if value else None
+        text = value.strip().strip("\"'`*.:;!,()[]{}<> \n\t")
+        if text in self.names:
+            return text
+        if text.lower() in self._exact:
+            return self._exact[text.lower()]
+        return self._by_canonical.get(_canonical(text)) if text else None
 
     def starting_at(self, text: str, pos: int) -> str | None:
         """The longest route name written at ``text[pos:]``, if any."""
@@ -154,12 +154,12 @@ def _confidence(value: Any) -> float | None:
             return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    value = float(value)
-    if value != value or value < 0:  # NaN or negative
+    number = float(value)
+    if number != number or number < 0:  # NaN or negative
         return None
-    if value > 1:
-        value = value / 100 if value <= 100 else None  # a percentage
-    return value
+    if number > 1:
+        return number / 100 if number <= 100 else None  # a percentage
+    return number
 
 
 _ROUTE_KEYS = ("route", "route_name", "name", "choice", "answer")

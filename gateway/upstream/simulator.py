@@ -88,13 +88,13 @@ async def call(
         inputs = [raw] if isinstance(raw, str) else list(raw or [])
         texts = [i if isinstance(i, str) else " ".join(map(str, i)) for i in inputs]
         tokens = sum(estimate_tokens(t) for t in texts)
-        body = {
+        listing: dict[str, Any] = {
             "object": "list",
             "data": [{"object": "embedding", "index": n, "embedding": _embedding(t)} for n, t in enumerate(texts)],
             "model": instance.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        return UpstreamResponse(status=200, body=orjson.dumps(body))
+        return UpstreamResponse(status=200, body=orjson.dumps(listing))
 
     messages = payload.get("messages") or []
     last = last_user_text(messages)
@@ -107,7 +107,7 @@ async def call(
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     completion_id = f"chatcmpl-sim-{random.getrandbits(96):024x}"
     if not stream:
-        body = {
+        completion: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
@@ -115,7 +115,7 @@ async def call(
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}],
             "usage": usage,
         }
-        return UpstreamResponse(status=200, body=orjson.dumps(body))
+        return UpstreamResponse(status=200, body=orjson.dumps(completion))
 
     include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     pace = float(options.get("tokens_per_second", 0)) or 0.0
