@@ -71,6 +71,11 @@ class Balancer(models.Model):
     def __str__(self) -> str:
         return self.serving_name
 
+    @property
+    def in_use_label(self) -> str:
+        """How a capacity row's delete refusal names this balancer (its router model)."""
+        return f"router model of balancer {self.name}"
+
     def clean(self) -> None:
         from balancers.validation import balancer_field_errors
 
@@ -118,6 +123,11 @@ class Route(models.Model):
 
     def __str__(self) -> str:
         return f"{self.balancer.name}/{self.name}"
+
+    @property
+    def in_use_label(self) -> str:
+        """How a capacity row's delete refusal names this route (its destination)."""
+        return f"destination of route {self.balancer.name}/{self.name}"
 
     def get_constraints(self) -> list:
         # "One default per balancer" is a property of the whole route set, checked by

@@ -9,6 +9,7 @@ from django.dispatch import receiver
 from balancers.models import Balancer, Route
 from gateway.models import ApiKey
 from targetgroups.models import Instance, TargetGroup, TargetGroupMember
+from targetgroups.signals import configuration_changed
 
 CONFIG_MODELS = (Instance, TargetGroup, TargetGroupMember, Balancer, Route, ApiKey)
 
@@ -22,6 +23,9 @@ def _schedule_bump(**kwargs: object) -> None:
 for _model in CONFIG_MODELS:
     post_save.connect(_schedule_bump, sender=_model, dispatch_uid=f"bump-save-{_model.__name__}")
     post_delete.connect(_schedule_bump, sender=_model, dispatch_uid=f"bump-delete-{_model.__name__}")
+
+
+configuration_changed.connect(_schedule_bump, dispatch_uid="bump-configuration-changed")
 
 
 @receiver(m2m_changed, sender=ApiKey.balancers.through, dispatch_uid="bump-apikey-balancers")

@@ -162,6 +162,10 @@ class TargetGroupMember(models.Model):
     def __str__(self) -> str:
         return f"{self.group.name}/{self.instance.instance_id}"
 
+    @property
+    def in_use_label(self) -> str:
+        return f"member of target group {self.group.name}"
+
     def clean(self) -> None:
         if self.group_id and self.instance_id and self.instance.workload_kind != self.group.workload_kind:
             raise ValidationError(

@@ -10,6 +10,7 @@ from rest_framework.exceptions import ValidationError
 
 from targetgroups.documents import TargetGroupDocument
 from targetgroups.models import Instance, TargetGroup, TargetGroupMember
+from targetgroups.signals import configuration_changed
 
 INSTANCE_FIELDS = (
     "display_name", "provider", "base_url", "model", "workload_kind", "input_price_per_million",
@@ -66,10 +67,8 @@ def _target_group_write(*, group: TargetGroup, values: dict[str, Any], members: 
         TargetGroupMember(group=group, instance=m["instance"], weight=m["weight"], enabled=m["enabled"], priority=m["priority"])
         for m in members
     )
-    # bulk_create sends no post_save: bump the config version once for the members.
-    from gateway.signals import _schedule_bump
-
-    _schedule_bump()
+    # bulk_create sends no post_save: announce the members' change once.
+    configuration_changed.send(sender=TargetGroupMember)
     return group
 
 
@@ -136,19 +135,12 @@ def target_group_member_update(*, member: TargetGroupMember, **fields: Any) -> T
 
 
 def _usage_list(objects: Any) -> str:
-    """Name what holds on to a protected row, for a 400 an operator can act on."""
-    from balancers.models import Balancer, Route
+    """Name what holds on to a protected row, for a 400 an operator can act on.
 
-    uses: list[str] = []
-    for obj in objects:
-        if isinstance(obj, TargetGroupMember):
-            uses.append(f"member of target group {obj.group.name}")
-        elif isinstance(obj, Route):
-            uses.append(f"destination of route {obj.balancer.name}/{obj.name}")
-        elif isinstance(obj, Balancer):
-            uses.append(f"router model of balancer {obj.name}")
-        else:
-            uses.append(str(obj))
+    The rows come from any layer (a route, a balancer's router model); each names its
+    own use through `in_use_label`, so capacity never imports the layers above it.
+    """
+    uses = [obj.in_use_label if hasattr(obj, "in_use_label") else str(obj) for obj in objects]
     return "; ".join(sorted(uses))
 
 
