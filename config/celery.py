@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -10,17 +11,19 @@ app = Celery("smart_balancers")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+# The intervals come from the settings module, so a bad value fails there, naming the
+# variable (config/env.py), like every other setting.
 app.conf.beat_schedule = {
     # Active health: GET /models on every enabled instance; unavailable ones are
     # cooled down everywhere (through Redis) until the next probe.
     "probe-instances": {
         "task": "gateway.tasks.probe_instances",
-        "schedule": float(os.environ.get("GATEWAY_PROBE_SECONDS", "30")),
+        "schedule": settings.GATEWAY_PROBE_SECONDS,
     },
     # Usage rollups: new usage events summed into their hours (the usage page reads
     # these), and raw events past GATEWAY_USAGE_RETENTION_DAYS deleted.
     "rollup-usage": {
         "task": "gateway.tasks.rollup_usage",
-        "schedule": float(os.environ.get("GATEWAY_ROLLUP_SECONDS", "60")),
+        "schedule": settings.GATEWAY_ROLLUP_SECONDS,
     },
 }

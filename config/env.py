@@ -6,6 +6,7 @@ deployment stops the process at start instead of misbehaving later.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from pathlib import Path
@@ -45,14 +46,20 @@ def envint(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
-def envfloat(name: str, default: float) -> float:
+def envfloat(name: str, default: float, *, minimum: float | None = None) -> float:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
+    if minimum is not None and value < minimum:
+        # An interval of 0 would be a busy loop: every float setting names its floor.
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
 
 
 def envlist(name: str, default: list[str]) -> list[str]:

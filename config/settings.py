@@ -138,10 +138,9 @@ CELERY_TASK_IGNORE_RESULT = True
 
 # Gateway
 GATEWAY_MAX_BODY_BYTES = envint("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
-GATEWAY_CONFIG_POLL_SECONDS = envfloat("GATEWAY_CONFIG_POLL_SECONDS", 0.5)
-GATEWAY_KEY_CACHE_SECONDS = envfloat("GATEWAY_KEY_CACHE_SECONDS", 5.0)
+GATEWAY_CONFIG_POLL_SECONDS = envfloat("GATEWAY_CONFIG_POLL_SECONDS", 0.5, minimum=0.05)
 GATEWAY_USAGE_BUFFER_MAX = envint("GATEWAY_USAGE_BUFFER_MAX", 50_000, minimum=100)
-GATEWAY_USAGE_FLUSH_SECONDS = envfloat("GATEWAY_USAGE_FLUSH_SECONDS", 1.0)
+GATEWAY_USAGE_FLUSH_SECONDS = envfloat("GATEWAY_USAGE_FLUSH_SECONDS", 1.0, minimum=0.05)
 GATEWAY_UPSTREAM_MAX_CONNECTIONS = envint("GATEWAY_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1)
 GATEWAY_BASE_URL = envstr("GATEWAY_BASE_URL", "")
 # Hostile upstreams (docs/reliability.md): an answer past these bounds is an upstream failure and
@@ -158,22 +157,22 @@ GATEWAY_UPSTREAM_MAX_EVENT_BYTES = envint("GATEWAY_UPSTREAM_MAX_EVENT_BYTES", 8 
 GATEWAY_EGRESS_ALLOW_PRIVATE = envbool(
     "GATEWAY_EGRESS_ALLOW_PRIVATE", DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 )
-GATEWAY_PROBE_SECONDS = envfloat("GATEWAY_PROBE_SECONDS", 30.0)
-# Usage rollups: hourly sums for the usage page, every GATEWAY_ROLLUP_SECONDS (Celery beat in
-# production, the gateway's tick in embedded mode); raw events are kept this many days (0: forever).
+GATEWAY_PROBE_SECONDS = envfloat("GATEWAY_PROBE_SECONDS", 30.0, minimum=1.0)
 # Redis outages and hangs (docs/reliability.md): a request waits for Redis at most this long;
 # after a failure Redis is skipped (local state used) for GATEWAY_REDIS_RETRY_SECONDS.
-GATEWAY_REDIS_TIMEOUT_SECONDS = envfloat("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.05)
-GATEWAY_REDIS_RETRY_SECONDS = envfloat("GATEWAY_REDIS_RETRY_SECONDS", 2.0)
-GATEWAY_REDIS_LOG_SUMMARY_SECONDS = envfloat("GATEWAY_REDIS_LOG_SUMMARY_SECONDS", 60.0)
+GATEWAY_REDIS_TIMEOUT_SECONDS = envfloat("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.05, minimum=0.001)
+GATEWAY_REDIS_RETRY_SECONDS = envfloat("GATEWAY_REDIS_RETRY_SECONDS", 2.0, minimum=0.1)
+GATEWAY_REDIS_LOG_SUMMARY_SECONDS = envfloat("GATEWAY_REDIS_LOG_SUMMARY_SECONDS", 60.0, minimum=1.0)
 # /readyz: the dependencies checked (beside the routing snapshot) must answer within this bound;
 # a verdict is kept this long. docs/deploy.md says when to check fewer.
-GATEWAY_READY_TIMEOUT_SECONDS = envfloat("GATEWAY_READY_TIMEOUT_SECONDS", 0.5)
-GATEWAY_READY_CACHE_SECONDS = envfloat("GATEWAY_READY_CACHE_SECONDS", 1.0)
+GATEWAY_READY_TIMEOUT_SECONDS = envfloat("GATEWAY_READY_TIMEOUT_SECONDS", 0.5, minimum=0.01)
+GATEWAY_READY_CACHE_SECONDS = envfloat("GATEWAY_READY_CACHE_SECONDS", 1.0, minimum=0.0)
 GATEWAY_READY_CHECKS = envlist("GATEWAY_READY_CHECKS", ["database", "redis"])
 if not set(GATEWAY_READY_CHECKS) <= {"database", "redis"}:
     raise ImproperlyConfigured(f"GATEWAY_READY_CHECKS may name database and redis, got {GATEWAY_READY_CHECKS!r}")
-GATEWAY_ROLLUP_SECONDS = envfloat("GATEWAY_ROLLUP_SECONDS", 60.0)
+# Usage rollups: hourly sums for the usage page, every GATEWAY_ROLLUP_SECONDS (Celery beat in
+# production, the gateway's tick in embedded mode); raw events are kept this many days (0: forever).
+GATEWAY_ROLLUP_SECONDS = envfloat("GATEWAY_ROLLUP_SECONDS", 60.0, minimum=1.0)
 GATEWAY_USAGE_RETENTION_DAYS = envint("GATEWAY_USAGE_RETENTION_DAYS", 30, minimum=0)
 # An upstream-reported token count above this (or negative, or fractional) is dropped for the
 # gateway's own estimate, noted on the usage event (gateway/upstream/answers.py).

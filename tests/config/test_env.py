@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import envbool, envint, envsecret
+from config.env import envbool, envfloat, envint, envsecret
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,6 +28,34 @@ def test_envint_refuses_words_and_values_under_the_minimum(monkeypatch):
     monkeypatch.setenv("SB_N", "0")
     with pytest.raises(ImproperlyConfigured, match="at least 1"):
         envint("SB_N", 1, minimum=1)
+
+
+def test_envfloat_refuses_words_infinities_and_values_under_the_minimum(monkeypatch):
+    monkeypatch.setenv("SB_SECONDS", "soon")
+    with pytest.raises(ImproperlyConfigured, match="SB_SECONDS must be a number"):
+        envfloat("SB_SECONDS", 1.0)
+    monkeypatch.setenv("SB_SECONDS", "inf")
+    with pytest.raises(ImproperlyConfigured, match="finite"):
+        envfloat("SB_SECONDS", 1.0)
+    monkeypatch.setenv("SB_SECONDS", "0")
+    with pytest.raises(ImproperlyConfigured, match=r"at least 0\.05"):
+        envfloat("SB_SECONDS", 1.0, minimum=0.05)
+    monkeypatch.setenv("SB_SECONDS", "0.25")
+    assert envfloat("SB_SECONDS", 1.0, minimum=0.05) == 0.25
+
+
+def test_a_zero_poll_interval_stops_the_process_at_start():
+    env = {**os.environ, "GATEWAY_CONFIG_POLL_SECONDS": "0", "DJANGO_SETTINGS_MODULE": "config.settings"}
+    out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "GATEWAY_CONFIG_POLL_SECONDS must be at least 0.05" in out.stderr
+
+
+def test_the_beat_schedule_reads_the_settings_and_refuses_a_bad_interval():
+    env = {**os.environ, "GATEWAY_PROBE_SECONDS": "soon", "DJANGO_SETTINGS_MODULE": "config.settings"}
+    out = subprocess.run([sys.executable, "-c", "import config.celery"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "GATEWAY_PROBE_SECONDS must be a number" in out.stderr
 
 
 def test_the_secret_key_is_generated_once_into_a_file(tmp_path, monkeypatch):
