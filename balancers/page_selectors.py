@@ -212,7 +212,11 @@ def recent_events(balancer: Balancer, *, limit: int = 15) -> list[UsageEvent]:
     return list(UsageEvent.objects.filter(balancer=balancer).order_by("-created_at")[:limit])
 
 
-def usage_totals(balancer: Balancer, *, hours: int = 24) -> dict[str, Any]:
+def recent_traffic_totals(balancer: Balancer, *, hours: int = 24) -> dict[str, Any]:
+    """Live figures from the raw usage events of the last `hours` (the board, the detail page).
+
+    The usage page's `gateway.selectors.usage_totals` sums hourly rollups over a range instead.
+    """
     since = timezone.now() - timedelta(hours=hours)
     from django.db.models import Avg, Sum
 

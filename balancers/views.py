@@ -37,9 +37,9 @@ from balancers.page_selectors import (
     balancer_states,
     balancers_for_pages,
     recent_events,
+    recent_traffic_totals,
     route_traffic,
     traffic_by_hour,
-    usage_totals,
 )
 from balancers.services import ROUTE_FIELDS, balancer_delete, balancer_save
 from playground.services import gateway_base_url, sample_calls, smoke_test
@@ -99,7 +99,7 @@ def balancer_detail(request: HttpRequest, name: str) -> HttpResponse:
         **_smoke_context(request, balancer),
         "state": state,
         "spark": traffic_by_hour([balancer.pk])[balancer.pk],
-        "totals": usage_totals(balancer),
+        "totals": recent_traffic_totals(balancer),
         "mode_help": MODE_HELP.get(balancer.routing_mode, ""),
     })
 
@@ -110,7 +110,7 @@ def balancer_board(request: HttpRequest, name: str) -> HttpResponse:
     state = _state_or_404(name)
     route_traffic(state, minutes=15)
     context = {"state": state, "balancer": state.balancer, "events": recent_events(state.balancer),
-               "totals": usage_totals(state.balancer, hours=1)}
+               "totals": recent_traffic_totals(state.balancer, hours=1)}
     template = "balancers/board.html#board" if request.htmx else "balancers/board.html"
     return render(request, template, context)
 
