@@ -15,8 +15,8 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from balancers.models import Balancer, Route
+from gateway.hotpath.runtime import health_snapshot
 from gateway.models import UsageEvent
-from gateway.runtime import health_snapshot
 from targetgroups.models import Instance
 
 SPARK_HOURS = 24
@@ -215,7 +215,7 @@ def recent_events(balancer: Balancer, *, limit: int = 15) -> list[UsageEvent]:
 def recent_traffic_totals(balancer: Balancer, *, hours: int = 24) -> dict[str, Any]:
     """Live figures from the raw usage events of the last `hours` (the board, the detail page).
 
-    The usage page's `gateway.selectors.usage_totals` sums hourly rollups over a range instead.
+    The usage page's `gateway.reporting.selectors.usage_totals` sums hourly rollups over a range instead.
     """
     since = timezone.now() - timedelta(hours=hours)
     from django.db.models import Avg, Sum

@@ -7,7 +7,7 @@ import timeit
 
 import orjson
 
-from gateway.scrub import Scrubber
+from gateway.hotpath.scrub import Scrubber
 
 keys = ["sk-proj-" + secrets.token_urlsafe(36) for _ in range(10)]
 s = Scrubber(keys)

@@ -1,6 +1,6 @@
 """ASGI entry point.
 
-/v1/, /healthz and /readyz go to the gateway's lean handler (gateway/asgi.py); everything
+/v1/, /healthz and /readyz go to the gateway's lean handler (gateway/hotpath/asgi.py); everything
 else to Django's, with servestatic answering /static/ in front of it. The
 lifespan wrapper writes out buffered usage events at shutdown.
 """
@@ -18,8 +18,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = get_asgi_application()
 settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # collectstatic fills it; servestatic wants it to exist
 
-from gateway.asgi import GatewayASGIHandler, dispatch  # noqa: E402  (needs the app registry ready)
-from gateway.lifespan import with_lifespan  # noqa: E402
+from gateway.hotpath.asgi import GatewayASGIHandler, dispatch  # noqa: E402  (needs the app registry ready)
+from gateway.hotpath.lifespan import with_lifespan  # noqa: E402
 
 application = with_lifespan(
     dispatch(

@@ -182,8 +182,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    # Every record leaves with the upstream API keys scrubbed out (gateway/scrub.py).
-    "filters": {"scrub_secrets": {"()": "gateway.scrub.SecretFilter"}},
+    # Every record leaves with the upstream API keys scrubbed out (gateway/hotpath/scrub.py).
+    "filters": {"scrub_secrets": {"()": "gateway.hotpath.scrub.SecretFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["scrub_secrets"]}},
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},

@@ -33,9 +33,9 @@ urlpatterns = [
     path("api/", include("targetgroups.api_urls")),
     path("api/", include("balancers.api_urls")),
     path("api/", include("gateway.api_urls")),
-    path("", include("gateway.urls")),
+    path("", include("gateway.hotpath.v1_urls")),
     path("", include("balancers.urls")),
     path("", include("targetgroups.urls")),
-    path("", include("gateway.page_urls")),
+    path("", include("gateway.urls")),
     path("playground/", include("playground.urls")),
 ]

@@ -21,8 +21,8 @@ from rest_framework.views import APIView
 
 from balancers.models import Balancer
 from gateway.models import ApiKey
-from gateway.rollups import rollup_usage
-from gateway.selectors import (
+from gateway.reporting.rollups import rollup_usage
+from gateway.reporting.selectors import (
     DEFAULT_RANGE,
     RANGES,
     UsageFilters,

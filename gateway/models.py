@@ -105,7 +105,7 @@ class UsageEvent(models.Model):
 class UsageDeadLetter(models.Model):
     """A usage event the database refused for its values, kept aside with the reason.
 
-    Written by the usage writer (gateway.usage) instead of the event, so that one bad
+    Written by the usage writer (gateway.hotpath.usage) instead of the event, so that one bad
     row never holds up the others; read in the admin. Kept as long as raw usage events
     (GATEWAY_USAGE_RETENTION_DAYS).
     """
@@ -126,7 +126,7 @@ class UsageDeadLetter(models.Model):
 class UsageHourly(models.Model):
     """Usage events summed per UTC hour and per balancer, route, instance, model and API key.
 
-    Written only by gateway.rollups.rollup_usage; the usage page reads these rows,
+    Written only by gateway.reporting.rollups.rollup_usage; the usage page reads these rows,
     and they outlive the raw events (GATEWAY_USAGE_RETENTION_DAYS).
     """
 

@@ -24,8 +24,8 @@ from django.utils import timezone
 
 from gateway.db import in_thread
 from gateway.engine.types import InstanceSpec
+from gateway.hotpath.snapshot import instance_spec
 from gateway.models import HealthStatus, InstanceHealth
-from gateway.snapshot import instance_spec
 from gateway.upstream import http
 from gateway.upstream.openai_compat import client_headers
 from targetgroups.models import Instance
@@ -100,7 +100,7 @@ def _save(results: list[ProbeResult]) -> None:
 
 async def probe_all(*, cooldown_seconds: float | None = None) -> list[ProbeResult]:
     """Probe every enabled instance at once, save the results, and bench the unavailable ones."""
-    from gateway.runtime import mark_unavailable
+    from gateway.hotpath.runtime import mark_unavailable
 
     instances = await in_thread(_enabled_instances)
     results = await asyncio.gather(*(probe_instance(i) for i in instances))

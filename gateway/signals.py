@@ -15,7 +15,7 @@ CONFIG_MODELS = (Instance, TargetGroup, TargetGroupMember, Balancer, Route, ApiK
 
 
 def _schedule_bump(**kwargs: object) -> None:
-    from gateway.config_version import config_version_bump
+    from gateway.hotpath.config_version import config_version_bump
 
     transaction.on_commit(config_version_bump)
 

@@ -23,6 +23,6 @@ def probe_instances() -> int:
 @shared_task(ignore_result=True)
 def rollup_usage() -> int:
     """Sum new usage events into hourly rollups and prune old raw events (beat: every GATEWAY_ROLLUP_SECONDS)."""
-    from gateway.rollups import rollup_usage as run
+    from gateway.reporting.rollups import rollup_usage as run
 
     return run().events

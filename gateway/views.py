@@ -19,8 +19,8 @@ from django_htmx.http import push_url
 
 from balancers.models import Balancer
 from gateway.models import ApiKey
-from gateway.rollups import rollup_usage
-from gateway.selectors import (
+from gateway.reporting.rollups import rollup_usage
+from gateway.reporting.selectors import (
     DEFAULT_RANGE,
     EXPORT_COLUMNS,
     RANGES,

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 from django.utils import timezone
 
-from gateway import errors
-from gateway.outcomes import record_outcome
-from gateway.proxy import ClientRequest, proxy
-from gateway.snapshot import GatewayConfig, KeySpec, holder
+from gateway.hotpath import errors
+from gateway.hotpath.outcomes import record_outcome
+from gateway.hotpath.proxy import ClientRequest, proxy
+from gateway.hotpath.snapshot import GatewayConfig, KeySpec, holder
 
 # Playground requests belong to no API key: the usage event keeps api_key empty. They come from a
 # logged-in operator's session, which may force a route (enabled ones only, like any key).

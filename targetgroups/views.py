@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
-from gateway.runtime import health_snapshot
+from gateway.hotpath.runtime import health_snapshot
 from targetgroups.documents import flatten_errors, target_group_document
 from targetgroups.forms import InstanceForm, MemberAddForm, TargetGroupCreateForm
 from targetgroups.models import (

@@ -18,7 +18,7 @@ settings.GATEWAY_EGRESS_ALLOW_PRIVATE = envbool("GATEWAY_EGRESS_ALLOW_PRIVATE")
 def _clean_redis() -> None:
     """Each test starts with an empty Redis database (the test one, never db 0 in CI)."""
     if settings.REDIS_URL:
-        from gateway.redis_client import redis_sync
+        from gateway.hotpath.redis_client import redis_sync
 
         redis_sync().flushdb()
 

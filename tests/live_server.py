@@ -69,7 +69,7 @@ class LiveGateway:
 
     def wait_for_config(self, timeout: float = 5.0) -> None:
         """Block until the server routes from the newest committed configuration."""
-        from gateway.config_version import config_version_from_db
+        from gateway.hotpath.config_version import config_version_from_db
 
         wanted = config_version_from_db()
         deadline = time.monotonic() + timeout

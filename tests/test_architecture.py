@@ -97,14 +97,14 @@ def test_no_private_name_is_imported_across_apps() -> None:
 
 def test_the_check_catches_an_import_that_runs_back_up(graph: grimp.ImportGraph) -> None:
     # A deliberately wrong import: the capacity layer reaching into the gateway.
-    graph.add_import(importer="targetgroups.models", imported="gateway.runtime", line_number=1,
-                     line_contents="from gateway.runtime import health_snapshot")
+    graph.add_import(importer="targetgroups.models", imported="gateway.hotpath.runtime", line_number=1,
+                     line_contents="from gateway.hotpath.runtime import health_snapshot")
     try:
         assert upward_imports(graph) == [
-            "targetgroups.models (capacity) imports gateway.runtime (gateway)"
+            "targetgroups.models (capacity) imports gateway.hotpath.runtime (gateway)"
         ]
     finally:
-        graph.remove_import(importer="targetgroups.models", imported="gateway.runtime")
+        graph.remove_import(importer="targetgroups.models", imported="gateway.hotpath.runtime")
 
 
 def test_every_module_has_a_layer(graph: grimp.ImportGraph) -> None:

@@ -1,6 +1,6 @@
 """The compiled, immutable routing snapshot the gateway routes from.
 
-Built from the database by gateway.snapshot (Django glue) whenever the config
+Built from the database by gateway.hotpath.snapshot (Django glue) whenever the config
 version changes; the hot path only reads it.
 """
 

@@ -24,8 +24,8 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.urls import get_resolver
 from django.utils.log import log_response
 
-from gateway import errors, outcomes
-from gateway.snapshot import holder
+from gateway.hotpath import errors, outcomes
+from gateway.hotpath.snapshot import holder
 
 
 class BodyTooLarge(Exception):
@@ -35,7 +35,7 @@ class BodyTooLarge(Exception):
 class GatewayASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
-        self._resolve = functools.lru_cache(maxsize=512)(get_resolver("gateway.urls").resolve)
+        self._resolve = functools.lru_cache(maxsize=512)(get_resolver("gateway.hotpath.v1_urls").resolve)
         self._max_body = settings.GATEWAY_MAX_BODY_BYTES
 
     def load_middleware(self, is_async: bool = False) -> None:
@@ -183,7 +183,7 @@ def _meta_headers(scope: dict[str, Any]) -> dict[str, str]:
 
 
 def _record_unless_proxied(request: Any, status: int, error_code: str, started: float, created_at: Any) -> None:
-    """A usage event for this answer, unless gateway.proxy records (or has recorded) one itself."""
+    """A usage event for this answer, unless gateway.hotpath.proxy records (or has recorded) one itself."""
     client_request = getattr(request, "client_request", None)
     if (client_request is not None and client_request.recorded) or not outcomes.is_recorded_path(request.path):
         return

@@ -6,9 +6,9 @@ from typing import Any
 
 from rest_framework.authentication import BaseAuthentication
 
-from gateway import errors
+from gateway.hotpath import errors
+from gateway.hotpath.snapshot import GatewayConfig, KeySpec
 from gateway.models import hash_api_key
-from gateway.snapshot import GatewayConfig, KeySpec
 
 
 def bearer_token(meta: dict[str, Any]) -> str | None:

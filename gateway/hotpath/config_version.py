@@ -15,8 +15,8 @@ import time
 from django.conf import settings
 from django.db import transaction
 
+from gateway.hotpath.redis_client import RedisUnavailable, call_sync
 from gateway.models import ConfigState
-from gateway.redis_client import RedisUnavailable, call_sync
 
 REDIS_KEY = "sb:config_version"
 # KEYS[1] = max(KEYS[1], ARGV[1]); answers the value now held.

@@ -235,7 +235,7 @@ async def decide(balancer: BalancerSpec, version: int, payload: dict[str, Any], 
     if override:
         route = balancer.route_named(override)
         if route is None or not route.enabled:
-            from gateway.errors import bad_request
+            from gateway.hotpath.errors import bad_request
 
             names = ", ".join(r.name for r in balancer.routes if r.enabled)
             state = "Unknown" if route is None else "Disabled"

@@ -24,7 +24,7 @@ def with_lifespan(app: ASGIApp) -> ASGIApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                from gateway.usage import recorder
+                from gateway.hotpath.usage import recorder
 
                 await asyncio.to_thread(recorder.stop)
                 await send({"type": "lifespan.shutdown.complete"})

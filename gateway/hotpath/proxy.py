@@ -21,14 +21,15 @@ import orjson
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
-from gateway import errors
-from gateway.decision import Decision, decide
 from gateway.engine.planner import Attempt, AttemptPlan, plan_attempts
 from gateway.engine.types import BalancerSpec, InstanceSpec
-from gateway.ratelimit import check_rate_limit
-from gateway.runtime import routing
-from gateway.scrub import Scrubber, scrubber_for
-from gateway.snapshot import GatewayConfig, KeySpec
+from gateway.hotpath import errors
+from gateway.hotpath.decision import Decision, decide
+from gateway.hotpath.ratelimit import check_rate_limit
+from gateway.hotpath.runtime import routing
+from gateway.hotpath.scrub import Scrubber, scrubber_for
+from gateway.hotpath.snapshot import GatewayConfig, KeySpec
+from gateway.hotpath.usage import UsageRecord, recorder
 from gateway.text import estimate_tokens, prompt_tokens
 from gateway.upstream import UpstreamFailure, UpstreamResponse, UpstreamStream, call_upstream
 from gateway.upstream.answers import (
@@ -38,7 +39,6 @@ from gateway.upstream.answers import (
     event_data,
     read_usage,
 )
-from gateway.usage import UsageRecord, recorder
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A fixed one-minute window. With REDIS_URL the count is shared by every worker
 (one pipelined INCR + EXPIRE per request, only for keys that have a limit);
 without Redis each process counts on its own. While Redis is down or hung (see
-gateway/redis_client.py) each process counts locally, carrying on from the
+gateway/hotpath/redis_client.py) each process counts locally, carrying on from the
 last shared count it saw: a limiter outage must not become a gateway outage,
 nor a wait.
 """
@@ -25,7 +25,7 @@ async def check_rate_limit(key_pk: int, limit: int) -> int | None:
     retry_after = max(1, int(60 - now % 60 + 0.999))
     count = _local.get((key_pk, window), 0) + 1
     if settings.REDIS_URL:
-        from gateway.redis_client import RedisUnavailable, call_async
+        from gateway.hotpath.redis_client import RedisUnavailable, call_async
 
         name = f"sb:rl:{key_pk}:{window}"
 

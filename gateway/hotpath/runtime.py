@@ -101,7 +101,7 @@ async def sync_health() -> None:
     everyone else's (one round trip each way, skipped while Redis is away), publish the copy."""
     _apply_inbox()
     if settings.REDIS_URL:
-        from gateway.redis_client import RedisUnavailable, call_async
+        from gateway.hotpath.redis_client import RedisUnavailable, call_async
 
         batch = dict(_pending)
         try:
@@ -139,7 +139,7 @@ def health_snapshot(pks: list[int]) -> dict[int, HealthView]:
     now = time.time()
     views = {pk: board.get(pk, _UNKNOWN) for pk in pks}
     if settings.REDIS_URL and pks:
-        from gateway.redis_client import RedisUnavailable, call_sync
+        from gateway.hotpath.redis_client import RedisUnavailable, call_sync
 
         try:
             values = call_sync(lambda client: client.hmget(HEALTH_KEY, [str(pk) for pk in pks]))
@@ -159,7 +159,7 @@ def mark_unavailable(pk: int, *, seconds: float) -> None:
     state = {"cooldown_until": now + seconds, "trips": 1, "last_failure_at": now, "status": "cooling", "at": now}
     _post(pk, state)
     if settings.REDIS_URL:
-        from gateway.redis_client import RedisUnavailable, call_sync
+        from gateway.hotpath.redis_client import RedisUnavailable, call_sync
 
         try:
             call_sync(lambda client: client.hset(HEALTH_KEY, str(pk), orjson.dumps(state)))
@@ -200,9 +200,9 @@ class EmbeddedJob:
 
 
 def _register() -> None:
+    from gateway.hotpath.snapshot import holder
     from gateway.probes import probe_all
-    from gateway.rollups import rollup_usage_in_thread
-    from gateway.snapshot import holder
+    from gateway.reporting.rollups import rollup_usage_in_thread
 
     if sync_health not in holder.tick_hooks:
         holder.tick_hooks.append(sync_health)

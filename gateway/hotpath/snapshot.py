@@ -20,9 +20,7 @@ from types import MappingProxyType
 from django.conf import settings
 
 from balancers.models import Balancer
-from gateway.config_version import REDIS_KEY, SET_IF_GREATER, config_version_from_db
 from gateway.db import in_thread
-from gateway.decision import fit_local_routers
 from gateway.engine.types import (
     BalancerSpec,
     GroupSpec,
@@ -31,6 +29,8 @@ from gateway.engine.types import (
     RouteSpec,
     Snapshot,
 )
+from gateway.hotpath.config_version import REDIS_KEY, SET_IF_GREATER, config_version_from_db
+from gateway.hotpath.decision import fit_local_routers
 from gateway.models import ApiKey
 from gateway.outages import OutageLog
 from targetgroups.models import Instance
@@ -167,7 +167,7 @@ async def read_version() -> int | None:
     from_db = functools.partial(in_thread, config_version_from_db)
     if not settings.REDIS_URL:
         return await from_db()
-    from gateway.redis_client import RedisUnavailable, call_async
+    from gateway.hotpath.redis_client import RedisUnavailable, call_async
 
     try:
         raw = await call_async(lambda client: client.get(REDIS_KEY))

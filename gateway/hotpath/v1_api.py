@@ -1,6 +1,6 @@
 """The OpenAI-compatible gateway endpoints (/v1/...), as DRF async views (adrf).
 
-The work is in gateway.proxy; these views only authenticate, parse and answer
+The work is in gateway.hotpath.proxy; these views only authenticate, parse and answer
 errors in the OpenAI shape. `GatewayApiView` runs the part of DRF's `initial()`
 these views use, key authentication, inline instead of in a thread as adrf
 would: it does no I/O, and a thread hop per request costs more than the whole
@@ -26,22 +26,22 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
-from gateway import errors, outcomes
-from gateway.auth import GatewayKeyAuthentication, GatewayPrincipal, authenticate_key
-from gateway.decision import decide
 from gateway.engine.auto import rank_instances
 from gateway.engine.planner import first_route, route_order
-from gateway.proxy import (
+from gateway.hotpath import errors, outcomes
+from gateway.hotpath.auth import GatewayKeyAuthentication, GatewayPrincipal, authenticate_key
+from gateway.hotpath.decision import decide
+from gateway.hotpath.proxy import (
     ClientRequest,
     check_route_override,
     find_balancer,
     proxy,
     validate_payload,
 )
-from gateway.readiness import readiness
-from gateway.runtime import routing
-from gateway.snapshot import GatewayConfig, KeySpec, holder
-from gateway.usage import recorder
+from gateway.hotpath.readiness import readiness
+from gateway.hotpath.runtime import routing
+from gateway.hotpath.snapshot import GatewayConfig, KeySpec, holder
+from gateway.hotpath.usage import recorder
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def read_json(request: HttpRequest) -> Any:
 
 
 def request_id(request: HttpRequest) -> str:
-    # The edge (gateway.asgi) picks it once per request, so every answer and event carries the same one.
+    # The edge (gateway.hotpath.asgi) picks it once per request, so every answer and event carries the same one.
     given = getattr(request, "gateway_request_id", None)
     return given or outcomes.request_id_for(request.META.get("HTTP_X_REQUEST_ID", ""))
 
@@ -285,7 +285,7 @@ async def healthz(request: HttpRequest) -> HttpResponse:
 
 
 async def readyz(request: HttpRequest) -> HttpResponse:
-    """Readiness for load balancers (gateway/readiness.py): 200 when this worker can serve, else 503."""
+    """Readiness for load balancers (gateway/hotpath/readiness.py): 200 when this worker can serve, else 503."""
     verdict = await readiness.verdict()
     if verdict.ready:
         return JsonResponse({"status": "ready", "config_version": verdict.config_version, "checks": verdict.checks})

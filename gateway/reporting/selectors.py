@@ -19,7 +19,7 @@ from django.urls import reverse
 
 from balancers.models import Balancer
 from gateway.models import ApiKey, UsageEvent, UsageHourly
-from gateway.rollups import floor_hour
+from gateway.reporting.rollups import floor_hour
 from targetgroups.models import Instance
 
 HOUR = timedelta(hours=1)

@@ -435,7 +435,7 @@ class _DifficultyOnly:
 
 def cached_latencies(prompts: Sequence[str], decide: Any) -> list[float]:
     """Decision latency when the decision cache answers (the gateway's TTL cache and key)."""
-    from gateway.decision import _normalise, _TTLCache
+    from gateway.hotpath.decision import _normalise, _TTLCache
 
     cache = _TTLCache(len(prompts) + 1, 300.0)
     for n, prompt in enumerate(prompts):

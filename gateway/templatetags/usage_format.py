@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django import template
 
-from gateway.selectors import format_usd
+from gateway.reporting.selectors import format_usd
 
 register = template.Library()
 

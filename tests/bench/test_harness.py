@@ -122,10 +122,10 @@ def test_wrk_with_post_lua_reports_requests_and_errors(mock_url: str) -> None:
 def test_the_profile_summary_charges_self_and_inclusive_time() -> None:
     start = "_run_module_as_main (<frozen runpy>:198);main (uvicorn/main.py:448);Runner.run (asyncio/runners.py:118)"
     raw = "\n".join([
-        f"{start};handle (gateway/views.py:10);resolve (django/urls/resolvers.py:689) 3",
-        f"{start};handle (gateway/views.py:12);call (gateway/upstream/openai_compat.py:70);"
+        f"{start};handle (gateway/hotpath/v1_api.py:10);resolve (django/urls/resolvers.py:689) 3",
+        f"{start};handle (gateway/hotpath/v1_api.py:12);call (gateway/upstream/openai_compat.py:70);"
         "ClientSession._request (aiohttp/client.py:500) 5",
-        f"{start};handle (gateway/views.py:10) 2",
+        f"{start};handle (gateway/hotpath/v1_api.py:10) 2",
         f"{start} 4",
         "garbage line",
     ])
@@ -133,10 +133,10 @@ def test_the_profile_summary_charges_self_and_inclusive_time() -> None:
     assert summary["samples"] == 14
     self_fn = dict(summary["self_functions"])
     assert self_fn["resolve (django/urls/resolvers.py)"] == 3
-    assert self_fn["handle (gateway/views.py)"] == 2
+    assert self_fn["handle (gateway/hotpath/v1_api.py)"] == 2
     assert self_fn["(event loop: uvloop's C code, I/O and callbacks) (uvloop)"] == 4
     inclusive = dict(summary["inclusive_functions"])
-    assert inclusive["handle (gateway/views.py)"] == 10  # once per stack, whatever the line
+    assert inclusive["handle (gateway/hotpath/v1_api.py)"] == 10  # once per stack, whatever the line
     assert "main (uvicorn/main.py)" not in inclusive  # start-up frames are trimmed
     assert dict(summary["self_packages"]) == {"django": 3, "aiohttp": 5, "gateway": 2, "uvloop": 4}
 

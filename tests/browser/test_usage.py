@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from balancers.models import Balancer
 from gateway.models import UsageEvent
-from gateway.selectors import format_usd
+from gateway.reporting.selectors import format_usd
 from targetgroups.models import Instance
 from tests.factories import make_api_key
 

@@ -155,7 +155,7 @@ def test_commands_are_the_same_in_compose_kubernetes_and_the_dockerfile() -> Non
 
 
 def test_probes_and_health_checks_point_at_real_gateway_paths() -> None:
-    from gateway.asgi import GATEWAY_PATH_PREFIXES
+    from gateway.hotpath.asgi import GATEWAY_PATH_PREFIXES
 
     deployment = manifest("Deployment", "smart-balancers-gateway")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]

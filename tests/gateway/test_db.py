@@ -9,9 +9,9 @@ import pytest
 from django.db import connection
 
 from gateway.db import drop_connections, in_thread
+from gateway.hotpath.snapshot import build_config
 from gateway.probes import probe_all
-from gateway.rollups import rollup_usage_in_thread
-from gateway.snapshot import build_config
+from gateway.reporting.rollups import rollup_usage_in_thread
 from tests.factories import make_instance
 
 pytestmark = pytest.mark.django_db(transaction=True)

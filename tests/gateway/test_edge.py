@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.models import UsageEvent, UsageHourly
-from gateway.rollups import rollup_usage
+from gateway.reporting.rollups import rollup_usage
 from tests.factories import make_api_key, make_balancer, make_instance
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from gateway.snapshot import instance_spec
+from gateway.hotpath.snapshot import instance_spec
 from gateway.upstream import UpstreamFailure, call_upstream, http
 from targetgroups import egress
 from targetgroups.models import Instance

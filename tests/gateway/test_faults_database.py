@@ -25,8 +25,8 @@ import httpx
 import psycopg
 import pytest
 
+from gateway.hotpath.usage import UsageRecord, UsageRecorder
 from gateway.models import UsageDeadLetter, UsageEvent
-from gateway.usage import UsageRecord, UsageRecorder
 from tests.fault_servers import PostgresServer, own_postgres, own_redis
 from tests.live_server import ROOT, LiveGateway
 
@@ -65,7 +65,7 @@ print(json.dumps({{"steady": steady.pk, "steady_secret": steady_secret, "doomed"
 
 CONFIG_CHANGE = """
 import json
-from gateway.config_version import config_version_from_db
+from gateway.hotpath.config_version import config_version_from_db
 from targetgroups.models import Instance
 inst = Instance.objects.get(instance_id="sim-{mode}")
 inst.display_name = "changed before the restart"

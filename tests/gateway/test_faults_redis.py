@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from gateway.config_version import config_version_from_db
+from gateway.hotpath.config_version import config_version_from_db
 from gateway.models import ApiKey, hash_api_key
 from gateway.services import api_key_revoke
 from tests.factories import make_api_key, make_balancer
@@ -179,7 +179,7 @@ def test_a_key_revoked_while_redis_hangs_stops_working_and_redis_catches_up_when
 @pytest.fixture
 def gateway_redis(settings: Any, redis_server: RedisServer) -> Iterator[RedisServer]:
     """This process's gateway modules pointed at the test's own Redis, with a fresh breaker."""
-    from gateway import redis_client
+    from gateway.hotpath import redis_client
 
     settings.REDIS_URL = redis_server.url
     settings.GATEWAY_REDIS_RETRY_SECONDS = BACKOFF
@@ -193,7 +193,7 @@ def gateway_redis(settings: Any, redis_server: RedisServer) -> Iterator[RedisSer
 def test_a_hung_redis_costs_a_rate_limit_check_at_most_its_timeout(gateway_redis, settings):
     import asyncio
 
-    from gateway.ratelimit import check_rate_limit
+    from gateway.hotpath.ratelimit import check_rate_limit
 
     async def measure(seconds: float) -> list[float]:
         times = []

@@ -90,9 +90,9 @@ def test_a_stream_event_echoing_our_credential_is_scrubbed(setup, hostile_upstre
 
 def test_log_records_and_usage_records_carry_no_upstream_secret(hostile_upstream, transactional_db, caplog, monkeypatch):
     """In process, so that caplog sees every record the gateway writes while it handles the echoes."""
-    from gateway import proxy as proxy_module
-    from gateway.config_version import config_version_from_db
-    from gateway.snapshot import KeySpec, build_config
+    from gateway.hotpath import proxy as proxy_module
+    from gateway.hotpath.config_version import config_version_from_db
+    from gateway.hotpath.snapshot import KeySpec, build_config
 
     refused = hostile_instance(hostile_upstream, "echo-log-401", Script(status=401, echo_credential=True))
     echo = hostile_instance(hostile_upstream, "echo-log-400", Script(status=400, echo_credential=True))

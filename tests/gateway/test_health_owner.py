@@ -12,9 +12,15 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway import runtime
-from gateway.redis_client import redis_sync
-from gateway.runtime import HEALTH_KEY, health_snapshot, mark_unavailable, routing, sync_health
+from gateway.hotpath import runtime
+from gateway.hotpath.redis_client import redis_sync
+from gateway.hotpath.runtime import (
+    HEALTH_KEY,
+    health_snapshot,
+    mark_unavailable,
+    routing,
+    sync_health,
+)
 
 TRACKER_METHODS = ("is_eligible", "state", "success_rate", "least_recently_failed", "begin_attempt",
                    "release", "record_success", "record_failure", "apply_remote", "reset", "known")

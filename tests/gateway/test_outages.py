@@ -33,7 +33,7 @@ def test_a_long_outage_logs_its_start_a_summary_a_minute_and_its_end(caplog: pyt
 def test_an_embedded_job_that_fails_logs_when_it_starts_and_stops_failing(settings, caplog) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
-    from gateway.runtime import EmbeddedJob
+    from gateway.hotpath.runtime import EmbeddedJob
 
     settings.REDIS_URL = ""
     settings.GATEWAY_ROLLUP_SECONDS = 0
@@ -45,10 +45,10 @@ def test_an_embedded_job_that_fails_logs_when_it_starts_and_stops_failing(settin
             raise outcome
 
     job = EmbeddedJob(rollup, "GATEWAY_ROLLUP_SECONDS")
-    with caplog.at_level(logging.INFO, logger="gateway.runtime"):
+    with caplog.at_level(logging.INFO, logger="gateway.hotpath.runtime"):
         for _ in range(4):
             asyncio.run(job())  # never raises into the gateway's tick
-    messages = [record.getMessage() for record in caplog.records if record.name == "gateway.runtime"]
+    messages = [record.getMessage() for record in caplog.records if record.name == "gateway.hotpath.runtime"]
     assert len(messages) == 2, messages
     assert messages[0] == "embedded job rollup failing: ConnectionError: connection refused"
     assert messages[1].startswith("embedded job rollup recovered after")

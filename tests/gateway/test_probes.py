@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from gateway.hotpath.runtime import health_snapshot
 from gateway.models import InstanceHealth
 from gateway.probes import probe_all
-from gateway.runtime import health_snapshot
 from tests.factories import make_instance, make_router_model
 from tests.live_server import free_port
 from tests.upstream_server import FakeUpstream

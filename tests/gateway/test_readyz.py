@@ -111,7 +111,7 @@ def test_readyz_names_redis_when_redis_is_down_and_recovers_after() -> None:
 
 
 def test_readyz_keeps_its_verdict_for_the_cache_period(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway import readiness as module
+    from gateway.hotpath import readiness as module
 
     checks: list[str] = []
     settings.GATEWAY_READY_CACHE_SECONDS = 60
@@ -137,7 +137,7 @@ def test_a_hung_dependency_is_named_within_the_bound_and_checked_once_at_a_time(
         settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from gateway import readiness as module
+    from gateway.hotpath import readiness as module
 
     release = threading.Event()
     calls: list[str] = []
@@ -164,7 +164,7 @@ def test_a_hung_dependency_is_named_within_the_bound_and_checked_once_at_a_time(
 
 
 def test_dependencies_left_out_of_the_ready_checks_are_not_checked(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway import readiness as module
+    from gateway.hotpath import readiness as module
 
     def refused() -> None:
         raise ConnectionRefusedError("refused")

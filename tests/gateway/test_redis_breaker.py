@@ -7,7 +7,7 @@ import logging
 import pytest
 import redis
 
-from gateway.redis_client import RedisBreaker
+from gateway.hotpath.redis_client import RedisBreaker
 
 
 class Clock:

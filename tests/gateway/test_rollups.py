@@ -15,9 +15,9 @@ import pytest
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
+from gateway.hotpath.runtime import EmbeddedJob
 from gateway.models import UsageEvent, UsageHourly, UsageRollupState
-from gateway.rollups import _prune, floor_hour, rollup_usage, rollup_usage_in_thread
-from gateway.runtime import EmbeddedJob
+from gateway.reporting.rollups import _prune, floor_hour, rollup_usage, rollup_usage_in_thread
 from tests.factories import make_api_key, make_balancer
 
 NOW = datetime(2026, 3, 10, 15, 42, tzinfo=UTC)
@@ -162,7 +162,7 @@ def test_an_event_committed_during_a_run_is_counted_once_even_when_its_hour_is_p
     hour = floor_hour(NOW - timedelta(days=2)) - timedelta(hours=1)  # pruned by this very run
     seen = event(hour + timedelta(minutes=5))
     event(hour + timedelta(minutes=6))  # committed after the run read its ceiling
-    monkeypatch.setattr("gateway.rollups._committed_ceiling", lambda: seen.pk)
+    monkeypatch.setattr("gateway.reporting.rollups._committed_ceiling", lambda: seen.pk)
     rollup_usage(now=NOW)
     assert UsageHourly.objects.get(hour=hour).requests == 1  # only what the mark has passed
     monkeypatch.undo()
@@ -295,10 +295,10 @@ def test_the_celery_task_runs_the_rollup() -> None:
 
 @pytest.mark.django_db
 def test_a_retention_backlog_is_deleted_over_several_runs(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import gateway.rollups
+    import gateway.reporting.rollups
 
     settings.GATEWAY_USAGE_RETENTION_DAYS = 1
-    monkeypatch.setattr(gateway.rollups, "PRUNE_BATCH", 2)
+    monkeypatch.setattr(gateway.reporting.rollups, "PRUNE_BATCH", 2)
     balancer = make_balancer()
     for hours_ago in (50, 49, 48, 47, 46):
         event(NOW - timedelta(hours=hours_ago), balancer=balancer)

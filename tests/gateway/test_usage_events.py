@@ -9,8 +9,8 @@ import openai
 import pytest
 from django.db import connections
 
+from gateway.hotpath.usage import UsageRecord, UsageRecorder
 from gateway.models import UsageEvent
-from gateway.usage import UsageRecord, UsageRecorder
 from tests.factories import make_balancer
 from tests.live_server import LiveGateway
 

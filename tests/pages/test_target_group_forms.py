@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from gateway.config_version import REDIS_KEY, config_version_from_db
+from gateway.hotpath.config_version import REDIS_KEY, config_version_from_db
 from targetgroups.models import TargetGroup, TargetGroupMember
 
 HTMX = {"HX-Request": "true"}
@@ -34,7 +34,7 @@ def bumps(django_capture_on_commit_callbacks: Any) -> Callable[[], Any]:
         after = config_version_from_db()
         assert after > before, "the config version was not bumped"
         if settings.REDIS_URL:
-            from gateway.redis_client import redis_sync
+            from gateway.hotpath.redis_client import redis_sync
 
             assert int(redis_sync().get(REDIS_KEY)) == after
 

@@ -24,7 +24,7 @@ def _close_stray_connections(django_db_setup: Any, django_db_blocker: Any) -> It
     yield
     from django.db import connection
 
-    from gateway.usage import recorder
+    from gateway.hotpath.usage import recorder
 
     recorder.stop(timeout=2)
     with django_db_blocker.unblock():
@@ -43,7 +43,7 @@ def usage_writer_reset() -> None:
     that lands in another test's database flush can deadlock it. The next usage event
     starts a fresh thread, as in a fresh process.
     """
-    from gateway.usage import recorder
+    from gateway.hotpath.usage import recorder
 
     recorder.flush()
     if recorder._thread is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from balancers.models import Route
-from gateway import decision as decisions
+from gateway.hotpath import decision as decisions
+from gateway.hotpath.snapshot import build_config
 from gateway.router_models.fitted import FittedIntentClassifier
-from gateway.snapshot import build_config
 from tests.factories import make_balancer, make_instance, make_router_model
 
 pytestmark = pytest.mark.django_db

@@ -9,9 +9,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway.config_version import config_version_from_db
-from gateway.decision import classify
 from gateway.engine.types import BalancerSpec, RouteSpec
+from gateway.hotpath.config_version import config_version_from_db
+from gateway.hotpath.decision import classify
+from gateway.hotpath.snapshot import build_config
 from gateway.router_models.evaluation import (
     RoutePrice,
     estimate_tokens,
@@ -20,7 +21,6 @@ from gateway.router_models.evaluation import (
     load_labelled,
     summarise_latency,
 )
-from gateway.snapshot import build_config
 
 
 def route_price(route: RouteSpec) -> RoutePrice:

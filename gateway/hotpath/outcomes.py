@@ -1,6 +1,6 @@
 """Usage events for the /v1 answers the proxy does not record itself.
 
-gateway.proxy records a usage event for every request it routes (answered,
+gateway.hotpath.proxy records a usage event for every request it routes (answered,
 failed upstream, cut short). Every other answer at the /v1 door is recorded
 here, through the same off-the-hot-path recorder, so that N requests leave N
 events: rejections (400 bad body, 401 no or bad key, 403 balancer or route
@@ -22,9 +22,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.hotpath.snapshot import GatewayConfig, KeySpec, holder
+from gateway.hotpath.usage import UsageRecord, recorder
 from gateway.models import hash_api_key
-from gateway.snapshot import GatewayConfig, KeySpec, holder
-from gateway.usage import UsageRecord, recorder
 
 # The /v1 endpoints, as the usage event's `endpoint` names them.
 ENDPOINTS = {
@@ -69,7 +69,7 @@ def key_from_headers(headers: dict[str, Any], config: GatewayConfig | None) -> K
     """The valid gateway key a request carried, if any (no error when it carried none)."""
     if config is None:
         return None
-    from gateway.auth import bearer_token
+    from gateway.hotpath.auth import bearer_token
 
     token = bearer_token(headers)
     return config.keys.get(hash_api_key(token)) if token else None

@@ -18,7 +18,7 @@ GATEWAY_READY_CACHE_SECONDS, and concurrent callers share one check. The checks
 run in two threads of their own (never the threads the pages and the usage
 writer use); a check that hangs past the bound leaves its thread waiting and
 the worker reported not ready until it returns, rather than piling up threads.
-The Redis ping bypasses the breaker (gateway/redis_client.py): readiness
+The Redis ping bypasses the breaker (gateway/hotpath/redis_client.py): readiness
 observes Redis, it does not steer the hot path. The verdict is logged when it
 changes, never per probe.
 """
@@ -36,7 +36,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from gateway.snapshot import holder
+from gateway.hotpath.snapshot import holder
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _database_ping() -> None:
 
 
 def _redis_ping() -> None:
-    from gateway.redis_client import redis_sync
+    from gateway.hotpath.redis_client import redis_sync
 
     redis_sync().ping()  # socket timeouts of 0.5 s (or GATEWAY_REDIS_TIMEOUT_SECONDS when longer)
 
