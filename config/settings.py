@@ -188,7 +188,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
-GATEWAY_PLAIN_VIEWS = envbool("GATEWAY_PLAIN_VIEWS", False)
 # The gateway reads request bodies itself and answers 413 past GATEWAY_MAX_BODY_BYTES.
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES
 # Lets concurrent test runs on one machine use separate test databases.

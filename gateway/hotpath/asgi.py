@@ -7,7 +7,13 @@ are async and touch no database, so those hops are pure cost: measured on one
 core with wrk at 32 connections, they held the gateway to ~230 req/s. This
 handler keeps everything else (URL routing, the middleware chain, DRF views,
 client-disconnect cancellation) and drops the thread hops: no per-request
-thread context, no sync signal receivers, and no middleware (see below).
+thread context, no sync signal receivers, and no middleware chain (see below).
+
+What the site's middleware would give every answer still applies here: the Host
+header is checked against ALLOWED_HOSTS (an OpenAI-shaped 400 otherwise), and
+SecurityMiddleware's request and response hooks (HTTPS redirect, HSTS, nosniff,
+Referrer-Policy, Cross-Origin-Opener-Policy) run inline — they do no I/O, so they
+need no thread hop.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import io
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestAborted
+from django.core.exceptions import DisallowedHost, RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
+from django.middleware.security import SecurityMiddleware
 from django.urls import get_resolver
 from django.utils.log import log_response
 
@@ -45,7 +52,16 @@ class GatewayASGIHandler(ASGIHandler):
         self._view_middleware = []
         self._template_response_middleware = []
         self._exception_middleware = []
-        self._middleware_chain = convert_exception_to_response(self._get_response_async)
+        self._security = SecurityMiddleware(_no_view)
+        self._middleware_chain = convert_exception_to_response(self._secured_response)
+
+    async def _secured_response(self, request: Any) -> Any:
+        try:
+            request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks on every other path
+        except DisallowedHost as exc:
+            return errors.GatewayError(400, f"{exc}.", code="disallowed_host").response()
+        response = self._security.process_request(request) or await self._get_response_async(request)
+        return self._security.process_response(request, response)
 
     async def get_response_async(self, request: Any) -> Any:
         # Django's version sets the thread's URLconf in an asgiref Local (this handler
@@ -200,6 +216,10 @@ def _record_unless_proxied(request: Any, status: int, error_code: str, started: 
     )
 
 
+def _no_view(request: Any) -> Any:
+    raise AssertionError("SecurityMiddleware's hooks are called directly; it wraps no view")
+
+
 def _close_without_signal(response: Any) -> None:
     """What HttpResponse.close() does, minus the request_finished signal.
 
@@ -225,7 +245,7 @@ async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any]) -> None:
             return
 
 
-GATEWAY_PATH_PREFIXES = ("/v1/", "/healthz", "/readyz", "/plain/v1/")
+GATEWAY_PATH_PREFIXES = ("/v1/", "/healthz", "/readyz")
 GATEWAY_PATHS = ("/v1",)
 
 

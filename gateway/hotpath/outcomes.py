@@ -40,7 +40,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 def is_recorded_path(path: str) -> bool:
     """The /v1 door (and its DRF-free twin); /healthz is not a client request."""
-    return path == "/v1" or path.startswith(("/v1/", "/plain/v1/"))
+    return path == "/v1" or path.startswith("/v1/")
 
 
 def request_id_for(given: str) -> str:
@@ -50,8 +50,6 @@ def request_id_for(given: str) -> str:
 
 
 def endpoint_of(path: str) -> str:
-    if path.startswith("/plain/"):
-        path = path[len("/plain"):]
     name = ENDPOINTS.get(path)
     if name is not None:
         return name

@@ -1,7 +1,7 @@
 """The hot path: one client request → decision → attempts → response → usage event.
 
-Framework-free apart from Django's response classes, so the DRF views and the
-plain async views (kept for measuring what DRF costs) share every line of it.
+Framework-free apart from Django's response classes: the DRF views of v1_api.py and
+the playground (in process) share every line of it.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from rest_framework.renderers import JSONRenderer
 from gateway.engine.auto import rank_instances
 from gateway.engine.planner import first_route, route_order
 from gateway.hotpath import errors, outcomes
-from gateway.hotpath.auth import GatewayKeyAuthentication, GatewayPrincipal, authenticate_key
+from gateway.hotpath.auth import GatewayKeyAuthentication, GatewayPrincipal
 from gateway.hotpath.decision import decide
 from gateway.hotpath.proxy import (
     ClientRequest,
@@ -293,28 +293,3 @@ async def readyz(request: HttpRequest) -> HttpResponse:
                                    type="server_error", code="not_ready").response()
     response._has_been_logged = True  # type: ignore[attr-defined]  # readiness logs its changes, not each probe
     return response
-
-
-# Plain async views doing the same work without DRF, mounted when GATEWAY_PLAIN_VIEWS is on:
-# the benchmark measures what DRF costs by calling both.
-
-
-async def plain_chat_completions(request: HttpRequest) -> HttpResponse:
-    return await _plain(request, "chat")
-
-
-async def plain_embeddings(request: HttpRequest) -> HttpResponse:
-    return await _plain(request, "embeddings")
-
-
-async def _plain(request: HttpRequest, endpoint: str) -> HttpResponse:
-    if request.method != "POST":
-        return errors.GatewayError(405, f"{request.method} is not allowed on {request.path}; allowed: POST.",
-                                   code="method_not_allowed", headers={"Allow": "POST"}).response()
-    try:
-        config = await load_config()
-        request.gateway_config = config  # type: ignore[attr-defined]
-        key = request.gateway_key = authenticate_key(request.META, config)  # type: ignore[attr-defined]
-        return await serve_proxy(request, endpoint, key, config)
-    except Exception as exc:
-        return exception_response(exc)

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.urls import path, re_path
-from django.views.decorators.csrf import csrf_exempt
 
 from gateway.hotpath import v1_api
 
@@ -16,11 +14,6 @@ urlpatterns = [
     path("readyz", v1_api.readyz, name="readyz"),
 ]
 
-if settings.GATEWAY_PLAIN_VIEWS:
-    urlpatterns += [
-        path("plain/v1/chat/completions", csrf_exempt(v1_api.plain_chat_completions)),
-        path("plain/v1/embeddings", csrf_exempt(v1_api.plain_embeddings)),
-    ]
 
 # Last: any other path under /v1 is a 404 in the OpenAI shape, naming the endpoints that exist.
-urlpatterns += [re_path(r"^(?:plain/)?v1(?:/|$)", v1_api.not_found, name="gateway-not-found")]
+urlpatterns += [re_path(r"^v1(?:/|$)", v1_api.not_found, name="gateway-not-found")]
