@@ -63,7 +63,10 @@ class HealthPolicy:
     def cooldown_length(self, trips: int, retry_after: float | None = None) -> float:
         if retry_after is not None and retry_after > 0:
             return min(float(retry_after), self.retry_after_cap)
-        return min(self.backoff_base * self.backoff_factor ** max(trips - 1, 0), self.backoff_cap)
+        # The exponent is capped as well as the result: a dead instance trips for days, and
+        # 2.0 ** 1025 overflows a float (OverflowError) long before the cap would apply.
+        exponent = min(max(trips - 1, 0), 64)
+        return min(self.backoff_base * self.backoff_factor**exponent, self.backoff_cap)
 
 
 @dataclass(frozen=True, slots=True)

@@ -234,3 +234,10 @@ def test_reset_forgets_the_instance() -> None:
     tracker = tripped()
     tracker.reset(PK)
     assert tracker.state(PK, T0) == HealthView("healthy", None, 0, None, 0)
+
+
+def test_a_dead_instance_tripping_for_days_keeps_the_capped_cooldown() -> None:
+    # 2.0 ** 1025 overflows a float: thousands of failed trials must not raise OverflowError.
+    policy = HealthPolicy()
+    assert policy.cooldown_length(trips=5000) == policy.backoff_cap
+    assert policy.cooldown_length(trips=1) == policy.backoff_base
