@@ -164,7 +164,7 @@ def test_probes_and_health_checks_point_at_real_gateway_paths() -> None:
     health = compose()["services"]["gateway"]["healthcheck"]["test"]
     assert "http://127.0.0.1:8000/readyz" in " ".join(health)
     for path in ("/readyz", "/healthz"):
-        assert resolve(path, urlconf="gateway.urls").url_name == path.strip("/")
+        assert resolve(path, urlconf="gateway.hotpath.v1_urls").url_name == path.strip("/")
         assert path.startswith(GATEWAY_PATH_PREFIXES)  # served by the lean handler, no middleware
     # Every probe's port is the one the command listens on, and the Service sends traffic there.
     (port,) = container["ports"]
