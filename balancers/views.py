@@ -9,7 +9,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,6 +16,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.roles import OPERATOR, VIEWER, role_required
 from balancers.forms import (
     KIND_HELP,
     MODE_HELP,
@@ -51,13 +51,13 @@ DEFAULT_PROMPT = "Summarise this support reply: the parcel arrived late but the 
 # -- list, detail, board ------------------------------------------------------------------------
 
 
-@login_required
+@role_required(VIEWER)
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     return redirect("balancer-list")
 
 
-@login_required
+@role_required(VIEWER)
 @require_GET
 def balancer_list(request: HttpRequest) -> HttpResponse:
     states = balancer_states(balancers_for_pages())
@@ -89,7 +89,7 @@ def _smoke_context(request: HttpRequest, balancer: Balancer) -> dict[str, Any]:
     }
 
 
-@login_required
+@role_required(VIEWER)
 @require_GET
 def balancer_detail(request: HttpRequest, name: str) -> HttpResponse:
     state = _state_or_404(name)
@@ -104,7 +104,7 @@ def balancer_detail(request: HttpRequest, name: str) -> HttpResponse:
     })
 
 
-@login_required
+@role_required(VIEWER)
 @require_GET
 def balancer_board(request: HttpRequest, name: str) -> HttpResponse:
     state = _state_or_404(name)
@@ -126,7 +126,7 @@ def _current_fields(balancer: Balancer, **changes: Any) -> dict[str, Any]:
     return {**fields, **changes}
 
 
-@login_required
+@role_required(OPERATOR)
 @require_POST
 def balancer_toggle(request: HttpRequest, name: str) -> HttpResponse:
     balancer = get_object_or_404(Balancer, name=name)
@@ -140,7 +140,7 @@ def balancer_toggle(request: HttpRequest, name: str) -> HttpResponse:
     return redirect("balancer-detail", name=balancer.name)
 
 
-@login_required
+@role_required(OPERATOR)
 @require_POST
 def balancer_remove(request: HttpRequest, name: str) -> HttpResponse:
     balancer = get_object_or_404(Balancer, name=name)
@@ -150,7 +150,7 @@ def balancer_remove(request: HttpRequest, name: str) -> HttpResponse:
     return redirect("balancer-list")
 
 
-@login_required
+@role_required(VIEWER)
 @require_GET
 def balancer_test(request: HttpRequest, name: str) -> HttpResponse:
     """Step 6 after the save: the sample call and the smoke test."""
@@ -164,7 +164,7 @@ def balancer_test(request: HttpRequest, name: str) -> HttpResponse:
     })
 
 
-@login_required
+@role_required(VIEWER)
 @require_POST
 async def balancer_smoke_test(request: HttpRequest, name: str) -> HttpResponse:
     balancer = await Balancer.objects.filter(name=name).afirst()
@@ -216,7 +216,7 @@ def _wizard_urls(balancer: Balancer | None) -> dict[str, str]:
             "discard": reverse("wizard-edit-discard", kwargs={"name": balancer.name})}
 
 
-@login_required
+@role_required(OPERATOR)
 @require_GET
 def wizard_start(request: HttpRequest) -> HttpResponse:
     """/balancers/new/: resume the draft in progress, or start one with the defaults filled in."""
@@ -225,7 +225,7 @@ def wizard_start(request: HttpRequest) -> HttpResponse:
     return redirect(_step_url(None, step))
 
 
-@login_required
+@role_required(OPERATOR)
 @require_GET
 def wizard_edit(request: HttpRequest, name: str) -> HttpResponse:
     """Edit an existing balancer in the same wizard, from a fresh copy of what is saved."""
@@ -329,7 +329,7 @@ def _go(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any], 
     return redirect(_step_url(balancer, step))
 
 
-@login_required
+@role_required(OPERATOR)
 @never_cache
 @require_http_methods(["GET", "POST"])
 def wizard_step(request: HttpRequest, step: str, name: str | None = None) -> HttpResponse:
@@ -390,7 +390,7 @@ def wizard_step(request: HttpRequest, step: str, name: str | None = None) -> Htt
     return redirect("balancer-detail", name=saved.name)
 
 
-@login_required
+@role_required(OPERATOR)
 @require_POST
 def wizard_autosave(request: HttpRequest, step: str, name: str | None = None) -> HttpResponse:
     """Keep what is typed, as it is typed, so a reload loses nothing (hx-post on change)."""
@@ -407,7 +407,7 @@ def wizard_autosave(request: HttpRequest, step: str, name: str | None = None) ->
     return HttpResponse(status=204)
 
 
-@login_required
+@role_required(OPERATOR)
 @require_GET
 def wizard_check(request: HttpRequest, name: str | None = None) -> HttpResponse:
     """Live validation of the name and the serving name as the operator types (hx-get)."""
@@ -426,7 +426,7 @@ def wizard_check(request: HttpRequest, name: str | None = None) -> HttpResponse:
     return render(request, "balancers/wizard.html#feedback", {"field": field, "errors": errors, "ok": ok})
 
 
-@login_required
+@role_required(OPERATOR)
 @require_POST
 def wizard_discard(request: HttpRequest, name: str | None = None) -> HttpResponseRedirect:
     balancer = _wizard_target(name)

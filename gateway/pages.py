@@ -7,7 +7,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,6 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import push_url
 
+from accounts.roles import OPERATOR, VIEWER, role_required
 from balancers.models import Balancer
 from gateway.models import ApiKey
 from gateway.reporting.rollups import rollup_usage
@@ -52,7 +52,7 @@ def _context(form: ApiKeyForm, **extra: Any) -> dict[str, Any]:
     return {"form": form, "keys": keys, **extra}
 
 
-@login_required
+@role_required(VIEWER, write=OPERATOR)
 @never_cache
 @require_http_methods(["GET", "POST"])
 def api_key_list(request: HttpRequest) -> HttpResponse:
@@ -75,7 +75,7 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
     return render(request, template, _context(form, **extra))
 
 
-@login_required
+@role_required(OPERATOR)
 @require_POST
 def api_key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
     key = get_object_or_404(ApiKey, pk=pk)
@@ -117,7 +117,7 @@ class UsageFilterForm(forms.Form):
         )
 
 
-@login_required
+@role_required(VIEWER)
 @never_cache
 @require_GET
 def usage(request: HttpRequest) -> HttpResponse:
@@ -133,7 +133,7 @@ def usage(request: HttpRequest) -> HttpResponse:
     return push_url(response, reverse("usage") + (f"?{query}" if query else ""))
 
 
-@login_required
+@role_required(VIEWER)
 @never_cache
 @require_GET
 def usage_export(request: HttpRequest) -> HttpResponse:

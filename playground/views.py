@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.roles import VIEWER, role_required
 from balancers.models import Balancer
 from playground.services import gateway_base_url, sample_calls, smoke_test
 
@@ -32,7 +32,7 @@ def _balancer_context(request: HttpRequest, balancer: Balancer | None) -> dict[s
     }
 
 
-@login_required
+@role_required(VIEWER)
 @require_GET
 def playground(request: HttpRequest) -> HttpResponse:
     balancers = list(Balancer.objects.prefetch_related("routes").order_by("name"))
@@ -41,7 +41,7 @@ def playground(request: HttpRequest) -> HttpResponse:
     return render(request, "playground/playground.html", {"balancers": balancers, **_balancer_context(request, balancer)})
 
 
-@login_required
+@role_required(VIEWER)
 @require_GET
 def playground_balancer(request: HttpRequest) -> HttpResponse:
     """The route picker (and prompt) of another balancer, when the balancer select changes."""
@@ -51,7 +51,7 @@ def playground_balancer(request: HttpRequest) -> HttpResponse:
     return render(request, "playground/playground.html#balancer-fields", _balancer_context(request, balancer))
 
 
-@login_required
+@role_required(VIEWER)
 @require_POST
 async def playground_send(request: HttpRequest) -> HttpResponse:
     balancer = await Balancer.objects.filter(name=request.POST.get("balancer", "")).afirst()

@@ -8,7 +8,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
@@ -16,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
+from accounts.roles import OPERATOR, VIEWER, has_role, role_required
 from gateway.hotpath.runtime import health_snapshot
 from targetgroups.documents import flatten_errors, target_group_document
 from targetgroups.forms import InstanceForm, MemberAddForm, TargetGroupCreateForm
@@ -41,7 +41,7 @@ MAX_IMPORT_BYTES = 1024 * 1024
 # -- target groups ----------------------------------------------------------------------------
 
 
-@login_required
+@role_required(VIEWER)
 @require_GET
 def target_group_list(request: HttpRequest) -> HttpResponse:
     groups = TargetGroup.objects.annotate(
@@ -65,7 +65,7 @@ def _leaf_messages(detail: Any) -> list[str]:
     return [str(detail)] if detail else []
 
 
-@login_required
+@role_required(OPERATOR)
 @require_http_methods(["GET", "POST"])
 def target_group_create_view(request: HttpRequest) -> HttpResponse:
     """A new group from a plain form; the same rules as the importer, nothing saved on an error."""
@@ -102,7 +102,7 @@ def _mark_invalid(form: forms.BaseForm) -> None:
             form.fields[name].widget.attrs["aria-invalid"] = "true"
 
 
-@login_required
+@role_required(VIEWER)
 @require_GET
 def target_group_detail(request: HttpRequest, name: str) -> HttpResponse:
     group = get_object_or_404(TargetGroup, name=name)
@@ -117,7 +117,7 @@ def _document_text(group: TargetGroup) -> str:
     return json.dumps(target_group_document(group), indent=2)
 
 
-@login_required
+@role_required(OPERATOR)
 @require_POST
 def target_group_member_add_view(request: HttpRequest, name: str) -> HttpResponse:
     """Add an instance: htmx appends its row (and refreshes the form), a plain POST redirects."""
@@ -150,7 +150,7 @@ def target_group_member_add_view(request: HttpRequest, name: str) -> HttpRespons
     return redirect("targetgroup-detail", name=name)
 
 
-@login_required
+@role_required(OPERATOR)
 @require_POST
 def target_group_member_remove_view(request: HttpRequest, name: str, member_id: int) -> HttpResponse:
     """Remove a member. An empty group is allowed (the importer accepts one too)."""
@@ -174,7 +174,7 @@ class MemberForm(forms.Form):
     enabled = forms.BooleanField(required=False)
 
 
-@login_required
+@role_required(OPERATOR)
 @require_POST
 def target_group_member_edit(request: HttpRequest, name: str, member_id: int) -> HttpResponse:
     """Change a member's weight, priority or enabled flag (the row posts all three)."""
@@ -203,7 +203,7 @@ def target_group_member_edit(request: HttpRequest, name: str, member_id: int) ->
     return redirect("targetgroup-detail", name=name)
 
 
-@login_required
+@role_required(VIEWER)
 @require_GET
 def target_group_export(request: HttpRequest, name: str) -> HttpResponse:
     group = get_object_or_404(TargetGroup, name=name)
@@ -213,7 +213,7 @@ def target_group_export(request: HttpRequest, name: str) -> HttpResponse:
     return response
 
 
-@login_required
+@role_required(OPERATOR)
 @require_http_methods(["GET", "POST"])
 def target_group_import_view(request: HttpRequest) -> HttpResponse:
     """Create or replace a group from its JSON document: an uploaded file or pasted text."""
@@ -256,7 +256,7 @@ def target_group_import_view(request: HttpRequest) -> HttpResponse:
 # -- instances ----------------------------------------------------------------------------------
 
 
-@login_required
+@role_required(VIEWER)
 @require_GET
 def instance_list(request: HttpRequest) -> HttpResponse:
     instances = list(Instance.objects.annotate(group_count=Count("memberships", distinct=True)).order_by("workload_kind", "instance_id"))
@@ -312,7 +312,7 @@ def _save_instance(form: InstanceForm) -> Instance:
     return instance_save(instance=form.instance, api_key=api_key, **data)
 
 
-@login_required
+@role_required(OPERATOR)
 @require_http_methods(["GET", "POST"])
 def instance_create(request: HttpRequest) -> HttpResponse:
     form = InstanceForm(_with_options(request, None), initial={"provider": Provider.OPENAI})
@@ -350,7 +350,7 @@ def _add_errors(form: forms.BaseForm, exc: DjangoValidationError) -> None:
         form.add_error(None, exc.messages)
 
 
-@login_required
+@role_required(VIEWER, write=OPERATOR)
 @require_http_methods(["GET", "POST"])
 def instance_detail(request: HttpRequest, instance_id: str) -> HttpResponse:
     instance = get_object_or_404(Instance, instance_id=instance_id)
@@ -360,10 +360,13 @@ def instance_detail(request: HttpRequest, instance_id: str) -> HttpResponse:
             messages.success(request, f"Saved {saved.instance_id}.")
             return redirect("instance-detail", instance_id=saved.instance_id)
         instance = Instance.objects.get(pk=instance.pk)
+    if not has_role(request.user, OPERATOR):
+        for field in form.fields.values():
+            field.disabled = True  # a viewer reads the configuration
     return render(request, "targetgroups/instance_detail.html", _instance_context(instance, form))
 
 
-@login_required
+@role_required(OPERATOR)
 @require_POST
 def instance_simulator(request: HttpRequest, instance_id: str) -> HttpResponse:
     instance = get_object_or_404(Instance, instance_id=instance_id, provider=Provider.SIMULATOR)
