@@ -69,17 +69,67 @@ def envlist(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+# Django's own bar for a SECRET_KEY (security.W009): long, varied, not the startproject default.
+SECRET_MIN_LENGTH = 50
+SECRET_MIN_DISTINCT_CHARACTERS = 5
+
+
+def _write_private(path: Path, value: str) -> None:
+    """Write a generated secret readable by this user only, all at once (no half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    os.replace(partial, path)
+
+
 def envsecret(name: str, *, fallback_file: Path) -> str:
-    """The secret from the environment, else one generated once into a file."""
+    """The secret from the environment, else one generated once into a file.
+
+    A weak secret (short, few distinct characters, Django's insecure default) stops the
+    process: sessions, CSRF tokens and password resets are signed with it.
+    """
     value = os.environ.get(name)
     if value:
-        if len(value) < 32:
-            raise ImproperlyConfigured(f"{name} must be at least 32 characters long")
+        if len(value) < SECRET_MIN_LENGTH or len(set(value)) < SECRET_MIN_DISTINCT_CHARACTERS:
+            raise ImproperlyConfigured(
+                f"{name} is too weak: use at least {SECRET_MIN_LENGTH} characters with at least "
+                f"{SECRET_MIN_DISTINCT_CHARACTERS} different ones, e.g. the output of "
+                "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+            )
+        if value.startswith("django-insecure-"):
+            raise ImproperlyConfigured(f"{name} is Django's generated development key; make a new one")
         return value
     if fallback_file.exists():
         return fallback_file.read_text().strip()
-    fallback_file.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(50)
-    fallback_file.write_text(value)
-    fallback_file.chmod(0o600)
+    _write_private(fallback_file, value)
     return value
+
+
+def envfernetkeys(name: str, *, fallback_file: Path) -> list[str]:
+    """Fernet keys, comma-separated: the first encrypts, every one decrypts.
+
+    Unset: one key generated once into `fallback_file` (embedded mode, like the secret key).
+    Several hosts must share the keys: set the variable there.
+    """
+    from cryptography.fernet import Fernet
+
+    raw = os.environ.get(name, "").strip()
+    if raw:
+        keys = [key.strip() for key in raw.split(",") if key.strip()]
+    elif fallback_file.exists():
+        keys = [key.strip() for key in fallback_file.read_text().replace("\n", ",").split(",") if key.strip()]
+    else:
+        keys = [Fernet.generate_key().decode()]
+        _write_private(fallback_file, keys[0] + "\n")
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: key {position} is not a Fernet key (32 url-safe base64-encoded bytes; make one with "
+                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+            ) from None
+    return keys

@@ -12,12 +12,14 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import envbool, envfloat, envint, envlist, envsecret, envstr
+from config.env import envbool, envfernetkeys, envfloat, envint, envlist, envsecret, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("VAR_DIR", str(BASE_DIR / "var")))
 
 SECRET_KEY = envsecret("SECRET_KEY", fallback_file=VAR_DIR / "secret_key")
+# Upstream API keys are stored encrypted (Fernet): the first key encrypts, every one decrypts.
+GATEWAY_ENCRYPTION_KEYS = envfernetkeys("GATEWAY_ENCRYPTION_KEYS", fallback_file=VAR_DIR / "encryption_keys")
 DEBUG = envbool("DEBUG", False)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])

@@ -44,14 +44,21 @@ class InstanceForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._stored_key = self.instance.api_key if self.instance.pk else ""
         self.initial["api_key"] = ""
 
-    def clean_api_key(self) -> str:
+    def clean_api_key(self) -> str | None:
+        """The new key; "" removes the stored one; None keeps it (the field was left blank)."""
         value = self.cleaned_data.get("api_key") or ""
         if self.data.get(self.add_prefix("clear_api_key")) in ("on", "true", "1", True):
             return ""
-        return value or self._stored_key
+        return value or None
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        # Not a model field (the model stores it encrypted): set it here so the admin's save keeps it too.
+        key = self.cleaned_data.get("api_key")
+        if key is not None:
+            self.instance.api_key = key
 
 
 def _instance_label(instance: Instance) -> str:

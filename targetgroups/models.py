@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from targetgroups.encryption import UnreadableSecret, decrypt, encrypt
 from targetgroups.validators import slug_validator, validate_base_url
+
+logger = logging.getLogger(__name__)
 
 
 class WorkloadKind(models.TextChoices):
@@ -50,7 +54,9 @@ class Instance(models.Model):
     provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.OPENAI)
     base_url = models.URLField(max_length=500, blank=True, help_text="e.g. https://api.openai.com/v1")
     model = models.CharField(max_length=200, help_text="The model name the upstream expects.")
-    api_key = models.CharField(max_length=500, blank=True, help_text="Write-only: never shown again.")
+    # The upstream key as a Fernet token (targetgroups/encryption.py); read and set it as `api_key`.
+    api_key_encrypted = models.TextField(blank=True, default="", editable=False,
+                                         help_text="The upstream API key, encrypted. Write-only: never shown again.")
     workload_kind = models.CharField(max_length=20, choices=WorkloadKind.choices, default=WorkloadKind.CHAT)
     input_price_per_million = models.DecimalField(
         max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(0)],
@@ -83,7 +89,21 @@ class Instance(models.Model):
 
     @property
     def has_api_key(self) -> bool:
-        return bool(self.api_key)
+        return bool(self.api_key_encrypted)
+
+    @property
+    def api_key(self) -> str:
+        """The upstream key in clear; "" when none is stored, or when it cannot be decrypted
+        (logged: the instance then calls its upstream without a key and fails over)."""
+        try:
+            return decrypt(self.api_key_encrypted)
+        except UnreadableSecret as exc:
+            logger.error("instance %s: %s", self.instance_id, exc)
+            return ""
+
+    @api_key.setter
+    def api_key(self, value: str) -> None:
+        self.api_key_encrypted = encrypt(value or "")
 
     def clean(self) -> None:
         errors: dict[str, str] = {}

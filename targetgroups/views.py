@@ -308,7 +308,7 @@ def _instance_context(instance: Instance, form: InstanceForm, sim_form: Simulato
 def _save_instance(form: InstanceForm) -> Instance:
     data = dict(form.cleaned_data)
     data.pop("clear_api_key", None)
-    api_key = data.pop("api_key", None)  # the form turned "blank" into the stored key
+    api_key = data.pop("api_key", None)  # None (left blank) keeps the stored key
     return instance_save(instance=form.instance, api_key=api_key, **data)
 
 

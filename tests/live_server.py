@@ -38,6 +38,7 @@ class LiveGateway:
             "DATABASE_URL": database_url(),
             "REDIS_URL": settings.REDIS_URL,
             "SECRET_KEY": settings.SECRET_KEY,
+            "GATEWAY_ENCRYPTION_KEYS": ",".join(settings.GATEWAY_ENCRYPTION_KEYS),
             "GATEWAY_CONFIG_POLL_SECONDS": "0.1",
             "GATEWAY_USAGE_FLUSH_SECONDS": "0.2",
             "GATEWAY_MAX_BODY_BYTES": str(256 * 1024),
