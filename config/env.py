@@ -69,6 +69,18 @@ def envlist(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def envproxyheader(name: str) -> tuple[str, str] | None:
+    """A header a TLS-terminating proxy sets, as "X-Forwarded-Proto: https" (Django's
+    SECURE_PROXY_SSL_HEADER); unset or empty: None."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    header, sep, value = raw.partition(":")
+    if not sep or not header.strip() or not value.strip():
+        raise ImproperlyConfigured(f'{name} must look like "X-Forwarded-Proto: https", got {raw!r}')
+    return "HTTP_" + header.strip().upper().replace("-", "_"), value.strip()
+
+
 # Django's own bar for a SECRET_KEY (security.W009): long, varied, not the startproject default.
 SECRET_MIN_LENGTH = 50
 SECRET_MIN_DISTINCT_CHARACTERS = 5

@@ -7,12 +7,22 @@ SECRET_KEY, ALLOWED_HOSTS, and a Celery worker + beat.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import envbool, envfernetkeys, envfloat, envint, envlist, envsecret, envstr
+from config.env import (
+    envbool,
+    envfernetkeys,
+    envfloat,
+    envint,
+    envlist,
+    envproxyheader,
+    envsecret,
+    envstr,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("VAR_DIR", str(BASE_DIR / "var")))
@@ -42,6 +52,7 @@ INSTALLED_APPS = [
     "balancers",
     "gateway",
     "playground",
+    "axes",  # login throttling; last, as its docs ask
 ]
 
 MIDDLEWARE = [
@@ -53,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # async-capable; turns a lockout into the 429 page
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -113,6 +125,19 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 
+# Login throttling (django-axes), on the login page and the admin's alike: after
+# LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that pair is
+# locked out for LOGIN_LOCKOUT_MINUTES (429); a successful login resets the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envfloat("LOGIN_LOCKOUT_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "balancer-list"
 LOGOUT_REDIRECT_URL = "login"
@@ -136,6 +161,22 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
 }
+
+# HTTPS hardening, on by default in production (DEBUG off and not embedded, i.e. not SQLite);
+# GATEWAY_HTTPS=0 turns every piece off for a deployment served over plain HTTP, and each
+# one has its own variable. Behind a proxy that terminates TLS, set SECURE_PROXY_SSL_HEADER
+# (e.g. "X-Forwarded-Proto: https"), or the redirect to HTTPS never ends.
+EMBEDDED = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+GATEWAY_HTTPS = envbool("GATEWAY_HTTPS", not DEBUG and not EMBEDDED)
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", GATEWAY_HTTPS)
+# Load-balancer probes and API clients are not redirected: a redirected POST loses its body.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^v1/"]
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", GATEWAY_HTTPS)
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", GATEWAY_HTTPS)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31_536_000 if GATEWAY_HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", GATEWAY_HTTPS)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", GATEWAY_HTTPS)
+SECURE_PROXY_SSL_HEADER = envproxyheader("SECURE_PROXY_SSL_HEADER")
 
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL or "memory://")
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL and envbool("CELERY_TASK_ALWAYS_EAGER", True)
@@ -191,7 +232,8 @@ LOGGING = {
     "filters": {"scrub_secrets": {"()": "gateway.hotpath.scrub.SecretFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["scrub_secrets"]}},
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
+    # axes: lockouts and repeated failures are warnings; its start banner and each login are not news.
+    "loggers": {"django.request": {"level": "ERROR"}, "axes": {"level": "WARNING"}},
 }
 # The gateway reads request bodies itself and answers 413 past GATEWAY_MAX_BODY_BYTES.
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES

@@ -3,8 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
-from django.http import HttpRequest
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
 from gateway.models import ApiKey, UsageDeadLetter, UsageEvent, hash_api_key, new_api_key_secret
 
@@ -27,8 +28,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
             secret = new_api_key_secret()
             obj.prefix = secret[:10]
             obj.key_hash = hash_api_key(secret)
-            messages.warning(request, f"The key's secret, shown this once: {secret}")
+            request._new_api_key_secret = secret  # type: ignore[attr-defined]  # for response_add, this request only
         super().save_model(request, obj, form, change)
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        """The secret in this response's page, once: never in a message, which the default
+        storage keeps in a cookie, nor anywhere else that outlives the response."""
+        secret = getattr(request, "_new_api_key_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        response = TemplateResponse(request, "admin/gateway/apikey/created.html", {
+            **self.admin_site.each_context(request), "opts": self.opts, "key": obj, "secret": secret,
+            "title": f"API key {obj.name} created",
+        })
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 @admin.register(UsageEvent)
