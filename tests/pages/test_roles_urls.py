@@ -112,6 +112,7 @@ RULES: dict[str, Rule] = {
     "gateway-models": Rule(GATEWAY),
     "gateway-model": Rule(GATEWAY),
     "gateway-explain": Rule(GATEWAY),
+    "gateway-not-found": Rule(GATEWAY),
     "healthz": Rule(PUBLIC),
     "login": Rule(PUBLIC),
     "logout": Rule(PUBLIC),
@@ -168,7 +169,13 @@ def samples(demo: Any) -> dict[str, dict[str, Any]]:
     return {"GET": read, "POST": write}
 
 
+# Patterns reverse() cannot build (regexes with alternatives): an example path each.
+EXAMPLE_PATHS = {"gateway-not-found": "/v1/no-such-endpoint"}
+
+
 def url_for(name: str, entry: URLPattern, values: dict[str, Any]) -> str:
+    if name in EXAMPLE_PATHS:
+        return EXAMPLE_PATHS[name]
     names = parameters(entry)
     kwargs = {}
     for param in names:
