@@ -169,8 +169,10 @@ SPECTACULAR_SETTINGS = {
 EMBEDDED = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 GATEWAY_HTTPS = envbool("GATEWAY_HTTPS", not DEBUG and not EMBEDDED)
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", GATEWAY_HTTPS)
-# Load-balancer probes and API clients are not redirected: a redirected POST loses its body.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^v1/"]
+# Only browsers are redirected (pages, admin; HSTS keeps them on HTTPS after that). Probes and
+# API clients are not: a redirected POST loses its body, and the credential a client sent over
+# HTTP has been sent already.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^v1/", r"^api/"]
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", GATEWAY_HTTPS)
 CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", GATEWAY_HTTPS)
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31_536_000 if GATEWAY_HTTPS else 0, minimum=0)

@@ -95,3 +95,13 @@ def test_the_proxy_header_setting_is_checked(monkeypatch) -> None:
         envproxyheader("SB_PROXY")
     monkeypatch.setenv("SB_PROXY", "x-forwarded-proto: https")
     assert envproxyheader("SB_PROXY") == ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+@pytest.mark.django_db
+def test_only_browsers_are_redirected_to_https(client, settings) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+
+    assert client.get("/balancers/")["Location"].startswith("https://")
+    assert client.get("/admin/").status_code == 301
+    for path in ("/healthz", "/v1/models", "/api/instances/", "/api/schema/"):
+        assert client.get(path).status_code != 301, path
