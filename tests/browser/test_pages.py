@@ -91,7 +91,9 @@ def test_breaking_an_upstream_fails_over_in_the_playground(ui) -> None:  # type:
     page.get_by_role("link", name="backup-small").first.click()
     expect(page.get_by_test_id("sim-state")).to_have_text("up")
     # The upstream API key is write-only: a stored key is never rendered back.
-    Instance.objects.filter(instance_id="backup-small").update(api_key="sk-upstream-secret")
+    stored = Instance.objects.get(instance_id="backup-small")
+    stored.api_key = "sk-upstream-secret"
+    stored.save(update_fields=["api_key_encrypted"])
     page.reload()
     expect(page.get_by_label(re.compile("Upstream API key"))).to_have_value("")
     assert "sk-upstream-secret" not in page.content()
