@@ -95,7 +95,6 @@ def role_required(role: str, *, write: str | None = None) -> Callable[[Callable[
                 return refused if refused is not None else view(request, *args, **kwargs)
 
             wrapper = sync_wrapper
-        wrapper.required_roles = {"read": role, "write": write}  # type: ignore[attr-defined]
         return wrapper
 
     return decorator

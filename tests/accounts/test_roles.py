@@ -145,3 +145,10 @@ def test_the_make_run_bootstrap_admin_is_staff(django_user_model) -> None:
     call_command("bootstrap_local", stdout=io.StringIO())
     admin = django_user_model.objects.get(username="admin")
     assert admin.is_superuser and role_of(admin) == STAFF
+
+
+@pytest.mark.django_db
+def test_the_role_groups_come_back_after_a_flush() -> None:
+    call_command("flush", "--no-input", verbosity=0)
+    assert set(Group.objects.values_list("name", flat=True)) >= {VIEWER, OPERATOR, STAFF}
+    assert Group.objects.get(name=OPERATOR).permissions.count() == 2
