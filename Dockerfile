@@ -34,6 +34,7 @@ WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY manage.py pyproject.toml ./
 COPY config config
+COPY accounts accounts
 COPY targetgroups targetgroups
 COPY balancers balancers
 COPY gateway gateway
@@ -42,10 +43,13 @@ COPY templates templates
 COPY static static
 # Static files collected at build time into VAR_DIR/staticfiles (servestatic serves them). The
 # throwaway key only lets the settings load here; it is not kept in the image, and SECRET_KEY
-# must be set at run time. Bytecode is compiled now: the root filesystem can be read-only.
-RUN SECRET_KEY=collectstatic-at-build-time-only-not-a-secret-0000 python manage.py collectstatic --no-input -v 0 \
-    && test ! -e var/secret_key \
-    && python -m compileall -q -j 0 config targetgroups balancers gateway playground
+# must be set at run time; so must GATEWAY_ENCRYPTION_KEYS (this one is base64 of a 32-byte
+# phrase, never used to encrypt anything). Bytecode is compiled now: the root filesystem can be read-only.
+RUN SECRET_KEY=collectstatic-at-build-time-only-not-a-secret-0000 \
+    GATEWAY_ENCRYPTION_KEYS=Y29sbGVjdHN0YXRpYy1hdC1idWlsZC10aW1lLW9ubHk= \
+    python manage.py collectstatic --no-input -v 0 \
+    && test ! -e var/secret_key && test ! -e var/encryption_keys \
+    && python -m compileall -q -j 0 config accounts targetgroups balancers gateway playground
 USER 10001:10001
 EXPOSE 8000
 CMD ["python", "-m", "uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "30"]

@@ -135,7 +135,10 @@ def envfernetkeys(name: str, *, fallback_file: Path) -> list[str]:
         keys = [key.strip() for key in fallback_file.read_text().replace("\n", ",").split(",") if key.strip()]
     else:
         keys = [Fernet.generate_key().decode()]
-        _write_private(fallback_file, keys[0] + "\n")
+        try:
+            _write_private(fallback_file, keys[0] + "\n")
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name} is not set and no key can be kept in {fallback_file} ({exc})") from None
     for position, key in enumerate(keys, start=1):
         try:
             Fernet(key)

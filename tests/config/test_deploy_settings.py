@@ -105,3 +105,10 @@ def test_only_browsers_are_redirected_to_https(client, settings) -> None:
     assert client.get("/admin/").status_code == 301
     for path in ("/healthz", "/v1/models", "/api/instances/", "/api/schema/"):
         assert client.get(path).status_code != 301, path
+
+
+def test_check_deploy_warns_when_the_encryption_keys_are_not_shared(tmp_path) -> None:
+    env = production_env(tmp_path)
+    del env["GATEWAY_ENCRYPTION_KEYS"]
+    result = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0 and "targetgroups.W001" in result.stderr + result.stdout

@@ -28,6 +28,7 @@ import psycopg
 import pytest
 import redis
 import yaml
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django.urls import resolve
 
@@ -35,7 +36,7 @@ from tests.live_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 K8S = ROOT / "deploy" / "k8s"
-REQUIRED = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS"}
+REQUIRED = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "GATEWAY_ENCRYPTION_KEYS", "ALLOWED_HOSTS"}
 APP_IMAGE = "smart-balancers"
 ROLES = ("migrate", "gateway", "worker", "beat")
 PROBE_HOST = "localhost"  # the Host header the health checks and probes send
@@ -92,7 +93,7 @@ def dockerfile_cmd() -> list[str]:
 def settings_read() -> set[str]:
     """Every environment variable the app reads: config/settings.py's env helpers, config/celery.py."""
     source = (ROOT / "config" / "settings.py").read_text() + (ROOT / "config" / "celery.py").read_text()
-    names = set(re.findall(r'\benv(?:str|bool|int|float|list|secret)\(\s*"([A-Z0-9_]+)"', source))
+    names = set(re.findall(r'\benv(?:str|bool|int|float|list|secret|fernetkeys|proxyheader)\(\s*"([A-Z0-9_]+)"', source))
     names |= set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', source))
     assert {"DATABASE_URL", "SECRET_KEY", "GATEWAY_PROBE_SECONDS"} <= names  # the patterns still match
     return names
@@ -327,7 +328,8 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
     # virtualenv holding only the image's dependencies (`scripts/deps.py`, no dev extras).
     bin_dir = os.environ.get("TOPOLOGY_BIN_DIR") or str(Path(sys.executable).parent)
     port = free_port()
-    variables = {"SECRET_KEY": "topology-test-secret-key-" + "x" * 16, "POSTGRES_PASSWORD": "unused"}
+    variables = {"SECRET_KEY": "topology-test-secret-key-" + "x" * 32, "POSTGRES_PASSWORD": "unused",
+                 "GATEWAY_ENCRYPTION_KEYS": Fernet.generate_key().decode()}
     env = {name: value for name, value in os.environ.items()
            if name not in ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_NAME", "DJANGO_SETTINGS_MODULE")}
     env.update({name: interpolate(value, variables) for name, value in services["gateway"]["environment"].items()})

@@ -32,6 +32,7 @@ PAGE = "page"  # anonymous: the login page; a role too low: 403
 API = "api"  # /api/: anonymous 401/403; a role too low: 403
 GATEWAY = "gateway"  # /v1: a gateway API key, never a session
 PUBLIC = "public"  # anyone
+PROBE = "probe"  # anyone; 503 is an answer (not ready), not a failure
 ADMIN = "admin"  # the Django admin: staff only (is_staff), else its own login page
 
 
@@ -113,7 +114,8 @@ RULES: dict[str, Rule] = {
     "gateway-model": Rule(GATEWAY),
     "gateway-explain": Rule(GATEWAY),
     "gateway-not-found": Rule(GATEWAY),
-    "healthz": Rule(PUBLIC),
+    "healthz": Rule(PROBE),
+    "readyz": Rule(PROBE),
     "login": Rule(PUBLIC),
     "logout": Rule(PUBLIC),
     "admin:login": Rule(PUBLIC),
@@ -204,6 +206,8 @@ def judge(rule: Rule, role: str, method: str, response: Any) -> str | None:
         # A session opens nothing on /v1: without a gateway key it is refused (a 401; here, with no
         # gateway runtime in the test client, possibly a 503 before that).
         return None if status >= 400 else f"answered {status} without a gateway key"
+    if rule.door == PROBE:
+        return None if status in (200, 405, 503) else f"answered {status}"
     if status >= 500:
         return f"answered {status}"
     needed = rule.read if method == "GET" else rule.write
