@@ -3,7 +3,8 @@
 Layers, lowest first; a module may import its own layer and the ones below, never
 one above:
 
-  0 shared     config.env, config.api (the management API's plumbing), config.api_errors
+  0 shared     config.env, config.api (the management API's plumbing), config.api_errors,
+               accounts (roles: who may use which door)
   1 capacity   targetgroups
   2 routing    balancers
   3 gateway    gateway (the /v1 hot path, health, usage events and their read side)
@@ -24,7 +25,7 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("config", "targetgroups", "balancers", "gateway", "playground")
+PACKAGES = ("config", "accounts", "targetgroups", "balancers", "gateway", "playground")
 
 LAYER_NAMES = ["shared", "capacity", "routing", "gateway", "doors", "root"]
 PREFIXES: dict[str, int] = {
@@ -32,6 +33,7 @@ PREFIXES: dict[str, int] = {
     "config.env": 0,
     "config.api": 0,
     "config.api_errors": 0,
+    "accounts": 0,
     "targetgroups": 1,
     "balancers": 2,
     "gateway": 3,

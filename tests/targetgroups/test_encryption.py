@@ -14,7 +14,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from config.env import envfernetkeys
-from gateway.snapshot import build_config
+from gateway.hotpath.snapshot import build_config
 from targetgroups.models import Instance
 from tests.factories import make_instance
 
