@@ -150,3 +150,69 @@ class Route(models.Model):
         if self.instance is not None:
             return f"instance {self.instance.instance_id}"
         return "-"
+
+
+class RuleKind(models.TextChoices):
+    """What a content rule looks at (gateway.engine.rules states what each one matches)."""
+
+    REGEX = "regex", "Regular expression in the last user message"
+    KEYWORDS = "keywords", "Keywords in the last user message"
+    PROMPT_TOKENS = "prompt_tokens", "Prompt size in tokens"
+    TOOLS = "tools", "Request offers tools"
+    IMAGES = "images", "Request carries images"
+    RESPONSE_FORMAT = "response_format", "Request asks for structured output (response_format)"
+    METADATA = "metadata", "Request metadata key = value"
+    USER = "user", "Request user field"
+    TAG = "tag", "Tag in the x-balancer-tags header"
+    API_KEY = "api_key", "Calling API key (by name)"
+
+
+RULE_NAME_MAX = 32  # "rule:<name>" fits the usage event's 40-character decision reason
+
+
+class ContentRule(models.Model):
+    """A rule that sends matching requests to one route, before the routing mode decides."""
+
+    balancer = models.ForeignKey(Balancer, on_delete=models.CASCADE, related_name="rules")
+    name = models.CharField(max_length=RULE_NAME_MAX, validators=[slug_validator])
+    order = models.PositiveIntegerField(default=1, validators=PRIORITY_VALIDATORS,
+                                        help_text="Rules are checked in this order; the first match wins.")
+    kind = models.CharField(max_length=20, choices=RuleKind.choices)
+    value = models.CharField(
+        max_length=500, blank=True,
+        help_text="The pattern (regex), the keywords (keywords, comma-separated), the value (metadata, user, "
+                  "tag, api_key) or the type (response_format, optional).")
+    metadata_key = models.CharField(max_length=64, blank=True, help_text="The metadata key (metadata rules).")
+    min_tokens = models.PositiveIntegerField(null=True, blank=True)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    route = models.ForeignKey(Route, on_delete=models.PROTECT, related_name="rules",
+                              help_text="The route a matching request goes to.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["order", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["balancer", "name"], name="rule_unique_name_per_balancer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.balancer.name}/rule:{self.name}"
+
+    @property
+    def in_use_label(self) -> str:
+        """How a route's delete refusal names this rule."""
+        return f"target of content rule {self.balancer.name}/{self.name}"
+
+    def clean(self) -> None:
+        from balancers.validation import rule_field_errors
+
+        routes = {r.name: r.enabled for r in self.balancer.routes.all()} if self.balancer_id else {}
+        errors = rule_field_errors(
+            rule={**{f: getattr(self, f) for f in ("name", "kind", "value", "metadata_key", "min_tokens",
+                                                   "max_tokens", "enabled")},
+                  "route": self.route.name if self.route_id else ""},
+            routes=routes, workload_kind=self.balancer.workload_kind if self.balancer_id else "chat")
+        if self.route_id and self.balancer_id and self.route.balancer_id != self.balancer_id:
+            errors["route"] = "The route must belong to this balancer."
+        if errors:
+            raise ValidationError(errors)

@@ -6,14 +6,30 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from balancers.models import Balancer, Route
-from balancers.validation import balancer_field_errors, route_field_errors, route_set_errors
+from balancers.models import Balancer, ContentRule, Route
+from balancers.validation import (
+    balancer_field_errors,
+    route_field_errors,
+    route_set_errors,
+    rule_field_errors,
+    rule_set_errors,
+)
 
 ROUTE_FIELDS = ("name", "intent", "target_group", "instance", "priority", "weight", "is_default", "enabled", "examples")
+# A content rule as the entry points give it: `route` is the route's name.
+RULE_FIELDS = ("name", "order", "kind", "value", "metadata_key", "min_tokens", "max_tokens", "route", "enabled")
 
 
-def balancer_config_errors(*, fields: dict[str, Any], routes: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Every error in a balancer and its routes, keyed like a form: field, "routes", "routes[i].field"."""
+def rule_values(balancer: Balancer) -> list[dict[str, Any]]:
+    """The balancer's saved content rules, as balancer_save takes them."""
+    return [{**{k: getattr(rule, k) for k in RULE_FIELDS if k != "route"}, "route": rule.route.name}
+            for rule in balancer.rules.select_related("route").order_by("order", "name")]
+
+
+def balancer_config_errors(*, fields: dict[str, Any], routes: Sequence[dict[str, Any]],
+                           rules: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Every error in a balancer, its routes and its content rules, keyed like a form: field,
+    "routes", "routes[i].field", "rules", "rules[i].field"."""
     errors: dict[str, Any] = dict(
         balancer_field_errors(
             routing_mode=fields.get("routing_mode", ""),
@@ -29,12 +45,27 @@ def balancer_config_errors(*, fields: dict[str, Any], routes: Sequence[dict[str,
     set_errors = route_set_errors(routes)
     if set_errors:
         errors["routes"] = set_errors
+    route_states = {str(r["name"]): r.get("enabled", True) is not False for r in routes if r.get("name")}
+    for index, rule in enumerate(rules):
+        for key, message in rule_field_errors(rule=rule, routes=route_states,
+                                              workload_kind=fields.get("workload_kind", "")).items():
+            errors[f"rules[{index}].{key}"] = message
+    rule_errors = rule_set_errors(rules)
+    if rule_errors:
+        errors["rules"] = rule_errors
     return errors
 
 
 @transaction.atomic
-def balancer_save(*, balancer: Balancer | None = None, fields: dict[str, Any], routes: Sequence[dict[str, Any]]) -> Balancer:
-    """Create or update a balancer with its full set of routes. All or nothing."""
+def balancer_save(*, balancer: Balancer | None = None, fields: dict[str, Any], routes: Sequence[dict[str, Any]],
+                  rules: Sequence[dict[str, Any]] | None = None) -> Balancer:
+    """Create or update a balancer with its full set of routes and content rules. All or nothing.
+
+    `rules` is the full new set (each naming its route); None keeps the saved ones, which
+    must still point at enabled routes of the new set.
+    """
+    if rules is None:
+        rules = rule_values(balancer) if balancer is not None and balancer.pk else []
     balancer = balancer or Balancer()
     for key, value in fields.items():
         setattr(balancer, key, value)
@@ -44,7 +75,7 @@ def balancer_save(*, balancer: Balancer | None = None, fields: dict[str, Any], r
         "workload_kind": balancer.workload_kind,
         "router_model": balancer.router_model if balancer.router_model_id else None,
     }
-    errors = balancer_config_errors(fields=effective, routes=routes)
+    errors = balancer_config_errors(fields=effective, routes=routes, rules=rules)
     try:
         balancer.full_clean(validate_unique=True)
     except ValidationError as exc:
@@ -52,6 +83,8 @@ def balancer_save(*, balancer: Balancer | None = None, fields: dict[str, Any], r
     if errors:
         raise ValidationError(errors)
     balancer.save()
+    # Rules are replaced whole: they go first, so no rule holds on to a route about to go.
+    ContentRule.objects.filter(balancer=balancer).delete()
     existing = {r.name: r for r in balancer.routes.all()}
     keep = {r["name"] for r in routes}
     Route.objects.filter(balancer=balancer).exclude(name__in=keep).delete()
@@ -64,6 +97,16 @@ def balancer_save(*, balancer: Balancer | None = None, fields: dict[str, Any], r
                 setattr(route, key, data[key] if key != "examples" else list(data[key] or []))
         route.full_clean(exclude=["balancer"])
         route.save()
+    saved_routes = {r.name: r for r in balancer.routes.all()}
+    for data in rules:
+        rule = ContentRule(balancer=balancer, route=saved_routes[data["route"]],
+                           **{k: data.get(k) for k in RULE_FIELDS if k not in ("route", "enabled", "order")})
+        rule.order = data.get("order") or 1
+        rule.enabled = data.get("enabled", True) is not False
+        rule.value = (rule.value or "").strip() if rule.kind != "regex" else rule.value or ""
+        rule.metadata_key = (rule.metadata_key or "").strip()
+        rule.full_clean(exclude=["balancer", "route"])
+        rule.save()
     return balancer
 
 

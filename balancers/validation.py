@@ -75,3 +75,67 @@ def route_set_errors(routes: Iterable[Mapping[str, Any]]) -> list[str]:
     elif any(r.get("is_default") and r.get("enabled") is False for r in routes):
         errors.append("The default route must be enabled.")
     return errors
+
+
+# -- content rules ------------------------------------------------------------------------
+
+RULE_KINDS_FOR_CHAT_ONLY = ("tools", "images", "response_format", "metadata")
+
+
+def rule_field_errors(*, rule: Mapping[str, Any], routes: Mapping[str, bool], workload_kind: str) -> dict[str, str]:
+    """Errors for one content rule, given as a mapping of its fields; `routes` maps the balancer's
+    route names (as they will be saved) to whether each is enabled."""
+    from balancers.models import RULE_NAME_MAX, RuleKind
+    from balancers.rule_syntax import (
+        RuleSyntaxError,
+        check_token_range,
+        compile_keywords,
+        compile_pattern,
+        parse_keywords,
+    )
+
+    errors: dict[str, str] = {}
+    name = rule.get("name") or ""
+    if not name:
+        errors["name"] = "Name the rule: decisions it makes are recorded as rule:<name>."
+    elif len(name) > RULE_NAME_MAX:
+        errors["name"] = f"A rule name is at most {RULE_NAME_MAX} characters."
+    kind = rule.get("kind") or ""
+    value = (rule.get("value") or "").strip()
+    if kind not in RuleKind.values:
+        errors["kind"] = f"Pick what the rule looks at: {', '.join(RuleKind.values)}."
+    elif workload_kind != "chat" and kind in RULE_KINDS_FOR_CHAT_ONLY:
+        errors["kind"] = f"{workload_kind} requests carry no {kind}: this rule could never match."
+    try:
+        if kind == RuleKind.REGEX:
+            compile_pattern(rule.get("value") or "")
+        elif kind == RuleKind.KEYWORDS:
+            compile_keywords(parse_keywords(value))
+        elif kind == RuleKind.PROMPT_TOKENS:
+            check_token_range(rule.get("min_tokens"), rule.get("max_tokens"))
+        elif kind == RuleKind.METADATA and not (rule.get("metadata_key") or "").strip():
+            errors["metadata_key"] = "Give the metadata key to look at."
+        elif kind in (RuleKind.METADATA, RuleKind.USER, RuleKind.TAG, RuleKind.API_KEY) and not value:
+            errors["value"] = {"metadata": "Give the value the metadata key must have.",
+                               "user": "Give the user value to match.",
+                               "tag": "Give the tag to look for.",
+                               "api_key": "Give the name of the API key."}[kind]
+        elif kind == RuleKind.TAG and "," in value:
+            errors["value"] = "One tag per rule (the header separates tags with commas)."
+    except RuleSyntaxError as exc:
+        field = "min_tokens" if kind == RuleKind.PROMPT_TOKENS else "value"
+        errors[field] = str(exc)
+    route = rule.get("route") or ""
+    if not route:
+        errors["route"] = "Pick the route matching requests go to."
+    elif route not in routes:
+        errors["route"] = f"{route} is not a route of this balancer."
+    elif rule.get("enabled", True) and not routes[route]:
+        errors["route"] = f"Route {route} is disabled: enable it, pick another route or disable the rule."
+    return errors
+
+
+def rule_set_errors(rules: Iterable[Mapping[str, Any]]) -> list[str]:
+    names = [r.get("name") for r in rules]
+    duplicates = sorted({n for n in names if n and names.count(n) > 1})
+    return [f"Rule names must be unique: {', '.join(duplicates)}."] if duplicates else []

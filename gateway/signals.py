@@ -6,12 +6,12 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from balancers.models import Balancer, Route
+from balancers.models import Balancer, ContentRule, Route
 from gateway.models import ApiKey
 from targetgroups.models import Instance, TargetGroup, TargetGroupMember
 from targetgroups.signals import configuration_changed
 
-CONFIG_MODELS = (Instance, TargetGroup, TargetGroupMember, Balancer, Route, ApiKey)
+CONFIG_MODELS = (Instance, TargetGroup, TargetGroupMember, Balancer, Route, ContentRule, ApiKey)
 
 
 def _schedule_bump(**kwargs: object) -> None:

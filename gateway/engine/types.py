@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,28 @@ class RouteSpec:
     enabled: bool
 
 
+class Searchable(Protocol):
+    """A compiled pattern: RE2's for regex rules, an escaped-literal `re` one for keywords."""
+
+    def search(self, text: str) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """A content rule (see gateway.engine.rules), its parameters compiled."""
+
+    name: str
+    kind: str
+    route: str  # the route's name
+    enabled: bool = True
+    pattern: Searchable | None = field(default=None, compare=False)  # regex, keywords
+    text: str = ""  # the parameter as the operator wrote it (pattern, keywords), for /v1/explain
+    metadata_key: str = ""
+    value: str = ""  # metadata value, user, tag, API key name, response_format type
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class BalancerSpec:
     pk: int
@@ -76,6 +98,7 @@ class BalancerSpec:
     request_timeout: float
     enabled: bool
     routes: tuple[RouteSpec, ...]  # every route, sorted by (priority, name)
+    rules: tuple[RuleSpec, ...] = ()  # content rules, sorted by (order, name)
 
     @property
     def default_route(self) -> RouteSpec:

@@ -1,4 +1,8 @@
-"""Deciding the first route of a request: override, classifier, or the balancer's mode.
+"""Deciding the first route of a request: override, content rules, classifier, or the balancer's mode.
+
+An explicit override (X-Balancer-Route) wins; then the balancer's content rules
+(gateway.engine.rules: the first enabled rule that matches, reason `rule:<name>`);
+then the routing mode.
 
 For `intent_classifier` balancers the router model names a route:
 - provider `builtin` (`intent-classifier`): the local classifier, in process;
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import re
 import time
@@ -29,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from gateway.engine.rules import RuleCheck, explain_rules, first_match, request_facts, rule_kinds
 from gateway.engine.types import BalancerSpec, RouteSpec
 from gateway.router_models.fitted import LocalRouter, build_local_router
 from gateway.router_models.llm import build_router_messages, parse_router_answer
@@ -43,6 +49,7 @@ LOW_CONFIDENCE = "default:low_confidence"
 TIMEOUT = "default:timeout"
 ERROR = "default:error"
 OVERRIDE = "override"
+RULE_PREFIX = "rule:"
 
 CACHE_SIZE = 10_000
 CACHE_TTL = 300.0
@@ -58,6 +65,7 @@ class Decision:
     scores: dict[str, float] = field(default_factory=dict)
     cached: bool = False
     difficulty: float | None = None  # the local router's P(prompt is hard), for /v1/explain
+    rule_checks: list[RuleCheck] | None = None  # every content rule's outcome (decide(trace=True))
 
 
 class _TTLCache:
@@ -230,8 +238,13 @@ def _classified(key: tuple[Any, ...], task: asyncio.Task[Decision]) -> None:
         _remember(key, task.result())
 
 
-async def decide(balancer: BalancerSpec, version: int, payload: dict[str, Any], override: str | None) -> Decision:
-    """The first route for this request, with the reason recorded in the usage event."""
+async def decide(balancer: BalancerSpec, version: int, payload: dict[str, Any], override: str | None, *,
+                 endpoint: str = "chat", key_name: str = "", tags: str = "", trace: bool = False) -> Decision:
+    """The first route for this request, with the reason recorded in the usage event.
+
+    `key_name` and `tags` (the x-balancer-tags header) are what the content rules read
+    besides the body; `trace` fills `rule_checks` for /v1/explain.
+    """
     if override:
         route = balancer.route_named(override)
         if route is None or not route.enabled:
@@ -243,6 +256,22 @@ async def decide(balancer: BalancerSpec, version: int, payload: dict[str, Any], 
                               f"{balancer.serving_name}; enabled routes: {names}.",
                               param="X-Balancer-Route", code="route_not_available")
         return Decision(route, OVERRIDE)
+    checks: list[RuleCheck] | None = None
+    if balancer.rules:
+        facts = request_facts(payload, endpoint=endpoint, key_name=key_name, tags=tags,
+                              kinds=rule_kinds(balancer.rules))
+        if trace:
+            checks = explain_rules(balancer, facts)
+        matched = first_match(balancer, facts)
+        if matched is not None:
+            rule, route = matched
+            return Decision(route, RULE_PREFIX + rule.name, rule_checks=checks)
+    decision = await _decide_by_mode(balancer, version, payload)
+    # A copy: the classifier's decision may be the one its cache holds.
+    return decision if checks is None else dataclasses.replace(decision, rule_checks=checks)
+
+
+async def _decide_by_mode(balancer: BalancerSpec, version: int, payload: dict[str, Any]) -> Decision:
     if balancer.routing_mode == "intent_classifier":
         return await classify(balancer, version, payload.get("messages"))
     return Decision(None, balancer.routing_mode)

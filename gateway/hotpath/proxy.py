@@ -55,6 +55,7 @@ class ClientRequest:
     route_override: str | None
     started: float  # time.monotonic()
     created_at: datetime
+    tags: str = ""  # the x-balancer-tags header, for content rules
     recorded: bool = False  # a usage event is (or will be, at the stream's end) recorded for it here
 
 
@@ -205,7 +206,8 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         wait = await check_rate_limit(req.key.pk, req.key.rate_limit_per_minute)
         if wait is not None:
             raise errors.rate_limited(wait)
-    decision = await decide(balancer, config.version, payload, req.route_override)
+    decision = await decide(balancer, config.version, payload, req.route_override, endpoint=req.endpoint,
+                            key_name=req.key.name, tags=req.tags)
     plan = plan_attempts(balancer, routing, first=decision.route, reason=decision.reason)
     exchange = _Exchange(req, balancer, decision, plan, scrubber_for(config.instances))
     stream = req.endpoint == "chat" and payload.get("stream") is True

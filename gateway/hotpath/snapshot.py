@@ -19,7 +19,8 @@ from types import MappingProxyType
 
 from django.conf import settings
 
-from balancers.models import Balancer
+from balancers.models import Balancer, ContentRule
+from balancers.rule_syntax import RuleSyntaxError, compile_keywords, compile_pattern, parse_keywords
 from gateway.db import in_thread
 from gateway.engine.types import (
     BalancerSpec,
@@ -27,6 +28,7 @@ from gateway.engine.types import (
     InstanceSpec,
     MemberSpec,
     RouteSpec,
+    RuleSpec,
     Snapshot,
 )
 from gateway.hotpath.config_version import REDIS_KEY, SET_IF_GREATER, config_version_from_db
@@ -79,12 +81,35 @@ def instance_spec(instance: Instance) -> InstanceSpec:
     )
 
 
+def rule_spec(rule: ContentRule, route_name: str) -> RuleSpec | None:
+    """A content rule compiled (RE2 for patterns: see balancers.rule_syntax); None when it cannot be.
+
+    Every entry point refuses a rule that does not compile; one that slipped past them (a
+    database edit, a newer RE2 refusing an old pattern) is logged and left out, so it never
+    fails the whole snapshot.
+    """
+    pattern = None
+    try:
+        if rule.kind == "regex":
+            pattern = compile_pattern(rule.value)
+        elif rule.kind == "keywords":
+            pattern = compile_keywords(parse_keywords(rule.value))
+    except RuleSyntaxError as exc:
+        logger.error("content rule %s of balancer %s left out: %s", rule.name, rule.balancer_id, exc)
+        return None
+    return RuleSpec(
+        name=rule.name, kind=rule.kind, route=route_name, enabled=rule.enabled, pattern=pattern,
+        text=rule.value if pattern is not None else "", metadata_key=rule.metadata_key, value=rule.value,
+        min_tokens=rule.min_tokens, max_tokens=rule.max_tokens,
+    )
+
+
 def build_config(version: int) -> GatewayConfig:
     """Read the whole configuration in a handful of queries."""
     instances = {i.pk: instance_spec(i) for i in Instance.objects.all()}
     balancers: dict[str, BalancerSpec] = {}
     queryset = Balancer.objects.prefetch_related(
-        "routes__target_group__members", "routes__instance"
+        "routes__target_group__members", "routes__instance", "rules"
     )
     for balancer in queryset:
         routes = []
@@ -123,6 +148,9 @@ def build_config(version: int) -> GatewayConfig:
         routes.sort(key=lambda r: (r.priority, r.name))
         if not routes:
             continue
+        route_names = {route.pk: route.name for route in balancer.routes.all()}
+        rules = [rule_spec(rule, route_names.get(rule.route_id, ""))
+                 for rule in sorted(balancer.rules.all(), key=lambda r: (r.order, r.name))]
         balancers[balancer.serving_name] = BalancerSpec(
             pk=balancer.pk,
             name=balancer.name,
@@ -137,6 +165,7 @@ def build_config(version: int) -> GatewayConfig:
             request_timeout=balancer.request_timeout,
             enabled=balancer.enabled,
             routes=tuple(routes),
+            rules=tuple(rule for rule in rules if rule is not None),
         )
     names_by_pk = {b.pk: name for name, b in balancers.items()}
     keys: dict[str, KeySpec] = {}

@@ -28,9 +28,11 @@ from rest_framework.renderers import JSONRenderer
 
 from gateway.engine.auto import rank_instances
 from gateway.engine.planner import first_route, route_order
+from gateway.engine.rules import MATCHED, RuleCheck
+from gateway.engine.types import RuleSpec
 from gateway.hotpath import errors, outcomes
 from gateway.hotpath.auth import GatewayKeyAuthentication, GatewayPrincipal
-from gateway.hotpath.decision import decide
+from gateway.hotpath.decision import Decision, decide
 from gateway.hotpath.proxy import (
     ClientRequest,
     check_route_override,
@@ -188,6 +190,7 @@ async def serve_proxy(request: HttpRequest, endpoint: str, key: KeySpec, config:
         route_override=request.META.get("HTTP_X_BALANCER_ROUTE") or None,
         started=time.monotonic(),
         created_at=datetime.now(UTC),  # what timezone.now() gives with USE_TZ, without reading settings
+        tags=request.META.get("HTTP_X_BALANCER_TAGS", ""),
     )
     request.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
     return await proxy(client_request, config)  # type: ignore[return-value]
@@ -234,7 +237,9 @@ class ExplainApi(GatewayApiView):
         payload = validate_payload("chat", read_json(request._request))
         balancer = find_balancer(config, self.key(request), payload["model"], "chat")
         override = route_override(request._request, self.key(request))
-        decision = await decide(balancer, config.version, payload, override)
+        key = self.key(request)
+        decision = await decide(balancer, config.version, payload, override, key_name=key.name,
+                                tags=request._request.META.get("HTTP_X_BALANCER_TAGS", ""), trace=True)
         route, reason = decision.route, decision.reason
         ranking: list[dict[str, Any]] = []
         if route is None and balancer.routing_mode == "auto":
@@ -261,7 +266,35 @@ class ExplainApi(GatewayApiView):
             "difficulty": None if decision.difficulty is None else round(decision.difficulty, 4),
             "cached": decision.cached,
             "ranking": ranking,
+            "rule": _matched_rule(decision),
+            "rules": [_rule_check(check) for check in decision.rule_checks or ()],
         })
+
+
+def _rule_entry(rule: RuleSpec) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": rule.name, "kind": rule.kind, "route": rule.route}
+    if rule.kind in ("regex", "keywords"):
+        entry["value"] = rule.text
+    elif rule.kind == "prompt_tokens":
+        entry.update(min_tokens=rule.min_tokens, max_tokens=rule.max_tokens)
+    elif rule.kind == "metadata":
+        entry.update(metadata_key=rule.metadata_key, value=rule.value)
+    elif rule.value:
+        entry["value"] = rule.value
+    return entry
+
+
+def _matched_rule(decision: Decision) -> dict[str, Any] | None:
+    """The content rule that chose the route, or None (an override, or no rule matched)."""
+    for check in decision.rule_checks or ():
+        if check.outcome == MATCHED:
+            return _rule_entry(check.rule)
+    return None
+
+
+def _rule_check(check: RuleCheck) -> dict[str, Any]:
+    """One rule's outcome: matched, no_match, rule_disabled, route_disabled or not_checked."""
+    return {**_rule_entry(check.rule), "outcome": check.outcome}
 
 
 async def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
