@@ -18,8 +18,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from balancers import selectors
-from balancers.models import Balancer, Route
-from balancers.services import ROUTE_FIELDS, balancer_delete, balancer_save
+from balancers.models import RULE_NAME_MAX, Balancer, ContentRule, Route, RuleKind
+from balancers.services import ROUTE_FIELDS, RULE_FIELDS, balancer_delete, balancer_save
 from targetgroups.api import JsonApi, json_object
 from targetgroups.models import PRIORITY_VALIDATORS, WEIGHT_VALIDATORS, Instance, TargetGroup
 from targetgroups.validators import slug_validator
@@ -49,15 +49,26 @@ class RouteOutputSerializer(serializers.ModelSerializer):
         ref_name = "Route"
 
 
+class RuleOutputSerializer(serializers.ModelSerializer):
+    route = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = ContentRule
+        fields = RULE_FIELDS
+        read_only_fields = RULE_FIELDS
+        ref_name = "ContentRule"
+
+
 class BalancerOutputSerializer(serializers.ModelSerializer):
     router_model = serializers.SlugRelatedField(
         slug_field="instance_id", read_only=True, allow_null=True, help_text="instance_id of the router model."
     )
     routes = RouteOutputSerializer(many=True, read_only=True)
+    rules = RuleOutputSerializer(many=True, read_only=True, help_text="Content rules, in the order they are checked.")
 
     class Meta:
         model = Balancer
-        fields = (*BALANCER_FIELDS, "routes", "created_at", "updated_at")
+        fields = (*BALANCER_FIELDS, "routes", "rules", "created_at", "updated_at")
         ref_name = "Balancer"
 
 
@@ -80,31 +91,51 @@ class RouteInputSerializer(serializers.Serializer):
         ref_name = "RouteInput"
 
 
+class RuleInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=RULE_NAME_MAX, validators=[slug_validator])
+    order = serializers.IntegerField(validators=PRIORITY_VALIDATORS, default=1,
+                                     help_text="Checked in this order (ties by name); the first match wins.")
+    kind = serializers.ChoiceField(choices=RuleKind.choices)
+    value = serializers.CharField(max_length=500, allow_blank=True, default="", trim_whitespace=False,
+                                  help_text="regex: the RE2 pattern; keywords: comma-separated; metadata, user, tag, "
+                                            "api_key: the value; response_format: a type, optional.")
+    metadata_key = serializers.CharField(max_length=64, allow_blank=True, default="")
+    min_tokens = serializers.IntegerField(min_value=0, allow_null=True, default=None)
+    max_tokens = serializers.IntegerField(min_value=0, allow_null=True, default=None)
+    route = serializers.CharField(max_length=63, help_text="The name of one of the balancer's enabled routes.")
+    enabled = serializers.BooleanField(default=True)
+
+    class Meta:
+        ref_name = "ContentRuleInput"
+
+
 class BalancerInputSerializer(serializers.ModelSerializer):
     router_model = _instance_field(required=False, help_text="instance_id of a chat instance; required for intent_classifier.")
     routes = RouteInputSerializer(many=True, help_text="The full set of routes; exactly one is the default.")
+    rules = RuleInputSerializer(many=True, required=False,
+                                help_text="The full set of content rules; left out, the saved rules are kept.")
 
     class Meta:
         model = Balancer
-        fields = (*BALANCER_FIELDS, "routes")
+        fields = (*BALANCER_FIELDS, "routes", "rules")
         ref_name = "BalancerInput"
 
 
 def _keyed_like_balancer_save(errors: dict[str, Any]) -> dict[str, Any]:
-    """`{"routes": {1: {"weight": [...]}}}` becomes `{"routes[1].weight": [...]}`."""
+    """`{"routes": {1: {"weight": [...]}}}` becomes `{"routes[1].weight": [...]}`; the same for `rules`."""
     keyed: dict[str, Any] = {}
     for key, value in errors.items():
-        per_route: Any = None
-        if key == "routes" and isinstance(value, dict) and value and all(isinstance(k, int) for k in value):
-            per_route = value.items()  # DRF's LIST_SERIALIZER_ERRORS_AS_DICT format
-        elif key == "routes" and isinstance(value, list) and any(isinstance(item, dict) for item in value):
-            per_route = enumerate(value)  # the older list format
-        if per_route is not None:
-            for index, route_errors in per_route:
-                for field, messages in (route_errors or {}).items():
-                    keyed[f"routes[{index}]" if field == "non_field_errors" else f"routes[{index}].{field}"] = messages
-        elif key == "routes" and isinstance(value, dict):
-            keyed["routes"] = value.get("non_field_errors", value)
+        per_item: Any = None
+        if key in ("routes", "rules") and isinstance(value, dict) and value and all(isinstance(k, int) for k in value):
+            per_item = value.items()  # DRF's LIST_SERIALIZER_ERRORS_AS_DICT format
+        elif key in ("routes", "rules") and isinstance(value, list) and any(isinstance(item, dict) for item in value):
+            per_item = enumerate(value)  # the older list format
+        if per_item is not None:
+            for index, item_errors in per_item:
+                for field, messages in (item_errors or {}).items():
+                    keyed[f"{key}[{index}]" if field == "non_field_errors" else f"{key}[{index}].{field}"] = messages
+        elif key in ("routes", "rules") and isinstance(value, dict):
+            keyed[key] = value.get("non_field_errors", value)
         else:
             keyed[key] = value
     return keyed
@@ -115,9 +146,11 @@ def _save(serializer: BalancerInputSerializer, *, balancer: Balancer | None = No
         raise ValidationError(_keyed_like_balancer_save(serializer.errors))
     values = dict(serializer.validated_data)
     routes = [{key: route[key] for key in ROUTE_FIELDS} for route in values.pop("routes")]
+    given_rules = values.pop("rules", None)
+    rules = None if given_rules is None else [{key: rule[key] for key in RULE_FIELDS} for rule in given_rules]
     base = balancer or Balancer()
     fields = {name: getattr(base, name) for name in BALANCER_FIELDS} | values
-    saved = balancer_save(balancer=balancer, fields=fields, routes=routes)
+    saved = balancer_save(balancer=balancer, fields=fields, routes=routes, rules=rules)
     reloaded = selectors.balancer_get(name=saved.name)
     assert reloaded is not None
     return reloaded

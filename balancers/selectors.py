@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 
-from balancers.models import Balancer, Route
+from balancers.models import Balancer, ContentRule, Route
 
 
 def balancer_list() -> QuerySet[Balancer]:
@@ -12,7 +12,8 @@ def balancer_list() -> QuerySet[Balancer]:
     routes = Route.objects.select_related("target_group", "instance").order_by("priority", "id")
     return (
         Balancer.objects.select_related("router_model")
-        .prefetch_related(Prefetch("routes", queryset=routes))
+        .prefetch_related(Prefetch("routes", queryset=routes),
+                          Prefetch("rules", queryset=ContentRule.objects.select_related("route")))
         .order_by("name")
     )
 
