@@ -17,9 +17,15 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from balancers.demo import SUPPORT_ROUTES
-from balancers.models import AutoPreference, Balancer, RoutingMode
-from balancers.services import balancer_save
-from balancers.validation import balancer_field_errors, route_field_errors, route_set_errors
+from balancers.models import RULE_NAME_MAX, AutoPreference, Balancer, RoutingMode, RuleKind
+from balancers.services import balancer_save, rule_values
+from balancers.validation import (
+    balancer_field_errors,
+    route_field_errors,
+    route_set_errors,
+    rule_field_errors,
+    rule_set_errors,
+)
 from targetgroups.models import Instance, Provider, TargetGroup, WorkloadKind
 from targetgroups.validators import serving_name_validator, slug_validator
 
@@ -70,6 +76,14 @@ def new_row_key() -> str:
 def blank_row(priority: int = 1) -> dict[str, Any]:
     return {"key": new_row_key(), "name": "", "intent": "", "destination": "", "priority": str(priority),
             "weight": "100", "examples": "", "is_default": False, "enabled": True}
+
+
+RULE_ROW_FIELDS = ("name", "order", "kind", "value", "metadata_key", "min_tokens", "max_tokens", "route")
+
+
+def blank_rule(order: int = 1) -> dict[str, Any]:
+    return {"key": new_row_key(), "name": "", "order": str(order), "kind": RuleKind.KEYWORDS, "value": "",
+            "metadata_key": "", "min_tokens": "", "max_tokens": "", "route": "", "enabled": True}
 
 
 # -- destinations -------------------------------------------------------------------
@@ -155,6 +169,7 @@ def draft_new() -> dict[str, Any]:
         "router": {"router_model": router.instance_id if router else "", "classifier_timeout": "1.5",
                    "confidence_threshold": "0.0"},
         "routes": {"rows": default_routes(WorkloadKind.CHAT), "pristine": True},
+        "rules": {"rows": []},
         "review": {"attempt_budget": "4", "request_timeout": "600.0", "enabled": True},
     }
 
@@ -181,6 +196,10 @@ def draft_from_balancer(balancer: Balancer) -> dict[str, Any]:
                    "classifier_timeout": str(balancer.classifier_timeout),
                    "confidence_threshold": str(balancer.confidence_threshold)},
         "routes": {"rows": rows, "pristine": False},
+        "rules": {"rows": [
+            {"key": new_row_key(), **{k: "" if rule[k] is None else str(rule[k]) for k in RULE_ROW_FIELDS},
+             "enabled": rule["enabled"]}
+            for rule in rule_values(balancer)]},
         "review": {"attempt_budget": str(balancer.attempt_budget), "request_timeout": str(balancer.request_timeout),
                    "enabled": balancer.enabled},
     }
@@ -227,6 +246,8 @@ def draft_update(draft: dict[str, Any], step: str, data: Any) -> None:
         rows = routes_from_post(data)
         if rows != draft["routes"]["rows"]:
             draft["routes"] = {"rows": rows, "pristine": False}
+        if "rule_key" in data or "rules_present" in data:
+            draft["rules"] = {"rows": rules_from_post(data)}
     elif step == "review":
         draft["review"] = {"attempt_budget": str(data.get("attempt_budget", "")),
                            "request_timeout": str(data.get("request_timeout", "")),
@@ -250,6 +271,24 @@ def routes_from_post(data: Any) -> list[dict[str, Any]]:
             "enabled": data.get(prefix + "enabled") in ("on", "true", "1"),
         })
     return rows
+
+
+def rules_from_post(data: Any) -> list[dict[str, Any]]:
+    rows = []
+    for key in data.getlist("rule_key"):
+        prefix = f"u-{key}-"
+        row: dict[str, Any] = {"key": key}
+        for name in RULE_ROW_FIELDS:
+            value = data.get(prefix + name, "")
+            row[name] = value if name == "value" else value.strip()
+        row["enabled"] = data.get(prefix + "enabled") in ("on", "true", "1")
+        rows.append(row)
+    return rows
+
+
+def draft_rules(draft: dict[str, Any]) -> list[dict[str, Any]]:
+    """The draft's rule rows (drafts started before content rules existed have none)."""
+    return list(draft.get("rules", {}).get("rows", []))
 
 
 # -- forms, one per step ----------------------------------------------------------------
@@ -387,6 +426,73 @@ class RouteRowForm(forms.Form):
         return data
 
 
+class RuleRowForm(forms.Form):
+    """One content rule of the routes step. `value` holds the one parameter most kinds take."""
+
+    name = forms.CharField(max_length=RULE_NAME_MAX, validators=[slug_validator], label="Rule name",
+                           widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false",
+                                                         "placeholder": "invoices"}))
+    order = forms.IntegerField(min_value=1, max_value=1000, label="Order", help_text="Lower is checked first.")
+    kind = forms.ChoiceField(choices=RuleKind.choices, label="Matches on")
+    metadata_key = forms.CharField(max_length=64, required=False, label="Metadata key",
+                                   widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false",
+                                                                 "placeholder": "tier"}))
+    value = forms.CharField(max_length=500, required=False, strip=False, label="Value",
+                            widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}))
+    min_tokens = forms.IntegerField(min_value=0, required=False, label="At least (tokens)")
+    max_tokens = forms.IntegerField(min_value=0, required=False, label="At most (tokens)")
+    route = forms.ChoiceField(required=False, label="Send to route")
+    enabled = forms.BooleanField(required=False, label="Enabled")
+
+    VALUE_LABELS = {
+        RuleKind.REGEX: ("Pattern", "RE2 syntax, searched in the last user message, e.g. INV-\\d{4}. "
+                                    "Add (?i) to ignore case."),
+        RuleKind.KEYWORDS: ("Keywords", "Comma-separated words or phrases, whole words, any case: refund, chargeback."),
+        RuleKind.RESPONSE_FORMAT: ("Type (optional)", "Empty: any structured output; or json_object, json_schema."),
+        RuleKind.METADATA: ("Value", "The value the metadata key must have."),
+        RuleKind.USER: ("User", "The request's user field, exactly."),
+        RuleKind.TAG: ("Tag", "One tag; clients send x-balancer-tags: batch, nightly."),
+        RuleKind.API_KEY: ("API key name", "The name of the calling key, as on the API keys page."),
+    }
+
+    def __init__(self, *, row: dict[str, Any], routes: dict[str, bool], workload_kind: str, **kwargs: Any) -> None:
+        key = row["key"]
+        data = {f"u-{key}-{k}": row.get(k, "") for k in RULE_ROW_FIELDS}
+        if row.get("enabled"):
+            data[f"u-{key}-enabled"] = "on"
+        super().__init__(data, prefix=f"u-{key}", **kwargs)
+        self.row = row
+        self.routes, self.workload_kind = routes, workload_kind
+        choices = [("", "Choose a route…")] + [(name, name) for name in routes]
+        if row.get("route") and row["route"] not in routes:
+            choices.append((row["route"], f"{row['route']} (no longer a route)"))
+        cast(forms.ChoiceField, self.fields["route"]).choices = choices
+        label, help_text = self.VALUE_LABELS.get(row.get("kind", ""), ("Value", ""))
+        self.fields["value"].label, self.fields["value"].help_text = label, help_text
+
+    @property
+    def uses(self) -> set[str]:
+        """The parameter fields this rule's kind reads (the others are kept, hidden)."""
+        kind = self.row.get("kind")
+        if kind == RuleKind.PROMPT_TOKENS:
+            return {"min_tokens", "max_tokens"}
+        if kind == RuleKind.METADATA:
+            return {"metadata_key", "value"}
+        if kind in (RuleKind.TOOLS, RuleKind.IMAGES):
+            return set()
+        return {"value"}
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or self.cleaned_data
+        data["enabled"] = bool(data.get("enabled"))
+        rule = {**data, "name": data.get("name") or self.row.get("name", ""), "route": data.get("route") or ""}
+        for key, message in rule_field_errors(rule=rule, routes=self.routes, workload_kind=self.workload_kind).items():
+            target = key if key in self.fields else None
+            if target is None or target not in self.errors:
+                self.add_error(target, message)
+        return data
+
+
 class ReviewForm(forms.Form):
     attempt_budget = forms.IntegerField(min_value=1, max_value=20, label="Attempt budget",
                                         help_text="Upstream attempts per request, across routes and members.")
@@ -408,7 +514,9 @@ class DraftCheck:
     router: RouterForm
     routes: list[RouteRowForm]
     review: ReviewForm
+    rules: list[RuleRowForm] = field(default_factory=list)
     route_errors: list[str] = field(default_factory=list)
+    rule_errors: list[str] = field(default_factory=list)
     extra_errors: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -428,6 +536,12 @@ class DraftCheck:
                 label = form.row.get("name") or "a route without a name"
                 for name, errors in form.errors.items():
                     title = form.fields[name].label if name in form.fields else ""
+                    messages += [f"{label}: {title}: {e}" if title else f"{label}: {e}" for e in errors]
+            messages += self.rule_errors
+            for rule_form in self.rules:
+                label = "rule " + (rule_form.row.get("name") or "without a name")
+                for name, errors in rule_form.errors.items():
+                    title = rule_form.fields[name].label if name in rule_form.fields else ""
                     messages += [f"{label}: {title}: {e}" if title else f"{label}: {e}" for e in errors]
         elif step in ("name", "workload", "mode", "router", "review"):
             if step == "router" and self.routing_mode != RoutingMode.INTENT_CLASSIFIER:
@@ -462,6 +576,10 @@ class DraftCheck:
         keys = ("name", "intent", "target_group", "instance", "priority", "weight", "is_default", "enabled", "examples")
         return [{k: form.cleaned_data[k] for k in keys} for form in self.routes]
 
+    def rule_values(self) -> list[dict[str, Any]]:
+        keys = (*RULE_ROW_FIELDS, "enabled")
+        return [{k: form.cleaned_data.get(k) for k in keys} for form in self.rules]
+
 
 def draft_check(draft: dict[str, Any]) -> DraftCheck:
     kind = draft["workload"].get("workload_kind", WorkloadKind.CHAT)
@@ -480,6 +598,9 @@ def draft_check(draft: dict[str, Any]) -> DraftCheck:
     )
     # Rules about the route set as a whole: at least one, unique names, exactly one default.
     check.route_errors = route_set_errors(draft["routes"]["rows"])
+    routes = {str(r["name"]): bool(r.get("enabled")) for r in draft["routes"]["rows"] if r.get("name")}
+    check.rules = [RuleRowForm(row=row, routes=routes, workload_kind=kind) for row in draft_rules(draft)]
+    check.rule_errors = rule_set_errors(draft_rules(draft))
     return check
 
 
@@ -489,11 +610,19 @@ def draft_save(check: DraftCheck) -> Balancer | None:
         return None
     balancer = Balancer.objects.filter(pk=check.balancer_pk).first() if check.balancer_pk else None
     try:
-        return balancer_save(balancer=balancer, fields=check.fields(), routes=check.route_values())
+        return balancer_save(balancer=balancer, fields=check.fields(), routes=check.route_values(),
+                             rules=check.rule_values())
     except ValidationError as exc:
         for key, messages in exc.message_dict.items():
             if key == "routes":
                 check.route_errors += messages
+            elif key == "rules":
+                check.rule_errors += messages
+            elif key.startswith("rules["):
+                index = int(key[6:key.index("]")])
+                name = key.partition(".")[2]
+                rule_form = check.rules[index]
+                rule_form.add_error(name if name in rule_form.fields else None, messages)
             elif key.startswith("routes["):
                 index = int(key[7:key.index("]")])
                 name = key.partition(".")[2]
@@ -503,3 +632,32 @@ def draft_save(check: DraftCheck) -> Balancer | None:
                 check.extra_errors.setdefault(FIELD_STEP.get(key, "review"), []).extend(messages)
         return None
 
+
+
+def rule_summary(rule: dict[str, Any]) -> str:
+    """What a rule matches, in a few words (review step, detail page)."""
+    kind, value = rule.get("kind"), rule.get("value") or ""
+    if kind == RuleKind.REGEX:
+        return f"last user message matches /{value}/"
+    if kind == RuleKind.KEYWORDS:
+        return f"last user message mentions {value}"
+    if kind == RuleKind.PROMPT_TOKENS:
+        low, high = rule.get("min_tokens"), rule.get("max_tokens")
+        if low not in (None, "") and high not in (None, ""):
+            return f"prompt of {low} to {high} tokens"
+        return f"prompt of at least {low} tokens" if low not in (None, "") else f"prompt of at most {high} tokens"
+    if kind == RuleKind.TOOLS:
+        return "request offers tools"
+    if kind == RuleKind.IMAGES:
+        return "request carries images"
+    if kind == RuleKind.RESPONSE_FORMAT:
+        return f"response_format {value}" if value else "request asks for structured output"
+    if kind == RuleKind.METADATA:
+        return f"metadata {rule.get('metadata_key')} = {value}"
+    if kind == RuleKind.USER:
+        return f"user = {value}"
+    if kind == RuleKind.TAG:
+        return f"x-balancer-tags has {value}"
+    if kind == RuleKind.API_KEY:
+        return f"API key named {value}"
+    return str(kind)

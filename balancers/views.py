@@ -24,13 +24,16 @@ from balancers.forms import (
     NameForm,
     active_steps,
     blank_row,
+    blank_rule,
     draft_check,
     draft_from_balancer,
     draft_new,
+    draft_rules,
     draft_save,
     draft_update,
     neighbour_step,
     resolve_destination,
+    rule_summary,
 )
 from balancers.models import Balancer
 from balancers.page_selectors import (
@@ -41,7 +44,7 @@ from balancers.page_selectors import (
     route_traffic,
     traffic_by_hour,
 )
-from balancers.services import ROUTE_FIELDS, balancer_delete, balancer_save
+from balancers.services import ROUTE_FIELDS, balancer_delete, balancer_save, rule_values
 from playground.services import gateway_base_url, sample_calls, smoke_test
 
 DRAFT_PREFIX = "balancer-wizard:"
@@ -101,6 +104,7 @@ def balancer_detail(request: HttpRequest, name: str) -> HttpResponse:
         "spark": traffic_by_hour([balancer.pk])[balancer.pk],
         "totals": recent_traffic_totals(balancer),
         "mode_help": MODE_HELP.get(balancer.routing_mode, ""),
+        "rules": [{**rule, "summary": rule_summary(rule)} for rule in rule_values(balancer)],
     })
 
 
@@ -284,8 +288,10 @@ def _render_step(request: HttpRequest, balancer: Balancer | None, draft: dict[st
     }
     if step == "routes":
         context["rows"] = _route_rows(check, show_errors=context["show_errors"])
+        context["rule_rows"] = _rule_rows(check, show_errors=context["show_errors"])
     if step == "review":
         context["rows"] = _route_rows(check)
+        context["rule_rows"] = _rule_rows(check)
         context["router_instance"] = next((i for i in check.router.instances
                                           if i.instance_id == draft["router"].get("router_model")), None)
     response = render(request, "balancers/wizard.html", context, status=status)
@@ -308,6 +314,33 @@ def _route_rows(check: Any, *, show_errors: bool = False, focus: str | None = No
         rows.append({"form": form, "row": form.row, "index": index, "group": group, "instance": instance,
                      "example_count": len(examples)})
     return rows
+
+
+def _rule_rows(check: Any, *, show_errors: bool = False, focus: str | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for index, form in enumerate(check.rules, start=1):
+        for name, bound in form.fields.items():
+            bound.widget.attrs.pop("aria-invalid", None)
+            if show_errors and name in form.errors:
+                bound.widget.attrs["aria-invalid"] = "true"
+                bound.widget.attrs["aria-describedby"] = f"{form[name].id_for_label}-error"
+        if focus == form.row["key"]:
+            form.fields["name"].widget.attrs["autofocus"] = True
+        rows.append({"form": form, "row": form.row, "index": index, "uses": form.uses,
+                     "summary": rule_summary(form.row)})
+    return rows
+
+
+def _render_rules_fragment(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any],
+                           focus: str | None = None) -> HttpResponse:
+    check = draft_check(draft)
+    show_errors = "routes" in draft.get("checked", [])
+    response = render(request, "balancers/wizard.html#rules", {
+        "draft": draft, "check": check, "rule_rows": _rule_rows(check, show_errors=show_errors, focus=focus),
+        "show_errors": show_errors, "step_url": _step_url(balancer, "routes"),
+    })
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _render_routes_fragment(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any],
@@ -360,6 +393,21 @@ def wizard_step(request: HttpRequest, step: str, name: str | None = None) -> Htt
         _store(request, balancer, draft)
         if request.htmx:
             return _render_routes_fragment(request, balancer, draft, focus=focus)
+        return redirect(_step_url(balancer, "routes"))
+    if step == "routes" and (nav in ("add-rule", "rule-kind") or nav.startswith("remove-rule:")):
+        rules = draft_rules(draft)
+        focus = None
+        if nav == "add-rule":
+            orders = [int(r["order"]) for r in rules if str(r.get("order", "")).isdigit()]
+            rule = blank_rule(max(orders, default=0) + 1)
+            rules.append(rule)
+            focus = rule["key"]
+        elif nav.startswith("remove-rule:"):
+            rules = [r for r in rules if r["key"] != nav.partition(":")[2]]
+        draft["rules"] = {"rows": rules}  # "rule-kind": the row is drawn again with the new kind's fields
+        _store(request, balancer, draft)
+        if request.htmx:
+            return _render_rules_fragment(request, balancer, draft, focus=focus)
         return redirect(_step_url(balancer, "routes"))
 
     if nav == "back":
