@@ -44,7 +44,8 @@ def make_group(*, instances: list[Instance] | None = None, **fields: Any) -> Tar
     return group
 
 
-def make_balancer(*, routes: list[dict[str, Any]] | None = None, **fields: Any) -> Balancer:
+def make_balancer(*, routes: list[dict[str, Any]] | None = None, rules: list[dict[str, Any]] | None = None,
+                  **fields: Any) -> Balancer:
     n = next(_seq)
     values: dict[str, Any] = {
         "name": f"balancer-{n}",
@@ -55,7 +56,7 @@ def make_balancer(*, routes: list[dict[str, Any]] | None = None, **fields: Any) 
     values.update(fields)
     if routes is None:
         routes = [{"name": "main", "intent": "Everything.", "instance": make_instance(), "priority": 1, "is_default": True}]
-    return balancer_save(fields=values, routes=routes)
+    return balancer_save(fields=values, routes=routes, rules=rules)
 
 
 def make_api_key(**fields: Any) -> tuple[ApiKey, str]:
