@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
-from balancers.models import Balancer, Route
+from balancers.models import Balancer, ContentRule, Route
 from balancers.validation import route_field_errors, route_set_errors
 
 
@@ -39,12 +39,25 @@ class RouteInline(admin.StackedInline):
     fields = (("name", "is_default", "enabled"), "intent", ("target_group", "instance"), ("priority", "weight"), "examples")
 
 
+class ContentRuleInline(admin.TabularInline):
+    """Content rules; ContentRule.clean() runs the shared rule checks (balancers.validation)."""
+
+    model = ContentRule
+    extra = 0
+    fields = ("order", "name", "kind", "metadata_key", "value", "min_tokens", "max_tokens", "route", "enabled")
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "route" and request.resolver_match and request.resolver_match.kwargs.get("object_id"):
+            kwargs["queryset"] = Route.objects.filter(balancer_id=request.resolver_match.kwargs["object_id"])
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
 @admin.register(Balancer)
 class BalancerAdmin(admin.ModelAdmin):
     list_display = ("name", "serving_name", "workload_kind", "routing_mode", "enabled")
     list_filter = ("workload_kind", "routing_mode", "enabled")
     search_fields = ("name", "serving_name")
-    inlines = [RouteInline]
+    inlines = [RouteInline, ContentRuleInline]
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         # Clear the stored default first, so moving it between routes never trips the

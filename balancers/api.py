@@ -50,7 +50,7 @@ class RouteOutputSerializer(serializers.ModelSerializer):
 
 
 class RuleOutputSerializer(serializers.ModelSerializer):
-    route = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    route: serializers.SlugRelatedField[Route] = serializers.SlugRelatedField(slug_field="name", read_only=True)
 
     class Meta:
         model = ContentRule

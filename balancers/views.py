@@ -406,7 +406,7 @@ def wizard_step(request: HttpRequest, step: str, name: str | None = None) -> Htt
             rules = [r for r in rules if r["key"] != nav.partition(":")[2]]
         draft["rules"] = {"rows": rules}  # "rule-kind": the row is drawn again with the new kind's fields
         _store(request, balancer, draft)
-        if request.htmx:
+        if request.htmx:  # type: ignore[attr-defined]
             return _render_rules_fragment(request, balancer, draft, focus=focus)
         return redirect(_step_url(balancer, "routes"))
 

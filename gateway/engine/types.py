@@ -62,7 +62,7 @@ class RouteSpec:
 
 
 class Searchable(Protocol):
-    """A compiled pattern: RE2's for regex rules, an escaped-literal `re` one for keywords."""
+    """A compiled RE2 pattern (regex and keywords rules: see balancers.rule_syntax)."""
 
     def search(self, text: str) -> Any: ...
 
