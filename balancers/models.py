@@ -185,7 +185,9 @@ class ContentRule(models.Model):
     metadata_key = models.CharField(max_length=64, blank=True, help_text="The metadata key (metadata rules).")
     min_tokens = models.PositiveIntegerField(null=True, blank=True)
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
-    route = models.ForeignKey(Route, on_delete=models.PROTECT, related_name="rules",
+    # RESTRICT, not PROTECT: a route a rule uses cannot be deleted alone, but deleting the
+    # balancer deletes both (PROTECT would refuse that too).
+    route = models.ForeignKey(Route, on_delete=models.RESTRICT, related_name="rules",
                               help_text="The route a matching request goes to.")
     enabled = models.BooleanField(default=True)
 
