@@ -153,10 +153,10 @@ class BalancerState:
 
 
 def _route_members(route: Route) -> list[tuple[Instance, int, int, bool]]:
-    if route.target_group_id:
-        return [(m.instance, m.weight, m.priority, m.enabled and route.target_group.enabled)
-                for m in route.target_group.members.all()]
-    if route.instance_id:
+    group = route.target_group
+    if group is not None:
+        return [(m.instance, m.weight, m.priority, m.enabled and group.enabled) for m in group.members.all()]
+    if route.instance is not None:
         return [(route.instance, 100, 1, True)]
     return []
 

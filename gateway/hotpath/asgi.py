@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
-from typing import Any
+import operator
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestAborted
@@ -33,6 +35,9 @@ from django.utils.log import log_response
 
 from gateway.hotpath import errors, outcomes
 from gateway.hotpath.snapshot import holder
+
+# BaseHandler's view-calling step: a private method, absent from django-stubs.
+_VIEW_STEP: str = "_get_response_async"
 
 
 class BodyTooLarge(Exception):
@@ -49,10 +54,11 @@ class GatewayASGIHandler(ASGIHandler):
         # No middleware on the gateway paths: every MiddlewareMixin-based middleware
         # (sessions, CSRF, auth, messages...) runs its hooks through sync_to_async
         # under ASGI, and the API needs none of them (keys are checked by the view).
-        self._view_middleware = []
-        self._template_response_middleware = []
-        self._exception_middleware = []
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
         self._security = SecurityMiddleware(_no_view)
+        self._call_view: Callable[[Any], Awaitable[Any]] = operator.attrgetter(_VIEW_STEP)(self)
         self._middleware_chain = convert_exception_to_response(self._secured_response)
 
     async def _secured_response(self, request: Any) -> Any:
@@ -60,7 +66,7 @@ class GatewayASGIHandler(ASGIHandler):
             request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks on every other path
         except DisallowedHost as exc:
             return errors.GatewayError(400, f"{exc}.", code="disallowed_host").response()
-        response = self._security.process_request(request) or await self._get_response_async(request)
+        response = self._security.process_request(request) or await self._call_view(request)
         return self._security.process_response(request, response)
 
     async def get_response_async(self, request: Any) -> Any:
@@ -68,7 +74,7 @@ class GatewayASGIHandler(ASGIHandler):
         # resolves against its own resolver, below) and logs every 4xx/5xx answer through
         # sync_to_async: a thread hop per 401/429. Client errors are answered in the
         # OpenAI shape and recorded as usage events; gateway failures are logged here.
-        response = await self._middleware_chain(request)
+        response: Any = await cast(Awaitable[Any], self._middleware_chain(request))
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
             # Django's own answers (an HTML 404 or 500) never reach a /v1 client: same status, OpenAI shape.
             response = errors.GatewayError(response.status_code, f"{response.reason_phrase}.",
@@ -139,11 +145,13 @@ class GatewayASGIHandler(ASGIHandler):
         except BodyTooLarge:
             await self._refuse(scope, send, errors.too_large(self._max_body), started, created_at)
             return
-        request, error_response = self.create_request(scope, body_file)
-        if request is None:
-            error_response.close()
+        created, error_response = self.create_request(scope, body_file)
+        if created is None:
+            if error_response is not None:
+                error_response.close()
             await self._refuse(scope, send, errors.bad_request("The request could not be read."), started, created_at)
             return
+        request: Any = created  # carries the gateway's own attributes from here on
         request.gateway_request_id = outcomes.request_id_for(request.META.get("HTTP_X_REQUEST_ID", ""))
         # The response is made in this task; one watcher task cancels it if the client
         # goes away (Django runs the view in a second task and waits on both).

@@ -40,7 +40,7 @@ HEALTH_KEY = "sb:health"
 _UNKNOWN = HealthView(HEALTHY, None, 0, None, 0)
 
 # Owner only: transitions not yet written to Redis, by instance pk.
-_pending: dict[int, dict[str, float | int | None]] = {}
+_pending: dict[int, dict[str, float | int | str | None]] = {}
 
 # Shared between threads, under _board_lock: states posted for the owner, and the copy the pages read.
 _board_lock = threading.Lock()

@@ -9,7 +9,6 @@ when it changed.
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 import weakref
@@ -114,8 +113,8 @@ def build_config(version: int) -> GatewayConfig:
     for balancer in queryset:
         routes = []
         for route in balancer.routes.all():
-            if route.target_group_id:
-                tg = route.target_group
+            tg = route.target_group
+            if tg is not None:
                 group = GroupSpec(
                     name=tg.name,
                     selection_policy=tg.selection_policy,
@@ -126,6 +125,7 @@ def build_config(version: int) -> GatewayConfig:
                     ),
                 )
             else:
+                assert route.instance_id is not None  # a route points at a group or an instance
                 inst = instances[route.instance_id]
                 group = GroupSpec(
                     name=f"instance:{inst.instance_id}",
@@ -193,7 +193,9 @@ _version_floor = 0  # the newest version this process read from the database whi
 async def read_version() -> int | None:
     """The config version as the workers see it (Redis when configured, else the DB row)."""
     global _version_floor
-    from_db = functools.partial(in_thread, config_version_from_db)
+    def from_db() -> Awaitable[int]:
+        return in_thread(config_version_from_db)
+
     if not settings.REDIS_URL:
         return await from_db()
     from gateway.hotpath.redis_client import RedisUnavailable, call_async

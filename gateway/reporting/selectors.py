@@ -7,7 +7,7 @@ are UTC; days are UTC days.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -123,7 +123,7 @@ class UsageTotals:
     def mean_latency_ms(self) -> float | None:
         return self.latency_ms_sum / self.requests if self.requests else None
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: Mapping[str, Any]) -> None:
         self.requests += row["n"] or 0
         self.errors += row["failed"] or 0
         self.prompt_tokens += row["prompt"] or 0
@@ -301,7 +301,7 @@ def usage_breakdowns(*, filters: UsageFilters, start: datetime, end: datetime,
                      total_cost: Decimal) -> dict[str, list[BreakdownRow]]:
     """The range's usage by balancer, by route, by instance and model, and by API key; costliest first."""
     hours = usage_hours(filters=filters, start=start, end=end)
-    balancer_ids = set(hours.exclude(balancer_id=None).values_list("balancer_id", flat=True).distinct())
+    balancer_ids = set(hours.filter(balancer_id__isnull=False).values_list("balancer_id", flat=True).distinct())
     balancers = Balancer.objects.in_bulk(balancer_ids)
     instance_ids = set(hours.values_list("instance", flat=True).distinct())
     instances = set(Instance.objects.filter(instance_id__in=instance_ids).values_list("instance_id", flat=True))

@@ -48,7 +48,7 @@ import urllib.request
 import weakref
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -199,12 +199,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# The standard library's NO_PROXY matcher; public but undeclared in typeshed.
+_bypass_proxy: Callable[[str, dict[str, str]], bool] = vars(urllib.request)["proxy_bypass_environment"]
+
+
 @functools.lru_cache(maxsize=1024)
 def proxy_for(origin: Origin) -> Proxy | None:
     """The proxy for this origin: the scheme's *_PROXY variable unless NO_PROXY (or loopback) says not."""
     environment = _proxy_environment()
     url = environment.get(origin.scheme)
-    if not url or _is_loopback(origin.host) or urllib.request.proxy_bypass_environment(origin.host, environment):
+    if not url or _is_loopback(origin.host) or _bypass_proxy(origin.host, environment):
         return None
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme != "http" or not parts.hostname:
@@ -537,7 +541,7 @@ class _Pool:
                     ssl=_tls_context() if origin.tls else None,
                     server_hostname=origin.host if origin.tls else None,
                 )
-                return connection  # type: ignore[no-any-return]
+                return connection
             except OSError as exc:
                 # Not answering at this address: try the next (a TLS failure is final).
                 if made or isinstance(exc, ssl.SSLError) or index == len(allowed) - 1:
@@ -564,7 +568,7 @@ class _Pool:
                 raise ConnectError(f"the proxy refused a tunnel to {authority} (HTTP {status})")
             connection = factory()
             tls = await self.loop.start_tls(transport, connection, _tls_context(), server_hostname=origin.host)
-            connection.connection_made(tls)  # type: ignore[arg-type]
+            connection.connection_made(tls)
             return connection
         except BaseException:
             transport.abort()
@@ -634,9 +638,10 @@ def _pool(origin: Origin, limit: int) -> _Pool:
     if _last[0] is loop:  # the common case, without a weakref per request
         pools = _last[1]
     else:
-        pools = _pools.get(loop)
-        if pools is None:
-            pools = _pools[loop] = {}
+        found = _pools.get(loop)
+        if found is None:
+            found = _pools[loop] = {}
+        pools = found
         _last = (loop, pools)
     pool = pools.get(origin)
     if pool is None:
@@ -703,7 +708,7 @@ class Response:
     def _inflate_step(self, data: bytes) -> bytes:
         """At most INFLATE_STEP bytes of output; the input left over waits in unconsumed_tail."""
         try:
-            return self._decoder.decompress(data, INFLATE_STEP)  # type: ignore[no-any-return]
+            return self._decoder.decompress(data, INFLATE_STEP)
         except zlib.error:
             raise ProtocolError("the upstream's compressed body is corrupt") from None
 

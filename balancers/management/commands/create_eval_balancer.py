@@ -36,8 +36,8 @@ class Command(BaseCommand):
         for item in price:
             try:
                 route, pair = item.split("=", 1)
-                price_in, price_out = pair.split("/", 1)
-                prices[route] = (Decimal(price_in), Decimal(price_out))
+                text_in, text_out = pair.split("/", 1)
+                prices[route] = (Decimal(text_in), Decimal(text_out))
             except (ValueError, ArithmeticError):
                 raise CommandError(f"--price takes ROUTE=IN/OUT, got {item!r}") from None
         router, _ = Instance.objects.get_or_create(
