@@ -36,6 +36,6 @@ urlpatterns = [
     path("", include("gateway.hotpath.v1_urls")),
     path("", include("balancers.urls")),
     path("", include("targetgroups.urls")),
-    path("", include("gateway.page_urls")),
+    path("", include("gateway.urls")),
     path("playground/", include("playground.urls")),
 ]

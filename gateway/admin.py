@@ -7,7 +7,8 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from gateway.models import ApiKey, UsageDeadLetter, UsageEvent, hash_api_key, new_api_key_secret
+from gateway.models import ApiKey, UsageDeadLetter, UsageEvent
+from gateway.services import api_key_issue_secret
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -25,9 +26,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if not change:
-            secret = new_api_key_secret()
-            obj.prefix = secret[:10]
-            obj.key_hash = hash_api_key(secret)
+            secret = api_key_issue_secret(key=obj)
             request._new_api_key_secret = secret  # type: ignore[attr-defined]  # for response_add, this request only
         super().save_model(request, obj, form, change)
 

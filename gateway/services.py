@@ -16,13 +16,21 @@ def api_key_create(
     allow_route_override: bool = False,
 ) -> tuple[ApiKey, str]:
     """Create a key; return it with its secret, which is never stored or shown again."""
-    secret = new_api_key_secret()
-    key = ApiKey(name=name, prefix=secret[:10], key_hash=hash_api_key(secret), rate_limit_per_minute=rate_limit_per_minute,
-                 allow_route_override=allow_route_override)
+    key = ApiKey(name=name, rate_limit_per_minute=rate_limit_per_minute, allow_route_override=allow_route_override)
+    secret = api_key_issue_secret(key=key)
     key.full_clean()
     key.save()
     key.balancers.set(list(balancers))
     return key, secret
+
+
+def api_key_issue_secret(*, key: ApiKey) -> str:
+    """Give an unsaved key its secret: only the prefix and a hash are kept. Every way of
+    creating a key (the service above, the admin) goes through here."""
+    secret = new_api_key_secret()
+    key.prefix = secret[:10]
+    key.key_hash = hash_api_key(secret)
+    return secret
 
 
 def api_key_revoke(*, key: ApiKey) -> ApiKey:

@@ -40,7 +40,7 @@ PREFIXES: dict[str, int] = {
     "playground": 4,
 }
 # The doors of every app: pages, management API, admin, management commands.
-DOOR_SUFFIXES = ("views", "forms", "urls", "pages", "page_urls", "page_selectors", "api", "api_urls", "admin", "management",
+DOOR_SUFFIXES = ("views", "forms", "urls", "page_selectors", "api", "api_urls", "admin", "management",
                  "templatetags")
 
 

@@ -84,7 +84,7 @@ RULES: dict[str, Rule] = {
     "instance-detail": page(VIEWER, OPERATOR),
     "instance-create": page(OPERATOR),
     "instance-simulator": page(OPERATOR),
-    # gateway/page_urls.py
+    # gateway/urls.py
     "apikey-list": page(VIEWER, OPERATOR),  # the list without secrets; creating one is an operator's
     "apikey-revoke": page(OPERATOR),
     "usage": page(VIEWER),
