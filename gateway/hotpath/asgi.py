@@ -212,7 +212,8 @@ def _declared_length(scope: dict[str, Any]) -> int:
 
 def _meta_headers(scope: dict[str, Any]) -> dict[str, str]:
     """The few request headers the edge reads, named as in request.META."""
-    wanted = {b"authorization": "HTTP_AUTHORIZATION", b"api-key": "HTTP_API_KEY", b"x-request-id": "HTTP_X_REQUEST_ID"}
+    wanted = {b"authorization": "HTTP_AUTHORIZATION", b"api-key": "HTTP_API_KEY", b"x-api-key": "HTTP_X_API_KEY",
+              b"x-request-id": "HTTP_X_REQUEST_ID"}
     return {wanted[name]: value.decode("latin-1") for name, value in scope.get("headers") or () if name in wanted}
 
 

@@ -15,7 +15,8 @@ def bearer_token(meta: dict[str, Any]) -> str | None:
     header = meta.get("HTTP_AUTHORIZATION", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip() or None
-    return meta.get("HTTP_API_KEY") or None  # Azure-style `api-key` header
+    # Azure-style `api-key`, Anthropic-style `x-api-key`
+    return meta.get("HTTP_API_KEY") or meta.get("HTTP_X_API_KEY") or None
 
 
 def authenticate_key(meta: dict[str, Any], config: GatewayConfig) -> KeySpec:

@@ -32,6 +32,8 @@ ENDPOINTS = {
     "/v1/embeddings": "embeddings",
     "/v1/models": "models",
     "/v1/explain": "explain",
+    "/v1/messages": "messages",
+    "/v1/messages/count_tokens": "count_tokens",
 }
 UNKNOWN_ENDPOINT = "unknown"
 _SERVING_NAME_MAX = 128  # UsageEvent.serving_name

@@ -57,6 +57,9 @@ class ClientRequest:
     created_at: datetime
     tags: str = ""  # the x-balancer-tags header, for content rules
     recorded: bool = False  # a usage event is (or will be, at the stream's end) recorded for it here
+    # The door the client called when it is not `endpoint` itself (messages: a translated Messages
+    # API request routed as chat); the usage event records it.
+    usage_endpoint: str = ""
 
 
 def check_route_override(key: KeySpec, override: str | None) -> str | None:
@@ -165,7 +168,7 @@ class _Exchange:
         recorder.record(UsageRecord(
             created_at=self.req.created_at,
             request_id=self.req.request_id,
-            endpoint=self.req.endpoint,
+            endpoint=self.req.usage_endpoint or self.req.endpoint,
             status_code=status,
             latency_ms=round((time.monotonic() - self.req.started) * 1000, 3),
             api_key_id=self.req.key.pk,

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from gateway.hotpath import v1_api
+from gateway.hotpath import messages_api, v1_api
 
 urlpatterns = [
     path("v1/chat/completions", v1_api.ChatCompletionsApi.as_view(), name="gateway-chat"),
     path("v1/embeddings", v1_api.EmbeddingsApi.as_view(), name="gateway-embeddings"),
     path("v1/models", v1_api.ModelListApi.as_view(), name="gateway-models"),
     path("v1/models/<path:model>", v1_api.ModelDetailApi.as_view(), name="gateway-model"),
+    path("v1/messages", messages_api.MessagesApi.as_view(), name="gateway-messages"),
+    path("v1/messages/count_tokens", messages_api.CountTokensApi.as_view(), name="gateway-messages-count-tokens"),
     path("v1/explain", v1_api.ExplainApi.as_view(), name="gateway-explain"),
     path("healthz", v1_api.healthz, name="healthz"),
     path("readyz", v1_api.readyz, name="readyz"),

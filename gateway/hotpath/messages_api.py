@@ -1,0 +1,85 @@
+"""The Anthropic Messages API door: `POST /v1/messages` and `POST /v1/messages/count_tokens`.
+
+A Messages request is translated into a chat request (gateway.hotpath.messages_wire),
+routed by gateway.hotpath.proxy exactly like one — same balancer, decision,
+failover, usage event (recorded with endpoint `messages`) and cost — and its
+answer translated back. The key comes as `x-api-key` (what the Anthropic SDKs
+send) or `Authorization: Bearer`; `anthropic-version` is accepted whatever its
+value and not required (the translation is the 2023-06-01 wire format). Every
+error on these paths is Anthropic-shaped.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+
+from gateway.hotpath import errors, messages_wire
+from gateway.hotpath.proxy import ClientRequest, find_balancer, proxy
+from gateway.hotpath.v1_api import GatewayApiView, exception_response, read_json, request_id
+
+
+def _anthropic_error(exc: Exception, context: Any = None) -> HttpResponse:
+    if isinstance(exc, messages_wire.InvalidMessages):
+        exc = errors.bad_request(str(exc), param=exc.param)
+    return _reshaped(exception_response(exc))  # an unexpected exception is logged there
+
+
+def _reshaped(response: HttpResponse) -> HttpResponse:
+    """An OpenAI-shaped error answer, same status and headers, with Anthropic's body."""
+    try:
+        error = orjson.loads(response.content).get("error") or {}
+    except (orjson.JSONDecodeError, AttributeError):
+        error = {}
+    message = error.get("message") if isinstance(error, dict) else None
+    response.content = messages_wire.error_body(response.status_code, message or f"HTTP {response.status_code}")
+    if not getattr(response, "error_code", ""):
+        code = error.get("code") or error.get("type") if isinstance(error, dict) else None
+        response.error_code = str(code or "")  # type: ignore[attr-defined]
+    return response
+
+
+class AnthropicApiView(GatewayApiView):
+    def get_exception_handler(self) -> Any:
+        return _anthropic_error
+
+
+class MessagesApi(AnthropicApiView):
+    async def post(self, request: Any) -> HttpResponse:
+        http: HttpRequest = request._request
+        body = read_json(http)
+        chat = messages_wire.to_chat(body)
+        client_request = ClientRequest(
+            endpoint="chat",
+            usage_endpoint="messages",
+            payload=chat,
+            key=self.key(request),
+            request_id=request_id(http),
+            route_override=http.META.get("HTTP_X_BALANCER_ROUTE") or None,
+            started=time.monotonic(),
+            created_at=datetime.now(UTC),
+        )
+        http.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
+        response = await proxy(client_request, self.config(request))
+        if isinstance(response, StreamingHttpResponse):
+            translator = messages_wire.StreamTranslator(messages_wire.count_tokens(body))
+            response.streaming_content = messages_wire.translate_stream(response.streaming_content, translator)
+            return response
+        if response.status_code >= 400:
+            return _reshaped(response)
+        response.content = orjson.dumps(messages_wire.from_chat(orjson.loads(response.content)))
+        return response
+
+
+class CountTokensApi(AnthropicApiView):
+    """The gateway's own estimate (messages_wire.count_tokens); no upstream is called."""
+
+    async def post(self, request: Any) -> HttpResponse:
+        body = read_json(request._request)
+        tokens = messages_wire.count_tokens(body)
+        find_balancer(self.config(request), self.key(request), body["model"], "chat")
+        return JsonResponse({"input_tokens": tokens})
