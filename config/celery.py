@@ -26,4 +26,10 @@ app.conf.beat_schedule = {
         "task": "gateway.tasks.rollup_usage",
         "schedule": settings.GATEWAY_ROLLUP_SECONDS,
     },
+    # Stored /v1/responses answers past GATEWAY_RESPONSES_RETENTION_DAYS deleted (reads
+    # already ignore them); hourly is plenty for a retention counted in days.
+    "purge-stored-responses": {
+        "task": "gateway.tasks.purge_stored_responses",
+        "schedule": 3600.0,
+    },
 }

@@ -222,6 +222,9 @@ if not set(GATEWAY_READY_CHECKS) <= {"database", "redis"}:
 # production, the gateway's tick in embedded mode); raw events are kept this many days (0: forever).
 GATEWAY_ROLLUP_SECONDS = envfloat("GATEWAY_ROLLUP_SECONDS", 60.0, minimum=1.0)
 GATEWAY_USAGE_RETENTION_DAYS = envint("GATEWAY_USAGE_RETENTION_DAYS", 30, minimum=0)
+# /v1/responses: answers made with store (OpenAI's default) are kept this many days for
+# previous_response_id and GET /v1/responses/{id}, scoped to their key; 0 turns storing off.
+GATEWAY_RESPONSES_RETENTION_DAYS = envint("GATEWAY_RESPONSES_RETENTION_DAYS", 30, minimum=0)
 # An upstream-reported token count above this (or negative, or fractional) is dropped for the
 # gateway's own estimate, noted on the usage event (gateway/upstream/answers.py).
 GATEWAY_MAX_REPORTED_TOKENS = envint("GATEWAY_MAX_REPORTED_TOKENS", 10_000_000, minimum=1000)

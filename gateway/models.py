@@ -189,3 +189,19 @@ class InstanceHealth(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance_id}: {self.status}"
+
+
+class StoredResponse(models.Model):
+    """A /v1/responses answer kept for `previous_response_id` and GET /v1/responses/{id}
+    (GATEWAY_RESPONSES_RETENTION_DAYS), visible only to the key that made it."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    response = models.JSONField(help_text="The Responses object as answered.")
+    conversation = models.JSONField(
+        help_text="The turns up to and including this answer, as chat messages (without the instructions).")
+
+    def __str__(self) -> str:
+        return self.id

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from balancers.models import Balancer
-from gateway.models import ApiKey, hash_api_key, new_api_key_secret
+from gateway.models import ApiKey, StoredResponse, hash_api_key, new_api_key_secret
 
 
 @transaction.atomic
@@ -57,3 +57,9 @@ def api_key_update(*, key: ApiKey, balancers: Iterable[Balancer] | None = None, 
 
 def api_key_delete(*, key: ApiKey) -> None:
     key.delete()
+
+
+def stored_responses_purge() -> int:
+    """Delete the stored /v1/responses answers whose retention has run out; the number deleted."""
+    deleted, _ = StoredResponse.objects.filter(expires_at__lte=timezone.now()).delete()
+    return deleted

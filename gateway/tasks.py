@@ -26,3 +26,11 @@ def rollup_usage() -> int:
     from gateway.reporting.rollups import rollup_usage as run
 
     return run().events
+
+
+@shared_task(ignore_result=True)
+def purge_stored_responses() -> int:
+    """Delete stored /v1/responses answers past their retention (beat: hourly)."""
+    from gateway.services import stored_responses_purge
+
+    return stored_responses_purge()

@@ -34,6 +34,7 @@ ENDPOINTS = {
     "/v1/explain": "explain",
     "/v1/messages": "messages",
     "/v1/messages/count_tokens": "count_tokens",
+    "/v1/responses": "responses",
 }
 UNKNOWN_ENDPOINT = "unknown"
 _SERVING_NAME_MAX = 128  # UsageEvent.serving_name
@@ -55,7 +56,9 @@ def endpoint_of(path: str) -> str:
     name = ENDPOINTS.get(path)
     if name is not None:
         return name
-    return "models" if path.startswith("/v1/models/") else UNKNOWN_ENDPOINT
+    if path.startswith("/v1/models/"):
+        return "models"
+    return "responses" if path.startswith("/v1/responses/") else UNKNOWN_ENDPOINT
 
 
 def clean_serving_name(value: Any) -> str:

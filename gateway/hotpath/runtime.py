@@ -208,6 +208,14 @@ def _register() -> None:
         holder.tick_hooks.append(sync_health)
         holder.tick_hooks.append(EmbeddedJob(probe_all, "GATEWAY_PROBE_SECONDS"))
         holder.tick_hooks.append(EmbeddedJob(rollup_usage_in_thread, "GATEWAY_ROLLUP_SECONDS"))
+        holder.tick_hooks.append(EmbeddedJob(purge_stored_responses, "GATEWAY_ROLLUP_SECONDS"))
+
+
+async def purge_stored_responses() -> int:
+    from gateway.db import in_thread
+    from gateway.services import stored_responses_purge
+
+    return await in_thread(stored_responses_purge)
 
 
 _register()

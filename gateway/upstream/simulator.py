@@ -3,6 +3,16 @@
 Instance options: latency_ms (time to first byte), tokens_per_second (stream pace),
 error_rate (0..1, the share of requests answered 500, from a seeded sequence) and
 down (refuse like a dead host). The answer text depends only on the prompt.
+
+Tools, so that a whole tool loop runs offline: a chat request with `tools` (and a
+`tool_choice` other than none) whose last message is not a tool result is
+answered with one call of the first tool (or the one `tool_choice` names), its
+arguments built from the tool's JSON schema (`tool_arguments`: every property,
+an enum's first value, a default, a minimum, else a fixed example per type) and
+its id from the prompt, finish_reason `tool_calls`. The turn that carries the
+tool results is answered with text quoting them: "The <name> tool returned:
+<result>." Streamed, the call comes as OpenAI sends it: a chunk naming the
+function, then the arguments in two pieces.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from typing import Any
 import orjson
 
 from gateway.engine.types import InstanceSpec
-from gateway.text import estimate_tokens, last_user_text, prompt_tokens
+from gateway.text import estimate_tokens, last_user_text, message_text, prompt_tokens
 from gateway.upstream.base import UpstreamFailure, UpstreamResponse, UpstreamStream
 
 _SENTENCES = (
@@ -66,6 +76,64 @@ def _embedding(text: str) -> list[float]:
     return [round(v / norm, 6) for v in values[:EMBEDDING_DIMENSIONS]]
 
 
+def _example(schema: Any, name: str, depth: int = 0) -> Any:
+    if not isinstance(schema, dict):
+        return f"example {name}"
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "integer":
+        return int(schema.get("minimum", 1))
+    if kind == "number":
+        return float(schema.get("minimum", 1.5))
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return [] if depth >= 4 else [_example(schema.get("items"), name, depth + 1)]
+    if kind == "object" or "properties" in schema:
+        return {} if depth >= 4 else {
+            prop: _example(sub, prop, depth + 1) for prop, sub in (schema.get("properties") or {}).items()}
+    return f"example {name}"
+
+
+def tool_arguments(parameters: Any) -> dict[str, Any]:
+    """The arguments the simulator calls a tool with: an example of its parameters' schema."""
+    value = _example(parameters if isinstance(parameters, dict) else {"type": "object"}, "value")
+    return value if isinstance(value, dict) else {}
+
+
+def _chosen_tool(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The function tool to call, or None when this turn is answered with text."""
+    tools = [t.get("function") for t in payload.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    choice = payload.get("tool_choice")
+    messages = payload.get("messages") or []
+    if not tools or choice == "none" or (messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"):
+        return None
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        return next((t for t in tools if t.get("name") == wanted), tools[0])
+    return tools[0]
+
+
+def _tool_results_text(messages: list[Any]) -> str | None:
+    """The answer to a turn that carries tool results (None when the last message is not one)."""
+    results: list[dict[str, Any]] = []
+    for message in reversed(messages):
+        if not isinstance(message, dict) or message.get("role") != "tool":
+            break
+        results.insert(0, message)
+    if not results:
+        return None
+    names = {call.get("id"): (call.get("function") or {}).get("name", "the")
+             for m in messages if isinstance(m, dict) for call in m.get("tool_calls") or () if isinstance(call, dict)}
+    return " ".join(f"The {names.get(r.get('tool_call_id'), 'the')} tool returned: {message_text(r.get('content'))}."
+                    for r in results)
+
+
 async def call(
     instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float
 ) -> UpstreamResponse | UpstreamStream:
@@ -99,20 +167,33 @@ async def call(
     messages = payload.get("messages") or []
     last = last_user_text(messages)
     max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
-    text = answer_text(last, max_tokens if isinstance(max_tokens, int) else None)
+    tool = _chosen_tool(payload)
+    tool_call: dict[str, Any] | None = None
+    if tool is not None:
+        name = str(tool.get("name", ""))
+        arguments = orjson.dumps(tool_arguments(tool.get("parameters"))).decode()
+        call_id = "call_" + hashlib.sha256(f"{name}\n{last}\n{len(messages)}".encode()).hexdigest()[:24]
+        tool_call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        text = ""
+    else:
+        text = _tool_results_text(messages) or answer_text(last, max_tokens if isinstance(max_tokens, int) else None)
     usage = {
         "prompt_tokens": prompt_tokens(messages),
-        "completion_tokens": estimate_tokens(text),
+        "completion_tokens": estimate_tokens(text or (tool_call["function"]["arguments"] if tool_call else "")),
     }
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     completion_id = f"chatcmpl-sim-{random.getrandbits(96):024x}"
     if not stream:
+        reply: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if tool_call is not None:
+            reply["tool_calls"] = [tool_call]
         completion: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
             "model": instance.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}],
+            "choices": [{"index": 0, "message": reply, "finish_reason": "tool_calls" if tool_call else "stop",
+                         "logprobs": None}],
             "usage": usage,
         }
         return UpstreamResponse(status=200, body=orjson.dumps(completion))
@@ -132,6 +213,18 @@ async def call(
     words = text.split(" ")
 
     async def rest() -> AsyncIterator[bytes]:
+        if tool_call is not None:
+            function = tool_call["function"]
+            half = len(function["arguments"]) // 2
+            yield event({"tool_calls": [{"index": 0, "id": tool_call["id"], "type": "function",
+                                         "function": {"name": function["name"], "arguments": ""}}]})
+            for piece in (function["arguments"][:half], function["arguments"][half:]):
+                yield event({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            yield event({}, "tool_calls")
+            if include_usage:
+                yield event({}, usage_=usage)
+            yield b"data: [DONE]\n\n"
+            return
         for index, word in enumerate(words):
             if pace:
                 await asyncio.sleep(1.0 / pace)
