@@ -35,6 +35,7 @@ ENDPOINTS = {
     "/v1/messages": "messages",
     "/v1/messages/count_tokens": "count_tokens",
     "/v1/responses": "responses",
+    "/v1/completions": "completions",
 }
 UNKNOWN_ENDPOINT = "unknown"
 _SERVING_NAME_MAX = 128  # UsageEvent.serving_name

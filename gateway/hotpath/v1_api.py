@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 # What /v1 serves, named in the 404 for any other path.
 ENDPOINTS = ("POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models", "GET /v1/models/{model}",
              "POST /v1/explain", "POST /v1/messages", "POST /v1/messages/count_tokens", "POST /v1/responses",
-             "GET /v1/responses/{id}", "DELETE /v1/responses/{id}")
+             "GET /v1/responses/{id}", "DELETE /v1/responses/{id}", "POST /v1/completions")
 
 
 def exception_response(exc: Exception) -> HttpResponse:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from gateway.hotpath import messages_api, responses_api, v1_api
+from gateway.hotpath import completions_api, messages_api, responses_api, v1_api
 
 urlpatterns = [
     path("v1/chat/completions", v1_api.ChatCompletionsApi.as_view(), name="gateway-chat"),
@@ -13,6 +13,7 @@ urlpatterns = [
     path("v1/messages/count_tokens", messages_api.CountTokensApi.as_view(), name="gateway-messages-count-tokens"),
     path("v1/responses", responses_api.ResponsesApi.as_view(), name="gateway-responses"),
     path("v1/responses/<str:response_id>", responses_api.ResponseDetailApi.as_view(), name="gateway-response"),
+    path("v1/completions", completions_api.CompletionsApi.as_view(), name="gateway-completions"),
     path("v1/explain", v1_api.ExplainApi.as_view(), name="gateway-explain"),
     path("healthz", v1_api.healthz, name="healthz"),
     path("readyz", v1_api.readyz, name="readyz"),

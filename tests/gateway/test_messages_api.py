@@ -157,3 +157,24 @@ def test_count_tokens_is_the_gateways_estimate_and_checks_the_model(setup):
     assert counted.input_tokens == 4 + 3 + 4 + 6 + 3  # framing + "Be brief." + framing + 6 words/marks + priming
     with pytest.raises(anthropic.NotFoundError):
         client.messages.count_tokens(model="nope", messages=turns)
+
+
+def test_a_streamed_tool_loop_runs_on_the_simulator(setup):
+    from tests.factories import make_instance
+
+    one_route("sim-agent", make_instance(provider="simulator", model="sim-tools", options={}))
+    client = claude(setup)
+    tools = [{"name": "lookup", "input_schema": {"type": "object", "properties": {"order": {"type": "integer", "minimum": 7}}}}]
+    with client.messages.stream(model="sim-agent", max_tokens=50, tools=tools,
+                                messages=[{"role": "user", "content": "Where is my order?"}]) as stream:
+        first = stream.get_final_message()
+    assert first.stop_reason == "tool_use"
+    [call] = first.content
+    assert (call.type, call.name, call.input) == ("tool_use", "lookup", {"order": 7})
+    second = client.messages.create(model="sim-agent", max_tokens=50, tools=tools, messages=[
+        {"role": "user", "content": "Where is my order?"},
+        {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": [
+            {"type": "text", "text": "shipped"}]}]},
+    ])
+    assert second.stop_reason == "end_turn" and second.content[0].text == "The lookup tool returned: shipped."

@@ -1,0 +1,62 @@
+"""The legacy text completions door, `POST /v1/completions` (gateway.hotpath.completions_wire):
+routed as a one-message chat request, recorded with endpoint `completions`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from gateway.hotpath import completions_wire, errors
+from gateway.hotpath.proxy import ClientRequest, proxy
+from gateway.hotpath.v1_api import GatewayApiView, exception_response, read_json, request_id
+
+
+def _openai_error(exc: Exception, context: Any = None) -> HttpResponse:
+    if isinstance(exc, completions_wire.InvalidCompletionRequest):
+        exc = errors.bad_request(str(exc), param=exc.param)
+    return exception_response(exc)
+
+
+async def _translated(chunks: AsyncIterator[bytes], translator: completions_wire.StreamTranslator) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            for event in translator.feed(chunk):
+                yield event
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class CompletionsApi(GatewayApiView):
+    def get_exception_handler(self) -> Any:
+        return _openai_error
+
+    async def post(self, request: Any) -> HttpResponse:
+        http: HttpRequest = request._request
+        body = read_json(http)
+        chat = completions_wire.to_chat(body)
+        echo = completions_wire.prompt_of(body) if body.get("echo") else ""
+        client_request = ClientRequest(
+            endpoint="chat",
+            usage_endpoint="completions",
+            payload=chat,
+            key=self.key(request),
+            request_id=request_id(http),
+            route_override=http.META.get("HTTP_X_BALANCER_ROUTE") or None,
+            started=time.monotonic(),
+            created_at=datetime.now(UTC),
+        )
+        http.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
+        response = await proxy(client_request, self.config(request))
+        if isinstance(response, StreamingHttpResponse):
+            response.streaming_content = _translated(response.streaming_content, completions_wire.StreamTranslator(echo))
+            return response
+        if response.status_code < 400:
+            response.content = orjson.dumps(completions_wire.from_chat(orjson.loads(response.content), echo))
+        return response
