@@ -30,7 +30,7 @@ from gateway.engine.auto import rank_instances
 from gateway.engine.planner import first_route, route_order
 from gateway.engine.rules import MATCHED, RuleCheck
 from gateway.engine.types import RuleSpec
-from gateway.hotpath import errors, outcomes
+from gateway.hotpath import completions_wire, errors, messages_wire, outcomes, responses_wire
 from gateway.hotpath.auth import GatewayKeyAuthentication, GatewayPrincipal
 from gateway.hotpath.decision import Decision, decide
 from gateway.hotpath.proxy import (
@@ -230,12 +230,31 @@ class ModelDetailApi(GatewayApiView):
         return JsonResponse(_model_entry(balancer.serving_name, config))
 
 
+def as_chat(api: str | None, body: Any) -> Any:
+    """The chat request that the body of another door (?api=messages | responses | completions)
+    is routed as; a chat body as it is. `previous_response_id` is not followed."""
+    try:
+        if api == "messages":
+            return messages_wire.to_chat(body)
+        if api == "responses":
+            return responses_wire.to_chat(body)[0]
+        if api == "completions":
+            return completions_wire.to_chat(body)
+    except (messages_wire.InvalidMessages, responses_wire.InvalidResponsesRequest,
+            completions_wire.InvalidCompletionRequest) as exc:
+        raise errors.bad_request(str(exc), param=exc.param) from None
+    if api not in (None, "", "chat"):
+        raise errors.bad_request("'api' must be chat, messages, responses or completions.", param="api")
+    return body
+
+
 class ExplainApi(GatewayApiView):
-    """Which route a chat request would take, and why, without calling any upstream but the router model."""
+    """Which route a chat request would take, and why, without calling any upstream but the router model.
+    `?api=messages|responses|completions` explains a body of that door, routed as the chat request it becomes."""
 
     async def post(self, request: Any) -> HttpResponse:
         config = self.config(request)
-        payload = validate_payload("chat", read_json(request._request))
+        payload = validate_payload("chat", as_chat(request._request.GET.get("api"), read_json(request._request)))
         balancer = find_balancer(config, self.key(request), payload["model"], "chat")
         override = route_override(request._request, self.key(request))
         key = self.key(request)
