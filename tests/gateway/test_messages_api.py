@@ -178,3 +178,34 @@ def test_a_streamed_tool_loop_runs_on_the_simulator(setup):
             {"type": "text", "text": "shipped"}]}]},
     ])
     assert second.stop_reason == "end_turn" and second.content[0].text == "The lookup tool returned: shipped."
+
+
+def test_a_tool_loop_fails_over_mid_loop_from_an_anthropic_route_to_the_simulator(setup):
+    from tests.factories import make_instance
+
+    claude_up = anthropic_instance(setup, "claude-mid", Behaviour(content="Looking."))
+    balancer = setup.failover_balancer(claude_up, make_instance(provider="simulator", model="sim-mid", options={}),
+                                       serving_name="mid-loop")
+    client = claude(setup)
+    tools = [{"name": "weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    turns = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.messages.create(model="mid-loop", max_tokens=50, tools=tools, messages=turns)
+    call = next(b for b in first.content if b.type == "tool_use")
+    setup.upstream.behaviours["claude-mid"] = Behaviour(status=529)
+    turns += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+              {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18C"}]}]
+    with client.messages.stream(model="mid-loop", max_tokens=50, tools=tools, messages=turns) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text == "The weather tool returned: 18C."
+    events = wait_for_events(2, balancer=balancer)
+    assert [(e.endpoint, e.route, e.attempts) for e in events] == [("messages", "primary", 1), ("messages", "fallback", 2)]
+
+
+def test_a_stream_cut_after_its_first_byte_ends_with_an_error_event(setup):
+    one_route("cut", setup.instance("oa-cut", Behaviour(content="a b c d", chunks=4, break_after_chunks=2)))
+    client = claude(setup)
+    with pytest.raises(anthropic.APIStatusError) as cut:
+        with client.messages.stream(model="cut", max_tokens=20, messages=[{"role": "user", "content": "x"}]) as stream:
+            for _ in stream:
+                pass
+    assert cut.value.body["type"] == "error" and cut.value.body["error"]["type"] == "api_error"

@@ -164,3 +164,11 @@ def test_bad_requests_are_openai_shaped_400s(setup):
         client.responses.create(model="nope", input="x")
     unknown = httpx.get(setup.gateway.v1 + "/nothing-here", headers={"Authorization": f"Bearer {client.api_key}"})
     assert unknown.status_code == 404 and "POST /v1/responses" in unknown.json()["error"]["message"]
+
+
+def test_a_stream_cut_after_its_first_byte_ends_with_an_error_and_response_failed_and_is_not_stored(setup):
+    one_route("cut", setup.instance("oa-rcut", Behaviour(content="a b c d", chunks=4, break_after_chunks=2)))
+    events = list(setup.client().responses.create(model="cut", input="x", stream=True))
+    assert [e.type for e in events][-2:] == ["error", "response.failed"]
+    assert events[-1].response.status == "failed"
+    assert not StoredResponse.objects.filter(pk=events[0].response.id).exists()
