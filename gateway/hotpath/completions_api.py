@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -37,7 +37,7 @@ class CompletionsApi(GatewayApiView):
     def get_exception_handler(self) -> Any:
         return _openai_error
 
-    async def post(self, request: Any) -> HttpResponse:
+    async def post(self, request: Any) -> HttpResponse | StreamingHttpResponse:
         http: HttpRequest = request._request
         body = read_json(http)
         chat = completions_wire.to_chat(body)
@@ -55,7 +55,7 @@ class CompletionsApi(GatewayApiView):
         http.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
         response = await proxy(client_request, self.config(request))
         if isinstance(response, StreamingHttpResponse):
-            response.streaming_content = _translated(response.streaming_content, completions_wire.StreamTranslator(echo))
+            response.streaming_content = _translated(cast(AsyncIterator[bytes], response.streaming_content), completions_wire.StreamTranslator(echo))
             return response
         if response.status_code < 400:
             response.content = orjson.dumps(completions_wire.from_chat(orjson.loads(response.content), echo))

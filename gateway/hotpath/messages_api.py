@@ -12,8 +12,9 @@ error on these paths is Anthropic-shaped.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -49,7 +50,7 @@ class AnthropicApiView(GatewayApiView):
 
 
 class MessagesApi(AnthropicApiView):
-    async def post(self, request: Any) -> HttpResponse:
+    async def post(self, request: Any) -> HttpResponse | StreamingHttpResponse:
         http: HttpRequest = request._request
         body = read_json(http)
         chat = messages_wire.to_chat(body)
@@ -67,7 +68,7 @@ class MessagesApi(AnthropicApiView):
         response = await proxy(client_request, self.config(request))
         if isinstance(response, StreamingHttpResponse):
             translator = messages_wire.StreamTranslator(messages_wire.count_tokens(body))
-            response.streaming_content = messages_wire.translate_stream(response.streaming_content, translator)
+            response.streaming_content = messages_wire.translate_stream(cast(AsyncIterator[bytes], response.streaming_content), translator)
             return response
         if response.status_code >= 400:
             return _reshaped(response)
@@ -78,7 +79,7 @@ class MessagesApi(AnthropicApiView):
 class CountTokensApi(AnthropicApiView):
     """The gateway's own estimate (messages_wire.count_tokens); no upstream is called."""
 
-    async def post(self, request: Any) -> HttpResponse:
+    async def post(self, request: Any) -> HttpResponse | StreamingHttpResponse:
         body = read_json(request._request)
         tokens = messages_wire.count_tokens(body)
         find_balancer(self.config(request), self.key(request), body["model"], "chat")

@@ -282,7 +282,7 @@ class StreamTranslator:
         if self.started:
             return []
         self.started = True
-        message = {"id": message_id(chunk.get("id")), "type": "message", "role": "assistant",
+        message: dict[str, Any] = {"id": message_id(chunk.get("id")), "type": "message", "role": "assistant",
                    "model": chunk.get("model") or "", "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": self.input_estimate, "output_tokens": 0}}
         return [_event("message_start", {"message": message}), _event("ping", {})]

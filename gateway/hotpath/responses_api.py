@@ -15,8 +15,9 @@ event), in a worker thread, off the request's routing path.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from django.conf import settings
@@ -74,7 +75,7 @@ class ResponsesApi(GatewayApiView):
     def get_exception_handler(self) -> Any:
         return _openai_error
 
-    async def post(self, request: Any) -> HttpResponse:
+    async def post(self, request: Any) -> HttpResponse | StreamingHttpResponse:
         http: HttpRequest = request._request
         key = self.key(request)
         body = read_json(http)
@@ -103,7 +104,7 @@ class ResponsesApi(GatewayApiView):
         if isinstance(response, StreamingHttpResponse):
             translator = responses_wire.StreamTranslator(draft)
             response.streaming_content = responses_wire.translate_stream(
-                response.streaming_content, translator, keep if store else None)
+                cast(AsyncIterator[bytes], response.streaming_content), translator, keep if store else None)
             return response
         if response.status_code >= 400:
             return response

@@ -108,7 +108,8 @@ def tool_arguments(parameters: Any) -> dict[str, Any]:
 
 def _chosen_tool(payload: dict[str, Any]) -> dict[str, Any] | None:
     """The function tool to call, or None when this turn is answered with text."""
-    tools = [t.get("function") for t in payload.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    tools: list[dict[str, Any]] = [t["function"] for t in payload.get("tools") or ()
+                                   if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     choice = payload.get("tool_choice")
     messages = payload.get("messages") or []
     if not tools or choice == "none" or (messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"):

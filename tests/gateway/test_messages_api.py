@@ -70,7 +70,8 @@ def test_bearer_auth_works_like_x_api_key(setup):
 def test_a_stream_is_the_messages_event_stream_with_usage(setup):
     inst = setup.instance("oa-stream", Behaviour(content="one two three", chunks=3))
     balancer = one_route("streamer", inst)
-    with httpx.stream("POST", setup.gateway.v1 + "/messages", headers={"x-api-key": make_api_key()[1],
+    client = claude(setup)  # waits for the new key to reach the gateway
+    with httpx.stream("POST", setup.gateway.v1 + "/messages", headers={"x-api-key": client.api_key,
                                                                        "anthropic-version": "2023-06-01"},
                       json={"model": "streamer", "max_tokens": 20, "stream": True,
                             "messages": [{"role": "user", "content": "Hi"}]}) as response:
@@ -78,7 +79,7 @@ def test_a_stream_is_the_messages_event_stream_with_usage(setup):
         names = [line[7:] for line in response.iter_lines() if line.startswith("event: ")]
     assert names == ["message_start", "ping", "content_block_start", "content_block_delta", "content_block_delta",
                      "content_block_delta", "content_block_stop", "message_delta", "message_stop"]
-    with claude(setup).messages.stream(model="streamer", max_tokens=20,
+    with client.messages.stream(model="streamer", max_tokens=20,
                                        messages=[{"role": "user", "content": "Hi"}]) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
