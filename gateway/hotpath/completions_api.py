@@ -3,17 +3,15 @@ routed as a one-message chat request, recorded with endpoint `completions`."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from gateway.hotpath import completions_wire, errors
-from gateway.hotpath.proxy import ClientRequest, proxy
-from gateway.hotpath.v1_api import GatewayApiView, exception_response, read_json, request_id
+from gateway.hotpath.proxy import proxy
+from gateway.hotpath.v1_api import GatewayApiView, exception_response, read_json, translated_request
 
 
 def _openai_error(exc: Exception, context: Any = None) -> HttpResponse:
@@ -42,17 +40,7 @@ class CompletionsApi(GatewayApiView):
         body = read_json(http)
         chat = completions_wire.to_chat(body)
         echo = completions_wire.prompt_of(body) if body.get("echo") else ""
-        client_request = ClientRequest(
-            endpoint="chat",
-            usage_endpoint="completions",
-            payload=chat,
-            key=self.key(request),
-            request_id=request_id(http),
-            route_override=http.META.get("HTTP_X_BALANCER_ROUTE") or None,
-            started=time.monotonic(),
-            created_at=datetime.now(UTC),
-        )
-        http.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
+        client_request = translated_request(http, chat, self.key(request), "completions")
         response = await proxy(client_request, self.config(request))
         if isinstance(response, StreamingHttpResponse):
             response.streaming_content = _translated(cast(AsyncIterator[bytes], response.streaming_content), completions_wire.StreamTranslator(echo))

@@ -11,17 +11,15 @@ error on these paths is Anthropic-shaped.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from gateway.hotpath import errors, messages_wire
-from gateway.hotpath.proxy import ClientRequest, find_balancer, proxy
-from gateway.hotpath.v1_api import GatewayApiView, exception_response, read_json, request_id
+from gateway.hotpath.proxy import find_balancer, proxy
+from gateway.hotpath.v1_api import GatewayApiView, exception_response, read_json, translated_request
 
 
 def _anthropic_error(exc: Exception, context: Any = None) -> HttpResponse:
@@ -54,17 +52,7 @@ class MessagesApi(AnthropicApiView):
         http: HttpRequest = request._request
         body = read_json(http)
         chat = messages_wire.to_chat(body)
-        client_request = ClientRequest(
-            endpoint="chat",
-            usage_endpoint="messages",
-            payload=chat,
-            key=self.key(request),
-            request_id=request_id(http),
-            route_override=http.META.get("HTTP_X_BALANCER_ROUTE") or None,
-            started=time.monotonic(),
-            created_at=datetime.now(UTC),
-        )
-        http.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
+        client_request = translated_request(http, chat, self.key(request), "messages")
         response = await proxy(client_request, self.config(request))
         if isinstance(response, StreamingHttpResponse):
             translator = messages_wire.StreamTranslator(messages_wire.count_tokens(body))

@@ -14,9 +14,8 @@ event), in a worker thread, off the request's routing path.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
 
 import orjson
@@ -26,9 +25,9 @@ from django.utils import timezone
 
 from gateway.db import in_thread
 from gateway.hotpath import errors, responses_wire
-from gateway.hotpath.proxy import ClientRequest, proxy
+from gateway.hotpath.proxy import proxy
 from gateway.hotpath.snapshot import KeySpec
-from gateway.hotpath.v1_api import GatewayApiView, exception_response, read_json, request_id
+from gateway.hotpath.v1_api import GatewayApiView, exception_response, read_json, translated_request
 from gateway.models import StoredResponse
 
 
@@ -85,17 +84,7 @@ class ResponsesApi(GatewayApiView):
         chat, conversation = responses_wire.to_chat(body, history)
         store = body.get("store", True) is not False and settings.GATEWAY_RESPONSES_RETENTION_DAYS > 0
         draft = responses_wire.Draft(body, response_id=responses_wire.new_id("resp"), stored=store)
-        client_request = ClientRequest(
-            endpoint="chat",
-            usage_endpoint="responses",
-            payload=chat,
-            key=key,
-            request_id=request_id(http),
-            route_override=http.META.get("HTTP_X_BALANCER_ROUTE") or None,
-            started=time.monotonic(),
-            created_at=datetime.now(UTC),
-        )
-        http.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
+        client_request = translated_request(http, chat, key, "responses")
         response = await proxy(client_request, self.config(request))
 
         async def keep() -> None:

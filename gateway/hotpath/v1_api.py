@@ -197,6 +197,24 @@ async def serve_proxy(request: HttpRequest, endpoint: str, key: KeySpec, config:
     return await proxy(client_request, config)  # type: ignore[return-value]
 
 
+def translated_request(request: HttpRequest, payload: dict[str, Any], key: KeySpec, door: str) -> ClientRequest:
+    """The chat request that a body of another door (`door`: messages, responses, completions)
+    became, routed as chat and recorded with the door's name; the edge told about it."""
+    client_request = ClientRequest(
+        endpoint="chat",
+        usage_endpoint=door,
+        payload=payload,
+        key=key,
+        request_id=request_id(request),
+        route_override=request.META.get("HTTP_X_BALANCER_ROUTE") or None,
+        started=time.monotonic(),
+        created_at=datetime.now(UTC),
+        tags=request.META.get("HTTP_X_BALANCER_TAGS", ""),
+    )
+    request.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
+    return client_request
+
+
 class ChatCompletionsApi(GatewayApiView):
     async def post(self, request: Any) -> HttpResponse:
         return await serve_proxy(request._request, "chat", self.key(request), self.config(request))
