@@ -17,6 +17,7 @@ from django.utils import timezone
 from balancers.models import Balancer, Route
 from gateway.hotpath.runtime import health_snapshot
 from gateway.models import UsageEvent
+from gateway.reporting.selectors import ProbeSummary, probe_summaries
 from targetgroups.models import Instance
 
 SPARK_HOURS = 24
@@ -81,6 +82,7 @@ class MemberState:
     priority: int
     enabled: bool
     health: str  # healthy | cooling | half_open
+    probe: ProbeSummary | None = None  # active health (probes), beside the passive circuit above
 
     @property
     def simulated_down(self) -> bool:
@@ -170,6 +172,7 @@ def balancer_states(balancers: Iterable[Balancer]) -> list[BalancerState]:
     pairs = {b.pk: [(r, _route_members(r)) for r in b.routes.all()] for b in balancers}
     pks = sorted({inst.pk for routes in pairs.values() for _, members in routes for inst, *_ in members})
     health = health_snapshot(pks)
+    probes = probe_summaries(pks, history=0)
     states = []
     for balancer in balancers:
         state = BalancerState(balancer)
@@ -177,11 +180,18 @@ def balancer_states(balancers: Iterable[Balancer]) -> list[BalancerState]:
         for order, (route, members) in enumerate(routes, start=1):
             state.routes.append(RouteState(route=route, order=order, members=[
                 MemberState(instance=inst, weight=weight, priority=priority, enabled=enabled,
-                            health=health[inst.pk].status)
+                            health=health[inst.pk].status, probe=probes[inst.pk])
                 for inst, weight, priority, enabled in sorted(members, key=lambda m: (m[2], m[0].instance_id))
             ]))
         states.append(state)
     return states
+
+
+def member_probes(state: BalancerState, *, history: int = 10) -> list[tuple[Instance, ProbeSummary]]:
+    """The balancer's member instances, each once in attempt order, with their latest probes."""
+    instances = list({m.instance.pk: m.instance for r in state.routes for m in r.members}.values())
+    probes = probe_summaries([i.pk for i in instances], history=history)
+    return [(i, probes[i.pk]) for i in instances]
 
 
 def balancers_for_pages(**filters: Any) -> Any:

@@ -39,6 +39,7 @@ from balancers.models import Balancer
 from balancers.page_selectors import (
     balancer_states,
     balancers_for_pages,
+    member_probes,
     recent_events,
     recent_traffic_totals,
     route_traffic,
@@ -114,7 +115,7 @@ def balancer_board(request: HttpRequest, name: str) -> HttpResponse:
     state = _state_or_404(name)
     route_traffic(state, minutes=15)
     context = {"state": state, "balancer": state.balancer, "events": recent_events(state.balancer),
-               "totals": recent_traffic_totals(state.balancer, hours=1)}
+               "totals": recent_traffic_totals(state.balancer, hours=1), "probes": member_probes(state)}
     template = "balancers/board.html#board" if request.htmx else "balancers/board.html"
     return render(request, template, context)
 

@@ -206,6 +206,11 @@ GATEWAY_EGRESS_ALLOW_PRIVATE = envbool(
     "GATEWAY_EGRESS_ALLOW_PRIVATE", DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 )
 GATEWAY_PROBE_SECONDS = envfloat("GATEWAY_PROBE_SECONDS", 30.0, minimum=1.0)
+# Probe hysteresis (gateway/engine/probing.py): this many failed probes in a row make an instance
+# unavailable, this many passing ones bring it back; the pages keep this many probes per instance.
+GATEWAY_PROBE_DOWN_AFTER = envint("GATEWAY_PROBE_DOWN_AFTER", 2, minimum=1)
+GATEWAY_PROBE_UP_AFTER = envint("GATEWAY_PROBE_UP_AFTER", 2, minimum=1)
+GATEWAY_PROBE_HISTORY = envint("GATEWAY_PROBE_HISTORY", 20, minimum=1)
 # Redis outages and hangs (docs/reliability.md): a request waits for Redis at most this long;
 # after a failure Redis is skipped (local state used) for GATEWAY_REDIS_RETRY_SECONDS.
 GATEWAY_REDIS_TIMEOUT_SECONDS = envfloat("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.05, minimum=0.001)

@@ -179,13 +179,17 @@ class HealthStatus(models.TextChoices):
 
 
 class InstanceHealth(models.Model):
-    """The last active probe of an instance (not configuration: no config-version bump)."""
+    """An instance's active-health state after its probes so far (not configuration: no
+    config-version bump). `status` follows runs of probes (gateway/engine/probing.py);
+    latency and detail are the last probe's."""
 
     instance = models.OneToOneField("targetgroups.Instance", on_delete=models.CASCADE, related_name="probe")
     status = models.CharField(max_length=20, choices=HealthStatus.choices, default=HealthStatus.UNKNOWN)
     latency_ms = models.FloatField(null=True, blank=True)
     detail = models.CharField(max_length=300, blank=True)
     checked_at = models.DateTimeField()
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    consecutive_successes = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.instance_id}: {self.status}"
@@ -205,3 +209,23 @@ class StoredResponse(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class ProbeRecord(models.Model):
+    """One probe of one instance, for the pages' short history. Pruned to the newest
+    GATEWAY_PROBE_HISTORY per instance after every probe run."""
+
+    instance = models.ForeignKey("targetgroups.Instance", on_delete=models.CASCADE, related_name="probe_records")
+    checked_at = models.DateTimeField()
+    verdict = models.CharField(max_length=20, choices=HealthStatus.choices,
+                               help_text="What this probe alone said (healthy, degraded or unavailable).")
+    status = models.CharField(max_length=20, choices=HealthStatus.choices,
+                              help_text="The instance's state after this probe (with hysteresis).")
+    latency_ms = models.FloatField(null=True, blank=True)
+    detail = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["instance", "-id"], name="probe_record_instance_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id} at {self.checked_at:%H:%M:%S}: {self.verdict}"

@@ -1,11 +1,16 @@
 """Active health: a cheap probe of every enabled instance, on a schedule.
 
-`GET {base_url}/models` for OpenAI-compatible servers (never a completion: it
-costs nothing), the knobs for simulator instances, a load of the vectors for the
-built-in router model. The result is saved per instance (InstanceHealth) for
-the pages, and an unavailable instance is put in cooldown until the next probe,
-through the same health tracker (and Redis hash) as passive health, so the
-gateway stops sending it traffic before a client request has to fail.
+`GET {base_url}/models` for OpenAI-compatible servers and for Anthropic (with
+Anthropic's own headers), the knobs for simulator instances, a load of the
+vectors for the built-in router model: never a completion, so a probe costs
+nothing. Each probe's verdict feeds the instance's state with hysteresis
+(gateway/engine/probing.py: GATEWAY_PROBE_DOWN_AFTER failures in a row to go
+down, GATEWAY_PROBE_UP_AFTER passes in a row to come back, degraded in between),
+saved per instance (InstanceHealth) with a short history (ProbeRecord, the newest
+GATEWAY_PROBE_HISTORY per instance) for the pages. An unavailable instance is put
+in cooldown until the next probe, through the same health tracker (and Redis
+hash) as passive health, so the gateway stops sending it traffic before a client
+request has to fail.
 
 Production: Celery beat runs `gateway.tasks.probe_instances` (config/celery.py).
 Embedded mode (no Redis): the gateway process runs the probes itself every
@@ -20,14 +25,15 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from gateway.db import in_thread
+from gateway.engine.probing import ProbePolicy, ProbeState, next_probe_state
 from gateway.engine.types import InstanceSpec
 from gateway.hotpath.snapshot import instance_spec
-from gateway.models import HealthStatus, InstanceHealth
-from gateway.upstream import http
-from gateway.upstream.openai_compat import client_headers
+from gateway.models import HealthStatus, InstanceHealth, ProbeRecord
+from gateway.upstream import anthropic, http, openai_compat
 from targetgroups.models import Instance
 
 logger = logging.getLogger(__name__)
@@ -35,12 +41,18 @@ logger = logging.getLogger(__name__)
 SLOW_MS = 2000.0  # a probe slower than this marks the instance degraded
 
 
+_PROBE_HEADERS = {"openai": openai_compat.client_headers, "anthropic": anthropic.client_headers}
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
+    """One probe's own verdict (`status`); `state` is the instance's, after hysteresis."""
+
     pk: int
     status: str
     latency_ms: float | None
     detail: str
+    state: str = HealthStatus.UNKNOWN
 
 
 async def probe_instance(instance: InstanceSpec) -> ProbeResult:
@@ -61,10 +73,11 @@ async def probe_instance(instance: InstanceSpec) -> ProbeResult:
         except Exception as exc:
             return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, None, f"router model failed to load: {type(exc).__name__}")
         return ProbeResult(instance.pk, HealthStatus.HEALTHY, (time.perf_counter() - started) * 1000, "in process")
-    if instance.provider != "openai":
+    headers = _PROBE_HEADERS.get(instance.provider)
+    if headers is None:
         return ProbeResult(instance.pk, HealthStatus.UNKNOWN, None, f"no probe for provider {instance.provider}")
     try:
-        response = await http.request("GET", instance.base_url + "/models", headers=client_headers(instance),
+        response = await http.request("GET", instance.base_url + "/models", headers=headers(instance),
                                       connect_timeout=instance.connect_timeout,
                                       first_byte_timeout=instance.connect_timeout + 5)
         await response.read(5)
@@ -89,25 +102,59 @@ def _enabled_instances() -> list[InstanceSpec]:
     return [instance_spec(i) for i in Instance.objects.filter(enabled=True)]
 
 
-def _save(results: list[ProbeResult]) -> None:
+def probe_policy() -> ProbePolicy:
+    return ProbePolicy(down_after=settings.GATEWAY_PROBE_DOWN_AFTER, up_after=settings.GATEWAY_PROBE_UP_AFTER)
+
+
+def record_probe_results(results: list[ProbeResult]) -> list[ProbeResult]:
+    """Move each instance's state on by its probe's verdict, record the probe, prune the history."""
     now = timezone.now()
-    for result in results:
-        InstanceHealth.objects.update_or_create(
-            instance_id=result.pk,
-            defaults={"status": result.status, "latency_ms": result.latency_ms, "detail": result.detail[:300], "checked_at": now},
-        )
+    policy = probe_policy()
+    saved: list[ProbeResult] = []
+    with transaction.atomic():
+        # Locked: two probe runs at once (a slow one and the next beat) must not both count a probe.
+        rows = {h.instance_id: h for h in InstanceHealth.objects.select_for_update().filter(
+            instance_id__in=[r.pk for r in results])}
+        records = []
+        for result in results:
+            row = rows.get(result.pk)
+            previous = ProbeState() if row is None else ProbeState(
+                row.status, row.consecutive_failures, row.consecutive_successes)
+            state = next_probe_state(previous, result.status, policy)
+            detail = result.detail[:300]
+            InstanceHealth.objects.update_or_create(instance_id=result.pk, defaults={
+                "status": state.status, "latency_ms": result.latency_ms, "detail": detail, "checked_at": now,
+                "consecutive_failures": state.failures, "consecutive_successes": state.successes,
+            })
+            records.append(ProbeRecord(instance_id=result.pk, checked_at=now, verdict=result.status,
+                                       status=state.status, latency_ms=result.latency_ms, detail=detail))
+            saved.append(ProbeResult(result.pk, result.status, result.latency_ms, result.detail, state.status))
+        ProbeRecord.objects.bulk_create(records)
+    _prune([r.pk for r in results])
+    return saved
+
+
+def _prune(pks: list[int]) -> None:
+    """Keep the newest GATEWAY_PROBE_HISTORY records of each instance."""
+    keep = settings.GATEWAY_PROBE_HISTORY
+    for pk in pks:
+        oldest_kept = list(ProbeRecord.objects.filter(instance_id=pk).order_by("-id")
+                           .values_list("id", flat=True)[keep - 1:keep])
+        if oldest_kept:
+            ProbeRecord.objects.filter(instance_id=pk, id__lt=oldest_kept[0]).delete()
 
 
 async def probe_all(*, cooldown_seconds: float | None = None) -> list[ProbeResult]:
-    """Probe every enabled instance at once, save the results, and bench the unavailable ones."""
+    """Probe every enabled instance at once, save the results, and bench the unavailable ones.
+
+    Returns each probe's verdict with the instance's state after it."""
     from gateway.hotpath.runtime import mark_unavailable
 
     instances = await in_thread(_enabled_instances)
-    results = await asyncio.gather(*(probe_instance(i) for i in instances))
-    await in_thread(_save, list(results))
+    verdicts = await asyncio.gather(*(probe_instance(i) for i in instances))
+    results = await in_thread(record_probe_results, list(verdicts))
     length = cooldown_seconds if cooldown_seconds is not None else settings.GATEWAY_PROBE_SECONDS
     for result in results:
-        if result.status == HealthStatus.UNAVAILABLE:
+        if result.state == HealthStatus.UNAVAILABLE:
             mark_unavailable(result.pk, seconds=length)
-    return list(results)
-
+    return results

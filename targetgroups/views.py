@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count
@@ -17,6 +18,7 @@ from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from accounts.roles import OPERATOR, VIEWER, has_role, role_required
 from gateway.hotpath.runtime import health_snapshot
+from gateway.reporting.selectors import probe_summaries
 from targetgroups.documents import flatten_errors, target_group_document
 from targetgroups.forms import InstanceForm, MemberAddForm, TargetGroupCreateForm
 from targetgroups.models import (
@@ -36,6 +38,7 @@ from targetgroups.services import (
 )
 
 MAX_IMPORT_BYTES = 1024 * 1024
+PROBE_STRIP = 10  # latest probes shown per instance on the instance list
 
 
 # -- target groups ----------------------------------------------------------------------------
@@ -261,7 +264,8 @@ def target_group_import_view(request: HttpRequest) -> HttpResponse:
 def instance_list(request: HttpRequest) -> HttpResponse:
     instances = list(Instance.objects.annotate(group_count=Count("memberships", distinct=True)).order_by("workload_kind", "instance_id"))
     health = health_snapshot([i.pk for i in instances])
-    rows = [{"instance": i, "health": health[i.pk]} for i in instances]
+    probes = probe_summaries([i.pk for i in instances], history=PROBE_STRIP)
+    rows = [{"instance": i, "health": health[i.pk], "probe": probes[i.pk]} for i in instances]
     return render(request, "targetgroups/instances.html", {"rows": rows})
 
 
@@ -297,6 +301,10 @@ def _instance_context(instance: Instance, form: InstanceForm, sim_form: Simulato
     _mark_invalid(form)
     context: dict[str, Any] = {"instance": instance, "form": form, "health": health}
     if instance.pk:
+        context["probe"] = probe_summaries([instance.pk], history=settings.GATEWAY_PROBE_HISTORY)[instance.pk]
+        context["probe_seconds"] = settings.GATEWAY_PROBE_SECONDS
+        context["probe_down_after"] = settings.GATEWAY_PROBE_DOWN_AFTER
+        context["probe_up_after"] = settings.GATEWAY_PROBE_UP_AFTER
         context["memberships"] = instance.memberships.select_related("group").order_by("group__name")
         context["routes"] = instance.routes.select_related("balancer").order_by("balancer__name")
         context["routed"] = instance.routed_balancers.order_by("name")

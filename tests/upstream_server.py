@@ -38,6 +38,8 @@ class FakeUpstream:
     requests: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
     models_status: int = 200  # what GET /v1/models answers (health probes)
+    models_headers: list[dict[str, str]] = field(default_factory=list)  # each GET /v1/models's headers
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request, any path
 
     @property
     def base_url(self) -> str:
@@ -60,7 +62,7 @@ class FakeUpstream:
 
         def run() -> None:
             asyncio.set_event_loop(self._loop)
-            app = web.Application(client_max_size=64 * 1024 * 1024)
+            app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._record_call])
             app.router.add_post("/v1/chat/completions", self._chat)
             app.router.add_post("/v1/embeddings", self._embeddings)
             app.router.add_post("/v1/messages", self._messages)
@@ -85,7 +87,13 @@ class FakeUpstream:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
+    @web.middleware
+    async def _record_call(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.calls.append((request.method, request.path))
+        return await handler(request)
+
     async def _models(self, request: web.Request) -> web.Response:
+        self.models_headers.append({k.lower(): v for k, v in request.headers.items()})
         if self.models_status != 200:
             return web.json_response({"error": {"message": "refused"}}, status=self.models_status)
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.behaviours]})

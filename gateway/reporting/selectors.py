@@ -18,7 +18,7 @@ from django.db.models import Q, QuerySet, Sum
 from django.urls import reverse
 
 from balancers.models import Balancer
-from gateway.models import ApiKey, UsageEvent, UsageHourly
+from gateway.models import ApiKey, InstanceHealth, ProbeRecord, UsageEvent, UsageHourly
 from gateway.reporting.rollups import floor_hour
 from targetgroups.models import Instance
 
@@ -457,3 +457,39 @@ def format_usd(value: Decimal | float | int | None) -> str:
     if amount >= MICRO:
         return f"{sign}${amount:.6f}"
     return f"{sign}<$0.000001"
+
+
+# --- Active health probes -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSummary:
+    """An instance's active-health state and its latest probes, newest first."""
+
+    status: str  # unknown | healthy | degraded | unavailable
+    checked_at: datetime | None
+    detail: str
+    history: list[ProbeRecord]
+
+    @property
+    def css(self) -> str:
+        return {"healthy": "ok", "degraded": "warn", "unavailable": "bad"}.get(self.status, "")
+
+
+def probe_summaries(pks: Iterable[int], *, history: int = 10) -> dict[int, ProbeSummary]:
+    """Each instance's probe state (unknown until its first probe) with up to `history` probes."""
+    pks = list(pks)
+    states = {h.instance_id: h for h in InstanceHealth.objects.filter(instance_id__in=pks)}
+    records: dict[int, list[ProbeRecord]] = {pk: [] for pk in pks}
+    if history:
+        # The table holds at most GATEWAY_PROBE_HISTORY rows per instance: reading them all is cheap.
+        for record in ProbeRecord.objects.filter(instance_id__in=pks).order_by("-id"):
+            if len(records[record.instance_id]) < history:
+                records[record.instance_id].append(record)
+    summaries = {}
+    for pk in pks:
+        state = states.get(pk)
+        summaries[pk] = ProbeSummary(
+            status=state.status if state else "unknown", checked_at=state.checked_at if state else None,
+            detail=state.detail if state else "", history=records[pk])
+    return summaries

@@ -204,6 +204,12 @@ class StreamTranslator:
         return []  # ping, content_block_stop
 
 
+def client_headers(instance: InstanceSpec) -> dict[str, str]:
+    """Who is asking and with which key, in Anthropic's words: every request to an Anthropic
+    instance (probes too: `GET {base_url}/models`, Anthropic's free model list)."""
+    return {"User-Agent": "smart-balancers", "anthropic-version": API_VERSION, "x-api-key": instance.api_key}
+
+
 async def call(
     instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float
 ) -> UpstreamResponse | UpstreamStream:
@@ -214,7 +220,7 @@ async def call(
         instance,
         url=instance.base_url + "/messages",
         body=orjson.dumps(to_anthropic({**payload, "stream": stream}, instance.model)),
-        headers={"content-type": "application/json", "anthropic-version": API_VERSION, "x-api-key": instance.api_key},
+        headers={"content-type": "application/json", **client_headers(instance)},
         stream=stream,
         deadline=deadline,
         error_body=_openai_error,
