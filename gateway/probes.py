@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from gateway.db import in_thread
@@ -111,37 +113,40 @@ def record_probe_results(results: list[ProbeResult]) -> list[ProbeResult]:
     now = timezone.now()
     policy = probe_policy()
     saved: list[ProbeResult] = []
+    states: list[InstanceHealth] = []
+    records: list[ProbeRecord] = []
     with transaction.atomic():
         # Locked: two probe runs at once (a slow one and the next beat) must not both count a probe.
         rows = {h.instance_id: h for h in InstanceHealth.objects.select_for_update().filter(
             instance_id__in=[r.pk for r in results])}
-        records = []
         for result in results:
             row = rows.get(result.pk)
             previous = ProbeState() if row is None else ProbeState(
                 row.status, row.consecutive_failures, row.consecutive_successes)
             state = next_probe_state(previous, result.status, policy)
             detail = result.detail[:300]
-            InstanceHealth.objects.update_or_create(instance_id=result.pk, defaults={
-                "status": state.status, "latency_ms": result.latency_ms, "detail": detail, "checked_at": now,
-                "consecutive_failures": state.failures, "consecutive_successes": state.successes,
-            })
+            states.append(InstanceHealth(
+                instance_id=result.pk, status=state.status, latency_ms=result.latency_ms, detail=detail,
+                checked_at=now, consecutive_failures=state.failures, consecutive_successes=state.successes))
             records.append(ProbeRecord(instance_id=result.pk, checked_at=now, verdict=result.status,
                                        status=state.status, latency_ms=result.latency_ms, detail=detail))
             saved.append(ProbeResult(result.pk, result.status, result.latency_ms, result.detail, state.status))
+        InstanceHealth.objects.bulk_create(  # an upsert: an instance's first probe creates its row
+            states, update_conflicts=True, unique_fields=["instance"],
+            update_fields=["status", "latency_ms", "detail", "checked_at", "consecutive_failures",
+                           "consecutive_successes"])
         ProbeRecord.objects.bulk_create(records)
-    _prune([r.pk for r in results])
+        _prune([r.pk for r in results])
     return saved
 
 
 def _prune(pks: list[int]) -> None:
     """Keep the newest GATEWAY_PROBE_HISTORY records of each instance."""
-    keep = settings.GATEWAY_PROBE_HISTORY
-    for pk in pks:
-        oldest_kept = list(ProbeRecord.objects.filter(instance_id=pk).order_by("-id")
-                           .values_list("id", flat=True)[keep - 1:keep])
-        if oldest_kept:
-            ProbeRecord.objects.filter(instance_id=pk, id__lt=oldest_kept[0]).delete()
+    ranked = ProbeRecord.objects.filter(instance_id__in=pks).annotate(
+        newest=Window(RowNumber(), partition_by=F("instance_id"), order_by=F("id").desc()))
+    old = list(ranked.filter(newest__gt=settings.GATEWAY_PROBE_HISTORY).values_list("id", flat=True))
+    if old:
+        ProbeRecord.objects.filter(id__in=old).delete()
 
 
 async def probe_all(*, cooldown_seconds: float | None = None) -> list[ProbeResult]:
