@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from balancers import selectors
 from balancers.models import RULE_NAME_MAX, Balancer, ContentRule, Route, RuleKind
 from balancers.services import ROUTE_FIELDS, RULE_FIELDS, balancer_delete, balancer_save
+from config.api_fields import JsonTypesMixin, NameField
 from targetgroups.api import JsonApi, json_object
 from targetgroups.models import PRIORITY_VALIDATORS, WEIGHT_VALIDATORS, Instance, TargetGroup
 from targetgroups.validators import slug_validator
@@ -30,8 +31,8 @@ BALANCER_FIELDS = (
 )
 
 
-def _instance_field(**kwargs: Any) -> serializers.SlugRelatedField:
-    return serializers.SlugRelatedField(
+def _instance_field(**kwargs: Any) -> NameField:
+    return NameField(
         slug_field="instance_id", queryset=Instance.objects.all(), allow_null=True,
         error_messages={"does_not_exist": "No instance with instance_id {value!r}."}, **kwargs,
     )
@@ -72,10 +73,10 @@ class BalancerOutputSerializer(serializers.ModelSerializer):
         ref_name = "Balancer"
 
 
-class RouteInputSerializer(serializers.Serializer):
+class RouteInputSerializer(JsonTypesMixin, serializers.Serializer):
     name = serializers.CharField(max_length=63, validators=[slug_validator])
     intent = serializers.CharField(max_length=500, allow_blank=True, default="")
-    target_group = serializers.SlugRelatedField(
+    target_group = NameField(
         slug_field="name", queryset=TargetGroup.objects.all(), allow_null=True, default=None,
         error_messages={"does_not_exist": "No target group named {value!r}."},
         help_text="Destination: a target group's name. Give this or instance.",
@@ -91,7 +92,7 @@ class RouteInputSerializer(serializers.Serializer):
         ref_name = "RouteInput"
 
 
-class RuleInputSerializer(serializers.Serializer):
+class RuleInputSerializer(JsonTypesMixin, serializers.Serializer):
     name = serializers.CharField(max_length=RULE_NAME_MAX, validators=[slug_validator])
     order = serializers.IntegerField(validators=PRIORITY_VALIDATORS, default=1,
                                      help_text="Checked in this order (ties by name); the first match wins.")
@@ -109,7 +110,7 @@ class RuleInputSerializer(serializers.Serializer):
         ref_name = "ContentRuleInput"
 
 
-class BalancerInputSerializer(serializers.ModelSerializer):
+class BalancerInputSerializer(JsonTypesMixin, serializers.ModelSerializer):
     router_model = _instance_field(required=False, help_text="instance_id of a chat instance; required for intent_classifier.")
     routes = RouteInputSerializer(many=True, help_text="The full set of routes; exactly one is the default.")
     rules = RuleInputSerializer(many=True, required=False,
@@ -132,7 +133,10 @@ def _keyed_like_balancer_save(errors: dict[str, Any]) -> dict[str, Any]:
             per_item = enumerate(value)  # the older list format
         if per_item is not None:
             for index, item_errors in per_item:
-                for field, messages in (item_errors or {}).items():
+                if not isinstance(item_errors, dict):  # the item itself is wrong: `[null]`, `["x"]`
+                    keyed[f"{key}[{index}]"] = item_errors
+                    continue
+                for field, messages in item_errors.items():
                     keyed[f"{key}[{index}]" if field == "non_field_errors" else f"{key}[{index}].{field}"] = messages
         elif key in ("routes", "rules") and isinstance(value, dict):
             keyed[key] = value.get("non_field_errors", value)

@@ -160,6 +160,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Every refusal (400/401/403/404/415) is in the schema too: config/api_schema.py.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api_schema.declare_error_responses",
+    ],
 }
 
 # HTTPS hardening, on by default in production (DEBUG off and not embedded, i.e. not SQLite);

@@ -6,7 +6,10 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
-from django.urls import include, path
+from django.urls import include, path, re_path
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 
 def api_schema(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -25,6 +28,18 @@ class LoginView(auth_views.LoginView):
         return context
 
 
+class ApiNotFound(APIView):
+    """Any other /api/ URL (an unknown path, an id the converters refuse): the API's own JSON
+    404, with the API's authentication and permissions, rather than the pages' HTML one."""
+
+    schema = None  # not an operation
+
+    def _not_found(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        raise NotFound()
+
+    get = post = put = patch = delete = _not_found
+
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("login/", LoginView.as_view(), name="login"),
@@ -33,6 +48,7 @@ urlpatterns = [
     path("api/", include("targetgroups.api_urls")),
     path("api/", include("balancers.api_urls")),
     path("api/", include("gateway.api_urls")),
+    re_path(r"^api/", ApiNotFound.as_view(), name="api-not-found"),
     path("", include("gateway.hotpath.v1_urls")),
     path("", include("balancers.urls")),
     path("", include("targetgroups.urls")),

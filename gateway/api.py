@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from balancers.models import Balancer
+from config.api_fields import JsonTypesMixin, NameField
 from gateway.models import ApiKey
 from gateway.reporting.rollups import rollup_usage
 from gateway.reporting.selectors import (
@@ -46,8 +47,8 @@ def _api_key_or_404(key_id: int) -> ApiKey:
     return key
 
 
-def _balancers_field(**kwargs: Any) -> serializers.SlugRelatedField:
-    return serializers.SlugRelatedField(
+def _balancers_field(**kwargs: Any) -> serializers.ManyRelatedField:
+    return NameField(
         slug_field="name", queryset=Balancer.objects.all(), many=True,
         help_text="Names of the balancers this key may call; empty: every balancer.", **kwargs,
     )
@@ -76,7 +77,7 @@ class ApiKeyListApi(JsonApi):
 
 
 class ApiKeyCreateApi(JsonApi):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonTypesMixin, serializers.Serializer):
         name = serializers.CharField(max_length=100)
         balancers = _balancers_field(required=False)
         rate_limit_per_minute = serializers.IntegerField(min_value=1, allow_null=True, required=False, help_text="Empty: unlimited.")
@@ -118,7 +119,7 @@ class ApiKeyRetrieveApi(JsonApi):
 class ApiKeyUpdateApi(JsonApi):
     """Change the name, balancers, rate limit, route override or enabled flag. PUT and PATCH leave omitted fields as they are."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonTypesMixin, serializers.Serializer):
         name = serializers.CharField(max_length=100)
         balancers = _balancers_field(required=False)
         rate_limit_per_minute = serializers.IntegerField(min_value=1, allow_null=True, required=False, help_text="Empty: unlimited.")
@@ -169,8 +170,8 @@ class ApiKeyDeleteApi(JsonApi):
 class UsageQuerySerializer(serializers.Serializer):
     range = serializers.ChoiceField(choices=list(RANGES), default=DEFAULT_RANGE.key,
                                     help_text="24h (hourly buckets), 7d or 30d (UTC days), the current one included.")
-    balancer = serializers.SlugRelatedField(slug_field="name", queryset=Balancer.objects.all(), required=False,
-                                            help_text="Only this balancer's requests.")
+    balancer = NameField(slug_field="name", queryset=Balancer.objects.all(), required=False,
+                         help_text="Only this balancer's requests.")
     key = serializers.RegexField(r"^(none|[0-9]+)$", required=False,
                                  help_text="Only this API key's requests (its id), or `none` for requests "
                                            "without a key (playground, smoke tests).")
@@ -243,7 +244,9 @@ class UsageApi(APIView):
     @extend_schema(summary="Requests, tokens and cost over a range, split by balancer, route, instance, model and key",
                    parameters=[UsageQuerySerializer], responses=UsageSerializer)
     def get(self, request: Request) -> Response:
-        query = UsageQuerySerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads an empty value in a QueryDict as "not given"
+        # (HTML form rules), which would let `?range=` pass as the default range.
+        query = UsageQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         filters = query.filters()
         rollup_usage()  # what the page does: incremental, so the figures are never a minute behind

@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api_fields import JsonTypesMixin
 from targetgroups import selectors
 from targetgroups.documents import TargetGroupDocument, target_group_document
 from targetgroups.models import Instance, TargetGroup
@@ -31,6 +32,7 @@ from targetgroups.services import (
     target_group_delete,
     target_group_import,
 )
+from targetgroups.validators import slug_validator
 
 # --- Shared by every app's api_urls -------------------------------------------------
 
@@ -118,7 +120,7 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
         ref_name = "Instance"
 
 
-class InstanceInputSerializer(serializers.ModelSerializer):
+class InstanceInputSerializer(JsonTypesMixin, serializers.ModelSerializer):
     api_key = serializers.CharField(
         write_only=True, required=False, allow_blank=True, max_length=500, style={"input_type": "password"},
         help_text='Write-only. Omit to keep the stored key; "" removes it.',
@@ -278,7 +280,14 @@ class TargetGroupUpdateApi(JsonApi):
     The name is the URL's: the body may repeat it but not change it.
     """
 
-    InputSerializer = TargetGroupDocument
+    class InputSerializer(TargetGroupDocument):
+        """The document, its name optional: the URL names the group."""
+
+        name = serializers.CharField(max_length=63, validators=[slug_validator], required=False)
+
+        class Meta:
+            ref_name = "TargetGroupUpdateDocument"
+
     OutputSerializer = TargetGroupDocument
 
     @extend_schema(summary="Replace a target group", request=InputSerializer, responses=OutputSerializer)

@@ -10,6 +10,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from config.api_fields import JsonTypesMixin
 from targetgroups.models import (
     PRIORITY_VALIDATORS,
     WEIGHT_VALIDATORS,
@@ -35,14 +36,14 @@ class StrictMixin:
         return super().to_internal_value(data)  # type: ignore[misc]
 
 
-class MemberDocument(StrictMixin, serializers.Serializer):
+class MemberDocument(StrictMixin, JsonTypesMixin, serializers.Serializer):
     instance_id = serializers.CharField(max_length=63)
     weight = serializers.IntegerField(validators=WEIGHT_VALIDATORS, default=100)
     enabled = serializers.BooleanField(default=True)
     priority = serializers.IntegerField(validators=PRIORITY_VALIDATORS, default=1)
 
 
-class TargetGroupDocument(StrictMixin, serializers.Serializer):
+class TargetGroupDocument(StrictMixin, JsonTypesMixin, serializers.Serializer):
     name = serializers.CharField(max_length=63, validators=[slug_validator])
     display_name = serializers.CharField(max_length=200, allow_blank=True, default="")
     description = serializers.CharField(allow_blank=True, default="")
