@@ -74,3 +74,13 @@ class NameField(serializers.SlugRelatedField):
         if "\x00" in data:
             raise serializers.ValidationError(NUL_MESSAGE)
         return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class ObjectField(serializers.JSONField):
+    """A JSON object (not a list, a string or null)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Expected a JSON object.")
+        return super().to_internal_value(data)

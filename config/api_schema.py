@@ -10,11 +10,33 @@ SPECTACULAR_SETTINGS) rather than each view repeating them:
   user who may not do this;
 - 404 (`{"detail": ...}`) wherever the path names an object;
 - 415 where a body is read: JSON only.
+
+`ManagementAutoSchema` states what the fields check that drf-spectacular leaves out,
+so that what the schema calls valid is what the API accepts: a string that may not
+be blank has `minLength: 1`, a decimal that may not be negative has a pattern of
+digits only.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from drf_spectacular.openapi import AutoSchema
+from rest_framework import serializers
+
+
+class ManagementAutoSchema(AutoSchema):
+    def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> dict[str, Any]:
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if direction != "request" or not isinstance(schema, dict):
+            return schema
+        if (isinstance(field, serializers.CharField) and not field.allow_blank and schema.get("type") == "string"
+                and "enum" not in schema and not schema.get("minLength")):
+            schema["minLength"] = 1
+        if isinstance(field, serializers.DecimalField) and field.min_value is not None and field.min_value >= 0:
+            whole, places = field.max_digits - field.decimal_places, field.decimal_places
+            schema["pattern"] = rf"^(?:\d{{1,{whole}}}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}})$"
+        return schema
 
 ERROR = {
     "type": "object",

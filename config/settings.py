@@ -150,7 +150,7 @@ REST_FRAMEWORK = {
     ],
     # Viewers read, operators and staff write (accounts/roles.py).
     "DEFAULT_PERMISSION_CLASSES": ["accounts.roles.ApiRolePermission"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.api_schema.ManagementAutoSchema",
     "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
 }
 

@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api_fields import JsonTypesMixin
+from config.api_fields import JsonTypesMixin, ObjectField
 from targetgroups import selectors
 from targetgroups.documents import TargetGroupDocument, target_group_document
 from targetgroups.models import Instance, TargetGroup
@@ -121,6 +121,7 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
 
 
 class InstanceInputSerializer(JsonTypesMixin, serializers.ModelSerializer):
+    options = ObjectField(required=False, help_text=Instance._meta.get_field("options").help_text)
     api_key = serializers.CharField(
         write_only=True, required=False, allow_blank=True, max_length=500, style={"input_type": "password"},
         help_text='Write-only. Omit to keep the stored key; "" removes it.',
