@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.relations import ManyRelatedField
@@ -51,7 +50,8 @@ def json_type_errors(fields: dict[str, serializers.Field], data: Any) -> dict[st
 
 
 class JsonTypesMixin:
-    """A serializer whose fields take only their own JSON type (see the module docstring)."""
+    # A serializer whose fields take only their own JSON type (see the module docstring). A
+    # comment, not a docstring: drf-spectacular would show it as every serializer's description.
 
     def to_internal_value(self, data: Any) -> Any:
         errors = json_type_errors(self.fields, data)  # type: ignore[attr-defined]
@@ -60,7 +60,7 @@ class JsonTypesMixin:
         return super().to_internal_value(data)  # type: ignore[misc]
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field({"type": "string", "minLength": 1})
 class NameField(serializers.SlugRelatedField):
     """An object named by its slug (a balancer's name, an instance's instance_id).
 
