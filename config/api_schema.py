@@ -36,6 +36,7 @@ class ManagementAutoSchema(AutoSchema):
         if isinstance(field, serializers.DecimalField) and field.min_value is not None and field.min_value >= 0:
             whole, places = field.max_digits - field.decimal_places, field.decimal_places
             schema["pattern"] = rf"^(?:\d{{1,{whole}}}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}})$"
+            schema.pop("format", None)  # "decimal" makes generators send numbers: the API takes a string
         return schema
 
 ERROR = {

@@ -160,6 +160,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Request bodies get components of their own (`...Request`): a serializer used both ways
+    # can then state what it accepts (non-blank strings) apart from what it returns.
+    "COMPONENT_SPLIT_REQUEST": True,
     # Every refusal (400/401/403/404/415) is in the schema too: config/api_schema.py.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
