@@ -14,7 +14,8 @@ SPECTACULAR_SETTINGS) rather than each view repeating them:
 `ManagementAutoSchema` states what the fields check that drf-spectacular leaves out,
 so that what the schema calls valid is what the API accepts: a string that may not
 be blank has `minLength: 1`, a decimal that may not be negative has a pattern of
-digits only.
+digits only, a serializer that refuses unknown keys (`refuses_unknown_keys`) has
+`additionalProperties: false`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from rest_framework import serializers
 
 
 class ManagementAutoSchema(AutoSchema):
+    def _map_basic_serializer(self, serializer: Any, direction: str) -> dict[str, Any]:
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and getattr(serializer, "refuses_unknown_keys", False):
+            schema["additionalProperties"] = False
+        return schema
+
     def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> dict[str, Any]:
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
         if direction != "request" or not isinstance(schema, dict):

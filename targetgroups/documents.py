@@ -28,6 +28,8 @@ MEMBER_KEYS = ("instance_id", "weight", "enabled", "priority")
 class StrictMixin:
     """Unknown keys are errors: a typo in a file must not be silently ignored."""
 
+    refuses_unknown_keys = True  # the schema says so too (config.api_schema)
+
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))  # type: ignore[attr-defined]
