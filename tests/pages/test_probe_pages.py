@@ -38,7 +38,8 @@ def test_the_instance_page_shows_the_probe_history(admin_client, demo) -> None: 
     rows = table.split("<tr>")[2:]  # newest first, after the header row
     assert len(rows) == 3
     assert ">unavailable</span>" in rows[0] and "probe timed out" in rows[0] and "—" in rows[0]
-    assert ">unavailable</span>" in rows[1] and "<td>degraded</td>" in rows[1] and "12 ms" in rows[1]
+    assert "state after: unavailable" in rows[0]
+    assert ">unavailable</span>" in rows[1] and "state after: degraded" in rows[1] and "12 ms" in rows[1]
     assert "HTTP 503" in rows[1]
     assert ">healthy</span>" in rows[2] and "4 ms" in rows[2]
     assert "2 failed probes in a row make the instance unavailable" in html
