@@ -5,6 +5,7 @@ one above:
 
   0 shared     config.env, config.api (the management API's plumbing), config.api_errors,
                accounts (roles: who may use which door)
+               config.api_fields and config.api_schema (its input fields and its schema)
   1 capacity   targetgroups
   2 routing    balancers
   3 gateway    gateway (the /v1 hot path, health, usage events and their read side)
@@ -34,6 +35,8 @@ PREFIXES: dict[str, int] = {
     "config.api": 0,
     "config.api_errors": 0,
     "accounts": 0,
+    "config.api_fields": 0,
+    "config.api_schema": 0,
     "targetgroups": 1,
     "balancers": 2,
     "gateway": 3,
