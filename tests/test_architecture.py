@@ -4,7 +4,7 @@ Layers, lowest first; a module may import its own layer and the ones below, neve
 one above:
 
   0 shared     config.env, config.api (the management API's plumbing), config.api_errors,
-               accounts (roles: who may use which door)
+               accounts (roles: who may use which door),
                config.api_fields and config.api_schema (its input fields and its schema)
   1 capacity   targetgroups
   2 routing    balancers

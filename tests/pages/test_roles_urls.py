@@ -106,6 +106,7 @@ RULES: dict[str, Rule] = {
     "api-api-key": api(),
     "api-api-key-revoke": api(),
     "api-usage": api(),
+    "api-not-found": api(),  # any other /api/ URL: the API's JSON 404, behind the API's roles
     "api-schema": Rule(PUBLIC),
     # the gateway and the probes
     "gateway-chat": Rule(GATEWAY),
@@ -172,7 +173,7 @@ def samples(demo: Any) -> dict[str, dict[str, Any]]:
 
 
 # Patterns reverse() cannot build (regexes with alternatives): an example path each.
-EXAMPLE_PATHS = {"gateway-not-found": "/v1/no-such-endpoint"}
+EXAMPLE_PATHS = {"gateway-not-found": "/v1/no-such-endpoint", "api-not-found": "/api/no-such-endpoint/"}
 
 
 def url_for(name: str, entry: URLPattern, values: dict[str, Any]) -> str:
