@@ -12,7 +12,7 @@ GATEWAY_WORKERS ?= 2
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run serve test lint install migrate bench bench-smoke bench-tools
+.PHONY: run serve test lint install migrate bench bench-smoke bench-tools soak soak-smoke
 
 # pip's own output goes straight to the terminal: its download and install progress bars draw
 # only on one (python -u: unbuffered when make's output is piped, say to a CI log). Only its
@@ -74,3 +74,11 @@ bench-smoke: $(INSTALLED) bench-tools
 
 bench-tools:
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+
+## make soak: the fault suite: own PostgreSQL and Redis, 2 workers, Celery beat, a flapping upstream; one fault after another (~5 min)
+soak: $(INSTALLED)
+	@$(BIN)/python scripts/soak.py $(SOAK_ARGS)
+
+## make soak-smoke: the same faults, a few seconds each (< 2 min; CI); fails when a request is lost
+soak-smoke: $(INSTALLED)
+	@$(BIN)/python scripts/soak.py --smoke $(SOAK_ARGS)
