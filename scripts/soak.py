@@ -822,6 +822,16 @@ def wait_for_events(topology: Topology, accepted: set[str], seconds: float) -> s
         time.sleep(0.5)
 
 
+def commit() -> str:
+    """The commit measured, with a + when the work tree has changes."""
+    def git(*argv: str) -> str:
+        result = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def log_summary(path: Path) -> str:
     text = path.read_text(errors="replace") if path.exists() else ""
     lines = text.splitlines()
@@ -866,7 +876,7 @@ def run(plan: Plan) -> int:
     errors = [o for o in outcomes if not o.ok and not expected_401(o, soak.revoked_at)]
     for o in errors[:10]:
         print(f"  error: {o.phase} {o.request_id} at {o.started:.2f} s: {o.status} {o.decision} {o.error}")
-    report = {"plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
+    report = {"commit": commit(), "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
               "rows": [asdict(r) | {"lost": r.lost} for r in rows],
               "phases": [asdict(p) for p in soak.phases], "unwritten_before_stop": pending}
     (plan.out / "report.json").write_text(json.dumps(report, indent=2))
@@ -874,7 +884,8 @@ def run(plan: Plan) -> int:
         for o in outcomes:
             handle.write(json.dumps(asdict(o) | {"event": o.request_id in event_ids}) + "\n")
     status = exit_status(rows)
-    print(f"\nsoak {'passed' if status == 0 else 'FAILED'}: {len(outcomes)} requests, {len(rows)} faults")
+    print(f"\nsoak {'passed' if status == 0 else 'FAILED'}: {len(outcomes)} requests, {len(rows)} faults, "
+          f"on {report['commit']} ({'smoke' if plan.smoke else 'full'} setting)")
     return status
 
 
