@@ -12,17 +12,17 @@ What runs, all on 127.0.0.1 and all of this run's own (docs/reliability.md, "The
 - the gateway as ``make serve`` runs it (uvicorn, 2 workers, uvloop, httptools), migrated
   and seeded with a balancer ``soak`` in ordered mode: route ``primary`` (the flappy
   instance) first, route ``fallback`` (the steady instance, the default) second; two
-  gateway keys (``soak-client``, and ``soak-victim`` which is revoked in the last phase)
-  and a staff token for the management API;
+  rate-limited gateway keys (``soak-client``, and ``soak-victim`` which the key-revocation
+  phase revokes) and a staff token for the management API;
 - Celery worker with beat (probes and rollups) on the same database and Redis.
 
-Then a paced client (httpx, a different prompt on every request, bounded count and time)
-runs through one phase per fault, in order: a baseline without a fault, PostgreSQL
-restart, Redis kill and restart, Redis hang (SIGSTOP, then SIGCONT), a gateway worker's
-SIGTERM, a worker's SIGKILL, a config change (the primary route disabled and enabled again
-through the management API), and a key revocation. Each phase prints one row: requests,
-client errors, usage events of accepted requests, recovery time. Exits 1 when a request
-was lost or a phase broke its allowance (see `allowances`), 2 when the harness itself broke.
+Then a paced client (httpx, a different prompt on every request, every 5th one streamed,
+bounded in count and time) runs through one phase per fault, in order: a baseline without a
+fault, PostgreSQL restart, Redis kill and restart, Redis hang (SIGSTOP, then SIGCONT), a
+config change (the primary route disabled and enabled again through the management API), a
+key revocation, a gateway worker's SIGTERM, another's SIGKILL. Each phase prints one row:
+requests, client errors, usage events of accepted requests, recovery time. Exits 1 when a
+request was lost or a phase broke its allowance (see `allowances`), 2 when the harness broke.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ FAULTS = (
 )
 SERVING_NAME = "soak"
 VICTIM_SHARE = 4  # every 4th request uses the key that the key-revocation phase revokes (until then)
+STREAM_SHARE = 5  # every 5th request streams (SSE)
+STREAM_BROKEN = 599  # the status recorded for a 200 stream that ended without `data: [DONE]`
 
 
 class HarnessError(RuntimeError):
@@ -186,6 +188,11 @@ class Row:
     @property
     def lost(self) -> int:
         return self.accepted - self.events
+
+
+def stream_complete(text: str) -> bool:
+    """A 200 stream that reached its end: `data: [DONE]`, and no error event before it."""
+    return text.rstrip().endswith("data: [DONE]") and '"error"' not in text
 
 
 def expected_401(outcome: Outcome, revoked_at: float | None) -> bool:
@@ -382,11 +389,33 @@ class FlappingUpstream:
                                                 "param": None, "code": None}}, status=status)
         prompt = " ".join(str(m.get("content", "")) for m in payload.get("messages", []))
         prompt_tokens = max(1, len(prompt) // 4)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 2, "total_tokens": prompt_tokens + 2}
+        if payload.get("stream"):
+            return await self._stream(request, model, usage)
         return web.json_response({
             "id": "chatcmpl-soak", "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Noted."}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 2, "total_tokens": prompt_tokens + 2},
+            "usage": usage,
         })
+
+    async def _stream(self, request: Any, model: str, usage: dict[str, int]) -> Any:
+        from aiohttp import web
+
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        def event(data: dict[str, Any]) -> bytes:
+            return b"data: " + json.dumps({"id": "chatcmpl-soak", "object": "chat.completion.chunk", "created": 0,
+                                           "model": model, **data}).encode() + b"\n\n"
+
+        for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": "Noted"}, None),
+                              ({"content": "."}, None), ({}, "stop")):
+            await response.write(event({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+            await asyncio.sleep(0.005)
+        await response.write(event({"choices": [], "usage": usage}))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
 
 # ---------------------------------------------------------------- the topology
@@ -422,7 +451,8 @@ balancer_save(
 keys = {}
 for name in ("soak-client", "soak-victim"):
     out = io.StringIO()
-    call_command("create_api_key", name=name, stdout=out)
+    # Rate-limited (far above the soak's rate): every request takes the limiter's path to Redis.
+    call_command("create_api_key", name=name, rpm=100000, stdout=out)
     keys[name] = out.getvalue().strip().splitlines()[-1]
 admin = get_user_model().objects.create_superuser("soak-admin", "soak@example.invalid", secrets.token_urlsafe(24))
 print("SOAK_SEED " + json.dumps({
@@ -650,17 +680,23 @@ class Load:
             key = self.topology.seed["victim_key" if victim else "client_key"]
             request_id = f"soak-{n:07d}"
             phase, started = self.phase, self.now()
-            body = {"model": SERVING_NAME, "messages": [{"role": "user", "content": self.prompt(n)}], "max_tokens": 16}
+            stream = n % STREAM_SHARE == 1
+            body = {"model": SERVING_NAME, "messages": [{"role": "user", "content": self.prompt(n)}],
+                    "max_tokens": 16, "stream": stream}
             status, route, attempts, decision, error = None, "", 0, "", ""
+            headers = {"Authorization": f"Bearer {key}", "X-Request-Id": request_id}
             try:
-                response = await client.post("/v1/chat/completions", json=body,
-                                             headers={"Authorization": f"Bearer {key}", "X-Request-Id": request_id})
+                async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
+                    text = (await response.aread()).decode(errors="replace")
                 status = response.status_code
                 route = response.headers.get("x-balancer-route", "")
                 attempts = int(response.headers.get("x-balancer-attempts", "0") or 0)
                 decision = response.headers.get("x-balancer-decision", "")
                 if status >= 300:
-                    error = response.text[:200]
+                    error = text[:200]
+                elif stream and not stream_complete(text):
+                    # The headers said 200 but the stream broke: the client saw an error.
+                    status, error = STREAM_BROKEN, text[-200:]
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:200]
             self.outcomes.append(Outcome(phase=phase, request_id=request_id, key="victim" if victim else "client",

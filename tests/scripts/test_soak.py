@@ -20,6 +20,7 @@ from scripts.soak import (
     parse_args,
     phase_row,
     render_table,
+    stream_complete,
 )
 
 
@@ -171,6 +172,13 @@ def test_a_fault_that_could_not_be_injected_fails_its_row() -> None:
     assert row.problems == ("fault not injected: HarnessError: PATCH refused",)
 
 
+def test_a_stream_counts_as_answered_only_when_it_reaches_done_without_an_error_event() -> None:
+    chunk = 'data: {"choices": [{"delta": {"content": "Noted"}}]}\n\n'
+    assert stream_complete(chunk + "data: [DONE]\n\n")
+    assert not stream_complete(chunk)  # cut after its first event
+    assert not stream_complete(chunk + 'data: {"error": {"message": "upstream went away"}}\n\ndata: [DONE]\n\n')
+
+
 # ---------------------------------------------------------------- the flapping upstream
 
 
@@ -178,6 +186,8 @@ def test_the_flapping_upstream_breaks_only_the_primary_and_keeps_the_fallback_he
     upstream = FlappingUpstream(period=0.6, broken=0.3, error_share=0.0).start()
     try:
         body = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+        streamed = httpx.post(upstream.base_url("steady") + "/chat/completions", json={**body, "stream": True})
+        assert stream_complete(streamed.text) and '"usage"' in streamed.text
         seen: dict[str, set[int]] = {"flappy": set(), "steady": set()}
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
