@@ -408,13 +408,16 @@ class FlappingUpstream:
             return b"data: " + json.dumps({"id": "chatcmpl-soak", "object": "chat.completion.chunk", "created": 0,
                                            "model": model, **data}).encode() + b"\n\n"
 
-        for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": "Noted"}, None),
-                              ({"content": "."}, None), ({}, "stop")):
-            await response.write(event({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
-            await asyncio.sleep(0.005)
-        await response.write(event({"choices": [], "usage": usage}))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
+        try:
+            for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": "Noted"}, None),
+                                  ({"content": "."}, None), ({}, "stop")):
+                await response.write(event({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+                await asyncio.sleep(0.005)
+            await response.write(event({"choices": [], "usage": usage}))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionResetError:  # the gateway went away mid-stream (a killed worker)
+            pass
         return response
 
 
