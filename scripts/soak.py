@@ -495,6 +495,8 @@ class Topology:
             PYTHONUNBUFFERED="1", GATEWAY_USAGE_FLUSH_SECONDS=str(self.plan.flush_seconds),
             # Probes and rollups often enough that the soak sees Celery work through every fault.
             GATEWAY_PROBE_SECONDS="5", GATEWAY_ROLLUP_SECONDS="10",
+            # The egress policy: the soak's upstream is on loopback, as local model servers are.
+            GATEWAY_EGRESS_ALLOW_PRIVATE="1",
         )
         return env
 
