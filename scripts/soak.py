@@ -712,6 +712,14 @@ class Load:
 # ---------------------------------------------------------------- the faults
 
 
+def started_at(pid: int) -> int:
+    """When a process started, in clock ticks since boot (pids wrap around; this does not)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 class Soak:
     def __init__(self, plan: Plan, topology: Topology) -> None:
         self.plan, self.topology = plan, topology
@@ -778,7 +786,7 @@ class Soak:
         before = self.topology.worker_pids()
         if len(before) < 2:
             raise HarnessError(f"expected 2 gateway workers, found {before}")
-        victim = before[0]
+        victim = min(before, key=started_at)  # the oldest: it has lived through every earlier fault
         phase.fault_at = self.load.now()
         os.kill(victim, sig)
         deadline = time.monotonic() + 30
