@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -480,6 +481,8 @@ class Topology:
         self.port = free_port()
         self.seed: dict[str, Any] = {}
         self.database_url = ""
+        self.secret_key = "soak-" + secrets.token_urlsafe(48)
+        self.encryption_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # a Fernet key
 
     @property
     def base_url(self) -> str:
@@ -490,13 +493,15 @@ class Topology:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DJANGO_", "CELERY_"))}
         env.pop("TEST_DATABASE_NAME", None)
         env.update(
-            DATABASE_URL=self.database_url, REDIS_URL=self.redis.url, SECRET_KEY="soak-" + secrets.token_urlsafe(48),
+            DATABASE_URL=self.database_url, REDIS_URL=self.redis.url, SECRET_KEY=self.secret_key,
             ALLOWED_HOSTS="127.0.0.1,localhost", DEBUG="0", VAR_DIR=str(self.logs / "var"), LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1", GATEWAY_USAGE_FLUSH_SECONDS=str(self.plan.flush_seconds),
             # Probes and rollups often enough that the soak sees Celery work through every fault.
             GATEWAY_PROBE_SECONDS="5", GATEWAY_ROLLUP_SECONDS="10",
             # The egress policy: the soak's upstream is on loopback, as local model servers are.
             GATEWAY_EGRESS_ALLOW_PRIVATE="1",
+            # Every process of a deployment shares the key that encrypts upstream keys.
+            GATEWAY_ENCRYPTION_KEYS=self.encryption_key,
         )
         return env
 
