@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms import BoundField
 
 from balancers.demo import SUPPORT_ROUTES
 from balancers.models import RULE_NAME_MAX, AutoPreference, Balancer, RoutingMode, RuleKind
@@ -426,8 +427,22 @@ class RouteRowForm(forms.Form):
         return data
 
 
+class QuietBoundField(BoundField):
+    """Django marks every field with an error aria-invalid; a rule row only shows its errors once
+    the operator has tried to leave the step (`form.show_errors`), like the route rows."""
+
+    def build_widget_attrs(self, attrs: Any, widget: Any = None) -> Any:
+        attrs = super().build_widget_attrs(attrs, widget)
+        if not getattr(self.form, "show_errors", True):
+            attrs.pop("aria-invalid", None)
+        return attrs
+
+
 class RuleRowForm(forms.Form):
     """One content rule of the routes step. `value` holds the one parameter most kinds take."""
+
+    bound_field_class = QuietBoundField
+    show_errors = False  # set by the page: mark fields invalid only once errors are shown
 
     name = forms.CharField(max_length=RULE_NAME_MAX, validators=[slug_validator], label="Rule name",
                            widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false",

@@ -33,6 +33,7 @@ from balancers.forms import (
     draft_update,
     neighbour_step,
     resolve_destination,
+    routes_from_post,
     rule_summary,
 )
 from balancers.models import Balancer
@@ -46,6 +47,9 @@ from balancers.page_selectors import (
     traffic_by_hour,
 )
 from balancers.services import ROUTE_FIELDS, balancer_delete, balancer_save, rule_values
+from gateway.router_models.local import RouteIntent
+from gateway.router_models.separation import MAX_ROUTES as SEPARATION_MAX_ROUTES
+from gateway.router_models.separation import route_overlaps
 from playground.services import gateway_base_url, sample_calls, smoke_test
 
 DRAFT_PREFIX = "balancer-wizard:"
@@ -216,9 +220,11 @@ def _step_url(balancer: Balancer | None, step: str) -> str:
 
 def _wizard_urls(balancer: Balancer | None) -> dict[str, str]:
     if balancer is None:
-        return {"check": reverse("wizard-check"), "discard": reverse("wizard-discard")}
+        return {"check": reverse("wizard-check"), "discard": reverse("wizard-discard"),
+                "separation": reverse("wizard-separation")}
     return {"check": reverse("wizard-edit-check", kwargs={"name": balancer.name}),
-            "discard": reverse("wizard-edit-discard", kwargs={"name": balancer.name})}
+            "discard": reverse("wizard-edit-discard", kwargs={"name": balancer.name}),
+            "separation": reverse("wizard-edit-separation", kwargs={"name": balancer.name})}
 
 
 @role_required(OPERATOR)
@@ -320,6 +326,7 @@ def _route_rows(check: Any, *, show_errors: bool = False, focus: str | None = No
 def _rule_rows(check: Any, *, show_errors: bool = False, focus: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for index, form in enumerate(check.rules, start=1):
+        form.show_errors = show_errors
         for name, bound in form.fields.items():
             bound.widget.attrs.pop("aria-invalid", None)
             if show_errors and name in form.errors:
@@ -338,6 +345,7 @@ def _render_rules_fragment(request: HttpRequest, balancer: Balancer | None, draf
     show_errors = "routes" in draft.get("checked", [])
     response = render(request, "balancers/wizard.html#rules", {
         "draft": draft, "check": check, "rule_rows": _rule_rows(check, show_errors=show_errors, focus=focus),
+        "routing_mode": draft["mode"].get("routing_mode"),
         "show_errors": show_errors, "step_url": _step_url(balancer, "routes"),
     })
     response["Cache-Control"] = "no-store"
@@ -473,6 +481,22 @@ def wizard_check(request: HttpRequest, name: str | None = None) -> HttpResponse:
         if not errors:
             ok = "Available." if field == "name" else f'Clients will call model="{value}".'
     return render(request, "balancers/wizard.html#feedback", {"field": field, "errors": errors, "ok": ok})
+
+
+@role_required(OPERATOR)
+@require_POST
+def wizard_separation(request: HttpRequest, name: str | None = None) -> HttpResponse:
+    """How well the routes being typed separate (hx-post from the routes step, after typing pauses):
+    the pairs the built-in router would confuse, from gateway.router_models.separation."""
+    _wizard_target(name)
+    rows = routes_from_post(request.POST)
+    overlaps = route_overlaps([
+        RouteIntent(name=r["name"], intent=r["intent"],
+                    examples=tuple(line for line in r["examples"].splitlines() if line.strip()))
+        for r in rows if r["name"]])
+    return render(request, "balancers/wizard.html#separation", {
+        "overlaps": overlaps, "checked_routes": len([r for r in rows if r["name"]]),
+        "too_many": len(rows) > SEPARATION_MAX_ROUTES})
 
 
 @role_required(OPERATOR)

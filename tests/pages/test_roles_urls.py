@@ -64,11 +64,13 @@ RULES: dict[str, Rule] = {
     "wizard-start": page(OPERATOR),
     "wizard-check": page(OPERATOR),
     "wizard-discard": page(OPERATOR),
+    "wizard-separation": page(OPERATOR),
     "wizard-step": page(OPERATOR),
     "wizard-autosave": page(OPERATOR),
     "wizard-edit": page(OPERATOR),
     "wizard-edit-check": page(OPERATOR),
     "wizard-edit-discard": page(OPERATOR),
+    "wizard-edit-separation": page(OPERATOR),
     "wizard-edit-step": page(OPERATOR),
     "wizard-edit-autosave": page(OPERATOR),
     # targetgroups/urls.py

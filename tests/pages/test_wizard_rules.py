@@ -129,3 +129,38 @@ def test_editing_keeps_the_saved_rules_and_saves_changes(admin_client, demo) -> 
     assert response.status_code == 302
     rule = ContentRule.objects.get()
     assert (rule.kind, rule.value, rule.route.name, rule.enabled) == ("keywords", "refund, chargeback", "efficient", False)
+
+
+# -- how well the routes separate (the live overlap warning) --------------------------------------------
+
+
+def separation(client, rows: list[dict[str, Any]], url: str = "/balancers/new/separation/") -> str:  # type: ignore[no-untyped-def]
+    response = client.post(url, route_post_data(rows), headers=HTMX)
+    assert response.status_code == 200 and "<html" not in response.content.decode()
+    return response.content.decode()
+
+
+def test_the_routes_step_asks_how_the_routes_separate(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    walk_to_routes(admin_client)
+    page = admin_client.get("/balancers/new/routes/").content.decode()
+    assert 'id="route-separation"' in page and 'hx-post="/balancers/new/separation/"' in page
+    html = separation(admin_client, draft(admin_client)["routes"]["rows"])
+    assert 'data-testid="routes-separate"' in html and "route-overlaps" not in html
+
+
+def test_two_routes_that_say_the_same_thing_are_flagged_as_overlapping(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    walk_to_routes(admin_client)
+    rows = draft(admin_client)["routes"]["rows"]
+    rows[0].update(name="billing", intent="Billing questions: invoices, refunds, payments.",
+                   examples="Where is my invoice?\nI was charged twice\nRefund my order\nUpdate my card")
+    rows[1].update(name="payments", intent="Questions about invoices, refunds and charges.",
+                   examples="Send me the invoice again\nWhy was I charged?\nI want my money back\nChange payment method")
+    html = separation(admin_client, rows)
+    assert 'data-testid="route-overlaps"' in html
+    assert "payments and billing overlap" in html or "billing and payments overlap" in html
+    assert "fallback" not in html  # the catch-all is meant to be far from everything
+
+
+def test_the_separation_check_is_for_operators_only(client, demo) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/balancers/new/separation/", {"route_key": []})
+    assert response.status_code == 302 and "/login" in response["Location"]
