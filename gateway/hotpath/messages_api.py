@@ -3,7 +3,9 @@
 A Messages request is translated into a chat request (gateway.hotpath.messages_wire),
 routed by gateway.hotpath.proxy exactly like one — same balancer, decision,
 failover, usage event (recorded with endpoint `messages`) and cost — and its
-answer translated back. The key comes as `x-api-key` (what the Anthropic SDKs
+answer translated back — except on an Anthropic instance, which gets the
+client's own body and whose own answer goes back untranslated (upstream.anthropic
+.Native; the proxy still reads its translation for usage and health). The key comes as `x-api-key` (what the Anthropic SDKs
 send) or `Authorization: Bearer`; `anthropic-version` is accepted whatever its
 value and not required (the translation is the 2023-06-01 wire format). Every
 error on these paths is Anthropic-shaped.
@@ -19,7 +21,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 
 from gateway.hotpath import errors, messages_wire
 from gateway.hotpath.proxy import find_balancer, proxy
+from gateway.hotpath.scrub import Scrubber, scrubber_for
 from gateway.hotpath.v1_api import GatewayApiView, exception_response, read_json, translated_request
+from gateway.upstream import anthropic
 
 
 def _anthropic_error(exc: Exception, context: Any = None) -> HttpResponse:
@@ -53,15 +57,48 @@ class MessagesApi(AnthropicApiView):
         body = read_json(http)
         chat = messages_wire.to_chat(body)
         client_request = translated_request(http, chat, self.key(request), "messages")
-        response = await proxy(client_request, self.config(request))
+        native = client_request.native = anthropic.Native(body)
+        config = self.config(request)
+        response = await proxy(client_request, config)
+        # Served by an Anthropic instance: the client gets that instance's own answer, untranslated.
+        untranslated = response.status_code < 400 and response.get("x-balancer-instance") == native.instance_id
+        scrubber = scrubber_for(config.instances)
         if isinstance(response, StreamingHttpResponse):
             translator = messages_wire.StreamTranslator(messages_wire.count_tokens(body))
-            response.streaming_content = messages_wire.translate_stream(cast(AsyncIterator[bytes], response.streaming_content), translator)
+            chunks = cast(AsyncIterator[bytes], response.streaming_content)
+            response.streaming_content = (
+                _native_stream(chunks, native, translator, scrubber) if untranslated
+                else messages_wire.translate_stream(chunks, translator))
             return response
         if response.status_code >= 400:
             return _reshaped(response)
-        response.content = orjson.dumps(messages_wire.from_chat(orjson.loads(response.content)))
+        if untranslated and native.answer is not None:
+            response.content = scrubber.body(native.answer)
+        else:
+            response.content = orjson.dumps(messages_wire.from_chat(orjson.loads(response.content)))
         return response
+
+
+async def _native_stream(chunks: AsyncIterator[bytes], native: anthropic.Native,
+                         translator: messages_wire.StreamTranslator, scrubber: Scrubber) -> AsyncIterator[bytes]:
+    """The Anthropic instance's own events, relayed in step with the proxy's stream of their
+    translation (which the proxy reads for usage and health); the proxy's own error event, for a
+    stream cut after its first byte, in the Messages shape."""
+    try:
+        async for chunk in chunks:
+            if chunk.startswith(b"data: {\"error\""):
+                native.events.clear()
+                for event in translator.feed(chunk):
+                    yield event
+                continue
+            while native.events:
+                yield scrubber.body(native.events.popleft())
+        while native.events:
+            yield scrubber.body(native.events.popleft())
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class CountTokensApi(AnthropicApiView):

@@ -5,8 +5,8 @@ body is turned into one (this module, no Django), goes through the same proxy as
 a chat request, and the answer — whole or streamed — is turned back into a
 Messages answer. gateway/upstream/anthropic.py does the opposite trip for
 Anthropic upstreams (chat → Messages → chat); the two share its stop-reason table
-and image encoding, so an Anthropic-served route sees the client's system prompt,
-turns, tools, tool results, images and stop sequences as the client sent them.
+and image encoding. (An Anthropic instance is not served through this translation:
+it gets the client's own body, see gateway.hotpath.messages_api.)
 
 The rules:
 - `system` (a string or text blocks) becomes one system message; each turn keeps

@@ -60,6 +60,7 @@ class ClientRequest:
     # The door the client called when it is not `endpoint` itself (messages: a translated Messages
     # API request routed as chat); the usage event records it.
     usage_endpoint: str = ""
+    native: Any = None  # the client's own body for instances that speak its wire format (upstream.anthropic.Native)
 
 
 def check_route_override(key: KeySpec, override: str | None) -> str | None:
@@ -227,7 +228,8 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
             upstream_payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
         started = time.monotonic()
         try:
-            result = await call_upstream(instance, endpoint=req.endpoint, payload=upstream_payload, stream=stream, deadline=deadline)
+            result = await call_upstream(instance, endpoint=req.endpoint, payload=upstream_payload, stream=stream,
+                                         deadline=deadline, native=req.native)
             if isinstance(result, UpstreamResponse):
                 body, tokens = _read_answer(result, instance, exchange)
         except UpstreamFailure as failure:

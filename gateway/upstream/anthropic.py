@@ -10,7 +10,8 @@ streaming with usage.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -210,22 +211,57 @@ def client_headers(instance: InstanceSpec) -> dict[str, str]:
     return {"User-Agent": "smart-balancers", "anthropic-version": API_VERSION, "x-api-key": instance.api_key}
 
 
+class Native:
+    """A client's own Messages API body, sent as it is (model and stream set) instead of the
+    translation of the chat payload; the answer still comes back translated for the gateway's
+    checks and accounting, and the untranslated one is kept here for the client: the whole body
+    (`answer`) or the stream's events, as they arrive (`events`). `instance_id` names the
+    instance last called with it."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.instance_id = ""
+        self.answer: bytes | None = None
+        self.events: deque[bytes] = deque()
+
+    def kept(self, raw: bytes) -> bytes:
+        self.answer = raw
+        return _answer(raw)
+
+    async def tapped(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for event in events:
+            self.events.append(event.rstrip(b"\n") + b"\n\n")
+            yield event
+
+
 async def call(
-    instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float
+    instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float,
+    native: Native | None = None,
 ) -> UpstreamResponse | UpstreamStream:
     if endpoint != "chat":
         raise UpstreamFailure("protocol", "the Anthropic provider serves chat only")
     translator = StreamTranslator(instance.model, bool((payload.get("stream_options") or {}).get("include_usage")))
+    body: dict[str, Any]
+    events: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
+    if native is not None:
+        native.instance_id, native.answer = instance.instance_id, None
+        native.events.clear()
+        body = {**native.body, "model": instance.model, "stream": stream}
+        tap = native.tapped
+        events, answer = (lambda raw: _translated(tap(raw), translator)), native.kept
+    else:
+        body = to_anthropic({**payload, "stream": stream}, instance.model)
+        events, answer = (lambda raw: _translated(raw, translator)), _answer
     return await exchange(
         instance,
         url=instance.base_url + "/messages",
-        body=orjson.dumps(to_anthropic({**payload, "stream": stream}, instance.model)),
+        body=orjson.dumps(body),
         headers={"content-type": "application/json", **client_headers(instance)},
         stream=stream,
         deadline=deadline,
         error_body=_openai_error,
-        events=lambda events: _translated(events, translator),
-        answer=_answer,
+        events=events,
+        answer=answer,
     )
 
 

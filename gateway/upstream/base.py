@@ -98,9 +98,12 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 async def call_upstream(
-    instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float
+    instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float,
+    native: Any = None,
 ) -> UpstreamResponse | UpstreamStream:
-    """Call one instance. `endpoint` is "chat" or "embeddings"; `deadline` is time.monotonic()-based."""
+    """Call one instance. `endpoint` is "chat" or "embeddings"; `deadline` is time.monotonic()-based.
+    `native`: the client's own Messages API body (anthropic.Native), sent untranslated to an
+    Anthropic instance; other providers get `payload`."""
     if instance.provider in ("openai", "anthropic"):
         problem = _base_url_problem(instance.base_url)
         if problem:  # a row saved before the egress policy: refused here as at save time
@@ -116,5 +119,6 @@ async def call_upstream(
     if instance.provider == "anthropic":
         from gateway.upstream import anthropic
 
-        return await anthropic.call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline)
+        return await anthropic.call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline,
+                                    native=native)
     raise UpstreamFailure("protocol", f"provider {instance.provider!r} cannot answer {endpoint} requests")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anthropic
 import httpx
+import orjson
 import pytest
 
 from gateway.hotpath import messages_wire
@@ -210,3 +211,29 @@ def test_a_stream_cut_after_its_first_byte_ends_with_an_error_event(setup):
             for _ in stream:
                 pass
     assert cut.value.body["type"] == "error" and cut.value.body["error"]["type"] == "api_error"
+
+
+def test_an_anthropic_instance_gets_the_clients_body_and_answers_untranslated(setup):
+    inst = anthropic_instance(setup, "claude-native", Behaviour(content="Native."))
+    balancer = one_route("native", inst)
+    client = claude(setup)
+    turns = [{"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}}]}]
+    raw = client.messages.with_raw_response.create(model="native", max_tokens=30, messages=turns, extra_body={"top_k": 5},
+                                                   system=[{"type": "text", "text": "Be brief."}])
+    sent = setup.upstream.requests[-1]
+    # What a translation through chat would lose (top_k, cache_control, system blocks) arrives as sent.
+    assert sent == {"model": "claude-native", "max_tokens": 30, "messages": turns, "top_k": 5,
+                    "system": [{"type": "text", "text": "Be brief."}], "stream": False}
+    assert setup.upstream.auth_headers[-1] == "sk-ant-test"
+    assert orjson.loads(raw.http_response.content) == {  # the instance's own body, byte for byte in content
+        "id": "msg_fake", "type": "message", "role": "assistant", "model": "claude-native",
+        "content": [{"type": "text", "text": "Native."}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 13, "output_tokens": 5}}
+    with httpx.stream("POST", setup.gateway.v1 + "/messages", headers={"x-api-key": client.api_key}, json={
+            "model": "native", "max_tokens": 30, "stream": True, "messages": turns}) as response:
+        names = [line[7:] for line in response.iter_lines() if line.startswith("event: ")]
+    # The fake instance's own order (its ping after content_block_start), not the gateway's translation.
+    assert names == ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop",
+                     "message_delta", "message_stop"]
+    events = wait_for_events(2, balancer=balancer)
+    assert [(e.endpoint, e.prompt_tokens, e.completion_tokens) for e in events] == [("messages", 13, 5)] * 2
