@@ -28,6 +28,7 @@ from targetgroups.validators import slug_validator
 BALANCER_FIELDS = (
     "name", "serving_name", "description", "workload_kind", "routing_mode", "auto_preference", "router_model",
     "classifier_timeout", "confidence_threshold", "attempt_budget", "request_timeout", "enabled",
+    "cache_mode", "cache_ttl_seconds", "cache_similarity_threshold", "cache_shared_across_keys", "baseline_route",
 )
 
 

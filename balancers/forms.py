@@ -18,7 +18,14 @@ from django.core.exceptions import ValidationError
 from django.forms import BoundField
 
 from balancers.demo import SUPPORT_ROUTES
-from balancers.models import RULE_NAME_MAX, AutoPreference, Balancer, RoutingMode, RuleKind
+from balancers.models import (
+    RULE_NAME_MAX,
+    AutoPreference,
+    Balancer,
+    CacheMode,
+    RoutingMode,
+    RuleKind,
+)
 from balancers.services import balancer_save, rule_values
 from balancers.validation import (
     balancer_field_errors,
@@ -67,7 +74,11 @@ FIELD_STEP = {
     "workload_kind": "workload", "routing_mode": "mode", "auto_preference": "mode",
     "router_model": "router", "classifier_timeout": "router", "confidence_threshold": "router",
     "attempt_budget": "review", "request_timeout": "review", "enabled": "review",
+    "cache_mode": "review", "cache_ttl_seconds": "review", "cache_similarity_threshold": "review",
+    "cache_shared_across_keys": "review", "baseline_route": "review",
 }
+# The review step's cost settings (response cache, savings baseline), as the draft keeps them.
+CACHE_FIELDS = ("cache_mode", "cache_ttl_seconds", "cache_similarity_threshold", "baseline_route")
 
 
 def new_row_key() -> str:
@@ -171,7 +182,9 @@ def draft_new() -> dict[str, Any]:
                    "confidence_threshold": "0.0"},
         "routes": {"rows": default_routes(WorkloadKind.CHAT), "pristine": True},
         "rules": {"rows": []},
-        "review": {"attempt_budget": "4", "request_timeout": "600.0", "enabled": True},
+        "review": {"attempt_budget": "4", "request_timeout": "600.0", "enabled": True,
+                   "cache_mode": CacheMode.OFF, "cache_ttl_seconds": "300", "cache_similarity_threshold": "0.95",
+                   "cache_shared_across_keys": False, "baseline_route": ""},
     }
 
 
@@ -202,7 +215,11 @@ def draft_from_balancer(balancer: Balancer) -> dict[str, Any]:
              "enabled": rule["enabled"]}
             for rule in rule_values(balancer)]},
         "review": {"attempt_budget": str(balancer.attempt_budget), "request_timeout": str(balancer.request_timeout),
-                   "enabled": balancer.enabled},
+                   "enabled": balancer.enabled, "cache_mode": balancer.cache_mode,
+                   "cache_ttl_seconds": str(balancer.cache_ttl_seconds),
+                   "cache_similarity_threshold": str(balancer.cache_similarity_threshold),
+                   "cache_shared_across_keys": balancer.cache_shared_across_keys,
+                   "baseline_route": balancer.baseline_route},
     }
 
 
@@ -252,7 +269,9 @@ def draft_update(draft: dict[str, Any], step: str, data: Any) -> None:
     elif step == "review":
         draft["review"] = {"attempt_budget": str(data.get("attempt_budget", "")),
                            "request_timeout": str(data.get("request_timeout", "")),
-                           "enabled": data.get("enabled") in ("on", "true", "1", True)}
+                           "enabled": data.get("enabled") in ("on", "true", "1", True),
+                           **{k: str(data.get(k, "")) for k in CACHE_FIELDS},
+                           "cache_shared_across_keys": data.get("cache_shared_across_keys") in ("on", "true", "1", True)}
 
 
 def routes_from_post(data: Any) -> list[dict[str, Any]]:
@@ -514,6 +533,16 @@ class ReviewForm(forms.Form):
     request_timeout = forms.FloatField(min_value=0.1, max_value=3600, label="Request timeout (seconds)",
                                        help_text="For a whole client request, over every attempt.")
     enabled = forms.BooleanField(required=False, label="Serve traffic as soon as it is saved")
+    cache_mode = forms.ChoiceField(choices=CacheMode.choices, label="Response cache",
+                                   help_text="Answer repeated requests from the cache, at no upstream cost.")
+    cache_ttl_seconds = forms.IntegerField(min_value=1, max_value=7 * 24 * 3600, label="Cache TTL (seconds)",
+                                           help_text="How long a cached answer is served.")
+    cache_similarity_threshold = forms.FloatField(
+        min_value=0.5, max_value=1, label="Semantic threshold",
+        help_text="Semantic mode: the cosine similarity a prompt needs with a cached one.")
+    cache_shared_across_keys = forms.BooleanField(required=False, label="Share cached answers across API keys")
+    baseline_route = forms.CharField(max_length=63, required=False, label="Savings baseline route",
+                                     help_text="The usage page shows savings against sending everything here.")
 
 
 # -- checking and saving the whole draft -----------------------------------------------------
@@ -582,6 +611,7 @@ class DraftCheck:
             "attempt_budget": review["attempt_budget"],
             "request_timeout": review["request_timeout"],
             "enabled": review["enabled"],
+            **{name: review[name] for name in (*CACHE_FIELDS, "cache_shared_across_keys")},
         }
         if values["routing_mode"] == RoutingMode.INTENT_CLASSIFIER:
             values.update(self.router.cleaned_data)
@@ -594,6 +624,12 @@ class DraftCheck:
     def rule_values(self) -> list[dict[str, Any]]:
         keys = (*RULE_ROW_FIELDS, "enabled")
         return [{k: form.cleaned_data.get(k) for k in keys} for form in self.rules]
+
+
+def _review_defaults() -> dict[str, Any]:
+    """A draft kept in a session from before the cache settings existed reads as the defaults."""
+    return {"cache_mode": CacheMode.OFF, "cache_ttl_seconds": "300", "cache_similarity_threshold": "0.95",
+            "baseline_route": ""}
 
 
 def draft_check(draft: dict[str, Any]) -> DraftCheck:
@@ -609,7 +645,9 @@ def draft_check(draft: dict[str, Any]) -> DraftCheck:
         router=RouterForm(draft["router"]),
         routes=[RouteRowForm(row=row, routing_mode=mode, workload_kind=kind, destinations=destinations)
                 for row in draft["routes"]["rows"]],
-        review=ReviewForm({**draft["review"], "enabled": "on" if draft["review"].get("enabled") else ""}),
+        review=ReviewForm({**_review_defaults(), **draft["review"],
+                           "enabled": "on" if draft["review"].get("enabled") else "",
+                           "cache_shared_across_keys": "on" if draft["review"].get("cache_shared_across_keys") else ""}),
     )
     # Rules about the route set as a whole: at least one, unique names, exactly one default.
     check.route_errors = route_set_errors(draft["routes"]["rows"])

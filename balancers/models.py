@@ -28,6 +28,12 @@ class AutoPreference(models.TextChoices):
     COST = "cost", "Cost"
 
 
+class CacheMode(models.TextChoices):
+    OFF = "off", "Off"
+    EXACT = "exact", "Exact match"
+    SEMANTIC = "semantic", "Exact, then semantic"
+
+
 class Balancer(models.Model):
     """One OpenAI-compatible endpoint, called by its serving name."""
 
@@ -62,6 +68,26 @@ class Balancer(models.Model):
         help_text="Seconds a client request may take over all attempts.",
     )
     enabled = models.BooleanField(default=True)
+    # The response cache (gateway.hotpath.cache; docs/gateway.md, "Response cache").
+    cache_mode = models.CharField(
+        max_length=20, choices=CacheMode.choices, default=CacheMode.OFF,
+        help_text="Answer repeated requests from the cache: off, exact match, or exact then semantic.",
+    )
+    cache_ttl_seconds = models.PositiveIntegerField(
+        default=300, validators=[MinValueValidator(1), MaxValueValidator(7 * 24 * 3600)],
+        help_text="How long a cached answer is served, in seconds.",
+    )
+    cache_similarity_threshold = models.FloatField(
+        default=0.95, validators=[MinValueValidator(0.5), MaxValueValidator(1)],
+        help_text="Semantic mode: the cosine similarity a prompt needs with a cached one to reuse its answer.",
+    )
+    cache_shared_across_keys = models.BooleanField(
+        default=False, help_text="Serve one API key's cached answers to the others (off: each key has its own).",
+    )
+    baseline_route = models.CharField(
+        max_length=63, blank=True,
+        help_text="The route savings are measured against (everything sent there); empty: no such baseline.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

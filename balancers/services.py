@@ -53,6 +53,9 @@ def balancer_config_errors(*, fields: dict[str, Any], routes: Sequence[dict[str,
     rule_errors = rule_set_errors(rules)
     if rule_errors:
         errors["rules"] = rule_errors
+    baseline = fields.get("baseline_route") or ""
+    if baseline and baseline not in {route.get("name") for route in routes}:
+        errors["baseline_route"] = f"The baseline route {baseline!r} is not one of this balancer's routes."
     return errors
 
 
@@ -74,6 +77,7 @@ def balancer_save(*, balancer: Balancer | None = None, fields: dict[str, Any], r
         "routing_mode": balancer.routing_mode,
         "workload_kind": balancer.workload_kind,
         "router_model": balancer.router_model if balancer.router_model_id else None,
+        "baseline_route": balancer.baseline_route,
     }
     errors = balancer_config_errors(fields=effective, routes=routes, rules=rules)
     try:

@@ -224,6 +224,12 @@ GATEWAY_PROBE_HISTORY = envint("GATEWAY_PROBE_HISTORY", 20, minimum=1)
 GATEWAY_REDIS_TIMEOUT_SECONDS = envfloat("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.05, minimum=0.001)
 GATEWAY_REDIS_RETRY_SECONDS = envfloat("GATEWAY_REDIS_RETRY_SECONDS", 2.0, minimum=0.1)
 GATEWAY_REDIS_LOG_SUMMARY_SECONDS = envfloat("GATEWAY_REDIS_LOG_SUMMARY_SECONDS", 60.0, minimum=1.0)
+# The response cache (gateway/hotpath/cache.py; on per balancer): answers larger than this are not
+# cached; the semantic index keeps this many prompts per balancer and key in each process; without
+# Redis (embedded mode) each process keeps this many answers itself.
+GATEWAY_CACHE_MAX_ENTRY_BYTES = envint("GATEWAY_CACHE_MAX_ENTRY_BYTES", 256 * 1024, minimum=1024)
+GATEWAY_CACHE_SEMANTIC_ENTRIES = envint("GATEWAY_CACHE_SEMANTIC_ENTRIES", 512, minimum=1)
+GATEWAY_CACHE_LOCAL_ENTRIES = envint("GATEWAY_CACHE_LOCAL_ENTRIES", 1000, minimum=1)
 # /readyz: the dependencies checked (beside the routing snapshot) must answer within this bound;
 # a verdict is kept this long. docs/deploy.md says when to check fewer.
 GATEWAY_READY_TIMEOUT_SECONDS = envfloat("GATEWAY_READY_TIMEOUT_SECONDS", 0.5, minimum=0.01)

@@ -93,6 +93,10 @@ class UsageEvent(models.Model):
     usage_note = models.CharField(
         max_length=200, blank=True,
         help_text="Why an upstream-reported token count was dropped for the gateway's estimate.")
+    cache_hit = models.BooleanField(default=False, help_text="Answered from the response cache (no upstream call).")
+    savings_usd = models.DecimalField(
+        max_digits=16, decimal_places=10, default=0,
+        help_text="Upstream cost avoided: a cache hit's original cost (its cost_usd is 0).")
 
     class Meta:
         ordering = ["-created_at"]
@@ -147,6 +151,9 @@ class UsageHourly(models.Model):
     cost_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0)
     latency_ms_sum = models.FloatField(default=0, help_text="Divide by requests for the mean.")
     streamed = models.PositiveIntegerField(default=0)
+    cache_hits = models.PositiveIntegerField(default=0)
+    savings_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0,
+                                      help_text="Upstream cost avoided by the response cache.")
 
     class Meta:
         ordering = ["-hour"]

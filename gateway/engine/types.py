@@ -84,6 +84,16 @@ class RuleSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """A balancer's response cache (gateway.hotpath.cache): exact or semantic, never "off" here."""
+
+    mode: str  # exact | semantic
+    ttl_seconds: int
+    similarity_threshold: float
+    shared_across_keys: bool
+
+
+@dataclass(frozen=True, slots=True)
 class BalancerSpec:
     pk: int
     name: str
@@ -99,6 +109,7 @@ class BalancerSpec:
     enabled: bool
     routes: tuple[RouteSpec, ...]  # every route, sorted by (priority, name)
     rules: tuple[RuleSpec, ...] = ()  # content rules, sorted by (order, name)
+    cache: CachePolicy | None = None  # None: the response cache is off
 
     @property
     def default_route(self) -> RouteSpec:

@@ -23,7 +23,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 
 from gateway.engine.planner import Attempt, AttemptPlan, plan_attempts
 from gateway.engine.types import BalancerSpec, InstanceSpec
-from gateway.hotpath import errors
+from gateway.hotpath import cache, errors
 from gateway.hotpath.decision import Decision, decide
 from gateway.hotpath.ratelimit import check_rate_limit
 from gateway.hotpath.runtime import routing
@@ -61,6 +61,7 @@ class ClientRequest:
     # API request routed as chat); the usage event records it.
     usage_endpoint: str = ""
     native: Any = None  # the client's own body for instances that speak its wire format (upstream.anthropic.Native)
+    cache_control: str = ""  # the request's Cache-Control header (no-cache / no-store bypass the response cache)
 
 
 def check_route_override(key: KeySpec, override: str | None) -> str | None:
@@ -210,6 +211,10 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         wait = await check_rate_limit(req.key.pk, req.key.rate_limit_per_minute)
         if wait is not None:
             raise errors.rate_limited(wait)
+    # Response cache (gateway.hotpath.cache): a hit answers here, before any decision or attempt.
+    lookup = await cache.look_up(balancer, req, req.cache_control)
+    if lookup is not None and lookup.entry is not None:
+        return cache.hit_response(lookup, req, balancer)
     decision = await decide(balancer, config.version, payload, req.route_override, endpoint=req.endpoint,
                             key_name=req.key.name, tags=req.tags)
     plan = plan_attempts(balancer, routing, first=decision.route, reason=decision.reason)
@@ -261,13 +266,17 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
             req.recorded = True  # by the relay, when the stream ends
             end = min(deadline, started + instance.request_timeout)
             return _stream_response(result, exchange, attempt, strip_usage=not client_wants_usage,
-                                    started=started, end=end)
+                                    started=started, end=end, lookup=lookup)
         plan.succeeded(latency_s=time.monotonic() - started)
         exchange.record(status=200, attempt=attempt, prompt=tokens.prompt, completion=tokens.completion,
                         usage_note=tokens.note)
-        response = HttpResponse(exchange.scrubber.body(body), content_type="application/json")
+        body = exchange.scrubber.body(body)
+        response = HttpResponse(body, content_type="application/json")
         for key, value in exchange.headers(attempt).items():
             response[key] = value
+        if lookup is not None:  # response cache: keep the 200 answer
+            await cache.store(lookup, _cache_entry(body, attempt, tokens.prompt, tokens.completion))
+            cache.mark(response, lookup)
         return response
 
     status = 504 if last_failure is not None and last_failure.is_timeout else 502
@@ -282,6 +291,12 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         code="upstream_timeout" if status == 504 else "upstream_unavailable",
         headers=exchange.headers(None),
     )
+
+
+def _cache_entry(body: bytes, attempt: Attempt, prompt: int, completion: int) -> cache.Entry:
+    return cache.Entry(body=body, route=attempt.route.name, instance=attempt.instance.instance_id,
+                       model=attempt.instance.model, prompt_tokens=prompt, completion_tokens=completion,
+                       cost_usd=_cost(attempt.instance, prompt, completion))
 
 
 def _failure_text(failure: UpstreamFailure) -> str:
@@ -393,7 +408,7 @@ class _StreamUsage:
 
 
 def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attempt, *, strip_usage: bool,
-                     started: float, end: float) -> StreamingHttpResponse:
+                     started: float, end: float, lookup: cache.Lookup | None = None) -> StreamingHttpResponse:
     """Relay the stream; it ends at `end` (the request's deadline) whatever the upstream still sends.
 
     After the first byte nothing can fail over, but the outcome still counts for the instance's
@@ -406,6 +421,7 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
     scrubber = exchange.scrubber
     state = _RelayState()
     ttfb_s = time.monotonic() - started
+    capture = cache.capture_for(lookup, stream=True)  # response cache: the answer assembled as it streams
 
     def settle(*, outcome: str, status: int, error_type: str, usage: _StreamUsage, content_chunks: int,
                detail: str = "") -> None:
@@ -434,6 +450,10 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
             note += ": estimated"
         exchange.record(status=status, attempt=attempt, prompt=prompt, completion=completion,
                         error_type=error_type, stream=True, usage_note=note)
+        if capture is not None and lookup is not None and outcome == "ok":  # response cache: a complete stream
+            body = capture.body(prompt, completion)
+            if body is not None:
+                cache.store_later(lookup, _cache_entry(body, attempt, prompt, completion))
 
     async def relay() -> AsyncIterator[bytes]:
         state.started = True
@@ -445,7 +465,10 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
             try:
                 event = _inspect(result.first, usage, strip_usage)
                 if event:
-                    yield scrubber.body(event)
+                    event = scrubber.body(event)
+                    if capture is not None:
+                        capture.feed(event)
+                    yield event
                 iterator = result.rest.__aiter__()
                 while True:
                     remaining = end - time.monotonic()
@@ -465,7 +488,10 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
                     content_chunks += 1
                     event = _inspect(raw, usage, strip_usage)
                     if event:
-                        yield scrubber.body(event)
+                        event = scrubber.body(event)
+                        if capture is not None:
+                            capture.feed(event)
+                        yield event
             except UpstreamFailure as exc:
                 failure = exc
             except (asyncio.CancelledError, GeneratorExit):
@@ -507,6 +533,7 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
     response["X-Accel-Buffering"] = "no"
     for key, value in exchange.headers(attempt).items():
         response[key] = value
+    cache.mark(response, lookup)
     return response
 
 

@@ -23,6 +23,7 @@ from balancers.rule_syntax import RuleSyntaxError, compile_keywords, compile_pat
 from gateway.db import in_thread
 from gateway.engine.types import (
     BalancerSpec,
+    CachePolicy,
     GroupSpec,
     InstanceSpec,
     MemberSpec,
@@ -103,6 +104,14 @@ def rule_spec(rule: ContentRule, route_name: str) -> RuleSpec | None:
     )
 
 
+def cache_policy(balancer: Balancer) -> CachePolicy | None:
+    if balancer.cache_mode not in ("exact", "semantic"):
+        return None
+    return CachePolicy(mode=balancer.cache_mode, ttl_seconds=balancer.cache_ttl_seconds,
+                       similarity_threshold=balancer.cache_similarity_threshold,
+                       shared_across_keys=balancer.cache_shared_across_keys)
+
+
 def build_config(version: int) -> GatewayConfig:
     """Read the whole configuration in a handful of queries."""
     instances = {i.pk: instance_spec(i) for i in Instance.objects.all()}
@@ -166,6 +175,7 @@ def build_config(version: int) -> GatewayConfig:
             enabled=balancer.enabled,
             routes=tuple(routes),
             rules=tuple(rule for rule in rules if rule is not None),
+            cache=cache_policy(balancer),
         )
     names_by_pk = {b.pk: name for name, b in balancers.items()}
     keys: dict[str, KeySpec] = {}
@@ -180,6 +190,10 @@ def build_config(version: int) -> GatewayConfig:
         )
     # The built-in router models are fitted here, with the snapshot, never per request.
     fit_local_routers(balancers.values(), version)
+    if any(b.cache is not None and b.cache.mode == "semantic" for b in balancers.values()):
+        from gateway.hotpath.cache import warm_up
+
+        warm_up()
     return GatewayConfig(
         routing=Snapshot(version=version, balancers=MappingProxyType(balancers)),
         keys=MappingProxyType(keys),

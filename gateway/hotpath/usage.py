@@ -67,6 +67,8 @@ class UsageRecord:
     completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
     usage_note: str = ""  # why a reported token count was replaced by the estimate
+    cache_hit: bool = False  # answered from the response cache (gateway.hotpath.cache)
+    savings_usd: Decimal = Decimal(0)  # the upstream cost a cache hit avoided
 
 
 class UsageRecorder:
@@ -262,6 +264,7 @@ def _insert(batch: list[UsageRecord]) -> None:
         row = [getattr(record, c) for c in _COLUMNS]
         row[_LOG] = orjson.dumps(record.attempt_log).decode()
         row[_COST] = str(record.cost_usd)
+        row[_SAVINGS] = str(record.savings_usd)
         if not postgres:
             row[_CREATED] = connection.ops.adapt_datetimefield_value(record.created_at)
         rows.append(row)
@@ -276,6 +279,7 @@ def _insert(batch: list[UsageRecord]) -> None:
 
 
 _LOG, _COST, _CREATED = _COLUMNS.index("attempt_log"), _COLUMNS.index("cost_usd"), _COLUMNS.index("created_at")
+_SAVINGS = _COLUMNS.index("savings_usd")
 
 
 recorder = UsageRecorder(

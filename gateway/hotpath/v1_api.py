@@ -189,6 +189,7 @@ async def serve_proxy(request: HttpRequest, endpoint: str, key: KeySpec, config:
         key=key,
         request_id=request_id(request),
         route_override=request.META.get("HTTP_X_BALANCER_ROUTE") or None,
+        cache_control=request.META.get("HTTP_CACHE_CONTROL", ""),
         started=time.monotonic(),
         created_at=datetime.now(UTC),  # what timezone.now() gives with USE_TZ, without reading settings
         tags=request.META.get("HTTP_X_BALANCER_TAGS", ""),

@@ -50,7 +50,8 @@ HOUR = timedelta(hours=1)
 STATE_PK = 1
 # What a rollup row is per hour: one row for each combination seen in that hour.
 GROUP_FIELDS = ("balancer_id", "serving_name", "route", "instance", "model", "api_key_id")
-SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms_sum", "streamed")
+SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms_sum", "streamed",
+              "cache_hits", "savings_usd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,7 @@ def _sums(events: QuerySet[UsageEvent]) -> list[UsageHourly]:
             n=Count("pk"), failed=Count("pk", filter=Q(status_code__gte=400)),
             prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), cost=Sum("cost_usd"),
             latency=Sum("latency_ms"), streams=Count("pk", filter=Q(stream=True)),
+            hits=Count("pk", filter=Q(cache_hit=True)), saved=Sum("savings_usd"),
         )
     )
     return [
@@ -138,6 +140,7 @@ def _sums(events: QuerySet[UsageEvent]) -> list[UsageHourly]:
             requests=row["n"], errors=row["failed"], prompt_tokens=row["prompt"] or 0,
             completion_tokens=row["completion"] or 0, cost_usd=row["cost"] or 0,
             latency_ms_sum=row["latency"] or 0.0, streamed=row["streams"],
+            cache_hits=row["hits"], savings_usd=row["saved"] or 0,
         )
         for row in rows
     ]
