@@ -267,11 +267,14 @@ def draft_update(draft: dict[str, Any], step: str, data: Any) -> None:
         if "rule_key" in data or "rules_present" in data:
             draft["rules"] = {"rows": rules_from_post(data)}
     elif step == "review":
+        kept = {**_review_defaults(), **draft["review"]}  # a post without the cost settings keeps them
+        posted_cache = "cache_mode" in data
         draft["review"] = {"attempt_budget": str(data.get("attempt_budget", "")),
                            "request_timeout": str(data.get("request_timeout", "")),
                            "enabled": data.get("enabled") in ("on", "true", "1", True),
-                           **{k: str(data.get(k, "")) for k in CACHE_FIELDS},
-                           "cache_shared_across_keys": data.get("cache_shared_across_keys") in ("on", "true", "1", True)}
+                           **{k: str(data.get(k, kept.get(k, ""))) for k in CACHE_FIELDS},
+                           "cache_shared_across_keys": data.get("cache_shared_across_keys") in ("on", "true", "1", True)
+                           if posted_cache else bool(kept.get("cache_shared_across_keys"))}
 
 
 def routes_from_post(data: Any) -> list[dict[str, Any]]:

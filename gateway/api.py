@@ -23,12 +23,14 @@ from balancers.models import Balancer
 from config.api_fields import JsonTypesMixin, NameField
 from gateway.models import ApiKey
 from gateway.reporting.rollups import rollup_usage
+from gateway.reporting.savings import SavingsReport
 from gateway.reporting.selectors import (
     DEFAULT_RANGE,
     RANGES,
     UsageFilters,
     UsageRow,
     UsageTotals,
+    savings_report,
     usage_rows,
     usage_totals,
 )
@@ -213,11 +215,41 @@ class UsageRowSerializer(UsageTotalsSerializer):
     cost_share = serializers.FloatField(help_text="This row's share of the range's cost, 0..1.")
 
 
+def _usd(help_text: str = "") -> serializers.DecimalField:
+    return serializers.DecimalField(max_digits=20, decimal_places=10, allow_null=True, help_text=help_text)
+
+
+class BalancerSavingsSerializer(serializers.Serializer):
+    balancer = serializers.CharField(help_text="Empty when the balancer was deleted since (cache savings only).")
+    serving_name = serializers.CharField()
+    requests = serializers.IntegerField()
+    cost_usd = _usd("What the requests cost, as recorded.")
+    cache_hits = serializers.IntegerField()
+    cache_savings_usd = _usd("The upstream cost the response cache avoided.")
+    priciest_route = serializers.CharField(help_text="The enabled route the tokens would cost most on.")
+    priciest_route_cost_usd = _usd("The tokens priced on the priciest route.")
+    savings_vs_priciest_route_usd = _usd("priciest_route_cost_usd less cost_usd.")
+    baseline_route = serializers.CharField(help_text="The balancer's baseline route; empty when it names none.")
+    baseline_route_cost_usd = _usd("The tokens priced on the baseline route.")
+    savings_vs_baseline_route_usd = _usd("baseline_route_cost_usd less cost_usd.")
+
+
+class SavingsSerializer(serializers.Serializer):
+    cache_hits = serializers.IntegerField()
+    cache_savings_usd = _usd("The upstream cost the response cache avoided.")
+    priciest_route_cost_usd = _usd("Every balancer's tokens on its priciest route; null without a priced balancer.")
+    savings_vs_priciest_route_usd = _usd()
+    baseline_route_cost_usd = _usd("Over the balancers that name a baseline route; null when none does.")
+    savings_vs_baseline_route_usd = _usd()
+    balancers = BalancerSavingsSerializer(many=True)
+
+
 class UsageSerializer(serializers.Serializer):
     range = serializers.CharField()
     start = serializers.DateTimeField(help_text="Inclusive, UTC.")
     end = serializers.DateTimeField(help_text="Exclusive, UTC.")
     totals = UsageTotalsSerializer()
+    savings = SavingsSerializer(help_text="Cache savings and savings against two baselines (docs/gateway.md).")
     rows = UsageRowSerializer(many=True, help_text="One per balancer, route, instance, model and key; costliest first.")
 
 
@@ -226,6 +258,21 @@ def _totals(totals: UsageTotals) -> dict[str, Any]:
         "requests": totals.requests, "errors": totals.errors, "error_rate": totals.error_rate,
         "prompt_tokens": totals.prompt_tokens, "completion_tokens": totals.completion_tokens,
         "cost_usd": totals.cost, "mean_latency_ms": totals.mean_latency_ms, "streamed": totals.streamed,
+    }
+
+
+def _savings(report: SavingsReport) -> dict[str, Any]:
+    return {
+        "cache_hits": report.cache_hits, "cache_savings_usd": report.cache_savings,
+        "priciest_route_cost_usd": report.priciest_cost, "savings_vs_priciest_route_usd": report.savings_vs_priciest,
+        "baseline_route_cost_usd": report.baseline_cost, "savings_vs_baseline_route_usd": report.savings_vs_baseline,
+        "balancers": [{
+            "balancer": b.balancer, "serving_name": b.serving_name, "requests": b.requests, "cost_usd": b.cost,
+            "cache_hits": b.cache_hits, "cache_savings_usd": b.cache_savings,
+            "priciest_route": b.priciest_route, "priciest_route_cost_usd": b.priciest_cost,
+            "savings_vs_priciest_route_usd": b.savings_vs_priciest, "baseline_route": b.baseline_route,
+            "baseline_route_cost_usd": b.baseline_cost, "savings_vs_baseline_route_usd": b.savings_vs_baseline,
+        } for b in report.balancers],
     }
 
 
@@ -254,6 +301,7 @@ class UsageApi(APIView):
         data = {
             "range": filters.range.key, "start": start, "end": end,
             "totals": _totals(usage_totals(filters=filters, start=start, end=end)),
+            "savings": _savings(savings_report(filters=filters, start=start, end=end)),
             "rows": [_row(row) for row in usage_rows(filters=filters, start=start, end=end)],
         }
         return Response(UsageSerializer(data).data)

@@ -20,6 +20,7 @@ from django.urls import reverse
 from balancers.models import Balancer
 from gateway.models import ApiKey, InstanceHealth, ProbeRecord, UsageEvent, UsageHourly
 from gateway.reporting.rollups import floor_hour
+from gateway.reporting.savings import SavingsReport, usage_savings
 from targetgroups.models import Instance
 
 HOUR = timedelta(hours=1)
@@ -435,7 +436,13 @@ def usage_report(*, filters: UsageFilters, now: datetime) -> dict[str, Any]:
         report["chart"] = usage_chart(filters=filters, start=start, end=end)
         report["breakdowns"] = usage_breakdowns(filters=filters, start=start, end=end, total_cost=totals.cost)
         report["events"] = usage_recent_events(filters=filters, start=start)
+        report["savings"] = savings_report(filters=filters, start=start, end=end)
     return report
+
+
+def savings_report(*, filters: UsageFilters, start: datetime, end: datetime) -> SavingsReport:
+    """Cache savings, and savings against the priciest and the baseline routes (gateway.reporting.savings)."""
+    return usage_savings(hours=usage_hours(filters=filters, start=start, end=end))
 
 
 # -- formatting (also the templates' `usd` filter) ----------------------------------------------

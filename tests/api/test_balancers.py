@@ -230,3 +230,22 @@ def test_deleting_a_balancer_deletes_its_routes_not_their_destinations(admin_cli
     assert not Route.objects.exists()
     assert admin_client.get("/api/target-groups/pool/").status_code == 200
     assert admin_client.get("/api/balancers/support/").status_code == 404
+
+
+def test_the_response_cache_and_savings_baseline_are_set_through_the_api(admin_client, setup) -> None:
+    created = admin_client.post("/api/balancers/", _balancer(), content_type="application/json").json()
+    assert (created["cache_mode"], created["cache_ttl_seconds"], created["baseline_route"]) == ("off", 300, "")
+
+    response = admin_client.patch("/api/balancers/support/", {
+        "cache_mode": "semantic", "cache_ttl_seconds": 60, "cache_similarity_threshold": 0.92,
+        "cache_shared_across_keys": True, "baseline_route": "reasoning"}, content_type="application/json")
+
+    assert response.status_code == 200, response.json()
+    balancer = Balancer.objects.get(name="support")
+    assert (balancer.cache_mode, balancer.cache_ttl_seconds, balancer.cache_similarity_threshold,
+            balancer.cache_shared_across_keys, balancer.baseline_route) == ("semantic", 60, 0.92, True, "reasoning")
+    for change, field in (({"cache_mode": "always"}, "cache_mode"), ({"cache_ttl_seconds": 0}, "cache_ttl_seconds"),
+                          ({"cache_similarity_threshold": 0.2}, "cache_similarity_threshold"),
+                          ({"baseline_route": "nowhere"}, "baseline_route")):
+        refused = admin_client.patch("/api/balancers/support/", change, content_type="application/json")
+        assert refused.status_code == 400 and field in refused.json(), refused.json()

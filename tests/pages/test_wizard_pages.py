@@ -218,3 +218,24 @@ def test_discarding_a_draft_forgets_it(admin_client, demo) -> None:  # type: ign
 @pytest.mark.parametrize("step", ["nope", "save"])
 def test_unknown_steps_are_404(admin_client, demo, step: str) -> None:  # type: ignore[no-untyped-def]
     assert admin_client.get(f"/balancers/new/{step}/").status_code == 404
+
+
+def test_the_review_step_saves_the_response_cache_and_the_savings_baseline(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    walk_to_routes(admin_client, name="cached-desk")
+    admin_client.post("/balancers/new/routes/", route_post_data(draft(admin_client)["routes"]["rows"]))
+    review = admin_client.get("/balancers/new/review/").content.decode()
+    assert 'name="cache_mode"' in review and '<option value="fallback"' in review
+    refused = admin_client.post("/balancers/new/review/", {
+        "nav": "save", "attempt_budget": "4", "request_timeout": "600", "enabled": "on", "cache_mode": "semantic",
+        "cache_ttl_seconds": "0", "cache_similarity_threshold": "0.9", "baseline_route": "fallback"})
+    assert refused.status_code == 200 and not Balancer.objects.filter(name="cached-desk").exists()
+    response = admin_client.post("/balancers/new/review/", {
+        "nav": "save", "attempt_budget": "4", "request_timeout": "600", "enabled": "on", "cache_mode": "semantic",
+        "cache_ttl_seconds": "120", "cache_similarity_threshold": "0.9", "cache_shared_across_keys": "on",
+        "baseline_route": "fallback"})
+    assert response.status_code == 302
+    balancer = Balancer.objects.get(name="cached-desk")
+    assert (balancer.cache_mode, balancer.cache_ttl_seconds, balancer.cache_similarity_threshold,
+            balancer.cache_shared_across_keys, balancer.baseline_route) == ("semantic", 120, 0.9, True, "fallback")
+    detail = admin_client.get(f"/balancers/{balancer.name}/").content.decode()
+    assert "Exact, then semantic · 120 s TTL" in detail and "shared across keys" in detail
