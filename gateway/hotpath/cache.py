@@ -116,7 +116,7 @@ class Probe:
     """A chat prompt's place in the semantic index."""
 
     scope: tuple[int, str]  # (balancer pk, key scope)
-    shape: str  # the parameters' digest and the message count: only equal shapes are compared
+    shape: int  # the parameters and the message count, hashed: only equal shapes are compared
     vector: np.ndarray  # unit vector
 
 
@@ -173,6 +173,8 @@ def probe_for(balancer_pk: int, scope: str, request: dict[str, Any]) -> Probe | 
     from gateway.router_models.local import RouterModelUnavailable, default_embedder
 
     messages = request.get("messages")
+    if not isinstance(messages, list):
+        return None
     text = prompt_text(messages)
     if not text:
         return None
@@ -186,8 +188,9 @@ def probe_for(balancer_pk: int, scope: str, request: dict[str, Any]) -> Probe | 
     if not tokens:
         return None
     rest = {name: value for name, value in request.items() if name != "messages"}
-    shape = hashlib.sha256(orjson.dumps(rest, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)).hexdigest()
-    return Probe(scope=(balancer_pk, scope), shape=f"{shape}:{len(messages)}", vector=vector)
+    canonical = orjson.dumps([rest, len(messages)], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    shape = int.from_bytes(hashlib.sha256(canonical).digest()[:8], "little", signed=True)
+    return Probe(scope=(balancer_pk, scope), shape=shape, vector=vector)
 
 
 _warned: list[bool] = []
@@ -206,47 +209,64 @@ def warm_up() -> None:
 # -- the semantic index (per process) ----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Indexed:
-    shape: str
-    vector: np.ndarray
-    key: str
-    expires: float  # time.monotonic()
+class _Scope:
+    """One balancer and scope's prompts: a ring of `size` rows (vector, shape, expiry, key)."""
+
+    __slots__ = ("count", "expires", "keys", "next", "shapes", "slots", "vectors")
+
+    def __init__(self, size: int, dim: int) -> None:
+        self.vectors = np.zeros((size, dim), dtype=np.float32)
+        self.shapes = np.zeros(size, dtype=np.int64)
+        self.expires = np.zeros(size, dtype=np.float64)
+        self.keys: list[str] = [""] * size
+        self.slots: dict[str, int] = {}  # key -> row
+        self.next = 0
+        self.count = 0
 
 
 class SemanticIndex:
     """Per balancer and scope, the newest `size` prompts whose answers were stored, with their keys.
 
-    Touched only from the event loop (one per process), so no lock.
+    A look-up is one matrix-vector product over the scope's rows, masked to the live rows of
+    the same shape. Touched only from the event loop (one per process), so no lock.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._scopes: dict[tuple[int, str], collections.deque[_Indexed]] = {}
+        self._scopes: dict[tuple[int, str], _Scope] = {}
 
     def nearest(self, probe: Probe, threshold: float, now: float) -> tuple[str, float] | None:
-        entries = self._scopes.get(probe.scope)
-        if not entries:
+        scope = self._scopes.get(probe.scope)
+        if scope is None or not scope.count:
             return None
-        if entries[0].expires <= now or any(e.expires <= now for e in entries):
-            entries = collections.deque((e for e in entries if e.expires > now), maxlen=self.size)
-            self._scopes[probe.scope] = entries
-        same = [e for e in entries if e.shape == probe.shape]
-        if not same:
+        n = scope.count
+        live = (scope.shapes[:n] == probe.shape) & (scope.expires[:n] > now)
+        if not live.any():
             return None
-        similarities = np.stack([e.vector for e in same]) @ probe.vector
+        similarities = np.where(live, scope.vectors[:n] @ probe.vector, -2.0)
         best = int(np.argmax(similarities))
         similarity = float(similarities[best])
-        return (same[best].key, similarity) if similarity >= threshold else None
+        return (scope.keys[best], similarity) if similarity >= threshold else None
 
     def add(self, probe: Probe, key: str, expires: float) -> None:
-        entries = self._scopes.get(probe.scope)
-        if entries is None:
-            entries = self._scopes[probe.scope] = collections.deque(maxlen=self.size)
-        elif any(e.key == key for e in entries):
-            entries = self._scopes[probe.scope] = collections.deque((e for e in entries if e.key != key),
-                                                                    maxlen=self.size)
-        entries.append(_Indexed(shape=probe.shape, vector=probe.vector, key=key, expires=expires))
+        scope = self._scopes.get(probe.scope)
+        if scope is None:
+            scope = self._scopes[probe.scope] = _Scope(self.size, probe.vector.shape[0])
+        row = scope.slots.get(key)
+        if row is None:
+            row = scope.next
+            scope.slots.pop(scope.keys[row], None)  # the oldest row gives way
+            scope.next = (row + 1) % self.size
+            scope.count = min(scope.count + 1, self.size)
+        scope.vectors[row] = probe.vector
+        scope.shapes[row] = probe.shape
+        scope.expires[row] = expires
+        scope.keys[row] = key
+        scope.slots[key] = row
+
+    def rows(self, scope: tuple[int, str]) -> int:
+        found = self._scopes.get(scope)
+        return found.count if found is not None else 0
 
     def clear(self) -> None:
         self._scopes.clear()

@@ -121,10 +121,10 @@ def usage_savings(*, hours: QuerySet[UsageHourly]) -> SavingsReport:
         "routes__instance", "routes__target_group__members__instance").in_bulk(
         {row["balancer_id"] for row in sums if row["balancer_id"] is not None})
     report = SavingsReport()
-    per_balancer: dict[object, BalancerSavings] = {}
+    per_balancer: dict[int | str, BalancerSavings] = {}  # balancer pk, or the serving name of one deleted
     for row in sums:
         balancer = balancers.get(row["balancer_id"])
-        merge = balancer.pk if balancer is not None else ("gone", row["serving_name"])
+        merge: int | str = balancer.pk if balancer is not None else row["serving_name"]
         entry = per_balancer.get(merge)
         if entry is None:
             entry = per_balancer[merge] = BalancerSavings(

@@ -101,14 +101,19 @@ def unit(*values: float) -> np.ndarray:
 
 def test_the_semantic_index_finds_the_nearest_live_prompt_of_the_same_shape_within_its_bound():
     index = cache.SemanticIndex(size=2)
-    probe = cache.Probe(scope=(1, "k1"), shape="s:1", vector=unit(1, 0))
-    index.add(cache.Probe(scope=(1, "k1"), shape="s:1", vector=unit(1, 0.1)), "near", expires=100)
-    index.add(cache.Probe(scope=(1, "k1"), shape="other:1", vector=unit(1, 0)), "other-shape", expires=100)
+    probe = cache.Probe(scope=(1, "k1"), shape=1, vector=unit(1, 0))
+    index.add(cache.Probe(scope=(1, "k1"), shape=1, vector=unit(1, 0.1)), "near", expires=100)
+    index.add(cache.Probe(scope=(1, "k1"), shape=2, vector=unit(1, 0)), "other-shape", expires=100)
     found = index.nearest(probe, 0.9, now=0)
     assert found is not None and found[0] == "near" and 0.99 < found[1] < 1
     assert index.nearest(probe, 0.999, now=0) is None
-    assert index.nearest(cache.Probe(scope=(1, "k2"), shape="s:1", vector=unit(1, 0)), 0.5, now=0) is None
+    assert index.nearest(cache.Probe(scope=(1, "k2"), shape=1, vector=unit(1, 0)), 0.5, now=0) is None
     assert index.nearest(probe, 0.9, now=100) is None  # expired
-    for n in range(3):
-        index.add(cache.Probe(scope=(1, "k1"), shape="s:1", vector=unit(n, 1)), f"k{n}", expires=1000)
-    assert len(index._scopes[(1, "k1")]) == 2
+    index.add(cache.Probe(scope=(1, "k1"), shape=1, vector=unit(0, 1)), "near", expires=100)  # the same key again
+    assert index.rows((1, "k1")) == 2
+    assert index.nearest(probe, 0.9, now=0) is None
+    for n in range(3):  # the oldest rows give way
+        index.add(cache.Probe(scope=(1, "k1"), shape=1, vector=unit(1, n / 10)), f"k{n}", expires=1000)
+    assert index.rows((1, "k1")) == 2
+    found = index.nearest(probe, 0.9, now=0)
+    assert found is not None and found[0] == "k1"

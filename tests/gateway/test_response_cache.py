@@ -12,7 +12,6 @@ import pytest
 import redis
 from django.conf import settings
 
-from gateway.models import UsageEvent
 from tests.factories import make_api_key, make_balancer
 from tests.fault_servers import own_redis
 from tests.gateway.test_openai_sdk import wait_for_events

@@ -1,0 +1,128 @@
+"""What the response cache costs a miss and what a hit takes, in the gateway's own code.
+
+    REDIS_URL=redis://127.0.0.1:6379/3 python -m bench.cache_cost [--n 2000]
+
+Runs gateway.hotpath.cache's look-up, store and hit answer on one event loop against
+the Redis in REDIS_URL (the keys it writes expire within a minute), for an exact and
+a semantic balancer. A miss pays the look-up (one GET; semantic: the prompt's
+embedding and the index search too) and the store (one SET) on top of the upstream
+call; a hit pays the look-up and the answer, and no upstream call at all. The usage
+recorder is replaced by a list (its append is what the hot path pays; the write is
+off the path). Median and 99th percentile per request, in microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+import django
+
+django.setup()
+
+import orjson  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from gateway.engine.types import BalancerSpec, CachePolicy  # noqa: E402
+from gateway.hotpath import cache  # noqa: E402
+from gateway.hotpath.proxy import ClientRequest  # noqa: E402
+from gateway.hotpath.redis_client import call_async  # noqa: E402
+from gateway.hotpath.snapshot import KeySpec  # noqa: E402
+
+KEY = KeySpec(pk=1, name="bench", allowed=None, rate_limit_per_minute=None)
+ANSWER = orjson.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "A fairly normal answer. " * 40},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 60, "completion_tokens": 200, "total_tokens": 260}})
+TOPICS = ["refund", "invoice", "password", "shipping", "warranty", "upgrade", "contract", "login"]
+
+
+def balancer(pk: int, mode: str) -> BalancerSpec:
+    return BalancerSpec(pk=pk, name=f"bench-{mode}", serving_name=f"bench-{mode}", workload_kind="chat",
+                        routing_mode="ordered", auto_preference="balanced", router_model=None, classifier_timeout=1,
+                        confidence_threshold=0, attempt_budget=1, request_timeout=60, enabled=True, routes=(),
+                        cache=CachePolicy(mode=mode, ttl_seconds=60, similarity_threshold=0.95,
+                                          shared_across_keys=False))
+
+
+def request(i: int, *, stream: bool = False) -> ClientRequest:
+    prompt = (f"Customer {i} asks about their {TOPICS[i % len(TOPICS)]} number {i * 7919}: what should they do "
+              f"next, and how long will it take? They wrote in on day {i % 31}.")
+    payload: dict[str, Any] = {"model": "bench", "messages": [{"role": "system", "content": "You are a support agent."},
+                                                              {"role": "user", "content": prompt}],
+                               "temperature": 0, "stream": stream}
+    return ClientRequest(endpoint="chat", payload=payload, key=KEY, request_id=f"r{i}", route_override=None,
+                         started=time.monotonic(), created_at=datetime.now(UTC))
+
+
+def summary(label: str, samples: list[float]) -> str:
+    ordered = sorted(samples) or [0.0]
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"{label:<46} median {statistics.median(ordered) * 1e6:8.1f} us   p99 {p99 * 1e6:8.1f} us"
+
+
+async def main(n: int) -> None:
+    cache.recorder = type("Recorder", (), {"record": staticmethod(lambda record: None)})()  # type: ignore[assignment]
+    base = int(time.time()) * 1000  # fresh keys on every run
+    rtt = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await call_async(lambda client: client.ping())
+        rtt.append(time.perf_counter() - started)
+    print(summary("Redis PING round trip (reference)", rtt))
+    for mode in ("exact", "semantic"):
+        spec = balancer(base + (mode == "semantic"), mode)
+        cache.semantic_index.clear()
+        miss_lookup, miss_store, hit, hit_stream = [], [], [], []
+        missed = 0
+        for i in range(n):
+            req = request(i)
+            started = time.perf_counter()
+            lookup = await cache.look_up(spec, req, "")
+            looked = time.perf_counter()
+            assert lookup is not None
+            await cache.store(lookup, cache.Entry(body=ANSWER, route="main", instance="i", model="m",
+                                                  prompt_tokens=60, completion_tokens=200, cost_usd=cache.Decimal(0)))
+            miss_lookup.append(looked - started)
+            miss_store.append(time.perf_counter() - looked)
+        for i in range(n):
+            req = request(i, stream=i % 2 == 1)
+            started = time.perf_counter()
+            lookup = await cache.look_up(spec, req, "")
+            assert lookup is not None
+            if lookup.status != "hit":  # Redis late (past GATEWAY_REDIS_TIMEOUT_SECONDS) or the breaker open
+                missed += 1
+                continue
+            response = cache.hit_response(lookup, req, spec)
+            if req.payload["stream"]:
+                body = [chunk async for chunk in response.streaming_content]  # type: ignore[union-attr]
+                assert body[-1] == b"data: [DONE]\n\n"
+                hit_stream.append(time.perf_counter() - started)
+            else:
+                hit.append(time.perf_counter() - started)
+        index = f", semantic index up to {settings.GATEWAY_CACHE_SEMANTIC_ENTRIES} prompts" if mode == "semantic" else ""
+        print(f"\n{mode} ({n} requests, answer of {len(ANSWER)} bytes{index})")
+        print(summary("miss: look-up", miss_lookup))
+        print(summary("miss: store", miss_store))
+        print(summary("miss: total added to the request", [a + b for a, b in zip(miss_lookup, miss_store, strict=True)]))
+        print(summary("hit: look-up + answer", hit))
+        print(summary("hit: look-up + answer replayed as a stream", hit_stream))
+        if missed:
+            print(f"  {missed} of the {n} repeated requests missed: Redis answered late or the breaker was open")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    args = parser.parse_args()
+    if not settings.REDIS_URL:
+        raise SystemExit("set REDIS_URL: the cache's cost is measured against Redis")
+    asyncio.run(main(args.n))
