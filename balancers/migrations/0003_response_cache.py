@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('balancers', '0001_initial'),
+        ('balancers', '0002_content_rules'),
     ]
 
     operations = [
