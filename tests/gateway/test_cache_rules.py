@@ -117,3 +117,35 @@ def test_the_semantic_index_finds_the_nearest_live_prompt_of_the_same_shape_with
     assert index.rows((1, "k1")) == 2
     found = index.nearest(probe, 0.9, now=0)
     assert found is not None and found[0] == "k1"
+
+
+def test_inputs_a_content_rule_routes_on_join_the_key():
+    from datetime import UTC, datetime
+
+    from gateway.engine.types import BalancerSpec, RuleSpec
+    from gateway.hotpath.proxy import ClientRequest
+    from gateway.hotpath.snapshot import KeySpec
+
+    def spec(*rules: RuleSpec) -> BalancerSpec:
+        return BalancerSpec(pk=7, name="b", serving_name="b", workload_kind="chat", routing_mode="ordered",
+                            auto_preference="balanced", router_model=None, classifier_timeout=1,
+                            confidence_threshold=0, attempt_budget=1, request_timeout=60, enabled=True, routes=(),
+                            rules=rules, cache=POLICY)
+
+    def keyed(balancer: BalancerSpec, metadata: dict, tags: str = "") -> str:
+        payload = {"model": "b", "messages": [{"role": "user", "content": "hi"}], "metadata": metadata}
+        req = ClientRequest(endpoint="chat", payload=payload, key=KeySpec(pk=1, name="k", allowed=None,
+                            rate_limit_per_minute=None), request_id="r", route_override=None, started=0.0,
+                            created_at=datetime.now(UTC), tags=tags)
+        request = cache.normalised("chat", payload)
+        cache.routed_on(balancer, req, request)
+        return cache.entry_key(balancer.pk, "k1", "chat", request)
+
+    plain = spec()
+    assert keyed(plain, {"team": "a"}) == keyed(plain, {"team": "b"})
+    by_metadata = spec(RuleSpec(name="r", kind="metadata", route="x", metadata_key="team", value="a"))
+    assert keyed(by_metadata, {"team": "a"}) != keyed(by_metadata, {"team": "b"})
+    by_tag = spec(RuleSpec(name="t", kind="tag", route="x", value="vip"))
+    assert keyed(by_tag, {}, tags="vip") != keyed(by_tag, {}, tags="")
+    off = spec(RuleSpec(name="r", kind="metadata", route="x", enabled=False))
+    assert keyed(off, {"team": "a"}) == keyed(off, {"team": "b"})
