@@ -32,6 +32,9 @@ threshold and whether API keys share answers. The rules:
   Redis, so the TTL, the scope and an outage apply to semantic hits exactly as to
   exact ones. The price: each worker learns its own index (an exact hit is shared by
   every worker at once, a semantic one only by the worker that stored it).
+- **Doors.** `/v1/chat/completions` and `/v1/embeddings`; the translated doors (Messages,
+  Responses, legacy completions) skip the cache: a hit would have to be translated back into
+  their shape.
 - **Bypass.** `Cache-Control: no-cache` on the request skips the look-up (the fresh
   answer is stored); `no-store` skips both. Marked `x-balancer-cache: bypass`.
 - **Redis away** (down, hung, breaker open: gateway.hotpath.redis_client): a miss, and
@@ -331,7 +334,7 @@ async def _set(key: str, value: bytes, ttl: int) -> bool:
 async def look_up(balancer: BalancerSpec, req: ClientRequest, cache_control: str) -> Lookup | None:
     """None when the balancer's cache is off; otherwise hit (with the entry), miss or bypass."""
     policy = balancer.cache
-    if policy is None:
+    if policy is None or req.usage_endpoint:  # the translated doors (messages, responses...) skip it
         return None
     told = directives(cache_control) if cache_control else set()
     scope = scope_of(policy, req.key.pk)

@@ -233,3 +233,16 @@ def test_with_redis_down_the_cache_is_a_miss_and_never_an_error(setup):
             gateway.stop()
     events = wait_for_events(8, serving_name="cache-redis-down")
     assert [e.cache_hit for e in events] == [False, True] + [False] * 6
+
+
+def test_the_translated_doors_skip_the_cache(setup):
+    cached_balancer(setup, "cache-doors")
+    _, secret = make_api_key()
+    setup.gateway.wait_for_config()
+    body = {"model": "cache-doors", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]}
+    for _ in range(2):
+        response = httpx.post(setup.gateway.v1 + "/messages", json=body, timeout=10,
+                              headers={"x-api-key": secret, "anthropic-version": "2023-06-01"})
+        assert response.status_code == 200, response.text
+        assert "x-balancer-cache" not in response.headers
+    assert setup.upstream.count("cache-doors") == 2

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('gateway', '0007_usage_dead_letters'),
+        ('gateway', '0008_stored_responses'),
     ]
 
     operations = [
