@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('gateway', '0008_stored_responses'),
+        ('gateway', '0009_probe_history'),
     ]
 
     operations = [
