@@ -20,8 +20,8 @@ from rest_framework.response import Response
 from balancers import selectors
 from balancers.models import RULE_NAME_MAX, Balancer, ContentRule, Route, RuleKind
 from balancers.services import ROUTE_FIELDS, RULE_FIELDS, balancer_delete, balancer_save
+from config.api import JsonApi, json_object
 from config.api_fields import JsonTypesMixin, NameField
-from targetgroups.api import JsonApi, json_object
 from targetgroups.models import PRIORITY_VALIDATORS, WEIGHT_VALIDATORS, Instance, TargetGroup
 from targetgroups.validators import slug_validator
 

@@ -9,7 +9,7 @@ from balancers.api import (
     BalancerRetrieveApi,
     BalancerUpdateApi,
 )
-from targetgroups.api import endpoint
+from config.api import endpoint
 
 urlpatterns = [
     path("balancers/", endpoint(BalancerListApi, BalancerCreateApi), name="api-balancers"),

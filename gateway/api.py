@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from balancers.models import Balancer
+from config.api import JsonApi
 from config.api_fields import JsonTypesMixin, NameField
 from gateway.models import ApiKey
 from gateway.reporting.rollups import rollup_usage
@@ -35,7 +36,6 @@ from gateway.reporting.selectors import (
     usage_totals,
 )
 from gateway.services import api_key_create, api_key_delete, api_key_revoke, api_key_update
-from targetgroups.api import JsonApi
 
 
 def _api_keys() -> QuerySet[ApiKey]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from config.api import endpoint
 from gateway.api import (
     ApiKeyCreateApi,
     ApiKeyDeleteApi,
@@ -11,7 +12,6 @@ from gateway.api import (
     ApiKeyUpdateApi,
     UsageApi,
 )
-from targetgroups.api import endpoint
 
 urlpatterns = [
     path("api-keys/", endpoint(ApiKeyListApi, ApiKeyCreateApi), name="api-api-keys"),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from config.api import endpoint
 from targetgroups.api import (
     InstanceCreateApi,
     InstanceDeleteApi,
@@ -15,7 +16,6 @@ from targetgroups.api import (
     TargetGroupListApi,
     TargetGroupRetrieveApi,
     TargetGroupUpdateApi,
-    endpoint,
 )
 
 urlpatterns = [

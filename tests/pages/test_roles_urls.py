@@ -116,6 +116,11 @@ RULES: dict[str, Rule] = {
     "gateway-models": Rule(GATEWAY),
     "gateway-model": Rule(GATEWAY),
     "gateway-explain": Rule(GATEWAY),
+    "gateway-completions": Rule(GATEWAY),
+    "gateway-messages": Rule(GATEWAY),
+    "gateway-messages-count-tokens": Rule(GATEWAY),
+    "gateway-responses": Rule(GATEWAY),
+    "gateway-response": Rule(GATEWAY),
     "gateway-not-found": Rule(GATEWAY),
     "healthz": Rule(PROBE),
     "readyz": Rule(PROBE),
@@ -168,7 +173,7 @@ def samples(demo: Any) -> dict[str, dict[str, Any]]:
     assert member is not None and ApiKey.objects.filter(pk=key.pk).exists()
     read = {"name": "support-balancer", "group": "tech-support-pool", "instance_id": "inst_a", "member_id": member.pk,
             "pk": key.pk, "key_id": key.pk, "step": "name", "model": "support-balancer", "app_label": "auth",
-            "object_id": "999999", "id": "999999", "content_type_id": 1}
+            "object_id": "999999", "id": "999999", "content_type_id": 1, "response_id": "resp_no_such_response"}
     write = {**read, "name": "no-such-thing", "group": "no-such-group", "instance_id": "no-such-instance",
              "member_id": 999999, "pk": 999999, "key_id": 999999}
     return {"GET": read, "POST": write}
