@@ -5,13 +5,18 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Q
-from django.db.models.functions import TruncHour
+from django.db import connection
+from django.db.models import Aggregate, Count, FloatField, Q, Sum
+from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from balancers.models import Balancer, Route
@@ -28,6 +33,7 @@ class Sparkline:
     values: list[int]
     width: int = 120
     height: int = 30
+    unit: str = "hours"
 
     @property
     def total(self) -> int:
@@ -53,7 +59,7 @@ class Sparkline:
 
     @property
     def label(self) -> str:
-        return f"{self.total} requests in the last {len(self.values)} hours"
+        return f"{self.total} requests in the last {len(self.values)} {self.unit}"
 
 
 def traffic_by_hour(balancer_ids: Iterable[int], *, hours: int = SPARK_HOURS) -> dict[int, Sparkline]:
@@ -83,6 +89,7 @@ class MemberState:
     enabled: bool
     health: str  # healthy | cooling | half_open
     probe: ProbeSummary | None = None  # active health (probes), beside the passive circuit above
+    cooldown_until: float | None = None
 
     @property
     def simulated_down(self) -> bool:
@@ -116,6 +123,15 @@ class MemberState:
             return "simulated outage"
         return "healthy"
 
+    @property
+    def drained(self) -> bool:
+        return self.enabled and self.instance.enabled and self.weight == 0
+
+    def cooldown_left(self, now: float) -> int | None:
+        if self.health != "cooling" or self.cooldown_until is None:
+            return None
+        return max(0, math.ceil(self.cooldown_until - now))
+
 
 @dataclass
 class RouteState:
@@ -124,6 +140,7 @@ class RouteState:
     members: list[MemberState]
     requests: int = 0
     errors: int = 0
+    figures: LaneFigures | None = None
 
     @property
     def available(self) -> bool:
@@ -132,6 +149,28 @@ class RouteState:
     @property
     def degraded(self) -> bool:
         return any(not m.eligible or m.simulated_down for m in self.members)
+
+    @property
+    def role(self) -> str:
+        """primary (tried first) or fallback (behind it); `route.is_default` marks the default besides."""
+        return "primary" if self.order == 1 else "fallback"
+
+    def lane_state(self, now: float | None = None) -> tuple[str, str]:
+        """(state, words): active, degraded, cooling (with seconds left), unavailable, drained, disabled."""
+        now = time.time() if now is None else now
+        if not self.route.enabled:
+            return "disabled", "disabled"
+        serving = [m for m in self.members if m.enabled and m.instance.enabled]
+        if serving and all(m.weight == 0 for m in serving):
+            return "drained", "drained"
+        if not self.available:
+            lefts = [left for m in self.members if (left := m.cooldown_left(now)) is not None]
+            if lefts:
+                return "cooling", f"cooling down, {min(lefts)} s left"
+            return "unavailable", "unavailable"
+        if self.degraded:
+            return "degraded", "degraded"
+        return "active", "active"
 
 
 @dataclass
@@ -180,7 +219,8 @@ def balancer_states(balancers: Iterable[Balancer]) -> list[BalancerState]:
         for order, (route, members) in enumerate(routes, start=1):
             state.routes.append(RouteState(route=route, order=order, members=[
                 MemberState(instance=inst, weight=weight, priority=priority, enabled=enabled,
-                            health=health[inst.pk].status, probe=probes[inst.pk])
+                            health=health[inst.pk].status, probe=probes[inst.pk],
+                            cooldown_until=health[inst.pk].cooldown_until)
                 for inst, weight, priority, enabled in sorted(members, key=lambda m: (m[2], m[0].instance_id))
             ]))
         states.append(state)
@@ -222,12 +262,12 @@ def recent_events(balancer: Balancer, *, limit: int = 15) -> list[UsageEvent]:
     return list(UsageEvent.objects.filter(balancer=balancer).order_by("-created_at")[:limit])
 
 
-def recent_traffic_totals(balancer: Balancer, *, hours: int = 24) -> dict[str, Any]:
-    """Live figures from the raw usage events of the last `hours` (the board, the detail page).
+def recent_traffic_totals(balancer: Balancer, *, hours: int = 24, minutes: int | None = None) -> dict[str, Any]:
+    """Live figures from the raw usage events of the last `hours` (or `minutes`) (the board, the detail page).
 
     The usage page's `gateway.reporting.selectors.usage_totals` sums hourly rollups over a range instead.
     """
-    since = timezone.now() - timedelta(hours=hours)
+    since = timezone.now() - (timedelta(minutes=minutes) if minutes is not None else timedelta(hours=hours))
     from django.db.models import Avg, Sum
 
     totals = UsageEvent.objects.filter(balancer=balancer, created_at__gte=since).aggregate(
@@ -235,3 +275,81 @@ def recent_traffic_totals(balancer: Balancer, *, hours: int = 24) -> dict[str, A
         cost=Sum("cost_usd"), latency=Avg("latency_ms"),
     )
     return totals
+
+
+# The live figures' one window: the board, the lanes and the detail page all say "last 15 minutes".
+LIVE_MINUTES = 15
+
+
+class _Median(Aggregate):
+    """PostgreSQL's exact median; other databases get it computed in Python (`_medians`)."""
+
+    function = "percentile_cont"
+    template = "%(function)s(0.5) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+
+@dataclass
+class LaneFigures:
+    requests: int = 0
+    errors: int = 0
+    p50_ms: float | None = None
+    p50_ttfb_ms: float | None = None
+    tokens: int = 0
+    cost: Decimal = Decimal(0)
+    per_minute: list[int] = field(default_factory=lambda: [0] * LIVE_MINUTES)
+
+    @property
+    def per_minute_rate(self) -> float:
+        return self.requests / LIVE_MINUTES
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def spark(self) -> Sparkline:
+        return Sparkline(self.per_minute, width=96, height=24, unit="minutes")
+
+
+def _medians(events: Any) -> dict[str, tuple[float | None, float | None]]:
+    if connection.vendor == "postgresql":
+        rows = events.values("route").annotate(p50=_Median("latency_ms"), ttfb=_Median("ttfb_ms"))
+        return {row["route"]: (row["p50"], row["ttfb"]) for row in rows}
+    values: dict[str, tuple[list[float], list[float]]] = {}
+    for route, latency, ttfb in events.values_list("route", "latency_ms", "ttfb_ms"):
+        lat, first = values.setdefault(route, ([], []))
+        lat.append(latency)
+        if ttfb is not None:
+            first.append(ttfb)
+    return {route: (statistics.median(lat) if lat else None, statistics.median(first) if first else None)
+            for route, (lat, first) in values.items()}
+
+
+def lane_figures(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
+    """Each lane's live figures over the last `minutes`: requests, errors, medians, tokens, cost, per minute.
+
+    A request counts in the lane that answered it; one that no lane answered counts nowhere.
+    """
+    now = timezone.now()
+    since = now - timedelta(minutes=minutes)
+    events = UsageEvent.objects.filter(balancer=state.balancer, created_at__gte=since)
+    totals = {row["route"]: row for row in events.values("route").annotate(
+        n=Count("id"), errors=Count("id", filter=Q(status_code__gte=400)),
+        tokens=Sum("prompt_tokens") + Sum("completion_tokens"), cost=Sum("cost_usd"))}
+    medians = _medians(events)
+    series: dict[str, list[int]] = {}
+    for row in events.annotate(minute=TruncMinute("created_at")).values("route", "minute").annotate(n=Count("id")):
+        index = minutes - 1 - int((now - row["minute"]).total_seconds() // 60)
+        if 0 <= index < minutes:
+            series.setdefault(row["route"], [0] * minutes)[index] += row["n"]
+    for lane in state.routes:
+        name = lane.route.name
+        row = totals.get(name)
+        figures = LaneFigures(per_minute=series.get(name, [0] * minutes))
+        if row:
+            figures.requests, figures.errors = row["n"], row["errors"]
+            figures.tokens, figures.cost = row["tokens"] or 0, row["cost"] or Decimal(0)
+            figures.p50_ms, figures.p50_ttfb_ms = medians.get(name, (None, None))
+        lane.figures = figures
+        lane.requests, lane.errors = figures.requests, figures.errors

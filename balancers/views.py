@@ -5,13 +5,25 @@ One template per page; htmx requests get a `page.html#partial` fragment of it.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -38,8 +50,10 @@ from balancers.forms import (
 )
 from balancers.models import Balancer
 from balancers.page_selectors import (
+    LIVE_MINUTES,
     balancer_states,
     balancers_for_pages,
+    lane_figures,
     member_probes,
     recent_events,
     recent_traffic_totals,
@@ -47,6 +61,7 @@ from balancers.page_selectors import (
     traffic_by_hour,
 )
 from balancers.services import ROUTE_FIELDS, balancer_delete, balancer_save, rule_values
+from gateway.board_feed import FeedUnavailable, hub
 from gateway.router_models.local import RouteIntent
 from gateway.router_models.separation import MAX_ROUTES as SEPARATION_MAX_ROUTES
 from gateway.router_models.separation import route_overlaps
@@ -113,15 +128,82 @@ def balancer_detail(request: HttpRequest, name: str) -> HttpResponse:
     })
 
 
+def _board_state(name: str) -> Any:
+    state = _state_or_404(name)
+    lane_figures(state)
+    return state
+
+
+def board_lanes_payload(name: str) -> bytes:
+    """The lanes as the board's live part shows them (state, members, figures), and the summary:
+    sent on the SSE stream when they change, and answered to the board's fallback poll."""
+    state = _board_state(name)
+    now = time.time()
+    lanes = {}
+    for lane in state.routes:
+        lane_state, words = lane.lane_state(now)
+        html = render_to_string("balancers/board.html#lane_live", {"r": lane, "now": now})
+        lanes[lane.route.name] = {"state": lane_state, "words": words, "html": html}
+    summary = render_to_string("balancers/board.html#summary", {
+        "state": state, "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES),
+        "live_minutes": LIVE_MINUTES})
+    probes = render_to_string("balancers/board.html#probes", {"probes": member_probes(state)})
+    return orjson.dumps({"routes": [lane.route.name for lane in state.routes], "lanes": lanes, "summary": summary,
+                         "probes": probes})
+
+
 @role_required(VIEWER)
 @require_GET
 def balancer_board(request: HttpRequest, name: str) -> HttpResponse:
-    state = _state_or_404(name)
-    route_traffic(state, minutes=15)
+    if request.GET.get("lanes"):  # the fallback poll while the event stream is down
+        return HttpResponse(board_lanes_payload(name), content_type="application/json")
+    state = _board_state(name)
     context = {"state": state, "balancer": state.balancer, "events": recent_events(state.balancer),
-               "totals": recent_traffic_totals(state.balancer, hours=1), "probes": member_probes(state)}
-    template = "balancers/board.html#board" if request.htmx else "balancers/board.html"
+               "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES), "live_minutes": LIVE_MINUTES,
+               "now": time.time(), "probes": member_probes(state)}
+    template = "balancers/board.html#events" if request.htmx else "balancers/board.html"
     return render(request, template, context)
+
+
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+@role_required(VIEWER)
+@require_GET
+async def balancer_board_events(request: HttpRequest, name: str) -> HttpResponse:
+    """The board's event stream (text/event-stream): `requests` as the gateway serves them,
+    `lanes` when a lane's state or figures change. Fed by gateway.board_feed's hub."""
+    balancer = await Balancer.objects.filter(name=name).only("pk").afirst()
+    if balancer is None:
+        raise Http404("No such balancer.")
+    render_lanes = functools.partial(board_lanes_payload, name)
+    listening = hub.listen(balancer.pk, render_lanes)
+    try:
+        queue = await listening.__aenter__()
+    except FeedUnavailable:
+        return HttpResponse("The live feed is unavailable; the board polls instead.", status=503,
+                            content_type="text/plain")
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b"retry: 2000\n\n"
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if item is None:
+                    return
+                event, data = item
+                yield b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+        finally:
+            await listening.__aexit__(None, None, None)
+
+    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events back
+    return response
 
 
 def _current_routes(balancer: Balancer) -> list[dict[str, Any]]:

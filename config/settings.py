@@ -197,6 +197,10 @@ GATEWAY_MAX_BODY_BYTES = envint("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024, minim
 GATEWAY_CONFIG_POLL_SECONDS = envfloat("GATEWAY_CONFIG_POLL_SECONDS", 0.5, minimum=0.05)
 GATEWAY_USAGE_BUFFER_MAX = envint("GATEWAY_USAGE_BUFFER_MAX", 50_000, minimum=100)
 GATEWAY_USAGE_FLUSH_SECONDS = envfloat("GATEWAY_USAGE_FLUSH_SECONDS", 1.0, minimum=0.05)
+# The live board (gateway/board_feed.py): requests are published per worker in batches this far
+# apart; each watched balancer's lanes are re-rendered this often while a board is open.
+GATEWAY_BOARD_PUBLISH_SECONDS = envfloat("GATEWAY_BOARD_PUBLISH_SECONDS", 0.25, minimum=0.05)
+GATEWAY_BOARD_STATE_SECONDS = envfloat("GATEWAY_BOARD_STATE_SECONDS", 1.0, minimum=0.2)
 GATEWAY_UPSTREAM_MAX_CONNECTIONS = envint("GATEWAY_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1)
 GATEWAY_BASE_URL = envstr("GATEWAY_BASE_URL", "")
 # Hostile upstreams (docs/reliability.md): an answer past these bounds is an upstream failure and

@@ -33,6 +33,7 @@ import psycopg
 from django.conf import settings
 from django.db import DataError, IntegrityError, close_old_connections, connections, transaction
 
+from gateway.board_feed import feed
 from gateway.db import connection_lost, drop_connections
 from gateway.outages import SUMMARY_SECONDS, OutageLog, describe
 
@@ -96,6 +97,7 @@ class UsageRecorder:
                 self.dropped += 1
                 if self.dropped in (1, 100) or self.dropped % 10_000 == 0:
                     logger.error("usage buffer full: %d events dropped so far", self.dropped)
+        feed.note(record)  # the live boards: a deque append; published from feed's own thread
         if self._thread is None:
             self._start()
 

@@ -60,14 +60,20 @@ def test_the_detail_page_lists_routes_in_attempt_order_with_sample_and_links(adm
     assert 'value="fallback" selected' in html  # the smoke test defaults to the default route
 
 
-def test_the_board_polls_a_fragment(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_board_streams_events_and_offers_lanes_and_requests_to_poll(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
     support = Balancer.objects.get(name="support-balancer")
     usage(support, route="reasoning", status=502)
     page = admin_client.get("/balancers/support-balancer/board/").content.decode()
-    assert "every 3s" in page and "<html" in page
+    assert 'data-events-url="/balancers/support-balancer/board/events/"' in page and "<html" in page
     fragment = admin_client.get("/balancers/support-balancer/board/", headers={"HX-Request": "true"}).content.decode()
-    assert fragment.lstrip().startswith('<div id="board"') and "<html" not in fragment
-    assert "1 failed" in fragment
+    assert fragment.lstrip().startswith('<tbody id="board-events"') and "<html" not in fragment
+    lanes = admin_client.get("/balancers/support-balancer/board/?lanes=1").json()
+    assert lanes["routes"] == ["efficient", "reasoning", "fallback"]
+    reasoning = lanes["lanes"]["reasoning"]
+    assert reasoning["state"] == "active"
+    assert '<dd data-testid="error-rate">100%</dd>' in reasoning["html"]
+    assert '<dd data-testid="rpm">0.1</dd>' in reasoning["html"]  # 1 request over the 15-minute window
+    assert ">fallback</span>" in lanes["lanes"]["efficient"]["html"] or ">primary</span>" in lanes["lanes"]["efficient"]["html"]
 
 
 def test_the_board_opens_a_failed_over_request_s_attempts(admin_client, demo) -> None:  # type: ignore[no-untyped-def]

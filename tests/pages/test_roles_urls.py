@@ -57,6 +57,7 @@ RULES: dict[str, Rule] = {
     "balancer-list": page(VIEWER),
     "balancer-detail": page(VIEWER),
     "balancer-board": page(VIEWER),
+    "balancer-board-events": page(VIEWER),  # the board's event stream (SSE), read-only
     "balancer-test": page(VIEWER),
     "balancer-smoke-test": page(VIEWER),  # calls the gateway, changes nothing
     "balancer-toggle": page(OPERATOR),
