@@ -20,6 +20,7 @@ from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from balancers.models import Balancer, Route
+from gateway.board_feed import decision_words
 from gateway.hotpath.runtime import health_snapshot
 from gateway.models import UsageEvent
 from gateway.reporting.selectors import ProbeSummary, probe_summaries
@@ -259,7 +260,12 @@ def route_traffic(state: BalancerState, *, minutes: int = 60) -> None:
 
 
 def recent_events(balancer: Balancer, *, limit: int = 15) -> list[UsageEvent]:
-    return list(UsageEvent.objects.filter(balancer=balancer).order_by("-created_at")[:limit])
+    """The latest usage events, each with `decision_words`: why it went where it did, in an operator's words."""
+    events = list(UsageEvent.objects.filter(balancer=balancer).order_by("-created_at")[:limit])
+    for event in events:
+        event.decision_words = decision_words(event.decision_reason, event.confidence, event.attempt_log or [],
+                                              event.route)
+    return events
 
 
 def recent_traffic_totals(balancer: Balancer, *, hours: int = 24, minutes: int | None = None) -> dict[str, Any]:

@@ -132,7 +132,7 @@
       st.appendChild(document.createTextNode(" "));
       st.appendChild(d);
     }
-    cell(tr, e.decision, "small", "Decision");
+    cell(tr, e.decision, "small", "Decision").setAttribute("data-testid", "decision");
     cell(tr, e.ms + " ms", "right nowrap", "Latency");
     events.prepend(tr);
     while (events.children.length > ROWS) events.lastElementChild.remove();

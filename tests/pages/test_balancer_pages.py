@@ -87,6 +87,7 @@ def test_the_board_opens_a_failed_over_request_s_attempts(admin_client, demo) ->
     event.save()
     fragment = admin_client.get("/balancers/support-balancer/board/", headers={"HX-Request": "true"}).content.decode()
     assert "<summary>2 attempts</summary>" in fragment
+    assert "fallback after gpt-oss-120b connection refused" in fragment  # the decision in operator words
     assert "reasoning → <span class=\"mono\">gpt-oss-120b</span>" in fragment and ">connect</span>" in fragment
 
 
