@@ -15,6 +15,7 @@ import orjson
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.core.handlers.asgi import ASGIRequest
 from django.http import (
     Http404,
     HttpRequest,
@@ -176,6 +177,10 @@ async def balancer_board_events(request: HttpRequest, name: str) -> HttpResponse
     balancer = await Balancer.objects.filter(name=name).only("pk").afirst()
     if balancer is None:
         raise Http404("No such balancer.")
+    if not isinstance(request, ASGIRequest):
+        # A WSGI server (runserver without ASGI, the tests' live server) would buffer the endless
+        # stream whole: 204 tells the browser not to reconnect, and the board polls.
+        return HttpResponse(status=204)
     render_lanes = functools.partial(board_lanes_payload, name)
     listening = hub.listen(balancer.pk, render_lanes)
     try:
