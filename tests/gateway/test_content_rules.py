@@ -171,6 +171,6 @@ def test_the_rule_decision_shows_on_the_board_and_the_usage_page(setup, admin_cl
     post(setup.gateway, secret, chat("rules-pages", "refund please"))
     wait_for_events(1, balancer=balancer)
     board = admin_client.get(f"/balancers/{balancer.name}/board/").content.decode()
-    assert "rule:money" in board
+    assert "rule money matched" in board  # the board says the decision in operator words
     usage = admin_client.get("/usage/").content.decode()
     assert "rule:money" in usage

@@ -51,9 +51,11 @@ def test_the_board_shows_a_probe_badge_and_the_members_probes(admin_client, demo
         _probe("qwen-cheap-a", status, 5.0, detail)
     _probe("gpt-oss-120b", "unavailable", None, "connection failed: refused")
     _probe("backup-small", "healthy", 7.0, "GET /models answered 200")
-    for headers in ({}, {"HX-Request": "true"}):
-        html = admin_client.get("/balancers/support-balancer/board/", headers=headers).content.decode()
-        lanes = html.split('data-testid="route-lanes"')[1].split('data-testid="board-probes"')[0]
+    # The page as loaded, and the lanes payload the live board receives (event stream or poll).
+    page = admin_client.get("/balancers/support-balancer/board/").content.decode()
+    live = admin_client.get("/balancers/support-balancer/board/?lanes=1").json()
+    for lanes, html in ((page.split('data-testid="route-lanes"')[1].split('data-testid="board-probes"')[0], page),
+                        ("".join(lane["html"] for lane in live["lanes"].values()), live["probes"])):
         assert 'data-testid="member-probe" title="Active probes: probe timed out">probe unavailable<' in lanes
         assert 'title="Active probes: connection failed: refused">probe degraded<' in lanes
         assert lanes.count('data-testid="member-probe"') == 2  # healthy and unprobed members: no badge
