@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 
-from django.conf import settings
-from django.core.asgi import get_asgi_application
-from servestatic import ServeStaticASGI
+from config.metrics_dir import prepare_metrics_dir
+
+prepare_metrics_dir()  # before anything imports prometheus_client: every worker adds to one set of totals
+
+from django.conf import settings  # noqa: E402
+from django.core.asgi import get_asgi_application  # noqa: E402
+from servestatic import ServeStaticASGI  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 

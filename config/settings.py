@@ -7,6 +7,7 @@ SECRET_KEY, ALLOWED_HOSTS, and a Celery worker + beat.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -252,13 +253,37 @@ GATEWAY_RESPONSES_RETENTION_DAYS = envint("GATEWAY_RESPONSES_RETENTION_DAYS", 30
 # gateway's own estimate, noted on the usage event (gateway/upstream/answers.py).
 GATEWAY_MAX_REPORTED_TOKENS = envint("GATEWAY_MAX_REPORTED_TOKENS", 10_000_000, minimum=1000)
 
+# Observability (docs/deploy.md "Observability"). Logs: one JSON object a line (`json`, the default
+# outside embedded mode) or plain text (`text`, the default in `make run`); one line per /v1 request
+# unless GATEWAY_REQUEST_LOG is off. /metrics: the bearer token, or a client in the networks (loopback
+# only when neither is set).
+GATEWAY_LOG_FORMAT = envstr(
+    "GATEWAY_LOG_FORMAT", "text" if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else "json"
+)
+if GATEWAY_LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"GATEWAY_LOG_FORMAT must be json or text, got {GATEWAY_LOG_FORMAT!r}")
+GATEWAY_REQUEST_LOG = envbool("GATEWAY_REQUEST_LOG", True)
+GATEWAY_METRICS_TOKEN = envstr("GATEWAY_METRICS_TOKEN", "")
+GATEWAY_METRICS_ALLOW_NETWORKS = envlist("GATEWAY_METRICS_ALLOW_NETWORKS", [])
+for _network in GATEWAY_METRICS_ALLOW_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"GATEWAY_METRICS_ALLOW_NETWORKS: {exc}") from None
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
+    },
     # Every record leaves with the upstream API keys scrubbed out (gateway/hotpath/scrub.py).
     "filters": {"scrub_secrets": {"()": "gateway.hotpath.scrub.SecretFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["scrub_secrets"]}},
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if GATEWAY_LOG_FORMAT == "json" else "plain",
+                             "filters": ["scrub_secrets"]}},
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     # axes: lockouts and repeated failures are warnings; its start banner and each login are not news.
     "loggers": {"django.request": {"level": "ERROR"}, "axes": {"level": "WARNING"}},

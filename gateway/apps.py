@@ -8,3 +8,9 @@ class GatewayConfig(AppConfig):
 
     def ready(self) -> None:
         from gateway import signals  # noqa: F401  (config-version bumps)
+        from gateway.hotpath import accesslog, metrics, tracing
+
+        # Told of every usage event: the Prometheus counts, the request log line, the trace's end.
+        metrics.install()
+        accesslog.install()
+        tracing.setup()

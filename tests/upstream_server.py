@@ -37,6 +37,7 @@ class FakeUpstream:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
+    traceparents: list[str | None] = field(default_factory=list)  # the W3C traceparent each request carried
     models_status: int = 200  # what GET /v1/models answers (health probes)
     models_headers: list[dict[str, str]] = field(default_factory=list)  # each GET /v1/models's headers
     calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request, any path
@@ -102,6 +103,7 @@ class FakeUpstream:
         payload = await request.json(loads=orjson.loads)
         self.requests.append(payload)
         self.auth_headers.append(request.headers.get("Authorization"))
+        self.traceparents.append(request.headers.get("traceparent"))
         b = self.behaviour(payload.get("model", ""))
         if b.delay:
             await asyncio.sleep(b.delay)

@@ -36,7 +36,7 @@ from django.http.request import split_domain_port, validate_host
 from django.urls import get_resolver
 from django.utils.log import log_response
 
-from gateway.hotpath import errors, outcomes
+from gateway.hotpath import errors, outcomes, tracing
 from gateway.hotpath.snapshot import holder
 
 # BaseHandler's view-calling step: a private method, absent from django-stubs.
@@ -163,6 +163,7 @@ class GatewayASGIHandler(ASGIHandler):
             return
         request: Any = created  # carries the gateway's own attributes from here on
         request.gateway_request_id = outcomes.request_id_for(request.META.get("HTTP_X_REQUEST_ID", ""))
+        span = tracing.start_request(_trace_headers(scope)) if tracing.enabled and outcomes.is_recorded_path(scope["path"]) else None
         # The response is made in this task; one watcher task cancels it if the client
         # goes away (Django runs the view in a second task and waits on both).
         task = asyncio.current_task()
@@ -186,6 +187,8 @@ class GatewayASGIHandler(ASGIHandler):
             listener.cancel()
             if response is not None:
                 _close_without_signal(response)
+            if span is not None:
+                tracing.finish(span)
 
     async def _refuse(self, scope: dict[str, Any], send: Any, error: errors.GatewayError,
                       started: float, created_at: Any) -> None:
@@ -208,6 +211,11 @@ def _declared_length(scope: dict[str, Any]) -> int:
         if name == b"content-length":
             return int(value) if value.isdigit() else 0  # a malformed length is the server's to refuse
     return 0
+
+
+def _trace_headers(scope: dict[str, Any]) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers") or ()
+            if name in (b"traceparent", b"tracestate")}
 
 
 def _meta_headers(scope: dict[str, Any]) -> dict[str, str]:
@@ -300,7 +308,7 @@ async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any]) -> None:
             return
 
 
-GATEWAY_PATH_PREFIXES = ("/v1/", "/healthz", "/readyz")
+GATEWAY_PATH_PREFIXES = ("/v1/", "/healthz", "/readyz", "/metrics")
 GATEWAY_PATHS = ("/v1",)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -243,6 +244,7 @@ class ConfigHolder:
         # Called on every poll tick, e.g. to share health state through Redis.
         self.tick_hooks: list[Callable[[], Awaitable[None]]] = []
         self.refresh_log = OutageLog("config refresh", logger)
+        self.refreshed_at: float | None = None  # time.monotonic() of the last config version read (/metrics)
 
     async def get(self) -> GatewayConfig:
         config = self._config
@@ -272,6 +274,7 @@ class ConfigHolder:
             if first and self._config is not None:
                 return self._config
             version = await read_version()
+            self.refreshed_at = time.monotonic()
             if not force and self._config is not None and version == self._seen_version:
                 return self._config
             config = await in_thread(build_config, version or 0)

@@ -23,6 +23,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
@@ -87,9 +88,16 @@ class UsageRecorder:
         self.set_aside = 0  # records the database refused for their values (UsageDeadLetter)
         self._set_aside_logged_at = -SUMMARY_SECONDS
         self.outage = OutageLog("usage writes", logger)
+        # Told of every record as it is made (metrics, the request log, the trace): no I/O.
+        self.observers: list[Callable[[UsageRecord], None]] = []
 
     def record(self, record: UsageRecord) -> None:
         """Hot path: O(1), no I/O."""
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:  # a metrics or log failure never costs the client its answer
+                logger.exception("usage observer %s failed", getattr(observer, "__name__", observer))
         with self._lock:
             self._buffer.append(record)
             if len(self._buffer) > self.max_buffer:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from gateway.hotpath import completions_api, messages_api, responses_api, v1_api
+from gateway.hotpath import completions_api, messages_api, metrics, responses_api, v1_api
 
 urlpatterns = [
     path("v1/chat/completions", v1_api.ChatCompletionsApi.as_view(), name="gateway-chat"),
@@ -17,6 +17,7 @@ urlpatterns = [
     path("v1/explain", v1_api.ExplainApi.as_view(), name="gateway-explain"),
     path("healthz", v1_api.healthz, name="healthz"),
     path("readyz", v1_api.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from gateway.engine.types import InstanceSpec
+from gateway.hotpath import tracing
 from gateway.text import message_text
 from gateway.upstream.answers import MalformedAnswer
 from gateway.upstream.base import UpstreamFailure, UpstreamResponse, UpstreamStream
@@ -256,7 +257,7 @@ async def call(
         instance,
         url=instance.base_url + "/messages",
         body=orjson.dumps(body),
-        headers={"content-type": "application/json", **client_headers(instance)},
+        headers={"content-type": "application/json", **client_headers(instance), **tracing.upstream_headers()},
         stream=stream,
         deadline=deadline,
         error_body=_openai_error,

@@ -104,6 +104,29 @@ async def call_upstream(
     """Call one instance. `endpoint` is "chat" or "embeddings"; `deadline` is time.monotonic()-based.
     `native`: the client's own Messages API body (anthropic.Native), sent untranslated to an
     Anthropic instance; other providers get `payload`."""
+    from gateway.hotpath import tracing
+
+    span = tracing.start_attempt(instance, endpoint, str(payload.get("model"))) if tracing.enabled else None
+    if span is None:
+        return await _call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline,
+                           native=native)
+    try:
+        result = await _call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline,
+                             native=native)
+    except UpstreamFailure as failure:
+        tracing.end_attempt(span, failure=failure)
+        raise
+    except BaseException:
+        tracing.end_attempt(span)
+        raise
+    tracing.end_attempt(span)
+    return result
+
+
+async def _call(
+    instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float,
+    native: Any = None,
+) -> UpstreamResponse | UpstreamStream:
     if instance.provider in ("openai", "anthropic"):
         problem = _base_url_problem(instance.base_url)
         if problem:  # a row saved before the egress policy: refused here as at save time

@@ -18,6 +18,7 @@ import orjson
 from django.conf import settings
 
 from gateway.engine.types import InstanceSpec
+from gateway.hotpath import tracing
 from gateway.upstream import http
 from gateway.upstream.answers import event_data
 from gateway.upstream.base import (
@@ -40,7 +41,8 @@ def client_headers(instance: InstanceSpec) -> dict[str, str]:
 
 
 def _headers(instance: InstanceSpec) -> dict[str, str]:
-    return {"Content-Type": "application/json", **client_headers(instance)}
+    # traceparent: the attempt's span, when tracing is on (gateway/hotpath/tracing.py)
+    return {"Content-Type": "application/json", **client_headers(instance), **tracing.upstream_headers()}
 
 
 async def call(

@@ -1,0 +1,210 @@
+"""Observability: /metrics summed over the workers, a JSON log line per request, OTel traces."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.factories import make_api_key, make_balancer
+from tests.live_server import LiveGateway
+from tests.upstream_server import Behaviour
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKEN = "metrics-scrape-token-for-the-test"
+
+
+@pytest.fixture
+def two_workers(transactional_db: Any) -> Iterator[LiveGateway]:
+    server = LiveGateway(workers=2, extra_env={"GATEWAY_METRICS_TOKEN": TOKEN, "GATEWAY_LOG_FORMAT": "json"})
+    yield server
+    server.stop()
+
+
+def scrape(server: LiveGateway) -> dict[str, list[tuple[dict[str, str], float]]]:
+    response = httpx.get(server.base_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    samples: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[sample.name].append((sample.labels, sample.value))
+    return samples
+
+
+def total(samples: list[tuple[dict[str, str], float]], **labels: str) -> float:
+    return sum(value for have, value in samples if all(have.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_sum_both_workers_and_log_one_json_line_per_request(setup, two_workers):
+    server = two_workers
+    primary = setup.instance("obs-a", Behaviour(status=500))
+    fallback = setup.instance("obs-b")
+    setup.failover_balancer(primary, fallback, serving_name="observed")
+    _, secret = make_api_key()
+    server.wait_for_config()
+    body = {"model": "observed", "messages": [{"role": "user", "content": "a prompt never logged"}]}
+    sent = 40
+    for n in range(sent):  # a new connection each: both workers answer some
+        response = httpx.post(server.v1 + "/chat/completions", json=body, timeout=10,
+                              headers={"Authorization": f"Bearer {secret}", "X-Request-Id": f"obs-{n}"})
+        assert response.status_code == 200, response.text
+        assert response.headers["x-balancer-instance"] == fallback.instance_id
+    rejected = 5
+    for n in range(rejected):
+        response = httpx.post(server.v1 + "/chat/completions", json=body, timeout=10,
+                              headers={"Authorization": "Bearer not-a-key", "X-Request-Id": f"bad-{n}"})
+        assert response.status_code == 401
+    # A client sending an upstream key as its request id: the log must not carry it either.
+    httpx.post(server.v1 + "/chat/completions", json=body, timeout=10,
+               headers={"Authorization": f"Bearer {secret}", "X-Request-Id": "upstream-secret-obs-a"})
+    sent += 1
+
+    deadline = time.monotonic() + 10
+    while True:  # the per-worker gauges are set on each worker's config poll tick
+        metrics = scrape(server)
+        pids = {labels["pid"] for labels, _ in metrics["gateway_worker_config_version"]}
+        if len(pids) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(pids) == 2, "both workers report their config version"
+    requests = metrics["gateway_requests_total"]
+    assert total(requests, balancer="observed", status="200", route="fallback",
+                 instance=fallback.instance_id, endpoint="chat", decision="ordered") == sent
+    assert total(requests, status="401", endpoint="chat") == rejected
+    assert all("pid" not in labels for labels, _ in requests), "counters are the server's totals"
+    assert total(metrics["gateway_rejected_requests_total"], endpoint="chat", status="401") == rejected
+    attempts = metrics["gateway_upstream_attempts_total"]
+    failed = total(attempts, instance=primary.instance_id)  # until its circuit opened, in each worker
+    assert failed >= 1 and total(metrics["gateway_fallbacks_total"], balancer="observed") == failed
+    assert total(attempts, instance=fallback.instance_id, outcome="ok") == sent
+    assert total(metrics["gateway_request_duration_seconds_count"], balancer="observed") == sent
+    assert total(metrics["gateway_time_to_first_token_seconds_count"], balancer="observed") == sent
+    assert total(metrics["gateway_tokens_total"], balancer="observed", type="input") > 0
+    assert total(metrics["gateway_tokens_total"], balancer="observed", type="output") > 0
+    assert total(metrics["gateway_instance_healthy"], instance=fallback.instance_id) == 1
+    assert {labels["pid"] for labels, _ in metrics["gateway_worker_usage_backlog"]} == pids
+    assert {labels["pid"] for labels, _ in metrics["gateway_worker_config_refresh_age_seconds"]} == pids
+    # No label carries a request id, a key or the prompt.
+    text = httpx.get(server.base_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    for leak in ("obs-1\"", "bad-", secret, "upstream-secret", "a prompt never logged"):
+        assert leak not in text
+
+    time.sleep(0.5)  # the log thread writes the last lines
+    log = server.log()
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    by_id = defaultdict(list)
+    for line in lines:
+        if line.get("logger") == "gateway.requests":
+            by_id[line["request_id"]].append(line)
+    for n in range(sent - 1):
+        assert len(by_id[f"obs-{n}"]) == 1, f"one line for obs-{n}"
+    line = by_id["obs-0"][0]  # the first: the primary was tried before its circuit opened
+    assert line["balancer"] == "observed" and line["route"] == "fallback"
+    assert line["instance"] == fallback.instance_id and line["status"] == 200 and line["attempts"] == 2
+    assert line["latency_ms"] > 0 and line["ttfb_ms"] > 0 and line["prompt_tokens"] > 0
+    assert line["completion_tokens"] > 0 and "cost_usd" in line and line["level"] == "INFO"
+    assert len(by_id["bad-3"]) == 1 and by_id["bad-3"][0]["status"] == 401
+    assert "upstream-secret" not in log, "no upstream key in the log, even sent as a request id"
+    assert secret not in log and "a prompt never logged" not in log
+
+
+def test_metrics_are_refused_without_the_token(two_workers):
+    url = two_workers.base_url + "/metrics"
+    refused = httpx.get(url, timeout=5)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_metrics_token"
+    assert httpx.get(url, headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+    assert httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).status_code == 200
+
+
+def test_metrics_without_a_token_are_served_to_loopback_only(settings, rf):
+    from gateway.hotpath.metrics import allowed
+
+    settings.GATEWAY_METRICS_TOKEN = ""
+    settings.GATEWAY_METRICS_ALLOW_NETWORKS = []
+    assert allowed(rf.get("/metrics", REMOTE_ADDR="127.0.0.1")) is None
+    assert allowed(rf.get("/metrics", REMOTE_ADDR="10.1.2.3")).status == 403
+    settings.GATEWAY_METRICS_ALLOW_NETWORKS = ["10.0.0.0/8"]
+    assert allowed(rf.get("/metrics", REMOTE_ADDR="10.1.2.3")) is None
+    assert allowed(rf.get("/metrics", REMOTE_ADDR="127.0.0.1")).status == 403
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gateway.hotpath import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    yield exporter
+    tracing.use(None)
+
+
+def test_a_request_makes_a_span_tree_with_genai_attributes_and_passes_the_trace_on(upstream, spans, settings):
+    from gateway.hotpath.asgi import GatewayASGIHandler
+    from tests.factories import make_instance
+
+    settings.ALLOWED_HOSTS = ["*"]
+    upstream.behaviours["trace-down"] = Behaviour(status=503)
+    upstream.behaviours["trace-up"] = Behaviour()
+    down = make_instance(provider="openai", base_url=upstream.base_url, model="trace-down", api_key="upstream-secret-t1")
+    up = make_instance(provider="openai", base_url=upstream.base_url, model="trace-up", api_key="upstream-secret-t2")
+    make_balancer(serving_name="traced", routes=[
+        {"name": "first", "intent": "x", "instance": down, "priority": 1, "is_default": True},
+        {"name": "second", "intent": "y", "instance": up, "priority": 2},
+    ])
+    _, secret = make_api_key()
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = f"00-{caller_trace}-00f067aa0ba902b7-01"
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=GatewayASGIHandler())
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return await client.post("/v1/chat/completions", headers={
+                "Authorization": f"Bearer {secret}", "traceparent": traceparent,
+            }, json={"model": "traced", "messages": [{"role": "user", "content": "hi"}]})
+
+    response = asyncio.run(call())
+    assert response.status_code == 200, response.text
+    finished = spans.get_finished_spans()
+    [root] = [s for s in finished if s.kind.name == "SERVER"]
+    children = [s for s in finished if s.parent is not None and s.parent.span_id == root.context.span_id]
+    assert root.context.trace_id == int(caller_trace, 16), "the caller's trace goes on"
+    assert root.parent.span_id == 0x00F067AA0BA902B7
+    assert root.name == "chat traced"
+    attrs = root.attributes
+    assert attrs["gen_ai.operation.name"] == "chat" and attrs["gen_ai.request.model"] == "traced"
+    assert attrs["gen_ai.response.model"] == "trace-up" and attrs["gen_ai.system"] == "openai"
+    assert attrs["gen_ai.usage.input_tokens"] > 0 and attrs["gen_ai.usage.output_tokens"] > 0
+    assert attrs["smart_balancers.attempts"] == 2 and attrs["http.response.status_code"] == 200
+    assert [c.attributes["gen_ai.request.model"] for c in sorted(children, key=lambda s: s.start_time)] == [
+        "trace-down", "trace-up"]
+    assert [c.status.status_code.name for c in sorted(children, key=lambda s: s.start_time)] == ["ERROR", "UNSET"]
+    # The upstream saw each attempt's own span as its parent, in the caller's trace.
+    received = [tp for tp in upstream.traceparents if tp]
+    assert len(received) == 2
+    assert {tp.split("-")[2] for tp in received} == {format(c.context.span_id, "016x") for c in children}
+    assert all(tp.split("-")[1] == caller_trace for tp in received)
+
+
+def test_tracing_is_off_unless_the_otel_variables_ask_for_it():
+    from gateway.hotpath.tracing import configured
+
+    assert configured({}) is None
+    assert configured({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}) == "otlp"
+    assert configured({"OTEL_TRACES_EXPORTER": "console"}) == "console"
+    assert configured({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}) is None
+    assert configured({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}) is None
