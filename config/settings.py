@@ -263,6 +263,7 @@ GATEWAY_LOG_FORMAT = envstr(
 if GATEWAY_LOG_FORMAT not in ("json", "text"):
     raise ImproperlyConfigured(f"GATEWAY_LOG_FORMAT must be json or text, got {GATEWAY_LOG_FORMAT!r}")
 GATEWAY_REQUEST_LOG = envbool("GATEWAY_REQUEST_LOG", True)
+GATEWAY_METRICS = envbool("GATEWAY_METRICS", True)  # off: /metrics answers 404 and nothing is counted
 GATEWAY_METRICS_TOKEN = envstr("GATEWAY_METRICS_TOKEN", "")
 GATEWAY_METRICS_ALLOW_NETWORKS = envlist("GATEWAY_METRICS_ALLOW_NETWORKS", [])
 for _network in GATEWAY_METRICS_ALLOW_NETWORKS:
@@ -276,7 +277,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        "json": {"()": "pythonjsonlogger.orjson.OrjsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
                  "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
     },
     # Every record leaves with the upstream API keys scrubbed out (gateway/hotpath/scrub.py).

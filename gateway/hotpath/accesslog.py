@@ -9,23 +9,24 @@ logging), never a key: the whole formatted line also goes through the secret scr
 (gateway/hotpath/scrub.py), so even an upstream key sent as a request id leaves as a mark.
 
 Format: GATEWAY_LOG_FORMAT (`json`, the default outside embedded mode, or `text`), shared
-with every other log record (config/settings.py LOGGING). The record is handed to a
-logging thread through a queue (QueueHandler / QueueListener): formatting and the write to
-stderr happen off the event loop. GATEWAY_REQUEST_LOG=0 turns the lines off.
+with every other log record (config/settings.py LOGGING). The usage record is handed to a
+logging thread through a queue: building the line, formatting it and writing it to stderr
+happen off the event loop (on the loop: one queue put). GATEWAY_REQUEST_LOG=0 turns the lines off.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import sys
-from logging.handlers import QueueHandler, QueueListener
+import threading
 from typing import Any
 
 from django.conf import settings
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
-from gateway.hotpath import scrub
+from gateway.hotpath import scrub, tracing
 from gateway.hotpath.usage import UsageRecord, recorder
 
 logger = logging.getLogger("gateway.requests")
@@ -50,38 +51,48 @@ class ScrubbedFormatter(logging.Formatter):
 
 
 def formatter() -> logging.Formatter:
-    inner = (JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES) if settings.GATEWAY_LOG_FORMAT == "json"
+    inner = (OrjsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES) if settings.GATEWAY_LOG_FORMAT == "json"
              else logging.Formatter(TEXT_FORMAT))
     return ScrubbedFormatter(inner)
 
 
-class _Handoff(QueueHandler):
-    """QueueHandler that leaves the formatting to the listener's thread (its prepare() formats
-    in the caller's). The records carry only numbers and strings, so handing them over as
-    they are is safe."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-
-_listener: QueueListener | None = None
+_queue: queue.SimpleQueue[tuple[UsageRecord, str] | None] = queue.SimpleQueue()
+_thread: threading.Thread | None = None
+_lock = threading.Lock()
 
 
 def _start() -> None:
-    global _listener
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter())
-    channel: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = QueueListener(channel, handler)
-    _listener.start()
-    logger.addHandler(_Handoff(channel))
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
+    global _thread
+    with _lock:
+        if _thread is not None:
+            return
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter())
+        logger.propagate = False  # the line is written here, once, not again by the root's handler
+        logger.setLevel(logging.INFO)
+        _thread = threading.Thread(target=_write, args=(handler,), name="request-log", daemon=True)
+        _thread.start()
+        atexit.register(_stop)
+
+
+def _write(handler: logging.Handler) -> None:
+    """The log thread: builds and formats each line (python-json-logger) and writes it."""
+    while (item := _queue.get()) is not None:
+        record, trace_id = item
+        try:
+            handler.handle(_log_record(record, trace_id))
+        except Exception:  # never let one odd record stop the log
+            handler.handleError(logging.makeLogRecord({"msg": "request log line failed"}))
+
+
+def _stop() -> None:
+    """At exit: the lines still queued are written."""
+    if _thread is not None:
+        _queue.put(None)
+        _thread.join(5)
 
 
 def fields(record: UsageRecord) -> dict[str, Any]:
-    from gateway.hotpath import tracing
-
     values: dict[str, Any] = {
         "request_id": record.request_id,
         "endpoint": record.endpoint,
@@ -100,25 +111,27 @@ def fields(record: UsageRecord) -> dict[str, Any]:
         "completion_tokens": record.completion_tokens,
         "cost_usd": float(record.cost_usd),
     }
-    trace_id = tracing.current_trace_id()
-    if trace_id:
-        values["trace_id"] = trace_id
     return values
 
 
 def observe(record: UsageRecord) -> None:
-    if _listener is None:
+    """On the request's path: hand the record to the log thread (a queue put)."""
+    if _thread is None:
         _start()  # in the first process that records (the gateway's), not in every manage.py
-    if settings.GATEWAY_LOG_FORMAT == "json":
-        logger.info("request", extra=fields(record))
-        return
+    _queue.put((record, tracing.current_trace_id() if tracing.enabled else ""))
+
+
+def _log_record(record: UsageRecord, trace_id: str) -> logging.LogRecord:
     values = fields(record)
-    logger.info("%s %s %s balancer=%s route=%s instance=%s attempts=%s latency_ms=%s ttfb_ms=%s tokens=%s/%s "
-                "cost_usd=%s decision=%s error=%s request_id=%s", values["endpoint"], values["status"],
-                "stream" if values["stream"] else "whole", values["balancer"] or "-", values["route"] or "-",
-                values["instance"] or "-", values["attempts"], values["latency_ms"], values["ttfb_ms"],
-                values["prompt_tokens"], values["completion_tokens"], values["cost_usd"],
-                values["decision"] or "-", values["error"] or "-", values["request_id"])
+    if trace_id:
+        values["trace_id"] = trace_id
+    if settings.GATEWAY_LOG_FORMAT == "json":
+        return logger.makeRecord(logger.name, logging.INFO, __file__, 0, "request", (), None, extra=values)
+    text = ("%(endpoint)s %(status)s balancer=%(balancer)s route=%(route)s instance=%(instance)s "
+            "attempts=%(attempts)s latency_ms=%(latency_ms)s ttfb_ms=%(ttfb_ms)s "
+            "tokens=%(prompt_tokens)s/%(completion_tokens)s cost_usd=%(cost_usd)s decision=%(decision)s "
+            "error=%(error)s request_id=%(request_id)s") % {k: ("-" if v == "" else v) for k, v in values.items()}
+    return logger.makeRecord(logger.name, logging.INFO, __file__, 0, text, (), None)
 
 
 def install() -> None:

@@ -278,6 +278,8 @@ def allowed(request: HttpRequest) -> errors.GatewayError | None:
 
 
 async def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not settings.GATEWAY_METRICS:
+        return errors.GatewayError(404, "Metrics are off (GATEWAY_METRICS=0).", code="not_found").response()
     refusal = allowed(request)
     if refusal is not None:
         return refusal.response()
@@ -289,6 +291,8 @@ def install() -> None:
     """Count every usage event and keep this worker's gauges fresh (gateway.apps)."""
     from gateway.hotpath.snapshot import holder
 
+    if not settings.GATEWAY_METRICS:
+        return
     if observe not in recorder.observers:
         recorder.observers.append(observe)
     if _tick not in holder.tick_hooks:

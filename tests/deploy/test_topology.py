@@ -31,6 +31,7 @@ import yaml
 from cryptography.fernet import Fernet
 from django.conf import settings
 from django.urls import resolve
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.live_server import free_port
 
@@ -409,6 +410,16 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
             return row[0] == sent
 
         wait_until(f"a usage rollup of the {sent} requests", rolled_up, 15, processes)
+
+        # /metrics, whichever worker answers, holds the totals of both (config/metrics_dir.py).
+        metrics = {}
+        for family in text_string_to_metric_families(httpx.get(base + "/metrics", timeout=10).text):
+            for sample in family.samples:
+                metrics.setdefault(sample.name, []).append(sample)
+        counted = sum(s.value for s in metrics["gateway_requests_total"]
+                      if s.labels["balancer"] == "topology" and s.labels["endpoint"] == "chat")
+        assert counted == sent, f"/metrics counted {counted} of the {sent} requests"
+        assert {s.labels["pid"] for s in metrics["gateway_worker_config_version"]} <= set(workers)
         connections = query(topology_db, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", TOPOLOGY_DB)[0]
         redis_keys = redis.Redis.from_url(settings.REDIS_URL).dbsize()
         print(f"\ntopology: {sent} requests, probe, failover and rollup in {time.monotonic() - started:.1f} s; "
