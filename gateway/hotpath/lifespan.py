@@ -1,4 +1,4 @@
-"""ASGI lifespan: write out buffered usage events when the server shuts down.
+"""ASGI lifespan: write out buffered usage events, metrics and request log lines at shutdown.
 
 Django answers no lifespan messages itself, and uvicorn ends a process stopped by
 SIGTERM by re-raising the signal after its graceful shutdown, so atexit handlers
@@ -24,9 +24,12 @@ def with_lifespan(app: ASGIApp) -> ASGIApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                from gateway.hotpath import accesslog, metrics
                 from gateway.hotpath.usage import recorder
 
                 await asyncio.to_thread(recorder.stop)
+                metrics.flush()  # the counts waiting for the next tick
+                await asyncio.to_thread(accesslog.stop)  # the request log lines still queued
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -25,10 +25,13 @@ the gateway's own codes. Never a prompt, a key or a request id.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hmac
 import ipaddress
 import logging
+import math
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -97,18 +100,46 @@ def decision_kind(reason: str) -> str:
     return kind if kind in _DECISION_KINDS else ("" if not reason else "other")
 
 
-_children: dict[tuple[Any, ...], Any] = {}
+# Counts wait here (plain dicts, on the event loop) and are written to the metric values at
+# the worker's next config poll tick, at a scrape and at shutdown: one write per label set
+# per tick instead of ~9 per request (each a lock and a write to the multiprocess file).
+_counts: dict[tuple[Any, tuple[str, ...]], float] = {}
+_histograms: dict[tuple[Any, tuple[str, ...]], list[float]] = {}  # bucket counts, then the sum
+_lock = threading.Lock()  # observe() runs on the event loop; a flush may come from another thread
+_BOUNDS = {LATENCY: (*_LATENCY_BUCKETS, math.inf), TTFB: (*_LATENCY_BUCKETS, math.inf),
+           DECISION: (*_DECISION_BUCKETS, math.inf)}
 
 
-def _child(metric: Any, *values: str) -> Any:
-    """metric.labels(*values), kept: labels() takes a lock and builds a tuple per call."""
-    key = (metric, values)
-    child = _children.get(key)
-    if child is None:
-        if len(_children) > 50_000:  # configurations come and go; never grow without bound
-            _children.clear()
-        child = _children[key] = metric.labels(*values)
-    return child
+def _count(metric: Any, labels: tuple[str, ...], amount: float = 1.0) -> None:
+    key = (metric, labels)
+    _counts[key] = _counts.get(key, 0.0) + amount
+
+
+def _observe(metric: Any, labels: tuple[str, ...], value: float) -> None:
+    key = (metric, labels)
+    slots = _histograms.get(key)
+    bounds = _BOUNDS[metric]
+    if slots is None:
+        slots = _histograms[key] = [0.0] * (len(bounds) + 1)
+    slots[bisect.bisect_left(bounds, value)] += 1  # Prometheus buckets are upper bounds, inclusive
+    slots[-1] += value
+
+
+def flush() -> None:
+    """Write the waiting counts to the metric values (prometheus-client's files in multiprocess mode)."""
+    global _counts, _histograms
+    with _lock:
+        counts, histograms = _counts, _histograms
+        _counts, _histograms = {}, {}
+    for (metric, labels), amount in counts.items():
+        metric.labels(*labels).inc(amount)
+    for (metric, labels), slots in histograms.items():
+        child = metric.labels(*labels)
+        # Histogram.observe() adds one value; this adds many at once to the same bucket and sum values.
+        for i, n in enumerate(slots[:-1]):
+            if n:
+                child._buckets[i].inc(n)
+        child._sum.inc(slots[-1])
 
 
 def observe(record: UsageRecord) -> None:
@@ -116,27 +147,28 @@ def observe(record: UsageRecord) -> None:
     balancer = record.serving_name if record.balancer_id is not None else ""
     where = (balancer, record.route, record.instance)
     status = str(record.status_code)
-    _child(REQUESTS, record.endpoint, *where, status, decision_kind(record.decision_reason)).inc()
-    _child(LATENCY, record.endpoint, *where).observe(record.latency_ms / 1000)
-    if record.ttfb_ms is not None:
-        _child(TTFB, *where, "true" if record.stream else "false").observe(record.ttfb_ms / 1000)
-    if record.prompt_tokens:
-        _child(TOKENS, *where, "input").inc(record.prompt_tokens)
-    if record.completion_tokens:
-        _child(TOKENS, *where, "output").inc(record.completion_tokens)
-    if record.cost_usd:
-        _child(COST, *where).inc(float(record.cost_usd))
-    for entry in record.attempt_log:
-        _child(ATTEMPTS, balancer, str(entry.get("route") or ""), str(entry.get("instance") or ""),
-               str(entry.get("outcome") or "")).inc()
-    if record.attempts > 1:
-        _child(FALLBACKS, balancer).inc(record.attempts - 1)
-    if record.status_code == 429:
-        _child(RATE_LIMITED, balancer).inc()
-    if record.status_code >= 400 and not record.attempts:
-        _child(REJECTED, record.endpoint, status, record.error_type[:60]).inc()
-    if record.classifier_ms is not None:
-        _child(DECISION, balancer, decision_kind(record.decision_reason)).observe(record.classifier_ms / 1000)
+    with _lock:
+        _count(REQUESTS, (record.endpoint, *where, status, decision_kind(record.decision_reason)))
+        _observe(LATENCY, (record.endpoint, *where), record.latency_ms / 1000)
+        if record.ttfb_ms is not None:
+            _observe(TTFB, (*where, "true" if record.stream else "false"), record.ttfb_ms / 1000)
+        if record.prompt_tokens:
+            _count(TOKENS, (*where, "input"), record.prompt_tokens)
+        if record.completion_tokens:
+            _count(TOKENS, (*where, "output"), record.completion_tokens)
+        if record.cost_usd:
+            _count(COST, where, float(record.cost_usd))
+        for entry in record.attempt_log:
+            _count(ATTEMPTS, (balancer, str(entry.get("route") or ""), str(entry.get("instance") or ""),
+                              str(entry.get("outcome") or "")))
+        if record.attempts > 1:
+            _count(FALLBACKS, (balancer,), record.attempts - 1)
+        if record.status_code == 429:
+            _count(RATE_LIMITED, (balancer,))
+        if record.status_code >= 400 and not record.attempts:
+            _count(REJECTED, (record.endpoint, status, record.error_type[:60]))
+        if record.classifier_ms is not None:
+            _observe(DECISION, (balancer, decision_kind(record.decision_reason)), record.classifier_ms / 1000)
 
 
 def update_worker_gauges() -> None:
@@ -155,6 +187,7 @@ def update_worker_gauges() -> None:
 
 
 async def _tick() -> None:
+    flush()
     update_worker_gauges()
 
 
@@ -283,6 +316,7 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
     refusal = allowed(request)
     if refusal is not None:
         return refusal.response()
+    flush()  # this worker's counts; the others' wait at most one config poll interval
     body = await asyncio.to_thread(render)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
 

@@ -68,10 +68,11 @@ def test_metrics_sum_both_workers_and_log_one_json_line_per_request(setup, two_w
     sent += 1
 
     deadline = time.monotonic() + 10
-    while True:  # the per-worker gauges are set on each worker's config poll tick
+    while True:  # each worker writes its counts and gauges on its config poll tick (0.1 s here)
         metrics = scrape(server)
         pids = {labels["pid"] for labels, _ in metrics["gateway_worker_config_version"]}
-        if len(pids) == 2 or time.monotonic() > deadline:
+        if (len(pids) == 2 and total(metrics["gateway_requests_total"], status="200") == sent) \
+                or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert len(pids) == 2, "both workers report their config version"
@@ -208,3 +209,29 @@ def test_tracing_is_off_unless_the_otel_variables_ask_for_it():
     assert configured({"OTEL_TRACES_EXPORTER": "console"}) == "console"
     assert configured({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}) is None
     assert configured({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}) is None
+
+
+def test_counts_wait_for_the_tick_and_land_in_the_right_buckets():
+    from datetime import UTC, datetime
+
+    from prometheus_client import REGISTRY
+
+    from gateway.hotpath import metrics
+    from gateway.hotpath.usage import UsageRecord
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"endpoint": "chat", "balancer": "buckets", "route": "r",
+                                                "instance": "i", **labels}) or 0.0
+
+    before = value("gateway_request_duration_seconds_bucket", le="0.05")
+    for latency_ms in (10, 50, 50.001, 3000):
+        metrics.observe(UsageRecord(created_at=datetime.now(UTC), request_id="x", endpoint="chat", status_code=200,
+                                    latency_ms=latency_ms, balancer_id=1, serving_name="buckets", route="r",
+                                    instance="i", decision_reason="weighted"))
+    assert value("gateway_requests_total", status="200", decision="weighted") == 0, "not before the tick"
+    metrics.flush()
+    assert value("gateway_requests_total", status="200", decision="weighted") == 4
+    assert value("gateway_request_duration_seconds_bucket", le="0.05") - before == 2  # 10 ms and exactly 50 ms
+    assert value("gateway_request_duration_seconds_bucket", le="0.1") - before == 3
+    assert value("gateway_request_duration_seconds_bucket", le="+Inf") - before == 4
+    assert value("gateway_request_duration_seconds_sum") == pytest.approx(3.110001)
