@@ -9,6 +9,27 @@ the enabled routes' enabled groups that health says are eligible, each instance
 once, under the first route (by priority, then name) that holds it. Member
 priority tiers do not apply here: auto ranks instances on their merits.
 
+Request-side auto (``model="auto"`` and the goal names below, no balancer
+needed): the gateway builds, with the snapshot, one implicit auto balancer per
+goal and workload kind over every enabled instance of that kind; a request may
+narrow the pool further (``AutoRequest``)::
+
+    goal name    preference   pool
+    auto         balanced     every candidate
+    auto-cheap   cost
+    auto-fast    speed
+    auto-code    code
+    auto-best    quality
+    auto-free    balanced     zero-priced candidates only (input and output 0)
+
+A request's ``AutoRequest`` applies, in this order: the key's limit (instances
+it may not use are not candidates at all, and are not named as skipped), the
+pool it named (``model_routing_config.models``; the others are skipped as
+"not in the requested pool"), the ordered fallback list (``models``: the others
+are skipped as "not in the models list"), ``-free`` (priced ones are skipped as
+"not zero-priced"). Health removes the rest: a cooling-down instance is
+skipped as "cooling down".
+
 Every factor is a number in [0, 1], higher is better::
 
     quality      q = (quality_tier - 1) / 4
@@ -19,15 +40,28 @@ Every factor is a number in [0, 1], higher is better::
                      price = input + output price per 1M tokens
     load         l = 1 / (1 + in_flight)
     availability a = share of successes among the recent outcomes (1 with none)
+    strength     f = 1 if the preference's strength (``code`` for code) is
+                     among the instance's strengths, else 0
 
-    score = a * (wq*q + ws*s + wc*c + wl*l)
+    score = a * (wq*q + ws*s + wc*c + wl*l + wf*f)
 
-    preference   wq    ws    wc    wl
-    balanced     0.30  0.30  0.25  0.15
-    quality      0.85  0.07  0.03  0.05   (one quality tier, 0.85 * 0.25,
-                                           outweighs all the rest together)
-    speed        0.05  0.75  0.05  0.15
-    cost         0.10  0.10  0.75  0.05
+    preference   wq    ws    wc    wl    wf
+    balanced     0.30  0.30  0.25  0.15  0
+    quality      0.85  0.07  0.03  0.05  0     (one quality tier, 0.85 * 0.25,
+                                                outweighs all the rest together)
+    speed        0.05  0.75  0.05  0.15  0
+    cost         0.10  0.10  0.75  0.05  0
+    code         0.35  0.04  0.03  0.03  0.55  (code strength first: the weakest
+                                                coder, 0.55, beats the best
+                                                non-coder, 0.35 + 0.10; then
+                                                quality among the coders)
+
+Each score is also kept broken into its terms (weight x factor, before
+availability multiplies) for ``/v1/explain``.
+
+With a ``models`` fallback list the order is the list's order first (every
+instance of the first listed model, then the second's...), the score inside
+one listed model.
 
 Speed and cost are ratios to the best candidate, so a model twice as slow
 scores half, whatever the absolute numbers. Availability multiplies, so a
@@ -51,10 +85,31 @@ BALANCED = "balanced"
 QUALITY = "quality"
 SPEED = "speed"
 COST = "cost"
+CODE = "code"
+PREFERENCES = (BALANCED, QUALITY, SPEED, COST, CODE)
+
+# The goal names a client may send as `model`, and the preference each ranks by.
+GOALS: dict[str, str] = {
+    "auto": BALANCED,
+    "auto-cheap": COST,
+    "auto-fast": SPEED,
+    "auto-code": CODE,
+    "auto-best": QUALITY,
+    "auto-free": BALANCED,
+}
+FREE_GOAL = "auto-free"
 
 # Below these, differences stop mattering (1 ms; 1 cent per million tokens).
 LATENCY_FLOOR_S = 0.001
 PRICE_FLOOR = 0.01
+
+# Why a servable instance of the pool was not ranked (for /v1/explain and the attempt log).
+SKIP_POOL = "not in the requested pool (model_routing_config.models)"
+SKIP_LIST = "not in the models list"
+SKIP_PRICED = "not zero-priced (auto-free)"
+SKIP_COOLING = "cooling down (health)"
+SKIP_DISABLED = "disabled or drained (weight 0)"
+SKIP_EXCLUDED = "already tried in this request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +118,7 @@ class Weights:
     speed: float
     cost: float
     load: float
+    strength: float = 0.0
 
 
 PREFERENCE_WEIGHTS: dict[str, Weights] = {
@@ -70,7 +126,27 @@ PREFERENCE_WEIGHTS: dict[str, Weights] = {
     QUALITY: Weights(quality=0.85, speed=0.07, cost=0.03, load=0.05),
     SPEED: Weights(quality=0.05, speed=0.75, cost=0.05, load=0.15),
     COST: Weights(quality=0.10, speed=0.10, cost=0.75, load=0.05),
+    CODE: Weights(quality=0.35, speed=0.04, cost=0.03, load=0.03, strength=0.55),
 }
+# The strength a preference looks for in an instance's strengths.
+PREFERENCE_STRENGTH: dict[str, str] = {CODE: "code"}
+
+
+@dataclass(frozen=True, slots=True)
+class AutoRequest:
+    """What one request asked of an auto ranking, on top of the balancer's own pool.
+
+    ``allowed``: the instance pks the key may use (None: all). ``pool``: the
+    pks ``model_routing_config.models`` named (None: all). ``order``: the
+    ``models`` fallback list, as the pks of each listed model in list order
+    (empty: no list). ``free_only``: ``auto-free``.
+    """
+
+    preference: str = BALANCED
+    allowed: frozenset[int] | None = None
+    pool: frozenset[int] | None = None
+    order: tuple[frozenset[int], ...] = ()
+    free_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +161,51 @@ class RankedInstance:
     cost: float
     load: float
     availability: float
+    strength: float = 0.0
+    weights: Weights = PREFERENCE_WEIGHTS[BALANCED]
 
     @property
     def instance(self) -> InstanceSpec:
         return self.member.instance
+
+    def terms(self) -> dict[str, float]:
+        """The score broken into its terms: weight x factor; the sum times availability is the score."""
+        w = self.weights
+        return {
+            "quality": w.quality * self.quality,
+            "speed": w.speed * self.speed,
+            "cost": w.cost * self.cost,
+            "load": w.load * self.load,
+            "strength": w.strength * self.strength,
+            "availability": self.availability,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    route: RouteSpec
+    member: MemberSpec
+    reason: str
+
+    @property
+    def instance(self) -> InstanceSpec:
+        return self.member.instance
+
+
+@dataclass(frozen=True, slots=True)
+class AutoRanking:
+    preference: str
+    ranked: list[RankedInstance]
+    skipped: list[Skipped]
+    pool: frozenset[int]  # every instance pk the request may use (ranked or skipped): the last resort's pool
+
+
+def weights_for(preference: str | None) -> tuple[str, Weights]:
+    """The preference actually used (an unknown one ranks as ``balanced``) and its weights."""
+    if preference in PREFERENCE_WEIGHTS:
+        assert preference is not None
+        return preference, PREFERENCE_WEIGHTS[preference]
+    return BALANCED, PREFERENCE_WEIGHTS[BALANCED]
 
 
 def rank_instances(
@@ -101,13 +218,25 @@ def rank_instances(
     excluded: Collection[int] = (),
 ) -> list[RankedInstance]:
     """The eligible instances of all enabled routes, best first for the preference."""
-    weights = PREFERENCE_WEIGHTS.get(preference or balancer.auto_preference)
-    if weights is None:
-        weights = PREFERENCE_WEIGHTS[BALANCED]
+    request = AutoRequest(preference=preference or balancer.auto_preference, free_only=balancer.auto_free_only)
+    return rank_auto(balancer, request, health=health, load=load, now=now, excluded=excluded).ranked
 
-    candidates = _candidates(balancer, health, now, excluded)
+
+def rank_auto(
+    balancer: BalancerSpec,
+    request: AutoRequest,
+    *,
+    health: HealthTracker | None,
+    load: LoadStats,
+    now: float,
+    excluded: Collection[int] = (),
+) -> AutoRanking:
+    """The ranking for one request, with every skipped instance and why."""
+    preference, weights = weights_for(request.preference)
+    wanted = PREFERENCE_STRENGTH.get(preference)
+    candidates, skipped, pool = _candidates(balancer, request, health, now, excluded)
     if not candidates:
-        return []
+        return AutoRanking(preference, [], skipped, pool)
 
     latencies = [load.latency(member.instance.pk) for _, member in candidates]
     measured = [max(value, LATENCY_FLOOR_S) for value in latencies if value is not None]
@@ -123,34 +252,75 @@ def rank_instances(
         c = (cheapest + PRICE_FLOOR) / (price + PRICE_FLOOR)
         busy = 1.0 / (1 + load.in_flight(pk))
         a = health.success_rate(pk) if health is not None else 1.0
+        f = 1.0 if wanted is not None and wanted in member.instance.strengths else 0.0
         score = a * (
-            weights.quality * q + weights.speed * s + weights.cost * c + weights.load * busy
+            weights.quality * q
+            + weights.speed * s
+            + weights.cost * c
+            + weights.load * busy
+            + weights.strength * f
         )
-        ranked.append(RankedInstance(route, member, score, q, s, c, busy, a))
+        ranked.append(RankedInstance(route, member, score, q, s, c, busy, a, f, weights))
     # sort() is stable: equal scores keep route order, then member order.
-    ranked.sort(key=lambda r: -r.score)
-    return ranked
+    if request.order:
+        position = {pk: index for index, pks in reversed(list(enumerate(request.order))) for pk in pks}
+        ranked.sort(key=lambda r: (position[r.instance.pk], -r.score))
+    else:
+        ranked.sort(key=lambda r: -r.score)
+    return AutoRanking(preference, ranked, skipped, pool)
 
 
 def _candidates(
     balancer: BalancerSpec,
+    request: AutoRequest,
     health: HealthTracker | None,
     now: float,
     excluded: Collection[int],
-) -> list[tuple[RouteSpec, MemberSpec]]:
+) -> tuple[list[tuple[RouteSpec, MemberSpec]], list[Skipped], frozenset[int]]:
     seen: set[int] = set()
     found: list[tuple[RouteSpec, MemberSpec]] = []
+    skipped: list[Skipped] = []
+    listed = frozenset[int]().union(*request.order) if request.order else None
     for route in balancer.routes:  # sorted by (priority, name)
         if not route.enabled or not route.group.enabled:
             continue
         for member in route.group.members:
             pk = member.instance.pk
-            if pk in seen or pk in excluded or not is_servable(member):
+            if pk in seen or (request.allowed is not None and pk not in request.allowed):
                 continue
             seen.add(pk)
-            if health is None or health.is_eligible(pk, now):
+            reason = _skip_reason(member, request, listed, excluded)
+            if reason is None and health is not None and not health.is_eligible(pk, now):
+                reason = SKIP_COOLING
+            if reason is None:
                 found.append((route, member))
-    return found
+            else:
+                skipped.append(Skipped(route, member, reason))
+    usable = {SKIP_COOLING, SKIP_EXCLUDED}
+    pool = frozenset(m.instance.pk for _, m in found) | frozenset(
+        s.instance.pk for s in skipped if s.reason in usable
+    )
+    return found, skipped, pool
+
+
+def _skip_reason(
+    member: MemberSpec,
+    request: AutoRequest,
+    listed: frozenset[int] | None,
+    excluded: Collection[int],
+) -> str | None:
+    pk = member.instance.pk
+    if not is_servable(member):
+        return SKIP_DISABLED
+    if request.pool is not None and pk not in request.pool:
+        return SKIP_POOL
+    if listed is not None and pk not in listed:
+        return SKIP_LIST
+    if request.free_only and _price(member.instance) > 0:
+        return SKIP_PRICED
+    if pk in excluded:
+        return SKIP_EXCLUDED
+    return None
 
 
 def _price(instance: InstanceSpec) -> float:

@@ -19,7 +19,9 @@ The rules, as DESIGN.md states them and this file applies them:
    down), the least recently failed instance of all those routes is tried once,
    rather than refusing outright.
 7. ``auto`` mode ranks the eligible instances of all routes (see ``auto``) and
-   fails over down that ranking, under the same rules 4 to 6.
+   fails over down that ranking, under the same rules 4 to 6; the last resort
+   of rule 6 stays inside the request's pool (its key's limit, its
+   ``model_routing_config`` and ``models``, ``auto-free``).
 
 How the gateway drives a plan (one per client request)::
 
@@ -44,7 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.engine.auto import RankedInstance, rank_instances
+from gateway.engine.auto import AutoRanking, AutoRequest, RankedInstance, rank_auto
 from gateway.engine.health import HealthTracker
 from gateway.engine.selection import LoadStats, SelectionState, is_servable
 from gateway.engine.types import BalancerSpec, InstanceSpec, MemberSpec, RouteSpec
@@ -138,6 +140,7 @@ class AttemptPlan:
         "_routes",
         "_tried",
         "attempts",
+        "auto",
         "balancer",
         "budget",
         "current",
@@ -154,6 +157,7 @@ class AttemptPlan:
         routes: list[RouteSpec] | None = None,
         ranking: list[RankedInstance] | None = None,
         reason: str = "",
+        auto: AutoRanking | None = None,
     ) -> None:
         self.balancer = balancer
         self.routing = routing
@@ -164,6 +168,7 @@ class AttemptPlan:
         self.current: Attempt | None = None
         self._routes = routes if routes is not None else []
         self._ranking = ranking
+        self.auto = auto  # auto mode: the whole ranking, skipped instances included
         self._position = 0  # index into routes, or into the ranking
         self._tried: set[int] = set()  # instance pks attempted in this request
         self._finished = False
@@ -253,7 +258,7 @@ class AttemptPlan:
             if not route.group.enabled:
                 continue
             for member in route.group.members:
-                if is_servable(member):
+                if is_servable(member) and (self.auto is None or member.instance.pk in self.auto.pool):
                     owner.setdefault(member.instance.pk, (route, member))
         pk = self.routing.health.least_recently_failed(owner)
         if pk is None:
@@ -294,23 +299,29 @@ def plan_attempts(
     *,
     first: RouteSpec | None = None,
     reason: str = "",
+    auto: AutoRequest | None = None,
 ) -> AttemptPlan:
     """The attempt plan of one request.
 
     ``first``: the route decided by the caller (the classifier's choice, or a
     playground override), with ``reason`` for the usage event. Without it the
-    mode decides: ``auto`` ranks instances, the other modes use ``first_route``.
+    mode decides: ``auto`` ranks instances (for ``auto``, what the request
+    asked: preference, pool, fallback list), the other modes use ``first_route``.
     """
     if first is None and balancer.routing_mode == AUTO:
-        ranking = rank_instances(
-            balancer,
-            health=routing.health,
-            load=routing.load,
-            now=routing.clock(),
-            preference=balancer.auto_preference,
+        if auto is None:
+            auto = AutoRequest(
+                preference=balancer.auto_preference, free_only=balancer.auto_free_only
+            )
+        ranking = rank_auto(
+            balancer, auto, health=routing.health, load=routing.load, now=routing.clock()
         )
         return AttemptPlan(
-            balancer, routing, ranking=ranking, reason=f"auto:{balancer.auto_preference}"
+            balancer,
+            routing,
+            ranking=ranking.ranked,
+            reason=f"auto:{ranking.preference}",
+            auto=ranking,
         )
     if first is None:
         first, reason = first_route(balancer, routing.selection)

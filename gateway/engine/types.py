@@ -29,6 +29,7 @@ class InstanceSpec:
     request_timeout: float
     enabled: bool
     options: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    strengths: tuple[str, ...] = ()  # code, reasoning, multilingual... (auto's strength factor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,7 @@ class BalancerSpec:
     routes: tuple[RouteSpec, ...]  # every route, sorted by (priority, name)
     rules: tuple[RuleSpec, ...] = ()  # content rules, sorted by (order, name)
     cache: CachePolicy | None = None  # None: the response cache is off
+    auto_free_only: bool = False  # auto-free: zero-priced instances only
 
     @property
     def default_route(self) -> RouteSpec:
@@ -129,3 +131,8 @@ class BalancerSpec:
 class Snapshot:
     version: int
     balancers: MappingProxyType[str, BalancerSpec]  # by serving name
+    # The implicit auto balancers of the goal names (auto, auto-cheap...), by (workload kind, goal name);
+    # pk 0, one route "auto" over every enabled instance of the kind.
+    goals: MappingProxyType[tuple[str, str], BalancerSpec] = field(
+        default_factory=lambda: MappingProxyType({})
+    )

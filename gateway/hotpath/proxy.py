@@ -24,6 +24,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from gateway.engine.planner import Attempt, AttemptPlan, plan_attempts
 from gateway.engine.types import BalancerSpec, InstanceSpec
 from gateway.hotpath import cache, errors
+from gateway.hotpath.auto_request import empty_pool_error, goal_balancer, routing_options
 from gateway.hotpath.decision import Decision, decide
 from gateway.hotpath.ratelimit import check_rate_limit
 from gateway.hotpath.runtime import routing
@@ -103,6 +104,8 @@ def validate_payload(endpoint: str, payload: Any) -> dict[str, Any]:
 
 def find_balancer(config: GatewayConfig, key: KeySpec, model: str, endpoint: str | None) -> BalancerSpec:
     balancer = config.routing.balancers.get(model)
+    if balancer is None and (goal := goal_balancer(config, model, endpoint)) is not None:
+        return goal  # the key's limit applies to the goal's pool (auto_request.py)
     if balancer is None or not balancer.enabled:
         raise errors.model_not_found(model)
     if key.allowed is not None and balancer.serving_name not in key.allowed:
@@ -174,7 +177,7 @@ class _Exchange:
             status_code=status,
             latency_ms=round((time.monotonic() - self.req.started) * 1000, 3),
             api_key_id=self.req.key.pk,
-            balancer_id=self.balancer.pk,
+            balancer_id=self.balancer.pk or None,  # 0: a goal name's implicit auto balancer
             serving_name=self.balancer.serving_name,
             route=attempt.route.name if attempt is not None else "",
             instance=instance.instance_id if instance is not None else "",
@@ -211,13 +214,16 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         wait = await check_rate_limit(req.key.pk, req.key.rate_limit_per_minute)
         if wait is not None:
             raise errors.rate_limited(wait)
+    payload, auto = routing_options(balancer, req.key, payload)  # consumed: never forwarded upstream
     # Response cache (gateway.hotpath.cache): a hit answers here, before any decision or attempt.
     lookup = await cache.look_up(balancer, req, req.cache_control)
     if lookup is not None and lookup.entry is not None:
         return cache.hit_response(lookup, req, balancer)
     decision = await decide(balancer, config.version, payload, req.route_override, endpoint=req.endpoint,
                             key_name=req.key.name, tags=req.tags)
-    plan = plan_attempts(balancer, routing, first=decision.route, reason=decision.reason)
+    plan = plan_attempts(balancer, routing, first=decision.route, reason=decision.reason, auto=auto)
+    if plan.auto is not None and not plan.auto.pool:
+        raise empty_pool_error(balancer, plan.auto)
     exchange = _Exchange(req, balancer, decision, plan, scrubber_for(config.instances))
     stream = req.endpoint == "chat" and payload.get("stream") is True
     client_wants_usage = bool(stream and (payload.get("stream_options") or {}).get("include_usage"))

@@ -22,6 +22,8 @@ from django.conf import settings
 from balancers.models import Balancer, ContentRule
 from balancers.rule_syntax import RuleSyntaxError, compile_keywords, compile_pattern, parse_keywords
 from gateway.db import in_thread
+from gateway.engine.auto import FREE_GOAL, GOALS
+from gateway.engine.catalogue import strengths_for
 from gateway.engine.types import (
     BalancerSpec,
     CachePolicy,
@@ -48,6 +50,9 @@ class KeySpec:
     allowed: frozenset[str] | None  # serving names; None: every balancer
     rate_limit_per_minute: int | None
     allow_route_override: bool = False  # may send X-Balancer-Route
+    # The instances this key may reach through the goal names (auto, auto-cheap...): those of the
+    # balancers it is limited to; None: every enabled instance (a key not limited to balancers).
+    allowed_instances: frozenset[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,7 @@ def instance_spec(instance: Instance) -> InstanceSpec:
         request_timeout=instance.request_timeout,
         enabled=instance.enabled,
         options=MappingProxyType(dict(instance.options or {})),
+        strengths=strengths_for(instance.model),
     )
 
 
@@ -111,6 +117,39 @@ def cache_policy(balancer: Balancer) -> CachePolicy | None:
     return CachePolicy(mode=balancer.cache_mode, ttl_seconds=balancer.cache_ttl_seconds,
                        similarity_threshold=balancer.cache_similarity_threshold,
                        shared_across_keys=balancer.cache_shared_across_keys)
+
+
+def goal_balancers(instances: dict[int, InstanceSpec]) -> dict[tuple[str, str], BalancerSpec]:
+    """The implicit auto balancers of the goal names, one per (workload kind, goal name).
+
+    One route, "auto", over every enabled instance of the kind (by pk); the built-in
+    router models serve no chat. pk 0: no Balancer row (usage events carry the goal name).
+    Attempt budget and request timeout are a new balancer's defaults.
+    """
+    budget = Balancer._meta.get_field("attempt_budget").get_default()
+    timeout = Balancer._meta.get_field("request_timeout").get_default()
+    goals: dict[tuple[str, str], BalancerSpec] = {}
+    for kind in ("chat", "embeddings"):
+        members = tuple(
+            MemberSpec(instance=spec, weight=100, priority=1, enabled=True)
+            for pk, spec in sorted(instances.items())
+            if spec.enabled and spec.workload_kind == kind and spec.provider != "builtin"
+        )
+        group = GroupSpec(name=f"auto:{kind}", selection_policy="round_robin", enabled=True, members=members)
+        route = RouteSpec(name="auto", intent="Every enabled instance.", examples=(), group=group, priority=1,
+                          weight=100, is_default=True, enabled=True)
+        for goal, preference in GOALS.items():
+            goals[(kind, goal)] = BalancerSpec(
+                pk=0, name=goal, serving_name=goal, workload_kind=kind, routing_mode="auto",
+                auto_preference=preference, router_model=None, classifier_timeout=0.0, confidence_threshold=0.0,
+                attempt_budget=budget, request_timeout=timeout, enabled=True, routes=(route,),
+                auto_free_only=goal == FREE_GOAL,
+            )
+    return goals
+
+
+def _balancer_instances(balancer: BalancerSpec) -> set[int]:
+    return {m.instance.pk for r in balancer.routes if r.enabled and r.group.enabled for m in r.group.members}
 
 
 def build_config(version: int) -> GatewayConfig:
@@ -182,12 +221,17 @@ def build_config(version: int) -> GatewayConfig:
     keys: dict[str, KeySpec] = {}
     for key in ApiKey.objects.filter(enabled=True, revoked_at__isnull=True).prefetch_related("balancers"):
         allowed = [b.pk for b in key.balancers.all()]
+        reachable: set[int] = set()
+        for pk in allowed:
+            if pk in names_by_pk and balancers[names_by_pk[pk]].enabled:
+                reachable |= _balancer_instances(balancers[names_by_pk[pk]])
         keys[key.key_hash] = KeySpec(
             pk=key.pk,
             name=key.name,
             allowed=frozenset(names_by_pk[pk] for pk in allowed if pk in names_by_pk) if allowed else None,
             rate_limit_per_minute=key.rate_limit_per_minute,
             allow_route_override=key.allow_route_override,
+            allowed_instances=frozenset(reachable) if allowed else None,
         )
     # The built-in router models are fitted here, with the snapshot, never per request.
     fit_local_routers(balancers.values(), version)
@@ -196,7 +240,8 @@ def build_config(version: int) -> GatewayConfig:
 
         warm_up()
     return GatewayConfig(
-        routing=Snapshot(version=version, balancers=MappingProxyType(balancers)),
+        routing=Snapshot(version=version, balancers=MappingProxyType(balancers),
+                         goals=MappingProxyType(goal_balancers(instances))),
         keys=MappingProxyType(keys),
         instances=MappingProxyType(instances),
     )

@@ -26,12 +26,13 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
-from gateway.engine.auto import rank_instances
+from gateway.engine.auto import AutoRequest, rank_auto
 from gateway.engine.planner import first_route, route_order
 from gateway.engine.rules import MATCHED, RuleCheck
-from gateway.engine.types import RuleSpec
+from gateway.engine.types import BalancerSpec, RuleSpec
 from gateway.hotpath import completions_wire, errors, messages_wire, outcomes, responses_wire
 from gateway.hotpath.auth import GatewayKeyAuthentication, GatewayPrincipal
+from gateway.hotpath.auto_request import routing_options
 from gateway.hotpath.decision import Decision, decide
 from gateway.hotpath.proxy import (
     ClientRequest,
@@ -226,27 +227,29 @@ class EmbeddingsApi(GatewayApiView):
         return await serve_proxy(request._request, "embeddings", self.key(request), self.config(request))
 
 
-def _model_entry(serving_name: str, config: GatewayConfig) -> dict[str, Any]:
-    balancer = config.routing.balancers[serving_name]
-    return {"id": serving_name, "object": "model", "created": 0, "owned_by": "smart-balancers",
+def _model_entry(balancer: BalancerSpec) -> dict[str, Any]:
+    return {"id": balancer.serving_name, "object": "model", "created": 0, "owned_by": "smart-balancers",
             "workload_kind": balancer.workload_kind, "routing_mode": balancer.routing_mode}
 
 
 class ModelListApi(GatewayApiView):
     async def get(self, request: Any) -> HttpResponse:
         config, key = self.config(request), self.key(request)
-        names = sorted(
-            name for name, b in config.routing.balancers.items()
+        entries = {
+            name: _model_entry(b) for name, b in config.routing.balancers.items()
             if b.enabled and (key.allowed is None or name in key.allowed)
-        )
-        return JsonResponse({"object": "list", "data": [_model_entry(n, config) for n in names]})
+        }
+        # The goal names (auto, auto-cheap...) of chat, unless an operator's balancer has the name.
+        for (kind, goal), balancer in config.routing.goals.items():
+            if kind == "chat" and goal not in config.routing.balancers:
+                entries[goal] = _model_entry(balancer)
+        return JsonResponse({"object": "list", "data": [entries[n] for n in sorted(entries)]})
 
 
 class ModelDetailApi(GatewayApiView):
     async def get(self, request: Any, model: str) -> HttpResponse:
         config = self.config(request)
-        balancer = find_balancer(config, self.key(request), model, None)
-        return JsonResponse(_model_entry(balancer.serving_name, config))
+        return JsonResponse(_model_entry(find_balancer(config, self.key(request), model, None)))
 
 
 def as_chat(api: str | None, body: Any) -> Any:
@@ -277,16 +280,24 @@ class ExplainApi(GatewayApiView):
         balancer = find_balancer(config, self.key(request), payload["model"], "chat")
         override = route_override(request._request, self.key(request))
         key = self.key(request)
+        payload, auto = routing_options(balancer, key, payload)
         decision = await decide(balancer, config.version, payload, override, key_name=key.name,
                                 tags=request._request.META.get("HTTP_X_BALANCER_TAGS", ""), trace=True)
         route, reason = decision.route, decision.reason
         ranking: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
         if route is None and balancer.routing_mode == "auto":
-            ranked = rank_instances(balancer, health=routing.health, load=routing.load, now=time.time(),
-                                    preference=balancer.auto_preference)
-            ranking = [{"route": r.route.name, "instance": r.instance.instance_id, "score": round(r.score, 4)} for r in ranked]
-            route = ranked[0].route if ranked else None
-            reason = f"auto:{balancer.auto_preference}"
+            if auto is None:
+                auto = AutoRequest(preference=balancer.auto_preference, free_only=balancer.auto_free_only)
+            ranked = rank_auto(balancer, auto, health=routing.health, load=routing.load, now=routing.clock())
+            ranking = [{"route": r.route.name, "instance": r.instance.instance_id, "model": r.instance.model,
+                        "score": round(r.score, 4),
+                        "terms": {name: round(value, 4) for name, value in r.terms().items()},
+                        "latency_ms": _latency_ms(r.instance.pk)} for r in ranked.ranked]
+            skipped = [{"route": s.route.name, "instance": s.instance.instance_id, "model": s.instance.model,
+                        "reason": s.reason} for s in ranked.skipped]
+            route = ranked.ranked[0].route if ranked.ranked else None
+            reason = f"auto:{ranked.preference}"
         elif route is None:
             route, reason = first_route(balancer, routing.selection)
         scores = decision.scores
@@ -305,6 +316,7 @@ class ExplainApi(GatewayApiView):
             "difficulty": None if decision.difficulty is None else round(decision.difficulty, 4),
             "cached": decision.cached,
             "ranking": ranking,
+            "skipped": skipped,
             "rule": _matched_rule(decision),
             "rules": [_rule_check(check) for check in decision.rule_checks or ()],
         })
@@ -334,6 +346,11 @@ def _matched_rule(decision: Decision) -> dict[str, Any] | None:
 def _rule_check(check: RuleCheck) -> dict[str, Any]:
     """One rule's outcome: matched, no_match, rule_disabled, route_disabled or not_checked."""
     return {**_rule_entry(check.rule), "outcome": check.outcome}
+
+
+def _latency_ms(pk: int) -> float | None:
+    latency = routing.load.latency(pk)
+    return None if latency is None else round(latency * 1000, 2)
 
 
 async def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:

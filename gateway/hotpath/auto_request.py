@@ -1,0 +1,137 @@
+"""The request side of auto: goal names, `model_routing_config` and the `models` fallback list.
+
+- `model` = a goal name (auto, auto-cheap, auto-fast, auto-code, auto-best, auto-free; see
+  gateway.engine.auto.GOALS) with no balancer of that serving name: the snapshot's implicit auto
+  balancer for the endpoint's workload kind. An operator's balancer named `auto` wins.
+- Which instances a key reaches through a goal name: a key not limited to balancers, every enabled
+  instance of the kind; a key limited to balancers, only the instances of those (enabled)
+  balancers' routes (`KeySpec.allowed_instances`, computed with the snapshot). A limit can only
+  narrow what a key already reaches, never widen it.
+- `model_routing_config` = {"models": [...], "preference": ...}, both optional, nothing else:
+  narrows the pool and sets the preference (balanced, quality, speed, cost, code). `models`
+  (OpenRouter's fallback list): the listed models in order. A listed name matches an instance's
+  model name or its instance id, among the instances the request may use; anything else is a 400
+  naming the field. Both apply to goal names and to balancers in `auto` mode; on any other
+  balancer they are a 400 (they would be silently meaningless there).
+- Both fields are consumed here: the payload forwarded upstream never carries them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.engine.auto import GOALS, PREFERENCES, AutoRanking, AutoRequest
+from gateway.engine.types import BalancerSpec
+from gateway.hotpath import errors
+from gateway.hotpath.snapshot import GatewayConfig, KeySpec
+
+ROUTING_CONFIG = "model_routing_config"
+FALLBACK_LIST = "models"
+_CONFIG_FIELDS = ("models", "preference")
+MAX_LISTED = 50
+
+
+def goal_balancer(config: GatewayConfig, model: str, endpoint: str | None) -> BalancerSpec | None:
+    """The implicit auto balancer of a goal name, or None when `model` is no goal name."""
+    if model not in GOALS:
+        return None
+    return config.routing.goals.get((endpoint or "chat", model))
+
+
+def routing_options(balancer: BalancerSpec, key: KeySpec, payload: dict[str, Any]) -> tuple[dict[str, Any], AutoRequest | None]:
+    """The payload without the gateway's own fields, and what the request asks of auto (None: not auto)."""
+    has_config, has_list = ROUTING_CONFIG in payload, FALLBACK_LIST in payload
+    if balancer.routing_mode != "auto":
+        if has_config or has_list:
+            field = ROUTING_CONFIG if has_config else FALLBACK_LIST
+            raise errors.bad_request(
+                f"'{field}' applies to auto serving names (auto, auto-cheap, ...) and balancers in auto mode; "
+                f"{balancer.serving_name!r} routes in {balancer.routing_mode} mode.", param=field,
+                code="routing_config_not_applicable")
+        return payload, None
+    allowed = key.allowed_instances if balancer.pk == 0 else None
+    preference, pool = balancer.auto_preference, None
+    order: tuple[frozenset[int], ...] = ()
+    if has_config or has_list:
+        names = _names(balancer, allowed)
+        if has_config:
+            pool, asked = _routing_config(payload[ROUTING_CONFIG], names, balancer)
+            preference = asked or preference
+        if has_list:
+            order = tuple(_listed(payload[FALLBACK_LIST], FALLBACK_LIST, names, balancer))
+        payload = {k: v for k, v in payload.items() if k not in (ROUTING_CONFIG, FALLBACK_LIST)}
+    return payload, AutoRequest(preference=preference, allowed=allowed, pool=pool, order=order,
+                                free_only=balancer.auto_free_only)
+
+
+def _routing_config(value: Any, names: dict[str, frozenset[int]],
+                    balancer: BalancerSpec) -> tuple[frozenset[int] | None, str | None]:
+    if not isinstance(value, dict):
+        raise errors.bad_request(f"'{ROUTING_CONFIG}' must be an object with 'models' and/or 'preference'.",
+                                 param=ROUTING_CONFIG, code="invalid_routing_config")
+    for field in value:
+        if field not in _CONFIG_FIELDS:
+            raise errors.bad_request(f"Unknown field {str(field)[:40]!r} in '{ROUTING_CONFIG}'; it takes "
+                                     f"{' and '.join(_CONFIG_FIELDS)}.", param=f"{ROUTING_CONFIG}.{str(field)[:40]}",
+                                     code="invalid_routing_config")
+    preference = value.get("preference")
+    if preference is not None and preference not in PREFERENCES:
+        raise errors.bad_request(f"Unknown preference {str(preference)[:40]!r} in '{ROUTING_CONFIG}.preference'; "
+                                 f"one of: {', '.join(PREFERENCES)}.", param=f"{ROUTING_CONFIG}.preference",
+                                 code="invalid_routing_config")
+    pool = None
+    if "models" in value:
+        listed = _listed(value["models"], f"{ROUTING_CONFIG}.models", names, balancer)
+        pool = frozenset[int]().union(*listed)
+    return pool, preference
+
+
+def _listed(value: Any, field: str, names: dict[str, frozenset[int]], balancer: BalancerSpec) -> list[frozenset[int]]:
+    """The instance pks of each listed name, in order; a 400 naming the field for anything else."""
+    if not isinstance(value, list) or not value or len(value) > MAX_LISTED:
+        raise errors.bad_request(f"'{field}' must be a non-empty array of at most {MAX_LISTED} model names.",
+                                 param=field, code="invalid_routing_config")
+    found: list[frozenset[int]] = []
+    for index, name in enumerate(value):
+        pks = names.get(name) if isinstance(name, str) else None
+        if not pks:
+            known = ", ".join(sorted(names)[:20]) or "none"
+            shown = str(name)[:80]
+            raise errors.bad_request(
+                f"{shown!r} in '{field}' is not a model this key may use through {balancer.serving_name!r} "
+                f"(a model name or instance id); it may use: {known}.",
+                param=f"{field}[{index}]", code="model_not_allowed")
+        found.append(pks)
+    return found
+
+
+def _names(balancer: BalancerSpec, allowed: frozenset[int] | None) -> dict[str, frozenset[int]]:
+    """Every name a request may list (model names and instance ids) and the instance pks it stands for."""
+    found: dict[str, set[int]] = {}
+    for route in balancer.routes:
+        if not route.enabled or not route.group.enabled:
+            continue
+        for member in route.group.members:
+            instance = member.instance
+            if allowed is not None and instance.pk not in allowed:
+                continue
+            for name in (instance.model, instance.instance_id):
+                found.setdefault(name, set()).add(instance.pk)
+    return {name: frozenset(pks) for name, pks in found.items()}
+
+
+def empty_pool_error(balancer: BalancerSpec, ranking: AutoRanking) -> errors.GatewayError:
+    """Nothing at all this request may use (not even cooling down): why, as a 400."""
+    if balancer.auto_free_only and any(s.reason.startswith("not zero-priced") for s in ranking.skipped):
+        return errors.bad_request(
+            "No zero-priced model is enabled for this key: auto-free routes only to instances whose input "
+            "and output prices are both 0. Use another goal (auto, auto-cheap...) or set an instance's prices to 0.",
+            param="model", code="no_free_model")
+    if ranking.skipped:
+        reasons = sorted({s.reason for s in ranking.skipped})
+        return errors.bad_request(
+            f"No model is left for {balancer.serving_name!r} after this request's limits: "
+            f"{'; '.join(reasons)}.", param="model", code="no_model_available")
+    return errors.bad_request(
+        f"No enabled {balancer.workload_kind} model is available to this key through {balancer.serving_name!r}.",
+        param="model", code="no_model_available")
