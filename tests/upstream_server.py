@@ -41,6 +41,8 @@ class FakeUpstream:
     models_status: int = 200  # what GET /v1/models answers (health probes)
     models_headers: list[dict[str, str]] = field(default_factory=list)  # each GET /v1/models's headers
     calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request, any path
+    # A strict upstream: a request field outside this set is refused with OpenAI's own 400 (None: anything goes).
+    known_fields: frozenset[str] | None = None
 
     @property
     def base_url(self) -> str:
@@ -105,6 +107,11 @@ class FakeUpstream:
         self.auth_headers.append(request.headers.get("Authorization"))
         self.traceparents.append(request.headers.get("traceparent"))
         b = self.behaviour(payload.get("model", ""))
+        unknown = sorted(set(payload) - self.known_fields) if self.known_fields is not None else []
+        if unknown:
+            return payload, b, web.json_response({"error": {
+                "message": f"Unrecognized request argument supplied: {unknown[0]}",
+                "type": "invalid_request_error", "param": None, "code": None}}, status=400)
         if b.delay:
             await asyncio.sleep(b.delay)
         if b.status != 200:

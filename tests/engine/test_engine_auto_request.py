@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from engine_factories import make_balancer, make_group, make_instance, make_route, make_routing, trip
+from engine_factories import (
+    make_balancer,
+    make_group,
+    make_instance,
+    make_route,
+    make_routing,
+    trip,
+)
 
 from gateway.engine.auto import (
     PREFERENCE_WEIGHTS,

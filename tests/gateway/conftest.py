@@ -26,6 +26,7 @@ def _reset_upstream(request: pytest.FixtureRequest) -> None:
         server.requests.clear()
         server.auth_headers.clear()
         server.traceparents.clear()
+        server.known_fields = None
 
 
 @pytest.fixture(scope="session")
