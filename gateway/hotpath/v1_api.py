@@ -239,11 +239,21 @@ class ModelListApi(GatewayApiView):
             name: _model_entry(b) for name, b in config.routing.balancers.items()
             if b.enabled and (key.allowed is None or name in key.allowed)
         }
-        # The goal names (auto, auto-cheap...) of chat, unless an operator's balancer has the name.
+        # The goal names (auto, auto-cheap...) of chat this key reaches at least one instance through,
+        # unless an operator's balancer has the name.
         for (kind, goal), balancer in config.routing.goals.items():
-            if kind == "chat" and goal not in config.routing.balancers:
+            if kind == "chat" and goal not in config.routing.balancers and _reaches(balancer, key):
                 entries[goal] = _model_entry(balancer)
         return JsonResponse({"object": "list", "data": [entries[n] for n in sorted(entries)]})
+
+
+def _reaches(goal: BalancerSpec, key: KeySpec) -> bool:
+    allowed = key.allowed_instances
+    return any(
+        (allowed is None or m.instance.pk in allowed)
+        and not (goal.auto_free_only and (m.instance.input_price_per_million or m.instance.output_price_per_million))
+        for route in goal.routes for m in route.group.members
+    )
 
 
 class ModelDetailApi(GatewayApiView):

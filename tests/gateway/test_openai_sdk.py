@@ -102,7 +102,10 @@ def test_models_list_shows_only_the_balancers_a_key_may_use(setup):
     make_balancer(serving_name="hidden-one", routes=[
         {"name": "m", "intent": "x", "instance": setup.instance("u2"), "priority": 1, "is_default": True}])
     client = setup.client(balancers=[a])
-    assert [m.id for m in client.models.list()] == ["allowed-one"]
+    # The goal names (auto, auto-cheap...) this key reaches through allowed-one are listed too; not auto-free
+    # (allowed-one's instance is priced).
+    assert [m.id for m in client.models.list()] == [
+        "allowed-one", "auto", "auto-best", "auto-cheap", "auto-code", "auto-fast"]
     with pytest.raises(openai.PermissionDeniedError):
         client.chat.completions.create(model="hidden-one", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.PermissionDeniedError):
