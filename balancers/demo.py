@@ -1,4 +1,10 @@
-"""The demo configuration: simulator instances, target groups and two balancers.
+"""The demo configuration: simulator instances, target groups and three balancers.
+
+The goal names (auto, auto-cheap, auto-fast, auto-code, auto-best, auto-free) need
+no balancer: they rank every enabled instance. The demo has a coder
+(qwen2.5-coder-7b, for auto-code) and a zero-priced local model (for auto-free)
+so each goal name has something to pick, and `support-auto`, a published auto
+balancer over the support pools.
 
 Everything runs offline on the simulator provider, so the board and the
 playground work on a fresh machine. Seeding creates what is missing and leaves
@@ -32,6 +38,10 @@ INSTANCES: list[dict[str, Any]] = [
      "prices": ("0.15", "0.60"), "quality_tier": 3, "options": {"latency_ms": 90}},
     {"instance_id": "inst_b", "display_name": "Tech support B", "model": "support-b",
      "prices": ("0.15", "0.60"), "quality_tier": 3, "options": {"latency_ms": 110}},
+    {"instance_id": "coder-small", "display_name": "qwen2.5-coder-7b", "model": "qwen2.5-coder-7b",
+     "prices": ("0.07", "0.28"), "quality_tier": 3, "options": {"latency_ms": 150, "tokens_per_second": 300}},
+    {"instance_id": "local-free", "display_name": "Local model (free)", "model": "llama-local",
+     "prices": ("0", "0"), "quality_tier": 1, "options": {"latency_ms": 200, "tokens_per_second": 120}},
     {"instance_id": "embed-small", "display_name": "embed-small", "model": "embed-small", "workload_kind": "embeddings",
      "prices": ("0.02", "0"), "quality_tier": 2, "options": {"latency_ms": 20}},
     {"instance_id": "embed-backup", "display_name": "embed-backup", "model": "embed-backup", "workload_kind": "embeddings",
@@ -114,4 +124,13 @@ def seed_demo() -> list[str]:
                      "target_group": groups["embed-pool"]}],
         )
         created.append("balancer embed-balancer")
+    if not Balancer.objects.filter(name="support-auto").exists():
+        balancer_save(
+            fields={"name": "support-auto", "serving_name": "support-auto", "workload_kind": "chat",
+                    "routing_mode": "auto", "auto_preference": "balanced",
+                    "description": "The support pools ranked per request on quality, live latency, price and load."},
+            routes=[{"name": r["name"], "intent": r["intent"], "examples": r["examples"], "priority": r["priority"],
+                     "is_default": r.get("is_default", False), "target_group": groups[r["group"]]} for r in SUPPORT_ROUTES],
+        )
+        created.append("balancer support-auto")
     return created

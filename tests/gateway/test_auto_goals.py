@@ -249,3 +249,17 @@ def test_explain_shows_each_candidate_score_terms_and_why_the_others_were_skippe
     models = httpx.get(setup.gateway.v1 + "/models", headers={"Authorization": f"Bearer {client.api_key}"}).json()
     # No zero-priced instance: every goal name but auto-free.
     assert [m["id"] for m in models["data"]] == ["auto", "auto-best", "auto-cheap", "auto-code", "auto-fast"]
+
+
+def test_the_demo_serves_every_goal_name_and_its_published_auto_balancer(setup):
+    from balancers.demo import seed_demo
+
+    seed_demo()
+    client = setup.client()
+    picks = {goal: ask(client, goal).parse().model for goal in ("auto-cheap", "auto-best", "auto-code", "auto-free")}
+    assert picks == {"auto-cheap": "llama-local", "auto-best": "gpt-oss-120b", "auto-code": "qwen2.5-coder-7b",
+                     "auto-free": "llama-local"}
+    raw = ask(client, "support-auto", extra_body={
+        "model_routing_config": {"models": ["backup-small", "gpt-oss-120b"], "preference": "cost"}})
+    assert raw.parse().model == "backup-small" and raw.headers["x-balancer-decision"] == "auto:cost"
+    assert raw.headers["x-balancer-route"] == "fallback"
