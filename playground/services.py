@@ -15,7 +15,9 @@ from typing import Any
 import orjson
 from django.utils import timezone
 
+from gateway.engine.auto import GOALS
 from gateway.hotpath import errors
+from gateway.hotpath.auto_request import explain_auto, goal_balancer, routing_options
 from gateway.hotpath.outcomes import record_outcome
 from gateway.hotpath.proxy import ClientRequest, proxy
 from gateway.hotpath.snapshot import GatewayConfig, KeySpec, holder
@@ -46,23 +48,30 @@ class SmokeResult:
     request_id: str = ""
     requested_route: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    explained: dict[str, Any] | None = None  # auto: the ranking at send time (explain's shape)
 
 
 async def _config_with(serving_name: str) -> GatewayConfig:
     # A balancer saved a moment ago may be newer than this process's snapshot.
     config = await holder.refresh()
-    if serving_name not in config.routing.balancers:
+    if serving_name not in config.routing.balancers and serving_name not in GOALS:
         config = await holder.refresh(force=True)
     return config
 
 
-async def smoke_test(*, serving_name: str, workload_kind: str, prompt: str, route: str | None = None) -> SmokeResult:
-    """One request to `serving_name`, forced onto `route` when given; never raises for a gateway error."""
+async def smoke_test(*, serving_name: str, workload_kind: str, prompt: str, route: str | None = None,
+                     extra: dict[str, Any] | None = None) -> SmokeResult:
+    """One request to `serving_name`, forced onto `route` when given; never raises for a gateway error.
+
+    `extra`: more body fields (the playground's `model_routing_config`). For an auto serving name the
+    result carries the ranking the request met, computed just before it is sent.
+    """
     request_id = "pg-" + uuid.uuid4().hex[:20]
     if workload_kind == "embeddings":
         payload: dict[str, Any] = {"model": serving_name, "input": prompt}
     else:
         payload = {"model": serving_name, "messages": [{"role": "user", "content": prompt}]}
+    payload.update(extra or {})
     started = time.monotonic()
     result = SmokeResult(ok=False, status=0, serving_name=serving_name, prompt=prompt, request_id=request_id,
                          requested_route=route or "")
@@ -70,6 +79,7 @@ async def smoke_test(*, serving_name: str, workload_kind: str, prompt: str, rout
                                    route_override=route or None, started=started, created_at=timezone.now())
     try:
         config = await _config_with(serving_name)
+        result.explained = _explained(config, serving_name, workload_kind, payload)
         response = await proxy(client_request, config)
     except errors.GatewayError as exc:
         if not client_request.recorded:  # refused before routing (e.g. a disabled route): recorded all the same
@@ -109,6 +119,15 @@ async def smoke_test(*, serving_name: str, workload_kind: str, prompt: str, rout
         choices = body.get("choices") or [{}]
         result.answer = ((choices[0].get("message") or {}).get("content") or "").strip()
     return result
+
+
+def _explained(config: GatewayConfig, serving_name: str, workload_kind: str,
+               payload: dict[str, Any]) -> dict[str, Any] | None:
+    balancer = config.routing.balancers.get(serving_name) or goal_balancer(config, serving_name, workload_kind)
+    if balancer is None or balancer.routing_mode != "auto":
+        return None
+    _, auto = routing_options(balancer, PLAYGROUND_KEY, payload)  # a bad config: proxy() answers the 400
+    return explain_auto(balancer, auto)
 
 
 # -- sample calls -------------------------------------------------------------------------

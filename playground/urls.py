@@ -8,4 +8,5 @@ urlpatterns = [
     path("", views.playground, name="playground"),
     path("balancer/", views.playground_balancer, name="playground-balancer"),
     path("send/", views.playground_send, name="playground-send"),
+    path("auto/", views.playground_auto, name="playground-auto"),
 ]

@@ -1,4 +1,5 @@
-"""The playground: send a prompt to any balancer, optionally forced onto one route."""
+"""The playground: send a prompt to any balancer, optionally forced onto one route, or to an auto goal name
+(auto, auto-cheap...) with a pool and a preference, and see the ranking it met."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.roles import VIEWER, role_required
 from balancers.models import Balancer
+from gateway.engine.auto import GOALS, PREFERENCES
 from playground.services import gateway_base_url, sample_calls, smoke_test
+from targetgroups.models import Instance
 
 DEFAULT_PROMPTS = {
     "chat": "Resolve a multi-step refund dispute: the customer paid twice and one charge was reversed by the bank.",
@@ -38,7 +41,15 @@ def playground(request: HttpRequest) -> HttpResponse:
     balancers = list(Balancer.objects.prefetch_related("routes").order_by("name"))
     wanted = request.GET.get("balancer", "")
     balancer = next((b for b in balancers if b.name == wanted), None) or next((b for b in balancers if b.enabled), None)
-    return render(request, "playground/playground.html", {"balancers": balancers, **_balancer_context(request, balancer)})
+    return render(request, "playground/playground.html", {"balancers": balancers, **_balancer_context(request, balancer),
+                                                          **_auto_context()})
+
+
+def _auto_context() -> dict[str, Any]:
+    models = (Instance.objects.filter(enabled=True, workload_kind="chat").exclude(provider="builtin")
+              .order_by("model").values_list("model", flat=True).distinct())
+    return {"goals": [{"name": name, "preference": preference} for name, preference in GOALS.items()],
+            "preferences": PREFERENCES, "auto_models": list(models)}
 
 
 @role_required(VIEWER)
@@ -64,3 +75,32 @@ async def playground_send(request: HttpRequest) -> HttpResponse:
     if request.htmx:
         return await sync_to_async(render)(request, "playground/playground.html#result", {"result": result})
     return await sync_to_async(render)(request, "includes/smoke_test_page.html", {"result": result, "balancer": balancer})
+
+
+@login_required
+@require_POST
+async def playground_auto(request: HttpRequest) -> HttpResponse:
+    """A chat request to a goal name with an optional pool and preference (`model_routing_config`)."""
+    goal = request.POST.get("goal", "auto")
+    if goal not in GOALS:
+        raise Http404("No such goal name.")
+    prompt = request.POST.get("prompt", "").strip() or DEFAULT_PROMPTS["chat"]
+    routing_config: dict[str, Any] = {}
+    pool = [name for name in request.POST.getlist("models") if name]
+    if pool:
+        routing_config["models"] = pool
+    if request.POST.get("preference"):
+        routing_config["preference"] = request.POST["preference"]
+    extra = {"model_routing_config": routing_config} if routing_config else None
+    result = await smoke_test(serving_name=goal, workload_kind="chat", prompt=prompt, extra=extra)
+    if request.htmx:
+        return await sync_to_async(render)(request, "playground/playground.html#result", {"result": result})
+    return await sync_to_async(_page_with)(request, result)
+
+
+def _page_with(request: HttpRequest, result: Any) -> HttpResponse:
+    """Without htmx: the playground page with the auto result on top."""
+    balancers = list(Balancer.objects.prefetch_related("routes").order_by("name"))
+    balancer = next((b for b in balancers if b.enabled), None)
+    return render(request, "playground/playground.html", {"balancers": balancers, **_balancer_context(request, balancer),
+                                                          **_auto_context(), "auto_result": result})

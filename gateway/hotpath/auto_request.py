@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.engine.auto import GOALS, PREFERENCES, AutoRanking, AutoRequest
+from gateway.engine.auto import GOALS, PREFERENCES, AutoRanking, AutoRequest, rank_auto
 from gateway.engine.types import BalancerSpec
 from gateway.hotpath import errors
+from gateway.hotpath.runtime import routing
 from gateway.hotpath.snapshot import GatewayConfig, KeySpec
 
 ROUTING_CONFIG = "model_routing_config"
@@ -135,3 +136,25 @@ def empty_pool_error(balancer: BalancerSpec, ranking: AutoRanking) -> errors.Gat
     return errors.bad_request(
         f"No enabled {balancer.workload_kind} model is available to this key through {balancer.serving_name!r}.",
         param="model", code="no_model_available")
+
+
+def explain_auto(balancer: BalancerSpec, auto: AutoRequest | None) -> dict[str, Any]:
+    """The ranking a request would get now, as /v1/explain and the playground show it: each candidate's
+    score broken into its terms and live latency, each skipped instance with the reason."""
+    if auto is None:
+        auto = AutoRequest(preference=balancer.auto_preference, free_only=balancer.auto_free_only)
+    ranked = rank_auto(balancer, auto, health=routing.health, load=routing.load, now=routing.clock())
+    return {
+        "reason": f"auto:{ranked.preference}",
+        "route": ranked.ranked[0].route if ranked.ranked else None,
+        "ranking": [{"route": r.route.name, "instance": r.instance.instance_id, "model": r.instance.model,
+                     "score": round(r.score, 4), "terms": {name: round(value, 4) for name, value in r.terms().items()},
+                     "latency_ms": _latency_ms(r.instance.pk)} for r in ranked.ranked],
+        "skipped": [{"route": s.route.name, "instance": s.instance.instance_id, "model": s.instance.model,
+                     "reason": s.reason} for s in ranked.skipped],
+    }
+
+
+def _latency_ms(pk: int) -> float | None:
+    latency = routing.load.latency(pk)
+    return None if latency is None else round(latency * 1000, 2)

@@ -26,13 +26,12 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
-from gateway.engine.auto import AutoRequest, rank_auto
 from gateway.engine.planner import first_route, route_order
 from gateway.engine.rules import MATCHED, RuleCheck
 from gateway.engine.types import BalancerSpec, RuleSpec
 from gateway.hotpath import completions_wire, errors, messages_wire, outcomes, responses_wire
 from gateway.hotpath.auth import GatewayKeyAuthentication, GatewayPrincipal
-from gateway.hotpath.auto_request import routing_options
+from gateway.hotpath.auto_request import explain_auto, routing_options
 from gateway.hotpath.decision import Decision, decide
 from gateway.hotpath.proxy import (
     ClientRequest,
@@ -297,17 +296,9 @@ class ExplainApi(GatewayApiView):
         ranking: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
         if route is None and balancer.routing_mode == "auto":
-            if auto is None:
-                auto = AutoRequest(preference=balancer.auto_preference, free_only=balancer.auto_free_only)
-            ranked = rank_auto(balancer, auto, health=routing.health, load=routing.load, now=routing.clock())
-            ranking = [{"route": r.route.name, "instance": r.instance.instance_id, "model": r.instance.model,
-                        "score": round(r.score, 4),
-                        "terms": {name: round(value, 4) for name, value in r.terms().items()},
-                        "latency_ms": _latency_ms(r.instance.pk)} for r in ranked.ranked]
-            skipped = [{"route": s.route.name, "instance": s.instance.instance_id, "model": s.instance.model,
-                        "reason": s.reason} for s in ranked.skipped]
-            route = ranked.ranked[0].route if ranked.ranked else None
-            reason = f"auto:{ranked.preference}"
+            explained = explain_auto(balancer, auto)
+            route, reason = explained["route"], explained["reason"]
+            ranking, skipped = explained["ranking"], explained["skipped"]
         elif route is None:
             route, reason = first_route(balancer, routing.selection)
         scores = decision.scores
@@ -356,11 +347,6 @@ def _matched_rule(decision: Decision) -> dict[str, Any] | None:
 def _rule_check(check: RuleCheck) -> dict[str, Any]:
     """One rule's outcome: matched, no_match, rule_disabled, route_disabled or not_checked."""
     return {**_rule_entry(check.rule), "outcome": check.outcome}
-
-
-def _latency_ms(pk: int) -> float | None:
-    latency = routing.load.latency(pk)
-    return None if latency is None else round(latency * 1000, 2)
 
 
 async def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:

@@ -16,6 +16,7 @@ POSTS = [
     "/balancers/support-balancer/toggle/", "/balancers/support-balancer/delete/", "/api-keys/1/revoke/",
     "/instances/inst_a/simulator/", "/target-groups/tech-support-pool/members/1/", "/target-groups/new/",
     "/target-groups/tech-support-pool/members/add/", "/target-groups/tech-support-pool/members/1/remove/", "/playground/send/",
+    "/playground/auto/",
 ]
 
 

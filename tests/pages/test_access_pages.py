@@ -66,3 +66,24 @@ def test_the_playground_may_force_an_enabled_route_but_never_a_disabled_one(admi
     # The refusal is recorded like any other request.
     assert UsageEvent.objects.filter(status_code=400, error_type="route_not_available",
                                      serving_name="support-balancer").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_playground_sends_to_a_goal_name_with_a_pool_and_a_preference_and_shows_the_ranking(
+        admin_client, demo, usage_writer) -> None:  # type: ignore[no-untyped-def]
+    page = admin_client.get("/playground/").content.decode()
+    assert 'data-testid="playground-auto"' in page and '<option value="auto-code">' in page
+    assert 'value="qwen2.5-coder-7b"' in page and 'value="intent-classifier"' not in page
+    html = admin_client.post("/playground/auto/", {"goal": "auto", "models": ["gpt-oss-120b", "backup-small"],
+                                                   "preference": "quality", "prompt": "Decide this refund."},
+                             headers={"HX-Request": "true"}).content.decode()
+    assert "instance gpt-oss-120b" in html and "Decision <b>auto:quality</b>" in html
+    ranking = html.split('data-testid="playground-ranking"')[1]
+    assert ranking.index(">gpt-oss-120b<") < ranking.index(">backup-small<")
+    assert "skipped: not in the requested pool (model_routing_config.models)" in ranking
+    refused = admin_client.post("/playground/auto/", {"goal": "auto", "preference": "fastest"},
+                                headers={"HX-Request": "true"}).content.decode()
+    assert "HTTP 400" in refused and "Unknown preference" in refused
+    plain = admin_client.post("/playground/auto/", {"goal": "auto-code", "prompt": "Write a function."})
+    assert plain.status_code == 200 and "qwen2.5-coder-7b" in plain.content.decode()
+    assert admin_client.post("/playground/auto/", {"goal": "gpt-4o"}).status_code == 404
