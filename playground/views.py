@@ -77,7 +77,7 @@ async def playground_send(request: HttpRequest) -> HttpResponse:
     return await sync_to_async(render)(request, "includes/smoke_test_page.html", {"result": result, "balancer": balancer})
 
 
-@login_required
+@role_required(VIEWER)
 @require_POST
 async def playground_auto(request: HttpRequest) -> HttpResponse:
     """A chat request to a goal name with an optional pool and preference (`model_routing_config`)."""

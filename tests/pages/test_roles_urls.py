@@ -96,6 +96,7 @@ RULES: dict[str, Rule] = {
     "playground": page(VIEWER),
     "playground-balancer": page(VIEWER),
     "playground-send": page(VIEWER),
+    "playground-auto": page(VIEWER),  # like playground-send: calls the gateway, changes nothing
     # the management API
     "api-instances": api(),
     "api-instance": api(),
