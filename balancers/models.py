@@ -26,6 +26,7 @@ class AutoPreference(models.TextChoices):
     QUALITY = "quality", "Quality"
     SPEED = "speed", "Speed"
     COST = "cost", "Cost"
+    CODE = "code", "Code (code strength, then quality)"
 
 
 class CacheMode(models.TextChoices):

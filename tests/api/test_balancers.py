@@ -249,3 +249,14 @@ def test_the_response_cache_and_savings_baseline_are_set_through_the_api(admin_c
                           ({"baseline_route": "nowhere"}, "baseline_route")):
         refused = admin_client.patch("/api/balancers/support/", change, content_type="application/json")
         assert refused.status_code == 400 and field in refused.json(), refused.json()
+
+
+def test_an_auto_balancer_may_rank_by_code_and_an_unknown_preference_is_refused(admin_client, setup) -> None:
+    document = _balancer(routing_mode="auto", auto_preference="code", router_model=None)
+    response = admin_client.post("/api/balancers/", document, content_type="application/json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["auto_preference"] == "code"
+    refused = admin_client.post("/api/balancers/", _balancer(name="other", serving_name="other", routing_mode="auto",
+                                                             auto_preference="psychic", router_model=None),
+                                content_type="application/json")
+    assert refused.status_code == 400 and "auto_preference" in str(refused.json())

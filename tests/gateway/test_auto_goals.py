@@ -263,3 +263,16 @@ def test_the_demo_serves_every_goal_name_and_its_published_auto_balancer(setup):
         "model_routing_config": {"models": ["backup-small", "gpt-oss-120b"], "preference": "cost"}})
     assert raw.parse().model == "backup-small" and raw.headers["x-balancer-decision"] == "auto:cost"
     assert raw.headers["x-balancer-route"] == "fallback"
+
+
+def test_an_operator_publishes_an_auto_serving_name_that_ranks_by_code(setup):
+    models = fleet(setup)
+    make_balancer(serving_name="coding", routing_mode="auto", auto_preference="code", routes=[
+        {"name": name, "intent": name, "instance": models[name], "priority": n, "is_default": n == 1}
+        for n, name in enumerate(("cheap", "premium", "coder"), start=1)])
+    client = setup.client()
+    raw = ask(client, "coding")
+    assert raw.parse().model == "qwen2.5-coder-32b" and raw.headers["x-balancer-decision"] == "auto:code"
+    assert raw.headers["x-balancer-route"] == "coder"
+    setup.upstream.behaviour("qwen2.5-coder-32b").status = 500
+    assert ask(client, "coding").parse().model == "premium-model"  # no other coder: quality next
