@@ -99,7 +99,7 @@ def fields(record: UsageRecord) -> dict[str, Any]:
     values: dict[str, Any] = {
         "request_id": record.request_id,
         "endpoint": record.endpoint,
-        "balancer": record.serving_name if record.balancer_id is not None else "",
+        "balancer": record.balancer_label,
         "route": record.route,
         "instance": record.instance,
         "model": record.model,

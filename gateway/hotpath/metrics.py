@@ -144,7 +144,7 @@ def flush() -> None:
 
 def observe(record: UsageRecord) -> None:
     """Count one usage event (called by the recorder, on the request's path: no I/O)."""
-    balancer = record.serving_name if record.balancer_id is not None else ""
+    balancer = record.balancer_label
     where = (balancer, record.route, record.instance)
     status = str(record.status_code)
     with _lock:

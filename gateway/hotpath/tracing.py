@@ -179,7 +179,7 @@ def observe(record: UsageRecord) -> None:
     provider = _provider_of(record.instance)
     if provider:
         attributes["gen_ai.system"] = provider
-    for name, value in (("balancer", record.serving_name if record.balancer_id is not None else ""),
+    for name, value in (("balancer", record.balancer_label),
                         ("route", record.route), ("instance", record.instance),
                         ("decision", record.decision_reason)):
         if value:

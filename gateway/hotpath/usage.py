@@ -36,6 +36,7 @@ from django.db import DataError, IntegrityError, close_old_connections, connecti
 
 from gateway.board_feed import feed
 from gateway.db import connection_lost, drop_connections
+from gateway.engine.auto import GOALS
 from gateway.outages import SUMMARY_SECONDS, OutageLog, describe
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,14 @@ class UsageRecord:
     usage_note: str = ""  # why a reported token count was replaced by the estimate
     cache_hit: bool = False  # answered from the response cache (gateway.hotpath.cache)
     savings_usd: Decimal = Decimal(0)  # the upstream cost a cache hit avoided
+
+    @property
+    def balancer_label(self) -> str:
+        """The serving name for logs, metrics and traces: a balancer's, or a goal name's (auto, auto-cheap...,
+        a bounded set with no balancer row); "" for a request that named nothing known (unbounded)."""
+        if self.balancer_id is not None or self.serving_name in GOALS:
+            return self.serving_name
+        return ""
 
 
 class UsageRecorder:

@@ -235,3 +235,25 @@ def test_counts_wait_for_the_tick_and_land_in_the_right_buckets():
     assert value("gateway_request_duration_seconds_bucket", le="0.1") - before == 3
     assert value("gateway_request_duration_seconds_bucket", le="+Inf") - before == 4
     assert value("gateway_request_duration_seconds_sum") == pytest.approx(3.110001)
+
+
+def test_goal_names_label_logs_and_metrics_but_an_unknown_model_does_not():
+    from datetime import UTC, datetime
+
+    from prometheus_client import REGISTRY
+
+    from gateway.hotpath import accesslog, metrics
+    from gateway.hotpath.usage import UsageRecord
+
+    def record(serving_name: str) -> UsageRecord:  # no balancer row: a goal name, or a model nobody serves
+        return UsageRecord(created_at=datetime.now(UTC), request_id="g", endpoint="chat", status_code=200,
+                           latency_ms=5, serving_name=serving_name, route="auto", instance="i-goal",
+                           decision_reason="auto:cost")
+
+    assert accesslog.fields(record("auto-cheap"))["balancer"] == "auto-cheap"
+    assert accesslog.fields(record("made-up-model"))["balancer"] == ""
+    metrics.observe(record("auto-cheap"))
+    metrics.flush()
+    assert REGISTRY.get_sample_value("gateway_requests_total", {
+        "endpoint": "chat", "balancer": "auto-cheap", "route": "auto", "instance": "i-goal", "status": "200",
+        "decision": "auto"}) == 1
