@@ -245,3 +245,21 @@ class ContentRule(models.Model):
             errors["route"] = "The route must belong to this balancer."
         if errors:
             raise ValidationError(errors)
+
+
+class AuditEntry(models.Model):
+    """One operator action: who, when, what, on which object (the live board's actions)."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150, help_text="Kept when the user is deleted.")
+    action = models.CharField(max_length=40)
+    object_label = models.CharField(max_length=200, help_text="What was acted on, as the operator saw it.")
+    balancer = models.ForeignKey(Balancer, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries")
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.object_label}"

@@ -6,7 +6,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from balancers.models import Balancer, ContentRule, Route
+from balancers.models import AuditEntry, Balancer, ContentRule, Route
 from balancers.validation import (
     balancer_field_errors,
     route_field_errors,
@@ -14,6 +14,7 @@ from balancers.validation import (
     rule_field_errors,
     rule_set_errors,
 )
+from targetgroups.models import Instance, TargetGroupMember
 
 ROUTE_FIELDS = ("name", "intent", "target_group", "instance", "priority", "weight", "is_default", "enabled", "examples")
 # A content rule as the entry points give it: `route` is the route's name.
@@ -116,3 +117,85 @@ def balancer_save(*, balancer: Balancer | None = None, fields: dict[str, Any], r
 
 def balancer_delete(*, balancer: Balancer) -> None:
     balancer.delete()
+
+
+# -- operator actions from the live board, each recorded in the audit log -----------------------
+#
+# Each change is a model save, so the configuration version is bumped on commit and every
+# gateway worker routes by it within GATEWAY_CONFIG_POLL_SECONDS. Ending a cooldown is health
+# state, not configuration: the door calls gateway.hotpath.runtime.mark_healthy and records it here.
+
+DRAIN_RESTORE_WEIGHT = 100  # restore's weight when the drain's own record is gone
+
+
+class ActionRefused(Exception):
+    """The action makes no sense for that object (said to the operator as is)."""
+
+
+def audit_record(*, user: Any, action: str, object_label: str, balancer: Balancer | None = None,
+                 detail: dict[str, Any] | None = None) -> AuditEntry:
+    return AuditEntry.objects.create(
+        user=user if getattr(user, "pk", None) else None, username=getattr(user, "username", "") or "",
+        action=action, object_label=object_label[:200], balancer=balancer, detail=detail or {},
+    )
+
+
+@transaction.atomic
+def route_set_enabled(*, user: Any, balancer: Balancer, route: Route, enabled: bool) -> AuditEntry:
+    if not enabled and route.is_default:
+        raise ActionRefused("The default route answers prompts that match no other route: it cannot be disabled.")
+    if route.enabled == enabled:
+        raise ActionRefused(f"Route {route.name} is already {'enabled' if enabled else 'disabled'}.")
+    route.enabled = enabled
+    route.save(update_fields=["enabled"])
+    return audit_record(user=user, action="route enabled" if enabled else "route disabled",
+                        object_label=f"route {route.name}", balancer=balancer)
+
+
+def _member(route: Route, instance_id: str) -> TargetGroupMember:
+    if route.target_group_id is None:
+        raise ActionRefused(f"Route {route.name} sends to one instance, not a target group: disable the route instead.")
+    member = route.target_group.members.select_related("instance").filter(instance__instance_id=instance_id).first()
+    if member is None:
+        raise ActionRefused(f"{instance_id} is not a member of {route.target_group.name}.")
+    return member
+
+
+@transaction.atomic
+def member_drain(*, user: Any, balancer: Balancer, route: Route, instance_id: str) -> AuditEntry:
+    member = _member(route, instance_id)
+    if member.weight == 0:
+        raise ActionRefused(f"{instance_id} is already drained.")
+    previous = member.weight
+    member.weight = 0
+    member.save(update_fields=["weight"])
+    return audit_record(user=user, action="member drained", balancer=balancer,
+                        object_label=f"{instance_id} in {route.target_group.name}",
+                        detail={"group": route.target_group.name, "instance": instance_id, "previous_weight": previous})
+
+
+@transaction.atomic
+def member_restore(*, user: Any, balancer: Balancer, route: Route, instance_id: str) -> AuditEntry:
+    member = _member(route, instance_id)
+    if member.weight != 0:
+        raise ActionRefused(f"{instance_id} is not drained.")
+    drained = (AuditEntry.objects.filter(action="member drained", detail__group=route.target_group.name,
+                                         detail__instance=instance_id).order_by("-at", "-id").first())
+    weight = int((drained.detail if drained else {}).get("previous_weight") or DRAIN_RESTORE_WEIGHT)
+    member.weight = weight
+    member.save(update_fields=["weight"])
+    return audit_record(user=user, action="member restored", balancer=balancer,
+                        object_label=f"{instance_id} in {route.target_group.name}",
+                        detail={"group": route.target_group.name, "instance": instance_id, "weight": weight})
+
+
+@transaction.atomic
+def simulator_set_down(*, user: Any, balancer: Balancer | None, instance: Instance, down: bool) -> AuditEntry:
+    if instance.provider != "simulator":
+        raise ActionRefused(f"{instance.instance_id} is not a simulator instance.")
+    options = dict(instance.options or {})
+    options["down"] = down
+    instance.options = options
+    instance.save(update_fields=["options"])
+    return audit_record(user=user, action="simulator switched down" if down else "simulator switched up",
+                        object_label=instance.instance_id, balancer=balancer)

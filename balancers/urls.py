@@ -26,6 +26,7 @@ urlpatterns = [
     path("balancers/<slug:name>/", views.balancer_detail, name="balancer-detail"),
     path("balancers/<slug:name>/board/", views.balancer_board, name="balancer-board"),
     path("balancers/<slug:name>/board/events/", views.balancer_board_events, name="balancer-board-events"),
+    path("balancers/<slug:name>/board/action/", views.balancer_board_action, name="balancer-board-action"),
     path("balancers/<slug:name>/test/", views.balancer_test, name="balancer-test"),
     path("balancers/<slug:name>/smoke-test/", views.balancer_smoke_test, name="balancer-smoke-test"),
     path("balancers/<slug:name>/toggle/", views.balancer_toggle, name="balancer-toggle"),

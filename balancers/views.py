@@ -49,7 +49,7 @@ from balancers.forms import (
     routes_from_post,
     rule_summary,
 )
-from balancers.models import Balancer
+from balancers.models import AuditEntry, Balancer
 from balancers.page_selectors import (
     LIVE_MINUTES,
     balancer_states,
@@ -61,12 +61,25 @@ from balancers.page_selectors import (
     route_traffic,
     traffic_by_hour,
 )
-from balancers.services import ROUTE_FIELDS, balancer_delete, balancer_save, rule_values
+from balancers.services import (
+    ROUTE_FIELDS,
+    ActionRefused,
+    audit_record,
+    balancer_delete,
+    balancer_save,
+    member_drain,
+    member_restore,
+    route_set_enabled,
+    rule_values,
+    simulator_set_down,
+)
 from gateway.board_feed import FeedUnavailable, hub
+from gateway.hotpath.runtime import mark_healthy
 from gateway.router_models.local import RouteIntent
 from gateway.router_models.separation import MAX_ROUTES as SEPARATION_MAX_ROUTES
 from gateway.router_models.separation import route_overlaps
 from playground.services import gateway_base_url, sample_calls, smoke_test
+from targetgroups.models import Instance
 
 DRAFT_PREFIX = "balancer-wizard:"
 DEFAULT_PROMPT = "Summarise this support reply: the parcel arrived late but the customer is happy with the refund."
@@ -126,6 +139,7 @@ def balancer_detail(request: HttpRequest, name: str) -> HttpResponse:
         "totals": recent_traffic_totals(balancer),
         "mode_help": MODE_HELP.get(balancer.routing_mode, ""),
         "rules": [{**rule, "summary": rule_summary(rule)} for rule in rule_values(balancer)],
+        "audit": list(balancer.audit_entries.all()[:20]),
     })
 
 
@@ -164,6 +178,61 @@ def balancer_board(request: HttpRequest, name: str) -> HttpResponse:
                "now": time.time(), "probes": member_probes(state)}
     template = "balancers/board.html#events" if request.htmx else "balancers/board.html"
     return render(request, template, context)
+
+
+def _balancer_instance(balancer: Balancer, instance_id: str) -> Instance:
+    for route in balancer.routes.select_related("instance", "target_group").all():
+        if route.instance_id and route.instance is not None and route.instance.instance_id == instance_id:
+            return route.instance
+        if route.target_group_id:
+            member = route.target_group.members.select_related("instance").filter(
+                instance__instance_id=instance_id).first()
+            if member is not None:
+                return member.instance
+    raise ActionRefused(f"{instance_id or 'That instance'} serves none of {balancer.name}'s routes.")
+
+
+def _board_action(request: HttpRequest, balancer: Balancer) -> AuditEntry:
+    action = request.POST.get("action", "")
+    instance_id = request.POST.get("instance", "")
+    route = balancer.routes.select_related("target_group").filter(name=request.POST.get("route", "")).first()
+    if action in ("route-disable", "route-enable", "member-drain", "member-restore") and route is None:
+        raise ActionRefused("No such route.")
+    if action in ("route-disable", "route-enable"):
+        assert route is not None
+        return route_set_enabled(user=request.user, balancer=balancer, route=route, enabled=action == "route-enable")
+    if action in ("member-drain", "member-restore"):
+        assert route is not None
+        act = member_drain if action == "member-drain" else member_restore
+        return act(user=request.user, balancer=balancer, route=route, instance_id=instance_id)
+    if action == "cooldown-end":
+        instance = _balancer_instance(balancer, instance_id)
+        mark_healthy(instance.pk)
+        return audit_record(user=request.user, action="cooldown ended", object_label=instance.instance_id,
+                            balancer=balancer)
+    if action in ("simulator-down", "simulator-up"):
+        instance = _balancer_instance(balancer, instance_id)
+        return simulator_set_down(user=request.user, balancer=balancer, instance=instance,
+                                  down=action == "simulator-down")
+    raise ActionRefused("Unknown action.")
+
+
+@role_required(OPERATOR)
+@require_POST
+def balancer_board_action(request: HttpRequest, name: str) -> HttpResponse:
+    """An operator action from the live board (confirmed in the browser), recorded in the audit log.
+    Configuration changes reach every worker with the config version; a cooldown's end through Redis."""
+    balancer = get_object_or_404(Balancer, name=name)
+    try:
+        entry = _board_action(request, balancer)
+    except ActionRefused as refusal:
+        text, css = str(refusal), "warn"
+    else:
+        text, css = f"Done: {entry.action}, {entry.object_label}. Recorded in the audit log.", "ok"
+    if request.htmx:
+        return render(request, "balancers/board.html#notice", {"notice": text, "notice_css": css})
+    (messages.success if css == "ok" else messages.warning)(request, text)
+    return redirect("balancer-board", name=balancer.name)
 
 
 SSE_KEEPALIVE_SECONDS = 15.0

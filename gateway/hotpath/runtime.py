@@ -37,10 +37,13 @@ from gateway.engine.planner import RoutingState
 logger = logging.getLogger(__name__)
 
 HEALTH_KEY = "sb:health"
+# Operator resets ("end the cooldown now"), by instance pk: the wall-clock time of the reset.
+RESETS_KEY = "sb:health_resets"
 _UNKNOWN = HealthView(HEALTHY, None, 0, None, 0)
 
-# Owner only: transitions not yet written to Redis, by instance pk.
+# Owner only: transitions not yet written to Redis, by instance pk; operator resets already applied.
 _pending: dict[int, dict[str, float | int | str | None]] = {}
+_resets_seen: dict[int, float] = {}
 
 # Shared between threads, under _board_lock: states posted for the owner, and the copy the pages read.
 _board_lock = threading.Lock()
@@ -74,7 +77,10 @@ def _publish(views: Mapping[int, HealthView], *, replace_all: bool = False) -> N
     with _board_lock:
         board = dict(views) if replace_all else {**published, **views}
         for pk, state in _inbox.items():
-            board[pk] = _merged(board.get(pk, _UNKNOWN), state, now)
+            if "reset_at" in state:
+                board[pk] = _UNKNOWN
+            else:
+                board[pk] = _merged(board.get(pk, _UNKNOWN), state, now)
         published = MappingProxyType(board)
 
 
@@ -91,9 +97,22 @@ def _apply_inbox() -> None:
         posted = dict(_inbox)
         _inbox.clear()
     for pk, state in posted.items():
+        if "reset_at" in state:
+            _apply_reset(pk, state["reset_at"])
+            continue
         routing.health.apply_remote(pk, cooldown_until=state.get("cooldown_until"),
                                     trips=int(state.get("trips") or 0),
                                     last_failure_at=state.get("last_failure_at"))
+
+
+def _apply_reset(pk: int, reset_at: float) -> None:
+    """Owner only. An operator's reset ends the circuit, unless it failed again since (a stale reset)."""
+    if reset_at <= _resets_seen.get(pk, 0.0):
+        return
+    _resets_seen[pk] = reset_at
+    last_failure = routing.health.state(pk, time.time()).last_failure_at
+    if last_failure is None or last_failure <= reset_at:
+        routing.health.reset(pk)
 
 
 async def sync_health() -> None:
@@ -112,10 +131,13 @@ async def sync_health() -> None:
                     if _pending.get(pk) is state:  # not replaced by a newer transition meanwhile
                         del _pending[pk]
             raw = await call_async(lambda client: client.hgetall(HEALTH_KEY))
+            resets = await call_async(lambda client: client.hgetall(RESETS_KEY))
         except RedisUnavailable:
             pass  # in-process state meanwhile; the breaker logs the outage
         else:
             _merge(raw)
+            for raw_pk, raw_at in resets.items():
+                _apply_reset(int(raw_pk), float(raw_at))
     now = time.time()
     _publish({pk: routing.health.state(pk, now) for pk in routing.health.known()}, replace_all=True)
 
@@ -165,6 +187,23 @@ def mark_unavailable(pk: int, *, seconds: float) -> None:
             call_sync(lambda client: client.hset(HEALTH_KEY, str(pk), orjson.dumps(state)))
         except RedisUnavailable:
             pass  # the next probe publishes again; the breaker logs the outage
+
+
+def mark_healthy(pk: int) -> None:
+    """An operator ended the instance's cooldown (any thread): healthy here at once, through the
+    owner, and, through Redis, in every process at its next sync tick."""
+    now = time.time()
+    _post(pk, {"reset_at": now})
+    if settings.REDIS_URL:
+        from gateway.hotpath.redis_client import RedisUnavailable, call_sync
+
+        healthy = orjson.dumps({"cooldown_until": None, "trips": 0, "last_failure_at": None, "status": "healthy",
+                                "at": now})
+        try:
+            call_sync(lambda client: client.pipeline().hset(HEALTH_KEY, str(pk), healthy)
+                      .hset(RESETS_KEY, str(pk), repr(now)).execute())
+        except RedisUnavailable:
+            pass  # this process only; the breaker logs the outage
 
 
 class EmbeddedJob:

@@ -175,3 +175,25 @@ def test_when_the_stream_is_refused_the_board_polls_and_keeps_an_opened_attempt_
     # The refusal this test forced is logged by the browser: not a problem of the page.
     for seen in (board.tab.problems.console, board.tab.problems.server_errors):
         seen[:] = [line for line in seen if "/board/events/" not in line]
+
+
+def test_an_operator_disables_a_route_from_the_board_the_next_request_avoids_it_and_it_is_audited(board: Board) -> None:
+    from playwright.sync_api import expect
+
+    page = board.page
+    lane = board.lane("primary")
+    lane.get_by_test_id("actions-primary").locator("summary").click()
+    lane.get_by_role("button", name="Disable route").click()  # confirmed (the dialog is accepted)
+    expect(page.get_by_test_id("board-notice")).to_contain_text("Done: route disabled, route primary")
+    expect(lane).to_have_attribute("data-state", "disabled", timeout=2000)
+    expect(lane.get_by_test_id("lane-state")).to_have_text("disabled")
+    board.gateway.wait_for_config(timeout=1.0)  # every worker routes by the change within a second
+    response = board.call()
+    assert response.headers["x-balancer-route"] == "fallback"
+    assert response.headers["x-balancer-attempts"] == "1"
+    expect(board.chip("fallback", response.headers["x-request-id"], "ok")).to_be_visible(timeout=1000)
+    board.tab.go("/balancers/board-test/")
+    entry = page.get_by_test_id("audit-entry").first
+    expect(entry).to_contain_text("operator")
+    expect(entry).to_contain_text("route disabled")
+    expect(entry).to_contain_text("route primary")

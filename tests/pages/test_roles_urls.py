@@ -58,6 +58,7 @@ RULES: dict[str, Rule] = {
     "balancer-detail": page(VIEWER),
     "balancer-board": page(VIEWER),
     "balancer-board-events": page(VIEWER),  # the board's event stream (SSE), read-only
+    "balancer-board-action": page(OPERATOR),  # disable a route, drain a member, end a cooldown … (audited)
     "balancer-test": page(VIEWER),
     "balancer-smoke-test": page(VIEWER),  # calls the gateway, changes nothing
     "balancer-toggle": page(OPERATOR),

@@ -1,0 +1,105 @@
+"""Operator actions from the live board: each one applied, recorded in the audit log (who, when,
+what, object) and shown on the balancer's detail page; refusals change nothing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from balancers.models import AuditEntry, Balancer
+from gateway.hotpath import runtime
+from targetgroups.models import Instance, TargetGroupMember
+
+URL = "/balancers/support-balancer/board/action/"
+
+
+def act(client: Any, **data: str) -> str:
+    response = client.post(URL, data, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_an_operator_disables_and_enables_a_route_and_both_are_audited(admin_client, admin_user, demo) -> None:  # type: ignore[no-untyped-def]
+    notice = act(admin_client, action="route-disable", route="reasoning")
+    assert "Done: route disabled, route reasoning" in notice
+    route = Balancer.objects.get(name="support-balancer").routes.get(name="reasoning")
+    assert route.enabled is False
+    act(admin_client, action="route-enable", route="reasoning")
+    route.refresh_from_db()
+    assert route.enabled is True
+    entries = list(AuditEntry.objects.order_by("id").values_list("username", "action", "object_label"))
+    assert entries == [(admin_user.username, "route disabled", "route reasoning"),
+                       (admin_user.username, "route enabled", "route reasoning")]
+    detail = admin_client.get("/balancers/support-balancer/").content.decode()
+    log = detail.split('data-testid="audit-log"')[1]
+    assert log.index("route enabled") < log.index("route disabled")  # newest first
+    assert f"<b>{admin_user.username}</b>" in log
+
+
+def test_the_default_route_cannot_be_disabled_and_nothing_is_recorded(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    notice = act(admin_client, action="route-disable", route="fallback")
+    assert 'class="alert warn"' in notice and "cannot be disabled" in notice
+    assert Balancer.objects.get(name="support-balancer").routes.get(name="fallback").enabled is True
+    assert not AuditEntry.objects.exists()
+
+
+def test_a_drained_member_is_restored_to_its_weight_before_the_drain(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    member = TargetGroupMember.objects.get(group__name="efficient-pool", instance__instance_id="qwen-cheap-b")
+    member.weight = 40
+    member.save()
+    act(admin_client, action="member-drain", route="efficient", instance="qwen-cheap-b")
+    member.refresh_from_db()
+    assert member.weight == 0
+    act(admin_client, action="member-restore", route="efficient", instance="qwen-cheap-b")
+    member.refresh_from_db()
+    assert member.weight == 40
+    assert list(AuditEntry.objects.order_by("id").values_list("action", flat=True)) == ["member drained", "member restored"]
+
+
+def test_ending_a_cooldown_marks_the_instance_healthy_here_and_for_every_worker(admin_client, demo, settings) -> None:  # type: ignore[no-untyped-def]
+    instance = Instance.objects.get(instance_id="gpt-oss-120b")
+    runtime.mark_unavailable(instance.pk, seconds=120)
+    assert runtime.health_snapshot([instance.pk])[instance.pk].status == "cooling"
+    act(admin_client, action="cooldown-end", instance="gpt-oss-120b")
+    assert runtime.health_snapshot([instance.pk])[instance.pk].status == "healthy"
+    if settings.REDIS_URL:  # what the other workers apply at their next sync tick
+        from gateway.hotpath.redis_client import redis_sync
+
+        reset_at = float(redis_sync().hget(runtime.RESETS_KEY, str(instance.pk)))
+        assert time.time() - 5 < reset_at <= time.time()
+    assert AuditEntry.objects.get().action == "cooldown ended"
+
+
+def test_a_stale_reset_does_not_end_a_newer_cooldown() -> None:
+    pk = 987_654
+    runtime._apply_reset(pk, time.time() - 60)  # the operator's reset, a minute ago
+    runtime.routing.health.apply_remote(pk, cooldown_until=time.time() + 30, trips=1, last_failure_at=time.time())
+    runtime._apply_reset(pk, time.time() - 60)  # seen again at a later tick: already applied
+    runtime._apply_reset(pk, time.time() - 30)  # an older reset first seen now: the failure came after it
+    assert runtime.routing.health.state(pk, time.time()).status == "cooling"
+    runtime.routing.health.reset(pk)
+
+
+def test_switching_a_simulator_down_and_up_from_the_board(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    act(admin_client, action="simulator-down", instance="qwen-cheap-a")
+    assert Instance.objects.get(instance_id="qwen-cheap-a").options["down"] is True
+    act(admin_client, action="simulator-up", instance="qwen-cheap-a")
+    assert Instance.objects.get(instance_id="qwen-cheap-a").options["down"] is False
+    notice = act(admin_client, action="simulator-down", instance="not-in-this-balancer")
+    assert "serves none of support-balancer" in notice
+
+
+@pytest.mark.parametrize("role", ["viewer"])
+def test_a_viewer_sees_no_actions_and_cannot_post_one(client, django_user_model, demo, role) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user("watcher", password="x")
+    user.groups.add(Group.objects.get(name=role))
+    client.force_login(user)
+    board = client.get("/balancers/support-balancer/board/").content.decode()
+    assert 'data-testid="actions-' not in board
+    assert client.post(URL, {"action": "route-disable", "route": "reasoning"}).status_code == 403
+    assert Balancer.objects.get(name="support-balancer").routes.get(name="reasoning").enabled is True
+    assert 'data-testid="audit-log"' not in client.get("/balancers/support-balancer/").content.decode()
