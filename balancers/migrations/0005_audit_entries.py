@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('balancers', '0003_response_cache'),
+        ('balancers', '0004_auto_preference_code'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
