@@ -56,11 +56,13 @@ serve: migrate
 
 lint: $(INSTALLED)
 	@$(BIN)/ruff check .
+	@$(BIN)/mypy
 
-## make test: ruff and the whole suite against PostgreSQL and Redis
+## make test: ruff, mypy (strict on gateway/engine and gateway/router_models) and the whole suite against PostgreSQL and Redis
 test: $(INSTALLED)
 	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python scripts/check_services.py
 	@$(BIN)/ruff check .
+	@$(BIN)/mypy
 	@bash scripts/install_browser.sh
 	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest
 

@@ -40,8 +40,9 @@ def _instance_field(**kwargs: Any) -> NameField:
 
 
 class RouteOutputSerializer(serializers.ModelSerializer):
-    target_group = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
-    instance = serializers.SlugRelatedField(slug_field="instance_id", read_only=True, allow_null=True)
+    target_group: serializers.SlugRelatedField[TargetGroup] = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, allow_null=True)
+    instance: serializers.SlugRelatedField[Instance] = serializers.SlugRelatedField(slug_field="instance_id", read_only=True, allow_null=True)
     examples = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
@@ -62,7 +63,7 @@ class RuleOutputSerializer(serializers.ModelSerializer):
 
 
 class BalancerOutputSerializer(serializers.ModelSerializer):
-    router_model = serializers.SlugRelatedField(
+    router_model: serializers.SlugRelatedField[Instance] = serializers.SlugRelatedField(
         slug_field="instance_id", read_only=True, allow_null=True, help_text="instance_id of the router model."
     )
     routes = RouteOutputSerializer(many=True, read_only=True)

@@ -18,7 +18,6 @@ from django.core.exceptions import ValidationError
 from django.core.handlers.asgi import ASGIRequest
 from django.http import (
     Http404,
-    HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
     StreamingHttpResponse,
@@ -73,6 +72,7 @@ from balancers.services import (
     rule_values,
     simulator_set_down,
 )
+from config.http import HtmxHttpRequest
 from gateway.board_feed import FeedUnavailable, hub
 from gateway.hotpath.runtime import mark_healthy
 from gateway.router_models.local import RouteIntent
@@ -90,13 +90,13 @@ DEFAULT_PROMPT = "Summarise this support reply: the parcel arrived late but the 
 
 @role_required(VIEWER)
 @require_GET
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: HtmxHttpRequest) -> HttpResponse:
     return redirect("balancer-list")
 
 
 @role_required(VIEWER)
 @require_GET
-def balancer_list(request: HttpRequest) -> HttpResponse:
+def balancer_list(request: HtmxHttpRequest) -> HttpResponse:
     states = balancer_states(balancers_for_pages())
     sparks = traffic_by_hour([s.balancer.pk for s in states])
     rows = [{"state": s, "spark": sparks[s.balancer.pk]} for s in states]
@@ -113,7 +113,7 @@ def _state_or_404(name: str) -> Any:
     return states[0]
 
 
-def _smoke_context(request: HttpRequest, balancer: Balancer) -> dict[str, Any]:
+def _smoke_context(request: HtmxHttpRequest, balancer: Balancer) -> dict[str, Any]:
     routes = sorted(balancer.routes.all(), key=lambda r: (r.priority, r.name))
     default = next((r for r in routes if r.is_default), None)
     return {
@@ -128,7 +128,7 @@ def _smoke_context(request: HttpRequest, balancer: Balancer) -> dict[str, Any]:
 
 @role_required(VIEWER)
 @require_GET
-def balancer_detail(request: HttpRequest, name: str) -> HttpResponse:
+def balancer_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     state = _state_or_404(name)
     balancer = state.balancer
     route_traffic(state)
@@ -169,7 +169,7 @@ def board_lanes_payload(name: str) -> bytes:
 
 @role_required(VIEWER)
 @require_GET
-def balancer_board(request: HttpRequest, name: str) -> HttpResponse:
+def balancer_board(request: HtmxHttpRequest, name: str) -> HttpResponse:
     if request.GET.get("lanes"):  # the fallback poll while the event stream is down
         return HttpResponse(board_lanes_payload(name), content_type="application/json")
     state = _board_state(name)
@@ -192,7 +192,7 @@ def _balancer_instance(balancer: Balancer, instance_id: str) -> Instance:
     raise ActionRefused(f"{instance_id or 'That instance'} serves none of {balancer.name}'s routes.")
 
 
-def _board_action(request: HttpRequest, balancer: Balancer) -> AuditEntry:
+def _board_action(request: HtmxHttpRequest, balancer: Balancer) -> AuditEntry:
     action = request.POST.get("action", "")
     instance_id = request.POST.get("instance", "")
     route = balancer.routes.select_related("target_group").filter(name=request.POST.get("route", "")).first()
@@ -219,7 +219,7 @@ def _board_action(request: HttpRequest, balancer: Balancer) -> AuditEntry:
 
 @role_required(OPERATOR)
 @require_POST
-def balancer_board_action(request: HttpRequest, name: str) -> HttpResponse:
+def balancer_board_action(request: HtmxHttpRequest, name: str) -> HttpResponse:
     """An operator action from the live board (confirmed in the browser), recorded in the audit log.
     Configuration changes reach every worker with the config version; a cooldown's end through Redis."""
     balancer = get_object_or_404(Balancer, name=name)
@@ -240,7 +240,7 @@ SSE_KEEPALIVE_SECONDS = 15.0
 
 @role_required(VIEWER)
 @require_GET
-async def balancer_board_events(request: HttpRequest, name: str) -> HttpResponse:
+async def balancer_board_events(request: HtmxHttpRequest, name: str) -> HttpResponse:
     """The board's event stream (text/event-stream): `requests` as the gateway serves them,
     `lanes` when a lane's state or figures change. Fed by gateway.board_feed's hub."""
     balancer = await Balancer.objects.filter(name=name).only("pk").afirst()
@@ -293,7 +293,7 @@ def _current_fields(balancer: Balancer, **changes: Any) -> dict[str, Any]:
 
 @role_required(OPERATOR)
 @require_POST
-def balancer_toggle(request: HttpRequest, name: str) -> HttpResponse:
+def balancer_toggle(request: HtmxHttpRequest, name: str) -> HttpResponse:
     balancer = get_object_or_404(Balancer, name=name)
     enabled = not balancer.enabled
     try:
@@ -307,7 +307,7 @@ def balancer_toggle(request: HttpRequest, name: str) -> HttpResponse:
 
 @role_required(OPERATOR)
 @require_POST
-def balancer_remove(request: HttpRequest, name: str) -> HttpResponse:
+def balancer_remove(request: HtmxHttpRequest, name: str) -> HttpResponse:
     balancer = get_object_or_404(Balancer, name=name)
     balancer_delete(balancer=balancer)
     request.session.pop(f"{DRAFT_PREFIX}{balancer.pk}", None)
@@ -317,7 +317,7 @@ def balancer_remove(request: HttpRequest, name: str) -> HttpResponse:
 
 @role_required(VIEWER)
 @require_GET
-def balancer_test(request: HttpRequest, name: str) -> HttpResponse:
+def balancer_test(request: HtmxHttpRequest, name: str) -> HttpResponse:
     """Step 6 after the save: the sample call and the smoke test."""
     balancer = get_object_or_404(Balancer.objects.prefetch_related("routes"), name=name)
     return render(request, "balancers/wizard.html", {
@@ -331,7 +331,7 @@ def balancer_test(request: HttpRequest, name: str) -> HttpResponse:
 
 @role_required(VIEWER)
 @require_POST
-async def balancer_smoke_test(request: HttpRequest, name: str) -> HttpResponse:
+async def balancer_smoke_test(request: HtmxHttpRequest, name: str) -> HttpResponse:
     balancer = await Balancer.objects.filter(name=name).afirst()
     if balancer is None:
         raise Http404("No such balancer.")
@@ -354,7 +354,7 @@ def _draft_key(balancer: Balancer | None) -> str:
     return f"{DRAFT_PREFIX}{balancer.pk if balancer else 'new'}"
 
 
-def _load_draft(request: HttpRequest, balancer: Balancer | None) -> dict[str, Any]:
+def _load_draft(request: HtmxHttpRequest, balancer: Balancer | None) -> dict[str, Any]:
     key = _draft_key(balancer)
     draft = request.session.get(key)
     if draft is None:
@@ -363,7 +363,7 @@ def _load_draft(request: HttpRequest, balancer: Balancer | None) -> dict[str, An
     return draft
 
 
-def _store(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any]) -> None:
+def _store(request: HtmxHttpRequest, balancer: Balancer | None, draft: dict[str, Any]) -> None:
     request.session[_draft_key(balancer)] = draft
     request.session.modified = True
 
@@ -385,16 +385,16 @@ def _wizard_urls(balancer: Balancer | None) -> dict[str, str]:
 
 @role_required(OPERATOR)
 @require_GET
-def wizard_start(request: HttpRequest) -> HttpResponse:
+def wizard_start(request: HtmxHttpRequest) -> HttpResponse:
     """/balancers/new/: resume the draft in progress, or start one with the defaults filled in."""
     draft = _load_draft(request, None)
-    step = draft.get("step") if draft.get("step") in active_steps(draft) else "name"
-    return redirect(_step_url(None, step))
+    step = draft.get("step")
+    return redirect(_step_url(None, step if isinstance(step, str) and step in active_steps(draft) else "name"))
 
 
 @role_required(OPERATOR)
 @require_GET
-def wizard_edit(request: HttpRequest, name: str) -> HttpResponse:
+def wizard_edit(request: HtmxHttpRequest, name: str) -> HttpResponse:
     """Edit an existing balancer in the same wizard, from a fresh copy of what is saved."""
     balancer = get_object_or_404(Balancer, name=name)
     draft = draft_from_balancer(balancer)
@@ -423,7 +423,7 @@ def _steps_nav(draft: dict[str, Any], check: Any, current: str, balancer: Balanc
     return nav
 
 
-def _render_step(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any], step: str,
+def _render_step(request: HtmxHttpRequest, balancer: Balancer | None, draft: dict[str, Any], step: str,
                  check: Any = None, status: int = 200) -> HttpResponse:
     check = check or draft_check(draft)
     index = [s.slug for s in STEPS].index(step)
@@ -495,7 +495,7 @@ def _rule_rows(check: Any, *, show_errors: bool = False, focus: str | None = Non
     return rows
 
 
-def _render_rules_fragment(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any],
+def _render_rules_fragment(request: HtmxHttpRequest, balancer: Balancer | None, draft: dict[str, Any],
                            focus: str | None = None) -> HttpResponse:
     check = draft_check(draft)
     show_errors = "routes" in draft.get("checked", [])
@@ -508,7 +508,7 @@ def _render_rules_fragment(request: HttpRequest, balancer: Balancer | None, draf
     return response
 
 
-def _render_routes_fragment(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any],
+def _render_routes_fragment(request: HtmxHttpRequest, balancer: Balancer | None, draft: dict[str, Any],
                             focus: str | None = None) -> HttpResponse:
     check = draft_check(draft)
     show_errors = "routes" in draft.get("checked", [])
@@ -521,7 +521,7 @@ def _render_routes_fragment(request: HttpRequest, balancer: Balancer | None, dra
     return response
 
 
-def _go(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any], step: str) -> HttpResponse:
+def _go(request: HtmxHttpRequest, balancer: Balancer | None, draft: dict[str, Any], step: str) -> HttpResponse:
     draft["step"] = step
     _store(request, balancer, draft)
     return redirect(_step_url(balancer, step))
@@ -530,7 +530,7 @@ def _go(request: HttpRequest, balancer: Balancer | None, draft: dict[str, Any], 
 @role_required(OPERATOR)
 @never_cache
 @require_http_methods(["GET", "POST"])
-def wizard_step(request: HttpRequest, step: str, name: str | None = None) -> HttpResponse:
+def wizard_step(request: HtmxHttpRequest, step: str, name: str | None = None) -> HttpResponse:
     balancer = _wizard_target(name)
     if step not in {s.slug for s in STEPS}:
         raise Http404("No such step.")
@@ -571,7 +571,7 @@ def wizard_step(request: HttpRequest, step: str, name: str | None = None) -> Htt
             rules = [r for r in rules if r["key"] != nav.partition(":")[2]]
         draft["rules"] = {"rows": rules}  # "rule-kind": the row is drawn again with the new kind's fields
         _store(request, balancer, draft)
-        if request.htmx:  # type: ignore[attr-defined]
+        if request.htmx:
             return _render_rules_fragment(request, balancer, draft, focus=focus)
         return redirect(_step_url(balancer, "routes"))
 
@@ -605,7 +605,7 @@ def wizard_step(request: HttpRequest, step: str, name: str | None = None) -> Htt
 
 @role_required(OPERATOR)
 @require_POST
-def wizard_autosave(request: HttpRequest, step: str, name: str | None = None) -> HttpResponse:
+def wizard_autosave(request: HtmxHttpRequest, step: str, name: str | None = None) -> HttpResponse:
     """Keep what is typed, as it is typed, so a reload loses nothing (hx-post on change)."""
     balancer = _wizard_target(name)
     draft = _load_draft(request, balancer)
@@ -622,7 +622,7 @@ def wizard_autosave(request: HttpRequest, step: str, name: str | None = None) ->
 
 @role_required(OPERATOR)
 @require_GET
-def wizard_check(request: HttpRequest, name: str | None = None) -> HttpResponse:
+def wizard_check(request: HtmxHttpRequest, name: str | None = None) -> HttpResponse:
     """Live validation of the name and the serving name as the operator types (hx-get)."""
     balancer = _wizard_target(name)
     field = request.GET.get("field", "")
@@ -633,7 +633,7 @@ def wizard_check(request: HttpRequest, name: str | None = None) -> HttpResponse:
     ok = ""
     if value:
         form = NameForm({field: value}, balancer_pk=balancer.pk if balancer else None)
-        errors = list(form.errors.get(field, []))
+        errors = [str(message) for message in form.errors.get(field, [])]
         if not errors:
             ok = "Available." if field == "name" else f'Clients will call model="{value}".'
     return render(request, "balancers/wizard.html#feedback", {"field": field, "errors": errors, "ok": ok})
@@ -641,7 +641,7 @@ def wizard_check(request: HttpRequest, name: str | None = None) -> HttpResponse:
 
 @role_required(OPERATOR)
 @require_POST
-def wizard_separation(request: HttpRequest, name: str | None = None) -> HttpResponse:
+def wizard_separation(request: HtmxHttpRequest, name: str | None = None) -> HttpResponse:
     """How well the routes being typed separate (hx-post from the routes step, after typing pauses):
     the pairs the built-in router would confuse, from gateway.router_models.separation."""
     _wizard_target(name)
@@ -657,7 +657,7 @@ def wizard_separation(request: HttpRequest, name: str | None = None) -> HttpResp
 
 @role_required(OPERATOR)
 @require_POST
-def wizard_discard(request: HttpRequest, name: str | None = None) -> HttpResponseRedirect:
+def wizard_discard(request: HtmxHttpRequest, name: str | None = None) -> HttpResponseRedirect:
     balancer = _wizard_target(name)
     request.session.pop(_draft_key(balancer), None)
     if balancer is not None:

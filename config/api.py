@@ -47,7 +47,7 @@ def endpoint(*views: type[APIView]) -> Callable[..., HttpResponseBase]:
                 handlers[method] = view.as_view()
     if "get" in handlers:
         handlers["head"] = handlers["get"]
-    combined = type(_combined_name(views), views, {"__module__": views[0].__module__})
+    combined: type[APIView] = type(_combined_name(views), views, {"__module__": views[0].__module__})
     fallback = combined.as_view()
 
     def dispatch(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:

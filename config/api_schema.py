@@ -40,7 +40,8 @@ class ManagementAutoSchema(AutoSchema):
         if (isinstance(field, serializers.CharField) and not field.allow_blank and schema.get("type") == "string"
                 and "enum" not in schema and not schema.get("minLength")):
             schema["minLength"] = 1
-        if isinstance(field, serializers.DecimalField) and field.min_value is not None and field.min_value >= 0:
+        if (isinstance(field, serializers.DecimalField) and field.min_value is not None and field.min_value >= 0
+                and field.max_digits is not None and field.decimal_places is not None):
             whole, places = field.max_digits - field.decimal_places, field.decimal_places
             schema["pattern"] = rf"^(?:\d{{1,{whole}}}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}})$"
             schema.pop("format", None)  # "decimal" makes generators send numbers: the API takes a string

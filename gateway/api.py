@@ -49,7 +49,7 @@ def _api_key_or_404(key_id: int) -> ApiKey:
     return key
 
 
-def _balancers_field(**kwargs: Any) -> serializers.ManyRelatedField:
+def _balancers_field(**kwargs: Any) -> Any:  # a ManyRelatedField at run time (many=True)
     return NameField(
         slug_field="name", queryset=Balancer.objects.all(), many=True,
         help_text="Names of the balancers this key may call; empty: every balancer.", **kwargs,
@@ -57,14 +57,14 @@ def _balancers_field(**kwargs: Any) -> serializers.ManyRelatedField:
 
 
 class ApiKeyOutputSerializer(serializers.ModelSerializer):
-    balancers = serializers.SlugRelatedField(
+    balancers: serializers.SlugRelatedField[Balancer] = serializers.SlugRelatedField(
         slug_field="name", many=True, read_only=True, help_text="Names of the balancers this key may call; empty: every balancer."
     )
     is_active = serializers.BooleanField(read_only=True, help_text="Enabled and not revoked.")
 
     class Meta:
         model = ApiKey
-        fields = ("id", "name", "prefix", "balancers", "rate_limit_per_minute", "allow_route_override", "enabled",
+        fields: tuple[str, ...] = ("id", "name", "prefix", "balancers", "rate_limit_per_minute", "allow_route_override", "enabled",
                   "is_active", "created_at", "revoked_at")
         read_only_fields = fields
         ref_name = "ApiKey"
@@ -93,8 +93,8 @@ class ApiKeyCreateApi(JsonApi):
         secret = serializers.SerializerMethodField(help_text="The key itself. Shown in this response only: store it now.")
 
         class Meta(ApiKeyOutputSerializer.Meta):
-            fields = (*ApiKeyOutputSerializer.Meta.fields, "secret")
-            read_only_fields = fields
+            fields: tuple[str, ...] = (*ApiKeyOutputSerializer.Meta.fields, "secret")
+            read_only_fields: tuple[str, ...] = fields
             ref_name = "ApiKeyCreated"
 
         @extend_schema_field(OpenApiTypes.STR)
@@ -195,7 +195,8 @@ class UsageQuerySerializer(serializers.Serializer):
 
 class UsageTotalsSerializer(serializers.Serializer):
     requests = serializers.IntegerField()
-    errors = serializers.IntegerField(help_text="Requests answered with a status of 400 or more.")
+    # Named like Serializer.errors; DRF's metaclass moves declared fields out of the class.
+    errors = serializers.IntegerField(help_text="Requests answered with a status of 400 or more.")  # type: ignore[assignment]
     error_rate = serializers.FloatField(allow_null=True)
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()

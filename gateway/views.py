@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -18,6 +18,7 @@ from django_htmx.http import push_url
 
 from accounts.roles import OPERATOR, VIEWER, role_required
 from balancers.models import Balancer
+from config.http import HtmxHttpRequest
 from gateway.models import ApiKey
 from gateway.reporting.rollups import rollup_usage
 from gateway.reporting.selectors import (
@@ -55,7 +56,7 @@ def _context(form: ApiKeyForm, **extra: Any) -> dict[str, Any]:
 @role_required(VIEWER, write=OPERATOR)
 @never_cache
 @require_http_methods(["GET", "POST"])
-def api_key_list(request: HttpRequest) -> HttpResponse:
+def api_key_list(request: HtmxHttpRequest) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
     extra: dict[str, Any] = {}
     if request.method == "POST" and form.is_valid():
@@ -77,7 +78,7 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
 
 @role_required(OPERATOR)
 @require_POST
-def api_key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+def api_key_revoke_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     key = get_object_or_404(ApiKey, pk=pk)
     api_key_revoke(key=key)
     if request.htmx:
@@ -101,7 +102,7 @@ class UsageFilterForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keys = {str(k.pk): k for k in ApiKey.objects.order_by("revoked_at", "name")}
-        self.fields["key"].choices = [("", "All API keys"), ("none", "No key (playground, refusals)")] + [
+        cast(forms.ChoiceField, self.fields["key"]).choices = [("", "All API keys"), ("none", "No key (playground, refusals)")] + [
             (pk, f"{k.name} ({k.prefix}…){' · revoked' if k.revoked_at else ''}") for pk, k in self.keys.items()
         ]
 
@@ -120,7 +121,7 @@ class UsageFilterForm(forms.Form):
 @role_required(VIEWER)
 @never_cache
 @require_GET
-def usage(request: HttpRequest) -> HttpResponse:
+def usage(request: HtmxHttpRequest) -> HttpResponse:
     rollup_usage()  # incremental: cheap, and the page is never a minute behind
     form = UsageFilterForm(request.GET)
     filters = form.filters()
@@ -136,7 +137,7 @@ def usage(request: HttpRequest) -> HttpResponse:
 @role_required(VIEWER)
 @never_cache
 @require_GET
-def usage_export(request: HttpRequest) -> HttpResponse:
+def usage_export(request: HtmxHttpRequest) -> HttpResponse:
     rollup_usage()
     filters = UsageFilterForm(request.GET).filters()
     start, end = filters.range.window(timezone.now())

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.roles import VIEWER, role_required
 from balancers.models import Balancer
+from config.http import HtmxHttpRequest
 from gateway.engine.auto import GOALS, PREFERENCES
 from playground.services import gateway_base_url, sample_calls, smoke_test
 from targetgroups.models import Instance
@@ -22,7 +23,7 @@ DEFAULT_PROMPTS = {
 }
 
 
-def _balancer_context(request: HttpRequest, balancer: Balancer | None) -> dict[str, Any]:
+def _balancer_context(request: HtmxHttpRequest, balancer: Balancer | None) -> dict[str, Any]:
     if balancer is None:
         return {"balancer": None, "routes": []}
     routes = sorted(balancer.routes.all(), key=lambda r: (r.priority, r.name))
@@ -37,7 +38,7 @@ def _balancer_context(request: HttpRequest, balancer: Balancer | None) -> dict[s
 
 @role_required(VIEWER)
 @require_GET
-def playground(request: HttpRequest) -> HttpResponse:
+def playground(request: HtmxHttpRequest) -> HttpResponse:
     balancers = list(Balancer.objects.prefetch_related("routes").order_by("name"))
     wanted = request.GET.get("balancer", "")
     balancer = next((b for b in balancers if b.name == wanted), None) or next((b for b in balancers if b.enabled), None)
@@ -54,7 +55,7 @@ def _auto_context() -> dict[str, Any]:
 
 @role_required(VIEWER)
 @require_GET
-def playground_balancer(request: HttpRequest) -> HttpResponse:
+def playground_balancer(request: HtmxHttpRequest) -> HttpResponse:
     """The route picker (and prompt) of another balancer, when the balancer select changes."""
     balancer = Balancer.objects.prefetch_related("routes").filter(name=request.GET.get("balancer", "")).first()
     if balancer is None:
@@ -64,7 +65,7 @@ def playground_balancer(request: HttpRequest) -> HttpResponse:
 
 @role_required(VIEWER)
 @require_POST
-async def playground_send(request: HttpRequest) -> HttpResponse:
+async def playground_send(request: HtmxHttpRequest) -> HttpResponse:
     balancer = await Balancer.objects.filter(name=request.POST.get("balancer", "")).afirst()
     if balancer is None:
         raise Http404("No such balancer.")
@@ -79,7 +80,7 @@ async def playground_send(request: HttpRequest) -> HttpResponse:
 
 @role_required(VIEWER)
 @require_POST
-async def playground_auto(request: HttpRequest) -> HttpResponse:
+async def playground_auto(request: HtmxHttpRequest) -> HttpResponse:
     """A chat request to a goal name with an optional pool and preference (`model_routing_config`)."""
     goal = request.POST.get("goal", "auto")
     if goal not in GOALS:
@@ -98,7 +99,7 @@ async def playground_auto(request: HttpRequest) -> HttpResponse:
     return await sync_to_async(_page_with)(request, result)
 
 
-def _page_with(request: HttpRequest, result: Any) -> HttpResponse:
+def _page_with(request: HtmxHttpRequest, result: Any) -> HttpResponse:
     """Without htmx: the playground page with the auto result on top."""
     balancers = list(Balancer.objects.prefetch_related("routes").order_by("name"))
     balancer = next((b for b in balancers if b.enabled), None)

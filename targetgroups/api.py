@@ -170,11 +170,12 @@ def _import(data: Any, *, group: TargetGroup | None = None) -> tuple[TargetGroup
     try:
         return target_group_import(data=data, group=group)
     except ValidationError as exc:
-        members = exc.detail.get("members") if isinstance(exc.detail, dict) else None
+        detail: Any = exc.detail
+        members = detail.get("members") if isinstance(detail, dict) else None
         if isinstance(members, dict) and members and all(isinstance(k, int) for k in members):
             given = data.get("members") if isinstance(data, dict) else None
             count = max(len(given) if isinstance(given, list) else 0, max(members) + 1)
-            exc.detail["members"] = [members.get(index, {}) for index in range(count)]
+            detail["members"] = [members.get(index, {}) for index in range(count)]
         raise
 
 

@@ -53,12 +53,14 @@ class InstanceForm(forms.ModelForm):
             return ""
         return value or None
 
-    def _post_clean(self) -> None:
-        super()._post_clean()
-        # Not a model field (the model stores it encrypted): set it here so the admin's save keeps it too.
-        key = self.cleaned_data.get("api_key")
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or self.cleaned_data
+        # Not a model field (the model stores it encrypted), so construct_instance() leaves it
+        # alone: set it on the instance here so the admin's save keeps it too.
+        key = data.get("api_key")
         if key is not None:
             self.instance.api_key = key
+        return data
 
 
 def _instance_label(instance: Instance) -> str:

@@ -11,12 +11,13 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from accounts.roles import OPERATOR, VIEWER, has_role, role_required
+from config.http import HtmxHttpRequest
 from gateway.hotpath.runtime import health_snapshot
 from gateway.reporting.selectors import probe_summaries
 from targetgroups.documents import flatten_errors, target_group_document
@@ -46,7 +47,7 @@ PROBE_STRIP = 10  # latest probes shown per instance on the instance list
 
 @role_required(VIEWER)
 @require_GET
-def target_group_list(request: HttpRequest) -> HttpResponse:
+def target_group_list(request: HtmxHttpRequest) -> HttpResponse:
     groups = TargetGroup.objects.annotate(
         member_count=Count("members", distinct=True), route_count=Count("routes", distinct=True)
     ).order_by("name")
@@ -70,7 +71,7 @@ def _leaf_messages(detail: Any) -> list[str]:
 
 @role_required(OPERATOR)
 @require_http_methods(["GET", "POST"])
-def target_group_create_view(request: HttpRequest) -> HttpResponse:
+def target_group_create_view(request: HtmxHttpRequest) -> HttpResponse:
     """A new group from a plain form; the same rules as the importer, nothing saved on an error."""
     if request.method == "GET" and request.htmx and "workload_kind" in request.GET:
         # The kind changed: offer that kind's instances as first members.
@@ -107,7 +108,7 @@ def _mark_invalid(form: forms.BaseForm) -> None:
 
 @role_required(VIEWER)
 @require_GET
-def target_group_detail(request: HttpRequest, name: str) -> HttpResponse:
+def target_group_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     group = get_object_or_404(TargetGroup, name=name)
     routes = group.routes.select_related("balancer").order_by("balancer__name", "priority")
     return render(request, "targetgroups/detail.html", {
@@ -122,7 +123,7 @@ def _document_text(group: TargetGroup) -> str:
 
 @role_required(OPERATOR)
 @require_POST
-def target_group_member_add_view(request: HttpRequest, name: str) -> HttpResponse:
+def target_group_member_add_view(request: HtmxHttpRequest, name: str) -> HttpResponse:
     """Add an instance: htmx appends its row (and refreshes the form), a plain POST redirects."""
     group = get_object_or_404(TargetGroup, name=name)
     form = MemberAddForm(request.POST, group=group)
@@ -147,7 +148,7 @@ def target_group_member_add_view(request: HttpRequest, name: str) -> HttpRespons
             "document": _document_text(group),
         })
     if member is None:
-        messages.error(request, "Not added: " + "; ".join(m for errors in form.errors.values() for m in errors))
+        messages.error(request, "Not added: " + "; ".join(str(m) for errors in form.errors.values() for m in errors))
     else:
         messages.success(request, f"Added {member.instance.instance_id} to {group.name}.")
     return redirect("targetgroup-detail", name=name)
@@ -155,7 +156,7 @@ def target_group_member_add_view(request: HttpRequest, name: str) -> HttpRespons
 
 @role_required(OPERATOR)
 @require_POST
-def target_group_member_remove_view(request: HttpRequest, name: str, member_id: int) -> HttpResponse:
+def target_group_member_remove_view(request: HtmxHttpRequest, name: str, member_id: int) -> HttpResponse:
     """Remove a member. An empty group is allowed (the importer accepts one too)."""
     member = get_object_or_404(TargetGroupMember.objects.select_related("instance", "group"), pk=member_id, group__name=name)
     group, instance_id = member.group, member.instance.instance_id
@@ -179,7 +180,7 @@ class MemberForm(forms.Form):
 
 @role_required(OPERATOR)
 @require_POST
-def target_group_member_edit(request: HttpRequest, name: str, member_id: int) -> HttpResponse:
+def target_group_member_edit(request: HtmxHttpRequest, name: str, member_id: int) -> HttpResponse:
     """Change a member's weight, priority or enabled flag (the row posts all three)."""
     member = get_object_or_404(TargetGroupMember.objects.select_related("instance", "group"), pk=member_id, group__name=name)
     form = MemberForm(request.POST)
@@ -208,7 +209,7 @@ def target_group_member_edit(request: HttpRequest, name: str, member_id: int) ->
 
 @role_required(VIEWER)
 @require_GET
-def target_group_export(request: HttpRequest, name: str) -> HttpResponse:
+def target_group_export(request: HtmxHttpRequest, name: str) -> HttpResponse:
     group = get_object_or_404(TargetGroup, name=name)
     body = json.dumps(target_group_document(group), indent=2) + "\n"
     response = HttpResponse(body, content_type="application/json")
@@ -218,7 +219,7 @@ def target_group_export(request: HttpRequest, name: str) -> HttpResponse:
 
 @role_required(OPERATOR)
 @require_http_methods(["GET", "POST"])
-def target_group_import_view(request: HttpRequest) -> HttpResponse:
+def target_group_import_view(request: HtmxHttpRequest) -> HttpResponse:
     """Create or replace a group from its JSON document: an uploaded file or pasted text."""
     text = ""
     errors: list[str] = []
@@ -229,7 +230,7 @@ def target_group_import_view(request: HttpRequest) -> HttpResponse:
     else:
         upload = request.FILES.get("file")
         if upload is not None:
-            if upload.size > MAX_IMPORT_BYTES:
+            if (upload.size or 0) > MAX_IMPORT_BYTES:
                 errors = ["The file is larger than 1 MiB; a target group document is a few hundred bytes."]
             else:
                 text = upload.read().decode("utf-8", errors="replace")
@@ -261,7 +262,7 @@ def target_group_import_view(request: HttpRequest) -> HttpResponse:
 
 @role_required(VIEWER)
 @require_GET
-def instance_list(request: HttpRequest) -> HttpResponse:
+def instance_list(request: HtmxHttpRequest) -> HttpResponse:
     instances = list(Instance.objects.annotate(group_count=Count("memberships", distinct=True)).order_by("workload_kind", "instance_id"))
     health = health_snapshot([i.pk for i in instances])
     probes = probe_summaries([i.pk for i in instances], history=PROBE_STRIP)
@@ -322,7 +323,7 @@ def _save_instance(form: InstanceForm) -> Instance:
 
 @role_required(OPERATOR)
 @require_http_methods(["GET", "POST"])
-def instance_create(request: HttpRequest) -> HttpResponse:
+def instance_create(request: HtmxHttpRequest) -> HttpResponse:
     form = InstanceForm(_with_options(request, None), initial={"provider": Provider.OPENAI})
     if request.method == "POST" and (instance := _save_or_show_errors(form)) is not None:
         messages.success(request, f"Added {instance.instance_id}.")
@@ -330,7 +331,7 @@ def instance_create(request: HttpRequest) -> HttpResponse:
     return render(request, "targetgroups/instance_detail.html", _instance_context(Instance(), form))
 
 
-def _with_options(request: HttpRequest, instance: Instance | None) -> Any:
+def _with_options(request: HtmxHttpRequest, instance: Instance | None) -> Any:
     """The main form leaves the simulator knobs alone: they have their own form on the page."""
     if request.method != "POST":
         return None
@@ -360,7 +361,7 @@ def _add_errors(form: forms.BaseForm, exc: DjangoValidationError) -> None:
 
 @role_required(VIEWER, write=OPERATOR)
 @require_http_methods(["GET", "POST"])
-def instance_detail(request: HttpRequest, instance_id: str) -> HttpResponse:
+def instance_detail(request: HtmxHttpRequest, instance_id: str) -> HttpResponse:
     instance = get_object_or_404(Instance, instance_id=instance_id)
     form = InstanceForm(_with_options(request, instance), instance=instance)
     if request.method == "POST":
@@ -376,7 +377,7 @@ def instance_detail(request: HttpRequest, instance_id: str) -> HttpResponse:
 
 @role_required(OPERATOR)
 @require_POST
-def instance_simulator(request: HttpRequest, instance_id: str) -> HttpResponse:
+def instance_simulator(request: HtmxHttpRequest, instance_id: str) -> HttpResponse:
     instance = get_object_or_404(Instance, instance_id=instance_id, provider=Provider.SIMULATOR)
     form = SimulatorForm(request.POST)
     saved = False
@@ -396,5 +397,5 @@ def instance_simulator(request: HttpRequest, instance_id: str) -> HttpResponse:
     if saved:
         messages.success(request, f"Simulator knobs of {instance.instance_id} saved.")
     else:
-        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        messages.error(request, "; ".join(f"{k}: {' '.join(str(m) for m in v)}" for k, v in form.errors.items()))
     return redirect("instance-detail", instance_id=instance.instance_id)

@@ -34,6 +34,7 @@ PREFIXES: dict[str, int] = {
     "config.env": 0,
     "config.api": 0,
     "config.api_errors": 0,
+    "config.http": 0,
     "accounts": 0,
     "config.api_fields": 0,
     "config.api_schema": 0,
