@@ -263,8 +263,8 @@ def recent_events(balancer: Balancer, *, limit: int = 15) -> list[UsageEvent]:
     """The latest usage events, each with `decision_words`: why it went where it did, in an operator's words."""
     events = list(UsageEvent.objects.filter(balancer=balancer).order_by("-created_at")[:limit])
     for event in events:
-        event.decision_words = decision_words(event.decision_reason, event.confidence, event.attempt_log or [],
-                                              event.route)
+        words = decision_words(event.decision_reason, event.confidence, event.attempt_log or [], event.route)
+        setattr(event, "decision_words", words)  # noqa: B010  (display only, not a model field: mypy knows no such attribute)  # display only: not a model field
     return events
 
 
@@ -345,10 +345,11 @@ def lane_figures(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
         tokens=Sum("prompt_tokens") + Sum("completion_tokens"), cost=Sum("cost_usd"))}
     medians = _medians(events)
     series: dict[str, list[int]] = {}
-    for row in events.annotate(minute=TruncMinute("created_at")).values("route", "minute").annotate(n=Count("id")):
-        index = minutes - 1 - int((now - row["minute"]).total_seconds() // 60)
+    for per_minute in events.annotate(minute=TruncMinute("created_at")).values("route", "minute").annotate(
+            n=Count("id")):
+        index = minutes - 1 - int((now - per_minute["minute"]).total_seconds() // 60)
         if 0 <= index < minutes:
-            series.setdefault(row["route"], [0] * minutes)[index] += row["n"]
+            series.setdefault(per_minute["route"], [0] * minutes)[index] += per_minute["n"]
     for lane in state.routes:
         name = lane.route.name
         row = totals.get(name)

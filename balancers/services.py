@@ -14,7 +14,7 @@ from balancers.validation import (
     rule_field_errors,
     rule_set_errors,
 )
-from targetgroups.models import Instance, TargetGroupMember
+from targetgroups.models import Instance, TargetGroup, TargetGroupMember
 
 ROUTE_FIELDS = ("name", "intent", "target_group", "instance", "priority", "weight", "is_default", "enabled", "examples")
 # A content rule as the entry points give it: `route` is the route's name.
@@ -152,12 +152,17 @@ def route_set_enabled(*, user: Any, balancer: Balancer, route: Route, enabled: b
                         object_label=f"route {route.name}", balancer=balancer)
 
 
-def _member(route: Route, instance_id: str) -> TargetGroupMember:
-    if route.target_group_id is None:
+def _group(route: Route) -> TargetGroup:
+    if route.target_group is None:
         raise ActionRefused(f"Route {route.name} sends to one instance, not a target group: disable the route instead.")
-    member = route.target_group.members.select_related("instance").filter(instance__instance_id=instance_id).first()
+    return route.target_group
+
+
+def _member(route: Route, instance_id: str) -> TargetGroupMember:
+    group = _group(route)
+    member = group.members.select_related("instance").filter(instance__instance_id=instance_id).first()
     if member is None:
-        raise ActionRefused(f"{instance_id} is not a member of {route.target_group.name}.")
+        raise ActionRefused(f"{instance_id} is not a member of {group.name}.")
     return member
 
 
@@ -169,9 +174,10 @@ def member_drain(*, user: Any, balancer: Balancer, route: Route, instance_id: st
     previous = member.weight
     member.weight = 0
     member.save(update_fields=["weight"])
+    group = _group(route).name
     return audit_record(user=user, action="member drained", balancer=balancer,
-                        object_label=f"{instance_id} in {route.target_group.name}",
-                        detail={"group": route.target_group.name, "instance": instance_id, "previous_weight": previous})
+                        object_label=f"{instance_id} in {group}",
+                        detail={"group": group, "instance": instance_id, "previous_weight": previous})
 
 
 @transaction.atomic
@@ -179,14 +185,15 @@ def member_restore(*, user: Any, balancer: Balancer, route: Route, instance_id: 
     member = _member(route, instance_id)
     if member.weight != 0:
         raise ActionRefused(f"{instance_id} is not drained.")
-    drained = (AuditEntry.objects.filter(action="member drained", detail__group=route.target_group.name,
+    group = _group(route).name
+    drained = (AuditEntry.objects.filter(action="member drained", detail__group=group,
                                          detail__instance=instance_id).order_by("-at", "-id").first())
     weight = int((drained.detail if drained else {}).get("previous_weight") or DRAIN_RESTORE_WEIGHT)
     member.weight = weight
     member.save(update_fields=["weight"])
     return audit_record(user=user, action="member restored", balancer=balancer,
-                        object_label=f"{instance_id} in {route.target_group.name}",
-                        detail={"group": route.target_group.name, "instance": instance_id, "weight": weight})
+                        object_label=f"{instance_id} in {group}",
+                        detail={"group": group, "instance": instance_id, "weight": weight})
 
 
 @transaction.atomic

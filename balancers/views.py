@@ -184,7 +184,7 @@ def _balancer_instance(balancer: Balancer, instance_id: str) -> Instance:
     for route in balancer.routes.select_related("instance", "target_group").all():
         if route.instance_id and route.instance is not None and route.instance.instance_id == instance_id:
             return route.instance
-        if route.target_group_id:
+        if route.target_group is not None:
             member = route.target_group.members.select_related("instance").filter(
                 instance__instance_id=instance_id).first()
             if member is not None:
@@ -240,7 +240,7 @@ SSE_KEEPALIVE_SECONDS = 15.0
 
 @role_required(VIEWER)
 @require_GET
-async def balancer_board_events(request: HtmxHttpRequest, name: str) -> HttpResponse:
+async def balancer_board_events(request: HtmxHttpRequest, name: str) -> HttpResponse | StreamingHttpResponse:
     """The board's event stream (text/event-stream): `requests` as the gateway serves them,
     `lanes` when a lane's state or figures change. Fed by gateway.board_feed's hub."""
     balancer = await Balancer.objects.filter(name=name).only("pk").afirst()

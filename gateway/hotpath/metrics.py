@@ -80,7 +80,7 @@ REJECTED = Counter("gateway_rejected_requests", "Requests answered with an error
 DECISION = Histogram("gateway_router_decision_seconds", "Time the router took to choose the first route.",
                      ["balancer", "decision"], buckets=_DECISION_BUCKETS)
 
-_mode = {"multiprocess_mode": "liveall"} if MULTIPROCESS else {}
+_mode: dict[str, Any] = {"multiprocess_mode": "liveall"} if MULTIPROCESS else {}
 WORKER_CONFIG_VERSION = Gauge("gateway_worker_config_version", "The config version this worker routes from.", **_mode)
 WORKER_REFRESH_AGE = Gauge("gateway_worker_config_refresh_age_seconds",
                            "Seconds since this worker last read the config version successfully.", **_mode)
@@ -254,9 +254,9 @@ def _forget_dead_workers(directory: str) -> None:
     pids = set()
     for name in os.listdir(directory):
         if name.startswith("gauge_live") and name.endswith(".db"):
-            pid = name.rsplit("_", 1)[-1][:-3]
-            if pid.isdigit():
-                pids.add(int(pid))
+            digits = name.rsplit("_", 1)[-1][:-3]
+            if digits.isdigit():
+                pids.add(int(digits))
     for pid in pids:
         try:
             os.kill(pid, 0)
