@@ -264,7 +264,7 @@ def recent_events(balancer: Balancer, *, limit: int = 15) -> list[UsageEvent]:
     events = list(UsageEvent.objects.filter(balancer=balancer).order_by("-created_at")[:limit])
     for event in events:
         words = decision_words(event.decision_reason, event.confidence, event.attempt_log or [], event.route)
-        setattr(event, "decision_words", words)  # noqa: B010  (display only, not a model field: mypy knows no such attribute)  # display only: not a model field
+        setattr(event, "decision_words", words)  # noqa: B010  (display only, not a model field: mypy knows no such attribute)
     return events
 
 

@@ -127,6 +127,7 @@ RULES: dict[str, Rule] = {
     "gateway-not-found": Rule(GATEWAY),
     "healthz": Rule(PROBE),
     "readyz": Rule(PROBE),
+    "metrics": Rule(PROBE),  # its own bearer token or network allow-list, not a role
     "login": Rule(PUBLIC),
     "logout": Rule(PUBLIC),
     "admin:login": Rule(PUBLIC),
