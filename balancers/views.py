@@ -51,6 +51,7 @@ from balancers.forms import (
 from balancers.models import AuditEntry, Balancer
 from balancers.page_selectors import (
     LIVE_MINUTES,
+    balancer_savings,
     balancer_states,
     balancers_for_pages,
     lane_figures,
@@ -99,7 +100,8 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
 def balancer_list(request: HtmxHttpRequest) -> HttpResponse:
     states = balancer_states(balancers_for_pages())
     sparks = traffic_by_hour([s.balancer.pk for s in states])
-    rows = [{"state": s, "spark": sparks[s.balancer.pk]} for s in states]
+    savings = balancer_savings(s.balancer for s in states)
+    rows = [{"state": s, "spark": sparks[s.balancer.pk], "savings": savings[s.balancer.pk]} for s in states]
     return render(request, "balancers/list.html", {
         "rows": rows,
         "draft": request.session.get(DRAFT_PREFIX + "new"),
@@ -161,7 +163,7 @@ def board_lanes_payload(name: str) -> bytes:
         lanes[lane.route.name] = {"state": lane_state, "words": words, "html": html}
     summary = render_to_string("balancers/board.html#summary", {
         "state": state, "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES),
-        "live_minutes": LIVE_MINUTES})
+        "live_minutes": LIVE_MINUTES, "savings": balancer_savings([state.balancer])[state.balancer.pk]})
     probes = render_to_string("balancers/board.html#probes", {"probes": member_probes(state)})
     return orjson.dumps({"routes": [lane.route.name for lane in state.routes], "lanes": lanes, "summary": summary,
                          "probes": probes})
@@ -175,7 +177,8 @@ def balancer_board(request: HtmxHttpRequest, name: str) -> HttpResponse:
     state = _board_state(name)
     context = {"state": state, "balancer": state.balancer, "events": recent_events(state.balancer),
                "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES), "live_minutes": LIVE_MINUTES,
-               "now": time.time(), "probes": member_probes(state)}
+               "now": time.time(), "probes": member_probes(state),
+               "savings": balancer_savings([state.balancer])[state.balancer.pk]}
     template = "balancers/board.html#events" if request.htmx else "balancers/board.html"
     return render(request, template, context)
 

@@ -109,6 +109,7 @@ def test_each_request_enters_its_lane_within_a_second_and_the_figures_move(board
 
     lane = board.lane("primary")
     expect(lane.get_by_test_id("rpm")).to_have_text("0.0")
+    expect(board.page.get_by_test_id("saved-month")).to_have_text("$0.000000")
     for _ in range(3):
         response = board.call()
         assert response.headers["x-balancer-route"] == "primary"
@@ -117,6 +118,9 @@ def test_each_request_enters_its_lane_within_a_second_and_the_figures_move(board
     expect(lane.get_by_test_id("rpm")).to_have_text("0.2", timeout=5000)  # 3 requests / 15 minutes
     expect(lane.get_by_test_id("tokens")).not_to_have_text("0")
     expect(board.page.get_by_test_id("requests-total")).to_have_text("3")
+    expect(board.page.get_by_test_id("spend-today")).not_to_have_text("$0.000000")
+    # Served by the cheap primary: the saving against all on the priciest route (fallback) moves too.
+    expect(board.page.get_by_test_id("saved-month")).not_to_have_text("$0.000000")
     expect(board.page.get_by_test_id("board-events").locator("tr")).to_have_count(3)
     board.tab.shot("board-live-traffic")
 

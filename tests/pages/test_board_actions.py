@@ -103,3 +103,30 @@ def test_a_viewer_sees_no_actions_and_cannot_post_one(client, django_user_model,
     assert client.post(URL, {"action": "route-disable", "route": "reasoning"}).status_code == 403
     assert Balancer.objects.get(name="support-balancer").routes.get(name="reasoning").enabled is True
     assert 'data-testid="audit-log"' not in client.get("/balancers/support-balancer/").content.decode()
+
+
+def test_spend_today_this_month_and_the_saving_against_the_priciest_route(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from balancers.page_selectors import balancer_savings, balancers_for_pages
+    from gateway.models import UsageEvent
+
+    support = Balancer.objects.get(name="support-balancer")
+    for prompt, completion, cost in ((1_000, 500, "0.000100"), (2_000, 1_000, "0.000300")):
+        UsageEvent.objects.create(created_at=timezone.now(), request_id="r", endpoint="chat", balancer=support,
+                                  route="efficient", status_code=200, latency_ms=5, prompt_tokens=prompt,
+                                  completion_tokens=completion, cost_usd=Decimal(cost))
+    savings = balancer_savings(balancers_for_pages(name="support-balancer"))[support.pk]
+    priciest = max((i for r in support.routes.all() for i in ([m.instance for m in r.target_group.members.all()])),
+                   key=lambda i: i.input_price_per_million + i.output_price_per_million)
+    expected = (3_000 * priciest.input_price_per_million + 1_500 * priciest.output_price_per_million) / 1_000_000
+    assert savings.today == savings.month == Decimal("0.000400")
+    assert savings.all_on_priciest == expected and savings.saved == expected - Decimal("0.000400")
+    assert savings.priciest_route == "reasoning"
+    board = admin_client.get("/balancers/support-balancer/board/?lanes=1").json()["summary"]
+    assert '<div class="value" data-testid="spend-today">$0.000400</div>' in board
+    assert f'data-testid="saved-month">${savings.saved:.6f}</div>' in board and "vs all on reasoning" in board
+    listing = admin_client.get("/balancers/").content.decode()
+    assert f"saved ${savings.saved:.6f}" in listing.split('data-testid="savings-support-balancer"')[1]
