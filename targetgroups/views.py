@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count
+from django.db.models.functions import Lower
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -263,7 +264,7 @@ def target_group_import_view(request: HtmxHttpRequest) -> HttpResponse:
 @role_required(VIEWER)
 @require_GET
 def instance_list(request: HtmxHttpRequest) -> HttpResponse:
-    instances = list(Instance.objects.annotate(group_count=Count("memberships", distinct=True)).order_by("workload_kind", "instance_id"))
+    instances = list(Instance.objects.annotate(group_count=Count("memberships", distinct=True)).order_by("workload_kind", Lower("display_name"), "instance_id"))
     health = health_snapshot([i.pk for i in instances])
     probes = probe_summaries([i.pk for i in instances], history=PROBE_STRIP)
     rows = [{"instance": i, "health": health[i.pk], "probe": probes[i.pk]} for i in instances]

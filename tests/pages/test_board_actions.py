@@ -130,3 +130,22 @@ def test_spend_today_this_month_and_the_saving_against_the_priciest_route(admin_
     assert f'data-testid="saved-month">${savings.saved:.6f}</div>' in board and "vs all on reasoning" in board
     listing = admin_client.get("/balancers/").content.decode()
     assert f"saved ${savings.saved:.6f}" in listing.split('data-testid="savings-support-balancer"')[1]
+
+
+def test_the_balancer_list_links_each_board(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    html = admin_client.get("/balancers/").content.decode()
+    for name in ("support-balancer", "embed-balancer"):
+        assert f'href="/balancers/{name}/board/" data-testid="board-link-{name}">Live board</a>' in html
+
+
+def test_the_instance_list_is_sorted_by_the_display_name_it_shows(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    from tests.factories import make_instance
+
+    make_instance(instance_id="aaa-last", display_name="Zulu model")
+    make_instance(instance_id="zzz-first", display_name="alpha model")
+    html = admin_client.get("/instances/").content.decode()
+    names = {i.instance_id: (i.workload_kind, i.display_name.lower()) for i in Instance.objects.all()}
+    shown = [names[iid] for iid in re.findall(r'<tr data-testid="instance-([^"]+)">', html)]
+    assert len(shown) == len(names) and shown == sorted(shown)
