@@ -34,7 +34,7 @@ import orjson
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-    uvloop = None  # type: ignore[assignment]
+    uvloop = None
 
 CONTENT = "This is a mock completion of a fixed length for the benchmark."
 
@@ -151,7 +151,7 @@ class MockProtocol(asyncio.Protocol):
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

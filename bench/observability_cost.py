@@ -72,7 +72,7 @@ def micro(n: int = 20_000) -> None:
         ttfb_ms=3.0, prompt_tokens=12, completion_tokens=30, cost_usd=Decimal("0.00001"))
     line = accesslog.formatter()
 
-    def best(fn) -> float:  # type: ignore[no-untyped-def]
+    def best(fn) -> float:
         times = []
         for _ in range(3):
             started = time.perf_counter()

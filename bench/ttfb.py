@@ -24,7 +24,7 @@ import httptools
 try:
     import uvloop
 except ImportError:  # pragma: no cover
-    uvloop = None  # type: ignore[assignment]
+    uvloop = None
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -147,7 +147,7 @@ class FakeUpstream:
         words = b.content.split(" ")
         for index in range(b.chunks):
             if b.break_after_chunks is not None and index >= b.break_after_chunks:
-                request.transport.close()  # type: ignore[union-attr]
+                request.transport.close()
                 return response
             if b.chunk_delay:
                 await asyncio.sleep(b.chunk_delay)

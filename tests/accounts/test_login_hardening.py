@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def operator(django_user_model):  # type: ignore[no-untyped-def]
+def operator(django_user_model):
     return django_user_model.objects.create_superuser("ops", "ops@example.com", PASSWORD)
 
 

@@ -39,7 +39,7 @@ def test_the_migration_creates_the_role_groups_with_their_permissions() -> None:
     assert {"accounts.operate", "auth.change_user", "auth.add_user"} <= perms["staff"]
 
 
-def test_a_user_without_a_role_is_refused_every_page(django_user_model, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_user_without_a_role_is_refused_every_page(django_user_model, demo) -> None:
     client = client_for(user_with_role(django_user_model, None, "nobody"))
     for path in ("/balancers/", "/usage/", "/playground/", "/api-keys/", "/instances/inst_a/"):
         response = client.get(path)
@@ -50,7 +50,7 @@ def test_a_user_without_a_role_is_refused_every_page(django_user_model, demo) ->
     assert not ApiKey.objects.filter(name="sneaky").exists()
 
 
-def test_a_viewer_reads_every_page_but_sees_no_controls_to_change_things(django_user_model, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_viewer_reads_every_page_but_sees_no_controls_to_change_things(django_user_model, demo) -> None:
     client = client_for(user_with_role(django_user_model, VIEWER))
     ApiKey.objects.all().delete()
     call_command("create_api_key", name="shown", stdout=io.StringIO())
@@ -70,7 +70,7 @@ def test_a_viewer_reads_every_page_but_sees_no_controls_to_change_things(django_
     assert "New balancer" not in listing and "/admin/" not in listing and "viewer" in listing
 
 
-def test_a_viewer_cannot_create_a_key_or_change_an_instance(django_user_model, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_viewer_cannot_create_a_key_or_change_an_instance(django_user_model, demo) -> None:
     client = client_for(user_with_role(django_user_model, VIEWER))
     before = Instance.objects.get(instance_id="inst_a").model
 
@@ -81,7 +81,7 @@ def test_a_viewer_cannot_create_a_key_or_change_an_instance(django_user_model, d
     assert Instance.objects.get(instance_id="inst_a").model == before
 
 
-def test_an_operator_changes_configuration_and_keys_on_the_pages(django_user_model, demo) -> None:  # type: ignore[no-untyped-def]
+def test_an_operator_changes_configuration_and_keys_on_the_pages(django_user_model, demo) -> None:
     client = client_for(user_with_role(django_user_model, OPERATOR))
 
     created = client.post("/api-keys/", {"name": "by-operator"}).content.decode()

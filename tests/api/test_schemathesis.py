@@ -66,7 +66,7 @@ def _requests_inside_the_test_transaction() -> Iterator[None]:
 
 
 @pytest.fixture
-def api_schema(staff_token: str, _requests_inside_the_test_transaction: None):  # type: ignore[no-untyped-def]
+def api_schema(staff_token: str, _requests_inside_the_test_transaction: None):
     loaded = schemathesis.openapi.from_wsgi("/api/schema/", WSGIHandler())
     loaded.config.phases.update(phases=PHASES)
     return loaded
@@ -78,5 +78,5 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
-def test_the_api_answers_as_its_schema_says(case, staff_token: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_api_answers_as_its_schema_says(case, staff_token: str) -> None:
     case.call_and_validate(headers={"Authorization": f"Token {staff_token}"}, checks=CHECKS)

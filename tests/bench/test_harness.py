@@ -67,7 +67,7 @@ def test_the_mock_answers_the_openai_sdk(mock_url: str) -> None:
     assert reply.usage is not None and reply.usage.total_tokens > 0
 
 
-def test_the_mock_streams_every_chunk_in_order_with_usage_when_asked(mock_url: str, knobs) -> None:  # type: ignore[no-untyped-def]
+def test_the_mock_streams_every_chunk_in_order_with_usage_when_asked(mock_url: str, knobs) -> None:
     knobs(chunks=5, chunk_delay_ms=1)
     client = OpenAI(base_url=f"{mock_url}/v1", api_key="sk-mock", max_retries=0)
     for _ in range(5):  # timers set all at once used to deliver chunks out of order
@@ -80,7 +80,7 @@ def test_the_mock_streams_every_chunk_in_order_with_usage_when_asked(mock_url: s
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
 
 
-def test_the_mock_latency_knob_delays_the_answer(mock_url: str, knobs) -> None:  # type: ignore[no-untyped-def]
+def test_the_mock_latency_knob_delays_the_answer(mock_url: str, knobs) -> None:
     assert knobs(latency_ms=120)["latency_ms"] == 120
     started = time.monotonic()
     response = httpx.post(f"{mock_url}/v1/chat/completions", json={"model": "m", "messages": []}, timeout=5)
@@ -94,7 +94,7 @@ def test_the_mock_refuses_a_body_without_messages(mock_url: str) -> None:
     assert response.json()["error"]["message"]
 
 
-def test_the_ttfb_client_reads_whole_streams_on_one_connection(mock_url: str, knobs) -> None:  # type: ignore[no-untyped-def]
+def test_the_ttfb_client_reads_whole_streams_on_one_connection(mock_url: str, knobs) -> None:
     knobs(chunks=4, chunk_delay_ms=2)
     result = asyncio.run(ttfb.run(f"{mock_url}/v1/chat/completions", "m", "k", requests=10, warmup=1, request_timeout=10))
     assert result["requests"] == 10

@@ -28,7 +28,7 @@ BILLING_POOL = {
 }
 
 
-def test_an_operator_imports_edits_and_exports_a_target_group(ui, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_operator_imports_edits_and_exports_a_target_group(ui, tmp_path: Path) -> None:
     page = ui.page
     ui.login()
     page.get_by_role("link", name="Target groups").first.click()
@@ -82,7 +82,7 @@ def test_an_operator_imports_edits_and_exports_a_target_group(ui, tmp_path: Path
     assert exported == expected
 
 
-def test_breaking_an_upstream_fails_over_in_the_playground(ui) -> None:  # type: ignore[no-untyped-def]
+def test_breaking_an_upstream_fails_over_in_the_playground(ui) -> None:
     page = ui.page
     ui.login()
     page.get_by_role("link", name="Instances").first.click()
@@ -112,7 +112,7 @@ def test_breaking_an_upstream_fails_over_in_the_playground(ui) -> None:  # type:
     ui.shot("playground")
 
 
-def test_an_api_key_secret_is_shown_once_and_the_key_can_be_revoked(ui) -> None:  # type: ignore[no-untyped-def]
+def test_an_api_key_secret_is_shown_once_and_the_key_can_be_revoked(ui) -> None:
     page = ui.page
     ui.login()
     page.get_by_role("link", name="API keys").first.click()
@@ -135,7 +135,7 @@ def test_an_api_key_secret_is_shown_once_and_the_key_can_be_revoked(ui) -> None:
     assert key.revoked_at is not None
 
 
-def test_the_pages_fit_a_phone(phone) -> None:  # type: ignore[no-untyped-def]
+def test_the_pages_fit_a_phone(phone) -> None:
     page = phone.page
     phone.login()
     for path, name in [

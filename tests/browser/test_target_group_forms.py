@@ -12,7 +12,7 @@ pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api").expect
 
 
-def test_an_operator_creates_a_group_and_adds_and_removes_members(ui) -> None:  # type: ignore[no-untyped-def]
+def test_an_operator_creates_a_group_and_adds_and_removes_members(ui) -> None:
     page = ui.page
     ui.login()
     ui.go("/target-groups/")

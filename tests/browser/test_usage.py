@@ -87,7 +87,7 @@ def seeded_traffic() -> list[UsageEvent]:
     return UsageEvent.objects.bulk_create(events)
 
 
-def test_an_operator_reads_usage_and_cost(ui, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_operator_reads_usage_and_cost(ui, tmp_path: Path) -> None:
     page = ui.page
     events = seeded_traffic()
     last_day = [e for e in events if e.created_at > timezone.now() - timedelta(hours=23)]
@@ -131,7 +131,7 @@ def test_an_operator_reads_usage_and_cost(ui, tmp_path: Path) -> None:  # type: 
     expect(page.get_by_test_id("total-requests")).to_have_text(f"{len(events):,}")
 
 
-def test_the_usage_page_fits_a_phone(phone) -> None:  # type: ignore[no-untyped-def]
+def test_the_usage_page_fits_a_phone(phone) -> None:
     seeded_traffic()
     phone.login()
     phone.go("/usage/")

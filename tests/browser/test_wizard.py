@@ -31,11 +31,11 @@ def some_traffic() -> None:
     )
 
 
-def route_row(page, index: int):  # type: ignore[no-untyped-def]
+def route_row(page, index: int):
     return page.locator("[data-route-row]").nth(index)
 
 
-def test_a_new_operator_creates_an_intent_classifier_balancer_and_smoke_tests_it(ui) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_operator_creates_an_intent_classifier_balancer_and_smoke_tests_it(ui) -> None:
     page = ui.page
     some_traffic()
     ui.page.goto(ui.base_url + "/balancers/")
@@ -156,7 +156,7 @@ def test_a_new_operator_creates_an_intent_classifier_balancer_and_smoke_tests_it
     assert balancer.router_model.instance_id == "local-router"
 
 
-def test_an_operator_creates_an_ordered_balancer_with_the_keyboard(ui) -> None:  # type: ignore[no-untyped-def]
+def test_an_operator_creates_an_ordered_balancer_with_the_keyboard(ui) -> None:
     page = ui.page
     ui.login()
     ui.go("/balancers/new/")
@@ -209,7 +209,7 @@ def test_an_operator_creates_an_ordered_balancer_with_the_keyboard(ui) -> None: 
         ("primary", 1, True), ("secondary", 2, False)]
 
 
-def test_an_operator_edits_a_route_from_the_detail_page(ui) -> None:  # type: ignore[no-untyped-def]
+def test_an_operator_edits_a_route_from_the_detail_page(ui) -> None:
     page = ui.page
     ui.login()
     ui.go("/balancers/support-balancer/")

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api").expect
 
 
-def test_an_operator_adds_a_rule_and_sees_two_routes_overlap(ui) -> None:  # type: ignore[no-untyped-def]
+def test_an_operator_adds_a_rule_and_sees_two_routes_overlap(ui) -> None:
     page = ui.page
     ui.login()
     ui.go("/balancers/support-balancer/edit/?step=routes")

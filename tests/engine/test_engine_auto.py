@@ -19,7 +19,7 @@ from gateway.engine.selection import LoadStats
 NOW = 1000.0
 
 
-def fleet():  # type: ignore[no-untyped-def]
+def fleet():
     """Three deployments with a clear profile each, behind three routes."""
     premium = make_instance("premium", quality_tier=5, input_price=10.0, output_price=30.0)
     fast = make_instance("fast", quality_tier=3, input_price=0.5, output_price=1.5)
@@ -31,7 +31,7 @@ def fleet():  # type: ignore[no-untyped-def]
     return premium, fast, cheap, load
 
 
-def ranking(balancer, preference=None, health=None, load=None):  # type: ignore[no-untyped-def]
+def ranking(balancer, preference=None, health=None, load=None):
     ranked = rank_instances(
         balancer,
         health=health or HealthTracker(),
@@ -42,7 +42,7 @@ def ranking(balancer, preference=None, health=None, load=None):  # type: ignore[
     return [r.instance.instance_id for r in ranked]
 
 
-def auto_balancer(*instances, preference: str = "balanced", budget: int = 3):  # type: ignore[no-untyped-def]
+def auto_balancer(*instances, preference: str = "balanced", budget: int = 3):
     routes = [
         make_route(f"r{i}", instance, priority=i, is_default=i == 0)
         for i, instance in enumerate(instances)

@@ -31,11 +31,11 @@ from gateway.engine.selection import LoadStats
 NOW = 1000.0
 
 
-def pool_balancer(*instances):  # type: ignore[no-untyped-def]
+def pool_balancer(*instances):
     return make_balancer(make_route("auto", make_group(*instances)), mode="auto", budget=5)
 
 
-def rank(balancer, request, health=None, load=None):  # type: ignore[no-untyped-def]
+def rank(balancer, request, health=None, load=None):
     return rank_auto(balancer, request, health=health or HealthTracker(), load=load or LoadStats(), now=NOW)
 
 

@@ -25,7 +25,7 @@ def walk(plan: AttemptPlan) -> list[tuple[str, str]]:
     return seen
 
 
-def three_routes(budget: int = 10, mode: str = "ordered"):  # type: ignore[no-untyped-def]
+def three_routes(budget: int = 10, mode: str = "ordered"):
     a, b, c = make_instance("a"), make_instance("b"), make_instance("c")
     balancer = make_balancer(
         make_route("primary", a, priority=1, is_default=True, weight=3),

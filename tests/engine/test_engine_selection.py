@@ -12,7 +12,7 @@ from gateway.engine.selection import LoadStats, SelectionState
 NOW = 1000.0
 
 
-def picks(state: SelectionState, group, n: int, **kwargs) -> list[str]:  # type: ignore[no-untyped-def]
+def picks(state: SelectionState, group, n: int, **kwargs) -> list[str]:
     kwargs.setdefault("now", NOW)
     chosen = [state.pick(group, **kwargs) for _ in range(n)]
     return [m.instance.instance_id if m else "-" for m in chosen]
@@ -140,7 +140,7 @@ def test_least_busy_picks_fewest_in_flight_and_breaks_ties_round_robin() -> None
 def test_rotation_survives_a_snapshot_rebuild_of_the_same_group() -> None:
     a, b, c = make_instance("a"), make_instance("b"), make_instance("c")
 
-    def build():  # type: ignore[no-untyped-def]
+    def build():
         return make_group(
             make_member(a, weight=5),
             make_member(b, weight=1),

@@ -134,7 +134,7 @@ class HostileUpstream:
         try:
             await response.write(chunk({"role": "assistant", "content": ""}))
             if script.stream == "cut":
-                request.transport.close()  # type: ignore[union-attr]
+                request.transport.close()
                 return response
             if script.stream == "stall":
                 await asyncio.sleep(script.duration)

@@ -43,15 +43,15 @@ def record(balancer_id: int | None = 1, n: int = 0, **fields: Any) -> UsageRecor
     ("classified", 0.9, [{**FAILOVER[0], "outcome": "http", "status": 503}, FAILOVER[1]],
      "primary matched (90%) · fallback after sim-a HTTP error 503"),
 ])
-def test_the_decision_is_said_in_operator_words(reason, confidence, log, words) -> None:  # type: ignore[no-untyped-def]
+def test_the_decision_is_said_in_operator_words(reason, confidence, log, words) -> None:
     assert decision_words(reason, confidence, log, log[-1]["route"]) == words
 
 
-def test_noting_a_record_does_no_io_and_a_batch_goes_out_per_balancer(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_noting_a_record_does_no_io_and_a_batch_goes_out_per_balancer(monkeypatch) -> None:
     sent: list[tuple[int, dict[str, Any]]] = []
     monkeypatch.setattr(board_feed, "deliver", lambda pk, message: sent.append((pk, orjson.loads(message))))
     publisher = BoardPublisher(interval=60)
-    publisher._thread = object()  # type: ignore[assignment]  # no thread: this test publishes by hand
+    publisher._thread = object()  # no thread: this test publishes by hand
     publisher.note(record(1, 1))
     publisher.note(record(2, 2))
     publisher.note(record(1, 3, route="backup", attempt_log=FAILOVER))
@@ -66,11 +66,11 @@ def test_noting_a_record_does_no_io_and_a_batch_goes_out_per_balancer(monkeypatc
     assert "prompt" not in failover  # the gateway logs no prompt text
 
 
-def test_a_burst_is_capped_per_batch_and_the_rest_counted(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_burst_is_capped_per_batch_and_the_rest_counted(monkeypatch) -> None:
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(board_feed, "deliver", lambda pk, message: sent.append(orjson.loads(message)))
     publisher = BoardPublisher(interval=60)
-    publisher._thread = object()  # type: ignore[assignment]
+    publisher._thread = object()
     for n in range(MAX_EVENTS_PER_BATCH + 30):
         publisher.note(record(1, n))
     publisher.publish_pending()
@@ -78,7 +78,7 @@ def test_a_burst_is_capped_per_batch_and_the_rest_counted(monkeypatch) -> None: 
     assert sent[0]["events"][-1]["id"] == f"req-{MAX_EVENTS_PER_BATCH + 29}"  # the newest are shown
 
 
-def test_without_redis_a_batch_reaches_the_open_boards_of_its_balancer_only(settings) -> None:  # type: ignore[no-untyped-def]
+def test_without_redis_a_batch_reaches_the_open_boards_of_its_balancer_only(settings) -> None:
     settings.REDIS_URL = ""
     settings.GATEWAY_BOARD_STATE_SECONDS = 60
     hub = BoardHub()
@@ -98,7 +98,7 @@ def test_without_redis_a_batch_reaches_the_open_boards_of_its_balancer_only(sett
 
 
 @pytest.mark.django_db(transaction=True)
-def test_through_redis_a_batch_published_by_any_process_reaches_the_boards(settings) -> None:  # type: ignore[no-untyped-def]
+def test_through_redis_a_batch_published_by_any_process_reaches_the_boards(settings) -> None:
     settings.GATEWAY_BOARD_STATE_SECONDS = 60
     hub = BoardHub()
 

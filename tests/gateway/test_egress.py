@@ -67,7 +67,7 @@ async def test_an_egress_refusal_is_a_connect_error() -> None:
 
 
 @pytest.mark.django_db
-def test_an_upstream_name_that_resolves_to_loopback_fails_over_as_a_connect_failure_when_private_is_off(settings) -> None:  # type: ignore[no-untyped-def]
+def test_an_upstream_name_that_resolves_to_loopback_fails_over_as_a_connect_failure_when_private_is_off(settings) -> None:
     names = loopback_names()
     if len(names) < 2:
         pytest.skip("this machine's name does not resolve to loopback")

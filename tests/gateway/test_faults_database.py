@@ -306,7 +306,7 @@ POISONS: dict[int, dict[str, object]] = {
 @pytest.mark.django_db(transaction=True)
 def test_a_poisoned_usage_row_does_not_block_the_rows_after_it_and_is_kept_aside_with_its_reason() -> None:
     recorder = UsageRecorder(max_buffer=1000, flush_seconds=60)
-    recorder._thread = object()  # type: ignore[assignment]  # no writer thread: we flush by hand
+    recorder._thread = object()  # no writer thread: we flush by hand
     for n in range(45):
         recorder.record(usage_record(n, **POISONS.get(n, {})))
 

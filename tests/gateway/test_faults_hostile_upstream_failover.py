@@ -73,7 +73,7 @@ def gateway_peak_rss_growth(pid: int) -> tuple[int, Callable[[], int]]:
     return before, lambda: read("VmHWM:") - before
 
 
-def test_a_gzip_bomb_from_the_primary_fails_over_to_the_healthy_fallback(setup) -> None:  # type: ignore[no-untyped-def]
+def test_a_gzip_bomb_from_the_primary_fails_over_to_the_healthy_fallback(setup) -> None:
     with bomb_upstream() as bomb:
         primary = make_instance(provider="openai", base_url=f"http://127.0.0.1:{bomb.server_address[1]}/v1",
                                 model="bomb", api_key="upstream-secret-bomb")
@@ -99,7 +99,7 @@ def test_a_gzip_bomb_from_the_primary_fails_over_to_the_healthy_fallback(setup) 
         assert [a["outcome"] for a in event.attempt_log] == ["protocol", "ok"]
 
 
-def test_a_gzip_bomb_with_no_fallback_is_an_openai_shaped_502(setup) -> None:  # type: ignore[no-untyped-def]
+def test_a_gzip_bomb_with_no_fallback_is_an_openai_shaped_502(setup) -> None:
     with bomb_upstream() as bomb:
         only = make_instance(provider="openai", base_url=f"http://127.0.0.1:{bomb.server_address[1]}/v1",
                              model="bomb", api_key="upstream-secret-bomb")

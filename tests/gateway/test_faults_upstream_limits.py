@@ -220,7 +220,7 @@ async def test_a_chunked_body_over_the_bound_is_refused_as_it_arrives() -> None:
         await assert_dropped_and_not_reused(server)
 
 
-def test_the_body_bound_is_the_setting(settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_body_bound_is_the_setting(settings) -> None:
     settings.GATEWAY_UPSTREAM_MAX_BODY_BYTES = 4096
 
     @async_test

@@ -30,7 +30,7 @@ def test_a_long_outage_logs_its_start_a_summary_a_minute_and_its_end(caplog: pyt
     assert not log.failing
 
 
-def test_an_embedded_job_that_fails_logs_when_it_starts_and_stops_failing(settings, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_an_embedded_job_that_fails_logs_when_it_starts_and_stops_failing(settings, caplog) -> None:
     import asyncio
 
     from gateway.hotpath.runtime import EmbeddedJob

@@ -132,7 +132,7 @@ def test_a_late_event_lands_in_its_own_old_hour() -> None:
 
 
 @pytest.mark.django_db
-def test_retention_deletes_old_raw_events_and_keeps_their_rollups(settings) -> None:  # type: ignore[no-untyped-def]
+def test_retention_deletes_old_raw_events_and_keeps_their_rollups(settings) -> None:
     settings.GATEWAY_USAGE_RETENTION_DAYS = 2
     balancer = make_balancer()
     old = [event(NOW - timedelta(days=3, minutes=m), balancer=balancer, cost="0.0100000000") for m in range(5)]
@@ -157,7 +157,7 @@ def test_retention_deletes_old_raw_events_and_keeps_their_rollups(settings) -> N
 
 @pytest.mark.django_db
 def test_an_event_committed_during_a_run_is_counted_once_even_when_its_hour_is_pruned(
-        settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        settings, monkeypatch) -> None:
     settings.GATEWAY_USAGE_RETENTION_DAYS = 2
     hour = floor_hour(NOW - timedelta(days=2)) - timedelta(hours=1)  # pruned by this very run
     seen = event(hour + timedelta(minutes=5))
@@ -171,7 +171,7 @@ def test_an_event_committed_during_a_run_is_counted_once_even_when_its_hour_is_p
 
 
 @pytest.mark.django_db
-def test_retention_keeps_events_that_are_not_rolled_up_yet(settings) -> None:  # type: ignore[no-untyped-def]
+def test_retention_keeps_events_that_are_not_rolled_up_yet(settings) -> None:
     settings.GATEWAY_USAGE_RETENTION_DAYS = 1
     balancer = make_balancer()
     rollup_usage(now=NOW)
@@ -185,7 +185,7 @@ def test_retention_keeps_events_that_are_not_rolled_up_yet(settings) -> None:  #
 
 
 @pytest.mark.django_db
-def test_retention_zero_keeps_every_raw_event(settings) -> None:  # type: ignore[no-untyped-def]
+def test_retention_zero_keeps_every_raw_event(settings) -> None:
     settings.GATEWAY_USAGE_RETENTION_DAYS = 0
     event(NOW - timedelta(days=400))
     assert rollup_usage(now=NOW).pruned == 0
@@ -267,7 +267,7 @@ def _wait_for_lock_wait() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_embedded_mode_rolls_up_from_the_gateway_tick(settings) -> None:  # type: ignore[no-untyped-def]
+def test_embedded_mode_rolls_up_from_the_gateway_tick(settings) -> None:
     settings.REDIS_URL = ""
     settings.GATEWAY_ROLLUP_SECONDS = 3600
     event(timezone.now())
@@ -294,7 +294,7 @@ def test_the_celery_task_runs_the_rollup() -> None:
 
 
 @pytest.mark.django_db
-def test_a_retention_backlog_is_deleted_over_several_runs(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_retention_backlog_is_deleted_over_several_runs(settings, monkeypatch) -> None:
     import gateway.reporting.rollups
 
     settings.GATEWAY_USAGE_RETENTION_DAYS = 1

@@ -62,7 +62,7 @@ def test_events_wait_in_the_buffer_while_the_database_is_unreachable():
 
 def test_past_the_bound_the_oldest_events_are_dropped_and_counted():
     recorder = UsageRecorder(max_buffer=5, flush_seconds=60)
-    recorder._thread = object()  # type: ignore[assignment]  # no writer thread: we flush by hand
+    recorder._thread = object()  # no writer thread: we flush by hand
     for n in range(8):
         recorder.record(record(n))
     assert recorder.dropped == 3

@@ -7,7 +7,7 @@ import pytest
 from gateway.models import ApiKey, hash_api_key
 
 
-def test_a_created_key_shows_its_secret_once(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_created_key_shows_its_secret_once(admin_client, demo) -> None:
     response = admin_client.post("/api-keys/", {"name": "support-app", "balancers": ["support-balancer"],
                                                "rate_limit_per_minute": "60"}, headers={"HX-Request": "true"})
     html = response.content.decode()
@@ -19,7 +19,7 @@ def test_a_created_key_shows_its_secret_once(admin_client, demo) -> None:  # typ
     assert secret not in admin_client.get("/api-keys/").content.decode()
 
 
-def test_key_form_errors_and_revoke(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_key_form_errors_and_revoke(admin_client, demo) -> None:
     html = admin_client.post("/api-keys/", {"name": "", "rate_limit_per_minute": "0"}).content.decode()
     assert "This field is required." in html and "greater than or equal to 1" in html
     admin_client.post("/api-keys/", {"name": "old"})
@@ -30,7 +30,7 @@ def test_key_form_errors_and_revoke(admin_client, demo) -> None:  # type: ignore
     assert key.revoked_at is not None and key.enabled is False
 
 
-def test_the_playground_page_and_route_picker(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_playground_page_and_route_picker(admin_client, demo) -> None:
     html = admin_client.get("/playground/?balancer=support-balancer").content.decode()
     assert '<option value="fallback">fallback (default)</option>' in html
     fragment = admin_client.get("/playground/balancer/?balancer=embed-balancer", headers={"HX-Request": "true"}).content.decode()
@@ -39,14 +39,14 @@ def test_the_playground_page_and_route_picker(admin_client, demo) -> None:  # ty
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_playground_sends_through_a_chosen_route(admin_client, demo, usage_writer) -> None:  # type: ignore[no-untyped-def]
+def test_the_playground_sends_through_a_chosen_route(admin_client, demo, usage_writer) -> None:
     html = admin_client.post("/playground/send/", {"balancer": "support-balancer", "route": "reasoning",
                                                   "prompt": "Decide this refund."}, headers={"HX-Request": "true"}).content.decode()
     assert "route reasoning" in html and "instance gpt-oss-120b" in html and "forced onto <b>reasoning</b>" in html
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_playground_may_force_an_enabled_route_but_never_a_disabled_one(admin_client, demo, usage_writer) -> None:  # type: ignore[no-untyped-def]
+def test_the_playground_may_force_an_enabled_route_but_never_a_disabled_one(admin_client, demo, usage_writer) -> None:
     from balancers.models import Route
     from gateway.models import UsageEvent
     from tests.pages.ui_support import usage_writer_reset
@@ -70,7 +70,7 @@ def test_the_playground_may_force_an_enabled_route_but_never_a_disabled_one(admi
 
 @pytest.mark.django_db(transaction=True)
 def test_the_playground_sends_to_a_goal_name_with_a_pool_and_a_preference_and_shows_the_ranking(
-        admin_client, demo, usage_writer) -> None:  # type: ignore[no-untyped-def]
+        admin_client, demo, usage_writer) -> None:
     page = admin_client.get("/playground/").content.decode()
     assert 'data-testid="playground-auto"' in page and '<option value="auto-code">' in page
     assert 'value="qwen2.5-coder-7b"' in page and 'value="intent-classifier"' not in page

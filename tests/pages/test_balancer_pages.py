@@ -20,7 +20,7 @@ def usage(balancer: Balancer, *, hours_ago: float = 0, status: int = 200, route:
     )
 
 
-def test_the_list_shows_status_mode_routes_and_traffic(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_list_shows_status_mode_routes_and_traffic(admin_client, demo) -> None:
     support = Balancer.objects.get(name="support-balancer")
     for hours in (0, 0, 1, 5):
         usage(support, hours_ago=hours)
@@ -40,7 +40,7 @@ def test_traffic_by_hour_buckets_the_last_day() -> None:
 
 
 @pytest.mark.django_db
-def test_traffic_by_hour_counts_per_balancer(demo) -> None:  # type: ignore[no-untyped-def]
+def test_traffic_by_hour_counts_per_balancer(demo) -> None:
     support = Balancer.objects.get(name="support-balancer")
     usage(support, hours_ago=0)
     usage(support, hours_ago=0)
@@ -50,7 +50,7 @@ def test_traffic_by_hour_counts_per_balancer(demo) -> None:  # type: ignore[no-u
     assert len(series.values) == 24 and series.total == 3 and series.values[-1] == 2
 
 
-def test_the_detail_page_lists_routes_in_attempt_order_with_sample_and_links(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_detail_page_lists_routes_in_attempt_order_with_sample_and_links(admin_client, demo) -> None:
     html = admin_client.get("/balancers/support-balancer/").content.decode()
     assert html.index('data-testid="lane-efficient"') < html.index('data-testid="lane-reasoning"') < html.index('data-testid="lane-fallback"')
     assert "model=&quot;support-balancer&quot;" in html and "http://testserver/v1" in html
@@ -60,7 +60,7 @@ def test_the_detail_page_lists_routes_in_attempt_order_with_sample_and_links(adm
     assert 'value="fallback" selected' in html  # the smoke test defaults to the default route
 
 
-def test_the_board_streams_events_and_offers_lanes_and_requests_to_poll(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_board_streams_events_and_offers_lanes_and_requests_to_poll(admin_client, demo) -> None:
     support = Balancer.objects.get(name="support-balancer")
     usage(support, route="reasoning", status=502)
     page = admin_client.get("/balancers/support-balancer/board/").content.decode()
@@ -76,7 +76,7 @@ def test_the_board_streams_events_and_offers_lanes_and_requests_to_poll(admin_cl
     assert ">fallback</span>" in lanes["lanes"]["efficient"]["html"] or ">primary</span>" in lanes["lanes"]["efficient"]["html"]
 
 
-def test_the_board_opens_a_failed_over_request_s_attempts(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_board_opens_a_failed_over_request_s_attempts(admin_client, demo) -> None:
     support = Balancer.objects.get(name="support-balancer")
     event = usage(support)
     event.attempts = 2
@@ -91,7 +91,7 @@ def test_the_board_opens_a_failed_over_request_s_attempts(admin_client, demo) ->
     assert "reasoning → <span class=\"mono\">gpt-oss-120b</span>" in fragment and ">connect</span>" in fragment
 
 
-def test_the_status_follows_instance_health(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_status_follows_instance_health(admin_client, demo) -> None:
     from targetgroups.models import Instance
 
     Instance.objects.filter(instance_id="backup-small").update(enabled=False)
@@ -99,7 +99,7 @@ def test_the_status_follows_instance_health(admin_client, demo) -> None:  # type
     assert "Degraded" in html and "unavailable" in html
 
 
-def test_disable_and_enable_keep_the_routes(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_disable_and_enable_keep_the_routes(admin_client, demo) -> None:
     response = admin_client.post("/balancers/support-balancer/toggle/")
     assert response.status_code == 302
     balancer = Balancer.objects.get(name="support-balancer")
@@ -110,14 +110,14 @@ def test_disable_and_enable_keep_the_routes(admin_client, demo) -> None:  # type
     assert balancer.enabled is True
 
 
-def test_delete_removes_the_balancer(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_delete_removes_the_balancer(admin_client, demo) -> None:
     assert admin_client.post("/balancers/embed-balancer/delete/")["Location"] == "/balancers/"
     assert not Balancer.objects.filter(name="embed-balancer").exists()
     assert admin_client.get("/balancers/embed-balancer/").status_code == 404
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_smoke_test_answers_through_the_gateway(admin_client, demo, usage_writer) -> None:  # type: ignore[no-untyped-def]
+def test_the_smoke_test_answers_through_the_gateway(admin_client, demo, usage_writer) -> None:
     response = admin_client.post("/balancers/support-balancer/smoke-test/",
                                  {"prompt": "Summarise this email.", "route": "fallback"}, headers={"HX-Request": "true"})
     html = response.content.decode()
@@ -134,7 +134,7 @@ def test_the_smoke_test_answers_through_the_gateway(admin_client, demo, usage_wr
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_smoke_test_shows_gateway_errors(admin_client, demo, usage_writer) -> None:  # type: ignore[no-untyped-def]
+def test_the_smoke_test_shows_gateway_errors(admin_client, demo, usage_writer) -> None:
     html = admin_client.post("/balancers/support-balancer/smoke-test/", {"prompt": "x", "route": "nope"},
                              headers={"HX-Request": "true"}).content.decode()
     assert "HTTP 400" in html and "Unknown route" in html

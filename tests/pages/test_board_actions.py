@@ -21,7 +21,7 @@ def act(client: Any, **data: str) -> str:
     return response.content.decode()
 
 
-def test_an_operator_disables_and_enables_a_route_and_both_are_audited(admin_client, admin_user, demo) -> None:  # type: ignore[no-untyped-def]
+def test_an_operator_disables_and_enables_a_route_and_both_are_audited(admin_client, admin_user, demo) -> None:
     notice = act(admin_client, action="route-disable", route="reasoning")
     assert "Done: route disabled, route reasoning" in notice
     route = Balancer.objects.get(name="support-balancer").routes.get(name="reasoning")
@@ -38,14 +38,14 @@ def test_an_operator_disables_and_enables_a_route_and_both_are_audited(admin_cli
     assert f"<b>{admin_user.username}</b>" in log
 
 
-def test_the_default_route_cannot_be_disabled_and_nothing_is_recorded(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_default_route_cannot_be_disabled_and_nothing_is_recorded(admin_client, demo) -> None:
     notice = act(admin_client, action="route-disable", route="fallback")
     assert 'class="alert warn"' in notice and "cannot be disabled" in notice
     assert Balancer.objects.get(name="support-balancer").routes.get(name="fallback").enabled is True
     assert not AuditEntry.objects.exists()
 
 
-def test_a_drained_member_is_restored_to_its_weight_before_the_drain(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_drained_member_is_restored_to_its_weight_before_the_drain(admin_client, demo) -> None:
     member = TargetGroupMember.objects.get(group__name="efficient-pool", instance__instance_id="qwen-cheap-b")
     member.weight = 40
     member.save()
@@ -58,7 +58,7 @@ def test_a_drained_member_is_restored_to_its_weight_before_the_drain(admin_clien
     assert list(AuditEntry.objects.order_by("id").values_list("action", flat=True)) == ["member drained", "member restored"]
 
 
-def test_ending_a_cooldown_marks_the_instance_healthy_here_and_for_every_worker(admin_client, demo, settings) -> None:  # type: ignore[no-untyped-def]
+def test_ending_a_cooldown_marks_the_instance_healthy_here_and_for_every_worker(admin_client, demo, settings) -> None:
     instance = Instance.objects.get(instance_id="gpt-oss-120b")
     runtime.mark_unavailable(instance.pk, seconds=120)
     assert runtime.health_snapshot([instance.pk])[instance.pk].status == "cooling"
@@ -82,7 +82,7 @@ def test_a_stale_reset_does_not_end_a_newer_cooldown() -> None:
     runtime.routing.health.reset(pk)
 
 
-def test_switching_a_simulator_down_and_up_from_the_board(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_switching_a_simulator_down_and_up_from_the_board(admin_client, demo) -> None:
     act(admin_client, action="simulator-down", instance="qwen-cheap-a")
     assert Instance.objects.get(instance_id="qwen-cheap-a").options["down"] is True
     act(admin_client, action="simulator-up", instance="qwen-cheap-a")
@@ -92,7 +92,7 @@ def test_switching_a_simulator_down_and_up_from_the_board(admin_client, demo) ->
 
 
 @pytest.mark.parametrize("role", ["viewer"])
-def test_a_viewer_sees_no_actions_and_cannot_post_one(client, django_user_model, demo, role) -> None:  # type: ignore[no-untyped-def]
+def test_a_viewer_sees_no_actions_and_cannot_post_one(client, django_user_model, demo, role) -> None:
     from django.contrib.auth.models import Group
 
     user = django_user_model.objects.create_user("watcher", password="x")
@@ -105,7 +105,7 @@ def test_a_viewer_sees_no_actions_and_cannot_post_one(client, django_user_model,
     assert 'data-testid="audit-log"' not in client.get("/balancers/support-balancer/").content.decode()
 
 
-def test_spend_today_this_month_and_the_saving_against_the_priciest_route(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_spend_today_this_month_and_the_saving_against_the_priciest_route(admin_client, demo) -> None:
     from decimal import Decimal
 
     from django.utils import timezone
@@ -132,13 +132,13 @@ def test_spend_today_this_month_and_the_saving_against_the_priciest_route(admin_
     assert f"saved ${savings.saved:.6f}" in listing.split('data-testid="savings-support-balancer"')[1]
 
 
-def test_the_balancer_list_links_each_board(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_balancer_list_links_each_board(admin_client, demo) -> None:
     html = admin_client.get("/balancers/").content.decode()
     for name in ("support-balancer", "embed-balancer"):
         assert f'href="/balancers/{name}/board/" data-testid="board-link-{name}">Live board</a>' in html
 
 
-def test_the_instance_list_is_sorted_by_the_display_name_it_shows(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_instance_list_is_sorted_by_the_display_name_it_shows(admin_client, demo) -> None:
     import re
 
     from tests.factories import make_instance

@@ -16,7 +16,7 @@ DOCUMENT = {
 }
 
 
-def test_the_group_list_and_detail_render(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_group_list_and_detail_render(admin_client, demo) -> None:
     html = admin_client.get("/target-groups/").content.decode()
     assert "tech-support-pool" in html and "embed-pool" in html
     detail = admin_client.get("/target-groups/tech-support-pool/").content.decode()
@@ -24,7 +24,7 @@ def test_the_group_list_and_detail_render(admin_client, demo) -> None:  # type: 
     assert "Weight of inst_a" in detail and "healthy" in detail
 
 
-def test_import_by_paste_then_export_round_trips(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_import_by_paste_then_export_round_trips(admin_client, demo) -> None:
     response = admin_client.post("/target-groups/import/", {"document": json.dumps(DOCUMENT)})
     assert response["Location"] == "/target-groups/billing-pool/"
     export = admin_client.get("/target-groups/billing-pool/export/")
@@ -32,7 +32,7 @@ def test_import_by_paste_then_export_round_trips(admin_client, demo) -> None:  #
     assert json.loads(export.content) == DOCUMENT
 
 
-def test_import_by_file_replaces_an_existing_group(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_import_by_file_replaces_an_existing_group(admin_client, demo) -> None:
     document = {**DOCUMENT, "name": "tech-support-pool", "members": DOCUMENT["members"][:1]}
     upload = SimpleUploadedFile("group.json", json.dumps(document).encode(), content_type="application/json")
     response = admin_client.post("/target-groups/import/", {"file": upload, "document": ""})
@@ -41,7 +41,7 @@ def test_import_by_file_replaces_an_existing_group(admin_client, demo) -> None: 
     assert [m.instance.instance_id for m in group.members.all()] == ["inst_a"]
 
 
-def test_import_errors_name_the_field_and_import_nothing(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_import_errors_name_the_field_and_import_nothing(admin_client, demo) -> None:
     bad = {**DOCUMENT, "members": [{"instance_id": "ghost", "weight": 100, "enabled": True, "priority": 1}]}
     html = admin_client.post("/target-groups/import/", {"document": json.dumps(bad)}).content.decode()
     assert "Nothing was imported." in html and "members[0].instance_id: No instance with instance_id" in html
@@ -55,12 +55,12 @@ def test_import_errors_name_the_field_and_import_nothing(admin_client, demo) -> 
     assert "Choose a JSON file or paste the document." in html
 
 
-def test_edit_as_json_prefills_the_document(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_edit_as_json_prefills_the_document(admin_client, demo) -> None:
     html = admin_client.get("/target-groups/import/?from=tech-support-pool").content.decode()
     assert "&quot;name&quot;: &quot;tech-support-pool&quot;" in html
 
 
-def test_members_change_inline(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_members_change_inline(admin_client, demo) -> None:
     member = TargetGroupMember.objects.get(group__name="tech-support-pool", instance__instance_id="inst_b")
     url = f"/target-groups/tech-support-pool/members/{member.pk}/"
     html = admin_client.post(url, {"weight": "0", "priority": "3"}, headers={"HX-Request": "true"}).content.decode()
@@ -78,13 +78,13 @@ def test_members_change_inline(admin_client, demo) -> None:  # type: ignore[no-u
     assert (member.weight, member.enabled) == (10, True)
 
 
-def test_instances_list_health_prices_and_kind(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_instances_list_health_prices_and_kind(admin_client, demo) -> None:
     html = admin_client.get("/instances/").content.decode()
     assert 'data-testid="instance-qwen-cheap-a"' in html and "0.10 · 0.30" in html
     assert "embeddings" in html and "healthy" in html
 
 
-def test_the_upstream_api_key_is_write_only(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_upstream_api_key_is_write_only(admin_client, demo) -> None:
     instance = Instance.objects.get(instance_id="inst_a")
     instance.api_key = "sk-very-secret"
     instance.save()
@@ -105,7 +105,7 @@ def test_the_upstream_api_key_is_write_only(admin_client, demo) -> None:  # type
     assert instance.api_key == ""
 
 
-def test_instance_form_errors_stay_beside_their_fields(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_instance_form_errors_stay_beside_their_fields(admin_client, demo) -> None:
     form = {"instance_id": "new-one", "provider": "openai", "base_url": "", "model": "gpt-x", "workload_kind": "chat",
             "input_price_per_million": "-1", "output_price_per_million": "0", "quality_tier": "3",
             "connect_timeout": "5", "first_byte_timeout": "60", "request_timeout": "300"}
@@ -120,7 +120,7 @@ def test_instance_form_errors_stay_beside_their_fields(admin_client, demo) -> No
     assert Instance.objects.get(instance_id="new-one").api_key == "sk-new"
 
 
-def test_simulator_knobs_break_an_upstream(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_simulator_knobs_break_an_upstream(admin_client, demo) -> None:
     html = admin_client.post("/instances/backup-small/simulator/", {"down": "on", "latency_ms": "120", "tokens_per_second": "250"},
                              headers={"HX-Request": "true"}).content.decode()
     assert 'id="simulator"' in html and "down" in html and 'hx-swap-oob="true"' in html

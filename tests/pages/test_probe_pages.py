@@ -18,7 +18,7 @@ def _inst_a_went_down() -> None:
     _probe("inst_a", "unavailable", None, "probe timed out")
 
 
-def test_the_instance_list_shows_each_probe_state_and_the_latest_probes(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_instance_list_shows_each_probe_state_and_the_latest_probes(admin_client, demo) -> None:
     _inst_a_went_down()
     _probe("inst_b", "healthy", 3.0, "GET /models answered 200")
     html = admin_client.get("/instances/").content.decode()
@@ -31,7 +31,7 @@ def test_the_instance_list_shows_each_probe_state_and_the_latest_probes(admin_cl
     assert ">not probed<" in html  # the other seeded instances: no probe yet
 
 
-def test_the_instance_page_shows_the_probe_history(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_instance_page_shows_the_probe_history(admin_client, demo) -> None:
     _inst_a_went_down()
     html = admin_client.get("/instances/inst_a/").content.decode()
     table = html.split('data-testid="probe-history"')[1].split("</table>")[0]
@@ -45,7 +45,7 @@ def test_the_instance_page_shows_the_probe_history(admin_client, demo) -> None: 
     assert "2 failed probes in a row make the instance unavailable" in html
 
 
-def test_the_board_shows_a_probe_badge_and_the_members_probes(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_board_shows_a_probe_badge_and_the_members_probes(admin_client, demo) -> None:
     for status, detail in (("healthy", "GET /models answered 200"), ("unavailable", "HTTP 503"),
                            ("unavailable", "probe timed out")):
         _probe("qwen-cheap-a", status, 5.0, detail)

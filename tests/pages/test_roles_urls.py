@@ -248,7 +248,7 @@ def test_every_url_has_an_access_rule() -> None:
 
 
 @pytest.mark.parametrize("role", [ANONYMOUS, VIEWER, OPERATOR, STAFF])
-def test_every_url_answers_each_role_as_its_rule_says(role: str, samples, django_user_model) -> None:  # type: ignore[no-untyped-def]
+def test_every_url_answers_each_role_as_its_rule_says(role: str, samples, django_user_model) -> None:
     client = signed_in(role, django_user_model)
     problems = []
     checked = 0

@@ -49,12 +49,12 @@ def _members(name: str) -> list[tuple[str, int, int, bool]]:
 # -- create ------------------------------------------------------------------------------------
 
 
-def test_the_list_links_to_the_new_group_form(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_list_links_to_the_new_group_form(admin_client, demo) -> None:
     html = admin_client.get("/target-groups/").content.decode()
     assert 'href="/target-groups/new/"' in html and 'href="/target-groups/import/"' in html
 
 
-def test_the_form_offers_the_instances_of_the_chosen_kind(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_form_offers_the_instances_of_the_chosen_kind(admin_client, demo) -> None:
     html = admin_client.get("/target-groups/new/").content.decode()
     assert 'value="inst_a"' in html and 'value="embed-small"' not in html
     assert 'name="workload_kind" value="chat"' in html and "checked" in html
@@ -63,7 +63,7 @@ def test_the_form_offers_the_instances_of_the_chosen_kind(admin_client, demo) ->
     assert 'value="embed-small"' in fragment and 'value="inst_a"' not in fragment
 
 
-def test_creating_a_group_saves_it_with_its_first_members(admin_client, demo, bumps) -> None:  # type: ignore[no-untyped-def]
+def test_creating_a_group_saves_it_with_its_first_members(admin_client, demo, bumps) -> None:
     with bumps():
         response = admin_client.post("/target-groups/new/", FORM)
     assert response.status_code == 302 and response["Location"] == "/target-groups/billing-pool/"
@@ -75,7 +75,7 @@ def test_creating_a_group_saves_it_with_its_first_members(admin_client, demo, bu
     assert "Created target group billing-pool with 2 members." in html
 
 
-def test_a_group_can_start_empty_and_disabled(admin_client, demo, bumps) -> None:  # type: ignore[no-untyped-def]
+def test_a_group_can_start_empty_and_disabled(admin_client, demo, bumps) -> None:
     with bumps():
         response = admin_client.post("/target-groups/new/", {"name": "later", "workload_kind": "embeddings",
                                                              "selection_policy": "least_busy"})
@@ -97,7 +97,7 @@ def test_a_group_can_start_empty_and_disabled(admin_client, demo, bumps) -> None
     ({"members": ["ghost"]}, "members", "No instance with instance_id &#x27;ghost&#x27;."),
     ({"display_name": "x" * 201}, "display_name", "Ensure this field has no more than 200 characters."),
 ])
-def test_each_rule_of_the_importer_is_shown_beside_its_field_and_nothing_is_saved(  # type: ignore[no-untyped-def]
+def test_each_rule_of_the_importer_is_shown_beside_its_field_and_nothing_is_saved(
     admin_client, demo, change, field, message,
 ) -> None:
     groups, members = TargetGroup.objects.count(), TargetGroupMember.objects.count()
@@ -113,7 +113,7 @@ def test_each_rule_of_the_importer_is_shown_beside_its_field_and_nothing_is_save
     assert TargetGroup.objects.get(name="tech-support-pool").updated_at == before  # a taken name replaces nothing
 
 
-def test_the_form_keeps_what_was_typed_after_an_error(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_form_keeps_what_was_typed_after_an_error(admin_client, demo) -> None:
     html = admin_client.post("/target-groups/new/", {**FORM, "name": "Bad Name"}).content.decode()
     assert 'value="Bad Name"' in html and "Billing questions." in html
     assert re.search(r'value="inst_a" id="id_members_\d+" checked', html)
@@ -121,7 +121,7 @@ def test_the_form_keeps_what_was_typed_after_an_error(admin_client, demo) -> Non
     assert not re.search(r'value="inst_b" id="id_members_\d+" checked', html)
 
 
-def test_the_create_form_needs_a_login(client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_create_form_needs_a_login(client, demo) -> None:
     response = client.post("/target-groups/new/", FORM)
     assert response.status_code == 302 and response["Location"].startswith("/login/")
     assert not TargetGroup.objects.filter(name="billing-pool").exists()
@@ -130,7 +130,7 @@ def test_the_create_form_needs_a_login(client, demo) -> None:  # type: ignore[no
 # -- add a member ------------------------------------------------------------------------------
 
 
-def test_the_add_form_offers_only_instances_of_the_kind_that_are_not_members(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_add_form_offers_only_instances_of_the_kind_that_are_not_members(admin_client, demo) -> None:
     from targetgroups.models import Instance
 
     Instance.objects.filter(instance_id="backup-small").update(enabled=False)
@@ -141,7 +141,7 @@ def test_the_add_form_offers_only_instances_of_the_kind_that_are_not_members(adm
     assert 'name="weight" min="0" max="1000" value="100"' in form and 'name="priority" min="1" max="1000" value="1"' in form
 
 
-def test_htmx_adds_the_row_and_refreshes_the_form(admin_client, demo, bumps) -> None:  # type: ignore[no-untyped-def]
+def test_htmx_adds_the_row_and_refreshes_the_form(admin_client, demo, bumps) -> None:
     with bumps():
         response = admin_client.post("/target-groups/tech-support-pool/members/add/",
                                      {"instance": "qwen-cheap-a", "weight": "30", "priority": "2"}, headers=HTMX)
@@ -157,7 +157,7 @@ def test_htmx_adds_the_row_and_refreshes_the_form(admin_client, demo, bumps) -> 
     assert '<pre class="code" id="group-json" hx-swap-oob="true">' in html and "&quot;instance_id&quot;: &quot;qwen-cheap-a&quot;" in html
 
 
-def test_adding_to_an_empty_group_drops_the_empty_row(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_adding_to_an_empty_group_drops_the_empty_row(admin_client, demo) -> None:
     TargetGroup.objects.create(name="empty-pool", workload_kind="embeddings")
     html = admin_client.post("/target-groups/empty-pool/members/add/", {"instance": "embed-small", "weight": "", "priority": ""},
                              headers=HTMX).content.decode()
@@ -165,7 +165,7 @@ def test_adding_to_an_empty_group_drops_the_empty_row(admin_client, demo) -> Non
     assert _members("empty-pool") == [("embed-small", 100, 1, True)]  # the model's defaults
 
 
-def test_a_plain_post_adds_and_redirects(admin_client, demo, bumps) -> None:  # type: ignore[no-untyped-def]
+def test_a_plain_post_adds_and_redirects(admin_client, demo, bumps) -> None:
     with bumps():
         response = admin_client.post("/target-groups/tech-support-pool/members/add/", {"instance": "backup-small"})
     assert response.status_code == 302 and response["Location"] == "/target-groups/tech-support-pool/"
@@ -180,7 +180,7 @@ def test_a_plain_post_adds_and_redirects(admin_client, demo, bumps) -> None:  # 
     ("ghost", "No such instance."),
     ("", "Choose an instance to add."),
 ])
-def test_a_wrong_kind_a_duplicate_or_no_instance_is_refused(admin_client, demo, instance, message) -> None:  # type: ignore[no-untyped-def]
+def test_a_wrong_kind_a_duplicate_or_no_instance_is_refused(admin_client, demo, instance, message) -> None:
     before = _members("tech-support-pool")
     response = admin_client.post("/target-groups/tech-support-pool/members/add/", {"instance": instance}, headers=HTMX)
     html = response.content.decode()
@@ -192,28 +192,28 @@ def test_a_wrong_kind_a_duplicate_or_no_instance_is_refused(admin_client, demo, 
     assert _members("tech-support-pool") == before
 
 
-def test_weight_and_priority_follow_the_model_rules(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_weight_and_priority_follow_the_model_rules(admin_client, demo) -> None:
     html = admin_client.post("/target-groups/tech-support-pool/members/add/",
                              {"instance": "qwen-cheap-a", "weight": "1001", "priority": "0"}, headers=HTMX).content.decode()
     assert "less than or equal to 1000" in html and "greater than or equal to 1" in html
     assert not TargetGroupMember.objects.filter(group__name="tech-support-pool", instance__instance_id="qwen-cheap-a").exists()
 
 
-def test_adding_needs_a_login(client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_adding_needs_a_login(client, demo) -> None:
     response = client.post("/target-groups/tech-support-pool/members/add/", {"instance": "qwen-cheap-a"}, headers=HTMX)
     assert response.status_code == 302 and response["Location"].startswith("/login/")
     assert ("qwen-cheap-a", 100, 1, True) not in _members("tech-support-pool")
     assert client.get("/target-groups/tech-support-pool/members/add/").status_code == 302
 
 
-def test_adding_is_post_only(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_adding_is_post_only(admin_client, demo) -> None:
     assert admin_client.get("/target-groups/tech-support-pool/members/add/").status_code == 405
 
 
 # -- remove a member ---------------------------------------------------------------------------
 
 
-def test_each_row_has_a_remove_button_with_a_confirm(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_each_row_has_a_remove_button_with_a_confirm(admin_client, demo) -> None:
     member = TargetGroupMember.objects.get(group__name="tech-support-pool", instance__instance_id="inst_b")
     html = admin_client.get("/target-groups/tech-support-pool/").content.decode()
     row = html.split(f'<tr id="member-{member.pk}"')[1].split("</tr>")[0]
@@ -221,7 +221,7 @@ def test_each_row_has_a_remove_button_with_a_confirm(admin_client, demo) -> None
     assert 'hx-confirm="Remove inst_b from tech-support-pool?' in row and ">Remove</button>" in row
 
 
-def test_htmx_removes_the_row_and_offers_the_instance_again(admin_client, demo, bumps) -> None:  # type: ignore[no-untyped-def]
+def test_htmx_removes_the_row_and_offers_the_instance_again(admin_client, demo, bumps) -> None:
     member = TargetGroupMember.objects.get(group__name="tech-support-pool", instance__instance_id="inst_b")
     with bumps():
         response = admin_client.post(f"/target-groups/tech-support-pool/members/{member.pk}/remove/", headers=HTMX)
@@ -232,7 +232,7 @@ def test_htmx_removes_the_row_and_offers_the_instance_again(admin_client, demo, 
     assert _members("tech-support-pool") == [("inst_a", 100, 1, True)]
 
 
-def test_removing_the_last_member_is_allowed_like_an_empty_import(admin_client, demo, bumps) -> None:  # type: ignore[no-untyped-def]
+def test_removing_the_last_member_is_allowed_like_an_empty_import(admin_client, demo, bumps) -> None:
     group = TargetGroup.objects.get(name="backup-group")
     assert group.routes.exists()  # routes depend on it; an imported `"members": []` is accepted all the same
     member = group.members.get()
@@ -242,7 +242,7 @@ def test_removing_the_last_member_is_allowed_like_an_empty_import(admin_client, 
     assert not group.members.exists()
 
 
-def test_a_plain_post_removes_and_redirects(admin_client, demo, bumps) -> None:  # type: ignore[no-untyped-def]
+def test_a_plain_post_removes_and_redirects(admin_client, demo, bumps) -> None:
     member = TargetGroupMember.objects.get(group__name="tech-support-pool", instance__instance_id="inst_a")
     with bumps():
         response = admin_client.post(f"/target-groups/tech-support-pool/members/{member.pk}/remove/")
@@ -251,7 +251,7 @@ def test_a_plain_post_removes_and_redirects(admin_client, demo, bumps) -> None: 
     assert _members("tech-support-pool") == [("inst_b", 100, 2, True)]
 
 
-def test_removing_needs_a_login_a_post_and_a_member_of_that_group(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_removing_needs_a_login_a_post_and_a_member_of_that_group(admin_client, demo) -> None:
     member = TargetGroupMember.objects.get(group__name="tech-support-pool", instance__instance_id="inst_a")
     url = f"/target-groups/tech-support-pool/members/{member.pk}/remove/"
     response = Client().post(url, headers=HTMX)

@@ -59,13 +59,13 @@ def section(html: str, name: str) -> str:
     return html.split(f'data-testid="{name}"', 1)[1].split("</section>", 1)[0]
 
 
-def test_the_usage_pages_need_a_login(client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_usage_pages_need_a_login(client, demo) -> None:
     for path in ("/usage/", "/usage/export.csv"):
         response = client.get(path)
         assert response.status_code == 302 and response["Location"].startswith("/login/?next=")
 
 
-def test_a_new_operator_is_shown_how_to_make_traffic(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_operator_is_shown_how_to_make_traffic(admin_client, demo) -> None:
     html = admin_client.get("/usage/").content.decode()
     assert 'data-testid="usage-empty"' in html and "No traffic yet" in html
     assert 'href="/playground/"' in html and 'href="/api-keys/"' in html
@@ -73,7 +73,7 @@ def test_a_new_operator_is_shown_how_to_make_traffic(admin_client, demo) -> None
     assert 'href="/usage/" aria-current="page"' in html  # the nav marks the page
 
 
-def test_the_figures_match_the_events(admin_client, traffic) -> None:  # type: ignore[no-untyped-def]
+def test_the_figures_match_the_events(admin_client, traffic) -> None:
     html = admin_client.get("/usage/").content.decode()
     assert UsageHourly.objects.exists()  # the page rolled up what it shows
     assert figure(html, "total-requests") == "4"
@@ -106,7 +106,7 @@ def test_the_figures_match_the_events(admin_client, traffic) -> None:  # type: i
     assert chart.count('<rect class="err"') == 1
 
 
-def test_filters_narrow_every_figure(admin_client, traffic) -> None:  # type: ignore[no-untyped-def]
+def test_filters_narrow_every_figure(admin_client, traffic) -> None:
     html = admin_client.get("/usage/?balancer=embed-balancer").content.decode()
     assert figure(html, "total-requests") == "1" and figure(html, "total-cost") == "$0.000020"
     assert 'data-testid="breakdown-balancer"' in html and "support-balancer /" not in html
@@ -128,7 +128,7 @@ def test_filters_narrow_every_figure(admin_client, traffic) -> None:  # type: ig
     assert figure(html, "total-requests") == "4"
 
 
-def test_ranges_pick_hourly_or_daily_buckets(admin_client, traffic) -> None:  # type: ignore[no-untyped-def]
+def test_ranges_pick_hourly_or_daily_buckets(admin_client, traffic) -> None:
     usage(traffic["support"], hours_ago=24 * 3, cost="0.5")
     usage(traffic["support"], hours_ago=24 * 20, cost="2")
 
@@ -147,7 +147,7 @@ def test_ranges_pick_hourly_or_daily_buckets(admin_client, traffic) -> None:  # 
     assert 'href="/usage/export.csv?range=7d&amp;balancer=support-balancer"' in filtered
 
 
-def test_htmx_swaps_only_the_report(admin_client, traffic) -> None:  # type: ignore[no-untyped-def]
+def test_htmx_swaps_only_the_report(admin_client, traffic) -> None:
     html = admin_client.get("/usage/?range=7d", headers={"HX-Request": "true"}).content.decode()
     assert html.lstrip().startswith('<div id="usage-report"') and "<html" not in html
     assert 'hx-get="/usage/?range=30d"' in html and 'aria-current="true">7 days<' in html
@@ -159,7 +159,7 @@ def test_htmx_swaps_only_the_report(admin_client, traffic) -> None:  # type: ign
     assert "<html" in page.content.decode()
 
 
-def test_the_csv_has_the_breakdown_rows_for_the_range(admin_client, traffic) -> None:  # type: ignore[no-untyped-def]
+def test_the_csv_has_the_breakdown_rows_for_the_range(admin_client, traffic) -> None:
     usage(traffic["support"], hours_ago=24 * 3, cost="0.5")  # outside the default range
     response = admin_client.get("/usage/export.csv")
     assert response["Content-Type"] == "text/csv; charset=utf-8"
@@ -181,14 +181,14 @@ def test_the_csv_has_the_breakdown_rows_for_the_range(admin_client, traffic) -> 
         ("efficient", "2", "0.5012000000"), ("", "1", "0.0000000000")]
 
 
-def test_a_key_name_cannot_become_a_spreadsheet_formula(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_key_name_cannot_become_a_spreadsheet_formula(admin_client, demo) -> None:
     key, _ = make_api_key(name="=HYPERLINK(1)")
     usage(Balancer.objects.get(name="support-balancer"), key=key)
     rows = list(csv.DictReader(io.StringIO(admin_client.get("/usage/export.csv").content.decode())))
     assert rows[0]["api_key"] == "'=HYPERLINK(1)"
 
 
-def test_a_deleted_balancer_keeps_its_usage(admin_client, traffic) -> None:  # type: ignore[no-untyped-def]
+def test_a_deleted_balancer_keeps_its_usage(admin_client, traffic) -> None:
     admin_client.get("/usage/")  # rolled up while the balancer existed
     traffic["embed"].delete()
     html = admin_client.get("/usage/").content.decode()
@@ -211,7 +211,7 @@ def test_shares_read_as_percentages(share: float | None, shown: str) -> None:
     assert percent(share) == shown
 
 
-def test_refused_requests_count_as_errors_and_cost_nothing(admin_client, traffic) -> None:  # type: ignore[no-untyped-def]
+def test_refused_requests_count_as_errors_and_cost_nothing(admin_client, traffic) -> None:
     # What the gateway's edge records for refusals: a status, an error code, no tokens, no cost.
     refused = {"created_at": timezone.now(), "endpoint": "chat", "latency_ms": 0.5}
     UsageEvent.objects.create(request_id="r429", status_code=429, error_type="rate_limit_exceeded", balancer=traffic["support"],

@@ -11,11 +11,11 @@ from tests.pages.conftest import route_post_data
 DRAFT = "balancer-wizard:new"
 
 
-def draft(client):  # type: ignore[no-untyped-def]
+def draft(client):
     return client.session[DRAFT]
 
 
-def walk_to_routes(client, *, name: str = "billing-desk", mode: str = "intent_classifier") -> None:  # type: ignore[no-untyped-def]
+def walk_to_routes(client, *, name: str = "billing-desk", mode: str = "intent_classifier") -> None:
     assert client.get("/balancers/new/").status_code == 302
     response = client.post("/balancers/new/name/", {"nav": "next", "name": name, "serving_name": name})
     assert response["Location"] == "/balancers/new/workload/"
@@ -29,7 +29,7 @@ def walk_to_routes(client, *, name: str = "billing-desk", mode: str = "intent_cl
     assert response["Location"] == "/balancers/new/routes/"
 
 
-def test_the_wizard_starts_with_the_common_case_filled_in(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_wizard_starts_with_the_common_case_filled_in(admin_client, demo) -> None:
     response = admin_client.get("/balancers/new/")
     assert response.status_code == 302 and response["Location"] == "/balancers/new/name/"
     state = draft(admin_client)
@@ -45,7 +45,7 @@ def test_the_wizard_starts_with_the_common_case_filled_in(admin_client, demo) ->
     assert b'hx-trigger="keyup changed delay:300ms' in page.content
 
 
-def test_a_full_walk_saves_the_balancer_only_at_the_last_step(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_full_walk_saves_the_balancer_only_at_the_last_step(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     response = admin_client.post("/balancers/new/routes/", route_post_data(draft(admin_client)["routes"]["rows"]))
     assert response["Location"] == "/balancers/new/review/"
@@ -65,7 +65,7 @@ def test_a_full_walk_saves_the_balancer_only_at_the_last_step(admin_client, demo
     assert b"http://testserver/v1" in test_page.content
 
 
-def test_the_save_is_blocked_without_a_default_route(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_save_is_blocked_without_a_default_route(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     rows = draft(admin_client)["routes"]["rows"]
     for row in rows:
@@ -80,7 +80,7 @@ def test_the_save_is_blocked_without_a_default_route(admin_client, demo) -> None
     assert not Balancer.objects.filter(name="billing-desk").exists()
 
 
-def test_each_invalid_route_field_gets_its_own_message(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_each_invalid_route_field_gets_its_own_message(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     rows = draft(admin_client)["routes"]["rows"]
     rows[0].update(name="Not A Slug", destination="")
@@ -94,7 +94,7 @@ def test_each_invalid_route_field_gets_its_own_message(admin_client, demo) -> No
     assert 'aria-invalid="true"' in html
 
 
-def test_name_step_errors_and_live_checks(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_name_step_errors_and_live_checks(admin_client, demo) -> None:
     admin_client.get("/balancers/new/")
     response = admin_client.post("/balancers/new/name/", {"nav": "next", "name": "support-balancer", "serving_name": "bad name"})
     html = response.content.decode()
@@ -109,7 +109,7 @@ def test_name_step_errors_and_live_checks(admin_client, demo) -> None:  # type: 
     assert "Available" in ok.content.decode()
 
 
-def test_back_and_autosave_keep_what_was_typed(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_back_and_autosave_keep_what_was_typed(admin_client, demo) -> None:
     admin_client.get("/balancers/new/")
     response = admin_client.post("/balancers/new/name/autosave/", {"name": "half-typed", "serving_name": "half"},
                                  headers={"HX-Request": "true"})
@@ -123,7 +123,7 @@ def test_back_and_autosave_keep_what_was_typed(admin_client, demo) -> None:  # t
     assert admin_client.get("/balancers/new/")["Location"] == "/balancers/new/workload/"
 
 
-def test_routes_are_added_and_removed_as_fragments(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_routes_are_added_and_removed_as_fragments(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     rows = draft(admin_client)["routes"]["rows"]
     response = admin_client.post("/balancers/new/routes/", route_post_data(rows, nav="add"), headers={"HX-Request": "true"})
@@ -143,7 +143,7 @@ def test_routes_are_added_and_removed_as_fragments(admin_client, demo) -> None: 
     assert response.status_code == 302 and response["Location"] == "/balancers/new/routes/"
 
 
-def test_autosave_of_the_routes_answers_the_route_set_message_out_of_band(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_autosave_of_the_routes_answers_the_route_set_message_out_of_band(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     rows = draft(admin_client)["routes"]["rows"]
     for row in rows:
@@ -154,7 +154,7 @@ def test_autosave_of_the_routes_answers_the_route_set_message_out_of_band(admin_
     assert 'hx-swap-oob="true"' in html and NO_DEFAULT in html
 
 
-def test_the_router_step_is_skipped_for_ordered_balancers(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_router_step_is_skipped_for_ordered_balancers(admin_client, demo) -> None:
     walk_to_routes(admin_client, name="ordered-one", mode="ordered")
     assert admin_client.get("/balancers/new/router/")["Location"] == "/balancers/new/routes/"
     rows = draft(admin_client)["routes"]["rows"]
@@ -166,7 +166,7 @@ def test_the_router_step_is_skipped_for_ordered_balancers(admin_client, demo) ->
     assert balancer.enabled is False  # the box was left unchecked
 
 
-def test_embeddings_cannot_use_the_intent_classifier(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_embeddings_cannot_use_the_intent_classifier(admin_client, demo) -> None:
     admin_client.get("/balancers/new/")
     admin_client.post("/balancers/new/workload/", {"nav": "next", "workload_kind": "embeddings"})
     state = draft(admin_client)
@@ -176,7 +176,7 @@ def test_embeddings_cannot_use_the_intent_classifier(admin_client, demo) -> None
     assert "use ordered or weighted for embeddings" in response.content.decode()
 
 
-def test_the_same_wizard_edits_a_balancer(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_same_wizard_edits_a_balancer(admin_client, demo) -> None:
     response = admin_client.get("/balancers/support-balancer/edit/?step=routes")
     assert response["Location"] == "/balancers/support-balancer/edit/routes/"
     balancer = Balancer.objects.get(name="support-balancer")
@@ -197,7 +197,7 @@ def test_the_same_wizard_edits_a_balancer(admin_client, demo) -> None:  # type: 
     assert key not in admin_client.session
 
 
-def test_editing_keeps_the_name_unique_but_allows_its_own(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_editing_keeps_the_name_unique_but_allows_its_own(admin_client, demo) -> None:
     admin_client.get("/balancers/support-balancer/edit/")
     ok = admin_client.post("/balancers/support-balancer/edit/name/", {
         "nav": "next", "name": "support-balancer", "serving_name": "support-balancer"})
@@ -207,7 +207,7 @@ def test_editing_keeps_the_name_unique_but_allows_its_own(admin_client, demo) ->
     assert "A balancer named embed-balancer already exists." in taken.content.decode()
 
 
-def test_discarding_a_draft_forgets_it(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_discarding_a_draft_forgets_it(admin_client, demo) -> None:
     admin_client.get("/balancers/new/")
     admin_client.post("/balancers/new/name/autosave/", {"name": "throwaway", "serving_name": ""})
     response = admin_client.post("/balancers/new/discard/")
@@ -216,11 +216,11 @@ def test_discarding_a_draft_forgets_it(admin_client, demo) -> None:  # type: ign
 
 
 @pytest.mark.parametrize("step", ["nope", "save"])
-def test_unknown_steps_are_404(admin_client, demo, step: str) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_steps_are_404(admin_client, demo, step: str) -> None:
     assert admin_client.get(f"/balancers/new/{step}/").status_code == 404
 
 
-def test_the_review_step_saves_the_response_cache_and_the_savings_baseline(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_review_step_saves_the_response_cache_and_the_savings_baseline(admin_client, demo) -> None:
     walk_to_routes(admin_client, name="cached-desk")
     admin_client.post("/balancers/new/routes/", route_post_data(draft(admin_client)["routes"]["rows"]))
     review = admin_client.get("/balancers/new/review/").content.decode()

@@ -29,7 +29,7 @@ def step_data(state: dict[str, Any], *, nav: str = "next", prefix: str = "/balan
     return data
 
 
-def add_rule(client, url: str = "/balancers/new/routes/", **fields: str) -> str:  # type: ignore[no-untyped-def]
+def add_rule(client, url: str = "/balancers/new/routes/", **fields: str) -> str:
     state = client.session[next(k for k in client.session.keys() if k.startswith("balancer-wizard:"))]
     response = client.post(url, step_data(state, nav="add-rule"), headers=HTMX)
     html = response.content.decode()
@@ -37,7 +37,7 @@ def add_rule(client, url: str = "/balancers/new/routes/", **fields: str) -> str:
     return html
 
 
-def test_a_rule_is_added_filled_in_reviewed_and_saved(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_rule_is_added_filled_in_reviewed_and_saved(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     html = add_rule(admin_client)
     assert html.count("data-rule-row") == 1
@@ -60,7 +60,7 @@ def test_a_rule_is_added_filled_in_reviewed_and_saved(admin_client, demo) -> Non
     assert 'data-testid="content-rules"' in detail and "invoices" in detail and "INV-\\d{4}" in detail
 
 
-def test_a_bad_regex_is_refused_on_the_routes_step_with_the_re2_message(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_regex_is_refused_on_the_routes_step_with_the_re2_message(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     add_rule(admin_client)
     state = draft(admin_client)
@@ -75,7 +75,7 @@ def test_a_bad_regex_is_refused_on_the_routes_step_with_the_re2_message(admin_cl
     assert not Balancer.objects.filter(name="billing-desk").exists()
 
 
-def test_a_rule_must_point_at_an_enabled_route(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_rule_must_point_at_an_enabled_route(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     add_rule(admin_client)
     state = draft(admin_client)
@@ -85,7 +85,7 @@ def test_a_rule_must_point_at_an_enabled_route(admin_client, demo) -> None:  # t
     assert "Route efficient is disabled" in html
 
 
-def test_changing_the_kind_draws_that_kinds_fields(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_changing_the_kind_draws_that_kinds_fields(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     add_rule(admin_client)
     state = draft(admin_client)
@@ -98,7 +98,7 @@ def test_changing_the_kind_draws_that_kinds_fields(admin_client, demo) -> None: 
     assert f'<label for="id_u-{key}-metadata_key">' in html and f'<label for="id_u-{key}-min_tokens">' not in html
 
 
-def test_a_rule_is_removed_as_a_fragment(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_rule_is_removed_as_a_fragment(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     add_rule(admin_client)
     add_rule(admin_client)
@@ -111,7 +111,7 @@ def test_a_rule_is_removed_as_a_fragment(admin_client, demo) -> None:  # type: i
     assert [r["key"] for r in draft(admin_client)["rules"]["rows"]] != [first]
 
 
-def test_editing_keeps_the_saved_rules_and_saves_changes(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_editing_keeps_the_saved_rules_and_saves_changes(admin_client, demo) -> None:
     test_a_rule_is_added_filled_in_reviewed_and_saved(admin_client, demo)
     edit = "/balancers/billing-desk/edit/"
     assert admin_client.get(edit + "?step=routes").status_code == 302
@@ -134,13 +134,13 @@ def test_editing_keeps_the_saved_rules_and_saves_changes(admin_client, demo) -> 
 # -- how well the routes separate (the live overlap warning) --------------------------------------------
 
 
-def separation(client, rows: list[dict[str, Any]], url: str = "/balancers/new/separation/") -> str:  # type: ignore[no-untyped-def]
+def separation(client, rows: list[dict[str, Any]], url: str = "/balancers/new/separation/") -> str:
     response = client.post(url, route_post_data(rows), headers=HTMX)
     assert response.status_code == 200 and "<html" not in response.content.decode()
     return response.content.decode()
 
 
-def test_the_routes_step_asks_how_the_routes_separate(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_routes_step_asks_how_the_routes_separate(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     page = admin_client.get("/balancers/new/routes/").content.decode()
     assert 'id="route-separation"' in page and 'hx-post="/balancers/new/separation/"' in page
@@ -148,7 +148,7 @@ def test_the_routes_step_asks_how_the_routes_separate(admin_client, demo) -> Non
     assert 'data-testid="routes-separate"' in html and "route-overlaps" not in html
 
 
-def test_two_routes_that_say_the_same_thing_are_flagged_as_overlapping(admin_client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_two_routes_that_say_the_same_thing_are_flagged_as_overlapping(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     rows = draft(admin_client)["routes"]["rows"]
     rows[0].update(name="billing", intent="Billing questions: invoices, refunds, payments.",
@@ -161,6 +161,6 @@ def test_two_routes_that_say_the_same_thing_are_flagged_as_overlapping(admin_cli
     assert "fallback" not in html  # the catch-all is meant to be far from everything
 
 
-def test_the_separation_check_is_for_operators_only(client, demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_separation_check_is_for_operators_only(client, demo) -> None:
     response = client.post("/balancers/new/separation/", {"route_key": []})
     assert response.status_code == 302 and "/login" in response["Location"]

@@ -99,7 +99,7 @@ def test_cost_is_projected_against_the_most_expensive_route():
     assert cost.per_route_usd["reasoning"] == pytest.approx((2000 * 3.0 + 100 * 15.0) / 1e6)
     assert cost.baseline_usd == pytest.approx((4000 * 3.0 + 300 * 15.0) / 1e6)
     assert cost.savings_usd == pytest.approx(cost.baseline_usd - cost.routed_usd)
-    assert 0 < cost.savings_ratio < 1  # type: ignore[operator]
+    assert 0 < cost.savings_ratio < 1
 
 
 def test_prompts_routed_nowhere_priced_count_as_unpriced():

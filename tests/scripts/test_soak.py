@@ -27,7 +27,7 @@ from scripts.soak import (
 def plan(**overrides: object) -> Plan:
     args = parse_args(["--smoke"])
     base = make_plan(args)
-    return Plan(**{**base.__dict__, **overrides})  # type: ignore[arg-type]
+    return Plan(**{**base.__dict__, **overrides})
 
 
 def ok(phase: str, n: int, started: float, *, key: str = "client", route: str = "fallback",

@@ -75,7 +75,7 @@ def test_loopback_and_private_base_urls_in_any_spelling_need_the_setting(url: st
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("base_url", ["http://169.254.169.254/v1", "http://127.0.0.1:8000/?x=", "http://u:p@h.example/v1"])
-def test_the_management_api_refuses_a_forbidden_base_url(admin_client, base_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_management_api_refuses_a_forbidden_base_url(admin_client, base_url: str) -> None:
     response = admin_client.post("/api/instances/", api_instance(base_url), content_type="application/json")
     assert response.status_code == 400
     assert "base_url" in response.json()
@@ -83,7 +83,7 @@ def test_the_management_api_refuses_a_forbidden_base_url(admin_client, base_url:
 
 
 @pytest.mark.django_db
-def test_the_management_api_refuses_loopback_only_when_private_networks_are_off(admin_client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_management_api_refuses_loopback_only_when_private_networks_are_off(admin_client, settings) -> None:
     response = admin_client.post("/api/instances/", api_instance("http://127.0.0.1:8000/v1"), content_type="application/json")
     assert response.status_code == 201
     settings.GATEWAY_EGRESS_ALLOW_PRIVATE = False
@@ -95,7 +95,7 @@ def test_the_management_api_refuses_loopback_only_when_private_networks_are_off(
 
 
 @pytest.mark.django_db
-def test_the_instance_form_refuses_the_metadata_address(admin_client) -> None:  # type: ignore[no-untyped-def]
+def test_the_instance_form_refuses_the_metadata_address(admin_client) -> None:
     html = admin_client.post("/instances/new/", {**FORM, "base_url": "http://169.254.169.254/latest"}).content.decode()
     assert "cloud metadata address, always refused" in html
     html = admin_client.post("/instances/new/", {**FORM, "base_url": "http://127.0.0.1:9/v1?next=/healthz"}).content.decode()
@@ -104,7 +104,7 @@ def test_the_instance_form_refuses_the_metadata_address(admin_client) -> None:  
 
 
 @pytest.mark.django_db
-def test_the_instance_form_refuses_loopback_when_private_networks_are_off(admin_client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_instance_form_refuses_loopback_when_private_networks_are_off(admin_client, settings) -> None:
     settings.GATEWAY_EGRESS_ALLOW_PRIVATE = False
     html = admin_client.post("/instances/new/", {**FORM, "base_url": "http://127.0.0.1:9/v1"}).content.decode()
     assert "loopback address" in html
@@ -112,7 +112,7 @@ def test_the_instance_form_refuses_loopback_when_private_networks_are_off(admin_
 
 
 @pytest.mark.django_db
-def test_the_admin_refuses_the_metadata_address(admin_client) -> None:  # type: ignore[no-untyped-def]
+def test_the_admin_refuses_the_metadata_address(admin_client) -> None:
     response = admin_client.post("/admin/targetgroups/instance/add/", {
         **FORM, "base_url": "http://[fd00:ec2::254]/latest", "options": "{}", "enabled": "on",
     })
@@ -122,7 +122,7 @@ def test_the_admin_refuses_the_metadata_address(admin_client) -> None:  # type: 
 
 
 @pytest.mark.django_db
-def test_a_target_group_import_refuses_a_member_whose_base_url_the_policy_forbids(settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_target_group_import_refuses_a_member_whose_base_url_the_policy_forbids(settings) -> None:
     from django.core.management import CommandError, call_command
 
     make_instance(instance_id="local-llm", provider="openai", base_url="http://127.0.0.1:11434/v1", model="llama")
