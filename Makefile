@@ -55,12 +55,14 @@ serve: migrate
 		--loop uvloop --http httptools --no-access-log --log-level warning --timeout-graceful-shutdown 30
 
 lint: $(INSTALLED)
+	@$(BIN)/ruff format --check .
 	@$(BIN)/ruff check .
 	@$(BIN)/mypy
 
-## make test: ruff, mypy (strict on gateway/engine and gateway/router_models) and the whole suite against PostgreSQL and Redis
+## make test: ruff (format and lint), mypy (strict on gateway/engine and gateway/router_models) and the whole suite against PostgreSQL and Redis
 test: $(INSTALLED)
 	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python scripts/check_services.py
+	@$(BIN)/ruff format --check .
 	@$(BIN)/ruff check .
 	@$(BIN)/mypy
 	@bash scripts/install_browser.sh

@@ -20,8 +20,11 @@ def ensure_role_groups(sender: Any = None, using: str = "default", **kwargs: Any
         group, _ = Group.objects.using(using).get_or_create(name=name)
         for perm in perms:
             app_label, codename = perm.split(".")
-            permission = Permission.objects.using(using).filter(
-                content_type__app_label=app_label, codename=codename).first()
+            permission = (
+                Permission.objects.using(using)
+                .filter(content_type__app_label=app_label, codename=codename)
+                .first()
+            )
             if permission is not None:
                 group.permissions.add(permission)
 

@@ -39,8 +39,15 @@ _RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}
 GROUP_PERMISSIONS: dict[str, tuple[str, ...]] = {
     VIEWER: ("accounts.observe",),
     OPERATOR: ("accounts.observe", "accounts.operate"),
-    STAFF: ("accounts.observe", "accounts.operate", "auth.view_user", "auth.add_user", "auth.change_user",
-            "auth.delete_user", "auth.view_group"),
+    STAFF: (
+        "accounts.observe",
+        "accounts.operate",
+        "auth.view_user",
+        "auth.add_user",
+        "auth.change_user",
+        "auth.delete_user",
+        "auth.view_group",
+    ),
 }
 
 
@@ -66,7 +73,9 @@ def _needed(request: HttpRequest, read: str, write: str) -> str:
     return read if request.method in SAFE_METHODS else write
 
 
-def role_required(role: str, *, write: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def role_required(
+    role: str, *, write: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Page views: anonymous visitors go to the login page; a signed-in user below
     the role gets a 403. `write` is the role other methods than GET/HEAD/OPTIONS need
     (a page a viewer may read and an operator may post to)."""
@@ -82,13 +91,17 @@ def role_required(role: str, *, write: str | None = None) -> Callable[[Callable[
             return None
 
         if iscoroutinefunction(view):
+
             @wraps(view)
-            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            async def async_wrapper(
+                request: HttpRequest, *args: Any, **kwargs: Any
+            ) -> HttpResponse:
                 refused = await sync_to_async(refusal)(request, await request.auser())
                 return refused if refused is not None else await view(request, *args, **kwargs)
 
             wrapper: Callable[..., Any] = async_wrapper
         else:
+
             @wraps(view)
             def sync_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
                 refused = refusal(request, request.user)
@@ -103,7 +116,9 @@ def role_required(role: str, *, write: str | None = None) -> Callable[[Callable[
 class ApiRolePermission(BasePermission):
     """The management API: viewers read (GET, HEAD, OPTIONS), operators and staff write."""
 
-    message = "Your role does not allow this: reading needs the viewer role, changes the operator role."
+    message = (
+        "Your role does not allow this: reading needs the viewer role, changes the operator role."
+    )
 
     def has_permission(self, request: Any, view: Any) -> bool:
         return has_role(request.user, _needed(request, VIEWER, OPERATOR))

@@ -36,7 +36,13 @@ class RouteInline(admin.StackedInline):
     model = Route
     formset = RouteFormSet
     extra = 0
-    fields = (("name", "is_default", "enabled"), "intent", ("target_group", "instance"), ("priority", "weight"), "examples")
+    fields = (
+        ("name", "is_default", "enabled"),
+        "intent",
+        ("target_group", "instance"),
+        ("priority", "weight"),
+        "examples",
+    )
 
 
 class ContentRuleInline(admin.TabularInline):
@@ -44,11 +50,27 @@ class ContentRuleInline(admin.TabularInline):
 
     model = ContentRule
     extra = 0
-    fields = ("order", "name", "kind", "metadata_key", "value", "min_tokens", "max_tokens", "route", "enabled")
+    fields = (
+        "order",
+        "name",
+        "kind",
+        "metadata_key",
+        "value",
+        "min_tokens",
+        "max_tokens",
+        "route",
+        "enabled",
+    )
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        if db_field.name == "route" and request.resolver_match and request.resolver_match.kwargs.get("object_id"):
-            kwargs["queryset"] = Route.objects.filter(balancer_id=request.resolver_match.kwargs["object_id"])
+        if (
+            db_field.name == "route"
+            and request.resolver_match
+            and request.resolver_match.kwargs.get("object_id")
+        ):
+            kwargs["queryset"] = Route.objects.filter(
+                balancer_id=request.resolver_match.kwargs["object_id"]
+            )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 

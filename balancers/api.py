@@ -26,23 +26,43 @@ from targetgroups.models import PRIORITY_VALIDATORS, WEIGHT_VALIDATORS, Instance
 from targetgroups.validators import slug_validator
 
 BALANCER_FIELDS = (
-    "name", "serving_name", "description", "workload_kind", "routing_mode", "auto_preference", "router_model",
-    "classifier_timeout", "confidence_threshold", "attempt_budget", "request_timeout", "enabled",
-    "cache_mode", "cache_ttl_seconds", "cache_similarity_threshold", "cache_shared_across_keys", "baseline_route",
+    "name",
+    "serving_name",
+    "description",
+    "workload_kind",
+    "routing_mode",
+    "auto_preference",
+    "router_model",
+    "classifier_timeout",
+    "confidence_threshold",
+    "attempt_budget",
+    "request_timeout",
+    "enabled",
+    "cache_mode",
+    "cache_ttl_seconds",
+    "cache_similarity_threshold",
+    "cache_shared_across_keys",
+    "baseline_route",
 )
 
 
 def _instance_field(**kwargs: Any) -> NameField:
     return NameField(
-        slug_field="instance_id", queryset=Instance.objects.all(), allow_null=True,
-        error_messages={"does_not_exist": "No instance with instance_id {value!r}."}, **kwargs,
+        slug_field="instance_id",
+        queryset=Instance.objects.all(),
+        allow_null=True,
+        error_messages={"does_not_exist": "No instance with instance_id {value!r}."},
+        **kwargs,
     )
 
 
 class RouteOutputSerializer(serializers.ModelSerializer):
     target_group: serializers.SlugRelatedField[TargetGroup] = serializers.SlugRelatedField(
-        slug_field="name", read_only=True, allow_null=True)
-    instance: serializers.SlugRelatedField[Instance] = serializers.SlugRelatedField(slug_field="instance_id", read_only=True, allow_null=True)
+        slug_field="name", read_only=True, allow_null=True
+    )
+    instance: serializers.SlugRelatedField[Instance] = serializers.SlugRelatedField(
+        slug_field="instance_id", read_only=True, allow_null=True
+    )
     examples = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
@@ -53,7 +73,9 @@ class RouteOutputSerializer(serializers.ModelSerializer):
 
 
 class RuleOutputSerializer(serializers.ModelSerializer):
-    route: serializers.SlugRelatedField[Route] = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    route: serializers.SlugRelatedField[Route] = serializers.SlugRelatedField(
+        slug_field="name", read_only=True
+    )
 
     class Meta:
         model = ContentRule
@@ -64,10 +86,15 @@ class RuleOutputSerializer(serializers.ModelSerializer):
 
 class BalancerOutputSerializer(serializers.ModelSerializer):
     router_model: serializers.SlugRelatedField[Instance] = serializers.SlugRelatedField(
-        slug_field="instance_id", read_only=True, allow_null=True, help_text="instance_id of the router model."
+        slug_field="instance_id",
+        read_only=True,
+        allow_null=True,
+        help_text="instance_id of the router model.",
     )
     routes = RouteOutputSerializer(many=True, read_only=True)
-    rules = RuleOutputSerializer(many=True, read_only=True, help_text="Content rules, in the order they are checked.")
+    rules = RuleOutputSerializer(
+        many=True, read_only=True, help_text="Content rules, in the order they are checked."
+    )
 
     class Meta:
         model = Balancer
@@ -79,16 +106,24 @@ class RouteInputSerializer(JsonTypesMixin, serializers.Serializer):
     name = serializers.CharField(max_length=63, validators=[slug_validator])
     intent = serializers.CharField(max_length=500, allow_blank=True, default="")
     target_group = NameField(
-        slug_field="name", queryset=TargetGroup.objects.all(), allow_null=True, default=None,
+        slug_field="name",
+        queryset=TargetGroup.objects.all(),
+        allow_null=True,
+        default=None,
         error_messages={"does_not_exist": "No target group named {value!r}."},
         help_text="Destination: a target group's name. Give this or instance.",
     )
-    instance = _instance_field(default=None, help_text="Destination: one instance's instance_id. Give this or target_group.")
+    instance = _instance_field(
+        default=None,
+        help_text="Destination: one instance's instance_id. Give this or target_group.",
+    )
     priority = serializers.IntegerField(validators=PRIORITY_VALIDATORS, default=1)
     weight = serializers.IntegerField(validators=WEIGHT_VALIDATORS, default=100)
     is_default = serializers.BooleanField(default=False)
     enabled = serializers.BooleanField(default=True)
-    examples = serializers.ListField(child=serializers.CharField(), default=list, help_text="Example prompts.")
+    examples = serializers.ListField(
+        child=serializers.CharField(), default=list, help_text="Example prompts."
+    )
 
     class Meta:
         ref_name = "RouteInput"
@@ -96,16 +131,26 @@ class RouteInputSerializer(JsonTypesMixin, serializers.Serializer):
 
 class RuleInputSerializer(JsonTypesMixin, serializers.Serializer):
     name = serializers.CharField(max_length=RULE_NAME_MAX, validators=[slug_validator])
-    order = serializers.IntegerField(validators=PRIORITY_VALIDATORS, default=1,
-                                     help_text="Checked in this order (ties by name); the first match wins.")
+    order = serializers.IntegerField(
+        validators=PRIORITY_VALIDATORS,
+        default=1,
+        help_text="Checked in this order (ties by name); the first match wins.",
+    )
     kind = serializers.ChoiceField(choices=RuleKind.choices)
-    value = serializers.CharField(max_length=500, allow_blank=True, default="", trim_whitespace=False,
-                                  help_text="regex: the RE2 pattern; keywords: comma-separated; metadata, user, tag, "
-                                            "api_key: the value; response_format: a type, optional.")
+    value = serializers.CharField(
+        max_length=500,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,
+        help_text="regex: the RE2 pattern; keywords: comma-separated; metadata, user, tag, "
+        "api_key: the value; response_format: a type, optional.",
+    )
     metadata_key = serializers.CharField(max_length=64, allow_blank=True, default="")
     min_tokens = serializers.IntegerField(min_value=0, allow_null=True, default=None)
     max_tokens = serializers.IntegerField(min_value=0, allow_null=True, default=None)
-    route = serializers.CharField(max_length=63, help_text="The name of one of the balancer's enabled routes.")
+    route = serializers.CharField(
+        max_length=63, help_text="The name of one of the balancer's enabled routes."
+    )
     enabled = serializers.BooleanField(default=True)
 
     class Meta:
@@ -113,10 +158,17 @@ class RuleInputSerializer(JsonTypesMixin, serializers.Serializer):
 
 
 class BalancerInputSerializer(JsonTypesMixin, serializers.ModelSerializer):
-    router_model = _instance_field(required=False, help_text="instance_id of a chat instance; required for intent_classifier.")
-    routes = RouteInputSerializer(many=True, help_text="The full set of routes; exactly one is the default.")
-    rules = RuleInputSerializer(many=True, required=False,
-                                help_text="The full set of content rules; left out, the saved rules are kept.")
+    router_model = _instance_field(
+        required=False, help_text="instance_id of a chat instance; required for intent_classifier."
+    )
+    routes = RouteInputSerializer(
+        many=True, help_text="The full set of routes; exactly one is the default."
+    )
+    rules = RuleInputSerializer(
+        many=True,
+        required=False,
+        help_text="The full set of content rules; left out, the saved rules are kept.",
+    )
 
     class Meta:
         model = Balancer
@@ -129,9 +181,18 @@ def _keyed_like_balancer_save(errors: dict[str, Any]) -> dict[str, Any]:
     keyed: dict[str, Any] = {}
     for key, value in errors.items():
         per_item: Any = None
-        if key in ("routes", "rules") and isinstance(value, dict) and value and all(isinstance(k, int) for k in value):
+        if (
+            key in ("routes", "rules")
+            and isinstance(value, dict)
+            and value
+            and all(isinstance(k, int) for k in value)
+        ):
             per_item = value.items()  # DRF's LIST_SERIALIZER_ERRORS_AS_DICT format
-        elif key in ("routes", "rules") and isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        elif (
+            key in ("routes", "rules")
+            and isinstance(value, list)
+            and any(isinstance(item, dict) for item in value)
+        ):
             per_item = enumerate(value)  # the older list format
         if per_item is not None:
             for index, item_errors in per_item:
@@ -139,7 +200,11 @@ def _keyed_like_balancer_save(errors: dict[str, Any]) -> dict[str, Any]:
                     keyed[f"{key}[{index}]"] = item_errors
                     continue
                 for field, messages in item_errors.items():
-                    keyed[f"{key}[{index}]" if field == "non_field_errors" else f"{key}[{index}].{field}"] = messages
+                    keyed[
+                        f"{key}[{index}]"
+                        if field == "non_field_errors"
+                        else f"{key}[{index}].{field}"
+                    ] = messages
         elif key in ("routes", "rules") and isinstance(value, dict):
             keyed[key] = value.get("non_field_errors", value)
         else:
@@ -153,7 +218,11 @@ def _save(serializer: BalancerInputSerializer, *, balancer: Balancer | None = No
     values = dict(serializer.validated_data)
     routes = [{key: route[key] for key in ROUTE_FIELDS} for route in values.pop("routes")]
     given_rules = values.pop("rules", None)
-    rules = None if given_rules is None else [{key: rule[key] for key in RULE_FIELDS} for rule in given_rules]
+    rules = (
+        None
+        if given_rules is None
+        else [{key: rule[key] for key in RULE_FIELDS} for rule in given_rules]
+    )
     base = balancer or Balancer()
     fields = {name: getattr(base, name) for name in BALANCER_FIELDS} | values
     saved = balancer_save(balancer=balancer, fields=fields, routes=routes, rules=rules)
@@ -172,7 +241,9 @@ def _balancer_or_404(name: str) -> Balancer:
 class BalancerListApi(JsonApi):
     OutputSerializer = BalancerOutputSerializer
 
-    @extend_schema(summary="List balancers with their routes", responses=OutputSerializer(many=True))
+    @extend_schema(
+        summary="List balancers with their routes", responses=OutputSerializer(many=True)
+    )
     def get(self, request: Request) -> Response:
         return Response(self.OutputSerializer(selectors.balancer_list(), many=True).data)
 
@@ -181,7 +252,11 @@ class BalancerCreateApi(JsonApi):
     InputSerializer = BalancerInputSerializer
     OutputSerializer = BalancerOutputSerializer
 
-    @extend_schema(summary="Create a balancer with its routes", request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        summary="Create a balancer with its routes",
+        request=InputSerializer,
+        responses={201: OutputSerializer},
+    )
     def post(self, request: Request) -> Response:
         balancer = _save(self.InputSerializer(data=request.data))
         return Response(self.OutputSerializer(balancer).data, status=status.HTTP_201_CREATED)
@@ -212,16 +287,26 @@ class BalancerUpdateApi(JsonApi):
 
     OutputSerializer = BalancerOutputSerializer
 
-    @extend_schema(summary="Replace a balancer and its routes", request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(
+        summary="Replace a balancer and its routes",
+        request=InputSerializer,
+        responses=OutputSerializer,
+    )
     def put(self, request: Request, name: str) -> Response:
         balancer = _balancer_or_404(name)
         return self._update(balancer, json_object(request.data))
 
-    @extend_schema(summary="Change some fields of a balancer", request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(
+        summary="Change some fields of a balancer",
+        request=InputSerializer,
+        responses=OutputSerializer,
+    )
     def patch(self, request: Request, name: str) -> Response:
         balancer = _balancer_or_404(name)
         # Validate the merged whole, so a change of mode or kind is checked against the kept routes.
-        return self._update(balancer, {**self.OutputSerializer(balancer).data, **json_object(request.data)})
+        return self._update(
+            balancer, {**self.OutputSerializer(balancer).data, **json_object(request.data)}
+        )
 
     def _update(self, balancer: Balancer, data: dict[str, Any]) -> Response:
         saved = _save(self.InputSerializer(balancer, data=data), balancer=balancer)

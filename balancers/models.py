@@ -40,53 +40,75 @@ class Balancer(models.Model):
 
     name = models.CharField(max_length=63, unique=True, validators=[slug_validator])
     serving_name = models.CharField(
-        max_length=128, unique=True, validators=[serving_name_validator],
+        max_length=128,
+        unique=True,
+        validators=[serving_name_validator],
         help_text="What clients send as `model`.",
     )
     description = models.TextField(blank=True)
-    workload_kind = models.CharField(max_length=20, choices=WorkloadKind.choices, default=WorkloadKind.CHAT)
-    routing_mode = models.CharField(max_length=30, choices=RoutingMode.choices, default=RoutingMode.INTENT_CLASSIFIER)
-    auto_preference = models.CharField(max_length=20, choices=AutoPreference.choices, default=AutoPreference.BALANCED)
+    workload_kind = models.CharField(
+        max_length=20, choices=WorkloadKind.choices, default=WorkloadKind.CHAT
+    )
+    routing_mode = models.CharField(
+        max_length=30, choices=RoutingMode.choices, default=RoutingMode.INTENT_CLASSIFIER
+    )
+    auto_preference = models.CharField(
+        max_length=20, choices=AutoPreference.choices, default=AutoPreference.BALANCED
+    )
     router_model = models.ForeignKey(
-        Instance, on_delete=models.PROTECT, null=True, blank=True, related_name="routed_balancers",
+        Instance,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="routed_balancers",
         limit_choices_to={"workload_kind": WorkloadKind.CHAT},
         help_text="The chat instance that classifies prompts (intent_classifier mode).",
     )
     classifier_timeout = models.FloatField(
-        default=1.5, validators=[MinValueValidator(0.01), MaxValueValidator(30)],
+        default=1.5,
+        validators=[MinValueValidator(0.01), MaxValueValidator(30)],
         help_text="Seconds the router model may take before the default route is used.",
     )
     confidence_threshold = models.FloatField(
-        default=0.0, validators=[MinValueValidator(0), MaxValueValidator(1)],
+        default=0.0,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
         help_text="Below this confidence the default route is used.",
     )
     attempt_budget = models.PositiveSmallIntegerField(
-        default=4, validators=[MinValueValidator(1), MaxValueValidator(20)],
+        default=4,
+        validators=[MinValueValidator(1), MaxValueValidator(20)],
         help_text="Upstream attempts per request, across routes and members.",
     )
     request_timeout = models.FloatField(
-        default=600.0, validators=[MinValueValidator(0.1), MaxValueValidator(3600)],
+        default=600.0,
+        validators=[MinValueValidator(0.1), MaxValueValidator(3600)],
         help_text="Seconds a client request may take over all attempts.",
     )
     enabled = models.BooleanField(default=True)
     # The response cache (gateway.hotpath.cache; docs/gateway.md, "Response cache").
     cache_mode = models.CharField(
-        max_length=20, choices=CacheMode.choices, default=CacheMode.OFF,
+        max_length=20,
+        choices=CacheMode.choices,
+        default=CacheMode.OFF,
         help_text="Answer repeated requests from the cache: off, exact match, or exact then semantic.",
     )
     cache_ttl_seconds = models.PositiveIntegerField(
-        default=300, validators=[MinValueValidator(1), MaxValueValidator(7 * 24 * 3600)],
+        default=300,
+        validators=[MinValueValidator(1), MaxValueValidator(7 * 24 * 3600)],
         help_text="How long a cached answer is served, in seconds.",
     )
     cache_similarity_threshold = models.FloatField(
-        default=0.95, validators=[MinValueValidator(0.5), MaxValueValidator(1)],
+        default=0.95,
+        validators=[MinValueValidator(0.5), MaxValueValidator(1)],
         help_text="Semantic mode: the cosine similarity a prompt needs with a cached one to reuse its answer.",
     )
     cache_shared_across_keys = models.BooleanField(
-        default=False, help_text="Serve one API key's cached answers to the others (off: each key has its own).",
+        default=False,
+        help_text="Serve one API key's cached answers to the others (off: each key has its own).",
     )
     baseline_route = models.CharField(
-        max_length=63, blank=True,
+        max_length=63,
+        blank=True,
         help_text="The route savings are measured against (everything sent there); empty: no such baseline.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -123,29 +145,45 @@ class Route(models.Model):
         TargetGroup, on_delete=models.PROTECT, null=True, blank=True, related_name="routes"
     )
     instance = models.ForeignKey(
-        Instance, on_delete=models.PROTECT, null=True, blank=True, related_name="routes",
+        Instance,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="routes",
         help_text="A single instance, treated as a group of one.",
     )
     priority = models.PositiveIntegerField(default=1, validators=PRIORITY_VALIDATORS)
     weight = models.PositiveIntegerField(default=100, validators=WEIGHT_VALIDATORS)
     is_default = models.BooleanField(default=False)
     enabled = models.BooleanField(default=True)
-    examples = models.JSONField(default=list, blank=True, help_text="Example prompts for the classifier.")
+    examples = models.JSONField(
+        default=list, blank=True, help_text="Example prompts for the classifier."
+    )
 
     class Meta:
         ordering = ["priority", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["balancer", "name"], name="route_unique_name_per_balancer"),
             models.UniqueConstraint(
-                fields=["balancer"], condition=models.Q(is_default=True), name="route_one_default_per_balancer"
+                fields=["balancer", "name"], name="route_unique_name_per_balancer"
+            ),
+            models.UniqueConstraint(
+                fields=["balancer"],
+                condition=models.Q(is_default=True),
+                name="route_one_default_per_balancer",
             ),
             models.CheckConstraint(
-                condition=(models.Q(target_group__isnull=False, instance__isnull=True)
-                           | models.Q(target_group__isnull=True, instance__isnull=False)),
+                condition=(
+                    models.Q(target_group__isnull=False, instance__isnull=True)
+                    | models.Q(target_group__isnull=True, instance__isnull=False)
+                ),
                 name="route_exactly_one_destination",
             ),
-            models.CheckConstraint(condition=models.Q(priority__gte=1), name="route_priority_min_1"),
-            models.CheckConstraint(condition=models.Q(weight__lte=1000), name="route_weight_max_1000"),
+            models.CheckConstraint(
+                condition=models.Q(priority__gte=1), name="route_priority_min_1"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(weight__lte=1000), name="route_weight_max_1000"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -202,26 +240,39 @@ class ContentRule(models.Model):
 
     balancer = models.ForeignKey(Balancer, on_delete=models.CASCADE, related_name="rules")
     name = models.CharField(max_length=RULE_NAME_MAX, validators=[slug_validator])
-    order = models.PositiveIntegerField(default=1, validators=PRIORITY_VALIDATORS,
-                                        help_text="Rules are checked in this order; the first match wins.")
+    order = models.PositiveIntegerField(
+        default=1,
+        validators=PRIORITY_VALIDATORS,
+        help_text="Rules are checked in this order; the first match wins.",
+    )
     kind = models.CharField(max_length=20, choices=RuleKind.choices)
     value = models.CharField(
-        max_length=500, blank=True,
+        max_length=500,
+        blank=True,
         help_text="The pattern (regex), the keywords (keywords, comma-separated), the value (metadata, user, "
-                  "tag, api_key) or the type (response_format, optional).")
-    metadata_key = models.CharField(max_length=64, blank=True, help_text="The metadata key (metadata rules).")
+        "tag, api_key) or the type (response_format, optional).",
+    )
+    metadata_key = models.CharField(
+        max_length=64, blank=True, help_text="The metadata key (metadata rules)."
+    )
     min_tokens = models.PositiveIntegerField(null=True, blank=True)
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
     # RESTRICT, not PROTECT: a route a rule uses cannot be deleted alone, but deleting the
     # balancer deletes both (PROTECT would refuse that too).
-    route = models.ForeignKey(Route, on_delete=models.RESTRICT, related_name="rules",
-                              help_text="The route a matching request goes to.")
+    route = models.ForeignKey(
+        Route,
+        on_delete=models.RESTRICT,
+        related_name="rules",
+        help_text="The route a matching request goes to.",
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["order", "name"]
         constraints = [
-            models.UniqueConstraint(fields=["balancer", "name"], name="rule_unique_name_per_balancer"),
+            models.UniqueConstraint(
+                fields=["balancer", "name"], name="rule_unique_name_per_balancer"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -237,10 +288,24 @@ class ContentRule(models.Model):
 
         routes = {r.name: r.enabled for r in self.balancer.routes.all()} if self.balancer_id else {}
         errors = rule_field_errors(
-            rule={**{f: getattr(self, f) for f in ("name", "kind", "value", "metadata_key", "min_tokens",
-                                                   "max_tokens", "enabled")},
-                  "route": self.route.name if self.route_id else ""},
-            routes=routes, workload_kind=self.balancer.workload_kind if self.balancer_id else "chat")
+            rule={
+                **{
+                    f: getattr(self, f)
+                    for f in (
+                        "name",
+                        "kind",
+                        "value",
+                        "metadata_key",
+                        "min_tokens",
+                        "max_tokens",
+                        "enabled",
+                    )
+                },
+                "route": self.route.name if self.route_id else "",
+            },
+            routes=routes,
+            workload_kind=self.balancer.workload_kind if self.balancer_id else "chat",
+        )
         if self.route_id and self.balancer_id and self.route.balancer_id != self.balancer_id:
             errors["route"] = "The route must belong to this balancer."
         if errors:
@@ -251,11 +316,17 @@ class AuditEntry(models.Model):
     """One operator action: who, when, what, on which object (the live board's actions)."""
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
-    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     username = models.CharField(max_length=150, help_text="Kept when the user is deleted.")
     action = models.CharField(max_length=40)
-    object_label = models.CharField(max_length=200, help_text="What was acted on, as the operator saw it.")
-    balancer = models.ForeignKey(Balancer, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries")
+    object_label = models.CharField(
+        max_length=200, help_text="What was acted on, as the operator saw it."
+    )
+    balancer = models.ForeignKey(
+        Balancer, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries"
+    )
     detail = models.JSONField(default=dict, blank=True)
 
     class Meta:

@@ -49,7 +49,8 @@ class Sparkline:
         pad = 2
         usable = self.height - pad * 2
         return " ".join(
-            f"{i * step:.1f},{pad + usable - (v / peak) * usable:.1f}" for i, v in enumerate(self.values)
+            f"{i * step:.1f},{pad + usable - (v / peak) * usable:.1f}"
+            for i, v in enumerate(self.values)
         )
 
     @property
@@ -63,7 +64,9 @@ class Sparkline:
         return f"{self.total} requests in the last {len(self.values)} {self.unit}"
 
 
-def traffic_by_hour(balancer_ids: Iterable[int], *, hours: int = SPARK_HOURS) -> dict[int, Sparkline]:
+def traffic_by_hour(
+    balancer_ids: Iterable[int], *, hours: int = SPARK_HOURS
+) -> dict[int, Sparkline]:
     """Requests per hour for each balancer over the last `hours` hours, oldest first."""
     ids = list(balancer_ids)
     now = timezone.now().replace(minute=0, second=0, microsecond=0)
@@ -98,7 +101,9 @@ class MemberState:
 
     @property
     def eligible(self) -> bool:
-        return self.enabled and self.instance.enabled and self.weight > 0 and self.health != "cooling"
+        return (
+            self.enabled and self.instance.enabled and self.weight > 0 and self.health != "cooling"
+        )
 
     @property
     def css(self) -> str:
@@ -197,7 +202,10 @@ class BalancerState:
 def _route_members(route: Route) -> list[tuple[Instance, int, int, bool]]:
     group = route.target_group
     if group is not None:
-        return [(m.instance, m.weight, m.priority, m.enabled and group.enabled) for m in group.members.all()]
+        return [
+            (m.instance, m.weight, m.priority, m.enabled and group.enabled)
+            for m in group.members.all()
+        ]
     if route.instance is not None:
         return [(route.instance, 100, 1, True)]
     return []
@@ -210,7 +218,9 @@ def balancer_states(balancers: Iterable[Balancer]) -> list[BalancerState]:
     """
     balancers = list(balancers)
     pairs = {b.pk: [(r, _route_members(r)) for r in b.routes.all()] for b in balancers}
-    pks = sorted({inst.pk for routes in pairs.values() for _, members in routes for inst, *_ in members})
+    pks = sorted(
+        {inst.pk for routes in pairs.values() for _, members in routes for inst, *_ in members}
+    )
     health = health_snapshot(pks)
     probes = probe_summaries(pks, history=0)
     states = []
@@ -218,17 +228,33 @@ def balancer_states(balancers: Iterable[Balancer]) -> list[BalancerState]:
         state = BalancerState(balancer)
         routes = sorted(pairs[balancer.pk], key=lambda pair: (pair[0].priority, pair[0].name))
         for order, (route, members) in enumerate(routes, start=1):
-            state.routes.append(RouteState(route=route, order=order, members=[
-                MemberState(instance=inst, weight=weight, priority=priority, enabled=enabled,
-                            health=health[inst.pk].status, probe=probes[inst.pk],
-                            cooldown_until=health[inst.pk].cooldown_until)
-                for inst, weight, priority, enabled in sorted(members, key=lambda m: (m[2], m[0].instance_id))
-            ]))
+            state.routes.append(
+                RouteState(
+                    route=route,
+                    order=order,
+                    members=[
+                        MemberState(
+                            instance=inst,
+                            weight=weight,
+                            priority=priority,
+                            enabled=enabled,
+                            health=health[inst.pk].status,
+                            probe=probes[inst.pk],
+                            cooldown_until=health[inst.pk].cooldown_until,
+                        )
+                        for inst, weight, priority, enabled in sorted(
+                            members, key=lambda m: (m[2], m[0].instance_id)
+                        )
+                    ],
+                )
+            )
         states.append(state)
     return states
 
 
-def member_probes(state: BalancerState, *, history: int = 10) -> list[tuple[Instance, ProbeSummary]]:
+def member_probes(
+    state: BalancerState, *, history: int = 10
+) -> list[tuple[Instance, ProbeSummary]]:
     """The balancer's member instances, each once in attempt order, with their latest probes."""
     instances = list({m.instance.pk: m.instance for r in state.routes for m in r.members}.values())
     probes = probe_summaries([i.pk for i in instances], history=history)
@@ -263,22 +289,30 @@ def recent_events(balancer: Balancer, *, limit: int = 15) -> list[UsageEvent]:
     """The latest usage events, each with `decision_words`: why it went where it did, in an operator's words."""
     events = list(UsageEvent.objects.filter(balancer=balancer).order_by("-created_at")[:limit])
     for event in events:
-        words = decision_words(event.decision_reason, event.confidence, event.attempt_log or [], event.route)
+        words = decision_words(
+            event.decision_reason, event.confidence, event.attempt_log or [], event.route
+        )
         setattr(event, "decision_words", words)  # noqa: B010  (display only, not a model field: mypy knows no such attribute)
     return events
 
 
-def recent_traffic_totals(balancer: Balancer, *, hours: int = 24, minutes: int | None = None) -> dict[str, Any]:
+def recent_traffic_totals(
+    balancer: Balancer, *, hours: int = 24, minutes: int | None = None
+) -> dict[str, Any]:
     """Live figures from the raw usage events of the last `hours` (or `minutes`) (the board, the detail page).
 
     The usage page's `gateway.reporting.selectors.usage_totals` sums hourly rollups over a range instead.
     """
-    since = timezone.now() - (timedelta(minutes=minutes) if minutes is not None else timedelta(hours=hours))
+    since = timezone.now() - (
+        timedelta(minutes=minutes) if minutes is not None else timedelta(hours=hours)
+    )
     from django.db.models import Avg, Sum
 
     totals = UsageEvent.objects.filter(balancer=balancer, created_at__gte=since).aggregate(
-        requests=Count("id"), errors=Count("id", filter=Q(status_code__gte=400)),
-        cost=Sum("cost_usd"), latency=Avg("latency_ms"),
+        requests=Count("id"),
+        errors=Count("id", filter=Q(status_code__gte=400)),
+        cost=Sum("cost_usd"),
+        latency=Avg("latency_ms"),
     )
     return totals
 
@@ -328,8 +362,13 @@ def _medians(events: Any) -> dict[str, tuple[float | None, float | None]]:
         lat.append(latency)
         if ttfb is not None:
             first.append(ttfb)
-    return {route: (statistics.median(lat) if lat else None, statistics.median(first) if first else None)
-            for route, (lat, first) in values.items()}
+    return {
+        route: (
+            statistics.median(lat) if lat else None,
+            statistics.median(first) if first else None,
+        )
+        for route, (lat, first) in values.items()
+    }
 
 
 def lane_figures(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
@@ -340,13 +379,22 @@ def lane_figures(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
     now = timezone.now()
     since = now - timedelta(minutes=minutes)
     events = UsageEvent.objects.filter(balancer=state.balancer, created_at__gte=since)
-    totals = {row["route"]: row for row in events.values("route").annotate(
-        n=Count("id"), errors=Count("id", filter=Q(status_code__gte=400)),
-        tokens=Sum("prompt_tokens") + Sum("completion_tokens"), cost=Sum("cost_usd"))}
+    totals = {
+        row["route"]: row
+        for row in events.values("route").annotate(
+            n=Count("id"),
+            errors=Count("id", filter=Q(status_code__gte=400)),
+            tokens=Sum("prompt_tokens") + Sum("completion_tokens"),
+            cost=Sum("cost_usd"),
+        )
+    }
     medians = _medians(events)
     series: dict[str, list[int]] = {}
-    for per_minute in events.annotate(minute=TruncMinute("created_at")).values("route", "minute").annotate(
-            n=Count("id")):
+    for per_minute in (
+        events.annotate(minute=TruncMinute("created_at"))
+        .values("route", "minute")
+        .annotate(n=Count("id"))
+    ):
         index = minutes - 1 - int((now - per_minute["minute"]).total_seconds() // 60)
         if 0 <= index < minutes:
             series.setdefault(per_minute["route"], [0] * minutes)[index] += per_minute["n"]
@@ -382,7 +430,7 @@ def _route_prices(route: Route) -> tuple[Decimal, Decimal]:
     members = [inst for inst, *_ in _route_members(route)]
     if not members:
         return Decimal(0), Decimal(0)
-    top = max(members, key=lambda i: (i.input_price_per_million + i.output_price_per_million))
+    top = max(members, key=lambda i: i.input_price_per_million + i.output_price_per_million)
     return Decimal(top.input_price_per_million), Decimal(top.output_price_per_million)
 
 
@@ -393,21 +441,34 @@ def balancer_savings(balancers: Iterable[Balancer]) -> dict[int, Savings]:
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month = today.replace(day=1)
     ids = [b.pk for b in balancers]
-    rows = {row["balancer_id"]: row for row in UsageEvent.objects.filter(balancer_id__in=ids, created_at__gte=month)
-            .values("balancer_id").annotate(cost=Sum("cost_usd"), prompt=Sum("prompt_tokens"),
-                                            completion=Sum("completion_tokens"))}
-    todays = dict(UsageEvent.objects.filter(balancer_id__in=ids, created_at__gte=today)
-                  .values("balancer_id").annotate(cost=Sum("cost_usd")).values_list("balancer_id", "cost"))
+    rows = {
+        row["balancer_id"]: row
+        for row in UsageEvent.objects.filter(balancer_id__in=ids, created_at__gte=month)
+        .values("balancer_id")
+        .annotate(
+            cost=Sum("cost_usd"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens")
+        )
+    }
+    todays = dict(
+        UsageEvent.objects.filter(balancer_id__in=ids, created_at__gte=today)
+        .values("balancer_id")
+        .annotate(cost=Sum("cost_usd"))
+        .values_list("balancer_id", "cost")
+    )
     result = {}
     for balancer in balancers:
         savings = Savings(today=todays.get(balancer.pk) or Decimal(0))
         row = rows.get(balancer.pk)
         priced = [(route, _route_prices(route)) for route in balancer.routes.all()]
         if priced:
-            route, (price_in, price_out) = max(priced, key=lambda pair: (pair[1][0] + pair[1][1], pair[0].name))
+            route, (price_in, price_out) = max(
+                priced, key=lambda pair: (pair[1][0] + pair[1][1], pair[0].name)
+            )
             savings.priciest_route = route.name
             if row:
                 savings.month = row["cost"] or Decimal(0)
-                savings.all_on_priciest = ((row["prompt"] or 0) * price_in + (row["completion"] or 0) * price_out) / 1_000_000
+                savings.all_on_priciest = (
+                    (row["prompt"] or 0) * price_in + (row["completion"] or 0) * price_out
+                ) / 1_000_000
         result[balancer.pk] = savings
     return result

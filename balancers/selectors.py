@@ -12,8 +12,10 @@ def balancer_list() -> QuerySet[Balancer]:
     routes = Route.objects.select_related("target_group", "instance").order_by("priority", "id")
     return (
         Balancer.objects.select_related("router_model")
-        .prefetch_related(Prefetch("routes", queryset=routes),
-                          Prefetch("rules", queryset=ContentRule.objects.select_related("route")))
+        .prefetch_related(
+            Prefetch("routes", queryset=routes),
+            Prefetch("rules", queryset=ContentRule.objects.select_related("route")),
+        )
         .order_by("name")
     )
 

@@ -20,15 +20,33 @@ urlpatterns = [
     path("balancers/<slug:name>/edit/", views.wizard_edit, name="wizard-edit"),
     path("balancers/<slug:name>/edit/check/", views.wizard_check, name="wizard-edit-check"),
     path("balancers/<slug:name>/edit/discard/", views.wizard_discard, name="wizard-edit-discard"),
-    path("balancers/<slug:name>/edit/separation/", views.wizard_separation, name="wizard-edit-separation"),
+    path(
+        "balancers/<slug:name>/edit/separation/",
+        views.wizard_separation,
+        name="wizard-edit-separation",
+    ),
     path("balancers/<slug:name>/edit/" + step, views.wizard_step, name="wizard-edit-step"),
-    path("balancers/<slug:name>/edit/" + step + "autosave/", views.wizard_autosave, name="wizard-edit-autosave"),
+    path(
+        "balancers/<slug:name>/edit/" + step + "autosave/",
+        views.wizard_autosave,
+        name="wizard-edit-autosave",
+    ),
     path("balancers/<slug:name>/", views.balancer_detail, name="balancer-detail"),
     path("balancers/<slug:name>/board/", views.balancer_board, name="balancer-board"),
-    path("balancers/<slug:name>/board/events/", views.balancer_board_events, name="balancer-board-events"),
-    path("balancers/<slug:name>/board/action/", views.balancer_board_action, name="balancer-board-action"),
+    path(
+        "balancers/<slug:name>/board/events/",
+        views.balancer_board_events,
+        name="balancer-board-events",
+    ),
+    path(
+        "balancers/<slug:name>/board/action/",
+        views.balancer_board_action,
+        name="balancer-board-action",
+    ),
     path("balancers/<slug:name>/test/", views.balancer_test, name="balancer-test"),
-    path("balancers/<slug:name>/smoke-test/", views.balancer_smoke_test, name="balancer-smoke-test"),
+    path(
+        "balancers/<slug:name>/smoke-test/", views.balancer_smoke_test, name="balancer-smoke-test"
+    ),
     path("balancers/<slug:name>/toggle/", views.balancer_toggle, name="balancer-toggle"),
     path("balancers/<slug:name>/delete/", views.balancer_remove, name="balancer-delete"),
 ]

@@ -16,13 +16,17 @@ MANY_DEFAULTS = "Only one route can be the default."
 NO_ROUTES = "Add at least one route."
 
 
-def balancer_field_errors(*, routing_mode: str, workload_kind: str, router_model: Instance | None) -> dict[str, str]:
+def balancer_field_errors(
+    *, routing_mode: str, workload_kind: str, router_model: Instance | None
+) -> dict[str, str]:
     errors: dict[str, str] = {}
     if routing_mode == "intent_classifier":
         if router_model is None:
             errors["router_model"] = "A router model is required for the intent_classifier mode."
         elif workload_kind != WorkloadKind.CHAT:
-            errors["routing_mode"] = "The intent_classifier mode routes chat prompts; use ordered or weighted for embeddings."
+            errors["routing_mode"] = (
+                "The intent_classifier mode routes chat prompts; use ordered or weighted for embeddings."
+            )
     if router_model is not None and router_model.workload_kind != WorkloadKind.CHAT:
         errors["router_model"] = "The router model must be a chat instance."
     if router_model is not None and router_model.provider == Provider.SIMULATOR:
@@ -42,11 +46,17 @@ def route_field_errors(
     elif group is not None and instance is not None:
         errors["destination"] = "Pick a target group or an instance, not both."
     elif group is not None and group.workload_kind != workload_kind:
-        errors["destination"] = f"{group.name} serves {group.workload_kind}; this balancer serves {workload_kind}."
+        errors["destination"] = (
+            f"{group.name} serves {group.workload_kind}; this balancer serves {workload_kind}."
+        )
     elif instance is not None and instance.workload_kind != workload_kind:
-        errors["destination"] = f"{instance.instance_id} is a {instance.workload_kind} instance; this balancer serves {workload_kind}."
+        errors["destination"] = (
+            f"{instance.instance_id} is a {instance.workload_kind} instance; this balancer serves {workload_kind}."
+        )
     elif instance is not None and instance.provider == Provider.BUILTIN:
-        errors["destination"] = f"{instance.instance_id} is a built-in router model and cannot answer prompts."
+        errors["destination"] = (
+            f"{instance.instance_id} is a built-in router model and cannot answer prompts."
+        )
     if routing_mode == "intent_classifier" and not (route.get("intent") or "").strip():
         errors["intent"] = "Describe in one sentence which prompts belong on this route."
     examples = route.get("examples") or []
@@ -82,7 +92,9 @@ def route_set_errors(routes: Iterable[Mapping[str, Any]]) -> list[str]:
 RULE_KINDS_FOR_CHAT_ONLY = ("tools", "images", "response_format", "metadata")
 
 
-def rule_field_errors(*, rule: Mapping[str, Any], routes: Mapping[str, bool], workload_kind: str) -> dict[str, str]:
+def rule_field_errors(
+    *, rule: Mapping[str, Any], routes: Mapping[str, bool], workload_kind: str
+) -> dict[str, str]:
     """Errors for one content rule, given as a mapping of its fields; `routes` maps the balancer's
     route names (as they will be saved) to whether each is enabled."""
     from balancers.models import RULE_NAME_MAX, RuleKind
@@ -115,11 +127,15 @@ def rule_field_errors(*, rule: Mapping[str, Any], routes: Mapping[str, bool], wo
             check_token_range(rule.get("min_tokens"), rule.get("max_tokens"))
         elif kind == RuleKind.METADATA and not (rule.get("metadata_key") or "").strip():
             errors["metadata_key"] = "Give the metadata key to look at."
-        elif kind in (RuleKind.METADATA, RuleKind.USER, RuleKind.TAG, RuleKind.API_KEY) and not value:
-            errors["value"] = {"metadata": "Give the value the metadata key must have.",
-                               "user": "Give the user value to match.",
-                               "tag": "Give the tag to look for.",
-                               "api_key": "Give the name of the API key."}[kind]
+        elif (
+            kind in (RuleKind.METADATA, RuleKind.USER, RuleKind.TAG, RuleKind.API_KEY) and not value
+        ):
+            errors["value"] = {
+                "metadata": "Give the value the metadata key must have.",
+                "user": "Give the user value to match.",
+                "tag": "Give the tag to look for.",
+                "api_key": "Give the name of the API key.",
+            }[kind]
         elif kind == RuleKind.TAG and "," in value:
             errors["value"] = "One tag per rule (the header separates tags with commas)."
     except RuleSyntaxError as exc:
@@ -131,7 +147,9 @@ def rule_field_errors(*, rule: Mapping[str, Any], routes: Mapping[str, bool], wo
     elif route not in routes:
         errors["route"] = f"{route} is not a route of this balancer."
     elif rule.get("enabled", True) and not routes[route]:
-        errors["route"] = f"Route {route} is disabled: enable it, pick another route or disable the rule."
+        errors["route"] = (
+            f"Route {route} is disabled: enable it, pick another route or disable the rule."
+        )
     return errors
 
 

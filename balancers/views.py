@@ -101,11 +101,18 @@ def balancer_list(request: HtmxHttpRequest) -> HttpResponse:
     states = balancer_states(balancers_for_pages())
     sparks = traffic_by_hour([s.balancer.pk for s in states])
     savings = balancer_savings(s.balancer for s in states)
-    rows = [{"state": s, "spark": sparks[s.balancer.pk], "savings": savings[s.balancer.pk]} for s in states]
-    return render(request, "balancers/list.html", {
-        "rows": rows,
-        "draft": request.session.get(DRAFT_PREFIX + "new"),
-    })
+    rows = [
+        {"state": s, "spark": sparks[s.balancer.pk], "savings": savings[s.balancer.pk]}
+        for s in states
+    ]
+    return render(
+        request,
+        "balancers/list.html",
+        {
+            "rows": rows,
+            "draft": request.session.get(DRAFT_PREFIX + "new"),
+        },
+    )
 
 
 def _state_or_404(name: str) -> Any:
@@ -122,9 +129,14 @@ def _smoke_context(request: HtmxHttpRequest, balancer: Balancer) -> dict[str, An
         "balancer": balancer,
         "smoke_routes": routes,
         "smoke_default": default,
-        "smoke_prompt": DEFAULT_PROMPT if balancer.workload_kind == "chat" else "Where is my order?",
-        "sample": sample_calls(base_url=gateway_base_url(request), serving_name=balancer.serving_name,
-                               workload_kind=balancer.workload_kind),
+        "smoke_prompt": DEFAULT_PROMPT
+        if balancer.workload_kind == "chat"
+        else "Where is my order?",
+        "sample": sample_calls(
+            base_url=gateway_base_url(request),
+            serving_name=balancer.serving_name,
+            workload_kind=balancer.workload_kind,
+        ),
     }
 
 
@@ -134,15 +146,19 @@ def balancer_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     state = _state_or_404(name)
     balancer = state.balancer
     route_traffic(state)
-    return render(request, "balancers/detail.html", {
-        **_smoke_context(request, balancer),
-        "state": state,
-        "spark": traffic_by_hour([balancer.pk])[balancer.pk],
-        "totals": recent_traffic_totals(balancer),
-        "mode_help": MODE_HELP.get(balancer.routing_mode, ""),
-        "rules": [{**rule, "summary": rule_summary(rule)} for rule in rule_values(balancer)],
-        "audit": list(balancer.audit_entries.all()[:20]),
-    })
+    return render(
+        request,
+        "balancers/detail.html",
+        {
+            **_smoke_context(request, balancer),
+            "state": state,
+            "spark": traffic_by_hour([balancer.pk])[balancer.pk],
+            "totals": recent_traffic_totals(balancer),
+            "mode_help": MODE_HELP.get(balancer.routing_mode, ""),
+            "rules": [{**rule, "summary": rule_summary(rule)} for rule in rule_values(balancer)],
+            "audit": list(balancer.audit_entries.all()[:20]),
+        },
+    )
 
 
 def _board_state(name: str) -> Any:
@@ -161,12 +177,24 @@ def board_lanes_payload(name: str) -> bytes:
         lane_state, words = lane.lane_state(now)
         html = render_to_string("balancers/board.html#lane_live", {"r": lane, "now": now})
         lanes[lane.route.name] = {"state": lane_state, "words": words, "html": html}
-    summary = render_to_string("balancers/board.html#summary", {
-        "state": state, "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES),
-        "live_minutes": LIVE_MINUTES, "savings": balancer_savings([state.balancer])[state.balancer.pk]})
+    summary = render_to_string(
+        "balancers/board.html#summary",
+        {
+            "state": state,
+            "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES),
+            "live_minutes": LIVE_MINUTES,
+            "savings": balancer_savings([state.balancer])[state.balancer.pk],
+        },
+    )
     probes = render_to_string("balancers/board.html#probes", {"probes": member_probes(state)})
-    return orjson.dumps({"routes": [lane.route.name for lane in state.routes], "lanes": lanes, "summary": summary,
-                         "probes": probes})
+    return orjson.dumps(
+        {
+            "routes": [lane.route.name for lane in state.routes],
+            "lanes": lanes,
+            "summary": summary,
+            "probes": probes,
+        }
+    )
 
 
 @role_required(VIEWER)
@@ -175,35 +203,59 @@ def balancer_board(request: HtmxHttpRequest, name: str) -> HttpResponse:
     if request.GET.get("lanes"):  # the fallback poll while the event stream is down
         return HttpResponse(board_lanes_payload(name), content_type="application/json")
     state = _board_state(name)
-    context = {"state": state, "balancer": state.balancer, "events": recent_events(state.balancer),
-               "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES), "live_minutes": LIVE_MINUTES,
-               "now": time.time(), "probes": member_probes(state),
-               "savings": balancer_savings([state.balancer])[state.balancer.pk]}
+    context = {
+        "state": state,
+        "balancer": state.balancer,
+        "events": recent_events(state.balancer),
+        "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES),
+        "live_minutes": LIVE_MINUTES,
+        "now": time.time(),
+        "probes": member_probes(state),
+        "savings": balancer_savings([state.balancer])[state.balancer.pk],
+    }
     template = "balancers/board.html#events" if request.htmx else "balancers/board.html"
     return render(request, template, context)
 
 
 def _balancer_instance(balancer: Balancer, instance_id: str) -> Instance:
     for route in balancer.routes.select_related("instance", "target_group").all():
-        if route.instance_id and route.instance is not None and route.instance.instance_id == instance_id:
+        if (
+            route.instance_id
+            and route.instance is not None
+            and route.instance.instance_id == instance_id
+        ):
             return route.instance
         if route.target_group is not None:
-            member = route.target_group.members.select_related("instance").filter(
-                instance__instance_id=instance_id).first()
+            member = (
+                route.target_group.members.select_related("instance")
+                .filter(instance__instance_id=instance_id)
+                .first()
+            )
             if member is not None:
                 return member.instance
-    raise ActionRefused(f"{instance_id or 'That instance'} serves none of {balancer.name}'s routes.")
+    raise ActionRefused(
+        f"{instance_id or 'That instance'} serves none of {balancer.name}'s routes."
+    )
 
 
 def _board_action(request: HtmxHttpRequest, balancer: Balancer) -> AuditEntry:
     action = request.POST.get("action", "")
     instance_id = request.POST.get("instance", "")
-    route = balancer.routes.select_related("target_group").filter(name=request.POST.get("route", "")).first()
-    if action in ("route-disable", "route-enable", "member-drain", "member-restore") and route is None:
+    route = (
+        balancer.routes.select_related("target_group")
+        .filter(name=request.POST.get("route", ""))
+        .first()
+    )
+    if (
+        action in ("route-disable", "route-enable", "member-drain", "member-restore")
+        and route is None
+    ):
         raise ActionRefused("No such route.")
     if action in ("route-disable", "route-enable"):
         assert route is not None
-        return route_set_enabled(user=request.user, balancer=balancer, route=route, enabled=action == "route-enable")
+        return route_set_enabled(
+            user=request.user, balancer=balancer, route=route, enabled=action == "route-enable"
+        )
     if action in ("member-drain", "member-restore"):
         assert route is not None
         act = member_drain if action == "member-drain" else member_restore
@@ -211,12 +263,17 @@ def _board_action(request: HtmxHttpRequest, balancer: Balancer) -> AuditEntry:
     if action == "cooldown-end":
         instance = _balancer_instance(balancer, instance_id)
         mark_healthy(instance.pk)
-        return audit_record(user=request.user, action="cooldown ended", object_label=instance.instance_id,
-                            balancer=balancer)
+        return audit_record(
+            user=request.user,
+            action="cooldown ended",
+            object_label=instance.instance_id,
+            balancer=balancer,
+        )
     if action in ("simulator-down", "simulator-up"):
         instance = _balancer_instance(balancer, instance_id)
-        return simulator_set_down(user=request.user, balancer=balancer, instance=instance,
-                                  down=action == "simulator-down")
+        return simulator_set_down(
+            user=request.user, balancer=balancer, instance=instance, down=action == "simulator-down"
+        )
     raise ActionRefused("Unknown action.")
 
 
@@ -243,7 +300,9 @@ SSE_KEEPALIVE_SECONDS = 15.0
 
 @role_required(VIEWER)
 @require_GET
-async def balancer_board_events(request: HtmxHttpRequest, name: str) -> HttpResponse | StreamingHttpResponse:
+async def balancer_board_events(
+    request: HtmxHttpRequest, name: str
+) -> HttpResponse | StreamingHttpResponse:
     """The board's event stream (text/event-stream): `requests` as the gateway serves them,
     `lanes` when a lane's state or figures change. Fed by gateway.board_feed's hub."""
     balancer = await Balancer.objects.filter(name=name).only("pk").afirst()
@@ -258,8 +317,11 @@ async def balancer_board_events(request: HtmxHttpRequest, name: str) -> HttpResp
     try:
         queue = await listening.__aenter__()
     except FeedUnavailable:
-        return HttpResponse("The live feed is unavailable; the board polls instead.", status=503,
-                            content_type="text/plain")
+        return HttpResponse(
+            "The live feed is unavailable; the board polls instead.",
+            status=503,
+            content_type="text/plain",
+        )
 
     async def stream() -> AsyncIterator[bytes]:
         try:
@@ -288,9 +350,23 @@ def _current_routes(balancer: Balancer) -> list[dict[str, Any]]:
 
 
 def _current_fields(balancer: Balancer, **changes: Any) -> dict[str, Any]:
-    fields = {key: getattr(balancer, key) for key in (
-        "name", "serving_name", "description", "workload_kind", "routing_mode", "auto_preference", "router_model",
-        "classifier_timeout", "confidence_threshold", "attempt_budget", "request_timeout", "enabled")}
+    fields = {
+        key: getattr(balancer, key)
+        for key in (
+            "name",
+            "serving_name",
+            "description",
+            "workload_kind",
+            "routing_mode",
+            "auto_preference",
+            "router_model",
+            "classifier_timeout",
+            "confidence_threshold",
+            "attempt_budget",
+            "request_timeout",
+            "enabled",
+        )
+    }
     return {**fields, **changes}
 
 
@@ -300,11 +376,18 @@ def balancer_toggle(request: HtmxHttpRequest, name: str) -> HttpResponse:
     balancer = get_object_or_404(Balancer, name=name)
     enabled = not balancer.enabled
     try:
-        balancer_save(balancer=balancer, fields=_current_fields(balancer, enabled=enabled), routes=_current_routes(balancer))
+        balancer_save(
+            balancer=balancer,
+            fields=_current_fields(balancer, enabled=enabled),
+            routes=_current_routes(balancer),
+        )
     except ValidationError as exc:
         messages.error(request, "Could not change it: " + "; ".join(exc.messages))
     else:
-        messages.success(request, f"{balancer.serving_name} is {'serving again' if enabled else 'disabled: clients get a 404 for it'}.")
+        messages.success(
+            request,
+            f"{balancer.serving_name} is {'serving again' if enabled else 'disabled: clients get a 404 for it'}.",
+        )
     return redirect("balancer-detail", name=balancer.name)
 
 
@@ -323,13 +406,24 @@ def balancer_remove(request: HtmxHttpRequest, name: str) -> HttpResponse:
 def balancer_test(request: HtmxHttpRequest, name: str) -> HttpResponse:
     """Step 6 after the save: the sample call and the smoke test."""
     balancer = get_object_or_404(Balancer.objects.prefetch_related("routes"), name=name)
-    return render(request, "balancers/wizard.html", {
-        **_smoke_context(request, balancer),
-        "step": STEPS[-1],
-        "saved": True,
-        "steps_nav": [{"step": s, "state": "done" if s.slug != "review" else "current", "url": "", "number": i}
-                      for i, s in enumerate(STEPS, start=1)],
-    })
+    return render(
+        request,
+        "balancers/wizard.html",
+        {
+            **_smoke_context(request, balancer),
+            "step": STEPS[-1],
+            "saved": True,
+            "steps_nav": [
+                {
+                    "step": s,
+                    "state": "done" if s.slug != "review" else "current",
+                    "url": "",
+                    "number": i,
+                }
+                for i, s in enumerate(STEPS, start=1)
+            ],
+        },
+    )
 
 
 @role_required(VIEWER)
@@ -340,9 +434,15 @@ async def balancer_smoke_test(request: HtmxHttpRequest, name: str) -> HttpRespon
         raise Http404("No such balancer.")
     prompt = request.POST.get("prompt", "").strip() or DEFAULT_PROMPT
     route = request.POST.get("route", "")
-    result = await smoke_test(serving_name=balancer.serving_name, workload_kind=balancer.workload_kind,
-                              prompt=prompt, route=route or None)
-    template = "includes/smoke_test.html#result" if request.htmx else "includes/smoke_test_page.html"
+    result = await smoke_test(
+        serving_name=balancer.serving_name,
+        workload_kind=balancer.workload_kind,
+        prompt=prompt,
+        route=route or None,
+    )
+    template = (
+        "includes/smoke_test.html#result" if request.htmx else "includes/smoke_test_page.html"
+    )
     return await sync_to_async(render)(request, template, {"result": result, "balancer": balancer})
 
 
@@ -379,11 +479,16 @@ def _step_url(balancer: Balancer | None, step: str) -> str:
 
 def _wizard_urls(balancer: Balancer | None) -> dict[str, str]:
     if balancer is None:
-        return {"check": reverse("wizard-check"), "discard": reverse("wizard-discard"),
-                "separation": reverse("wizard-separation")}
-    return {"check": reverse("wizard-edit-check", kwargs={"name": balancer.name}),
-            "discard": reverse("wizard-edit-discard", kwargs={"name": balancer.name}),
-            "separation": reverse("wizard-edit-separation", kwargs={"name": balancer.name})}
+        return {
+            "check": reverse("wizard-check"),
+            "discard": reverse("wizard-discard"),
+            "separation": reverse("wizard-separation"),
+        }
+    return {
+        "check": reverse("wizard-edit-check", kwargs={"name": balancer.name}),
+        "discard": reverse("wizard-edit-discard", kwargs={"name": balancer.name}),
+        "separation": reverse("wizard-edit-separation", kwargs={"name": balancer.name}),
+    }
 
 
 @role_required(OPERATOR)
@@ -392,7 +497,9 @@ def wizard_start(request: HtmxHttpRequest) -> HttpResponse:
     """/balancers/new/: resume the draft in progress, or start one with the defaults filled in."""
     draft = _load_draft(request, None)
     step = draft.get("step")
-    return redirect(_step_url(None, step if isinstance(step, str) and step in active_steps(draft) else "name"))
+    return redirect(
+        _step_url(None, step if isinstance(step, str) and step in active_steps(draft) else "name")
+    )
 
 
 @role_required(OPERATOR)
@@ -407,7 +514,9 @@ def wizard_edit(request: HtmxHttpRequest, name: str) -> HttpResponse:
     return redirect(_step_url(balancer, draft["step"]))
 
 
-def _steps_nav(draft: dict[str, Any], check: Any, current: str, balancer: Balancer | None) -> list[dict[str, Any]]:
+def _steps_nav(
+    draft: dict[str, Any], check: Any, current: str, balancer: Balancer | None
+) -> list[dict[str, Any]]:
     active = active_steps(draft)
     checked = set(draft.get("checked", []))
     nav = []
@@ -421,13 +530,26 @@ def _steps_nav(draft: dict[str, Any], check: Any, current: str, balancer: Balanc
             state, note = ("invalid", "Needs attention") if has_errors else ("done", "")
         else:
             state, note = "todo", ""
-        nav.append({"step": step, "state": state, "note": note, "number": number,
-                    "url": _step_url(balancer, step.slug)})
+        nav.append(
+            {
+                "step": step,
+                "state": state,
+                "note": note,
+                "number": number,
+                "url": _step_url(balancer, step.slug),
+            }
+        )
     return nav
 
 
-def _render_step(request: HtmxHttpRequest, balancer: Balancer | None, draft: dict[str, Any], step: str,
-                 check: Any = None, status: int = 200) -> HttpResponse:
+def _render_step(
+    request: HtmxHttpRequest,
+    balancer: Balancer | None,
+    draft: dict[str, Any],
+    step: str,
+    check: Any = None,
+    status: int = 200,
+) -> HttpResponse:
     check = check or draft_check(draft)
     index = [s.slug for s in STEPS].index(step)
     active = active_steps(draft)
@@ -458,14 +580,22 @@ def _render_step(request: HtmxHttpRequest, balancer: Balancer | None, draft: dic
     if step == "review":
         context["rows"] = _route_rows(check)
         context["rule_rows"] = _rule_rows(check)
-        context["router_instance"] = next((i for i in check.router.instances
-                                          if i.instance_id == draft["router"].get("router_model")), None)
+        context["router_instance"] = next(
+            (
+                i
+                for i in check.router.instances
+                if i.instance_id == draft["router"].get("router_model")
+            ),
+            None,
+        )
     response = render(request, "balancers/wizard.html", context, status=status)
     response["Cache-Control"] = "no-store"
     return response
 
 
-def _route_rows(check: Any, *, show_errors: bool = False, focus: str | None = None) -> list[dict[str, Any]]:
+def _route_rows(
+    check: Any, *, show_errors: bool = False, focus: str | None = None
+) -> list[dict[str, Any]]:
     rows = []
     for index, form in enumerate(check.routes, start=1):
         group, instance = resolve_destination(form.row.get("destination", ""))
@@ -477,12 +607,22 @@ def _route_rows(check: Any, *, show_errors: bool = False, focus: str | None = No
         if focus == form.row["key"]:
             form.fields["name"].widget.attrs["autofocus"] = True
         examples = [line for line in (form.row.get("examples") or "").splitlines() if line.strip()]
-        rows.append({"form": form, "row": form.row, "index": index, "group": group, "instance": instance,
-                     "example_count": len(examples)})
+        rows.append(
+            {
+                "form": form,
+                "row": form.row,
+                "index": index,
+                "group": group,
+                "instance": instance,
+                "example_count": len(examples),
+            }
+        )
     return rows
 
 
-def _rule_rows(check: Any, *, show_errors: bool = False, focus: str | None = None) -> list[dict[str, Any]]:
+def _rule_rows(
+    check: Any, *, show_errors: bool = False, focus: str | None = None
+) -> list[dict[str, Any]]:
     rows = []
     for index, form in enumerate(check.rules, start=1):
         form.show_errors = show_errors
@@ -493,38 +633,69 @@ def _rule_rows(check: Any, *, show_errors: bool = False, focus: str | None = Non
                 bound.widget.attrs["aria-describedby"] = f"{form[name].id_for_label}-error"
         if focus == form.row["key"]:
             form.fields["name"].widget.attrs["autofocus"] = True
-        rows.append({"form": form, "row": form.row, "index": index, "uses": form.uses,
-                     "summary": rule_summary(form.row)})
+        rows.append(
+            {
+                "form": form,
+                "row": form.row,
+                "index": index,
+                "uses": form.uses,
+                "summary": rule_summary(form.row),
+            }
+        )
     return rows
 
 
-def _render_rules_fragment(request: HtmxHttpRequest, balancer: Balancer | None, draft: dict[str, Any],
-                           focus: str | None = None) -> HttpResponse:
+def _render_rules_fragment(
+    request: HtmxHttpRequest,
+    balancer: Balancer | None,
+    draft: dict[str, Any],
+    focus: str | None = None,
+) -> HttpResponse:
     check = draft_check(draft)
     show_errors = "routes" in draft.get("checked", [])
-    response = render(request, "balancers/wizard.html#rules", {
-        "draft": draft, "check": check, "rule_rows": _rule_rows(check, show_errors=show_errors, focus=focus),
-        "routing_mode": draft["mode"].get("routing_mode"),
-        "show_errors": show_errors, "step_url": _step_url(balancer, "routes"),
-    })
+    response = render(
+        request,
+        "balancers/wizard.html#rules",
+        {
+            "draft": draft,
+            "check": check,
+            "rule_rows": _rule_rows(check, show_errors=show_errors, focus=focus),
+            "routing_mode": draft["mode"].get("routing_mode"),
+            "show_errors": show_errors,
+            "step_url": _step_url(balancer, "routes"),
+        },
+    )
     response["Cache-Control"] = "no-store"
     return response
 
 
-def _render_routes_fragment(request: HtmxHttpRequest, balancer: Balancer | None, draft: dict[str, Any],
-                            focus: str | None = None) -> HttpResponse:
+def _render_routes_fragment(
+    request: HtmxHttpRequest,
+    balancer: Balancer | None,
+    draft: dict[str, Any],
+    focus: str | None = None,
+) -> HttpResponse:
     check = draft_check(draft)
     show_errors = "routes" in draft.get("checked", [])
-    response = render(request, "balancers/wizard.html#routes", {
-        "draft": draft, "check": check, "routing_mode": draft["mode"].get("routing_mode"),
-        "rows": _route_rows(check, show_errors=show_errors, focus=focus),
-        "show_errors": show_errors, "step_url": _step_url(balancer, "routes"),
-    })
+    response = render(
+        request,
+        "balancers/wizard.html#routes",
+        {
+            "draft": draft,
+            "check": check,
+            "routing_mode": draft["mode"].get("routing_mode"),
+            "rows": _route_rows(check, show_errors=show_errors, focus=focus),
+            "show_errors": show_errors,
+            "step_url": _step_url(balancer, "routes"),
+        },
+    )
     response["Cache-Control"] = "no-store"
     return response
 
 
-def _go(request: HtmxHttpRequest, balancer: Balancer | None, draft: dict[str, Any], step: str) -> HttpResponse:
+def _go(
+    request: HtmxHttpRequest, balancer: Balancer | None, draft: dict[str, Any], step: str
+) -> HttpResponse:
     draft["step"] = step
     _store(request, balancer, draft)
     return redirect(_step_url(balancer, step))
@@ -552,7 +723,10 @@ def wizard_step(request: HtmxHttpRequest, step: str, name: str | None = None) ->
         rows = draft["routes"]["rows"]
         focus = None
         if nav == "add":
-            row = blank_row(max((int(r["priority"]) for r in rows if str(r["priority"]).isdigit()), default=0) + 1)
+            row = blank_row(
+                max((int(r["priority"]) for r in rows if str(r["priority"]).isdigit()), default=0)
+                + 1
+            )
             rows.append(row)
             focus = row["key"]
         else:
@@ -572,7 +746,9 @@ def wizard_step(request: HtmxHttpRequest, step: str, name: str | None = None) ->
             focus = rule["key"]
         elif nav.startswith("remove-rule:"):
             rules = [r for r in rules if r["key"] != nav.partition(":")[2]]
-        draft["rules"] = {"rows": rules}  # "rule-kind": the row is drawn again with the new kind's fields
+        draft["rules"] = {
+            "rows": rules
+        }  # "rule-kind": the row is drawn again with the new kind's fields
         _store(request, balancer, draft)
         if request.htmx:
             return _render_rules_fragment(request, balancer, draft, focus=focus)
@@ -600,9 +776,15 @@ def wizard_step(request: HtmxHttpRequest, step: str, name: str | None = None) ->
         return _render_step(request, balancer, draft, step, check)
     request.session.pop(_draft_key(balancer), None)
     if balancer is None:
-        messages.success(request, f"{saved.serving_name} is saved. Paste the sample call into any client, or smoke-test it here.")
+        messages.success(
+            request,
+            f"{saved.serving_name} is saved. Paste the sample call into any client, or smoke-test it here.",
+        )
         return redirect("balancer-test", name=saved.name)
-    messages.success(request, f"Saved {saved.serving_name}. The gateway routes by the new configuration within a second.")
+    messages.success(
+        request,
+        f"Saved {saved.serving_name}. The gateway routes by the new configuration within a second.",
+    )
     return redirect("balancer-detail", name=saved.name)
 
 
@@ -612,14 +794,18 @@ def wizard_autosave(request: HtmxHttpRequest, step: str, name: str | None = None
     """Keep what is typed, as it is typed, so a reload loses nothing (hx-post on change)."""
     balancer = _wizard_target(name)
     draft = _load_draft(request, balancer)
-    if step not in active_steps(draft) or (step == "review" and "attempt_budget" not in request.POST):
+    if step not in active_steps(draft) or (
+        step == "review" and "attempt_budget" not in request.POST
+    ):
         return HttpResponse(status=204)
     draft_update(draft, step, request.POST)
     _store(request, balancer, draft)
     if step == "routes":
         # The route-set message (exactly one default...) follows the edit live.
         check = draft_check(draft)
-        return render(request, "balancers/wizard.html#route-set-errors", {"check": check, "oob": True})
+        return render(
+            request, "balancers/wizard.html#route-set-errors", {"check": check, "oob": True}
+        )
     return HttpResponse(status=204)
 
 
@@ -639,7 +825,9 @@ def wizard_check(request: HtmxHttpRequest, name: str | None = None) -> HttpRespo
         errors = [str(message) for message in form.errors.get(field, [])]
         if not errors:
             ok = "Available." if field == "name" else f'Clients will call model="{value}".'
-    return render(request, "balancers/wizard.html#feedback", {"field": field, "errors": errors, "ok": ok})
+    return render(
+        request, "balancers/wizard.html#feedback", {"field": field, "errors": errors, "ok": ok}
+    )
 
 
 @role_required(OPERATOR)
@@ -649,13 +837,26 @@ def wizard_separation(request: HtmxHttpRequest, name: str | None = None) -> Http
     the pairs the built-in router would confuse, from gateway.router_models.separation."""
     _wizard_target(name)
     rows = routes_from_post(request.POST)
-    overlaps = route_overlaps([
-        RouteIntent(name=r["name"], intent=r["intent"],
-                    examples=tuple(line for line in r["examples"].splitlines() if line.strip()))
-        for r in rows if r["name"]])
-    return render(request, "balancers/wizard.html#separation", {
-        "overlaps": overlaps, "checked_routes": len([r for r in rows if r["name"]]),
-        "too_many": len(rows) > SEPARATION_MAX_ROUTES})
+    overlaps = route_overlaps(
+        [
+            RouteIntent(
+                name=r["name"],
+                intent=r["intent"],
+                examples=tuple(line for line in r["examples"].splitlines() if line.strip()),
+            )
+            for r in rows
+            if r["name"]
+        ]
+    )
+    return render(
+        request,
+        "balancers/wizard.html#separation",
+        {
+            "overlaps": overlaps,
+            "checked_routes": len([r for r in rows if r["name"]]),
+            "too_many": len(rows) > SEPARATION_MAX_ROUTES,
+        },
+    )
 
 
 @role_required(OPERATOR)
@@ -670,4 +871,3 @@ def wizard_discard(request: HtmxHttpRequest, name: str | None = None) -> HttpRes
         return redirect("wizard-start")
     messages.info(request, "Draft discarded.")
     return redirect("balancer-list")
-

@@ -37,36 +37,77 @@ from gateway.hotpath.redis_client import call_async  # noqa: E402
 from gateway.hotpath.snapshot import KeySpec  # noqa: E402
 
 KEY = KeySpec(pk=1, name="bench", allowed=None, rate_limit_per_minute=None)
-ANSWER = orjson.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "A fairly normal answer. " * 40},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 60, "completion_tokens": 200, "total_tokens": 260}})
+ANSWER = orjson.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "A fairly normal answer. " * 40},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 60, "completion_tokens": 200, "total_tokens": 260},
+    }
+)
 TOPICS = ["refund", "invoice", "password", "shipping", "warranty", "upgrade", "contract", "login"]
 
 
 def balancer(pk: int, mode: str) -> BalancerSpec:
-    return BalancerSpec(pk=pk, name=f"bench-{mode}", serving_name=f"bench-{mode}", workload_kind="chat",
-                        routing_mode="ordered", auto_preference="balanced", router_model=None, classifier_timeout=1,
-                        confidence_threshold=0, attempt_budget=1, request_timeout=60, enabled=True, routes=(),
-                        cache=CachePolicy(mode=mode, ttl_seconds=60, similarity_threshold=0.95,
-                                          shared_across_keys=False))
+    return BalancerSpec(
+        pk=pk,
+        name=f"bench-{mode}",
+        serving_name=f"bench-{mode}",
+        workload_kind="chat",
+        routing_mode="ordered",
+        auto_preference="balanced",
+        router_model=None,
+        classifier_timeout=1,
+        confidence_threshold=0,
+        attempt_budget=1,
+        request_timeout=60,
+        enabled=True,
+        routes=(),
+        cache=CachePolicy(
+            mode=mode, ttl_seconds=60, similarity_threshold=0.95, shared_across_keys=False
+        ),
+    )
 
 
 def request(i: int, *, stream: bool = False) -> ClientRequest:
-    prompt = (f"Customer {i} asks about their {TOPICS[i % len(TOPICS)]} number {i * 7919}: what should they do "
-              f"next, and how long will it take? They wrote in on day {i % 31}.")
-    payload: dict[str, Any] = {"model": "bench", "messages": [{"role": "system", "content": "You are a support agent."},
-                                                              {"role": "user", "content": prompt}],
-                               "temperature": 0, "stream": stream}
-    return ClientRequest(endpoint="chat", payload=payload, key=KEY, request_id=f"r{i}", route_override=None,
-                         started=time.monotonic(), created_at=datetime.now(UTC))
+    prompt = (
+        f"Customer {i} asks about their {TOPICS[i % len(TOPICS)]} number {i * 7919}: what should they do "
+        f"next, and how long will it take? They wrote in on day {i % 31}."
+    )
+    payload: dict[str, Any] = {
+        "model": "bench",
+        "messages": [
+            {"role": "system", "content": "You are a support agent."},
+            {"role": "user", "content": prompt},
+        ],
+        "temperature": 0,
+        "stream": stream,
+    }
+    return ClientRequest(
+        endpoint="chat",
+        payload=payload,
+        key=KEY,
+        request_id=f"r{i}",
+        route_override=None,
+        started=time.monotonic(),
+        created_at=datetime.now(UTC),
+    )
 
 
 def summary(label: str, samples: list[float]) -> str:
     ordered = sorted(samples) or [0.0]
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return f"{label:<46} median {statistics.median(ordered) * 1e6:8.1f} us   p99 {p99 * 1e6:8.1f} us"
+    return (
+        f"{label:<46} median {statistics.median(ordered) * 1e6:8.1f} us   p99 {p99 * 1e6:8.1f} us"
+    )
 
 
 async def main(n: int) -> None:
@@ -89,8 +130,18 @@ async def main(n: int) -> None:
             lookup = await cache.look_up(spec, req, "")
             looked = time.perf_counter()
             assert lookup is not None
-            await cache.store(lookup, cache.Entry(body=ANSWER, route="main", instance="i", model="m",
-                                                  prompt_tokens=60, completion_tokens=200, cost_usd=cache.Decimal(0)))
+            await cache.store(
+                lookup,
+                cache.Entry(
+                    body=ANSWER,
+                    route="main",
+                    instance="i",
+                    model="m",
+                    prompt_tokens=60,
+                    completion_tokens=200,
+                    cost_usd=cache.Decimal(0),
+                ),
+            )
             miss_lookup.append(looked - started)
             miss_store.append(time.perf_counter() - looked)
         for i in range(n):
@@ -98,7 +149,9 @@ async def main(n: int) -> None:
             started = time.perf_counter()
             lookup = await cache.look_up(spec, req, "")
             assert lookup is not None
-            if lookup.status != "hit":  # Redis late (past GATEWAY_REDIS_TIMEOUT_SECONDS) or the breaker open
+            if (
+                lookup.status != "hit"
+            ):  # Redis late (past GATEWAY_REDIS_TIMEOUT_SECONDS) or the breaker open
                 missed += 1
                 continue
             response = cache.hit_response(lookup, req, spec)
@@ -108,15 +161,26 @@ async def main(n: int) -> None:
                 hit_stream.append(time.perf_counter() - started)
             else:
                 hit.append(time.perf_counter() - started)
-        index = f", semantic index up to {settings.GATEWAY_CACHE_SEMANTIC_ENTRIES} prompts" if mode == "semantic" else ""
+        index = (
+            f", semantic index up to {settings.GATEWAY_CACHE_SEMANTIC_ENTRIES} prompts"
+            if mode == "semantic"
+            else ""
+        )
         print(f"\n{mode} ({n} requests, answer of {len(ANSWER)} bytes{index})")
         print(summary("miss: look-up", miss_lookup))
         print(summary("miss: store", miss_store))
-        print(summary("miss: total added to the request", [a + b for a, b in zip(miss_lookup, miss_store, strict=True)]))
+        print(
+            summary(
+                "miss: total added to the request",
+                [a + b for a, b in zip(miss_lookup, miss_store, strict=True)],
+            )
+        )
         print(summary("hit: look-up + answer", hit))
         print(summary("hit: look-up + answer replayed as a stream", hit_stream))
         if missed:
-            print(f"  {missed} of the {n} repeated requests missed: Redis answered late or the breaker was open")
+            print(
+                f"  {missed} of the {n} repeated requests missed: Redis answered late or the breaker was open"
+            )
 
 
 if __name__ == "__main__":

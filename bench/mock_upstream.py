@@ -40,7 +40,9 @@ CONTENT = "This is a mock completion of a fixed length for the benchmark."
 
 
 class Knobs:
-    def __init__(self, latency_ms: float = 0.0, chunks: int = 8, chunk_delay_ms: float = 0.0) -> None:
+    def __init__(
+        self, latency_ms: float = 0.0, chunks: int = 8, chunk_delay_ms: float = 0.0
+    ) -> None:
         self.latency_ms = latency_ms
         self.chunks = chunks
         self.chunk_delay_ms = chunk_delay_ms
@@ -65,20 +67,35 @@ class Knobs:
         }
 
 
-def _response(status: int, body: bytes, content_type: bytes = b"application/json", keep_alive: bool = True) -> bytes:
-    reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}.get(status, b"OK")
-    return b"".join((
-        b"HTTP/1.1 %d %s\r\n" % (status, reason),
-        b"content-type: " + content_type + b"\r\n",
-        b"content-length: %d\r\n" % len(body),
-        b"" if keep_alive else b"connection: close\r\n",
-        b"\r\n",
-        body,
-    ))
+def _response(
+    status: int, body: bytes, content_type: bytes = b"application/json", keep_alive: bool = True
+) -> bytes:
+    reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}.get(
+        status, b"OK"
+    )
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (status, reason),
+            b"content-type: " + content_type + b"\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"" if keep_alive else b"connection: close\r\n",
+            b"\r\n",
+            body,
+        )
+    )
 
 
 def _error(status: int, message: str, keep_alive: bool) -> bytes:
-    body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}})
+    body = orjson.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
+    )
     return _response(status, body, keep_alive=keep_alive)
 
 
@@ -91,14 +108,22 @@ def completion_body(model: str) -> bytes:
     key = model.encode()
     body = _completion_cache.get(key)
     if body is None:
-        body = orjson.dumps({
-            "id": "chatcmpl-mock",
-            "object": "chat.completion",
-            "created": 1700000000,
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": CONTENT}, "finish_reason": "stop"}],
-            "usage": _USAGE,
-        })
+        body = orjson.dumps(
+            {
+                "id": "chatcmpl-mock",
+                "object": "chat.completion",
+                "created": 1700000000,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": CONTENT},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": _USAGE,
+            }
+        )
         if len(_completion_cache) < 100:
             _completion_cache[key] = body
     return body
@@ -112,10 +137,19 @@ def stream_events(model: str, chunks: int, include_usage: bool) -> list[bytes]:
     """The SSE events of one streamed completion, each already framed as an HTTP chunk."""
 
     def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return b"data: " + orjson.dumps({
-            "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }) + b"\n\n"
+        return (
+            b"data: "
+            + orjson.dumps(
+                {
+                    "id": "chatcmpl-mock",
+                    "object": "chat.completion.chunk",
+                    "created": 1700000000,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
+            )
+            + b"\n\n"
+        )
 
     words = [(" " if i else "") + _TOKENS[i % len(_TOKENS)] for i in range(chunks)]
     events = [event({"role": "assistant", "content": words[0]})]
@@ -123,10 +157,20 @@ def stream_events(model: str, chunks: int, include_usage: bool) -> list[bytes]:
     events.append(event({}, "stop"))
     if include_usage:
         usage = {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}
-        events.append(b"data: " + orjson.dumps({
-            "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
-            "choices": [], "usage": usage,
-        }) + b"\n\n")
+        events.append(
+            b"data: "
+            + orjson.dumps(
+                {
+                    "id": "chatcmpl-mock",
+                    "object": "chat.completion.chunk",
+                    "created": 1700000000,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+            + b"\n\n"
+        )
     events.append(b"data: [DONE]\n\n")
     return [_chunked(e) for e in events]
 
@@ -185,7 +229,12 @@ class MockProtocol(asyncio.Protocol):
         elif path.endswith(b"/embeddings") and method == b"POST":
             self._embeddings(keep_alive)
         elif path.endswith(b"/models") and method == b"GET":
-            body = orjson.dumps({"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "bench"}]})
+            body = orjson.dumps(
+                {
+                    "object": "list",
+                    "data": [{"id": "mock-model", "object": "model", "owned_by": "bench"}],
+                }
+            )
             self._send(_response(200, body, keep_alive=keep_alive), keep_alive)
         elif path == b"/_mock/config":
             if method == b"POST":
@@ -194,9 +243,17 @@ class MockProtocol(asyncio.Protocol):
                 except (ValueError, TypeError) as exc:
                     self._send(_error(400, f"bad knobs: {exc}", keep_alive), keep_alive)
                     return
-            self._send(_response(200, orjson.dumps(self.knobs.as_dict()), keep_alive=keep_alive), keep_alive)
+            self._send(
+                _response(200, orjson.dumps(self.knobs.as_dict()), keep_alive=keep_alive),
+                keep_alive,
+            )
         else:
-            self._send(_error(404, f"no route {method.decode()} {path.decode(errors='replace')}", keep_alive), keep_alive)
+            self._send(
+                _error(
+                    404, f"no route {method.decode()} {path.decode(errors='replace')}", keep_alive
+                ),
+                keep_alive,
+            )
 
     # answers
     def _send(self, data: bytes, keep_alive: bool, delay_ms: float = 0.0) -> None:
@@ -224,21 +281,31 @@ class MockProtocol(asyncio.Protocol):
             return
         model = str(payload.get("model") or "mock-model")
         if not payload.get("stream"):
-            self._send(_response(200, completion_body(model), keep_alive=keep_alive), keep_alive, self.knobs.latency_ms)
+            self._send(
+                _response(200, completion_body(model), keep_alive=keep_alive),
+                keep_alive,
+                self.knobs.latency_ms,
+            )
             return
         options = payload.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         events = stream_events(model, self.knobs.chunks, include_usage)
         delay = self.knobs.chunk_delay_ms
         if delay <= 0:
-            self._send(STREAM_HEAD + b"".join(events) + STREAM_END, keep_alive, self.knobs.latency_ms)
+            self._send(
+                STREAM_HEAD + b"".join(events) + STREAM_END, keep_alive, self.knobs.latency_ms
+            )
             return
         # Headers and the first event after the latency, then one event every chunk_delay_ms.
         # Each part schedules the next: timers set all at once may fire out of order (uvloop).
         parts = [STREAM_HEAD + events[0], *events[1:-1], events[-1] + STREAM_END]
-        self.loop.call_later(self.knobs.latency_ms / 1000, self._stream_part, parts, 0, keep_alive, delay / 1000)
+        self.loop.call_later(
+            self.knobs.latency_ms / 1000, self._stream_part, parts, 0, keep_alive, delay / 1000
+        )
 
-    def _stream_part(self, parts: list[bytes], index: int, keep_alive: bool, delay_s: float) -> None:
+    def _stream_part(
+        self, parts: list[bytes], index: int, keep_alive: bool, delay_s: float
+    ) -> None:
         if self.transport is None:
             return
         last = index == len(parts) - 1
@@ -252,18 +319,25 @@ class MockProtocol(asyncio.Protocol):
             self._send(_error(400, "a JSON body with input is required", keep_alive), keep_alive)
             return
         inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
-        body = orjson.dumps({
-            "object": "list",
-            "model": str(payload.get("model") or "mock-model"),
-            "data": [{"object": "embedding", "index": i, "embedding": [0.125] * 8} for i in range(len(inputs))],
-            "usage": {"prompt_tokens": 4 * len(inputs), "total_tokens": 4 * len(inputs)},
-        })
+        body = orjson.dumps(
+            {
+                "object": "list",
+                "model": str(payload.get("model") or "mock-model"),
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.125] * 8}
+                    for i in range(len(inputs))
+                ],
+                "usage": {"prompt_tokens": 4 * len(inputs), "total_tokens": 4 * len(inputs)},
+            }
+        )
         self._send(_response(200, body, keep_alive=keep_alive), keep_alive, self.knobs.latency_ms)
 
 
 async def serve(host: str, port: int, knobs: Knobs, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: MockProtocol(knobs), host, port, backlog=4096, reuse_address=True)
+    server = await loop.create_server(
+        lambda: MockProtocol(knobs), host, port, backlog=4096, reuse_address=True
+    )
     if ready is not None:
         ready.set()
     stop = asyncio.Event()
@@ -281,9 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before the response headers")
-    parser.add_argument("--chunks", type=int, default=8, help="content chunks per streamed completion")
-    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between streamed chunks")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="delay before the response headers"
+    )
+    parser.add_argument(
+        "--chunks", type=int, default=8, help="content chunks per streamed completion"
+    )
+    parser.add_argument(
+        "--chunk-delay-ms", type=float, default=0.0, help="delay between streamed chunks"
+    )
     args = parser.parse_args(argv)
     knobs = Knobs(args.latency_ms, args.chunks, args.chunk_delay_ms)
     (uvloop.run if uvloop is not None else asyncio.run)(serve(args.host, args.port, knobs))

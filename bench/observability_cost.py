@@ -66,10 +66,26 @@ def micro(n: int = 20_000) -> None:
     from gateway.hotpath.usage import UsageRecord
 
     record = UsageRecord(
-        created_at=datetime.now(UTC), request_id="0" * 32, endpoint="chat", status_code=200, latency_ms=3.2,
-        balancer_id=1, serving_name="bench", route="main", instance="mock-1", model="m", decision_reason="ordered",
-        attempts=1, attempt_log=[{"route": "main", "instance": "mock-1", "outcome": "ok", "status": 200, "ms": 2.0}],
-        ttfb_ms=3.0, prompt_tokens=12, completion_tokens=30, cost_usd=Decimal("0.00001"))
+        created_at=datetime.now(UTC),
+        request_id="0" * 32,
+        endpoint="chat",
+        status_code=200,
+        latency_ms=3.2,
+        balancer_id=1,
+        serving_name="bench",
+        route="main",
+        instance="mock-1",
+        model="m",
+        decision_reason="ordered",
+        attempts=1,
+        attempt_log=[
+            {"route": "main", "instance": "mock-1", "outcome": "ok", "status": 200, "ms": 2.0}
+        ],
+        ttfb_ms=3.0,
+        prompt_tokens=12,
+        completion_tokens=30,
+        cost_usd=Decimal("0.00001"),
+    )
     line = accesslog.formatter()
 
     def best(fn) -> float:
@@ -83,8 +99,13 @@ def micro(n: int = 20_000) -> None:
 
     pieces = {
         "metrics: observe() on the loop": lambda: metrics.observe(record),
-        "metrics: flush() per tick (one label set)": lambda: (metrics.observe(record), metrics.flush()),
-        "request log: the line built and formatted (log thread)": lambda: line.format(accesslog._log_record(record, "")),
+        "metrics: flush() per tick (one label set)": lambda: (
+            metrics.observe(record),
+            metrics.flush(),
+        ),
+        "request log: the line built and formatted (log thread)": lambda: line.format(
+            accesslog._log_record(record, "")
+        ),
     }
     print(f"load average: {load_average()}")
     for name, fn in pieces.items():
@@ -100,9 +121,22 @@ def main() -> int:
     if args.micro:
         micro()
         return 0
-    plan = make_plan(argparse.Namespace(smoke=True, serve=False, repeats=1, seconds=1, slow_seconds=1, ttfb_requests=1,
-                                        no_litellm=True, no_profile=True, profile_seconds=0, database="bench_obs",
-                                        redis_url="redis://127.0.0.1:6379/13", out=str(BENCH / "out" / "observability")))
+    plan = make_plan(
+        argparse.Namespace(
+            smoke=True,
+            serve=False,
+            repeats=1,
+            seconds=1,
+            slow_seconds=1,
+            ttfb_requests=1,
+            no_litellm=True,
+            no_profile=True,
+            profile_seconds=0,
+            database="bench_obs",
+            redis_url="redis://127.0.0.1:6379/13",
+            out=str(BENCH / "out" / "observability"),
+        )
+    )
     plan.out.mkdir(parents=True, exist_ok=True)
     database_url = f"postgres://postgres@127.0.0.1:5432/{plan.database}"
     ensure_database(database_url)
@@ -114,9 +148,26 @@ def main() -> int:
     try:
         mock_port = free_port()
         mock_base = f"http://127.0.0.1:{mock_port}"
-        mock = procs.start("mock", ["taskset", "-c", CLIENT_CORE, PY, str(BENCH / "mock_upstream.py"), "--port",
-                                    str(mock_port)], logfile=plan.out / "mock.log")
-        wait_http(f"{mock_base}/_mock/config", seconds=20, proc=mock, name="the mock upstream", logfile=plan.out / "mock.log")
+        mock = procs.start(
+            "mock",
+            [
+                "taskset",
+                "-c",
+                CLIENT_CORE,
+                PY,
+                str(BENCH / "mock_upstream.py"),
+                "--port",
+                str(mock_port),
+            ],
+            logfile=plan.out / "mock.log",
+        )
+        wait_http(
+            f"{mock_base}/_mock/config",
+            seconds=20,
+            proc=mock,
+            name="the mock upstream",
+            logfile=plan.out / "mock.log",
+        )
         set_mock(mock_base, latency_ms=0)
         env = gateway_env(plan, database_url)
         key = setup_gateway(plan, env, f"{mock_base}/v1")
@@ -124,12 +175,43 @@ def main() -> int:
         for mode, extra in MODES.items():
             port = free_port()
             logfile = plan.out / f"gateway-{mode}.log"
-            proc = procs.start(mode, ["taskset", "-c", GATEWAY_CORE, PY, "-m", "uvicorn", "config.asgi:application",
-                                      "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "uvloop",
-                                      "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-                               logfile=logfile, env={**env, **extra})
-            wait_http(f"http://127.0.0.1:{port}/healthz", seconds=90, proc=proc, name=mode, logfile=logfile)
-            targets[mode] = Target(mode, f"http://127.0.0.1:{port}/v1/chat/completions", "bench", key, proc.pid)
+            proc = procs.start(
+                mode,
+                [
+                    "taskset",
+                    "-c",
+                    GATEWAY_CORE,
+                    PY,
+                    "-m",
+                    "uvicorn",
+                    "config.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                logfile=logfile,
+                env={**env, **extra},
+            )
+            wait_http(
+                f"http://127.0.0.1:{port}/healthz",
+                seconds=90,
+                proc=proc,
+                name=mode,
+                logfile=logfile,
+            )
+            targets[mode] = Target(
+                mode, f"http://127.0.0.1:{port}/v1/chat/completions", "bench", key, proc.pid
+            )
             wrk_point(targets[mode], 8, 1)  # warm up: first config load, pools, caches
         for _ in range(args.rounds):
             for connections in (32, 1):
@@ -137,7 +219,9 @@ def main() -> int:
                     pid = worker_pid(targets[mode].pid or 0)
                     cpu = cpu_seconds(pid)
                     point = wrk_point(targets[mode], connections, args.seconds)
-                    cpu_us[(mode, connections)].append((cpu_seconds(pid) - cpu) / max(1, point["requests"]) * 1e6)
+                    cpu_us[(mode, connections)].append(
+                        (cpu_seconds(pid) - cpu) / max(1, point["requests"]) * 1e6
+                    )
                     if point["non_2xx"] or point["socket_errors"]:
                         raise SystemExit(f"{mode} c{connections}: errors {point}")
                     results.setdefault((mode, connections), []).append(point["rps"])
@@ -156,8 +240,12 @@ def main() -> int:
             print(f"| {connections} | {label} | " + " | ".join(cells) + " |")
     for connections in (32, 1):
         for mode in MODES:
-            print(f"c{connections} {mode}: req/s " + "/".join(f"{v:.0f}" for v in results[(mode, connections)])
-                  + "; CPU us/request " + "/".join(f"{v:.0f}" for v in cpu_us[(mode, connections)]))
+            print(
+                f"c{connections} {mode}: req/s "
+                + "/".join(f"{v:.0f}" for v in results[(mode, connections)])
+                + "; CPU us/request "
+                + "/".join(f"{v:.0f}" for v in cpu_us[(mode, connections)])
+            )
     return 0
 
 

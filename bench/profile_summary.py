@@ -52,8 +52,11 @@ def short(path: str) -> str:
 
 # Frames that only carry the process into its event loop; a sample whose leaf is one of
 # them is time spent in the event loop's own C code (uvloop: polling, callbacks, transports).
-_LOOP_FRAMES = {("Runner.run", "asyncio/runners.py"), ("BaseEventLoop.run_forever", "asyncio/base_events.py"),
-                ("BaseEventLoop.run_until_complete", "asyncio/base_events.py")}
+_LOOP_FRAMES = {
+    ("Runner.run", "asyncio/runners.py"),
+    ("BaseEventLoop.run_forever", "asyncio/base_events.py"),
+    ("BaseEventLoop.run_until_complete", "asyncio/base_events.py"),
+}
 EVENT_LOOP = ("(event loop: uvloop's C code, I/O and callbacks)", "uvloop")
 
 
@@ -62,7 +65,7 @@ def _trim(frames: list[tuple[str, str]]) -> list[tuple[str, str]]:
     for index in range(len(frames) - 1, -1, -1):
         func, path = frames[index]
         if (func, short(path)) in _LOOP_FRAMES:
-            rest = frames[index + 1:]
+            rest = frames[index + 1 :]
             return rest if rest else [EVENT_LOOP]
     return frames
 
@@ -110,8 +113,12 @@ def _pct(count: int, total: int) -> str:
 
 def render_markdown(summary: dict[str, Any], top: int = 20) -> list[str]:
     total = summary["samples"]
-    lines = ["Self time by package (the leaf frame's):", "",
-             "| package | self | inclusive |", "| --- | --- | --- |"]
+    lines = [
+        "Self time by package (the leaf frame's):",
+        "",
+        "| package | self | inclusive |",
+        "| --- | --- | --- |",
+    ]
     inclusive = dict(summary["inclusive_packages"])
     for name, count in summary["self_packages"][:top]:
         lines.append(f"| `{name}` | {_pct(count, total)} | {_pct(inclusive.get(name, 0), total)} |")
@@ -121,7 +128,13 @@ def render_markdown(summary: dict[str, Any], top: int = 20) -> list[str]:
     lines += ["", "Self time by function:", "", "| function | self |", "| --- | --- |"]
     for name, count in summary["self_functions"][:top]:
         lines.append(f"| `{name}` | {_pct(count, total)} |")
-    lines += ["", "Inclusive time by function (on the stack):", "", "| function | inclusive |", "| --- | --- |"]
+    lines += [
+        "",
+        "Inclusive time by function (on the stack):",
+        "",
+        "| function | inclusive |",
+        "| --- | --- |",
+    ]
     for name, count in summary["inclusive_functions"][:top]:
         lines.append(f"| `{name}` | {_pct(count, total)} |")
     return lines

@@ -141,11 +141,25 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, cmd: list[str], *, logfile: Path, env: dict[str, str] | None = None,
-              cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        name: str,
+        cmd: list[str],
+        *,
+        logfile: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+    ) -> subprocess.Popen[bytes]:
         handle = logfile.open("wb")
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         handle.close()
         self.procs.append((name, proc))
         return proc
@@ -154,7 +168,9 @@ class Processes:
         for _name, proc in reversed(self.procs):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and its children
+                    os.killpg(
+                        proc.pid, signal.SIGTERM
+                    )  # its own session: the server and its children
         for _name, proc in reversed(self.procs):
             try:
                 proc.wait(timeout=35)
@@ -190,15 +206,25 @@ def memory_of(pid: int) -> dict[str, float]:
     return values
 
 
-def wait_http(url: str, *, seconds: float, proc: subprocess.Popen[bytes] | None, name: str, logfile: Path,
-              method: str = "GET", **kwargs: Any) -> Any:
+def wait_http(
+    url: str,
+    *,
+    seconds: float,
+    proc: subprocess.Popen[bytes] | None,
+    name: str,
+    logfile: Path,
+    method: str = "GET",
+    **kwargs: Any,
+) -> Any:
     import httpx
 
     deadline = time.monotonic() + seconds
     last = ""
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise HarnessError(f"{name} exited with status {proc.returncode} at start; see {logfile}:\n{tail(logfile)}")
+            raise HarnessError(
+                f"{name} exited with status {proc.returncode} at start; see {logfile}:\n{tail(logfile)}"
+            )
         try:
             response = httpx.request(method, url, timeout=5, **kwargs)
             if response.status_code < 500:
@@ -207,7 +233,9 @@ def wait_http(url: str, *, seconds: float, proc: subprocess.Popen[bytes] | None,
         except httpx.HTTPError as exc:
             last = type(exc).__name__
         time.sleep(0.2)
-    raise HarnessError(f"{name} did not answer {url} within {seconds:.0f}s ({last}); see {logfile}:\n{tail(logfile)}")
+    raise HarnessError(
+        f"{name} did not answer {url} within {seconds:.0f}s ({last}); see {logfile}:\n{tail(logfile)}"
+    )
 
 
 def rel(path: Path) -> str:
@@ -253,7 +281,9 @@ def preflight(plan: Plan) -> None:
     if not shutil.which("taskset"):
         problems.append("taskset is not installed: apt-get install -y util-linux")
     if (os.cpu_count() or 1) < 2:
-        problems.append("the bench pins the gateway to core 0 and the load to core 1: it needs 2 cores")
+        problems.append(
+            "the bench pins the gateway to core 0 and the load to core 1: it needs 2 cores"
+        )
     try:
         import django  # noqa: F401
         import httptools  # noqa: F401
@@ -276,8 +306,12 @@ def ensure_database(database_url: str) -> None:
 
     name = urlsplit(database_url).path.lstrip("/")
     try:
-        with psycopg.connect(postgres_admin_url(database_url), autocommit=True, connect_timeout=5) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        with psycopg.connect(
+            postgres_admin_url(database_url), autocommit=True, connect_timeout=5
+        ) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 log(f"creating database {name}")
                 conn.execute(f'CREATE DATABASE "{name}"')
@@ -295,7 +329,9 @@ def reset_redis(redis_url: str) -> None:
     try:
         redis.Redis.from_url(redis_url, socket_connect_timeout=3).flushdb()
     except redis.RedisError as exc:
-        raise HarnessError(f"Redis is not reachable at {redis_url}: {exc} (set BENCH_REDIS_URL)") from None
+        raise HarnessError(
+            f"Redis is not reachable at {redis_url}: {exc} (set BENCH_REDIS_URL)"
+        ) from None
 
 
 SETUP_SCRIPT = r"""
@@ -362,13 +398,19 @@ def gateway_env(plan: Plan, database_url: str) -> dict[str, str]:
 
 def setup_gateway(plan: Plan, env: dict[str, str], mock_url: str) -> str:
     result = subprocess.run(
-        [PY, "manage.py", "shell", "-c", SETUP_SCRIPT], cwd=ROOT, env={**env, "BENCH_MOCK_URL": mock_url},
-        capture_output=True, text=True, timeout=180,
+        [PY, "manage.py", "shell", "-c", SETUP_SCRIPT],
+        cwd=ROOT,
+        env={**env, "BENCH_MOCK_URL": mock_url},
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     for line in result.stdout.splitlines():
         if line.startswith("BENCH_SETUP "):
             return json.loads(line.split(" ", 1)[1])["key"]
-    raise HarnessError(f"setting up the bench balancer failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    raise HarnessError(
+        f"setting up the bench balancer failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    )
 
 
 def ensure_litellm(plan: Plan) -> Path | None:
@@ -385,12 +427,25 @@ def ensure_litellm(plan: Plan) -> Path | None:
     log(f"installing litellm[proxy]=={LITELLM_VERSION} into {rel(LITELLM_VENV)} (once; ~2 minutes)")
     started = time.monotonic()
     with logfile.open("w") as handle:
-        steps = [[base, "-m", "venv", "--clear", str(LITELLM_VENV)],
-                 [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"]]
+        steps = [
+            [base, "-m", "venv", "--clear", str(LITELLM_VENV)],
+            [
+                str(LITELLM_VENV / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                f"litellm[proxy]=={LITELLM_VERSION}",
+            ],
+        ]
         for step in steps:
-            code = subprocess.run(step, stdout=handle, stderr=subprocess.STDOUT, timeout=900).returncode
+            code = subprocess.run(
+                step, stdout=handle, stderr=subprocess.STDOUT, timeout=900
+            ).returncode
             if code:
-                raise HarnessError(f"installing LiteLLM failed ({' '.join(step[:4])}...); see {logfile}:\n{tail(logfile)}")
+                raise HarnessError(
+                    f"installing LiteLLM failed ({' '.join(step[:4])}...); see {logfile}:\n{tail(logfile)}"
+                )
     LITELLM_MARKER.write_text(f"litellm[proxy]=={LITELLM_VERSION}\n")
     log(f"LiteLLM installed in {time.monotonic() - started:.0f}s")
     return exe
@@ -399,21 +454,41 @@ def ensure_litellm(plan: Plan) -> Path | None:
 def litellm_config(path: Path, mock_url: str) -> None:
     # Priced like the gateway's instances (0.50/1.50 USD per 1M tokens): an unpriced model costs
     # LiteLLM a "zero cost" diagnostic per request, about a third of its throughput here.
-    deployment = {"model_name": "bench", "litellm_params": {
-        "model": f"openai/{MOCK_MODEL}", "api_base": mock_url, "api_key": MOCK_KEY,
-        "input_cost_per_token": 0.50 / 1e6, "output_cost_per_token": 1.50 / 1e6}}
+    deployment = {
+        "model_name": "bench",
+        "litellm_params": {
+            "model": f"openai/{MOCK_MODEL}",
+            "api_base": mock_url,
+            "api_key": MOCK_KEY,
+            "input_cost_per_token": 0.50 / 1e6,
+            "output_cost_per_token": 1.50 / 1e6,
+        },
+    }
     config = {  # JSON is YAML
         "model_list": [deployment, json.loads(json.dumps(deployment))],
         "router_settings": {"routing_strategy": "simple-shuffle", "num_retries": 0},
-        "litellm_settings": {"num_retries": 0, "request_timeout": 600, "callbacks": [], "success_callback": [],
-                             "failure_callback": []},
+        "litellm_settings": {
+            "num_retries": 0,
+            "request_timeout": 600,
+            "callbacks": [],
+            "success_callback": [],
+            "failure_callback": [],
+        },
         "general_settings": {"master_key": LITELLM_MASTER_KEY},
     }
     path.write_text(json.dumps(config, indent=2))
 
 
 def litellm_env() -> dict[str, str]:
-    drop = ("DATABASE_URL", "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "STORE_MODEL_IN_DB", "LITELLM_", "DIRECT_URL")
+    drop = (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "STORE_MODEL_IN_DB",
+        "LITELLM_",
+        "DIRECT_URL",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", PYTHONUNBUFFERED="1")
     return env
@@ -439,15 +514,32 @@ def set_mock(mock_base: str, **knobs: Any) -> None:
 
 
 def wrk_point(target: Target, connections: int, seconds: float) -> dict[str, Any]:
-    cmd = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-           "--timeout", "30s", "-s", str(BENCH / "post.lua"), target.url, "--", target.model, target.key]
+    cmd = [
+        "taskset",
+        "-c",
+        CLIENT_CORE,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(BENCH / "post.lua"),
+        target.url,
+        "--",
+        target.model,
+        target.key,
+    ]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     except subprocess.TimeoutExpired:
         raise HarnessError(f"wrk against {target.name} did not finish") from None
     line = next((x for x in result.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if result.returncode or line is None:
-        raise HarnessError(f"wrk failed against {target.url} (exit {result.returncode}): {result.stdout[-500:]} {result.stderr[-500:]}")
+        raise HarnessError(
+            f"wrk failed against {target.url} (exit {result.returncode}): {result.stdout[-500:]} {result.stderr[-500:]}"
+        )
     data = json.loads(line.split(" ", 1)[1])
     duration = data["duration_us"] / 1e6
     if not data["requests"]:  # no request completed within the point: no latency to speak of
@@ -467,8 +559,20 @@ def wrk_point(target: Target, connections: int, seconds: float) -> dict[str, Any
 
 
 def ttfb_point(target: Target, requests: int) -> dict[str, Any]:
-    cmd = ["taskset", "-c", CLIENT_CORE, PY, str(BENCH / "ttfb.py"), target.url, target.model, target.key,
-           "--requests", str(requests), "--warmup", "5"]
+    cmd = [
+        "taskset",
+        "-c",
+        CLIENT_CORE,
+        PY,
+        str(BENCH / "ttfb.py"),
+        target.url,
+        target.model,
+        target.key,
+        "--requests",
+        str(requests),
+        "--warmup",
+        "5",
+    ]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120 + requests * 0.5)
     except subprocess.TimeoutExpired:
@@ -485,8 +589,13 @@ def check_target(target: Target) -> dict[str, str]:
     """One plain request: a 200 with an OpenAI-shaped completion, or the harness is broken."""
     import httpx
 
-    body = {"model": target.model, "messages": [{"role": "user", "content": "Summarise this support reply in one line."}]}
-    response = httpx.post(target.url, json=body, headers={"Authorization": f"Bearer {target.key}"}, timeout=30)
+    body = {
+        "model": target.model,
+        "messages": [{"role": "user", "content": "Summarise this support reply in one line."}],
+    }
+    response = httpx.post(
+        target.url, json=body, headers={"Authorization": f"Bearer {target.key}"}, timeout=30
+    )
     try:
         ok = response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
@@ -498,15 +607,31 @@ def check_target(target: Target) -> dict[str, str]:
 
 def classifier_latency(name: str) -> dict[str, Any]:
     data_dir = ROOT / "tests" / "data"
-    cmd = ["taskset", "-c", GATEWAY_CORE, PY, "-m", "gateway.router_models.evaluation",
-           str(data_dir / f"{name}.routes.json"), str(data_dir / f"{name}.jsonl"), "--json"]
+    cmd = [
+        "taskset",
+        "-c",
+        GATEWAY_CORE,
+        PY,
+        "-m",
+        "gateway.router_models.evaluation",
+        str(data_dir / f"{name}.routes.json"),
+        str(data_dir / f"{name}.jsonl"),
+        "--json",
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if result.returncode:
-        raise HarnessError(f"evaluating the local router model on {name} failed: {result.stderr[-1500:]}")
+        raise HarnessError(
+            f"evaluating the local router model on {name} failed: {result.stderr[-1500:]}"
+        )
     report = json.loads(result.stdout)
-    return {"set": name, "prompts": report["total"], "accuracy": report["accuracy"],
-            "p50_ms": report["latency_ms"]["p50"], "p99_ms": report["latency_ms"]["p99"],
-            "mean_ms": report["latency_ms"]["mean"]}
+    return {
+        "set": name,
+        "prompts": report["total"],
+        "accuracy": report["accuracy"],
+        "p50_ms": report["latency_ms"]["p50"],
+        "p99_ms": report["latency_ms"]["p99"],
+        "mean_ms": report["latency_ms"]["mean"],
+    }
 
 
 def pyspy_path() -> str | None:
@@ -524,15 +649,34 @@ def profile_gateway(plan: Plan, target: Target, mock_base: str) -> dict[str, Any
     seconds = plan.profile_seconds
     set_mock(mock_base, latency_ms=0)
     spy = subprocess.Popen(
-        ["taskset", "-c", CLIENT_CORE, pyspy, "record", "--gil", "-f", "raw", "-r", "200", "-d", str(int(seconds)),
-         "-o", str(raw), "--pid", str(target.pid)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            "taskset",
+            "-c",
+            CLIENT_CORE,
+            pyspy,
+            "record",
+            "--gil",
+            "-f",
+            "raw",
+            "-r",
+            "200",
+            "-d",
+            str(int(seconds)),
+            "-o",
+            str(raw),
+            "--pid",
+            str(target.pid),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     time.sleep(1)
     load = wrk_point(target, 32, seconds - 2)
     out, _ = spy.communicate(timeout=seconds + 60)
     if spy.returncode or not raw.exists():
-        raise HarnessError(f"py-spy failed (exit {spy.returncode}): {out.decode(errors='replace')[-1500:]}")
+        raise HarnessError(
+            f"py-spy failed (exit {spy.returncode}): {out.decode(errors='replace')[-1500:]}"
+        )
     summary = summarise(raw.read_text())
     summary["rps_under_profiler"] = load["rps"]
     summary["raw"] = rel(raw)
@@ -544,7 +688,9 @@ def profile_gateway(plan: Plan, target: Target, mock_base: str) -> dict[str, Any
 
 @dataclass
 class Results:
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # point -> target -> runs
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = field(
+        default_factory=dict
+    )  # point -> target -> runs
 
     def add(self, point: str, target: str, run: dict[str, Any]) -> None:
         self.runs.setdefault(point, {}).setdefault(target, []).append(run)
@@ -594,25 +740,40 @@ def measure(plan: Plan, targets: list[Target], mock_base: str) -> tuple[Results,
             for target in order:
                 run = point(f"c{connections}", target, wrk_point, connections, plan.seconds)
                 results.add(f"c{connections}", target.name, run)
-                log(f"  {connections:>3} conn  {target.name:8} {run['rps']:9.0f} req/s  p50 {run['p50_ms']:7.2f} ms"
-                    f"  p99 {run['p99_ms']:7.2f} ms  errors {run['non_2xx']}+{run['socket_errors']}")
+                log(
+                    f"  {connections:>3} conn  {target.name:8} {run['rps']:9.0f} req/s  p50 {run['p50_ms']:7.2f} ms"
+                    f"  p99 {run['p99_ms']:7.2f} ms  errors {run['non_2xx']}+{run['socket_errors']}"
+                )
         set_mock(mock_base, latency_ms=plan.slow_latency_ms)
         for target in order:
             if plan.warmup_seconds and repeat == 0:
                 point("warm-up", target, wrk_point, plan.slow_connections, plan.warmup_seconds)
             run = point("slow", target, wrk_point, plan.slow_connections, plan.slow_seconds)
             results.add("slow", target.name, run)
-            log(f"  {plan.slow_connections} conn, {plan.slow_latency_ms:.0f} ms upstream  {target.name:8} {run['rps']:7.0f} req/s"
-                f"  p50 {run['p50_ms']:7.1f} ms  p99 {run['p99_ms']:7.1f} ms  errors {run['non_2xx']}+{run['socket_errors']}")
+            log(
+                f"  {plan.slow_connections} conn, {plan.slow_latency_ms:.0f} ms upstream  {target.name:8} {run['rps']:7.0f} req/s"
+                f"  p50 {run['p50_ms']:7.1f} ms  p99 {run['p99_ms']:7.1f} ms  errors {run['non_2xx']}+{run['socket_errors']}"
+            )
         set_mock(mock_base, latency_ms=0, chunk_delay_ms=plan.stream_chunk_delay_ms)
         for target in order:
             run = point("ttfb", target, ttfb_point, plan.ttfb_requests)
-            results.add("ttfb", target.name, {
-                "p50_ms": run["ttfb_p50_ms"], "p99_ms": run["ttfb_p99_ms"], "total_p50_ms": run["total_p50_ms"],
-                "requests": run["requests"], "non_2xx": run["non_2xx"], "socket_errors": run["socket_errors"],
-            })
-            log(f"  stream TTFB {target.name:8} p50 {run['ttfb_p50_ms']:6.2f} ms  p99 {run['ttfb_p99_ms']:6.2f} ms"
-                f"  errors {run['non_2xx']}+{run['socket_errors']}" + (f"  ({'; '.join(run['problems'])})" if run["problems"] else ""))
+            results.add(
+                "ttfb",
+                target.name,
+                {
+                    "p50_ms": run["ttfb_p50_ms"],
+                    "p99_ms": run["ttfb_p99_ms"],
+                    "total_p50_ms": run["total_p50_ms"],
+                    "requests": run["requests"],
+                    "non_2xx": run["non_2xx"],
+                    "socket_errors": run["socket_errors"],
+                },
+            )
+            log(
+                f"  stream TTFB {target.name:8} p50 {run['ttfb_p50_ms']:6.2f} ms  p99 {run['ttfb_p99_ms']:6.2f} ms"
+                f"  errors {run['non_2xx']}+{run['socket_errors']}"
+                + (f"  ({'; '.join(run['problems'])})" if run["problems"] else "")
+            )
         set_mock(mock_base, latency_ms=0, chunk_delay_ms=0)
     return results, {k: round(v, 1) for k, v in waits.items()}
 
@@ -631,7 +792,9 @@ def machine() -> dict[str, Any]:
                 mem = int(line.split()[1]) / 1024 / 1024
     wrk_version = ""
     with contextlib.suppress(OSError):
-        wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+        wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(
+            "\n"
+        )[0]
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
@@ -665,11 +828,18 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
     plan.out.mkdir(parents=True, exist_ok=True)
     preflight(plan)
     started = time.monotonic()
-    info: dict[str, Any] = {"machine": machine(), "load_before": load_average(),
-                            "command": "make bench-smoke" if plan.smoke else "make bench",
-                            "argv": argv, "plan": {k: str(v) for k, v in plan.__dict__.items()}}
+    info: dict[str, Any] = {
+        "machine": machine(),
+        "load_before": load_average(),
+        "command": "make bench-smoke" if plan.smoke else "make bench",
+        "argv": argv,
+        "plan": {k: str(v) for k, v in plan.__dict__.items()},
+    }
     litellm_exe = ensure_litellm(plan)
-    database_url = os.environ.get("BENCH_DATABASE_URL") or f"postgres://postgres@127.0.0.1:5432/{plan.database}"
+    database_url = (
+        os.environ.get("BENCH_DATABASE_URL")
+        or f"postgres://postgres@127.0.0.1:5432/{plan.database}"
+    )
     ensure_database(database_url)
     reset_redis(plan.redis_url)
     procs = Processes()
@@ -677,19 +847,53 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
         mock_port, gateway_port, litellm_port = free_port(), free_port(), free_port()
         mock_base = f"http://127.0.0.1:{mock_port}"
         mock_log = plan.out / "mock.log"
-        mock = procs.start("mock", ["taskset", "-c", CLIENT_CORE, PY, str(BENCH / "mock_upstream.py"), "--port", str(mock_port)],
-                           logfile=mock_log)
-        wait_http(f"{mock_base}/_mock/config", seconds=20, proc=mock, name="the mock upstream", logfile=mock_log)
+        mock = procs.start(
+            "mock",
+            [
+                "taskset",
+                "-c",
+                CLIENT_CORE,
+                PY,
+                str(BENCH / "mock_upstream.py"),
+                "--port",
+                str(mock_port),
+            ],
+            logfile=mock_log,
+        )
+        wait_http(
+            f"{mock_base}/_mock/config",
+            seconds=20,
+            proc=mock,
+            name="the mock upstream",
+            logfile=mock_log,
+        )
 
         litellm_proc = None
         litellm_log = plan.out / "litellm.log"
-        if litellm_exe is not None:  # starts while the gateway's database is set up: it takes a while
+        if (
+            litellm_exe is not None
+        ):  # starts while the gateway's database is set up: it takes a while
             config = plan.out / "litellm.yaml"
             litellm_config(config, f"{mock_base}/v1")
             litellm_proc = procs.start(
-                "litellm", ["taskset", "-c", GATEWAY_CORE, str(litellm_exe), "--config", str(config), "--host", "127.0.0.1",
-                            "--port", str(litellm_port), "--num_workers", "1"],
-                logfile=litellm_log, env=litellm_env(), cwd=plan.out,
+                "litellm",
+                [
+                    "taskset",
+                    "-c",
+                    GATEWAY_CORE,
+                    str(litellm_exe),
+                    "--config",
+                    str(config),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(litellm_port),
+                    "--num_workers",
+                    "1",
+                ],
+                logfile=litellm_log,
+                env=litellm_env(),
+                cwd=plan.out,
             )
 
         env = gateway_env(plan, database_url)
@@ -697,22 +901,75 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
         key = setup_gateway(plan, env, f"{mock_base}/v1")
         gateway_log = plan.out / "gateway.log"
         gateway = procs.start(
-            "gateway", ["taskset", "-c", GATEWAY_CORE, PY, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-                        "--port", str(gateway_port), "--workers", "1", "--loop", "uvloop", "--http", "httptools",
-                        "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "30"],
-            logfile=gateway_log, env=env,
+            "gateway",
+            [
+                "taskset",
+                "-c",
+                GATEWAY_CORE,
+                PY,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(gateway_port),
+                "--workers",
+                "1",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--timeout-graceful-shutdown",
+                "30",
+            ],
+            logfile=gateway_log,
+            env=env,
         )
-        wait_http(f"http://127.0.0.1:{gateway_port}/healthz", seconds=90, proc=gateway, name="the gateway", logfile=gateway_log)
+        wait_http(
+            f"http://127.0.0.1:{gateway_port}/healthz",
+            seconds=90,
+            proc=gateway,
+            name="the gateway",
+            logfile=gateway_log,
+        )
 
         targets = [
-            Target("direct", f"{mock_base}/v1/chat/completions", MOCK_MODEL, MOCK_KEY, worker_pid(mock.pid)),
-            Target("gateway", f"http://127.0.0.1:{gateway_port}/v1/chat/completions", "bench", key, worker_pid(gateway.pid)),
+            Target(
+                "direct",
+                f"{mock_base}/v1/chat/completions",
+                MOCK_MODEL,
+                MOCK_KEY,
+                worker_pid(mock.pid),
+            ),
+            Target(
+                "gateway",
+                f"http://127.0.0.1:{gateway_port}/v1/chat/completions",
+                "bench",
+                key,
+                worker_pid(gateway.pid),
+            ),
         ]
         if litellm_proc is not None:
-            wait_http(f"http://127.0.0.1:{litellm_port}/health/liveliness", seconds=180, proc=litellm_proc,
-                      name="LiteLLM", logfile=litellm_log)
-            targets.append(Target("litellm", f"http://127.0.0.1:{litellm_port}/v1/chat/completions", "bench",
-                                  LITELLM_MASTER_KEY, worker_pid(litellm_proc.pid)))
+            wait_http(
+                f"http://127.0.0.1:{litellm_port}/health/liveliness",
+                seconds=180,
+                proc=litellm_proc,
+                name="LiteLLM",
+                logfile=litellm_log,
+            )
+            targets.append(
+                Target(
+                    "litellm",
+                    f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
+                    "bench",
+                    LITELLM_MASTER_KEY,
+                    worker_pid(litellm_proc.pid),
+                )
+            )
         for target in targets:
             headers = check_target(target)
             if target.name == "gateway":
@@ -725,7 +982,9 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
             raise KeyboardInterrupt
         info["classifier"] = [classifier_latency(name) for name in plan.classifier_sets]
         for row in info["classifier"]:
-            log(f"local router model on {row['set']}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms")
+            log(
+                f"local router model on {row['set']}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms"
+            )
 
         results, info["idle_waits_s"] = measure(plan, targets, mock_base)
         info["memory"] = {t.name: memory_of(t.pid) for t in targets if t.pid}
@@ -735,7 +994,9 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
             info["profile_skipped"] = "py-spy is not installed (.venv/bin/pip install py-spy)"
         elif plan.profile_seconds:
             settle([t.pid for t in targets if t.pid])
-            log(f"profiling the gateway for {plan.profile_seconds:.0f}s at 32 connections (py-spy --gil)")
+            log(
+                f"profiling the gateway for {plan.profile_seconds:.0f}s at 32 connections (py-spy --gil)"
+            )
             info["profile"] = profile_gateway(plan, targets[1], mock_base)
         info["usage_events"] = usage_events(env)
         info["elapsed_s"] = round(time.monotonic() - started)
@@ -747,9 +1008,15 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
 
 def serve_forever(targets: list[Target], mock_base: str) -> None:
     """--serve: leave the bench's servers up for manual runs and profiles until Ctrl-C."""
-    print(f"mock knobs: curl -X POST {mock_base}/_mock/config -d '{{\"latency_ms\": 200}}'", flush=True)
+    print(
+        f"mock knobs: curl -X POST {mock_base}/_mock/config -d '{{\"latency_ms\": 200}}'",
+        flush=True,
+    )
     for t in targets:
-        print(f"{t.name:8} pid {t.pid}: wrk -t1 -c32 -d10s -s bench/post.lua {t.url} -- {t.model} {t.key}", flush=True)
+        print(
+            f"{t.name:8} pid {t.pid}: wrk -t1 -c32 -d10s -s bench/post.lua {t.url} -- {t.model} {t.key}",
+            flush=True,
+        )
     print("Ctrl-C stops them all.", flush=True)
     while True:
         time.sleep(3600)
@@ -794,30 +1061,64 @@ def targets_table(info: dict[str, Any], res: Results) -> tuple[list[str], list[d
     for c in (32, 64):
         gw, ll = res.median(f"c{c}", "gateway", "rps"), res.median(f"c{c}", "litellm", "rps")
         ok = None if not has_litellm or gw is None or ll is None else gw >= 10 * ll
-        rows.append({"target": f"throughput at {c} connections ≥ 10" + TIMES + " LiteLLM",
-                     "measured": ratio(gw, ll, 1) if has_litellm else "LiteLLM not run", "ok": ok})
+        rows.append(
+            {
+                "target": f"throughput at {c} connections ≥ 10" + TIMES + " LiteLLM",
+                "measured": ratio(gw, ll, 1) if has_litellm else "LiteLLM not run",
+                "ok": ok,
+            }
+        )
     d50, g50 = res.median("c1", "direct", "p50_ms"), res.median("c1", "gateway", "p50_ms")
     d99, g99 = res.median("c1", "direct", "p99_ms"), res.median("c1", "gateway", "p99_ms")
     add50 = None if d50 is None or g50 is None else g50 - d50
     add99 = None if d99 is None or g99 is None else g99 - d99
-    rows.append({"target": "added latency at 1 connection, p50 ≤ 1.5 ms", "measured": fmt(add50, 2, " ms"),
-                 "ok": None if add50 is None else add50 <= 1.5})
-    rows.append({"target": "added latency at 1 connection, p99 ≤ 5 ms", "measured": fmt(add99, 2, " ms"),
-                 "ok": None if add99 is None else add99 <= 5.0})
+    rows.append(
+        {
+            "target": "added latency at 1 connection, p50 ≤ 1.5 ms",
+            "measured": fmt(add50, 2, " ms"),
+            "ok": None if add50 is None else add50 <= 1.5,
+        }
+    )
+    rows.append(
+        {
+            "target": "added latency at 1 connection, p99 ≤ 5 ms",
+            "measured": fmt(add99, 2, " ms"),
+            "ok": None if add99 is None else add99 <= 5.0,
+        }
+    )
     gs, ds = res.median("slow", "gateway", "rps"), res.median("slow", "direct", "rps")
-    rows.append({"target": "200 ms upstream, 256 connections: ≥ 80% of direct throughput",
-                 "measured": ratio(gs, ds, 0, "") if gs is None or ds is None else f"{gs / ds:.0%}",
-                 "ok": None if gs is None or ds is None else gs >= 0.8 * ds})
+    rows.append(
+        {
+            "target": "200 ms upstream, 256 connections: ≥ 80% of direct throughput",
+            "measured": ratio(gs, ds, 0, "") if gs is None or ds is None else f"{gs / ds:.0%}",
+            "ok": None if gs is None or ds is None else gs >= 0.8 * ds,
+        }
+    )
     non2xx, sock = res.errors("slow", "gateway")
-    rows.append({"target": "200 ms upstream, 256 connections: no errors",
-                 "measured": f"{non2xx} non-2xx, {sock} socket errors", "ok": non2xx == 0 and sock == 0})
+    rows.append(
+        {
+            "target": "200 ms upstream, 256 connections: no errors",
+            "measured": f"{non2xx} non-2xx, {sock} socket errors",
+            "ok": non2xx == 0 and sock == 0,
+        }
+    )
     dt50, gt50 = res.median("ttfb", "direct", "p50_ms"), res.median("ttfb", "gateway", "p50_ms")
     addt = None if dt50 is None or gt50 is None else gt50 - dt50
-    rows.append({"target": "added time to first byte (streams), p50 ≤ 2 ms", "measured": fmt(addt, 2, " ms"),
-                 "ok": None if addt is None else addt <= 2.0})
+    rows.append(
+        {
+            "target": "added time to first byte (streams), p50 ≤ 2 ms",
+            "measured": fmt(addt, 2, " ms"),
+            "ok": None if addt is None else addt <= 2.0,
+        }
+    )
     hwm = info.get("memory", {}).get("gateway", {}).get("VmHWM")
-    rows.append({"target": "resident memory per worker ≤ 150 MiB (peak, VmHWM)", "measured": fmt(hwm, 0, " MiB"),
-                 "ok": None if hwm is None else hwm <= 150})
+    rows.append(
+        {
+            "target": "resident memory per worker ≤ 150 MiB (peak, VmHWM)",
+            "measured": fmt(hwm, 0, " MiB"),
+            "ok": None if hwm is None else hwm <= 150,
+        }
+    )
     lines = ["| target (issue 6) | measured | |", "| --- | --- | --- |"]
     lines += [f"| {r['target']} | {r['measured']} | {verdict(r['ok'])} |" for r in rows]
     return lines, rows
@@ -851,8 +1152,13 @@ def render(info: dict[str, Any], res: Results, plan: Plan) -> str:
         f"route `{info.get('gateway_headers', {}).get('x-balancer-route', '?')}` "
         f"(`{info.get('gateway_headers', {}).get('x-balancer-decision', '?')}`); "
         f"usage events written: {fmt(info.get('usage_events'))}",
-        f"- LiteLLM {LITELLM_VERSION}: " + ("one worker on core 0, two deployments of the mock, master key, "
-                                          "no database, no callbacks, no retries" if has_litellm else "not run"),
+        f"- LiteLLM {LITELLM_VERSION}: "
+        + (
+            "one worker on core 0, two deployments of the mock, master key, "
+            "no database, no callbacks, no retries"
+            if has_litellm
+            else "not run"
+        ),
         f"- mock upstream and load (wrk -t1, bench/ttfb.py) on core 1; {plan.repeats} repeat(s), medians; "
         f"{plan.seconds:g} s per point ({plan.slow_seconds:g} s at 256 connections); errors are non-2xx/socket "
         f"summed over repeats, in the order {' · '.join(names)}; before each point the harness waits for "
@@ -871,10 +1177,17 @@ def render(info: dict[str, Any], res: Results, plan: Plan) -> str:
             extra = [ratio(g, d, 2), *([ratio(g, ll, 1)] if has_litellm else [])]
         else:  # latency: added = gateway - direct
             added = None if g is None or d is None else g - d
-            extra = [fmt(added, 2, f" {unit}", signed=True),
-                     *([ratio(g, ll, 2) if ll else DASH] if has_litellm else [])]
-        out.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(extra)
-                   + f" | {errors_cell(res, point, names) if kind == 'throughput' else ''} |")
+            extra = [
+                fmt(added, 2, f" {unit}", signed=True),
+                *([ratio(g, ll, 2) if ll else DASH] if has_litellm else []),
+            ]
+        out.append(
+            f"| {label} | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(extra)
+            + f" | {errors_cell(res, point, names) if kind == 'throughput' else ''} |"
+        )
 
     for c in plan.connections:
         row(f"{c} conn, 0 ms upstream: req/s", f"c{c}", "rps", 0, "", "throughput")
@@ -884,36 +1197,73 @@ def render(info: dict[str, Any], res: Results, plan: Plan) -> str:
     row(f"{sc} conn, {sl:.0f} ms upstream: req/s", "slow", "rps", 0, "", "throughput")
     row(f"{sc} conn, {sl:.0f} ms: p50 latency ms", "slow", "p50_ms", 1, "ms", "latency")
     row(f"{sc} conn, {sl:.0f} ms: p99 latency ms", "slow", "p99_ms", 1, "ms", "latency")
-    out.append(f"| stream TTFB ({plan.ttfb_requests} sequential), p50 ms | "
-               + " | ".join(fmt(res.median("ttfb", n, "p50_ms"), 2) for n in names) + " | "
-               + _added(res, "ttfb", "p50_ms") + (" | " + ratio(res.median("ttfb", "gateway", "p50_ms"),
-                                                               res.median("ttfb", "litellm", "p50_ms"), 2) if has_litellm else "")
-               + f" | {errors_cell(res, 'ttfb', names)} |")
-    out.append("| stream TTFB, p99 ms | " + " | ".join(fmt(res.median("ttfb", n, "p99_ms"), 2) for n in names)
-               + " | " + _added(res, "ttfb", "p99_ms") + (" | " if has_litellm else "") + " | |")
+    out.append(
+        f"| stream TTFB ({plan.ttfb_requests} sequential), p50 ms | "
+        + " | ".join(fmt(res.median("ttfb", n, "p50_ms"), 2) for n in names)
+        + " | "
+        + _added(res, "ttfb", "p50_ms")
+        + (
+            " | "
+            + ratio(
+                res.median("ttfb", "gateway", "p50_ms"), res.median("ttfb", "litellm", "p50_ms"), 2
+            )
+            if has_litellm
+            else ""
+        )
+        + f" | {errors_cell(res, 'ttfb', names)} |"
+    )
+    out.append(
+        "| stream TTFB, p99 ms | "
+        + " | ".join(fmt(res.median("ttfb", n, "p99_ms"), 2) for n in names)
+        + " | "
+        + _added(res, "ttfb", "p99_ms")
+        + (" | " if has_litellm else "")
+        + " | |"
+    )
     mem, mem0 = info.get("memory", {}), info.get("memory_start", {})
-    out.append("| resident MiB after start (VmRSS) | "
-               + " | ".join(fmt(mem0.get(n, {}).get("VmRSS"), 0) for n in names)
-               + " | | " + ("| " if has_litellm else "") + "|")
-    out.append("| peak resident MiB after the points (VmHWM) | "
-               + " | ".join(fmt(mem.get(n, {}).get("VmHWM"), 0) for n in names)
-               + " | " + ratio(mem.get("gateway", {}).get("VmHWM"), mem.get("direct", {}).get("VmHWM"), 1) + " | "
-               + (ratio(mem.get("gateway", {}).get("VmHWM"), mem.get("litellm", {}).get("VmHWM"), 2) + " | " if has_litellm else "")
-               + "|")
+    out.append(
+        "| resident MiB after start (VmRSS) | "
+        + " | ".join(fmt(mem0.get(n, {}).get("VmRSS"), 0) for n in names)
+        + " | | "
+        + ("| " if has_litellm else "")
+        + "|"
+    )
+    out.append(
+        "| peak resident MiB after the points (VmHWM) | "
+        + " | ".join(fmt(mem.get(n, {}).get("VmHWM"), 0) for n in names)
+        + " | "
+        + ratio(mem.get("gateway", {}).get("VmHWM"), mem.get("direct", {}).get("VmHWM"), 1)
+        + " | "
+        + (
+            ratio(mem.get("gateway", {}).get("VmHWM"), mem.get("litellm", {}).get("VmHWM"), 2)
+            + " | "
+            if has_litellm
+            else ""
+        )
+        + "|"
+    )
     out.append("")
     table, _rows = targets_table(info, res)
     out += ["## Targets", "", *table, ""]
-    out += ["## Local router model (decision latency, in process, core 0)", "",
-            "| set | prompts | accuracy | p50 | p99 | mean |", "| --- | --- | --- | --- | --- | --- |"]
+    out += [
+        "## Local router model (decision latency, in process, core 0)",
+        "",
+        "| set | prompts | accuracy | p50 | p99 | mean |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for c in info.get("classifier", []):
-        out.append(f"| `{c['set']}` (with examples) | {c['prompts']:,} | {c['accuracy']:.1%} | {c['p50_ms']:.2f} ms | "
-                   f"{c['p99_ms']:.2f} ms | {c['mean_ms']:.2f} ms |")
+        out.append(
+            f"| `{c['set']}` (with examples) | {c['prompts']:,} | {c['accuracy']:.1%} | {c['p50_ms']:.2f} ms | "
+            f"{c['p99_ms']:.2f} ms | {c['mean_ms']:.2f} ms |"
+        )
     out.append("")
     out += ["## Runs", "", "Every repeat, in order (req/s; TTFB p50 ms):", ""]
     for point in plan.points:
         key = "p50_ms" if point == "ttfb" else "rps"
         digits = 2 if point == "ttfb" else 0
-        cells = [f"{n} " + ", ".join(fmt(v, digits) for v in res.values(point, n, key)) for n in names]
+        cells = [
+            f"{n} " + ", ".join(fmt(v, digits) for v in res.values(point, n, key)) for n in names
+        ]
         out.append(f"- {point}: " + "; ".join(cells))
     out.append("")
     prof = info.get("profile")
@@ -922,10 +1272,15 @@ def render(info: dict[str, Any], res: Results, plan: Plan) -> str:
     if prof:
         from bench.profile_summary import render_markdown
 
-        out += ["## Profile of the gateway worker (py-spy --gil, 32 connections)", "",
-                f"{prof['samples']:,} samples holding the GIL over {plan.profile_seconds:.0f} s "
-                f"({prof['rps_under_profiler']:.0f} req/s while sampled); raw stacks in `{prof['raw']}`.", "",
-                *render_markdown(prof, top=15), ""]
+        out += [
+            "## Profile of the gateway worker (py-spy --gil, 32 connections)",
+            "",
+            f"{prof['samples']:,} samples holding the GIL over {plan.profile_seconds:.0f} s "
+            f"({prof['rps_under_profiler']:.0f} req/s while sampled); raw stacks in `{prof['raw']}`.",
+            "",
+            *render_markdown(prof, top=15),
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -952,19 +1307,42 @@ def harness_problems(res: Results, info: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Gateway vs LiteLLM vs direct (issue 6).")
-    parser.add_argument("--smoke", action="store_true", help="tiny points, no profile, LiteLLM only if installed (< 1 min)")
-    parser.add_argument("--serve", action="store_true",
-                        help="set everything up, print the targets and wait (for manual wrk or py-spy runs)")
-    parser.add_argument("--repeats", type=int, default=0, help="repeats of every point (default 3; smoke 1)")
-    parser.add_argument("--seconds", type=float, default=0, help="seconds per 0 ms point (default 8; smoke 1)")
-    parser.add_argument("--slow-seconds", type=float, default=0, help="seconds of the 200 ms point (default 15; smoke 2)")
-    parser.add_argument("--ttfb-requests", type=int, default=0, help="sequential streams (default 200; smoke 20)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny points, no profile, LiteLLM only if installed (< 1 min)",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="set everything up, print the targets and wait (for manual wrk or py-spy runs)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=0, help="repeats of every point (default 3; smoke 1)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=0, help="seconds per 0 ms point (default 8; smoke 1)"
+    )
+    parser.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=0,
+        help="seconds of the 200 ms point (default 15; smoke 2)",
+    )
+    parser.add_argument(
+        "--ttfb-requests", type=int, default=0, help="sequential streams (default 200; smoke 20)"
+    )
     parser.add_argument("--profile-seconds", type=float, default=15)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-litellm", action="store_true")
-    parser.add_argument("--database", default="", help="PostgreSQL database (default bench; smoke bench_smoke)")
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", ""),
-                        help="default redis://127.0.0.1:6379/12 (smoke: /13); flushed at start")
+    parser.add_argument(
+        "--database", default="", help="PostgreSQL database (default bench; smoke bench_smoke)"
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", ""),
+        help="default redis://127.0.0.1:6379/12 (smoke: /13); flushed at start",
+    )
     parser.add_argument("--out", default=str(BENCH / "out"))
     args = parser.parse_args(argv)
     plan = make_plan(args)
@@ -983,7 +1361,9 @@ def main(argv: list[str] | None = None) -> int:
     report = render(info, results, plan)
     name = "smoke" if plan.smoke else "latest"
     (plan.out / f"{name}.md").write_text(report + "\n")
-    (plan.out / f"{name}.json").write_text(json.dumps({"info": info, "runs": results.runs}, indent=1, default=str))
+    (plan.out / f"{name}.json").write_text(
+        json.dumps({"info": info, "runs": results.runs}, indent=1, default=str)
+    )
     print(report)
     log(f"wrote {rel(plan.out / f'{name}.md')}")
     problems = harness_problems(results, info)

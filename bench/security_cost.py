@@ -57,7 +57,9 @@ def main() -> None:
             if name not in response:
                 response[name] = value
 
-    print(f"get_host() + SecurityMiddleware hooks: {per_call_us(django_way):.2f} µs CPU per request")
+    print(
+        f"get_host() + SecurityMiddleware hooks: {per_call_us(django_way):.2f} µs CPU per request"
+    )
     print(f"lean handler's check and headers:     {per_call_us(lean_way):.2f} µs CPU per request")
     print(f"(best of 5 x {N:,}; load average {os.getloadavg()[0]:.1f})")
 

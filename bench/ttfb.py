@@ -63,18 +63,27 @@ PROMPTS = (
 )
 
 
-async def run(url: str, model: str, key: str, requests: int, warmup: int, request_timeout: float) -> dict[str, object]:
+async def run(
+    url: str, model: str, key: str, requests: int, warmup: int, request_timeout: float
+) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = parts.path or "/"
 
     def request_bytes(index: int) -> bytes:
         # A different prompt every request, so the router's decision cache cannot answer it.
-        body = json.dumps({
-            "model": model,
-            "stream": True,
-            "messages": [{"role": "user", "content": f"{PROMPTS[index % len(PROMPTS)]} (request {index})"}],
-        }).encode()
+        body = json.dumps(
+            {
+                "model": model,
+                "stream": True,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": f"{PROMPTS[index % len(PROMPTS)]} (request {index})",
+                    }
+                ],
+            }
+        ).encode()
         return (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"Authorization: Bearer {key}\r\nAccept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -111,7 +120,9 @@ async def run(url: str, model: str, key: str, requests: int, warmup: int, reques
             if not 200 <= status < 300:
                 non_2xx += 1
                 if len(problems) < 3:
-                    problems.append(f"HTTP {status}: {bytes(response.body[:300]).decode(errors='replace')}")
+                    problems.append(
+                        f"HTTP {status}: {bytes(response.body[:300]).decode(errors='replace')}"
+                    )
                 continue
             if not sample_body:
                 sample_body = bytes(response.body)

@@ -25,7 +25,10 @@ def _combined_name(views: tuple[type[APIView], ...]) -> str:
     """InstanceListApi + InstanceCreateApi -> InstanceListCreateApi."""
     words = [re.findall(r"[A-Z][a-z0-9]*", view.__name__.removesuffix("Api")) for view in views]
     shared = 0
-    while all(len(w) > shared + 1 for w in words) and len({tuple(w[: shared + 1]) for w in words}) == 1:
+    while (
+        all(len(w) > shared + 1 for w in words)
+        and len({tuple(w[: shared + 1]) for w in words}) == 1
+    ):
         shared += 1
     return "".join(words[0][:shared]) + "".join("".join(w[shared:]) for w in words) + "Api"
 
@@ -43,11 +46,15 @@ def endpoint(*views: type[APIView]) -> Callable[..., HttpResponseBase]:
         for method in _OPERATION_METHODS:
             if hasattr(view, method):
                 if method in handlers:
-                    raise ValueError(f"{method.upper()} is served by two views: {[v.__name__ for v in views]}")
+                    raise ValueError(
+                        f"{method.upper()} is served by two views: {[v.__name__ for v in views]}"
+                    )
                 handlers[method] = view.as_view()
     if "get" in handlers:
         handlers["head"] = handlers["get"]
-    combined: type[APIView] = type(_combined_name(views), views, {"__module__": views[0].__module__})
+    combined: type[APIView] = type(
+        _combined_name(views), views, {"__module__": views[0].__module__}
+    )
     fallback = combined.as_view()
 
     def dispatch(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:

@@ -18,9 +18,14 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
     elif isinstance(exc, IntegrityError):
-        exc = exceptions.ValidationError({"non_field_errors": ["This conflicts with an existing record."]})
+        exc = exceptions.ValidationError(
+            {"non_field_errors": ["This conflicts with an existing record."]}
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("Unhandled management API error", exc_info=exc)
-        return Response({"detail": "Internal error; see the server log."}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+        return Response(
+            {"detail": "Internal error; see the server log."},
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
     return response

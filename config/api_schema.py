@@ -33,19 +33,34 @@ class ManagementAutoSchema(AutoSchema):
             schema["additionalProperties"] = False
         return schema
 
-    def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> dict[str, Any]:
+    def _map_serializer_field(
+        self, field: Any, direction: str, bypass_extensions: bool = False
+    ) -> dict[str, Any]:
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
         if direction != "request" or not isinstance(schema, dict):
             return schema
-        if (isinstance(field, serializers.CharField) and not field.allow_blank and schema.get("type") == "string"
-                and "enum" not in schema and not schema.get("minLength")):
+        if (
+            isinstance(field, serializers.CharField)
+            and not field.allow_blank
+            and schema.get("type") == "string"
+            and "enum" not in schema
+            and not schema.get("minLength")
+        ):
             schema["minLength"] = 1
-        if (isinstance(field, serializers.DecimalField) and field.min_value is not None and field.min_value >= 0
-                and field.max_digits is not None and field.decimal_places is not None):
+        if (
+            isinstance(field, serializers.DecimalField)
+            and field.min_value is not None
+            and field.min_value >= 0
+            and field.max_digits is not None
+            and field.decimal_places is not None
+        ):
             whole, places = field.max_digits - field.decimal_places, field.decimal_places
             schema["pattern"] = rf"^(?:\d{{1,{whole}}}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}})$"
-            schema.pop("format", None)  # "decimal" makes generators send numbers: the API takes a string
+            schema.pop(
+                "format", None
+            )  # "decimal" makes generators send numbers: the API takes a string
         return schema
+
 
 ERROR = {
     "type": "object",
@@ -56,18 +71,22 @@ ERROR = {
 FIELD_ERRORS = {
     "type": "object",
     "additionalProperties": {},
-    "description": "The fields in error, each with its messages (`{\"name\": [\"This field is required.\"]}`); "
-                   "`non_field_errors` or `detail` when no one field is to blame.",
+    "description": 'The fields in error, each with its messages (`{"name": ["This field is required."]}`); '
+    "`non_field_errors` or `detail` when no one field is to blame.",
 }
 _METHODS = ("get", "put", "post", "patch", "delete")
 
 
 def _answer(description: str, schema: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
 
 
-def declare_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+def declare_error_responses(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("Error", ERROR)
     schemas.setdefault("FieldErrors", FIELD_ERRORS)
@@ -80,7 +99,9 @@ def declare_error_responses(result: dict[str, Any], generator: Any, request: Any
             reads_body = method in ("put", "post", "patch")
             responses = operation.setdefault("responses", {})
             if reads_body or any(p.get("in") == "query" for p in parameters) or method == "delete":
-                responses.setdefault("400", _answer("Invalid input, or a change the rules refuse.", "FieldErrors"))
+                responses.setdefault(
+                    "400", _answer("Invalid input, or a change the rules refuse.", "FieldErrors")
+                )
             responses.setdefault("401", _answer("No credentials, or a bad token.", "Error"))
             responses.setdefault("403", _answer("Not allowed for this user.", "Error"))
             if any(p.get("in") == "path" for p in parameters):

@@ -20,7 +20,9 @@ from servestatic import ServeStaticASGI  # noqa: E402
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 django_application = get_asgi_application()
-settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # collectstatic fills it; servestatic wants it to exist
+settings.STATIC_ROOT.mkdir(
+    parents=True, exist_ok=True
+)  # collectstatic fills it; servestatic wants it to exist
 
 from gateway.hotpath.asgi import GatewayASGIHandler, dispatch  # noqa: E402  (needs the app registry ready)
 from gateway.hotpath.lifespan import with_lifespan  # noqa: E402

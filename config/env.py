@@ -111,7 +111,9 @@ def envsecret(name: str, *, fallback_file: Path) -> str:
                 "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
             )
         if value.startswith("django-insecure-"):
-            raise ImproperlyConfigured(f"{name} is Django's generated development key; make a new one")
+            raise ImproperlyConfigured(
+                f"{name} is Django's generated development key; make a new one"
+            )
         return value
     if fallback_file.exists():
         return fallback_file.read_text().strip()
@@ -132,13 +134,19 @@ def envfernetkeys(name: str, *, fallback_file: Path) -> list[str]:
     if raw:
         keys = [key.strip() for key in raw.split(",") if key.strip()]
     elif fallback_file.exists():
-        keys = [key.strip() for key in fallback_file.read_text().replace("\n", ",").split(",") if key.strip()]
+        keys = [
+            key.strip()
+            for key in fallback_file.read_text().replace("\n", ",").split(",")
+            if key.strip()
+        ]
     else:
         keys = [Fernet.generate_key().decode()]
         try:
             _write_private(fallback_file, keys[0] + "\n")
         except OSError as exc:
-            raise ImproperlyConfigured(f"{name} is not set and no key can be kept in {fallback_file} ({exc})") from None
+            raise ImproperlyConfigured(
+                f"{name} is not set and no key can be kept in {fallback_file} ({exc})"
+            ) from None
     for position, key in enumerate(keys, start=1):
         try:
             Fernet(key)

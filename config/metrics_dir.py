@@ -57,9 +57,14 @@ def prepare_metrics_dir() -> str:
     if given:
         os.makedirs(given, exist_ok=True)
         return given
-    base = Path(os.environ.get("GATEWAY_METRICS_DIR") or Path(tempfile.gettempdir()) / "smart-balancers-metrics")
+    base = Path(
+        os.environ.get("GATEWAY_METRICS_DIR")
+        or Path(tempfile.gettempdir()) / "smart-balancers-metrics"
+    )
     base.mkdir(parents=True, exist_ok=True)
-    parent = multiprocessing.parent_process()  # uvicorn --workers spawns its workers through multiprocessing
+    parent = (
+        multiprocessing.parent_process()
+    )  # uvicorn --workers spawns its workers through multiprocessing
     server = parent.pid if parent is not None and parent.pid is not None else os.getpid()
     name = f"{server}-{_start_time(server)}"
     for entry in base.iterdir():

@@ -30,7 +30,9 @@ VAR_DIR = Path(envstr("VAR_DIR", str(BASE_DIR / "var")))
 
 SECRET_KEY = envsecret("SECRET_KEY", fallback_file=VAR_DIR / "secret_key")
 # Upstream API keys are stored encrypted (Fernet): the first key encrypts, every one decrypts.
-GATEWAY_ENCRYPTION_KEYS = envfernetkeys("GATEWAY_ENCRYPTION_KEYS", fallback_file=VAR_DIR / "encryption_keys")
+GATEWAY_ENCRYPTION_KEYS = envfernetkeys(
+    "GATEWAY_ENCRYPTION_KEYS", fallback_file=VAR_DIR / "encryption_keys"
+)
 DEBUG = envbool("DEBUG", False)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
@@ -93,8 +95,11 @@ _default_db = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 try:
     # Health checks: a kept connection is pinged before its first query in each unit of work
     # (request, or gateway.db.unit_of_work), so one that died with a database restart is replaced.
-    DATABASES = {"default": dj_database_url.parse(envstr("DATABASE_URL", _default_db), conn_max_age=60,
-                                                  conn_health_checks=True)}
+    DATABASES = {
+        "default": dj_database_url.parse(
+            envstr("DATABASE_URL", _default_db), conn_max_age=60, conn_health_checks=True
+        )
+    }
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -104,7 +109,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 REDIS_URL = envstr("REDIS_URL", "")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -206,12 +213,18 @@ GATEWAY_UPSTREAM_MAX_CONNECTIONS = envint("GATEWAY_UPSTREAM_MAX_CONNECTIONS", 10
 GATEWAY_BASE_URL = envstr("GATEWAY_BASE_URL", "")
 # Hostile upstreams (docs/reliability.md): an answer past these bounds is an upstream failure and
 # its connection is dropped. Whole bodies as sent and once decompressed; streamed answers per SSE event.
-GATEWAY_UPSTREAM_MAX_HEADER_BYTES = envint("GATEWAY_UPSTREAM_MAX_HEADER_BYTES", 64 * 1024, minimum=1024)
-GATEWAY_UPSTREAM_MAX_BODY_BYTES = envint("GATEWAY_UPSTREAM_MAX_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
+GATEWAY_UPSTREAM_MAX_HEADER_BYTES = envint(
+    "GATEWAY_UPSTREAM_MAX_HEADER_BYTES", 64 * 1024, minimum=1024
+)
+GATEWAY_UPSTREAM_MAX_BODY_BYTES = envint(
+    "GATEWAY_UPSTREAM_MAX_BODY_BYTES", 32 * 1024 * 1024, minimum=1024
+)
 GATEWAY_UPSTREAM_MAX_DECOMPRESSED_BYTES = envint(
     "GATEWAY_UPSTREAM_MAX_DECOMPRESSED_BYTES", 32 * 1024 * 1024, minimum=1024
 )
-GATEWAY_UPSTREAM_MAX_EVENT_BYTES = envint("GATEWAY_UPSTREAM_MAX_EVENT_BYTES", 8 * 1024 * 1024, minimum=1024)
+GATEWAY_UPSTREAM_MAX_EVENT_BYTES = envint(
+    "GATEWAY_UPSTREAM_MAX_EVENT_BYTES", 8 * 1024 * 1024, minimum=1024
+)
 # Egress policy (targetgroups/egress.py): link-local and cloud metadata addresses are always refused;
 # loopback and private networks only with this on. On by default in embedded mode (SQLite: `make run`,
 # where the simulator and local model servers live); in production, a deliberate choice.
@@ -241,7 +254,9 @@ GATEWAY_READY_TIMEOUT_SECONDS = envfloat("GATEWAY_READY_TIMEOUT_SECONDS", 0.5, m
 GATEWAY_READY_CACHE_SECONDS = envfloat("GATEWAY_READY_CACHE_SECONDS", 1.0, minimum=0.0)
 GATEWAY_READY_CHECKS = envlist("GATEWAY_READY_CHECKS", ["database", "redis"])
 if not set(GATEWAY_READY_CHECKS) <= {"database", "redis"}:
-    raise ImproperlyConfigured(f"GATEWAY_READY_CHECKS may name database and redis, got {GATEWAY_READY_CHECKS!r}")
+    raise ImproperlyConfigured(
+        f"GATEWAY_READY_CHECKS may name database and redis, got {GATEWAY_READY_CHECKS!r}"
+    )
 # Usage rollups: hourly sums for the usage page, every GATEWAY_ROLLUP_SECONDS (Celery beat in
 # production, the gateway's tick in embedded mode); raw events are kept this many days (0: forever).
 GATEWAY_ROLLUP_SECONDS = envfloat("GATEWAY_ROLLUP_SECONDS", 60.0, minimum=1.0)
@@ -258,12 +273,17 @@ GATEWAY_MAX_REPORTED_TOKENS = envint("GATEWAY_MAX_REPORTED_TOKENS", 10_000_000, 
 # unless GATEWAY_REQUEST_LOG is off. /metrics: the bearer token, or a client in the networks (loopback
 # only when neither is set).
 GATEWAY_LOG_FORMAT = envstr(
-    "GATEWAY_LOG_FORMAT", "text" if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else "json"
+    "GATEWAY_LOG_FORMAT",
+    "text" if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else "json",
 )
 if GATEWAY_LOG_FORMAT not in ("json", "text"):
-    raise ImproperlyConfigured(f"GATEWAY_LOG_FORMAT must be json or text, got {GATEWAY_LOG_FORMAT!r}")
+    raise ImproperlyConfigured(
+        f"GATEWAY_LOG_FORMAT must be json or text, got {GATEWAY_LOG_FORMAT!r}"
+    )
 GATEWAY_REQUEST_LOG = envbool("GATEWAY_REQUEST_LOG", True)
-GATEWAY_METRICS = envbool("GATEWAY_METRICS", True)  # off: /metrics answers 404 and nothing is counted
+GATEWAY_METRICS = envbool(
+    "GATEWAY_METRICS", True
+)  # off: /metrics answers 404 and nothing is counted
 GATEWAY_METRICS_TOKEN = envstr("GATEWAY_METRICS_TOKEN", "")
 GATEWAY_METRICS_ALLOW_NETWORKS = envlist("GATEWAY_METRICS_ALLOW_NETWORKS", [])
 for _network in GATEWAY_METRICS_ALLOW_NETWORKS:
@@ -277,14 +297,21 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "pythonjsonlogger.orjson.OrjsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
+        "json": {
+            "()": "pythonjsonlogger.orjson.OrjsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
     },
     # Every record leaves with the upstream API keys scrubbed out (gateway/hotpath/scrub.py).
     "filters": {"scrub_secrets": {"()": "gateway.hotpath.scrub.SecretFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler",
-                             "formatter": "json" if GATEWAY_LOG_FORMAT == "json" else "plain",
-                             "filters": ["scrub_secrets"]}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if GATEWAY_LOG_FORMAT == "json" else "plain",
+            "filters": ["scrub_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     # axes: lockouts and repeated failures are warnings; its start banner and each login are not news.
     "loggers": {"django.request": {"level": "ERROR"}, "axes": {"level": "WARNING"}},

@@ -20,7 +20,15 @@ class ApiKeyForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     form = ApiKeyForm
-    list_display = ("name", "prefix", "rate_limit_per_minute", "allow_route_override", "enabled", "revoked_at", "created_at")
+    list_display = (
+        "name",
+        "prefix",
+        "rate_limit_per_minute",
+        "allow_route_override",
+        "enabled",
+        "revoked_at",
+        "created_at",
+    )
     readonly_fields = ("prefix", "created_at", "revoked_at")
     filter_horizontal = ("balancers",)
 
@@ -30,23 +38,40 @@ class ApiKeyAdmin(admin.ModelAdmin):
             request._new_api_key_secret = secret  # type: ignore[attr-defined]  # for response_add, this request only
         super().save_model(request, obj, form, change)
 
-    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+    def response_add(
+        self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None
+    ) -> HttpResponse:
         """The secret in this response's page, once: never in a message, which the default
         storage keeps in a cookie, nor anywhere else that outlives the response."""
         secret = getattr(request, "_new_api_key_secret", None)
         if secret is None:
             return super().response_add(request, obj, post_url_continue)
-        response = TemplateResponse(request, "admin/gateway/apikey/created.html", {
-            **self.admin_site.each_context(request), "opts": self.opts, "key": obj, "secret": secret,
-            "title": f"API key {obj.name} created",
-        })
+        response = TemplateResponse(
+            request,
+            "admin/gateway/apikey/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "key": obj,
+                "secret": secret,
+                "title": f"API key {obj.name} created",
+            },
+        )
         response["Cache-Control"] = "no-store"
         return response
 
 
 @admin.register(UsageEvent)
 class UsageEventAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "serving_name", "route", "instance", "status_code", "latency_ms", "cost_usd")
+    list_display = (
+        "created_at",
+        "serving_name",
+        "route",
+        "instance",
+        "status_code",
+        "latency_ms",
+        "cost_usd",
+    )
     list_filter = ("serving_name", "status_code", "decision_reason")
     date_hierarchy = "created_at"
 

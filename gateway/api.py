@@ -51,21 +51,37 @@ def _api_key_or_404(key_id: int) -> ApiKey:
 
 def _balancers_field(**kwargs: Any) -> Any:  # a ManyRelatedField at run time (many=True)
     return NameField(
-        slug_field="name", queryset=Balancer.objects.all(), many=True,
-        help_text="Names of the balancers this key may call; empty: every balancer.", **kwargs,
+        slug_field="name",
+        queryset=Balancer.objects.all(),
+        many=True,
+        help_text="Names of the balancers this key may call; empty: every balancer.",
+        **kwargs,
     )
 
 
 class ApiKeyOutputSerializer(serializers.ModelSerializer):
     balancers: serializers.SlugRelatedField[Balancer] = serializers.SlugRelatedField(
-        slug_field="name", many=True, read_only=True, help_text="Names of the balancers this key may call; empty: every balancer."
+        slug_field="name",
+        many=True,
+        read_only=True,
+        help_text="Names of the balancers this key may call; empty: every balancer.",
     )
     is_active = serializers.BooleanField(read_only=True, help_text="Enabled and not revoked.")
 
     class Meta:
         model = ApiKey
-        fields: tuple[str, ...] = ("id", "name", "prefix", "balancers", "rate_limit_per_minute", "allow_route_override", "enabled",
-                  "is_active", "created_at", "revoked_at")
+        fields: tuple[str, ...] = (
+            "id",
+            "name",
+            "prefix",
+            "balancers",
+            "rate_limit_per_minute",
+            "allow_route_override",
+            "enabled",
+            "is_active",
+            "created_at",
+            "revoked_at",
+        )
         read_only_fields = fields
         ref_name = "ApiKey"
 
@@ -73,7 +89,9 @@ class ApiKeyOutputSerializer(serializers.ModelSerializer):
 class ApiKeyListApi(JsonApi):
     OutputSerializer = ApiKeyOutputSerializer
 
-    @extend_schema(summary="List gateway API keys (never their secrets)", responses=OutputSerializer(many=True))
+    @extend_schema(
+        summary="List gateway API keys (never their secrets)", responses=OutputSerializer(many=True)
+    )
     def get(self, request: Request) -> Response:
         return Response(self.OutputSerializer(_api_keys(), many=True).data)
 
@@ -82,15 +100,21 @@ class ApiKeyCreateApi(JsonApi):
     class InputSerializer(JsonTypesMixin, serializers.Serializer):
         name = serializers.CharField(max_length=100)
         balancers = _balancers_field(required=False)
-        rate_limit_per_minute = serializers.IntegerField(min_value=1, allow_null=True, required=False, help_text="Empty: unlimited.")
+        rate_limit_per_minute = serializers.IntegerField(
+            min_value=1, allow_null=True, required=False, help_text="Empty: unlimited."
+        )
         allow_route_override = serializers.BooleanField(
-            required=False, help_text="May force an enabled route with the X-Balancer-Route header; default false.")
+            required=False,
+            help_text="May force an enabled route with the X-Balancer-Route header; default false.",
+        )
 
         class Meta:
             ref_name = "ApiKeyCreateInput"
 
     class OutputSerializer(ApiKeyOutputSerializer):
-        secret = serializers.SerializerMethodField(help_text="The key itself. Shown in this response only: store it now.")
+        secret = serializers.SerializerMethodField(
+            help_text="The key itself. Shown in this response only: store it now."
+        )
 
         class Meta(ApiKeyOutputSerializer.Meta):
             fields: tuple[str, ...] = (*ApiKeyOutputSerializer.Meta.fields, "secret")
@@ -101,7 +125,11 @@ class ApiKeyCreateApi(JsonApi):
         def get_secret(self, key: ApiKey) -> str:
             return self.context["secret"]
 
-    @extend_schema(summary="Create a gateway API key; the response holds its secret, once", request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        summary="Create a gateway API key; the response holds its secret, once",
+        request=InputSerializer,
+        responses={201: OutputSerializer},
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -113,7 +141,9 @@ class ApiKeyCreateApi(JsonApi):
 class ApiKeyRetrieveApi(JsonApi):
     OutputSerializer = ApiKeyOutputSerializer
 
-    @extend_schema(summary="Retrieve a gateway API key (never its secret)", responses=OutputSerializer)
+    @extend_schema(
+        summary="Retrieve a gateway API key (never its secret)", responses=OutputSerializer
+    )
     def get(self, request: Request, key_id: int) -> Response:
         return Response(self.OutputSerializer(_api_key_or_404(key_id)).data)
 
@@ -124,21 +154,33 @@ class ApiKeyUpdateApi(JsonApi):
     class InputSerializer(JsonTypesMixin, serializers.Serializer):
         name = serializers.CharField(max_length=100)
         balancers = _balancers_field(required=False)
-        rate_limit_per_minute = serializers.IntegerField(min_value=1, allow_null=True, required=False, help_text="Empty: unlimited.")
+        rate_limit_per_minute = serializers.IntegerField(
+            min_value=1, allow_null=True, required=False, help_text="Empty: unlimited."
+        )
         allow_route_override = serializers.BooleanField(
-            required=False, help_text="May force an enabled route with the X-Balancer-Route header; default false.")
-        enabled = serializers.BooleanField(required=False, help_text="A revoked key cannot be enabled again.")
+            required=False,
+            help_text="May force an enabled route with the X-Balancer-Route header; default false.",
+        )
+        enabled = serializers.BooleanField(
+            required=False, help_text="A revoked key cannot be enabled again."
+        )
 
         class Meta:
             ref_name = "ApiKeyUpdateInput"
 
     OutputSerializer = ApiKeyOutputSerializer
 
-    @extend_schema(summary="Update a gateway API key", request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(
+        summary="Update a gateway API key", request=InputSerializer, responses=OutputSerializer
+    )
     def put(self, request: Request, key_id: int) -> Response:
         return self._update(request, key_id, partial=False)
 
-    @extend_schema(summary="Update some fields of a gateway API key", request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(
+        summary="Update some fields of a gateway API key",
+        request=InputSerializer,
+        responses=OutputSerializer,
+    )
     def patch(self, request: Request, key_id: int) -> Response:
         return self._update(request, key_id, partial=True)
 
@@ -153,7 +195,9 @@ class ApiKeyUpdateApi(JsonApi):
 class ApiKeyRevokeApi(JsonApi):
     OutputSerializer = ApiKeyOutputSerializer
 
-    @extend_schema(summary="Revoke a gateway API key for good", request=None, responses=OutputSerializer)
+    @extend_schema(
+        summary="Revoke a gateway API key for good", request=None, responses=OutputSerializer
+    )
     def post(self, request: Request, key_id: int) -> Response:
         api_key_revoke(key=_api_key_or_404(key_id))
         return Response(self.OutputSerializer(_api_key_or_404(key_id)).data)
@@ -170,13 +214,23 @@ class ApiKeyDeleteApi(JsonApi):
 
 
 class UsageQuerySerializer(serializers.Serializer):
-    range = serializers.ChoiceField(choices=list(RANGES), default=DEFAULT_RANGE.key,
-                                    help_text="24h (hourly buckets), 7d or 30d (UTC days), the current one included.")
-    balancer = NameField(slug_field="name", queryset=Balancer.objects.all(), required=False,
-                         help_text="Only this balancer's requests.")
-    key = serializers.RegexField(r"^(none|[0-9]+)$", required=False,
-                                 help_text="Only this API key's requests (its id), or `none` for requests "
-                                           "without a key (playground, smoke tests).")
+    range = serializers.ChoiceField(
+        choices=list(RANGES),
+        default=DEFAULT_RANGE.key,
+        help_text="24h (hourly buckets), 7d or 30d (UTC days), the current one included.",
+    )
+    balancer = NameField(
+        slug_field="name",
+        queryset=Balancer.objects.all(),
+        required=False,
+        help_text="Only this balancer's requests.",
+    )
+    key = serializers.RegexField(
+        r"^(none|[0-9]+)$",
+        required=False,
+        help_text="Only this API key's requests (its id), or `none` for requests "
+        "without a key (playground, smoke tests).",
+    )
 
     def validate_key(self, value: str) -> ApiKey | str:
         if value == "none":
@@ -189,8 +243,12 @@ class UsageQuerySerializer(serializers.Serializer):
     def filters(self) -> UsageFilters:
         data = self.validated_data
         key = data.get("key")
-        return UsageFilters(range=RANGES[data["range"]], balancer=data.get("balancer"),
-                            api_key=key if isinstance(key, ApiKey) else None, without_key=key == "none")
+        return UsageFilters(
+            range=RANGES[data["range"]],
+            balancer=data.get("balancer"),
+            api_key=key if isinstance(key, ApiKey) else None,
+            without_key=key == "none",
+        )
 
 
 class UsageTotalsSerializer(serializers.Serializer):
@@ -217,20 +275,28 @@ class UsageRowSerializer(UsageTotalsSerializer):
 
 
 def _usd(help_text: str = "") -> serializers.DecimalField:
-    return serializers.DecimalField(max_digits=20, decimal_places=10, allow_null=True, help_text=help_text)
+    return serializers.DecimalField(
+        max_digits=20, decimal_places=10, allow_null=True, help_text=help_text
+    )
 
 
 class BalancerSavingsSerializer(serializers.Serializer):
-    balancer = serializers.CharField(help_text="Empty when the balancer was deleted since (cache savings only).")
+    balancer = serializers.CharField(
+        help_text="Empty when the balancer was deleted since (cache savings only)."
+    )
     serving_name = serializers.CharField()
     requests = serializers.IntegerField()
     cost_usd = _usd("What the requests cost, as recorded.")
     cache_hits = serializers.IntegerField()
     cache_savings_usd = _usd("The upstream cost the response cache avoided.")
-    priciest_route = serializers.CharField(help_text="The enabled route the tokens would cost most on.")
+    priciest_route = serializers.CharField(
+        help_text="The enabled route the tokens would cost most on."
+    )
     priciest_route_cost_usd = _usd("The tokens priced on the priciest route.")
     savings_vs_priciest_route_usd = _usd("priciest_route_cost_usd less cost_usd.")
-    baseline_route = serializers.CharField(help_text="The balancer's baseline route; empty when it names none.")
+    baseline_route = serializers.CharField(
+        help_text="The balancer's baseline route; empty when it names none."
+    )
     baseline_route_cost_usd = _usd("The tokens priced on the baseline route.")
     savings_vs_baseline_route_usd = _usd("baseline_route_cost_usd less cost_usd.")
 
@@ -238,9 +304,13 @@ class BalancerSavingsSerializer(serializers.Serializer):
 class SavingsSerializer(serializers.Serializer):
     cache_hits = serializers.IntegerField()
     cache_savings_usd = _usd("The upstream cost the response cache avoided.")
-    priciest_route_cost_usd = _usd("Every balancer's tokens on its priciest route; null without a priced balancer.")
+    priciest_route_cost_usd = _usd(
+        "Every balancer's tokens on its priciest route; null without a priced balancer."
+    )
     savings_vs_priciest_route_usd = _usd()
-    baseline_route_cost_usd = _usd("Over the balancers that name a baseline route; null when none does.")
+    baseline_route_cost_usd = _usd(
+        "Over the balancers that name a baseline route; null when none does."
+    )
     savings_vs_baseline_route_usd = _usd()
     balancers = BalancerSavingsSerializer(many=True)
 
@@ -250,30 +320,52 @@ class UsageSerializer(serializers.Serializer):
     start = serializers.DateTimeField(help_text="Inclusive, UTC.")
     end = serializers.DateTimeField(help_text="Exclusive, UTC.")
     totals = UsageTotalsSerializer()
-    savings = SavingsSerializer(help_text="Cache savings and savings against two baselines (docs/gateway.md).")
-    rows = UsageRowSerializer(many=True, help_text="One per balancer, route, instance, model and key; costliest first.")
+    savings = SavingsSerializer(
+        help_text="Cache savings and savings against two baselines (docs/gateway.md)."
+    )
+    rows = UsageRowSerializer(
+        many=True, help_text="One per balancer, route, instance, model and key; costliest first."
+    )
 
 
 def _totals(totals: UsageTotals) -> dict[str, Any]:
     return {
-        "requests": totals.requests, "errors": totals.errors, "error_rate": totals.error_rate,
-        "prompt_tokens": totals.prompt_tokens, "completion_tokens": totals.completion_tokens,
-        "cost_usd": totals.cost, "mean_latency_ms": totals.mean_latency_ms, "streamed": totals.streamed,
+        "requests": totals.requests,
+        "errors": totals.errors,
+        "error_rate": totals.error_rate,
+        "prompt_tokens": totals.prompt_tokens,
+        "completion_tokens": totals.completion_tokens,
+        "cost_usd": totals.cost,
+        "mean_latency_ms": totals.mean_latency_ms,
+        "streamed": totals.streamed,
     }
 
 
 def _savings(report: SavingsReport) -> dict[str, Any]:
     return {
-        "cache_hits": report.cache_hits, "cache_savings_usd": report.cache_savings,
-        "priciest_route_cost_usd": report.priciest_cost, "savings_vs_priciest_route_usd": report.savings_vs_priciest,
-        "baseline_route_cost_usd": report.baseline_cost, "savings_vs_baseline_route_usd": report.savings_vs_baseline,
-        "balancers": [{
-            "balancer": b.balancer, "serving_name": b.serving_name, "requests": b.requests, "cost_usd": b.cost,
-            "cache_hits": b.cache_hits, "cache_savings_usd": b.cache_savings,
-            "priciest_route": b.priciest_route, "priciest_route_cost_usd": b.priciest_cost,
-            "savings_vs_priciest_route_usd": b.savings_vs_priciest, "baseline_route": b.baseline_route,
-            "baseline_route_cost_usd": b.baseline_cost, "savings_vs_baseline_route_usd": b.savings_vs_baseline,
-        } for b in report.balancers],
+        "cache_hits": report.cache_hits,
+        "cache_savings_usd": report.cache_savings,
+        "priciest_route_cost_usd": report.priciest_cost,
+        "savings_vs_priciest_route_usd": report.savings_vs_priciest,
+        "baseline_route_cost_usd": report.baseline_cost,
+        "savings_vs_baseline_route_usd": report.savings_vs_baseline,
+        "balancers": [
+            {
+                "balancer": b.balancer,
+                "serving_name": b.serving_name,
+                "requests": b.requests,
+                "cost_usd": b.cost,
+                "cache_hits": b.cache_hits,
+                "cache_savings_usd": b.cache_savings,
+                "priciest_route": b.priciest_route,
+                "priciest_route_cost_usd": b.priciest_cost,
+                "savings_vs_priciest_route_usd": b.savings_vs_priciest,
+                "baseline_route": b.baseline_route,
+                "baseline_route_cost_usd": b.baseline_cost,
+                "savings_vs_baseline_route_usd": b.savings_vs_baseline,
+            }
+            for b in report.balancers
+        ],
     }
 
 
@@ -282,15 +374,24 @@ def _row(row: UsageRow) -> dict[str, Any]:
     mean = row.totals.mean_latency_ms
     return {
         **_totals(row.totals),
-        "balancer": row.balancer, "serving_name": row.serving_name, "route": row.route, "instance": row.instance,
-        "model": row.model, "api_key_id": row.api_key_id, "api_key": row.api_key,
-        "cost_share": round(float(row.cost_share), 6), "mean_latency_ms": None if mean is None else round(mean, 1),
+        "balancer": row.balancer,
+        "serving_name": row.serving_name,
+        "route": row.route,
+        "instance": row.instance,
+        "model": row.model,
+        "api_key_id": row.api_key_id,
+        "api_key": row.api_key,
+        "cost_share": round(float(row.cost_share), 6),
+        "mean_latency_ms": None if mean is None else round(mean, 1),
     }
 
 
 class UsageApi(APIView):
-    @extend_schema(summary="Requests, tokens and cost over a range, split by balancer, route, instance, model and key",
-                   parameters=[UsageQuerySerializer], responses=UsageSerializer)
+    @extend_schema(
+        summary="Requests, tokens and cost over a range, split by balancer, route, instance, model and key",
+        parameters=[UsageQuerySerializer],
+        responses=UsageSerializer,
+    )
     def get(self, request: Request) -> Response:
         # A plain dict, not the QueryDict: DRF reads an empty value in a QueryDict as "not given"
         # (HTML form rules), which would let `?range=` pass as the default range.
@@ -300,7 +401,9 @@ class UsageApi(APIView):
         rollup_usage()  # what the page does: incremental, so the figures are never a minute behind
         start, end = filters.range.window(timezone.now())
         data = {
-            "range": filters.range.key, "start": start, "end": end,
+            "range": filters.range.key,
+            "start": start,
+            "end": end,
             "totals": _totals(usage_totals(filters=filters, start=start, end=end)),
             "savings": _savings(savings_report(filters=filters, start=start, end=end)),
             "rows": [_row(row) for row in usage_rows(filters=filters, start=start, end=end)],

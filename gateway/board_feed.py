@@ -51,13 +51,19 @@ NOTE_BUFFER = 5_000  # records waiting for the publisher; past it the oldest are
 
 # Attempt outcomes (gateway.hotpath.proxy log_attempt) in an operator's words.
 OUTCOME_WORDS = {
-    "connect": "connection refused", "timeout": "timed out", "http": "HTTP error", "status": "HTTP error",
-    "rate_limited": "rate limited", "client_error": "refused the request", "cancelled": "cancelled",
+    "connect": "connection refused",
+    "timeout": "timed out",
+    "http": "HTTP error",
+    "status": "HTTP error",
+    "rate_limited": "rate limited",
+    "client_error": "refused the request",
+    "cancelled": "cancelled",
 }
 
 
-def decision_words(reason: str, confidence: float | None, attempt_log: Iterable[dict[str, Any]],
-                   served_route: str) -> str:
+def decision_words(
+    reason: str, confidence: float | None, attempt_log: Iterable[dict[str, Any]], served_route: str
+) -> str:
     """Why the request went where it did, as an operator would say it.
 
     `classified` names the route that matched and the confidence; the router's fall-backs say
@@ -71,7 +77,9 @@ def decision_words(reason: str, confidence: float | None, attempt_log: Iterable[
         words = f"{first} matched" + (f" ({confidence:.0%})" if confidence is not None else "")
     elif reason.startswith("default:"):
         why = reason.split(":", 1)[1].replace("_", " ")
-        words = f"default: {why}" + (f" ({confidence:.0%})" if confidence is not None and why == "low confidence" else "")
+        words = f"default: {why}" + (
+            f" ({confidence:.0%})" if confidence is not None and why == "low confidence" else ""
+        )
     elif reason == "override":
         words = f"override: {first}"
     elif reason.startswith("rule:"):
@@ -84,7 +92,11 @@ def decision_words(reason: str, confidence: float | None, attempt_log: Iterable[
         words = reason or "—"
     failed = [a for a in attempts if a.get("outcome") != "ok"]
     if failed and len(attempts) > 1:
-        last = failed[-1] if attempts[-1].get("outcome") == "ok" else (failed[-2] if len(failed) > 1 else failed[-1])
+        last = (
+            failed[-1]
+            if attempts[-1].get("outcome") == "ok"
+            else (failed[-2] if len(failed) > 1 else failed[-1])
+        )
         what = OUTCOME_WORDS.get(str(last.get("outcome")), str(last.get("outcome")))
         status = f" {last['status']}" if last.get("status") and what == "HTTP error" else ""
         words += f" · fallback after {last.get('instance')} {what}{status}"
@@ -105,9 +117,18 @@ def board_event(record: Any) -> dict[str, Any]:
         "tokens": record.prompt_tokens + record.completion_tokens,
         "cost": str(record.cost_usd),
         "stream": record.stream,
-        "decision": decision_words(record.decision_reason, record.confidence, record.attempt_log, record.route),
-        "attempts": [{"route": a.get("route"), "instance": a.get("instance"), "outcome": a.get("outcome"),
-                      "status": a.get("status")} for a in record.attempt_log],
+        "decision": decision_words(
+            record.decision_reason, record.confidence, record.attempt_log, record.route
+        ),
+        "attempts": [
+            {
+                "route": a.get("route"),
+                "instance": a.get("instance"),
+                "outcome": a.get("outcome"),
+                "status": a.get("status"),
+            }
+            for a in record.attempt_log
+        ],
     }
 
 
@@ -140,7 +161,9 @@ class BoardPublisher:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="board-publisher", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="board-publisher", daemon=True
+                )
                 self._thread.start()
 
     def _run(self) -> None:
@@ -165,8 +188,9 @@ class BoardPublisher:
         sent = 0
         for balancer_id, records in by_balancer.items():
             shown = records[-MAX_EVENTS_PER_BATCH:]
-            message = orjson.dumps({"events": [board_event(r) for r in shown],
-                                    "skipped": len(records) - len(shown)})
+            message = orjson.dumps(
+                {"events": [board_event(r) for r in shown], "skipped": len(records) - len(shown)}
+            )
             self.skipped += len(records) - len(shown)
             deliver(balancer_id, message)
             sent += len(shown)
@@ -192,7 +216,9 @@ def deliver(balancer_id: int, message: bytes) -> None:
 class _Board:
     balancer_id: int
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[tuple[str, bytes] | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    queue: asyncio.Queue[tuple[str, bytes] | None] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
+    )
 
     def put(self, item: tuple[str, bytes] | None) -> None:
         if self.queue.full():
@@ -215,10 +241,14 @@ class BoardHub:
         self._lock = threading.Lock()
 
     def open_boards(self) -> int:
-        return sum(len(boards) for state in self._loops.values() for boards in state.boards.values())
+        return sum(
+            len(boards) for state in self._loops.values() for boards in state.boards.values()
+        )
 
     @contextlib.asynccontextmanager
-    async def listen(self, balancer_id: int, render: Callable[[], bytes]) -> AsyncIterator[asyncio.Queue[Any]]:
+    async def listen(
+        self, balancer_id: int, render: Callable[[], bytes]
+    ) -> AsyncIterator[asyncio.Queue[Any]]:
         """Open one board: its queue receives ("requests" | "lanes", JSON bytes), or None when the feed broke."""
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -231,8 +261,9 @@ class BoardHub:
         if balancer_id in state.last_state:
             board.put(("lanes", state.last_state[balancer_id]))
         if balancer_id not in state.watchers or state.watchers[balancer_id].done():
-            state.watchers[balancer_id] = loop.create_task(self._watch(state, balancer_id, render),
-                                                           name=f"board-state-{balancer_id}")
+            state.watchers[balancer_id] = loop.create_task(
+                self._watch(state, balancer_id, render), name=f"board-state-{balancer_id}"
+            )
         try:
             yield board.queue
         finally:
@@ -271,14 +302,20 @@ class BoardHub:
                 message = await pubsub.get_message(timeout=1.0)
                 if message is None or message.get("type") != "pmessage":
                     continue
-                channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
+                channel = (
+                    message["channel"].decode()
+                    if isinstance(message["channel"], bytes)
+                    else message["channel"]
+                )
                 with contextlib.suppress(ValueError):
                     balancer_id = int(channel.removeprefix(CHANNEL_PREFIX))
                     for board in list(state.boards.get(balancer_id, ())):
                         board.put(("requests", message["data"]))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the subscription broke: end the streams, the boards reconnect or poll
+        except (
+            Exception
+        ) as exc:  # the subscription broke: end the streams, the boards reconnect or poll
             logger.warning("board feed subscription lost: %s", exc)
             for boards in list(state.boards.values()):
                 for board in list(boards):
@@ -287,7 +324,9 @@ class BoardHub:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
-    async def _watch(self, state: _LoopState, balancer_id: int, render: Callable[[], bytes]) -> None:
+    async def _watch(
+        self, state: _LoopState, balancer_id: int, render: Callable[[], bytes]
+    ) -> None:
         from asgiref.sync import sync_to_async
 
         while True:

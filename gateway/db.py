@@ -30,7 +30,9 @@ T = TypeVar("T")
 
 def connection_lost(exc: BaseException) -> bool:
     """The database (or the way to it) failed, not the statement: worth retrying as is."""
-    return isinstance(exc, OperationalError | InterfaceError | psycopg.OperationalError | psycopg.InterfaceError)
+    return isinstance(
+        exc, OperationalError | InterfaceError | psycopg.OperationalError | psycopg.InterfaceError
+    )
 
 
 def drop_connections() -> None:

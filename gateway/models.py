@@ -24,17 +24,24 @@ class ApiKey(models.Model):
     """A gateway API key. Only its hash is stored; the secret is shown once."""
 
     name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16, help_text="The first characters, to recognise the key.")
+    prefix = models.CharField(
+        max_length=16, help_text="The first characters, to recognise the key."
+    )
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     balancers = models.ManyToManyField(
         Balancer, blank=True, related_name="api_keys", help_text="Empty: every balancer."
     )
     rate_limit_per_minute = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Requests per minute; empty: unlimited."
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Requests per minute; empty: unlimited.",
     )
     allow_route_override = models.BooleanField(
-        default=False, verbose_name="may choose the route",
-        help_text="Requests with this key may force an enabled route with the X-Balancer-Route header.")
+        default=False,
+        verbose_name="may choose the route",
+        help_text="Requests with this key may force an enabled route with the X-Balancer-Route header.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -69,10 +76,22 @@ class UsageEvent(models.Model):
     endpoint = models.CharField(max_length=20)  # chat | embeddings
     # No database constraints on these references: the event log is written in bulk
     # off the hot path and must never wait on (or deadlock with) configuration tables.
-    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
-                                db_constraint=False)
-    balancer = models.ForeignKey(Balancer, on_delete=models.SET_NULL, null=True, blank=True,
-                                 related_name="usage_events", db_constraint=False)
+    api_key = models.ForeignKey(
+        ApiKey,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+    )
+    balancer = models.ForeignKey(
+        Balancer,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="usage_events",
+        db_constraint=False,
+    )
     serving_name = models.CharField(max_length=128, blank=True)
     route = models.CharField(max_length=63, blank=True)
     instance = models.CharField(max_length=63, blank=True, help_text="instance_id that answered")
@@ -91,12 +110,19 @@ class UsageEvent(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0)
     usage_note = models.CharField(
-        max_length=200, blank=True,
-        help_text="Why an upstream-reported token count was dropped for the gateway's estimate.")
-    cache_hit = models.BooleanField(default=False, help_text="Answered from the response cache (no upstream call).")
+        max_length=200,
+        blank=True,
+        help_text="Why an upstream-reported token count was dropped for the gateway's estimate.",
+    )
+    cache_hit = models.BooleanField(
+        default=False, help_text="Answered from the response cache (no upstream call)."
+    )
     savings_usd = models.DecimalField(
-        max_digits=16, decimal_places=10, default=0,
-        help_text="Upstream cost avoided: a cache hit's original cost (its cost_usd is 0).")
+        max_digits=16,
+        decimal_places=10,
+        default=0,
+        help_text="Upstream cost avoided: a cache hit's original cost (its cost_usd is 0).",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -114,10 +140,14 @@ class UsageDeadLetter(models.Model):
     (GATEWAY_USAGE_RETENTION_DAYS).
     """
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True, help_text="When it was set aside.")
+    created_at = models.DateTimeField(
+        auto_now_add=True, db_index=True, help_text="When it was set aside."
+    )
     request_id = models.CharField(max_length=64, blank=True)
     reason = models.CharField(max_length=500, help_text="The database's error.")
-    record = models.TextField(help_text="The event as the gateway recorded it (JSON when it can be).")
+    record = models.TextField(
+        help_text="The event as the gateway recorded it (JSON when it can be)."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -136,24 +166,42 @@ class UsageHourly(models.Model):
 
     hour = models.DateTimeField(db_index=True, help_text="Start of the hour, UTC.")
     # Unconstrained, like the events they sum: a deleted balancer or key leaves its history.
-    balancer = models.ForeignKey(Balancer, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
-                                 db_constraint=False)
+    balancer = models.ForeignKey(
+        Balancer,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+    )
     serving_name = models.CharField(max_length=128, blank=True)
     route = models.CharField(max_length=63, blank=True)
     instance = models.CharField(max_length=63, blank=True)
     model = models.CharField(max_length=200, blank=True)
-    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
-                                db_constraint=False)
+    api_key = models.ForeignKey(
+        ApiKey,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+    )
     requests = models.PositiveIntegerField(default=0)
-    errors = models.PositiveIntegerField(default=0, help_text="Requests answered with a status of 400 or more.")
+    errors = models.PositiveIntegerField(
+        default=0, help_text="Requests answered with a status of 400 or more."
+    )
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0)
     latency_ms_sum = models.FloatField(default=0, help_text="Divide by requests for the mean.")
     streamed = models.PositiveIntegerField(default=0)
     cache_hits = models.PositiveIntegerField(default=0)
-    savings_usd = models.DecimalField(max_digits=16, decimal_places=10, default=0,
-                                      help_text="Upstream cost avoided by the response cache.")
+    savings_usd = models.DecimalField(
+        max_digits=16,
+        decimal_places=10,
+        default=0,
+        help_text="Upstream cost avoided by the response cache.",
+    )
 
     class Meta:
         ordering = ["-hour"]
@@ -171,7 +219,10 @@ class UsageRollupState(models.Model):
 
     last_event_id = models.BigIntegerField(default=0)
     pruned_before = models.DateTimeField(
-        null=True, blank=True, help_text="Raw events before this hour were deleted; their rollups are kept.")
+        null=True,
+        blank=True,
+        help_text="Raw events before this hour were deleted; their rollups are kept.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -190,8 +241,12 @@ class InstanceHealth(models.Model):
     config-version bump). `status` follows runs of probes (gateway/engine/probing.py);
     latency and detail are the last probe's."""
 
-    instance = models.OneToOneField("targetgroups.Instance", on_delete=models.CASCADE, related_name="probe")
-    status = models.CharField(max_length=20, choices=HealthStatus.choices, default=HealthStatus.UNKNOWN)
+    instance = models.OneToOneField(
+        "targetgroups.Instance", on_delete=models.CASCADE, related_name="probe"
+    )
+    status = models.CharField(
+        max_length=20, choices=HealthStatus.choices, default=HealthStatus.UNKNOWN
+    )
     latency_ms = models.FloatField(null=True, blank=True)
     detail = models.CharField(max_length=300, blank=True)
     checked_at = models.DateTimeField()
@@ -212,7 +267,8 @@ class StoredResponse(models.Model):
     expires_at = models.DateTimeField(db_index=True)
     response = models.JSONField(help_text="The Responses object as answered.")
     conversation = models.JSONField(
-        help_text="The turns up to and including this answer, as chat messages (without the instructions).")
+        help_text="The turns up to and including this answer, as chat messages (without the instructions)."
+    )
 
     def __str__(self) -> str:
         return self.id
@@ -222,12 +278,20 @@ class ProbeRecord(models.Model):
     """One probe of one instance, for the pages' short history. Pruned to the newest
     GATEWAY_PROBE_HISTORY per instance after every probe run."""
 
-    instance = models.ForeignKey("targetgroups.Instance", on_delete=models.CASCADE, related_name="probe_records")
+    instance = models.ForeignKey(
+        "targetgroups.Instance", on_delete=models.CASCADE, related_name="probe_records"
+    )
     checked_at = models.DateTimeField()
-    verdict = models.CharField(max_length=20, choices=HealthStatus.choices,
-                               help_text="What this probe alone said (healthy, degraded or unavailable).")
-    status = models.CharField(max_length=20, choices=HealthStatus.choices,
-                              help_text="The instance's state after this probe (with hysteresis).")
+    verdict = models.CharField(
+        max_length=20,
+        choices=HealthStatus.choices,
+        help_text="What this probe alone said (healthy, degraded or unavailable).",
+    )
+    status = models.CharField(
+        max_length=20,
+        choices=HealthStatus.choices,
+        help_text="The instance's state after this probe (with hysteresis).",
+    )
     latency_ms = models.FloatField(null=True, blank=True)
     detail = models.CharField(max_length=300, blank=True)
 

@@ -29,8 +29,14 @@ def describe(exc: BaseException, limit: int = 300) -> str:
 
 
 class OutageLog:
-    def __init__(self, what: str, logger: logging.Logger, *, summary_seconds: float = SUMMARY_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        what: str,
+        logger: logging.Logger,
+        *,
+        summary_seconds: float = SUMMARY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.what = what
         self.logger = logger
         self.summary_seconds = summary_seconds
@@ -54,14 +60,23 @@ class OutageLog:
             self.logger.debug("%s: the first failure", self.what, exc_info=exc)
         elif now - self._last_line >= self.summary_seconds:
             self._last_line = now
-            self.logger.warning("%s still failing after %.0f s (%d attempts): %s",
-                                self.what, now - self.since, self.failures, self.reason)
+            self.logger.warning(
+                "%s still failing after %.0f s (%d attempts): %s",
+                self.what,
+                now - self.since,
+                self.failures,
+                self.reason,
+            )
 
     def succeeded(self) -> None:
         if self.since is None:
             return
-        self.logger.info("%s recovered after %.1f s (%d failed attempts)",
-                            self.what, self.clock() - self.since, self.failures)
+        self.logger.info(
+            "%s recovered after %.1f s (%d failed attempts)",
+            self.what,
+            self.clock() - self.since,
+            self.failures,
+        )
         self.since = None
         self.failures = 0
         self.reason = ""

@@ -62,10 +62,17 @@ async def probe_instance(instance: InstanceSpec) -> ProbeResult:
     if instance.provider == "simulator":
         options = instance.options
         if options.get("down"):
-            return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, None, "simulator switched down")
+            return ProbeResult(
+                instance.pk, HealthStatus.UNAVAILABLE, None, "simulator switched down"
+            )
         latency = float(options.get("latency_ms", 0))
         if float(options.get("error_rate", 0)) >= 0.5:
-            return ProbeResult(instance.pk, HealthStatus.DEGRADED, latency, f"simulated error rate {options['error_rate']}")
+            return ProbeResult(
+                instance.pk,
+                HealthStatus.DEGRADED,
+                latency,
+                f"simulated error rate {options['error_rate']}",
+            )
         return ProbeResult(instance.pk, HealthStatus.HEALTHY, latency, "simulator")
     if instance.provider == "builtin":
         from gateway.router_models.local import warm_up
@@ -73,15 +80,28 @@ async def probe_instance(instance: InstanceSpec) -> ProbeResult:
         try:
             await asyncio.to_thread(warm_up)
         except Exception as exc:
-            return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, None, f"router model failed to load: {type(exc).__name__}")
-        return ProbeResult(instance.pk, HealthStatus.HEALTHY, (time.perf_counter() - started) * 1000, "in process")
+            return ProbeResult(
+                instance.pk,
+                HealthStatus.UNAVAILABLE,
+                None,
+                f"router model failed to load: {type(exc).__name__}",
+            )
+        return ProbeResult(
+            instance.pk, HealthStatus.HEALTHY, (time.perf_counter() - started) * 1000, "in process"
+        )
     headers = _PROBE_HEADERS.get(instance.provider)
     if headers is None:
-        return ProbeResult(instance.pk, HealthStatus.UNKNOWN, None, f"no probe for provider {instance.provider}")
+        return ProbeResult(
+            instance.pk, HealthStatus.UNKNOWN, None, f"no probe for provider {instance.provider}"
+        )
     try:
-        response = await http.request("GET", instance.base_url + "/models", headers=headers(instance),
-                                      connect_timeout=instance.connect_timeout,
-                                      first_byte_timeout=instance.connect_timeout + 5)
+        response = await http.request(
+            "GET",
+            instance.base_url + "/models",
+            headers=headers(instance),
+            connect_timeout=instance.connect_timeout,
+            first_byte_timeout=instance.connect_timeout + 5,
+        )
         await response.read(5)
         status = response.status
     except TimeoutError:
@@ -90,11 +110,15 @@ async def probe_instance(instance: InstanceSpec) -> ProbeResult:
         return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, None, f"connection failed: {exc}")
     latency = (time.perf_counter() - started) * 1000
     if status in (401, 403):
-        return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, latency, f"credential refused (HTTP {status})")
+        return ProbeResult(
+            instance.pk, HealthStatus.UNAVAILABLE, latency, f"credential refused (HTTP {status})"
+        )
     if status >= 500:
         return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, latency, f"HTTP {status}")
     if status >= 400:
-        return ProbeResult(instance.pk, HealthStatus.DEGRADED, latency, f"GET /models answered HTTP {status}")
+        return ProbeResult(
+            instance.pk, HealthStatus.DEGRADED, latency, f"GET /models answered HTTP {status}"
+        )
     if latency > SLOW_MS:
         return ProbeResult(instance.pk, HealthStatus.DEGRADED, latency, f"slow: {latency:.0f} ms")
     return ProbeResult(instance.pk, HealthStatus.HEALTHY, latency, "GET /models answered 200")
@@ -105,7 +129,9 @@ def _enabled_instances() -> list[InstanceSpec]:
 
 
 def probe_policy() -> ProbePolicy:
-    return ProbePolicy(down_after=settings.GATEWAY_PROBE_DOWN_AFTER, up_after=settings.GATEWAY_PROBE_UP_AFTER)
+    return ProbePolicy(
+        down_after=settings.GATEWAY_PROBE_DOWN_AFTER, up_after=settings.GATEWAY_PROBE_UP_AFTER
+    )
 
 
 def record_probe_results(results: list[ProbeResult]) -> list[ProbeResult]:
@@ -117,24 +143,60 @@ def record_probe_results(results: list[ProbeResult]) -> list[ProbeResult]:
     records: list[ProbeRecord] = []
     with transaction.atomic():
         # Locked: two probe runs at once (a slow one and the next beat) must not both count a probe.
-        rows = {h.instance_id: h for h in InstanceHealth.objects.select_for_update().filter(
-            instance_id__in=[r.pk for r in results])}
+        rows = {
+            h.instance_id: h
+            for h in InstanceHealth.objects.select_for_update().filter(
+                instance_id__in=[r.pk for r in results]
+            )
+        }
         for result in results:
             row = rows.get(result.pk)
-            previous = ProbeState() if row is None else ProbeState(
-                row.status, row.consecutive_failures, row.consecutive_successes)
+            previous = (
+                ProbeState()
+                if row is None
+                else ProbeState(row.status, row.consecutive_failures, row.consecutive_successes)
+            )
             state = next_probe_state(previous, result.status, policy)
             detail = result.detail[:300]
-            states.append(InstanceHealth(
-                instance_id=result.pk, status=state.status, latency_ms=result.latency_ms, detail=detail,
-                checked_at=now, consecutive_failures=state.failures, consecutive_successes=state.successes))
-            records.append(ProbeRecord(instance_id=result.pk, checked_at=now, verdict=result.status,
-                                       status=state.status, latency_ms=result.latency_ms, detail=detail))
-            saved.append(ProbeResult(result.pk, result.status, result.latency_ms, result.detail, state.status))
+            states.append(
+                InstanceHealth(
+                    instance_id=result.pk,
+                    status=state.status,
+                    latency_ms=result.latency_ms,
+                    detail=detail,
+                    checked_at=now,
+                    consecutive_failures=state.failures,
+                    consecutive_successes=state.successes,
+                )
+            )
+            records.append(
+                ProbeRecord(
+                    instance_id=result.pk,
+                    checked_at=now,
+                    verdict=result.status,
+                    status=state.status,
+                    latency_ms=result.latency_ms,
+                    detail=detail,
+                )
+            )
+            saved.append(
+                ProbeResult(
+                    result.pk, result.status, result.latency_ms, result.detail, state.status
+                )
+            )
         InstanceHealth.objects.bulk_create(  # an upsert: an instance's first probe creates its row
-            states, update_conflicts=True, unique_fields=["instance"],
-            update_fields=["status", "latency_ms", "detail", "checked_at", "consecutive_failures",
-                           "consecutive_successes"])
+            states,
+            update_conflicts=True,
+            unique_fields=["instance"],
+            update_fields=[
+                "status",
+                "latency_ms",
+                "detail",
+                "checked_at",
+                "consecutive_failures",
+                "consecutive_successes",
+            ],
+        )
         ProbeRecord.objects.bulk_create(records)
         _prune([r.pk for r in results])
     return saved
@@ -143,8 +205,11 @@ def record_probe_results(results: list[ProbeResult]) -> list[ProbeResult]:
 def _prune(pks: list[int]) -> None:
     """Keep the newest GATEWAY_PROBE_HISTORY records of each instance."""
     ranked = ProbeRecord.objects.filter(instance_id__in=pks).annotate(
-        newest=Window(RowNumber(), partition_by=F("instance_id"), order_by=F("id").desc()))
-    old = list(ranked.filter(newest__gt=settings.GATEWAY_PROBE_HISTORY).values_list("id", flat=True))
+        newest=Window(RowNumber(), partition_by=F("instance_id"), order_by=F("id").desc())
+    )
+    old = list(
+        ranked.filter(newest__gt=settings.GATEWAY_PROBE_HISTORY).values_list("id", flat=True)
+    )
     if old:
         ProbeRecord.objects.filter(id__in=old).delete()
 

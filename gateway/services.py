@@ -12,11 +12,18 @@ from gateway.models import ApiKey, StoredResponse, hash_api_key, new_api_key_sec
 
 @transaction.atomic
 def api_key_create(
-    *, name: str, balancers: Iterable[Balancer] = (), rate_limit_per_minute: int | None = None,
+    *,
+    name: str,
+    balancers: Iterable[Balancer] = (),
+    rate_limit_per_minute: int | None = None,
     allow_route_override: bool = False,
 ) -> tuple[ApiKey, str]:
     """Create a key; return it with its secret, which is never stored or shown again."""
-    key = ApiKey(name=name, rate_limit_per_minute=rate_limit_per_minute, allow_route_override=allow_route_override)
+    key = ApiKey(
+        name=name,
+        rate_limit_per_minute=rate_limit_per_minute,
+        allow_route_override=allow_route_override,
+    )
     secret = api_key_issue_secret(key=key)
     key.full_clean()
     key.save()
@@ -42,7 +49,9 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
 
 
 @transaction.atomic
-def api_key_update(*, key: ApiKey, balancers: Iterable[Balancer] | None = None, **fields: object) -> ApiKey:
+def api_key_update(
+    *, key: ApiKey, balancers: Iterable[Balancer] | None = None, **fields: object
+) -> ApiKey:
     """Change a key's name, rate limit, route override, enabled flag or balancers (`None` keeps them)."""
     if fields.get("enabled") and key.revoked_at is not None:
         raise ValidationError({"enabled": "A revoked key stays revoked; create a new key instead."})

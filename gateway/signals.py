@@ -22,7 +22,9 @@ def _schedule_bump(**kwargs: object) -> None:
 
 for _model in CONFIG_MODELS:
     post_save.connect(_schedule_bump, sender=_model, dispatch_uid=f"bump-save-{_model.__name__}")
-    post_delete.connect(_schedule_bump, sender=_model, dispatch_uid=f"bump-delete-{_model.__name__}")
+    post_delete.connect(
+        _schedule_bump, sender=_model, dispatch_uid=f"bump-delete-{_model.__name__}"
+    )
 
 
 configuration_changed.connect(_schedule_bump, dispatch_uid="bump-configuration-changed")

@@ -46,4 +46,11 @@ def prompt_tokens(messages: Any) -> int:
     if not isinstance(messages, list):
         return 0
     # ~4 tokens of framing per message, as OpenAI's chat format adds.
-    return sum(4 + estimate_tokens(message_text(m.get("content"))) for m in messages if isinstance(m, dict)) + 3
+    return (
+        sum(
+            4 + estimate_tokens(message_text(m.get("content")))
+            for m in messages
+            if isinstance(m, dict)
+        )
+        + 3
+    )

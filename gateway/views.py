@@ -34,18 +34,29 @@ from gateway.services import api_key_create, api_key_revoke
 
 
 class ApiKeyForm(forms.Form):
-    name = forms.CharField(max_length=100, label="Name", help_text="Who or what uses it, e.g. support-app.",
-                           widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "support-app"}))
-    balancers = forms.ModelMultipleChoiceField(
-        queryset=Balancer.objects.order_by("name"), required=False, widget=forms.CheckboxSelectMultiple,
-        to_field_name="name", label="Balancers", help_text="None checked: every balancer.",
+    name = forms.CharField(
+        max_length=100,
+        label="Name",
+        help_text="Who or what uses it, e.g. support-app.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "support-app"}),
     )
-    rate_limit_per_minute = forms.IntegerField(min_value=1, required=False, label="Requests per minute",
-                                               help_text="Empty: unlimited.")
+    balancers = forms.ModelMultipleChoiceField(
+        queryset=Balancer.objects.order_by("name"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        to_field_name="name",
+        label="Balancers",
+        help_text="None checked: every balancer.",
+    )
+    rate_limit_per_minute = forms.IntegerField(
+        min_value=1, required=False, label="Requests per minute", help_text="Empty: unlimited."
+    )
     allow_route_override = forms.BooleanField(
-        required=False, label="May choose the route",
+        required=False,
+        label="May choose the route",
         help_text="Requests with this key may force an enabled route with the X-Balancer-Route header "
-                  "(testing, trusted tools). Off: the header is refused with a 403.")
+        "(testing, trusted tools). Off: the header is refused with a 403.",
+    )
 
 
 def _context(form: ApiKeyForm, **extra: Any) -> dict[str, Any]:
@@ -62,7 +73,8 @@ def api_key_list(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             key, secret = api_key_create(
-                name=form.cleaned_data["name"], balancers=form.cleaned_data["balancers"],
+                name=form.cleaned_data["name"],
+                balancers=form.cleaned_data["balancers"],
                 rate_limit_per_minute=form.cleaned_data["rate_limit_per_minute"],
                 allow_route_override=form.cleaned_data["allow_route_override"],
             )
@@ -95,15 +107,23 @@ class UsageFilterForm(forms.Form):
     since the link was made) falls back to showing everything, never to an error page."""
 
     range = forms.ChoiceField(choices=[(r.key, r.label) for r in RANGES.values()], required=False)
-    balancer = forms.ModelChoiceField(queryset=Balancer.objects.order_by("name"), to_field_name="name",
-                                      required=False, empty_label="All balancers")
+    balancer = forms.ModelChoiceField(
+        queryset=Balancer.objects.order_by("name"),
+        to_field_name="name",
+        required=False,
+        empty_label="All balancers",
+    )
     key = forms.ChoiceField(required=False, label="API key")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keys = {str(k.pk): k for k in ApiKey.objects.order_by("revoked_at", "name")}
-        cast(forms.ChoiceField, self.fields["key"]).choices = [("", "All API keys"), ("none", "No key (playground, refusals)")] + [
-            (pk, f"{k.name} ({k.prefix}…){' · revoked' if k.revoked_at else ''}") for pk, k in self.keys.items()
+        cast(forms.ChoiceField, self.fields["key"]).choices = [
+            ("", "All API keys"),
+            ("none", "No key (playground, refusals)"),
+        ] + [
+            (pk, f"{k.name} ({k.prefix}…){' · revoked' if k.revoked_at else ''}")
+            for pk, k in self.keys.items()
         ]
 
     def filters(self) -> UsageFilters:
@@ -125,7 +145,11 @@ def usage(request: HtmxHttpRequest) -> HttpResponse:
     rollup_usage()  # incremental: cheap, and the page is never a minute behind
     form = UsageFilterForm(request.GET)
     filters = form.filters()
-    context = {"form": form, "filters": filters, **usage_report(filters=filters, now=timezone.now())}
+    context = {
+        "form": form,
+        "filters": filters,
+        **usage_report(filters=filters, now=timezone.now()),
+    }
     if not request.htmx or request.htmx.history_restore_request:
         return render(request, "gateway/usage.html", context)
     response = render(request, "gateway/usage.html#report", context)
@@ -142,7 +166,9 @@ def usage_export(request: HtmxHttpRequest) -> HttpResponse:
     filters = UsageFilterForm(request.GET).filters()
     start, end = filters.range.window(timezone.now())
     response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="usage-{start:%Y%m%dT%H%MZ}-{end:%Y%m%dT%H%MZ}.csv"'
+    response["Content-Disposition"] = (
+        f'attachment; filename="usage-{start:%Y%m%dT%H%MZ}-{end:%Y%m%dT%H%MZ}.csv"'
+    )
     writer = csv.writer(response)
     writer.writerow(EXPORT_COLUMNS)
     for row in usage_rows(filters=filters, start=start, end=end):

@@ -24,8 +24,13 @@ from gateway.hotpath.snapshot import GatewayConfig, KeySpec, holder
 
 # Playground requests belong to no API key: the usage event keeps api_key empty. They come from a
 # logged-in operator's session, which may force a route (enabled ones only, like any key).
-PLAYGROUND_KEY = KeySpec(pk=None, name="playground", allowed=None, rate_limit_per_minute=None,  # type: ignore[arg-type]
-                         allow_route_override=True)
+PLAYGROUND_KEY = KeySpec(
+    pk=None,  # type: ignore[arg-type]  # no key row: the usage event's api_key stays empty
+    name="playground",
+    allowed=None,
+    rate_limit_per_minute=None,
+    allow_route_override=True,
+)
 
 
 @dataclass
@@ -59,8 +64,14 @@ async def _config_with(serving_name: str) -> GatewayConfig:
     return config
 
 
-async def smoke_test(*, serving_name: str, workload_kind: str, prompt: str, route: str | None = None,
-                     extra: dict[str, Any] | None = None) -> SmokeResult:
+async def smoke_test(
+    *,
+    serving_name: str,
+    workload_kind: str,
+    prompt: str,
+    route: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> SmokeResult:
     """One request to `serving_name`, forced onto `route` when given; never raises for a gateway error.
 
     `extra`: more body fields (the playground's `model_routing_config`). For an auto serving name the
@@ -73,19 +84,40 @@ async def smoke_test(*, serving_name: str, workload_kind: str, prompt: str, rout
         payload = {"model": serving_name, "messages": [{"role": "user", "content": prompt}]}
     payload.update(extra or {})
     started = time.monotonic()
-    result = SmokeResult(ok=False, status=0, serving_name=serving_name, prompt=prompt, request_id=request_id,
-                         requested_route=route or "")
-    client_request = ClientRequest(endpoint=workload_kind, payload=payload, key=PLAYGROUND_KEY, request_id=request_id,
-                                   route_override=route or None, started=started, created_at=timezone.now())
+    result = SmokeResult(
+        ok=False,
+        status=0,
+        serving_name=serving_name,
+        prompt=prompt,
+        request_id=request_id,
+        requested_route=route or "",
+    )
+    client_request = ClientRequest(
+        endpoint=workload_kind,
+        payload=payload,
+        key=PLAYGROUND_KEY,
+        request_id=request_id,
+        route_override=route or None,
+        started=started,
+        created_at=timezone.now(),
+    )
     try:
         config = await _config_with(serving_name)
         result.explained = _explained(config, serving_name, workload_kind, payload)
         response = await proxy(client_request, config)
     except errors.GatewayError as exc:
-        if not client_request.recorded:  # refused before routing (e.g. a disabled route): recorded all the same
-            record_outcome(status=exc.status, error_code=exc.code or exc.type, endpoint=workload_kind,
-                           request_id=request_id, started=started, created_at=client_request.created_at,
-                           serving_name=serving_name)
+        if (
+            not client_request.recorded
+        ):  # refused before routing (e.g. a disabled route): recorded all the same
+            record_outcome(
+                status=exc.status,
+                error_code=exc.code or exc.type,
+                endpoint=workload_kind,
+                request_id=request_id,
+                started=started,
+                created_at=client_request.created_at,
+                serving_name=serving_name,
+            )
         result.status, result.error = exc.status, exc.message
         result.headers = dict(exc.headers)
         result.decision = exc.headers.get("x-balancer-decision", "")
@@ -104,7 +136,9 @@ async def smoke_test(*, serving_name: str, workload_kind: str, prompt: str, rout
     except orjson.JSONDecodeError:
         body = {}
     if response.status_code >= 400:
-        result.error = ((body.get("error") or {}).get("message") if isinstance(body, dict) else "") or f"HTTP {response.status_code}"
+        result.error = (
+            (body.get("error") or {}).get("message") if isinstance(body, dict) else ""
+        ) or f"HTTP {response.status_code}"
         return result
     result.ok = True
     result.model = body.get("model", "")
@@ -121,12 +155,17 @@ async def smoke_test(*, serving_name: str, workload_kind: str, prompt: str, rout
     return result
 
 
-def _explained(config: GatewayConfig, serving_name: str, workload_kind: str,
-               payload: dict[str, Any]) -> dict[str, Any] | None:
-    balancer = config.routing.balancers.get(serving_name) or goal_balancer(config, serving_name, workload_kind)
+def _explained(
+    config: GatewayConfig, serving_name: str, workload_kind: str, payload: dict[str, Any]
+) -> dict[str, Any] | None:
+    balancer = config.routing.balancers.get(serving_name) or goal_balancer(
+        config, serving_name, workload_kind
+    )
     if balancer is None or balancer.routing_mode != "auto":
         return None
-    _, auto = routing_options(balancer, PLAYGROUND_KEY, payload)  # a bad config: proxy() answers the 400
+    _, auto = routing_options(
+        balancer, PLAYGROUND_KEY, payload
+    )  # a bad config: proxy() answers the 400
     return explain_auto(balancer, auto)
 
 
@@ -143,7 +182,9 @@ def gateway_base_url(request: Any) -> str:
     return request.build_absolute_uri("/v1")
 
 
-def sample_calls(*, base_url: str, serving_name: str, workload_kind: str, route: str = "") -> dict[str, str]:
+def sample_calls(
+    *, base_url: str, serving_name: str, workload_kind: str, route: str = ""
+) -> dict[str, str]:
     """Python SDK and curl snippets for one balancer, ready to paste."""
     header_py = f'\n    extra_headers={{"X-Balancer-Route": "{route}"}},' if route else ""
     header_sh = f" \\\n  -H 'X-Balancer-Route: {route}'" if route else ""

@@ -31,8 +31,11 @@ def _balancer_context(request: HtmxHttpRequest, balancer: Balancer | None) -> di
         "balancer": balancer,
         "routes": routes,
         "prompt": DEFAULT_PROMPTS.get(balancer.workload_kind, ""),
-        "sample": sample_calls(base_url=gateway_base_url(request), serving_name=balancer.serving_name,
-                               workload_kind=balancer.workload_kind),
+        "sample": sample_calls(
+            base_url=gateway_base_url(request),
+            serving_name=balancer.serving_name,
+            workload_kind=balancer.workload_kind,
+        ),
     }
 
 
@@ -41,26 +44,45 @@ def _balancer_context(request: HtmxHttpRequest, balancer: Balancer | None) -> di
 def playground(request: HtmxHttpRequest) -> HttpResponse:
     balancers = list(Balancer.objects.prefetch_related("routes").order_by("name"))
     wanted = request.GET.get("balancer", "")
-    balancer = next((b for b in balancers if b.name == wanted), None) or next((b for b in balancers if b.enabled), None)
-    return render(request, "playground/playground.html", {"balancers": balancers, **_balancer_context(request, balancer),
-                                                          **_auto_context()})
+    balancer = next((b for b in balancers if b.name == wanted), None) or next(
+        (b for b in balancers if b.enabled), None
+    )
+    return render(
+        request,
+        "playground/playground.html",
+        {"balancers": balancers, **_balancer_context(request, balancer), **_auto_context()},
+    )
 
 
 def _auto_context() -> dict[str, Any]:
-    models = (Instance.objects.filter(enabled=True, workload_kind="chat").exclude(provider="builtin")
-              .order_by("model").values_list("model", flat=True).distinct())
-    return {"goals": [{"name": name, "preference": preference} for name, preference in GOALS.items()],
-            "preferences": PREFERENCES, "auto_models": list(models)}
+    models = (
+        Instance.objects.filter(enabled=True, workload_kind="chat")
+        .exclude(provider="builtin")
+        .order_by("model")
+        .values_list("model", flat=True)
+        .distinct()
+    )
+    return {
+        "goals": [{"name": name, "preference": preference} for name, preference in GOALS.items()],
+        "preferences": PREFERENCES,
+        "auto_models": list(models),
+    }
 
 
 @role_required(VIEWER)
 @require_GET
 def playground_balancer(request: HtmxHttpRequest) -> HttpResponse:
     """The route picker (and prompt) of another balancer, when the balancer select changes."""
-    balancer = Balancer.objects.prefetch_related("routes").filter(name=request.GET.get("balancer", "")).first()
+    balancer = (
+        Balancer.objects.prefetch_related("routes")
+        .filter(name=request.GET.get("balancer", ""))
+        .first()
+    )
     if balancer is None:
         raise Http404("No such balancer.")
-    return render(request, "playground/playground.html#balancer-fields", _balancer_context(request, balancer))
+    return render(
+        request, "playground/playground.html#balancer-fields", _balancer_context(request, balancer)
+    )
 
 
 @role_required(VIEWER)
@@ -69,13 +91,23 @@ async def playground_send(request: HtmxHttpRequest) -> HttpResponse:
     balancer = await Balancer.objects.filter(name=request.POST.get("balancer", "")).afirst()
     if balancer is None:
         raise Http404("No such balancer.")
-    prompt = request.POST.get("prompt", "").strip() or DEFAULT_PROMPTS.get(balancer.workload_kind, "Hello")
+    prompt = request.POST.get("prompt", "").strip() or DEFAULT_PROMPTS.get(
+        balancer.workload_kind, "Hello"
+    )
     route = request.POST.get("route", "")
-    result = await smoke_test(serving_name=balancer.serving_name, workload_kind=balancer.workload_kind,
-                              prompt=prompt, route=route or None)
+    result = await smoke_test(
+        serving_name=balancer.serving_name,
+        workload_kind=balancer.workload_kind,
+        prompt=prompt,
+        route=route or None,
+    )
     if request.htmx:
-        return await sync_to_async(render)(request, "playground/playground.html#result", {"result": result})
-    return await sync_to_async(render)(request, "includes/smoke_test_page.html", {"result": result, "balancer": balancer})
+        return await sync_to_async(render)(
+            request, "playground/playground.html#result", {"result": result}
+        )
+    return await sync_to_async(render)(
+        request, "includes/smoke_test_page.html", {"result": result, "balancer": balancer}
+    )
 
 
 @role_required(VIEWER)
@@ -95,7 +127,9 @@ async def playground_auto(request: HtmxHttpRequest) -> HttpResponse:
     extra = {"model_routing_config": routing_config} if routing_config else None
     result = await smoke_test(serving_name=goal, workload_kind="chat", prompt=prompt, extra=extra)
     if request.htmx:
-        return await sync_to_async(render)(request, "playground/playground.html#result", {"result": result})
+        return await sync_to_async(render)(
+            request, "playground/playground.html#result", {"result": result}
+        )
     return await sync_to_async(_page_with)(request, result)
 
 
@@ -103,5 +137,13 @@ def _page_with(request: HtmxHttpRequest, result: Any) -> HttpResponse:
     """Without htmx: the playground page with the auto result on top."""
     balancers = list(Balancer.objects.prefetch_related("routes").order_by("name"))
     balancer = next((b for b in balancers if b.enabled), None)
-    return render(request, "playground/playground.html", {"balancers": balancers, **_balancer_context(request, balancer),
-                                                          **_auto_context(), "auto_result": result})
+    return render(
+        request,
+        "playground/playground.html",
+        {
+            "balancers": balancers,
+            **_balancer_context(request, balancer),
+            **_auto_context(),
+            "auto_result": result,
+        },
+    )

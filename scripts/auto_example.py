@@ -15,22 +15,42 @@ import openai
 KEY = os.environ["KEY"]
 BASE = os.environ.get("GATEWAY", "http://127.0.0.1:8000/v1")
 HI = [{"role": "user", "content": "Summarise this support reply."}]
-DEMO_MODELS = ["qwen-cheap", "gpt-oss-120b", "backup-small", "support-a", "support-b", "qwen2.5-coder-7b", "llama-local"]
+DEMO_MODELS = [
+    "qwen-cheap",
+    "gpt-oss-120b",
+    "backup-small",
+    "support-a",
+    "support-b",
+    "qwen2.5-coder-7b",
+    "llama-local",
+]
 POOL = ["gpt-oss-120b", "backup-small", "qwen2.5-coder-7b"]
 
 
 def main() -> None:
     client = openai.OpenAI(base_url=BASE, api_key=KEY, max_retries=0)
     for model in DEMO_MODELS:  # a pool of one: each model measured once
-        client.chat.completions.create(model="auto", messages=HI, extra_body={"model_routing_config": {"models": [model]}})
+        client.chat.completions.create(
+            model="auto", messages=HI, extra_body={"model_routing_config": {"models": [model]}}
+        )
     for goal in ["auto", "auto-cheap", "auto-fast", "auto-code", "auto-best", "auto-free"]:
         raw = client.chat.completions.with_raw_response.create(model=goal, messages=HI)
         print(f"{goal:11} -> {raw.parse().model:18} {raw.headers['x-balancer-decision']}")
     raw = client.chat.completions.with_raw_response.create(
-        model="auto", messages=HI, extra_body={"model_routing_config": {"models": POOL, "preference": "speed"}})
+        model="auto",
+        messages=HI,
+        extra_body={"model_routing_config": {"models": POOL, "preference": "speed"}},
+    )
     print("auto, pool, speed ->", raw.parse().model, raw.headers["x-balancer-decision"])
-    explained = httpx.post(BASE + "/explain", headers={"Authorization": f"Bearer {KEY}"}, json={
-        "model": "auto", "messages": HI, "model_routing_config": {"models": POOL, "preference": "balanced"}}).json()
+    explained = httpx.post(
+        BASE + "/explain",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={
+            "model": "auto",
+            "messages": HI,
+            "model_routing_config": {"models": POOL, "preference": "balanced"},
+        },
+    ).json()
     print(json.dumps({k: explained[k] for k in ("reason", "ranking", "skipped")}, indent=1))
 
 

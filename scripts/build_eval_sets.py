@@ -84,15 +84,39 @@ SNIPS_SET = {
 
 # Ten MMLU subjects an operator might give their own routes (legal, medical...).
 MMLU_SUBJECT_ROUTES = {
-    "law": ("professional law", "Legal questions: contracts, torts, criminal law, evidence and court procedure."),
-    "medicine": ("professional medicine", "Clinical medicine: a patient's symptoms, diagnosis and treatment."),
-    "economics": ("high school macroeconomics", "Macroeconomics: GDP, inflation, unemployment, monetary and fiscal policy."),
-    "chemistry": ("high school chemistry", "Chemistry: reactions, elements, molecules, acids and bases, stoichiometry."),
-    "religion": ("world religions", "World religions: their scriptures, beliefs, festivals and founders."),
-    "security": ("computer security", "Computer security: attacks, encryption, malware and vulnerabilities."),
-    "marketing": ("marketing", "Marketing: brands, advertising, consumers, pricing and market research."),
+    "law": (
+        "professional law",
+        "Legal questions: contracts, torts, criminal law, evidence and court procedure.",
+    ),
+    "medicine": (
+        "professional medicine",
+        "Clinical medicine: a patient's symptoms, diagnosis and treatment.",
+    ),
+    "economics": (
+        "high school macroeconomics",
+        "Macroeconomics: GDP, inflation, unemployment, monetary and fiscal policy.",
+    ),
+    "chemistry": (
+        "high school chemistry",
+        "Chemistry: reactions, elements, molecules, acids and bases, stoichiometry.",
+    ),
+    "religion": (
+        "world religions",
+        "World religions: their scriptures, beliefs, festivals and founders.",
+    ),
+    "security": (
+        "computer security",
+        "Computer security: attacks, encryption, malware and vulnerabilities.",
+    ),
+    "marketing": (
+        "marketing",
+        "Marketing: brands, advertising, consumers, pricing and market research.",
+    ),
     "astronomy": ("astronomy", "Astronomy: planets, stars, galaxies and space exploration."),
-    "us_history": ("high school us history", "United States history: documents, presidents, wars and reforms."),
+    "us_history": (
+        "high school us history",
+        "United States history: documents, presidents, wars and reforms.",
+    ),
     "nutrition": ("nutrition", "Nutrition: diet, vitamins, minerals, energy and health."),
 }
 MMLU_SUBJECTS_SET = {
@@ -494,7 +518,10 @@ def build(out: Path) -> None:
         random.Random(f"{SEED}:{name}").shuffle(picked)
         hard.extend((p, f"bigbench:{name}") for p in picked[:45])
     write_set(
-        out, EASY_HARD_SET, {"efficient": easy, "reasoning": hard}, random.Random(SEED + 4),
+        out,
+        EASY_HARD_SET,
+        {"efficient": easy, "reasoning": hard},
+        random.Random(SEED + 4),
         with_split=True,
     )
 

@@ -23,11 +23,35 @@ from gateway.engine.types import BalancerSpec, GroupSpec, RouteSpec, RuleSpec
 
 def balancer(rules: tuple[RuleSpec, ...]) -> BalancerSpec:
     group = GroupSpec(name="g", selection_policy="round_robin", enabled=True, members=())
-    routes = tuple(RouteSpec(name=n, intent="", examples=(), group=group, priority=i, weight=1, is_default=i == 1,
-                             enabled=True) for i, n in enumerate(("main", "special"), start=1))
-    return BalancerSpec(pk=1, name="b", serving_name="b", workload_kind="chat", routing_mode="ordered",
-                        auto_preference="balanced", router_model=None, classifier_timeout=1, confidence_threshold=0,
-                        attempt_budget=3, request_timeout=60, enabled=True, routes=routes, rules=rules)
+    routes = tuple(
+        RouteSpec(
+            name=n,
+            intent="",
+            examples=(),
+            group=group,
+            priority=i,
+            weight=1,
+            is_default=i == 1,
+            enabled=True,
+        )
+        for i, n in enumerate(("main", "special"), start=1)
+    )
+    return BalancerSpec(
+        pk=1,
+        name="b",
+        serving_name="b",
+        workload_kind="chat",
+        routing_mode="ordered",
+        auto_preference="balanced",
+        router_model=None,
+        classifier_timeout=1,
+        confidence_threshold=0,
+        attempt_budget=3,
+        request_timeout=60,
+        enabled=True,
+        routes=routes,
+        rules=rules,
+    )
 
 
 def timed(spec: BalancerSpec, payload: dict, runs: int) -> list[float]:
@@ -44,7 +68,12 @@ def timed(spec: BalancerSpec, payload: dict, runs: int) -> list[float]:
 def main() -> None:
     rules = (
         RuleSpec("r1", "regex", "special", pattern=compile_pattern(r"INV-\d{4}")),
-        RuleSpec("r2", "keywords", "special", pattern=compile_keywords(parse_keywords("refund, chargeback, credit card"))),
+        RuleSpec(
+            "r2",
+            "keywords",
+            "special",
+            pattern=compile_keywords(parse_keywords("refund, chargeback, credit card")),
+        ),
         RuleSpec("r3", "prompt_tokens", "special", min_tokens=5000),
         RuleSpec("r4", "tools", "special"),
         RuleSpec("r5", "images", "special"),
@@ -54,17 +83,29 @@ def main() -> None:
         RuleSpec("r9", "tag", "special", value="batch"),
         RuleSpec("r10", "api_key", "special", value="etl"),
     )
-    words = ("the customer asked about the parcel that arrived late and wants to know what happens next " * 13).split()
-    payload = {"model": "b", "messages": [{"role": "system", "content": "Be brief."},
-                                          {"role": "user", "content": " ".join(words[:200])}]}
-    for label, spec in (("10 rules, none matching", balancer(rules)),
-                        ("the 9 other rules (no prompt_tokens)", balancer(rules[:2] + rules[3:])),
-                        ("1 prompt_tokens rule", balancer(rules[2:3])),
-                        ("1 keywords rule", balancer(rules[1:2])),
-                        ("no rules", dataclasses.replace(balancer(()), rules=()))):
+    words = (
+        "the customer asked about the parcel that arrived late and wants to know what happens next "
+        * 13
+    ).split()
+    payload = {
+        "model": "b",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": " ".join(words[:200])},
+        ],
+    }
+    for label, spec in (
+        ("10 rules, none matching", balancer(rules)),
+        ("the 9 other rules (no prompt_tokens)", balancer(rules[:2] + rules[3:])),
+        ("1 prompt_tokens rule", balancer(rules[2:3])),
+        ("1 keywords rule", balancer(rules[1:2])),
+        ("no rules", dataclasses.replace(balancer(()), rules=())),
+    ):
         samples = timed(spec, payload, 20_000)
         p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
-        print(f"{label}: p50 {p50:.1f} us, p99 {p99:.1f} us, mean {statistics.fmean(samples):.1f} us")
+        print(
+            f"{label}: p50 {p50:.1f} us, p99 {p99:.1f} us, mean {statistics.fmean(samples):.1f} us"
+        )
     hostile = compile_pattern("(a+)+$")
     text = "a" * 1_000_000 + "!"
     started = time.perf_counter()

@@ -20,8 +20,13 @@ from tests.upstream_server import FakeUpstream
 
 upstream = FakeUpstream().start()
 for n in range(50):
-    Instance.objects.create(instance_id=f"probe-{n}", provider="openai" if n % 2 else "anthropic",
-                            base_url=upstream.base_url, model="m", api_key="k")
+    Instance.objects.create(
+        instance_id=f"probe-{n}",
+        provider="openai" if n % 2 else "anthropic",
+        base_url=upstream.base_url,
+        model="m",
+        api_key="k",
+    )
 times = []
 for run in range(25):
     upstream.models_status = 503 if 5 <= run < 8 else 200
@@ -29,10 +34,23 @@ for run in range(25):
     asyncio.run(probe_all(cooldown_seconds=1))
     times.append((time.perf_counter() - started) * 1000)
     if run in (5, 6, 8, 9):
-        print(f"after run {run + 1}:", {s: InstanceHealth.objects.filter(status=s).count()
-                                        for s in ("healthy", "degraded", "unavailable")})
-print(f"50 instances, 25 runs: probe_all p50 {statistics.median(times):.0f} ms, max {max(times):.0f} ms")
-print("probe history rows:", ProbeRecord.objects.count(), "| GETs:", len(upstream.calls),
-      "| other requests:", sum(1 for method, _ in upstream.calls if method != "GET"))
+        print(
+            f"after run {run + 1}:",
+            {
+                s: InstanceHealth.objects.filter(status=s).count()
+                for s in ("healthy", "degraded", "unavailable")
+            },
+        )
+print(
+    f"50 instances, 25 runs: probe_all p50 {statistics.median(times):.0f} ms, max {max(times):.0f} ms"
+)
+print(
+    "probe history rows:",
+    ProbeRecord.objects.count(),
+    "| GETs:",
+    len(upstream.calls),
+    "| other requests:",
+    sum(1 for method, _ in upstream.calls if method != "GET"),
+)
 upstream.stop()
 Instance.objects.filter(instance_id__startswith="probe-").delete()

@@ -55,11 +55,19 @@ PY = sys.executable
 # The config change and the revocation come right after the database and Redis faults, so
 # they are applied by the workers that lived through those (a replaced worker starts afresh).
 FAULTS = (
-    "baseline", "postgres-restart", "redis-kill", "redis-hang",
-    "config-change", "key-revocation", "worker-sigterm", "worker-sigkill",
+    "baseline",
+    "postgres-restart",
+    "redis-kill",
+    "redis-hang",
+    "config-change",
+    "key-revocation",
+    "worker-sigterm",
+    "worker-sigkill",
 )
 SERVING_NAME = "soak"
-VICTIM_SHARE = 4  # every 4th request uses the key that the key-revocation phase revokes (until then)
+VICTIM_SHARE = (
+    4  # every 4th request uses the key that the key-revocation phase revokes (until then)
+)
 STREAM_SHARE = 5  # every 5th request streams (SSE)
 STREAM_BROKEN = 599  # the status recorded for a 200 stream that ended without `data: [DONE]`
 
@@ -102,16 +110,29 @@ class Plan:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="a few seconds per fault (CI): < 2 minutes in all")
-    parser.add_argument("--faults", default=",".join(FAULTS),
-                        help=f"comma-separated, run in the order given; default: {','.join(FAULTS)}")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few seconds per fault (CI): < 2 minutes in all"
+    )
+    parser.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help=f"comma-separated, run in the order given; default: {','.join(FAULTS)}",
+    )
     parser.add_argument("--seconds", type=float, help="seconds per phase (full 25, smoke 6)")
-    parser.add_argument("--outage", type=float, help="seconds a server stays down or frozen (full 5, smoke 2)")
+    parser.add_argument(
+        "--outage", type=float, help="seconds a server stays down or frozen (full 5, smoke 2)"
+    )
     parser.add_argument("--rate", type=float, help="requests per second (full 25, smoke 20)")
     parser.add_argument("--concurrency", type=int, default=8, help="client connections (default 8)")
-    parser.add_argument("--effect-limit", type=float, default=3.0,
-                        help="seconds a config change or revocation may take to apply everywhere (default 3)")
-    parser.add_argument("--out", default=str(ROOT / "var" / "soak"), help="logs and report.json (default var/soak)")
+    parser.add_argument(
+        "--effect-limit",
+        type=float,
+        default=3.0,
+        help="seconds a config change or revocation may take to apply everywhere (default 3)",
+    )
+    parser.add_argument(
+        "--out", default=str(ROOT / "var" / "soak"), help="logs and report.json (default var/soak)"
+    )
     return parser.parse_args(argv)
 
 
@@ -119,21 +140,34 @@ def make_plan(args: argparse.Namespace) -> Plan:
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = [f for f in faults if f not in FAULTS]
     if unknown or not faults:
-        raise SystemExit(f"unknown fault(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(FAULTS)}")
+        raise SystemExit(
+            f"unknown fault(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(FAULTS)}"
+        )
     smoke = args.smoke
     seconds = args.seconds or (6.0 if smoke else 25.0)
     outage = args.outage or (2.0 if smoke else 5.0)
     lead = min(5.0, max(1.0, seconds * 0.2))
     if lead + outage >= seconds - 1:
-        raise SystemExit(f"--seconds {seconds:g} leaves no time to recover after a {outage:g} s outage")
+        raise SystemExit(
+            f"--seconds {seconds:g} leaves no time to recover after a {outage:g} s outage"
+        )
     if args.concurrency < 1:
         raise SystemExit("--concurrency must be at least 1")
     return Plan(
-        smoke=smoke, faults=faults, seconds=seconds, lead=lead, outage=outage,
-        rate=args.rate or (20.0 if smoke else 25.0), concurrency=args.concurrency,
-        client_timeout=30.0, effect_limit=args.effect_limit,
-        flap_period=4.0 if smoke else 12.0, flap_broken=1.0 if smoke else 4.0, flap_error_share=0.1,
-        flush_seconds=1.0, out=Path(args.out),
+        smoke=smoke,
+        faults=faults,
+        seconds=seconds,
+        lead=lead,
+        outage=outage,
+        rate=args.rate or (20.0 if smoke else 25.0),
+        concurrency=args.concurrency,
+        client_timeout=30.0,
+        effect_limit=args.effect_limit,
+        flap_period=4.0 if smoke else 12.0,
+        flap_broken=1.0 if smoke else 4.0,
+        flap_error_share=0.1,
+        flush_seconds=1.0,
+        out=Path(args.out),
     )
 
 
@@ -197,11 +231,17 @@ def stream_complete(text: str) -> bool:
 
 
 def expected_401(outcome: Outcome, revoked_at: float | None) -> bool:
-    return (outcome.key == "victim" and outcome.status == 401 and revoked_at is not None
-            and outcome.started >= revoked_at)
+    return (
+        outcome.key == "victim"
+        and outcome.status == 401
+        and revoked_at is not None
+        and outcome.started >= revoked_at
+    )
 
 
-def settle_time(outcomes: Iterable[Outcome], since: float, is_old: Callable[[Outcome], bool]) -> float | None:
+def settle_time(
+    outcomes: Iterable[Outcome], since: float, is_old: Callable[[Outcome], bool]
+) -> float | None:
     """Seconds from `since` until every request started afterwards saw the new state.
 
     The new state holds from the first request started after the last old one; 0 when no
@@ -216,7 +256,9 @@ def settle_time(outcomes: Iterable[Outcome], since: float, is_old: Callable[[Out
     return after[old[-1] + 1].started - since
 
 
-def recovery_time(outcomes: Iterable[Outcome], fault_at: float, is_error: Callable[[Outcome], bool]) -> float | None:
+def recovery_time(
+    outcomes: Iterable[Outcome], fault_at: float, is_error: Callable[[Outcome], bool]
+) -> float | None:
     """Seconds from the fault until requests succeed again: the end of the last failed request
     (0 without one); None when no request succeeded after it."""
     after = [o for o in outcomes if o.ended >= fault_at]
@@ -245,12 +287,19 @@ def allowances(phase: PhaseLog, outcomes: list[Outcome], plan: Plan) -> tuple[in
     if phase.fault != "worker-sigkill" or phase.fault_at is None:
         return 0, 0
     window = 2 * plan.flush_seconds
-    buffered = sum(1 for o in outcomes if o.ok and phase.fault_at - window <= o.ended <= phase.fault_at)
+    buffered = sum(
+        1 for o in outcomes if o.ok and phase.fault_at - window <= o.ended <= phase.fault_at
+    )
     return plan.concurrency, buffered
 
 
-def phase_row(phase: PhaseLog, outcomes: list[Outcome], event_ids: set[str], plan: Plan,
-              revoked_at: float | None = None) -> Row:
+def phase_row(
+    phase: PhaseLog,
+    outcomes: list[Outcome],
+    event_ids: set[str],
+    plan: Plan,
+    revoked_at: float | None = None,
+) -> Row:
     mine = [o for o in outcomes if o.phase == phase.fault]
 
     def is_error(o: Outcome) -> bool:
@@ -284,13 +333,22 @@ def phase_row(phase: PhaseLog, outcomes: list[Outcome], event_ids: set[str], pla
     if errors > allowed_errors:
         problems.append(f"{errors} client errors (allowed {allowed_errors})")
     if len(accepted) - events > allowed_lost:
-        problems.append(f"{len(accepted) - events} accepted requests without a usage event (allowed {allowed_lost})")
+        problems.append(
+            f"{len(accepted) - events} accepted requests without a usage event (allowed {allowed_lost})"
+        )
     if not mine:
         problems.append("no request was sent")
     return Row(
-        fault=phase.fault, requests=len(mine), accepted=len(accepted), client_errors=errors,
-        allowed_errors=allowed_errors, events=events, allowed_lost=allowed_lost, recovery_s=recovery,
-        max_latency_s=max((o.ended - o.started for o in mine), default=0.0), problems=tuple(problems),
+        fault=phase.fault,
+        requests=len(mine),
+        accepted=len(accepted),
+        client_errors=errors,
+        allowed_errors=allowed_errors,
+        events=events,
+        allowed_lost=allowed_lost,
+        recovery_s=recovery,
+        max_latency_s=max((o.ended - o.started for o in mine), default=0.0),
+        problems=tuple(problems),
     )
 
 
@@ -386,18 +444,42 @@ class FlappingUpstream:
         if model == "flappy" and (self.is_broken() or self._random.random() < self.error_share):
             self.counts["flappy_failed"] += 1
             status = 503 if self.is_broken() else 500
-            return web.json_response({"error": {"message": f"flapping upstream: {status}", "type": "server_error",
-                                                "param": None, "code": None}}, status=status)
+            return web.json_response(
+                {
+                    "error": {
+                        "message": f"flapping upstream: {status}",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                status=status,
+            )
         prompt = " ".join(str(m.get("content", "")) for m in payload.get("messages", []))
         prompt_tokens = max(1, len(prompt) // 4)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 2, "total_tokens": prompt_tokens + 2}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": 2,
+            "total_tokens": prompt_tokens + 2,
+        }
         if payload.get("stream"):
             return await self._stream(request, model, usage)
-        return web.json_response({
-            "id": "chatcmpl-soak", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Noted."}, "finish_reason": "stop"}],
-            "usage": usage,
-        })
+        return web.json_response(
+            {
+                "id": "chatcmpl-soak",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Noted."},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
 
     async def _stream(self, request: Any, model: str, usage: dict[str, int]) -> Any:
         from aiohttp import web
@@ -406,13 +488,30 @@ class FlappingUpstream:
         await response.prepare(request)
 
         def event(data: dict[str, Any]) -> bytes:
-            return b"data: " + json.dumps({"id": "chatcmpl-soak", "object": "chat.completion.chunk", "created": 0,
-                                           "model": model, **data}).encode() + b"\n\n"
+            return (
+                b"data: "
+                + json.dumps(
+                    {
+                        "id": "chatcmpl-soak",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": model,
+                        **data,
+                    }
+                ).encode()
+                + b"\n\n"
+            )
 
         try:
-            for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": "Noted"}, None),
-                                  ({"content": "."}, None), ({}, "stop")):
-                await response.write(event({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+            for delta, finish in (
+                ({"role": "assistant", "content": ""}, None),
+                ({"content": "Noted"}, None),
+                ({"content": "."}, None),
+                ({}, "stop"),
+            ):
+                await response.write(
+                    event({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                )
                 await asyncio.sleep(0.005)
             await response.write(event({"choices": [], "usage": usage}))
             await response.write(b"data: [DONE]\n\n")
@@ -482,7 +581,9 @@ class Topology:
         self.seed: dict[str, Any] = {}
         self.database_url = ""
         self.secret_key = "soak-" + secrets.token_urlsafe(48)
-        self.encryption_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # a Fernet key
+        self.encryption_key = base64.urlsafe_b64encode(
+            secrets.token_bytes(32)
+        ).decode()  # a Fernet key
 
     @property
     def base_url(self) -> str:
@@ -490,14 +591,25 @@ class Topology:
 
     def env(self) -> dict[str, str]:
         assert self.redis is not None
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DJANGO_", "CELERY_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GATEWAY_", "DJANGO_", "CELERY_"))
+        }
         env.pop("TEST_DATABASE_NAME", None)
         env.update(
-            DATABASE_URL=self.database_url, REDIS_URL=self.redis.url, SECRET_KEY=self.secret_key,
-            ALLOWED_HOSTS="127.0.0.1,localhost", DEBUG="0", VAR_DIR=str(self.logs / "var"), LOG_LEVEL="WARNING",
-            PYTHONUNBUFFERED="1", GATEWAY_USAGE_FLUSH_SECONDS=str(self.plan.flush_seconds),
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.redis.url,
+            SECRET_KEY=self.secret_key,
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            DEBUG="0",
+            VAR_DIR=str(self.logs / "var"),
+            LOG_LEVEL="WARNING",
+            PYTHONUNBUFFERED="1",
+            GATEWAY_USAGE_FLUSH_SECONDS=str(self.plan.flush_seconds),
             # Probes and rollups often enough that the soak sees Celery work through every fault.
-            GATEWAY_PROBE_SECONDS="5", GATEWAY_ROLLUP_SECONDS="10",
+            GATEWAY_PROBE_SECONDS="5",
+            GATEWAY_ROLLUP_SECONDS="10",
             # The egress policy: the soak's upstream is on loopback, as local model servers are.
             GATEWAY_EGRESS_ALLOW_PRIVATE="1",
             # Every process of a deployment shares the key that encrypts upstream keys.
@@ -512,38 +624,97 @@ class Topology:
         self.database_url = self.postgres.createdb("soak")
         self.redis = RedisServer()
         self.redis.start()
-        self.upstream = FlappingUpstream(period=self.plan.flap_period, broken=self.plan.flap_broken,
-                                         error_share=self.plan.flap_error_share).start()
-        log(f"PostgreSQL on :{self.postgres.port}, Redis on :{self.redis.port}, upstream on :{self.upstream.port}")
+        self.upstream = FlappingUpstream(
+            period=self.plan.flap_period,
+            broken=self.plan.flap_broken,
+            error_share=self.plan.flap_error_share,
+        ).start()
+        log(
+            f"PostgreSQL on :{self.postgres.port}, Redis on :{self.redis.port}, upstream on :{self.upstream.port}"
+        )
         env = self.env()
         self._manage(["migrate", "--no-input", "-v", "0"], env, "migrate")
-        seeded = self._manage(["shell", "-c", SEED_SCRIPT], {**env, "SOAK_UPSTREAM_URL": self.upstream.base_url("MODEL")}, "seed")
+        seeded = self._manage(
+            ["shell", "-c", SEED_SCRIPT],
+            {**env, "SOAK_UPSTREAM_URL": self.upstream.base_url("MODEL")},
+            "seed",
+        )
         line = next((x for x in seeded.splitlines() if x.startswith("SOAK_SEED ")), None)
         if line is None:
             raise HarnessError(f"the seed printed no keys:\n{seeded[-2000:]}")
         self.seed = json.loads(line.split(" ", 1)[1])
-        self.gateway = self._spawn("gateway", [
-            PY, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", "2", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-            "--timeout-graceful-shutdown", "30",
-        ], env)
-        self.celery = self._spawn("celery", [
-            PY, "-m", "celery", "-A", "config", "worker", "-B", "--concurrency", "1", "--loglevel", "WARNING",
-            "--schedule", str(self.logs / "celerybeat-schedule"), "--without-mingle", "--without-gossip",
-        ], env)
+        self.gateway = self._spawn(
+            "gateway",
+            [
+                PY,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "2",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--timeout-graceful-shutdown",
+                "30",
+            ],
+            env,
+        )
+        self.celery = self._spawn(
+            "celery",
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-B",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "WARNING",
+                "--schedule",
+                str(self.logs / "celerybeat-schedule"),
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            env,
+        )
         self._wait_ready()
-        log(f"topology up in {time.monotonic() - started:.1f} s: gateway {self.base_url} (workers {self.worker_pids()})")
+        log(
+            f"topology up in {time.monotonic() - started:.1f} s: gateway {self.base_url} (workers {self.worker_pids()})"
+        )
 
     def _manage(self, argv: list[str], env: dict[str, str], what: str) -> str:
-        result = subprocess.run([PY, "manage.py", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [PY, "manage.py", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         if result.returncode:
-            raise HarnessError(f"{what} failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+            raise HarnessError(
+                f"{what} failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+            )
         return result.stdout
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with (self.logs / f"{name}.log").open("wb") as handle:
-            return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            return subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def _wait_ready(self) -> None:
         import httpx
@@ -556,19 +727,27 @@ class Topology:
             if self.gateway.poll() is not None:
                 raise HarnessError(f"the gateway exited at start:\n{self.tail('gateway')}")
             try:
-                response = httpx.post(f"{self.base_url}/v1/chat/completions", json=body, timeout=5,
-                                      headers={"Authorization": f"Bearer {self.seed['client_key']}"})
+                response = httpx.post(
+                    f"{self.base_url}/v1/chat/completions",
+                    json=body,
+                    timeout=5,
+                    headers={"Authorization": f"Bearer {self.seed['client_key']}"},
+                )
                 if response.status_code == 200 and len(self.worker_pids()) == 2:
                     return
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
             time.sleep(0.3)
-        raise HarnessError(f"the gateway did not answer within 90 s ({last}):\n{self.tail('gateway')}")
+        raise HarnessError(
+            f"the gateway did not answer within 90 s ({last}):\n{self.tail('gateway')}"
+        )
 
     def tail(self, name: str, lines: int = 20) -> str:
         with contextlib.suppress(OSError):
-            return "\n".join((self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(
+                (self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-lines:]
+            )
         return ""
 
     def worker_pids(self) -> list[int]:
@@ -577,7 +756,11 @@ class Topology:
             return []
         pids = []
         with contextlib.suppress(OSError):
-            for child in Path(f"/proc/{self.gateway.pid}/task/{self.gateway.pid}/children").read_text().split():
+            for child in (
+                Path(f"/proc/{self.gateway.pid}/task/{self.gateway.pid}/children")
+                .read_text()
+                .split()
+            ):
                 with contextlib.suppress(OSError):
                     cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
                     if b"spawn_main" in cmdline or b"uvicorn" in cmdline:
@@ -633,7 +816,9 @@ class Topology:
             return conn.execute(sql, params).fetchall()
 
     def usage_event_ids(self) -> set[str]:
-        rows = self.query("SELECT request_id FROM gateway_usageevent WHERE request_id LIKE %s", ("soak-%",))
+        rows = self.query(
+            "SELECT request_id FROM gateway_usageevent WHERE request_id LIKE %s", ("soak-%",)
+        )
         return {row[0] for row in rows}
 
 
@@ -652,22 +837,45 @@ class Load:
         self._next = 0.0
         self._count = 0
         self._stop = False
-        self._words = ("invoice", "refund", "latency", "summary", "router", "cache", "budget", "retry",
-                       "shipping", "password", "outage", "contract", "schema", "timeout", "upgrade", "quota")
+        self._words = (
+            "invoice",
+            "refund",
+            "latency",
+            "summary",
+            "router",
+            "cache",
+            "budget",
+            "retry",
+            "shipping",
+            "password",
+            "outage",
+            "contract",
+            "schema",
+            "timeout",
+            "upgrade",
+            "quota",
+        )
 
     def now(self) -> float:
         return time.monotonic() - self.t0
 
     def prompt(self, n: int) -> str:
         rng = random.Random(n)
-        return f"Request {n}: " + " ".join(rng.choice(self._words) for _ in range(rng.randint(4, 24))) + "?"
+        return (
+            f"Request {n}: "
+            + " ".join(rng.choice(self._words) for _ in range(rng.randint(4, 24)))
+            + "?"
+        )
 
     async def run(self) -> None:
         import httpx
 
-        limits = httpx.Limits(max_connections=self.plan.concurrency, max_keepalive_connections=self.plan.concurrency)
-        async with httpx.AsyncClient(base_url=self.topology.base_url, limits=limits,
-                                     timeout=self.plan.client_timeout) as client:
+        limits = httpx.Limits(
+            max_connections=self.plan.concurrency, max_keepalive_connections=self.plan.concurrency
+        )
+        async with httpx.AsyncClient(
+            base_url=self.topology.base_url, limits=limits, timeout=self.plan.client_timeout
+        ) as client:
             await asyncio.gather(*(self._worker(client) for _ in range(self.plan.concurrency)))
 
     def stop(self) -> None:
@@ -691,12 +899,18 @@ class Load:
             request_id = f"soak-{n:07d}"
             phase, started = self.phase, self.now()
             stream = n % STREAM_SHARE == 1
-            body = {"model": SERVING_NAME, "messages": [{"role": "user", "content": self.prompt(n)}],
-                    "max_tokens": 16, "stream": stream}
+            body = {
+                "model": SERVING_NAME,
+                "messages": [{"role": "user", "content": self.prompt(n)}],
+                "max_tokens": 16,
+                "stream": stream,
+            }
             status, route, attempts, decision, error = None, "", 0, "", ""
             headers = {"Authorization": f"Bearer {key}", "X-Request-Id": request_id}
             try:
-                async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
+                async with client.stream(
+                    "POST", "/v1/chat/completions", json=body, headers=headers
+                ) as response:
                     text = (await response.aread()).decode(errors="replace")
                 status = response.status_code
                 route = response.headers.get("x-balancer-route", "")
@@ -709,9 +923,20 @@ class Load:
                     status, error = STREAM_BROKEN, text[-200:]
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:200]
-            self.outcomes.append(Outcome(phase=phase, request_id=request_id, key="victim" if victim else "client",
-                                         started=started, ended=self.now(), status=status, route=route,
-                                         attempts=attempts, decision=decision, error=error))
+            self.outcomes.append(
+                Outcome(
+                    phase=phase,
+                    request_id=request_id,
+                    key="victim" if victim else "client",
+                    started=started,
+                    ended=self.now(),
+                    status=status,
+                    route=route,
+                    attempts=attempts,
+                    decision=decision,
+                    error=error,
+                )
+            )
 
 
 # ---------------------------------------------------------------- the faults
@@ -764,7 +989,9 @@ class Soak:
     async def _baseline(self, phase: PhaseLog) -> None:
         return None
 
-    async def _outage(self, phase: PhaseLog, down: Callable[[], None], up: Callable[[], None]) -> None:
+    async def _outage(
+        self, phase: PhaseLog, down: Callable[[], None], up: Callable[[], None]
+    ) -> None:
         phase.fault_at = self.load.now()
         await asyncio.to_thread(down)
         await asyncio.sleep(self.plan.outage)
@@ -799,11 +1026,15 @@ class Soak:
             now = self.topology.worker_pids()
             if victim not in now and len(now) == 2:
                 phase.fault_end = self.load.now()
-                phase.notes.append(f"worker {victim} replaced by {sorted(set(now) - set(before))} after "
-                                   f"{phase.fault_end - phase.fault_at:.1f} s")
+                phase.notes.append(
+                    f"worker {victim} replaced by {sorted(set(now) - set(before))} after "
+                    f"{phase.fault_end - phase.fault_at:.1f} s"
+                )
                 return
             await asyncio.sleep(0.05)
-        phase.notes.append(f"worker {victim} not replaced within 30 s (workers now {self.topology.worker_pids()})")
+        phase.notes.append(
+            f"worker {victim} not replaced within 30 s (workers now {self.topology.worker_pids()})"
+        )
 
     async def _worker_sigterm(self, phase: PhaseLog) -> None:
         await self._worker_signal(phase, signal.SIGTERM)
@@ -811,7 +1042,9 @@ class Soak:
     async def _worker_sigkill(self, phase: PhaseLog) -> None:
         await self._worker_signal(phase, signal.SIGKILL)
 
-    async def _api(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[float, Any]:
+    async def _api(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[float, Any]:
         """A management API call, retried for up to 10 s; returns when the successful try began."""
         import httpx
 
@@ -833,8 +1066,20 @@ class Soak:
 
     def _routes(self, *, primary_enabled: bool) -> list[dict[str, Any]]:
         return [
-            {"name": "primary", "instance": "flappy", "priority": 1, "is_default": False, "enabled": primary_enabled},
-            {"name": "fallback", "instance": "steady", "priority": 2, "is_default": True, "enabled": True},
+            {
+                "name": "primary",
+                "instance": "flappy",
+                "priority": 1,
+                "is_default": False,
+                "enabled": primary_enabled,
+            },
+            {
+                "name": "fallback",
+                "instance": "steady",
+                "priority": 2,
+                "is_default": True,
+                "enabled": True,
+            },
         ]
 
     async def _config_change(self, phase: PhaseLog) -> None:
@@ -848,16 +1093,26 @@ class Soak:
             await asyncio.sleep(0.05)
         else:
             phase.notes.append("the primary was not serving when the route was disabled")
-        phase.fault_at, _ = await self._api("PATCH", f"/api/balancers/{SERVING_NAME}/",
-                                            {"routes": self._routes(primary_enabled=False)})
+        phase.fault_at, _ = await self._api(
+            "PATCH",
+            f"/api/balancers/{SERVING_NAME}/",
+            {"routes": self._routes(primary_enabled=False)},
+        )
         await asyncio.sleep(self.plan.effect_limit + 1.5)
-        phase.fault_end, _ = await self._api("PATCH", f"/api/balancers/{SERVING_NAME}/",
-                                             {"routes": self._routes(primary_enabled=True)})
-        phase.notes.append(f"primary route disabled at {phase.fault_at - phase.started:.1f} s, "
-                           f"enabled again at {phase.fault_end - phase.started:.1f} s")
+        phase.fault_end, _ = await self._api(
+            "PATCH",
+            f"/api/balancers/{SERVING_NAME}/",
+            {"routes": self._routes(primary_enabled=True)},
+        )
+        phase.notes.append(
+            f"primary route disabled at {phase.fault_at - phase.started:.1f} s, "
+            f"enabled again at {phase.fault_end - phase.started:.1f} s"
+        )
 
     async def _key_revocation(self, phase: PhaseLog) -> None:
-        began, _ = await self._api("POST", f"/api/api-keys/{self.topology.seed['victim_id']}/revoke/")
+        began, _ = await self._api(
+            "POST", f"/api/api-keys/{self.topology.seed['victim_id']}/revoke/"
+        )
         phase.fault_at = self.revoked_at = began
 
 
@@ -878,8 +1133,11 @@ def wait_for_events(topology: Topology, accepted: set[str], seconds: float) -> s
 
 def commit() -> str:
     """The commit measured, with a + when the work tree has changes."""
+
     def git(*argv: str) -> str:
-        result = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            ["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
         return result.stdout.strip() if result.returncode == 0 else ""
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
@@ -909,7 +1167,8 @@ def run(plan: Plan) -> int:
         upstream = topology.upstream.counts if topology.upstream else {}
         probe_rows = topology.query(
             "SELECT i.instance_id, h.status, extract(epoch from now() - h.checked_at) FROM gateway_instancehealth h "
-            "JOIN targetgroups_instance i ON i.id = h.instance_id ORDER BY 1")
+            "JOIN targetgroups_instance i ON i.id = h.instance_id ORDER BY 1"
+        )
         celery_alive = topology.celery is not None and topology.celery.poll() is None
     finally:
         topology.stop()
@@ -920,26 +1179,44 @@ def run(plan: Plan) -> int:
     for phase in soak.phases:
         if phase.notes:
             print(f"- {phase.fault}: {'; '.join(phase.notes)}")
-    print(f"- usage events still unwritten before the gateway's clean stop: {pending} (supervisor exit {code})")
-    print(f"- upstream: {upstream.get('flappy', 0)} calls to flappy ({upstream.get('flappy_failed', 0)} failed), "
-          f"{upstream.get('steady', 0)} to steady")
-    probes = ", ".join(f"{iid} {status} {age:.0f} s ago" for iid, status, age in probe_rows) or "none"
-    print(f"- last probes (Celery): {probes}; Celery {'running' if celery_alive else 'EXITED'} at the end")
-    print(f"- logs in {plan.out}: gateway {log_summary(plan.out / 'gateway.log')}, "
-          f"celery {log_summary(plan.out / 'celery.log')}")
+    print(
+        f"- usage events still unwritten before the gateway's clean stop: {pending} (supervisor exit {code})"
+    )
+    print(
+        f"- upstream: {upstream.get('flappy', 0)} calls to flappy ({upstream.get('flappy_failed', 0)} failed), "
+        f"{upstream.get('steady', 0)} to steady"
+    )
+    probes = (
+        ", ".join(f"{iid} {status} {age:.0f} s ago" for iid, status, age in probe_rows) or "none"
+    )
+    print(
+        f"- last probes (Celery): {probes}; Celery {'running' if celery_alive else 'EXITED'} at the end"
+    )
+    print(
+        f"- logs in {plan.out}: gateway {log_summary(plan.out / 'gateway.log')}, "
+        f"celery {log_summary(plan.out / 'celery.log')}"
+    )
     errors = [o for o in outcomes if not o.ok and not expected_401(o, soak.revoked_at)]
     for o in errors[:10]:
-        print(f"  error: {o.phase} {o.request_id} at {o.started:.2f} s: {o.status} {o.decision} {o.error}")
-    report = {"commit": commit(), "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
-              "rows": [asdict(r) | {"lost": r.lost} for r in rows],
-              "phases": [asdict(p) for p in soak.phases], "unwritten_before_stop": pending}
+        print(
+            f"  error: {o.phase} {o.request_id} at {o.started:.2f} s: {o.status} {o.decision} {o.error}"
+        )
+    report = {
+        "commit": commit(),
+        "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
+        "rows": [asdict(r) | {"lost": r.lost} for r in rows],
+        "phases": [asdict(p) for p in soak.phases],
+        "unwritten_before_stop": pending,
+    }
     (plan.out / "report.json").write_text(json.dumps(report, indent=2))
     with (plan.out / "requests.jsonl").open("w") as handle:
         for o in outcomes:
             handle.write(json.dumps(asdict(o) | {"event": o.request_id in event_ids}) + "\n")
     status = exit_status(rows)
-    print(f"\nsoak {'passed' if status == 0 else 'FAILED'}: {len(outcomes)} requests, {len(rows)} faults, "
-          f"on {report['commit']} ({'smoke' if plan.smoke else 'full'} setting)")
+    print(
+        f"\nsoak {'passed' if status == 0 else 'FAILED'}: {len(outcomes)} requests, {len(rows)} faults, "
+        f"on {report['commit']} ({'smoke' if plan.smoke else 'full'} setting)"
+    )
     return status
 
 

@@ -34,8 +34,14 @@ def main() -> None:
     env.update(VAR_DIR=args.var_dir, PORT=str(port))
     command = ["script", "-qfec", "make run", "/dev/null"] if args.tty else ["make", "run"]
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=args.checkout, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=args.checkout,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     first: list[float] = []
 
     def pump() -> None:
@@ -59,8 +65,12 @@ def main() -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
     process.wait(30)
-    print(f"first output after {first[0] if first else float('nan'):.2f} s; "
-          f"answering after {ready:.1f} s" if ready else "make run never answered")
+    print(
+        f"first output after {first[0] if first else float('nan'):.2f} s; "
+        f"answering after {ready:.1f} s"
+        if ready
+        else "make run never answered"
+    )
 
 
 if __name__ == "__main__":

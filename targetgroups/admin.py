@@ -12,7 +12,15 @@ from targetgroups.models import Instance, TargetGroup, TargetGroupMember
 class InstanceAdmin(admin.ModelAdmin):
     form = InstanceForm
     formfield_overrides = {models.URLField: URL_FIELD_OPTIONS}
-    list_display = ("instance_id", "display_name", "provider", "model", "workload_kind", "enabled", "has_key")
+    list_display = (
+        "instance_id",
+        "display_name",
+        "provider",
+        "model",
+        "workload_kind",
+        "enabled",
+        "has_key",
+    )
     list_filter = ("provider", "workload_kind", "enabled")
     search_fields = ("instance_id", "display_name", "model")
 

@@ -49,7 +49,9 @@ def _reject_nul(value: Any) -> None:
 
 
 class InstanceOutputSerializer(serializers.ModelSerializer):
-    has_api_key = serializers.BooleanField(read_only=True, help_text="The upstream key itself is never returned.")
+    has_api_key = serializers.BooleanField(
+        read_only=True, help_text="The upstream key itself is never returned."
+    )
 
     class Meta:
         model = Instance
@@ -60,7 +62,11 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
 class InstanceInputSerializer(JsonTypesMixin, serializers.ModelSerializer):
     options = ObjectField(required=False, help_text=Instance._meta.get_field("options").help_text)
     api_key = serializers.CharField(
-        write_only=True, required=False, allow_blank=True, max_length=500, style={"input_type": "password"},
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        style={"input_type": "password"},
         help_text='Write-only. Omit to keep the stored key; "" removes it.',
     )
 
@@ -93,7 +99,9 @@ class InstanceCreateApi(JsonApi):
     InputSerializer = InstanceInputSerializer
     OutputSerializer = InstanceOutputSerializer
 
-    @extend_schema(summary="Create an instance", request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        summary="Create an instance", request=InputSerializer, responses={201: OutputSerializer}
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -126,11 +134,17 @@ class InstanceUpdateApi(JsonApi):
 
     OutputSerializer = InstanceOutputSerializer
 
-    @extend_schema(summary="Update an instance", request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(
+        summary="Update an instance", request=InputSerializer, responses=OutputSerializer
+    )
     def put(self, request: Request, instance_id: str) -> Response:
         return self._update(request, instance_id, partial=False)
 
-    @extend_schema(summary="Update some fields of an instance", request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(
+        summary="Update some fields of an instance",
+        request=InputSerializer,
+        responses=OutputSerializer,
+    )
     def patch(self, request: Request, instance_id: str) -> Response:
         return self._update(request, instance_id, partial=True)
 
@@ -145,7 +159,10 @@ class InstanceUpdateApi(JsonApi):
 
 
 class InstanceDeleteApi(JsonApi):
-    @extend_schema(summary="Delete an instance (refused while a group, route or balancer uses it)", responses={204: None})
+    @extend_schema(
+        summary="Delete an instance (refused while a group, route or balancer uses it)",
+        responses={204: None},
+    )
     def delete(self, request: Request, instance_id: str) -> Response:
         instance_delete(instance=_instance_or_404(instance_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -182,7 +199,10 @@ def _import(data: Any, *, group: TargetGroup | None = None) -> tuple[TargetGroup
 class TargetGroupListApi(JsonApi):
     OutputSerializer = TargetGroupDocument
 
-    @extend_schema(summary="List target groups as target-group documents", responses=OutputSerializer(many=True))
+    @extend_schema(
+        summary="List target groups as target-group documents",
+        responses=OutputSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         return Response([target_group_document(group) for group in selectors.target_group_list()])
 
@@ -193,13 +213,19 @@ class TargetGroupCreateApi(JsonApi):
     InputSerializer = TargetGroupDocument
     OutputSerializer = TargetGroupDocument
 
-    @extend_schema(summary="Create a target group", request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        summary="Create a target group", request=InputSerializer, responses={201: OutputSerializer}
+    )
     def post(self, request: Request) -> Response:
         data = json_object(request.data)
         name = data.get("name")
         if isinstance(name, str) and selectors.target_group_get(name=name) is not None:
             raise ValidationError(
-                {"name": [f"A target group named {name!r} already exists; update it, or import to replace it."]}
+                {
+                    "name": [
+                        f"A target group named {name!r} already exists; update it, or import to replace it."
+                    ]
+                }
             )
         group, _ = _import(data)
         return Response(target_group_document(group), status=status.HTTP_201_CREATED)
@@ -229,12 +255,18 @@ class TargetGroupUpdateApi(JsonApi):
 
     OutputSerializer = TargetGroupDocument
 
-    @extend_schema(summary="Replace a target group", request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(
+        summary="Replace a target group", request=InputSerializer, responses=OutputSerializer
+    )
     def put(self, request: Request, name: str) -> Response:
         group = _group_or_404(name)
         return self._save(group, {"name": group.name, **json_object(request.data)})
 
-    @extend_schema(summary="Change some keys of a target group", request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(
+        summary="Change some keys of a target group",
+        request=InputSerializer,
+        responses=OutputSerializer,
+    )
     def patch(self, request: Request, name: str) -> Response:
         group = _group_or_404(name)
         return self._save(group, {**target_group_document(group), **json_object(request.data)})
@@ -245,7 +277,9 @@ class TargetGroupUpdateApi(JsonApi):
 
 
 class TargetGroupDeleteApi(JsonApi):
-    @extend_schema(summary="Delete a target group (refused while a route points at it)", responses={204: None})
+    @extend_schema(
+        summary="Delete a target group (refused while a route points at it)", responses={204: None}
+    )
     def delete(self, request: Request, name: str) -> Response:
         target_group_delete(group=_group_or_404(name))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -264,7 +298,10 @@ class TargetGroupImportApi(JsonApi):
     )
     def post(self, request: Request) -> Response:
         group, created = _import(request.data)
-        return Response(target_group_document(group), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            target_group_document(group),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
 
 class TargetGroupExportApi(JsonApi):

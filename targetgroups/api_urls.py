@@ -25,7 +25,11 @@ urlpatterns = [
         endpoint(InstanceRetrieveApi, InstanceUpdateApi, InstanceDeleteApi),
         name="api-instance",
     ),
-    path("target-groups/", endpoint(TargetGroupListApi, TargetGroupCreateApi), name="api-target-groups"),
+    path(
+        "target-groups/",
+        endpoint(TargetGroupListApi, TargetGroupCreateApi),
+        name="api-target-groups",
+    ),
     # Before <name>/ so that it is never read as a group name.
     path("target-groups/import/", TargetGroupImportApi.as_view(), name="api-target-group-import"),
     path(
@@ -33,5 +37,9 @@ urlpatterns = [
         endpoint(TargetGroupRetrieveApi, TargetGroupUpdateApi, TargetGroupDeleteApi),
         name="api-target-group",
     ),
-    path("target-groups/<slug:name>/export/", TargetGroupExportApi.as_view(), name="api-target-group-export"),
+    path(
+        "target-groups/<slug:name>/export/",
+        TargetGroupExportApi.as_view(),
+        name="api-target-group-export",
+    ),
 ]

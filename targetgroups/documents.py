@@ -21,7 +21,15 @@ from targetgroups.models import (
 )
 from targetgroups.validators import base_url_problem, slug_validator
 
-DOCUMENT_KEYS = ("name", "display_name", "description", "workload_kind", "selection_policy", "enabled", "members")
+DOCUMENT_KEYS = (
+    "name",
+    "display_name",
+    "description",
+    "workload_kind",
+    "selection_policy",
+    "enabled",
+    "members",
+)
 MEMBER_KEYS = ("instance_id", "weight", "enabled", "priority")
 
 
@@ -50,7 +58,9 @@ class TargetGroupDocument(StrictMixin, JsonTypesMixin, serializers.Serializer):
     display_name = serializers.CharField(max_length=200, allow_blank=True, default="")
     description = serializers.CharField(allow_blank=True, default="")
     workload_kind = serializers.ChoiceField(choices=WorkloadKind.choices)
-    selection_policy = serializers.ChoiceField(choices=SelectionPolicy.choices, default=SelectionPolicy.WEIGHTED_ROUND_ROBIN)
+    selection_policy = serializers.ChoiceField(
+        choices=SelectionPolicy.choices, default=SelectionPolicy.WEIGHTED_ROUND_ROBIN
+    )
     enabled = serializers.BooleanField(default=True)
     members = MemberDocument(many=True)
 
@@ -59,19 +69,27 @@ class TargetGroupDocument(StrictMixin, JsonTypesMixin, serializers.Serializer):
         known = {i.instance_id: i for i in Instance.objects.filter(instance_id__in=ids)}
         errors: list[dict[str, list[str]]] = []
         seen: set[str] = set()
-        kind = self.initial_data.get("workload_kind") if isinstance(self.initial_data, dict) else None
+        kind = (
+            self.initial_data.get("workload_kind") if isinstance(self.initial_data, dict) else None
+        )
         for member in members:
             problem: dict[str, list[str]] = {}
             instance = known.get(member["instance_id"])
             if instance is None:
-                problem["instance_id"] = [f"No instance with instance_id {member['instance_id']!r}."]
+                problem["instance_id"] = [
+                    f"No instance with instance_id {member['instance_id']!r}."
+                ]
             elif member["instance_id"] in seen:
                 problem["instance_id"] = ["This instance is listed twice."]
             elif kind and instance.workload_kind != kind:
-                problem["instance_id"] = [f"{instance.instance_id} is a {instance.workload_kind} instance; the group serves {kind}."]
+                problem["instance_id"] = [
+                    f"{instance.instance_id} is a {instance.workload_kind} instance; the group serves {kind}."
+                ]
             elif instance.base_url and (refused := base_url_problem(instance.base_url)):
                 # Saved before the egress policy, or under a laxer one: fix the instance first.
-                problem["instance_id"] = [f"{instance.instance_id}'s base URL is refused: {refused}"]
+                problem["instance_id"] = [
+                    f"{instance.instance_id}'s base URL is refused: {refused}"
+                ]
             seen.add(member["instance_id"])
             errors.append(problem)
         if any(errors):
@@ -84,7 +102,9 @@ class TargetGroupDocument(StrictMixin, JsonTypesMixin, serializers.Serializer):
         # On update through the API the name is fixed by the URL.
         instance: TargetGroup | None = self.context.get("group")
         if instance is not None and name != instance.name:
-            raise serializers.ValidationError("The name cannot change; export, edit and import under a new name instead.")
+            raise serializers.ValidationError(
+                "The name cannot change; export, edit and import under a new name instead."
+            )
         return name
 
 
@@ -104,7 +124,9 @@ def target_group_document(group: TargetGroup) -> dict[str, Any]:
                 "enabled": m.enabled,
                 "priority": m.priority,
             }
-            for m in group.members.select_related("instance").order_by("priority", "instance__instance_id")
+            for m in group.members.select_related("instance").order_by(
+                "priority", "instance__instance_id"
+            )
         ],
     }
 
@@ -118,7 +140,9 @@ def flatten_errors(detail: Any, prefix: str = "") -> list[str]:
                 lines += flatten_errors(value, f"{prefix}[{key}]")
                 continue
             name = str(key) if key != "non_field_errors" else ""
-            lines += flatten_errors(value, f"{prefix}.{name}" if prefix and name else (name or prefix))
+            lines += flatten_errors(
+                value, f"{prefix}.{name}" if prefix and name else (name or prefix)
+            )
     elif isinstance(detail, list):
         if all(isinstance(item, str) for item in detail):
             lines += [f"{prefix}: {item}" if prefix else str(item) for item in detail]

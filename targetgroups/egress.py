@@ -37,15 +37,25 @@ SETTING = "GATEWAY_EGRESS_ALLOW_PRIVATE"
 
 # Refused whatever the setting says.
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle...
-    "169.254.170.2",  # AWS ECS task credentials
-    "fd00:ec2::254",  # AWS IMDS over IPv6
-    "100.100.100.200",  # Alibaba Cloud
-    "168.63.129.16",  # Azure WireServer
-))
-METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data",
-                            "instance-data.ec2.internal"})
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle...
+        "169.254.170.2",  # AWS ECS task credentials
+        "fd00:ec2::254",  # AWS IMDS over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+        "168.63.129.16",  # Azure WireServer
+    )
+)
+METADATA_NAMES = frozenset(
+    {
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata",
+        "instance-data",
+        "instance-data.ec2.internal",
+    }
+)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -66,7 +76,9 @@ def address_problem(address: Address | str, *, allow_private: bool) -> str | Non
         return f"{ip} is a cloud metadata address, always refused"
     if any(ip in network for network in _LINK_LOCAL):
         return f"{ip} is a link-local address, always refused"
-    if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip.is_reserved):  # 240/4, broadcast
+    if (
+        ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip.is_reserved)
+    ):  # 240/4, broadcast
         return f"{ip} is not an address an upstream can have"
     if ip.is_global:
         return None
@@ -100,8 +112,12 @@ def host_problem(host: str, *, allow_private: bool) -> str | None:
     if host in METADATA_NAMES:
         return f"{host} is a cloud metadata name, always refused"
     if host == "localhost" or host.endswith(".localhost"):
-        return None if allow_private else (
-            f"{host} is a loopback name; set {SETTING}=1 to allow loopback and private networks"
+        return (
+            None
+            if allow_private
+            else (
+                f"{host} is a loopback name; set {SETTING}=1 to allow loopback and private networks"
+            )
         )
     return None
 

@@ -57,4 +57,6 @@ def reencrypt(token: str) -> str:
     try:
         return _current().rotate(token.encode()).decode()
     except InvalidToken:
-        raise UnreadableSecret("a stored upstream key cannot be decrypted with GATEWAY_ENCRYPTION_KEYS") from None
+        raise UnreadableSecret(
+            "a stored upstream key cannot be decrypted with GATEWAY_ENCRYPTION_KEYS"
+        ) from None

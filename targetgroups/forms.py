@@ -37,9 +37,21 @@ class InstanceForm(forms.ModelForm):
         model = Instance
         formfield_callback = _formfield
         fields = [
-            "instance_id", "display_name", "provider", "base_url", "model", "api_key", "workload_kind",
-            "input_price_per_million", "output_price_per_million", "quality_tier", "connect_timeout",
-            "first_byte_timeout", "request_timeout", "options", "enabled",
+            "instance_id",
+            "display_name",
+            "provider",
+            "base_url",
+            "model",
+            "api_key",
+            "workload_kind",
+            "input_price_per_million",
+            "output_price_per_million",
+            "quality_tier",
+            "connect_timeout",
+            "first_byte_timeout",
+            "request_timeout",
+            "options",
+            "enabled",
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -64,7 +76,11 @@ class InstanceForm(forms.ModelForm):
 
 
 def _instance_label(instance: Instance) -> str:
-    name = f" · {instance.display_name}" if instance.display_name and instance.display_name != instance.instance_id else ""
+    name = (
+        f" · {instance.display_name}"
+        if instance.display_name and instance.display_name != instance.instance_id
+        else ""
+    )
     return f"{instance.instance_id}{name}{'' if instance.enabled else ' (disabled)'}"
 
 
@@ -79,21 +95,33 @@ class TargetGroupCreateForm(forms.Form):
     """The fields of a target-group document. Only types are checked here: the rules are the
     importer's (`target_group_create` runs the document serializer and the model's checks)."""
 
-    name = forms.CharField(help_text="Lowercase letters, digits, '-' and '_'; used in URLs and JSON.")
+    name = forms.CharField(
+        help_text="Lowercase letters, digits, '-' and '_'; used in URLs and JSON."
+    )
     display_name = forms.CharField(required=False)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
-    workload_kind = forms.ChoiceField(choices=WorkloadKind.choices, initial=WorkloadKind.CHAT, widget=forms.RadioSelect)
+    workload_kind = forms.ChoiceField(
+        choices=WorkloadKind.choices, initial=WorkloadKind.CHAT, widget=forms.RadioSelect
+    )
     selection_policy = forms.ChoiceField(
-        choices=SelectionPolicy.choices, initial=SelectionPolicy.WEIGHTED_ROUND_ROBIN,
+        choices=SelectionPolicy.choices,
+        initial=SelectionPolicy.WEIGHTED_ROUND_ROBIN,
         help_text="How a member is picked inside the lowest priority tier.",
     )
-    enabled = forms.BooleanField(required=False, initial=True, help_text="Routes skip a disabled group.")
-    members = InstanceIdsField(required=False, widget=forms.CheckboxSelectMultiple,
-                               help_text="Weight 100, priority 1; change them on the group's page.")
+    enabled = forms.BooleanField(
+        required=False, initial=True, help_text="Routes skip a disabled group."
+    )
+    members = InstanceIdsField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Weight 100, priority 1; change them on the group's page.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["name"].widget.attrs.update(autocomplete="off", spellcheck="false", placeholder="billing-pool")
+        self.fields["name"].widget.attrs.update(
+            autocomplete="off", spellcheck="false", placeholder="billing-pool"
+        )
         kind = self.kind()
         cast(forms.ChoiceField, self.fields["members"]).choices = [
             (i.instance_id, _instance_label(i))
@@ -111,8 +139,13 @@ class MemberAddForm(forms.Form):
     not members yet; any instance id is accepted so a mismatch gets the model's own message."""
 
     instance = forms.ModelChoiceField(
-        queryset=Instance.objects.all(), to_field_name="instance_id", empty_label="Choose an instance…",
-        error_messages={"required": "Choose an instance to add.", "invalid_choice": "No such instance."},
+        queryset=Instance.objects.all(),
+        to_field_name="instance_id",
+        empty_label="Choose an instance…",
+        error_messages={
+            "required": "Choose an instance to add.",
+            "invalid_choice": "No such instance.",
+        },
     )
     weight = forms.IntegerField(required=False)
     priority = forms.IntegerField(required=False)
@@ -121,7 +154,9 @@ class MemberAddForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.initial.setdefault("weight", TargetGroupMember._meta.get_field("weight").default)
         self.initial.setdefault("priority", TargetGroupMember._meta.get_field("priority").default)
-        candidates = Instance.objects.filter(workload_kind=group.workload_kind).exclude(memberships__group=group)
+        candidates = Instance.objects.filter(workload_kind=group.workload_kind).exclude(
+            memberships__group=group
+        )
         self.candidates = list(candidates.order_by("instance_id"))
         self.fields["instance"].widget.choices = [("", "Choose an instance…")] + [
             (i.instance_id, _instance_label(i)) for i in self.candidates

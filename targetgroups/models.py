@@ -47,36 +47,62 @@ class Instance(models.Model):
     """One callable model deployment."""
 
     instance_id = models.CharField(
-        max_length=63, unique=True, validators=[slug_validator],
+        max_length=63,
+        unique=True,
+        validators=[slug_validator],
         help_text="Identifier used in target-group JSON, e.g. inst_a.",
     )
     display_name = models.CharField(max_length=200, blank=True)
     provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.OPENAI)
-    base_url = models.URLField(max_length=500, blank=True, help_text="e.g. https://api.openai.com/v1")
+    base_url = models.URLField(
+        max_length=500, blank=True, help_text="e.g. https://api.openai.com/v1"
+    )
     model = models.CharField(max_length=200, help_text="The model name the upstream expects.")
     # The upstream key as a Fernet token (targetgroups/encryption.py); read and set it as `api_key`.
-    api_key_encrypted = models.TextField(blank=True, default="", editable=False,
-                                         help_text="The upstream API key, encrypted. Write-only: never shown again.")
-    workload_kind = models.CharField(max_length=20, choices=WorkloadKind.choices, default=WorkloadKind.CHAT)
+    api_key_encrypted = models.TextField(
+        blank=True,
+        default="",
+        editable=False,
+        help_text="The upstream API key, encrypted. Write-only: never shown again.",
+    )
+    workload_kind = models.CharField(
+        max_length=20, choices=WorkloadKind.choices, default=WorkloadKind.CHAT
+    )
     input_price_per_million = models.DecimalField(
-        max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(0)],
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal("0"),
+        validators=[MinValueValidator(0)],
         help_text="USD per 1M input tokens.",
     )
     output_price_per_million = models.DecimalField(
-        max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(0)],
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal("0"),
+        validators=[MinValueValidator(0)],
         help_text="USD per 1M output tokens.",
     )
     quality_tier = models.PositiveSmallIntegerField(
-        default=3, validators=[MinValueValidator(1), MaxValueValidator(5)],
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(5)],
         help_text="1 (basic) to 5 (frontier); used by auto routing.",
     )
-    connect_timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.05), MaxValueValidator(600)])
+    connect_timeout = models.FloatField(
+        default=5.0, validators=[MinValueValidator(0.05), MaxValueValidator(600)]
+    )
     first_byte_timeout = models.FloatField(
-        default=60.0, validators=[MinValueValidator(0.05), MaxValueValidator(3600)],
+        default=60.0,
+        validators=[MinValueValidator(0.05), MaxValueValidator(3600)],
         help_text="Seconds until the upstream's first byte.",
     )
-    request_timeout = models.FloatField(default=300.0, validators=[MinValueValidator(0.05), MaxValueValidator(3600)])
-    options = models.JSONField(default=dict, blank=True, help_text="Simulator knobs: latency_ms, error_rate, down, tokens_per_second.")
+    request_timeout = models.FloatField(
+        default=300.0, validators=[MinValueValidator(0.05), MaxValueValidator(3600)]
+    )
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Simulator knobs: latency_ms, error_rate, down, tokens_per_second.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -128,13 +154,19 @@ class Instance(models.Model):
             for key, value in self.options.items():
                 expected = SIMULATOR_OPTIONS.get(key)
                 if expected is None:
-                    errors["options"] = f"Unknown simulator option {key!r}; known: {', '.join(SIMULATOR_OPTIONS)}."
+                    errors["options"] = (
+                        f"Unknown simulator option {key!r}; known: {', '.join(SIMULATOR_OPTIONS)}."
+                    )
                     break
-                ok = isinstance(value, bool) if expected is bool else (
-                    isinstance(value, (int, float)) and not isinstance(value, bool)
+                ok = (
+                    isinstance(value, bool)
+                    if expected is bool
+                    else (isinstance(value, (int, float)) and not isinstance(value, bool))
                 )
                 if not ok or (expected is not bool and value < 0):
-                    errors["options"] = f"Simulator option {key!r} must be a non-negative {expected.__name__}."
+                    errors["options"] = (
+                        f"Simulator option {key!r} must be a non-negative {expected.__name__}."
+                    )
                     break
                 if key == "error_rate" and value > 1:
                     errors["options"] = "Simulator option 'error_rate' must be between 0 and 1."
@@ -149,7 +181,9 @@ class TargetGroup(models.Model):
     name = models.CharField(max_length=63, unique=True, validators=[slug_validator])
     display_name = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
-    workload_kind = models.CharField(max_length=20, choices=WorkloadKind.choices, default=WorkloadKind.CHAT)
+    workload_kind = models.CharField(
+        max_length=20, choices=WorkloadKind.choices, default=WorkloadKind.CHAT
+    )
     selection_policy = models.CharField(
         max_length=30, choices=SelectionPolicy.choices, default=SelectionPolicy.WEIGHTED_ROUND_ROBIN
     )
@@ -167,16 +201,26 @@ class TargetGroup(models.Model):
 class TargetGroupMember(models.Model):
     group = models.ForeignKey(TargetGroup, on_delete=models.CASCADE, related_name="members")
     instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="memberships")
-    weight = models.PositiveIntegerField(default=100, validators=WEIGHT_VALIDATORS, help_text="0 drains the member.")
-    priority = models.PositiveIntegerField(default=1, validators=PRIORITY_VALIDATORS, help_text="Lower tiers are tried first.")
+    weight = models.PositiveIntegerField(
+        default=100, validators=WEIGHT_VALIDATORS, help_text="0 drains the member."
+    )
+    priority = models.PositiveIntegerField(
+        default=1, validators=PRIORITY_VALIDATORS, help_text="Lower tiers are tried first."
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["priority", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["group", "instance"], name="member_unique_instance_per_group"),
-            models.CheckConstraint(condition=models.Q(weight__lte=1000), name="member_weight_max_1000"),
-            models.CheckConstraint(condition=models.Q(priority__gte=1), name="member_priority_min_1"),
+            models.UniqueConstraint(
+                fields=["group", "instance"], name="member_unique_instance_per_group"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(weight__lte=1000), name="member_weight_max_1000"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(priority__gte=1), name="member_priority_min_1"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -187,8 +231,14 @@ class TargetGroupMember(models.Model):
         return f"member of target group {self.group.name}"
 
     def clean(self) -> None:
-        if self.group_id and self.instance_id and self.instance.workload_kind != self.group.workload_kind:
+        if (
+            self.group_id
+            and self.instance_id
+            and self.instance.workload_kind != self.group.workload_kind
+        ):
             raise ValidationError(
-                {"instance": f"{self.instance.instance_id} is a {self.instance.workload_kind} instance; "
-                             f"this group serves {self.group.workload_kind}."}
+                {
+                    "instance": f"{self.instance.instance_id} is a {self.instance.workload_kind} instance; "
+                    f"this group serves {self.group.workload_kind}."
+                }
             )

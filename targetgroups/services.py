@@ -13,13 +13,25 @@ from targetgroups.models import Instance, TargetGroup, TargetGroupMember
 from targetgroups.signals import configuration_changed
 
 INSTANCE_FIELDS = (
-    "display_name", "provider", "base_url", "model", "workload_kind", "input_price_per_million",
-    "output_price_per_million", "quality_tier", "connect_timeout", "first_byte_timeout",
-    "request_timeout", "options", "enabled",
+    "display_name",
+    "provider",
+    "base_url",
+    "model",
+    "workload_kind",
+    "input_price_per_million",
+    "output_price_per_million",
+    "quality_tier",
+    "connect_timeout",
+    "first_byte_timeout",
+    "request_timeout",
+    "options",
+    "enabled",
 )
 
 
-def instance_save(*, instance: Instance | None = None, api_key: str | None = None, **fields: Any) -> Instance:
+def instance_save(
+    *, instance: Instance | None = None, api_key: str | None = None, **fields: Any
+) -> Instance:
     """Create or update an instance. `api_key=None` keeps the stored key; "" clears it."""
     instance = instance or Instance()
     for key, value in fields.items():
@@ -27,10 +39,18 @@ def instance_save(*, instance: Instance | None = None, api_key: str | None = Non
     if api_key is not None:
         instance.api_key = api_key
     if instance.pk and instance.workload_kind != Instance.objects.get(pk=instance.pk).workload_kind:
-        if instance.memberships.exists() or instance.routes.exists() or instance.routed_balancers.exists():
+        if (
+            instance.memberships.exists()
+            or instance.routes.exists()
+            or instance.routed_balancers.exists()
+        ):
             from django.core.exceptions import ValidationError as DjangoValidationError
 
-            raise DjangoValidationError({"workload_kind": "This instance is in use; remove it from its groups and routes first."})
+            raise DjangoValidationError(
+                {
+                    "workload_kind": "This instance is in use; remove it from its groups and routes first."
+                }
+            )
     instance.full_clean()
     instance.save()
     return instance
@@ -52,19 +72,35 @@ def target_group_import(*, data: Any, group: TargetGroup | None = None) -> tuple
     members = values.pop("members")
     group = group or TargetGroup.objects.filter(name=values["name"]).first()
     created = group is None
-    if group is not None and group.workload_kind != values["workload_kind"] and group.routes.exists():
-        raise ValidationError({"workload_kind": ["This group is used by routes; its workload kind cannot change."]})
-    return _target_group_write(group=group or TargetGroup(), values=values, members=members), created
+    if (
+        group is not None
+        and group.workload_kind != values["workload_kind"]
+        and group.routes.exists()
+    ):
+        raise ValidationError(
+            {"workload_kind": ["This group is used by routes; its workload kind cannot change."]}
+        )
+    return _target_group_write(
+        group=group or TargetGroup(), values=values, members=members
+    ), created
 
 
-def _target_group_write(*, group: TargetGroup, values: dict[str, Any], members: list[dict[str, Any]]) -> TargetGroup:
+def _target_group_write(
+    *, group: TargetGroup, values: dict[str, Any], members: list[dict[str, Any]]
+) -> TargetGroup:
     for key, value in values.items():
         setattr(group, key, value)
     group.full_clean()
     group.save()
     group.members.all().delete()
     TargetGroupMember.objects.bulk_create(
-        TargetGroupMember(group=group, instance=m["instance"], weight=m["weight"], enabled=m["enabled"], priority=m["priority"])
+        TargetGroupMember(
+            group=group,
+            instance=m["instance"],
+            weight=m["weight"],
+            enabled=m["enabled"],
+            priority=m["priority"],
+        )
         for m in members
     )
     # bulk_create sends no post_save: announce the members' change once.
@@ -89,8 +125,12 @@ def target_group_create(
     of rules; a taken name is refused by the model's unique check instead of replacing the group.
     """
     data: dict[str, Any] = {
-        "name": name, "display_name": display_name, "description": description, "workload_kind": workload_kind,
-        "enabled": enabled, "members": [{"instance_id": instance_id} for instance_id in instance_ids],
+        "name": name,
+        "display_name": display_name,
+        "description": description,
+        "workload_kind": workload_kind,
+        "enabled": enabled,
+        "members": [{"instance_id": instance_id} for instance_id in instance_ids],
     }
     if selection_policy:
         data["selection_policy"] = selection_policy
@@ -100,11 +140,18 @@ def target_group_create(
 
 
 def target_group_member_add(
-    *, group: TargetGroup, instance: Instance, weight: int | None = None, priority: int | None = None, enabled: bool = True
+    *,
+    group: TargetGroup,
+    instance: Instance,
+    weight: int | None = None,
+    priority: int | None = None,
+    enabled: bool = True,
 ) -> TargetGroupMember:
     """Add one instance to a group; weight and priority default to the model's (100 and 1)."""
     if group.members.filter(instance=instance).exists():
-        raise DjangoValidationError({"instance": f"{instance.instance_id} is already a member of {group.name}."})
+        raise DjangoValidationError(
+            {"instance": f"{instance.instance_id} is already a member of {group.name}."}
+        )
     member = TargetGroupMember(group=group, instance=instance, enabled=enabled)
     if weight is not None:
         member.weight = weight
@@ -116,7 +163,9 @@ def target_group_member_add(
         with transaction.atomic():
             member.save()
     except IntegrityError:  # added by someone else a moment ago
-        raise DjangoValidationError({"instance": f"{instance.instance_id} is already a member of {group.name}."}) from None
+        raise DjangoValidationError(
+            {"instance": f"{instance.instance_id} is already a member of {group.name}."}
+        ) from None
     return member
 
 
@@ -150,7 +199,9 @@ def _delete_unless_used(obj: Instance | TargetGroup, *, label: str, advice: str)
         with transaction.atomic():
             obj.delete()
     except ProtectedError as exc:
-        raise DjangoValidationError(f"{label} is in use ({_usage_list(exc.protected_objects)}); {advice}") from None
+        raise DjangoValidationError(
+            f"{label} is in use ({_usage_list(exc.protected_objects)}); {advice}"
+        ) from None
 
 
 def instance_delete(*, instance: Instance) -> None:

@@ -56,7 +56,9 @@ def target_group_list(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _member_rows(group: TargetGroup) -> list[dict[str, Any]]:
-    members = list(group.members.select_related("instance").order_by("priority", "instance__instance_id"))
+    members = list(
+        group.members.select_related("instance").order_by("priority", "instance__instance_id")
+    )
     health = health_snapshot([m.instance.pk for m in members])
     return [{"member": m, "health": health[m.instance.pk].status} for m in members]
 
@@ -83,19 +85,28 @@ def target_group_create_view(request: HtmxHttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             group = target_group_create(
-                name=data["name"], display_name=data["display_name"], description=data["description"],
-                workload_kind=data["workload_kind"], selection_policy=data["selection_policy"],
-                enabled=data["enabled"], instance_ids=data["members"],
+                name=data["name"],
+                display_name=data["display_name"],
+                description=data["description"],
+                workload_kind=data["workload_kind"],
+                selection_policy=data["selection_policy"],
+                enabled=data["enabled"],
+                instance_ids=data["members"],
             )
         except ApiValidationError as exc:
-            detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+            detail = (
+                exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+            )
             for field, errors in detail.items():
                 form.add_error(field if field in form.fields else None, _leaf_messages(errors))
         except DjangoValidationError as exc:
             _add_errors(form, exc)
         else:
             count = len(data["members"])
-            messages.success(request, f"Created target group {group.name} with {count} member{'s' if count != 1 else ''}.")
+            messages.success(
+                request,
+                f"Created target group {group.name} with {count} member{'s' if count != 1 else ''}.",
+            )
             return redirect("targetgroup-detail", name=group.name)
     _mark_invalid(form)
     return render(request, "targetgroups/new.html", {"form": form})
@@ -112,10 +123,17 @@ def _mark_invalid(form: forms.BaseForm) -> None:
 def target_group_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     group = get_object_or_404(TargetGroup, name=name)
     routes = group.routes.select_related("balancer").order_by("balancer__name", "priority")
-    return render(request, "targetgroups/detail.html", {
-        "group": group, "rows": _member_rows(group), "routes": routes, "add_form": MemberAddForm(group=group),
-        "document": _document_text(group),
-    })
+    return render(
+        request,
+        "targetgroups/detail.html",
+        {
+            "group": group,
+            "rows": _member_rows(group),
+            "routes": routes,
+            "add_form": MemberAddForm(group=group),
+            "document": _document_text(group),
+        },
+    )
 
 
 def _document_text(group: TargetGroup) -> str:
@@ -132,8 +150,10 @@ def target_group_member_add_view(request: HtmxHttpRequest, name: str) -> HttpRes
     if form.is_valid():
         try:
             member = target_group_member_add(
-                group=group, instance=form.cleaned_data["instance"],
-                weight=form.cleaned_data["weight"], priority=form.cleaned_data["priority"],
+                group=group,
+                instance=form.cleaned_data["instance"],
+                weight=form.cleaned_data["weight"],
+                priority=form.cleaned_data["priority"],
             )
         except DjangoValidationError as exc:
             _add_errors(form, exc)
@@ -141,15 +161,27 @@ def target_group_member_add_view(request: HtmxHttpRequest, name: str) -> HttpRes
         # The form swaps itself: with its errors, or fresh with the new row appended out of band.
         if member is None:
             _mark_invalid(form)
-            return render(request, "targetgroups/detail.html#add-member", {"group": group, "add_form": form})
+            return render(
+                request, "targetgroups/detail.html#add-member", {"group": group, "add_form": form}
+            )
         health = health_snapshot([member.instance.pk])[member.instance.pk].status
-        return render(request, "targetgroups/detail.html#member-added", {
-            "row": {"member": member, "health": health}, "group": group, "added": True,
-            "add_form": MemberAddForm(group=group), "was_empty": group.members.count() == 1,
-            "document": _document_text(group),
-        })
+        return render(
+            request,
+            "targetgroups/detail.html#member-added",
+            {
+                "row": {"member": member, "health": health},
+                "group": group,
+                "added": True,
+                "add_form": MemberAddForm(group=group),
+                "was_empty": group.members.count() == 1,
+                "document": _document_text(group),
+            },
+        )
     if member is None:
-        messages.error(request, "Not added: " + "; ".join(str(m) for errors in form.errors.values() for m in errors))
+        messages.error(
+            request,
+            "Not added: " + "; ".join(str(m) for errors in form.errors.values() for m in errors),
+        )
     else:
         messages.success(request, f"Added {member.instance.instance_id} to {group.name}.")
     return redirect("targetgroup-detail", name=name)
@@ -157,18 +189,30 @@ def target_group_member_add_view(request: HtmxHttpRequest, name: str) -> HttpRes
 
 @role_required(OPERATOR)
 @require_POST
-def target_group_member_remove_view(request: HtmxHttpRequest, name: str, member_id: int) -> HttpResponse:
+def target_group_member_remove_view(
+    request: HtmxHttpRequest, name: str, member_id: int
+) -> HttpResponse:
     """Remove a member. An empty group is allowed (the importer accepts one too)."""
-    member = get_object_or_404(TargetGroupMember.objects.select_related("instance", "group"), pk=member_id, group__name=name)
+    member = get_object_or_404(
+        TargetGroupMember.objects.select_related("instance", "group"),
+        pk=member_id,
+        group__name=name,
+    )
     group, instance_id = member.group, member.instance.instance_id
     target_group_member_remove(member=member)
     left = group.members.count()
     if request.htmx:
         # The row's outerHTML swap with this body removes it; the add form offers the instance again.
-        return render(request, "targetgroups/detail.html#member-removed", {
-            "group": group, "add_form": MemberAddForm(group=group), "empty": left == 0,
-            "document": _document_text(group),
-        })
+        return render(
+            request,
+            "targetgroups/detail.html#member-removed",
+            {
+                "group": group,
+                "add_form": MemberAddForm(group=group),
+                "empty": left == 0,
+                "document": _document_text(group),
+            },
+        )
     messages.success(request, f"Removed {instance_id} from {group.name}.")
     return redirect("targetgroup-detail", name=name)
 
@@ -183,7 +227,11 @@ class MemberForm(forms.Form):
 @require_POST
 def target_group_member_edit(request: HtmxHttpRequest, name: str, member_id: int) -> HttpResponse:
     """Change a member's weight, priority or enabled flag (the row posts all three)."""
-    member = get_object_or_404(TargetGroupMember.objects.select_related("instance", "group"), pk=member_id, group__name=name)
+    member = get_object_or_404(
+        TargetGroupMember.objects.select_related("instance", "group"),
+        pk=member_id,
+        group__name=name,
+    )
     form = MemberForm(request.POST)
     errors: list[str] = []
     if form.is_valid():
@@ -192,15 +240,26 @@ def target_group_member_edit(request: HtmxHttpRequest, name: str, member_id: int
         except DjangoValidationError as exc:
             errors = exc.messages
     else:
-        errors = [f"{field}: {message}" for field, messages_ in form.errors.items() for message in messages_]
+        errors = [
+            f"{field}: {message}"
+            for field, messages_ in form.errors.items()
+            for message in messages_
+        ]
     if request.htmx:
         if errors:
             member.refresh_from_db()
         health = health_snapshot([member.instance.pk])[member.instance.pk].status
-        return render(request, "targetgroups/detail.html#member-row", {
-            "row": {"member": member, "health": health}, "group": member.group, "errors": errors,
-            "saved": not errors, "posted": request.POST,
-        })
+        return render(
+            request,
+            "targetgroups/detail.html#member-row",
+            {
+                "row": {"member": member, "health": health},
+                "group": member.group,
+                "errors": errors,
+                "saved": not errors,
+                "posted": request.POST,
+            },
+        )
     if errors:
         messages.error(request, f"{member.instance.instance_id}: " + "; ".join(errors))
     else:
@@ -232,7 +291,9 @@ def target_group_import_view(request: HtmxHttpRequest) -> HttpResponse:
         upload = request.FILES.get("file")
         if upload is not None:
             if (upload.size or 0) > MAX_IMPORT_BYTES:
-                errors = ["The file is larger than 1 MiB; a target group document is a few hundred bytes."]
+                errors = [
+                    "The file is larger than 1 MiB; a target group document is a few hundred bytes."
+                ]
             else:
                 text = upload.read().decode("utf-8", errors="replace")
         else:
@@ -250,10 +311,15 @@ def target_group_import_view(request: HtmxHttpRequest) -> HttpResponse:
                 except ApiValidationError as exc:
                     errors = flatten_errors(exc.detail)
                 except DjangoValidationError as exc:
-                    errors = flatten_errors(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+                    errors = flatten_errors(
+                        exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+                    )
                 else:
                     verb = "Created" if created else "Replaced"
-                    messages.success(request, f"{verb} target group {group.name} with {group.members.count()} members.")
+                    messages.success(
+                        request,
+                        f"{verb} target group {group.name} with {group.members.count()} members.",
+                    )
                     return redirect("targetgroup-detail", name=group.name)
     return render(request, "targetgroups/import.html", {"text": text, "errors": errors})
 
@@ -264,7 +330,11 @@ def target_group_import_view(request: HtmxHttpRequest) -> HttpResponse:
 @role_required(VIEWER)
 @require_GET
 def instance_list(request: HtmxHttpRequest) -> HttpResponse:
-    instances = list(Instance.objects.annotate(group_count=Count("memberships", distinct=True)).order_by("workload_kind", Lower("display_name"), "instance_id"))
+    instances = list(
+        Instance.objects.annotate(group_count=Count("memberships", distinct=True)).order_by(
+            "workload_kind", Lower("display_name"), "instance_id"
+        )
+    )
     health = health_snapshot([i.pk for i in instances])
     probes = probe_summaries([i.pk for i in instances], history=PROBE_STRIP)
     rows = [{"instance": i, "health": health[i.pk], "probe": probes[i.pk]} for i in instances]
@@ -275,12 +345,27 @@ class SimulatorForm(forms.Form):
     """The simulator's knobs, so an operator can break an upstream on purpose and watch failover."""
 
     down = forms.BooleanField(required=False, label="Down (refuse connections)")
-    error_rate = forms.FloatField(min_value=0, max_value=1, required=False, label="Error rate",
-                                  help_text="Share of requests answered with a 500, 0 to 1.")
-    latency_ms = forms.IntegerField(min_value=0, max_value=600_000, required=False, label="Latency (ms)",
-                                    help_text="Time to the first byte.")
-    tokens_per_second = forms.IntegerField(min_value=0, max_value=100_000, required=False, label="Tokens per second",
-                                           help_text="Streaming pace; 0 is as fast as possible.")
+    error_rate = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        label="Error rate",
+        help_text="Share of requests answered with a 500, 0 to 1.",
+    )
+    latency_ms = forms.IntegerField(
+        min_value=0,
+        max_value=600_000,
+        required=False,
+        label="Latency (ms)",
+        help_text="Time to the first byte.",
+    )
+    tokens_per_second = forms.IntegerField(
+        min_value=0,
+        max_value=100_000,
+        required=False,
+        label="Tokens per second",
+        help_text="Streaming pace; 0 is as fast as possible.",
+    )
 
     def options(self, current: dict[str, Any]) -> dict[str, Any]:
         options = {k: v for k, v in current.items() if k in SIMULATOR_OPTIONS}
@@ -298,20 +383,28 @@ class SimulatorForm(forms.Form):
         return options
 
 
-def _instance_context(instance: Instance, form: InstanceForm, sim_form: SimulatorForm | None = None) -> dict[str, Any]:
+def _instance_context(
+    instance: Instance, form: InstanceForm, sim_form: SimulatorForm | None = None
+) -> dict[str, Any]:
     health = health_snapshot([instance.pk])[instance.pk] if instance.pk else None
     _mark_invalid(form)
     context: dict[str, Any] = {"instance": instance, "form": form, "health": health}
     if instance.pk:
-        context["probe"] = probe_summaries([instance.pk], history=settings.GATEWAY_PROBE_HISTORY)[instance.pk]
+        context["probe"] = probe_summaries([instance.pk], history=settings.GATEWAY_PROBE_HISTORY)[
+            instance.pk
+        ]
         context["probe_seconds"] = settings.GATEWAY_PROBE_SECONDS
         context["probe_down_after"] = settings.GATEWAY_PROBE_DOWN_AFTER
         context["probe_up_after"] = settings.GATEWAY_PROBE_UP_AFTER
-        context["memberships"] = instance.memberships.select_related("group").order_by("group__name")
+        context["memberships"] = instance.memberships.select_related("group").order_by(
+            "group__name"
+        )
         context["routes"] = instance.routes.select_related("balancer").order_by("balancer__name")
         context["routed"] = instance.routed_balancers.order_by("name")
         if instance.provider == Provider.SIMULATOR:
-            context["sim_form"] = sim_form or SimulatorForm(initial={"down": False, **(instance.options or {})})
+            context["sim_form"] = sim_form or SimulatorForm(
+                initial={"down": False, **(instance.options or {})}
+            )
     return context
 
 
@@ -391,12 +484,24 @@ def instance_simulator(request: HtmxHttpRequest, instance_id: str) -> HttpRespon
             saved = True
     if request.htmx:
         instance.refresh_from_db()
-        return render(request, "targetgroups/instance_detail.html#simulator", {
-            "instance": instance, "oob": True, "health": health_snapshot([instance.pk])[instance.pk], "sim_form": form if not saved else SimulatorForm(initial={"down": False, **instance.options}),
-            "sim_saved": saved,
-        })
+        return render(
+            request,
+            "targetgroups/instance_detail.html#simulator",
+            {
+                "instance": instance,
+                "oob": True,
+                "health": health_snapshot([instance.pk])[instance.pk],
+                "sim_form": form
+                if not saved
+                else SimulatorForm(initial={"down": False, **instance.options}),
+                "sim_saved": saved,
+            },
+        )
     if saved:
         messages.success(request, f"Simulator knobs of {instance.instance_id} saved.")
     else:
-        messages.error(request, "; ".join(f"{k}: {' '.join(str(m) for m in v)}" for k, v in form.errors.items()))
+        messages.error(
+            request,
+            "; ".join(f"{k}: {' '.join(str(m) for m in v)}" for k, v in form.errors.items()),
+        )
     return redirect("instance-detail", instance_id=instance.instance_id)

@@ -25,6 +25,8 @@ def _clean_redis() -> None:
 
 @pytest.fixture
 def admin_client(client, django_user_model):
-    user = django_user_model.objects.create_superuser("admin", "admin@example.com", "a-long-test-password")
+    user = django_user_model.objects.create_superuser(
+        "admin", "admin@example.com", "a-long-test-password"
+    )
     client.force_login(user)
     return client

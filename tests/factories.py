@@ -38,14 +38,20 @@ def make_router_model(**fields: Any) -> Instance:
 
 def make_group(*, instances: list[Instance] | None = None, **fields: Any) -> TargetGroup:
     n = next(_seq)
-    group = TargetGroup.objects.create(**{"name": f"group-{n}", "display_name": f"Group {n}", "workload_kind": "chat", **fields})
+    group = TargetGroup.objects.create(
+        **{"name": f"group-{n}", "display_name": f"Group {n}", "workload_kind": "chat", **fields}
+    )
     for index, instance in enumerate(instances or []):
         TargetGroupMember.objects.create(group=group, instance=instance, priority=index + 1)
     return group
 
 
-def make_balancer(*, routes: list[dict[str, Any]] | None = None, rules: list[dict[str, Any]] | None = None,
-                  **fields: Any) -> Balancer:
+def make_balancer(
+    *,
+    routes: list[dict[str, Any]] | None = None,
+    rules: list[dict[str, Any]] | None = None,
+    **fields: Any,
+) -> Balancer:
     n = next(_seq)
     values: dict[str, Any] = {
         "name": f"balancer-{n}",
@@ -55,7 +61,15 @@ def make_balancer(*, routes: list[dict[str, Any]] | None = None, rules: list[dic
     }
     values.update(fields)
     if routes is None:
-        routes = [{"name": "main", "intent": "Everything.", "instance": make_instance(), "priority": 1, "is_default": True}]
+        routes = [
+            {
+                "name": "main",
+                "intent": "Everything.",
+                "instance": make_instance(),
+                "priority": 1,
+                "is_default": True,
+            }
+        ]
     return balancer_save(fields=values, routes=routes, rules=rules)
 
 

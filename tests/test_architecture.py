@@ -44,13 +44,26 @@ PREFIXES: dict[str, int] = {
     "playground": 4,
 }
 # The doors of every app: pages, management API, admin, management commands.
-DOOR_SUFFIXES = ("views", "forms", "urls", "page_selectors", "api", "api_urls", "admin", "management",
-                 "templatetags")
+DOOR_SUFFIXES = (
+    "views",
+    "forms",
+    "urls",
+    "page_selectors",
+    "api",
+    "api_urls",
+    "admin",
+    "management",
+    "templatetags",
+)
 
 
 def layer_of(module: str) -> int:
     parts = module.split(".")
-    if parts[0] in ("targetgroups", "balancers", "gateway") and len(parts) > 1 and parts[1] in DOOR_SUFFIXES:
+    if (
+        parts[0] in ("targetgroups", "balancers", "gateway")
+        and len(parts) > 1
+        and parts[1] in DOOR_SUFFIXES
+    ):
         return 4
     for end in range(len(parts), 0, -1):
         prefix = ".".join(parts[:end])
@@ -84,7 +97,9 @@ def private_names_across_apps() -> list[str]:
                     if app in PACKAGES and app != package:
                         private = [a.name for a in node.names if a.name.startswith("_")]
                         if private or any(p.startswith("_") for p in node.module.split(".")):
-                            problems.append(f"{path.relative_to(ROOT)}: from {node.module} import {private}")
+                            problems.append(
+                                f"{path.relative_to(ROOT)}: from {node.module} import {private}"
+                            )
     return problems
 
 
@@ -103,8 +118,12 @@ def test_no_private_name_is_imported_across_apps() -> None:
 
 def test_the_check_catches_an_import_that_runs_back_up(graph: grimp.ImportGraph) -> None:
     # A deliberately wrong import: the capacity layer reaching into the gateway.
-    graph.add_import(importer="targetgroups.models", imported="gateway.hotpath.runtime", line_number=1,
-                     line_contents="from gateway.hotpath.runtime import health_snapshot")
+    graph.add_import(
+        importer="targetgroups.models",
+        imported="gateway.hotpath.runtime",
+        line_number=1,
+        line_contents="from gateway.hotpath.runtime import health_snapshot",
+    )
     try:
         assert upward_imports(graph) == [
             "targetgroups.models (capacity) imports gateway.hotpath.runtime (gateway)"

@@ -37,10 +37,16 @@ class FakeUpstream:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
-    traceparents: list[str | None] = field(default_factory=list)  # the W3C traceparent each request carried
+    traceparents: list[str | None] = field(
+        default_factory=list
+    )  # the W3C traceparent each request carried
     models_status: int = 200  # what GET /v1/models answers (health probes)
-    models_headers: list[dict[str, str]] = field(default_factory=list)  # each GET /v1/models's headers
-    calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request, any path
+    models_headers: list[dict[str, str]] = field(
+        default_factory=list
+    )  # each GET /v1/models's headers
+    calls: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (method, path) of every request, any path
     # A strict upstream: a request field outside this set is refused with OpenAI's own 400 (None: anything goes).
     known_fields: frozenset[str] | None = None
 
@@ -99,9 +105,13 @@ class FakeUpstream:
         self.models_headers.append({k.lower(): v for k, v in request.headers.items()})
         if self.models_status != 200:
             return web.json_response({"error": {"message": "refused"}}, status=self.models_status)
-        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.behaviours]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": m, "object": "model"} for m in self.behaviours]}
+        )
 
-    async def _prelude(self, request: web.Request) -> tuple[dict[str, Any], Behaviour, web.Response | None]:
+    async def _prelude(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any], Behaviour, web.Response | None]:
         payload = await request.json(loads=orjson.loads)
         self.requests.append(payload)
         self.auth_headers.append(request.headers.get("Authorization"))
@@ -109,15 +119,40 @@ class FakeUpstream:
         b = self.behaviour(payload.get("model", ""))
         unknown = sorted(set(payload) - self.known_fields) if self.known_fields is not None else []
         if unknown:
-            return payload, b, web.json_response({"error": {
-                "message": f"Unrecognized request argument supplied: {unknown[0]}",
-                "type": "invalid_request_error", "param": None, "code": None}}, status=400)
+            return (
+                payload,
+                b,
+                web.json_response(
+                    {
+                        "error": {
+                            "message": f"Unrecognized request argument supplied: {unknown[0]}",
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": None,
+                        }
+                    },
+                    status=400,
+                ),
+            )
         if b.delay:
             await asyncio.sleep(b.delay)
         if b.status != 200:
             headers = {"Retry-After": b.retry_after} if b.retry_after else {}
-            body = b.error_body or {"error": {"message": f"fake upstream error {b.status}", "type": "upstream", "param": None, "code": None}}
-            return payload, b, web.json_response(body, status=b.status, headers=headers, dumps=lambda o: orjson.dumps(o).decode())
+            body = b.error_body or {
+                "error": {
+                    "message": f"fake upstream error {b.status}",
+                    "type": "upstream",
+                    "param": None,
+                    "code": None,
+                }
+            }
+            return (
+                payload,
+                b,
+                web.json_response(
+                    body, status=b.status, headers=headers, dumps=lambda o: orjson.dumps(o).decode()
+                ),
+            )
         return payload, b, None
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -127,21 +162,41 @@ class FakeUpstream:
         model = payload.get("model")
         usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         if not payload.get("stream"):
-            return web.json_response({
-                "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": b.content}, "finish_reason": "stop"}],
-                "usage": usage,
-            })
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": b.content},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         if b.first_chunk_delay:
             await asyncio.sleep(b.first_chunk_delay)
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return b"data: " + orjson.dumps({
-                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }) + b"\n\n"
+            return (
+                b"data: "
+                + orjson.dumps(
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    }
+                )
+                + b"\n\n"
+            )
 
         await response.write(chunk({"role": "assistant", "content": ""}))
         words = b.content.split(" ")
@@ -151,12 +206,25 @@ class FakeUpstream:
                 return response
             if b.chunk_delay:
                 await asyncio.sleep(b.chunk_delay)
-            await response.write(chunk({"content": (" " if index else "") + words[index % len(words)]}))
+            await response.write(
+                chunk({"content": (" " if index else "") + words[index % len(words)]})
+            )
         await response.write(chunk({}, "stop"))
         if (payload.get("stream_options") or {}).get("include_usage"):
-            await response.write(b"data: " + orjson.dumps({
-                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
-                "choices": [], "usage": usage}) + b"\n\n")
+            await response.write(
+                b"data: "
+                + orjson.dumps(
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                )
+                + b"\n\n"
+            )
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
@@ -170,31 +238,68 @@ class FakeUpstream:
         if b.delay:
             await asyncio.sleep(b.delay)
         if b.status != 200:
-            return web.json_response({"type": "error", "error": {"type": "overloaded_error", "message": f"fake {b.status}"}},
-                                     status=b.status)
+            return web.json_response(
+                {
+                    "type": "error",
+                    "error": {"type": "overloaded_error", "message": f"fake {b.status}"},
+                },
+                status=b.status,
+            )
         model = payload["model"]
         wants_tool = bool(payload.get("tools"))
         content: list[dict[str, Any]] = [{"type": "text", "text": b.content}]
         if wants_tool:
-            content.append({"type": "tool_use", "id": "toolu_1", "name": payload["tools"][0]["name"], "input": {"city": "Paris"}})
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": payload["tools"][0]["name"],
+                    "input": {"city": "Paris"},
+                }
+            )
         if not payload.get("stream"):
-            return web.json_response({
-                "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": content,
-                "stop_reason": "tool_use" if wants_tool else "end_turn", "usage": {"input_tokens": 13, "output_tokens": 5},
-            })
+            return web.json_response(
+                {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": content,
+                    "stop_reason": "tool_use" if wants_tool else "end_turn",
+                    "usage": {"input_tokens": 13, "output_tokens": 5},
+                }
+            )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
 
         async def event(name: str, data: dict[str, Any]) -> None:
-            await response.write(f"event: {name}\ndata: ".encode() + orjson.dumps({"type": name, **data}) + b"\n\n")
+            await response.write(
+                f"event: {name}\ndata: ".encode() + orjson.dumps({"type": name, **data}) + b"\n\n"
+            )
 
-        await event("message_start", {"message": {"id": "msg_fake", "model": model, "usage": {"input_tokens": 13, "output_tokens": 1}}})
-        await event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        await event(
+            "message_start",
+            {
+                "message": {
+                    "id": "msg_fake",
+                    "model": model,
+                    "usage": {"input_tokens": 13, "output_tokens": 1},
+                }
+            },
+        )
+        await event(
+            "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+        )
         await event("ping", {})
         for word in b.content.split(" "):
-            await event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word + " "}})
+            await event(
+                "content_block_delta",
+                {"index": 0, "delta": {"type": "text_delta", "text": word + " "}},
+            )
         await event("content_block_stop", {"index": 0})
-        await event("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}})
+        await event(
+            "message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}}
+        )
         await event("message_stop", {})
         await response.write_eof()
         return response
@@ -205,8 +310,14 @@ class FakeUpstream:
             return early
         raw = payload.get("input")
         inputs = [raw] if isinstance(raw, str) else raw
-        return web.json_response({
-            "object": "list", "model": payload.get("model"),
-            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i, _ in enumerate(inputs)],
-            "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
-        })
+        return web.json_response(
+            {
+                "object": "list",
+                "model": payload.get("model"),
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    for i, _ in enumerate(inputs)
+                ],
+                "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
+            }
+        )

@@ -11,8 +11,15 @@ from django.db import migrations
 GROUP_PERMISSIONS = {
     "viewer": ("accounts.observe",),
     "operator": ("accounts.observe", "accounts.operate"),
-    "staff": ("accounts.observe", "accounts.operate", "auth.view_user", "auth.add_user", "auth.change_user",
-              "auth.delete_user", "auth.view_group"),
+    "staff": (
+        "accounts.observe",
+        "accounts.operate",
+        "auth.view_user",
+        "auth.add_user",
+        "auth.change_user",
+        "auth.delete_user",
+        "auth.view_group",
+    ),
 }
 
 
@@ -29,7 +36,9 @@ def create_groups(apps: Any, schema_editor: Any) -> None:
         group, _ = Group.objects.get_or_create(name=name)
         for perm in perms:
             app_label, codename = perm.split(".")
-            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
 
 
 def delete_groups(apps: Any, schema_editor: Any) -> None:

@@ -6,55 +6,262 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('targetgroups', '0001_initial'),
+        ("targetgroups", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Balancer',
+            name="Balancer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=63, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9_-]{0,62}$', "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.", code='invalid_slug')])),
-                ('serving_name', models.CharField(help_text='What clients send as `model`.', max_length=128, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$', "Use 1-128 letters, digits, '.', '_', ':', '/' or '-', starting with a letter or digit.", code='invalid_serving_name')])),
-                ('description', models.TextField(blank=True)),
-                ('workload_kind', models.CharField(choices=[('chat', 'Chat'), ('embeddings', 'Embeddings')], default='chat', max_length=20)),
-                ('routing_mode', models.CharField(choices=[('intent_classifier', 'Intent classifier'), ('ordered', 'Ordered (failover)'), ('weighted', 'Weighted'), ('auto', 'Auto')], default='intent_classifier', max_length=30)),
-                ('auto_preference', models.CharField(choices=[('balanced', 'Balanced'), ('quality', 'Quality'), ('speed', 'Speed'), ('cost', 'Cost')], default='balanced', max_length=20)),
-                ('classifier_timeout', models.FloatField(default=1.5, help_text='Seconds the router model may take before the default route is used.', validators=[django.core.validators.MinValueValidator(0.01), django.core.validators.MaxValueValidator(30)])),
-                ('confidence_threshold', models.FloatField(default=0.0, help_text='Below this confidence the default route is used.', validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(1)])),
-                ('attempt_budget', models.PositiveSmallIntegerField(default=4, help_text='Upstream attempts per request, across routes and members.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(20)])),
-                ('request_timeout', models.FloatField(default=600.0, help_text='Seconds a client request may take over all attempts.', validators=[django.core.validators.MinValueValidator(0.1), django.core.validators.MaxValueValidator(3600)])),
-                ('enabled', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('router_model', models.ForeignKey(blank=True, help_text='The chat instance that classifies prompts (intent_classifier mode).', limit_choices_to={'workload_kind': 'chat'}, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='routed_balancers', to='targetgroups.instance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=63,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9][a-z0-9_-]{0,62}$",
+                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+                                code="invalid_slug",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "serving_name",
+                    models.CharField(
+                        help_text="What clients send as `model`.",
+                        max_length=128,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
+                                "Use 1-128 letters, digits, '.', '_', ':', '/' or '-', starting with a letter or digit.",
+                                code="invalid_serving_name",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                (
+                    "workload_kind",
+                    models.CharField(
+                        choices=[("chat", "Chat"), ("embeddings", "Embeddings")],
+                        default="chat",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "routing_mode",
+                    models.CharField(
+                        choices=[
+                            ("intent_classifier", "Intent classifier"),
+                            ("ordered", "Ordered (failover)"),
+                            ("weighted", "Weighted"),
+                            ("auto", "Auto"),
+                        ],
+                        default="intent_classifier",
+                        max_length=30,
+                    ),
+                ),
+                (
+                    "auto_preference",
+                    models.CharField(
+                        choices=[
+                            ("balanced", "Balanced"),
+                            ("quality", "Quality"),
+                            ("speed", "Speed"),
+                            ("cost", "Cost"),
+                        ],
+                        default="balanced",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "classifier_timeout",
+                    models.FloatField(
+                        default=1.5,
+                        help_text="Seconds the router model may take before the default route is used.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.01),
+                            django.core.validators.MaxValueValidator(30),
+                        ],
+                    ),
+                ),
+                (
+                    "confidence_threshold",
+                    models.FloatField(
+                        default=0.0,
+                        help_text="Below this confidence the default route is used.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0),
+                            django.core.validators.MaxValueValidator(1),
+                        ],
+                    ),
+                ),
+                (
+                    "attempt_budget",
+                    models.PositiveSmallIntegerField(
+                        default=4,
+                        help_text="Upstream attempts per request, across routes and members.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(20),
+                        ],
+                    ),
+                ),
+                (
+                    "request_timeout",
+                    models.FloatField(
+                        default=600.0,
+                        help_text="Seconds a client request may take over all attempts.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.1),
+                            django.core.validators.MaxValueValidator(3600),
+                        ],
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "router_model",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The chat instance that classifies prompts (intent_classifier mode).",
+                        limit_choices_to={"workload_kind": "chat"},
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="routed_balancers",
+                        to="targetgroups.instance",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Route',
+            name="Route",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=63, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9_-]{0,62}$', "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.", code='invalid_slug')])),
-                ('intent', models.CharField(blank=True, help_text='A short declarative sentence.', max_length=500)),
-                ('priority', models.PositiveIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)])),
-                ('weight', models.PositiveIntegerField(default=100, validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(1000)])),
-                ('is_default', models.BooleanField(default=False)),
-                ('enabled', models.BooleanField(default=True)),
-                ('examples', models.JSONField(blank=True, default=list, help_text='Example prompts for the classifier.')),
-                ('balancer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='routes', to='balancers.balancer')),
-                ('instance', models.ForeignKey(blank=True, help_text='A single instance, treated as a group of one.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='routes', to='targetgroups.instance')),
-                ('target_group', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='routes', to='targetgroups.targetgroup')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=63,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9][a-z0-9_-]{0,62}$",
+                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+                                code="invalid_slug",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "intent",
+                    models.CharField(
+                        blank=True, help_text="A short declarative sentence.", max_length=500
+                    ),
+                ),
+                (
+                    "priority",
+                    models.PositiveIntegerField(
+                        default=1,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(1000),
+                        ],
+                    ),
+                ),
+                (
+                    "weight",
+                    models.PositiveIntegerField(
+                        default=100,
+                        validators=[
+                            django.core.validators.MinValueValidator(0),
+                            django.core.validators.MaxValueValidator(1000),
+                        ],
+                    ),
+                ),
+                ("is_default", models.BooleanField(default=False)),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "examples",
+                    models.JSONField(
+                        blank=True, default=list, help_text="Example prompts for the classifier."
+                    ),
+                ),
+                (
+                    "balancer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="routes",
+                        to="balancers.balancer",
+                    ),
+                ),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="A single instance, treated as a group of one.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="routes",
+                        to="targetgroups.instance",
+                    ),
+                ),
+                (
+                    "target_group",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="routes",
+                        to="targetgroups.targetgroup",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['priority', 'id'],
-                'constraints': [models.UniqueConstraint(fields=('balancer', 'name'), name='route_unique_name_per_balancer'), models.UniqueConstraint(condition=models.Q(('is_default', True)), fields=('balancer',), name='route_one_default_per_balancer'), models.CheckConstraint(condition=models.Q(models.Q(('instance__isnull', True), ('target_group__isnull', False)), models.Q(('instance__isnull', False), ('target_group__isnull', True)), _connector='OR'), name='route_exactly_one_destination'), models.CheckConstraint(condition=models.Q(('priority__gte', 1)), name='route_priority_min_1'), models.CheckConstraint(condition=models.Q(('weight__lte', 1000)), name='route_weight_max_1000')],
+                "ordering": ["priority", "id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("balancer", "name"), name="route_unique_name_per_balancer"
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_default", True)),
+                        fields=("balancer",),
+                        name="route_one_default_per_balancer",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("instance__isnull", True), ("target_group__isnull", False)),
+                            models.Q(("instance__isnull", False), ("target_group__isnull", True)),
+                            _connector="OR",
+                        ),
+                        name="route_exactly_one_destination",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("priority__gte", 1)), name="route_priority_min_1"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("weight__lte", 1000)), name="route_weight_max_1000"
+                    ),
+                ],
             },
         ),
     ]

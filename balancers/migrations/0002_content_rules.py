@@ -6,30 +6,107 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('balancers', '0001_initial'),
+        ("balancers", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ContentRule',
+            name="ContentRule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=32, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9_-]{0,62}$', "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.", code='invalid_slug')])),
-                ('order', models.PositiveIntegerField(default=1, help_text='Rules are checked in this order; the first match wins.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)])),
-                ('kind', models.CharField(choices=[('regex', 'Regular expression in the last user message'), ('keywords', 'Keywords in the last user message'), ('prompt_tokens', 'Prompt size in tokens'), ('tools', 'Request offers tools'), ('images', 'Request carries images'), ('response_format', 'Request asks for structured output (response_format)'), ('metadata', 'Request metadata key = value'), ('user', 'Request user field'), ('tag', 'Tag in the x-balancer-tags header'), ('api_key', 'Calling API key (by name)')], max_length=20)),
-                ('value', models.CharField(blank=True, help_text='The pattern (regex), the keywords (keywords, comma-separated), the value (metadata, user, tag, api_key) or the type (response_format, optional).', max_length=500)),
-                ('metadata_key', models.CharField(blank=True, help_text='The metadata key (metadata rules).', max_length=64)),
-                ('min_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('max_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('enabled', models.BooleanField(default=True)),
-                ('balancer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rules', to='balancers.balancer')),
-                ('route', models.ForeignKey(help_text='The route a matching request goes to.', on_delete=django.db.models.deletion.RESTRICT, related_name='rules', to='balancers.route')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=32,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9][a-z0-9_-]{0,62}$",
+                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+                                code="invalid_slug",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "order",
+                    models.PositiveIntegerField(
+                        default=1,
+                        help_text="Rules are checked in this order; the first match wins.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(1000),
+                        ],
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("regex", "Regular expression in the last user message"),
+                            ("keywords", "Keywords in the last user message"),
+                            ("prompt_tokens", "Prompt size in tokens"),
+                            ("tools", "Request offers tools"),
+                            ("images", "Request carries images"),
+                            (
+                                "response_format",
+                                "Request asks for structured output (response_format)",
+                            ),
+                            ("metadata", "Request metadata key = value"),
+                            ("user", "Request user field"),
+                            ("tag", "Tag in the x-balancer-tags header"),
+                            ("api_key", "Calling API key (by name)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "value",
+                    models.CharField(
+                        blank=True,
+                        help_text="The pattern (regex), the keywords (keywords, comma-separated), the value (metadata, user, tag, api_key) or the type (response_format, optional).",
+                        max_length=500,
+                    ),
+                ),
+                (
+                    "metadata_key",
+                    models.CharField(
+                        blank=True, help_text="The metadata key (metadata rules).", max_length=64
+                    ),
+                ),
+                ("min_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("max_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "balancer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="rules",
+                        to="balancers.balancer",
+                    ),
+                ),
+                (
+                    "route",
+                    models.ForeignKey(
+                        help_text="The route a matching request goes to.",
+                        on_delete=django.db.models.deletion.RESTRICT,
+                        related_name="rules",
+                        to="balancers.route",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['order', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('balancer', 'name'), name='rule_unique_name_per_balancer')],
+                "ordering": ["order", "name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("balancer", "name"), name="rule_unique_name_per_balancer"
+                    )
+                ],
             },
         ),
     ]

@@ -5,35 +5,64 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('balancers', '0002_content_rules'),
+        ("balancers", "0002_content_rules"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='balancer',
-            name='baseline_route',
-            field=models.CharField(blank=True, help_text='The route savings are measured against (everything sent there); empty: no such baseline.', max_length=63),
+            model_name="balancer",
+            name="baseline_route",
+            field=models.CharField(
+                blank=True,
+                help_text="The route savings are measured against (everything sent there); empty: no such baseline.",
+                max_length=63,
+            ),
         ),
         migrations.AddField(
-            model_name='balancer',
-            name='cache_mode',
-            field=models.CharField(choices=[('off', 'Off'), ('exact', 'Exact match'), ('semantic', 'Exact, then semantic')], default='off', help_text='Answer repeated requests from the cache: off, exact match, or exact then semantic.', max_length=20),
+            model_name="balancer",
+            name="cache_mode",
+            field=models.CharField(
+                choices=[
+                    ("off", "Off"),
+                    ("exact", "Exact match"),
+                    ("semantic", "Exact, then semantic"),
+                ],
+                default="off",
+                help_text="Answer repeated requests from the cache: off, exact match, or exact then semantic.",
+                max_length=20,
+            ),
         ),
         migrations.AddField(
-            model_name='balancer',
-            name='cache_shared_across_keys',
-            field=models.BooleanField(default=False, help_text="Serve one API key's cached answers to the others (off: each key has its own)."),
+            model_name="balancer",
+            name="cache_shared_across_keys",
+            field=models.BooleanField(
+                default=False,
+                help_text="Serve one API key's cached answers to the others (off: each key has its own).",
+            ),
         ),
         migrations.AddField(
-            model_name='balancer',
-            name='cache_similarity_threshold',
-            field=models.FloatField(default=0.95, help_text='Semantic mode: the cosine similarity a prompt needs with a cached one to reuse its answer.', validators=[django.core.validators.MinValueValidator(0.5), django.core.validators.MaxValueValidator(1)]),
+            model_name="balancer",
+            name="cache_similarity_threshold",
+            field=models.FloatField(
+                default=0.95,
+                help_text="Semantic mode: the cosine similarity a prompt needs with a cached one to reuse its answer.",
+                validators=[
+                    django.core.validators.MinValueValidator(0.5),
+                    django.core.validators.MaxValueValidator(1),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='balancer',
-            name='cache_ttl_seconds',
-            field=models.PositiveIntegerField(default=300, help_text='How long a cached answer is served, in seconds.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(604800)]),
+            model_name="balancer",
+            name="cache_ttl_seconds",
+            field=models.PositiveIntegerField(
+                default=300,
+                help_text="How long a cached answer is served, in seconds.",
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(604800),
+                ],
+            ),
         ),
     ]

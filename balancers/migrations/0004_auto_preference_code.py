@@ -4,15 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('balancers', '0003_response_cache'),
+        ("balancers", "0003_response_cache"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='balancer',
-            name='auto_preference',
-            field=models.CharField(choices=[('balanced', 'Balanced'), ('quality', 'Quality'), ('speed', 'Speed'), ('cost', 'Cost'), ('code', 'Code (code strength, then quality)')], default='balanced', max_length=20),
+            model_name="balancer",
+            name="auto_preference",
+            field=models.CharField(
+                choices=[
+                    ("balanced", "Balanced"),
+                    ("quality", "Quality"),
+                    ("speed", "Speed"),
+                    ("cost", "Cost"),
+                    ("code", "Code (code strength, then quality)"),
+                ],
+                default="balanced",
+                max_length=20,
+            ),
         ),
     ]

@@ -197,7 +197,9 @@ class AutoRanking:
     preference: str
     ranked: list[RankedInstance]
     skipped: list[Skipped]
-    pool: frozenset[int]  # every instance pk the request may use (ranked or skipped): the last resort's pool
+    pool: frozenset[
+        int
+    ]  # every instance pk the request may use (ranked or skipped): the last resort's pool
 
 
 def weights_for(preference: str | None) -> tuple[str, Weights]:
@@ -218,7 +220,9 @@ def rank_instances(
     excluded: Collection[int] = (),
 ) -> list[RankedInstance]:
     """The eligible instances of all enabled routes, best first for the preference."""
-    request = AutoRequest(preference=preference or balancer.auto_preference, free_only=balancer.auto_free_only)
+    request = AutoRequest(
+        preference=preference or balancer.auto_preference, free_only=balancer.auto_free_only
+    )
     return rank_auto(balancer, request, health=health, load=load, now=now, excluded=excluded).ranked
 
 
@@ -263,7 +267,9 @@ def rank_auto(
         ranked.append(RankedInstance(route, member, score, q, s, c, busy, a, f, weights))
     # sort() is stable: equal scores keep route order, then member order.
     if request.order:
-        position = {pk: index for index, pks in reversed(list(enumerate(request.order))) for pk in pks}
+        position = {
+            pk: index for index, pks in reversed(list(enumerate(request.order))) for pk in pks
+        }
         ranked.sort(key=lambda r: (position[r.instance.pk], -r.score))
     else:
         ranked.sort(key=lambda r: -r.score)

@@ -101,8 +101,13 @@ class HealthView:
             return view
         if view.cooldown_until is not None and cooldown_until <= view.cooldown_until:
             return view
-        return replace(view, status=COOLING, cooldown_until=cooldown_until,
-                       trips=max(view.trips, trips), trial_in_flight=False)
+        return replace(
+            view,
+            status=COOLING,
+            cooldown_until=cooldown_until,
+            trips=max(view.trips, trips),
+            trial_in_flight=False,
+        )
 
 
 class _Circuit:

@@ -258,7 +258,9 @@ class AttemptPlan:
             if not route.group.enabled:
                 continue
             for member in route.group.members:
-                if is_servable(member) and (self.auto is None or member.instance.pk in self.auto.pool):
+                if is_servable(member) and (
+                    self.auto is None or member.instance.pk in self.auto.pool
+                ):
                     owner.setdefault(member.instance.pk, (route, member))
         pk = self.routing.health.least_recently_failed(owner)
         if pk is None:

@@ -61,7 +61,18 @@ METADATA = "metadata"
 USER = "user"
 TAG = "tag"
 API_KEY = "api_key"
-KINDS = (REGEX, KEYWORDS, PROMPT_TOKENS, TOOLS, IMAGES, RESPONSE_FORMAT, METADATA, USER, TAG, API_KEY)
+KINDS = (
+    REGEX,
+    KEYWORDS,
+    PROMPT_TOKENS,
+    TOOLS,
+    IMAGES,
+    RESPONSE_FORMAT,
+    METADATA,
+    USER,
+    TAG,
+    API_KEY,
+)
 TEXT_KINDS = frozenset({REGEX, KEYWORDS})
 MAX_TAGS = 32  # tags read from one header
 
@@ -138,8 +149,9 @@ def _metadata(value: Any) -> Mapping[str, str]:
     return MappingProxyType({str(k): v if isinstance(v, str) else str(v) for k, v in value.items()})
 
 
-def request_facts(payload: Mapping[str, Any], *, endpoint: str, key_name: str, tags: str,
-                  kinds: frozenset[str]) -> RequestFacts:
+def request_facts(
+    payload: Mapping[str, Any], *, endpoint: str, key_name: str, tags: str, kinds: frozenset[str]
+) -> RequestFacts:
     """The facts of one request that rules of these kinds look at (rule 5)."""
     chat = endpoint == "chat"
     messages = payload.get("messages") if chat else None
@@ -148,7 +160,9 @@ def request_facts(payload: Mapping[str, Any], *, endpoint: str, key_name: str, t
         text = last_user_text(messages) if chat else _input_text(payload.get("input"))
     tokens = 0
     if PROMPT_TOKENS in kinds:
-        tokens = prompt_tokens(messages) if chat else estimate_tokens(_input_text(payload.get("input")))
+        tokens = (
+            prompt_tokens(messages) if chat else estimate_tokens(_input_text(payload.get("input")))
+        )
     tools = payload.get("tools") or payload.get("functions")
     user = payload.get("user")
     return RequestFacts(
@@ -156,7 +170,9 @@ def request_facts(payload: Mapping[str, Any], *, endpoint: str, key_name: str, t
         prompt_tokens=tokens,
         has_tools=TOOLS in kinds and isinstance(tools, list) and bool(tools),
         has_images=IMAGES in kinds and chat and _has_images(messages),
-        response_format=_response_format(payload.get("response_format")) if RESPONSE_FORMAT in kinds else None,
+        response_format=_response_format(payload.get("response_format"))
+        if RESPONSE_FORMAT in kinds
+        else None,
         metadata=_metadata(payload.get("metadata")) if METADATA in kinds else MappingProxyType({}),
         user=user if USER in kinds and isinstance(user, str) else None,
         tags=parse_tags(tags) if TAG in kinds and tags else frozenset(),
@@ -168,10 +184,16 @@ def rule_matches(rule: RuleSpec, facts: RequestFacts) -> bool:
     """Whether this one rule matches the request (rule 4), whatever its route."""
     kind = rule.kind
     if kind in TEXT_KINDS:
-        return rule.pattern is not None and bool(facts.text) and rule.pattern.search(facts.text) is not None
+        return (
+            rule.pattern is not None
+            and bool(facts.text)
+            and rule.pattern.search(facts.text) is not None
+        )
     if kind == PROMPT_TOKENS:
         low, high = rule.min_tokens, rule.max_tokens
-        return (low is None or facts.prompt_tokens >= low) and (high is None or facts.prompt_tokens <= high)
+        return (low is None or facts.prompt_tokens >= low) and (
+            high is None or facts.prompt_tokens <= high
+        )
     if kind == TOOLS:
         return facts.has_tools
     if kind == IMAGES:

@@ -50,7 +50,9 @@ class BodyTooLarge(Exception):
 class GatewayASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
-        self._resolve = functools.lru_cache(maxsize=512)(get_resolver("gateway.hotpath.v1_urls").resolve)
+        self._resolve = functools.lru_cache(maxsize=512)(
+            get_resolver("gateway.hotpath.v1_urls").resolve
+        )
         self._max_body = settings.GATEWAY_MAX_BODY_BYTES
 
     def load_middleware(self, is_async: bool = False) -> None:
@@ -69,8 +71,9 @@ class GatewayASGIHandler(ASGIHandler):
         # ALLOWED_HOSTS, as CommonMiddleware checks on every other path.
         raw_host = _raw_host(request.META)
         if not _host_allowed(raw_host):
-            return errors.GatewayError(400, f"Invalid HTTP_HOST header: {raw_host[:100]!r}.",
-                                       code="disallowed_host").response()
+            return errors.GatewayError(
+                400, f"Invalid HTTP_HOST header: {raw_host[:100]!r}.", code="disallowed_host"
+            ).response()
         response = await self._call_view(request)
         for name, value in self._security_headers:
             if name not in response:
@@ -85,14 +88,21 @@ class GatewayASGIHandler(ASGIHandler):
         # sync_to_async: a thread hop per 401/429. Client errors are answered in the
         # OpenAI shape and recorded as usage events; gateway failures are logged here.
         response: Any = await cast(Awaitable[Any], self._middleware_chain(request))
-        if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
+        if response.status_code >= 400 and not response.get("Content-Type", "").startswith(
+            "application/json"
+        ):
             # Django's own answers (an HTML 404 or 500) never reach a /v1 client: same status, OpenAI shape.
-            response = errors.GatewayError(response.status_code, f"{response.reason_phrase}.",
-                                           type="server_error" if response.status_code >= 500 else "invalid_request_error",
-                                           code=response.reason_phrase.lower().replace(" ", "_")).response()
+            response = errors.GatewayError(
+                response.status_code,
+                f"{response.reason_phrase}.",
+                type="server_error" if response.status_code >= 500 else "invalid_request_error",
+                code=response.reason_phrase.lower().replace(" ", "_"),
+            ).response()
         response._resource_closers.append(request.close)
         if response.status_code >= 500:
-            log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
+            log_response(
+                "%s: %s", response.reason_phrase, request.path, response=response, request=request
+            )
         return response
 
     def resolve_request(self, request: Any) -> Any:
@@ -112,12 +122,16 @@ class GatewayASGIHandler(ASGIHandler):
         # A whole answer goes out in one body message with its Content-Length (Django
         # leaves the length to middleware, so the answer went out chunked).
         body = response.content
-        headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in response.items()]
+        headers = [
+            (name.encode("ascii"), value.encode("latin-1")) for name, value in response.items()
+        ]
         if not response.has_header("Content-Length"):
             headers.append((b"Content-Length", str(len(body)).encode("ascii")))
         for cookie in response.cookies.values():
             headers.append((b"Set-Cookie", cookie.output(header="").encode("ascii").strip()))
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def read_body(self, receive: Any) -> io.BytesIO:
@@ -159,11 +173,23 @@ class GatewayASGIHandler(ASGIHandler):
         if created is None:
             if error_response is not None:
                 error_response.close()
-            await self._refuse(scope, send, errors.bad_request("The request could not be read."), started, created_at)
+            await self._refuse(
+                scope,
+                send,
+                errors.bad_request("The request could not be read."),
+                started,
+                created_at,
+            )
             return
         request: Any = created  # carries the gateway's own attributes from here on
-        request.gateway_request_id = outcomes.request_id_for(request.META.get("HTTP_X_REQUEST_ID", ""))
-        span = tracing.start_request(_trace_headers(scope)) if tracing.enabled and outcomes.is_recorded_path(scope["path"]) else None
+        request.gateway_request_id = outcomes.request_id_for(
+            request.META.get("HTTP_X_REQUEST_ID", "")
+        )
+        span = (
+            tracing.start_request(_trace_headers(scope))
+            if tracing.enabled and outcomes.is_recorded_path(scope["path"])
+            else None
+        )
         # The response is made in this task; one watcher task cancels it if the client
         # goes away (Django runs the view in a second task and waits on both).
         task = asyncio.current_task()
@@ -174,8 +200,13 @@ class GatewayASGIHandler(ASGIHandler):
             response = await self.run_get_response(request)
             if not response.has_header("x-request-id"):
                 response["x-request-id"] = request.gateway_request_id
-            _record_unless_proxied(request, response.status_code, getattr(response, "error_code", ""),
-                                   started, created_at)
+            _record_unless_proxied(
+                request,
+                response.status_code,
+                getattr(response, "error_code", ""),
+                started,
+                created_at,
+            )
             await self.send_response(response, send)
         except asyncio.CancelledError:
             if not listener.done():
@@ -190,15 +221,25 @@ class GatewayASGIHandler(ASGIHandler):
             if span is not None:
                 tracing.finish(span)
 
-    async def _refuse(self, scope: dict[str, Any], send: Any, error: errors.GatewayError,
-                      started: float, created_at: Any) -> None:
+    async def _refuse(
+        self,
+        scope: dict[str, Any],
+        send: Any,
+        error: errors.GatewayError,
+        started: float,
+        created_at: Any,
+    ) -> None:
         """Answer before a request object exists (413, unreadable request), record it, close the connection."""
         headers = _meta_headers(scope)
         request_id = outcomes.request_id_for(headers.get("HTTP_X_REQUEST_ID", ""))
         if outcomes.is_recorded_path(scope["path"]):
             outcomes.record_outcome(
-                status=error.status, error_code=error.code or error.type, endpoint=outcomes.endpoint_of(scope["path"]),
-                request_id=request_id, started=started, created_at=created_at,
+                status=error.status,
+                error_code=error.code or error.type,
+                endpoint=outcomes.endpoint_of(scope["path"]),
+                request_id=request_id,
+                started=started,
+                created_at=created_at,
                 key=outcomes.key_from_headers(headers, holder.peek()),
             )
         # Connection: close, so the server drops the connection rather than read the unread body.
@@ -209,26 +250,43 @@ class GatewayASGIHandler(ASGIHandler):
 def _declared_length(scope: dict[str, Any]) -> int:
     for name, value in scope.get("headers") or ():
         if name == b"content-length":
-            return int(value) if value.isdigit() else 0  # a malformed length is the server's to refuse
+            return (
+                int(value) if value.isdigit() else 0
+            )  # a malformed length is the server's to refuse
     return 0
 
 
 def _trace_headers(scope: dict[str, Any]) -> dict[str, str]:
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers") or ()
-            if name in (b"traceparent", b"tracestate")}
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope.get("headers") or ()
+        if name in (b"traceparent", b"tracestate")
+    }
 
 
 def _meta_headers(scope: dict[str, Any]) -> dict[str, str]:
     """The few request headers the edge reads, named as in request.META."""
-    wanted = {b"authorization": "HTTP_AUTHORIZATION", b"api-key": "HTTP_API_KEY", b"x-api-key": "HTTP_X_API_KEY",
-              b"x-request-id": "HTTP_X_REQUEST_ID"}
-    return {wanted[name]: value.decode("latin-1") for name, value in scope.get("headers") or () if name in wanted}
+    wanted = {
+        b"authorization": "HTTP_AUTHORIZATION",
+        b"api-key": "HTTP_API_KEY",
+        b"x-api-key": "HTTP_X_API_KEY",
+        b"x-request-id": "HTTP_X_REQUEST_ID",
+    }
+    return {
+        wanted[name]: value.decode("latin-1")
+        for name, value in scope.get("headers") or ()
+        if name in wanted
+    }
 
 
-def _record_unless_proxied(request: Any, status: int, error_code: str, started: float, created_at: Any) -> None:
+def _record_unless_proxied(
+    request: Any, status: int, error_code: str, started: float, created_at: Any
+) -> None:
     """A usage event for this answer, unless gateway.hotpath.proxy records (or has recorded) one itself."""
     client_request = getattr(request, "client_request", None)
-    if (client_request is not None and client_request.recorded) or not outcomes.is_recorded_path(request.path):
+    if (client_request is not None and client_request.recorded) or not outcomes.is_recorded_path(
+        request.path
+    ):
         return
     config = getattr(request, "gateway_config", None) or holder.peek()
     key = getattr(request, "gateway_key", None) or outcomes.key_from_headers(request.META, config)
@@ -237,9 +295,15 @@ def _record_unless_proxied(request: Any, status: int, error_code: str, started: 
     if model is None and request.resolver_match is not None:
         model = request.resolver_match.kwargs.get("model")
     outcomes.record_outcome(
-        status=status, error_code=error_code or "", endpoint=outcomes.endpoint_of(request.path),
-        request_id=request.gateway_request_id, started=started, created_at=created_at, key=key,
-        serving_name=outcomes.clean_serving_name(model), config=config,
+        status=status,
+        error_code=error_code or "",
+        endpoint=outcomes.endpoint_of(request.path),
+        request_id=request.gateway_request_id,
+        started=started,
+        created_at=created_at,
+        key=key,
+        serving_name=outcomes.clean_serving_name(model),
+        config=config,
     )
 
 
@@ -255,7 +319,9 @@ def _raw_host(meta: dict[str, Any]) -> str:
 @functools.lru_cache(maxsize=256)  # bounded: a client sending a new Host each time only evicts
 def _host_allowed(raw_host: str) -> bool:
     domain, _port = split_domain_port(raw_host)
-    allowed = settings.ALLOWED_HOSTS or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
+    allowed = settings.ALLOWED_HOSTS or (
+        ["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else []
+    )
     return bool(domain) and validate_host(domain, allowed)
 
 
@@ -317,7 +383,9 @@ def dispatch(gateway_app: Any, django_app: Any) -> Any:
 
     async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and (path.startswith(GATEWAY_PATH_PREFIXES) or path in GATEWAY_PATHS):
+        if scope["type"] == "http" and (
+            path.startswith(GATEWAY_PATH_PREFIXES) or path in GATEWAY_PATHS
+        ):
             await gateway_app(scope, receive, send)
         else:
             await django_app(scope, receive, send)

@@ -39,7 +39,9 @@ def goal_balancer(config: GatewayConfig, model: str, endpoint: str | None) -> Ba
     return config.routing.goals.get((endpoint or "chat", model))
 
 
-def routing_options(balancer: BalancerSpec, key: KeySpec, payload: dict[str, Any]) -> tuple[dict[str, Any], AutoRequest | None]:
+def routing_options(
+    balancer: BalancerSpec, key: KeySpec, payload: dict[str, Any]
+) -> tuple[dict[str, Any], AutoRequest | None]:
     """The payload without the gateway's own fields, and what the request asks of auto (None: not auto)."""
     has_config, has_list = ROUTING_CONFIG in payload, FALLBACK_LIST in payload
     if balancer.routing_mode != "auto":
@@ -47,8 +49,10 @@ def routing_options(balancer: BalancerSpec, key: KeySpec, payload: dict[str, Any
             field = ROUTING_CONFIG if has_config else FALLBACK_LIST
             raise errors.bad_request(
                 f"'{field}' applies to auto serving names (auto, auto-cheap, ...) and balancers in auto mode; "
-                f"{balancer.serving_name!r} routes in {balancer.routing_mode} mode.", param=field,
-                code="routing_config_not_applicable")
+                f"{balancer.serving_name!r} routes in {balancer.routing_mode} mode.",
+                param=field,
+                code="routing_config_not_applicable",
+            )
         return payload, None
     allowed = key.allowed_instances if balancer.pk == 0 else None
     preference, pool = balancer.auto_preference, None
@@ -61,25 +65,40 @@ def routing_options(balancer: BalancerSpec, key: KeySpec, payload: dict[str, Any
         if has_list:
             order = tuple(_listed(payload[FALLBACK_LIST], FALLBACK_LIST, names, balancer))
         payload = {k: v for k, v in payload.items() if k not in (ROUTING_CONFIG, FALLBACK_LIST)}
-    return payload, AutoRequest(preference=preference, allowed=allowed, pool=pool, order=order,
-                                free_only=balancer.auto_free_only)
+    return payload, AutoRequest(
+        preference=preference,
+        allowed=allowed,
+        pool=pool,
+        order=order,
+        free_only=balancer.auto_free_only,
+    )
 
 
-def _routing_config(value: Any, names: dict[str, frozenset[int]],
-                    balancer: BalancerSpec) -> tuple[frozenset[int] | None, str | None]:
+def _routing_config(
+    value: Any, names: dict[str, frozenset[int]], balancer: BalancerSpec
+) -> tuple[frozenset[int] | None, str | None]:
     if not isinstance(value, dict):
-        raise errors.bad_request(f"'{ROUTING_CONFIG}' must be an object with 'models' and/or 'preference'.",
-                                 param=ROUTING_CONFIG, code="invalid_routing_config")
+        raise errors.bad_request(
+            f"'{ROUTING_CONFIG}' must be an object with 'models' and/or 'preference'.",
+            param=ROUTING_CONFIG,
+            code="invalid_routing_config",
+        )
     for field in value:
         if field not in _CONFIG_FIELDS:
-            raise errors.bad_request(f"Unknown field {str(field)[:40]!r} in '{ROUTING_CONFIG}'; it takes "
-                                     f"{' and '.join(_CONFIG_FIELDS)}.", param=f"{ROUTING_CONFIG}.{str(field)[:40]}",
-                                     code="invalid_routing_config")
+            raise errors.bad_request(
+                f"Unknown field {str(field)[:40]!r} in '{ROUTING_CONFIG}'; it takes "
+                f"{' and '.join(_CONFIG_FIELDS)}.",
+                param=f"{ROUTING_CONFIG}.{str(field)[:40]}",
+                code="invalid_routing_config",
+            )
     preference = value.get("preference")
     if preference is not None and preference not in PREFERENCES:
-        raise errors.bad_request(f"Unknown preference {str(preference)[:40]!r} in '{ROUTING_CONFIG}.preference'; "
-                                 f"one of: {', '.join(PREFERENCES)}.", param=f"{ROUTING_CONFIG}.preference",
-                                 code="invalid_routing_config")
+        raise errors.bad_request(
+            f"Unknown preference {str(preference)[:40]!r} in '{ROUTING_CONFIG}.preference'; "
+            f"one of: {', '.join(PREFERENCES)}.",
+            param=f"{ROUTING_CONFIG}.preference",
+            code="invalid_routing_config",
+        )
     pool = None
     if "models" in value:
         listed = _listed(value["models"], f"{ROUTING_CONFIG}.models", names, balancer)
@@ -87,11 +106,16 @@ def _routing_config(value: Any, names: dict[str, frozenset[int]],
     return pool, preference
 
 
-def _listed(value: Any, field: str, names: dict[str, frozenset[int]], balancer: BalancerSpec) -> list[frozenset[int]]:
+def _listed(
+    value: Any, field: str, names: dict[str, frozenset[int]], balancer: BalancerSpec
+) -> list[frozenset[int]]:
     """The instance pks of each listed name, in order; a 400 naming the field for anything else."""
     if not isinstance(value, list) or not value or len(value) > MAX_LISTED:
-        raise errors.bad_request(f"'{field}' must be a non-empty array of at most {MAX_LISTED} model names.",
-                                 param=field, code="invalid_routing_config")
+        raise errors.bad_request(
+            f"'{field}' must be a non-empty array of at most {MAX_LISTED} model names.",
+            param=field,
+            code="invalid_routing_config",
+        )
     found: list[frozenset[int]] = []
     for index, name in enumerate(value):
         pks = names.get(name) if isinstance(name, str) else None
@@ -101,7 +125,9 @@ def _listed(value: Any, field: str, names: dict[str, frozenset[int]], balancer: 
             raise errors.bad_request(
                 f"{shown!r} in '{field}' is not a model this key may use through {balancer.serving_name!r} "
                 f"(a model name or instance id); it may use: {known}.",
-                param=f"{field}[{index}]", code="model_not_allowed")
+                param=f"{field}[{index}]",
+                code="model_not_allowed",
+            )
         found.append(pks)
     return found
 
@@ -123,19 +149,28 @@ def _names(balancer: BalancerSpec, allowed: frozenset[int] | None) -> dict[str, 
 
 def empty_pool_error(balancer: BalancerSpec, ranking: AutoRanking) -> errors.GatewayError:
     """Nothing at all this request may use (not even cooling down): why, as a 400."""
-    if balancer.auto_free_only and any(s.reason.startswith("not zero-priced") for s in ranking.skipped):
+    if balancer.auto_free_only and any(
+        s.reason.startswith("not zero-priced") for s in ranking.skipped
+    ):
         return errors.bad_request(
             "No zero-priced model is enabled for this key: auto-free routes only to instances whose input "
             "and output prices are both 0. Use another goal (auto, auto-cheap...) or set an instance's prices to 0.",
-            param="model", code="no_free_model")
+            param="model",
+            code="no_free_model",
+        )
     if ranking.skipped:
         reasons = sorted({s.reason for s in ranking.skipped})
         return errors.bad_request(
             f"No model is left for {balancer.serving_name!r} after this request's limits: "
-            f"{'; '.join(reasons)}.", param="model", code="no_model_available")
+            f"{'; '.join(reasons)}.",
+            param="model",
+            code="no_model_available",
+        )
     return errors.bad_request(
         f"No enabled {balancer.workload_kind} model is available to this key through {balancer.serving_name!r}.",
-        param="model", code="no_model_available")
+        param="model",
+        code="no_model_available",
+    )
 
 
 def explain_auto(balancer: BalancerSpec, auto: AutoRequest | None) -> dict[str, Any]:
@@ -143,15 +178,32 @@ def explain_auto(balancer: BalancerSpec, auto: AutoRequest | None) -> dict[str, 
     score broken into its terms and live latency, each skipped instance with the reason."""
     if auto is None:
         auto = AutoRequest(preference=balancer.auto_preference, free_only=balancer.auto_free_only)
-    ranked = rank_auto(balancer, auto, health=routing.health, load=routing.load, now=routing.clock())
+    ranked = rank_auto(
+        balancer, auto, health=routing.health, load=routing.load, now=routing.clock()
+    )
     return {
         "reason": f"auto:{ranked.preference}",
         "route": ranked.ranked[0].route if ranked.ranked else None,
-        "ranking": [{"route": r.route.name, "instance": r.instance.instance_id, "model": r.instance.model,
-                     "score": round(r.score, 4), "terms": {name: round(value, 4) for name, value in r.terms().items()},
-                     "latency_ms": _latency_ms(r.instance.pk)} for r in ranked.ranked],
-        "skipped": [{"route": s.route.name, "instance": s.instance.instance_id, "model": s.instance.model,
-                     "reason": s.reason} for s in ranked.skipped],
+        "ranking": [
+            {
+                "route": r.route.name,
+                "instance": r.instance.instance_id,
+                "model": r.instance.model,
+                "score": round(r.score, 4),
+                "terms": {name: round(value, 4) for name, value in r.terms().items()},
+                "latency_ms": _latency_ms(r.instance.pk),
+            }
+            for r in ranked.ranked
+        ],
+        "skipped": [
+            {
+                "route": s.route.name,
+                "instance": s.instance.instance_id,
+                "model": s.instance.model,
+                "reason": s.reason,
+            }
+            for s in ranked.skipped
+        ],
     }
 
 

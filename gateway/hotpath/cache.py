@@ -73,10 +73,19 @@ logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "sb:cache:"
 HEADER = "x-balancer-cache"
-IGNORED_FIELDS = frozenset({
-    "model", "stream", "stream_options", "user", "metadata", "store", "service_tier", "prompt_cache_key",
-    "safety_identifier",
-})
+IGNORED_FIELDS = frozenset(
+    {
+        "model",
+        "stream",
+        "stream_options",
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "safety_identifier",
+    }
+)
 # The prompt text embedded for the semantic look-up: its head and tail, as the local router cuts it.
 SEMANTIC_HEAD_CHARS = 2000
 SEMANTIC_TAIL_CHARS = 1000
@@ -96,8 +105,14 @@ class Entry:
     cost_usd: Decimal
 
     def dump(self) -> bytes:
-        meta = {"route": self.route, "instance": self.instance, "model": self.model, "prompt": self.prompt_tokens,
-                "completion": self.completion_tokens, "cost": str(self.cost_usd)}
+        meta = {
+            "route": self.route,
+            "instance": self.instance,
+            "model": self.model,
+            "prompt": self.prompt_tokens,
+            "completion": self.completion_tokens,
+            "cost": str(self.cost_usd),
+        }
         return orjson.dumps(meta) + b"\n" + self.body
 
     @classmethod
@@ -107,9 +122,15 @@ class Entry:
             return None
         try:
             meta = orjson.loads(head)
-            return cls(body=body, route=str(meta["route"]), instance=str(meta["instance"]), model=str(meta["model"]),
-                       prompt_tokens=int(meta["prompt"]), completion_tokens=int(meta["completion"]),
-                       cost_usd=Decimal(meta["cost"]))
+            return cls(
+                body=body,
+                route=str(meta["route"]),
+                instance=str(meta["instance"]),
+                model=str(meta["model"]),
+                prompt_tokens=int(meta["prompt"]),
+                completion_tokens=int(meta["completion"]),
+                cost_usd=Decimal(meta["cost"]),
+            )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ArithmeticError):
             return None
 
@@ -138,7 +159,9 @@ class Lookup:
 
 
 def directives(cache_control: str) -> set[str]:
-    return {part.strip().split("=", 1)[0].lower() for part in cache_control.split(",") if part.strip()}
+    return {
+        part.strip().split("=", 1)[0].lower() for part in cache_control.split(",") if part.strip()
+    }
 
 
 def normalised(endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +174,9 @@ def scope_of(policy: CachePolicy, key_pk: int) -> str:
 
 
 def entry_key(balancer_pk: int, scope: str, endpoint: str, request: dict[str, Any]) -> str:
-    canonical = orjson.dumps([endpoint, request], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    canonical = orjson.dumps(
+        [endpoint, request], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    )
     return f"{KEY_PREFIX}{balancer_pk}:{scope}:{hashlib.sha256(canonical).hexdigest()}"
 
 
@@ -162,7 +187,11 @@ def prompt_text(messages: Any) -> str:
             continue
         content = message.get("content")
         if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+            content = " ".join(
+                p.get("text", "")
+                for p in content
+                if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
         if isinstance(content, str) and content:
             parts.append(f"{message.get('role', '')}: {content}")
     text = "\n".join(parts)
@@ -191,7 +220,9 @@ def probe_for(balancer_pk: int, scope: str, request: dict[str, Any]) -> Probe | 
     if not tokens:
         return None
     rest = {name: value for name, value in request.items() if name != "messages"}
-    canonical = orjson.dumps([rest, len(messages)], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    canonical = orjson.dumps(
+        [rest, len(messages)], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    )
     shape = int.from_bytes(hashlib.sha256(canonical).digest()[:8], "little", signed=True)
     return Probe(scope=(balancer_pk, scope), shape=shape, vector=vector)
 
@@ -334,7 +365,9 @@ async def _set(key: str, value: bytes, ttl: int) -> bool:
 async def look_up(balancer: BalancerSpec, req: ClientRequest, cache_control: str) -> Lookup | None:
     """None when the balancer's cache is off; otherwise hit (with the entry), miss or bypass."""
     policy = balancer.cache
-    if policy is None or req.usage_endpoint:  # the translated doors (messages, responses...) skip it
+    if (
+        policy is None or req.usage_endpoint
+    ):  # the translated doors (messages, responses...) skip it
         return None
     told = directives(cache_control) if cache_control else set()
     scope = scope_of(policy, req.key.pk)
@@ -345,8 +378,13 @@ async def look_up(balancer: BalancerSpec, req: ClientRequest, cache_control: str
     if "no-store" in told:
         return Lookup("bypass", policy, key, store=False)
     if "no-cache" in told:
-        return Lookup("bypass", policy, key, store=True,
-                      probe=probe_for(balancer.pk, scope, request) if semantic else None)
+        return Lookup(
+            "bypass",
+            policy,
+            key,
+            store=True,
+            probe=probe_for(balancer.pk, scope, request) if semantic else None,
+        )
     lookup = Lookup("miss", policy, key, store=True)
     raw = await _get(key)
     entry = Entry.load(raw) if raw is not None else None
@@ -356,7 +394,9 @@ async def look_up(balancer: BalancerSpec, req: ClientRequest, cache_control: str
     if semantic:
         lookup.probe = probe_for(balancer.pk, scope, request)
         if lookup.probe is not None:
-            found = semantic_index.nearest(lookup.probe, policy.similarity_threshold, time.monotonic())
+            found = semantic_index.nearest(
+                lookup.probe, policy.similarity_threshold, time.monotonic()
+            )
             if found is not None:
                 raw = await _get(found[0])
                 entry = Entry.load(raw) if raw is not None else None
@@ -437,8 +477,16 @@ class StreamCapture:
 
     def _take(self, choice: dict[str, Any]) -> None:
         index = choice.get("index", 0)
-        slot = self.choices.setdefault(index if isinstance(index, int) else 0, {
-            "role": "assistant", "content": [], "refusal": [], "tool_calls": {}, "finish_reason": None})
+        slot = self.choices.setdefault(
+            index if isinstance(index, int) else 0,
+            {
+                "role": "assistant",
+                "content": [],
+                "refusal": [],
+                "tool_calls": {},
+                "finish_reason": None,
+            },
+        )
         delta = choice.get("delta") or {}
         if isinstance(delta.get("role"), str):
             slot["role"] = delta["role"]
@@ -448,8 +496,10 @@ class StreamCapture:
         for call in delta.get("tool_calls") or ():
             if not isinstance(call, dict):
                 continue
-            tool = slot["tool_calls"].setdefault(call.get("index", 0), {
-                "id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+            tool = slot["tool_calls"].setdefault(
+                call.get("index", 0),
+                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+            )
             if call.get("id"):
                 tool["id"] = call["id"]
             if call.get("type"):
@@ -467,23 +517,40 @@ class StreamCapture:
 
     def body(self, prompt_tokens: int, completion_tokens: int) -> bytes | None:
         """The assembled answer; None if the stream was not a complete, well-formed answer."""
-        if self.broken or not self.choices or any(c["finish_reason"] is None for c in self.choices.values()):
+        if (
+            self.broken
+            or not self.choices
+            or any(c["finish_reason"] is None for c in self.choices.values())
+        ):
             return None
         choices = []
         for index in sorted(self.choices):
             slot = self.choices[index]
-            message: dict[str, Any] = {"role": slot["role"], "content": "".join(slot["content"]) or None}
+            message: dict[str, Any] = {
+                "role": slot["role"],
+                "content": "".join(slot["content"]) or None,
+            }
             if slot["refusal"]:
                 message["refusal"] = "".join(slot["refusal"])
             if slot["tool_calls"]:
                 message["tool_calls"] = [slot["tool_calls"][i] for i in sorted(slot["tool_calls"])]
             elif message["content"] is None:
                 message["content"] = ""
-            choices.append({"index": index, "message": message, "finish_reason": slot["finish_reason"]})
-        answer = {"id": self.head.get("id", ""), "object": "chat.completion", "created": self.head.get("created", 0),
-                  "model": self.head.get("model", ""), "choices": choices,
-                  "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                            "total_tokens": prompt_tokens + completion_tokens}}
+            choices.append(
+                {"index": index, "message": message, "finish_reason": slot["finish_reason"]}
+            )
+        answer = {
+            "id": self.head.get("id", ""),
+            "object": "chat.completion",
+            "created": self.head.get("created", 0),
+            "model": self.head.get("model", ""),
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
         if "system_fingerprint" in self.head:
             answer["system_fingerprint"] = self.head["system_fingerprint"]
         return orjson.dumps(answer)
@@ -498,23 +565,46 @@ def capture_for(lookup: Lookup | None, stream: bool) -> StreamCapture | None:
 # -- a hit's answer ------------------------------------------------------------------------
 
 
-def hit_response(lookup: Lookup, req: ClientRequest, balancer: BalancerSpec) -> HttpResponse | StreamingHttpResponse:
+def hit_response(
+    lookup: Lookup, req: ClientRequest, balancer: BalancerSpec
+) -> HttpResponse | StreamingHttpResponse:
     """The cached answer, recorded as a usage event at zero cost with the avoided cost as savings."""
     entry = lookup.entry
     assert entry is not None
     stream = req.endpoint == "chat" and req.payload.get("stream") is True
     latency_ms = round((time.monotonic() - req.started) * 1000, 3)
     req.recorded = True
-    recorder.record(UsageRecord(
-        created_at=req.created_at, request_id=req.request_id, endpoint=req.endpoint, status_code=200,
-        latency_ms=latency_ms, api_key_id=req.key.pk, balancer_id=balancer.pk, serving_name=balancer.serving_name,
-        route=entry.route, instance=entry.instance, model=entry.model, decision_reason="cache_hit",
-        attempts=0, stream=stream, ttfb_ms=latency_ms, prompt_tokens=entry.prompt_tokens,
-        completion_tokens=entry.completion_tokens, cost_usd=Decimal(0), cache_hit=True, savings_usd=entry.cost_usd,
-    ))
+    recorder.record(
+        UsageRecord(
+            created_at=req.created_at,
+            request_id=req.request_id,
+            endpoint=req.endpoint,
+            status_code=200,
+            latency_ms=latency_ms,
+            api_key_id=req.key.pk,
+            balancer_id=balancer.pk,
+            serving_name=balancer.serving_name,
+            route=entry.route,
+            instance=entry.instance,
+            model=entry.model,
+            decision_reason="cache_hit",
+            attempts=0,
+            stream=stream,
+            ttfb_ms=latency_ms,
+            prompt_tokens=entry.prompt_tokens,
+            completion_tokens=entry.completion_tokens,
+            cost_usd=Decimal(0),
+            cache_hit=True,
+            savings_usd=entry.cost_usd,
+        )
+    )
     headers = {
-        "x-balancer": balancer.serving_name, "x-balancer-decision": "cache_hit", "x-balancer-attempts": "0",
-        "x-balancer-route": entry.route, "x-balancer-instance": entry.instance, "x-request-id": req.request_id,
+        "x-balancer": balancer.serving_name,
+        "x-balancer-decision": "cache_hit",
+        "x-balancer-attempts": "0",
+        "x-balancer-route": entry.route,
+        "x-balancer-instance": entry.instance,
+        "x-request-id": req.request_id,
         HEADER: "hit",
     }
     if lookup.similarity is not None:
@@ -522,8 +612,9 @@ def hit_response(lookup: Lookup, req: ClientRequest, balancer: BalancerSpec) -> 
     response: HttpResponse | StreamingHttpResponse
     if stream:
         include_usage = bool((req.payload.get("stream_options") or {}).get("include_usage"))
-        response = StreamingHttpResponse(replay(entry.body, include_usage=include_usage),
-                                         content_type="text/event-stream")
+        response = StreamingHttpResponse(
+            replay(entry.body, include_usage=include_usage), content_type="text/event-stream"
+        )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
     else:
@@ -537,8 +628,12 @@ def replay_events(body: bytes, *, include_usage: bool) -> list[bytes]:
     """A cached `chat.completion` as the SSE events of a stream: role, content in pieces, tool calls,
     finish reason per choice; the usage chunk if asked; `[DONE]`."""
     answer = orjson.loads(body)
-    head = {"id": answer.get("id", ""), "object": "chat.completion.chunk", "created": answer.get("created", 0),
-            "model": answer.get("model", "")}
+    head = {
+        "id": answer.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": answer.get("created", 0),
+        "model": answer.get("model", ""),
+    }
     if "system_fingerprint" in answer:
         head["system_fingerprint"] = answer["system_fingerprint"]
 
@@ -549,18 +644,58 @@ def replay_events(body: bytes, *, include_usage: bool) -> list[bytes]:
     for choice in answer.get("choices") or ():
         index = choice.get("index", 0)
         message = choice.get("message") or {}
-        events.append(event([{"index": index, "delta": {"role": message.get("role", "assistant"), "content": ""},
-                              "finish_reason": None}]))
+        events.append(
+            event(
+                [
+                    {
+                        "index": index,
+                        "delta": {"role": message.get("role", "assistant"), "content": ""},
+                        "finish_reason": None,
+                    }
+                ]
+            )
+        )
         content = message.get("content") or ""
         for start in range(0, len(content), REPLAY_CHUNK_CHARS):
-            events.append(event([{"index": index, "delta": {"content": content[start:start + REPLAY_CHUNK_CHARS]},
-                                  "finish_reason": None}]))
+            events.append(
+                event(
+                    [
+                        {
+                            "index": index,
+                            "delta": {"content": content[start : start + REPLAY_CHUNK_CHARS]},
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+            )
         if message.get("refusal"):
-            events.append(event([{"index": index, "delta": {"refusal": message["refusal"]}, "finish_reason": None}]))
+            events.append(
+                event(
+                    [
+                        {
+                            "index": index,
+                            "delta": {"refusal": message["refusal"]},
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+            )
         if message.get("tool_calls"):
             calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
-            events.append(event([{"index": index, "delta": {"tool_calls": calls}, "finish_reason": None}]))
-        events.append(event([{"index": index, "delta": {}, "finish_reason": choice.get("finish_reason") or "stop"}]))
+            events.append(
+                event([{"index": index, "delta": {"tool_calls": calls}, "finish_reason": None}])
+            )
+        events.append(
+            event(
+                [
+                    {
+                        "index": index,
+                        "delta": {},
+                        "finish_reason": choice.get("finish_reason") or "stop",
+                    }
+                ]
+            )
+        )
     if include_usage and answer.get("usage") is not None:
         events.append(event([], usage=answer["usage"]))
     events.append(b"data: [DONE]\n\n")

@@ -20,7 +20,9 @@ def _openai_error(exc: Exception, context: Any = None) -> HttpResponse:
     return exception_response(exc)
 
 
-async def _translated(chunks: AsyncIterator[bytes], translator: completions_wire.StreamTranslator) -> AsyncIterator[bytes]:
+async def _translated(
+    chunks: AsyncIterator[bytes], translator: completions_wire.StreamTranslator
+) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
             for event in translator.feed(chunk):
@@ -43,8 +45,13 @@ class CompletionsApi(GatewayApiView):
         client_request = translated_request(http, chat, self.key(request), "completions")
         response = await proxy(client_request, self.config(request))
         if isinstance(response, StreamingHttpResponse):
-            response.streaming_content = _translated(cast(AsyncIterator[bytes], response.streaming_content), completions_wire.StreamTranslator(echo))
+            response.streaming_content = _translated(
+                cast(AsyncIterator[bytes], response.streaming_content),
+                completions_wire.StreamTranslator(echo),
+            )
             return response
         if response.status_code < 400:
-            response.content = orjson.dumps(completions_wire.from_chat(orjson.loads(response.content), echo))
+            response.content = orjson.dumps(
+                completions_wire.from_chat(orjson.loads(response.content), echo)
+            )
         return response

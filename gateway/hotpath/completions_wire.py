@@ -18,8 +18,18 @@ import orjson
 
 from gateway.text import message_text
 
-PASSED = ("max_tokens", "temperature", "top_p", "stop", "seed", "user", "presence_penalty", "frequency_penalty",
-          "stream", "stream_options")
+PASSED = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "user",
+    "presence_penalty",
+    "frequency_penalty",
+    "stream",
+    "stream_options",
+)
 
 
 class InvalidCompletionRequest(ValueError):
@@ -33,8 +43,10 @@ def prompt_of(body: dict[str, Any]) -> str:
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     if not isinstance(prompt, str):
-        raise InvalidCompletionRequest("'prompt' must be a string (one prompt per request; token ids are not served).",
-                                       "prompt")
+        raise InvalidCompletionRequest(
+            "'prompt' must be a string (one prompt per request; token ids are not served).",
+            "prompt",
+        )
     return prompt
 
 
@@ -42,12 +54,24 @@ def to_chat(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidCompletionRequest("The request body must be a JSON object.")
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise InvalidCompletionRequest("'model' is required: send a balancer's serving name.", "model")
-    for name, allowed in (("suffix", (None,)), ("logprobs", (None, 0)), ("best_of", (None, 1)), ("n", (None, 1))):
+        raise InvalidCompletionRequest(
+            "'model' is required: send a balancer's serving name.", "model"
+        )
+    for name, allowed in (
+        ("suffix", (None,)),
+        ("logprobs", (None, 0)),
+        ("best_of", (None, 1)),
+        ("n", (None, 1)),
+    ):
         if body.get(name) not in allowed:
-            raise InvalidCompletionRequest(f"'{name}' is not served: this gateway answers completions through chat routes.",
-                                           name)
-    chat: dict[str, Any] = {"model": body["model"], "messages": [{"role": "user", "content": prompt_of(body)}]}
+            raise InvalidCompletionRequest(
+                f"'{name}' is not served: this gateway answers completions through chat routes.",
+                name,
+            )
+    chat: dict[str, Any] = {
+        "model": body["model"],
+        "messages": [{"role": "user", "content": prompt_of(body)}],
+    }
     for key in PASSED:
         if body.get(key) is not None:
             chat[key] = body[key]
@@ -65,8 +89,15 @@ def from_chat(completion: dict[str, Any], echo: str) -> dict[str, Any]:
         "object": "text_completion",
         "created": completion.get("created") or 0,
         "model": completion.get("model") or "",
-        "choices": [{"text": echo + _text(c, "message"), "index": c.get("index", 0), "logprobs": None,
-                     "finish_reason": c.get("finish_reason")} for c in choices],
+        "choices": [
+            {
+                "text": echo + _text(c, "message"),
+                "index": c.get("index", 0),
+                "logprobs": None,
+                "finish_reason": c.get("finish_reason"),
+            }
+            for c in choices
+        ],
         "usage": completion.get("usage"),
     }
 
@@ -78,7 +109,9 @@ class StreamTranslator:
     def feed(self, event: bytes) -> list[bytes]:
         out: list[bytes] = []
         for raw in event.split(b"\n\n"):
-            data = b"\n".join(line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:"))
+            data = b"\n".join(
+                line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:")
+            )
             if not data:
                 continue
             try:
@@ -94,13 +127,23 @@ class StreamTranslator:
                 if self.echo:
                     text, self.echo = self.echo + text, ""
                 if text or c.get("finish_reason"):
-                    choices.append({"text": text, "index": c.get("index", 0), "logprobs": None,
-                                    "finish_reason": c.get("finish_reason")})
+                    choices.append(
+                        {
+                            "text": text,
+                            "index": c.get("index", 0),
+                            "logprobs": None,
+                            "finish_reason": c.get("finish_reason"),
+                        }
+                    )
             if not choices and chunk.get("usage") is None:
                 continue  # the role-only first chunk
-            piece: dict[str, Any] = {"id": "cmpl-" + str(chunk.get("id") or "").removeprefix("chatcmpl-"),
-                                     "object": "text_completion", "created": chunk.get("created") or 0,
-                                     "model": chunk.get("model") or "", "choices": choices}
+            piece: dict[str, Any] = {
+                "id": "cmpl-" + str(chunk.get("id") or "").removeprefix("chatcmpl-"),
+                "object": "text_completion",
+                "created": chunk.get("created") or 0,
+                "model": chunk.get("model") or "",
+                "choices": choices,
+            }
             if chunk.get("usage") is not None:
                 piece["usage"] = chunk["usage"]
             out.append(b"data: " + orjson.dumps(piece) + b"\n\n")

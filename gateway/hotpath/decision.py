@@ -71,7 +71,9 @@ class Decision:
 class _TTLCache:
     def __init__(self, size: int, ttl: float) -> None:
         self.size, self.ttl = size, ttl
-        self._data: collections.OrderedDict[tuple[Any, ...], tuple[float, Decision]] = collections.OrderedDict()
+        self._data: collections.OrderedDict[tuple[Any, ...], tuple[float, Decision]] = (
+            collections.OrderedDict()
+        )
 
     def get(self, key: tuple[Any, ...]) -> Decision | None:
         item = self._data.get(key)
@@ -105,7 +107,11 @@ def _normalise(text: str) -> str:
 
 
 def route_intents(balancer: BalancerSpec) -> list[RouteIntent]:
-    return [RouteIntent(name=r.name, intent=r.intent, examples=r.examples) for r in balancer.routes if r.enabled]
+    return [
+        RouteIntent(name=r.name, intent=r.intent, examples=r.examples)
+        for r in balancer.routes
+        if r.enabled
+    ]
 
 
 def local_classifier(balancer: BalancerSpec, version: int) -> LocalRouter:
@@ -129,11 +135,17 @@ def fit_local_routers(balancers: Iterable[BalancerSpec], version: int) -> None:
         _local_models.pop(key, None)
     for balancer in balancers:
         router = balancer.router_model
-        if balancer.routing_mode == "intent_classifier" and router is not None and router.provider == "builtin":
+        if (
+            balancer.routing_mode == "intent_classifier"
+            and router is not None
+            and router.provider == "builtin"
+        ):
             try:
                 local_classifier(balancer, version)
             except Exception:
-                logger.exception("fitting the local router model failed for %s", balancer.serving_name)
+                logger.exception(
+                    "fitting the local router model failed for %s", balancer.serving_name
+                )
 
 
 def _fell_back(balancer: BalancerSpec, reason: str, started: float) -> Decision:
@@ -141,8 +153,13 @@ def _fell_back(balancer: BalancerSpec, reason: str, started: float) -> Decision:
     return Decision(balancer.default_route, reason, None, (time.perf_counter() - started) * 1000)
 
 
-def _from_answer(balancer: BalancerSpec, route_name: str | None, confidence: float | None,
-                 scores: dict[str, float], started: float) -> Decision:
+def _from_answer(
+    balancer: BalancerSpec,
+    route_name: str | None,
+    confidence: float | None,
+    scores: dict[str, float],
+    started: float,
+) -> Decision:
     elapsed = (time.perf_counter() - started) * 1000
     default = balancer.default_route
     route = balancer.route_named(route_name) if route_name else None
@@ -169,7 +186,9 @@ async def _classify_llm(balancer: BalancerSpec, prompt: str) -> Decision:
     deadline = time.monotonic() + balancer.classifier_timeout
     try:
         async with asyncio.timeout(balancer.classifier_timeout):
-            result = await call_upstream(router, endpoint="chat", payload=payload, stream=False, deadline=deadline)
+            result = await call_upstream(
+                router, endpoint="chat", payload=payload, stream=False, deadline=deadline
+            )
     except TimeoutError:
         return _fell_back(balancer, TIMEOUT, started)
     except Exception as exc:
@@ -198,7 +217,9 @@ def _classify_local(balancer: BalancerSpec, version: int, prompt: str) -> Decisi
     return decision
 
 
-async def classify(balancer: BalancerSpec, version: int, messages: Any, *, use_cache: bool = True) -> Decision:
+async def classify(
+    balancer: BalancerSpec, version: int, messages: Any, *, use_cache: bool = True
+) -> Decision:
     prompt = last_user_text(messages)[:MAX_PROMPT_CHARS]
     router = balancer.router_model
     if router is None or not prompt.strip():
@@ -207,8 +228,15 @@ async def classify(balancer: BalancerSpec, version: int, messages: Any, *, use_c
     if use_cache:
         hit = _cache.get(key)
         if hit is not None:
-            return Decision(hit.route, hit.reason, hit.confidence, 0.0, hit.scores, cached=True,
-                            difficulty=hit.difficulty)
+            return Decision(
+                hit.route,
+                hit.reason,
+                hit.confidence,
+                0.0,
+                hit.scores,
+                cached=True,
+                difficulty=hit.difficulty,
+            )
     if router.provider == "builtin":
         decision = _classify_local(balancer, version, prompt)
         _remember(key, decision)
@@ -217,7 +245,14 @@ async def classify(balancer: BalancerSpec, version: int, messages: Any, *, use_c
     pending = _inflight.get(key)
     if pending is not None and pending.get_loop() is loop:
         shared = await asyncio.shield(pending)
-        return Decision(shared.route, shared.reason, shared.confidence, shared.classifier_ms, shared.scores, cached=True)
+        return Decision(
+            shared.route,
+            shared.reason,
+            shared.confidence,
+            shared.classifier_ms,
+            shared.scores,
+            cached=True,
+        )
     task = loop.create_task(_classify_llm(balancer, prompt), name="router-classification")
     _inflight[key] = task
     task.add_done_callback(lambda done: _classified(key, done))
@@ -238,8 +273,17 @@ def _classified(key: tuple[Any, ...], task: asyncio.Task[Decision]) -> None:
         _remember(key, task.result())
 
 
-async def decide(balancer: BalancerSpec, version: int, payload: dict[str, Any], override: str | None, *,
-                 endpoint: str = "chat", key_name: str = "", tags: str = "", trace: bool = False) -> Decision:
+async def decide(
+    balancer: BalancerSpec,
+    version: int,
+    payload: dict[str, Any],
+    override: str | None,
+    *,
+    endpoint: str = "chat",
+    key_name: str = "",
+    tags: str = "",
+    trace: bool = False,
+) -> Decision:
     """The first route for this request, with the reason recorded in the usage event.
 
     `key_name` and `tags` (the x-balancer-tags header) are what the content rules read
@@ -252,14 +296,22 @@ async def decide(balancer: BalancerSpec, version: int, payload: dict[str, Any], 
 
             names = ", ".join(r.name for r in balancer.routes if r.enabled)
             state = "Unknown" if route is None else "Disabled"
-            raise bad_request(f"{state} route {override!r} in the X-Balancer-Route header for "
-                              f"{balancer.serving_name}; enabled routes: {names}.",
-                              param="X-Balancer-Route", code="route_not_available")
+            raise bad_request(
+                f"{state} route {override!r} in the X-Balancer-Route header for "
+                f"{balancer.serving_name}; enabled routes: {names}.",
+                param="X-Balancer-Route",
+                code="route_not_available",
+            )
         return Decision(route, OVERRIDE)
     checks: list[RuleCheck] | None = None
     if balancer.rules:
-        facts = request_facts(payload, endpoint=endpoint, key_name=key_name, tags=tags,
-                              kinds=rule_kinds(balancer.rules))
+        facts = request_facts(
+            payload,
+            endpoint=endpoint,
+            key_name=key_name,
+            tags=tags,
+            kinds=rule_kinds(balancer.rules),
+        )
         if trace:
             checks = explain_rules(balancer, facts)
         matched = first_match(balancer, facts)
@@ -271,7 +323,9 @@ async def decide(balancer: BalancerSpec, version: int, payload: dict[str, Any], 
     return decision if checks is None else dataclasses.replace(decision, rule_checks=checks)
 
 
-async def _decide_by_mode(balancer: BalancerSpec, version: int, payload: dict[str, Any]) -> Decision:
+async def _decide_by_mode(
+    balancer: BalancerSpec, version: int, payload: dict[str, Any]
+) -> Decision:
     if balancer.routing_mode == "intent_classifier":
         return await classify(balancer, version, payload.get("messages"))
     return Decision(None, balancer.routing_mode)

@@ -39,7 +39,9 @@ def _reshaped(response: HttpResponse) -> HttpResponse:
     except (orjson.JSONDecodeError, AttributeError):
         error = {}
     message = error.get("message") if isinstance(error, dict) else None
-    response.content = messages_wire.error_body(response.status_code, message or f"HTTP {response.status_code}")
+    response.content = messages_wire.error_body(
+        response.status_code, message or f"HTTP {response.status_code}"
+    )
     if not getattr(response, "error_code", ""):
         code = error.get("code") or error.get("type") if isinstance(error, dict) else None
         response.error_code = str(code or "")  # type: ignore[attr-defined]
@@ -61,14 +63,18 @@ class MessagesApi(AnthropicApiView):
         config = self.config(request)
         response = await proxy(client_request, config)
         # Served by an Anthropic instance: the client gets that instance's own answer, untranslated.
-        untranslated = response.status_code < 400 and response.get("x-balancer-instance") == native.instance_id
+        untranslated = (
+            response.status_code < 400 and response.get("x-balancer-instance") == native.instance_id
+        )
         scrubber = scrubber_for(config.instances)
         if isinstance(response, StreamingHttpResponse):
             translator = messages_wire.StreamTranslator(messages_wire.count_tokens(body))
             chunks = cast(AsyncIterator[bytes], response.streaming_content)
             response.streaming_content = (
-                _native_stream(chunks, native, translator, scrubber) if untranslated
-                else messages_wire.translate_stream(chunks, translator))
+                _native_stream(chunks, native, translator, scrubber)
+                if untranslated
+                else messages_wire.translate_stream(chunks, translator)
+            )
             return response
         if response.status_code >= 400:
             return _reshaped(response)
@@ -79,14 +85,18 @@ class MessagesApi(AnthropicApiView):
         return response
 
 
-async def _native_stream(chunks: AsyncIterator[bytes], native: anthropic.Native,
-                         translator: messages_wire.StreamTranslator, scrubber: Scrubber) -> AsyncIterator[bytes]:
+async def _native_stream(
+    chunks: AsyncIterator[bytes],
+    native: anthropic.Native,
+    translator: messages_wire.StreamTranslator,
+    scrubber: Scrubber,
+) -> AsyncIterator[bytes]:
     """The Anthropic instance's own events, relayed in step with the proxy's stream of their
     translation (which the proxy reads for usage and health); the proxy's own error event, for a
     stream cut after its first byte, in the Messages shape."""
     try:
         async for chunk in chunks:
-            if chunk.startswith(b"data: {\"error\""):
+            if chunk.startswith(b'data: {"error"'):
                 native.events.clear()
                 for event in translator.feed(chunk):
                     yield event

@@ -50,8 +50,14 @@ STOP_REASON = {chat: native for native, chat in FINISH.items() if native != "sto
 STOP_REASON["content_filter"] = "refusal"
 
 ERROR_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
-    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 504: "timeout_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 
@@ -73,8 +79,12 @@ def _image_part(source: Any, where: str) -> dict[str, Any]:
     if not isinstance(source, dict):
         raise InvalidMessages(f"{where}.source must be an object.", where)
     if source.get("type") == "base64":
-        return {"type": "image_url",
-                "image_url": {"url": f"data:{source.get('media_type', '')};base64,{source.get('data', '')}"}}
+        return {
+            "type": "image_url",
+            "image_url": {
+                "url": f"data:{source.get('media_type', '')};base64,{source.get('data', '')}"
+            },
+        }
     if source.get("type") == "url" and isinstance(source.get("url"), str):
         return {"type": "image_url", "image_url": {"url": source["url"]}}
     raise InvalidMessages(f"{where}.source: only base64 and url image sources are served.", where)
@@ -91,12 +101,16 @@ def _result_text(content: Any) -> str:
 def _turn(message: Any, index: int) -> list[dict[str, Any]]:
     where = f"messages[{index}]"
     if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-        raise InvalidMessages(f"{where} must be an object with a role of 'user' or 'assistant'.", where)
+        raise InvalidMessages(
+            f"{where} must be an object with a role of 'user' or 'assistant'.", where
+        )
     role, content = message["role"], message.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if not isinstance(content, list):
-        raise InvalidMessages(f"{where}.content must be a string or an array of content blocks.", f"{where}.content")
+        raise InvalidMessages(
+            f"{where}.content must be a string or an array of content blocks.", f"{where}.content"
+        )
     parts: list[dict[str, Any]] = []
     tool_calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
@@ -108,16 +122,31 @@ def _turn(message: Any, index: int) -> list[dict[str, Any]]:
         elif kind == "image":
             parts.append(_image_part(block.get("source"), here))
         elif kind == "tool_use" and role == "assistant":
-            tool_calls.append({"id": str(block.get("id", "")), "type": "function", "function": {
-                "name": str(block.get("name", "")), "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+            tool_calls.append(
+                {
+                    "id": str(block.get("id", "")),
+                    "type": "function",
+                    "function": {
+                        "name": str(block.get("name", "")),
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
         elif kind == "tool_result" and role == "user":
             text = _result_text(block.get("content"))
-            results.append({"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")),
-                            "content": f"Error: {text}" if block.get("is_error") else text})
+            results.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": str(block.get("tool_use_id", "")),
+                    "content": f"Error: {text}" if block.get("is_error") else text,
+                }
+            )
         elif kind in ("thinking", "redacted_thinking"):
             continue
         else:
-            raise InvalidMessages(f"{here}: content blocks of type {kind!r} are not served on this {role} turn.", here)
+            raise InvalidMessages(
+                f"{here}: content blocks of type {kind!r} are not served on this {role} turn.", here
+            )
     turns = list(results)
     if role == "assistant":
         text = "".join(p["text"] for p in parts if p["type"] == "text")
@@ -139,9 +168,15 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             raise InvalidMessages(f"tools[{n}] must be an object with a 'name'.", f"tools[{n}]")
         if tool.get("type") not in (None, "custom") or "input_schema" not in tool:
-            raise InvalidMessages(f"tools[{n}] ({tool['name']!r}) is a server tool; this gateway serves custom tools "
-                                  "(name, description, input_schema) only.", f"tools[{n}]")
-        function: dict[str, Any] = {"name": tool["name"], "parameters": tool.get("input_schema") or {"type": "object"}}
+            raise InvalidMessages(
+                f"tools[{n}] ({tool['name']!r}) is a server tool; this gateway serves custom tools "
+                "(name, description, input_schema) only.",
+                f"tools[{n}]",
+            )
+        function: dict[str, Any] = {
+            "name": tool["name"],
+            "parameters": tool.get("input_schema") or {"type": "object"},
+        }
         if tool.get("description"):
             function["description"] = tool["description"]
         out.append({"type": "function", "function": function})
@@ -158,7 +193,9 @@ def _tool_choice(choice: Any) -> Any:
         return "none"
     if kind == "tool" and isinstance(choice.get("name"), str):
         return {"type": "function", "function": {"name": choice["name"]}}
-    raise InvalidMessages("'tool_choice' must be {type: auto | any | none} or {type: tool, name}.", "tool_choice")
+    raise InvalidMessages(
+        "'tool_choice' must be {type: auto | any | none} or {type: tool, name}.", "tool_choice"
+    )
 
 
 def to_chat(body: Any) -> dict[str, Any]:
@@ -177,7 +214,13 @@ def to_chat(body: Any) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
-        text = system if isinstance(system, str) else message_text(system) if isinstance(system, list) else None
+        text = (
+            system
+            if isinstance(system, str)
+            else message_text(system)
+            if isinstance(system, list)
+            else None
+        )
         if text is None:
             raise InvalidMessages("system must be a string or an array of text blocks.", "system")
         messages.append({"role": "system", "content": text})
@@ -199,7 +242,11 @@ def to_chat(body: Any) -> dict[str, Any]:
             chat["tool_choice"] = _tool_choice(choice)
             if isinstance(choice, dict) and choice.get("disable_parallel_tool_use"):
                 chat["parallel_tool_calls"] = False
-    user = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
+    user = (
+        (body.get("metadata") or {}).get("user_id")
+        if isinstance(body.get("metadata"), dict)
+        else None
+    )
     if user:
         chat["user"] = str(user)
     if "stream" in body:
@@ -216,12 +263,18 @@ def count_tokens(body: Any) -> int:
     its turns (gateway.text.prompt_tokens) plus the estimate of its tools' JSON definitions."""
     chat = to_chat({**body, "max_tokens": 1}) if isinstance(body, dict) else to_chat(body)
     tools = chat.get("tools")
-    return prompt_tokens(chat["messages"]) + (estimate_tokens(orjson.dumps(tools).decode()) if tools else 0)
+    return prompt_tokens(chat["messages"]) + (
+        estimate_tokens(orjson.dumps(tools).decode()) if tools else 0
+    )
 
 
 def message_id(given: Any) -> str:
     text = given if isinstance(given, str) else ""
-    return text if text.startswith("msg_") else "msg_" + "".join(c for c in text if c.isalnum() or c in "_-")[:64]
+    return (
+        text
+        if text.startswith("msg_")
+        else "msg_" + "".join(c for c in text if c.isalnum() or c in "_-")[:64]
+    )
 
 
 def _arguments(raw: Any) -> Any:
@@ -246,8 +299,14 @@ def from_chat(completion: dict[str, Any]) -> dict[str, Any]:
         content.append({"type": "text", "text": text})
     for call in calls:
         function = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id") or "", "name": function.get("name") or "",
-                        "input": _arguments(function.get("arguments"))})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or "",
+                "name": function.get("name") or "",
+                "input": _arguments(function.get("arguments")),
+            }
+        )
     usage = completion.get("usage") or {}
     return {
         "id": message_id(completion.get("id")),
@@ -257,7 +316,10 @@ def from_chat(completion: dict[str, Any]) -> dict[str, Any]:
         "content": content,
         "stop_reason": STOP_REASON.get(choice.get("finish_reason") or "stop", "end_turn"),
         "stop_sequence": None,
-        "usage": {"input_tokens": usage.get("prompt_tokens") or 0, "output_tokens": usage.get("completion_tokens") or 0},
+        "usage": {
+            "input_tokens": usage.get("prompt_tokens") or 0,
+            "output_tokens": usage.get("completion_tokens") or 0,
+        },
     }
 
 
@@ -282,9 +344,16 @@ class StreamTranslator:
         if self.started:
             return []
         self.started = True
-        message: dict[str, Any] = {"id": message_id(chunk.get("id")), "type": "message", "role": "assistant",
-                   "model": chunk.get("model") or "", "content": [], "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": self.input_estimate, "output_tokens": 0}}
+        message: dict[str, Any] = {
+            "id": message_id(chunk.get("id")),
+            "type": "message",
+            "role": "assistant",
+            "model": chunk.get("model") or "",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": self.input_estimate, "output_tokens": 0},
+        }
         return [_event("message_start", {"message": message}), _event("ping", {})]
 
     def _close(self) -> list[bytes]:
@@ -304,7 +373,9 @@ class StreamTranslator:
         """Translate one or more SSE events of the chat stream."""
         out: list[bytes] = []
         for raw in event.split(b"\n\n"):
-            data = b"\n".join(line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:"))
+            data = b"\n".join(
+                line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:")
+            )
             if not data:
                 continue
             if data == b"[DONE]":
@@ -322,11 +393,18 @@ class StreamTranslator:
         error = chunk.get("error")
         if isinstance(error, dict):  # the proxy's error event for a stream cut after its first byte
             self.finished = True
-            return [b"event: error\ndata: " + error_body(502, str(error.get("message") or "upstream error")) + b"\n\n"]
+            return [
+                b"event: error\ndata: "
+                + error_body(502, str(error.get("message") or "upstream error"))
+                + b"\n\n"
+            ]
         out = self._start(chunk)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            for mine, theirs in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
+            for mine, theirs in (
+                ("input_tokens", "prompt_tokens"),
+                ("output_tokens", "completion_tokens"),
+            ):
                 if isinstance(usage.get(theirs), int):
                     self.usage[mine] = usage[theirs]
         for choice in chunk.get("choices") or ():
@@ -337,19 +415,39 @@ class StreamTranslator:
             if isinstance(text, str) and text:
                 if self.block_kind != "text":
                     out.extend(self._open("text", {"type": "text", "text": ""}))
-                out.append(_event("content_block_delta", {"index": self.block,
-                                                          "delta": {"type": "text_delta", "text": text}}))
+                out.append(
+                    _event(
+                        "content_block_delta",
+                        {"index": self.block, "delta": {"type": "text_delta", "text": text}},
+                    )
+                )
             for call in delta.get("tool_calls") or ():
                 index = call.get("index", 0)
                 function = call.get("function") or {}
                 if index not in self.tool_blocks:
-                    out.extend(self._open("tool_use", {"type": "tool_use", "id": call.get("id") or "",
-                                                       "name": function.get("name") or "", "input": {}}))
+                    out.extend(
+                        self._open(
+                            "tool_use",
+                            {
+                                "type": "tool_use",
+                                "id": call.get("id") or "",
+                                "name": function.get("name") or "",
+                                "input": {},
+                            },
+                        )
+                    )
                     self.tool_blocks[index] = self.block
                 arguments = function.get("arguments")
                 if arguments:
-                    out.append(_event("content_block_delta", {
-                        "index": self.tool_blocks[index], "delta": {"type": "input_json_delta", "partial_json": arguments}}))
+                    out.append(
+                        _event(
+                            "content_block_delta",
+                            {
+                                "index": self.tool_blocks[index],
+                                "delta": {"type": "input_json_delta", "partial_json": arguments},
+                            },
+                        )
+                    )
             if choice.get("finish_reason"):
                 self.stop_reason = STOP_REASON.get(choice["finish_reason"], "end_turn")
         return out
@@ -361,15 +459,23 @@ class StreamTranslator:
         self.finished = True
         out = self._start({})
         out.extend(self._close())
-        usage = {"input_tokens": self.usage.get("input_tokens", self.input_estimate),
-                 "output_tokens": self.usage.get("output_tokens", 0)}
-        out.append(_event("message_delta", {"delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
-                                            "usage": usage}))
+        usage = {
+            "input_tokens": self.usage.get("input_tokens", self.input_estimate),
+            "output_tokens": self.usage.get("output_tokens", 0),
+        }
+        out.append(
+            _event(
+                "message_delta",
+                {"delta": {"stop_reason": self.stop_reason, "stop_sequence": None}, "usage": usage},
+            )
+        )
         out.append(_event("message_stop", {}))
         return out
 
 
-async def translate_stream(chunks: AsyncIterator[bytes], translator: StreamTranslator) -> AsyncIterator[bytes]:
+async def translate_stream(
+    chunks: AsyncIterator[bytes], translator: StreamTranslator
+) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
             for event in translator.feed(chunk):

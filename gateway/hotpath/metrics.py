@@ -54,44 +54,107 @@ from gateway.hotpath.usage import UsageRecord, recorder
 
 logger = logging.getLogger(__name__)
 
-MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))  # read once: prometheus_client did too
+MULTIPROCESS = bool(
+    os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+)  # read once: prometheus_client did too
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 _WHERE = ("balancer", "route", "instance")
 
-REQUESTS = Counter("gateway_requests", "Requests at the /v1 door, one per usage event.",
-                   ["endpoint", "balancer", "route", "instance", "status", "decision"])
-LATENCY = Histogram("gateway_request_duration_seconds", "Time from the request's arrival to its usage event.",
-                    ["endpoint", *_WHERE], buckets=_LATENCY_BUCKETS)
-TTFB = Histogram("gateway_time_to_first_token_seconds",
-                 "Time from the request's arrival to the upstream's first byte (first event of a stream).",
-                 [*_WHERE, "stream"], buckets=_LATENCY_BUCKETS)
+REQUESTS = Counter(
+    "gateway_requests",
+    "Requests at the /v1 door, one per usage event.",
+    ["endpoint", "balancer", "route", "instance", "status", "decision"],
+)
+LATENCY = Histogram(
+    "gateway_request_duration_seconds",
+    "Time from the request's arrival to its usage event.",
+    ["endpoint", *_WHERE],
+    buckets=_LATENCY_BUCKETS,
+)
+TTFB = Histogram(
+    "gateway_time_to_first_token_seconds",
+    "Time from the request's arrival to the upstream's first byte (first event of a stream).",
+    [*_WHERE, "stream"],
+    buckets=_LATENCY_BUCKETS,
+)
 TOKENS = Counter("gateway_tokens", "Tokens, as the usage event counts them.", [*_WHERE, "type"])
-COST = Counter("gateway_cost_usd", "Cost in US dollars, as the usage event prices it.", list(_WHERE))
-ATTEMPTS = Counter("gateway_upstream_attempts", "Calls to instances, by outcome (ok or the failure kind).",
-                   [*_WHERE, "outcome"])
-FALLBACKS = Counter("gateway_fallbacks", "Attempts after a request's first (failover to the next instance).",
-                    ["balancer"])
-RATE_LIMITED = Counter("gateway_rate_limited_requests", "Requests refused with 429 by a key's rate limit.",
-                       ["balancer"])
-REJECTED = Counter("gateway_rejected_requests", "Requests answered with an error before any instance was called.",
-                   ["endpoint", "status", "error"])
-DECISION = Histogram("gateway_router_decision_seconds", "Time the router took to choose the first route.",
-                     ["balancer", "decision"], buckets=_DECISION_BUCKETS)
+COST = Counter(
+    "gateway_cost_usd", "Cost in US dollars, as the usage event prices it.", list(_WHERE)
+)
+ATTEMPTS = Counter(
+    "gateway_upstream_attempts",
+    "Calls to instances, by outcome (ok or the failure kind).",
+    [*_WHERE, "outcome"],
+)
+FALLBACKS = Counter(
+    "gateway_fallbacks",
+    "Attempts after a request's first (failover to the next instance).",
+    ["balancer"],
+)
+RATE_LIMITED = Counter(
+    "gateway_rate_limited_requests",
+    "Requests refused with 429 by a key's rate limit.",
+    ["balancer"],
+)
+REJECTED = Counter(
+    "gateway_rejected_requests",
+    "Requests answered with an error before any instance was called.",
+    ["endpoint", "status", "error"],
+)
+DECISION = Histogram(
+    "gateway_router_decision_seconds",
+    "Time the router took to choose the first route.",
+    ["balancer", "decision"],
+    buckets=_DECISION_BUCKETS,
+)
 
 _mode: dict[str, Any] = {"multiprocess_mode": "liveall"} if MULTIPROCESS else {}
-WORKER_CONFIG_VERSION = Gauge("gateway_worker_config_version", "The config version this worker routes from.", **_mode)
-WORKER_REFRESH_AGE = Gauge("gateway_worker_config_refresh_age_seconds",
-                           "Seconds since this worker last read the config version successfully.", **_mode)
-WORKER_USAGE_BACKLOG = Gauge("gateway_worker_usage_backlog", "Usage events waiting for the writer.", **_mode)
-WORKER_USAGE_DROPPED = Gauge("gateway_worker_usage_dropped", "Usage events this worker dropped (buffer full).", **_mode)
-WORKER_USAGE_SET_ASIDE = Gauge("gateway_worker_usage_set_aside",
-                               "Usage events the database refused for their values (dead letters).", **_mode)
+WORKER_CONFIG_VERSION = Gauge(
+    "gateway_worker_config_version", "The config version this worker routes from.", **_mode
+)
+WORKER_REFRESH_AGE = Gauge(
+    "gateway_worker_config_refresh_age_seconds",
+    "Seconds since this worker last read the config version successfully.",
+    **_mode,
+)
+WORKER_USAGE_BACKLOG = Gauge(
+    "gateway_worker_usage_backlog", "Usage events waiting for the writer.", **_mode
+)
+WORKER_USAGE_DROPPED = Gauge(
+    "gateway_worker_usage_dropped", "Usage events this worker dropped (buffer full).", **_mode
+)
+WORKER_USAGE_SET_ASIDE = Gauge(
+    "gateway_worker_usage_set_aside",
+    "Usage events the database refused for their values (dead letters).",
+    **_mode,
+)
 
-_DECISION_KINDS = frozenset({"classified", "default", "override", "classifier", "ordered", "weighted", "auto",
-                             "no_enabled_route"})
-_SELF = (REQUESTS, LATENCY, TTFB, TOKENS, COST, ATTEMPTS, FALLBACKS, RATE_LIMITED, REJECTED, DECISION)
+_DECISION_KINDS = frozenset(
+    {
+        "classified",
+        "default",
+        "override",
+        "classifier",
+        "ordered",
+        "weighted",
+        "auto",
+        "no_enabled_route",
+    }
+)
+_SELF = (
+    REQUESTS,
+    LATENCY,
+    TTFB,
+    TOKENS,
+    COST,
+    ATTEMPTS,
+    FALLBACKS,
+    RATE_LIMITED,
+    REJECTED,
+    DECISION,
+)
 
 
 def decision_kind(reason: str) -> str:
@@ -106,8 +169,11 @@ def decision_kind(reason: str) -> str:
 _counts: dict[tuple[Any, tuple[str, ...]], float] = {}
 _histograms: dict[tuple[Any, tuple[str, ...]], list[float]] = {}  # bucket counts, then the sum
 _lock = threading.Lock()  # observe() runs on the event loop; a flush may come from another thread
-_BOUNDS = {LATENCY: (*_LATENCY_BUCKETS, math.inf), TTFB: (*_LATENCY_BUCKETS, math.inf),
-           DECISION: (*_DECISION_BUCKETS, math.inf)}
+_BOUNDS = {
+    LATENCY: (*_LATENCY_BUCKETS, math.inf),
+    TTFB: (*_LATENCY_BUCKETS, math.inf),
+    DECISION: (*_DECISION_BUCKETS, math.inf),
+}
 
 
 def _count(metric: Any, labels: tuple[str, ...], amount: float = 1.0) -> None:
@@ -159,8 +225,15 @@ def observe(record: UsageRecord) -> None:
         if record.cost_usd:
             _count(COST, where, float(record.cost_usd))
         for entry in record.attempt_log:
-            _count(ATTEMPTS, (balancer, str(entry.get("route") or ""), str(entry.get("instance") or ""),
-                              str(entry.get("outcome") or "")))
+            _count(
+                ATTEMPTS,
+                (
+                    balancer,
+                    str(entry.get("route") or ""),
+                    str(entry.get("instance") or ""),
+                    str(entry.get("outcome") or ""),
+                ),
+            )
         if record.attempts > 1:
             _count(FALLBACKS, (balancer,), record.attempts - 1)
         if record.status_code == 429:
@@ -168,7 +241,11 @@ def observe(record: UsageRecord) -> None:
         if record.status_code >= 400 and not record.attempts:
             _count(REJECTED, (record.endpoint, status, record.error_type[:60]))
         if record.classifier_ms is not None:
-            _observe(DECISION, (balancer, decision_kind(record.decision_reason)), record.classifier_ms / 1000)
+            _observe(
+                DECISION,
+                (balancer, decision_kind(record.decision_reason)),
+                record.classifier_ms / 1000,
+            )
 
 
 def update_worker_gauges() -> None:
@@ -202,14 +279,26 @@ class InstanceCollector:
         if config is None:
             return
         instances = {pk: spec.instance_id for pk, spec in config.instances.items()}
-        healthy = GaugeMetricFamily("gateway_instance_healthy", "1 when the instance's circuit is closed.",
-                                    labels=["instance"])
-        state = GaugeMetricFamily("gateway_instance_circuit_state", "1 for the circuit's current state.",
-                                  labels=["instance", "state"])
-        cooldown = GaugeMetricFamily("gateway_instance_cooldown_seconds", "Seconds left of the instance's cooldown.",
-                                     labels=["instance"])
-        trips = GaugeMetricFamily("gateway_instance_trips", "Trips since the instance last recovered.",
-                                  labels=["instance"])
+        healthy = GaugeMetricFamily(
+            "gateway_instance_healthy",
+            "1 when the instance's circuit is closed.",
+            labels=["instance"],
+        )
+        state = GaugeMetricFamily(
+            "gateway_instance_circuit_state",
+            "1 for the circuit's current state.",
+            labels=["instance", "state"],
+        )
+        cooldown = GaugeMetricFamily(
+            "gateway_instance_cooldown_seconds",
+            "Seconds left of the instance's cooldown.",
+            labels=["instance"],
+        )
+        trips = GaugeMetricFamily(
+            "gateway_instance_trips",
+            "Trips since the instance last recovered.",
+            labels=["instance"],
+        )
         now = time.time()
         for pk, view in runtime.health_snapshot(list(instances)).items():
             name = instances[pk]
@@ -227,15 +316,24 @@ def _probe_families(instances: dict[int, str]) -> Iterator[GaugeMetricFamily]:
 
     from gateway.models import InstanceHealth
 
-    up = GaugeMetricFamily("gateway_instance_probe_up", "1 when the last active probe found the instance up.",
-                           labels=["instance", "status"])
-    latency = GaugeMetricFamily("gateway_instance_probe_latency_seconds", "The last probe's latency.",
-                                labels=["instance"])
-    age = GaugeMetricFamily("gateway_instance_probe_age_seconds", "Seconds since the last probe.", labels=["instance"])
+    up = GaugeMetricFamily(
+        "gateway_instance_probe_up",
+        "1 when the last active probe found the instance up.",
+        labels=["instance", "status"],
+    )
+    latency = GaugeMetricFamily(
+        "gateway_instance_probe_latency_seconds", "The last probe's latency.", labels=["instance"]
+    )
+    age = GaugeMetricFamily(
+        "gateway_instance_probe_age_seconds", "Seconds since the last probe.", labels=["instance"]
+    )
     close_old_connections()
     try:
-        rows = list(InstanceHealth.objects.filter(instance_id__in=list(instances))
-                    .values_list("instance_id", "status", "latency_ms", "checked_at"))
+        rows = list(
+            InstanceHealth.objects.filter(instance_id__in=list(instances)).values_list(
+                "instance_id", "status", "latency_ms", "checked_at"
+            )
+        )
     except Exception as exc:  # the database is down: the rest of the scrape still answers
         logger.debug("probe results unavailable for /metrics: %s", exc)
         return
@@ -276,8 +374,14 @@ def render() -> bytes:
         MultiProcessCollector(registry, path=directory)
     else:
         registry = CollectorRegistry()
-        for metric in (*_SELF, WORKER_CONFIG_VERSION, WORKER_REFRESH_AGE, WORKER_USAGE_BACKLOG,
-                       WORKER_USAGE_DROPPED, WORKER_USAGE_SET_ASIDE):
+        for metric in (
+            *_SELF,
+            WORKER_CONFIG_VERSION,
+            WORKER_REFRESH_AGE,
+            WORKER_USAGE_BACKLOG,
+            WORKER_USAGE_DROPPED,
+            WORKER_USAGE_SET_ASIDE,
+        ):
             registry.register(metric)
     registry.register(InstanceCollector())
     return generate_latest(registry)
@@ -295,7 +399,9 @@ def allowed(request: HttpRequest) -> errors.GatewayError | None:
     token = settings.GATEWAY_METRICS_TOKEN
     if token:
         given = request.META.get("HTTP_AUTHORIZATION", "")
-        if given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip().encode(), token.encode()):
+        if given.startswith("Bearer ") and hmac.compare_digest(
+            given[7:].strip().encode(), token.encode()
+        ):
             return None
     try:
         address = ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "")
@@ -304,15 +410,25 @@ def allowed(request: HttpRequest) -> errors.GatewayError | None:
     if address is not None and any(address in net for net in _networks()):
         return None
     if token:
-        return errors.GatewayError(401, "The metrics need the bearer token set in GATEWAY_METRICS_TOKEN.",
-                                   type="invalid_request_error", code="invalid_metrics_token")
-    return errors.GatewayError(403, "Metrics are not served to this address (GATEWAY_METRICS_ALLOW_NETWORKS).",
-                               type="invalid_request_error", code="metrics_forbidden")
+        return errors.GatewayError(
+            401,
+            "The metrics need the bearer token set in GATEWAY_METRICS_TOKEN.",
+            type="invalid_request_error",
+            code="invalid_metrics_token",
+        )
+    return errors.GatewayError(
+        403,
+        "Metrics are not served to this address (GATEWAY_METRICS_ALLOW_NETWORKS).",
+        type="invalid_request_error",
+        code="metrics_forbidden",
+    )
 
 
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     if not settings.GATEWAY_METRICS:
-        return errors.GatewayError(404, "Metrics are off (GATEWAY_METRICS=0).", code="not_found").response()
+        return errors.GatewayError(
+            404, "Metrics are off (GATEWAY_METRICS=0).", code="not_found"
+        ).response()
     refusal = allowed(request)
     if refusal is not None:
         return refusal.response()
@@ -331,4 +447,3 @@ def install() -> None:
         recorder.observers.append(observe)
     if _tick not in holder.tick_hooks:
         holder.tick_hooks.append(_tick)
-

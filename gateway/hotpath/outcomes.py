@@ -79,23 +79,36 @@ def key_from_headers(headers: dict[str, Any], config: GatewayConfig | None) -> K
     return config.keys.get(hash_api_key(token)) if token else None
 
 
-def record_outcome(*, status: int, endpoint: str, request_id: str, started: float, created_at: datetime,
-                   error_code: str = "", key: KeySpec | None = None, serving_name: str = "",
-                   config: GatewayConfig | None = None) -> None:
+def record_outcome(
+    *,
+    status: int,
+    endpoint: str,
+    request_id: str,
+    started: float,
+    created_at: datetime,
+    error_code: str = "",
+    key: KeySpec | None = None,
+    serving_name: str = "",
+    config: GatewayConfig | None = None,
+) -> None:
     """One usage event for an answer the proxy did not record. O(1), no I/O."""
     config = config or holder.peek()
-    balancer = config.routing.balancers.get(serving_name) if config is not None and serving_name else None
-    recorder.record(UsageRecord(
-        created_at=created_at,
-        request_id=request_id,
-        endpoint=endpoint,
-        status_code=status,
-        latency_ms=round((time.monotonic() - started) * 1000, 3),
-        api_key_id=key.pk if key is not None else None,
-        balancer_id=balancer.pk if balancer is not None else None,
-        serving_name=serving_name,
-        error_type=error_code[:60] if status >= 400 else "",
-    ))
+    balancer = (
+        config.routing.balancers.get(serving_name) if config is not None and serving_name else None
+    )
+    recorder.record(
+        UsageRecord(
+            created_at=created_at,
+            request_id=request_id,
+            endpoint=endpoint,
+            status_code=status,
+            latency_ms=round((time.monotonic() - started) * 1000, 3),
+            api_key_id=key.pk if key is not None else None,
+            balancer_id=balancer.pk if balancer is not None else None,
+            serving_name=serving_name,
+            error_type=error_code[:60] if status >= 400 else "",
+        )
+    )
 
 
 def now() -> tuple[float, datetime]:

@@ -57,22 +57,30 @@ class ClientRequest:
     started: float  # time.monotonic()
     created_at: datetime
     tags: str = ""  # the x-balancer-tags header, for content rules
-    recorded: bool = False  # a usage event is (or will be, at the stream's end) recorded for it here
+    recorded: bool = (
+        False  # a usage event is (or will be, at the stream's end) recorded for it here
+    )
     # The door the client called when it is not `endpoint` itself (messages: a translated Messages
     # API request routed as chat); the usage event records it.
     usage_endpoint: str = ""
     native: Any = None  # the client's own body for instances that speak its wire format (upstream.anthropic.Native)
-    cache_control: str = ""  # the request's Cache-Control header (no-cache / no-store bypass the response cache)
+    cache_control: str = (
+        ""  # the request's Cache-Control header (no-cache / no-store bypass the response cache)
+    )
 
 
 def check_route_override(key: KeySpec, override: str | None) -> str | None:
     """An X-Balancer-Route override is for keys allowed to choose a route (the playground's is)."""
     if override and not key.allow_route_override:
         raise errors.GatewayError(
-            403, "This API key may not choose a route: the X-Balancer-Route header needs a key allowed to "
-                 "override routing. Send the request without it, or ask an operator to allow route override "
-                 "on this key.",
-            type="permission_error", code="route_override_not_allowed", param="X-Balancer-Route")
+            403,
+            "This API key may not choose a route: the X-Balancer-Route header needs a key allowed to "
+            "override routing. Send the request without it, or ask an operator to allow route override "
+            "on this key.",
+            type="permission_error",
+            code="route_override_not_allowed",
+            param="X-Balancer-Route",
+        )
     return override
 
 
@@ -82,14 +90,19 @@ def validate_payload(endpoint: str, payload: Any) -> dict[str, Any]:
         raise errors.bad_request("The request body must be a JSON object.")
     model = payload.get("model")
     if not isinstance(model, str) or not model:
-        raise errors.bad_request("'model' is required: send a balancer's serving name.", param="model")
+        raise errors.bad_request(
+            "'model' is required: send a balancer's serving name.", param="model"
+        )
     if endpoint == "chat":
         messages = payload.get("messages")
         if not isinstance(messages, list) or not messages:
             raise errors.bad_request("'messages' must be a non-empty array.", param="messages")
         for index, message in enumerate(messages):
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise errors.bad_request(f"messages[{index}] must be an object with a 'role'.", param=f"messages[{index}]")
+                raise errors.bad_request(
+                    f"messages[{index}] must be an object with a 'role'.",
+                    param=f"messages[{index}]",
+                )
         if "stream" in payload and not isinstance(payload["stream"], bool):
             raise errors.bad_request("'stream' must be true or false.", param="stream")
         options = payload.get("stream_options")
@@ -102,7 +115,9 @@ def validate_payload(endpoint: str, payload: Any) -> dict[str, Any]:
     return payload
 
 
-def find_balancer(config: GatewayConfig, key: KeySpec, model: str, endpoint: str | None) -> BalancerSpec:
+def find_balancer(
+    config: GatewayConfig, key: KeySpec, model: str, endpoint: str | None
+) -> BalancerSpec:
     balancer = config.routing.balancers.get(model)
     if balancer is None and (goal := goal_balancer(config, model, endpoint)) is not None:
         return goal  # the key's limit applies to the goal's pool (auto_request.py)
@@ -113,7 +128,8 @@ def find_balancer(config: GatewayConfig, key: KeySpec, model: str, endpoint: str
     if endpoint is not None and balancer.workload_kind != endpoint:
         raise errors.bad_request(
             f"{model!r} is a {balancer.workload_kind} balancer; call {ENDPOINT_FOR_KIND[balancer.workload_kind]} instead.",
-            param="model", code="wrong_workload_kind",
+            param="model",
+            code="wrong_workload_kind",
         )
     return balancer
 
@@ -124,8 +140,9 @@ def _per_token(price_per_million: float) -> Decimal:
 
 
 def _cost(instance: InstanceSpec, prompt: int, completion: int) -> Decimal:
-    return (prompt * _per_token(instance.input_price_per_million)
-            + completion * _per_token(instance.output_price_per_million))
+    return prompt * _per_token(instance.input_price_per_million) + completion * _per_token(
+        instance.output_price_per_million
+    )
 
 
 class _Exchange:
@@ -133,8 +150,14 @@ class _Exchange:
 
     __slots__ = ("attempt_log", "balancer", "decision", "plan", "req", "scrubber", "ttfb_ms")
 
-    def __init__(self, req: ClientRequest, balancer: BalancerSpec, decision: Decision, plan: AttemptPlan,
-                 scrubber: Scrubber) -> None:
+    def __init__(
+        self,
+        req: ClientRequest,
+        balancer: BalancerSpec,
+        decision: Decision,
+        plan: AttemptPlan,
+        scrubber: Scrubber,
+    ) -> None:
         self.req, self.balancer, self.decision, self.plan = req, balancer, decision, plan
         self.scrubber = scrubber
         self.attempt_log: list[dict[str, Any]] = []
@@ -144,11 +167,20 @@ class _Exchange:
     def reason(self) -> str:
         return self.decision.reason if self.decision.route is not None else self.plan.reason
 
-    def log_attempt(self, attempt: Attempt, outcome: str, started: float, status: int | None = None,
-                    detail: str = "") -> None:
+    def log_attempt(
+        self,
+        attempt: Attempt,
+        outcome: str,
+        started: float,
+        status: int | None = None,
+        detail: str = "",
+    ) -> None:
         entry: dict[str, Any] = {
-            "route": attempt.route.name, "instance": attempt.instance.instance_id, "outcome": outcome,
-            "status": status, "ms": round((time.monotonic() - started) * 1000, 2),
+            "route": attempt.route.name,
+            "instance": attempt.instance.instance_id,
+            "outcome": outcome,
+            "status": status,
+            "ms": round((time.monotonic() - started) * 1000, 2),
         }
         if detail:
             entry["detail"] = self.scrubber.text(detail)[:300]
@@ -166,35 +198,48 @@ class _Exchange:
             headers["x-balancer-instance"] = attempt.instance.instance_id
         return headers
 
-    def record(self, *, status: int, attempt: Attempt | None, prompt: int = 0, completion: int = 0,
-               error_type: str = "", stream: bool = False, usage_note: str = "") -> None:
+    def record(
+        self,
+        *,
+        status: int,
+        attempt: Attempt | None,
+        prompt: int = 0,
+        completion: int = 0,
+        error_type: str = "",
+        stream: bool = False,
+        usage_note: str = "",
+    ) -> None:
         instance = attempt.instance if attempt is not None else None
         self.req.recorded = True
-        recorder.record(UsageRecord(
-            created_at=self.req.created_at,
-            request_id=self.req.request_id,
-            endpoint=self.req.usage_endpoint or self.req.endpoint,
-            status_code=status,
-            latency_ms=round((time.monotonic() - self.req.started) * 1000, 3),
-            api_key_id=self.req.key.pk,
-            balancer_id=self.balancer.pk or None,  # 0: a goal name's implicit auto balancer
-            serving_name=self.balancer.serving_name,
-            route=attempt.route.name if attempt is not None else "",
-            instance=instance.instance_id if instance is not None else "",
-            model=instance.model if instance is not None else "",
-            decision_reason=self.reason,
-            confidence=self.decision.confidence,
-            classifier_ms=self.decision.classifier_ms,
-            attempts=len(self.attempt_log),
-            attempt_log=self.attempt_log,
-            error_type=error_type,
-            stream=stream,
-            ttfb_ms=self.ttfb_ms,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cost_usd=_cost(instance, prompt, completion) if instance is not None else Decimal(0),
-            usage_note=self.scrubber.text(usage_note)[:200],
-        ))
+        recorder.record(
+            UsageRecord(
+                created_at=self.req.created_at,
+                request_id=self.req.request_id,
+                endpoint=self.req.usage_endpoint or self.req.endpoint,
+                status_code=status,
+                latency_ms=round((time.monotonic() - self.req.started) * 1000, 3),
+                api_key_id=self.req.key.pk,
+                balancer_id=self.balancer.pk or None,  # 0: a goal name's implicit auto balancer
+                serving_name=self.balancer.serving_name,
+                route=attempt.route.name if attempt is not None else "",
+                instance=instance.instance_id if instance is not None else "",
+                model=instance.model if instance is not None else "",
+                decision_reason=self.reason,
+                confidence=self.decision.confidence,
+                classifier_ms=self.decision.classifier_ms,
+                attempts=len(self.attempt_log),
+                attempt_log=self.attempt_log,
+                error_type=error_type,
+                stream=stream,
+                ttfb_ms=self.ttfb_ms,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_usd=_cost(instance, prompt, completion)
+                if instance is not None
+                else Decimal(0),
+                usage_note=self.scrubber.text(usage_note)[:200],
+            )
+        )
 
     def prompt_estimate(self) -> int:
         """The request's own estimate of its prompt tokens (for a missing or dropped count)."""
@@ -203,7 +248,10 @@ class _Exchange:
             return prompt_tokens(payload.get("messages"))
         value = payload.get("input")
         texts = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-        return sum(estimate_tokens(t) if isinstance(t, str) else len(t) if isinstance(t, list) else 0 for t in texts)
+        return sum(
+            estimate_tokens(t) if isinstance(t, str) else len(t) if isinstance(t, list) else 0
+            for t in texts
+        )
 
 
 async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | StreamingHttpResponse:
@@ -214,13 +262,22 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         wait = await check_rate_limit(req.key.pk, req.key.rate_limit_per_minute)
         if wait is not None:
             raise errors.rate_limited(wait)
-    payload, auto = routing_options(balancer, req.key, payload)  # consumed: never forwarded upstream
+    payload, auto = routing_options(
+        balancer, req.key, payload
+    )  # consumed: never forwarded upstream
     # Response cache (gateway.hotpath.cache): a hit answers here, before any decision or attempt.
     lookup = await cache.look_up(balancer, req, req.cache_control)
     if lookup is not None and lookup.entry is not None:
         return cache.hit_response(lookup, req, balancer)
-    decision = await decide(balancer, config.version, payload, req.route_override, endpoint=req.endpoint,
-                            key_name=req.key.name, tags=req.tags)
+    decision = await decide(
+        balancer,
+        config.version,
+        payload,
+        req.route_override,
+        endpoint=req.endpoint,
+        key_name=req.key.name,
+        tags=req.tags,
+    )
     plan = plan_attempts(balancer, routing, first=decision.route, reason=decision.reason, auto=auto)
     if plan.auto is not None and not plan.auto.pool:
         raise empty_pool_error(balancer, plan.auto)
@@ -236,11 +293,20 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         upstream_payload["model"] = instance.model
         if stream and not client_wants_usage:
             # Ask for usage anyway so the request can be costed; the extra chunk is not relayed.
-            upstream_payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
+            upstream_payload["stream_options"] = {
+                **(payload.get("stream_options") or {}),
+                "include_usage": True,
+            }
         started = time.monotonic()
         try:
-            result = await call_upstream(instance, endpoint=req.endpoint, payload=upstream_payload, stream=stream,
-                                         deadline=deadline, native=req.native)
+            result = await call_upstream(
+                instance,
+                endpoint=req.endpoint,
+                payload=upstream_payload,
+                stream=stream,
+                deadline=deadline,
+                native=req.native,
+            )
             if isinstance(result, UpstreamResponse):
                 body, tokens = _read_answer(result, instance, exchange)
         except UpstreamFailure as failure:
@@ -248,13 +314,21 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                 # The instance answered; the request itself is at fault: our own error, with the upstream's message.
                 plan.succeeded(latency_s=time.monotonic() - started)
                 exchange.log_attempt(attempt, "client_error", started, failure.status)
-                exchange.record(status=failure.status or 400, attempt=attempt, error_type="upstream_client_error")
+                exchange.record(
+                    status=failure.status or 400,
+                    attempt=attempt,
+                    error_type="upstream_client_error",
+                )
                 return _client_error(failure, exchange.headers(attempt), exchange.scrubber)
             plan.failed(retry_after=failure.retry_after)
             exchange.log_attempt(attempt, failure.kind, started, failure.status, failure.detail)
             if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("attempt on %s failed: %s (%s)", instance.instance_id, failure.kind,
-                             exchange.scrubber.text(_failure_text(failure)))
+                logger.debug(
+                    "attempt on %s failed: %s (%s)",
+                    instance.instance_id,
+                    failure.kind,
+                    exchange.scrubber.text(_failure_text(failure)),
+                )
             last_failure = failure
             if time.monotonic() >= deadline:
                 break
@@ -262,7 +336,9 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         except asyncio.CancelledError:
             plan.abandoned()
             exchange.log_attempt(attempt, "cancelled", started)
-            exchange.record(status=499, attempt=attempt, error_type="client_disconnected", stream=stream)
+            exchange.record(
+                status=499, attempt=attempt, error_type="client_disconnected", stream=stream
+            )
             raise
         exchange.log_attempt(attempt, "ok", started, 200)
         exchange.ttfb_ms = round((time.monotonic() - req.started) * 1000, 3)
@@ -271,11 +347,23 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
             # after its first byte is a failure of the instance (though not failed over).
             req.recorded = True  # by the relay, when the stream ends
             end = min(deadline, started + instance.request_timeout)
-            return _stream_response(result, exchange, attempt, strip_usage=not client_wants_usage,
-                                    started=started, end=end, lookup=lookup)
+            return _stream_response(
+                result,
+                exchange,
+                attempt,
+                strip_usage=not client_wants_usage,
+                started=started,
+                end=end,
+                lookup=lookup,
+            )
         plan.succeeded(latency_s=time.monotonic() - started)
-        exchange.record(status=200, attempt=attempt, prompt=tokens.prompt, completion=tokens.completion,
-                        usage_note=tokens.note)
+        exchange.record(
+            status=200,
+            attempt=attempt,
+            prompt=tokens.prompt,
+            completion=tokens.completion,
+            usage_note=tokens.note,
+        )
         body = exchange.scrubber.body(body)
         response = HttpResponse(body, content_type="application/json")
         for key, value in exchange.headers(attempt).items():
@@ -286,13 +374,22 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         return response
 
     status = 504 if last_failure is not None and last_failure.is_timeout else 502
-    error_type = last_failure.kind if status == 504 and last_failure is not None else "upstream_failed"
+    error_type = (
+        last_failure.kind if status == 504 and last_failure is not None else "upstream_failed"
+    )
     exchange.record(status=status, attempt=None, error_type=error_type)
-    tried = "; ".join(f"{a['instance']} ({a['route']}): {a['outcome']}{' ' + str(a['status']) if a['status'] else ''}"
-                      for a in exchange.attempt_log) or "no instance was available"
+    tried = (
+        "; ".join(
+            f"{a['instance']} ({a['route']}): {a['outcome']}{' ' + str(a['status']) if a['status'] else ''}"
+            for a in exchange.attempt_log
+        )
+        or "no instance was available"
+    )
     raise errors.GatewayError(
         status,
-        exchange.scrubber.text(f"Every attempt failed for {balancer.serving_name}. Tried: {tried}."),
+        exchange.scrubber.text(
+            f"Every attempt failed for {balancer.serving_name}. Tried: {tried}."
+        ),
         type="upstream_error",
         code="upstream_timeout" if status == 504 else "upstream_unavailable",
         headers=exchange.headers(None),
@@ -300,9 +397,15 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
 
 
 def _cache_entry(body: bytes, attempt: Attempt, prompt: int, completion: int) -> cache.Entry:
-    return cache.Entry(body=body, route=attempt.route.name, instance=attempt.instance.instance_id,
-                       model=attempt.instance.model, prompt_tokens=prompt, completion_tokens=completion,
-                       cost_usd=_cost(attempt.instance, prompt, completion))
+    return cache.Entry(
+        body=body,
+        route=attempt.route.name,
+        instance=attempt.instance.instance_id,
+        model=attempt.instance.model,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_usd=_cost(attempt.instance, prompt, completion),
+    )
 
 
 def _failure_text(failure: UpstreamFailure) -> str:
@@ -318,13 +421,17 @@ class _Tokens:
     note: str = ""
 
 
-def _read_answer(result: UpstreamResponse, instance: InstanceSpec, exchange: _Exchange) -> tuple[bytes, _Tokens]:
+def _read_answer(
+    result: UpstreamResponse, instance: InstanceSpec, exchange: _Exchange
+) -> tuple[bytes, _Tokens]:
     """The answer checked (a malformed one is an UpstreamFailure) and its token counts made valid;
     `model` filled in only if the upstream left it out."""
     try:
         data = orjson.loads(result.body)
     except orjson.JSONDecodeError:
-        raise UpstreamFailure("malformed", "the upstream answered with a body that is not JSON") from None
+        raise UpstreamFailure(
+            "malformed", "the upstream answered with a body that is not JSON"
+        ) from None
     try:
         check_answer(data, exchange.req.endpoint)
         reported = read_usage(data.get("usage"), limit=settings.GATEWAY_MAX_REPORTED_TOKENS)
@@ -366,7 +473,9 @@ def _upstream_message(body: bytes | None) -> str:
     return ""
 
 
-def _client_error(failure: UpstreamFailure, headers: dict[str, str], scrubber: Scrubber) -> HttpResponse:
+def _client_error(
+    failure: UpstreamFailure, headers: dict[str, str], scrubber: Scrubber
+) -> HttpResponse:
     """An upstream's refusal of the request, rebuilt as our own OpenAI-shaped error: the upstream's
     message, type, param and code kept only as scrubbed, bounded strings; nothing else relayed."""
     status = failure.status or 400
@@ -377,16 +486,27 @@ def _client_error(failure: UpstreamFailure, headers: dict[str, str], scrubber: S
         parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         error = parsed["error"]
-    message = scrubber.text(_upstream_message(failure.body))[:2000] or f"The upstream refused the request (HTTP {status})."
+    message = (
+        scrubber.text(_upstream_message(failure.body))[:2000]
+        or f"The upstream refused the request (HTTP {status})."
+    )
     kind = error.get("type") if error is not None else None
     param = error.get("param") if error is not None else None
     code = error.get("code") if error is not None else None
-    body = orjson.dumps({"error": {
-        "message": message,
-        "type": kind if isinstance(kind, str) and _ERROR_TYPE.match(kind) else "invalid_request_error",
-        "param": scrubber.text(param)[:200] if isinstance(param, str) else None,
-        "code": scrubber.text(str(code))[:100] if isinstance(code, str | int) and not isinstance(code, bool) else None,
-    }})
+    body = orjson.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": kind
+                if isinstance(kind, str) and _ERROR_TYPE.match(kind)
+                else "invalid_request_error",
+                "param": scrubber.text(param)[:200] if isinstance(param, str) else None,
+                "code": scrubber.text(str(code))[:100]
+                if isinstance(code, str | int) and not isinstance(code, bool)
+                else None,
+            }
+        }
+    )
     response = HttpResponse(body, status=status, content_type="application/json")
     for key, value in headers.items():
         response[key] = value
@@ -410,11 +530,23 @@ class _StreamUsage:
             self.note = f"{exc}"
             self.prompt = self.completion = None
             return
-        self.prompt, self.completion, self.note = reported.prompt, reported.completion, reported.note
+        self.prompt, self.completion, self.note = (
+            reported.prompt,
+            reported.completion,
+            reported.note,
+        )
 
 
-def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attempt, *, strip_usage: bool,
-                     started: float, end: float, lookup: cache.Lookup | None = None) -> StreamingHttpResponse:
+def _stream_response(
+    result: UpstreamStream,
+    exchange: _Exchange,
+    attempt: Attempt,
+    *,
+    strip_usage: bool,
+    started: float,
+    end: float,
+    lookup: cache.Lookup | None = None,
+) -> StreamingHttpResponse:
     """Relay the stream; it ends at `end` (the request's deadline) whatever the upstream still sends.
 
     After the first byte nothing can fail over, but the outcome still counts for the instance's
@@ -427,10 +559,19 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
     scrubber = exchange.scrubber
     state = _RelayState()
     ttfb_s = time.monotonic() - started
-    capture = cache.capture_for(lookup, stream=True)  # response cache: the answer assembled as it streams
+    capture = cache.capture_for(
+        lookup, stream=True
+    )  # response cache: the answer assembled as it streams
 
-    def settle(*, outcome: str, status: int, error_type: str, usage: _StreamUsage, content_chunks: int,
-               detail: str = "") -> None:
+    def settle(
+        *,
+        outcome: str,
+        status: int,
+        error_type: str,
+        usage: _StreamUsage,
+        content_chunks: int,
+        detail: str = "",
+    ) -> None:
         if state.settled:
             return
         state.settled = True
@@ -454,9 +595,18 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
             completion = max(0, content_chunks - 2)
         if note:
             note += ": estimated"
-        exchange.record(status=status, attempt=attempt, prompt=prompt, completion=completion,
-                        error_type=error_type, stream=True, usage_note=note)
-        if capture is not None and lookup is not None and outcome == "ok":  # response cache: a complete stream
+        exchange.record(
+            status=status,
+            attempt=attempt,
+            prompt=prompt,
+            completion=completion,
+            error_type=error_type,
+            stream=True,
+            usage_note=note,
+        )
+        if (
+            capture is not None and lookup is not None and outcome == "ok"
+        ):  # response cache: a complete stream
             body = capture.body(prompt, completion)
             if body is not None:
                 cache.store_later(lookup, _cache_entry(body, attempt, prompt, completion))
@@ -488,8 +638,11 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
                         break
                     except TimeoutError:
                         if wait < idle:
-                            raise UpstreamFailure("request_timeout", f"the stream ran past the request timeout "
-                                                  f"({end - started:g}s for this attempt)") from None
+                            raise UpstreamFailure(
+                                "request_timeout",
+                                f"the stream ran past the request timeout "
+                                f"({end - started:g}s for this attempt)",
+                            ) from None
                         raise UpstreamFailure("stall_timeout", f"no data for {idle:g}s") from None
                     content_chunks += 1
                     event = _inspect(raw, usage, strip_usage)
@@ -502,19 +655,41 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
                 failure = exc
             except (asyncio.CancelledError, GeneratorExit):
                 raise
-            except Exception as exc:  # the upstream broke after the first byte (reset, bad framing...)
+            except (
+                Exception
+            ) as exc:  # the upstream broke after the first byte (reset, bad framing...)
                 failure = UpstreamFailure("stream_interrupted", str(exc) or type(exc).__name__)
             if failure is not None:
                 outcome = "failed"
                 status = 504 if failure.is_timeout else 502
                 error_type = failure.kind if failure.is_timeout else "stream_interrupted"
                 detail = scrubber.text(failure.detail)
-                logger.warning("stream from %s failed after the first byte: %s (%s)", instance.instance_id,
-                               error_type, detail)
-                yield b"data: " + orjson.dumps({"error": {
-                    "message": _STREAM_ERRORS.get(error_type, "The upstream stream was interrupted ({detail}).").format(
-                        detail=detail, timeout=exchange.balancer.request_timeout, idle=idle),
-                    "type": "upstream_error", "param": None, "code": error_type}}) + b"\n\n"
+                logger.warning(
+                    "stream from %s failed after the first byte: %s (%s)",
+                    instance.instance_id,
+                    error_type,
+                    detail,
+                )
+                yield (
+                    b"data: "
+                    + orjson.dumps(
+                        {
+                            "error": {
+                                "message": _STREAM_ERRORS.get(
+                                    error_type, "The upstream stream was interrupted ({detail})."
+                                ).format(
+                                    detail=detail,
+                                    timeout=exchange.balancer.request_timeout,
+                                    idle=idle,
+                                ),
+                                "type": "upstream_error",
+                                "param": None,
+                                "code": error_type,
+                            }
+                        }
+                    )
+                    + b"\n\n"
+                )
                 yield b"data: [DONE]\n\n"
         except (asyncio.CancelledError, GeneratorExit):
             if failure is None:
@@ -522,14 +697,25 @@ def _stream_response(result: UpstreamStream, exchange: _Exchange, attempt: Attem
             raise
         finally:
             await result.aclose()
-            settle(outcome=outcome, status=status, error_type=error_type, usage=usage, content_chunks=content_chunks,
-                   detail=failure.detail if failure is not None else "")
+            settle(
+                outcome=outcome,
+                status=status,
+                error_type=error_type,
+                usage=usage,
+                content_chunks=content_chunks,
+                detail=failure.detail if failure is not None else "",
+            )
 
     def unstarted() -> None:
         """The client left before the body was iterated: close the upstream stream, no verdict."""
         if not state.started and not state.settled:
-            settle(outcome="abandoned", status=499, error_type="client_disconnected", usage=_StreamUsage(),
-                   content_chunks=0)
+            settle(
+                outcome="abandoned",
+                status=499,
+                error_type="client_disconnected",
+                usage=_StreamUsage(),
+                content_chunks=0,
+            )
             task = asyncio.ensure_future(result.aclose())
             _background.add(task)
             task.add_done_callback(_background.discard)

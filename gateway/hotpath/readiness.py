@@ -40,7 +40,10 @@ from gateway.hotpath.snapshot import holder
 
 logger = logging.getLogger(__name__)
 
-SKIPPED = ("not configured", "not checked")  # Redis without REDIS_URL; left out by GATEWAY_READY_CHECKS
+SKIPPED = (
+    "not configured",
+    "not checked",
+)  # Redis without REDIS_URL; left out by GATEWAY_READY_CHECKS
 
 _threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readyz")
 
@@ -53,7 +56,11 @@ class Verdict:
     checked_at: float = field(default=0.0)
 
     def problems(self) -> list[str]:
-        return [f"{name}: {state}" for name, state in self.checks.items() if state != "ok" and state not in SKIPPED]
+        return [
+            f"{name}: {state}"
+            for name, state in self.checks.items()
+            if state != "ok" and state not in SKIPPED
+        ]
 
 
 def _database_ping() -> None:
@@ -84,10 +91,15 @@ class Readiness:
 
     async def verdict(self) -> Verdict:
         cached = self._verdict
-        if cached is not None and time.monotonic() - cached.checked_at < settings.GATEWAY_READY_CACHE_SECONDS:
+        if (
+            cached is not None
+            and time.monotonic() - cached.checked_at < settings.GATEWAY_READY_CACHE_SECONDS
+        ):
             return cached
         if self._pending is None or self._pending.done():
-            self._pending = asyncio.get_running_loop().create_task(self._check_and_keep(), name="readyz-check")
+            self._pending = asyncio.get_running_loop().create_task(
+                self._check_and_keep(), name="readyz-check"
+            )
         # Shared by every caller meanwhile; a caller that goes away does not cancel it for the others.
         return await asyncio.shield(self._pending)
 
@@ -112,17 +124,26 @@ class Readiness:
             waiting.append(asyncio.ensure_future(asyncio.shield(load)))
         if waiting:
             await asyncio.wait(waiting, timeout=bound)
-        for waiter in waiting:  # the checks and the load carry on past the bound; their waiters are dropped
+        for (
+            waiter
+        ) in waiting:  # the checks and the load carry on past the bound; their waiters are dropped
             waiter.add_done_callback(_retrieve)
         checks = {"routing_snapshot": self._snapshot_state()}
         checks |= {name: _outcome(future, bound) for name, future in futures.items()}
         for name in ("database", "redis"):
             if name not in checks:
-                checks[name] = "not configured" if name == "redis" and not settings.REDIS_URL else "not checked"
+                checks[name] = (
+                    "not configured"
+                    if name == "redis" and not settings.REDIS_URL
+                    else "not checked"
+                )
         config = holder.peek()
-        return Verdict(ready=all(state in SKIPPED or state == "ok" for state in checks.values()),
-                       checks=checks, config_version=config.version if config else None,
-                       checked_at=time.monotonic())
+        return Verdict(
+            ready=all(state in SKIPPED or state == "ok" for state in checks.values()),
+            checks=checks,
+            config_version=config.version if config else None,
+            checked_at=time.monotonic(),
+        )
 
     def _start(self, name: str, check: Callable[[], None]) -> Future[None]:
         running = self._in_flight.get(name)
@@ -140,7 +161,8 @@ class Readiness:
             if load is not None:
                 _retrieve(load)
             load = self._snapshot_load = asyncio.get_running_loop().create_task(
-                holder.get(), name="readyz-snapshot-load")
+                holder.get(), name="readyz-snapshot-load"
+            )
         return load
 
     def _snapshot_state(self) -> str:

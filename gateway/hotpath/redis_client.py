@@ -45,7 +45,9 @@ T = TypeVar("T")
 
 LOG_SUMMARY_SECONDS = 60.0
 
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = weakref.WeakKeyDictionary()
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class RedisUnavailable(Exception):
@@ -55,8 +57,14 @@ class RedisUnavailable(Exception):
 class RedisBreaker:
     """Closed (Redis in use) or open (skip Redis until `retry_at`, then one trial at a time)."""
 
-    def __init__(self, *, retry_seconds: float, summary_seconds: float = LOG_SUMMARY_SECONDS,
-                 failures_to_open: int = 2, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        retry_seconds: float,
+        summary_seconds: float = LOG_SUMMARY_SECONDS,
+        failures_to_open: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.retry_seconds = retry_seconds
         self.failures_to_open = failures_to_open
         self.failures = 0  # in a row, while closed
@@ -98,8 +106,11 @@ class RedisBreaker:
         with self._lock:
             if self.down_since is None:
                 return
-            logger.warning("Redis back after %.1f s (%d calls used local state meanwhile)",
-                           self.clock() - self.down_since, self.skipped)
+            logger.warning(
+                "Redis back after %.1f s (%d calls used local state meanwhile)",
+                self.clock() - self.down_since,
+                self.skipped,
+            )
             self.down_since = None
             self.failures = 0
             self.trial = False
@@ -119,8 +130,11 @@ class RedisBreaker:
                 self.down_since = now
                 self._summary_at = now + self.summary_seconds
                 self.skipped = self.failed_trials = 0
-                logger.warning("Redis unavailable: %s, using local state (retrying every %g s)",
-                               self.reason, self.retry_seconds)
+                logger.warning(
+                    "Redis unavailable: %s, using local state (retrying every %g s)",
+                    self.reason,
+                    self.retry_seconds,
+                )
             else:
                 self.failed_trials += 1
                 self._maybe_summarise(now)
@@ -134,9 +148,14 @@ class RedisBreaker:
     def _maybe_summarise(self, now: float) -> None:
         if self.down_since is not None and now >= self._summary_at:
             self._summary_at = now + self.summary_seconds
-            logger.warning("Redis still unavailable after %.0f s: %s; %d calls used local state, "
-                           "%d retries failed", now - self.down_since, self.reason, self.skipped,
-                           self.failed_trials)
+            logger.warning(
+                "Redis still unavailable after %.0f s: %s; %d calls used local state, "
+                "%d retries failed",
+                now - self.down_since,
+                self.reason,
+                self.skipped,
+                self.failed_trials,
+            )
             self.skipped = self.failed_trials = 0
 
 
@@ -149,8 +168,10 @@ def describe(exc: BaseException) -> str:
 
 @functools.cache
 def breaker() -> RedisBreaker:
-    return RedisBreaker(retry_seconds=settings.GATEWAY_REDIS_RETRY_SECONDS,
-                        summary_seconds=settings.GATEWAY_REDIS_LOG_SUMMARY_SECONDS)
+    return RedisBreaker(
+        retry_seconds=settings.GATEWAY_REDIS_RETRY_SECONDS,
+        summary_seconds=settings.GATEWAY_REDIS_LOG_SUMMARY_SECONDS,
+    )
 
 
 # What counts as "Redis is not there": refused, reset, timed out, or a protocol-level error
@@ -203,8 +224,12 @@ def redis_sync() -> redis.Redis:
     # No client-side retries: redis-py 6 retries 3 times with a back-off by default, which
     # turned one hung Redis into seconds per request. The breaker decides when to retry.
     timeout = max(SYNC_TIMEOUT_SECONDS, settings.GATEWAY_REDIS_TIMEOUT_SECONDS)
-    return redis.Redis.from_url(settings.REDIS_URL, retry=Retry(NoBackoff(), 0),
-                                socket_timeout=timeout, socket_connect_timeout=timeout)
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
 
 
 def redis_async() -> aredis.Redis:
@@ -212,7 +237,11 @@ def redis_async() -> aredis.Redis:
     client = _async_clients.get(loop)
     if client is None:
         timeout = settings.GATEWAY_REDIS_TIMEOUT_SECONDS
-        client = aredis.Redis.from_url(settings.REDIS_URL, retry=AsyncRetry(NoBackoff(), 0),
-                                       socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = aredis.Redis.from_url(
+            settings.REDIS_URL,
+            retry=AsyncRetry(NoBackoff(), 0),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
         _async_clients[loop] = client
     return client

@@ -38,33 +38,49 @@ def _openai_error(exc: Exception, context: Any = None) -> HttpResponse:
 
 
 def _not_found(response_id: str) -> errors.GatewayError:
-    return errors.GatewayError(404, f"No response found with id {response_id[:100]!r}.", code="response_not_found")
+    return errors.GatewayError(
+        404, f"No response found with id {response_id[:100]!r}.", code="response_not_found"
+    )
 
 
 def _live(key: KeySpec, response_id: str) -> Any:
     """The key's stored, unexpired response with this id (a queryset)."""
-    return StoredResponse.objects.filter(pk=response_id, api_key_id=key.pk, expires_at__gt=timezone.now())
+    return StoredResponse.objects.filter(
+        pk=response_id, api_key_id=key.pk, expires_at__gt=timezone.now()
+    )
 
 
 async def _history(key: KeySpec, previous: Any) -> list[dict[str, Any]] | None:
     if previous is None:
         return None
     if not isinstance(previous, str) or not previous:
-        raise errors.bad_request("'previous_response_id' must be a response id.", param="previous_response_id")
+        raise errors.bad_request(
+            "'previous_response_id' must be a response id.", param="previous_response_id"
+        )
     if settings.GATEWAY_RESPONSES_RETENTION_DAYS == 0:
-        raise errors.bad_request("This gateway stores no responses (GATEWAY_RESPONSES_RETENTION_DAYS is 0), so "
-                                 "'previous_response_id' cannot be used: send the whole conversation as input.",
-                                 param="previous_response_id", code="previous_response_not_found")
-    conversation = await in_thread(lambda: _live(key, previous).values_list("conversation", flat=True).first())
+        raise errors.bad_request(
+            "This gateway stores no responses (GATEWAY_RESPONSES_RETENTION_DAYS is 0), so "
+            "'previous_response_id' cannot be used: send the whole conversation as input.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+    conversation = await in_thread(
+        lambda: _live(key, previous).values_list("conversation", flat=True).first()
+    )
     if conversation is None:
-        raise errors.bad_request(f"Previous response with id {previous[:100]!r} not found.",
-                                 param="previous_response_id", code="previous_response_not_found")
+        raise errors.bad_request(
+            f"Previous response with id {previous[:100]!r} not found.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
     return list(conversation)
 
 
 def _store(key: KeySpec, draft: responses_wire.Draft, conversation: list[dict[str, Any]]) -> None:
     StoredResponse.objects.create(
-        id=draft.id, api_key_id=key.pk, response=draft.response(),
+        id=draft.id,
+        api_key_id=key.pk,
+        response=draft.response(),
         conversation=[*conversation, draft.reply_message()],
         expires_at=timezone.now() + timedelta(days=settings.GATEWAY_RESPONSES_RETENTION_DAYS),
     )
@@ -82,7 +98,9 @@ class ResponsesApi(GatewayApiView):
             raise errors.bad_request("The request body must be a JSON object.")
         history = await _history(key, body.get("previous_response_id"))
         chat, conversation = responses_wire.to_chat(body, history)
-        store = body.get("store", True) is not False and settings.GATEWAY_RESPONSES_RETENTION_DAYS > 0
+        store = (
+            body.get("store", True) is not False and settings.GATEWAY_RESPONSES_RETENTION_DAYS > 0
+        )
         draft = responses_wire.Draft(body, response_id=responses_wire.new_id("resp"), stored=store)
         client_request = translated_request(http, chat, key, "responses")
         response = await proxy(client_request, self.config(request))
@@ -93,11 +111,16 @@ class ResponsesApi(GatewayApiView):
         if isinstance(response, StreamingHttpResponse):
             translator = responses_wire.StreamTranslator(draft)
             response.streaming_content = responses_wire.translate_stream(
-                cast(AsyncIterator[bytes], response.streaming_content), translator, keep if store else None)
+                cast(AsyncIterator[bytes], response.streaming_content),
+                translator,
+                keep if store else None,
+            )
             return response
         if response.status_code >= 400:
             return response
-        response.content = orjson.dumps(responses_wire.from_chat(orjson.loads(response.content), draft))
+        response.content = orjson.dumps(
+            responses_wire.from_chat(orjson.loads(response.content), draft)
+        )
         if store:
             await keep()
         return response
@@ -105,7 +128,9 @@ class ResponsesApi(GatewayApiView):
 
 class ResponseDetailApi(GatewayApiView):
     async def get(self, request: Any, response_id: str) -> HttpResponse:
-        found = await in_thread(lambda: _live(self.key(request), response_id).values_list("response", flat=True).first())
+        found = await in_thread(
+            lambda: _live(self.key(request), response_id).values_list("response", flat=True).first()
+        )
         if found is None:
             raise _not_found(response_id)
         return JsonResponse(found)

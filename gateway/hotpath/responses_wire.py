@@ -64,14 +64,19 @@ def _part(part: Any, where: str) -> dict[str, Any]:
         if part.get("detail") in ("low", "high"):
             image["detail"] = part["detail"]
         return {"type": "image_url", "image_url": image}
-    raise InvalidResponsesRequest(f"{where}: content parts of type {kind!r} are not served (text and images by URL "
-                                  "or data: URL are).", where)
+    raise InvalidResponsesRequest(
+        f"{where}: content parts of type {kind!r} are not served (text and images by URL "
+        "or data: URL are).",
+        where,
+    )
 
 
 def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
     role = item.get("role")
     if role not in ("user", "system", "developer", "assistant"):
-        raise InvalidResponsesRequest(f"{where}.role must be user, system, developer or assistant.", f"{where}.role")
+        raise InvalidResponsesRequest(
+            f"{where}.role must be user, system, developer or assistant.", f"{where}.role"
+        )
     content = item.get("content")
     if isinstance(content, list):
         parts = [_part(p, f"{where}.content[{n}]") for n, p in enumerate(content)]
@@ -79,7 +84,9 @@ def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
             return {"role": "user", "content": parts}
         content = message_text(parts)
     elif not isinstance(content, str):
-        raise InvalidResponsesRequest(f"{where}.content must be a string or an array of parts.", f"{where}.content")
+        raise InvalidResponsesRequest(
+            f"{where}.content must be a string or an array of parts.", f"{where}.content"
+        )
     return {"role": "system" if role == "developer" else role, "content": content}
 
 
@@ -88,7 +95,9 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str) and value:
         return [{"role": "user", "content": value}]
     if not isinstance(value, list) or not value:
-        raise InvalidResponsesRequest("'input' must be a non-empty string or array of items.", "input")
+        raise InvalidResponsesRequest(
+            "'input' must be a non-empty string or array of items.", "input"
+        )
     messages: list[dict[str, Any]] = []
     for n, item in enumerate(value):
         where = f"input[{n}]"
@@ -98,8 +107,14 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
         if kind == "message":
             messages.append(_message(item, where))
         elif kind == "function_call":
-            call = {"id": str(item.get("call_id", "")), "type": "function",
-                    "function": {"name": str(item.get("name", "")), "arguments": str(item.get("arguments") or "{}")}}
+            call = {
+                "id": str(item.get("call_id", "")),
+                "type": "function",
+                "function": {
+                    "name": str(item.get("name", "")),
+                    "arguments": str(item.get("arguments") or "{}"),
+                },
+            }
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant" and "tool_calls" in last:
                 last["tool_calls"].append(call)
@@ -107,10 +122,22 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             output = item.get("output")
-            text = output if isinstance(output, str) else message_text(
-                [_part(p, f"{where}.output") for p in output if isinstance(p, dict) and "text" in p]
-            ) if isinstance(output, list) else ""
-            messages.append({"role": "tool", "tool_call_id": str(item.get("call_id", "")), "content": text})
+            text = (
+                output
+                if isinstance(output, str)
+                else message_text(
+                    [
+                        _part(p, f"{where}.output")
+                        for p in output
+                        if isinstance(p, dict) and "text" in p
+                    ]
+                )
+                if isinstance(output, list)
+                else ""
+            )
+            messages.append(
+                {"role": "tool", "tool_call_id": str(item.get("call_id", "")), "content": text}
+            )
         elif kind == "reasoning":
             continue
         else:
@@ -123,10 +150,19 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         raise InvalidResponsesRequest("'tools' must be an array.", "tools")
     out = []
     for n, tool in enumerate(tools):
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("name"), str):
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type") != "function"
+            or not isinstance(tool.get("name"), str)
+        ):
             kind = tool.get("type") if isinstance(tool, dict) else None
-            raise InvalidResponsesRequest(f"tools[{n}]: only function tools are served, not {kind!r}.", f"tools[{n}]")
-        function: dict[str, Any] = {"name": tool["name"], "parameters": tool.get("parameters") or {"type": "object"}}
+            raise InvalidResponsesRequest(
+                f"tools[{n}]: only function tools are served, not {kind!r}.", f"tools[{n}]"
+            )
+        function: dict[str, Any] = {
+            "name": tool["name"],
+            "parameters": tool.get("parameters") or {"type": "object"},
+        }
         for key in ("description", "strict"):
             if tool.get(key) is not None:
                 function[key] = tool[key]
@@ -137,9 +173,15 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
 def _tool_choice(choice: Any) -> Any:
     if choice in ("auto", "none", "required"):
         return choice
-    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
+    if (
+        isinstance(choice, dict)
+        and choice.get("type") == "function"
+        and isinstance(choice.get("name"), str)
+    ):
         return {"type": "function", "function": {"name": choice["name"]}}
-    raise InvalidResponsesRequest("'tool_choice' must be auto, none, required or {type: function, name}.", "tool_choice")
+    raise InvalidResponsesRequest(
+        "'tool_choice' must be auto, none, required or {type: function, name}.", "tool_choice"
+    )
 
 
 def _response_format(text: Any) -> dict[str, Any] | None:
@@ -157,17 +199,23 @@ def _response_format(text: Any) -> dict[str, Any] | None:
             if fmt.get(key) is not None:
                 schema[key] = fmt[key]
         return {"type": "json_schema", "json_schema": schema}
-    raise InvalidResponsesRequest("'text.format' must be text, json_object or json_schema with a schema.", "text.format")
+    raise InvalidResponsesRequest(
+        "'text.format' must be text, json_object or json_schema with a schema.", "text.format"
+    )
 
 
-def to_chat(body: Any, history: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def to_chat(
+    body: Any, history: list[dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the chat-completions body, the conversation to store): the conversation is the earlier
     turns (`history`, from previous_response_id) and this input, without the instructions."""
     if not isinstance(body, dict):
         raise InvalidResponsesRequest("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidResponsesRequest("'model' is required: send a balancer's serving name.", "model")
+        raise InvalidResponsesRequest(
+            "'model' is required: send a balancer's serving name.", "model"
+        )
     conversation = [*(history or []), *input_messages(body.get("input"))]
     messages = list(conversation)
     instructions = body.get("instructions")
@@ -189,12 +237,18 @@ def to_chat(body: Any, history: list[dict[str, Any]] | None = None) -> tuple[dic
     limit = body.get("max_output_tokens")
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidResponsesRequest("'max_output_tokens' must be a positive integer.", "max_output_tokens")
+            raise InvalidResponsesRequest(
+                "'max_output_tokens' must be a positive integer.", "max_output_tokens"
+            )
         chat["max_tokens"] = limit
     for key in ("temperature", "top_p", "user"):
         if body.get(key) is not None:
             chat[key] = body[key]
-    if "metadata" in body and body["metadata"] is not None and not isinstance(body["metadata"], dict):
+    if (
+        "metadata" in body
+        and body["metadata"] is not None
+        and not isinstance(body["metadata"], dict)
+    ):
         raise InvalidResponsesRequest("'metadata' must be an object.", "metadata")
     if "stream" in body:
         if not isinstance(body["stream"], bool):
@@ -206,9 +260,13 @@ def to_chat(body: Any, history: list[dict[str, Any]] | None = None) -> tuple[dic
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": prompt + completion}
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + completion,
+    }
 
 
 class Draft:
@@ -227,9 +285,21 @@ class Draft:
 
     def reply_message(self) -> dict[str, Any]:
         """The answer as a chat assistant message (what a follow-up's history holds)."""
-        text = "".join(part["text"] for item in self.output if item["type"] == "message" for part in item["content"])
-        calls = [{"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
-                 for item in self.output if item["type"] == "function_call"]
+        text = "".join(
+            part["text"]
+            for item in self.output
+            if item["type"] == "message"
+            for part in item["content"]
+        )
+        calls = [
+            {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            for item in self.output
+            if item["type"] == "function_call"
+        ]
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
         if calls:
             message["tool_calls"] = calls
@@ -246,7 +316,9 @@ class Draft:
             "created_at": self.created_at,
             "status": status,
             "error": None,
-            "incomplete_details": {"reason": "max_output_tokens"} if incomplete and status == "incomplete" else None,
+            "incomplete_details": {"reason": "max_output_tokens"}
+            if incomplete and status == "incomplete"
+            else None,
             "instructions": body.get("instructions"),
             "max_output_tokens": body.get("max_output_tokens"),
             "model": self.model or body.get("model"),
@@ -268,13 +340,26 @@ class Draft:
 
 
 def _message_item(text: str, status: str = "completed") -> dict[str, Any]:
-    return {"type": "message", "id": new_id("msg"), "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+    return {
+        "type": "message",
+        "id": new_id("msg"),
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+    }
 
 
-def _call_item(call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
-    return {"type": "function_call", "id": new_id("fc"), "call_id": call_id or new_id("call"), "name": name,
-            "arguments": arguments, "status": status}
+def _call_item(
+    call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": new_id("fc"),
+        "call_id": call_id or new_id("call"),
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
 
 
 def from_chat(completion: dict[str, Any], draft: Draft) -> dict[str, Any]:
@@ -288,9 +373,16 @@ def from_chat(completion: dict[str, Any], draft: Draft) -> dict[str, Any]:
         draft.output.append(_message_item(text))
     for call in calls:
         function = call.get("function") or {}
-        draft.output.append(_call_item(call.get("id") or "", function.get("name") or "", function.get("arguments") or ""))
+        draft.output.append(
+            _call_item(
+                call.get("id") or "", function.get("name") or "", function.get("arguments") or ""
+            )
+        )
     usage = completion.get("usage") or {}
-    draft.prompt, draft.completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+    draft.prompt, draft.completion = (
+        usage.get("prompt_tokens") or 0,
+        usage.get("completion_tokens") or 0,
+    )
     draft.model = completion.get("model") or ""
     draft.finish = choice.get("finish_reason") or "stop"
     return draft.response()
@@ -319,7 +411,10 @@ class StreamTranslator:
         self.started = True
         self.draft.model = chunk.get("model") or ""
         initial = self.draft.response("in_progress")
-        return [self._event("response.created", response=initial), self._event("response.in_progress", response=initial)]
+        return [
+            self._event("response.created", response=initial),
+            self._event("response.in_progress", response=initial),
+        ]
 
     def _close(self) -> list[bytes]:
         item, self.open = self.open, None
@@ -330,14 +425,31 @@ class StreamTranslator:
         if item["type"] == "message":
             part = item["content"][0]
             return [
-                self._event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
-                            text=part["text"], logprobs=[]),
-                self._event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part),
+                self._event(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=part["text"],
+                    logprobs=[],
+                ),
+                self._event(
+                    "response.content_part.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                ),
                 self._event("response.output_item.done", output_index=index, item=item),
             ]
         return [
-            self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                        arguments=item["arguments"], name=item["name"]),
+            self._event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                arguments=item["arguments"],
+                name=item["name"],
+            ),
             self._event("response.output_item.done", output_index=index, item=item),
         ]
 
@@ -351,14 +463,23 @@ class StreamTranslator:
             shown["content"] = []
         out.append(self._event("response.output_item.added", output_index=index, item=shown))
         if item["type"] == "message":
-            out.append(self._event("response.content_part.added", item_id=item["id"], output_index=index, content_index=0,
-                                   part={"type": "output_text", "text": "", "annotations": [], "logprobs": []}))
+            out.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                )
+            )
         return out
 
     def feed(self, event: bytes) -> list[bytes]:
         out: list[bytes] = []
         for raw in event.split(b"\n\n"):
-            data = b"\n".join(line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:"))
+            data = b"\n".join(
+                line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:")
+            )
             if not data:
                 continue
             if data == b"[DONE]":
@@ -378,7 +499,11 @@ class StreamTranslator:
             self.finished = self.failed = True
             out = self._start(chunk)
             message = str(error.get("message") or "upstream error")
-            out.append(self._event("error", code=error.get("code") or "upstream_error", message=message, param=None))
+            out.append(
+                self._event(
+                    "error", code=error.get("code") or "upstream_error", message=message, param=None
+                )
+            )
             failed = self.draft.response("failed")
             failed["error"] = {"code": "server_error", "message": message}
             out.append(self._event("response.failed", response=failed))
@@ -398,20 +523,36 @@ class StreamTranslator:
                     out.extend(self._add(_message_item("", "in_progress")))
                 assert self.open is not None
                 self.open["content"][0]["text"] += text
-                out.append(self._event("response.output_text.delta", item_id=self.open["id"],
-                                       output_index=len(self.draft.output) - 1, content_index=0, delta=text, logprobs=[]))
+                out.append(
+                    self._event(
+                        "response.output_text.delta",
+                        item_id=self.open["id"],
+                        output_index=len(self.draft.output) - 1,
+                        content_index=0,
+                        delta=text,
+                        logprobs=[],
+                    )
+                )
             for call in delta.get("tool_calls") or ():
                 index = call.get("index", 0)
                 function = call.get("function") or {}
                 item = self.calls.get(index)
                 if item is None:
-                    item = self.calls[index] = _call_item(call.get("id") or "", function.get("name") or "", "", "in_progress")
+                    item = self.calls[index] = _call_item(
+                        call.get("id") or "", function.get("name") or "", "", "in_progress"
+                    )
                     out.extend(self._add(item))
                 arguments = function.get("arguments")
                 if arguments:
                     item["arguments"] += arguments
-                    out.append(self._event("response.function_call_arguments.delta", item_id=item["id"],
-                                           output_index=self.draft.output.index(item), delta=arguments))
+                    out.append(
+                        self._event(
+                            "response.function_call_arguments.delta",
+                            item_id=item["id"],
+                            output_index=self.draft.output.index(item),
+                            delta=arguments,
+                        )
+                    )
             if choice.get("finish_reason"):
                 self.draft.finish = choice["finish_reason"]
         return out
@@ -425,13 +566,22 @@ class StreamTranslator:
         if not self.draft.output:
             self.draft.output.append(_message_item(""))
         response = self.draft.response()
-        out.append(self._event("response.completed" if response["status"] == "completed" else "response.incomplete",
-                               response=response))
+        out.append(
+            self._event(
+                "response.completed"
+                if response["status"] == "completed"
+                else "response.incomplete",
+                response=response,
+            )
+        )
         return out
 
 
-async def translate_stream(chunks: AsyncIterator[bytes], translator: StreamTranslator,
-                           on_done: Callable[[], Any] | None = None) -> AsyncIterator[bytes]:
+async def translate_stream(
+    chunks: AsyncIterator[bytes],
+    translator: StreamTranslator,
+    on_done: Callable[[], Any] | None = None,
+) -> AsyncIterator[bytes]:
     """The translated stream; `on_done` (awaited) runs once the response completed."""
     try:
         async for chunk in chunks:

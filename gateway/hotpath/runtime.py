@@ -66,8 +66,9 @@ routing = RoutingState(health=HealthTracker(on_change=_queue_transition), clock=
 
 
 def _merged(view: HealthView, state: Mapping[str, Any], now: float) -> HealthView:
-    return view.merged(state.get("cooldown_until"), int(state.get("trips") or 0),
-                       state.get("last_failure_at"), now)
+    return view.merged(
+        state.get("cooldown_until"), int(state.get("trips") or 0), state.get("last_failure_at"), now
+    )
 
 
 def _publish(views: Mapping[int, HealthView], *, replace_all: bool = False) -> None:
@@ -100,9 +101,12 @@ def _apply_inbox() -> None:
         if "reset_at" in state:
             _apply_reset(pk, state["reset_at"])
             continue
-        routing.health.apply_remote(pk, cooldown_until=state.get("cooldown_until"),
-                                    trips=int(state.get("trips") or 0),
-                                    last_failure_at=state.get("last_failure_at"))
+        routing.health.apply_remote(
+            pk,
+            cooldown_until=state.get("cooldown_until"),
+            trips=int(state.get("trips") or 0),
+            last_failure_at=state.get("last_failure_at"),
+        )
 
 
 def _apply_reset(pk: int, reset_at: float) -> None:
@@ -178,7 +182,13 @@ def mark_unavailable(pk: int, *, seconds: float) -> None:
     """An active probe found the instance unavailable (any thread): cool it down here, through
     the owner, and, through Redis, everywhere."""
     now = time.time()
-    state = {"cooldown_until": now + seconds, "trips": 1, "last_failure_at": now, "status": "cooling", "at": now}
+    state = {
+        "cooldown_until": now + seconds,
+        "trips": 1,
+        "last_failure_at": now,
+        "status": "cooling",
+        "at": now,
+    }
     _post(pk, state)
     if settings.REDIS_URL:
         from gateway.hotpath.redis_client import RedisUnavailable, call_sync
@@ -197,11 +207,24 @@ def mark_healthy(pk: int) -> None:
     if settings.REDIS_URL:
         from gateway.hotpath.redis_client import RedisUnavailable, call_sync
 
-        healthy = orjson.dumps({"cooldown_until": None, "trips": 0, "last_failure_at": None, "status": "healthy",
-                                "at": now})
+        healthy = orjson.dumps(
+            {
+                "cooldown_until": None,
+                "trips": 0,
+                "last_failure_at": None,
+                "status": "healthy",
+                "at": now,
+            }
+        )
         try:
-            call_sync(lambda client: client.pipeline().hset(HEALTH_KEY, str(pk), healthy)
-                      .hset(RESETS_KEY, str(pk), repr(now)).execute())
+            call_sync(
+                lambda client: (
+                    client.pipeline()
+                    .hset(HEALTH_KEY, str(pk), healthy)
+                    .hset(RESETS_KEY, str(pk), repr(now))
+                    .execute()
+                )
+            )
         except RedisUnavailable:
             pass  # this process only; the breaker logs the outage
 
@@ -224,7 +247,9 @@ class EmbeddedJob:
     async def __call__(self) -> None:
         if settings.REDIS_URL or self.running:
             return
-        if self.last is not None and time.monotonic() - self.last < getattr(settings, self.interval_setting):
+        if self.last is not None and time.monotonic() - self.last < getattr(
+            settings, self.interval_setting
+        ):
             return
         self.running = True
         self.last = time.monotonic()

@@ -50,10 +50,12 @@ def _grams(secret: AnyStr) -> list[tuple[int, AnyStr]]:
     offsets = list(range(0, size - FRAGMENT_CHARS + 1, FRAGMENT_CHARS))
     if offsets[-1] != size - FRAGMENT_CHARS:
         offsets.append(size - FRAGMENT_CHARS)
-    return [(offset, secret[offset:offset + FRAGMENT_CHARS]) for offset in offsets]
+    return [(offset, secret[offset : offset + FRAGMENT_CHARS]) for offset in offsets]
 
 
-def _fragment_spans(data: AnyStr, secret: AnyStr, grams: list[tuple[int, AnyStr]]) -> list[tuple[int, int]]:
+def _fragment_spans(
+    data: AnyStr, secret: AnyStr, grams: list[tuple[int, AnyStr]]
+) -> list[tuple[int, int]]:
     """Where `data` holds a run of FRAGMENT_CHARS or more characters of `secret`, in order."""
     spans: list[tuple[int, int]] = []
     size, length = len(secret), len(data)
@@ -61,12 +63,19 @@ def _fragment_spans(data: AnyStr, secret: AnyStr, grams: list[tuple[int, AnyStr]
         at = data.find(gram)
         while at >= 0:
             before = 0
-            while before < offset and at - before > 0 and data[at - before - 1] == secret[offset - before - 1]:
+            while (
+                before < offset
+                and at - before > 0
+                and data[at - before - 1] == secret[offset - before - 1]
+            ):
                 before += 1
             after = 0
             tail = offset + FRAGMENT_CHARS
-            while tail + after < size and at + FRAGMENT_CHARS + after < length \
-                    and data[at + FRAGMENT_CHARS + after] == secret[tail + after]:
+            while (
+                tail + after < size
+                and at + FRAGMENT_CHARS + after < length
+                and data[at + FRAGMENT_CHARS + after] == secret[tail + after]
+            ):
                 after += 1
             spans.append((at - before, at + FRAGMENT_CHARS + after))
             at = data.find(gram, at + 1)
@@ -95,11 +104,15 @@ class Scrubber:
     """Redacts the given secrets (see the module docstring for what is found where)."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        unique = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+        unique = sorted(
+            {s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True
+        )
         self.secrets: tuple[str, ...] = tuple(unique)
         self._grams = {s: _grams(s) for s in unique}
         # Longest first, so a key that contains another is redacted whole.
-        self._pattern = re.compile(b"|".join(re.escape(s.encode()) for s in unique)) if unique else None
+        self._pattern = (
+            re.compile(b"|".join(re.escape(s.encode()) for s in unique)) if unique else None
+        )
 
     def __bool__(self) -> bool:
         return bool(self.secrets)

@@ -102,21 +102,33 @@ def rule_spec(rule: ContentRule, route_name: str) -> RuleSpec | None:
         elif rule.kind == "keywords":
             pattern = compile_keywords(parse_keywords(rule.value))
     except RuleSyntaxError as exc:
-        logger.error("content rule %s of balancer %s left out: %s", rule.name, rule.balancer_id, exc)
+        logger.error(
+            "content rule %s of balancer %s left out: %s", rule.name, rule.balancer_id, exc
+        )
         return None
     return RuleSpec(
-        name=rule.name, kind=rule.kind, route=route_name, enabled=rule.enabled, pattern=pattern,
-        text=rule.value if pattern is not None else "", metadata_key=rule.metadata_key, value=rule.value,
-        min_tokens=rule.min_tokens, max_tokens=rule.max_tokens,
+        name=rule.name,
+        kind=rule.kind,
+        route=route_name,
+        enabled=rule.enabled,
+        pattern=pattern,
+        text=rule.value if pattern is not None else "",
+        metadata_key=rule.metadata_key,
+        value=rule.value,
+        min_tokens=rule.min_tokens,
+        max_tokens=rule.max_tokens,
     )
 
 
 def cache_policy(balancer: Balancer) -> CachePolicy | None:
     if balancer.cache_mode not in ("exact", "semantic"):
         return None
-    return CachePolicy(mode=balancer.cache_mode, ttl_seconds=balancer.cache_ttl_seconds,
-                       similarity_threshold=balancer.cache_similarity_threshold,
-                       shared_across_keys=balancer.cache_shared_across_keys)
+    return CachePolicy(
+        mode=balancer.cache_mode,
+        ttl_seconds=balancer.cache_ttl_seconds,
+        similarity_threshold=balancer.cache_similarity_threshold,
+        shared_across_keys=balancer.cache_shared_across_keys,
+    )
 
 
 def goal_balancers(instances: dict[int, InstanceSpec]) -> dict[tuple[str, str], BalancerSpec]:
@@ -135,21 +147,46 @@ def goal_balancers(instances: dict[int, InstanceSpec]) -> dict[tuple[str, str], 
             for pk, spec in sorted(instances.items())
             if spec.enabled and spec.workload_kind == kind and spec.provider != "builtin"
         )
-        group = GroupSpec(name=f"auto:{kind}", selection_policy="round_robin", enabled=True, members=members)
-        route = RouteSpec(name="auto", intent="Every enabled instance.", examples=(), group=group, priority=1,
-                          weight=100, is_default=True, enabled=True)
+        group = GroupSpec(
+            name=f"auto:{kind}", selection_policy="round_robin", enabled=True, members=members
+        )
+        route = RouteSpec(
+            name="auto",
+            intent="Every enabled instance.",
+            examples=(),
+            group=group,
+            priority=1,
+            weight=100,
+            is_default=True,
+            enabled=True,
+        )
         for goal, preference in GOALS.items():
             goals[(kind, goal)] = BalancerSpec(
-                pk=0, name=goal, serving_name=goal, workload_kind=kind, routing_mode="auto",
-                auto_preference=preference, router_model=None, classifier_timeout=0.0, confidence_threshold=0.0,
-                attempt_budget=budget, request_timeout=timeout, enabled=True, routes=(route,),
+                pk=0,
+                name=goal,
+                serving_name=goal,
+                workload_kind=kind,
+                routing_mode="auto",
+                auto_preference=preference,
+                router_model=None,
+                classifier_timeout=0.0,
+                confidence_threshold=0.0,
+                attempt_budget=budget,
+                request_timeout=timeout,
+                enabled=True,
+                routes=(route,),
                 auto_free_only=goal == FREE_GOAL,
             )
     return goals
 
 
 def _balancer_instances(balancer: BalancerSpec) -> set[int]:
-    return {m.instance.pk for r in balancer.routes if r.enabled and r.group.enabled for m in r.group.members}
+    return {
+        m.instance.pk
+        for r in balancer.routes
+        if r.enabled and r.group.enabled
+        for m in r.group.members
+    }
 
 
 def build_config(version: int) -> GatewayConfig:
@@ -169,7 +206,12 @@ def build_config(version: int) -> GatewayConfig:
                     selection_policy=tg.selection_policy,
                     enabled=tg.enabled,
                     members=tuple(
-                        MemberSpec(instance=instances[m.instance_id], weight=m.weight, priority=m.priority, enabled=m.enabled)
+                        MemberSpec(
+                            instance=instances[m.instance_id],
+                            weight=m.weight,
+                            priority=m.priority,
+                            enabled=m.enabled,
+                        )
                         for m in sorted(tg.members.all(), key=lambda m: (m.priority, m.pk))
                     ),
                 )
@@ -198,8 +240,10 @@ def build_config(version: int) -> GatewayConfig:
         if not routes:
             continue
         route_names = {route.pk: route.name for route in balancer.routes.all()}
-        rules = [rule_spec(rule, route_names.get(rule.route_id, ""))
-                 for rule in sorted(balancer.rules.all(), key=lambda r: (r.order, r.name))]
+        rules = [
+            rule_spec(rule, route_names.get(rule.route_id, ""))
+            for rule in sorted(balancer.rules.all(), key=lambda r: (r.order, r.name))
+        ]
         balancers[balancer.serving_name] = BalancerSpec(
             pk=balancer.pk,
             name=balancer.name,
@@ -207,7 +251,9 @@ def build_config(version: int) -> GatewayConfig:
             workload_kind=balancer.workload_kind,
             routing_mode=balancer.routing_mode,
             auto_preference=balancer.auto_preference,
-            router_model=instances.get(balancer.router_model_id) if balancer.router_model_id else None,
+            router_model=instances.get(balancer.router_model_id)
+            if balancer.router_model_id
+            else None,
             classifier_timeout=balancer.classifier_timeout,
             confidence_threshold=balancer.confidence_threshold,
             attempt_budget=balancer.attempt_budget,
@@ -219,7 +265,9 @@ def build_config(version: int) -> GatewayConfig:
         )
     names_by_pk = {b.pk: name for name, b in balancers.items()}
     keys: dict[str, KeySpec] = {}
-    for key in ApiKey.objects.filter(enabled=True, revoked_at__isnull=True).prefetch_related("balancers"):
+    for key in ApiKey.objects.filter(enabled=True, revoked_at__isnull=True).prefetch_related(
+        "balancers"
+    ):
         allowed = [b.pk for b in key.balancers.all()]
         reachable: set[int] = set()
         for pk in allowed:
@@ -228,7 +276,9 @@ def build_config(version: int) -> GatewayConfig:
         keys[key.key_hash] = KeySpec(
             pk=key.pk,
             name=key.name,
-            allowed=frozenset(names_by_pk[pk] for pk in allowed if pk in names_by_pk) if allowed else None,
+            allowed=frozenset(names_by_pk[pk] for pk in allowed if pk in names_by_pk)
+            if allowed
+            else None,
             rate_limit_per_minute=key.rate_limit_per_minute,
             allow_route_override=key.allow_route_override,
             allowed_instances=frozenset(reachable) if allowed else None,
@@ -240,8 +290,11 @@ def build_config(version: int) -> GatewayConfig:
 
         warm_up()
     return GatewayConfig(
-        routing=Snapshot(version=version, balancers=MappingProxyType(balancers),
-                         goals=MappingProxyType(goal_balancers(instances))),
+        routing=Snapshot(
+            version=version,
+            balancers=MappingProxyType(balancers),
+            goals=MappingProxyType(goal_balancers(instances)),
+        ),
         keys=MappingProxyType(keys),
         instances=MappingProxyType(instances),
     )
@@ -253,6 +306,7 @@ _version_floor = 0  # the newest version this process read from the database whi
 async def read_version() -> int | None:
     """The config version as the workers see it (Redis when configured, else the DB row)."""
     global _version_floor
+
     def from_db() -> Awaitable[int]:
         return in_thread(config_version_from_db)
 
@@ -268,7 +322,9 @@ async def read_version() -> int | None:
             _version_floor = max(_version_floor, await from_db())
         # Redis is back, empty or behind a change read from the database meanwhile: raise the key.
         floor = _version_floor
-        return int(await call_async(lambda client: client.eval(SET_IF_GREATER, 1, REDIS_KEY, floor)))
+        return int(
+            await call_async(lambda client: client.eval(SET_IF_GREATER, 1, REDIS_KEY, floor))
+        )
     except RedisUnavailable:  # the database row while Redis is away; the breaker logs the outage
         version = await from_db()
         _version_floor = max(_version_floor, version)
@@ -285,11 +341,15 @@ class ConfigHolder:
         self._polled_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._primed = False  # the tick hooks ran once after the first load
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
         # Called on every poll tick, e.g. to share health state through Redis.
         self.tick_hooks: list[Callable[[], Awaitable[None]]] = []
         self.refresh_log = OutageLog("config refresh", logger)
-        self.refreshed_at: float | None = None  # time.monotonic() of the last config version read (/metrics)
+        self.refreshed_at: float | None = (
+            None  # time.monotonic() of the last config version read (/metrics)
+        )
 
     async def get(self) -> GatewayConfig:
         config = self._config
@@ -298,7 +358,9 @@ class ConfigHolder:
             config = await self.refresh(force=True, first=True)
             if not self._primed:
                 self._primed = True
-                await self._run_tick_hooks()  # e.g. learn other workers' cooldowns before the first request
+                await (
+                    self._run_tick_hooks()
+                )  # e.g. learn other workers' cooldowns before the first request
                 # Everything loaded so far lives as long as the process: move it out of the
                 # collector's sight, so full collections stop scanning it (they paused the
                 # loop for 34-90 ms under load).
@@ -356,7 +418,9 @@ class ConfigHolder:
             try:
                 await hook()
             except Exception:
-                logger.warning("gateway tick hook %s failed", getattr(hook, "__name__", hook), exc_info=True)
+                logger.warning(
+                    "gateway tick hook %s failed", getattr(hook, "__name__", hook), exc_info=True
+                )
 
 
 holder = ConfigHolder()

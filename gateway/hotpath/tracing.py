@@ -31,8 +31,12 @@ from gateway.hotpath.usage import UsageRecord, recorder
 
 logger = logging.getLogger(__name__)
 
-_request_span: contextvars.ContextVar[Any] = contextvars.ContextVar("gateway_request_span", default=None)
-_attempt_span: contextvars.ContextVar[Any] = contextvars.ContextVar("gateway_attempt_span", default=None)
+_request_span: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "gateway_request_span", default=None
+)
+_attempt_span: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "gateway_attempt_span", default=None
+)
 _tracer: Any = None
 enabled = False  # read on the request path: a span is made only when a tracer is set up
 
@@ -41,10 +45,14 @@ def configured(environ: dict[str, str] | os._Environ[str] = os.environ) -> str |
     """The exporter the OTEL_* variables ask for (`otlp`, `console`), or None: tracing off."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
-    names = [n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+    names = [
+        n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()
+    ]
     if names:
         return None if names[0] == "none" else names[0]
-    if environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    if environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
         return "otlp"
     return None
 
@@ -66,10 +74,14 @@ def setup() -> None:
     elif exporter_name == "console":
         exporter = ConsoleSpanExporter()
     else:
-        logger.error("OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none): tracing stays off",
-                     exporter_name)
+        logger.error(
+            "OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none): tracing stays off",
+            exporter_name,
+        )
         return
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or "smart-balancers"})
+    resource = Resource.create(
+        {"service.name": os.environ.get("OTEL_SERVICE_NAME") or "smart-balancers"}
+    )
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     use(provider)
@@ -120,11 +132,18 @@ def start_attempt(instance: Any, endpoint: str, model: str) -> Any:
     parent = _request_span.get()
     if parent is None:
         return None
-    span = _tracer.start_span(f"{endpoint} {model}", context=trace.set_span_in_context(parent), kind=SpanKind.CLIENT,
-                              attributes={"gen_ai.operation.name": endpoint, "gen_ai.system": instance.provider,
-                                          "gen_ai.request.model": model,
-                                          "smart_balancers.instance": instance.instance_id,
-                                          "server.address": _host(instance.base_url)})
+    span = _tracer.start_span(
+        f"{endpoint} {model}",
+        context=trace.set_span_in_context(parent),
+        kind=SpanKind.CLIENT,
+        attributes={
+            "gen_ai.operation.name": endpoint,
+            "gen_ai.system": instance.provider,
+            "gen_ai.request.model": model,
+            "smart_balancers.instance": instance.instance_id,
+            "server.address": _host(instance.base_url),
+        },
+    )
     _attempt_span.set(span)
     return span
 
@@ -162,7 +181,9 @@ def observe(record: UsageRecord) -> None:
         return
     from opentelemetry.trace import StatusCode
 
-    operation = record.endpoint  # chat, embeddings: the GenAI names; models, explain, unknown otherwise
+    operation = (
+        record.endpoint
+    )  # chat, embeddings: the GenAI names; models, explain, unknown otherwise
     if record.serving_name:
         span.update_name(f"{operation} {record.serving_name}")
     attributes: dict[str, Any] = {
@@ -179,9 +200,12 @@ def observe(record: UsageRecord) -> None:
     provider = _provider_of(record.instance)
     if provider:
         attributes["gen_ai.system"] = provider
-    for name, value in (("balancer", record.balancer_label),
-                        ("route", record.route), ("instance", record.instance),
-                        ("decision", record.decision_reason)):
+    for name, value in (
+        ("balancer", record.balancer_label),
+        ("route", record.route),
+        ("instance", record.instance),
+        ("decision", record.decision_reason),
+    ):
         if value:
             attributes[f"smart_balancers.{name}"] = value
     if record.error_type:

@@ -106,7 +106,9 @@ class UsageRecorder:
             try:
                 observer(record)
             except Exception:  # a metrics or log failure never costs the client its answer
-                logger.exception("usage observer %s failed", getattr(observer, "__name__", observer))
+                logger.exception(
+                    "usage observer %s failed", getattr(observer, "__name__", observer)
+                )
         with self._lock:
             self._buffer.append(record)
             if len(self._buffer) > self.max_buffer:
@@ -184,7 +186,9 @@ class UsageRecorder:
                 _insert(part)
             except Exception as exc:
                 if not refused_for_values(exc):
-                    raise _Unwritten([*part, *(r for rest in reversed(parts) for r in rest)]) from exc
+                    raise _Unwritten(
+                        [*part, *(r for rest in reversed(parts) for r in rest)]
+                    ) from exc
                 if len(part) > 1:
                     middle = len(part) // 2
                     parts += [part[middle:], part[:middle]]
@@ -192,7 +196,9 @@ class UsageRecorder:
                 try:
                     self._set_aside(part[0], exc)
                 except Exception as failure:
-                    raise _Unwritten([*part, *(r for rest in reversed(parts) for r in rest)]) from failure
+                    raise _Unwritten(
+                        [*part, *(r for rest in reversed(parts) for r in rest)]
+                    ) from failure
             else:
                 written += len(part)
         return written
@@ -203,8 +209,11 @@ class UsageRecorder:
 
         reason = describe(refusal, limit=500)
         try:
-            UsageDeadLetter.objects.create(request_id=_text(record.request_id)[:64], reason=_text(reason)[:500],
-                                           record=_dump(record))
+            UsageDeadLetter.objects.create(
+                request_id=_text(record.request_id)[:64],
+                reason=_text(reason)[:500],
+                record=_dump(record),
+            )
         except Exception as exc:
             if not refused_for_values(exc):
                 raise
@@ -215,8 +224,13 @@ class UsageRecorder:
         now = time.monotonic()
         if now - self._set_aside_logged_at >= SUMMARY_SECONDS:  # one line a minute at most
             self._set_aside_logged_at = now
-            logger.warning("usage event %s refused by the database, kept in the usage dead letters: %s "
-                           "(%d so far in this process)", _text(record.request_id)[:64], reason, self.set_aside)
+            logger.warning(
+                "usage event %s refused by the database, kept in the usage dead letters: %s "
+                "(%d so far in this process)",
+                _text(record.request_id)[:64],
+                reason,
+                self.set_aside,
+            )
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write out what is buffered (clean shutdown), retrying for up to `timeout` seconds."""
@@ -246,7 +260,9 @@ def refused_for_values(exc: BaseException) -> bool:
         return True  # out of range, a check constraint, too long, bad text (SQLSTATE classes 22 and 23)
     if isinstance(exc, psycopg.Error):
         return exc.sqlstate is None  # raised by psycopg itself while adapting a value
-    return isinstance(exc, TypeError | ValueError | ArithmeticError)  # building the row (JSON, numbers)
+    return isinstance(
+        exc, TypeError | ValueError | ArithmeticError
+    )  # building the row (JSON, numbers)
 
 
 def _text(value: object) -> str:
@@ -297,7 +313,11 @@ def _insert(batch: list[UsageRecord]) -> None:
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
 
-_LOG, _COST, _CREATED = _COLUMNS.index("attempt_log"), _COLUMNS.index("cost_usd"), _COLUMNS.index("created_at")
+_LOG, _COST, _CREATED = (
+    _COLUMNS.index("attempt_log"),
+    _COLUMNS.index("cost_usd"),
+    _COLUMNS.index("created_at"),
+)
 _SAVINGS = _COLUMNS.index("savings_usd")
 
 

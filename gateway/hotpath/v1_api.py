@@ -48,9 +48,19 @@ from gateway.hotpath.usage import recorder
 logger = logging.getLogger(__name__)
 
 # What /v1 serves, named in the 404 for any other path.
-ENDPOINTS = ("POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models", "GET /v1/models/{model}",
-             "POST /v1/explain", "POST /v1/messages", "POST /v1/messages/count_tokens", "POST /v1/responses",
-             "GET /v1/responses/{id}", "DELETE /v1/responses/{id}", "POST /v1/completions")
+ENDPOINTS = (
+    "POST /v1/chat/completions",
+    "POST /v1/embeddings",
+    "GET /v1/models",
+    "GET /v1/models/{model}",
+    "POST /v1/explain",
+    "POST /v1/messages",
+    "POST /v1/messages/count_tokens",
+    "POST /v1/responses",
+    "GET /v1/responses/{id}",
+    "DELETE /v1/responses/{id}",
+    "POST /v1/completions",
+)
 
 
 def exception_response(exc: Exception) -> HttpResponse:
@@ -60,9 +70,13 @@ def exception_response(exc: Exception) -> HttpResponse:
     if isinstance(exc, drf_exceptions.APIException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
-        return errors.GatewayError(exc.status_code, detail, type=kind, code=exc.default_code).response()
+        return errors.GatewayError(
+            exc.status_code, detail, type=kind, code=exc.default_code
+        ).response()
     logger.exception("unexpected gateway error", exc_info=exc)
-    return errors.GatewayError(500, "Internal gateway error; see the gateway log.", type="server_error").response()
+    return errors.GatewayError(
+        500, "Internal gateway error; see the gateway log.", type="server_error"
+    ).response()
 
 
 def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
@@ -104,8 +118,13 @@ async def load_config() -> GatewayConfig:
         return await holder.get()
     except Exception:
         logger.exception("cannot load the gateway configuration")
-        raise errors.GatewayError(503, "The gateway configuration is not available yet; retry shortly.",
-                                  type="server_error", code="config_unavailable", headers={"Retry-After": "1"}) from None
+        raise errors.GatewayError(
+            503,
+            "The gateway configuration is not available yet; retry shortly.",
+            type="server_error",
+            code="config_unavailable",
+            headers={"Retry-After": "1"},
+        ) from None
 
 
 class JsonOnly(BaseContentNegotiation):
@@ -124,7 +143,9 @@ _NEGOTIATOR = JsonOnly()
 
 
 class GatewayApiView(APIView):
-    schema = None  # the OpenAI-compatible API is OpenAI's; /api/schema/ documents the management API
+    schema = (
+        None  # the OpenAI-compatible API is OpenAI's; /api/schema/ documents the management API
+    )
     content_negotiation_class = JsonOnly
     authentication_classes = [GatewayKeyAuthentication]
     permission_classes: list[Any] = []
@@ -141,8 +162,13 @@ class GatewayApiView(APIView):
     def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> AsyncRequest:
         # What adrf builds, without instantiating the (stateless) authenticator, the parser
         # list and the negotiator anew for every request.
-        return AsyncRequest(request, parsers=(), authenticators=_AUTHENTICATORS, negotiator=_NEGOTIATOR,
-                            parser_context={"view": self, "args": args, "kwargs": kwargs})
+        return AsyncRequest(
+            request,
+            parsers=(),
+            authenticators=_AUTHENTICATORS,
+            negotiator=_NEGOTIATOR,
+            parser_context={"view": self, "args": args, "kwargs": kwargs},
+        )
 
     async def async_dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         self.args, self.kwargs = args, kwargs
@@ -156,8 +182,11 @@ class GatewayApiView(APIView):
                 response = HttpResponse(status=204, headers={"Allow": self.allow_header()})
             elif method not in self.http_method_names or not hasattr(self, method):
                 raise errors.GatewayError(
-                    405, f"{request.method} is not allowed on {request.path}; allowed: {self.allow_header()}.",
-                    code="method_not_allowed", headers={"Allow": self.allow_header()})
+                    405,
+                    f"{request.method} is not allowed on {request.path}; allowed: {self.allow_header()}.",
+                    code="method_not_allowed",
+                    headers={"Allow": self.allow_header()},
+                )
             else:
                 request.gateway_config = await load_config()  # type: ignore[attr-defined]
                 self.perform_authentication(drf_request)
@@ -182,7 +211,9 @@ class GatewayApiView(APIView):
         return request._request.gateway_config
 
 
-async def serve_proxy(request: HttpRequest, endpoint: str, key: KeySpec, config: GatewayConfig) -> HttpResponse:
+async def serve_proxy(
+    request: HttpRequest, endpoint: str, key: KeySpec, config: GatewayConfig
+) -> HttpResponse:
     client_request = ClientRequest(
         endpoint=endpoint,
         payload=read_json(request),
@@ -191,14 +222,18 @@ async def serve_proxy(request: HttpRequest, endpoint: str, key: KeySpec, config:
         route_override=request.META.get("HTTP_X_BALANCER_ROUTE") or None,
         cache_control=request.META.get("HTTP_CACHE_CONTROL", ""),
         started=time.monotonic(),
-        created_at=datetime.now(UTC),  # what timezone.now() gives with USE_TZ, without reading settings
+        created_at=datetime.now(
+            UTC
+        ),  # what timezone.now() gives with USE_TZ, without reading settings
         tags=request.META.get("HTTP_X_BALANCER_TAGS", ""),
     )
     request.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
     return await proxy(client_request, config)  # type: ignore[return-value]
 
 
-def translated_request(request: HttpRequest, payload: dict[str, Any], key: KeySpec, door: str) -> ClientRequest:
+def translated_request(
+    request: HttpRequest, payload: dict[str, Any], key: KeySpec, door: str
+) -> ClientRequest:
     """The chat request that a body of another door (`door`: messages, responses, completions)
     became, routed as chat and recorded with the door's name; the edge told about it."""
     client_request = ClientRequest(
@@ -223,19 +258,28 @@ class ChatCompletionsApi(GatewayApiView):
 
 class EmbeddingsApi(GatewayApiView):
     async def post(self, request: Any) -> HttpResponse:
-        return await serve_proxy(request._request, "embeddings", self.key(request), self.config(request))
+        return await serve_proxy(
+            request._request, "embeddings", self.key(request), self.config(request)
+        )
 
 
 def _model_entry(balancer: BalancerSpec) -> dict[str, Any]:
-    return {"id": balancer.serving_name, "object": "model", "created": 0, "owned_by": "smart-balancers",
-            "workload_kind": balancer.workload_kind, "routing_mode": balancer.routing_mode}
+    return {
+        "id": balancer.serving_name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "smart-balancers",
+        "workload_kind": balancer.workload_kind,
+        "routing_mode": balancer.routing_mode,
+    }
 
 
 class ModelListApi(GatewayApiView):
     async def get(self, request: Any) -> HttpResponse:
         config, key = self.config(request), self.key(request)
         entries = {
-            name: _model_entry(b) for name, b in config.routing.balancers.items()
+            name: _model_entry(b)
+            for name, b in config.routing.balancers.items()
             if b.enabled and (key.allowed is None or name in key.allowed)
         }
         # The goal names (auto, auto-cheap...) of chat this key reaches at least one instance through,
@@ -250,8 +294,12 @@ def _reaches(goal: BalancerSpec, key: KeySpec) -> bool:
     allowed = key.allowed_instances
     return any(
         (allowed is None or m.instance.pk in allowed)
-        and not (goal.auto_free_only and (m.instance.input_price_per_million or m.instance.output_price_per_million))
-        for route in goal.routes for m in route.group.members
+        and not (
+            goal.auto_free_only
+            and (m.instance.input_price_per_million or m.instance.output_price_per_million)
+        )
+        for route in goal.routes
+        for m in route.group.members
     )
 
 
@@ -271,11 +319,16 @@ def as_chat(api: str | None, body: Any) -> Any:
             return responses_wire.to_chat(body)[0]
         if api == "completions":
             return completions_wire.to_chat(body)
-    except (messages_wire.InvalidMessages, responses_wire.InvalidResponsesRequest,
-            completions_wire.InvalidCompletionRequest) as exc:
+    except (
+        messages_wire.InvalidMessages,
+        responses_wire.InvalidResponsesRequest,
+        completions_wire.InvalidCompletionRequest,
+    ) as exc:
         raise errors.bad_request(str(exc), param=exc.param) from None
     if api not in (None, "", "chat"):
-        raise errors.bad_request("'api' must be chat, messages, responses or completions.", param="api")
+        raise errors.bad_request(
+            "'api' must be chat, messages, responses or completions.", param="api"
+        )
     return body
 
 
@@ -285,13 +338,22 @@ class ExplainApi(GatewayApiView):
 
     async def post(self, request: Any) -> HttpResponse:
         config = self.config(request)
-        payload = validate_payload("chat", as_chat(request._request.GET.get("api"), read_json(request._request)))
+        payload = validate_payload(
+            "chat", as_chat(request._request.GET.get("api"), read_json(request._request))
+        )
         balancer = find_balancer(config, self.key(request), payload["model"], "chat")
         override = route_override(request._request, self.key(request))
         key = self.key(request)
         payload, auto = routing_options(balancer, key, payload)
-        decision = await decide(balancer, config.version, payload, override, key_name=key.name,
-                                tags=request._request.META.get("HTTP_X_BALANCER_TAGS", ""), trace=True)
+        decision = await decide(
+            balancer,
+            config.version,
+            payload,
+            override,
+            key_name=key.name,
+            tags=request._request.META.get("HTTP_X_BALANCER_TAGS", ""),
+            trace=True,
+        )
         route, reason = decision.route, decision.reason
         ranking: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
@@ -305,22 +367,28 @@ class ExplainApi(GatewayApiView):
         if not scores and balancer.routing_mode == "weighted":
             total = sum(r.weight for r in balancer.routes if r.enabled) or 1
             scores = {r.name: round(r.weight / total, 4) for r in balancer.routes if r.enabled}
-        return JsonResponse({
-            "model": balancer.serving_name,
-            "routing_mode": balancer.routing_mode,
-            "route": route.name if route else None,
-            "reason": reason,
-            "confidence": decision.confidence,
-            "scores": scores,
-            "order": [r.name for r in route_order(balancer, route)],
-            "classifier_ms": None if decision.classifier_ms is None else round(decision.classifier_ms, 3),
-            "difficulty": None if decision.difficulty is None else round(decision.difficulty, 4),
-            "cached": decision.cached,
-            "ranking": ranking,
-            "skipped": skipped,
-            "rule": _matched_rule(decision),
-            "rules": [_rule_check(check) for check in decision.rule_checks or ()],
-        })
+        return JsonResponse(
+            {
+                "model": balancer.serving_name,
+                "routing_mode": balancer.routing_mode,
+                "route": route.name if route else None,
+                "reason": reason,
+                "confidence": decision.confidence,
+                "scores": scores,
+                "order": [r.name for r in route_order(balancer, route)],
+                "classifier_ms": None
+                if decision.classifier_ms is None
+                else round(decision.classifier_ms, 3),
+                "difficulty": None
+                if decision.difficulty is None
+                else round(decision.difficulty, 4),
+                "cached": decision.cached,
+                "ranking": ranking,
+                "skipped": skipped,
+                "rule": _matched_rule(decision),
+                "rules": [_rule_check(check) for check in decision.rule_checks or ()],
+            }
+        )
 
 
 def _rule_entry(rule: RuleSpec) -> dict[str, Any]:
@@ -352,7 +420,8 @@ def _rule_check(check: RuleCheck) -> dict[str, Any]:
 async def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """Any other path under /v1: a 404 in the OpenAI shape, naming what exists."""
     return errors.GatewayError(
-        404, f"Unknown endpoint {request.method} {request.path[:200]}. This gateway serves: {', '.join(ENDPOINTS)}.",
+        404,
+        f"Unknown endpoint {request.method} {request.path[:200]}. This gateway serves: {', '.join(ENDPOINTS)}.",
         code="unknown_endpoint",
     ).response()
 
@@ -360,21 +429,29 @@ async def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResp
 async def healthz(request: HttpRequest) -> HttpResponse:
     """Liveness for load balancers, with the config version this worker routes from."""
     config = holder.peek()
-    return JsonResponse({
-        "status": "ok",
-        "config_version": config.version if config else None,
-        "usage_pending": recorder.pending,
-        "usage_dropped": recorder.dropped,
-        "usage_set_aside": recorder.set_aside,  # refused by the database: see the usage dead letters
-    })
+    return JsonResponse(
+        {
+            "status": "ok",
+            "config_version": config.version if config else None,
+            "usage_pending": recorder.pending,
+            "usage_dropped": recorder.dropped,
+            "usage_set_aside": recorder.set_aside,  # refused by the database: see the usage dead letters
+        }
+    )
 
 
 async def readyz(request: HttpRequest) -> HttpResponse:
     """Readiness for load balancers (gateway/hotpath/readiness.py): 200 when this worker can serve, else 503."""
     verdict = await readiness.verdict()
     if verdict.ready:
-        return JsonResponse({"status": "ready", "config_version": verdict.config_version, "checks": verdict.checks})
-    response = errors.GatewayError(503, "Not ready: " + "; ".join(verdict.problems()) + ".",
-                                   type="server_error", code="not_ready").response()
+        return JsonResponse(
+            {"status": "ready", "config_version": verdict.config_version, "checks": verdict.checks}
+        )
+    response = errors.GatewayError(
+        503,
+        "Not ready: " + "; ".join(verdict.problems()) + ".",
+        type="server_error",
+        code="not_ready",
+    ).response()
     response._has_been_logged = True  # type: ignore[attr-defined]  # readiness logs its changes, not each probe
     return response

@@ -6,70 +6,132 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('balancers', '0001_initial'),
+        ("balancers", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ConfigState',
+            name="ConfigState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.BigIntegerField(default=0)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.BigIntegerField(default=0)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('prefix', models.CharField(help_text='The first characters, to recognise the key.', max_length=16)),
-                ('key_hash', models.CharField(editable=False, max_length=64, unique=True)),
-                ('rate_limit_per_minute', models.PositiveIntegerField(blank=True, help_text='Requests per minute; empty: unlimited.', null=True, validators=[django.core.validators.MinValueValidator(1)])),
-                ('enabled', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('balancers', models.ManyToManyField(blank=True, help_text='Empty: every balancer.', related_name='api_keys', to='balancers.balancer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "prefix",
+                    models.CharField(
+                        help_text="The first characters, to recognise the key.", max_length=16
+                    ),
+                ),
+                ("key_hash", models.CharField(editable=False, max_length=64, unique=True)),
+                (
+                    "rate_limit_per_minute",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Requests per minute; empty: unlimited.",
+                        null=True,
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "balancers",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Empty: every balancer.",
+                        related_name="api_keys",
+                        to="balancers.balancer",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API key',
-                'ordering': ['-created_at'],
+                "verbose_name": "API key",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='UsageEvent',
+            name="UsageEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(db_index=True)),
-                ('request_id', models.CharField(db_index=True, max_length=64)),
-                ('endpoint', models.CharField(max_length=20)),
-                ('serving_name', models.CharField(blank=True, max_length=128)),
-                ('route', models.CharField(blank=True, max_length=63)),
-                ('instance', models.CharField(blank=True, help_text='instance_id that answered', max_length=63)),
-                ('model', models.CharField(blank=True, max_length=200)),
-                ('decision_reason', models.CharField(blank=True, max_length=40)),
-                ('confidence', models.FloatField(blank=True, null=True)),
-                ('classifier_ms', models.FloatField(blank=True, null=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('attempt_log', models.JSONField(blank=True, default=list)),
-                ('status_code', models.PositiveSmallIntegerField()),
-                ('error_type', models.CharField(blank=True, max_length=60)),
-                ('stream', models.BooleanField(default=False)),
-                ('latency_ms', models.FloatField()),
-                ('ttfb_ms', models.FloatField(blank=True, null=True)),
-                ('prompt_tokens', models.PositiveIntegerField(default=0)),
-                ('completion_tokens', models.PositiveIntegerField(default=0)),
-                ('cost_usd', models.DecimalField(decimal_places=10, default=0, max_digits=16)),
-                ('api_key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='gateway.apikey')),
-                ('balancer', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='usage_events', to='balancers.balancer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(db_index=True)),
+                ("request_id", models.CharField(db_index=True, max_length=64)),
+                ("endpoint", models.CharField(max_length=20)),
+                ("serving_name", models.CharField(blank=True, max_length=128)),
+                ("route", models.CharField(blank=True, max_length=63)),
+                (
+                    "instance",
+                    models.CharField(
+                        blank=True, help_text="instance_id that answered", max_length=63
+                    ),
+                ),
+                ("model", models.CharField(blank=True, max_length=200)),
+                ("decision_reason", models.CharField(blank=True, max_length=40)),
+                ("confidence", models.FloatField(blank=True, null=True)),
+                ("classifier_ms", models.FloatField(blank=True, null=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("attempt_log", models.JSONField(blank=True, default=list)),
+                ("status_code", models.PositiveSmallIntegerField()),
+                ("error_type", models.CharField(blank=True, max_length=60)),
+                ("stream", models.BooleanField(default=False)),
+                ("latency_ms", models.FloatField()),
+                ("ttfb_ms", models.FloatField(blank=True, null=True)),
+                ("prompt_tokens", models.PositiveIntegerField(default=0)),
+                ("completion_tokens", models.PositiveIntegerField(default=0)),
+                ("cost_usd", models.DecimalField(decimal_places=10, default=0, max_digits=16)),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="gateway.apikey",
+                    ),
+                ),
+                (
+                    "balancer",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="usage_events",
+                        to="balancers.balancer",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['balancer', 'created_at'], name='gateway_usa_balance_8a366c_idx')],
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(
+                        fields=["balancer", "created_at"], name="gateway_usa_balance_8a366c_idx"
+                    )
+                ],
             },
         ),
     ]

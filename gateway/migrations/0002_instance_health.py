@@ -5,22 +5,45 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0001_initial'),
-        ('targetgroups', '0001_initial'),
+        ("gateway", "0001_initial"),
+        ("targetgroups", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='InstanceHealth',
+            name="InstanceHealth",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('unknown', 'Unknown'), ('healthy', 'Healthy'), ('degraded', 'Degraded'), ('unavailable', 'Unavailable')], default='unknown', max_length=20)),
-                ('latency_ms', models.FloatField(blank=True, null=True)),
-                ('detail', models.CharField(blank=True, max_length=300)),
-                ('checked_at', models.DateTimeField()),
-                ('instance', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='probe', to='targetgroups.instance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("unknown", "Unknown"),
+                            ("healthy", "Healthy"),
+                            ("degraded", "Degraded"),
+                            ("unavailable", "Unavailable"),
+                        ],
+                        default="unknown",
+                        max_length=20,
+                    ),
+                ),
+                ("latency_ms", models.FloatField(blank=True, null=True)),
+                ("detail", models.CharField(blank=True, max_length=300)),
+                ("checked_at", models.DateTimeField()),
+                (
+                    "instance",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="probe",
+                        to="targetgroups.instance",
+                    ),
+                ),
             ],
         ),
     ]

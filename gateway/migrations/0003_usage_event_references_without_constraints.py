@@ -5,21 +5,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('balancers', '0001_initial'),
-        ('gateway', '0002_instance_health'),
+        ("balancers", "0001_initial"),
+        ("gateway", "0002_instance_health"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='usageevent',
-            name='api_key',
-            field=models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='gateway.apikey'),
+            model_name="usageevent",
+            name="api_key",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="gateway.apikey",
+            ),
         ),
         migrations.AlterField(
-            model_name='usageevent',
-            name='balancer',
-            field=models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='usage_events', to='balancers.balancer'),
+            model_name="usageevent",
+            name="balancer",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="usage_events",
+                to="balancers.balancer",
+            ),
         ),
     ]

@@ -5,44 +5,88 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('balancers', '0001_initial'),
-        ('gateway', '0003_usage_event_references_without_constraints'),
+        ("balancers", "0001_initial"),
+        ("gateway", "0003_usage_event_references_without_constraints"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UsageRollupState',
+            name="UsageRollupState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('last_event_id', models.BigIntegerField(default=0)),
-                ('pruned_before', models.DateTimeField(blank=True, help_text='Raw events before this hour were deleted; their rollups are kept.', null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("last_event_id", models.BigIntegerField(default=0)),
+                (
+                    "pruned_before",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="Raw events before this hour were deleted; their rollups are kept.",
+                        null=True,
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='UsageHourly',
+            name="UsageHourly",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField(db_index=True, help_text='Start of the hour, UTC.')),
-                ('serving_name', models.CharField(blank=True, max_length=128)),
-                ('route', models.CharField(blank=True, max_length=63)),
-                ('instance', models.CharField(blank=True, max_length=63)),
-                ('model', models.CharField(blank=True, max_length=200)),
-                ('requests', models.PositiveIntegerField(default=0)),
-                ('errors', models.PositiveIntegerField(default=0, help_text='Requests answered with a status of 400 or more.')),
-                ('prompt_tokens', models.PositiveBigIntegerField(default=0)),
-                ('completion_tokens', models.PositiveBigIntegerField(default=0)),
-                ('cost_usd', models.DecimalField(decimal_places=10, default=0, max_digits=16)),
-                ('latency_ms_sum', models.FloatField(default=0, help_text='Divide by requests for the mean.')),
-                ('streamed', models.PositiveIntegerField(default=0)),
-                ('api_key', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='gateway.apikey')),
-                ('balancer', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='balancers.balancer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("hour", models.DateTimeField(db_index=True, help_text="Start of the hour, UTC.")),
+                ("serving_name", models.CharField(blank=True, max_length=128)),
+                ("route", models.CharField(blank=True, max_length=63)),
+                ("instance", models.CharField(blank=True, max_length=63)),
+                ("model", models.CharField(blank=True, max_length=200)),
+                ("requests", models.PositiveIntegerField(default=0)),
+                (
+                    "errors",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Requests answered with a status of 400 or more."
+                    ),
+                ),
+                ("prompt_tokens", models.PositiveBigIntegerField(default=0)),
+                ("completion_tokens", models.PositiveBigIntegerField(default=0)),
+                ("cost_usd", models.DecimalField(decimal_places=10, default=0, max_digits=16)),
+                (
+                    "latency_ms_sum",
+                    models.FloatField(default=0, help_text="Divide by requests for the mean."),
+                ),
+                ("streamed", models.PositiveIntegerField(default=0)),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="gateway.apikey",
+                    ),
+                ),
+                (
+                    "balancer",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="balancers.balancer",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'usage hour',
-                'ordering': ['-hour'],
+                "verbose_name": "usage hour",
+                "ordering": ["-hour"],
             },
         ),
     ]

@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0004_usage_hourly_rollups'),
+        ("gateway", "0004_usage_hourly_rollups"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='apikey',
-            name='allow_route_override',
-            field=models.BooleanField(default=False, help_text='Requests with this key may force an enabled route with the X-Balancer-Route header.', verbose_name='may choose the route'),
+            model_name="apikey",
+            name="allow_route_override",
+            field=models.BooleanField(
+                default=False,
+                help_text="Requests with this key may force an enabled route with the X-Balancer-Route header.",
+                verbose_name="may choose the route",
+            ),
         ),
     ]

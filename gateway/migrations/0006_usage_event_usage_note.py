@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0005_api_key_allow_route_override'),
+        ("gateway", "0005_api_key_allow_route_override"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='usageevent',
-            name='usage_note',
-            field=models.CharField(blank=True, help_text="Why an upstream-reported token count was dropped for the gateway's estimate.", max_length=200),
+            model_name="usageevent",
+            name="usage_note",
+            field=models.CharField(
+                blank=True,
+                help_text="Why an upstream-reported token count was dropped for the gateway's estimate.",
+                max_length=200,
+            ),
         ),
     ]

@@ -4,24 +4,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0006_usage_event_usage_note'),
+        ("gateway", "0006_usage_event_usage_note"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UsageDeadLetter',
+            name="UsageDeadLetter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True, help_text='When it was set aside.')),
-                ('request_id', models.CharField(blank=True, max_length=64)),
-                ('reason', models.CharField(help_text="The database's error.", max_length=500)),
-                ('record', models.TextField(help_text='The event as the gateway recorded it (JSON when it can be).')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        auto_now_add=True, db_index=True, help_text="When it was set aside."
+                    ),
+                ),
+                ("request_id", models.CharField(blank=True, max_length=64)),
+                ("reason", models.CharField(help_text="The database's error.", max_length=500)),
+                (
+                    "record",
+                    models.TextField(
+                        help_text="The event as the gateway recorded it (JSON when it can be)."
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'usage dead letter',
-                'ordering': ['-created_at'],
+                "verbose_name": "usage dead letter",
+                "ordering": ["-created_at"],
             },
         ),
     ]

@@ -5,21 +5,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0007_usage_dead_letters'),
+        ("gateway", "0007_usage_dead_letters"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='StoredResponse',
+            name="StoredResponse",
             fields=[
-                ('id', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField(db_index=True)),
-                ('response', models.JSONField(help_text='The Responses object as answered.')),
-                ('conversation', models.JSONField(help_text='The turns up to and including this answer, as chat messages (without the instructions).')),
-                ('api_key', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='gateway.apikey')),
+                ("id", models.CharField(max_length=64, primary_key=True, serialize=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField(db_index=True)),
+                ("response", models.JSONField(help_text="The Responses object as answered.")),
+                (
+                    "conversation",
+                    models.JSONField(
+                        help_text="The turns up to and including this answer, as chat messages (without the instructions)."
+                    ),
+                ),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="gateway.apikey",
+                    ),
+                ),
             ],
         ),
     ]

@@ -5,36 +5,73 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0008_stored_responses'),
-        ('targetgroups', '0001_initial'),
+        ("gateway", "0008_stored_responses"),
+        ("targetgroups", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='instancehealth',
-            name='consecutive_failures',
+            model_name="instancehealth",
+            name="consecutive_failures",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='instancehealth',
-            name='consecutive_successes',
+            model_name="instancehealth",
+            name="consecutive_successes",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.CreateModel(
-            name='ProbeRecord',
+            name="ProbeRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('checked_at', models.DateTimeField()),
-                ('verdict', models.CharField(choices=[('unknown', 'Unknown'), ('healthy', 'Healthy'), ('degraded', 'Degraded'), ('unavailable', 'Unavailable')], help_text='What this probe alone said (healthy, degraded or unavailable).', max_length=20)),
-                ('status', models.CharField(choices=[('unknown', 'Unknown'), ('healthy', 'Healthy'), ('degraded', 'Degraded'), ('unavailable', 'Unavailable')], help_text="The instance's state after this probe (with hysteresis).", max_length=20)),
-                ('latency_ms', models.FloatField(blank=True, null=True)),
-                ('detail', models.CharField(blank=True, max_length=300)),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='probe_records', to='targetgroups.instance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("checked_at", models.DateTimeField()),
+                (
+                    "verdict",
+                    models.CharField(
+                        choices=[
+                            ("unknown", "Unknown"),
+                            ("healthy", "Healthy"),
+                            ("degraded", "Degraded"),
+                            ("unavailable", "Unavailable"),
+                        ],
+                        help_text="What this probe alone said (healthy, degraded or unavailable).",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("unknown", "Unknown"),
+                            ("healthy", "Healthy"),
+                            ("degraded", "Degraded"),
+                            ("unavailable", "Unavailable"),
+                        ],
+                        help_text="The instance's state after this probe (with hysteresis).",
+                        max_length=20,
+                    ),
+                ),
+                ("latency_ms", models.FloatField(blank=True, null=True)),
+                ("detail", models.CharField(blank=True, max_length=300)),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="probe_records",
+                        to="targetgroups.instance",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['instance', '-id'], name='probe_record_instance_recent')],
+                "indexes": [
+                    models.Index(fields=["instance", "-id"], name="probe_record_instance_recent")
+                ],
             },
         ),
     ]

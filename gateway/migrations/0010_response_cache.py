@@ -4,30 +4,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0009_probe_history'),
+        ("gateway", "0009_probe_history"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='usageevent',
-            name='cache_hit',
-            field=models.BooleanField(default=False, help_text='Answered from the response cache (no upstream call).'),
+            model_name="usageevent",
+            name="cache_hit",
+            field=models.BooleanField(
+                default=False, help_text="Answered from the response cache (no upstream call)."
+            ),
         ),
         migrations.AddField(
-            model_name='usageevent',
-            name='savings_usd',
-            field=models.DecimalField(decimal_places=10, default=0, help_text="Upstream cost avoided: a cache hit's original cost (its cost_usd is 0).", max_digits=16),
+            model_name="usageevent",
+            name="savings_usd",
+            field=models.DecimalField(
+                decimal_places=10,
+                default=0,
+                help_text="Upstream cost avoided: a cache hit's original cost (its cost_usd is 0).",
+                max_digits=16,
+            ),
         ),
         migrations.AddField(
-            model_name='usagehourly',
-            name='cache_hits',
+            model_name="usagehourly",
+            name="cache_hits",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='usagehourly',
-            name='savings_usd',
-            field=models.DecimalField(decimal_places=10, default=0, help_text='Upstream cost avoided by the response cache.', max_digits=16),
+            model_name="usagehourly",
+            name="savings_usd",
+            field=models.DecimalField(
+                decimal_places=10,
+                default=0,
+                help_text="Upstream cost avoided by the response cache.",
+                max_digits=16,
+            ),
         ),
     ]

@@ -50,8 +50,17 @@ HOUR = timedelta(hours=1)
 STATE_PK = 1
 # What a rollup row is per hour: one row for each combination seen in that hour.
 GROUP_FIELDS = ("balancer_id", "serving_name", "route", "instance", "model", "api_key_id")
-SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms_sum", "streamed",
-              "cache_hits", "savings_usd")
+SUM_FIELDS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_ms_sum",
+    "streamed",
+    "cache_hits",
+    "savings_usd",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +95,24 @@ def _rollup(now: datetime | None) -> RollupResult:
         if ceiling > state.last_event_id:
             new = UsageEvent.objects.filter(pk__gt=state.last_event_id, pk__lte=ceiling)
             events = new.count()
-            hours = sorted(new.annotate(at=TruncHour("created_at", tzinfo=UTC)).order_by()
-                           .values_list("at", flat=True).distinct())
+            hours = sorted(
+                new.annotate(at=TruncHour("created_at", tzinfo=UTC))
+                .order_by()
+                .values_list("at", flat=True)
+                .distinct()
+            )
             pruned_before = state.pruned_before
-            _recompute([h for h in hours if pruned_before is None or h >= pruned_before], ceiling=ceiling)
+            _recompute(
+                [h for h in hours if pruned_before is None or h >= pruned_before], ceiling=ceiling
+            )
             _add_late(new, [h for h in hours if pruned_before is not None and h < pruned_before])
             state.last_event_id = ceiling
         pruned = _prune(state, now or timezone.now())
         state.save()
     if events or pruned:
-        logger.debug("usage rollup: %d events in %d hours, %d raw events pruned", events, len(hours), pruned)
+        logger.debug(
+            "usage rollup: %d events in %d hours, %d raw events pruned", events, len(hours), pruned
+        )
     return RollupResult(events=events, hours=len(hours), pruned=pruned)
 
 
@@ -105,7 +122,9 @@ def _committed_ceiling() -> int:
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute(f"LOCK TABLE {connection.ops.quote_name(UsageEvent._meta.db_table)} IN SHARE MODE")
+                cursor.execute(
+                    f"LOCK TABLE {connection.ops.quote_name(UsageEvent._meta.db_table)} IN SHARE MODE"
+                )
         return UsageEvent.objects.aggregate(top=Max("pk"))["top"] or 0
 
 
@@ -125,22 +144,34 @@ def _within(hours: Iterable[datetime]) -> Q:
 
 def _sums(events: QuerySet[UsageEvent]) -> list[UsageHourly]:
     rows = (
-        events.annotate(at=TruncHour("created_at", tzinfo=UTC)).order_by()
+        events.annotate(at=TruncHour("created_at", tzinfo=UTC))
+        .order_by()
         .values("at", *GROUP_FIELDS)
         .annotate(
-            n=Count("pk"), failed=Count("pk", filter=Q(status_code__gte=400)),
-            prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), cost=Sum("cost_usd"),
-            latency=Sum("latency_ms"), streams=Count("pk", filter=Q(stream=True)),
-            hits=Count("pk", filter=Q(cache_hit=True)), saved=Sum("savings_usd"),
+            n=Count("pk"),
+            failed=Count("pk", filter=Q(status_code__gte=400)),
+            prompt=Sum("prompt_tokens"),
+            completion=Sum("completion_tokens"),
+            cost=Sum("cost_usd"),
+            latency=Sum("latency_ms"),
+            streams=Count("pk", filter=Q(stream=True)),
+            hits=Count("pk", filter=Q(cache_hit=True)),
+            saved=Sum("savings_usd"),
         )
     )
     return [
         UsageHourly(
-            hour=row["at"], **{name: row[name] for name in GROUP_FIELDS},
-            requests=row["n"], errors=row["failed"], prompt_tokens=row["prompt"] or 0,
-            completion_tokens=row["completion"] or 0, cost_usd=row["cost"] or 0,
-            latency_ms_sum=row["latency"] or 0.0, streamed=row["streams"],
-            cache_hits=row["hits"], savings_usd=row["saved"] or 0,
+            hour=row["at"],
+            **{name: row[name] for name in GROUP_FIELDS},
+            requests=row["n"],
+            errors=row["failed"],
+            prompt_tokens=row["prompt"] or 0,
+            completion_tokens=row["completion"] or 0,
+            cost_usd=row["cost"] or 0,
+            latency_ms_sum=row["latency"] or 0.0,
+            streamed=row["streams"],
+            cache_hits=row["hits"],
+            savings_usd=row["saved"] or 0,
         )
         for row in rows
     ]
@@ -188,12 +219,13 @@ def _prune(state: UsageRollupState, now: datetime) -> int:
     # can go over several runs.
     if state.pruned_before is None or cutoff > state.pruned_before:
         state.pruned_before = cutoff
-    UsageDeadLetter.objects.filter(created_at__lt=cutoff).delete()  # refused events go with the raw ones
+    UsageDeadLetter.objects.filter(
+        created_at__lt=cutoff
+    ).delete()  # refused events go with the raw ones
     old = UsageEvent.objects.filter(created_at__lt=cutoff, pk__lte=state.last_event_id)
-    last = old.order_by("pk").values_list("pk", flat=True)[PRUNE_BATCH - 1:PRUNE_BATCH].first()
+    last = old.order_by("pk").values_list("pk", flat=True)[PRUNE_BATCH - 1 : PRUNE_BATCH].first()
     deleted, _ = (old if last is None else old.filter(pk__lte=last)).delete()
     return deleted
-
 
 
 async def rollup_usage_in_thread() -> RollupResult:

@@ -36,8 +36,10 @@ MILLION = Decimal(1_000_000)
 
 
 def priced(instance: Instance, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    return (prompt_tokens * instance.input_price_per_million
-            + completion_tokens * instance.output_price_per_million) / MILLION
+    return (
+        prompt_tokens * instance.input_price_per_million
+        + completion_tokens * instance.output_price_per_million
+    ) / MILLION
 
 
 def route_cost(route: Route, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
@@ -99,7 +101,9 @@ class SavingsReport:
     @property
     def savings_vs_priciest(self) -> Decimal | None:
         rows = self.priced
-        return sum((b.savings_vs_priciest or Decimal(0) for b in rows), Decimal(0)) if rows else None
+        return (
+            sum((b.savings_vs_priciest or Decimal(0) for b in rows), Decimal(0)) if rows else None
+        )
 
     @property
     def baseline_cost(self) -> Decimal | None:
@@ -109,26 +113,37 @@ class SavingsReport:
     @property
     def savings_vs_baseline(self) -> Decimal | None:
         rows = self.with_baseline
-        return sum((b.savings_vs_baseline or Decimal(0) for b in rows), Decimal(0)) if rows else None
+        return (
+            sum((b.savings_vs_baseline or Decimal(0) for b in rows), Decimal(0)) if rows else None
+        )
 
 
 def usage_savings(*, hours: QuerySet[UsageHourly]) -> SavingsReport:
     """The savings of these rollup rows (a range, filtered as the page is), per balancer and in total."""
-    sums = (hours.values("balancer_id", "serving_name")
-            .annotate(n=Sum("requests"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"),
-                      cost=Sum("cost_usd"), hits=Sum("cache_hits"), saved=Sum("savings_usd")))
+    sums = hours.values("balancer_id", "serving_name").annotate(
+        n=Sum("requests"),
+        prompt=Sum("prompt_tokens"),
+        completion=Sum("completion_tokens"),
+        cost=Sum("cost_usd"),
+        hits=Sum("cache_hits"),
+        saved=Sum("savings_usd"),
+    )
     balancers = Balancer.objects.prefetch_related(
-        "routes__instance", "routes__target_group__members__instance").in_bulk(
-        {row["balancer_id"] for row in sums if row["balancer_id"] is not None})
+        "routes__instance", "routes__target_group__members__instance"
+    ).in_bulk({row["balancer_id"] for row in sums if row["balancer_id"] is not None})
     report = SavingsReport()
-    per_balancer: dict[int | str, BalancerSavings] = {}  # balancer pk, or the serving name of one deleted
+    per_balancer: dict[
+        int | str, BalancerSavings
+    ] = {}  # balancer pk, or the serving name of one deleted
     for row in sums:
         balancer = balancers.get(row["balancer_id"])
         merge: int | str = balancer.pk if balancer is not None else row["serving_name"]
         entry = per_balancer.get(merge)
         if entry is None:
             entry = per_balancer[merge] = BalancerSavings(
-                balancer=balancer.name if balancer is not None else "", serving_name=row["serving_name"])
+                balancer=balancer.name if balancer is not None else "",
+                serving_name=row["serving_name"],
+            )
         entry.requests += row["n"] or 0
         entry.prompt_tokens += row["prompt"] or 0
         entry.completion_tokens += row["completion"] or 0
@@ -142,16 +157,29 @@ def usage_savings(*, hours: QuerySet[UsageHourly]) -> SavingsReport:
         report.cache_hits += entry.cache_hits
         report.cache_savings += entry.cache_savings
     # The largest savings first; deleted balancers (cache savings only) last.
-    report.balancers = sorted(per_balancer.values(), key=lambda b: (
-        b.priciest_cost is None, -(b.savings_vs_priciest or 0), -b.cache_savings, b.balancer or b.serving_name))
+    report.balancers = sorted(
+        per_balancer.values(),
+        key=lambda b: (
+            b.priciest_cost is None,
+            -(b.savings_vs_priciest or 0),
+            -b.cache_savings,
+            b.balancer or b.serving_name,
+        ),
+    )
     return report
 
 
 def _price(entry: BalancerSavings, balancer: Balancer) -> None:
     routes = list(balancer.routes.all())
-    costs = {route.name: route_cost(route, entry.prompt_tokens, entry.completion_tokens) for route in routes}
-    enabled = [(cost, name) for name, cost in costs.items()
-               if cost is not None and any(r.name == name and r.enabled for r in routes)]
+    costs = {
+        route.name: route_cost(route, entry.prompt_tokens, entry.completion_tokens)
+        for route in routes
+    }
+    enabled = [
+        (cost, name)
+        for name, cost in costs.items()
+        if cost is not None and any(r.name == name and r.enabled for r in routes)
+    ]
     if enabled:
         cost, name = max(enabled, key=lambda pair: (pair[0], pair[1]))
         entry.priciest_route, entry.priciest_cost = name, cost

@@ -46,11 +46,14 @@ class UsageRange:
         return end - self.buckets * self.step, end
 
 
-RANGES = {r.key: r for r in (
-    UsageRange("24h", "last 24 hours", "24 hours", 24, daily=False),
-    UsageRange("7d", "last 7 days", "7 days", 7, daily=True),
-    UsageRange("30d", "last 30 days", "30 days", 30, daily=True),
-)}
+RANGES = {
+    r.key: r
+    for r in (
+        UsageRange("24h", "last 24 hours", "24 hours", 24, daily=False),
+        UsageRange("7d", "last 7 days", "7 days", 7, daily=True),
+        UsageRange("30d", "last 30 days", "30 days", 30, daily=True),
+    )
+}
 DEFAULT_RANGE = RANGES["24h"]
 
 
@@ -69,8 +72,12 @@ class UsageFilters:
 
     def query(self, **changes: Any) -> str:
         """The GET parameters for these filters (with changes), defaults left out."""
-        params = {"range": self.range.key, "balancer": self.balancer.name if self.balancer else "",
-                  "key": self.key_param, **changes}
+        params = {
+            "range": self.range.key,
+            "balancer": self.balancer.name if self.balancer else "",
+            "key": self.key_param,
+            **changes,
+        }
         if params["range"] == DEFAULT_RANGE.key:
             del params["range"]
         return urlencode({k: v for k, v in params.items() if v})
@@ -135,8 +142,12 @@ class UsageTotals:
 
 
 SUMS = {
-    "n": Sum("requests"), "failed": Sum("errors"), "prompt": Sum("prompt_tokens"),
-    "completion": Sum("completion_tokens"), "cost": Sum("cost_usd"), "latency": Sum("latency_ms_sum"),
+    "n": Sum("requests"),
+    "failed": Sum("errors"),
+    "prompt": Sum("prompt_tokens"),
+    "completion": Sum("completion_tokens"),
+    "cost": Sum("cost_usd"),
+    "latency": Sum("latency_ms_sum"),
     "streams": Sum("streamed"),
 }
 
@@ -216,7 +227,10 @@ def _bar_height(value: float, peak: float) -> float:
 def _bucket_labels(start: datetime, usage_range: UsageRange) -> tuple[str, str]:
     """(hover title, axis label) for the bucket starting at `start`."""
     if usage_range.daily:
-        return f"{start:%a %d %b %Y}", f"{start:%d %b}" if usage_range.buckets > 7 else f"{start:%a %d}"
+        return (
+            f"{start:%a %d %b %Y}",
+            f"{start:%d %b}" if usage_range.buckets > 7 else f"{start:%a %d}",
+        )
     end = start + HOUR
     return f"{start:%a %d %b, %H:%M}\N{EN DASH}{end:%H:%M} UTC", f"{start:%H:%M}"
 
@@ -236,12 +250,17 @@ def usage_chart(*, filters: UsageFilters, start: datetime, end: datetime) -> Usa
         totals = per_bucket.get(bucket, UsageTotals())
         title, axis = _bucket_labels(bucket, usage_range)
         failed = f" ({totals.errors:,} failed)" if totals.errors else ""
-        bars.append(ChartBar(
-            start=bucket, cost=totals.cost, requests=totals.requests, errors=totals.errors,
-            title=f"{title}: {format_usd(totals.cost)}, {totals.requests:,} request{'s' if totals.requests != 1 else ''}{failed}",
-            # Label the latest bucket and every few before it, so the labels never crowd.
-            axis_label=axis if (usage_range.buckets - 1 - index) % label_every == 0 else "",
-        ))
+        bars.append(
+            ChartBar(
+                start=bucket,
+                cost=totals.cost,
+                requests=totals.requests,
+                errors=totals.errors,
+                title=f"{title}: {format_usd(totals.cost)}, {totals.requests:,} request{'s' if totals.requests != 1 else ''}{failed}",
+                # Label the latest bucket and every few before it, so the labels never crowd.
+                axis_label=axis if (usage_range.buckets - 1 - index) % label_every == 0 else "",
+            )
+        )
     chart = UsageChart(bars=bars, unit="day" if usage_range.daily else "hour")
     chart.peak_cost = max((b.cost for b in bars), default=Decimal(0))
     chart.peak_requests = max((b.requests for b in bars), default=0)
@@ -274,18 +293,26 @@ class BreakdownRow:
         return self.share * 100
 
 
-def _balancer_label(balancers: dict[int, Balancer], balancer_id: int | None, serving_name: str) -> tuple[str, str]:
+def _balancer_label(
+    balancers: dict[int, Balancer], balancer_id: int | None, serving_name: str
+) -> tuple[str, str]:
     balancer = balancers.get(balancer_id) if balancer_id is not None else None
     if balancer is not None:
         return balancer.name, reverse("balancer-detail", args=[balancer.name])
-    if not serving_name:  # refused before a model was read (no key, bad JSON, unknown path) or the model list
+    if (
+        not serving_name
+    ):  # refused before a model was read (no key, bad JSON, unknown path) or the model list
         return "no model named", ""
     # Deleted since, or never a balancer (a request for an unknown model, refused with a 404).
     return f"{serving_name} (deleted or unknown)", ""
 
 
-def _rows(hours: QuerySet[UsageHourly], fields: Iterable[str],
-          label: Callable[[dict[str, Any]], tuple[Any, str, str, str]], total_cost: Decimal) -> list[BreakdownRow]:
+def _rows(
+    hours: QuerySet[UsageHourly],
+    fields: Iterable[str],
+    label: Callable[[dict[str, Any]], tuple[Any, str, str, str]],
+    total_cost: Decimal,
+) -> list[BreakdownRow]:
     """Sum the rollups by `fields`; `label(row)` gives (merge key, label, sub, url) for each group."""
     merged: dict[Any, BreakdownRow] = {}
     for row in hours.values(*fields).annotate(**SUMS):
@@ -298,14 +325,19 @@ def _rows(hours: QuerySet[UsageHourly], fields: Iterable[str],
     return rows
 
 
-def usage_breakdowns(*, filters: UsageFilters, start: datetime, end: datetime,
-                     total_cost: Decimal) -> dict[str, list[BreakdownRow]]:
+def usage_breakdowns(
+    *, filters: UsageFilters, start: datetime, end: datetime, total_cost: Decimal
+) -> dict[str, list[BreakdownRow]]:
     """The range's usage by balancer, by route, by instance and model, and by API key; costliest first."""
     hours = usage_hours(filters=filters, start=start, end=end)
-    balancer_ids = set(hours.filter(balancer_id__isnull=False).values_list("balancer_id", flat=True).distinct())
+    balancer_ids = set(
+        hours.filter(balancer_id__isnull=False).values_list("balancer_id", flat=True).distinct()
+    )
     balancers = Balancer.objects.in_bulk(balancer_ids)
     instance_ids = set(hours.values_list("instance", flat=True).distinct())
-    instances = set(Instance.objects.filter(instance_id__in=instance_ids).values_list("instance_id", flat=True))
+    instances = set(
+        Instance.objects.filter(instance_id__in=instance_ids).values_list("instance_id", flat=True)
+    )
     key_ids = set(hours.exclude(api_key_id=None).values_list("api_key_id", flat=True).distinct())
     keys = ApiKey.objects.in_bulk(key_ids)
 
@@ -313,7 +345,11 @@ def usage_breakdowns(*, filters: UsageFilters, start: datetime, end: datetime,
         text, url = _balancer_label(balancers, row["balancer_id"], row["serving_name"])
         key = row["balancer_id"] if row["balancer_id"] in balancers else row["serving_name"]
         balancer = balancers.get(row["balancer_id"])
-        sub = balancer.serving_name if balancer is not None and balancer.serving_name != balancer.name else ""
+        sub = (
+            balancer.serving_name
+            if balancer is not None and balancer.serving_name != balancer.name
+            else ""
+        )
         return key, text, sub, url
 
     def by_route(row: dict[str, Any]) -> tuple[Any, str, str, str]:
@@ -346,9 +382,23 @@ def usage_breakdowns(*, filters: UsageFilters, start: datetime, end: datetime,
 # -- CSV rows -----------------------------------------------------------------------------------
 
 EXPORT_COLUMNS = [
-    "from", "to", "balancer", "serving_name", "route", "instance", "model", "api_key_id", "api_key",
-    "requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "cost_share",
-    "mean_latency_ms", "streamed",
+    "from",
+    "to",
+    "balancer",
+    "serving_name",
+    "route",
+    "instance",
+    "model",
+    "api_key_id",
+    "api_key",
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "cost_share",
+    "mean_latency_ms",
+    "streamed",
 ]
 
 
@@ -375,23 +425,41 @@ def usage_rows(*, filters: UsageFilters, start: datetime, end: datetime) -> list
     hours = usage_hours(filters=filters, start=start, end=end)
     fields = ("balancer_id", "serving_name", "route", "instance", "model", "api_key_id")
     groups = list(hours.values(*fields).annotate(**SUMS))
-    balancers = Balancer.objects.in_bulk({g["balancer_id"] for g in groups if g["balancer_id"] is not None})
+    balancers = Balancer.objects.in_bulk(
+        {g["balancer_id"] for g in groups if g["balancer_id"] is not None}
+    )
     keys = ApiKey.objects.in_bulk({g["api_key_id"] for g in groups if g["api_key_id"] is not None})
     total_cost = sum((g["cost"] or Decimal(0) for g in groups), Decimal(0))
-    groups.sort(key=lambda g: (-(g["cost"] or 0), -(g["n"] or 0), g["serving_name"], g["route"], g["instance"],
-                               g["model"], g["api_key_id"] or 0))
+    groups.sort(
+        key=lambda g: (
+            -(g["cost"] or 0),
+            -(g["n"] or 0),
+            g["serving_name"],
+            g["route"],
+            g["instance"],
+            g["model"],
+            g["api_key_id"] or 0,
+        )
+    )
     rows = []
     for group in groups:
         totals = UsageTotals()
         totals.add(group)
         balancer = balancers.get(group["balancer_id"])
         key = keys.get(group["api_key_id"])
-        rows.append(UsageRow(
-            balancer=balancer.name if balancer else "", serving_name=group["serving_name"], route=group["route"],
-            instance=group["instance"], model=group["model"], api_key_id=group["api_key_id"],
-            api_key=key.name if key else "", totals=totals,
-            cost_share=totals.cost / total_cost if total_cost else Decimal(0),
-        ))
+        rows.append(
+            UsageRow(
+                balancer=balancer.name if balancer else "",
+                serving_name=group["serving_name"],
+                route=group["route"],
+                instance=group["instance"],
+                model=group["model"],
+                api_key_id=group["api_key_id"],
+                api_key=key.name if key else "",
+                totals=totals,
+                cost_share=totals.cost / total_cost if total_cost else Decimal(0),
+            )
+        )
     return rows
 
 
@@ -399,21 +467,37 @@ def usage_csv_row(row: UsageRow, *, start: datetime, end: datetime) -> list[Any]
     """A row under EXPORT_COLUMNS."""
     totals, mean = row.totals, row.totals.mean_latency_ms
     return [
-        start.isoformat(), end.isoformat(), row.balancer, row.serving_name, row.route, row.instance, row.model,
-        row.api_key_id or "", row.api_key, totals.requests, totals.errors, totals.prompt_tokens,
-        totals.completion_tokens, f"{totals.cost:.10f}", f"{row.cost_share:.6f}" if row.cost_share else "0",
-        f"{mean:.1f}" if mean is not None else "", totals.streamed,
+        start.isoformat(),
+        end.isoformat(),
+        row.balancer,
+        row.serving_name,
+        row.route,
+        row.instance,
+        row.model,
+        row.api_key_id or "",
+        row.api_key,
+        totals.requests,
+        totals.errors,
+        totals.prompt_tokens,
+        totals.completion_tokens,
+        f"{totals.cost:.10f}",
+        f"{row.cost_share:.6f}" if row.cost_share else "0",
+        f"{mean:.1f}" if mean is not None else "",
+        totals.streamed,
     ]
 
 
 # -- recent requests ----------------------------------------------------------------------------
 
 
-def usage_recent_events(*, filters: UsageFilters, start: datetime, limit: int = RECENT_LIMIT) -> list[UsageEvent]:
+def usage_recent_events(
+    *, filters: UsageFilters, start: datetime, limit: int = RECENT_LIMIT
+) -> list[UsageEvent]:
     """The latest raw events for the filters (within the range, while retention keeps them)."""
     return list(
         UsageEvent.objects.filter(filters.condition(), created_at__gte=start)
-        .select_related("balancer").order_by("-created_at", "-pk")[:limit]
+        .select_related("balancer")
+        .order_by("-created_at", "-pk")[:limit]
     )
 
 
@@ -434,7 +518,9 @@ def usage_report(*, filters: UsageFilters, now: datetime) -> dict[str, Any]:
     }
     if totals.requests:
         report["chart"] = usage_chart(filters=filters, start=start, end=end)
-        report["breakdowns"] = usage_breakdowns(filters=filters, start=start, end=end, total_cost=totals.cost)
+        report["breakdowns"] = usage_breakdowns(
+            filters=filters, start=start, end=end, total_cost=totals.cost
+        )
         report["events"] = usage_recent_events(filters=filters, start=start)
         report["savings"] = savings_report(filters=filters, start=start, end=end)
     return report
@@ -497,6 +583,9 @@ def probe_summaries(pks: Iterable[int], *, history: int = 10) -> dict[int, Probe
     for pk in pks:
         state = states.get(pk)
         summaries[pk] = ProbeSummary(
-            status=state.status if state else "unknown", checked_at=state.checked_at if state else None,
-            detail=state.detail if state else "", history=records[pk])
+            status=state.status if state else "unknown",
+            checked_at=state.checked_at if state else None,
+            detail=state.detail if state else "",
+            history=records[pk],
+        )
     return summaries

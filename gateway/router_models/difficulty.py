@@ -103,9 +103,13 @@ def train(texts: Sequence[str], hard: Sequence[bool], embedder: StaticEmbedder) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train the difficulty model and write difficulty.json.")
+    parser = argparse.ArgumentParser(
+        description="Train the difficulty model and write difficulty.json."
+    )
     parser.add_argument("prompts", type=Path, help="a JSONL file of {prompt, route}")
-    parser.add_argument("routes", type=Path, nargs="?", help="its *.routes.json (examples join the training)")
+    parser.add_argument(
+        "routes", type=Path, nargs="?", help="its *.routes.json (examples join the training)"
+    )
     parser.add_argument("--out", type=Path, default=WEIGHTS_FILE)
     args = parser.parse_args(argv)
 

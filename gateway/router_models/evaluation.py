@@ -455,10 +455,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("routes", type=Path, help="a *.routes.json file")
     parser.add_argument("prompts", type=Path, help="a JSONL file of {prompt, route}")
     parser.add_argument("--zero-shot", action="store_true", help="ignore the routes' examples")
-    parser.add_argument("--method", choices=sorted(METHODS), default="auto",
-                        help="which router model (default: what the gateway runs)")
-    parser.add_argument("--split", choices=("all", "dev", "test"), default="all",
-                        help="dev lines chose the methods; test lines were held out")
+    parser.add_argument(
+        "--method",
+        choices=sorted(METHODS),
+        default="auto",
+        help="which router model (default: what the gateway runs)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("all", "dev", "test"),
+        default="all",
+        help="dev lines chose the methods; test lines were held out",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
@@ -495,9 +503,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cached = summarise_latency(cached_latencies([i.prompt for i in items], lambda n: predicted[n]))
     cpu_summary = summarise_latency(cpu)
     report.extra.update(
-        compile_ms=compile_ms, no_match=no_match, default_route=default, method=args.method,
+        compile_ms=compile_ms,
+        no_match=no_match,
+        default_route=default,
+        method=args.method,
         split=args.split,
-        cpu_latency_ms=None if cpu_summary is None else {"p50": cpu_summary.p50_ms, "p99": cpu_summary.p99_ms},
+        cpu_latency_ms=None
+        if cpu_summary is None
+        else {"p50": cpu_summary.p50_ms, "p99": cpu_summary.p99_ms},
         cached_latency_ms=None if cached is None else {"p50": cached.p50_ms, "p99": cached.p99_ms},
     )
     if args.json:
@@ -507,9 +520,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         title = f"{args.prompts.name} ({mode}, method {args.method}, split {args.split})"
         print(format_report(report, title=title), end="")
         if cpu_summary is not None:
-            print(f"decision CPU time  p50 {cpu_summary.p50_ms:.2f} ms  p99 {cpu_summary.p99_ms:.2f} ms")
+            print(
+                f"decision CPU time  p50 {cpu_summary.p50_ms:.2f} ms  p99 {cpu_summary.p99_ms:.2f} ms"
+            )
         if cached is not None:
-            print(f"from the decision cache  p50 {cached.p50_ms * 1000:.1f} us  p99 {cached.p99_ms * 1000:.1f} us")
+            print(
+                f"from the decision cache  p50 {cached.p50_ms * 1000:.1f} us  p99 {cached.p99_ms * 1000:.1f} us"
+            )
         print(f"no match (sent to the default route {default}): {no_match}")
         print(f"compile {compile_ms:.1f} ms for {len(routes)} routes")
     return 0

@@ -140,7 +140,9 @@ class FittedIntentClassifier:
         self.names = tuple(names)
         self._embedder = embedder or default_embedder()
         self._difficulty = difficulty if difficulty is not None else default_difficulty_model()
-        catch_all = [is_catch_all(r.intent) and not any(e.strip() for e in r.examples) for r in routes]
+        catch_all = [
+            is_catch_all(r.intent) and not any(e.strip() for e in r.examples) for r in routes
+        ]
         self._catch_all = next((i for i, c in enumerate(catch_all) if c), None)
         self._classes = [i for i, c in enumerate(catch_all) if not c]
         data = self._training_texts()
@@ -227,7 +229,9 @@ class FittedIntentClassifier:
         if self._classes:
             logits = vector @ self._embedding_weights
             # N-grams of the prompt's gist, cut as the examples were (and cheaper).
-            buckets, values = ngram_sparse(truncate_prompt(cut, EXAMPLE_HEAD_CHARS, EXAMPLE_TAIL_CHARS))
+            buckets, values = ngram_sparse(
+                truncate_prompt(cut, EXAMPLE_HEAD_CHARS, EXAMPLE_TAIL_CHARS)
+            )
             logits = logits + values @ self._ngram_weights[buckets] + self._bias
             logits = logits + (2 * difficulty - 1) * self._difficulty_weights
             probs[self._classes] = _softmax(logits.astype(np.float64) / self.temperature)
@@ -240,7 +244,10 @@ class FittedIntentClassifier:
             return Classification(route=None, confidence=0.0, scores=scores, difficulty=difficulty)
         best = int(np.argmax(probs))
         return Classification(
-            route=self.names[best], confidence=float(probs[best]), scores=scores, difficulty=difficulty
+            route=self.names[best],
+            confidence=float(probs[best]),
+            scores=scores,
+            difficulty=difficulty,
         )
 
 

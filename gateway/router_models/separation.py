@@ -46,15 +46,20 @@ class Overlap:
     def message(self) -> str:
         parts = []
         if self.held_out:
-            parts.append(f"{self.confused} of {self.route}'s {self.held_out} example prompts would go to "
-                         f"{self.other}")
+            parts.append(
+                f"{self.confused} of {self.route}'s {self.held_out} example prompts would go to "
+                f"{self.other}"
+            )
         if self.similarity is not None:
-            parts.append(f"their intents say nearly the same thing (similarity {self.similarity:.2f})")
+            parts.append(
+                f"their intents say nearly the same thing (similarity {self.similarity:.2f})"
+            )
         return f"{self.route} and {self.other} overlap: " + "; ".join(parts) + "."
 
 
-def _held_out_confusion(routes: Sequence[RouteIntent],
-                        embedder: StaticEmbedder | None) -> dict[tuple[str, str], tuple[int, int]]:
+def _held_out_confusion(
+    routes: Sequence[RouteIntent], embedder: StaticEmbedder | None
+) -> dict[tuple[str, str], tuple[int, int]]:
     """(route, other) -> (examples of route sent to other, examples of route held out)."""
     counts: dict[tuple[str, str], int] = {}
     totals: dict[str, int] = {}
@@ -62,8 +67,12 @@ def _held_out_confusion(routes: Sequence[RouteIntent],
         held = {r.name: [e for j, e in enumerate(r.examples) if j % FOLDS == fold] for r in routes}
         if not any(held.values()):
             continue
-        kept = [RouteIntent(r.name, r.intent, tuple(e for j, e in enumerate(r.examples) if j % FOLDS != fold))
-                for r in routes]
+        kept = [
+            RouteIntent(
+                r.name, r.intent, tuple(e for j, e in enumerate(r.examples) if j % FOLDS != fold)
+            )
+            for r in routes
+        ]
         model = FittedIntentClassifier(kept, embedder=embedder)
         for name, examples in held.items():
             for example in examples:
@@ -74,10 +83,15 @@ def _held_out_confusion(routes: Sequence[RouteIntent],
     return {pair: (n, totals[pair[0]]) for pair, n in counts.items()}
 
 
-def route_overlaps(routes: Sequence[RouteIntent], *, embedder: StaticEmbedder | None = None) -> list[Overlap]:
+def route_overlaps(
+    routes: Sequence[RouteIntent], *, embedder: StaticEmbedder | None = None
+) -> list[Overlap]:
     """The pairs of routes the router would confuse, most confused first."""
-    routes = [RouteIntent(r.name, r.intent.strip(), tuple(e.strip() for e in r.examples if e.strip()))
-              for r in routes if r.name]
+    routes = [
+        RouteIntent(r.name, r.intent.strip(), tuple(e.strip() for e in r.examples if e.strip()))
+        for r in routes
+        if r.name
+    ]
     if len(routes) < 2 or len(routes) > MAX_ROUTES or len({r.name for r in routes}) != len(routes):
         return []
     catch_all = {r.name for r in routes if is_catch_all(r.intent) and not r.examples}
@@ -92,13 +106,24 @@ def route_overlaps(routes: Sequence[RouteIntent], *, embedder: StaticEmbedder | 
     with_intent = [r for r in routes if r.intent and r.name not in catch_all]
     vectors = {r.name: embedder.embed(r.intent)[0] for r in with_intent}
     for i, first in enumerate(with_intent):
-        for second in with_intent[i + 1:]:
+        for second in with_intent[i + 1 :]:
             similarity = float(vectors[first.name] @ vectors[second.name])
             if similarity < INTENT_SIMILARITY:
                 continue
-            pair = next((p for p in ((first.name, second.name), (second.name, first.name)) if p in found),
-                        (first.name, second.name))
+            pair = next(
+                (p for p in ((first.name, second.name), (second.name, first.name)) if p in found),
+                (first.name, second.name),
+            )
             base = found.get(pair, Overlap(*pair))
-            found[pair] = Overlap(base.route, base.other, base.confused, base.held_out, round(similarity, 2))
-    return sorted(found.values(), key=lambda o: (-(o.confused / o.held_out if o.held_out else 0),
-                                                 -(o.similarity or 0), o.route, o.other))
+            found[pair] = Overlap(
+                base.route, base.other, base.confused, base.held_out, round(similarity, 2)
+            )
+    return sorted(
+        found.values(),
+        key=lambda o: (
+            -(o.confused / o.held_out if o.held_out else 0),
+            -(o.similarity or 0),
+            o.route,
+            o.other,
+        ),
+    )

@@ -36,9 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=("dev", "test", "all"), default="test")
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "auto"))
-    parser.add_argument("--memory", metavar="METHOD",
-                        help="instead: peak RSS of this process after fitting METHOD to mmlu_subjects "
-                             "and 200 decisions (run once per method: the peak never goes down)")
+    parser.add_argument(
+        "--memory",
+        metavar="METHOD",
+        help="instead: peak RSS of this process after fitting METHOD to mmlu_subjects "
+        "and 200 decisions (run once per method: the peak never goes down)",
+    )
     args = parser.parse_args(argv)
     if args.memory:
         return memory(args.memory)
@@ -48,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm_up()
     build_method("difficulty", []).classify("warm up")
     print(f"split {args.split}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print("| method | set | routes | prompts | accuracy | wall p50 / p99 ms | CPU p50 / p99 ms | fit ms |")
+    print(
+        "| method | set | routes | prompts | accuracy | wall p50 / p99 ms | CPU p50 / p99 ms | fit ms |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.sets.split(","):
         routes, default = load_route_set(DATA / f"{name}.routes.json")
@@ -90,8 +95,10 @@ def memory(method: str) -> int:
     classifier = build_method(method, routes)
     for item in load_split(DATA / "mmlu_subjects.jsonl", "dev")[:200]:
         classifier.classify(item.prompt)
-    print(f"{method}: peak RSS {loaded:.0f} MiB with the vectors loaded, "
-          f"{peak_mib():.0f} MiB after the 10-route fit and 200 decisions")
+    print(
+        f"{method}: peak RSS {loaded:.0f} MiB with the vectors loaded, "
+        f"{peak_mib():.0f} MiB after the 10-route fit and 200 decisions"
+    )
     return 0
 
 

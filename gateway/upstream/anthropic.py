@@ -25,7 +25,12 @@ from gateway.upstream.openai_compat import exchange
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
-FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
+FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+}
 
 
 def _content_blocks(content: Any) -> list[dict[str, Any]] | str:
@@ -41,7 +46,12 @@ def _content_blocks(content: Any) -> list[dict[str, Any]] | str:
             url = (part.get("image_url") or {}).get("url", "")
             if url.startswith("data:") and ";base64," in url:
                 media, data = url[5:].split(";base64,", 1)
-                blocks.append({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
+                blocks.append(
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": media, "data": data},
+                    }
+                )
             else:
                 blocks.append({"type": "image", "source": {"type": "url", "url": url}})
     return blocks
@@ -56,9 +66,16 @@ def to_anthropic(payload: dict[str, Any], model: str) -> dict[str, Any]:
         if role in ("system", "developer"):
             system.append(message_text(message.get("content")))
         elif role == "tool":
-            block = {"type": "tool_result", "tool_use_id": message.get("tool_call_id", ""),
-                     "content": message_text(message.get("content"))}
-            if messages and messages[-1]["role"] == "user" and isinstance(messages[-1]["content"], list):
+            block = {
+                "type": "tool_result",
+                "tool_use_id": message.get("tool_call_id", ""),
+                "content": message_text(message.get("content")),
+            }
+            if (
+                messages
+                and messages[-1]["role"] == "user"
+                and isinstance(messages[-1]["content"], list)
+            ):
                 messages[-1]["content"].append(block)
             else:
                 messages.append({"role": "user", "content": [block]})
@@ -73,15 +90,28 @@ def to_anthropic(payload: dict[str, Any], model: str) -> dict[str, Any]:
                     arguments = orjson.loads(function.get("arguments") or "{}")
                 except orjson.JSONDecodeError:
                     arguments = {}
-                blocks.append({"type": "tool_use", "id": call.get("id", ""), "name": function.get("name", ""), "input": arguments})
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id", ""),
+                        "name": function.get("name", ""),
+                        "input": arguments,
+                    }
+                )
             messages.append({"role": "assistant", "content": blocks})
         else:
-            messages.append({"role": "assistant" if role == "assistant" else "user",
-                             "content": _content_blocks(message.get("content"))})
+            messages.append(
+                {
+                    "role": "assistant" if role == "assistant" else "user",
+                    "content": _content_blocks(message.get("content")),
+                }
+            )
     body: dict[str, Any] = {
         "model": model,
         "messages": messages,
-        "max_tokens": payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        "max_tokens": payload.get("max_completion_tokens")
+        or payload.get("max_tokens")
+        or DEFAULT_MAX_TOKENS,
     }
     if system:
         body["system"] = "\n\n".join(system)
@@ -93,9 +123,14 @@ def to_anthropic(payload: dict[str, Any], model: str) -> dict[str, Any]:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if payload.get("tools"):
         body["tools"] = [
-            {"name": t["function"]["name"], "description": t["function"].get("description", ""),
-             "input_schema": t["function"].get("parameters") or {"type": "object", "properties": {}}}
-            for t in payload["tools"] if t.get("type") == "function" and t.get("function")
+            {
+                "name": t["function"]["name"],
+                "description": t["function"].get("description", ""),
+                "input_schema": t["function"].get("parameters")
+                or {"type": "object", "properties": {}},
+            }
+            for t in payload["tools"]
+            if t.get("type") == "function" and t.get("function")
         ]
         choice = payload.get("tool_choice")
         if choice == "required":
@@ -111,11 +146,20 @@ def to_anthropic(payload: dict[str, Any], model: str) -> dict[str, Any]:
 
 def to_openai(message: dict[str, Any]) -> dict[str, Any]:
     """A Messages API answer as an OpenAI chat completion."""
-    text = "".join(b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text")
+    text = "".join(
+        b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text"
+    )
     tool_calls = [
-        {"id": b.get("id", ""), "type": "function",
-         "function": {"name": b.get("name", ""), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
-        for b in message.get("content") or [] if b.get("type") == "tool_use"
+        {
+            "id": b.get("id", ""),
+            "type": "function",
+            "function": {
+                "name": b.get("name", ""),
+                "arguments": orjson.dumps(b.get("input") or {}).decode(),
+            },
+        }
+        for b in message.get("content") or []
+        if b.get("type") == "tool_use"
     ]
     reply: dict[str, Any] = {"role": "assistant", "content": text or None}
     if tool_calls:
@@ -130,14 +174,26 @@ def to_openai(message: dict[str, Any]) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": message.get("model", ""),
-        "choices": [{"index": 0, "message": reply, "finish_reason": FINISH.get(message.get("stop_reason") or "", "stop"),
-                     "logprobs": None}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": _total(prompt, completion)},
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "finish_reason": FINISH.get(message.get("stop_reason") or "", "stop"),
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": _total(prompt, completion),
+        },
     }
 
 
 def _total(prompt: Any, completion: Any) -> Any:
-    numbers = all(isinstance(n, int | float) and not isinstance(n, bool) for n in (prompt, completion))
+    numbers = all(
+        isinstance(n, int | float) and not isinstance(n, bool) for n in (prompt, completion)
+    )
     return prompt + completion if numbers else None
 
 
@@ -153,10 +209,21 @@ class StreamTranslator:
         self.tool_index = -1
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return b"data: " + orjson.dumps({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }) + b"\n\n"
+        return (
+            b"data: "
+            + orjson.dumps(
+                {
+                    "id": self.id,
+                    "object": "chat.completion.chunk",
+                    "created": self.created,
+                    "model": self.model,
+                    "choices": [
+                        {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                    ],
+                }
+            )
+            + b"\n\n"
+        )
 
     def feed(self, event: bytes) -> list[bytes]:
         data = b""
@@ -177,16 +244,38 @@ class StreamTranslator:
             block = item.get("content_block") or {}
             if block.get("type") == "tool_use":
                 self.tool_index += 1
-                return [self._chunk({"tool_calls": [{"index": self.tool_index, "id": block.get("id", ""), "type": "function",
-                                                     "function": {"name": block.get("name", ""), "arguments": ""}}]})]
+                return [
+                    self._chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": self.tool_index,
+                                    "id": block.get("id", ""),
+                                    "type": "function",
+                                    "function": {"name": block.get("name", ""), "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
+                ]
             return []
         if kind == "content_block_delta":
             delta = item.get("delta") or {}
             if delta.get("type") == "text_delta":
                 return [self._chunk({"content": delta.get("text", "")})]
             if delta.get("type") == "input_json_delta":
-                return [self._chunk({"tool_calls": [{"index": self.tool_index,
-                                                     "function": {"arguments": delta.get("partial_json", "")}}]})]
+                return [
+                    self._chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": self.tool_index,
+                                    "function": {"arguments": delta.get("partial_json", "")},
+                                }
+                            ]
+                        }
+                    )
+                ]
             return []
         if kind == "message_delta":
             self.completion = (item.get("usage") or {}).get("output_tokens") or 0
@@ -195,10 +284,24 @@ class StreamTranslator:
         if kind == "message_stop":
             out = []
             if self.include_usage:
-                out.append(b"data: " + orjson.dumps({
-                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "choices": [], "usage": {"prompt_tokens": self.prompt, "completion_tokens": self.completion,
-                                             "total_tokens": _total(self.prompt, self.completion)}}) + b"\n\n")
+                out.append(
+                    b"data: "
+                    + orjson.dumps(
+                        {
+                            "id": self.id,
+                            "object": "chat.completion.chunk",
+                            "created": self.created,
+                            "model": self.model,
+                            "choices": [],
+                            "usage": {
+                                "prompt_tokens": self.prompt,
+                                "completion_tokens": self.completion,
+                                "total_tokens": _total(self.prompt, self.completion),
+                            },
+                        }
+                    )
+                    + b"\n\n"
+                )
             return [*out, b"data: [DONE]\n\n"]
         if kind == "error":
             message = (item.get("error") or {}).get("message", "upstream error")
@@ -209,7 +312,11 @@ class StreamTranslator:
 def client_headers(instance: InstanceSpec) -> dict[str, str]:
     """Who is asking and with which key, in Anthropic's words: every request to an Anthropic
     instance (probes too: `GET {base_url}/models`, Anthropic's free model list)."""
-    return {"User-Agent": "smart-balancers", "anthropic-version": API_VERSION, "x-api-key": instance.api_key}
+    return {
+        "User-Agent": "smart-balancers",
+        "anthropic-version": API_VERSION,
+        "x-api-key": instance.api_key,
+    }
 
 
 class Native:
@@ -236,12 +343,19 @@ class Native:
 
 
 async def call(
-    instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float,
+    instance: InstanceSpec,
+    *,
+    endpoint: str,
+    payload: dict[str, Any],
+    stream: bool,
+    deadline: float,
     native: Native | None = None,
 ) -> UpstreamResponse | UpstreamStream:
     if endpoint != "chat":
         raise UpstreamFailure("protocol", "the Anthropic provider serves chat only")
-    translator = StreamTranslator(instance.model, bool((payload.get("stream_options") or {}).get("include_usage")))
+    translator = StreamTranslator(
+        instance.model, bool((payload.get("stream_options") or {}).get("include_usage"))
+    )
     body: dict[str, Any]
     events: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
     if native is not None:
@@ -257,7 +371,11 @@ async def call(
         instance,
         url=instance.base_url + "/messages",
         body=orjson.dumps(body),
-        headers={"content-type": "application/json", **client_headers(instance), **tracing.upstream_headers()},
+        headers={
+            "content-type": "application/json",
+            **client_headers(instance),
+            **tracing.upstream_headers(),
+        },
         stream=stream,
         deadline=deadline,
         error_body=_openai_error,
@@ -272,15 +390,21 @@ def _answer(raw: bytes) -> bytes:
     except MalformedAnswer as exc:
         raise UpstreamFailure("malformed", str(exc)) from None
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-        raise UpstreamFailure("malformed", "the upstream answered with a body that is not a Messages API answer") from None
+        raise UpstreamFailure(
+            "malformed", "the upstream answered with a body that is not a Messages API answer"
+        ) from None
 
 
-async def _translated(events: AsyncIterator[bytes], translator: StreamTranslator) -> AsyncIterator[bytes]:
+async def _translated(
+    events: AsyncIterator[bytes], translator: StreamTranslator
+) -> AsyncIterator[bytes]:
     async for event in events:
         try:
             chunks = translator.feed(event)
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-            raise UpstreamFailure("malformed", "the upstream sent a stream event that is not a Messages API event") from None
+            raise UpstreamFailure(
+                "malformed", "the upstream sent a stream event that is not a Messages API event"
+            ) from None
         for chunk in chunks:
             yield chunk
 
@@ -293,5 +417,13 @@ def _openai_error(body: bytes, status: int) -> bytes:
         error = {}
     if not isinstance(error, dict):
         error = {"message": str(error)}
-    return orjson.dumps({"error": {"message": error.get("message") or f"upstream error (HTTP {status})",
-                                   "type": error.get("type") or "upstream_error", "param": None, "code": None}})
+    return orjson.dumps(
+        {
+            "error": {
+                "message": error.get("message") or f"upstream error (HTTP {status})",
+                "type": error.get("type") or "upstream_error",
+                "param": None,
+                "code": None,
+            }
+        }
+    )

@@ -21,7 +21,9 @@ RETRYABLE_STATUSES = frozenset({401, 403, 404, 408, 409, 425, 429, 500, 502, 503
 #   stall_timeout       the body (or a stream) started, then nothing arrived for first_byte_timeout
 #   request_timeout     the whole request ran into the balancer's request_timeout (or the
 #                       instance's, whichever ends first), however busy the upstream still was
-TIMEOUT_KINDS = frozenset({"connect_timeout", "first_byte_timeout", "stall_timeout", "request_timeout"})
+TIMEOUT_KINDS = frozenset(
+    {"connect_timeout", "first_byte_timeout", "stall_timeout", "request_timeout"}
+)
 
 
 @dataclass
@@ -43,7 +45,9 @@ class UpstreamFailure(Exception):
     @property
     def retryable(self) -> bool:
         if self.kind == "status":
-            return self.status is not None and (self.status in RETRYABLE_STATUSES or self.status >= 500)
+            return self.status is not None and (
+                self.status in RETRYABLE_STATUSES or self.status >= 500
+            )
         return True
 
     @property
@@ -98,7 +102,12 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 async def call_upstream(
-    instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float,
+    instance: InstanceSpec,
+    *,
+    endpoint: str,
+    payload: dict[str, Any],
+    stream: bool,
+    deadline: float,
     native: Any = None,
 ) -> UpstreamResponse | UpstreamStream:
     """Call one instance. `endpoint` is "chat" or "embeddings"; `deadline` is time.monotonic()-based.
@@ -106,13 +115,29 @@ async def call_upstream(
     Anthropic instance; other providers get `payload`."""
     from gateway.hotpath import tracing
 
-    span = tracing.start_attempt(instance, endpoint, str(payload.get("model"))) if tracing.enabled else None
+    span = (
+        tracing.start_attempt(instance, endpoint, str(payload.get("model")))
+        if tracing.enabled
+        else None
+    )
     if span is None:
-        return await _call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline,
-                           native=native)
+        return await _call(
+            instance,
+            endpoint=endpoint,
+            payload=payload,
+            stream=stream,
+            deadline=deadline,
+            native=native,
+        )
     try:
-        result = await _call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline,
-                             native=native)
+        result = await _call(
+            instance,
+            endpoint=endpoint,
+            payload=payload,
+            stream=stream,
+            deadline=deadline,
+            native=native,
+        )
     except UpstreamFailure as failure:
         tracing.end_attempt(span, failure=failure)
         raise
@@ -124,7 +149,12 @@ async def call_upstream(
 
 
 async def _call(
-    instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float,
+    instance: InstanceSpec,
+    *,
+    endpoint: str,
+    payload: dict[str, Any],
+    stream: bool,
+    deadline: float,
     native: Any = None,
 ) -> UpstreamResponse | UpstreamStream:
     if instance.provider in ("openai", "anthropic"):
@@ -134,14 +164,26 @@ async def _call(
     if instance.provider == "simulator":
         from gateway.upstream import simulator
 
-        return await simulator.call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline)
+        return await simulator.call(
+            instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline
+        )
     if instance.provider == "openai":
         from gateway.upstream import openai_compat
 
-        return await openai_compat.call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline)
+        return await openai_compat.call(
+            instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline
+        )
     if instance.provider == "anthropic":
         from gateway.upstream import anthropic
 
-        return await anthropic.call(instance, endpoint=endpoint, payload=payload, stream=stream, deadline=deadline,
-                                    native=native)
-    raise UpstreamFailure("protocol", f"provider {instance.provider!r} cannot answer {endpoint} requests")
+        return await anthropic.call(
+            instance,
+            endpoint=endpoint,
+            payload=payload,
+            stream=stream,
+            deadline=deadline,
+            native=native,
+        )
+    raise UpstreamFailure(
+        "protocol", f"provider {instance.provider!r} cannot answer {endpoint} requests"
+    )

@@ -95,7 +95,9 @@ class Limits:
     """What one request may cost (the defaults are the settings'; see default_limits)."""
 
     max_header_bytes: int = 64 * 1024
-    max_body_bytes: int = 32 * 1024 * 1024  # a whole body as sent (after chunked framing, before decoding)
+    max_body_bytes: int = (
+        32 * 1024 * 1024
+    )  # a whole body as sent (after chunked framing, before decoding)
     max_decompressed_bytes: int = 32 * 1024 * 1024
     max_event_bytes: int = 8 * 1024 * 1024  # one SSE event of a streamed answer (openai_compat)
     allow_private: bool = False  # egress: loopback and private networks may be called
@@ -200,7 +202,9 @@ def _is_loopback(host: str) -> bool:
 
 
 # The standard library's NO_PROXY matcher; public but undeclared in typeshed.
-_bypass_proxy: Callable[[str, dict[str, str]], bool] = vars(urllib.request)["proxy_bypass_environment"]
+_bypass_proxy: Callable[[str, dict[str, str]], bool] = vars(urllib.request)[
+    "proxy_bypass_environment"
+]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -212,7 +216,9 @@ def proxy_for(origin: Origin) -> Proxy | None:
         return None
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme != "http" or not parts.hostname:
-        raise ClientError(f"{origin.scheme.upper()}_PROXY must be an http:// proxy URL, not {url!r}")
+        raise ClientError(
+            f"{origin.scheme.upper()}_PROXY must be an http:// proxy URL, not {url!r}"
+        )
     authorization = None
     if parts.username is not None:
         secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
@@ -235,7 +241,9 @@ class _Tunnel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.answer.done():
-            self.answer.set_exception(ConnectError("the proxy closed the connection before answering CONNECT"))
+            self.answer.set_exception(
+                ConnectError("the proxy closed the connection before answering CONNECT")
+            )
 
 
 class _Connection(asyncio.Protocol):
@@ -259,7 +267,9 @@ class _Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.buffered = 0
-        self.head_bytes = 0  # bytes received before the answer's headers were whole (interim answers too)
+        self.head_bytes = (
+            0  # bytes received before the answer's headers were whole (interim answers too)
+        )
         self.header_bytes = 0  # the header lines parsed so far
         self.body_bytes = 0
         self.headers_done = False
@@ -298,7 +308,9 @@ class _Connection(asyncio.Protocol):
             # The parser holds an unfinished header line itself: bound what it may hold.
             self.head_bytes += len(data)
             if self.head_bytes > self.limits.max_header_bytes:
-                self._abort(TooLarge(f"the upstream's headers exceed {self.limits.max_header_bytes} bytes"))
+                self._abort(
+                    TooLarge(f"the upstream's headers exceed {self.limits.max_header_bytes} bytes")
+                )
 
     def _refuse(self, error: TooLarge) -> None:
         """Drop the connection with `error`, and stop the parser (httptools re-raises from feed_data)."""
@@ -312,7 +324,9 @@ class _Connection(asyncio.Protocol):
             if self.until_close and self.headers_done:
                 self.complete = True
             else:
-                self.error = ConnectError("the upstream closed the connection before the answer was whole")
+                self.error = ConnectError(
+                    "the upstream closed the connection before the answer was whole"
+                )
         self._wake()
 
     # -- httptools callbacks
@@ -326,7 +340,9 @@ class _Connection(asyncio.Protocol):
             return
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > self.limits.max_header_bytes:
-            self._refuse(TooLarge(f"the upstream's headers exceed {self.limits.max_header_bytes} bytes"))
+            self._refuse(
+                TooLarge(f"the upstream's headers exceed {self.limits.max_header_bytes} bytes")
+            )
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
@@ -334,14 +350,20 @@ class _Connection(asyncio.Protocol):
             self.keep_alive = False
             return
         status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:  # 100 Continue, 103 Early Hints...: skip (RFC 9110 15.2)
+        if (
+            100 <= status < 200 and status != 101
+        ):  # 100 Continue, 103 Early Hints...: skip (RFC 9110 15.2)
             self.interim = True
             self.headers = []  # header_bytes keeps counting: interim answers share the bound
             return
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         names = {name for name, _ in self.headers}
-        if b"content-length" not in names and b"transfer-encoding" not in names and self.status not in (204, 304):
+        if (
+            b"content-length" not in names
+            and b"transfer-encoding" not in names
+            and self.status not in (204, 304)
+        ):
             self.until_close = True
             self.keep_alive = False
         self.headers_done = True
@@ -353,7 +375,9 @@ class _Connection(asyncio.Protocol):
             return
         self.body_bytes += len(body)
         if self.body_bytes > self.limits.max_body_bytes and not self.streaming:
-            self._refuse(TooLarge(f"the upstream's body exceeds {self.limits.max_body_bytes} bytes"))
+            self._refuse(
+                TooLarge(f"the upstream's body exceeds {self.limits.max_body_bytes} bytes")
+            )
         self.chunks.append(body)
         self.buffered += len(body)
         if self.streaming:
@@ -420,7 +444,9 @@ class _Connection(asyncio.Protocol):
             self.timer = None
             self._abort(StallTimeout())
         else:
-            self.timer = self.loop.call_later(min(self.last_byte_at + idle, end) - now, self._check_idle, idle, end)
+            self.timer = self.loop.call_later(
+                min(self.last_byte_at + idle, end) - now, self._check_idle, idle, end
+            )
 
     def _abort(self, error: BaseException) -> None:
         if self.error is None:
@@ -455,15 +481,21 @@ class _Pool:
         self.idle: list[_Connection] = []
         self.open = 0
         self.proxy = proxy_for(origin)
-        self.closed = False  # by close_pools(): connections still in use close when their answer ends
+        self.closed = (
+            False  # by close_pools(): connections still in use close when their answer ends
+        )
         self.waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, connect_timeout: float, within: float, limits: Limits) -> tuple[_Connection, bool]:
+    async def acquire(
+        self, connect_timeout: float, within: float, limits: Limits
+    ) -> tuple[_Connection, bool]:
         """An idle connection (reused=True) or a new one. Waits while `limit` are open,
         for at most `within` seconds (TimeoutError)."""
         return await self._acquire(connect_timeout, within, limits, fresh=False)
 
-    async def acquire_new(self, connect_timeout: float, within: float, limits: Limits) -> _Connection:
+    async def acquire_new(
+        self, connect_timeout: float, within: float, limits: Limits
+    ) -> _Connection:
         connection, _ = await self._acquire(connect_timeout, within, limits, fresh=True)
         return connection
 
@@ -478,7 +510,9 @@ class _Pool:
                     self.idle.pop(0).close()
                 while self.idle:
                     connection = self.idle.pop()
-                    if not connection.closed and (limits.allow_private or not connection.allow_private):
+                    if not connection.closed and (
+                        limits.allow_private or not connection.allow_private
+                    ):
                         return connection, True
                     connection.close()  # opened under a laxer egress policy (a test changed it)
             if self.open < self.limit:
@@ -513,14 +547,20 @@ class _Pool:
                 made[0].counted = False
                 self._closed_one()
             if isinstance(exc, TimeoutError):
-                raise ConnectTimeout(f"no connection to {origin.host}:{origin.port} within {connect_timeout:g}s") from None
+                raise ConnectTimeout(
+                    f"no connection to {origin.host}:{origin.port} within {connect_timeout:g}s"
+                ) from None
             if isinstance(exc, (OSError, ssl.SSLError)):
-                raise ConnectError(f"cannot connect to {origin.host}:{origin.port}: {type(exc).__name__}") from None
+                raise ConnectError(
+                    f"cannot connect to {origin.host}:{origin.port}: {type(exc).__name__}"
+                ) from None
             raise
         connection.allow_private = limits.allow_private
         return connection, False
 
-    async def _connect(self, factory: Any, allow_private: bool, made: list[_Connection]) -> _Connection:
+    async def _connect(
+        self, factory: Any, allow_private: bool, made: list[_Connection]
+    ) -> _Connection:
         """Resolve the upstream's name, keep the addresses the egress policy allows, connect to
         the first that answers (by address: what was checked is what is connected to)."""
         origin = self.origin
@@ -529,15 +569,21 @@ class _Pool:
         except ValueError:
             infos = await self.loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
             addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
-        problems = [egress.address_problem(address, allow_private=allow_private) for address in addresses]
-        allowed = [address for address, problem in zip(addresses, problems, strict=True) if problem is None]
+        problems = [
+            egress.address_problem(address, allow_private=allow_private) for address in addresses
+        ]
+        allowed = [
+            address for address, problem in zip(addresses, problems, strict=True) if problem is None
+        ]
         if not allowed:
             reason = next((p for p in problems if p), "it resolves to no address")
             raise EgressRefused(f"the egress policy refuses {origin.host}: {reason}")
         for index, address in enumerate(allowed):
             try:
                 _, connection = await self.loop.create_connection(
-                    factory, str(address), origin.port,
+                    factory,
+                    str(address),
+                    origin.port,
                     ssl=_tls_context() if origin.tls else None,
                     server_hostname=origin.host if origin.tls else None,
                 )
@@ -551,14 +597,20 @@ class _Pool:
     async def _connect_through_proxy(self, factory: Any) -> _Connection:
         proxy, origin = self.proxy, self.origin
         assert proxy is not None
-        transport, tunnel = await self.loop.create_connection(_Tunnel, proxy.origin.host, proxy.origin.port)
+        transport, tunnel = await self.loop.create_connection(
+            _Tunnel, proxy.origin.host, proxy.origin.port
+        )
         try:
             if not origin.tls:  # plain http: requests go to the proxy in absolute form
                 connection = factory()
                 transport.set_protocol(connection)
                 connection.connection_made(transport)
                 return connection
-            authority = f"[{origin.host}]:{origin.port}" if ":" in origin.host else f"{origin.host}:{origin.port}"
+            authority = (
+                f"[{origin.host}]:{origin.port}"
+                if ":" in origin.host
+                else f"{origin.host}:{origin.port}"
+            )
             head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
             if proxy.authorization:
                 head += f"Proxy-Authorization: {proxy.authorization}\r\n"
@@ -567,7 +619,9 @@ class _Pool:
             if status != 200:
                 raise ConnectError(f"the proxy refused a tunnel to {authority} (HTTP {status})")
             connection = factory()
-            tls = await self.loop.start_tls(transport, connection, _tls_context(), server_hostname=origin.host)
+            tls = await self.loop.start_tls(
+                transport, connection, _tls_context(), server_hostname=origin.host
+            )
             connection.connection_made(tls)
             return connection
         except BaseException:
@@ -592,8 +646,13 @@ class _Pool:
                 self.waiters.remove(waiter)
 
     def release(self, connection: _Connection) -> None:
-        if (self.closed or connection.closed or not connection.keep_alive or not connection.complete
-                or connection.error is not None):
+        if (
+            self.closed
+            or connection.closed
+            or not connection.keep_alive
+            or not connection.complete
+            or connection.error is not None
+        ):
             connection.close()
             return
         connection._start()
@@ -626,7 +685,9 @@ class _Pool:
         self.idle.clear()
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Origin, _Pool]] = weakref.WeakKeyDictionary()
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Origin, _Pool]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 _last: tuple[asyncio.AbstractEventLoop | None, dict[Origin, _Pool]] = (None, {})
@@ -669,7 +730,9 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
-def _encode_head(method: str, target: str, origin: Origin, headers: dict[str, str], length: int) -> bytes:
+def _encode_head(
+    method: str, target: str, origin: Origin, headers: dict[str, str], length: int
+) -> bytes:
     lines = [f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
     if length or method == "POST":
         lines.append(f"Content-Length: {length}\r\n")
@@ -693,7 +756,9 @@ class Response:
         self._connection: _Connection | None = connection
         self._limits = connection.limits
         self.status = connection.status
-        self.headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in connection.headers}
+        self.headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in connection.headers
+        }
         encoding = self.headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("gzip", "x-gzip"):
             self._decoder: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -703,7 +768,9 @@ class Response:
             self._decoder = None
         else:
             connection.close()
-            raise ProtocolError(f"the upstream answered in an encoding this gateway cannot read: {encoding}")
+            raise ProtocolError(
+                f"the upstream answered in an encoding this gateway cannot read: {encoding}"
+            )
 
     def _inflate_step(self, data: bytes) -> bytes:
         """At most INFLATE_STEP bytes of output; the input left over waits in unconsumed_tail."""
@@ -738,7 +805,9 @@ class Response:
     def _check_length(self) -> None:
         declared = self.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._limits.max_body_bytes:
-            raise TooLarge(f"the upstream's body ({declared} bytes) exceeds {self._limits.max_body_bytes} bytes")
+            raise TooLarge(
+                f"the upstream's body ({declared} bytes) exceeds {self._limits.max_body_bytes} bytes"
+            )
 
     async def read(self, within: float | None = None, idle: float | None = None) -> bytes:
         """The whole body, within `within` seconds (TimeoutError) and with no pause longer than
@@ -843,7 +912,9 @@ async def request(
                 # The upstream dropped an idle keep-alive connection as the request went
                 # out: send it once more, on a new connection.
                 reused = False
-                connection = await pool.acquire_new(connect_timeout, max(0.0, deadline - time.monotonic()), limits)
+                connection = await pool.acquire_new(
+                    connect_timeout, max(0.0, deadline - time.monotonic()), limits
+                )
                 continue
             raise
         except BaseException:

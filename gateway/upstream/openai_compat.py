@@ -42,14 +42,24 @@ def client_headers(instance: InstanceSpec) -> dict[str, str]:
 
 def _headers(instance: InstanceSpec) -> dict[str, str]:
     # traceparent: the attempt's span, when tracing is on (gateway/hotpath/tracing.py)
-    return {"Content-Type": "application/json", **client_headers(instance), **tracing.upstream_headers()}
+    return {
+        "Content-Type": "application/json",
+        **client_headers(instance),
+        **tracing.upstream_headers(),
+    }
 
 
 async def call(
     instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float
 ) -> UpstreamResponse | UpstreamStream:
-    return await exchange(instance, url=instance.base_url + _PATHS[endpoint], body=orjson.dumps(payload),
-                          headers=_headers(instance), stream=stream, deadline=deadline)
+    return await exchange(
+        instance,
+        url=instance.base_url + _PATHS[endpoint],
+        body=orjson.dumps(payload),
+        headers=_headers(instance),
+        stream=stream,
+        deadline=deadline,
+    )
 
 
 def _same(value: Any, *_: Any) -> Any:
@@ -82,15 +92,28 @@ async def exchange(
     if first_byte_budget <= 0:
         raise UpstreamFailure("request_timeout", "no time left for this attempt")
     # A wait cut short by the request's end is the request's timeout, not the instance's.
-    first_byte_kind = "first_byte_timeout" if first_byte_budget >= instance.first_byte_timeout else "request_timeout"
+    first_byte_kind = (
+        "first_byte_timeout"
+        if first_byte_budget >= instance.first_byte_timeout
+        else "request_timeout"
+    )
     response: http.Response | None = None
     waiting = first_byte_kind
     try:
-        response = await http.request("POST", url, headers=headers, body=body, connect_timeout=instance.connect_timeout,
-                                      first_byte_timeout=first_byte_budget, max_connections=_MAX_CONNECTIONS)
+        response = await http.request(
+            "POST",
+            url,
+            headers=headers,
+            body=body,
+            connect_timeout=instance.connect_timeout,
+            first_byte_timeout=first_byte_budget,
+            max_connections=_MAX_CONNECTIONS,
+        )
         if response.status >= 400:
             try:
-                data = await response.read(max(0.001, started + first_byte_budget - time.monotonic()))
+                data = await response.read(
+                    max(0.001, started + first_byte_budget - time.monotonic())
+                )
             except (TimeoutError, http.ClientError):
                 data = b""  # the status says enough
             raise UpstreamFailure(
@@ -104,9 +127,13 @@ async def exchange(
             rest = events(_sse_events(response))
             async with asyncio.timeout(max(0.001, started + first_byte_budget - time.monotonic())):
                 first = await _first_event(rest)
-            return UpstreamStream(status=response.status, first=first, rest=rest, closer=_closer(response))
+            return UpstreamStream(
+                status=response.status, first=first, rest=rest, closer=_closer(response)
+            )
         waiting = "body"
-        data = await response.read(max(0.001, end - time.monotonic()), idle=instance.first_byte_timeout)
+        data = await response.read(
+            max(0.001, end - time.monotonic()), idle=instance.first_byte_timeout
+        )
         return UpstreamResponse(status=response.status, body=answer(data))
     except UpstreamFailure:
         if response is not None:
@@ -116,9 +143,13 @@ async def exchange(
         if response is not None:
             response.close()
         if isinstance(exc, http.StallTimeout):
-            raise UpstreamFailure("stall_timeout", f"the body stopped for {instance.first_byte_timeout:g}s") from None
+            raise UpstreamFailure(
+                "stall_timeout", f"the body stopped for {instance.first_byte_timeout:g}s"
+            ) from None
         if waiting == "body":
-            raise UpstreamFailure("request_timeout", f"the answer was not whole within {end - started:g}s") from None
+            raise UpstreamFailure(
+                "request_timeout", f"the answer was not whole within {end - started:g}s"
+            ) from None
         raise UpstreamFailure(waiting, f"no answer within {first_byte_budget:g}s") from None
     except StopAsyncIteration:
         raise UpstreamFailure("malformed", "the stream ended before its first event") from None
@@ -154,7 +185,9 @@ async def _first_event(events: AsyncIterator[bytes]) -> bytes:
         error = chunk.get("error")
         if error:
             message = error.get("message") if isinstance(error, dict) else error
-            raise UpstreamFailure("upstream_error", f"the stream began with an error: {str(message)[:300]}")
+            raise UpstreamFailure(
+                "upstream_error", f"the stream began with an error: {str(message)[:300]}"
+            )
         return event
 
 

@@ -95,8 +95,14 @@ def _example(schema: Any, name: str, depth: int = 0) -> Any:
     if kind == "array":
         return [] if depth >= 4 else [_example(schema.get("items"), name, depth + 1)]
     if kind == "object" or "properties" in schema:
-        return {} if depth >= 4 else {
-            prop: _example(sub, prop, depth + 1) for prop, sub in (schema.get("properties") or {}).items()}
+        return (
+            {}
+            if depth >= 4
+            else {
+                prop: _example(sub, prop, depth + 1)
+                for prop, sub in (schema.get("properties") or {}).items()
+            }
+        )
     return f"example {name}"
 
 
@@ -108,11 +114,18 @@ def tool_arguments(parameters: Any) -> dict[str, Any]:
 
 def _chosen_tool(payload: dict[str, Any]) -> dict[str, Any] | None:
     """The function tool to call, or None when this turn is answered with text."""
-    tools: list[dict[str, Any]] = [t["function"] for t in payload.get("tools") or ()
-                                   if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    tools: list[dict[str, Any]] = [
+        t["function"]
+        for t in payload.get("tools") or ()
+        if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    ]
     choice = payload.get("tool_choice")
     messages = payload.get("messages") or []
-    if not tools or choice == "none" or (messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"):
+    if (
+        not tools
+        or choice == "none"
+        or (messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool")
+    ):
         return None
     if isinstance(choice, dict):
         wanted = (choice.get("function") or {}).get("name")
@@ -129,10 +142,17 @@ def _tool_results_text(messages: list[Any]) -> str | None:
         results.insert(0, message)
     if not results:
         return None
-    names = {call.get("id"): (call.get("function") or {}).get("name", "the")
-             for m in messages if isinstance(m, dict) for call in m.get("tool_calls") or () if isinstance(call, dict)}
-    return " ".join(f"The {names.get(r.get('tool_call_id'), 'the')} tool returned: {message_text(r.get('content'))}."
-                    for r in results)
+    names = {
+        call.get("id"): (call.get("function") or {}).get("name", "the")
+        for m in messages
+        if isinstance(m, dict)
+        for call in m.get("tool_calls") or ()
+        if isinstance(call, dict)
+    }
+    return " ".join(
+        f"The {names.get(r.get('tool_call_id'), 'the')} tool returned: {message_text(r.get('content'))}."
+        for r in results
+    )
 
 
 async def call(
@@ -149,7 +169,16 @@ async def call(
     if latency:
         await asyncio.sleep(latency)
     if _error_roll(instance) < float(options.get("error_rate", 0.0)):
-        body = orjson.dumps({"error": {"message": "simulated upstream error", "type": "server_error", "param": None, "code": None}})
+        body = orjson.dumps(
+            {
+                "error": {
+                    "message": "simulated upstream error",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        )
         raise UpstreamFailure("status", "HTTP 500", status=500, body=body)
     created = int(time.time())
     if endpoint == "embeddings":
@@ -159,7 +188,10 @@ async def call(
         tokens = sum(estimate_tokens(t) for t in texts)
         listing: dict[str, Any] = {
             "object": "list",
-            "data": [{"object": "embedding", "index": n, "embedding": _embedding(t)} for n, t in enumerate(texts)],
+            "data": [
+                {"object": "embedding", "index": n, "embedding": _embedding(t)}
+                for n, t in enumerate(texts)
+            ],
             "model": instance.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
@@ -173,14 +205,24 @@ async def call(
     if tool is not None:
         name = str(tool.get("name", ""))
         arguments = orjson.dumps(tool_arguments(tool.get("parameters"))).decode()
-        call_id = "call_" + hashlib.sha256(f"{name}\n{last}\n{len(messages)}".encode()).hexdigest()[:24]
-        tool_call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        call_id = (
+            "call_" + hashlib.sha256(f"{name}\n{last}\n{len(messages)}".encode()).hexdigest()[:24]
+        )
+        tool_call = {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
         text = ""
     else:
-        text = _tool_results_text(messages) or answer_text(last, max_tokens if isinstance(max_tokens, int) else None)
+        text = _tool_results_text(messages) or answer_text(
+            last, max_tokens if isinstance(max_tokens, int) else None
+        )
     usage = {
         "prompt_tokens": prompt_tokens(messages),
-        "completion_tokens": estimate_tokens(text or (tool_call["function"]["arguments"] if tool_call else "")),
+        "completion_tokens": estimate_tokens(
+            text or (tool_call["function"]["arguments"] if tool_call else "")
+        ),
     }
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     completion_id = f"chatcmpl-sim-{random.getrandbits(96):024x}"
@@ -193,8 +235,14 @@ async def call(
             "object": "chat.completion",
             "created": created,
             "model": instance.model,
-            "choices": [{"index": 0, "message": reply, "finish_reason": "tool_calls" if tool_call else "stop",
-                         "logprobs": None}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": reply,
+                    "finish_reason": "tool_calls" if tool_call else "stop",
+                    "logprobs": None,
+                }
+            ],
             "usage": usage,
         }
         return UpstreamResponse(status=200, body=orjson.dumps(completion))
@@ -202,10 +250,17 @@ async def call(
     include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     pace = float(options.get("tokens_per_second", 0)) or 0.0
 
-    def event(delta: dict[str, Any], finish: str | None = None, usage_: dict[str, int] | None = None) -> bytes:
+    def event(
+        delta: dict[str, Any], finish: str | None = None, usage_: dict[str, int] | None = None
+    ) -> bytes:
         chunk: dict[str, Any] = {
-            "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": instance.model,
-            "choices": [] if usage_ is not None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": instance.model,
+            "choices": []
+            if usage_ is not None
+            else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
         }
         if usage_ is not None:
             chunk["usage"] = usage_
@@ -217,8 +272,18 @@ async def call(
         if tool_call is not None:
             function = tool_call["function"]
             half = len(function["arguments"]) // 2
-            yield event({"tool_calls": [{"index": 0, "id": tool_call["id"], "type": "function",
-                                         "function": {"name": function["name"], "arguments": ""}}]})
+            yield event(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": tool_call["id"],
+                            "type": "function",
+                            "function": {"name": function["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
             for piece in (function["arguments"][:half], function["arguments"][half:]):
                 yield event({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
             yield event({}, "tool_calls")
@@ -235,4 +300,6 @@ async def call(
             yield event({}, usage_=usage)
         yield b"data: [DONE]\n\n"
 
-    return UpstreamStream(status=200, first=event({"role": "assistant", "content": ""}), rest=rest())
+    return UpstreamStream(
+        status=200, first=event({"role": "assistant", "content": ""}), rest=rest()
+    )

@@ -8,69 +8,270 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Instance',
+            name="Instance",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('instance_id', models.CharField(help_text='Identifier used in target-group JSON, e.g. inst_a.', max_length=63, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9_-]{0,62}$', "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.", code='invalid_slug')])),
-                ('display_name', models.CharField(blank=True, max_length=200)),
-                ('provider', models.CharField(choices=[('openai', 'OpenAI-compatible'), ('anthropic', 'Anthropic'), ('simulator', 'Simulator (built-in, offline)'), ('builtin', 'Built-in model')], default='openai', max_length=20)),
-                ('base_url', models.URLField(blank=True, help_text='e.g. https://api.openai.com/v1', max_length=500)),
-                ('model', models.CharField(help_text='The model name the upstream expects.', max_length=200)),
-                ('api_key', models.CharField(blank=True, help_text='Write-only: never shown again.', max_length=500)),
-                ('workload_kind', models.CharField(choices=[('chat', 'Chat'), ('embeddings', 'Embeddings')], default='chat', max_length=20)),
-                ('input_price_per_million', models.DecimalField(decimal_places=6, default=Decimal('0'), help_text='USD per 1M input tokens.', max_digits=12, validators=[django.core.validators.MinValueValidator(0)])),
-                ('output_price_per_million', models.DecimalField(decimal_places=6, default=Decimal('0'), help_text='USD per 1M output tokens.', max_digits=12, validators=[django.core.validators.MinValueValidator(0)])),
-                ('quality_tier', models.PositiveSmallIntegerField(default=3, help_text='1 (basic) to 5 (frontier); used by auto routing.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(5)])),
-                ('connect_timeout', models.FloatField(default=5.0, validators=[django.core.validators.MinValueValidator(0.05), django.core.validators.MaxValueValidator(600)])),
-                ('first_byte_timeout', models.FloatField(default=60.0, help_text="Seconds until the upstream's first byte.", validators=[django.core.validators.MinValueValidator(0.05), django.core.validators.MaxValueValidator(3600)])),
-                ('request_timeout', models.FloatField(default=300.0, validators=[django.core.validators.MinValueValidator(0.05), django.core.validators.MaxValueValidator(3600)])),
-                ('options', models.JSONField(blank=True, default=dict, help_text='Simulator knobs: latency_ms, error_rate, down, tokens_per_second.')),
-                ('enabled', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "instance_id",
+                    models.CharField(
+                        help_text="Identifier used in target-group JSON, e.g. inst_a.",
+                        max_length=63,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9][a-z0-9_-]{0,62}$",
+                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+                                code="invalid_slug",
+                            )
+                        ],
+                    ),
+                ),
+                ("display_name", models.CharField(blank=True, max_length=200)),
+                (
+                    "provider",
+                    models.CharField(
+                        choices=[
+                            ("openai", "OpenAI-compatible"),
+                            ("anthropic", "Anthropic"),
+                            ("simulator", "Simulator (built-in, offline)"),
+                            ("builtin", "Built-in model"),
+                        ],
+                        default="openai",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "base_url",
+                    models.URLField(
+                        blank=True, help_text="e.g. https://api.openai.com/v1", max_length=500
+                    ),
+                ),
+                (
+                    "model",
+                    models.CharField(
+                        help_text="The model name the upstream expects.", max_length=200
+                    ),
+                ),
+                (
+                    "api_key",
+                    models.CharField(
+                        blank=True, help_text="Write-only: never shown again.", max_length=500
+                    ),
+                ),
+                (
+                    "workload_kind",
+                    models.CharField(
+                        choices=[("chat", "Chat"), ("embeddings", "Embeddings")],
+                        default="chat",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "input_price_per_million",
+                    models.DecimalField(
+                        decimal_places=6,
+                        default=Decimal("0"),
+                        help_text="USD per 1M input tokens.",
+                        max_digits=12,
+                        validators=[django.core.validators.MinValueValidator(0)],
+                    ),
+                ),
+                (
+                    "output_price_per_million",
+                    models.DecimalField(
+                        decimal_places=6,
+                        default=Decimal("0"),
+                        help_text="USD per 1M output tokens.",
+                        max_digits=12,
+                        validators=[django.core.validators.MinValueValidator(0)],
+                    ),
+                ),
+                (
+                    "quality_tier",
+                    models.PositiveSmallIntegerField(
+                        default=3,
+                        help_text="1 (basic) to 5 (frontier); used by auto routing.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(5),
+                        ],
+                    ),
+                ),
+                (
+                    "connect_timeout",
+                    models.FloatField(
+                        default=5.0,
+                        validators=[
+                            django.core.validators.MinValueValidator(0.05),
+                            django.core.validators.MaxValueValidator(600),
+                        ],
+                    ),
+                ),
+                (
+                    "first_byte_timeout",
+                    models.FloatField(
+                        default=60.0,
+                        help_text="Seconds until the upstream's first byte.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.05),
+                            django.core.validators.MaxValueValidator(3600),
+                        ],
+                    ),
+                ),
+                (
+                    "request_timeout",
+                    models.FloatField(
+                        default=300.0,
+                        validators=[
+                            django.core.validators.MinValueValidator(0.05),
+                            django.core.validators.MaxValueValidator(3600),
+                        ],
+                    ),
+                ),
+                (
+                    "options",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="Simulator knobs: latency_ms, error_rate, down, tokens_per_second.",
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['instance_id'],
+                "ordering": ["instance_id"],
             },
         ),
         migrations.CreateModel(
-            name='TargetGroup',
+            name="TargetGroup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=63, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9_-]{0,62}$', "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.", code='invalid_slug')])),
-                ('display_name', models.CharField(blank=True, max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('workload_kind', models.CharField(choices=[('chat', 'Chat'), ('embeddings', 'Embeddings')], default='chat', max_length=20)),
-                ('selection_policy', models.CharField(choices=[('weighted_round_robin', 'Weighted round robin'), ('round_robin', 'Round robin'), ('random', 'Random (weighted)'), ('least_latency', 'Least latency'), ('least_busy', 'Least busy')], default='weighted_round_robin', max_length=30)),
-                ('enabled', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=63,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9][a-z0-9_-]{0,62}$",
+                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+                                code="invalid_slug",
+                            )
+                        ],
+                    ),
+                ),
+                ("display_name", models.CharField(blank=True, max_length=200)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "workload_kind",
+                    models.CharField(
+                        choices=[("chat", "Chat"), ("embeddings", "Embeddings")],
+                        default="chat",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "selection_policy",
+                    models.CharField(
+                        choices=[
+                            ("weighted_round_robin", "Weighted round robin"),
+                            ("round_robin", "Round robin"),
+                            ("random", "Random (weighted)"),
+                            ("least_latency", "Least latency"),
+                            ("least_busy", "Least busy"),
+                        ],
+                        default="weighted_round_robin",
+                        max_length=30,
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='TargetGroupMember',
+            name="TargetGroupMember",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('weight', models.PositiveIntegerField(default=100, help_text='0 drains the member.', validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(1000)])),
-                ('priority', models.PositiveIntegerField(default=1, help_text='Lower tiers are tried first.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)])),
-                ('enabled', models.BooleanField(default=True)),
-                ('group', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='members', to='targetgroups.targetgroup')),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='memberships', to='targetgroups.instance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "weight",
+                    models.PositiveIntegerField(
+                        default=100,
+                        help_text="0 drains the member.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0),
+                            django.core.validators.MaxValueValidator(1000),
+                        ],
+                    ),
+                ),
+                (
+                    "priority",
+                    models.PositiveIntegerField(
+                        default=1,
+                        help_text="Lower tiers are tried first.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(1000),
+                        ],
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "group",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="members",
+                        to="targetgroups.targetgroup",
+                    ),
+                ),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="memberships",
+                        to="targetgroups.instance",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['priority', 'id'],
-                'constraints': [models.UniqueConstraint(fields=('group', 'instance'), name='member_unique_instance_per_group'), models.CheckConstraint(condition=models.Q(('weight__lte', 1000)), name='member_weight_max_1000'), models.CheckConstraint(condition=models.Q(('priority__gte', 1)), name='member_priority_min_1')],
+                "ordering": ["priority", "id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("group", "instance"), name="member_unique_instance_per_group"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("weight__lte", 1000)), name="member_weight_max_1000"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("priority__gte", 1)), name="member_priority_min_1"
+                    ),
+                ],
             },
         ),
     ]

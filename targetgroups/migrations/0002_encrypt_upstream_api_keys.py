@@ -37,8 +37,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="instance",
             name="api_key_encrypted",
-            field=models.TextField(blank=True, default="", editable=False,
-                                   help_text="The upstream API key, encrypted. Write-only: never shown again."),
+            field=models.TextField(
+                blank=True,
+                default="",
+                editable=False,
+                help_text="The upstream API key, encrypted. Write-only: never shown again.",
+            ),
         ),
         migrations.RunPython(encrypt_keys, decrypt_keys),
         migrations.RemoveField(model_name="instance", name="api_key"),

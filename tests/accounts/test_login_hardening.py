@@ -35,8 +35,12 @@ def test_another_address_or_user_is_not_locked_out(operator, settings, django_us
     for _ in range(settings.AXES_FAILURE_LIMIT):
         Client(REMOTE_ADDR="10.0.0.1").post("/login/", {"username": "ops", "password": "wrong"})
 
-    from_elsewhere = Client(REMOTE_ADDR="10.0.0.2").post("/login/", {"username": "ops", "password": PASSWORD})
-    other_user = Client(REMOTE_ADDR="10.0.0.1").post("/login/", {"username": "other", "password": PASSWORD})
+    from_elsewhere = Client(REMOTE_ADDR="10.0.0.2").post(
+        "/login/", {"username": "ops", "password": PASSWORD}
+    )
+    other_user = Client(REMOTE_ADDR="10.0.0.1").post(
+        "/login/", {"username": "other", "password": PASSWORD}
+    )
     assert from_elsewhere.status_code == 302 and other_user.status_code == 302
 
 

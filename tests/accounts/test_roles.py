@@ -17,8 +17,9 @@ from targetgroups.models import Instance
 
 
 def user_with_role(django_user_model: Any, role: str | None, username: str | None = None) -> Any:
-    user = django_user_model.objects.create_user(username or f"{role}-user", password="a-long-test-password",
-                                                 is_staff=role == STAFF)
+    user = django_user_model.objects.create_user(
+        username or f"{role}-user", password="a-long-test-password", is_staff=role == STAFF
+    )
     if role is not None:
         user.groups.add(Group.objects.get(name=role))
     return user
@@ -32,8 +33,10 @@ def client_for(user: Any, **kwargs: Any) -> Client:
 
 @pytest.mark.django_db
 def test_the_migration_creates_the_role_groups_with_their_permissions() -> None:
-    perms = {g.name: {f"{p.content_type.app_label}.{p.codename}" for p in g.permissions.all()}
-             for g in Group.objects.prefetch_related("permissions__content_type")}
+    perms = {
+        g.name: {f"{p.content_type.app_label}.{p.codename}" for p in g.permissions.all()}
+        for g in Group.objects.prefetch_related("permissions__content_type")
+    }
     assert perms["viewer"] == {"accounts.observe"}
     assert perms["operator"] == {"accounts.observe", "accounts.operate"}
     assert {"accounts.operate", "auth.change_user", "auth.add_user"} <= perms["staff"]
@@ -50,7 +53,9 @@ def test_a_user_without_a_role_is_refused_every_page(django_user_model, demo) ->
     assert not ApiKey.objects.filter(name="sneaky").exists()
 
 
-def test_a_viewer_reads_every_page_but_sees_no_controls_to_change_things(django_user_model, demo) -> None:
+def test_a_viewer_reads_every_page_but_sees_no_controls_to_change_things(
+    django_user_model, demo
+) -> None:
     client = client_for(user_with_role(django_user_model, VIEWER))
     ApiKey.objects.all().delete()
     call_command("create_api_key", name="shown", stdout=io.StringIO())
@@ -74,7 +79,10 @@ def test_a_viewer_cannot_create_a_key_or_change_an_instance(django_user_model, d
     client = client_for(user_with_role(django_user_model, VIEWER))
     before = Instance.objects.get(instance_id="inst_a").model
 
-    assert client.post("/api-keys/", {"name": "sneaky"}, headers={"HX-Request": "true"}).status_code == 403
+    assert (
+        client.post("/api-keys/", {"name": "sneaky"}, headers={"HX-Request": "true"}).status_code
+        == 403
+    )
     assert client.post("/instances/inst_a/", {"model": "changed"}).status_code == 403
     assert client.post("/balancers/support-balancer/toggle/").status_code == 403
     assert not ApiKey.objects.filter(name="sneaky").exists()
@@ -98,25 +106,42 @@ def test_the_api_lets_a_viewer_read_and_refuses_its_writes(django_user_model) ->
 
     assert client.get("/api/instances/").status_code == 200
     assert client.get("/api/usage/").status_code == 200
-    refused = client.post("/api/instances/", {"instance_id": "inst_v", "provider": "simulator", "model": "m"},
-                          content_type="application/json")
+    refused = client.post(
+        "/api/instances/",
+        {"instance_id": "inst_v", "provider": "simulator", "model": "m"},
+        content_type="application/json",
+    )
     assert refused.status_code == 403
-    assert client.post("/api/api-keys/", {"name": "k"}, content_type="application/json").status_code == 403
+    assert (
+        client.post("/api/api-keys/", {"name": "k"}, content_type="application/json").status_code
+        == 403
+    )
     assert not Instance.objects.filter(instance_id="inst_v").exists()
 
 
 @pytest.mark.django_db
 def test_an_operator_uses_the_api_with_a_token_or_a_session(django_user_model) -> None:
     operator = user_with_role(django_user_model, OPERATOR)
-    token = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=operator).key}")
-    created = token.post("/api/instances/", {"instance_id": "inst_o", "provider": "simulator", "model": "m"},
-                         content_type="application/json")
+    token = Client(
+        enforce_csrf_checks=True,
+        HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=operator).key}",
+    )
+    created = token.post(
+        "/api/instances/",
+        {"instance_id": "inst_o", "provider": "simulator", "model": "m"},
+        content_type="application/json",
+    )
     assert created.status_code == 201, created.content
 
     session = client_for(operator, enforce_csrf_checks=True)
     session.get("/balancers/")  # sets the CSRF cookie, as the browser gets it from any page
     csrf = session.cookies["csrftoken"].value
-    key = session.post("/api/api-keys/", {"name": "k"}, content_type="application/json", headers={"X-CSRFToken": csrf})
+    key = session.post(
+        "/api/api-keys/",
+        {"name": "k"},
+        content_type="application/json",
+        headers={"X-CSRFToken": csrf},
+    )
     assert key.status_code == 201, key.content
     assert "secret" in key.json()
 

@@ -12,7 +12,8 @@ def test_api_key_secret_is_returned_once(admin_client) -> None:
     balancer = make_balancer()
 
     created = admin_client.post(
-        "/api/api-keys/", {"name": "ci", "balancers": [balancer.name], "rate_limit_per_minute": 60},
+        "/api/api-keys/",
+        {"name": "ci", "balancers": [balancer.name], "rate_limit_per_minute": 60},
         content_type="application/json",
     )
 
@@ -27,7 +28,9 @@ def test_api_key_secret_is_returned_once(admin_client) -> None:
     later = [
         admin_client.get("/api/api-keys/"),
         admin_client.get(f"/api/api-keys/{key.pk}/"),
-        admin_client.patch(f"/api/api-keys/{key.pk}/", {"name": "ci-2"}, content_type="application/json"),
+        admin_client.patch(
+            f"/api/api-keys/{key.pk}/", {"name": "ci-2"}, content_type="application/json"
+        ),
         admin_client.post(f"/api/api-keys/{key.pk}/revoke/"),
     ]
     for response in later:
@@ -70,7 +73,12 @@ def test_updating_a_key(admin_client) -> None:
 
     response = admin_client.put(
         f"/api/api-keys/{key.pk}/",
-        {"name": "renamed", "balancers": [first.name, second.name], "rate_limit_per_minute": 10, "enabled": False},
+        {
+            "name": "renamed",
+            "balancers": [first.name, second.name],
+            "rate_limit_per_minute": 10,
+            "enabled": False,
+        },
         content_type="application/json",
     )
 
@@ -79,7 +87,9 @@ def test_updating_a_key(admin_client) -> None:
     key.refresh_from_db()
     assert (key.name, key.rate_limit_per_minute, key.enabled) == ("renamed", 10, False)
     cleared = admin_client.patch(
-        f"/api/api-keys/{key.pk}/", {"balancers": [], "rate_limit_per_minute": None}, content_type="application/json"
+        f"/api/api-keys/{key.pk}/",
+        {"balancers": [], "rate_limit_per_minute": None},
+        content_type="application/json",
     )
     assert cleared.json()["balancers"] == []
     assert cleared.json()["rate_limit_per_minute"] is None
@@ -89,7 +99,9 @@ def test_revoking_a_key_is_final(admin_client) -> None:
     key, _ = make_api_key()
 
     revoked = admin_client.post(f"/api/api-keys/{key.pk}/revoke/")
-    reenabled = admin_client.patch(f"/api/api-keys/{key.pk}/", {"enabled": True}, content_type="application/json")
+    reenabled = admin_client.patch(
+        f"/api/api-keys/{key.pk}/", {"enabled": True}, content_type="application/json"
+    )
 
     assert revoked.status_code == 200
     assert revoked.json()["revoked_at"] is not None

@@ -13,7 +13,9 @@ API_URLS = ["/api/instances/", "/api/target-groups/", "/api/balancers/", "/api/a
 
 @pytest.fixture
 def admin_token(django_user_model) -> str:
-    user = django_user_model.objects.create_user("ops", "ops@example.com", "a-long-test-password", is_staff=True)
+    user = django_user_model.objects.create_user(
+        "ops", "ops@example.com", "a-long-test-password", is_staff=True
+    )
     return Token.objects.create(user=user).key
 
 
@@ -25,7 +27,9 @@ def test_anonymous_requests_are_refused(client, url: str) -> None:
 
 @pytest.mark.parametrize("url", API_URLS)
 def test_non_staff_users_are_forbidden(client, django_user_model, url: str) -> None:
-    client.force_login(django_user_model.objects.create_user("viewer", password="a-long-test-password"))
+    client.force_login(
+        django_user_model.objects.create_user("viewer", password="a-long-test-password")
+    )
 
     assert client.get(url).status_code == 403
 
@@ -35,7 +39,9 @@ def test_token_auth_works(admin_token) -> None:
     client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Token {admin_token}")
 
     created = client.post(
-        "/api/instances/", {"instance_id": "inst_t", "provider": "simulator", "model": "sim"}, content_type="application/json"
+        "/api/instances/",
+        {"instance_id": "inst_t", "provider": "simulator", "model": "sim"},
+        content_type="application/json",
     )
     listed = client.get("/api/instances/")
 
@@ -53,7 +59,11 @@ def test_a_bad_token_is_refused() -> None:
 
 def test_session_writes_need_the_csrf_token(django_user_model) -> None:
     client = Client(enforce_csrf_checks=True)
-    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "a-long-test-password"))
+    client.force_login(
+        django_user_model.objects.create_superuser(
+            "root", "root@example.com", "a-long-test-password"
+        )
+    )
 
     response = client.post("/api/api-keys/", {"name": "k"}, content_type="application/json")
 
@@ -65,7 +75,9 @@ def test_unsupported_methods_are_405_listing_the_allowed_ones(admin_client) -> N
     instance = make_instance()
 
     collection = admin_client.put("/api/instances/", {}, content_type="application/json")
-    item = admin_client.post(f"/api/instances/{instance.instance_id}/", {}, content_type="application/json")
+    item = admin_client.post(
+        f"/api/instances/{instance.instance_id}/", {}, content_type="application/json"
+    )
 
     assert collection.status_code == 405
     assert set(collection["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
@@ -92,9 +104,17 @@ def test_schema_is_served(client) -> None:
     assert response.status_code == 200
     paths = response.json()["paths"]
     assert {
-        "/api/instances/", "/api/instances/{instance_id}/", "/api/target-groups/", "/api/target-groups/{name}/",
-        "/api/target-groups/import/", "/api/target-groups/{name}/export/", "/api/balancers/", "/api/balancers/{name}/",
-        "/api/api-keys/", "/api/api-keys/{key_id}/", "/api/api-keys/{key_id}/revoke/",
+        "/api/instances/",
+        "/api/instances/{instance_id}/",
+        "/api/target-groups/",
+        "/api/target-groups/{name}/",
+        "/api/target-groups/import/",
+        "/api/target-groups/{name}/export/",
+        "/api/balancers/",
+        "/api/balancers/{name}/",
+        "/api/api-keys/",
+        "/api/api-keys/{key_id}/",
+        "/api/api-keys/{key_id}/revoke/",
     } <= set(paths)
     assert set(paths["/api/instances/{instance_id}/"]) >= {"get", "put", "patch", "delete"}
     instance = response.json()["components"]["schemas"]["Instance"]["properties"]
@@ -104,7 +124,9 @@ def test_schema_is_served(client) -> None:
 def test_form_encoded_bodies_are_refused(admin_client) -> None:
     # Form rules would read the omitted `enabled` as false and create a disabled instance.
     response = admin_client.post(
-        "/api/instances/", "instance_id=inst_f&model=m&provider=simulator", content_type="application/x-www-form-urlencoded"
+        "/api/instances/",
+        "instance_id=inst_f&model=m&provider=simulator",
+        content_type="application/x-www-form-urlencoded",
     )
 
     assert response.status_code == 415

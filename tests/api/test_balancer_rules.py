@@ -12,8 +12,15 @@ pytestmark = pytest.mark.django_db
 RULES = [
     {"name": "invoices", "order": 1, "kind": "regex", "value": r"INV-\d{4}", "route": "reasoning"},
     {"name": "big", "order": 2, "kind": "prompt_tokens", "min_tokens": 2000, "route": "reasoning"},
-    {"name": "gold", "order": 3, "kind": "metadata", "metadata_key": "tier", "value": "gold", "route": "efficient",
-     "enabled": False},
+    {
+        "name": "gold",
+        "order": 3,
+        "kind": "metadata",
+        "metadata_key": "tier",
+        "value": "gold",
+        "route": "efficient",
+        "enabled": False,
+    },
 ]
 
 
@@ -47,14 +54,33 @@ def test_a_bad_regex_is_refused_with_a_message_keyed_to_the_rule(admin_client, s
     assert not ContentRule.objects.exists()
 
 
-@pytest.mark.parametrize(("rule", "field", "words"), [
-    ({"name": "x", "kind": "tools", "route": "nowhere"}, "rules[0].route", "not a route"),
-    ({"name": "x", "kind": "prompt_tokens", "route": "efficient"}, "rules[0].min_tokens", "minimum"),
-    ({"name": "x", "kind": "metadata", "value": "gold", "route": "efficient"}, "rules[0].metadata_key", "key"),
-    ({"name": "x", "kind": "keywords", "value": " , ", "route": "efficient"}, "rules[0].value", "keywords"),
-    ({"name": "x", "kind": "sorcery", "route": "efficient"}, "rules[0].kind", ""),
-    ({"name": "a-name-far-too-long-for-a-rule-xyz", "kind": "tools", "route": "efficient"}, "rules[0].name", ""),
-])
+@pytest.mark.parametrize(
+    ("rule", "field", "words"),
+    [
+        ({"name": "x", "kind": "tools", "route": "nowhere"}, "rules[0].route", "not a route"),
+        (
+            {"name": "x", "kind": "prompt_tokens", "route": "efficient"},
+            "rules[0].min_tokens",
+            "minimum",
+        ),
+        (
+            {"name": "x", "kind": "metadata", "value": "gold", "route": "efficient"},
+            "rules[0].metadata_key",
+            "key",
+        ),
+        (
+            {"name": "x", "kind": "keywords", "value": " , ", "route": "efficient"},
+            "rules[0].value",
+            "keywords",
+        ),
+        ({"name": "x", "kind": "sorcery", "route": "efficient"}, "rules[0].kind", ""),
+        (
+            {"name": "a-name-far-too-long-for-a-rule-xyz", "kind": "tools", "route": "efficient"},
+            "rules[0].name",
+            "",
+        ),
+    ],
+)
 def test_invalid_rules_are_400s_naming_the_field(admin_client, setup, rule, field, words) -> None:  # noqa: F811
     response = _post(admin_client, _balancer(rules=[rule]))
 
@@ -84,10 +110,14 @@ def test_duplicate_rule_names_are_refused(admin_client, setup) -> None:  # noqa:
 def test_patch_without_rules_keeps_them_and_with_rules_replaces_them(admin_client, setup) -> None:  # noqa: F811
     assert _post(admin_client, _balancer(rules=RULES)).status_code == 201
 
-    kept = admin_client.patch("/api/balancers/support/", {"description": "x"}, content_type="application/json")
+    kept = admin_client.patch(
+        "/api/balancers/support/", {"description": "x"}, content_type="application/json"
+    )
     assert [r["name"] for r in kept.json()["rules"]] == ["invoices", "big", "gold"]
 
-    replaced = admin_client.patch("/api/balancers/support/", {"rules": [RULES[1]]}, content_type="application/json")
+    replaced = admin_client.patch(
+        "/api/balancers/support/", {"rules": [RULES[1]]}, content_type="application/json"
+    )
     assert replaced.status_code == 200, replaced.json()
     assert [r["name"] for r in replaced.json()["rules"]] == ["big"]
 
@@ -97,7 +127,9 @@ def test_removing_a_route_a_kept_rule_uses_is_refused(admin_client, setup) -> No
     document = _balancer()
     document["routes"] = [r for r in document["routes"] if r["name"] != "reasoning"]
 
-    response = admin_client.put("/api/balancers/support/", document, content_type="application/json")
+    response = admin_client.put(
+        "/api/balancers/support/", document, content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert "not a route" in str(response.json()["rules[0].route"])

@@ -27,10 +27,26 @@ def _balancer(**fields: object) -> dict:
         "routing_mode": "intent_classifier",
         "router_model": "router",
         "routes": [
-            {"name": "efficient", "intent": "Simple questions.", "instance": "fast", "priority": 1,
-             "examples": ["How do I reset my password?"]},
-            {"name": "reasoning", "intent": "Hard problems.", "target_group": "pool", "priority": 2},
-            {"name": "fallback", "intent": "Anything else.", "instance": "smart", "priority": 3, "is_default": True},
+            {
+                "name": "efficient",
+                "intent": "Simple questions.",
+                "instance": "fast",
+                "priority": 1,
+                "examples": ["How do I reset my password?"],
+            },
+            {
+                "name": "reasoning",
+                "intent": "Hard problems.",
+                "target_group": "pool",
+                "priority": 2,
+            },
+            {
+                "name": "fallback",
+                "intent": "Anything else.",
+                "instance": "smart",
+                "priority": 3,
+                "is_default": True,
+            },
         ],
         **fields,
     }
@@ -42,7 +58,9 @@ def test_creating_a_balancer_with_routes(admin_client, setup) -> None:
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["router_model"] == "router"
-    assert [(r["name"], r["target_group"], r["instance"], r["is_default"]) for r in body["routes"]] == [
+    assert [
+        (r["name"], r["target_group"], r["instance"], r["is_default"]) for r in body["routes"]
+    ] == [
         ("efficient", None, "fast", False),
         ("reasoning", "pool", None, False),
         ("fallback", None, "smart", True),
@@ -59,7 +77,9 @@ def test_creating_a_balancer_without_a_default_route_is_refused(admin_client, se
     response = admin_client.post("/api/balancers/", document, content_type="application/json")
 
     assert response.status_code == 400
-    assert response.json() == {"routes": ["Mark one route as the default: it answers prompts that match no other route."]}
+    assert response.json() == {
+        "routes": ["Mark one route as the default: it answers prompts that match no other route."]
+    }
     assert not Balancer.objects.exists()
 
 
@@ -74,10 +94,15 @@ def test_two_default_routes_are_refused(admin_client, setup) -> None:
 
 
 def test_a_balancer_without_routes_is_refused(admin_client, setup) -> None:
-    assert admin_client.post("/api/balancers/", _balancer(routes=[]), content_type="application/json").json() == {
-        "routes": ["Add at least one route."]
-    }
-    assert "routes" in admin_client.post("/api/balancers/", {**_balancer(), "routes": None}, content_type="application/json").json()
+    assert admin_client.post(
+        "/api/balancers/", _balancer(routes=[]), content_type="application/json"
+    ).json() == {"routes": ["Add at least one route."]}
+    assert (
+        "routes"
+        in admin_client.post(
+            "/api/balancers/", {**_balancer(), "routes": None}, content_type="application/json"
+        ).json()
+    )
 
 
 def test_service_errors_keep_their_keys(admin_client, setup) -> None:
@@ -89,7 +114,12 @@ def test_service_errors_keep_their_keys(admin_client, setup) -> None:
     response = admin_client.post("/api/balancers/", document, content_type="application/json")
 
     assert response.status_code == 400
-    assert set(response.json()) == {"router_model", "routes[0].destination", "routes[1].intent", "routes[2].destination"}
+    assert set(response.json()) == {
+        "router_model",
+        "routes[0].destination",
+        "routes[1].intent",
+        "routes[2].destination",
+    }
     assert all(isinstance(messages, list) for messages in response.json().values())
 
 
@@ -117,12 +147,19 @@ def test_serializer_errors_are_keyed_like_service_errors(admin_client, setup) ->
         ({"serving_name": "bad name!"}, "serving_name"),
         ({"routing_mode": "psychic"}, "routing_mode"),
         ({"attempt_budget": 0}, "attempt_budget"),
-        ({"router_model": "fast", "workload_kind": "embeddings", "routing_mode": "ordered"}, "routes[0].destination"),
+        (
+            {"router_model": "fast", "workload_kind": "embeddings", "routing_mode": "ordered"},
+            "routes[0].destination",
+        ),
         ({"router_model": "embedder"}, "router_model"),
     ],
 )
-def test_bad_balancer_fields_are_400s_naming_the_field(admin_client, setup, change: dict, field: str) -> None:
-    response = admin_client.post("/api/balancers/", _balancer(**change), content_type="application/json")
+def test_bad_balancer_fields_are_400s_naming_the_field(
+    admin_client, setup, change: dict, field: str
+) -> None:
+    response = admin_client.post(
+        "/api/balancers/", _balancer(**change), content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert field in response.json()
@@ -157,10 +194,15 @@ def test_put_replaces_the_route_set_and_moves_the_default(admin_client, setup) -
     ]
     del document["name"]
 
-    response = admin_client.put("/api/balancers/support/", document, content_type="application/json")
+    response = admin_client.put(
+        "/api/balancers/support/", document, content_type="application/json"
+    )
 
     assert response.status_code == 200, response.json()
-    assert [(r["name"], r["is_default"]) for r in response.json()["routes"]] == [("efficient", True), ("backup", False)]
+    assert [(r["name"], r["is_default"]) for r in response.json()["routes"]] == [
+        ("efficient", True),
+        ("backup", False),
+    ]
     assert response.json()["router_model"] is None
     assert set(Route.objects.values_list("name", flat=True)) == {"efficient", "backup"}
 
@@ -169,7 +211,9 @@ def test_patch_keeps_the_routes_it_does_not_mention(admin_client, setup) -> None
     admin_client.post("/api/balancers/", _balancer(), content_type="application/json")
 
     response = admin_client.patch(
-        "/api/balancers/support/", {"serving_name": "support-v2", "attempt_budget": 2}, content_type="application/json"
+        "/api/balancers/support/",
+        {"serving_name": "support-v2", "attempt_budget": 2},
+        content_type="application/json",
     )
 
     assert response.status_code == 200, response.json()
@@ -179,10 +223,14 @@ def test_patch_keeps_the_routes_it_does_not_mention(admin_client, setup) -> None
 
 
 def test_patch_is_checked_against_the_kept_routes(admin_client, setup) -> None:
-    balancer = make_balancer(routes=[{"name": "main", "instance": setup["fast"], "is_default": True}])
+    balancer = make_balancer(
+        routes=[{"name": "main", "instance": setup["fast"], "is_default": True}]
+    )
 
     response = admin_client.patch(
-        f"/api/balancers/{balancer.name}/", {"workload_kind": "embeddings"}, content_type="application/json"
+        f"/api/balancers/{balancer.name}/",
+        {"workload_kind": "embeddings"},
+        content_type="application/json",
     )
 
     assert response.status_code == 400
@@ -197,7 +245,9 @@ def test_a_failed_update_changes_nothing(admin_client, setup) -> None:
     document = _balancer(description="changed")
     document["routes"][2]["is_default"] = False
 
-    response = admin_client.put("/api/balancers/support/", document, content_type="application/json")
+    response = admin_client.put(
+        "/api/balancers/support/", document, content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert admin_client.get("/api/balancers/support/").json() == before
@@ -206,7 +256,9 @@ def test_a_failed_update_changes_nothing(admin_client, setup) -> None:
 def test_the_balancer_name_cannot_change(admin_client, setup) -> None:
     admin_client.post("/api/balancers/", _balancer(), content_type="application/json")
 
-    response = admin_client.patch("/api/balancers/support/", {"name": "other"}, content_type="application/json")
+    response = admin_client.patch(
+        "/api/balancers/support/", {"name": "other"}, content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert "name" in response.json()
@@ -232,31 +284,67 @@ def test_deleting_a_balancer_deletes_its_routes_not_their_destinations(admin_cli
     assert admin_client.get("/api/balancers/support/").status_code == 404
 
 
-def test_the_response_cache_and_savings_baseline_are_set_through_the_api(admin_client, setup) -> None:
-    created = admin_client.post("/api/balancers/", _balancer(), content_type="application/json").json()
-    assert (created["cache_mode"], created["cache_ttl_seconds"], created["baseline_route"]) == ("off", 300, "")
+def test_the_response_cache_and_savings_baseline_are_set_through_the_api(
+    admin_client, setup
+) -> None:
+    created = admin_client.post(
+        "/api/balancers/", _balancer(), content_type="application/json"
+    ).json()
+    assert (created["cache_mode"], created["cache_ttl_seconds"], created["baseline_route"]) == (
+        "off",
+        300,
+        "",
+    )
 
-    response = admin_client.patch("/api/balancers/support/", {
-        "cache_mode": "semantic", "cache_ttl_seconds": 60, "cache_similarity_threshold": 0.92,
-        "cache_shared_across_keys": True, "baseline_route": "reasoning"}, content_type="application/json")
+    response = admin_client.patch(
+        "/api/balancers/support/",
+        {
+            "cache_mode": "semantic",
+            "cache_ttl_seconds": 60,
+            "cache_similarity_threshold": 0.92,
+            "cache_shared_across_keys": True,
+            "baseline_route": "reasoning",
+        },
+        content_type="application/json",
+    )
 
     assert response.status_code == 200, response.json()
     balancer = Balancer.objects.get(name="support")
-    assert (balancer.cache_mode, balancer.cache_ttl_seconds, balancer.cache_similarity_threshold,
-            balancer.cache_shared_across_keys, balancer.baseline_route) == ("semantic", 60, 0.92, True, "reasoning")
-    for change, field in (({"cache_mode": "always"}, "cache_mode"), ({"cache_ttl_seconds": 0}, "cache_ttl_seconds"),
-                          ({"cache_similarity_threshold": 0.2}, "cache_similarity_threshold"),
-                          ({"baseline_route": "nowhere"}, "baseline_route")):
-        refused = admin_client.patch("/api/balancers/support/", change, content_type="application/json")
+    assert (
+        balancer.cache_mode,
+        balancer.cache_ttl_seconds,
+        balancer.cache_similarity_threshold,
+        balancer.cache_shared_across_keys,
+        balancer.baseline_route,
+    ) == ("semantic", 60, 0.92, True, "reasoning")
+    for change, field in (
+        ({"cache_mode": "always"}, "cache_mode"),
+        ({"cache_ttl_seconds": 0}, "cache_ttl_seconds"),
+        ({"cache_similarity_threshold": 0.2}, "cache_similarity_threshold"),
+        ({"baseline_route": "nowhere"}, "baseline_route"),
+    ):
+        refused = admin_client.patch(
+            "/api/balancers/support/", change, content_type="application/json"
+        )
         assert refused.status_code == 400 and field in refused.json(), refused.json()
 
 
-def test_an_auto_balancer_may_rank_by_code_and_an_unknown_preference_is_refused(admin_client, setup) -> None:
+def test_an_auto_balancer_may_rank_by_code_and_an_unknown_preference_is_refused(
+    admin_client, setup
+) -> None:
     document = _balancer(routing_mode="auto", auto_preference="code", router_model=None)
     response = admin_client.post("/api/balancers/", document, content_type="application/json")
     assert response.status_code == 201, response.json()
     assert response.json()["auto_preference"] == "code"
-    refused = admin_client.post("/api/balancers/", _balancer(name="other", serving_name="other", routing_mode="auto",
-                                                             auto_preference="psychic", router_model=None),
-                                content_type="application/json")
+    refused = admin_client.post(
+        "/api/balancers/",
+        _balancer(
+            name="other",
+            serving_name="other",
+            routing_mode="auto",
+            auto_preference="psychic",
+            router_model=None,
+        ),
+        content_type="application/json",
+    )
     assert refused.status_code == 400 and "auto_preference" in str(refused.json())

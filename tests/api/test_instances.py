@@ -25,7 +25,9 @@ def _openai_instance(**fields: object) -> dict[str, object]:
 
 
 def test_creating_an_instance_returns_it_without_the_key(admin_client) -> None:
-    response = admin_client.post("/api/instances/", _openai_instance(), content_type="application/json")
+    response = admin_client.post(
+        "/api/instances/", _openai_instance(), content_type="application/json"
+    )
 
     assert response.status_code == 201, response.json()
     body = response.json()
@@ -41,8 +43,14 @@ def test_instance_api_key_is_never_returned(admin_client) -> None:
     responses = [
         admin_client.get("/api/instances/"),
         admin_client.get("/api/instances/inst_openai/"),
-        admin_client.patch("/api/instances/inst_openai/", {"display_name": "Renamed"}, content_type="application/json"),
-        admin_client.put("/api/instances/inst_openai/", _openai_instance(), content_type="application/json"),
+        admin_client.patch(
+            "/api/instances/inst_openai/",
+            {"display_name": "Renamed"},
+            content_type="application/json",
+        ),
+        admin_client.put(
+            "/api/instances/inst_openai/", _openai_instance(), content_type="application/json"
+        ),
     ]
 
     for response in responses:
@@ -52,10 +60,14 @@ def test_instance_api_key_is_never_returned(admin_client) -> None:
 
 
 def test_updating_without_an_api_key_keeps_the_stored_key(admin_client) -> None:
-    instance = make_instance(provider="openai", base_url="https://example.com/v1", api_key=UPSTREAM_KEY)
+    instance = make_instance(
+        provider="openai", base_url="https://example.com/v1", api_key=UPSTREAM_KEY
+    )
 
     response = admin_client.patch(
-        f"/api/instances/{instance.instance_id}/", {"model": "other-model"}, content_type="application/json"
+        f"/api/instances/{instance.instance_id}/",
+        {"model": "other-model"},
+        content_type="application/json",
     )
 
     assert response.status_code == 200, response.json()
@@ -67,7 +79,9 @@ def test_updating_without_an_api_key_keeps_the_stored_key(admin_client) -> None:
 def test_an_empty_api_key_clears_the_stored_key(admin_client) -> None:
     instance = make_instance(api_key=UPSTREAM_KEY)
 
-    response = admin_client.patch(f"/api/instances/{instance.instance_id}/", {"api_key": ""}, content_type="application/json")
+    response = admin_client.patch(
+        f"/api/instances/{instance.instance_id}/", {"api_key": ""}, content_type="application/json"
+    )
 
     assert response.status_code == 200
     assert response.json()["has_api_key"] is False
@@ -80,7 +94,12 @@ def test_put_replaces_fields_and_may_repeat_the_instance_id(admin_client) -> Non
 
     response = admin_client.put(
         f"/api/instances/{instance.instance_id}/",
-        {"instance_id": instance.instance_id, "model": "sim-big", "provider": "simulator", "quality_tier": 5},
+        {
+            "instance_id": instance.instance_id,
+            "model": "sim-big",
+            "provider": "simulator",
+            "quality_tier": 5,
+        },
         content_type="application/json",
     )
 
@@ -93,7 +112,9 @@ def test_the_instance_id_cannot_change(admin_client) -> None:
     instance = make_instance()
 
     response = admin_client.patch(
-        f"/api/instances/{instance.instance_id}/", {"instance_id": "inst_new"}, content_type="application/json"
+        f"/api/instances/{instance.instance_id}/",
+        {"instance_id": "inst_new"},
+        content_type="application/json",
     )
 
     assert response.status_code == 400
@@ -123,8 +144,12 @@ def test_model_validation_errors_name_the_field(admin_client) -> None:
         ({"provider": "builtin", "model": "gpt-5"}, "model"),
     ],
 )
-def test_bad_instance_fields_are_400s_naming_the_field(admin_client, fields: dict, field: str) -> None:
-    response = admin_client.post("/api/instances/", _openai_instance(**fields), content_type="application/json")
+def test_bad_instance_fields_are_400s_naming_the_field(
+    admin_client, fields: dict, field: str
+) -> None:
+    response = admin_client.post(
+        "/api/instances/", _openai_instance(**fields), content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert field in response.json()
@@ -133,7 +158,9 @@ def test_bad_instance_fields_are_400s_naming_the_field(admin_client, fields: dic
 def test_a_duplicate_instance_id_is_refused(admin_client) -> None:
     make_instance(instance_id="inst_openai")
 
-    response = admin_client.post("/api/instances/", _openai_instance(), content_type="application/json")
+    response = admin_client.post(
+        "/api/instances/", _openai_instance(), content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert "instance_id" in response.json()
@@ -144,7 +171,9 @@ def test_changing_the_kind_of_an_instance_in_use_is_refused(admin_client) -> Non
     make_group(instances=[instance])
 
     response = admin_client.patch(
-        f"/api/instances/{instance.instance_id}/", {"workload_kind": "embeddings"}, content_type="application/json"
+        f"/api/instances/{instance.instance_id}/",
+        {"workload_kind": "embeddings"},
+        content_type="application/json",
     )
 
     assert response.status_code == 400
@@ -184,5 +213,10 @@ def test_deleting_an_instance_in_use_is_refused_naming_its_users(admin_client) -
 
 def test_an_unknown_instance_is_a_404(admin_client) -> None:
     assert admin_client.get("/api/instances/inst_nope/").status_code == 404
-    assert admin_client.patch("/api/instances/inst_nope/", {}, content_type="application/json").status_code == 404
+    assert (
+        admin_client.patch(
+            "/api/instances/inst_nope/", {}, content_type="application/json"
+        ).status_code
+        == 404
+    )
     assert admin_client.delete("/api/instances/inst_nope/").status_code == 404

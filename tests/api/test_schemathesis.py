@@ -42,13 +42,21 @@ pytestmark = pytest.mark.django_db
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "10"))
 PHASES = os.environ.get("SCHEMATHESIS_PHASES", "examples,coverage,fuzzing").split(",")
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          negative_data_rejection, ignored_auth]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    ignored_auth,
+]
 
 
 @pytest.fixture
 def staff_token(django_user_model) -> str:
-    user = django_user_model.objects.create_superuser("schemathesis", "st@example.com", "a-long-test-password")
+    user = django_user_model.objects.create_superuser(
+        "schemathesis", "st@example.com", "a-long-test-password"
+    )
     # Something for the generated names to find now and then.
     make_group(name="g", instances=[make_instance(instance_id="i")])
     return Token.objects.create(user=user).key
@@ -76,7 +84,12 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_the_api_answers_as_its_schema_says(case, staff_token: str) -> None:
     case.call_and_validate(headers={"Authorization": f"Token {staff_token}"}, checks=CHECKS)

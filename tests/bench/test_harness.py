@@ -32,8 +32,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def mock_url() -> Iterator[str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -43,7 +46,9 @@ def mock_url() -> Iterator[str]:
             except httpx.HTTPError:
                 time.sleep(0.05)
         else:
-            pytest.fail(f"the mock upstream did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+            pytest.fail(
+                f"the mock upstream did not start: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
         yield base
     finally:
         proc.terminate()
@@ -61,7 +66,9 @@ def knobs(mock_url: str) -> Iterator[object]:
 
 def test_the_mock_answers_the_openai_sdk(mock_url: str) -> None:
     client = OpenAI(base_url=f"{mock_url}/v1", api_key="sk-mock", max_retries=0)
-    reply = client.chat.completions.create(model="m-1", messages=[{"role": "user", "content": "hi"}])
+    reply = client.chat.completions.create(
+        model="m-1", messages=[{"role": "user", "content": "hi"}]
+    )
     assert reply.model == "m-1"
     assert reply.choices[0].message.content
     assert reply.usage is not None and reply.usage.total_tokens > 0
@@ -71,10 +78,14 @@ def test_the_mock_streams_every_chunk_in_order_with_usage_when_asked(mock_url: s
     knobs(chunks=5, chunk_delay_ms=1)
     client = OpenAI(base_url=f"{mock_url}/v1", api_key="sk-mock", max_retries=0)
     for _ in range(5):  # timers set all at once used to deliver chunks out of order
-        chunks = list(client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}], stream=True,
-            stream_options={"include_usage": True},
-        ))
+        chunks = list(
+            client.chat.completions.create(
+                model="m",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "This is a mock completion"
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
@@ -83,7 +94,9 @@ def test_the_mock_streams_every_chunk_in_order_with_usage_when_asked(mock_url: s
 def test_the_mock_latency_knob_delays_the_answer(mock_url: str, knobs) -> None:
     assert knobs(latency_ms=120)["latency_ms"] == 120
     started = time.monotonic()
-    response = httpx.post(f"{mock_url}/v1/chat/completions", json={"model": "m", "messages": []}, timeout=5)
+    response = httpx.post(
+        f"{mock_url}/v1/chat/completions", json={"model": "m", "messages": []}, timeout=5
+    )
     assert response.status_code == 200
     assert time.monotonic() - started >= 0.1
 
@@ -96,7 +109,11 @@ def test_the_mock_refuses_a_body_without_messages(mock_url: str) -> None:
 
 def test_the_ttfb_client_reads_whole_streams_on_one_connection(mock_url: str, knobs) -> None:
     knobs(chunks=4, chunk_delay_ms=2)
-    result = asyncio.run(ttfb.run(f"{mock_url}/v1/chat/completions", "m", "k", requests=10, warmup=1, request_timeout=10))
+    result = asyncio.run(
+        ttfb.run(
+            f"{mock_url}/v1/chat/completions", "m", "k", requests=10, warmup=1, request_timeout=10
+        )
+    )
     assert result["requests"] == 10
     assert result["non_2xx"] == 0 and result["socket_errors"] == 0
     assert result["stream_ok"]
@@ -104,7 +121,9 @@ def test_the_ttfb_client_reads_whole_streams_on_one_connection(mock_url: str, kn
 
 
 def test_the_ttfb_client_counts_error_answers(mock_url: str) -> None:
-    result = asyncio.run(ttfb.run(f"{mock_url}/v1/nowhere", "m", "k", requests=3, warmup=0, request_timeout=10))
+    result = asyncio.run(
+        ttfb.run(f"{mock_url}/v1/nowhere", "m", "k", requests=3, warmup=0, request_timeout=10)
+    )
     assert result["requests"] == 0
     assert result["non_2xx"] == 3
 
@@ -121,14 +140,16 @@ def test_wrk_with_post_lua_reports_requests_and_errors(mock_url: str) -> None:
 
 def test_the_profile_summary_charges_self_and_inclusive_time() -> None:
     start = "_run_module_as_main (<frozen runpy>:198);main (uvicorn/main.py:448);Runner.run (asyncio/runners.py:118)"
-    raw = "\n".join([
-        f"{start};handle (gateway/hotpath/v1_api.py:10);resolve (django/urls/resolvers.py:689) 3",
-        f"{start};handle (gateway/hotpath/v1_api.py:12);call (gateway/upstream/openai_compat.py:70);"
-        "ClientSession._request (aiohttp/client.py:500) 5",
-        f"{start};handle (gateway/hotpath/v1_api.py:10) 2",
-        f"{start} 4",
-        "garbage line",
-    ])
+    raw = "\n".join(
+        [
+            f"{start};handle (gateway/hotpath/v1_api.py:10);resolve (django/urls/resolvers.py:689) 3",
+            f"{start};handle (gateway/hotpath/v1_api.py:12);call (gateway/upstream/openai_compat.py:70);"
+            "ClientSession._request (aiohttp/client.py:500) 5",
+            f"{start};handle (gateway/hotpath/v1_api.py:10) 2",
+            f"{start} 4",
+            "garbage line",
+        ]
+    )
     summary = summarise(raw)
     assert summary["samples"] == 14
     self_fn = dict(summary["self_functions"])
@@ -136,21 +157,40 @@ def test_the_profile_summary_charges_self_and_inclusive_time() -> None:
     assert self_fn["handle (gateway/hotpath/v1_api.py)"] == 2
     assert self_fn["(event loop: uvloop's C code, I/O and callbacks) (uvloop)"] == 4
     inclusive = dict(summary["inclusive_functions"])
-    assert inclusive["handle (gateway/hotpath/v1_api.py)"] == 10  # once per stack, whatever the line
+    assert (
+        inclusive["handle (gateway/hotpath/v1_api.py)"] == 10
+    )  # once per stack, whatever the line
     assert "main (uvicorn/main.py)" not in inclusive  # start-up frames are trimmed
     assert dict(summary["self_packages"]) == {"django": 3, "aiohttp": 5, "gateway": 2, "uvloop": 4}
 
 
-def _point(rps: float, p50: float, p99: float, non_2xx: int = 0, socket_errors: int = 0, requests: int = 100) -> dict:
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": non_2xx, "socket_errors": socket_errors,
-            "requests": requests}
+def _point(
+    rps: float,
+    p50: float,
+    p99: float,
+    non_2xx: int = 0,
+    socket_errors: int = 0,
+    requests: int = 100,
+) -> dict:
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non_2xx": non_2xx,
+        "socket_errors": socket_errors,
+        "requests": requests,
+    }
 
 
 def _results(gateway_slow: dict) -> object:
     from bench.run import Results
 
     res = Results()
-    for c, (d, g, ll) in {1: (20000, 900, 60), 32: (25000, 1200, 80), 64: (25000, 1100, 120)}.items():
+    for c, (d, g, ll) in {
+        1: (20000, 900, 60),
+        32: (25000, 1200, 80),
+        64: (25000, 1100, 120),
+    }.items():
         res.add(f"c{c}", "direct", _point(d, 0.05, 0.1))
         res.add(f"c{c}", "gateway", _point(g, 1.0 if c == 1 else 30, 4.0 if c == 1 else 60))
         res.add(f"c{c}", "litellm", _point(ll, 15, 30))
@@ -168,14 +208,14 @@ def test_the_targets_table_marks_each_target_met_or_not() -> None:
     _, rows = targets_table(info, _results(_point(1100, 230, 300, socket_errors=2)))
     verdicts = {r["target"].split(",")[0][:40]: r["ok"] for r in rows}
     assert [r["ok"] for r in rows] == [
-        True,   # 1200 / 80 = 15x at 32 connections
+        True,  # 1200 / 80 = 15x at 32 connections
         False,  # 1100 / 120 = 9.2x at 64
-        True,   # +0.95 ms p50 at 1 connection
-        True,   # +3.9 ms p99
-        True,   # 1100 / 1250 = 88% of direct
+        True,  # +0.95 ms p50 at 1 connection
+        True,  # +3.9 ms p99
+        True,  # 1100 / 1250 = 88% of direct
         False,  # 2 socket errors at 256 connections
         False,  # +2.2 ms time to first byte
-        True,   # 140 MiB
+        True,  # 140 MiB
     ], verdicts
 
 

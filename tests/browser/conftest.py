@@ -22,8 +22,13 @@ from tests.pages.ui_support import (  # noqa: F401  (fixtures)
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 PASSWORD = "a-long-browser-test-password"
 
@@ -63,9 +68,23 @@ class Problems:
         self.server_errors: list[str] = []
 
     def watch(self, page: Any) -> None:
-        page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text} @ {msg.location}") if msg.type == "error" else None)
+        page.on(
+            "console",
+            lambda msg: (
+                self.console.append(f"{msg.type}: {msg.text} @ {msg.location}")
+                if msg.type == "error"
+                else None
+            ),
+        )
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
-        page.on("response", lambda r: self.server_errors.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 500 else None)
+        page.on(
+            "response",
+            lambda r: (
+                self.server_errors.append(f"{r.status} {r.request.method} {r.url}")
+                if r.status >= 500
+                else None
+            ),
+        )
         page.on("dialog", lambda dialog: dialog.accept())
 
     def check(self) -> None:
@@ -100,7 +119,9 @@ class UI:
 
     def go(self, path: str) -> Any:
         response = self.page.goto(self.base_url + path)
-        assert response is not None and response.status < 400, f"{path}: HTTP {response and response.status}"
+        assert response is not None and response.status < 400, (
+            f"{path}: HTTP {response and response.status}"
+        )
         return response
 
     def submit(self, button: str) -> None:
@@ -115,8 +136,13 @@ class UI:
     def shot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         # Generous timeout: a full-page capture with software rendering is slow on a busy 2-core machine.
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True, animations="disabled",
-                             caret="hide", timeout=45_000)
+        self.page.screenshot(
+            path=str(SCREENSHOTS / f"{name}.png"),
+            full_page=True,
+            animations="disabled",
+            caret="hide",
+            timeout=45_000,
+        )
 
     def login(self, username: str = "operator", password: str = PASSWORD) -> None:
         self.page.goto(self.base_url + "/login/")
@@ -127,7 +153,9 @@ class UI:
 
 
 def _new_ui(browser: Any, live_server: Any, *, width: int, height: int) -> tuple[Any, UI]:
-    context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, accept_downloads=True
+    )
     context.set_default_timeout(15_000)
     page = context.new_page()
     problems = Problems()

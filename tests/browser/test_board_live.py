@@ -38,19 +38,30 @@ def redis_gateway(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Live
 
 @pytest.fixture(scope="module")
 def embedded_gateway(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveGateway]:
-    server = LiveGateway(extra_env={"GATEWAY_HTTPS": "0", "REDIS_URL": "", "GATEWAY_BOARD_STATE_SECONDS": "0.3"})
+    server = LiveGateway(
+        extra_env={"GATEWAY_HTTPS": "0", "REDIS_URL": "", "GATEWAY_BOARD_STATE_SECONDS": "0.3"}
+    )
     yield server
     server.stop()
 
 
 class Board:
     def __init__(self, gateway: LiveGateway, tab: UI, secret: str, primary: Any) -> None:
-        self.gateway, self.tab, self.page, self.secret, self.primary = gateway, tab, tab.page, secret, primary
+        self.gateway, self.tab, self.page, self.secret, self.primary = (
+            gateway,
+            tab,
+            tab.page,
+            secret,
+            primary,
+        )
 
     def call(self, text: str = "Say hello to the board.") -> httpx.Response:
-        response = httpx.post(self.gateway.v1 + "/chat/completions", timeout=10,
-                              headers={"Authorization": f"Bearer {self.secret}"},
-                              json={"model": "board-test", "messages": [{"role": "user", "content": text}]})
+        response = httpx.post(
+            self.gateway.v1 + "/chat/completions",
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.secret}"},
+            json={"model": "board-test", "messages": [{"role": "user", "content": text}]},
+        )
         assert response.status_code == 200, response.text
         return response
 
@@ -59,7 +70,9 @@ class Board:
 
     def chip(self, route: str, request_id: str, kind: str = "") -> Any:
         """The request's mark on a lane; `kind`: "ok" (answered there), "failed" (an attempt failed there)."""
-        return self.lane(route).locator(f'.req{"." + kind if kind else ""}[data-request-id="{request_id}"]')
+        return self.lane(route).locator(
+            f'.req{"." + kind if kind else ""}[data-request-id="{request_id}"]'
+        )
 
     def switch_primary(self, *, down: bool) -> None:
         self.primary.options = {"down": True} if down else {}
@@ -70,14 +83,38 @@ class Board:
 def _open_board(browser: Any, gateway: LiveGateway, operator: Any) -> Iterator[Board]:
     from playwright.sync_api import expect
 
-    primary = make_instance(instance_id="sim-primary", model="sim-fast-1", input_price_per_million="0.20",
-                            output_price_per_million="0.60")
-    backup = make_instance(instance_id="sim-backup", model="sim-large-2", input_price_per_million="3.00",
-                           output_price_per_million="15.00")
-    make_balancer(name="board-test", serving_name="board-test", routing_mode="ordered", routes=[
-        {"name": "primary", "intent": "Everything, cheaply.", "instance": primary, "priority": 1},
-        {"name": "fallback", "intent": "Behind the primary.", "instance": backup, "priority": 2, "is_default": True},
-    ])
+    primary = make_instance(
+        instance_id="sim-primary",
+        model="sim-fast-1",
+        input_price_per_million="0.20",
+        output_price_per_million="0.60",
+    )
+    backup = make_instance(
+        instance_id="sim-backup",
+        model="sim-large-2",
+        input_price_per_million="3.00",
+        output_price_per_million="15.00",
+    )
+    make_balancer(
+        name="board-test",
+        serving_name="board-test",
+        routing_mode="ordered",
+        routes=[
+            {
+                "name": "primary",
+                "intent": "Everything, cheaply.",
+                "instance": primary,
+                "priority": 1,
+            },
+            {
+                "name": "fallback",
+                "intent": "Behind the primary.",
+                "instance": backup,
+                "priority": 2,
+                "is_default": True,
+            },
+        ],
+    )
     _, secret = make_api_key()
     # The uvicorn process keeps the production hashers (the tests' MD5 is set in this process only).
     from django.contrib.auth.hashers import PBKDF2PasswordHasher
@@ -95,12 +132,16 @@ def _open_board(browser: Any, gateway: LiveGateway, operator: Any) -> Iterator[B
 
 
 @pytest.fixture
-def board(browser: Any, redis_gateway: LiveGateway, transactional_db: Any, operator: Any) -> Iterator[Board]:
+def board(
+    browser: Any, redis_gateway: LiveGateway, transactional_db: Any, operator: Any
+) -> Iterator[Board]:
     yield from _open_board(browser, redis_gateway, operator)
 
 
 @pytest.fixture
-def embedded_board(browser: Any, embedded_gateway: LiveGateway, transactional_db: Any, operator: Any) -> Iterator[Board]:
+def embedded_board(
+    browser: Any, embedded_gateway: LiveGateway, transactional_db: Any, operator: Any
+) -> Iterator[Board]:
     yield from _open_board(browser, embedded_gateway, operator)
 
 
@@ -138,30 +179,41 @@ def test_a_failover_is_drawn_and_the_lane_goes_unavailable_and_comes_back(board:
         request_id = response.headers["x-request-id"]
         ids.append(request_id)
         expect(board.chip("primary", request_id, "failed")).to_be_visible(timeout=1000)
-        expect(board.chip("primary", request_id).get_by_test_id("failover")).to_have_text("↓ fallback")
+        expect(board.chip("primary", request_id).get_by_test_id("failover")).to_have_text(
+            "↓ fallback"
+        )
         expect(board.chip("fallback", request_id, "ok")).to_be_visible(timeout=1000)
     expect(board.page.get_by_test_id("board-events").locator("tr").first).to_contain_text(
-        "fallback after sim-primary connection refused")
+        "fallback after sim-primary connection refused"
+    )
     primary = board.lane("primary")
     expect(primary).to_have_attribute("data-available", "false", timeout=2000)
     expect(primary.get_by_test_id("lane-state")).to_contain_text("cooling down")
     board.tab.shot("board-failover")
     board.switch_primary(down=False)
-    expect(primary).to_have_attribute("data-available", "true", timeout=8000)  # the 5 s cooldown ends
+    expect(primary).to_have_attribute(
+        "data-available", "true", timeout=8000
+    )  # the 5 s cooldown ends
     expect(primary.get_by_test_id("lane-state")).to_have_text("active")
     response = board.call()
     assert response.headers["x-balancer-route"] == "primary"
-    expect(board.chip("primary", response.headers["x-request-id"], "ok")).to_be_visible(timeout=1000)
+    expect(board.chip("primary", response.headers["x-request-id"], "ok")).to_be_visible(
+        timeout=1000
+    )
 
 
 def test_without_redis_the_board_still_moves_live(embedded_board: Board) -> None:
     from playwright.sync_api import expect
 
     response = embedded_board.call()
-    expect(embedded_board.chip("primary", response.headers["x-request-id"])).to_be_visible(timeout=1000)
+    expect(embedded_board.chip("primary", response.headers["x-request-id"])).to_be_visible(
+        timeout=1000
+    )
 
 
-def test_when_the_stream_is_refused_the_board_polls_and_keeps_an_opened_attempt_log(board: Board) -> None:
+def test_when_the_stream_is_refused_the_board_polls_and_keeps_an_opened_attempt_log(
+    board: Board,
+) -> None:
     from playwright.sync_api import expect
 
     page = board.page
@@ -175,27 +227,35 @@ def test_when_the_stream_is_refused_the_board_polls_and_keeps_an_opened_attempt_
     row.locator("summary").click()
     time.sleep(3.5)  # at least one more poll
     expect(row.locator("details")).to_have_attribute("open", "")
-    expect(board.lane("fallback").get_by_test_id("rpm")).not_to_have_text("0.0")  # the failover landed there
+    expect(board.lane("fallback").get_by_test_id("rpm")).not_to_have_text(
+        "0.0"
+    )  # the failover landed there
     # The refusal this test forced is logged by the browser: not a problem of the page.
     for seen in (board.tab.problems.console, board.tab.problems.server_errors):
         seen[:] = [line for line in seen if "/board/events/" not in line]
 
 
-def test_an_operator_disables_a_route_from_the_board_the_next_request_avoids_it_and_it_is_audited(board: Board) -> None:
+def test_an_operator_disables_a_route_from_the_board_the_next_request_avoids_it_and_it_is_audited(
+    board: Board,
+) -> None:
     from playwright.sync_api import expect
 
     page = board.page
     lane = board.lane("primary")
     lane.get_by_test_id("actions-primary").locator("summary").click()
     lane.get_by_role("button", name="Disable route").click()  # confirmed (the dialog is accepted)
-    expect(page.get_by_test_id("board-notice")).to_contain_text("Done: route disabled, route primary")
+    expect(page.get_by_test_id("board-notice")).to_contain_text(
+        "Done: route disabled, route primary"
+    )
     expect(lane).to_have_attribute("data-state", "disabled", timeout=2000)
     expect(lane.get_by_test_id("lane-state")).to_have_text("disabled")
     board.gateway.wait_for_config(timeout=1.0)  # every worker routes by the change within a second
     response = board.call()
     assert response.headers["x-balancer-route"] == "fallback"
     assert response.headers["x-balancer-attempts"] == "1"
-    expect(board.chip("fallback", response.headers["x-request-id"], "ok")).to_be_visible(timeout=1000)
+    expect(board.chip("fallback", response.headers["x-request-id"], "ok")).to_be_visible(
+        timeout=1000
+    )
     board.tab.go("/balancers/board-test/")
     entry = page.get_by_test_id("audit-entry").first
     expect(entry).to_contain_text("operator")

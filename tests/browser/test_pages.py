@@ -37,7 +37,10 @@ def test_an_operator_imports_edits_and_exports_a_target_group(ui, tmp_path: Path
     page.get_by_role("link", name="Import JSON").click()
 
     # A document naming an unknown instance is refused whole, naming the field.
-    broken = {**BILLING_POOL, "members": [{"instance_id": "nope", "weight": 100, "enabled": True, "priority": 1}]}
+    broken = {
+        **BILLING_POOL,
+        "members": [{"instance_id": "nope", "weight": 100, "enabled": True, "priority": 1}],
+    }
     page.get_by_label("Or paste the document").fill(json.dumps(broken))
     page.get_by_role("button", name="Import").click()
     expect(page.get_by_test_id("import-errors")).to_contain_text("members[0].instance_id")
@@ -51,7 +54,9 @@ def test_an_operator_imports_edits_and_exports_a_target_group(ui, tmp_path: Path
     page.get_by_label("JSON file").set_input_files(str(path))
     page.get_by_role("button", name="Import").click()
     expect(page).to_have_url(re.compile(r"/target-groups/billing-pool/$"))
-    expect(page.get_by_role("status").first).to_contain_text("Created target group billing-pool with 2 members")
+    expect(page.get_by_role("status").first).to_contain_text(
+        "Created target group billing-pool with 2 members"
+    )
 
     # Weight and enabled change inline, without a page load.
     page.evaluate("window.__samePage = true")
@@ -64,10 +69,15 @@ def test_an_operator_imports_edits_and_exports_a_target_group(ui, tmp_path: Path
     weight = page.get_by_label("Weight of inst_a")
     weight.fill("5000")
     weight.press("Enter")
-    expect(page.get_by_test_id("member-inst_a").get_by_role("alert")).to_contain_text("less than or equal to 1000")
+    expect(page.get_by_test_id("member-inst_a").get_by_role("alert")).to_contain_text(
+        "less than or equal to 1000"
+    )
     assert page.evaluate("window.__samePage") is True
     ui.shot("target-group-detail")
-    members = {m.instance.instance_id: m for m in TargetGroup.objects.get(name="billing-pool").members.select_related("instance")}
+    members = {
+        m.instance.instance_id: m
+        for m in TargetGroup.objects.get(name="billing-pool").members.select_related("instance")
+    }
     assert members["inst_a"].weight == 40 and members["inst_b"].enabled is False
 
     # Export gives back the document, with the edits.
@@ -145,7 +155,9 @@ def test_the_pages_fit_a_phone(phone) -> None:
         ("/target-groups/tech-support-pool/", "phone-target-group"),
     ]:
         phone.go(path)
-        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px on a phone"
         phone.shot(name)
     page.get_by_text("Menu").click()

@@ -38,7 +38,9 @@ def test_an_operator_creates_a_group_and_adds_and_removes_members(ui) -> None:
     page.get_by_label("Name", exact=True).fill("billing-pool")
     ui.submit("Create target group")
     expect(page).to_have_url(re.compile(r"/target-groups/billing-pool/$"))
-    expect(page.get_by_role("status").first).to_contain_text("Created target group billing-pool with 0 members")
+    expect(page.get_by_role("status").first).to_contain_text(
+        "Created target group billing-pool with 0 members"
+    )
     expect(page.locator("#members-empty")).to_be_visible()
 
     # Two members added without a page load; each one leaves the instance select.
@@ -64,8 +66,14 @@ def test_an_operator_creates_a_group_and_adds_and_removes_members(ui) -> None:
     assert page.evaluate("window.__samePage") is True
 
     group = TargetGroup.objects.get(name="billing-pool")
-    assert (group.selection_policy, group.description) == ("round_robin", "Billing questions, cheap capacity first.")
-    members = [(m.instance.instance_id, m.weight, m.priority) for m in group.members.select_related("instance")]
+    assert (group.selection_policy, group.description) == (
+        "round_robin",
+        "Billing questions, cheap capacity first.",
+    )
+    members = [
+        (m.instance.instance_id, m.weight, m.priority)
+        for m in group.members.select_related("instance")
+    ]
     assert members == [("backup-small", 25, 2)]
     page.reload()
     expect(page.get_by_test_id("member-backup-small")).to_be_visible()

@@ -30,7 +30,13 @@ SUPPORT_MIX = [
     ("fallback", "backup-small", 650, 200, 640.0),
 ]
 FAILED_OVER = [
-    {"route": "reasoning", "instance": "gpt-oss-120b", "outcome": "timeout", "status": None, "ms": 30000.0},
+    {
+        "route": "reasoning",
+        "instance": "gpt-oss-120b",
+        "outcome": "timeout",
+        "status": None,
+        "ms": 30000.0,
+    },
     {"route": "fallback", "instance": "backup-small", "outcome": "ok", "status": 200, "ms": 702.4},
 ]
 
@@ -45,41 +51,123 @@ def seeded_traffic() -> list[UsageEvent]:
     now = timezone.now()
     events = []
 
-    def add(at: Any, balancer: Balancer, route: str, instance: str, prompt: int, completion: int, latency: float,
-            **fields: Any) -> None:
-        price_in, price_out = instances[instance].input_price_per_million, instances[instance].output_price_per_million
+    def add(
+        at: Any,
+        balancer: Balancer,
+        route: str,
+        instance: str,
+        prompt: int,
+        completion: int,
+        latency: float,
+        **fields: Any,
+    ) -> None:
+        price_in, price_out = (
+            instances[instance].input_price_per_million,
+            instances[instance].output_price_per_million,
+        )
         values = {
-            "created_at": at, "request_id": f"seed-{len(events)}", "balancer": balancer,
-            "endpoint": "embeddings" if balancer == embed else "chat", "serving_name": balancer.serving_name,
-            "route": route, "instance": instance, "model": instances[instance].model, "status_code": 200, "latency_ms": latency,
-            "ttfb_ms": latency / 3, "prompt_tokens": prompt, "completion_tokens": completion,
+            "created_at": at,
+            "request_id": f"seed-{len(events)}",
+            "balancer": balancer,
+            "endpoint": "embeddings" if balancer == embed else "chat",
+            "serving_name": balancer.serving_name,
+            "route": route,
+            "instance": instance,
+            "model": instances[instance].model,
+            "status_code": 200,
+            "latency_ms": latency,
+            "ttfb_ms": latency / 3,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
             "cost_usd": (Decimal(prompt) * price_in + Decimal(completion) * price_out) / 1_000_000,
-            "decision_reason": "classified", "attempts": 1,
-            "attempt_log": [{"route": route, "instance": instance, "outcome": "ok", "status": 200, "ms": latency}],
+            "decision_reason": "classified",
+            "attempts": 1,
+            "attempt_log": [
+                {
+                    "route": route,
+                    "instance": instance,
+                    "outcome": "ok",
+                    "status": 200,
+                    "ms": latency,
+                }
+            ],
         }
         events.append(UsageEvent(**{**values, **fields}))
 
     for hour in range(22):
         busy = 2 + (9 - abs(hour - 9)) % 8 if hour < 18 else 1
         for n in range(busy):
-            route, instance, prompt, completion, latency = SUPPORT_MIX[(hour + n) % len(SUPPORT_MIX)]
+            route, instance, prompt, completion, latency = SUPPORT_MIX[
+                (hour + n) % len(SUPPORT_MIX)
+            ]
             at = now - timedelta(hours=hour, minutes=7 * n + 1)
-            add(at, support, route, instance, prompt + 13 * n, completion + 5 * hour, latency,
-                api_key=app_key if n % 3 else None, stream=n % 2 == 0)
+            add(
+                at,
+                support,
+                route,
+                instance,
+                prompt + 13 * n,
+                completion + 5 * hour,
+                latency,
+                api_key=app_key if n % 3 else None,
+                stream=n % 2 == 0,
+            )
         if hour % 4 == 1:
-            add(now - timedelta(hours=hour, minutes=40), embed, "primary", "embed-small", 5200, 0, 35.0,
-                api_key=batch_key)
-    add(now - timedelta(minutes=12), support, "fallback", "backup-small", 900, 310, 30702.4, api_key=app_key,
-        attempts=2, attempt_log=FAILED_OVER)
+            add(
+                now - timedelta(hours=hour, minutes=40),
+                embed,
+                "primary",
+                "embed-small",
+                5200,
+                0,
+                35.0,
+                api_key=batch_key,
+            )
+    add(
+        now - timedelta(minutes=12),
+        support,
+        "fallback",
+        "backup-small",
+        900,
+        310,
+        30702.4,
+        api_key=app_key,
+        attempts=2,
+        attempt_log=FAILED_OVER,
+    )
     for minutes in (25, 95, 190):
-        add(now - timedelta(minutes=minutes), support, "", "gpt-oss-120b", 0, 0, 30050.0, api_key=app_key,
-            status_code=502, error_type="upstream_timeout", attempts=3,
-            attempt_log=[{"route": r, "instance": i, "outcome": "timeout", "status": None, "ms": 10000.0}
-                         for r, i in (("reasoning", "gpt-oss-120b"), ("fallback", "backup-small"),
-                                      ("efficient", "qwen-cheap-a"))])
+        add(
+            now - timedelta(minutes=minutes),
+            support,
+            "",
+            "gpt-oss-120b",
+            0,
+            0,
+            30050.0,
+            api_key=app_key,
+            status_code=502,
+            error_type="upstream_timeout",
+            attempts=3,
+            attempt_log=[
+                {"route": r, "instance": i, "outcome": "timeout", "status": None, "ms": 10000.0}
+                for r, i in (
+                    ("reasoning", "gpt-oss-120b"),
+                    ("fallback", "backup-small"),
+                    ("efficient", "qwen-cheap-a"),
+                )
+            ],
+        )
     for day in range(2, 6):
         for n in range(6 + day):
-            add(now - timedelta(days=day, hours=n), support, "reasoning", "gpt-oss-120b", 2400, 1100, 2600.0)
+            add(
+                now - timedelta(days=day, hours=n),
+                support,
+                "reasoning",
+                "gpt-oss-120b",
+                2400,
+                1100,
+                2600.0,
+            )
     for event in events:
         if event.status_code >= 400:
             event.cost_usd = Decimal(0)
@@ -95,9 +183,13 @@ def test_an_operator_reads_usage_and_cost(ui, tmp_path: Path) -> None:
     page.get_by_role("link", name="Usage").first.click()
     expect(page.get_by_role("heading", name="Usage and cost")).to_be_visible()
     expect(page.get_by_test_id("total-requests")).to_have_text(f"{len(last_day):,}")
-    expect(page.get_by_test_id("total-cost")).to_have_text(format_usd(sum(e.cost_usd for e in last_day)))
+    expect(page.get_by_test_id("total-cost")).to_have_text(
+        format_usd(sum(e.cost_usd for e in last_day))
+    )
     expect(page.get_by_test_id("usage-chart").locator("svg")).to_have_count(2)
-    expect(page.get_by_test_id("breakdown-balancer").locator("tbody tr").first).to_contain_text("support-balancer")
+    expect(page.get_by_test_id("breakdown-balancer").locator("tbody tr").first).to_contain_text(
+        "support-balancer"
+    )
 
     # The attempt log of the failed-over request, on demand.
     failover = page.get_by_test_id("recent-requests").locator("tr", has_text="2 attempts")
@@ -136,5 +228,7 @@ def test_the_usage_page_fits_a_phone(phone) -> None:
     phone.login()
     phone.go("/usage/")
     expect(phone.page.get_by_test_id("usage-chart")).to_be_visible()
-    overflow = phone.page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    overflow = phone.page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
     assert overflow <= 0, f"/usage/ scrolls sideways by {overflow}px on a phone"

@@ -24,10 +24,19 @@ def some_traffic() -> None:
     support = Balancer.objects.get(name="support-balancer")
     now = timezone.now()
     UsageEvent.objects.bulk_create(
-        UsageEvent(created_at=now - timedelta(hours=hour, minutes=n), request_id=f"seed-{hour}-{n}", endpoint="chat",
-                   balancer=support, serving_name="support-balancer", route="efficient", instance="qwen-cheap-a",
-                   status_code=200, latency_ms=80.0)
-        for hour in range(24) for n in range(3 + (hour * 7) % 11)
+        UsageEvent(
+            created_at=now - timedelta(hours=hour, minutes=n),
+            request_id=f"seed-{hour}-{n}",
+            endpoint="chat",
+            balancer=support,
+            serving_name="support-balancer",
+            route="efficient",
+            instance="qwen-cheap-a",
+            status_code=200,
+            latency_ms=80.0,
+        )
+        for hour in range(24)
+        for n in range(3 + (hour * 7) % 11)
     )
 
 
@@ -65,7 +74,9 @@ def test_a_new_operator_creates_an_intent_classifier_balancer_and_smoke_tests_it
     page.wait_for_timeout(900)
     page.reload()
     expect(page.get_by_label("Name", exact=True)).to_have_value("billing-desk")
-    expect(page.get_by_label("Description")).to_have_value("Billing questions from the help centre.")
+    expect(page.get_by_label("Description")).to_have_value(
+        "Billing questions from the help centre."
+    )
     ui.submit("Next →")
 
     # Step 2: chat is the default.
@@ -173,7 +184,9 @@ def test_an_operator_creates_an_ordered_balancer_with_the_keyboard(ui) -> None:
     ui.submit("Next →")
     # The router model step does not apply to ordered balancers.
     expect(page).to_have_url(re.compile(r"/routes/$"))
-    expect(page.get_by_role("listitem").filter(has_text="Router model")).to_contain_text("Not needed")
+    expect(page.get_by_role("listitem").filter(has_text="Router model")).to_contain_text(
+        "Not needed"
+    )
 
     rows = page.locator("[data-route-row]")
     route_row(page, 0).get_by_label("Route name").fill("primary")
@@ -206,7 +219,9 @@ def test_an_operator_creates_an_ordered_balancer_with_the_keyboard(ui) -> None:
     balancer = Balancer.objects.get(name="orders-failover")
     assert balancer.routing_mode == "ordered" and balancer.router_model is None
     assert [(r.name, r.priority, r.is_default) for r in balancer.routes.order_by("priority")] == [
-        ("primary", 1, True), ("secondary", 2, False)]
+        ("primary", 1, True),
+        ("secondary", 2, False),
+    ]
 
 
 def test_an_operator_edits_a_route_from_the_detail_page(ui) -> None:
@@ -219,7 +234,9 @@ def test_an_operator_edits_a_route_from_the_detail_page(ui) -> None:
     expect(page).to_have_url(re.compile(r"/balancers/support-balancer/edit/routes/$"))
     efficient = route_row(page, 0)
     expect(efficient.get_by_label("Route name")).to_have_value("efficient")
-    efficient.get_by_label("Intent").fill("Short, simple tasks: one-line summaries and quick replies.")
+    efficient.get_by_label("Intent").fill(
+        "Short, simple tasks: one-line summaries and quick replies."
+    )
     efficient.get_by_label("Destination").select_option("group:tech-support-pool")
     ui.submit("Next →")
     expect(page).to_have_url(re.compile(r"/edit/review/$"))

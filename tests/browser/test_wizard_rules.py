@@ -35,7 +35,9 @@ def test_an_operator_adds_a_rule_and_sees_two_routes_overlap(ui) -> None:
     expect(rule.get_by_label("Pattern")).to_be_visible()
     rule.get_by_label("Pattern").fill(r"INV-\d{4}")
     rule.get_by_label("Send to route").select_option("reasoning")
-    efficient.get_by_label("Intent").fill("Simple, short tasks: summaries, drafts, rewording and quick replies.")
+    efficient.get_by_label("Intent").fill(
+        "Simple, short tasks: summaries, drafts, rewording and quick replies."
+    )
     ui.submit("Next →")
     expect(page).to_have_url(re.compile(r"/edit/review/$"))
     expect(page.get_by_test_id("review-rules")).to_contain_text("invoices")
@@ -43,4 +45,9 @@ def test_an_operator_adds_a_rule_and_sees_two_routes_overlap(ui) -> None:
     expect(page).to_have_url(re.compile(r"/balancers/support-balancer/$"))
     expect(page.get_by_test_id("content-rules")).to_contain_text("INV-\\d{4}")
     rule = Balancer.objects.get(name="support-balancer").rules.get()
-    assert (rule.name, rule.kind, rule.value, rule.route.name) == ("invoices", "regex", r"INV-\d{4}", "reasoning")
+    assert (rule.name, rule.kind, rule.value, rule.route.name) == (
+        "invoices",
+        "regex",
+        r"INV-\d{4}",
+        "reasoning",
+    )

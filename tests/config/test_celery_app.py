@@ -15,7 +15,9 @@ def test_celery_finds_the_app_from_the_config_package() -> None:
     assert app.conf.beat_schedule["probe-instances"]["task"] == "gateway.tasks.probe_instances"
     assert app.conf.beat_schedule["rollup-usage"]["task"] == "gateway.tasks.rollup_usage"
     app.loader.import_default_modules()
-    assert "gateway.tasks.probe_instances" in app.tasks and "gateway.tasks.rollup_usage" in app.tasks
+    assert (
+        "gateway.tasks.probe_instances" in app.tasks and "gateway.tasks.rollup_usage" in app.tasks
+    )
 
 
 def test_the_gateway_application_loads_no_celery_and_no_other_http_client() -> None:

@@ -25,8 +25,11 @@ PRINT_SETTINGS = (
 
 def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """What `make serve` runs with, and none of the test suite's own settings."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SECURE_", "SESSION_", "CSRF_", "GATEWAY_", "DJANGO_", "DEBUG"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SECURE_", "SESSION_", "CSRF_", "GATEWAY_", "DJANGO_", "DEBUG"))
+    }
     db = settings.DATABASES["default"]
     env.update(
         DATABASE_URL=f"postgres://{db.get('USER') or 'postgres'}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}",
@@ -42,8 +45,14 @@ def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_check_deploy_is_clean_under_production_settings(tmp_path) -> None:
@@ -55,13 +64,25 @@ def test_check_deploy_is_clean_under_production_settings(tmp_path) -> None:
 
 def test_production_defaults_to_https_and_plain_http_is_a_choice(tmp_path) -> None:
     secure = manage(production_env(tmp_path), "shell", "-v", "0", "-c", PRINT_SETTINGS)
-    plain = manage(production_env(tmp_path, GATEWAY_HTTPS="0"), "shell", "-v", "0", "-c", PRINT_SETTINGS)
-    proxied = manage(production_env(tmp_path, SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto: https",
-                                    SECURE_HSTS_SECONDS="3600"), "shell", "-v", "0", "-c", PRINT_SETTINGS)
+    plain = manage(
+        production_env(tmp_path, GATEWAY_HTTPS="0"), "shell", "-v", "0", "-c", PRINT_SETTINGS
+    )
+    proxied = manage(
+        production_env(
+            tmp_path, SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto: https", SECURE_HSTS_SECONDS="3600"
+        ),
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        PRINT_SETTINGS,
+    )
 
     assert secure.stdout.split() == ["True", "True", "True", "31536000", "None"], secure.stderr
     assert plain.stdout.split() == ["False", "False", "False", "0", "None"], plain.stderr
-    assert proxied.stdout.strip() == "True True True 3600 ('HTTP_X_FORWARDED_PROTO', 'https')", proxied.stderr
+    assert proxied.stdout.strip() == "True True True 3600 ('HTTP_X_FORWARDED_PROTO', 'https')", (
+        proxied.stderr
+    )
 
 
 def test_embedded_mode_stays_on_plain_http(tmp_path) -> None:
@@ -70,8 +91,16 @@ def test_embedded_mode_stays_on_plain_http(tmp_path) -> None:
     assert result.stdout.split() == ["False", "False", "False", "0", "None"], result.stderr
 
 
-@pytest.mark.parametrize("weak", ["a" * 32, "a" * 80, "abcd" * 20, secrets.token_urlsafe(30),
-                                  "django-insecure-" + secrets.token_urlsafe(50)])
+@pytest.mark.parametrize(
+    "weak",
+    [
+        "a" * 32,
+        "a" * 80,
+        "abcd" * 20,
+        secrets.token_urlsafe(30),
+        "django-insecure-" + secrets.token_urlsafe(50),
+    ],
+)
 def test_a_weak_secret_key_is_refused(weak: str, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SB_SECRET", weak)
     with pytest.raises(ImproperlyConfigured, match="SB_SECRET"):

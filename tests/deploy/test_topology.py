@@ -55,8 +55,11 @@ def services_env() -> dict[str, str]:
 
 
 def app_services() -> dict[str, dict[str, Any]]:
-    return {name: service for name, service in compose()["services"].items()
-            if str(service.get("image", "")).startswith(APP_IMAGE)}
+    return {
+        name: service
+        for name, service in compose()["services"].items()
+        if str(service.get("image", "")).startswith(APP_IMAGE)
+    }
 
 
 def manifests() -> list[dict[str, Any]]:
@@ -86,24 +89,41 @@ def k8s_containers() -> dict[str, dict[str, Any]]:
 
 
 def dockerfile_cmd() -> list[str]:
-    lines = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")]
+    lines = [
+        line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")
+    ]
     assert len(lines) == 1
     return json.loads(lines[0].removeprefix("CMD "))
 
 
 def settings_read() -> set[str]:
     """Every environment variable the app reads: config/settings.py's env helpers, config/celery.py."""
-    source = (ROOT / "config" / "settings.py").read_text() + (ROOT / "config" / "celery.py").read_text()
-    names = set(re.findall(r'\benv(?:str|bool|int|float|list|secret|fernetkeys|proxyheader)\(\s*"([A-Z0-9_]+)"', source))
+    source = (ROOT / "config" / "settings.py").read_text() + (
+        ROOT / "config" / "celery.py"
+    ).read_text()
+    names = set(
+        re.findall(
+            r'\benv(?:str|bool|int|float|list|secret|fernetkeys|proxyheader)\(\s*"([A-Z0-9_]+)"',
+            source,
+        )
+    )
     names |= set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', source))
-    assert {"DATABASE_URL", "SECRET_KEY", "GATEWAY_PROBE_SECONDS"} <= names  # the patterns still match
+    assert {
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "GATEWAY_PROBE_SECONDS",
+    } <= names  # the patterns still match
     return names
 
 
 def make_serve_flags() -> list[str]:
     """`make serve`'s uvicorn arguments, continuation lines joined."""
     makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
-    (line,) = [line for line in makefile.splitlines() if "uvicorn config.asgi:application" in line and "--workers" in line]
+    (line,) = [
+        line
+        for line in makefile.splitlines()
+        if "uvicorn config.asgi:application" in line and "--workers" in line
+    ]
     return line.split("uvicorn", 1)[1].split()
 
 
@@ -132,10 +152,15 @@ def test_kubernetes_passes_only_settings_the_app_reads_and_every_required_one() 
         direct = {item["name"] for item in container["env"]}
         assert direct <= known
         for item in container["env"]:  # secrets by reference only, never a value in the repo
-            assert item["valueFrom"]["secretKeyRef"] == {"name": "smart-balancers", "key": item["name"]}
+            assert item["valueFrom"]["secretKeyRef"] == {
+                "name": "smart-balancers",
+                "key": item["name"],
+            }
         passed = direct | set(config_map["data"])
         assert passed >= REQUIRED, f"{role} lacks {REQUIRED - passed}"
-    assert not [doc for doc in manifests() if doc["kind"] == "Secret"], "a Secret must not be committed"
+    assert not [doc for doc in manifests() if doc["kind"] == "Secret"], (
+        "a Secret must not be committed"
+    )
 
 
 def test_commands_are_the_same_in_compose_kubernetes_and_the_dockerfile() -> None:
@@ -183,7 +208,9 @@ def test_probes_and_health_checks_point_at_real_gateway_paths() -> None:
         assert container[probe]["httpGet"]["httpHeaders"] == [{"name": "Host", "value": PROBE_HOST}]
     assert PROBE_HOST in allowed
     assert f"'Host': '{PROBE_HOST}'" in " ".join(health)
-    assert PROBE_HOST in interpolate(services_env()["ALLOWED_HOSTS"], {"ALLOWED_HOSTS": "gateway.example.com"}).split(",")
+    assert PROBE_HOST in interpolate(
+        services_env()["ALLOWED_HOSTS"], {"ALLOWED_HOSTS": "gateway.example.com"}
+    ).split(",")
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > int(command[command.index("--timeout-graceful-shutdown") + 1])
     # Compose waits for the dependencies' own checks.
@@ -196,10 +223,22 @@ def test_selectors_scaling_and_a_single_beat_fit_together() -> None:
     gateway = manifest("Deployment", "smart-balancers-gateway")
     pod_labels = gateway["spec"]["template"]["metadata"]["labels"]
     assert gateway["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    assert manifest("Service", "smart-balancers-gateway")["spec"]["selector"].items() <= pod_labels.items()
-    assert manifest("PodDisruptionBudget", "smart-balancers-gateway")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert (
+        manifest("Service", "smart-balancers-gateway")["spec"]["selector"].items()
+        <= pod_labels.items()
+    )
+    assert (
+        manifest("PodDisruptionBudget", "smart-balancers-gateway")["spec"]["selector"][
+            "matchLabels"
+        ].items()
+        <= pod_labels.items()
+    )
     hpa = manifest("HorizontalPodAutoscaler", "smart-balancers-gateway")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "smart-balancers-gateway"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "smart-balancers-gateway",
+    }
     assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
     beat = manifest("Deployment", "smart-balancers-beat")
     assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"] == {"type": "Recreate"}
@@ -207,14 +246,22 @@ def test_selectors_scaling_and_a_single_beat_fit_together() -> None:
     for doc in manifests():  # the image's non-root user everywhere
         if doc["kind"] in ("Deployment", "Job"):
             pod = doc["spec"]["template"]["spec"]
-            assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 10001
+            assert (
+                pod["securityContext"]["runAsNonRoot"]
+                and pod["securityContext"]["runAsUser"] == 10001
+            )
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    assert sorted(kustomization["resources"]) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
 
 
 def test_the_image_is_multi_stage_slim_non_root_and_leaves_the_dev_tools_out() -> None:
-    dockerfile = "\n".join(line for line in (ROOT / "Dockerfile").read_text().splitlines()
-                           if not line.lstrip().startswith("#"))
+    dockerfile = "\n".join(
+        line
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if not line.lstrip().startswith("#")
+    )
     stages = re.findall(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE)
     assert len(stages) >= 2 and all(stage == "python:3.11-slim" for stage in stages)
     assert re.search(r"^USER 10001", dockerfile, flags=re.MULTILINE)
@@ -243,17 +290,21 @@ print(json.dumps({"key": make_api_key()[1], "a": a.pk}))
 
 def interpolate(value: Any, variables: dict[str, str]) -> str:
     """Compose's ${NAME}, ${NAME:-default} and ${NAME:?error}, from `variables`."""
+
     def one(match: re.Match[str]) -> str:
         name, op, arg = match.group(1), match.group(2), match.group(3)
         if name in variables:
             return variables[name]
         assert op != ":?", f"compose requires {name}: {arg}"
         return arg or ""
+
     return re.sub(r"\$\{([A-Z0-9_]+)(?:(:-|:\?)([^}]*))?\}", one, str(value))
 
 
 def database_url(dbname: str) -> str:
-    parts = urlsplit(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/postgres")
+    parts = urlsplit(
+        os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/postgres"
+    )
     return urlunsplit(parts._replace(path="/" + dbname))
 
 
@@ -277,8 +328,14 @@ class Processes:
 
     def start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("wb")
-        process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.running[name] = process
         return process
 
@@ -306,7 +363,9 @@ def wait_until(what: str, check: Callable[[], Any], seconds: float, processes: P
     while True:
         for name, process in processes.running.items():
             if name not in ("migrate", "seed") and process.poll() is not None:
-                raise AssertionError(f"{name} exited ({process.returncode}) while waiting for {what}\n{processes.all_logs()}")
+                raise AssertionError(
+                    f"{name} exited ({process.returncode}) while waiting for {what}\n{processes.all_logs()}"
+                )
         result = check()
         if result:
             return result
@@ -329,31 +388,61 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
     # virtualenv holding only the image's dependencies (`scripts/deps.py`, no dev extras).
     bin_dir = os.environ.get("TOPOLOGY_BIN_DIR") or str(Path(sys.executable).parent)
     port = free_port()
-    variables = {"SECRET_KEY": "topology-test-secret-key-" + "x" * 32, "POSTGRES_PASSWORD": "unused",
-                 "GATEWAY_ENCRYPTION_KEYS": Fernet.generate_key().decode()}
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_NAME", "DJANGO_SETTINGS_MODULE")}
-    env.update({name: interpolate(value, variables) for name, value in services["gateway"]["environment"].items()})
-    env.update({
-        # compose's hosts are `postgres` and `redis`; here the machine's, in databases of the test's own.
-        "DATABASE_URL": topology_db, "REDIS_URL": settings.REDIS_URL,
-        "VAR_DIR": str(tmp_path / "var"), "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "GATEWAY_PROBE_SECONDS": "1", "GATEWAY_ROLLUP_SECONDS": "1", "GATEWAY_USAGE_FLUSH_SECONDS": "0.2",
-        "GATEWAY_READY_CACHE_SECONDS": "0.2", "PYTHONUNBUFFERED": "1",
-    })
+    variables = {
+        "SECRET_KEY": "topology-test-secret-key-" + "x" * 32,
+        "POSTGRES_PASSWORD": "unused",
+        "GATEWAY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+    }
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_NAME", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(
+        {
+            name: interpolate(value, variables)
+            for name, value in services["gateway"]["environment"].items()
+        }
+    )
+    env.update(
+        {
+            # compose's hosts are `postgres` and `redis`; here the machine's, in databases of the test's own.
+            "DATABASE_URL": topology_db,
+            "REDIS_URL": settings.REDIS_URL,
+            "VAR_DIR": str(tmp_path / "var"),
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "GATEWAY_PROBE_SECONDS": "1",
+            "GATEWAY_ROLLUP_SECONDS": "1",
+            "GATEWAY_USAGE_FLUSH_SECONDS": "0.2",
+            "GATEWAY_READY_CACHE_SECONDS": "0.2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     processes = Processes(env, tmp_path)
 
     def declared(role: str) -> list[str]:
         command = list(services[role]["command"])
         # The only substitutions: a free port instead of 8000 and loopback instead of 0.0.0.0 (the
         # test shares its machine), and beat's schedule file in the test's own directory.
-        replace = {"--port": str(port), "--host": "127.0.0.1", "--schedule": str(tmp_path / "celerybeat-schedule")}
+        replace = {
+            "--port": str(port),
+            "--host": "127.0.0.1",
+            "--schedule": str(tmp_path / "celerybeat-schedule"),
+        }
         return [replace.get(command[i - 1], arg) if i else arg for i, arg in enumerate(command)]
 
     try:
-        assert processes.start("migrate", declared("migrate")).wait(120) == 0, processes.log("migrate")
-        seed = subprocess.run([sys.executable, "manage.py", "shell", "-c", SEED], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)
+        assert processes.start("migrate", declared("migrate")).wait(120) == 0, processes.log(
+            "migrate"
+        )
+        seed = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", SEED],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert seed.returncode == 0, seed.stderr
         seeded = json.loads(seed.stdout.strip().splitlines()[-1])
         gateway = processes.start("gateway", declared("gateway"))
@@ -371,14 +460,20 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
         body = wait_until("/readyz", ready, 30, processes)
         assert body["checks"] == {"routing_snapshot": "ok", "database": "ok", "redis": "ok"}
         children = Path(f"/proc/{gateway.pid}/task/{gateway.pid}/children").read_text().split()
-        workers = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        assert len(workers) == 2, "the gateway command runs 2 worker processes"  # (and multiprocessing's resource tracker)
+        workers = [
+            pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(workers) == 2, (
+            "the gateway command runs 2 worker processes"
+        )  # (and multiprocessing's resource tracker)
 
         headers = {"Authorization": f"Bearer {seeded['key']}"}
         payload = {"model": "topology", "messages": [{"role": "user", "content": "hello"}]}
 
         def chat() -> httpx.Response:
-            return httpx.post(base + "/v1/chat/completions", json=payload, headers=headers, timeout=10)
+            return httpx.post(
+                base + "/v1/chat/completions", json=payload, headers=headers, timeout=10
+            )
 
         sent = 0
         for _ in range(20):
@@ -390,11 +485,25 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
         # Switch the primary's simulator down behind the gateway's back: a bare UPDATE bumps no
         # config version, so the gateway's snapshot still has it up and only the probe (beat ->
         # worker -> Redis -> every gateway worker) can steer traffic away from it.
-        query(topology_db, "UPDATE targetgroups_instance SET options = %s::jsonb WHERE id = %s",
-              json.dumps({"down": True}), seeded["a"])
-        wait_until("a probe marking topo-a unavailable", lambda: query(
-            topology_db, "SELECT status FROM gateway_instancehealth WHERE instance_id = %s", seeded["a"]
-        ) == ("unavailable",), 15, processes)
+        query(
+            topology_db,
+            "UPDATE targetgroups_instance SET options = %s::jsonb WHERE id = %s",
+            json.dumps({"down": True}),
+            seeded["a"],
+        )
+        wait_until(
+            "a probe marking topo-a unavailable",
+            lambda: (
+                query(
+                    topology_db,
+                    "SELECT status FROM gateway_instancehealth WHERE instance_id = %s",
+                    seeded["a"],
+                )
+                == ("unavailable",)
+            ),
+            15,
+            processes,
+        )
 
         def served_by_fallback() -> bool:
             nonlocal sent
@@ -406,7 +515,10 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
         wait_until("traffic moving to topo-b", served_by_fallback, 10, processes)
 
         def rolled_up() -> bool:
-            row = query(topology_db, "SELECT COALESCE(SUM(requests), 0) FROM gateway_usagehourly WHERE serving_name = 'topology'")
+            row = query(
+                topology_db,
+                "SELECT COALESCE(SUM(requests), 0) FROM gateway_usagehourly WHERE serving_name = 'topology'",
+            )
             return row[0] == sent
 
         wait_until(f"a usage rollup of the {sent} requests", rolled_up, 15, processes)
@@ -416,15 +528,22 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
         for family in text_string_to_metric_families(httpx.get(base + "/metrics", timeout=10).text):
             for sample in family.samples:
                 metrics.setdefault(sample.name, []).append(sample)
-        counted = sum(s.value for s in metrics["gateway_requests_total"]
-                      if s.labels["balancer"] == "topology" and s.labels["endpoint"] == "chat")
+        counted = sum(
+            s.value
+            for s in metrics["gateway_requests_total"]
+            if s.labels["balancer"] == "topology" and s.labels["endpoint"] == "chat"
+        )
         assert counted == sent, f"/metrics counted {counted} of the {sent} requests"
         assert {s.labels["pid"] for s in metrics["gateway_worker_config_version"]} <= set(workers)
-        connections = query(topology_db, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", TOPOLOGY_DB)[0]
+        connections = query(
+            topology_db, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", TOPOLOGY_DB
+        )[0]
         redis_keys = redis.Redis.from_url(settings.REDIS_URL).dbsize()
-        print(f"\ntopology: {sent} requests, probe, failover and rollup in {time.monotonic() - started:.1f} s; "
-              f"{connections} PostgreSQL connections open (2 gateway workers, worker, beat), "
-              f"{redis_keys} Redis keys")
+        print(
+            f"\ntopology: {sent} requests, probe, failover and rollup in {time.monotonic() - started:.1f} s; "
+            f"{connections} PostgreSQL connections open (2 gateway workers, worker, beat), "
+            f"{redis_keys} Redis keys"
+        )
     finally:
         processes.stop_all()
     for name in ("gateway", "worker", "beat"):

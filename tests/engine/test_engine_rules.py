@@ -34,14 +34,24 @@ from gateway.engine.rules import (
 from gateway.engine.types import BalancerSpec, RuleSpec
 
 
-def rule(name: str, kind: str, route: str, *, value: str = "", enabled: bool = True, **extra: Any) -> RuleSpec:
+def rule(
+    name: str, kind: str, route: str, *, value: str = "", enabled: bool = True, **extra: Any
+) -> RuleSpec:
     pattern = None
     if kind == "regex":
         pattern = compile_pattern(value)
     elif kind == "keywords":
         pattern = compile_keywords(parse_keywords(value))
-    return RuleSpec(name=name, kind=kind, route=route, enabled=enabled, pattern=pattern, text=value, value=value,
-                    **extra)
+    return RuleSpec(
+        name=name,
+        kind=kind,
+        route=route,
+        enabled=enabled,
+        pattern=pattern,
+        text=value,
+        value=value,
+        **extra,
+    )
 
 
 def balancer(*rules: RuleSpec, billing_enabled: bool = True) -> BalancerSpec:
@@ -55,13 +65,24 @@ def balancer(*rules: RuleSpec, billing_enabled: bool = True) -> BalancerSpec:
 
 
 def chat(text: str = "hello", **extra: Any) -> dict[str, Any]:
-    return {"model": "m", "messages": [{"role": "system", "content": "Be brief."},
-                                       {"role": "user", "content": text}], **extra}
+    return {
+        "model": "m",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}],
+        **extra,
+    }
 
 
-def decided(spec: BalancerSpec, payload: dict[str, Any], *, key_name: str = "k", tags: str = "",
-            endpoint: str = "chat") -> str | None:
-    facts = request_facts(payload, endpoint=endpoint, key_name=key_name, tags=tags, kinds=rule_kinds(spec.rules))
+def decided(
+    spec: BalancerSpec,
+    payload: dict[str, Any],
+    *,
+    key_name: str = "k",
+    tags: str = "",
+    endpoint: str = "chat",
+) -> str | None:
+    facts = request_facts(
+        payload, endpoint=endpoint, key_name=key_name, tags=tags, kinds=rule_kinds(spec.rules)
+    )
     found = first_match(spec, facts)
     return None if found is None else f"{found[0].name}->{found[1].name}"
 
@@ -73,15 +94,23 @@ def test_a_regex_rule_matches_the_last_user_message_only() -> None:
     spec = balancer(rule("invoices", "regex", "billing", value=r"INV-\d{4}"))
     assert decided(spec, chat("Where is INV-2024?")) == "invoices->billing"
     assert decided(spec, chat("Where is my invoice?")) is None
-    earlier = {"model": "m", "messages": [{"role": "user", "content": "INV-2024"},
-                                          {"role": "assistant", "content": "ok"},
-                                          {"role": "user", "content": "thanks"}]}
+    earlier = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "INV-2024"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "thanks"},
+        ],
+    }
     assert decided(spec, earlier) is None
 
 
 def test_a_regex_rule_reads_an_embeddings_input() -> None:
     spec = balancer(rule("invoices", "regex", "billing", value=r"INV-\d+"))
-    assert decided(spec, {"model": "m", "input": ["see INV-7"]}, endpoint="embeddings") == "invoices->billing"
+    assert (
+        decided(spec, {"model": "m", "input": ["see INV-7"]}, endpoint="embeddings")
+        == "invoices->billing"
+    )
     assert decided(spec, {"model": "m", "input": "nothing"}, endpoint="embeddings") is None
 
 
@@ -95,8 +124,10 @@ def test_keywords_match_whole_words_ignoring_case() -> None:
 
 
 def test_a_prompt_token_range_uses_the_gateways_estimate() -> None:
-    spec = balancer(rule("long", "prompt_tokens", "billing", min_tokens=100),
-                    rule("short", "prompt_tokens", "vision", max_tokens=20))
+    spec = balancer(
+        rule("long", "prompt_tokens", "billing", min_tokens=100),
+        rule("short", "prompt_tokens", "vision", max_tokens=20),
+    )
     assert decided(spec, chat("word " * 200)) == "long->billing"
     assert decided(spec, chat("hi")) == "short->vision"
     assert decided(spec, chat("word " * 50)) is None  # between the two ranges
@@ -104,8 +135,12 @@ def test_a_prompt_token_range_uses_the_gateways_estimate() -> None:
 
 def test_a_token_range_includes_both_bounds() -> None:
     payload = chat("one two three")
-    tokens = request_facts(payload, endpoint="chat", key_name="", tags="", kinds=frozenset({"prompt_tokens"})).prompt_tokens
-    exact = balancer(rule("exact", "prompt_tokens", "billing", min_tokens=tokens, max_tokens=tokens))
+    tokens = request_facts(
+        payload, endpoint="chat", key_name="", tags="", kinds=frozenset({"prompt_tokens"})
+    ).prompt_tokens
+    exact = balancer(
+        rule("exact", "prompt_tokens", "billing", min_tokens=tokens, max_tokens=tokens)
+    )
     assert decided(exact, payload) == "exact->billing"
     above = balancer(rule("above", "prompt_tokens", "billing", min_tokens=tokens + 1))
     assert decided(above, payload) is None
@@ -122,9 +157,18 @@ def test_a_tools_rule_matches_requests_that_offer_tools() -> None:
 
 def test_an_images_rule_matches_an_image_part_in_any_message() -> None:
     spec = balancer(rule("pictures", "images", "vision"))
-    with_image = {"model": "m", "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "what is this?"},
-                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]}
+    with_image = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                ],
+            }
+        ],
+    }
     assert decided(spec, with_image) == "pictures->vision"
     assert decided(spec, chat("describe an image for me")) is None
 
@@ -135,7 +179,10 @@ def test_a_response_format_rule_matches_structured_output() -> None:
     assert decided(anything, chat(response_format={"type": "text"})) is None
     assert decided(anything, chat()) is None
     schema_only = balancer(rule("schemas", "response_format", "billing", value="json_schema"))
-    assert decided(schema_only, chat(response_format={"type": "json_schema", "json_schema": {}})) == "schemas->billing"
+    assert (
+        decided(schema_only, chat(response_format={"type": "json_schema", "json_schema": {}}))
+        == "schemas->billing"
+    )
     assert decided(schema_only, chat(response_format={"type": "json_object"})) is None
 
 
@@ -171,24 +218,32 @@ def test_an_api_key_rule_matches_the_calling_keys_name() -> None:
 
 
 def test_the_first_matching_rule_wins() -> None:
-    spec = balancer(rule("images-first", "images", "vision"),
-                    rule("refunds", "keywords", "billing", value="refund"),
-                    rule("also-refunds", "regex", "vision", value="refund"))
+    spec = balancer(
+        rule("images-first", "images", "vision"),
+        rule("refunds", "keywords", "billing", value="refund"),
+        rule("also-refunds", "regex", "vision", value="refund"),
+    )
     assert decided(spec, chat("refund please")) == "refunds->billing"
 
 
 def test_a_disabled_rule_is_skipped() -> None:
-    spec = balancer(rule("off", "keywords", "vision", value="refund", enabled=False),
-                    rule("on", "keywords", "billing", value="refund"))
+    spec = balancer(
+        rule("off", "keywords", "vision", value="refund", enabled=False),
+        rule("on", "keywords", "billing", value="refund"),
+    )
     assert decided(spec, chat("refund please")) == "on->billing"
 
 
 def test_a_rule_whose_route_is_disabled_gives_way_to_the_next_rule_then_the_mode() -> None:
-    spec = balancer(rule("to-billing", "keywords", "billing", value="refund"),
-                    rule("to-vision", "keywords", "vision", value="refund"),
-                    billing_enabled=False)
+    spec = balancer(
+        rule("to-billing", "keywords", "billing", value="refund"),
+        rule("to-vision", "keywords", "vision", value="refund"),
+        billing_enabled=False,
+    )
     assert decided(spec, chat("refund please")) == "to-vision->vision"
-    only = balancer(rule("to-billing", "keywords", "billing", value="refund"), billing_enabled=False)
+    only = balancer(
+        rule("to-billing", "keywords", "billing", value="refund"), billing_enabled=False
+    )
     assert decided(only, chat("refund please")) is None  # the routing mode decides
 
 
@@ -198,23 +253,42 @@ def test_a_rule_naming_no_route_of_the_balancer_never_matches() -> None:
 
 
 def test_explain_gives_every_rules_outcome() -> None:
-    spec = balancer(rule("off", "tools", "billing", enabled=False),
-                    rule("to-billing", "keywords", "billing", value="refund"),
-                    rule("pictures", "images", "vision"),
-                    rule("money", "keywords", "vision", value="refund"),
-                    rule("later", "user", "general", value="u"),
-                    billing_enabled=False)
-    facts = request_facts(chat("refund"), endpoint="chat", key_name="", tags="", kinds=rule_kinds(spec.rules))
+    spec = balancer(
+        rule("off", "tools", "billing", enabled=False),
+        rule("to-billing", "keywords", "billing", value="refund"),
+        rule("pictures", "images", "vision"),
+        rule("money", "keywords", "vision", value="refund"),
+        rule("later", "user", "general", value="u"),
+        billing_enabled=False,
+    )
+    facts = request_facts(
+        chat("refund"), endpoint="chat", key_name="", tags="", kinds=rule_kinds(spec.rules)
+    )
     outcomes = [(c.rule.name, c.outcome) for c in explain_rules(spec, facts)]
-    assert outcomes == [("off", RULE_DISABLED), ("to-billing", ROUTE_DISABLED), ("pictures", NO_MATCH),
-                        ("money", MATCHED), ("later", NOT_CHECKED)]
+    assert outcomes == [
+        ("off", RULE_DISABLED),
+        ("to-billing", ROUTE_DISABLED),
+        ("pictures", NO_MATCH),
+        ("money", MATCHED),
+        ("later", NOT_CHECKED),
+    ]
 
 
 def test_facts_no_rule_needs_are_not_computed() -> None:
-    facts = request_facts(chat("refund " * 50, user="u", tools=[{}]), endpoint="chat", key_name="k", tags="a",
-                          kinds=frozenset({"user"}))
+    facts = request_facts(
+        chat("refund " * 50, user="u", tools=[{}]),
+        endpoint="chat",
+        key_name="k",
+        tags="a",
+        kinds=frozenset({"user"}),
+    )
     assert facts.user == "u"
-    assert (facts.text, facts.prompt_tokens, facts.has_tools, facts.tags) == ("", 0, False, frozenset())
+    assert (facts.text, facts.prompt_tokens, facts.has_tools, facts.tags) == (
+        "",
+        0,
+        False,
+        frozenset(),
+    )
 
 
 # -- what an operator may write, and the regex bound ------------------------------------------------------

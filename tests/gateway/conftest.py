@@ -45,22 +45,49 @@ class Setup:
     def instance(self, model: str, behaviour: Behaviour | None = None, **fields: Any) -> Any:
         if behaviour is not None:
             self.upstream.behaviours[model] = behaviour
-        return make_instance(provider="openai", base_url=self.upstream.base_url, model=model,
-                             api_key=f"upstream-secret-{model}", **fields)
+        return make_instance(
+            provider="openai",
+            base_url=self.upstream.base_url,
+            model=model,
+            api_key=f"upstream-secret-{model}",
+            **fields,
+        )
 
     def failover_balancer(self, primary: Any, fallback: Any, **fields: Any) -> Any:
-        return make_balancer(routes=[
-            {"name": "primary", "intent": "First.", "instance": primary, "priority": 1, "is_default": True},
-            {"name": "fallback", "intent": "Second.", "instance": fallback, "priority": 2},
-        ], **fields)
+        return make_balancer(
+            routes=[
+                {
+                    "name": "primary",
+                    "intent": "First.",
+                    "instance": primary,
+                    "priority": 1,
+                    "is_default": True,
+                },
+                {"name": "fallback", "intent": "Second.", "instance": fallback, "priority": 2},
+            ],
+            **fields,
+        )
 
-    def group_balancer(self, instances: list[Any], policy: str = "weighted_round_robin", **fields: Any) -> Any:
+    def group_balancer(
+        self, instances: list[Any], policy: str = "weighted_round_robin", **fields: Any
+    ) -> Any:
         group = make_group(instances=[], selection_policy=policy)
         from targetgroups.models import TargetGroupMember
 
         for inst in instances:
             TargetGroupMember.objects.create(group=group, instance=inst, priority=1)
-        return make_balancer(routes=[{"name": "pool", "intent": "All.", "target_group": group, "priority": 1, "is_default": True}], **fields)
+        return make_balancer(
+            routes=[
+                {
+                    "name": "pool",
+                    "intent": "All.",
+                    "target_group": group,
+                    "priority": 1,
+                    "is_default": True,
+                }
+            ],
+            **fields,
+        )
 
     def client(self, secret: str | None = None, **key_fields: Any) -> openai.OpenAI:
         if secret is None:

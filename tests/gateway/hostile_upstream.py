@@ -23,7 +23,9 @@ NORMAL_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 
 @dataclass
 class Script:
-    usage: Any = field(default_factory=lambda: dict(NORMAL_USAGE))  # the answer's `usage` member, any JSON
+    usage: Any = field(
+        default_factory=lambda: dict(NORMAL_USAGE)
+    )  # the answer's `usage` member, any JSON
     body: bytes | None = None  # a 200 answer sent as these bytes
     status: int = 200
     echo_credential: bool = False  # an error answer whose message quotes the Authorization header
@@ -91,9 +93,22 @@ class HostileUpstream:
         return web.json_response({"object": "list", "data": []})
 
     def _error(self, script: Script, credential: str | None) -> web.Response:
-        message = f"Invalid request. You sent 'Authorization: {credential}'." if script.echo_credential else "refused"
-        return web.json_response({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                            "code": "echo"}}, status=script.status)
+        message = (
+            f"Invalid request. You sent 'Authorization: {credential}'."
+            if script.echo_credential
+            else "refused"
+        )
+        return web.json_response(
+            {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "echo",
+                }
+            },
+            status=script.status,
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json(loads=orjson.loads)
@@ -105,12 +120,25 @@ class HostileUpstream:
         if not payload.get("stream"):
             body = script.body
             if body is None:
-                body = orjson.dumps({
-                    "id": "chatcmpl-hostile", "object": "chat.completion", "created": int(time.time()), "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from a hostile upstream."},
-                                 "finish_reason": "stop"}],
-                    "usage": script.usage,
-                })
+                body = orjson.dumps(
+                    {
+                        "id": "chatcmpl-hostile",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {
+                                    "role": "assistant",
+                                    "content": "Hello from a hostile upstream.",
+                                },
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": script.usage,
+                    }
+                )
             if script.body_stall:
                 response = web.StreamResponse(headers={"Content-Type": "application/json"})
                 response.content_length = len(body)
@@ -121,15 +149,27 @@ class HostileUpstream:
             return web.Response(body=body, content_type="application/json")
         return await self._stream(request, payload, script)
 
-    async def _stream(self, request: web.Request, payload: dict[str, Any], script: Script) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, payload: dict[str, Any], script: Script
+    ) -> web.StreamResponse:
         model = payload["model"]
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return b"data: " + orjson.dumps({
-                "id": "chatcmpl-hostile", "object": "chat.completion.chunk", "created": 0, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+            return (
+                b"data: "
+                + orjson.dumps(
+                    {
+                        "id": "chatcmpl-hostile",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    }
+                )
+                + b"\n\n"
+            )
 
         try:
             await response.write(chunk({"role": "assistant", "content": ""}))
@@ -142,20 +182,37 @@ class HostileUpstream:
             if script.stream == "error_echo":
                 await response.write(chunk({"content": "Hi"}))
                 message = f"upstream failure; request had Authorization: {request.headers.get('Authorization')}"
-                await response.write(b"data: " + orjson.dumps({"error": {"message": message}}) + b"\n\n")
+                await response.write(
+                    b"data: " + orjson.dumps({"error": {"message": message}}) + b"\n\n"
+                )
                 await response.write_eof()
                 return response
             if script.stream in ("content", "comments"):
                 ends = time.monotonic() + script.duration
                 while time.monotonic() < ends:
                     await asyncio.sleep(script.pace)
-                    await response.write(chunk({"content": "more "}) if script.stream == "content" else b": still here\n\n")
+                    await response.write(
+                        chunk({"content": "more "})
+                        if script.stream == "content"
+                        else b": still here\n\n"
+                    )
             else:
                 await response.write(chunk({"content": "Hello"}))
             await response.write(chunk({}, "stop"))
-            await response.write(b"data: " + orjson.dumps({
-                "id": "chatcmpl-hostile", "object": "chat.completion.chunk", "created": 0, "model": model,
-                "choices": [], "usage": script.usage}) + b"\n\n")
+            await response.write(
+                b"data: "
+                + orjson.dumps(
+                    {
+                        "id": "chatcmpl-hostile",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": model,
+                        "choices": [],
+                        "usage": script.usage,
+                    }
+                )
+                + b"\n\n"
+            )
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except (ConnectionError, RuntimeError):
@@ -169,16 +226,31 @@ class HostileUpstream:
         model = payload.get("model", "")
         script = self.scripts.get(model, Script())
         if script.status != 200:
-            message = f"invalid x-api-key {request.headers.get('x-api-key')}" if script.echo_credential else "refused"
-            return web.json_response({"type": "error", "error": {"type": "invalid_request_error", "message": message}},
-                                     status=script.status)
+            message = (
+                f"invalid x-api-key {request.headers.get('x-api-key')}"
+                if script.echo_credential
+                else "refused"
+            )
+            return web.json_response(
+                {"type": "error", "error": {"type": "invalid_request_error", "message": message}},
+                status=script.status,
+            )
         if script.body is not None:
             return web.Response(body=script.body, content_type="application/json")
         usage = script.usage
         if isinstance(usage, dict) and "prompt_tokens" in usage:
-            usage = {"input_tokens": usage["prompt_tokens"], "output_tokens": usage.get("completion_tokens")}
-        return web.json_response({
-            "id": "msg_hostile", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": "Hello from a hostile upstream."}],
-            "stop_reason": "end_turn", "usage": usage,
-        })
+            usage = {
+                "input_tokens": usage["prompt_tokens"],
+                "output_tokens": usage.get("completion_tokens"),
+            }
+        return web.json_response(
+            {
+                "id": "msg_hostile",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": "Hello from a hostile upstream."}],
+                "stop_reason": "end_turn",
+                "usage": usage,
+            }
+        )

@@ -40,14 +40,25 @@ def cpu_seconds(pid: int) -> float:
 async def load(url: str, secret: str, seconds: float) -> int:
     done = 0
     deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {secret}"},
-                                 limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+    async with httpx.AsyncClient(
+        timeout=10,
+        headers={"Authorization": f"Bearer {secret}"},
+        limits=httpx.Limits(max_connections=CONCURRENCY),
+    ) as client:
+
         async def worker() -> None:
             nonlocal done
             while time.monotonic() < deadline:
-                r = await client.post(url, json={"model": "measure-board", "messages": [{"role": "user", "content": "hi"}]})
+                r = await client.post(
+                    url,
+                    json={
+                        "model": "measure-board",
+                        "messages": [{"role": "user", "content": "hi"}],
+                    },
+                )
                 assert r.status_code == 200, r.text
                 done += 1
+
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return done
 
@@ -62,6 +73,7 @@ async def boards(url: str, cookie: str, stop: asyncio.Event, received: list[int]
                         received[0] += 1
                     if stop.is_set():
                         return
+
     tasks = [asyncio.create_task(one()) for _ in range(BOARDS)]
     await stop.wait()
     await asyncio.sleep(0.5)
@@ -70,12 +82,21 @@ async def boards(url: str, cookie: str, stop: asyncio.Event, received: list[int]
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def run(gateway: LiveGateway, secret: str, cookie: str, *, with_boards: bool) -> dict[str, Any]:
+async def run(
+    gateway: LiveGateway, secret: str, cookie: str, *, with_boards: bool
+) -> dict[str, Any]:
     pid = worker_pid(gateway.process.pid)
     stop = asyncio.Event()
     received = [0]
-    watchers = asyncio.create_task(boards(gateway.base_url + "/balancers/measure-board/board/events/", cookie,
-                                          stop, received)) if with_boards else None
+    watchers = (
+        asyncio.create_task(
+            boards(
+                gateway.base_url + "/balancers/measure-board/board/events/", cookie, stop, received
+            )
+        )
+        if with_boards
+        else None
+    )
     await asyncio.sleep(2.0 if with_boards else 0.5)  # the streams open
     cpu, started = cpu_seconds(pid), time.monotonic()
     served = await load(gateway.v1 + "/chat/completions", secret, SECONDS)
@@ -97,8 +118,19 @@ def test_measure_open_boards_cost(django_user_model: Any) -> None:
     from django.test import Client
 
     instance = make_instance(instance_id="measure-sim", model="sim-measure")
-    make_balancer(name="measure-board", serving_name="measure-board", routes=[
-        {"name": "main", "intent": "Everything.", "instance": instance, "priority": 1, "is_default": True}])
+    make_balancer(
+        name="measure-board",
+        serving_name="measure-board",
+        routes=[
+            {
+                "name": "main",
+                "intent": "Everything.",
+                "instance": instance,
+                "priority": 1,
+                "is_default": True,
+            }
+        ],
+    )
     _, secret = make_api_key()
     user = django_user_model.objects.create_superuser("measure", "m@example.com", "x")
     client = Client()
@@ -111,12 +143,21 @@ def test_measure_open_boards_cost(django_user_model: Any) -> None:
         results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
         for _ in range(ROUNDS):
             for with_boards in (False, True):
-                results[with_boards].append(asyncio.run(run(gateway, secret, cookie, with_boards=with_boards)))
+                results[with_boards].append(
+                    asyncio.run(run(gateway, secret, cookie, with_boards=with_boards))
+                )
     finally:
         gateway.stop()
     for with_boards, runs in results.items():
         label = f"{BOARDS} boards open" if with_boards else "no board open"
-        print(f"\n{label}: " + "; ".join(f"{r['rps']:.0f} req/s, {r['cpu']:.2f} CPU s, {r['batches']} batches received"
-                                         for r in runs))
-        print(f"  median {statistics.median(r['rps'] for r in runs):.0f} req/s, "
-              f"CPU per 1000 requests {statistics.median(1000 * r['cpu'] / (r['rps'] * SECONDS) for r in runs):.3f} s")
+        print(
+            f"\n{label}: "
+            + "; ".join(
+                f"{r['rps']:.0f} req/s, {r['cpu']:.2f} CPU s, {r['batches']} batches received"
+                for r in runs
+            )
+        )
+        print(
+            f"  median {statistics.median(r['rps'] for r in runs):.0f} req/s, "
+            f"CPU per 1000 requests {statistics.median(1000 * r['cpu'] / (r['rps'] * SECONDS) for r in runs):.3f} s"
+        )

@@ -17,18 +17,35 @@ from tests.upstream_server import Behaviour
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HI = [{"role": "user", "content": "Hello"}]
-CHAT_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "temperature", "max_tokens"})
+CHAT_FIELDS = frozenset(
+    {"model", "messages", "stream", "stream_options", "temperature", "max_tokens"}
+)
 
 
 def fleet(setup: Any) -> dict[str, Any]:
     """Three chat instances, each with one clear profile: a cheap one, a premium one, a coder."""
     return {
-        "cheap": setup.instance("cheap-model", Behaviour(content="cheap"), quality_tier=2,
-                                input_price_per_million="0.05", output_price_per_million="0.10"),
-        "premium": setup.instance("premium-model", Behaviour(content="premium"), quality_tier=5,
-                                  input_price_per_million="10", output_price_per_million="30"),
-        "coder": setup.instance("qwen2.5-coder-32b", Behaviour(content="coder"), quality_tier=3,
-                                input_price_per_million="0.50", output_price_per_million="1.50"),
+        "cheap": setup.instance(
+            "cheap-model",
+            Behaviour(content="cheap"),
+            quality_tier=2,
+            input_price_per_million="0.05",
+            output_price_per_million="0.10",
+        ),
+        "premium": setup.instance(
+            "premium-model",
+            Behaviour(content="premium"),
+            quality_tier=5,
+            input_price_per_million="10",
+            output_price_per_million="30",
+        ),
+        "coder": setup.instance(
+            "qwen2.5-coder-32b",
+            Behaviour(content="coder"),
+            quality_tier=3,
+            input_price_per_million="0.50",
+            output_price_per_million="1.50",
+        ),
     }
 
 
@@ -36,11 +53,14 @@ def ask(client: openai.OpenAI, model: str, **extra: Any) -> Any:
     return client.chat.completions.with_raw_response.create(model=model, messages=HI, **extra)
 
 
-@pytest.mark.parametrize(("goal", "expected", "decision"), [
-    ("auto-cheap", "cheap-model", "auto:cost"),
-    ("auto-best", "premium-model", "auto:quality"),
-    ("auto-code", "qwen2.5-coder-32b", "auto:code"),
-])
+@pytest.mark.parametrize(
+    ("goal", "expected", "decision"),
+    [
+        ("auto-cheap", "cheap-model", "auto:cost"),
+        ("auto-best", "premium-model", "auto:quality"),
+        ("auto-code", "qwen2.5-coder-32b", "auto:code"),
+    ],
+)
 def test_each_goal_name_picks_its_model_with_no_balancer_created(setup, goal, expected, decision):
     fleet(setup)
     raw = ask(setup.client(), goal)
@@ -48,23 +68,31 @@ def test_each_goal_name_picks_its_model_with_no_balancer_created(setup, goal, ex
     assert raw.headers["x-balancer"] == goal
     assert raw.headers["x-balancer-decision"] == decision
     [event] = wait_for_events(1, serving_name=goal)
-    assert event.balancer_id is None and event.model == expected and event.decision_reason == decision
+    assert (
+        event.balancer_id is None and event.model == expected and event.decision_reason == decision
+    )
 
 
-@pytest.mark.parametrize(("goal", "down", "then"), [
-    ("auto-cheap", "cheap-model", "qwen2.5-coder-32b"),  # next cheapest
-    ("auto-best", "premium-model", "qwen2.5-coder-32b"),  # next quality tier
-    ("auto-code", "qwen2.5-coder-32b", "premium-model"),  # no other coder: the best quality
-])
-def test_each_goal_fails_over_down_its_ranking_when_its_first_choice_is_down(setup, goal, down, then):
+@pytest.mark.parametrize(
+    ("goal", "down", "then"),
+    [
+        ("auto-cheap", "cheap-model", "qwen2.5-coder-32b"),  # next cheapest
+        ("auto-best", "premium-model", "qwen2.5-coder-32b"),  # next quality tier
+        ("auto-code", "qwen2.5-coder-32b", "premium-model"),  # no other coder: the best quality
+    ],
+)
+def test_each_goal_fails_over_down_its_ranking_when_its_first_choice_is_down(
+    setup, goal, down, then
+):
     fleet(setup)
     setup.upstream.behaviour(down).status = 500
     raw = ask(setup.client(), goal)
     assert raw.parse().model == then
     assert raw.headers["x-balancer-attempts"] == "2"
     [event] = wait_for_events(1, serving_name=goal)
-    assert [(a["instance"].startswith("inst_"), a["outcome"], a["status"]) for a in event.attempt_log] == [
-        (True, "status", 500), (True, "ok", 200)]
+    assert [
+        (a["instance"].startswith("inst_"), a["outcome"], a["status"]) for a in event.attempt_log
+    ] == [(True, "status", 500), (True, "ok", 200)]
 
 
 def test_auto_fast_picks_the_lowest_live_latency_and_fails_over_to_the_slower(setup):
@@ -73,11 +101,19 @@ def test_auto_fast_picks_the_lowest_live_latency_and_fails_over_to_the_slower(se
     client = setup.client()
     # Measure each once, through a pool of one.
     for model in ("slow-model", "fast-model"):
-        assert ask(client, "auto-fast", extra_body={"model_routing_config": {"models": [model]}}).parse().model == model
+        assert (
+            ask(client, "auto-fast", extra_body={"model_routing_config": {"models": [model]}})
+            .parse()
+            .model
+            == model
+        )
     for _ in range(3):
         assert ask(client, "auto-fast").parse().model == "fast-model"
-    explain = httpx.post(setup.gateway.v1 + "/explain", json={"model": "auto-fast", "messages": HI},
-                         headers={"Authorization": f"Bearer {client.api_key}"}).json()
+    explain = httpx.post(
+        setup.gateway.v1 + "/explain",
+        json={"model": "auto-fast", "messages": HI},
+        headers={"Authorization": f"Bearer {client.api_key}"},
+    ).json()
     assert [c["instance"] for c in explain["ranking"]] == [fast.instance_id, slow.instance_id]
     latency = {c["instance"]: c["latency_ms"] for c in explain["ranking"]}
     assert latency[slow.instance_id] > 250 > 100 > latency[fast.instance_id]
@@ -104,19 +140,32 @@ def test_auto_free_serves_only_zero_priced_models_and_names_the_reason_when_ther
     with pytest.raises(openai.BadRequestError) as refused:
         ask(client, "auto-free")
     error = refused.value.body
-    assert error["code"] == "no_free_model" and error["param"] == "model" and "zero-priced" in error["message"]
+    assert (
+        error["code"] == "no_free_model"
+        and error["param"] == "model"
+        and "zero-priced" in error["message"]
+    )
     setup.instance("free-model", input_price_per_million="0", output_price_per_million="0")
     setup.gateway.wait_for_config()
     raw = ask(client, "auto-free")
-    assert raw.parse().model == "free-model" and raw.headers["x-balancer-decision"] == "auto:balanced"
+    assert (
+        raw.parse().model == "free-model" and raw.headers["x-balancer-decision"] == "auto:balanced"
+    )
 
 
-@pytest.mark.parametrize(("preference", "expected"), [
-    ("cost", "cheap-model"), ("quality", "premium-model"), ("balanced", "cheap-model"),
-    ("speed", "cheap-model"), ("code", "premium-model"),
-])
+@pytest.mark.parametrize(
+    ("preference", "expected"),
+    [
+        ("cost", "cheap-model"),
+        ("quality", "premium-model"),
+        ("balanced", "cheap-model"),
+        ("speed", "cheap-model"),
+        ("code", "premium-model"),
+    ],
+)
 def test_model_routing_config_narrows_the_pool_sets_the_preference_and_never_reaches_the_upstream(
-        setup, preference, expected):
+    setup, preference, expected
+):
     fleet(setup)
     setup.upstream.known_fields = CHAT_FIELDS  # a strict upstream: an unknown field is a 400
     config = {"models": ["cheap-model", "premium-model"], "preference": preference}
@@ -125,30 +174,53 @@ def test_model_routing_config_narrows_the_pool_sets_the_preference_and_never_rea
     # load, then cost and quality weigh 0.05 each: the cheap one's price wins. code: neither is a coder.
     assert raw.parse().model == expected
     assert raw.headers["x-balancer-decision"] == f"auto:{preference}"
-    assert all("model_routing_config" not in r and "models" not in r for r in setup.upstream.requests)
+    assert all(
+        "model_routing_config" not in r and "models" not in r for r in setup.upstream.requests
+    )
 
 
 def test_a_balancer_in_auto_mode_takes_model_routing_config_and_consumes_it(setup):
     models = fleet(setup)
     setup.upstream.known_fields = CHAT_FIELDS
-    make_balancer(serving_name="tuned", routing_mode="auto", auto_preference="cost", routes=[
-        {"name": "a", "intent": "A.", "instance": models["cheap"], "priority": 1, "is_default": True},
-        {"name": "b", "intent": "B.", "instance": models["premium"], "priority": 2}])
+    make_balancer(
+        serving_name="tuned",
+        routing_mode="auto",
+        auto_preference="cost",
+        routes=[
+            {
+                "name": "a",
+                "intent": "A.",
+                "instance": models["cheap"],
+                "priority": 1,
+                "is_default": True,
+            },
+            {"name": "b", "intent": "B.", "instance": models["premium"], "priority": 2},
+        ],
+    )
     client = setup.client()
     assert ask(client, "tuned").parse().model == "cheap-model"
     raw = ask(client, "tuned", extra_body={"model_routing_config": {"preference": "quality"}})
-    assert raw.parse().model == "premium-model" and raw.headers["x-balancer-decision"] == "auto:quality"
+    assert (
+        raw.parse().model == "premium-model"
+        and raw.headers["x-balancer-decision"] == "auto:quality"
+    )
     # The coder is not in this balancer: not a model this request may name.
     with pytest.raises(openai.BadRequestError) as refused:
         ask(client, "tuned", extra_body={"model_routing_config": {"models": ["qwen2.5-coder-32b"]}})
     assert refused.value.body["param"] == "model_routing_config.models[0]"
 
 
-def test_a_strict_upstream_refuses_unknown_fields_so_a_non_auto_balancer_refuses_model_routing_config_itself(setup):
+def test_a_strict_upstream_refuses_unknown_fields_so_a_non_auto_balancer_refuses_model_routing_config_itself(
+    setup,
+):
     inst = setup.instance("strict-model")
     setup.upstream.known_fields = CHAT_FIELDS
-    make_balancer(serving_name="plain", routes=[
-        {"name": "main", "intent": "All.", "instance": inst, "priority": 1, "is_default": True}])
+    make_balancer(
+        serving_name="plain",
+        routes=[
+            {"name": "main", "intent": "All.", "instance": inst, "priority": 1, "is_default": True}
+        ],
+    )
     client = setup.client()
     with pytest.raises(openai.BadRequestError) as upstream_refusal:  # the strict upstream itself
         ask(client, "plain", extra_body={"logit_whatever": 1})
@@ -161,15 +233,18 @@ def test_a_strict_upstream_refuses_unknown_fields_so_a_non_auto_balancer_refuses
     assert len(setup.upstream.requests) == before
 
 
-@pytest.mark.parametrize(("extra", "param"), [
-    ({"model_routing_config": {"preference": "fastest"}}, "model_routing_config.preference"),
-    ({"model_routing_config": {"models": ["no-such-model"]}}, "model_routing_config.models[0]"),
-    ({"model_routing_config": {"models": "cheap-model"}}, "model_routing_config.models"),
-    ({"model_routing_config": ["cheap-model"]}, "model_routing_config"),
-    ({"model_routing_config": {"pool": ["cheap-model"]}}, "model_routing_config.pool"),
-    ({"models": ["cheap-model", 7]}, "models[1]"),
-    ({"models": []}, "models"),
-])
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"model_routing_config": {"preference": "fastest"}}, "model_routing_config.preference"),
+        ({"model_routing_config": {"models": ["no-such-model"]}}, "model_routing_config.models[0]"),
+        ({"model_routing_config": {"models": "cheap-model"}}, "model_routing_config.models"),
+        ({"model_routing_config": ["cheap-model"]}, "model_routing_config"),
+        ({"model_routing_config": {"pool": ["cheap-model"]}}, "model_routing_config.pool"),
+        ({"models": ["cheap-model", 7]}, "models[1]"),
+        ({"models": []}, "models"),
+    ],
+)
 def test_a_malformed_routing_config_is_a_400_naming_the_field(setup, extra, param):
     fleet(setup)
     with pytest.raises(openai.BadRequestError) as refused:
@@ -184,7 +259,11 @@ def test_a_models_fallback_list_is_tried_in_its_order(setup):
     setup.upstream.behaviour("premium-model").status = 502
     client = setup.client()
     # Under cost the cheap model would go first; the list puts premium, then the coder, first.
-    raw = ask(client, "auto-cheap", extra_body={"models": ["premium-model", "qwen2.5-coder-32b", "cheap-model"]})
+    raw = ask(
+        client,
+        "auto-cheap",
+        extra_body={"models": ["premium-model", "qwen2.5-coder-32b", "cheap-model"]},
+    )
     assert raw.parse().model == "qwen2.5-coder-32b" and raw.headers["x-balancer-attempts"] == "2"
     assert [r["model"] for r in setup.upstream.requests] == ["premium-model", "qwen2.5-coder-32b"]
     assert all("models" not in r for r in setup.upstream.requests)
@@ -192,30 +271,49 @@ def test_a_models_fallback_list_is_tried_in_its_order(setup):
 
 def test_a_key_limited_to_balancers_reaches_only_their_instances_through_auto(setup):
     models = fleet(setup)
-    mine = make_balancer(serving_name="mine", routes=[
-        {"name": "main", "intent": "All.", "instance": models["cheap"], "priority": 1, "is_default": True}])
+    mine = make_balancer(
+        serving_name="mine",
+        routes=[
+            {
+                "name": "main",
+                "intent": "All.",
+                "instance": models["cheap"],
+                "priority": 1,
+                "is_default": True,
+            }
+        ],
+    )
     _, secret = make_api_key(balancers=[mine])
     client = setup.client(secret)
     for _ in range(3):
         assert ask(client, "auto-best").parse().model == "cheap-model"  # premium is not this key's
     with pytest.raises(openai.BadRequestError) as refused:
         ask(client, "auto", extra_body={"models": ["premium-model"]})
-    assert refused.value.body["param"] == "models[0]" and "premium-model" not in refused.value.body["message"].split(
-        "may use:")[1]
+    assert (
+        refused.value.body["param"] == "models[0]"
+        and "premium-model" not in refused.value.body["message"].split("may use:")[1]
+    )
 
 
 def test_streaming_and_async_clients_call_auto(setup):
     fleet(setup)
     client = setup.client()
     chunks = list(client.chat.completions.create(model="auto-best", messages=HI, stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("premium")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith(
+        "premium"
+    )
     assert {c.model for c in chunks} == {"premium-model"}
 
     async def call() -> Any:
-        async_client = openai.AsyncOpenAI(base_url=setup.gateway.v1, api_key=client.api_key, max_retries=0)
+        async_client = openai.AsyncOpenAI(
+            base_url=setup.gateway.v1, api_key=client.api_key, max_retries=0
+        )
         try:
             return await async_client.chat.completions.create(
-                model="auto", messages=HI, extra_body={"model_routing_config": {"models": ["qwen2.5-coder-32b"]}})
+                model="auto",
+                messages=HI,
+                extra_body={"model_routing_config": {"models": ["qwen2.5-coder-32b"]}},
+            )
         finally:
             await async_client.close()
 
@@ -224,8 +322,12 @@ def test_streaming_and_async_clients_call_auto(setup):
 
 def test_auto_on_embeddings_ranks_embedding_models_only(setup):
     fleet(setup)
-    setup.instance("embed-small", workload_kind="embeddings", input_price_per_million="0.02",
-                   output_price_per_million="0")
+    setup.instance(
+        "embed-small",
+        workload_kind="embeddings",
+        input_price_per_million="0.02",
+        output_price_per_million="0",
+    )
     result = setup.client().embeddings.create(model="auto", input="hi")
     assert result.model == "embed-small"
     [event] = wait_for_events(1, serving_name="auto", endpoint="embeddings")
@@ -236,19 +338,39 @@ def test_explain_shows_each_candidate_score_terms_and_why_the_others_were_skippe
     fleet(setup)
     setup.instance("gone-model", enabled=False)
     client = setup.client()
-    answer = httpx.post(setup.gateway.v1 + "/explain", headers={"Authorization": f"Bearer {client.api_key}"}, json={
-        "model": "auto", "messages": HI,
-        "model_routing_config": {"models": ["cheap-model", "premium-model"], "preference": "quality"}}).json()
+    answer = httpx.post(
+        setup.gateway.v1 + "/explain",
+        headers={"Authorization": f"Bearer {client.api_key}"},
+        json={
+            "model": "auto",
+            "messages": HI,
+            "model_routing_config": {
+                "models": ["cheap-model", "premium-model"],
+                "preference": "quality",
+            },
+        },
+    ).json()
     assert answer["reason"] == "auto:quality"
     assert [c["model"] for c in answer["ranking"]] == ["premium-model", "cheap-model"]
     top = answer["ranking"][0]
     assert set(top["terms"]) == {"quality", "speed", "cost", "load", "strength", "availability"}
-    assert top["terms"]["quality"] == pytest.approx(0.85)  # tier 5: factor 1 times the quality weight
+    assert top["terms"]["quality"] == pytest.approx(
+        0.85
+    )  # tier 5: factor 1 times the quality weight
     assert {s["model"]: s["reason"] for s in answer["skipped"]} == {
-        "qwen2.5-coder-32b": "not in the requested pool (model_routing_config.models)"}
-    models = httpx.get(setup.gateway.v1 + "/models", headers={"Authorization": f"Bearer {client.api_key}"}).json()
+        "qwen2.5-coder-32b": "not in the requested pool (model_routing_config.models)"
+    }
+    models = httpx.get(
+        setup.gateway.v1 + "/models", headers={"Authorization": f"Bearer {client.api_key}"}
+    ).json()
     # No zero-priced instance: every goal name but auto-free.
-    assert [m["id"] for m in models["data"]] == ["auto", "auto-best", "auto-cheap", "auto-code", "auto-fast"]
+    assert [m["id"] for m in models["data"]] == [
+        "auto",
+        "auto-best",
+        "auto-cheap",
+        "auto-code",
+        "auto-fast",
+    ]
 
 
 def test_the_demo_serves_every_goal_name_and_its_published_auto_balancer(setup):
@@ -256,23 +378,53 @@ def test_the_demo_serves_every_goal_name_and_its_published_auto_balancer(setup):
 
     seed_demo()
     client = setup.client()
-    picks = {goal: ask(client, goal).parse().model for goal in ("auto-cheap", "auto-best", "auto-code", "auto-free")}
-    assert picks == {"auto-cheap": "llama-local", "auto-best": "gpt-oss-120b", "auto-code": "qwen2.5-coder-7b",
-                     "auto-free": "llama-local"}
-    raw = ask(client, "support-auto", extra_body={
-        "model_routing_config": {"models": ["backup-small", "gpt-oss-120b"], "preference": "cost"}})
+    picks = {
+        goal: ask(client, goal).parse().model
+        for goal in ("auto-cheap", "auto-best", "auto-code", "auto-free")
+    }
+    assert picks == {
+        "auto-cheap": "llama-local",
+        "auto-best": "gpt-oss-120b",
+        "auto-code": "qwen2.5-coder-7b",
+        "auto-free": "llama-local",
+    }
+    raw = ask(
+        client,
+        "support-auto",
+        extra_body={
+            "model_routing_config": {
+                "models": ["backup-small", "gpt-oss-120b"],
+                "preference": "cost",
+            }
+        },
+    )
     assert raw.parse().model == "backup-small" and raw.headers["x-balancer-decision"] == "auto:cost"
     assert raw.headers["x-balancer-route"] == "fallback"
 
 
 def test_an_operator_publishes_an_auto_serving_name_that_ranks_by_code(setup):
     models = fleet(setup)
-    make_balancer(serving_name="coding", routing_mode="auto", auto_preference="code", routes=[
-        {"name": name, "intent": name, "instance": models[name], "priority": n, "is_default": n == 1}
-        for n, name in enumerate(("cheap", "premium", "coder"), start=1)])
+    make_balancer(
+        serving_name="coding",
+        routing_mode="auto",
+        auto_preference="code",
+        routes=[
+            {
+                "name": name,
+                "intent": name,
+                "instance": models[name],
+                "priority": n,
+                "is_default": n == 1,
+            }
+            for n, name in enumerate(("cheap", "premium", "coder"), start=1)
+        ],
+    )
     client = setup.client()
     raw = ask(client, "coding")
-    assert raw.parse().model == "qwen2.5-coder-32b" and raw.headers["x-balancer-decision"] == "auto:code"
+    assert (
+        raw.parse().model == "qwen2.5-coder-32b"
+        and raw.headers["x-balancer-decision"] == "auto:code"
+    )
     assert raw.headers["x-balancer-route"] == "coder"
     setup.upstream.behaviour("qwen2.5-coder-32b").status = 500
     assert ask(client, "coding").parse().model == "premium-model"  # no other coder: quality next

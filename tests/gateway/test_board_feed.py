@@ -23,33 +23,55 @@ FAILOVER = [
 
 def record(balancer_id: int | None = 1, n: int = 0, **fields: Any) -> UsageRecord:
     values: dict[str, Any] = {
-        "created_at": datetime(2026, 1, 1, tzinfo=UTC), "request_id": f"req-{n}", "endpoint": "chat",
-        "status_code": 200, "latency_ms": 12.4, "balancer_id": balancer_id, "route": "primary",
-        "instance": "sim-a", "decision_reason": "ordered",
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "request_id": f"req-{n}",
+        "endpoint": "chat",
+        "status_code": 200,
+        "latency_ms": 12.4,
+        "balancer_id": balancer_id,
+        "route": "primary",
+        "instance": "sim-a",
+        "decision_reason": "ordered",
         "attempt_log": [{"route": "primary", "instance": "sim-a", "outcome": "ok", "status": 200}],
-        "prompt_tokens": 3, "completion_tokens": 4, "cost_usd": Decimal("0.000007"),
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "cost_usd": Decimal("0.000007"),
     }
     values.update(fields)
     return UsageRecord(**values)
 
 
-@pytest.mark.parametrize(("reason", "confidence", "log", "words"), [
-    ("classified", 0.82, FAILOVER[1:], "backup matched (82%)"),
-    ("default:no_match", None, FAILOVER[1:], "default: no match"),
-    ("default:low_confidence", 0.31, FAILOVER[1:], "default: low confidence (31%)"),
-    ("override", None, FAILOVER[1:], "override: backup"),
-    ("rule:big-prompts", None, FAILOVER[1:], "rule big-prompts matched"),
-    ("ordered", None, FAILOVER, "ordered: primary first · fallback after sim-a connection refused"),
-    ("classified", 0.9, [{**FAILOVER[0], "outcome": "http", "status": 503}, FAILOVER[1]],
-     "primary matched (90%) · fallback after sim-a HTTP error 503"),
-])
+@pytest.mark.parametrize(
+    ("reason", "confidence", "log", "words"),
+    [
+        ("classified", 0.82, FAILOVER[1:], "backup matched (82%)"),
+        ("default:no_match", None, FAILOVER[1:], "default: no match"),
+        ("default:low_confidence", 0.31, FAILOVER[1:], "default: low confidence (31%)"),
+        ("override", None, FAILOVER[1:], "override: backup"),
+        ("rule:big-prompts", None, FAILOVER[1:], "rule big-prompts matched"),
+        (
+            "ordered",
+            None,
+            FAILOVER,
+            "ordered: primary first · fallback after sim-a connection refused",
+        ),
+        (
+            "classified",
+            0.9,
+            [{**FAILOVER[0], "outcome": "http", "status": 503}, FAILOVER[1]],
+            "primary matched (90%) · fallback after sim-a HTTP error 503",
+        ),
+    ],
+)
 def test_the_decision_is_said_in_operator_words(reason, confidence, log, words) -> None:
     assert decision_words(reason, confidence, log, log[-1]["route"]) == words
 
 
 def test_noting_a_record_does_no_io_and_a_batch_goes_out_per_balancer(monkeypatch) -> None:
     sent: list[tuple[int, dict[str, Any]]] = []
-    monkeypatch.setattr(board_feed, "deliver", lambda pk, message: sent.append((pk, orjson.loads(message))))
+    monkeypatch.setattr(
+        board_feed, "deliver", lambda pk, message: sent.append((pk, orjson.loads(message)))
+    )
     publisher = BoardPublisher(interval=60)
     publisher._thread = object()  # no thread: this test publishes by hand
     publisher.note(record(1, 1))
@@ -58,9 +80,14 @@ def test_noting_a_record_does_no_io_and_a_batch_goes_out_per_balancer(monkeypatc
     publisher.note(record(None, 4))  # refused before any balancer was found: not on a board
     assert sent == []
     assert publisher.publish_pending() == 3
-    assert [(pk, [e["id"] for e in m["events"]]) for pk, m in sent] == [(1, ["req-1", "req-3"]), (2, ["req-2"])]
+    assert [(pk, [e["id"] for e in m["events"]]) for pk, m in sent] == [
+        (1, ["req-1", "req-3"]),
+        (2, ["req-2"]),
+    ]
     failover = sent[0][1]["events"][1]
-    assert failover["decision"] == "ordered: primary first · fallback after sim-a connection refused"
+    assert (
+        failover["decision"] == "ordered: primary first · fallback after sim-a connection refused"
+    )
     assert [a["route"] for a in failover["attempts"]] == ["primary", "backup"]
     assert failover["tokens"] == 7 and failover["cost"] == "0.000007"
     assert "prompt" not in failover  # the gateway logs no prompt text
@@ -68,7 +95,9 @@ def test_noting_a_record_does_no_io_and_a_batch_goes_out_per_balancer(monkeypatc
 
 def test_a_burst_is_capped_per_batch_and_the_rest_counted(monkeypatch) -> None:
     sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(board_feed, "deliver", lambda pk, message: sent.append(orjson.loads(message)))
+    monkeypatch.setattr(
+        board_feed, "deliver", lambda pk, message: sent.append(orjson.loads(message))
+    )
     publisher = BoardPublisher(interval=60)
     publisher._thread = object()
     for n in range(MAX_EVENTS_PER_BATCH + 30):
@@ -84,7 +113,10 @@ def test_without_redis_a_batch_reaches_the_open_boards_of_its_balancer_only(sett
     hub = BoardHub()
 
     async def scenario() -> list[Any]:
-        async with hub.listen(1, lambda: b'{"lanes": 1}') as one, hub.listen(2, lambda: b'{"lanes": 2}') as two:
+        async with (
+            hub.listen(1, lambda: b'{"lanes": 1}') as one,
+            hub.listen(2, lambda: b'{"lanes": 2}') as two,
+        ):
             assert await asyncio.wait_for(one.get(), 5) == ("lanes", b'{"lanes": 1}')
             assert await asyncio.wait_for(two.get(), 5) == ("lanes", b'{"lanes": 2}')
             await asyncio.to_thread(hub.deliver_threadsafe, 1, ("requests", b"batch"))

@@ -24,8 +24,12 @@ def weather(city: str) -> str:
 
 def simulated(serving_name: str) -> object:
     sim = make_instance(provider="simulator", model=f"sim-{serving_name}", options={})
-    return make_balancer(serving_name=serving_name, routes=[
-        {"name": "main", "intent": "All.", "instance": sim, "priority": 1, "is_default": True}])
+    return make_balancer(
+        serving_name=serving_name,
+        routes=[
+            {"name": "main", "intent": "All.", "instance": sim, "priority": 1, "is_default": True}
+        ],
+    )
 
 
 def run_tool_loop(model) -> str:
@@ -44,8 +48,14 @@ def test_chat_openai_answers_streams_and_runs_a_tool_loop(setup, use_responses_a
     balancer = simulated("lc-openai")
     _, secret = make_api_key()
     setup.gateway.wait_for_config()
-    model = ChatOpenAI(model="lc-openai", base_url=setup.gateway.v1, api_key=secret, max_retries=0, timeout=20,
-                       use_responses_api=use_responses_api)
+    model = ChatOpenAI(
+        model="lc-openai",
+        base_url=setup.gateway.v1,
+        api_key=secret,
+        max_retries=0,
+        timeout=20,
+        use_responses_api=use_responses_api,
+    )
     answer = model.invoke("Hello")
     assert answer.text and answer.usage_metadata["output_tokens"] > 0
     assert "".join(chunk.text for chunk in model.stream("Hello")) == answer.text
@@ -59,11 +69,19 @@ def test_chat_anthropic_answers_streams_and_runs_a_tool_loop(setup):
     balancer = simulated("lc-claude")
     _, secret = make_api_key()
     setup.gateway.wait_for_config()
-    model = ChatAnthropic(model="lc-claude", base_url=setup.gateway.base_url, api_key=secret, max_retries=0,
-                          timeout=20, max_tokens=200)
+    model = ChatAnthropic(
+        model="lc-claude",
+        base_url=setup.gateway.base_url,
+        api_key=secret,
+        max_retries=0,
+        timeout=20,
+        max_tokens=200,
+    )
     answer = model.invoke("Hello")
     assert answer.text and answer.usage_metadata["output_tokens"] > 0
     assert "".join(chunk.text for chunk in model.stream("Hello")) == answer.text
     assert run_tool_loop(model) == "The weather tool returned: 18C in example city."
     wait_for_events(4, balancer=balancer)
-    assert set(UsageEvent.objects.filter(balancer=balancer).values_list("endpoint", flat=True)) == {"messages"}
+    assert set(UsageEvent.objects.filter(balancer=balancer).values_list("endpoint", flat=True)) == {
+        "messages"
+    }

@@ -55,4 +55,3 @@ def test_jobs_in_worker_threads_reconnect_after_their_connection_is_closed_by_th
         await in_thread(drop_connections)
 
     asyncio.run(scenario())
-

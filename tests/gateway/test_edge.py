@@ -57,7 +57,9 @@ def raw_request(port: int, head: bytes, *, timeout: float = 5.0) -> tuple[bytes,
 def test_options_with_a_valid_key_answers_204_with_the_allowed_methods(gateway):
     _, secret = make_api_key()
     gateway.wait_for_config()
-    response = httpx.options(gateway.v1 + "/chat/completions", headers={"Authorization": f"Bearer {secret}"})
+    response = httpx.options(
+        gateway.v1 + "/chat/completions", headers={"Authorization": f"Bearer {secret}"}
+    )
     assert response.status_code == 204, response.text
     assert response.headers["allow"] == "POST, OPTIONS"
     assert httpx.options(gateway.v1 + "/models").headers["allow"] == "GET, HEAD, OPTIONS"
@@ -67,9 +69,13 @@ def test_an_unknown_v1_path_is_an_openai_shaped_404_naming_the_endpoints(gateway
     _, secret = make_api_key()
     gateway.wait_for_config()
     for path in ("/v1/chat/completion", "/v1/responses/x/y", "/v1", "/v1/"):
-        response = httpx.post(gateway.base_url + path, headers={"Authorization": f"Bearer {secret}"}, json={})
+        response = httpx.post(
+            gateway.base_url + path, headers={"Authorization": f"Bearer {secret}"}, json={}
+        )
         error = assert_openai_error(response, 404, "unknown_endpoint")
-        assert "POST /v1/chat/completions" in error["message"] and "GET /v1/models" in error["message"]
+        assert (
+            "POST /v1/chat/completions" in error["message"] and "GET /v1/models" in error["message"]
+        )
 
 
 def test_wrong_methods_get_an_openai_shaped_405_with_or_without_a_key(gateway):
@@ -87,8 +93,10 @@ def test_wrong_methods_get_an_openai_shaped_405_with_or_without_a_key(gateway):
 def test_a_10_gb_content_length_is_refused_at_once_without_the_body(gateway):
     _, secret = make_api_key()
     gateway.wait_for_config()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {10 * 1024**3}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {10 * 1024**3}\r\n\r\n"
+    ).encode()
     answer, elapsed = raw_request(gateway.port, head)  # not one byte of the body is sent
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line == b"HTTP/1.1 413 Request Entity Too Large", answer[:300]
@@ -102,8 +110,10 @@ def test_a_chunked_body_past_the_limit_is_refused_before_it_ends(gateway):
     _, secret = make_api_key()
     gateway.wait_for_config()
     chunks = [b"x" * 65536] * 4 + [b"y" * 16]
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
-            f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
+        f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
     # 16 bytes past a 256 KiB limit (LiveGateway's GATEWAY_MAX_BODY_BYTES), and no last chunk: the
     # answer can only come from the gateway refusing to read on.
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks)
@@ -113,8 +123,18 @@ def test_a_chunked_body_past_the_limit_is_refused_before_it_ends(gateway):
 
 def test_every_request_leaves_one_usage_event_whatever_its_answer(gateway):
     limited_instance = make_instance()
-    allowed = make_balancer(serving_name="edge-allowed", routes=[
-        {"name": "main", "intent": "x", "instance": limited_instance, "priority": 1, "is_default": True}])
+    allowed = make_balancer(
+        serving_name="edge-allowed",
+        routes=[
+            {
+                "name": "main",
+                "intent": "x",
+                "instance": limited_instance,
+                "priority": 1,
+                "is_default": True,
+            }
+        ],
+    )
     make_balancer(serving_name="edge-other")
     limited, secret = make_api_key(balancers=[allowed], rate_limit_per_minute=3)
     gateway.wait_for_config()
@@ -123,9 +143,13 @@ def test_every_request_leaves_one_usage_event_whatever_its_answer(gateway):
     body = {"model": "edge-allowed", "messages": MESSAGES}
     sent: dict[str, int] = {}
 
-    def send(method: str, url: str, headers: dict[str, str] | None = None, **kwargs: object) -> httpx.Response:
+    def send(
+        method: str, url: str, headers: dict[str, str] | None = None, **kwargs: object
+    ) -> httpx.Response:
         request_id = f"edge-{uuid.uuid4().hex[:16]}"
-        response = httpx.request(method, url, headers={**(headers or {}), "X-Request-Id": request_id}, **kwargs)
+        response = httpx.request(
+            method, url, headers={**(headers or {}), "X-Request-Id": request_id}, **kwargs
+        )
         assert response.headers["x-request-id"] == request_id
         sent[request_id] = response.status_code
         return response
@@ -133,16 +157,27 @@ def test_every_request_leaves_one_usage_event_whatever_its_answer(gateway):
     assert_openai_error(send("POST", chat, {"Authorization": "Bearer sb-wrong"}, json=body), 401)
     assert_openai_error(send("POST", chat, json=body), 401)
     assert_openai_error(send("POST", chat, auth, content=b"{not json"), 400)
-    assert_openai_error(send("POST", chat, auth, json={"model": "edge-other", "messages": MESSAGES}), 403)
-    assert_openai_error(send("POST", chat, auth, json={"model": "edge-missing\x00", "messages": MESSAGES}), 404)
+    assert_openai_error(
+        send("POST", chat, auth, json={"model": "edge-other", "messages": MESSAGES}), 403
+    )
+    assert_openai_error(
+        send("POST", chat, auth, json={"model": "edge-missing\x00", "messages": MESSAGES}), 404
+    )
     assert_openai_error(send("POST", gateway.v1 + "/nowhere", auth, json=body), 404)
     assert_openai_error(send("GET", chat, auth), 405)
     # The 413 is answered from the header: send the header alone (an unread body would be reset).
     too_large_id = f"edge-{uuid.uuid4().hex[:16]}"
-    answer, _ = raw_request(gateway.port, (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
-        f"X-Request-Id: {too_large_id}\r\nContent-Length: {300 * 1024}\r\n\r\n").encode())
-    assert answer.startswith(b"HTTP/1.1 413 ") and f"x-request-id: {too_large_id}".encode() in answer.lower()
+    answer, _ = raw_request(
+        gateway.port,
+        (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
+            f"X-Request-Id: {too_large_id}\r\nContent-Length: {300 * 1024}\r\n\r\n"
+        ).encode(),
+    )
+    assert (
+        answer.startswith(b"HTTP/1.1 413 ")
+        and f"x-request-id: {too_large_id}".encode() in answer.lower()
+    )
     sent[too_large_id] = 413
     assert_openai_error(send("POST", chat, {**auth, "X-Balancer-Route": "main"}, json=body), 403)
     for _ in range(5):  # 3 within the key's limit, then 429s
@@ -151,18 +186,29 @@ def test_every_request_leaves_one_usage_event_whatever_its_answer(gateway):
     assert sorted(sent.values()).count(429) >= 1 and sorted(sent.values()).count(200) >= 2
 
     events = wait_for_request_ids(list(sent))
-    assert len(events) == len(sent), {rid: status for rid, status in sent.items() if rid not in events}
+    assert len(events) == len(sent), {
+        rid: status for rid, status in sent.items() if rid not in events
+    }
     assert {rid: e.status_code for rid, e in events.items()} == sent
     by_status = {e.status_code: e for e in events.values()}
-    assert by_status[413].error_type == "request_too_large" and by_status[413].api_key_id == limited.pk
-    assert by_status[429].error_type == "rate_limit_exceeded" and by_status[429].balancer_id == allowed.pk
+    assert (
+        by_status[413].error_type == "request_too_large" and by_status[413].api_key_id == limited.pk
+    )
+    assert (
+        by_status[429].error_type == "rate_limit_exceeded"
+        and by_status[429].balancer_id == allowed.pk
+    )
     assert by_status[405].error_type == "method_not_allowed" and by_status[405].endpoint == "chat"
     missing = [e for e in events.values() if e.error_type == "model_not_found"]
-    assert [(e.serving_name, e.balancer_id, e.api_key_id) for e in missing] == [("edge-missing", None, limited.pk)]
+    assert [(e.serving_name, e.balancer_id, e.api_key_id) for e in missing] == [
+        ("edge-missing", None, limited.pk)
+    ]
     unknown_path = [e for e in events.values() if e.error_type == "unknown_endpoint"]
     assert [e.endpoint for e in unknown_path] == ["unknown"]
     assert {e.api_key_id for e in events.values() if e.status_code == 401} == {None}
-    assert all(e.cost_usd == 0 and e.prompt_tokens == 0 for e in events.values() if e.status_code >= 400)
+    assert all(
+        e.cost_usd == 0 and e.prompt_tokens == 0 for e in events.values() if e.status_code >= 400
+    )
 
     # The rollups count them as requests and errors, and the refusals cost nothing.
     rollup_usage()
@@ -170,4 +216,6 @@ def test_every_request_leaves_one_usage_event_whatever_its_answer(gateway):
     key_events = [e for e in events.values() if e.api_key_id == limited.pk]
     assert sum(h.requests for h in hours) == len(key_events)
     assert sum(h.errors for h in hours) == sum(1 for e in key_events if e.status_code >= 400)
-    assert sum((h.cost_usd for h in hours), Decimal(0)) == sum((e.cost_usd for e in key_events), Decimal(0))
+    assert sum((h.cost_usd for h in hours), Decimal(0)) == sum(
+        (e.cost_usd for e in key_events), Decimal(0)
+    )

@@ -21,11 +21,16 @@ def run(*args: str) -> str:
 def test_it_reports_accuracy_confusion_latency_and_cost(tmp_path: Path):
     seed_demo()
     data = tmp_path / "labelled.jsonl"
-    data.write_text("\n".join(json.dumps(line) for line in [
-        {"prompt": "Summarise this support reply.", "route": "efficient"},
-        {"prompt": "Resolve a multi-step refund dispute.", "route": "reasoning"},
-        {"prompt": "Draft a short thank-you note.", "route": "efficient"},
-    ]))
+    data.write_text(
+        "\n".join(
+            json.dumps(line)
+            for line in [
+                {"prompt": "Summarise this support reply.", "route": "efficient"},
+                {"prompt": "Resolve a multi-step refund dispute.", "route": "reasoning"},
+                {"prompt": "Draft a short thank-you note.", "route": "efficient"},
+            ]
+        )
+    )
     report = json.loads(run("support-balancer", str(data), "--json"))
     assert report["total"] == 3
     assert report["correct"] == 3

@@ -35,12 +35,21 @@ def test_it_retries_statuses_that_blame_the_instance(setup, status):
     primary = setup.instance(f"p{status}", Behaviour(status=status))
     fallback = setup.instance(f"fb{status}")
     setup.failover_balancer(primary, fallback, serving_name=f"fo{status}")
-    raw = setup.client().chat.completions.with_raw_response.create(model=f"fo{status}", messages=HELLO)
+    raw = setup.client().chat.completions.with_raw_response.create(
+        model=f"fo{status}", messages=HELLO
+    )
     assert raw.headers["x-balancer-instance"] == fallback.instance_id
 
 
 def test_other_client_errors_come_back_unchanged(setup):
-    body = {"error": {"message": "max_tokens is too large", "type": "invalid_request_error", "param": "max_tokens", "code": "bad"}}
+    body = {
+        "error": {
+            "message": "max_tokens is too large",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": "bad",
+        }
+    }
     primary = setup.instance("p400", Behaviour(status=400, error_body=body))
     fallback = setup.instance("fb400")
     setup.failover_balancer(primary, fallback, serving_name="fo400")
@@ -72,7 +81,10 @@ def test_a_time_to_first_byte_timeout_moves_on_and_the_last_timeout_is_a_504(set
     assert raw.headers["x-balancer-instance"] == fast.instance_id
     assert time.monotonic() - started < 1.5
     slow2 = setup.instance("slow2", Behaviour(delay=2.0), first_byte_timeout=0.2)
-    make_balancer(serving_name="only-slow", routes=[{"name": "m", "intent": "x", "instance": slow2, "priority": 1, "is_default": True}])
+    make_balancer(
+        serving_name="only-slow",
+        routes=[{"name": "m", "intent": "x", "instance": slow2, "priority": 1, "is_default": True}],
+    )
     setup.gateway.wait_for_config()
     with pytest.raises(openai.APIStatusError) as err:
         client.chat.completions.create(model="only-slow", messages=HELLO)
@@ -114,7 +126,9 @@ def test_retry_after_sets_the_cooldown(setup):
     setup.upstream.behaviours["limited"] = Behaviour()
     time.sleep(1.3)
     raw = client.chat.completions.with_raw_response.create(model="ra", messages=HELLO)
-    assert raw.headers["x-balancer-instance"] == limited.instance_id  # the half-open trial succeeded
+    assert (
+        raw.headers["x-balancer-instance"] == limited.instance_id
+    )  # the half-open trial succeeded
 
 
 def test_when_everything_is_cooling_it_tries_the_least_recently_failed(setup):
@@ -138,7 +152,9 @@ def test_streams_fail_over_before_the_first_byte(setup):
     talker = setup.instance("talker", Behaviour(content="x y", chunks=2))
     setup.failover_balancer(silent, talker, serving_name="sfo")
     client = setup.client()
-    with client.chat.completions.with_streaming_response.create(model="sfo", messages=HELLO, stream=True) as response:
+    with client.chat.completions.with_streaming_response.create(
+        model="sfo", messages=HELLO, stream=True
+    ) as response:
         assert response.headers["x-balancer-instance"] == talker.instance_id
         text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
     assert text == "x y"
@@ -164,22 +180,42 @@ def test_the_route_override_header_picks_the_route(setup):
     b = setup.instance("ov-b")
     setup.failover_balancer(a, b, serving_name="ov")
     client = setup.client(allow_route_override=True)
-    raw = client.chat.completions.with_raw_response.create(model="ov", messages=HELLO, extra_headers={"X-Balancer-Route": "fallback"})
+    raw = client.chat.completions.with_raw_response.create(
+        model="ov", messages=HELLO, extra_headers={"X-Balancer-Route": "fallback"}
+    )
     assert raw.headers["x-balancer-route"] == "fallback"
     assert raw.headers["x-balancer-decision"] == "override"
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="ov", messages=HELLO, extra_headers={"X-Balancer-Route": "nope"})
+        client.chat.completions.create(
+            model="ov", messages=HELLO, extra_headers={"X-Balancer-Route": "nope"}
+        )
 
 
 def test_weighted_mode_spreads_first_routes_by_weight(setup):
     a = setup.instance("w-a")
     b = setup.instance("w-b")
-    make_balancer(serving_name="weighted", routing_mode="weighted", routes=[
-        {"name": "a", "intent": "x", "instance": a, "priority": 1, "weight": 300, "is_default": True},
-        {"name": "b", "intent": "x", "instance": b, "priority": 2, "weight": 100}])
+    make_balancer(
+        serving_name="weighted",
+        routing_mode="weighted",
+        routes=[
+            {
+                "name": "a",
+                "intent": "x",
+                "instance": a,
+                "priority": 1,
+                "weight": 300,
+                "is_default": True,
+            },
+            {"name": "b", "intent": "x", "instance": b, "priority": 2, "weight": 100},
+        ],
+    )
     client = setup.client()
-    routes = [client.chat.completions.with_raw_response.create(model="weighted", messages=HELLO).headers["x-balancer-route"]
-              for _ in range(8)]
+    routes = [
+        client.chat.completions.with_raw_response.create(model="weighted", messages=HELLO).headers[
+            "x-balancer-route"
+        ]
+        for _ in range(8)
+    ]
     assert routes.count("a") == 6 and routes.count("b") == 2
 
 
@@ -187,8 +223,12 @@ def test_a_target_group_rotates_members(setup):
     members = [setup.instance(f"grp-{n}") for n in range(3)]
     setup.group_balancer(members, serving_name="rotating")
     client = setup.client()
-    seen = {client.chat.completions.with_raw_response.create(model="rotating", messages=HELLO).headers["x-balancer-instance"]
-            for _ in range(6)}
+    seen = {
+        client.chat.completions.with_raw_response.create(model="rotating", messages=HELLO).headers[
+            "x-balancer-instance"
+        ]
+        for _ in range(6)
+    }
     assert seen == {m.instance_id for m in members}
 
 

@@ -39,8 +39,14 @@ HELLO = {"messages": [{"role": "user", "content": "hello"}]}
 
 def manage(database_url: str, redis_url: str, *args: str) -> str:
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -85,18 +91,26 @@ print(json.dumps(time.time()))
 
 def fresh_client(gateway: LiveGateway) -> httpx.Client:
     """A new connection per request, so that the requests spread over the workers."""
-    return httpx.Client(base_url=gateway.base_url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
+    return httpx.Client(
+        base_url=gateway.base_url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
+    )
 
 
 def chat(client: httpx.Client, model: str, secret: str) -> int:
-    response = client.post("/v1/chat/completions", json={"model": model, **HELLO},
-                           headers={"Authorization": f"Bearer {secret}"})
+    response = client.post(
+        "/v1/chat/completions",
+        json={"model": model, **HELLO},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
     return response.status_code
 
 
 def applied(client: httpx.Client, model: str, secret: str, version: object) -> bool:
     """Whether the worker that answers routes from `version` (a request first: a worker loads its config then)."""
-    return chat(client, model, secret) == 200 and client.get("/healthz").json()["config_version"] == version
+    return (
+        chat(client, model, secret) == 200
+        and client.get("/healthz").json()["config_version"] == version
+    )
 
 
 class Traffic(threading.Thread):
@@ -147,12 +161,16 @@ class Traffic(threading.Thread):
 def count_events(database_url: str, api_key_id: int, *, distinct: bool = False) -> int:
     what = "count(DISTINCT request_id)" if distinct else "count(*)"
     with psycopg.connect(database_url, connect_timeout=2) as conn:
-        row = conn.execute(f"SELECT {what} FROM gateway_usageevent WHERE api_key_id = %s", (api_key_id,)).fetchone()
+        row = conn.execute(
+            f"SELECT {what} FROM gateway_usageevent WHERE api_key_id = %s", (api_key_id,)
+        ).fetchone()
     assert row is not None
     return int(row[0])
 
 
-def wait_for_events(database_url: str, api_key_id: int, wanted: int, timeout: float) -> float | None:
+def wait_for_events(
+    database_url: str, api_key_id: int, wanted: int, timeout: float
+) -> float | None:
     """Seconds until at least `wanted` events of that key are in the database (None: not within `timeout`)."""
     start = time.time()
     while time.time() - start < timeout:
@@ -170,7 +188,9 @@ class Restart:
     served: int  # every request answered 200 on the steady key, before, during and after
     events: int  # usage events of the steady key in the database at the end
     distinct_events: int  # of those, different request ids
-    outage_events_after: float | None  # seconds from "up" until the events served before "up" were written
+    outage_events_after: (
+        float | None
+    )  # seconds from "up" until the events served before "up" were written
     revoked_after: float | None  # seconds from the revocation's commit until the key got only 401s
     log: str  # the gateway's log from the stop on
 
@@ -184,7 +204,9 @@ def postgres() -> Iterator[tuple[PostgresServer, str]]:
 
 
 @pytest.fixture(scope="module", params=["redis", "database"])
-def restart(request: pytest.FixtureRequest, postgres: tuple[PostgresServer, str]) -> Iterator[Restart]:
+def restart(
+    request: pytest.FixtureRequest, postgres: tuple[PostgresServer, str]
+) -> Iterator[Restart]:
     """One PostgreSQL restart under traffic, workers reading the config version from Redis or from the database."""
     server, url = postgres
     mode: str = request.param
@@ -193,13 +215,21 @@ def restart(request: pytest.FixtureRequest, postgres: tuple[PostgresServer, str]
         keys = django(url, redis_url, SEED.format(mode=mode))
         assert isinstance(keys, dict)
         model = f"pg-{mode}"
-        gateway = LiveGateway(workers=WORKERS, extra_env={
-            "DATABASE_URL": url, "REDIS_URL": redis_url,
-            "GATEWAY_CONFIG_POLL_SECONDS": "0.5", "GATEWAY_USAGE_FLUSH_SECONDS": "0.2"})
+        gateway = LiveGateway(
+            workers=WORKERS,
+            extra_env={
+                "DATABASE_URL": url,
+                "REDIS_URL": redis_url,
+                "GATEWAY_CONFIG_POLL_SECONDS": "0.5",
+                "GATEWAY_USAGE_FLUSH_SECONDS": "0.2",
+            },
+        )
         stack.callback(gateway.stop)
         client = stack.enter_context(fresh_client(gateway))
         deadline = time.time() + 15
-        while chat(client, model, keys["doomed_secret"]) != 200:  # not the steady key: its events are counted
+        while (
+            chat(client, model, keys["doomed_secret"]) != 200
+        ):  # not the steady key: its events are counted
             assert time.time() < deadline, gateway.log()
             time.sleep(0.1)
         # A config change every worker applies before the restart: their threads now hold connections.
@@ -221,8 +251,11 @@ def restart(request: pytest.FixtureRequest, postgres: tuple[PostgresServer, str]
         up = time.time()
         served_before_up = sum(1 for at in traffic.served if at < up)
         catch_up: dict[str, float | None] = {}
-        watcher = threading.Thread(target=lambda: catch_up.update(
-            after=wait_for_events(url, keys["steady"], served_before_up, timeout=20)))
+        watcher = threading.Thread(
+            target=lambda: catch_up.update(
+                after=wait_for_events(url, keys["steady"], served_before_up, timeout=20)
+            )
+        )
         watcher.start()
 
         doomed = Traffic(gateway, model, keys["doomed_secret"])  # asks while the key is revoked
@@ -240,34 +273,52 @@ def restart(request: pytest.FixtureRequest, postgres: tuple[PostgresServer, str]
         traffic.stop()
         assert not traffic.other, f"the steady key got {traffic.other}"
         wait_for_events(url, keys["steady"], len(traffic.served), timeout=15)
-        yield Restart(mode=mode, served_before_up=served_before_up, served=len(traffic.served),
-                      events=count_events(url, keys["steady"]),
-                      distinct_events=count_events(url, keys["steady"], distinct=True), outage_events_after=catch_up.get("after"),
-                      revoked_after=revoked_after, log=gateway.log()[log_start:])
+        yield Restart(
+            mode=mode,
+            served_before_up=served_before_up,
+            served=len(traffic.served),
+            events=count_events(url, keys["steady"]),
+            distinct_events=count_events(url, keys["steady"], distinct=True),
+            outage_events_after=catch_up.get("after"),
+            revoked_after=revoked_after,
+            log=gateway.log()[log_start:],
+        )
 
 
-def test_revoked_key_stops_working_within_a_second_of_postgres_answering_again(restart: Restart) -> None:
-    print(f"[{restart.mode}] revoked key refused {restart.revoked_after} s after the revocation committed")
-    assert restart.revoked_after is not None, f"the revoked key still works 20 s later:\n{restart.log[-3000:]}"
+def test_revoked_key_stops_working_within_a_second_of_postgres_answering_again(
+    restart: Restart,
+) -> None:
+    print(
+        f"[{restart.mode}] revoked key refused {restart.revoked_after} s after the revocation committed"
+    )
+    assert restart.revoked_after is not None, (
+        f"the revoked key still works 20 s later:\n{restart.log[-3000:]}"
+    )
     assert restart.revoked_after < 1.0
 
 
 def test_no_usage_event_is_lost_across_a_postgres_restart(restart: Restart) -> None:
-    print(f"[{restart.mode}] {restart.served} served ({restart.served_before_up} before the server was up), "
-          f"{restart.events} events; the outage's events written {restart.outage_events_after} s after it was up")
+    print(
+        f"[{restart.mode}] {restart.served} served ({restart.served_before_up} before the server was up), "
+        f"{restart.events} events; the outage's events written {restart.outage_events_after} s after it was up"
+    )
     assert restart.served_before_up > 50  # requests were answered while the database was down
     assert restart.events == restart.distinct_events == restart.served
     # The writer catches up within a few seconds of the database answering, not after a long backoff.
     assert restart.outage_events_after is not None and restart.outage_events_after < 3.0
 
 
-def test_a_postgres_restart_logs_one_failure_and_one_recovery_line_per_worker(restart: Restart) -> None:
+def test_a_postgres_restart_logs_one_failure_and_one_recovery_line_per_worker(
+    restart: Restart,
+) -> None:
     lines = [line for line in restart.log.splitlines() if line.strip()]
     print(f"[{restart.mode}] the log through the restart:", *lines, sep="\n  ")
     refresh_failing = [line for line in lines if "config refresh fail" in line]
     if restart.mode == "database":  # every poll reads the version from the database
         assert len(refresh_failing) == WORKERS, restart.log
-        assert sum("config refresh recovered after" in line for line in lines) == WORKERS, restart.log
+        assert sum("config refresh recovered after" in line for line in lines) == WORKERS, (
+            restart.log
+        )
     else:  # the version is in Redis: nothing to fail until the config changes, and then it just reconnects
         assert refresh_failing == [], restart.log
     assert sum("usage writes failing" in line for line in lines) == WORKERS, restart.log
@@ -282,8 +333,13 @@ def test_a_postgres_restart_logs_one_failure_and_one_recovery_line_per_worker(re
 
 
 def usage_record(n: int, **values: object) -> UsageRecord:
-    record = UsageRecord(created_at=datetime.now(UTC), request_id=f"req-{n}", endpoint="chat",
-                         status_code=200, latency_ms=1.0)
+    record = UsageRecord(
+        created_at=datetime.now(UTC),
+        request_id=f"req-{n}",
+        endpoint="chat",
+        status_code=200,
+        latency_ms=1.0,
+    )
     for name, value in values.items():
         setattr(record, name, value)
     return record
@@ -304,7 +360,9 @@ POISONS: dict[int, dict[str, object]] = {
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_poisoned_usage_row_does_not_block_the_rows_after_it_and_is_kept_aside_with_its_reason() -> None:
+def test_a_poisoned_usage_row_does_not_block_the_rows_after_it_and_is_kept_aside_with_its_reason() -> (
+    None
+):
     recorder = UsageRecorder(max_buffer=1000, flush_seconds=60)
     recorder._thread = object()  # no writer thread: we flush by hand
     for n in range(45):
@@ -322,7 +380,9 @@ def test_a_poisoned_usage_row_does_not_block_the_rows_after_it_and_is_kept_aside
     assert "StringDataRightTruncation" in aside["req-20"].reason
     assert "NUL" in aside["req-21"].reason
     assert "JSON" in aside["req-30"].reason or "serializ" in aside["req-30"].reason
-    assert json.loads(aside["req-3"].record)["completion_tokens"] == -16  # the event as it was recorded
+    assert (
+        json.loads(aside["req-3"].record)["completion_tokens"] == -16
+    )  # the event as it was recorded
     assert "bad\\x00id" in aside  # kept, its NUL spelled out
 
     # The writer goes on: the next records are written as usual.

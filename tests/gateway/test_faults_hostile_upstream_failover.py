@@ -37,8 +37,11 @@ class _BombHandler(socketserver.BaseRequestHandler):
             head += data
         bomb = gzip_bomb()
         try:
-            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
-                         + f"Content-Length: {len(bomb)}\r\n\r\n".encode() + bomb)
+            sock.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                + f"Content-Length: {len(bomb)}\r\n\r\n".encode()
+                + bomb
+            )
             while sock.recv(65536):  # until the gateway drops the connection
                 pass
         except OSError:
@@ -75,20 +78,38 @@ def gateway_peak_rss_growth(pid: int) -> tuple[int, Callable[[], int]]:
 
 def test_a_gzip_bomb_from_the_primary_fails_over_to_the_healthy_fallback(setup) -> None:
     with bomb_upstream() as bomb:
-        primary = make_instance(provider="openai", base_url=f"http://127.0.0.1:{bomb.server_address[1]}/v1",
-                                model="bomb", api_key="upstream-secret-bomb")
+        primary = make_instance(
+            provider="openai",
+            base_url=f"http://127.0.0.1:{bomb.server_address[1]}/v1",
+            model="bomb",
+            api_key="upstream-secret-bomb",
+        )
         fallback = setup.instance("fb-after-bomb")
         balancer = setup.failover_balancer(primary, fallback, serving_name="bombed")
-        make_balancer(serving_name="warm-up", routes=[
-            {"name": "main", "intent": "All.", "instance": fallback, "priority": 1, "is_default": True}])
+        make_balancer(
+            serving_name="warm-up",
+            routes=[
+                {
+                    "name": "main",
+                    "intent": "All.",
+                    "instance": fallback,
+                    "priority": 1,
+                    "is_default": True,
+                }
+            ],
+        )
         client = setup.client()
-        client.chat.completions.create(model="warm-up", messages=HELLO)  # a first request pays the worker's warm-up
+        client.chat.completions.create(
+            model="warm-up", messages=HELLO
+        )  # a first request pays the worker's warm-up
         _, growth = gateway_peak_rss_growth(setup.gateway.process.pid)
         started = time.monotonic()
         raw = client.chat.completions.with_raw_response.create(model="bombed", messages=HELLO)
         elapsed = time.monotonic() - started
         grew = growth()
-        print(f"\nbomb then fallback through the gateway: {elapsed:.2f} s, gateway peak RSS growth {grew / MiB:.1f} MiB")
+        print(
+            f"\nbomb then fallback through the gateway: {elapsed:.2f} s, gateway peak RSS growth {grew / MiB:.1f} MiB"
+        )
         assert raw.parse().choices[0].message.content
         assert raw.headers["x-balancer-instance"] == fallback.instance_id
         assert raw.headers["x-balancer-attempts"] == "2"
@@ -101,10 +122,24 @@ def test_a_gzip_bomb_from_the_primary_fails_over_to_the_healthy_fallback(setup) 
 
 def test_a_gzip_bomb_with_no_fallback_is_an_openai_shaped_502(setup) -> None:
     with bomb_upstream() as bomb:
-        only = make_instance(provider="openai", base_url=f"http://127.0.0.1:{bomb.server_address[1]}/v1",
-                             model="bomb", api_key="upstream-secret-bomb")
-        make_balancer(serving_name="only-bomb", routes=[
-            {"name": "main", "intent": "All.", "instance": only, "priority": 1, "is_default": True}])
+        only = make_instance(
+            provider="openai",
+            base_url=f"http://127.0.0.1:{bomb.server_address[1]}/v1",
+            model="bomb",
+            api_key="upstream-secret-bomb",
+        )
+        make_balancer(
+            serving_name="only-bomb",
+            routes=[
+                {
+                    "name": "main",
+                    "intent": "All.",
+                    "instance": only,
+                    "priority": 1,
+                    "is_default": True,
+                }
+            ],
+        )
         with pytest.raises(openai.APIStatusError) as err:
             setup.client().chat.completions.create(model="only-bomb", messages=HELLO)
         assert err.value.status_code == 502

@@ -39,14 +39,26 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 def start_gateway(redis_server: RedisServer) -> LiveGateway:
-    return LiveGateway(extra_env={"REDIS_URL": redis_server.url, "GATEWAY_REDIS_RETRY_SECONDS": str(BACKOFF)})
+    return LiveGateway(
+        extra_env={"REDIS_URL": redis_server.url, "GATEWAY_REDIS_RETRY_SECONDS": str(BACKOFF)}
+    )
 
 
 @pytest.fixture
 def keys(setup: Any) -> dict[str, str]:
     inst = setup.instance("redis-faults-model")
-    make_balancer(serving_name="redis-faults", routes=[
-        {"name": "only", "intent": "Everything.", "instance": inst, "priority": 1, "is_default": True}])
+    make_balancer(
+        serving_name="redis-faults",
+        routes=[
+            {
+                "name": "only",
+                "intent": "Everything.",
+                "instance": inst,
+                "priority": 1,
+                "is_default": True,
+            }
+        ],
+    )
     _, limited = make_api_key(rate_limit_per_minute=100_000)
     _, plain = make_api_key()
     return {"limited": limited, "plain": plain}
@@ -54,8 +66,12 @@ def keys(setup: Any) -> dict[str, str]:
 
 def timed_post(base_url: str, secret: str, timeout: float = 3.0) -> tuple[float, int]:
     started = time.monotonic()
-    response = httpx.post(base_url + "/v1/chat/completions", json=HELLO, timeout=timeout,
-                          headers={"Authorization": f"Bearer {secret}"})
+    response = httpx.post(
+        base_url + "/v1/chat/completions",
+        json=HELLO,
+        timeout=timeout,
+        headers={"Authorization": f"Bearer {secret}"},
+    )
     return time.monotonic() - started, response.status_code
 
 
@@ -71,15 +87,19 @@ def test_requests_stay_fast_while_redis_hangs(keys, redis_server):
             assert timed_post(gateway.base_url, secret)[1] == 200
         redis_server.pause()
         times: dict[str, list[float]] = {"limited": [], "plain": []}
-        deadline = time.monotonic() + 2.5 * BACKOFF  # long enough for retries against the hung Redis
+        deadline = (
+            time.monotonic() + 2.5 * BACKOFF
+        )  # long enough for retries against the hung Redis
         while time.monotonic() < deadline:
             for name, secret in keys.items():
                 elapsed, status = timed_post(gateway.base_url, secret)
                 assert status == 200
                 times[name].append(elapsed)
         for name, values in times.items():
-            print(f"{name}: {len(values)} requests, p50 {statistics.median(values) * 1000:.1f} ms, "
-                  f"max {max(values) * 1000:.1f} ms")
+            print(
+                f"{name}: {len(values)} requests, p50 {statistics.median(values) * 1000:.1f} ms, "
+                f"max {max(values) * 1000:.1f} ms"
+            )
             assert max(values) < PER_REQUEST_BOUND, (name, max(values))
         log = gateway.log()
         assert log.count("Redis unavailable:") == 1
@@ -98,15 +118,21 @@ def test_a_cold_start_with_redis_hung_serves_concurrent_first_requests_quickly(k
         def one(secret: str) -> None:
             results.append(timed_post(gateway.base_url, secret, timeout=10))
 
-        threads = [threading.Thread(target=one, args=(secret,)) for _ in range(10) for secret in keys.values()]
+        threads = [
+            threading.Thread(target=one, args=(secret,))
+            for _ in range(10)
+            for secret in keys.values()
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(15)
         assert len(results) == 20 and {status for _, status in results} == {200}
         times = sorted(elapsed for elapsed, _ in results)
-        print(f"cold start, 20 concurrent first requests with Redis hung: fastest {times[0] * 1000:.0f} ms, "
-              f"slowest {times[-1] * 1000:.0f} ms")
+        print(
+            f"cold start, 20 concurrent first requests with Redis hung: fastest {times[0] * 1000:.0f} ms, "
+            f"slowest {times[-1] * 1000:.0f} ms"
+        )
         # The first load (imports, queries) takes 1.4-2.6 s on the shared test machine even with
         # Redis up, and twenty requests then share one CPU; they must share the load, not queue
         # for twenty loads in turn, each waiting out Redis timeouts (up to 16 s on main).
@@ -118,7 +144,9 @@ def test_a_cold_start_with_redis_hung_serves_concurrent_first_requests_quickly(k
         gateway.stop()
 
 
-def test_requests_are_served_while_redis_is_killed_and_shared_state_resumes_when_it_is_back(keys, redis_server):
+def test_requests_are_served_while_redis_is_killed_and_shared_state_resumes_when_it_is_back(
+    keys, redis_server
+):
     gateway = start_gateway(redis_server)
     try:
         gateway.wait_for_config()
@@ -151,7 +179,9 @@ def test_requests_are_served_while_redis_is_killed_and_shared_state_resumes_when
         gateway.stop()
 
 
-def test_a_key_revoked_while_redis_hangs_stops_working_and_redis_catches_up_when_it_resumes(keys, redis_server):
+def test_a_key_revoked_while_redis_hangs_stops_working_and_redis_catches_up_when_it_resumes(
+    keys, redis_server
+):
     gateway = start_gateway(redis_server)
     try:
         gateway.wait_for_config()
@@ -166,7 +196,10 @@ def test_a_key_revoked_while_redis_hangs_stops_working_and_redis_catches_up_when
         assert timed_post(gateway.base_url, keys["plain"])[1] == 401
         redis_server.resume()
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and int(client.get("sb:config_version") or 0) != config_version_from_db():
+        while (
+            time.monotonic() < deadline
+            and int(client.get("sb:config_version") or 0) != config_version_from_db()
+        ):
             time.sleep(0.1)
         assert int(client.get("sb:config_version") or 0) == config_version_from_db()  # shared again
         assert timed_post(gateway.base_url, keys["plain"])[1] == 401
@@ -211,8 +244,12 @@ def test_a_hung_redis_costs_a_rate_limit_check_at_most_its_timeout(gateway_redis
     finally:
         gateway_redis.resume()
     slow = [t for t in times if t > settings.GATEWAY_REDIS_TIMEOUT_SECONDS / 2]
-    print(f"rate-limit checks with Redis hung: {len(times)} calls, p50 {statistics.median(times) * 1e6:.0f} µs, "
-          f"max {max(times) * 1000:.1f} ms, {len(slow)} waited for the timeout")
-    assert max(times) < settings.GATEWAY_REDIS_TIMEOUT_SECONDS + 0.15  # the timeout, plus scheduling slack
+    print(
+        f"rate-limit checks with Redis hung: {len(times)} calls, p50 {statistics.median(times) * 1e6:.0f} µs, "
+        f"max {max(times) * 1000:.1f} ms, {len(slow)} waited for the timeout"
+    )
+    assert (
+        max(times) < settings.GATEWAY_REDIS_TIMEOUT_SECONDS + 0.15
+    )  # the timeout, plus scheduling slack
     # Two calls open the breaker, then one trial per back-off period: a few calls wait, not all.
     assert len(slow) <= 2 + 3 + 1

@@ -18,13 +18,22 @@ PROMPT = [{"role": "user", "content": "Prove that the square root of two is irra
 
 
 def test_a_client_leaving_does_not_cancel_a_classification_others_wait_for(setup):
-    classifier_balancer(setup, Behaviour(content="reasoning", delay=1.5), serving_name="cls-shared", classifier_timeout=5)
+    classifier_balancer(
+        setup,
+        Behaviour(content="reasoning", delay=1.5),
+        serving_name="cls-shared",
+        classifier_timeout=5,
+    )
     _, secret = make_api_key()
     setup.gateway.wait_for_config()
 
     def ask(timeout: float) -> httpx.Response:
-        return httpx.post(setup.gateway.v1 + "/chat/completions", headers={"Authorization": f"Bearer {secret}"},
-                          json={"model": "cls-shared", "messages": PROMPT}, timeout=timeout)
+        return httpx.post(
+            setup.gateway.v1 + "/chat/completions",
+            headers={"Authorization": f"Bearer {secret}"},
+            json={"model": "cls-shared", "messages": PROMPT},
+            timeout=timeout,
+        )
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         leaving = pool.submit(ask, 0.5)  # gives up (disconnects) while the router model thinks
@@ -38,17 +47,28 @@ def test_a_client_leaving_does_not_cancel_a_classification_others_wait_for(setup
     assert setup.upstream.count("router-llm") == 1  # one shared classification, run to its end
     # ...whose result was cached: the same prompt again needs no router call.
     again = ask(10)
-    assert again.headers["x-balancer-route"] == "reasoning" and setup.upstream.count("router-llm") == 1
+    assert (
+        again.headers["x-balancer-route"] == "reasoning" and setup.upstream.count("router-llm") == 1
+    )
 
 
 def test_a_classification_finishes_for_the_cache_when_every_waiter_left(setup):
-    classifier_balancer(setup, Behaviour(content="reasoning", delay=1.0), serving_name="cls-alone", classifier_timeout=5)
+    classifier_balancer(
+        setup,
+        Behaviour(content="reasoning", delay=1.0),
+        serving_name="cls-alone",
+        classifier_timeout=5,
+    )
     _, secret = make_api_key()
     setup.gateway.wait_for_config()
 
     def ask(timeout: float) -> httpx.Response:
-        return httpx.post(setup.gateway.v1 + "/chat/completions", headers={"Authorization": f"Bearer {secret}"},
-                          json={"model": "cls-alone", "messages": PROMPT}, timeout=timeout)
+        return httpx.post(
+            setup.gateway.v1 + "/chat/completions",
+            headers={"Authorization": f"Bearer {secret}"},
+            json={"model": "cls-alone", "messages": PROMPT},
+            timeout=timeout,
+        )
 
     with pytest.raises(httpx.TimeoutException):
         ask(0.3)

@@ -75,8 +75,10 @@ class Cost:
     loop_stall: float = 0.0  # the longest the event loop went without running a 5 ms ticker
 
     def __str__(self) -> str:
-        return (f"{self.seconds:.3f} s, Python peak {self.python_peak / MiB:.1f} MiB, "
-                f"peak RSS growth {self.rss_growth / MiB:.1f} MiB, longest loop stall {self.loop_stall * 1000:.0f} ms")
+        return (
+            f"{self.seconds:.3f} s, Python peak {self.python_peak / MiB:.1f} MiB, "
+            f"peak RSS growth {self.rss_growth / MiB:.1f} MiB, longest loop stall {self.loop_stall * 1000:.0f} ms"
+        )
 
 
 @asynccontextmanager
@@ -173,7 +175,9 @@ async def test_a_streamed_gzip_bomb_stops_at_the_event_bound() -> None:
     async with Server(serve_once(answer)) as server:
         async with measured("256 MiB gzip bomb as an SSE stream") as cost:
             reply = await get(server.url())
-            with pytest.raises(http.TooLarge, match="event of the upstream's stream exceeds 8388608 bytes"):
+            with pytest.raises(
+                http.TooLarge, match="event of the upstream's stream exceeds 8388608 bytes"
+            ):
                 async for _ in _sse_events(reply):
                     pass
         assert cost.seconds < 3.0
@@ -188,7 +192,9 @@ async def test_a_streamed_gzip_bomb_stops_at_the_event_bound() -> None:
 @async_test
 async def test_a_declared_body_over_the_bound_is_refused_before_it_is_read() -> None:
     async def answer(peer: Peer) -> None:
-        peer.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 314572800\r\n\r\n")
+        peer.send(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 314572800\r\n\r\n"
+        )
         peer.send(b"{" * 65536)  # and it would go on for 300 MB
         await peer.flush()
 
@@ -272,7 +278,9 @@ async def test_headers_over_the_bound_are_refused_in_bounded_memory(shape: str) 
 async def test_interim_answers_count_against_the_header_bound() -> None:
     async def answer(peer: Peer) -> None:
         for _ in range(2000):  # endless 103 Early Hints, ~100 KB in all
-            peer.send(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n")
+            peer.send(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
+            )
         await peer.flush()
 
     async with Server(serve_once(answer)) as server:
@@ -288,9 +296,16 @@ async def test_answers_inside_the_bounds_still_pass() -> None:
 
     async def handler(peer: Peer) -> None:
         await peer.read_request()
-        filler = "".join(f"X-Fill-{n}: {'v' * 500}\r\n" for n in range(100)).encode()  # ~50 KB of headers
-        peer.send(b"HTTP/1.1 200 OK\r\n" + filler + b"Content-Encoding: deflate\r\n"
-                  + f"Content-Length: {len(packed)}\r\n\r\n".encode() + packed)
+        filler = "".join(
+            f"X-Fill-{n}: {'v' * 500}\r\n" for n in range(100)
+        ).encode()  # ~50 KB of headers
+        peer.send(
+            b"HTTP/1.1 200 OK\r\n"
+            + filler
+            + b"Content-Encoding: deflate\r\n"
+            + f"Content-Length: {len(packed)}\r\n\r\n".encode()
+            + packed
+        )
         await peer.wait_eof()
 
     async with Server(handler) as server:

@@ -22,8 +22,19 @@ from gateway.hotpath.runtime import (
     sync_health,
 )
 
-TRACKER_METHODS = ("is_eligible", "state", "success_rate", "least_recently_failed", "begin_attempt",
-                   "release", "record_success", "record_failure", "apply_remote", "reset", "known")
+TRACKER_METHODS = (
+    "is_eligible",
+    "state",
+    "success_rate",
+    "least_recently_failed",
+    "begin_attempt",
+    "release",
+    "record_success",
+    "record_failure",
+    "apply_remote",
+    "reset",
+    "known",
+)
 
 
 @pytest.fixture
@@ -36,6 +47,7 @@ def tracker_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, i
         def call(*args: Any, **kwargs: Any) -> Any:
             calls.append((name, threading.get_ident()))
             return method(*args, **kwargs)
+
         return call
 
     for name in TRACKER_METHODS:
@@ -80,8 +92,19 @@ def test_pages_and_probes_in_other_threads_never_touch_the_tracker(tracker_calls
     pks = [910_001, 910_002, 910_003]
     remote = 910_004  # cooled down by another process, known only through Redis
     until = time.time() + 60
-    redis_sync().hset(HEALTH_KEY, str(remote), orjson.dumps(
-        {"cooldown_until": until, "trips": 2, "last_failure_at": time.time(), "status": "cooling", "at": time.time()}))
+    redis_sync().hset(
+        HEALTH_KEY,
+        str(remote),
+        orjson.dumps(
+            {
+                "cooldown_until": until,
+                "trips": 2,
+                "last_failure_at": time.time(),
+                "status": "cooling",
+                "at": time.time(),
+            }
+        ),
+    )
     owner = Owner(pks, seconds=1.5)
     errors: list[BaseException] = []
     seen: list[dict[int, Any]] = []

@@ -69,7 +69,9 @@ class Received:
 class Peer:
     """One accepted connection, as the test's handler sees it."""
 
-    def __init__(self, server: Server, index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, server: Server, index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.server, self.index, self.reader, self.writer = server, index, reader, writer
         self.eof = asyncio.Event()  # the client closed its side
 
@@ -175,7 +177,9 @@ class Server:
             self._tasks.discard(task)
 
 
-def response(status: int = 200, body: bytes = b"", *, reason: str = "OK", length: bool = True, **headers: str) -> bytes:
+def response(
+    status: int = 200, body: bytes = b"", *, reason: str = "OK", length: bool = True, **headers: str
+) -> bytes:
     """A status line, headers (underscores in names become dashes) and a body."""
     lines = [f"HTTP/1.1 {status} {reason}\r\n"]
     lines += [f"{name.replace('_', '-')}: {value}\r\n" for name, value in headers.items()]
@@ -207,20 +211,33 @@ def unused_port() -> int:
 
 
 @async_test
-async def test_a_post_sends_host_length_headers_and_body_and_reads_a_content_length_answer() -> None:
+async def test_a_post_sends_host_length_headers_and_body_and_reads_a_content_length_answer() -> (
+    None
+):
     answer = b'{"id": "chatcmpl-1"}'
 
     async def handler(peer: Peer) -> None:
         await peer.read_request()
-        peer.send(response(201, answer, reason="Created", Content_Type="application/json", X_Request_ID="Abc-123"))
+        peer.send(
+            response(
+                201,
+                answer,
+                reason="Created",
+                Content_Type="application/json",
+                X_Request_ID="Abc-123",
+            )
+        )
         await peer.wait_eof()
 
     body = b'{"model": "m", "messages": []}'
     async with Server(handler) as server:
         reply = await http.request(
-            "POST", server.url("/v1/chat/completions?trace=1"),
+            "POST",
+            server.url("/v1/chat/completions?trace=1"),
             headers={"Authorization": "Bearer sk-test", "Content-Type": "application/json"},
-            body=body, connect_timeout=2, first_byte_timeout=2,
+            body=body,
+            connect_timeout=2,
+            first_byte_timeout=2,
         )
         assert reply.status == 201
         assert reply.headers["content-type"] == "application/json"
@@ -230,7 +247,11 @@ async def test_a_post_sends_host_length_headers_and_body_and_reads_a_content_len
         assert await reply.read(within=2) == answer
 
         [sent] = server.requests
-        assert (sent.method, sent.target, sent.version) == ("POST", "/v1/chat/completions?trace=1", "HTTP/1.1")
+        assert (sent.method, sent.target, sent.version) == (
+            "POST",
+            "/v1/chat/completions?trace=1",
+            "HTTP/1.1",
+        )
         assert sent.header("Host") == f"127.0.0.1:{server.port}"
         assert sent.header("Content-Length") == str(len(body))
         assert sent.header("Authorization") == "Bearer sk-test"
@@ -261,8 +282,14 @@ async def test_sequential_requests_reuse_one_keep_alive_connection() -> None:
 
     async with Server(handler) as server:
         for n in range(3):
-            reply = await http.request("POST", server.url(), headers={}, body=b"%d" % n,
-                                       connect_timeout=2, first_byte_timeout=2)
+            reply = await http.request(
+                "POST",
+                server.url(),
+                headers={},
+                body=b"%d" % n,
+                connect_timeout=2,
+                first_byte_timeout=2,
+            )
             assert await reply.read(within=2) == b"answer to %d" % n
         assert server.accepted == 1
         assert [r.connection for r in server.requests] == [0, 0, 0]
@@ -289,7 +316,9 @@ async def test_a_chunked_answer_is_read_whole_and_streamed_in_order() -> None:
         pieces = [piece async for piece in streamed.iter_chunks()]
         assert pieces and all(pieces)
         assert b"".join(pieces) == b"".join(parts)  # in order, nothing lost or repeated
-        assert server.accepted == 1  # the chunked framing ended both answers: the connection was kept
+        assert (
+            server.accepted == 1
+        )  # the chunked framing ended both answers: the connection was kept
 
 
 @async_test
@@ -352,7 +381,9 @@ async def test_an_idle_connection_the_server_closed_is_replaced(pause: float) ->
 
 
 @async_test
-async def test_a_reused_connection_closed_after_reading_the_request_is_retried_on_a_new_one() -> None:
+async def test_a_reused_connection_closed_after_reading_the_request_is_retried_on_a_new_one() -> (
+    None
+):
     async def handler(peer: Peer) -> None:
         if peer.index == 0:
             await peer.read_request()
@@ -362,12 +393,20 @@ async def test_a_reused_connection_closed_after_reading_the_request_is_retried_o
         await peer.answer_requests(b"from the new connection")
 
     async with Server(handler) as server:
-        first = await http.request("POST", server.url(), headers={}, body=b"one", connect_timeout=2, first_byte_timeout=2)
+        first = await http.request(
+            "POST", server.url(), headers={}, body=b"one", connect_timeout=2, first_byte_timeout=2
+        )
         assert await first.read(within=2) == b"first"
-        second = await http.request("POST", server.url(), headers={}, body=b"two", connect_timeout=2, first_byte_timeout=2)
+        second = await http.request(
+            "POST", server.url(), headers={}, body=b"two", connect_timeout=2, first_byte_timeout=2
+        )
         assert second.status == 200
         assert await second.read(within=2) == b"from the new connection"
-        assert [(r.connection, r.body) for r in server.requests] == [(0, b"one"), (0, b"two"), (1, b"two")]
+        assert [(r.connection, r.body) for r in server.requests] == [
+            (0, b"one"),
+            (0, b"two"),
+            (1, b"two"),
+        ]
         assert server.accepted == 2
 
 
@@ -392,9 +431,11 @@ async def test_a_gzip_answer_is_decompressed_whole_and_streamed() -> None:
 
     async def handler(peer: Peer) -> None:
         while await peer.read_request() is not None:
-            peer.send(response(200, length=False, Content_Encoding="gzip", Transfer_Encoding="chunked"))
+            peer.send(
+                response(200, length=False, Content_Encoding="gzip", Transfer_Encoding="chunked")
+            )
             for start in range(0, len(packed), 100):
-                peer.send(chunk(packed[start:start + 100]))
+                peer.send(chunk(packed[start : start + 100]))
                 await peer.flush()
             peer.send(chunk(b""))
 
@@ -448,7 +489,9 @@ async def test_headers_that_never_come_time_out_and_the_connection_is_dropped() 
 
 
 @async_test
-async def test_a_body_that_stalls_after_the_headers_times_out_and_the_connection_is_dropped() -> None:
+async def test_a_body_that_stalls_after_the_headers_times_out_and_the_connection_is_dropped() -> (
+    None
+):
     async def handler(peer: Peer) -> None:
         if peer.index == 0:
             await peer.read_request()
@@ -485,7 +528,9 @@ async def test_the_server_closing_mid_body_is_a_connect_error_from_read() -> Non
 async def test_the_server_closing_mid_stream_is_a_connect_error_after_the_data_it_sent() -> None:
     async def handler(peer: Peer) -> None:
         await peer.read_request()
-        peer.send(response(200, length=False, Transfer_Encoding="chunked") + chunk(b"data: partial\n\n"))
+        peer.send(
+            response(200, length=False, Transfer_Encoding="chunked") + chunk(b"data: partial\n\n")
+        )
 
     async with Server(handler) as server:
         reply = await get(server.url())
@@ -509,21 +554,34 @@ async def test_garbage_instead_of_http_is_a_protocol_error() -> None:
         await asyncio.wait_for(server.peers[0].eof.wait(), 2)
 
 
-@pytest.mark.parametrize("headers", [
-    {"X-Note": "a\r\nInjected: yes"},
-    {"X-Note": "line\nbreak"},
-    {"X-Note": "carriage\rreturn"},
-    {"X-Bad\r\nName": "v"},
-    {"X-Bad:Name": "v"},
-], ids=["crlf-value", "lf-value", "cr-value", "crlf-name", "colon-name"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Note": "a\r\nInjected: yes"},
+        {"X-Note": "line\nbreak"},
+        {"X-Note": "carriage\rreturn"},
+        {"X-Bad\r\nName": "v"},
+        {"X-Bad:Name": "v"},
+    ],
+    ids=["crlf-value", "lf-value", "cr-value", "crlf-name", "colon-name"],
+)
 @async_test
-async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(headers: dict[str, str]) -> None:
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(
+    headers: dict[str, str],
+) -> None:
     async def handler(peer: Peer) -> None:
         await peer.answer_requests(b"clean")
 
     async with Server(handler) as server:
         with pytest.raises(http.ProtocolError):
-            await http.request("POST", server.url(), headers=headers, body=b"{}", connect_timeout=2, first_byte_timeout=2)
+            await http.request(
+                "POST",
+                server.url(),
+                headers=headers,
+                body=b"{}",
+                connect_timeout=2,
+                first_byte_timeout=2,
+            )
         reply = await get(server.url(), headers={"X-Note": "clean"})
         assert await reply.read(within=2) == b"clean"
         # The first bytes the server ever received are the clean request's.
@@ -537,7 +595,9 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(hea
 
 @pytest.mark.parametrize("closing", [False, True], ids=["keep-alive", "connection-close"])
 @async_test
-async def test_max_connections_one_serves_concurrent_requests_one_connection_at_a_time(closing: bool) -> None:
+async def test_max_connections_one_serves_concurrent_requests_one_connection_at_a_time(
+    closing: bool,
+) -> None:
     async def handler(peer: Peer) -> None:
         while (received := await peer.read_request()) is not None:
             await asyncio.sleep(0.05)  # long enough for a second connection to show up if it would
@@ -547,8 +607,15 @@ async def test_max_connections_one_serves_concurrent_requests_one_connection_at_
             peer.send(response(200, received.body))
 
     async def call(n: int) -> bytes:
-        reply = await http.request("POST", server.url(), headers={}, body=b"%d" % n, connect_timeout=2,
-                                   first_byte_timeout=2, max_connections=1)
+        reply = await http.request(
+            "POST",
+            server.url(),
+            headers={},
+            body=b"%d" % n,
+            connect_timeout=2,
+            first_byte_timeout=2,
+            max_connections=1,
+        )
         return await reply.read(within=2)
 
     async with Server(handler) as server:
@@ -583,16 +650,27 @@ async def test_cancelling_a_request_waiting_for_headers_closes_its_connection() 
 
 @async_test
 async def test_a_stream_yields_its_first_event_before_the_server_sends_the_last() -> None:
-    events = [b'data: {"n": 1}\n\n', b'data: {"n": 2}\n\n', b'data: {"n": 3}\n\n', b"data: [DONE]\n\n"]
+    events = [
+        b'data: {"n": 1}\n\n',
+        b'data: {"n": 2}\n\n',
+        b'data: {"n": 3}\n\n',
+        b"data: [DONE]\n\n",
+    ]
     headers_received = asyncio.Event()
     first_received = asyncio.Event()
     sent_last = asyncio.Event()
 
     async def handler(peer: Peer) -> None:
         await peer.read_request()
-        peer.send(response(200, length=False, Content_Type="text/event-stream", Transfer_Encoding="chunked"))
+        peer.send(
+            response(
+                200, length=False, Content_Type="text/event-stream", Transfer_Encoding="chunked"
+            )
+        )
         await peer.flush()
-        await headers_received.wait()  # the first event comes alone, after the headers were handed over
+        await (
+            headers_received.wait()
+        )  # the first event comes alone, after the headers were handed over
         peer.send(chunk(events[0]))
         await peer.flush()
         await first_received.wait()  # the client has the first event while the answer is still open
@@ -605,8 +683,14 @@ async def test_a_stream_yields_its_first_event_before_the_server_sends_the_last(
         await peer.wait_eof()
 
     async with Server(handler) as server:
-        reply = await http.request("POST", server.url("/v1/chat/completions"), headers={"Accept": "text/event-stream"},
-                                   body=b'{"stream": true}', connect_timeout=2, first_byte_timeout=2)
+        reply = await http.request(
+            "POST",
+            server.url("/v1/chat/completions"),
+            headers={"Accept": "text/event-stream"},
+            body=b'{"stream": true}',
+            connect_timeout=2,
+            first_byte_timeout=2,
+        )
         assert reply.headers["content-type"] == "text/event-stream"
         headers_received.set()
         received: list[bytes] = []
@@ -646,7 +730,9 @@ async def test_bytes_arriving_on_an_idle_connection_make_the_client_drop_it() ->
 
 
 @async_test
-async def test_a_no_content_answer_without_length_ends_at_its_headers_and_keeps_the_connection() -> None:
+async def test_a_no_content_answer_without_length_ends_at_its_headers_and_keeps_the_connection() -> (
+    None
+):
     async def handler(peer: Peer) -> None:
         while await peer.read_request() is not None:
             peer.send(response(204, reason="No Content", length=False))
@@ -683,7 +769,9 @@ async def test_waiting_for_a_free_connection_respects_first_byte_timeout() -> No
 
     async with Server(handler) as server:
         held = await get(server.url(), max_connections=1)  # holds the only connection
-        waiting = asyncio.create_task(get(server.url(), first_byte_timeout=SHORT, max_connections=1))
+        waiting = asyncio.create_task(
+            get(server.url(), first_byte_timeout=SHORT, max_connections=1)
+        )
         ended = await finished_within(waiting, HANG)
         held.close()
         assert ended, f"no TimeoutError {HANG}s after a first_byte_timeout of {SHORT}s"
@@ -731,7 +819,9 @@ async def test_a_truncated_gzip_body_is_a_protocol_error() -> None:
 
     async def handler(peer: Peer) -> None:
         await peer.read_request()
-        peer.send(response(200, packed[: len(packed) // 2], Content_Encoding="gzip"))  # a whole HTTP body, half a gzip
+        peer.send(
+            response(200, packed[: len(packed) // 2], Content_Encoding="gzip")
+        )  # a whole HTTP body, half a gzip
         await peer.wait_eof()
 
     async with Server(handler) as server:
@@ -767,7 +857,9 @@ async def test_max_connections_applies_to_every_request() -> None:
         return await reply.read(within=2)
 
     async with Server(handler) as server:
-        probe = await get(server.url())  # e.g. a health probe with the default limit, first in this loop
+        probe = await get(
+            server.url()
+        )  # e.g. a health probe with the default limit, first in this loop
         await probe.read(within=2)
         assert await asyncio.gather(call(), call(), call()) == [b"ok"] * 3
         assert server.max_open == 1
@@ -806,9 +898,26 @@ def certificate(tmp_path: Any) -> Iterator[tuple[str, str]]:
         pytest.skip("openssl is not installed")
     cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:secure.test", "-keyout", key, "-out", cert],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:secure.test",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        check=True,
+        capture_output=True,
     )
     http._tls_context.cache_clear()
     yield cert, key
@@ -825,7 +934,9 @@ async def _answer_ok(peer: Peer) -> None:
     await peer.answer_requests(b"secure")
 
 
-def test_an_https_upstream_signed_by_a_trusted_ca_is_read(certificate: tuple[str, str], monkeypatch: Any) -> None:
+def test_an_https_upstream_signed_by_a_trusted_ca_is_read(
+    certificate: tuple[str, str], monkeypatch: Any
+) -> None:
     # SSL_CERT_FILE is how an operator trusts a private CA: the client uses the system's
     # default verify paths, which OpenSSL reads from it.
     cert, key = certificate
@@ -842,7 +953,9 @@ def test_an_https_upstream_signed_by_a_trusted_ca_is_read(certificate: tuple[str
     run()
 
 
-def test_an_https_upstream_with_an_untrusted_certificate_is_a_connect_error(certificate: tuple[str, str]) -> None:
+def test_an_https_upstream_with_an_untrusted_certificate_is_a_connect_error(
+    certificate: tuple[str, str],
+) -> None:
     cert, key = certificate
 
     @async_test
@@ -860,7 +973,16 @@ def test_an_https_upstream_with_an_untrusted_certificate_is_a_connect_error(cert
 @pytest.fixture
 def proxy_environment(monkeypatch: Any) -> Iterator[Any]:
     """Clean proxy variables; the client's cached view of them is reset around the test."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "ALL_PROXY", "all_proxy"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     http._proxy_environment.cache_clear()
     http.proxy_for.cache_clear()
@@ -869,7 +991,9 @@ def proxy_environment(monkeypatch: Any) -> Iterator[Any]:
     http.proxy_for.cache_clear()
 
 
-def test_an_http_upstream_is_asked_through_the_proxy_in_absolute_form(proxy_environment: Any) -> None:
+def test_an_http_upstream_is_asked_through_the_proxy_in_absolute_form(
+    proxy_environment: Any,
+) -> None:
     @async_test
     async def run() -> None:
         async def proxy(peer: Peer) -> None:
@@ -882,7 +1006,10 @@ def test_an_http_upstream_is_asked_through_the_proxy_in_absolute_form(proxy_envi
             assert await reply.read(within=2) == b"GET http://upstream.test:8080/v1/models?x=1"
             [received] = server.requests
             assert received.header("Host") == "upstream.test:8080"
-            assert received.header("Proxy-Authorization") == "Basic " + base64.b64encode(b"ops:s@cret").decode()
+            assert (
+                received.header("Proxy-Authorization")
+                == "Basic " + base64.b64encode(b"ops:s@cret").decode()
+            )
 
     run()
 
@@ -910,7 +1037,9 @@ def test_an_https_upstream_is_reached_through_a_connect_tunnel_with_tls_end_to_e
                         sink.write(data)
                     sink.close()
 
-                await asyncio.gather(pipe(peer.reader, writer), pipe(reader, peer.writer), return_exceptions=True)
+                await asyncio.gather(
+                    pipe(peer.reader, writer), pipe(reader, peer.writer), return_exceptions=True
+                )
 
             async with Server(proxy) as server:
                 proxy_environment.setenv("HTTPS_PROXY", f"http://127.0.0.1:{server.port}")
@@ -949,6 +1078,8 @@ def test_no_proxy_and_loopback_upstreams_bypass_the_proxy(proxy_environment: Any
             reply = await get(server.url())  # 127.0.0.1: never through a proxy
             assert await reply.read(within=2) == b"secure"
         assert http.proxy_for(http.Origin("http", "internal.example", 80)) is None
-        assert http.proxy_for(http.Origin("http", "api.example", 80)) == http.Proxy(http.Origin("http", "127.0.0.1", dead), None)
+        assert http.proxy_for(http.Origin("http", "api.example", 80)) == http.Proxy(
+            http.Origin("http", "127.0.0.1", dead), None
+        )
 
     run()

@@ -24,13 +24,17 @@ TOKEN = "metrics-scrape-token-for-the-test"
 
 @pytest.fixture
 def two_workers(transactional_db: Any) -> Iterator[LiveGateway]:
-    server = LiveGateway(workers=2, extra_env={"GATEWAY_METRICS_TOKEN": TOKEN, "GATEWAY_LOG_FORMAT": "json"})
+    server = LiveGateway(
+        workers=2, extra_env={"GATEWAY_METRICS_TOKEN": TOKEN, "GATEWAY_LOG_FORMAT": "json"}
+    )
     yield server
     server.stop()
 
 
 def scrape(server: LiveGateway) -> dict[str, list[tuple[dict[str, str], float]]]:
-    response = httpx.get(server.base_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    response = httpx.get(
+        server.base_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    )
     assert response.status_code == 200, response.text
     samples: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
     for family in text_string_to_metric_families(response.text):
@@ -53,37 +57,64 @@ def test_metrics_sum_both_workers_and_log_one_json_line_per_request(setup, two_w
     body = {"model": "observed", "messages": [{"role": "user", "content": "a prompt never logged"}]}
     sent = 40
     for n in range(sent):  # a new connection each: both workers answer some
-        response = httpx.post(server.v1 + "/chat/completions", json=body, timeout=10,
-                              headers={"Authorization": f"Bearer {secret}", "X-Request-Id": f"obs-{n}"})
+        response = httpx.post(
+            server.v1 + "/chat/completions",
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {secret}", "X-Request-Id": f"obs-{n}"},
+        )
         assert response.status_code == 200, response.text
         assert response.headers["x-balancer-instance"] == fallback.instance_id
     rejected = 5
     for n in range(rejected):
-        response = httpx.post(server.v1 + "/chat/completions", json=body, timeout=10,
-                              headers={"Authorization": "Bearer not-a-key", "X-Request-Id": f"bad-{n}"})
+        response = httpx.post(
+            server.v1 + "/chat/completions",
+            json=body,
+            timeout=10,
+            headers={"Authorization": "Bearer not-a-key", "X-Request-Id": f"bad-{n}"},
+        )
         assert response.status_code == 401
     # A client sending an upstream key as its request id: the log must not carry it either.
-    httpx.post(server.v1 + "/chat/completions", json=body, timeout=10,
-               headers={"Authorization": f"Bearer {secret}", "X-Request-Id": "upstream-secret-obs-a"})
+    httpx.post(
+        server.v1 + "/chat/completions",
+        json=body,
+        timeout=10,
+        headers={"Authorization": f"Bearer {secret}", "X-Request-Id": "upstream-secret-obs-a"},
+    )
     sent += 1
 
     deadline = time.monotonic() + 10
     while True:  # each worker writes its counts and gauges on its config poll tick (0.1 s here)
         metrics = scrape(server)
         pids = {labels["pid"] for labels, _ in metrics["gateway_worker_config_version"]}
-        if (len(pids) == 2 and total(metrics["gateway_requests_total"], status="200") == sent) \
-                or time.monotonic() > deadline:
+        if (
+            len(pids) == 2 and total(metrics["gateway_requests_total"], status="200") == sent
+        ) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert len(pids) == 2, "both workers report their config version"
     requests = metrics["gateway_requests_total"]
-    assert total(requests, balancer="observed", status="200", route="fallback",
-                 instance=fallback.instance_id, endpoint="chat", decision="ordered") == sent
+    assert (
+        total(
+            requests,
+            balancer="observed",
+            status="200",
+            route="fallback",
+            instance=fallback.instance_id,
+            endpoint="chat",
+            decision="ordered",
+        )
+        == sent
+    )
     assert total(requests, status="401", endpoint="chat") == rejected
     assert all("pid" not in labels for labels, _ in requests), "counters are the server's totals"
-    assert total(metrics["gateway_rejected_requests_total"], endpoint="chat", status="401") == rejected
+    assert (
+        total(metrics["gateway_rejected_requests_total"], endpoint="chat", status="401") == rejected
+    )
     attempts = metrics["gateway_upstream_attempts_total"]
-    failed = total(attempts, instance=primary.instance_id)  # until its circuit opened, in each worker
+    failed = total(
+        attempts, instance=primary.instance_id
+    )  # until its circuit opened, in each worker
     assert failed >= 1 and total(metrics["gateway_fallbacks_total"], balancer="observed") == failed
     assert total(attempts, instance=fallback.instance_id, outcome="ok") == sent
     assert total(metrics["gateway_request_duration_seconds_count"], balancer="observed") == sent
@@ -92,10 +123,14 @@ def test_metrics_sum_both_workers_and_log_one_json_line_per_request(setup, two_w
     assert total(metrics["gateway_tokens_total"], balancer="observed", type="output") > 0
     assert total(metrics["gateway_instance_healthy"], instance=fallback.instance_id) == 1
     assert {labels["pid"] for labels, _ in metrics["gateway_worker_usage_backlog"]} == pids
-    assert {labels["pid"] for labels, _ in metrics["gateway_worker_config_refresh_age_seconds"]} == pids
+    assert {
+        labels["pid"] for labels, _ in metrics["gateway_worker_config_refresh_age_seconds"]
+    } == pids
     # No label carries a request id, a key or the prompt.
-    text = httpx.get(server.base_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
-    for leak in ("obs-1\"", "bad-", secret, "upstream-secret", "a prompt never logged"):
+    text = httpx.get(
+        server.base_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    ).text
+    for leak in ('obs-1"', "bad-", secret, "upstream-secret", "a prompt never logged"):
         assert leak not in text
 
     time.sleep(0.5)  # the log thread writes the last lines
@@ -109,7 +144,9 @@ def test_metrics_sum_both_workers_and_log_one_json_line_per_request(setup, two_w
         assert len(by_id[f"obs-{n}"]) == 1, f"one line for obs-{n}"
     line = by_id["obs-0"][0]  # the first: the primary was tried before its circuit opened
     assert line["balancer"] == "observed" and line["route"] == "fallback"
-    assert line["instance"] == fallback.instance_id and line["status"] == 200 and line["attempts"] == 2
+    assert (
+        line["instance"] == fallback.instance_id and line["status"] == 200 and line["attempts"] == 2
+    )
     assert line["latency_ms"] > 0 and line["ttfb_ms"] > 0 and line["prompt_tokens"] > 0
     assert line["completion_tokens"] > 0 and "cost_usd" in line and line["level"] == "INFO"
     assert len(by_id["bad-3"]) == 1 and by_id["bad-3"][0]["status"] == 401
@@ -123,7 +160,9 @@ def test_metrics_are_refused_without_the_token(two_workers):
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "invalid_metrics_token"
     assert httpx.get(url, headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
-    assert httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).status_code == 200
+    assert (
+        httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).status_code == 200
+    )
 
 
 def test_metrics_without_a_token_are_served_to_loopback_only(settings, rf):
@@ -154,19 +193,34 @@ def spans() -> Iterator[Any]:
     tracing.use(None)
 
 
-def test_a_request_makes_a_span_tree_with_genai_attributes_and_passes_the_trace_on(upstream, spans, settings):
+def test_a_request_makes_a_span_tree_with_genai_attributes_and_passes_the_trace_on(
+    upstream, spans, settings
+):
     from gateway.hotpath.asgi import GatewayASGIHandler
     from tests.factories import make_instance
 
     settings.ALLOWED_HOSTS = ["*"]
     upstream.behaviours["trace-down"] = Behaviour(status=503)
     upstream.behaviours["trace-up"] = Behaviour()
-    down = make_instance(provider="openai", base_url=upstream.base_url, model="trace-down", api_key="upstream-secret-t1")
-    up = make_instance(provider="openai", base_url=upstream.base_url, model="trace-up", api_key="upstream-secret-t2")
-    make_balancer(serving_name="traced", routes=[
-        {"name": "first", "intent": "x", "instance": down, "priority": 1, "is_default": True},
-        {"name": "second", "intent": "y", "instance": up, "priority": 2},
-    ])
+    down = make_instance(
+        provider="openai",
+        base_url=upstream.base_url,
+        model="trace-down",
+        api_key="upstream-secret-t1",
+    )
+    up = make_instance(
+        provider="openai",
+        base_url=upstream.base_url,
+        model="trace-up",
+        api_key="upstream-secret-t2",
+    )
+    make_balancer(
+        serving_name="traced",
+        routes=[
+            {"name": "first", "intent": "x", "instance": down, "priority": 1, "is_default": True},
+            {"name": "second", "intent": "y", "instance": up, "priority": 2},
+        ],
+    )
     _, secret = make_api_key()
     caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     traceparent = f"00-{caller_trace}-00f067aa0ba902b7-01"
@@ -174,15 +228,22 @@ def test_a_request_makes_a_span_tree_with_genai_attributes_and_passes_the_trace_
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=GatewayASGIHandler())
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            return await client.post("/v1/chat/completions", headers={
-                "Authorization": f"Bearer {secret}", "traceparent": traceparent,
-            }, json={"model": "traced", "messages": [{"role": "user", "content": "hi"}]})
+            return await client.post(
+                "/v1/chat/completions",
+                headers={
+                    "Authorization": f"Bearer {secret}",
+                    "traceparent": traceparent,
+                },
+                json={"model": "traced", "messages": [{"role": "user", "content": "hi"}]},
+            )
 
     response = asyncio.run(call())
     assert response.status_code == 200, response.text
     finished = spans.get_finished_spans()
     [root] = [s for s in finished if s.kind.name == "SERVER"]
-    children = [s for s in finished if s.parent is not None and s.parent.span_id == root.context.span_id]
+    children = [
+        s for s in finished if s.parent is not None and s.parent.span_id == root.context.span_id
+    ]
     assert root.context.trace_id == int(caller_trace, 16), "the caller's trace goes on"
     assert root.parent.span_id == 0x00F067AA0BA902B7
     assert root.name == "chat traced"
@@ -191,13 +252,19 @@ def test_a_request_makes_a_span_tree_with_genai_attributes_and_passes_the_trace_
     assert attrs["gen_ai.response.model"] == "trace-up" and attrs["gen_ai.system"] == "openai"
     assert attrs["gen_ai.usage.input_tokens"] > 0 and attrs["gen_ai.usage.output_tokens"] > 0
     assert attrs["smart_balancers.attempts"] == 2 and attrs["http.response.status_code"] == 200
-    assert [c.attributes["gen_ai.request.model"] for c in sorted(children, key=lambda s: s.start_time)] == [
-        "trace-down", "trace-up"]
-    assert [c.status.status_code.name for c in sorted(children, key=lambda s: s.start_time)] == ["ERROR", "UNSET"]
+    assert [
+        c.attributes["gen_ai.request.model"] for c in sorted(children, key=lambda s: s.start_time)
+    ] == ["trace-down", "trace-up"]
+    assert [c.status.status_code.name for c in sorted(children, key=lambda s: s.start_time)] == [
+        "ERROR",
+        "UNSET",
+    ]
     # The upstream saw each attempt's own span as its parent, in the caller's trace.
     received = [tp for tp in upstream.traceparents if tp]
     assert len(received) == 2
-    assert {tp.split("-")[2] for tp in received} == {format(c.context.span_id, "016x") for c in children}
+    assert {tp.split("-")[2] for tp in received} == {
+        format(c.context.span_id, "016x") for c in children
+    }
     assert all(tp.split("-")[1] == caller_trace for tp in received)
 
 
@@ -207,7 +274,10 @@ def test_tracing_is_off_unless_the_otel_variables_ask_for_it():
     assert configured({}) is None
     assert configured({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}) == "otlp"
     assert configured({"OTEL_TRACES_EXPORTER": "console"}) == "console"
-    assert configured({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}) is None
+    assert (
+        configured({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"})
+        is None
+    )
     assert configured({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}) is None
 
 
@@ -220,18 +290,44 @@ def test_counts_wait_for_the_tick_and_land_in_the_right_buckets():
     from gateway.hotpath.usage import UsageRecord
 
     def value(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(name, {"endpoint": "chat", "balancer": "buckets", "route": "r",
-                                                "instance": "i", **labels}) or 0.0
+        return (
+            REGISTRY.get_sample_value(
+                name,
+                {
+                    "endpoint": "chat",
+                    "balancer": "buckets",
+                    "route": "r",
+                    "instance": "i",
+                    **labels,
+                },
+            )
+            or 0.0
+        )
 
     before = value("gateway_request_duration_seconds_bucket", le="0.05")
     for latency_ms in (10, 50, 50.001, 3000):
-        metrics.observe(UsageRecord(created_at=datetime.now(UTC), request_id="x", endpoint="chat", status_code=200,
-                                    latency_ms=latency_ms, balancer_id=1, serving_name="buckets", route="r",
-                                    instance="i", decision_reason="weighted"))
-    assert value("gateway_requests_total", status="200", decision="weighted") == 0, "not before the tick"
+        metrics.observe(
+            UsageRecord(
+                created_at=datetime.now(UTC),
+                request_id="x",
+                endpoint="chat",
+                status_code=200,
+                latency_ms=latency_ms,
+                balancer_id=1,
+                serving_name="buckets",
+                route="r",
+                instance="i",
+                decision_reason="weighted",
+            )
+        )
+    assert value("gateway_requests_total", status="200", decision="weighted") == 0, (
+        "not before the tick"
+    )
     metrics.flush()
     assert value("gateway_requests_total", status="200", decision="weighted") == 4
-    assert value("gateway_request_duration_seconds_bucket", le="0.05") - before == 2  # 10 ms and exactly 50 ms
+    assert (
+        value("gateway_request_duration_seconds_bucket", le="0.05") - before == 2
+    )  # 10 ms and exactly 50 ms
     assert value("gateway_request_duration_seconds_bucket", le="0.1") - before == 3
     assert value("gateway_request_duration_seconds_bucket", le="+Inf") - before == 4
     assert value("gateway_request_duration_seconds_sum") == pytest.approx(3.110001)
@@ -245,15 +341,36 @@ def test_goal_names_label_logs_and_metrics_but_an_unknown_model_does_not():
     from gateway.hotpath import accesslog, metrics
     from gateway.hotpath.usage import UsageRecord
 
-    def record(serving_name: str) -> UsageRecord:  # no balancer row: a goal name, or a model nobody serves
-        return UsageRecord(created_at=datetime.now(UTC), request_id="g", endpoint="chat", status_code=200,
-                           latency_ms=5, serving_name=serving_name, route="auto", instance="i-goal",
-                           decision_reason="auto:cost")
+    def record(
+        serving_name: str,
+    ) -> UsageRecord:  # no balancer row: a goal name, or a model nobody serves
+        return UsageRecord(
+            created_at=datetime.now(UTC),
+            request_id="g",
+            endpoint="chat",
+            status_code=200,
+            latency_ms=5,
+            serving_name=serving_name,
+            route="auto",
+            instance="i-goal",
+            decision_reason="auto:cost",
+        )
 
     assert accesslog.fields(record("auto-cheap"))["balancer"] == "auto-cheap"
     assert accesslog.fields(record("made-up-model"))["balancer"] == ""
     metrics.observe(record("auto-cheap"))
     metrics.flush()
-    assert REGISTRY.get_sample_value("gateway_requests_total", {
-        "endpoint": "chat", "balancer": "auto-cheap", "route": "auto", "instance": "i-goal", "status": "200",
-        "decision": "auto"}) == 1
+    assert (
+        REGISTRY.get_sample_value(
+            "gateway_requests_total",
+            {
+                "endpoint": "chat",
+                "balancer": "auto-cheap",
+                "route": "auto",
+                "instance": "i-goal",
+                "status": "200",
+                "decision": "auto",
+            },
+        )
+        == 1
+    )

@@ -11,7 +11,9 @@ from gateway.outages import OutageLog
 logger = logging.getLogger("tests.outages")
 
 
-def test_a_long_outage_logs_its_start_a_summary_a_minute_and_its_end(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_long_outage_logs_its_start_a_summary_a_minute_and_its_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = [0.0]
     log = OutageLog("config refresh", logger, summary_seconds=60, clock=lambda: now[0])
     with caplog.at_level(logging.INFO, logger="tests.outages"):
@@ -48,7 +50,9 @@ def test_an_embedded_job_that_fails_logs_when_it_starts_and_stops_failing(settin
     with caplog.at_level(logging.INFO, logger="gateway.hotpath.runtime"):
         for _ in range(4):
             asyncio.run(job())  # never raises into the gateway's tick
-    messages = [record.getMessage() for record in caplog.records if record.name == "gateway.hotpath.runtime"]
+    messages = [
+        record.getMessage() for record in caplog.records if record.name == "gateway.hotpath.runtime"
+    ]
     assert len(messages) == 2, messages
     assert messages[0] == "embedded job rollup failing: ConnectionError: connection refused"
     assert messages[1].startswith("embedded job rollup recovered after")

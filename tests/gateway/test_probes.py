@@ -28,15 +28,22 @@ def upstream():
 
 def test_probes_mark_each_instance_and_bench_the_unavailable_ones(upstream):
     ok = make_instance(provider="openai", base_url=upstream.base_url, model="m-ok")
-    refused = make_instance(provider="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", model="m-gone")
+    refused = make_instance(
+        provider="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", model="m-gone"
+    )
     sim_down = make_instance(options={"down": True})
     sim_flaky = make_instance(options={"error_rate": 0.7})
     router = make_router_model()
     make_instance(enabled=False, options={"down": True})
     asyncio.run(probe_all(cooldown_seconds=60))  # one failure each: degraded, not yet down
     results = {r.pk: r.status for r in asyncio.run(probe_all(cooldown_seconds=60))}
-    assert results == {ok.pk: "healthy", refused.pk: "unavailable", sim_down.pk: "unavailable",
-                       sim_flaky.pk: "degraded", router.pk: "healthy"}
+    assert results == {
+        ok.pk: "healthy",
+        refused.pk: "unavailable",
+        sim_down.pk: "unavailable",
+        sim_flaky.pk: "degraded",
+        router.pk: "healthy",
+    }
     assert InstanceHealth.objects.get(instance=refused).detail.startswith("connection failed")
     assert InstanceHealth.objects.get(instance=refused).status == "unavailable"
     assert upstream.requests == []  # GET /models only: no completion was paid for
@@ -45,7 +52,9 @@ def test_probes_mark_each_instance_and_bench_the_unavailable_ones(upstream):
     assert health[refused.pk].status == "cooling" and health[sim_down.pk].status == "cooling"
 
 
-@pytest.mark.parametrize(("status", "expected"), [(401, "unavailable"), (503, "unavailable"), (404, "degraded")])
+@pytest.mark.parametrize(
+    ("status", "expected"), [(401, "unavailable"), (503, "unavailable"), (404, "degraded")]
+)
 def test_probe_statuses(upstream, status, expected):
     upstream.models_status = status
     inst = make_instance(provider="openai", base_url=upstream.base_url, model="m", api_key="sk-x")
@@ -61,7 +70,9 @@ def _probe(pk: int) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("previous", ["healthy", "unknown"])
-def test_one_failed_probe_only_degrades_and_the_second_marks_unavailable(upstream, settings, previous):
+def test_one_failed_probe_only_degrades_and_the_second_marks_unavailable(
+    upstream, settings, previous
+):
     settings.GATEWAY_PROBE_DOWN_AFTER = 2
     inst = make_instance(provider="openai", base_url=upstream.base_url, model="m")
     if previous == "healthy":
@@ -101,16 +112,36 @@ def test_probe_rules_without_django():
     policy = ProbePolicy(down_after=2, up_after=3)
     state = ProbeState("healthy")
     trace = []
-    for verdict in ["unavailable", "unavailable", "healthy", "degraded", "healthy", "healthy", "unavailable"]:
+    for verdict in [
+        "unavailable",
+        "unavailable",
+        "healthy",
+        "degraded",
+        "healthy",
+        "healthy",
+        "unavailable",
+    ]:
         state = next_probe_state(state, verdict, policy)
         trace.append(state.status)
-    assert trace == ["degraded", "unavailable", "unavailable", "unavailable", "healthy", "healthy", "degraded"]
+    assert trace == [
+        "degraded",
+        "unavailable",
+        "unavailable",
+        "unavailable",
+        "healthy",
+        "healthy",
+        "degraded",
+    ]
     assert next_probe_state(ProbeState("unknown"), "unavailable", policy).status == "degraded"
-    assert next_probe_state(ProbeState("degraded", 1, 0), "unknown", policy) == ProbeState("degraded", 1, 0)
+    assert next_probe_state(ProbeState("degraded", 1, 0), "unknown", policy) == ProbeState(
+        "degraded", 1, 0
+    )
 
 
 def test_anthropic_instances_are_probed_on_get_models_with_their_headers_and_never_a_post(upstream):
-    inst = make_instance(provider="anthropic", base_url=upstream.base_url, model="claude-x", api_key="sk-ant-probe")
+    inst = make_instance(
+        provider="anthropic", base_url=upstream.base_url, model="claude-x", api_key="sk-ant-probe"
+    )
     assert _probe(inst.pk) == ("healthy", "healthy")
     assert upstream.calls == [("GET", "/v1/models")]  # no POST /v1/messages: nothing billed
     headers = upstream.models_headers[0]
@@ -132,6 +163,9 @@ def test_the_probe_history_is_recorded_and_kept_bounded(upstream, settings):
         asyncio.run(probe_all(cooldown_seconds=1))
     records = list(ProbeRecord.objects.filter(instance=inst).order_by("-id"))
     assert [(r.verdict, r.status) for r in records] == [
-        ("healthy", "unavailable"), ("unavailable", "unavailable"), ("unavailable", "degraded")]
+        ("healthy", "unavailable"),
+        ("unavailable", "unavailable"),
+        ("unavailable", "degraded"),
+    ]
     assert records[1].detail == "HTTP 503" and records[0].latency_ms is not None
     assert ProbeRecord.objects.filter(instance=other).count() == 3

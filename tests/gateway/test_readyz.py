@@ -53,8 +53,13 @@ def test_readyz_is_ready_with_the_snapshot_database_and_redis_up() -> None:
 def migrate(database_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": database_url}
     env.pop("TEST_DATABASE_NAME", None)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env,
-                   check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
 
 
 def test_readyz_fails_while_the_database_is_unreachable_and_recovers_after() -> None:
@@ -110,7 +115,9 @@ def test_readyz_names_redis_when_redis_is_down_and_recovers_after() -> None:
             gateway.stop()
 
 
-def test_readyz_keeps_its_verdict_for_the_cache_period(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readyz_keeps_its_verdict_for_the_cache_period(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from gateway.hotpath import readiness as module
 
     checks: list[str] = []
@@ -134,7 +141,8 @@ class LoadedHolder:
 
 
 def test_a_hung_dependency_is_named_within_the_bound_and_checked_once_at_a_time(
-        settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
 
     from gateway.hotpath import readiness as module
@@ -160,10 +168,14 @@ def test_a_hung_dependency_is_named_within_the_bound_and_checked_once_at_a_time(
     finally:
         release.set()
     assert not first.ready and first.problems() == ["database: no answer within 0.1 s"]
-    assert not second.ready and calls == ["database"]  # the hung check is waited on, not started again
+    assert not second.ready and calls == [
+        "database"
+    ]  # the hung check is waited on, not started again
 
 
-def test_dependencies_left_out_of_the_ready_checks_are_not_checked(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dependencies_left_out_of_the_ready_checks_are_not_checked(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from gateway.hotpath import readiness as module
 
     def refused() -> None:
@@ -175,7 +187,14 @@ def test_dependencies_left_out_of_the_ready_checks_are_not_checked(settings: Any
     monkeypatch.setattr(module, "_redis_ping", refused)
     verdict = asyncio.run(module.Readiness().verdict())
     assert verdict.ready
-    assert verdict.checks == {"routing_snapshot": "ok", "database": "not checked", "redis": "not checked"}
+    assert verdict.checks == {
+        "routing_snapshot": "ok",
+        "database": "not checked",
+        "redis": "not checked",
+    }
     settings.GATEWAY_READY_CHECKS = ["database", "redis"]
     verdict = asyncio.run(module.Readiness().verdict())
-    assert verdict.problems() == ["database: ConnectionRefusedError: refused", "redis: ConnectionRefusedError: refused"]
+    assert verdict.problems() == [
+        "database: ConnectionRefusedError: refused",
+        "redis: ConnectionRefusedError: refused",
+    ]

@@ -31,16 +31,26 @@ def _empty_cache() -> Iterator[None]:
     yield
 
 
-def cached_balancer(setup: Any, model: str, behaviour: Behaviour | None = None, **fields: Any) -> Any:
+def cached_balancer(
+    setup: Any, model: str, behaviour: Behaviour | None = None, **fields: Any
+) -> Any:
     inst = setup.instance(model, behaviour or Behaviour(content=f"Paris, says {model}."))
-    return make_balancer(serving_name=model, routes=[
-        {"name": "main", "intent": "All.", "instance": inst, "priority": 1, "is_default": True}],
-        **{"cache_mode": "exact", **fields})
+    return make_balancer(
+        serving_name=model,
+        routes=[
+            {"name": "main", "intent": "All.", "instance": inst, "priority": 1, "is_default": True}
+        ],
+        **{"cache_mode": "exact", **fields},
+    )
 
 
 def post(setup: Any, secret: str, body: dict[str, Any], **headers: str) -> httpx.Response:
-    return httpx.post(setup.gateway.v1 + "/chat/completions", json=body, timeout=10,
-                      headers={"Authorization": f"Bearer {secret}", **headers})
+    return httpx.post(
+        setup.gateway.v1 + "/chat/completions",
+        json=body,
+        timeout=10,
+        headers={"Authorization": f"Bearer {secret}", **headers},
+    )
 
 
 def cache_keys(balancer: Any) -> list[bytes]:
@@ -54,7 +64,9 @@ def wait_for_cache_keys(balancer: Any, count: int, timeout: float = 5.0) -> None
     assert len(cache_keys(balancer)) >= count
 
 
-def test_an_identical_request_is_answered_from_the_cache_at_zero_cost_with_the_savings_recorded(setup):
+def test_an_identical_request_is_answered_from_the_cache_at_zero_cost_with_the_savings_recorded(
+    setup,
+):
     balancer = cached_balancer(setup, "cache-exact")
     _, secret = make_api_key()
     setup.gateway.wait_for_config()
@@ -62,9 +74,14 @@ def test_an_identical_request_is_answered_from_the_cache_at_zero_cost_with_the_s
     first = post(setup, secret, body)
     second = post(setup, secret, {**body, "user": "someone", "metadata": {"trace": "x"}})
     assert (first.status_code, second.status_code) == (200, 200)
-    assert first.headers["x-balancer-cache"] == "miss" and second.headers["x-balancer-cache"] == "hit"
+    assert (
+        first.headers["x-balancer-cache"] == "miss" and second.headers["x-balancer-cache"] == "hit"
+    )
     assert second.json() == first.json()
-    assert second.headers["x-balancer-route"] == "main" and second.headers["x-balancer-attempts"] == "0"
+    assert (
+        second.headers["x-balancer-route"] == "main"
+        and second.headers["x-balancer-attempts"] == "0"
+    )
     assert setup.upstream.count("cache-exact") == 1
     miss, hit = wait_for_events(2, balancer=balancer)
     assert (miss.cache_hit, hit.cache_hit) == (False, True)
@@ -80,7 +97,9 @@ def test_a_parameter_that_changes_the_answer_is_a_miss(setup):
     body = {"model": "cache-params", "messages": HELLO, "temperature": 0}
     post(setup, secret, body)
     other = post(setup, secret, {**body, "temperature": 0.7})
-    longer = post(setup, secret, {**body, "messages": [*HELLO, {"role": "user", "content": "And Spain?"}]})
+    longer = post(
+        setup, secret, {**body, "messages": [*HELLO, {"role": "user", "content": "And Spain?"}]}
+    )
     assert other.headers["x-balancer-cache"] == longer.headers["x-balancer-cache"] == "miss"
     assert setup.upstream.count("cache-params") == 3
 
@@ -98,17 +117,24 @@ def test_an_answer_expires_with_the_balancers_ttl(setup):
 
 
 def test_a_streamed_answer_is_cached_and_replayed_as_a_stream_to_the_openai_sdk(setup):
-    balancer = cached_balancer(setup, "cache-stream", Behaviour(content="one two three four", chunks=4))
+    balancer = cached_balancer(
+        setup, "cache-stream", Behaviour(content="one two three four", chunks=4)
+    )
     client = setup.client()
     first = list(client.chat.completions.create(model="cache-stream", messages=HELLO, stream=True))
     wait_for_cache_keys(balancer, 1)  # a stream is stored when it ends, off the client's path
     raw = client.chat.completions.with_raw_response.create(
-        model="cache-stream", messages=HELLO, stream=True, stream_options={"include_usage": True})
+        model="cache-stream", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
     assert raw.headers["x-balancer-cache"] == "hit"
     assert raw.headers["content-type"].startswith("text/event-stream")
     replayed = list(raw.parse())
     text = "".join(c.choices[0].delta.content or "" for c in replayed if c.choices)
-    assert text == "".join(c.choices[0].delta.content or "" for c in first if c.choices) == "one two three four"
+    assert (
+        text
+        == "".join(c.choices[0].delta.content or "" for c in first if c.choices)
+        == "one two three four"
+    )
     assert [c.choices[0].finish_reason for c in replayed if c.choices][-1] == "stop"
     assert replayed[-1].usage is not None and replayed[-1].usage.completion_tokens == 7
     # The same answer serves a plain request too.
@@ -122,12 +148,19 @@ def test_a_streamed_answer_is_cached_and_replayed_as_a_stream_to_the_openai_sdk(
 
 
 def test_a_stream_cut_short_is_not_cached(setup):
-    balancer = cached_balancer(setup, "cache-broken", Behaviour(content="a b c d", chunks=4, break_after_chunks=2))
+    balancer = cached_balancer(
+        setup, "cache-broken", Behaviour(content="a b c d", chunks=4, break_after_chunks=2)
+    )
     _, secret = make_api_key()
     setup.gateway.wait_for_config()
     body = {"model": "cache-broken", "messages": HELLO, "stream": True}
-    with httpx.stream("POST", setup.gateway.v1 + "/chat/completions", json=body, timeout=10,
-                      headers={"Authorization": f"Bearer {secret}"}) as response:
+    with httpx.stream(
+        "POST",
+        setup.gateway.v1 + "/chat/completions",
+        json=body,
+        timeout=10,
+        headers={"Authorization": f"Bearer {secret}"},
+    ) as response:
         assert b"error" in response.read()
     wait_for_events(1, balancer=balancer)
     time.sleep(0.2)
@@ -155,8 +188,14 @@ def test_one_keys_answers_are_not_served_to_another_key_unless_the_balancer_shar
         body = {"model": model, "messages": HELLO}
         assert post(setup, alice, body).headers["x-balancer-cache"] == "miss"
         assert post(setup, alice, body).headers["x-balancer-cache"] == "hit"
-    assert post(setup, bob, {"model": "cache-keys", "messages": HELLO}).headers["x-balancer-cache"] == "miss"
-    assert post(setup, bob, {"model": "cache-shared", "messages": HELLO}).headers["x-balancer-cache"] == "hit"
+    assert (
+        post(setup, bob, {"model": "cache-keys", "messages": HELLO}).headers["x-balancer-cache"]
+        == "miss"
+    )
+    assert (
+        post(setup, bob, {"model": "cache-shared", "messages": HELLO}).headers["x-balancer-cache"]
+        == "hit"
+    )
     assert (setup.upstream.count("cache-keys"), setup.upstream.count("cache-shared")) == (2, 1)
 
 
@@ -165,10 +204,16 @@ def test_cache_control_no_cache_bypasses_the_look_up_and_no_store_the_store(setu
     _, secret = make_api_key()
     setup.gateway.wait_for_config()
     body = {"model": "cache-bypass", "messages": HELLO}
-    assert post(setup, secret, body, **{"Cache-Control": "no-store"}).headers["x-balancer-cache"] == "bypass"
+    assert (
+        post(setup, secret, body, **{"Cache-Control": "no-store"}).headers["x-balancer-cache"]
+        == "bypass"
+    )
     assert cache_keys(balancer) == []
     assert post(setup, secret, body).headers["x-balancer-cache"] == "miss"
-    assert post(setup, secret, body, **{"Cache-Control": "no-cache"}).headers["x-balancer-cache"] == "bypass"
+    assert (
+        post(setup, secret, body, **{"Cache-Control": "no-cache"}).headers["x-balancer-cache"]
+        == "bypass"
+    )
     assert post(setup, secret, body).headers["x-balancer-cache"] == "hit"
     assert setup.upstream.count("cache-bypass") == 3
 
@@ -193,13 +238,24 @@ def test_a_similar_prompt_is_a_hit_above_the_threshold_and_a_miss_below_it(setup
     near = [{"role": "user", "content": "What is the capital of France?"}]
     far = [{"role": "user", "content": "What is the capital city of Germany?"}]
     for model in ("cache-semantic", "cache-strict"):
-        assert post(setup, secret, {"model": model, "messages": HELLO}).headers["x-balancer-cache"] == "miss"
+        assert (
+            post(setup, secret, {"model": model, "messages": HELLO}).headers["x-balancer-cache"]
+            == "miss"
+        )
     hit = post(setup, secret, {"model": "cache-semantic", "messages": near})
     assert hit.headers["x-balancer-cache"] == "hit"
     assert 0.9 <= float(hit.headers["x-balancer-cache-similarity"]) < 0.95
     assert hit.json()["choices"][0]["message"]["content"] == "Paris, says cache-semantic."
-    assert post(setup, secret, {"model": "cache-semantic", "messages": far}).headers["x-balancer-cache"] == "miss"
-    assert post(setup, secret, {"model": "cache-strict", "messages": near}).headers["x-balancer-cache"] == "miss"
+    assert (
+        post(setup, secret, {"model": "cache-semantic", "messages": far}).headers[
+            "x-balancer-cache"
+        ]
+        == "miss"
+    )
+    assert (
+        post(setup, secret, {"model": "cache-strict", "messages": near}).headers["x-balancer-cache"]
+        == "miss"
+    )
     # Parameters must still match exactly.
     other = post(setup, secret, {"model": "cache-semantic", "messages": near, "temperature": 1})
     assert other.headers["x-balancer-cache"] == "miss"
@@ -208,18 +264,31 @@ def test_a_similar_prompt_is_a_hit_above_the_threshold_and_a_miss_below_it(setup
 
 def test_with_redis_down_the_cache_is_a_miss_and_never_an_error(setup):
     inst = setup.instance("cache-redis-down", Behaviour(content="Paris."))
-    make_balancer(serving_name="cache-redis-down", cache_mode="exact", routes=[
-        {"name": "main", "intent": "All.", "instance": inst, "priority": 1, "is_default": True}])
+    make_balancer(
+        serving_name="cache-redis-down",
+        cache_mode="exact",
+        routes=[
+            {"name": "main", "intent": "All.", "instance": inst, "priority": 1, "is_default": True}
+        ],
+    )
     _, secret = make_api_key()
     with own_redis() as server:
-        gateway = LiveGateway(extra_env={"REDIS_URL": server.url, "GATEWAY_REDIS_RETRY_SECONDS": "1"})
+        gateway = LiveGateway(
+            extra_env={"REDIS_URL": server.url, "GATEWAY_REDIS_RETRY_SECONDS": "1"}
+        )
         try:
             gateway.wait_for_config()
             body = {"model": "cache-redis-down", "messages": HELLO}
             headers = {"Authorization": f"Bearer {secret}"}
             url = gateway.v1 + "/chat/completions"
-            assert httpx.post(url, json=body, headers=headers, timeout=10).headers["x-balancer-cache"] == "miss"
-            assert httpx.post(url, json=body, headers=headers, timeout=10).headers["x-balancer-cache"] == "hit"
+            assert (
+                httpx.post(url, json=body, headers=headers, timeout=10).headers["x-balancer-cache"]
+                == "miss"
+            )
+            assert (
+                httpx.post(url, json=body, headers=headers, timeout=10).headers["x-balancer-cache"]
+                == "hit"
+            )
             server.kill()
             for _ in range(5):
                 response = httpx.post(url, json=body, headers=headers, timeout=10)
@@ -239,10 +308,18 @@ def test_the_translated_doors_skip_the_cache(setup):
     cached_balancer(setup, "cache-doors")
     _, secret = make_api_key()
     setup.gateway.wait_for_config()
-    body = {"model": "cache-doors", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]}
+    body = {
+        "model": "cache-doors",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
     for _ in range(2):
-        response = httpx.post(setup.gateway.v1 + "/messages", json=body, timeout=10,
-                              headers={"x-api-key": secret, "anthropic-version": "2023-06-01"})
+        response = httpx.post(
+            setup.gateway.v1 + "/messages",
+            json=body,
+            timeout=10,
+            headers={"x-api-key": secret, "anthropic-version": "2023-06-01"},
+        )
         assert response.status_code == 200, response.text
         assert "x-balancer-cache" not in response.headers
     assert setup.upstream.count("cache-doors") == 2

@@ -16,15 +16,34 @@ from tests.upstream_server import Behaviour
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-WEATHER = {"type": "function", "name": "weather", "description": "The weather in a city.",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]},
-                                                           "unit": {"type": "string", "default": "C"}},
-                          "required": ["city"]}}
+WEATHER = {
+    "type": "function",
+    "name": "weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "enum": ["Paris", "Oslo"]},
+            "unit": {"type": "string", "default": "C"},
+        },
+        "required": ["city"],
+    },
+}
 
 
 def one_route(serving_name: str, instance) -> object:
-    return make_balancer(serving_name=serving_name, routes=[
-        {"name": "main", "intent": "All.", "instance": instance, "priority": 1, "is_default": True}])
+    return make_balancer(
+        serving_name=serving_name,
+        routes=[
+            {
+                "name": "main",
+                "intent": "All.",
+                "instance": instance,
+                "priority": 1,
+                "is_default": True,
+            }
+        ],
+    )
 
 
 def simulator(model: str = "sim-1"):
@@ -35,56 +54,126 @@ def test_a_string_input_is_answered_as_a_response_with_usage_and_recorded_as_res
     inst = setup.instance("oa-resp", Behaviour(content="Hi there"))
     balancer = one_route("support", inst)
     raw = setup.client().responses.with_raw_response.create(
-        model="support", input="Hello", instructions="Be brief.", max_output_tokens=50, temperature=0.2,
-        metadata={"ticket": "42"}, store=False,
-        text={"format": {"type": "json_schema", "name": "reply", "schema": {"type": "object"}, "strict": True}})
+        model="support",
+        input="Hello",
+        instructions="Be brief.",
+        max_output_tokens=50,
+        temperature=0.2,
+        metadata={"ticket": "42"},
+        store=False,
+        text={
+            "format": {
+                "type": "json_schema",
+                "name": "reply",
+                "schema": {"type": "object"},
+                "strict": True,
+            }
+        },
+    )
     response = raw.parse()
-    assert response.object == "response" and response.status == "completed" and response.id.startswith("resp_")
+    assert (
+        response.object == "response"
+        and response.status == "completed"
+        and response.id.startswith("resp_")
+    )
     assert response.output_text == "Hi there" and response.model == "oa-resp"
-    assert (response.usage.input_tokens, response.usage.output_tokens, response.usage.total_tokens) == (11, 7, 18)
+    assert (
+        response.usage.input_tokens,
+        response.usage.output_tokens,
+        response.usage.total_tokens,
+    ) == (11, 7, 18)
     assert response.metadata == {"ticket": "42"} and response.instructions == "Be brief."
     assert raw.headers["x-balancer-route"] == "main"
     sent = setup.upstream.requests[-1]
-    assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello"},
+    ]
     assert sent["max_tokens"] == 50 and sent["temperature"] == 0.2 and "metadata" not in sent
-    assert sent["response_format"] == {"type": "json_schema",
-                                       "json_schema": {"name": "reply", "schema": {"type": "object"}, "strict": True}}
+    assert sent["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "reply", "schema": {"type": "object"}, "strict": True},
+    }
     [event] = wait_for_events(1, balancer=balancer)
-    assert (event.endpoint, event.status_code, event.prompt_tokens, event.completion_tokens) == ("responses", 200, 11, 7)
+    assert (event.endpoint, event.status_code, event.prompt_tokens, event.completion_tokens) == (
+        "responses",
+        200,
+        11,
+        7,
+    )
     assert float(event.cost_usd) == pytest.approx((11 * 0.5 + 7 * 1.5) / 1e6)
     assert not StoredResponse.objects.exists()
 
 
 def test_input_items_with_images_and_roles_become_chat_messages(setup):
     one_route("items", setup.instance("oa-items"))
-    setup.client().responses.create(model="items", store=False, input=[
-        {"role": "developer", "content": "Rules."},
-        {"role": "user", "content": [{"type": "input_text", "text": "What is this?"},
-                                     {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "low"}]},
-        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "A cat."}]},
-        {"role": "user", "content": "Sure?"},
-    ])
+    setup.client().responses.create(
+        model="items",
+        store=False,
+        input=[
+            {"role": "developer", "content": "Rules."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "What is this?"},
+                    {
+                        "type": "input_image",
+                        "image_url": "https://example.com/a.png",
+                        "detail": "low",
+                    },
+                ],
+            },
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "A cat."}],
+            },
+            {"role": "user", "content": "Sure?"},
+        ],
+    )
     assert setup.upstream.requests[-1]["messages"] == [
         {"role": "system", "content": "Rules."},
-        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                     {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "https://example.com/a.png", "detail": "low"},
+                },
+            ],
+        },
         {"role": "assistant", "content": "A cat."},
         {"role": "user", "content": "Sure?"},
     ]
 
 
-def test_a_function_tool_loop_runs_on_the_simulator_with_the_whole_input_and_with_previous_response_id(setup):
+def test_a_function_tool_loop_runs_on_the_simulator_with_the_whole_input_and_with_previous_response_id(
+    setup,
+):
     one_route("agent", simulator())
     client = setup.client()
     first = client.responses.create(model="agent", input="Weather in Paris?", tools=[WEATHER])
     [call] = first.output
-    assert call.type == "function_call" and call.name == "weather" and call.call_id.startswith("call_")
+    assert (
+        call.type == "function_call" and call.name == "weather" and call.call_id.startswith("call_")
+    )
     assert json.loads(call.arguments) == {"city": "Paris", "unit": "C"}
     output = {"type": "function_call_output", "call_id": call.call_id, "output": "18C, sunny"}
-    whole = client.responses.create(model="agent", tools=[WEATHER], store=False, input=[
-        {"role": "user", "content": "Weather in Paris?"}, call.model_dump(exclude_none=True), output])
+    whole = client.responses.create(
+        model="agent",
+        tools=[WEATHER],
+        store=False,
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            call.model_dump(exclude_none=True),
+            output,
+        ],
+    )
     assert whole.output_text == "The weather tool returned: 18C, sunny."
-    chained = client.responses.create(model="agent", tools=[WEATHER], previous_response_id=first.id, input=[output])
+    chained = client.responses.create(
+        model="agent", tools=[WEATHER], previous_response_id=first.id, input=[output]
+    )
     assert chained.output_text == "The weather tool returned: 18C, sunny."
     assert chained.previous_response_id == first.id
 
@@ -92,24 +181,47 @@ def test_a_function_tool_loop_runs_on_the_simulator_with_the_whole_input_and_wit
 def test_a_streamed_tool_loop_sends_the_responses_events(setup):
     one_route("streamer", simulator("sim-stream"))
     client = setup.client()
-    events = list(client.responses.create(model="streamer", input="Weather?", tools=[WEATHER], stream=True))
+    events = list(
+        client.responses.create(model="streamer", input="Weather?", tools=[WEATHER], stream=True)
+    )
     assert [e.type for e in events] == [
-        "response.created", "response.in_progress", "response.output_item.added",
-        "response.function_call_arguments.delta", "response.function_call_arguments.delta",
-        "response.function_call_arguments.done", "response.output_item.done", "response.completed"]
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     done = events[-1].response
     [call] = done.output
-    assert json.loads(call.arguments) == {"city": "Paris", "unit": "C"} and done.usage.output_tokens > 0
-    with client.responses.stream(model="streamer", tools=[WEATHER], previous_response_id=done.id, input=[
-            {"type": "function_call_output", "call_id": call.call_id, "output": "rain"}]) as stream:
+    assert (
+        json.loads(call.arguments) == {"city": "Paris", "unit": "C"}
+        and done.usage.output_tokens > 0
+    )
+    with client.responses.stream(
+        model="streamer",
+        tools=[WEATHER],
+        previous_response_id=done.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "rain"}],
+    ) as stream:
         kinds = [e.type for e in stream]
         final = stream.get_final_response()
     assert final.output_text == "The weather tool returned: rain."
-    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
-                         "response.content_part.added"]
-    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
-                          "response.completed"]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert "response.output_text.delta" in kinds
 
 
@@ -140,15 +252,27 @@ def test_a_tool_loop_fails_over_mid_loop_from_an_anthropic_route_to_the_simulato
     client = setup.client()
     first = client.responses.create(model="loop", input="Weather in Paris?", tools=[WEATHER])
     call = next(item for item in first.output if item.type == "function_call")
-    assert (call.name, json.loads(call.arguments)) == ("weather", {"city": "Paris"})  # the Anthropic upstream's call
+    assert (call.name, json.loads(call.arguments)) == (
+        "weather",
+        {"city": "Paris"},
+    )  # the Anthropic upstream's call
     setup.upstream.behaviours["claude-loop"] = Behaviour(status=529)
-    second = client.responses.with_raw_response.create(model="loop", tools=[WEATHER], previous_response_id=first.id,
-                                                       input=[{"type": "function_call_output", "call_id": call.call_id,
-                                                               "output": "18C"}])
-    assert second.headers["x-balancer-route"] == "fallback" and second.headers["x-balancer-attempts"] == "2"
+    second = client.responses.with_raw_response.create(
+        model="loop",
+        tools=[WEATHER],
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C"}],
+    )
+    assert (
+        second.headers["x-balancer-route"] == "fallback"
+        and second.headers["x-balancer-attempts"] == "2"
+    )
     assert second.parse().output_text == "The weather tool returned: 18C."
     events = wait_for_events(2, balancer=balancer)
-    assert [(e.endpoint, e.route, e.attempts) for e in events] == [("responses", "primary", 1), ("responses", "fallback", 2)]
+    assert [(e.endpoint, e.route, e.attempts) for e in events] == [
+        ("responses", "primary", 1),
+        ("responses", "fallback", 2),
+    ]
 
 
 def test_bad_requests_are_openai_shaped_400s(setup):
@@ -162,12 +286,19 @@ def test_bad_requests_are_openai_shaped_400s(setup):
     assert empty.value.param == "input"
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="nope", input="x")
-    unknown = httpx.get(setup.gateway.v1 + "/nothing-here", headers={"Authorization": f"Bearer {client.api_key}"})
+    unknown = httpx.get(
+        setup.gateway.v1 + "/nothing-here", headers={"Authorization": f"Bearer {client.api_key}"}
+    )
     assert unknown.status_code == 404 and "POST /v1/responses" in unknown.json()["error"]["message"]
 
 
-def test_a_stream_cut_after_its_first_byte_ends_with_an_error_and_response_failed_and_is_not_stored(setup):
-    one_route("cut", setup.instance("oa-rcut", Behaviour(content="a b c d", chunks=4, break_after_chunks=2)))
+def test_a_stream_cut_after_its_first_byte_ends_with_an_error_and_response_failed_and_is_not_stored(
+    setup,
+):
+    one_route(
+        "cut",
+        setup.instance("oa-rcut", Behaviour(content="a b c d", chunks=4, break_after_chunks=2)),
+    )
     events = list(setup.client().responses.create(model="cut", input="x", stream=True))
     assert [e.type for e in events][-2:] == ["error", "response.failed"]
     assert events[-1].response.status == "failed"

@@ -24,14 +24,37 @@ NOW = datetime(2026, 3, 10, 15, 42, tzinfo=UTC)
 _ids = itertools.count(1)
 
 
-def event(at: datetime, *, balancer: Any = None, route: str = "main", instance: str = "inst_a", model: str = "m-a",
-          key: Any = None, status: int = 200, prompt: int = 100, completion: int = 20,
-          cost: str = "0.0000450000", latency: float = 120.0, stream: bool = False) -> UsageEvent:
+def event(
+    at: datetime,
+    *,
+    balancer: Any = None,
+    route: str = "main",
+    instance: str = "inst_a",
+    model: str = "m-a",
+    key: Any = None,
+    status: int = 200,
+    prompt: int = 100,
+    completion: int = 20,
+    cost: str = "0.0000450000",
+    latency: float = 120.0,
+    stream: bool = False,
+) -> UsageEvent:
     return UsageEvent.objects.create(
-        created_at=at, request_id=f"req-{next(_ids)}", endpoint="chat", balancer=balancer,
-        serving_name=balancer.serving_name if balancer else "gone", route=route, instance=instance, model=model,
-        api_key=key, status_code=status, stream=stream, latency_ms=latency, prompt_tokens=prompt,
-        completion_tokens=completion, cost_usd=Decimal(cost),
+        created_at=at,
+        request_id=f"req-{next(_ids)}",
+        endpoint="chat",
+        balancer=balancer,
+        serving_name=balancer.serving_name if balancer else "gone",
+        route=route,
+        instance=instance,
+        model=model,
+        api_key=key,
+        status_code=status,
+        stream=stream,
+        latency_ms=latency,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_usd=Decimal(cost),
     )
 
 
@@ -39,15 +62,34 @@ def traffic(balancers: list[Any], keys: list[Any], *, hours: int = 6, end: datet
     """A few hours of varied events: two balancers, routes, instances, keys, failures and streams."""
     for n in range(hours * 7):
         at = end - timedelta(minutes=17 * n + 3)
-        event(at, balancer=balancers[n % 2], route=("fast", "smart", "")[n % 3], instance=f"inst_{n % 4}",
-              model=f"model-{n % 4}", key=(keys + [None] * 3)[n % 3], status=(200, 200, 429, 502, 200)[n % 5],
-              prompt=37 * n + 1, completion=11 * n, cost=f"0.{n:04d}123457", latency=50.0 + n, stream=n % 4 == 0)
+        event(
+            at,
+            balancer=balancers[n % 2],
+            route=("fast", "smart", "")[n % 3],
+            instance=f"inst_{n % 4}",
+            model=f"model-{n % 4}",
+            key=(keys + [None] * 3)[n % 3],
+            status=(200, 200, 429, 502, 200)[n % 5],
+            prompt=37 * n + 1,
+            completion=11 * n,
+            cost=f"0.{n:04d}123457",
+            latency=50.0 + n,
+            stream=n % 4 == 0,
+        )
 
 
 def by_hour_from_events() -> dict[tuple[Any, ...], dict[str, Any]]:
     sums: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(lambda: defaultdict(int))
     for e in UsageEvent.objects.all():
-        key = (floor_hour(e.created_at), e.balancer_id, e.serving_name, e.route, e.instance, e.model, e.api_key_id)
+        key = (
+            floor_hour(e.created_at),
+            e.balancer_id,
+            e.serving_name,
+            e.route,
+            e.instance,
+            e.model,
+            e.api_key_id,
+        )
         row = sums[key]
         row["requests"] += 1
         row["errors"] += e.status_code >= 400
@@ -64,9 +106,15 @@ def by_hour_from_rollups() -> dict[tuple[Any, ...], dict[str, Any]]:
     for r in UsageHourly.objects.all():
         key = (r.hour, r.balancer_id, r.serving_name, r.route, r.instance, r.model, r.api_key_id)
         assert key not in rows, f"two rollup rows for {key}"
-        rows[key] = {"requests": r.requests, "errors": r.errors, "prompt_tokens": r.prompt_tokens,
-                     "completion_tokens": r.completion_tokens, "cost_usd": r.cost_usd,
-                     "latency_ms_sum": r.latency_ms_sum, "streamed": r.streamed}
+        rows[key] = {
+            "requests": r.requests,
+            "errors": r.errors,
+            "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens,
+            "cost_usd": r.cost_usd,
+            "latency_ms_sum": r.latency_ms_sum,
+            "streamed": r.streamed,
+        }
     return rows
 
 
@@ -91,7 +139,10 @@ def test_rollups_are_the_raw_events_summed_exactly_per_hour() -> None:
     assert all(r.hour.minute == 0 and r.hour.second == 0 for r in UsageHourly.objects.all())
     total = sum((r.cost_usd for r in UsageHourly.objects.all()), Decimal(0))
     assert total == sum((e.cost_usd for e in UsageEvent.objects.all()), Decimal(0))
-    assert UsageRollupState.objects.get().last_event_id == UsageEvent.objects.order_by("-pk").first().pk
+    assert (
+        UsageRollupState.objects.get().last_event_id
+        == UsageEvent.objects.order_by("-pk").first().pk
+    )
 
 
 @pytest.mark.django_db
@@ -104,11 +155,20 @@ def test_a_run_only_recomputes_the_hours_of_new_events() -> None:
     assert {r.pk: r.hour for r in UsageHourly.objects.all()} == before
 
     for _ in range(3):
-        event(NOW, balancer=balancer, route="fast", instance="inst_1", model="model-1", cost="0.0000000001")
+        event(
+            NOW,
+            balancer=balancer,
+            route="fast",
+            instance="inst_1",
+            model="model-1",
+            cost="0.0000000001",
+        )
     result = rollup_usage(now=NOW)
     assert (result.events, result.hours) == (3, 1)
     untouched = {pk: hour for pk, hour in before.items() if hour != floor_hour(NOW)}
-    assert {pk: hour for pk, hour in before.items() if UsageHourly.objects.filter(pk=pk).exists()} == untouched
+    assert {
+        pk: hour for pk, hour in before.items() if UsageHourly.objects.filter(pk=pk).exists()
+    } == untouched
     assert_rollups_match_events()
 
 
@@ -121,7 +181,9 @@ def test_a_late_event_lands_in_its_own_old_hour() -> None:
     before = UsageHourly.objects.filter(hour=old_hour).count()
     # Written now (a new, higher id) for a request served five hours ago: the usage buffer
     # held it through a database outage.
-    late = event(old_hour + timedelta(minutes=1), balancer=balancer, route="late-route", cost="1.2500000000")
+    late = event(
+        old_hour + timedelta(minutes=1), balancer=balancer, route="late-route", cost="1.2500000000"
+    )
     result = rollup_usage(now=NOW)
     assert (result.events, result.hours) == (1, 1)
     row = UsageHourly.objects.get(hour=old_hour, route="late-route")
@@ -135,13 +197,20 @@ def test_a_late_event_lands_in_its_own_old_hour() -> None:
 def test_retention_deletes_old_raw_events_and_keeps_their_rollups(settings) -> None:
     settings.GATEWAY_USAGE_RETENTION_DAYS = 2
     balancer = make_balancer()
-    old = [event(NOW - timedelta(days=3, minutes=m), balancer=balancer, cost="0.0100000000") for m in range(5)]
-    recent = [event(NOW - timedelta(hours=h), balancer=balancer, cost="0.0020000000") for h in range(3)]
+    old = [
+        event(NOW - timedelta(days=3, minutes=m), balancer=balancer, cost="0.0100000000")
+        for m in range(5)
+    ]
+    recent = [
+        event(NOW - timedelta(hours=h), balancer=balancer, cost="0.0020000000") for h in range(3)
+    ]
     result = rollup_usage(now=NOW)
     assert result.pruned == len(old)
     assert sorted(UsageEvent.objects.values_list("pk", flat=True)) == sorted(e.pk for e in recent)
     old_hours = UsageHourly.objects.filter(hour__lt=NOW - timedelta(days=2))
-    assert sum(r.requests for r in old_hours) == 5 and sum(r.cost_usd for r in old_hours) == Decimal("0.05")
+    assert sum(r.requests for r in old_hours) == 5 and sum(
+        r.cost_usd for r in old_hours
+    ) == Decimal("0.05")
     state = UsageRollupState.objects.get()
     assert state.pruned_before == floor_hour(NOW - timedelta(days=2))
 
@@ -151,13 +220,16 @@ def test_retention_deletes_old_raw_events_and_keeps_their_rollups(settings) -> N
     result = rollup_usage(now=NOW)
     assert (result.events, result.pruned) == (1, 1)
     old_hours = UsageHourly.objects.filter(hour__lt=NOW - timedelta(days=2))
-    assert sum(r.requests for r in old_hours) == 6 and sum(r.cost_usd for r in old_hours) == Decimal("0.06")
+    assert sum(r.requests for r in old_hours) == 6 and sum(
+        r.cost_usd for r in old_hours
+    ) == Decimal("0.06")
     assert UsageEvent.objects.count() == len(recent)
 
 
 @pytest.mark.django_db
 def test_an_event_committed_during_a_run_is_counted_once_even_when_its_hour_is_pruned(
-        settings, monkeypatch) -> None:
+    settings, monkeypatch
+) -> None:
     settings.GATEWAY_USAGE_RETENTION_DAYS = 2
     hour = floor_hour(NOW - timedelta(days=2)) - timedelta(hours=1)  # pruned by this very run
     seen = event(hour + timedelta(minutes=5))
@@ -224,7 +296,11 @@ def test_concurrent_runs_do_not_double_count() -> None:
         assert len(results) == 3 and not any(isinstance(r, BaseException) for r in results), results
         assert sum(r.events for r in results) == 21  # between them, each new event summed once
         assert_rollups_match_events()
-    assert sum(UsageHourly.objects.values_list("requests", flat=True)) == UsageEvent.objects.count() == 3 * 21
+    assert (
+        sum(UsageHourly.objects.values_list("requests", flat=True))
+        == UsageEvent.objects.count()
+        == 3 * 21
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -249,7 +325,11 @@ def test_a_run_waits_for_events_still_being_written() -> None:
     commit.set()
     writer.join(30)
     runner.join(30)
-    assert writer_results == [None] and len(run_results) == 1 and not isinstance(run_results[0], BaseException)
+    assert (
+        writer_results == [None]
+        and len(run_results) == 1
+        and not isinstance(run_results[0], BaseException)
+    )
     assert run_results[0].events == 2
     assert sorted(UsageHourly.objects.values_list("route", flat=True)) == ["quick", "slow"]
 
@@ -257,9 +337,11 @@ def test_a_run_waits_for_events_still_being_written() -> None:
 def _wait_for_lock_wait() -> None:
     with connection.cursor() as cursor:
         for _ in range(300):
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass"
-                           " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                           [UsageEvent._meta.db_table])
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                [UsageEvent._meta.db_table],
+            )
             if cursor.fetchone()[0]:
                 return
             time.sleep(0.1)
@@ -306,4 +388,6 @@ def test_a_retention_backlog_is_deleted_over_several_runs(settings, monkeypatch)
 
     assert [rollup_usage(now=NOW).pruned for _ in range(4)] == [2, 2, 1, 0]
     assert list(UsageEvent.objects.values_list("pk", flat=True)) == [recent.pk]
-    assert sum(UsageHourly.objects.values_list("requests", flat=True)) == 6  # the rollups keep all six
+    assert (
+        sum(UsageHourly.objects.values_list("requests", flat=True)) == 6
+    )  # the rollups keep all six

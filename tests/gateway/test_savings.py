@@ -20,13 +20,33 @@ pytestmark = pytest.mark.django_db
 M = 1_000_000
 
 
-def event(balancer: Any, *, route: str, prompt: int, completion: int, cost: str, hit: bool = False,
-          saved: str = "0", serving_name: str | None = None) -> None:
+def event(
+    balancer: Any,
+    *,
+    route: str,
+    prompt: int,
+    completion: int,
+    cost: str,
+    hit: bool = False,
+    saved: str = "0",
+    serving_name: str | None = None,
+) -> None:
     UsageEvent.objects.create(
-        created_at=timezone.now() - timedelta(minutes=5), request_id="r", endpoint="chat", balancer=balancer,
-        serving_name=serving_name or balancer.serving_name, route=route, instance="x", model="m", status_code=200,
-        latency_ms=10.0, prompt_tokens=prompt, completion_tokens=completion, cost_usd=Decimal(cost),
-        cache_hit=hit, savings_usd=Decimal(saved),
+        created_at=timezone.now() - timedelta(minutes=5),
+        request_id="r",
+        endpoint="chat",
+        balancer=balancer,
+        serving_name=serving_name or balancer.serving_name,
+        route=route,
+        instance="x",
+        model="m",
+        status_code=200,
+        latency_ms=10.0,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_usd=Decimal(cost),
+        cache_hit=hit,
+        savings_usd=Decimal(saved),
     )
 
 
@@ -43,19 +63,47 @@ def history() -> dict[str, Any]:
     mid = make_instance(input_price_per_million="3", output_price_per_million="6")
     expensive = make_instance(input_price_per_million="10", output_price_per_million="30")
     gold = make_instance(input_price_per_million="100", output_price_per_million="100")
-    support = make_balancer(name="support", baseline_route="fallback", routes=[
-        {"name": "efficient", "intent": "Easy.", "instance": cheap, "priority": 1, "is_default": True},
-        {"name": "reasoning", "intent": "Hard.", "target_group": make_group(instances=[mid, expensive]), "priority": 2},
-        {"name": "fallback", "intent": "Else.", "instance": mid, "priority": 3},
-        {"name": "gold", "intent": "Off.", "instance": gold, "priority": 4, "enabled": False},
-    ])
-    other = make_balancer(name="other", routes=[
-        {"name": "only", "intent": "All.", "instance": cheap, "priority": 1, "is_default": True}])
+    support = make_balancer(
+        name="support",
+        baseline_route="fallback",
+        routes=[
+            {
+                "name": "efficient",
+                "intent": "Easy.",
+                "instance": cheap,
+                "priority": 1,
+                "is_default": True,
+            },
+            {
+                "name": "reasoning",
+                "intent": "Hard.",
+                "target_group": make_group(instances=[mid, expensive]),
+                "priority": 2,
+            },
+            {"name": "fallback", "intent": "Else.", "instance": mid, "priority": 3},
+            {"name": "gold", "intent": "Off.", "instance": gold, "priority": 4, "enabled": False},
+        ],
+    )
+    other = make_balancer(
+        name="other",
+        routes=[
+            {"name": "only", "intent": "All.", "instance": cheap, "priority": 1, "is_default": True}
+        ],
+    )
     event(support, route="efficient", prompt=M, completion=M // 2, cost="2.00")
     event(support, route="reasoning", prompt=M // 5, completion=M // 10, cost="1.20")
     event(support, route="efficient", prompt=M, completion=M // 2, cost="0", hit=True, saved="2.00")
     event(other, route="only", prompt=M, completion=0, cost="1.00")
-    event(None, route="main", prompt=10, completion=10, cost="0", hit=True, saved="0.50", serving_name="gone")
+    event(
+        None,
+        route="main",
+        prompt=10,
+        completion=10,
+        cost="0",
+        hit=True,
+        saved="0.50",
+        serving_name="gone",
+    )
     rollup_usage()
     return {"support": support, "other": other}
 
@@ -65,21 +113,38 @@ def test_savings_are_priced_on_the_priciest_enabled_route_and_the_named_baseline
     report = savings_report(filters=UsageFilters(), start=start, end=end)
     support, other, gone = report.balancers
     assert (support.balancer, support.cost, support.cache_hits, support.cache_savings) == (
-        "support", Decimal("3.20"), 1, Decimal("2.00"))
+        "support",
+        Decimal("3.20"),
+        1,
+        Decimal("2.00"),
+    )
     # reasoning, on its priciest member (expensive): 2.2 x $10 + 1.1 x $30; the disabled gold route is not counted.
     assert (support.priciest_route, support.priciest_cost) == ("reasoning", Decimal("55"))
     assert support.savings_vs_priciest == Decimal("51.80")
     # fallback (mid): 2.2 x $3 + 1.1 x $6.
     assert (support.baseline_route, support.baseline_cost, support.savings_vs_baseline) == (
-        "fallback", Decimal("13.2"), Decimal("10.00"))
-    assert (other.priciest_route, other.savings_vs_priciest, other.baseline_cost) == ("only", Decimal("0"), None)
-    assert (gone.balancer, gone.serving_name, gone.priciest_cost, gone.cache_savings) == ("", "gone", None,
-                                                                                           Decimal("0.50"))
+        "fallback",
+        Decimal("13.2"),
+        Decimal("10.00"),
+    )
+    assert (other.priciest_route, other.savings_vs_priciest, other.baseline_cost) == (
+        "only",
+        Decimal("0"),
+        None,
+    )
+    assert (gone.balancer, gone.serving_name, gone.priciest_cost, gone.cache_savings) == (
+        "",
+        "gone",
+        None,
+        Decimal("0.50"),
+    )
     assert (report.cache_hits, report.cache_savings) == (2, Decimal("2.50"))
     assert (report.priciest_cost, report.savings_vs_priciest) == (Decimal("56"), Decimal("51.80"))
     assert (report.baseline_cost, report.savings_vs_baseline) == (Decimal("13.2"), Decimal("10.00"))
     narrowed = savings_report(filters=UsageFilters(balancer=history["other"]), start=start, end=end)
-    assert [b.balancer for b in narrowed.balancers] == ["other"] and narrowed.savings_vs_baseline is None
+    assert [b.balancer for b in narrowed.balancers] == [
+        "other"
+    ] and narrowed.savings_vs_baseline is None
 
 
 def test_the_usage_api_and_page_show_the_savings(history, admin_client) -> None:
@@ -89,7 +154,10 @@ def test_the_usage_api_and_page_show_the_savings(history, admin_client) -> None:
     assert savings["savings_vs_baseline_route_usd"] == "10.0000000000"
     support = savings["balancers"][0]
     assert (support["balancer"], support["priciest_route"], support["baseline_route"]) == (
-        "support", "reasoning", "fallback")
+        "support",
+        "reasoning",
+        "fallback",
+    )
     assert support["baseline_route_cost_usd"] == "13.2000000000"
 
     html = admin_client.get("/usage/").content.decode()

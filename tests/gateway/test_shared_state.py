@@ -57,7 +57,10 @@ def test_a_rate_limit_is_counted_across_processes(setup, second_gateway):
     inst = setup.instance("limited-shared")
     from tests.factories import make_balancer
 
-    make_balancer(serving_name="rl", routes=[{"name": "m", "intent": "x", "instance": inst, "priority": 1, "is_default": True}])
+    make_balancer(
+        serving_name="rl",
+        routes=[{"name": "m", "intent": "x", "instance": inst, "priority": 1, "is_default": True}],
+    )
     _, secret = make_api_key(rate_limit_per_minute=4)
     a, b = client_for(setup.gateway, secret), client_for(second_gateway, secret)
     wait_clear_of_minute_boundary()

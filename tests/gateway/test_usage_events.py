@@ -18,12 +18,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def record(n: int) -> UsageRecord:
-    return UsageRecord(created_at=datetime.now(UTC), request_id=f"req-{n}", endpoint="chat", status_code=200, latency_ms=1.0)
+    return UsageRecord(
+        created_at=datetime.now(UTC),
+        request_id=f"req-{n}",
+        endpoint="chat",
+        status_code=200,
+        latency_ms=1.0,
+    )
 
 
 def test_no_event_is_lost_on_a_clean_shutdown(setup):
     inst = setup.instance("shutdown-up")
-    make_balancer(serving_name="bye", routes=[{"name": "m", "intent": "x", "instance": inst, "priority": 1, "is_default": True}])
+    make_balancer(
+        serving_name="bye",
+        routes=[{"name": "m", "intent": "x", "instance": inst, "priority": 1, "is_default": True}],
+    )
     # A server of its own, flushing rarely, so the events are still buffered when it stops.
     server = LiveGateway(extra_env={"GATEWAY_USAGE_FLUSH_SECONDS": "60"})
     try:
@@ -67,7 +76,9 @@ def test_past_the_bound_the_oldest_events_are_dropped_and_counted():
         recorder.record(record(n))
     assert recorder.dropped == 3
     assert recorder.flush() == 5
-    assert sorted(UsageEvent.objects.values_list("request_id", flat=True)) == [f"req-{n}" for n in range(3, 8)]
+    assert sorted(UsageEvent.objects.values_list("request_id", flat=True)) == [
+        f"req-{n}" for n in range(3, 8)
+    ]
 
 
 def test_an_event_whose_balancer_was_deleted_meanwhile_is_still_written():

@@ -12,10 +12,19 @@ from balancers.page_selectors import Sparkline, traffic_by_hour
 from gateway.models import UsageEvent
 
 
-def usage(balancer: Balancer, *, hours_ago: float = 0, status: int = 200, route: str = "efficient") -> UsageEvent:
+def usage(
+    balancer: Balancer, *, hours_ago: float = 0, status: int = 200, route: str = "efficient"
+) -> UsageEvent:
     return UsageEvent.objects.create(
-        created_at=timezone.now() - timedelta(hours=hours_ago), request_id="r", endpoint="chat", balancer=balancer,
-        serving_name=balancer.serving_name, route=route, instance="qwen-cheap-a", status_code=status, latency_ms=12.0,
+        created_at=timezone.now() - timedelta(hours=hours_ago),
+        request_id="r",
+        endpoint="chat",
+        balancer=balancer,
+        serving_name=balancer.serving_name,
+        route=route,
+        instance="qwen-cheap-a",
+        status_code=status,
+        latency_ms=12.0,
         decision_reason="classified",
     )
 
@@ -50,9 +59,15 @@ def test_traffic_by_hour_counts_per_balancer(demo) -> None:
     assert len(series.values) == 24 and series.total == 3 and series.values[-1] == 2
 
 
-def test_the_detail_page_lists_routes_in_attempt_order_with_sample_and_links(admin_client, demo) -> None:
+def test_the_detail_page_lists_routes_in_attempt_order_with_sample_and_links(
+    admin_client, demo
+) -> None:
     html = admin_client.get("/balancers/support-balancer/").content.decode()
-    assert html.index('data-testid="lane-efficient"') < html.index('data-testid="lane-reasoning"') < html.index('data-testid="lane-fallback"')
+    assert (
+        html.index('data-testid="lane-efficient"')
+        < html.index('data-testid="lane-reasoning"')
+        < html.index('data-testid="lane-fallback"')
+    )
     assert "model=&quot;support-balancer&quot;" in html and "http://testserver/v1" in html
     assert "/playground/?balancer=support-balancer" in html
     assert "/balancers/support-balancer/board/" in html
@@ -65,15 +80,22 @@ def test_the_board_streams_events_and_offers_lanes_and_requests_to_poll(admin_cl
     usage(support, route="reasoning", status=502)
     page = admin_client.get("/balancers/support-balancer/board/").content.decode()
     assert 'data-events-url="/balancers/support-balancer/board/events/"' in page and "<html" in page
-    fragment = admin_client.get("/balancers/support-balancer/board/", headers={"HX-Request": "true"}).content.decode()
+    fragment = admin_client.get(
+        "/balancers/support-balancer/board/", headers={"HX-Request": "true"}
+    ).content.decode()
     assert fragment.lstrip().startswith('<tbody id="board-events"') and "<html" not in fragment
     lanes = admin_client.get("/balancers/support-balancer/board/?lanes=1").json()
     assert lanes["routes"] == ["efficient", "reasoning", "fallback"]
     reasoning = lanes["lanes"]["reasoning"]
     assert reasoning["state"] == "active"
     assert '<dd data-testid="error-rate">100%</dd>' in reasoning["html"]
-    assert '<dd data-testid="rpm">0.1</dd>' in reasoning["html"]  # 1 request over the 15-minute window
-    assert ">fallback</span>" in lanes["lanes"]["efficient"]["html"] or ">primary</span>" in lanes["lanes"]["efficient"]["html"]
+    assert (
+        '<dd data-testid="rpm">0.1</dd>' in reasoning["html"]
+    )  # 1 request over the 15-minute window
+    assert (
+        ">fallback</span>" in lanes["lanes"]["efficient"]["html"]
+        or ">primary</span>" in lanes["lanes"]["efficient"]["html"]
+    )
 
 
 def test_the_board_opens_a_failed_over_request_s_attempts(admin_client, demo) -> None:
@@ -81,14 +103,33 @@ def test_the_board_opens_a_failed_over_request_s_attempts(admin_client, demo) ->
     event = usage(support)
     event.attempts = 2
     event.attempt_log = [
-        {"route": "reasoning", "instance": "gpt-oss-120b", "outcome": "connect", "status": None, "ms": 1.2},
-        {"route": "efficient", "instance": "qwen-cheap-a", "outcome": "ok", "status": 200, "ms": 60.4},
+        {
+            "route": "reasoning",
+            "instance": "gpt-oss-120b",
+            "outcome": "connect",
+            "status": None,
+            "ms": 1.2,
+        },
+        {
+            "route": "efficient",
+            "instance": "qwen-cheap-a",
+            "outcome": "ok",
+            "status": 200,
+            "ms": 60.4,
+        },
     ]
     event.save()
-    fragment = admin_client.get("/balancers/support-balancer/board/", headers={"HX-Request": "true"}).content.decode()
+    fragment = admin_client.get(
+        "/balancers/support-balancer/board/", headers={"HX-Request": "true"}
+    ).content.decode()
     assert "<summary>2 attempts</summary>" in fragment
-    assert "fallback after gpt-oss-120b connection refused" in fragment  # the decision in operator words
-    assert "reasoning → <span class=\"mono\">gpt-oss-120b</span>" in fragment and ">connect</span>" in fragment
+    assert (
+        "fallback after gpt-oss-120b connection refused" in fragment
+    )  # the decision in operator words
+    assert (
+        'reasoning → <span class="mono">gpt-oss-120b</span>' in fragment
+        and ">connect</span>" in fragment
+    )
 
 
 def test_the_status_follows_instance_health(admin_client, demo) -> None:
@@ -118,23 +159,34 @@ def test_delete_removes_the_balancer(admin_client, demo) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_smoke_test_answers_through_the_gateway(admin_client, demo, usage_writer) -> None:
-    response = admin_client.post("/balancers/support-balancer/smoke-test/",
-                                 {"prompt": "Summarise this email.", "route": "fallback"}, headers={"HX-Request": "true"})
+    response = admin_client.post(
+        "/balancers/support-balancer/smoke-test/",
+        {"prompt": "Summarise this email.", "route": "fallback"},
+        headers={"HX-Request": "true"},
+    )
     html = response.content.decode()
     assert response.status_code == 200 and "<html" not in html
     assert 'data-testid="smoke-route">fallback<' in html
     assert 'data-testid="smoke-instance">backup-small<' in html
     assert 'data-testid="smoke-answer">' in html and "HTTP 200" in html
-    embed = admin_client.post("/balancers/embed-balancer/smoke-test/", {"prompt": "hello", "route": ""},
-                              headers={"HX-Request": "true"}).content.decode()
+    embed = admin_client.post(
+        "/balancers/embed-balancer/smoke-test/",
+        {"prompt": "hello", "route": ""},
+        headers={"HX-Request": "true"},
+    ).content.decode()
     assert "embedding of 256 dimensions" in embed and "embed-small" in embed
     # Without htmx the result is a page of its own.
-    page = admin_client.post("/balancers/support-balancer/smoke-test/", {"prompt": "Hi", "route": ""}).content.decode()
+    page = admin_client.post(
+        "/balancers/support-balancer/smoke-test/", {"prompt": "Hi", "route": ""}
+    ).content.decode()
     assert "<html" in page and "HTTP 200" in page
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_smoke_test_shows_gateway_errors(admin_client, demo, usage_writer) -> None:
-    html = admin_client.post("/balancers/support-balancer/smoke-test/", {"prompt": "x", "route": "nope"},
-                             headers={"HX-Request": "true"}).content.decode()
+    html = admin_client.post(
+        "/balancers/support-balancer/smoke-test/",
+        {"prompt": "x", "route": "nope"},
+        headers={"HX-Request": "true"},
+    ).content.decode()
     assert "HTTP 400" in html and "Unknown route" in html

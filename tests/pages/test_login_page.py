@@ -7,7 +7,9 @@ import pytest
 pytestmark = pytest.mark.django_db
 
 
-def test_the_login_page_says_how_to_create_a_first_admin_only_while_there_is_none(client: Any, django_user_model: Any) -> None:
+def test_the_login_page_says_how_to_create_a_first_admin_only_while_there_is_none(
+    client: Any, django_user_model: Any
+) -> None:
     page = client.get("/login/").content.decode()
     assert "createsuperuser" in page and "make run" not in page
     django_user_model.objects.create_superuser("admin", "", "a-long-test-password")

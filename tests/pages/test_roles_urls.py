@@ -58,7 +58,9 @@ RULES: dict[str, Rule] = {
     "balancer-detail": page(VIEWER),
     "balancer-board": page(VIEWER),
     "balancer-board-events": page(VIEWER),  # the board's event stream (SSE), read-only
-    "balancer-board-action": page(OPERATOR),  # disable a route, drain a member, end a cooldown … (audited)
+    "balancer-board-action": page(
+        OPERATOR
+    ),  # disable a route, drain a member, end a cooldown … (audited)
     "balancer-test": page(VIEWER),
     "balancer-smoke-test": page(VIEWER),  # calls the gateway, changes nothing
     "balancer-toggle": page(OPERATOR),
@@ -89,7 +91,9 @@ RULES: dict[str, Rule] = {
     "instance-create": page(OPERATOR),
     "instance-simulator": page(OPERATOR),
     # gateway/urls.py
-    "apikey-list": page(VIEWER, OPERATOR),  # the list without secrets; creating one is an operator's
+    "apikey-list": page(
+        VIEWER, OPERATOR
+    ),  # the list without secrets; creating one is an operator's
     "apikey-revoke": page(OPERATOR),
     "usage": page(VIEWER),
     "usage-export": page(VIEWER),
@@ -152,14 +156,18 @@ def url_patterns() -> Iterator[tuple[str, URLPattern]]:
     def walk(patterns: list[Any], namespace: str, prefix: str) -> Iterator[tuple[str, URLPattern]]:
         for entry in patterns:
             if isinstance(entry, URLResolver):
-                inner = f"{namespace}:{entry.namespace}".strip(":") if entry.namespace else namespace
+                inner = (
+                    f"{namespace}:{entry.namespace}".strip(":") if entry.namespace else namespace
+                )
                 yield from walk(entry.url_patterns, inner, prefix + str(entry.pattern))
             else:
                 name = entry.name or f"<unnamed {prefix}{entry.pattern}>"
                 yield (f"{namespace}:{name}" if namespace else name), entry
 
     # Signing out last: it ends the session the walk runs in.
-    yield from sorted(walk(get_resolver().url_patterns, "", ""), key=lambda item: item[0] in LOGOUTS)
+    yield from sorted(
+        walk(get_resolver().url_patterns, "", ""), key=lambda item: item[0] in LOGOUTS
+    )
 
 
 def parameters(entry: URLPattern) -> list[str]:
@@ -175,16 +183,38 @@ def samples(demo: Any) -> dict[str, dict[str, Any]]:
     key, _ = make_api_key()
     member = TargetGroupMember.objects.filter(group__name="tech-support-pool").first()
     assert member is not None and ApiKey.objects.filter(pk=key.pk).exists()
-    read = {"name": "support-balancer", "group": "tech-support-pool", "instance_id": "inst_a", "member_id": member.pk,
-            "pk": key.pk, "key_id": key.pk, "step": "name", "model": "support-balancer", "app_label": "auth",
-            "object_id": "999999", "id": "999999", "content_type_id": 1, "response_id": "resp_no_such_response"}
-    write = {**read, "name": "no-such-thing", "group": "no-such-group", "instance_id": "no-such-instance",
-             "member_id": 999999, "pk": 999999, "key_id": 999999}
+    read = {
+        "name": "support-balancer",
+        "group": "tech-support-pool",
+        "instance_id": "inst_a",
+        "member_id": member.pk,
+        "pk": key.pk,
+        "key_id": key.pk,
+        "step": "name",
+        "model": "support-balancer",
+        "app_label": "auth",
+        "object_id": "999999",
+        "id": "999999",
+        "content_type_id": 1,
+        "response_id": "resp_no_such_response",
+    }
+    write = {
+        **read,
+        "name": "no-such-thing",
+        "group": "no-such-group",
+        "instance_id": "no-such-instance",
+        "member_id": 999999,
+        "pk": 999999,
+        "key_id": 999999,
+    }
     return {"GET": read, "POST": write}
 
 
 # Patterns reverse() cannot build (regexes with alternatives): an example path each.
-EXAMPLE_PATHS = {"gateway-not-found": "/v1/no-such-endpoint", "api-not-found": "/api/no-such-endpoint/"}
+EXAMPLE_PATHS = {
+    "gateway-not-found": "/v1/no-such-endpoint",
+    "api-not-found": "/api/no-such-endpoint/",
+}
 
 
 def url_for(name: str, entry: URLPattern, values: dict[str, Any]) -> str:
@@ -193,9 +223,15 @@ def url_for(name: str, entry: URLPattern, values: dict[str, Any]) -> str:
     names = parameters(entry)
     kwargs = {}
     for param in names:
-        key = "group" if param == "name" and ("targetgroup" in name or "target-group" in name) else param
+        key = (
+            "group"
+            if param == "name" and ("targetgroup" in name or "target-group" in name)
+            else param
+        )
         if key not in values:
-            raise AssertionError(f"{name}: no sample value for URL parameter {param!r}; add one to `samples`")
+            raise AssertionError(
+                f"{name}: no sample value for URL parameter {param!r}; add one to `samples`"
+            )
         kwargs[param] = values[key]
     return reverse(name, kwargs=kwargs)
 
@@ -204,7 +240,9 @@ def signed_in(role: str, django_user_model: Any) -> Client:
     client = Client()
     if role == ANONYMOUS:
         return client
-    user = django_user_model.objects.create_user(f"{role}-user", password="a-long-test-password", is_staff=role == STAFF)
+    user = django_user_model.objects.create_user(
+        f"{role}-user", password="a-long-test-password", is_staff=role == STAFF
+    )
     user.groups.add(Group.objects.get(name=role))
     client.force_login(user)
     return client
@@ -237,7 +275,9 @@ def judge(rule: Rule, role: str, method: str, response: Any) -> str | None:
             return None if ok else f"expected the login page, got {status} {location}"
         return None if status in (401, 403) else f"expected 401/403 for anonymous, got {status}"
     if allowed:
-        refused = status == 403 or (status == 302 and location.startswith("/login/")) or status == 401
+        refused = (
+            status == 403 or (status == 302 and location.startswith("/login/")) or status == 401
+        )
         return f"refused a {role} ({status} {location})" if refused else None
     return None if status == 403 else f"expected 403 for a {role}, got {status} {location}"
 
@@ -248,7 +288,9 @@ def test_every_url_has_an_access_rule() -> None:
 
 
 @pytest.mark.parametrize("role", [ANONYMOUS, VIEWER, OPERATOR, STAFF])
-def test_every_url_answers_each_role_as_its_rule_says(role: str, samples, django_user_model) -> None:
+def test_every_url_answers_each_role_as_its_rule_says(
+    role: str, samples, django_user_model
+) -> None:
     client = signed_in(role, django_user_model)
     problems = []
     checked = 0
@@ -264,4 +306,7 @@ def test_every_url_answers_each_role_as_its_rule_says(role: str, samples, django
             if problem:
                 problems.append(f"{method} {url} ({name}): {problem}")
     assert checked > 100
-    assert not problems, f"{len(problems)} of {checked} answers break the rules for a {role}:\n" + "\n".join(problems)
+    assert not problems, (
+        f"{len(problems)} of {checked} answers break the rules for a {role}:\n"
+        + "\n".join(problems)
+    )

@@ -17,15 +17,24 @@ def draft(client):
 
 def walk_to_routes(client, *, name: str = "billing-desk", mode: str = "intent_classifier") -> None:
     assert client.get("/balancers/new/").status_code == 302
-    response = client.post("/balancers/new/name/", {"nav": "next", "name": name, "serving_name": name})
+    response = client.post(
+        "/balancers/new/name/", {"nav": "next", "name": name, "serving_name": name}
+    )
     assert response["Location"] == "/balancers/new/workload/"
     response = client.post("/balancers/new/workload/", {"nav": "next", "workload_kind": "chat"})
     assert response["Location"] == "/balancers/new/mode/"
     response = client.post("/balancers/new/mode/", {"nav": "next", "routing_mode": mode})
     if mode == "intent_classifier":
         assert response["Location"] == "/balancers/new/router/"
-        response = client.post("/balancers/new/router/", {
-            "nav": "next", "router_model": "local-router", "classifier_timeout": "1.5", "confidence_threshold": "0"})
+        response = client.post(
+            "/balancers/new/router/",
+            {
+                "nav": "next",
+                "router_model": "local-router",
+                "classifier_timeout": "1.5",
+                "confidence_threshold": "0",
+            },
+        )
     assert response["Location"] == "/balancers/new/routes/"
 
 
@@ -38,7 +47,11 @@ def test_the_wizard_starts_with_the_common_case_filled_in(admin_client, demo) ->
     rows = state["routes"]["rows"]
     assert [r["name"] for r in rows] == ["efficient", "reasoning", "fallback"]
     assert [r["is_default"] for r in rows] == [False, False, True]
-    assert [r["destination"] for r in rows] == ["group:efficient-pool", "group:reasoning-pool", "group:backup-group"]
+    assert [r["destination"] for r in rows] == [
+        "group:efficient-pool",
+        "group:reasoning-pool",
+        "group:backup-group",
+    ]
     page = admin_client.get("/balancers/new/name/")
     assert page.status_code == 200
     assert page["Cache-Control"].startswith("no-store") or "no-cache" in page["Cache-Control"]
@@ -47,16 +60,23 @@ def test_the_wizard_starts_with_the_common_case_filled_in(admin_client, demo) ->
 
 def test_a_full_walk_saves_the_balancer_only_at_the_last_step(admin_client, demo) -> None:
     walk_to_routes(admin_client)
-    response = admin_client.post("/balancers/new/routes/", route_post_data(draft(admin_client)["routes"]["rows"]))
+    response = admin_client.post(
+        "/balancers/new/routes/", route_post_data(draft(admin_client)["routes"]["rows"])
+    )
     assert response["Location"] == "/balancers/new/review/"
     assert not Balancer.objects.filter(name="billing-desk").exists()
     review = admin_client.get("/balancers/new/review/")
     assert b"billing-desk" in review.content
-    response = admin_client.post("/balancers/new/review/", {
-        "nav": "save", "attempt_budget": "4", "request_timeout": "600", "enabled": "on"})
+    response = admin_client.post(
+        "/balancers/new/review/",
+        {"nav": "save", "attempt_budget": "4", "request_timeout": "600", "enabled": "on"},
+    )
     assert response.status_code == 302 and response["Location"] == "/balancers/billing-desk/test/"
     balancer = Balancer.objects.get(name="billing-desk")
-    assert balancer.serving_name == "billing-desk" and balancer.router_model.instance_id == "local-router"
+    assert (
+        balancer.serving_name == "billing-desk"
+        and balancer.router_model.instance_id == "local-router"
+    )
     assert sorted(r.name for r in balancer.routes.all()) == ["efficient", "fallback", "reasoning"]
     assert balancer.routes.get(is_default=True).name == "fallback"
     assert DRAFT not in admin_client.session
@@ -75,7 +95,9 @@ def test_the_save_is_blocked_without_a_default_route(admin_client, demo) -> None
     assert NO_DEFAULT in response.content.decode()
     assert 'data-testid="route-set-errors"' in response.content.decode()
     # Going straight to the last step does not get around it.
-    response = admin_client.post("/balancers/new/review/", {"nav": "save", "attempt_budget": "4", "request_timeout": "600"})
+    response = admin_client.post(
+        "/balancers/new/review/", {"nav": "save", "attempt_budget": "4", "request_timeout": "600"}
+    )
     assert response.status_code == 200 and NO_DEFAULT in response.content.decode()
     assert not Balancer.objects.filter(name="billing-desk").exists()
 
@@ -88,7 +110,10 @@ def test_each_invalid_route_field_gets_its_own_message(admin_client, demo) -> No
     html = admin_client.post("/balancers/new/routes/", route_post_data(rows)).content.decode()
     key0, key1 = rows[0]["key"], rows[1]["key"]
     assert f'id="id_r-{key0}-name-error"' in html and "lowercase letters" in html
-    assert f'id="id_r-{key0}-destination-error"' in html and "Pick a target group or an instance." in html
+    assert (
+        f'id="id_r-{key0}-destination-error"' in html
+        and "Pick a target group or an instance." in html
+    )
     assert f'id="id_r-{key1}-intent-error"' in html and "Describe in one sentence" in html
     assert f'id="id_r-{key1}-priority-error"' in html
     assert 'aria-invalid="true"' in html
@@ -96,27 +121,42 @@ def test_each_invalid_route_field_gets_its_own_message(admin_client, demo) -> No
 
 def test_name_step_errors_and_live_checks(admin_client, demo) -> None:
     admin_client.get("/balancers/new/")
-    response = admin_client.post("/balancers/new/name/", {"nav": "next", "name": "support-balancer", "serving_name": "bad name"})
+    response = admin_client.post(
+        "/balancers/new/name/",
+        {"nav": "next", "name": "support-balancer", "serving_name": "bad name"},
+    )
     html = response.content.decode()
     assert response.status_code == 200
     assert "A balancer named support-balancer already exists." in html
     assert "Use 1-128 letters" in html
-    check = admin_client.get("/balancers/new/check/", {"field": "serving_name", "serving_name": "support-balancer"},
-                             headers={"HX-Request": "true"})
+    check = admin_client.get(
+        "/balancers/new/check/",
+        {"field": "serving_name", "serving_name": "support-balancer"},
+        headers={"HX-Request": "true"},
+    )
     assert "already serves support-balancer" in check.content.decode()
     assert b'id="feedback-serving_name"' in check.content and b"<html" not in check.content
-    ok = admin_client.get("/balancers/new/check/", {"field": "name", "name": "fresh-name"}, headers={"HX-Request": "true"})
+    ok = admin_client.get(
+        "/balancers/new/check/",
+        {"field": "name", "name": "fresh-name"},
+        headers={"HX-Request": "true"},
+    )
     assert "Available" in ok.content.decode()
 
 
 def test_back_and_autosave_keep_what_was_typed(admin_client, demo) -> None:
     admin_client.get("/balancers/new/")
-    response = admin_client.post("/balancers/new/name/autosave/", {"name": "half-typed", "serving_name": "half"},
-                                 headers={"HX-Request": "true"})
+    response = admin_client.post(
+        "/balancers/new/name/autosave/",
+        {"name": "half-typed", "serving_name": "half"},
+        headers={"HX-Request": "true"},
+    )
     assert response.status_code == 204
     assert b'value="half-typed"' in admin_client.get("/balancers/new/name/").content
     walk_to_routes(admin_client, name="kept")
-    response = admin_client.post("/balancers/new/mode/", {"nav": "back", "routing_mode": "weighted"})
+    response = admin_client.post(
+        "/balancers/new/mode/", {"nav": "back", "routing_mode": "weighted"}
+    )
     assert response["Location"] == "/balancers/new/workload/"
     assert draft(admin_client)["mode"]["routing_mode"] == "weighted"
     # A new visit to /balancers/new/ resumes the draft instead of starting over.
@@ -126,15 +166,20 @@ def test_back_and_autosave_keep_what_was_typed(admin_client, demo) -> None:
 def test_routes_are_added_and_removed_as_fragments(admin_client, demo) -> None:
     walk_to_routes(admin_client)
     rows = draft(admin_client)["routes"]["rows"]
-    response = admin_client.post("/balancers/new/routes/", route_post_data(rows, nav="add"), headers={"HX-Request": "true"})
+    response = admin_client.post(
+        "/balancers/new/routes/", route_post_data(rows, nav="add"), headers={"HX-Request": "true"}
+    )
     html = response.content.decode()
     assert response.status_code == 200 and "<html" not in html and 'id="routes"' in html
     assert html.count("data-route-row") == 4
     assert len(draft(admin_client)["routes"]["rows"]) == 4
     rows = draft(admin_client)["routes"]["rows"]
     fallback = next(r for r in rows if r["name"] == "fallback")
-    response = admin_client.post("/balancers/new/routes/", route_post_data(rows, nav=f"remove:{fallback['key']}"),
-                                 headers={"HX-Request": "true"})
+    response = admin_client.post(
+        "/balancers/new/routes/",
+        route_post_data(rows, nav=f"remove:{fallback['key']}"),
+        headers={"HX-Request": "true"},
+    )
     html = response.content.decode()
     assert html.count("data-route-row") == 3 and NO_DEFAULT in html
     # Without htmx the same buttons work through a redirect.
@@ -143,14 +188,18 @@ def test_routes_are_added_and_removed_as_fragments(admin_client, demo) -> None:
     assert response.status_code == 302 and response["Location"] == "/balancers/new/routes/"
 
 
-def test_autosave_of_the_routes_answers_the_route_set_message_out_of_band(admin_client, demo) -> None:
+def test_autosave_of_the_routes_answers_the_route_set_message_out_of_band(
+    admin_client, demo
+) -> None:
     walk_to_routes(admin_client)
     rows = draft(admin_client)["routes"]["rows"]
     for row in rows:
         row["is_default"] = False
     data = route_post_data(rows)
     data.pop("nav")
-    html = admin_client.post("/balancers/new/routes/autosave/", data, headers={"HX-Request": "true"}).content.decode()
+    html = admin_client.post(
+        "/balancers/new/routes/autosave/", data, headers={"HX-Request": "true"}
+    ).content.decode()
     assert 'hx-swap-oob="true"' in html and NO_DEFAULT in html
 
 
@@ -159,10 +208,16 @@ def test_the_router_step_is_skipped_for_ordered_balancers(admin_client, demo) ->
     assert admin_client.get("/balancers/new/router/")["Location"] == "/balancers/new/routes/"
     rows = draft(admin_client)["routes"]["rows"]
     admin_client.post("/balancers/new/routes/", route_post_data(rows))
-    response = admin_client.post("/balancers/new/review/", {"nav": "save", "attempt_budget": "3", "request_timeout": "60"})
+    response = admin_client.post(
+        "/balancers/new/review/", {"nav": "save", "attempt_budget": "3", "request_timeout": "60"}
+    )
     assert response.status_code == 302
     balancer = Balancer.objects.get(name="ordered-one")
-    assert balancer.routing_mode == "ordered" and balancer.router_model is None and balancer.attempt_budget == 3
+    assert (
+        balancer.routing_mode == "ordered"
+        and balancer.router_model is None
+        and balancer.attempt_budget == 3
+    )
     assert balancer.enabled is False  # the box was left unchecked
 
 
@@ -172,7 +227,9 @@ def test_embeddings_cannot_use_the_intent_classifier(admin_client, demo) -> None
     state = draft(admin_client)
     assert state["mode"]["routing_mode"] == "ordered"
     assert [r["destination"] for r in state["routes"]["rows"]] == ["group:embed-pool"]
-    response = admin_client.post("/balancers/new/mode/", {"nav": "next", "routing_mode": "intent_classifier"})
+    response = admin_client.post(
+        "/balancers/new/mode/", {"nav": "next", "routing_mode": "intent_classifier"}
+    )
     assert "use ordered or weighted for embeddings" in response.content.decode()
 
 
@@ -189,8 +246,10 @@ def test_the_same_wizard_edits_a_balancer(admin_client, demo) -> None:
     assert response["Location"] == "/balancers/support-balancer/edit/review/"
     balancer.refresh_from_db()
     assert balancer.routes.get(name="efficient").intent != "Quick replies only."  # not saved yet
-    response = admin_client.post("/balancers/support-balancer/edit/review/", {
-        "nav": "save", "attempt_budget": "4", "request_timeout": "600", "enabled": "on"})
+    response = admin_client.post(
+        "/balancers/support-balancer/edit/review/",
+        {"nav": "save", "attempt_budget": "4", "request_timeout": "600", "enabled": "on"},
+    )
     assert response["Location"] == "/balancers/support-balancer/"
     assert balancer.routes.get(name="efficient").intent == "Quick replies only."
     assert balancer.routes.get(is_default=True).name == "reasoning"
@@ -199,11 +258,15 @@ def test_the_same_wizard_edits_a_balancer(admin_client, demo) -> None:
 
 def test_editing_keeps_the_name_unique_but_allows_its_own(admin_client, demo) -> None:
     admin_client.get("/balancers/support-balancer/edit/")
-    ok = admin_client.post("/balancers/support-balancer/edit/name/", {
-        "nav": "next", "name": "support-balancer", "serving_name": "support-balancer"})
+    ok = admin_client.post(
+        "/balancers/support-balancer/edit/name/",
+        {"nav": "next", "name": "support-balancer", "serving_name": "support-balancer"},
+    )
     assert ok.status_code == 302
-    taken = admin_client.post("/balancers/support-balancer/edit/name/", {
-        "nav": "next", "name": "embed-balancer", "serving_name": "support-balancer"})
+    taken = admin_client.post(
+        "/balancers/support-balancer/edit/name/",
+        {"nav": "next", "name": "embed-balancer", "serving_name": "support-balancer"},
+    )
     assert "A balancer named embed-balancer already exists." in taken.content.decode()
 
 
@@ -220,22 +283,51 @@ def test_unknown_steps_are_404(admin_client, demo, step: str) -> None:
     assert admin_client.get(f"/balancers/new/{step}/").status_code == 404
 
 
-def test_the_review_step_saves_the_response_cache_and_the_savings_baseline(admin_client, demo) -> None:
+def test_the_review_step_saves_the_response_cache_and_the_savings_baseline(
+    admin_client, demo
+) -> None:
     walk_to_routes(admin_client, name="cached-desk")
-    admin_client.post("/balancers/new/routes/", route_post_data(draft(admin_client)["routes"]["rows"]))
+    admin_client.post(
+        "/balancers/new/routes/", route_post_data(draft(admin_client)["routes"]["rows"])
+    )
     review = admin_client.get("/balancers/new/review/").content.decode()
     assert 'name="cache_mode"' in review and '<option value="fallback"' in review
-    refused = admin_client.post("/balancers/new/review/", {
-        "nav": "save", "attempt_budget": "4", "request_timeout": "600", "enabled": "on", "cache_mode": "semantic",
-        "cache_ttl_seconds": "0", "cache_similarity_threshold": "0.9", "baseline_route": "fallback"})
+    refused = admin_client.post(
+        "/balancers/new/review/",
+        {
+            "nav": "save",
+            "attempt_budget": "4",
+            "request_timeout": "600",
+            "enabled": "on",
+            "cache_mode": "semantic",
+            "cache_ttl_seconds": "0",
+            "cache_similarity_threshold": "0.9",
+            "baseline_route": "fallback",
+        },
+    )
     assert refused.status_code == 200 and not Balancer.objects.filter(name="cached-desk").exists()
-    response = admin_client.post("/balancers/new/review/", {
-        "nav": "save", "attempt_budget": "4", "request_timeout": "600", "enabled": "on", "cache_mode": "semantic",
-        "cache_ttl_seconds": "120", "cache_similarity_threshold": "0.9", "cache_shared_across_keys": "on",
-        "baseline_route": "fallback"})
+    response = admin_client.post(
+        "/balancers/new/review/",
+        {
+            "nav": "save",
+            "attempt_budget": "4",
+            "request_timeout": "600",
+            "enabled": "on",
+            "cache_mode": "semantic",
+            "cache_ttl_seconds": "120",
+            "cache_similarity_threshold": "0.9",
+            "cache_shared_across_keys": "on",
+            "baseline_route": "fallback",
+        },
+    )
     assert response.status_code == 302
     balancer = Balancer.objects.get(name="cached-desk")
-    assert (balancer.cache_mode, balancer.cache_ttl_seconds, balancer.cache_similarity_threshold,
-            balancer.cache_shared_across_keys, balancer.baseline_route) == ("semantic", 120, 0.9, True, "fallback")
+    assert (
+        balancer.cache_mode,
+        balancer.cache_ttl_seconds,
+        balancer.cache_similarity_threshold,
+        balancer.cache_shared_across_keys,
+        balancer.baseline_route,
+    ) == ("semantic", 120, 0.9, True, "fallback")
     detail = admin_client.get(f"/balancers/{balancer.name}/").content.decode()
     assert "Exact, then semantic · 120 s TTL" in detail and "shared across keys" in detail

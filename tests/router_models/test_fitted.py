@@ -34,8 +34,11 @@ def snips() -> tuple[list[RouteIntent], str | None, list[dict[str, str]]]:
     return routes, default, dev_lines("snips")
 
 
-def accuracy(classifier: FittedIntentClassifier | LocalIntentClassifier, default: str | None,
-             items: list[dict[str, str]]) -> float:
+def accuracy(
+    classifier: FittedIntentClassifier | LocalIntentClassifier,
+    default: str | None,
+    items: list[dict[str, str]],
+) -> float:
     hits = sum((classifier.classify(i["prompt"]).route or default) == i["route"] for i in items)
     return hits / len(items)
 
@@ -70,8 +73,11 @@ def test_a_route_scored_about_0_9_is_right_about_9_times_in_10():
     assert band.sum() >= 50
     assert abs(ok[band].mean() - conf[band].mean()) <= 0.12
     bins = np.minimum((conf * 10).astype(int), 9)
-    ece = sum(abs(conf[bins == b].mean() - ok[bins == b].mean()) * (bins == b).sum()
-              for b in range(10) if (bins == b).any()) / len(ok)
+    ece = sum(
+        abs(conf[bins == b].mean() - ok[bins == b].mean()) * (bins == b).sum()
+        for b in range(10)
+        if (bins == b).any()
+    ) / len(ok)
     assert ece < 0.07
 
 
@@ -79,7 +85,9 @@ def test_the_demo_routes_still_route_as_an_operator_would():
     classifier = FittedIntentClassifier(DEMO_ROUTES)
     assert classifier.classify("Summarise this support reply.").route == "efficient"
     assert classifier.classify("Resolve a multi-step refund dispute.").route == "reasoning"
-    assert classifier.classify("Rewrite this paragraph so it sounds friendlier.").route == "efficient"
+    assert (
+        classifier.classify("Rewrite this paragraph so it sounds friendlier.").route == "efficient"
+    )
     # "Anything else." without examples is a catch-all: it takes what fits no route.
     assert classifier.classify("Tell me about the history of the Roman empire.").route == "fallback"
 
@@ -140,6 +148,9 @@ def test_the_difficulty_score_tells_quick_requests_from_multi_step_problems(prom
 
 
 def test_every_local_decision_reports_its_difficulty():
-    for classifier in (FittedIntentClassifier(DEMO_ROUTES), LocalIntentClassifier(zero_shot(DEMO_ROUTES))):
+    for classifier in (
+        FittedIntentClassifier(DEMO_ROUTES),
+        LocalIntentClassifier(zero_shot(DEMO_ROUTES)),
+    ):
         decision = classifier.classify("Summarise this support reply.")
         assert decision.difficulty is not None and decision.difficulty < 0.5

@@ -5,12 +5,26 @@ from __future__ import annotations
 from gateway.router_models.local import RouteIntent
 from gateway.router_models.separation import route_overlaps
 
-BILLING = RouteIntent("billing", "Billing questions: invoices, refunds, payments.",
-                      ("Where is my invoice?", "I was charged twice", "Refund my order", "Update my card"))
-PAYMENTS = RouteIntent("payments", "Questions about invoices, refunds and charges.",
-                       ("Send me the invoice again", "Why was I charged?", "I want my money back", "Change payment method"))
-TECH = RouteIntent("tech", "Technical support: bugs, crashes, error messages.",
-                   ("The app crashes on start", "Error 500 when I log in", "Button does nothing", "Sync fails"))
+BILLING = RouteIntent(
+    "billing",
+    "Billing questions: invoices, refunds, payments.",
+    ("Where is my invoice?", "I was charged twice", "Refund my order", "Update my card"),
+)
+PAYMENTS = RouteIntent(
+    "payments",
+    "Questions about invoices, refunds and charges.",
+    (
+        "Send me the invoice again",
+        "Why was I charged?",
+        "I want my money back",
+        "Change payment method",
+    ),
+)
+TECH = RouteIntent(
+    "tech",
+    "Technical support: bugs, crashes, error messages.",
+    ("The app crashes on start", "Error 500 when I log in", "Button does nothing", "Sync fails"),
+)
 FALLBACK = RouteIntent("fallback", "Anything else.")
 
 

@@ -12,10 +12,18 @@ from tests.factories import make_balancer, make_instance, make_router_model
 
 pytestmark = pytest.mark.django_db
 
-COOKING = ["How long should I boil an egg?", "Give me a recipe for tomato soup.",
-           "What temperature do I roast a chicken at?", "How do I make pancakes fluffy?"]
-FOOTBALL = ["Who won the last World Cup?", "Explain the offside rule.",
-            "How many players are on a football team?", "When does the Premier League start?"]
+COOKING = [
+    "How long should I boil an egg?",
+    "Give me a recipe for tomato soup.",
+    "What temperature do I roast a chicken at?",
+    "How do I make pancakes fluffy?",
+]
+FOOTBALL = [
+    "Who won the last World Cup?",
+    "Explain the offside rule.",
+    "How many players are on a football team?",
+    "When does the Premier League start?",
+]
 
 
 def test_a_config_change_refits_the_router_at_snapshot_build():
@@ -23,10 +31,21 @@ def test_a_config_change_refits_the_router_at_snapshot_build():
         routing_mode="intent_classifier",
         router_model=make_router_model(),
         routes=[
-            {"name": "alpha", "intent": "Questions.", "instance": make_instance(), "priority": 1,
-             "is_default": True, "examples": COOKING},
-            {"name": "beta", "intent": "Questions.", "instance": make_instance(), "priority": 2,
-             "examples": FOOTBALL},
+            {
+                "name": "alpha",
+                "intent": "Questions.",
+                "instance": make_instance(),
+                "priority": 1,
+                "is_default": True,
+                "examples": COOKING,
+            },
+            {
+                "name": "beta",
+                "intent": "Questions.",
+                "instance": make_instance(),
+                "priority": 2,
+                "examples": FOOTBALL,
+            },
         ],
     )
     prompt = "What is the best way to bake bread at home?"

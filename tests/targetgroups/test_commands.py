@@ -27,7 +27,9 @@ def test_the_seed_file_round_trips_through_import_and_export():
     seed_demo()
     TargetGroup.objects.filter(name="tech-support-pool").delete()
     assert "Created target group tech-support-pool" in run("import_targetgroup", str(SEED_FILE))
-    assert json.loads(run("export_targetgroup", "tech-support-pool")) == json.loads(SEED_FILE.read_text())
+    assert json.loads(run("export_targetgroup", "tech-support-pool")) == json.loads(
+        SEED_FILE.read_text()
+    )
 
 
 def test_a_bad_file_changes_nothing_and_the_error_names_the_field(tmp_path):
@@ -38,7 +40,10 @@ def test_a_bad_file_changes_nothing_and_the_error_names_the_field(tmp_path):
     bad["members"][0]["weight"] = 100
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
-    with pytest.raises(CommandError, match=r"members\[1\]\.instance_id: No instance with instance_id 'inst_missing'"):
+    with pytest.raises(
+        CommandError,
+        match=r"members\[1\]\.instance_id: No instance with instance_id 'inst_missing'",
+    ):
         run("import_targetgroup", str(path))
     assert json.loads(run("export_targetgroup", "tech-support-pool")) == before
     path.write_text("{not json")
@@ -53,9 +58,17 @@ def test_seed_demo_is_idempotent():
     seed_demo()
     counts = (Instance.objects.count(), TargetGroup.objects.count(), Balancer.objects.count())
     assert "nothing changed" in run("seed_demo")
-    assert (Instance.objects.count(), TargetGroup.objects.count(), Balancer.objects.count()) == counts
+    assert (
+        Instance.objects.count(),
+        TargetGroup.objects.count(),
+        Balancer.objects.count(),
+    ) == counts
     support = Balancer.objects.get(name="support-balancer")
-    assert [r.name for r in support.routes.order_by("priority")] == ["efficient", "reasoning", "fallback"]
+    assert [r.name for r in support.routes.order_by("priority")] == [
+        "efficient",
+        "reasoning",
+        "fallback",
+    ]
     assert support.routes.get(is_default=True).name == "fallback"
     assert support.router_model.provider == "builtin"
     assert Balancer.objects.get(name="embed-balancer").workload_kind == "embeddings"
@@ -73,7 +86,12 @@ def test_create_api_key_prints_only_the_secret_and_stores_its_hash():
 
 
 def test_instance_api_keys_are_write_only_in_the_admin(admin_client):
-    inst = Instance.objects.create(instance_id="secret-holder", provider="openai", base_url="http://127.0.0.1:9/v1",
-                                   model="m", api_key="sk-very-secret")
+    inst = Instance.objects.create(
+        instance_id="secret-holder",
+        provider="openai",
+        base_url="http://127.0.0.1:9/v1",
+        model="m",
+        api_key="sk-very-secret",
+    )
     page = admin_client.get(f"/admin/targetgroups/instance/{inst.pk}/change/").content.decode()
     assert "sk-very-secret" not in page

@@ -23,7 +23,9 @@ SECRET = "sk-UPSTREAM-SECRET-4242"
 
 def stored_value(instance: Instance) -> str:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT api_key_encrypted FROM targetgroups_instance WHERE id = %s", [instance.pk])
+        cursor.execute(
+            "SELECT api_key_encrypted FROM targetgroups_instance WHERE id = %s", [instance.pk]
+        )
         return cursor.fetchone()[0]
 
 
@@ -50,32 +52,69 @@ def test_the_database_holds_a_token_and_the_snapshot_the_key() -> None:
 
 @pytest.mark.django_db
 def test_the_api_and_the_instance_page_stay_write_only(admin_client) -> None:
-    created = admin_client.post("/api/instances/", {"instance_id": "inst_k", "provider": "openai", "model": "m",
-                                                    "base_url": "http://127.0.0.1:9/v1", "api_key": SECRET},
-                                content_type="application/json")
-    assert created.status_code == 201 and SECRET not in created.content.decode() and created.json()["has_api_key"]
+    created = admin_client.post(
+        "/api/instances/",
+        {
+            "instance_id": "inst_k",
+            "provider": "openai",
+            "model": "m",
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key": SECRET,
+        },
+        content_type="application/json",
+    )
+    assert (
+        created.status_code == 201
+        and SECRET not in created.content.decode()
+        and created.json()["has_api_key"]
+    )
     page = admin_client.get("/instances/inst_k/").content.decode()
     assert SECRET not in page and "stored" in page
     # A blank key field keeps the stored key; the clear box removes it.
     instance = Instance.objects.get(instance_id="inst_k")
-    form = {"instance_id": "inst_k", "provider": "openai", "model": "m2", "base_url": "http://127.0.0.1:9/v1",
-            "workload_kind": "chat", "input_price_per_million": "0", "output_price_per_million": "0",
-            "quality_tier": "3", "connect_timeout": "5", "first_byte_timeout": "60", "request_timeout": "300",
-            "enabled": "on", "api_key": ""}
+    form = {
+        "instance_id": "inst_k",
+        "provider": "openai",
+        "model": "m2",
+        "base_url": "http://127.0.0.1:9/v1",
+        "workload_kind": "chat",
+        "input_price_per_million": "0",
+        "output_price_per_million": "0",
+        "quality_tier": "3",
+        "connect_timeout": "5",
+        "first_byte_timeout": "60",
+        "request_timeout": "300",
+        "enabled": "on",
+        "api_key": "",
+    }
     assert admin_client.post("/instances/inst_k/", form).status_code == 302
     instance.refresh_from_db()
     assert instance.model == "m2" and instance.api_key == SECRET
-    assert admin_client.post("/instances/inst_k/", {**form, "clear_api_key": "on"}).status_code == 302
+    assert (
+        admin_client.post("/instances/inst_k/", {**form, "clear_api_key": "on"}).status_code == 302
+    )
     instance.refresh_from_db()
     assert not instance.has_api_key
 
 
 @pytest.mark.django_db
 def test_keys_set_in_the_admin_are_stored_encrypted(admin_client) -> None:
-    form = {"instance_id": "inst_adm", "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1",
-            "workload_kind": "chat", "input_price_per_million": "0", "output_price_per_million": "0",
-            "quality_tier": "3", "connect_timeout": "5", "first_byte_timeout": "60", "request_timeout": "300",
-            "options": "{}", "enabled": "on", "api_key": SECRET}
+    form = {
+        "instance_id": "inst_adm",
+        "provider": "openai",
+        "model": "m",
+        "base_url": "http://127.0.0.1:9/v1",
+        "workload_kind": "chat",
+        "input_price_per_million": "0",
+        "output_price_per_million": "0",
+        "quality_tier": "3",
+        "connect_timeout": "5",
+        "first_byte_timeout": "60",
+        "request_timeout": "300",
+        "options": "{}",
+        "enabled": "on",
+        "api_key": SECRET,
+    }
     response = admin_client.post("/admin/targetgroups/instance/add/", form)
     assert response.status_code == 302, response.content.decode()[-3000:]
     instance = Instance.objects.get(instance_id="inst_adm")
@@ -122,7 +161,9 @@ def test_the_migration_encrypts_existing_plain_keys() -> None:
                 " workload_kind, input_price_per_million, output_price_per_million, quality_tier, connect_timeout,"
                 " first_byte_timeout, request_timeout, options, enabled, created_at, updated_at) VALUES"
                 " ('inst_old', '', 'openai', 'http://127.0.0.1:9/v1', 'm', %s, 'chat', 0, 0, 3, 5, 60, 300, '{}',"
-                " true, now(), now())", [SECRET])
+                " true, now(), now())",
+                [SECRET],
+            )
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())

@@ -22,7 +22,9 @@ class Command(BaseCommand):
         parser.add_argument("role", nargs="?", choices=[*ROLES, "none"])
 
     @transaction.atomic
-    def handle(self, *args: Any, username: str | None = None, role: str | None = None, **options: Any) -> None:
+    def handle(
+        self, *args: Any, username: str | None = None, role: str | None = None, **options: Any
+    ) -> None:
         User = get_user_model()
         if username is None:
             for user in User.objects.order_by("username"):
@@ -32,7 +34,9 @@ class Command(BaseCommand):
             raise CommandError("Name the role: " + ", ".join([*ROLES, "none"]) + ".")
         user = User.objects.filter(username=username).first()
         if user is None:
-            raise CommandError(f"No user named {username!r} (manage.py createsuperuser, or the admin, creates one).")
+            raise CommandError(
+                f"No user named {username!r} (manage.py createsuperuser, or the admin, creates one)."
+            )
         user.groups.remove(*Group.objects.filter(name__in=ROLES))
         if role != "none":
             user.groups.add(Group.objects.get(name=role))

@@ -22,11 +22,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("routes_file", type=Path)
         parser.add_argument("--name", required=True, help="the balancer's name and serving name")
-        parser.add_argument("--price", action="append", default=[], metavar="ROUTE=IN/OUT",
-                            help="USD per 1M input/output tokens for a route's instance (default 0.50/1.50)")
+        parser.add_argument(
+            "--price",
+            action="append",
+            default=[],
+            metavar="ROUTE=IN/OUT",
+            help="USD per 1M input/output tokens for a route's instance (default 0.50/1.50)",
+        )
 
     @transaction.atomic
-    def handle(self, *args: Any, routes_file: Path, name: str, price: list[str], **options: Any) -> None:
+    def handle(
+        self, *args: Any, routes_file: Path, name: str, price: list[str], **options: Any
+    ) -> None:
         try:
             doc = json.loads(routes_file.read_text())
             routes = doc["routes"]
@@ -42,7 +49,11 @@ class Command(BaseCommand):
                 raise CommandError(f"--price takes ROUTE=IN/OUT, got {item!r}") from None
         router, _ = Instance.objects.get_or_create(
             instance_id="local-router",
-            defaults={"display_name": "Local router model", "provider": "builtin", "model": "intent-classifier"},
+            defaults={
+                "display_name": "Local router model",
+                "provider": "builtin",
+                "model": "intent-classifier",
+            },
         )
         default = doc.get("default_route") or routes[-1]["name"]
         specs = []
@@ -50,14 +61,37 @@ class Command(BaseCommand):
             price_in, price_out = prices.get(route["name"], (Decimal("0.50"), Decimal("1.50")))
             instance, _ = Instance.objects.update_or_create(
                 instance_id=f"{name}-{route['name']}"[:63],
-                defaults={"display_name": f"{name} {route['name']}", "provider": "simulator", "model": route["name"],
-                          "workload_kind": "chat", "input_price_per_million": price_in,
-                          "output_price_per_million": price_out},
+                defaults={
+                    "display_name": f"{name} {route['name']}",
+                    "provider": "simulator",
+                    "model": route["name"],
+                    "workload_kind": "chat",
+                    "input_price_per_million": price_in,
+                    "output_price_per_million": price_out,
+                },
             )
-            specs.append({"name": route["name"], "intent": route["intent"], "examples": list(route.get("examples", [])),
-                          "instance": instance, "priority": index + 1, "is_default": route["name"] == default})
+            specs.append(
+                {
+                    "name": route["name"],
+                    "intent": route["intent"],
+                    "examples": list(route.get("examples", [])),
+                    "instance": instance,
+                    "priority": index + 1,
+                    "is_default": route["name"] == default,
+                }
+            )
         existing = Balancer.objects.filter(name=name).first()
-        balancer_save(balancer=existing, fields={"name": name, "serving_name": name, "workload_kind": "chat",
-                                                  "routing_mode": "intent_classifier", "router_model": router},
-                      routes=specs)
-        self.stdout.write(f"{'Replaced' if existing else 'Created'} balancer {name} with {len(specs)} routes.")
+        balancer_save(
+            balancer=existing,
+            fields={
+                "name": name,
+                "serving_name": name,
+                "workload_kind": "chat",
+                "routing_mode": "intent_classifier",
+                "router_model": router,
+            },
+            routes=specs,
+        )
+        self.stdout.write(
+            f"{'Replaced' if existing else 'Created'} balancer {name} with {len(specs)} routes."
+        )

@@ -26,10 +26,15 @@ class Command(BaseCommand):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise CommandError(f"{file} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+            raise CommandError(
+                f"{file} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from None
         try:
             group, created = target_group_import(data=data)
         except ValidationError as exc:
-            raise CommandError("invalid target group, nothing changed:\n  " + "\n  ".join(flatten_errors(exc.detail))) from None
+            raise CommandError(
+                "invalid target group, nothing changed:\n  "
+                + "\n  ".join(flatten_errors(exc.detail))
+            ) from None
         verb = "Created" if created else "Replaced"
         self.stdout.write(f"{verb} target group {group.name} with {group.members.count()} members.")

@@ -27,9 +27,12 @@ class Command(BaseCommand):
             # update(): the secret itself is unchanged, so no config change and no new updated_at.
             Instance.objects.filter(pk=pk, api_key_encrypted=token).update(api_key_encrypted=fresh)
             done += 1
-        self.stdout.write(f"Re-encrypted {done} upstream API key{'s' if done != 1 else ''} under the first key.")
+        self.stdout.write(
+            f"Re-encrypted {done} upstream API key{'s' if done != 1 else ''} under the first key."
+        )
         if unreadable:
             raise CommandError(
-                "No key in GATEWAY_ENCRYPTION_KEYS opens the stored key of: " + ", ".join(unreadable)
+                "No key in GATEWAY_ENCRYPTION_KEYS opens the stored key of: "
+                + ", ".join(unreadable)
                 + ". Add the key that encrypted them back (after the first), or set those keys again."
             )
