@@ -114,7 +114,7 @@ def test_breaking_an_upstream_fails_over_in_the_playground(ui) -> None:
 
     ui.go("/playground/?balancer=support-balancer")
     page.get_by_label("Route").select_option("fallback")
-    page.get_by_role("button", name="Send").click()
+    page.get_by_role("button", name="Send", exact=True).click()
     result = page.get_by_test_id("playground-result").first
     expect(result).to_contain_text("failed over")
     expect(result).not_to_contain_text("instance backup-small")
