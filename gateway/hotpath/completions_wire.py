@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from gateway.text import message_text
+from gateway.upstream.answers import event_data
 
 PASSED = (
     "max_tokens",
@@ -109,9 +110,7 @@ class StreamTranslator:
     def feed(self, event: bytes) -> list[bytes]:
         out: list[bytes] = []
         for raw in event.split(b"\n\n"):
-            data = b"\n".join(
-                line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:")
-            )
+            data = event_data(raw)
             if not data:
                 continue
             try:

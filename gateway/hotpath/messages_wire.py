@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 
 from gateway.text import estimate_tokens, message_text, prompt_tokens
+from gateway.upstream.answers import event_data
 from gateway.upstream.anthropic import FINISH
 
 # The inverse of the Anthropic provider's table (stop_sequence folds into end_turn).
@@ -373,9 +374,7 @@ class StreamTranslator:
         """Translate one or more SSE events of the chat stream."""
         out: list[bytes] = []
         for raw in event.split(b"\n\n"):
-            data = b"\n".join(
-                line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:")
-            )
+            data = event_data(raw)
             if not data:
                 continue
             if data == b"[DONE]":
