@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from config.api import JsonApi, json_object
 from config.api_fields import JsonTypesMixin, ObjectField
 from targetgroups import selectors
-from targetgroups.documents import TargetGroupDocument, target_group_document
+from targetgroups.documents import DocumentError, TargetGroupDocument, target_group_document
 from targetgroups.models import Instance, TargetGroup
 from targetgroups.services import (
     INSTANCE_FIELDS,
@@ -186,14 +186,14 @@ def _import(data: Any, *, group: TargetGroup | None = None) -> tuple[TargetGroup
     """
     try:
         return target_group_import(data=data, group=group)
-    except ValidationError as exc:
-        detail: Any = exc.detail
-        members = detail.get("members") if isinstance(detail, dict) else None
+    except DocumentError as exc:
+        detail: dict[str, Any] = dict(exc.detail)
+        members = detail.get("members")
         if isinstance(members, dict) and members and all(isinstance(k, int) for k in members):
             given = data.get("members") if isinstance(data, dict) else None
             count = max(len(given) if isinstance(given, list) else 0, max(members) + 1)
             detail["members"] = [members.get(index, {}) for index in range(count)]
-        raise
+        raise ValidationError(detail) from None
 
 
 class TargetGroupListApi(JsonApi):

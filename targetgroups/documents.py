@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from rest_framework import serializers
 
 from config.api_fields import JsonTypesMixin
@@ -31,6 +32,38 @@ DOCUMENT_KEYS = (
     "members",
 )
 MEMBER_KEYS = ("instance_id", "weight", "enabled", "priority")
+
+
+class DocumentError(ValidationError):
+    """A target-group document that does not validate.
+
+    It is Django's ValidationError, the one error type the services raise, so a page or a
+    command catches one thing; it also keeps the document's nested detail (`members[1]
+    .instance_id`) for the management API, which answers in that shape.
+    """
+
+    def __init__(self, detail: Any) -> None:
+        if not isinstance(detail, dict):
+            detail = {"non_field_errors": detail if isinstance(detail, list) else [detail]}
+        self.detail: dict[str, Any] = detail
+        super().__init__(
+            {
+                key: [str(m) for m in value]
+                if isinstance(value, list) and all(isinstance(m, str) for m in value)
+                else flatten_errors(value, str(key))
+                for key, value in detail.items()
+            }
+        )
+
+
+def document_validate(data: Any, *, group: TargetGroup | None = None) -> dict[str, Any]:
+    """The validated values of a target-group document; DocumentError names each wrong field."""
+    if not isinstance(data, dict):
+        raise DocumentError({"non_field_errors": ["A target group is a JSON object."]})
+    document = TargetGroupDocument(data=data, context={"group": group})
+    if not document.is_valid():
+        raise DocumentError(dict(document.errors))
+    return dict(document.validated_data)
 
 
 class StrictMixin:

@@ -6,9 +6,8 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
-from rest_framework.exceptions import ValidationError
 
-from targetgroups.documents import TargetGroupDocument
+from targetgroups.documents import DocumentError, document_validate
 from targetgroups.models import Instance, TargetGroup, TargetGroupMember
 from targetgroups.signals import configuration_changed
 
@@ -44,8 +43,6 @@ def instance_save(
             or instance.routes.exists()
             or instance.routed_balancers.exists()
         ):
-            from django.core.exceptions import ValidationError as DjangoValidationError
-
             raise DjangoValidationError(
                 {
                     "workload_kind": "This instance is in use; remove it from its groups and routes first."
@@ -56,19 +53,12 @@ def instance_save(
     return instance
 
 
-def target_group_validate(data: Any, *, group: TargetGroup | None = None) -> dict[str, Any]:
-    """Validate a target-group document; raise a ValidationError naming the field."""
-    if not isinstance(data, dict):
-        raise ValidationError({"non_field_errors": ["A target group is a JSON object."]})
-    document = TargetGroupDocument(data=data, context={"group": group})
-    document.is_valid(raise_exception=True)
-    return dict(document.validated_data)
-
-
 @transaction.atomic
 def target_group_import(*, data: Any, group: TargetGroup | None = None) -> tuple[TargetGroup, bool]:
-    """Create or replace the group named in the document. All or nothing."""
-    values = target_group_validate(data, group=group)
+    """Create or replace the group named in the document. All or nothing.
+
+    A document that does not validate raises DocumentError (a Django ValidationError)."""
+    values = document_validate(data, group=group)
     members = values.pop("members")
     group = group or TargetGroup.objects.filter(name=values["name"]).first()
     created = group is None
@@ -77,7 +67,7 @@ def target_group_import(*, data: Any, group: TargetGroup | None = None) -> tuple
         and group.workload_kind != values["workload_kind"]
         and group.routes.exists()
     ):
-        raise ValidationError(
+        raise DocumentError(
             {"workload_kind": ["This group is used by routes; its workload kind cannot change."]}
         )
     return _target_group_write(
@@ -134,7 +124,7 @@ def target_group_create(
     }
     if selection_policy:
         data["selection_policy"] = selection_policy
-    values = target_group_validate(data)
+    values = document_validate(data)
     members = values.pop("members")
     return _target_group_write(group=TargetGroup(), values=values, members=members)
 

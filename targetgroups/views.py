@@ -15,13 +15,12 @@ from django.db.models.functions import Lower
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from accounts.roles import OPERATOR, VIEWER, has_role, role_required
 from config.http import HtmxHttpRequest
 from gateway.hotpath.runtime import health_snapshot
 from gateway.reporting.selectors import probe_summaries
-from targetgroups.documents import flatten_errors, target_group_document
+from targetgroups.documents import DocumentError, flatten_errors, target_group_document
 from targetgroups.forms import InstanceForm, MemberAddForm, TargetGroupCreateForm
 from targetgroups.models import (
     SIMULATOR_OPTIONS,
@@ -93,11 +92,8 @@ def target_group_create_view(request: HtmxHttpRequest) -> HttpResponse:
                 enabled=data["enabled"],
                 instance_ids=data["members"],
             )
-        except ApiValidationError as exc:
-            detail = (
-                exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-            )
-            for field, errors in detail.items():
+        except DocumentError as exc:
+            for field, errors in exc.detail.items():
                 form.add_error(field if field in form.fields else None, _leaf_messages(errors))
         except DjangoValidationError as exc:
             _add_errors(form, exc)
@@ -308,7 +304,7 @@ def target_group_import_view(request: HtmxHttpRequest) -> HttpResponse:
             else:
                 try:
                     group, created = target_group_import(data=data)
-                except ApiValidationError as exc:
+                except DocumentError as exc:
                     errors = flatten_errors(exc.detail)
                 except DjangoValidationError as exc:
                     errors = flatten_errors(

@@ -135,3 +135,35 @@ def test_the_check_catches_an_import_that_runs_back_up(graph: grimp.ImportGraph)
 def test_every_module_has_a_layer(graph: grimp.ImportGraph) -> None:
     for module in graph.modules:
         layer_of(module)
+
+
+def api_framework_in_services(sources: dict[str, str]) -> list[str]:
+    """Services raise Django's ValidationError only: the doors translate it for their audience
+    (a form's errors, the management API's 400, a command's message)."""
+    problems = []
+    for name, text in sorted(sources.items()):
+        for node in ast.walk(ast.parse(text)):
+            modules = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            problems += [
+                f"{name} imports {m}" for m in modules if m.split(".")[0] == "rest_framework"
+            ]
+    return problems
+
+
+def test_services_raise_one_error_type() -> None:
+    sources = {
+        str(path.relative_to(ROOT)): path.read_text()
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("services.py"))
+    }
+    assert len(sources) >= 2
+    assert api_framework_in_services(sources) == []
+    # And it sees a service that reaches for the API framework's exception:
+    wrong = {"x/services.py": "from rest_framework.exceptions import ValidationError\n"}
+    assert api_framework_in_services(wrong) == ["x/services.py imports rest_framework.exceptions"]

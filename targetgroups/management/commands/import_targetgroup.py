@@ -5,10 +5,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework.exceptions import ValidationError
 
-from targetgroups.documents import flatten_errors
+from targetgroups.documents import DocumentError, flatten_errors
 from targetgroups.services import target_group_import
 
 
@@ -32,9 +32,13 @@ class Command(BaseCommand):
         try:
             group, created = target_group_import(data=data)
         except ValidationError as exc:
+            lines = flatten_errors(
+                exc.detail
+                if isinstance(exc, DocumentError)
+                else (exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+            )
             raise CommandError(
-                "invalid target group, nothing changed:\n  "
-                + "\n  ".join(flatten_errors(exc.detail))
+                "invalid target group, nothing changed:\n  " + "\n  ".join(lines)
             ) from None
         verb = "Created" if created else "Replaced"
         self.stdout.write(f"{verb} target group {group.name} with {group.members.count()} members.")
