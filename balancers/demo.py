@@ -186,6 +186,45 @@ SUPPORT_ROUTES: list[dict[str, Any]] = [
 ]
 
 
+# Each balancer: its fields (serving name = name, chat unless said) and its routes.
+BALANCERS: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
+    (
+        {
+            "name": "support-balancer",
+            "routing_mode": "intent_classifier",  # over the local-router instance
+            "description": "Easy prompts to efficient capacity, hard ones to reasoning, fallback behind both.",
+        },
+        SUPPORT_ROUTES,
+    ),
+    (
+        {
+            "name": "embed-balancer",
+            "workload_kind": "embeddings",
+            "routing_mode": "ordered",
+            "description": "Embeddings with a backup model.",
+        },
+        [
+            {
+                "name": "primary",
+                "group": "embed-pool",
+                "intent": "All embeddings.",
+                "priority": 1,
+                "is_default": True,
+            }
+        ],
+    ),
+    (
+        {
+            "name": "support-auto",
+            "routing_mode": "auto",
+            "auto_preference": "balanced",
+            "description": "The support pools ranked per request on quality, live latency, price and load.",
+        },
+        SUPPORT_ROUTES,
+    ),
+]
+
+
 @transaction.atomic
 def seed_demo() -> list[str]:
     """Create the demo objects that are missing; return what was created."""
@@ -225,70 +264,31 @@ def seed_demo() -> list[str]:
                 )
             created.append(f"target group {group.name}")
         groups[group.name] = group
-    if not Balancer.objects.filter(name="support-balancer").exists():
+    for fields, routes in BALANCERS:
+        if Balancer.objects.filter(name=fields["name"]).exists():
+            continue
         balancer_save(
             fields={
-                "name": "support-balancer",
-                "serving_name": "support-balancer",
+                "serving_name": fields["name"],
                 "workload_kind": "chat",
-                "routing_mode": "intent_classifier",
-                "router_model": instances["local-router"],
-                "description": "Easy prompts to efficient capacity, hard ones to reasoning, fallback behind both.",
+                **fields,
+                **(
+                    {"router_model": instances["local-router"]}
+                    if fields.get("routing_mode") == "intent_classifier"
+                    else {}
+                ),
             },
             routes=[
                 {
                     "name": r["name"],
                     "intent": r["intent"],
-                    "examples": r["examples"],
+                    "examples": r.get("examples", []),
                     "priority": r["priority"],
                     "is_default": r.get("is_default", False),
                     "target_group": groups[r["group"]],
                 }
-                for r in SUPPORT_ROUTES
+                for r in routes
             ],
         )
-        created.append("balancer support-balancer")
-    if not Balancer.objects.filter(name="embed-balancer").exists():
-        balancer_save(
-            fields={
-                "name": "embed-balancer",
-                "serving_name": "embed-balancer",
-                "workload_kind": "embeddings",
-                "routing_mode": "ordered",
-                "description": "Embeddings with a backup model.",
-            },
-            routes=[
-                {
-                    "name": "primary",
-                    "intent": "All embeddings.",
-                    "priority": 1,
-                    "is_default": True,
-                    "target_group": groups["embed-pool"],
-                }
-            ],
-        )
-        created.append("balancer embed-balancer")
-    if not Balancer.objects.filter(name="support-auto").exists():
-        balancer_save(
-            fields={
-                "name": "support-auto",
-                "serving_name": "support-auto",
-                "workload_kind": "chat",
-                "routing_mode": "auto",
-                "auto_preference": "balanced",
-                "description": "The support pools ranked per request on quality, live latency, price and load.",
-            },
-            routes=[
-                {
-                    "name": r["name"],
-                    "intent": r["intent"],
-                    "examples": r["examples"],
-                    "priority": r["priority"],
-                    "is_default": r.get("is_default", False),
-                    "target_group": groups[r["group"]],
-                }
-                for r in SUPPORT_ROUTES
-            ],
-        )
-        created.append("balancer support-auto")
+        created.append(f"balancer {fields['name']}")
     return created
