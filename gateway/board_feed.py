@@ -283,17 +283,27 @@ class BoardHub:
 
         from gateway.hotpath.redis_client import breaker
 
-        if breaker().is_open:
-            raise FeedUnavailable(breaker().reason)
+        # The board's own subscription may be the breaker's trial: a board opened while nothing
+        # else touches Redis still finds out that Redis is back.
+        shared = breaker()
+        if not shared.allow():
+            raise FeedUnavailable(shared.reason)
         client = aredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1.0)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             async with asyncio.timeout(2.0):
                 await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+        except asyncio.CancelledError:
+            shared.abandoned()
+            await pubsub.aclose()
+            await client.aclose()
+            raise
         except Exception as exc:
+            shared.failed(exc)
             await pubsub.aclose()
             await client.aclose()
             raise FeedUnavailable(str(exc)) from exc
+        shared.succeeded()
         return pubsub
 
     async def _read(self, state: _LoopState, pubsub: Any) -> None:

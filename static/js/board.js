@@ -14,8 +14,8 @@
   var flyers = picture.querySelector(".flyers");
   var status = document.querySelector("[data-testid=feed-status]");
   var events = document.getElementById("board-events");
-  var POLL_MS = 3000, RETRY_MS = 10000, CHIPS_PER_LANE = 14, ROWS = 15, HOP_MS = 110;
-  var source = null, pollTimer = null, retryTimer = null;
+  var POLL_MS = 3000, RETRY_FIRST_MS = 1000, RETRY_MAX_MS = 30000, CHIPS_PER_LANE = 14, ROWS = 15, HOP_MS = 110;
+  var source = null, pollTimer = null, retryTimer = null, retryMs = RETRY_FIRST_MS;
 
   function laneOf(route) {
     return route ? board.querySelector('.lane[data-route="' + CSS.escape(route) + '"]') : null;
@@ -191,7 +191,7 @@
   function connect() {
     if (!window.EventSource) { startPolling("This browser has no live feed."); return; }
     source = new EventSource(board.dataset.eventsUrl);
-    source.onopen = function () { stopPolling(); setStatus("Live.", true); };
+    source.onopen = function () { retryMs = RETRY_FIRST_MS; stopPolling(); setStatus("Live.", true); };
     source.addEventListener("requests", function (m) {
       var batch = JSON.parse(m.data);
       batch.events.forEach(draw);
@@ -200,7 +200,10 @@
     source.onerror = function () {
       startPolling("Live feed interrupted.");
       if (source.readyState === EventSource.CLOSED && !retryTimer) {
-        retryTimer = setTimeout(function () { retryTimer = null; connect(); }, RETRY_MS);
+        // Refused (a 503 while Redis is unreachable, a worker restarting): try again soon, then
+        // back off to RETRY_MAX_MS so that many boards do not hammer a server that is down.
+        retryTimer = setTimeout(function () { retryTimer = null; connect(); }, retryMs);
+        retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
       }
     };
   }

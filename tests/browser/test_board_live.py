@@ -261,3 +261,40 @@ def test_an_operator_disables_a_route_from_the_board_the_next_request_avoids_it_
     expect(entry).to_contain_text("operator")
     expect(entry).to_contain_text("route disabled")
     expect(entry).to_contain_text("route primary")
+
+
+def test_a_board_refused_while_redis_is_down_goes_live_again_soon_after(
+    browser: Any, transactional_db: Any, operator: Any, django_db_setup: Any
+) -> None:
+    """The stream is refused (503) while the gateway's Redis is down and the board polls; once
+    Redis is back the board is live again within a few seconds. Its retries after a refusal
+    come at 1, 2, 4 … s (they came every 10 s: back after about 8.5 s here)."""
+    from playwright.sync_api import expect
+
+    from tests.fault_servers import own_redis
+
+    with own_redis() as redis:
+        gateway = LiveGateway(
+            extra_env={
+                "GATEWAY_HTTPS": "0",
+                "REDIS_URL": redis.url,
+                "GATEWAY_BOARD_STATE_SECONDS": "0.3",
+            }
+        )
+        try:
+            board = next(_open_board(browser, gateway, operator))
+        except BaseException:
+            gateway.stop()
+            raise
+        try:
+            redis.kill()
+            expect(board.page.get_by_test_id("feed-status")).to_contain_text(
+                "Live feed interrupted.", timeout=10_000
+            )
+            # The browser's own reconnect (2 s) is refused: from here on the board's retries run.
+            time.sleep(3.5)
+            redis.start()
+            expect(board.page.get_by_test_id("feed-status")).to_have_text("Live.", timeout=6_000)
+        finally:
+            board.page.context.close()
+            gateway.stop()
