@@ -75,6 +75,7 @@ from balancers.services import (
 )
 from config.http import HtmxHttpRequest
 from gateway.board_feed import FeedUnavailable, hub
+from gateway.budgets import budget_list, budget_statuses
 from gateway.hotpath.runtime import mark_healthy
 from gateway.router_models.local import RouteIntent
 from gateway.router_models.separation import MAX_ROUTES as SEPARATION_MAX_ROUTES
@@ -212,6 +213,8 @@ def balancer_board(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "now": time.time(),
         "probes": member_probes(state),
         "savings": balancer_savings([state.balancer])[state.balancer.pk],
+        # The balancer's budgets: warning and reached ones are called out (docs/cost.md).
+        "budgets": budget_statuses(budgets=budget_list().filter(balancer=state.balancer)),
     }
     template = "balancers/board.html#events" if request.htmx else "balancers/board.html"
     return render(request, template, context)

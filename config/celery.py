@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -31,5 +32,22 @@ app.conf.beat_schedule = {
     "purge-stored-responses": {
         "task": "gateway.tasks.purge_stored_responses",
         "schedule": 3600.0,
+    },
+    # Budgets: their exact spend summed from the usage events, the request path's Redis
+    # counters raised to it, budget warnings and budgets reached raised (docs/cost.md).
+    "reconcile-budgets": {
+        "task": "gateway.tasks.reconcile_budgets",
+        "schedule": settings.GATEWAY_BUDGET_RECONCILE_SECONDS,
+    },
+    # Cost anomalies: each balancer's and team's last complete hour against its own
+    # baseline (median + k x MAD); run every hour, a second run for an hour adds nothing.
+    "detect-cost-anomalies": {
+        "task": "gateway.tasks.detect_cost_anomalies",
+        "schedule": crontab(minute=2),
+    },
+    # The alert webhook: due alerts POSTed, failed ones retried with back-off.
+    "deliver-alerts": {
+        "task": "gateway.tasks.deliver_alerts",
+        "schedule": settings.GATEWAY_ALERT_DELIVERY_SECONDS,
     },
 }

@@ -164,13 +164,15 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Smart Balancers management API",
-    "DESCRIPTION": "Instances, target groups, balancers with routes, gateway API keys, and usage and cost.",
+    "DESCRIPTION": "Instances, target groups, balancers with routes, gateway API keys, teams, budgets, and usage and cost.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # Request bodies get components of their own (`...Request`): a serializer used both ways
     # can then state what it accepts (non-blank strings) apart from what it returns.
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two models have a `kind` with choices (content rules, cost alerts): each enum its own name.
+    "ENUM_NAME_OVERRIDES": {"CostAlertKindEnum": "gateway.models.CostAlert.Kind"},
     # Every refusal (400/401/403/404/415) is in the schema too: config/api_schema.py.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -267,6 +269,26 @@ GATEWAY_RESPONSES_RETENTION_DAYS = envint("GATEWAY_RESPONSES_RETENTION_DAYS", 30
 # An upstream-reported token count above this (or negative, or fractional) is dropped for the
 # gateway's own estimate, noted on the usage event (gateway/upstream/answers.py).
 GATEWAY_MAX_REPORTED_TOKENS = envint("GATEWAY_MAX_REPORTED_TOKENS", 10_000_000, minimum=1000)
+
+# Budgets and cost anomalies (docs/cost.md). Budget counters are made exact from the usage
+# events every GATEWAY_BUDGET_RECONCILE_SECONDS; budget warnings, budgets reached and cost
+# anomalies are POSTed as JSON to GATEWAY_ALERT_WEBHOOK_URL (empty: shown on the pages only),
+# each POST bounded by GATEWAY_ALERT_WEBHOOK_TIMEOUT_SECONDS and retried with back-off.
+GATEWAY_BUDGET_RECONCILE_SECONDS = envfloat("GATEWAY_BUDGET_RECONCILE_SECONDS", 60.0, minimum=1.0)
+GATEWAY_ALERT_WEBHOOK_URL = envstr("GATEWAY_ALERT_WEBHOOK_URL", "")
+GATEWAY_ALERT_WEBHOOK_TIMEOUT_SECONDS = envfloat(
+    "GATEWAY_ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1
+)
+GATEWAY_ALERT_DELIVERY_SECONDS = envfloat("GATEWAY_ALERT_DELIVERY_SECONDS", 30.0, minimum=1.0)
+# The hourly anomaly job: an hour is an anomaly above median + max(k x 1.4826 x MAD, minimum
+# excess) of its own baseline (up to GATEWAY_ANOMALY_BASELINE_HOURS before it, at least
+# GATEWAY_ANOMALY_MIN_HISTORY_HOURS of them).
+GATEWAY_ANOMALY_SECONDS = 3600.0  # embedded mode's interval; Celery beat runs it at :02
+GATEWAY_ANOMALY_K = envfloat("GATEWAY_ANOMALY_K", 3.5, minimum=0.5)
+GATEWAY_ANOMALY_BASELINE_HOURS = envint("GATEWAY_ANOMALY_BASELINE_HOURS", 168, minimum=2)
+GATEWAY_ANOMALY_MIN_HISTORY_HOURS = envint("GATEWAY_ANOMALY_MIN_HISTORY_HOURS", 24, minimum=1)
+GATEWAY_ANOMALY_MIN_SPEND_USD = envfloat("GATEWAY_ANOMALY_MIN_SPEND_USD", 0.5, minimum=0.0)
+GATEWAY_ANOMALY_MIN_REQUESTS = envint("GATEWAY_ANOMALY_MIN_REQUESTS", 50, minimum=0)
 
 # Observability (docs/deploy.md "Observability"). Logs: one JSON object a line (`json`, the default
 # outside embedded mode) or plain text (`text`, the default in `make run`); one line per /v1 request

@@ -7,14 +7,22 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from gateway.models import ApiKey, UsageDeadLetter, UsageEvent
+from gateway.models import ApiKey, Budget, CostAlert, Team, UsageDeadLetter, UsageEvent
 from gateway.services import api_key_issue_secret
 
 
 class ApiKeyForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ["name", "balancers", "rate_limit_per_minute", "allow_route_override", "enabled"]
+        fields = [
+            "name",
+            "team",
+            "use_case",
+            "balancers",
+            "rate_limit_per_minute",
+            "allow_route_override",
+            "enabled",
+        ]
 
 
 @admin.register(ApiKey)
@@ -95,3 +103,22 @@ class UsageDeadLetterAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "description", "created_at")
+    search_fields = ("name",)
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "period", "limit_usd", "warn_share", "action", "enabled")
+    list_filter = ("period", "action", "enabled")
+
+
+@admin.register(CostAlert)
+class CostAlertAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "kind", "subject", "metric", "value", "threshold", "delivered_at")
+    list_filter = ("kind", "scope")
+    readonly_fields = [f.name for f in CostAlert._meta.fields]

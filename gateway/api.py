@@ -1,4 +1,4 @@
-"""Management API for gateway API keys: one DRF view per operation.
+"""Management API for gateway API keys, teams, budgets and usage: one DRF view per operation.
 
 Only a key's hash is stored; its secret is in the create response and nowhere
 else, so no other response carries it (nor the hash): keys are recognised by
@@ -7,6 +7,7 @@ their `prefix`.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
@@ -22,7 +23,9 @@ from rest_framework.views import APIView
 from balancers.models import Balancer
 from config.api import JsonApi
 from config.api_fields import JsonTypesMixin, NameField
-from gateway.models import ApiKey
+from gateway.budgets import BudgetStatus, budget_list, budget_statuses
+from gateway.models import ApiKey, Budget, CostAlert, Team, use_case_validator
+from gateway.reporting.anomalies import anomalies_between
 from gateway.reporting.rollups import rollup_usage
 from gateway.reporting.savings import SavingsReport
 from gateway.reporting.selectors import (
@@ -35,11 +38,26 @@ from gateway.reporting.selectors import (
     usage_rows,
     usage_totals,
 )
-from gateway.services import api_key_create, api_key_delete, api_key_revoke, api_key_update
+from gateway.services import (
+    api_key_create,
+    api_key_delete,
+    api_key_revoke,
+    api_key_update,
+    budget_create,
+    budget_delete,
+    budget_update,
+    team_create,
+    team_delete,
+    team_update,
+)
 
 
 def _api_keys() -> QuerySet[ApiKey]:
-    return ApiKey.objects.prefetch_related("balancers").order_by("-created_at", "-id")
+    return (
+        ApiKey.objects.prefetch_related("balancers")
+        .select_related("team")
+        .order_by("-created_at", "-id")
+    )
 
 
 def _api_key_or_404(key_id: int) -> ApiKey:
@@ -59,6 +77,26 @@ def _balancers_field(**kwargs: Any) -> Any:  # a ManyRelatedField at run time (m
     )
 
 
+def _team_field(**kwargs: Any) -> Any:
+    return NameField(
+        slug_field="name",
+        queryset=Team.objects.all(),
+        allow_null=True,
+        help_text="The team (its name) the key's spend counts to; null: none.",
+        **kwargs,
+    )
+
+
+def _use_case_field() -> serializers.CharField:
+    return serializers.CharField(
+        max_length=63,
+        required=False,
+        allow_blank=True,
+        validators=[use_case_validator],
+        help_text="The use-case tag of its requests unless a request names one; empty: none.",
+    )
+
+
 class ApiKeyOutputSerializer(serializers.ModelSerializer):
     balancers: serializers.SlugRelatedField[Balancer] = serializers.SlugRelatedField(
         slug_field="name",
@@ -67,6 +105,9 @@ class ApiKeyOutputSerializer(serializers.ModelSerializer):
         help_text="Names of the balancers this key may call; empty: every balancer.",
     )
     is_active = serializers.BooleanField(read_only=True, help_text="Enabled and not revoked.")
+    team: serializers.SlugRelatedField[Team] = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, allow_null=True, help_text="Its team's name, or null."
+    )
 
     class Meta:
         model = ApiKey
@@ -74,6 +115,8 @@ class ApiKeyOutputSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "prefix",
+            "team",
+            "use_case",
             "balancers",
             "rate_limit_per_minute",
             "allow_route_override",
@@ -107,6 +150,8 @@ class ApiKeyCreateApi(JsonApi):
             required=False,
             help_text="May force an enabled route with the X-Balancer-Route header; default false.",
         )
+        team = _team_field(required=False)
+        use_case = _use_case_field()
 
         class Meta:
             ref_name = "ApiKeyCreateInput"
@@ -164,6 +209,8 @@ class ApiKeyUpdateApi(JsonApi):
         enabled = serializers.BooleanField(
             required=False, help_text="A revoked key cannot be enabled again."
         )
+        team = _team_field(required=False)
+        use_case = _use_case_field()
 
         class Meta:
             ref_name = "ApiKeyUpdateInput"
@@ -208,6 +255,297 @@ class ApiKeyDeleteApi(JsonApi):
     def delete(self, request: Request, key_id: int) -> Response:
         api_key_delete(key=_api_key_or_404(key_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Teams ------------------------------------------------------------------------------
+
+
+class TeamOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Team
+        fields: tuple[str, ...] = ("id", "name", "description", "created_at")
+        read_only_fields = fields
+        ref_name = "Team"
+
+
+class TeamInputSerializer(JsonTypesMixin, serializers.Serializer):
+    name = serializers.SlugField(max_length=63, help_text="Letters, digits, '-' and '_'.")
+    description = serializers.CharField(max_length=300, required=False, allow_blank=True)
+
+    class Meta:
+        ref_name = "TeamInput"
+
+
+def _team_or_404(team_id: int) -> Team:
+    team = Team.objects.filter(pk=team_id).first()
+    if team is None:
+        raise NotFound(f"No team with id {team_id}.")
+    return team
+
+
+class TeamListApi(JsonApi):
+    OutputSerializer = TeamOutputSerializer
+
+    @extend_schema(summary="List teams", responses=OutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(Team.objects.order_by("name"), many=True).data)
+
+
+class TeamCreateApi(JsonApi):
+    InputSerializer = TeamInputSerializer
+    OutputSerializer = TeamOutputSerializer
+
+    @extend_schema(
+        summary="Create a team", request=InputSerializer, responses={201: OutputSerializer}
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        team = team_create(**serializer.validated_data)
+        return Response(self.OutputSerializer(team).data, status=status.HTTP_201_CREATED)
+
+
+class TeamRetrieveApi(JsonApi):
+    OutputSerializer = TeamOutputSerializer
+
+    @extend_schema(summary="Retrieve a team", responses=OutputSerializer)
+    def get(self, request: Request, team_id: int) -> Response:
+        return Response(self.OutputSerializer(_team_or_404(team_id)).data)
+
+
+class TeamUpdateApi(JsonApi):
+    InputSerializer = TeamInputSerializer
+    OutputSerializer = TeamOutputSerializer
+
+    @extend_schema(summary="Update a team", request=InputSerializer, responses=OutputSerializer)
+    def put(self, request: Request, team_id: int) -> Response:
+        return self._update(request, team_id, partial=False)
+
+    @extend_schema(
+        summary="Update some fields of a team", request=InputSerializer, responses=OutputSerializer
+    )
+    def patch(self, request: Request, team_id: int) -> Response:
+        return self._update(request, team_id, partial=True)
+
+    def _update(self, request: Request, team_id: int, *, partial: bool) -> Response:
+        team = _team_or_404(team_id)
+        serializer = self.InputSerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        return Response(
+            self.OutputSerializer(team_update(team=team, **serializer.validated_data)).data
+        )
+
+
+class TeamDeleteApi(JsonApi):
+    @extend_schema(
+        summary="Delete a team (its keys stay, without a team; its budgets go)",
+        responses={204: None},
+    )
+    def delete(self, request: Request, team_id: int) -> Response:
+        team_delete(team=_team_or_404(team_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Budgets ----------------------------------------------------------------------------
+
+
+class BudgetOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    scope = serializers.ChoiceField(choices=["team", "api_key", "balancer"])
+    team = serializers.CharField(allow_null=True, help_text="The team's name (scope team).")
+    api_key_id = serializers.IntegerField(allow_null=True, help_text="Scope api_key.")
+    balancer = serializers.CharField(
+        allow_null=True, help_text="The balancer's name (scope balancer)."
+    )
+    period = serializers.ChoiceField(choices=Budget.Period.choices)
+    limit_usd = serializers.DecimalField(max_digits=14, decimal_places=4)
+    warn_share = serializers.DecimalField(max_digits=4, decimal_places=3)
+    action = serializers.ChoiceField(choices=Budget.Action.choices)
+    enabled = serializers.BooleanField()
+    period_start = serializers.DateTimeField(help_text="The current period, UTC.")
+    period_end = serializers.DateTimeField()
+    spent_usd = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        help_text="Spend in the current period, from the usage events.",
+    )
+    share = serializers.FloatField(help_text="spent_usd / limit_usd.")
+    state = serializers.ChoiceField(choices=["ok", "warning", "reached"])
+
+    class Meta:
+        ref_name = "Budget"
+
+
+def _budget(status: BudgetStatus) -> dict[str, Any]:
+    budget = status.budget
+    return {
+        "id": budget.pk,
+        "scope": budget.scope,
+        "team": budget.team.name if budget.team else None,
+        "api_key_id": budget.api_key_id,
+        "balancer": budget.balancer.name if budget.balancer else None,
+        "period": budget.period,
+        "limit_usd": budget.limit_usd,
+        "warn_share": budget.warn_share,
+        "action": budget.action,
+        "enabled": budget.enabled,
+        "period_start": status.start,
+        "period_end": status.end,
+        "spent_usd": status.spent,
+        "share": round(status.share, 6),
+        "state": status.state,
+    }
+
+
+def _budget_or_404(budget_id: int) -> Budget:
+    budget = budget_list().filter(pk=budget_id).first()
+    if budget is None:
+        raise NotFound(f"No budget with id {budget_id}.")
+    return budget
+
+
+def _budget_output(budget_id: int) -> dict[str, Any]:
+    rollup_usage()
+    return _budget(budget_statuses(budgets=[_budget_or_404(budget_id)])[0])
+
+
+class BudgetListApi(JsonApi):
+    @extend_schema(
+        summary="List budgets with their spend in the current period",
+        responses=BudgetOutputSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        rollup_usage()
+        data = [_budget(s) for s in budget_statuses(budgets=budget_list())]
+        return Response(BudgetOutputSerializer(data, many=True).data)
+
+
+class BudgetCreateApi(JsonApi):
+    class InputSerializer(JsonTypesMixin, serializers.Serializer):
+        team = NameField(
+            slug_field="name",
+            queryset=Team.objects.all(),
+            required=False,
+            help_text="A team's name.",
+        )
+        api_key = serializers.PrimaryKeyRelatedField(
+            queryset=ApiKey.objects.all(), required=False, help_text="An API key's id."
+        )
+        balancer = NameField(
+            slug_field="name",
+            queryset=Balancer.objects.all(),
+            required=False,
+            help_text="A balancer's name.",
+        )
+        period = serializers.ChoiceField(choices=Budget.Period.choices, default="monthly")
+        limit_usd = serializers.DecimalField(
+            max_digits=14, decimal_places=4, min_value=Decimal("0.0001")
+        )
+        warn_share = serializers.DecimalField(
+            max_digits=4,
+            decimal_places=3,
+            min_value=Decimal("0.01"),
+            max_value=Decimal(1),
+            required=False,
+            help_text="Warn at this share of the limit; default 0.8.",
+        )
+        action = serializers.ChoiceField(choices=Budget.Action.choices, default="refuse")
+        enabled = serializers.BooleanField(required=False, default=True)
+
+        class Meta:
+            ref_name = "BudgetCreateInput"
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            named = [
+                name for name in ("team", "api_key", "balancer") if attrs.get(name) is not None
+            ]
+            if len(named) != 1:
+                raise serializers.ValidationError(
+                    {"non_field_errors": ["Name exactly one of team, api_key and balancer."]}
+                )
+            return attrs
+
+    @extend_schema(
+        summary="Add a budget to a team, an API key or a balancer",
+        request=InputSerializer,
+        responses={201: BudgetOutputSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        budget = budget_create(**serializer.validated_data)
+        return Response(
+            BudgetOutputSerializer(_budget_output(budget.pk)).data, status=status.HTTP_201_CREATED
+        )
+
+
+class BudgetRetrieveApi(JsonApi):
+    @extend_schema(summary="Retrieve a budget and its spend", responses=BudgetOutputSerializer)
+    def get(self, request: Request, budget_id: int) -> Response:
+        return Response(BudgetOutputSerializer(_budget_output(budget_id)).data)
+
+
+class BudgetUpdateApi(JsonApi):
+    """Change a budget's period, limit, warning share, action or enabled flag; not its subject."""
+
+    class InputSerializer(JsonTypesMixin, serializers.Serializer):
+        period = serializers.ChoiceField(choices=Budget.Period.choices, required=False)
+        limit_usd = serializers.DecimalField(
+            max_digits=14, decimal_places=4, min_value=Decimal("0.0001"), required=False
+        )
+        warn_share = serializers.DecimalField(
+            max_digits=4,
+            decimal_places=3,
+            min_value=Decimal("0.01"),
+            max_value=Decimal(1),
+            required=False,
+        )
+        action = serializers.ChoiceField(choices=Budget.Action.choices, required=False)
+        enabled = serializers.BooleanField(required=False)
+
+        class Meta:
+            ref_name = "BudgetUpdateInput"
+
+    @extend_schema(
+        summary="Update some fields of a budget",
+        request=InputSerializer,
+        responses=BudgetOutputSerializer,
+    )
+    def patch(self, request: Request, budget_id: int) -> Response:
+        budget = _budget_or_404(budget_id)
+        serializer = self.InputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        budget_update(budget=budget, **serializer.validated_data)
+        return Response(BudgetOutputSerializer(_budget_output(budget_id)).data)
+
+
+class BudgetDeleteApi(JsonApi):
+    @extend_schema(summary="Delete a budget", responses={204: None})
+    def delete(self, request: Request, budget_id: int) -> Response:
+        budget_delete(budget=_budget_or_404(budget_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class CostAlertSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CostAlert
+        fields: tuple[str, ...] = (
+            "id",
+            "kind",
+            "scope",
+            "subject_id",
+            "subject",
+            "period_start",
+            "metric",
+            "value",
+            "threshold",
+            "baseline",
+            "message",
+            "created_at",
+            "delivered_at",
+        )
+        read_only_fields = fields
+        ref_name = "CostAlert"
 
 
 # --- Usage and cost -------------------------------------------------------------------
@@ -271,6 +609,8 @@ class UsageRowSerializer(UsageTotalsSerializer):
     model = serializers.CharField()
     api_key_id = serializers.IntegerField(allow_null=True)
     api_key = serializers.CharField()
+    team = serializers.CharField(help_text="The key's team then; empty without one.")
+    use_case = serializers.CharField(help_text="The request's use-case tag; empty without one.")
     cost_share = serializers.FloatField(help_text="This row's share of the range's cost, 0..1.")
 
 
@@ -324,7 +664,14 @@ class UsageSerializer(serializers.Serializer):
         help_text="Cache savings and savings against two baselines (docs/gateway.md)."
     )
     rows = UsageRowSerializer(
-        many=True, help_text="One per balancer, route, instance, model and key; costliest first."
+        many=True,
+        help_text="One per balancer, route, instance, model, key, team and use case; costliest first.",
+    )
+    budgets = BudgetOutputSerializer(
+        many=True, help_text="Every budget with its spend in its current period."
+    )
+    anomalies = CostAlertSerializer(
+        many=True, help_text="Cost anomalies raised for hours within the range."
     )
 
 
@@ -381,6 +728,8 @@ def _row(row: UsageRow) -> dict[str, Any]:
         "model": row.model,
         "api_key_id": row.api_key_id,
         "api_key": row.api_key,
+        "team": row.team,
+        "use_case": row.use_case,
         "cost_share": round(float(row.cost_share), 6),
         "mean_latency_ms": None if mean is None else round(mean, 1),
     }
@@ -388,7 +737,7 @@ def _row(row: UsageRow) -> dict[str, Any]:
 
 class UsageApi(APIView):
     @extend_schema(
-        summary="Requests, tokens and cost over a range, split by balancer, route, instance, model and key",
+        summary="Requests, tokens and cost over a range, split by balancer, route, instance, model, key, team and use case; budgets and anomalies",
         parameters=[UsageQuerySerializer],
         responses=UsageSerializer,
     )
@@ -407,5 +756,7 @@ class UsageApi(APIView):
             "totals": _totals(usage_totals(filters=filters, start=start, end=end)),
             "savings": _savings(savings_report(filters=filters, start=start, end=end)),
             "rows": [_row(row) for row in usage_rows(filters=filters, start=start, end=end)],
+            "budgets": [_budget(status) for status in budget_statuses(budgets=budget_list())],
+            "anomalies": anomalies_between(start=start, end=end, limit=500),
         }
         return Response(UsageSerializer(data).data)

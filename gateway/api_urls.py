@@ -10,6 +10,16 @@ from gateway.api import (
     ApiKeyRetrieveApi,
     ApiKeyRevokeApi,
     ApiKeyUpdateApi,
+    BudgetCreateApi,
+    BudgetDeleteApi,
+    BudgetListApi,
+    BudgetRetrieveApi,
+    BudgetUpdateApi,
+    TeamCreateApi,
+    TeamDeleteApi,
+    TeamListApi,
+    TeamRetrieveApi,
+    TeamUpdateApi,
     UsageApi,
 )
 
@@ -21,5 +31,17 @@ urlpatterns = [
         name="api-api-key",
     ),
     path("api-keys/<int:key_id>/revoke/", ApiKeyRevokeApi.as_view(), name="api-api-key-revoke"),
+    path("teams/", endpoint(TeamListApi, TeamCreateApi), name="api-teams"),
+    path(
+        "teams/<int:team_id>/",
+        endpoint(TeamRetrieveApi, TeamUpdateApi, TeamDeleteApi),
+        name="api-team",
+    ),
+    path("budgets/", endpoint(BudgetListApi, BudgetCreateApi), name="api-budgets"),
+    path(
+        "budgets/<int:budget_id>/",
+        endpoint(BudgetRetrieveApi, BudgetUpdateApi, BudgetDeleteApi),
+        name="api-budget",
+    ),
     path("usage/", UsageApi.as_view(), name="api-usage"),
 ]

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from decimal import Decimal
 
-from django.core.validators import MinValueValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from balancers.models import Balancer
@@ -18,6 +20,29 @@ def hash_api_key(secret: str) -> str:
 
 def new_api_key_secret() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+# A use-case tag: what a request is for ("support-chat", "nightly-summaries"). Set on a key, or by a
+# request (the x-balancer-use-case header or metadata.use_case; docs/cost.md).
+USE_CASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$"
+use_case_validator = RegexValidator(
+    USE_CASE_PATTERN,
+    "A use case is 1 to 63 letters, digits, '_', '.', ':' or '-', starting with a letter or digit.",
+)
+
+
+class Team(models.Model):
+    """Who pays: API keys belong to a team, and spend is broken down and budgeted by team."""
+
+    name = models.SlugField(max_length=63, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class ApiKey(models.Model):
@@ -41,6 +66,20 @@ class ApiKey(models.Model):
         default=False,
         verbose_name="may choose the route",
         help_text="Requests with this key may force an enabled route with the X-Balancer-Route header.",
+    )
+    team = models.ForeignKey(
+        Team,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="api_keys",
+        help_text="The team its spend is counted to; empty: no team.",
+    )
+    use_case = models.CharField(
+        max_length=63,
+        blank=True,
+        validators=[use_case_validator],
+        help_text="The use-case tag of its requests, unless a request names its own.",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -93,6 +132,16 @@ class UsageEvent(models.Model):
         db_constraint=False,
     )
     serving_name = models.CharField(max_length=128, blank=True)
+    team = models.ForeignKey(
+        Team,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        help_text="The key's team when the request was made.",
+    )
+    use_case = models.CharField(max_length=63, blank=True)
     route = models.CharField(max_length=63, blank=True)
     instance = models.CharField(max_length=63, blank=True, help_text="instance_id that answered")
     model = models.CharField(max_length=200, blank=True)
@@ -158,7 +207,8 @@ class UsageDeadLetter(models.Model):
 
 
 class UsageHourly(models.Model):
-    """Usage events summed per UTC hour and per balancer, route, instance, model and API key.
+    """Usage events summed per UTC hour and per balancer, route, instance, model, API key, team
+    and use case.
 
     Written only by gateway.reporting.rollups.rollup_usage; the usage page reads these rows,
     and they outlive the raw events (GATEWAY_USAGE_RETENTION_DAYS).
@@ -186,6 +236,15 @@ class UsageHourly(models.Model):
         related_name="+",
         db_constraint=False,
     )
+    team = models.ForeignKey(
+        Team,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+    )
+    use_case = models.CharField(max_length=63, blank=True)
     requests = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(
         default=0, help_text="Requests answered with a status of 400 or more."
@@ -300,3 +359,160 @@ class ProbeRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance_id} at {self.checked_at:%H:%M:%S}: {self.verdict}"
+
+
+class Budget(models.Model):
+    """A daily or monthly spend limit on one team, API key or balancer (docs/cost.md).
+
+    Counted on the request path in Redis (gateway.hotpath.budgets), made exact from the usage
+    events by gateway.budgets.budgets_reconcile. At `warn_share` of the limit the pages and the
+    webhook say so; at the limit `action` applies.
+    """
+
+    class Period(models.TextChoices):
+        DAILY = "daily", "Daily (UTC day)"
+        MONTHLY = "monthly", "Monthly (UTC calendar month)"
+
+    class Action(models.TextChoices):
+        REFUSE = "refuse", "Refuse (429 insufficient_quota)"
+        DOWNGRADE = "downgrade", "Downgrade to the cheapest route"
+
+    team = models.ForeignKey(
+        Team, on_delete=models.CASCADE, null=True, blank=True, related_name="budgets"
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="budgets"
+    )
+    balancer = models.ForeignKey(
+        Balancer, on_delete=models.CASCADE, null=True, blank=True, related_name="budgets"
+    )
+    period = models.CharField(max_length=10, choices=Period.choices, default=Period.MONTHLY)
+    limit_usd = models.DecimalField(
+        max_digits=14,
+        decimal_places=4,
+        validators=[MinValueValidator(Decimal("0.0001"))],
+        help_text="Spend allowed in the period, in US dollars.",
+    )
+    warn_share = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        default=Decimal("0.8"),
+        validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(Decimal(1))],
+        help_text="Warn at this share of the limit (0.01 to 1).",
+    )
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.REFUSE)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["period", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                name="budget_one_subject",
+                condition=(
+                    models.Q(team__isnull=False, api_key__isnull=True, balancer__isnull=True)
+                    | models.Q(team__isnull=True, api_key__isnull=False, balancer__isnull=True)
+                    | models.Q(team__isnull=True, api_key__isnull=True, balancer__isnull=False)
+                ),
+            ),
+            models.UniqueConstraint(
+                fields=["team", "period"],
+                condition=models.Q(team__isnull=False),
+                name="budget_unique_team_period",
+                violation_error_message="This team already has a budget for that period.",
+            ),
+            models.UniqueConstraint(
+                fields=["api_key", "period"],
+                condition=models.Q(api_key__isnull=False),
+                name="budget_unique_key_period",
+                violation_error_message="This API key already has a budget for that period.",
+            ),
+            models.UniqueConstraint(
+                fields=["balancer", "period"],
+                condition=models.Q(balancer__isnull=False),
+                name="budget_unique_balancer_period",
+                violation_error_message="This balancer already has a budget for that period.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} budget of {self.subject_label}: ${self.limit_usd}"
+
+    def clean(self) -> None:
+        subjects = [s for s in (self.team_id, self.api_key_id, self.balancer_id) if s is not None]
+        if len(subjects) != 1:
+            raise ValidationError("A budget is for exactly one team, API key or balancer.")
+
+    @property
+    def scope(self) -> str:
+        return "team" if self.team_id else "api_key" if self.api_key_id else "balancer"
+
+    @property
+    def subject_id(self) -> int:
+        return self.team_id or self.api_key_id or self.balancer_id or 0
+
+    @property
+    def subject_label(self) -> str:
+        if self.team is not None:
+            return f"team {self.team.name}"
+        if self.api_key is not None:
+            return f"API key {self.api_key.name}"
+        return f"balancer {self.balancer.name}" if self.balancer is not None else "?"
+
+
+class CostAlert(models.Model):
+    """A budget warning, a budget reached, or a cost anomaly: shown on the usage page and sent to
+    the webhook (GATEWAY_ALERT_WEBHOOK_URL) by gateway.alerts.alerts_deliver, off the request path.
+
+    One row per subject, period (or anomaly hour), kind and metric: a job that runs twice
+    raises nothing twice.
+    """
+
+    class Kind(models.TextChoices):
+        BUDGET_WARNING = "budget_warning", "Budget warning"
+        BUDGET_REACHED = "budget_reached", "Budget reached"
+        ANOMALY = "anomaly", "Cost anomaly"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    scope = models.CharField(max_length=10, help_text="team, api_key or balancer")
+    subject_id = models.BigIntegerField()
+    subject = models.CharField(max_length=200, help_text="Its name when the alert was raised.")
+    period_start = models.DateTimeField(
+        db_index=True, help_text="The budget's period, or the anomaly's hour (UTC)."
+    )
+    metric = models.CharField(max_length=20, default="spend", help_text="spend or requests")
+    value = models.DecimalField(max_digits=20, decimal_places=10)
+    threshold = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        help_text="The budget's warning level or limit, or the anomaly's upper bound.",
+    )
+    baseline = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        null=True,
+        blank=True,
+        help_text="Anomalies: the median of the baseline hours.",
+    )
+    message = models.CharField(max_length=500)
+    budget = models.ForeignKey(
+        Budget, on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Webhook delivery (gateway.alerts): claimed with a conditional update, retried with back-off.
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "scope", "subject_id", "period_start", "metric"],
+                name="cost_alert_once",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.message

@@ -1,13 +1,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from balancers.models import Balancer
-from gateway.models import ApiKey, StoredResponse, hash_api_key, new_api_key_secret
+from gateway.models import (
+    ApiKey,
+    Budget,
+    StoredResponse,
+    Team,
+    hash_api_key,
+    new_api_key_secret,
+)
 
 
 @transaction.atomic
@@ -17,12 +25,16 @@ def api_key_create(
     balancers: Iterable[Balancer] = (),
     rate_limit_per_minute: int | None = None,
     allow_route_override: bool = False,
+    team: Team | None = None,
+    use_case: str = "",
 ) -> tuple[ApiKey, str]:
     """Create a key; return it with its secret, which is never stored or shown again."""
     key = ApiKey(
         name=name,
         rate_limit_per_minute=rate_limit_per_minute,
         allow_route_override=allow_route_override,
+        team=team,
+        use_case=use_case,
     )
     secret = api_key_issue_secret(key=key)
     key.full_clean()
@@ -72,3 +84,75 @@ def stored_responses_purge() -> int:
     """Delete the stored /v1/responses answers whose retention has run out; the number deleted."""
     deleted, _ = StoredResponse.objects.filter(expires_at__lte=timezone.now()).delete()
     return deleted
+
+
+# -- teams and budgets --------------------------------------------------------------------------
+
+
+def team_create(*, name: str, description: str = "") -> Team:
+    team = Team(name=name, description=description)
+    team.full_clean()
+    team.save()
+    return team
+
+
+def team_update(*, team: Team, **fields: object) -> Team:
+    for name, value in fields.items():
+        setattr(team, name, value)
+    team.full_clean()
+    team.save()
+    return team
+
+
+def team_delete(*, team: Team) -> None:
+    """Its keys stay, without a team; its budgets go; its usage history keeps its id."""
+    team.delete()
+
+
+def _budget_save(budget: Budget) -> Budget:
+    budget.full_clean()
+    budget.save()
+    # Seed the request path's counter with the period's spend so far, at once rather than at
+    # the next reconciling run: a budget added mid-month starts from what was already spent.
+    from gateway.budgets import budgets_reconcile
+
+    transaction.on_commit(budgets_reconcile)
+    return budget
+
+
+@transaction.atomic
+def budget_create(
+    *,
+    limit_usd: Decimal,
+    team: Team | None = None,
+    api_key: ApiKey | None = None,
+    balancer: Balancer | None = None,
+    period: str = Budget.Period.MONTHLY,
+    warn_share: Decimal | None = None,
+    action: str = Budget.Action.REFUSE,
+    enabled: bool = True,
+) -> Budget:
+    budget = Budget(
+        team=team,
+        api_key=api_key,
+        balancer=balancer,
+        period=period,
+        limit_usd=limit_usd,
+        action=action,
+        enabled=enabled,
+    )
+    if warn_share is not None:
+        budget.warn_share = warn_share
+    return _budget_save(budget)
+
+
+@transaction.atomic
+def budget_update(*, budget: Budget, **fields: object) -> Budget:
+    """Change a budget's period, limit, warning share, action or enabled flag (not its subject)."""
+    for name, value in fields.items():
+        setattr(budget, name, value)
+    return _budget_save(budget)
+
+
+def budget_delete(*, budget: Budget) -> None:
+    budget.delete()

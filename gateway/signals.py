@@ -7,11 +7,22 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
 from balancers.models import Balancer, ContentRule, Route
-from gateway.models import ApiKey
+from gateway.models import ApiKey, Budget, Team
 from targetgroups.models import Instance, TargetGroup, TargetGroupMember
 from targetgroups.signals import configuration_changed
 
-CONFIG_MODELS = (Instance, TargetGroup, TargetGroupMember, Balancer, Route, ContentRule, ApiKey)
+# Teams and budgets are in the snapshot too (a key's team, the budgets the hot path counts).
+CONFIG_MODELS = (
+    Instance,
+    TargetGroup,
+    TargetGroupMember,
+    Balancer,
+    Route,
+    ContentRule,
+    ApiKey,
+    Team,
+    Budget,
+)
 
 
 def _schedule_bump(**kwargs: object) -> None:

@@ -34,3 +34,28 @@ def purge_stored_responses() -> int:
     from gateway.services import stored_responses_purge
 
     return stored_responses_purge()
+
+
+@shared_task(ignore_result=True)
+def reconcile_budgets() -> int:
+    """Budgets' exact spend from the usage events, counters raised to it, alerts raised
+    (beat: every GATEWAY_BUDGET_RECONCILE_SECONDS)."""
+    from gateway.budgets import budgets_reconcile
+
+    return len(budgets_reconcile())
+
+
+@shared_task(ignore_result=True)
+def detect_cost_anomalies() -> int:
+    """Each balancer's and team's last hour against its baseline (beat: hourly)."""
+    from gateway.reporting.anomalies import detect_anomalies
+
+    return len(detect_anomalies())
+
+
+@shared_task(ignore_result=True)
+def deliver_alerts() -> int:
+    """POST due alerts to GATEWAY_ALERT_WEBHOOK_URL (beat: every GATEWAY_ALERT_DELIVERY_SECONDS)."""
+    from gateway.alerts import alerts_deliver
+
+    return alerts_deliver()

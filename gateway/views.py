@@ -1,8 +1,10 @@
-"""Gateway pages: API keys (create, the secret shown once; list; revoke) and usage and cost."""
+"""Gateway pages: API keys (create, the secret shown once; list; revoke), teams, budgets, and
+usage and cost."""
 
 from __future__ import annotations
 
 import csv
+from decimal import Decimal
 from typing import Any, cast
 
 from django import forms
@@ -19,7 +21,8 @@ from django_htmx.http import push_url
 from accounts.roles import OPERATOR, VIEWER, role_required
 from balancers.models import Balancer
 from config.http import HtmxHttpRequest
-from gateway.models import ApiKey
+from gateway.budgets import budget_list, budget_statuses
+from gateway.models import ApiKey, Budget, Team, use_case_validator
 from gateway.reporting.rollups import rollup_usage
 from gateway.reporting.selectors import (
     DEFAULT_RANGE,
@@ -30,7 +33,14 @@ from gateway.reporting.selectors import (
     usage_report,
     usage_rows,
 )
-from gateway.services import api_key_create, api_key_revoke
+from gateway.services import (
+    api_key_create,
+    api_key_revoke,
+    budget_create,
+    budget_delete,
+    team_create,
+    team_delete,
+)
 
 
 class ApiKeyForm(forms.Form):
@@ -57,10 +67,31 @@ class ApiKeyForm(forms.Form):
         help_text="Requests with this key may force an enabled route with the X-Balancer-Route header "
         "(testing, trusted tools). Off: the header is refused with a 403.",
     )
+    team = forms.ModelChoiceField(
+        queryset=Team.objects.order_by("name"),
+        to_field_name="name",
+        required=False,
+        empty_label="No team",
+        label="Team",
+        help_text="Its spend counts to this team (usage breakdowns, team budgets).",
+    )
+    use_case = forms.CharField(
+        max_length=63,
+        required=False,
+        validators=[use_case_validator],
+        label="Use case",
+        help_text="A tag for its requests, e.g. support-chat. A request may name its own with the "
+        "x-balancer-use-case header or metadata.use_case.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "support-chat"}),
+    )
 
 
 def _context(form: ApiKeyForm, **extra: Any) -> dict[str, Any]:
-    keys = ApiKey.objects.prefetch_related("balancers").order_by("revoked_at", "-created_at")
+    keys = (
+        ApiKey.objects.prefetch_related("balancers")
+        .select_related("team")
+        .order_by("revoked_at", "-created_at")
+    )
     return {"form": form, "keys": keys, **extra}
 
 
@@ -77,6 +108,8 @@ def api_key_list(request: HtmxHttpRequest) -> HttpResponse:
                 balancers=form.cleaned_data["balancers"],
                 rate_limit_per_minute=form.cleaned_data["rate_limit_per_minute"],
                 allow_route_override=form.cleaned_data["allow_route_override"],
+                team=form.cleaned_data["team"],
+                use_case=form.cleaned_data["use_case"],
             )
         except ValidationError as exc:
             form.add_error(None, exc.messages)
@@ -97,6 +130,137 @@ def api_key_revoke_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return render(request, "gateway/api_keys.html#key-row", {"key": key})
     messages.success(request, f"Revoked {key.name}. Requests with it now get a 401.")
     return redirect("apikey-list")
+
+
+# -- teams and budgets --------------------------------------------------------------------------
+
+
+class TeamForm(forms.Form):
+    name = forms.SlugField(
+        max_length=63,
+        label="Name",
+        help_text="Letters, digits, '-' and '_', e.g. support.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "support"}),
+    )
+    description = forms.CharField(max_length=300, required=False, label="Description")
+
+
+@role_required(VIEWER, write=OPERATOR)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def team_list(request: HtmxHttpRequest) -> HttpResponse:
+    form = TeamForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            team = team_create(**form.cleaned_data)
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            messages.success(
+                request, f"Team {team.name} created. Give it keys on the API keys page."
+            )
+            return redirect("team-list")
+    teams = Team.objects.prefetch_related("api_keys", "budgets").order_by("name")
+    return render(request, "gateway/teams.html", {"form": form, "teams": teams})
+
+
+@role_required(OPERATOR)
+@require_POST
+def team_delete_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    team = get_object_or_404(Team, pk=pk)
+    team_delete(team=team)
+    messages.success(request, f"Deleted team {team.name}; its keys have no team now.")
+    return redirect("team-list")
+
+
+def _subject_choices() -> list[tuple[str, list[tuple[str, str]]]]:
+    return [
+        ("Teams", [(f"team:{t.pk}", t.name) for t in Team.objects.order_by("name")]),
+        (
+            "API keys",
+            [
+                (f"api_key:{k.pk}", f"{k.name} ({k.prefix}…)")
+                for k in ApiKey.objects.filter(revoked_at__isnull=True).order_by("name")
+            ],
+        ),
+        ("Balancers", [(f"balancer:{b.pk}", b.name) for b in Balancer.objects.order_by("name")]),
+    ]
+
+
+class BudgetForm(forms.Form):
+    subject = forms.ChoiceField(label="Budget of", help_text="A team, an API key or a balancer.")
+    period = forms.ChoiceField(choices=Budget.Period.choices, initial=Budget.Period.MONTHLY)
+    limit_usd = forms.DecimalField(
+        min_value=Decimal("0.0001"),
+        max_digits=14,
+        decimal_places=4,
+        label="Limit (USD)",
+        help_text="Spend allowed in the period.",
+    )
+    warn_percent = forms.IntegerField(
+        min_value=1,
+        max_value=100,
+        initial=80,
+        label="Warn at (% of the limit)",
+        help_text="The usage page, the board and the webhook say so from this share on.",
+    )
+    action = forms.ChoiceField(
+        choices=Budget.Action.choices,
+        initial=Budget.Action.REFUSE,
+        label="At the limit",
+        widget=forms.RadioSelect,
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["subject"]).choices = _subject_choices()
+
+    def subject_object(self) -> dict[str, Any]:
+        scope, _, pk = self.cleaned_data["subject"].partition(":")
+        if scope == "team":
+            return {"team": Team.objects.get(pk=int(pk))}
+        if scope == "api_key":
+            return {"api_key": ApiKey.objects.get(pk=int(pk))}
+        return {"balancer": Balancer.objects.get(pk=int(pk))}
+
+
+@role_required(VIEWER, write=OPERATOR)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def budget_list_view(request: HtmxHttpRequest) -> HttpResponse:
+    form = BudgetForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            budget = budget_create(
+                **form.subject_object(),
+                period=data["period"],
+                limit_usd=data["limit_usd"],
+                warn_share=Decimal(data["warn_percent"]) / 100,
+                action=data["action"],
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc.messages)
+        else:
+            messages.success(request, f"Budget added: {budget}.")
+            return redirect("budget-list")
+    rollup_usage()  # the spend shown is never a minute behind
+    return render(
+        request,
+        "gateway/budgets.html",
+        {"form": form, "statuses": budget_statuses(budgets=budget_list(), now=timezone.now())},
+    )
+
+
+@role_required(OPERATOR)
+@require_POST
+def budget_delete_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    budget = get_object_or_404(Budget, pk=pk)
+    label = str(budget)
+    budget_delete(budget=budget)
+    messages.success(request, f"Deleted the {label}.")
+    return redirect("budget-list")
 
 
 # -- usage and cost -----------------------------------------------------------------------------

@@ -584,6 +584,8 @@ def hit_response(
             api_key_id=req.key.pk,
             balancer_id=balancer.pk,
             serving_name=balancer.serving_name,
+            team_id=req.key.team_pk,
+            use_case=req.use_case,
             route=entry.route,
             instance=entry.instance,
             model=entry.model,

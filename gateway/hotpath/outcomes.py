@@ -106,6 +106,7 @@ def record_outcome(
             api_key_id=key.pk if key is not None else None,
             balancer_id=balancer.pk if balancer is not None else None,
             serving_name=serving_name,
+            team_id=key.team_pk if key is not None else None,
             error_type=error_code[:60] if status >= 400 else "",
         )
     )

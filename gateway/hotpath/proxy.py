@@ -7,6 +7,7 @@ the playground (in process) share every line of it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import re
@@ -21,9 +22,11 @@ import orjson
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
-from gateway.engine.planner import Attempt, AttemptPlan, plan_attempts
+from gateway.engine.auto import COST, AutoRequest
+from gateway.engine.budgets import cheapest_route
+from gateway.engine.planner import AUTO, Attempt, AttemptPlan, plan_attempts
 from gateway.engine.types import BalancerSpec, InstanceSpec
-from gateway.hotpath import cache, errors
+from gateway.hotpath import budgets, cache, errors
 from gateway.hotpath.auto_request import empty_pool_error, goal_balancer, routing_options
 from gateway.hotpath.decision import Decision, decide
 from gateway.hotpath.ratelimit import check_rate_limit
@@ -31,6 +34,7 @@ from gateway.hotpath.runtime import routing
 from gateway.hotpath.scrub import Scrubber, scrubber_for
 from gateway.hotpath.snapshot import GatewayConfig, KeySpec
 from gateway.hotpath.usage import UsageRecord, recorder
+from gateway.models import USE_CASE_PATTERN
 from gateway.text import estimate_tokens, prompt_tokens
 from gateway.upstream import UpstreamFailure, UpstreamResponse, UpstreamStream, call_upstream
 from gateway.upstream.answers import (
@@ -67,6 +71,37 @@ class ClientRequest:
     cache_control: str = (
         ""  # the request's Cache-Control header (no-cache / no-store bypass the response cache)
     )
+    # The x-balancer-use-case header as sent; proxy() resolves the request's use case into
+    # `use_case` (header, else metadata.use_case, else the key's tag).
+    use_case_header: str = ""
+    use_case: str = ""
+
+
+_USE_CASE = re.compile(USE_CASE_PATTERN)
+_USE_CASE_RULE = "1 to 63 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+
+
+def resolve_use_case(req: ClientRequest, payload: dict[str, Any]) -> str:
+    """The request's use-case tag: the x-balancer-use-case header, else metadata.use_case,
+    else its key's tag. A malformed one is a 400, never silently dropped."""
+    header = req.use_case_header.strip()
+    if header:
+        if not _USE_CASE.match(header):
+            raise errors.bad_request(
+                f"The x-balancer-use-case header must be {_USE_CASE_RULE}.",
+                param="x-balancer-use-case",
+            )
+        return header
+    metadata = payload.get("metadata")
+    if isinstance(metadata, dict) and "use_case" in metadata:
+        value = metadata["use_case"]
+        if not isinstance(value, str) or not _USE_CASE.match(value):
+            raise errors.bad_request(
+                f"metadata.use_case must be a string of {_USE_CASE_RULE}.",
+                param="metadata.use_case",
+            )
+        return value
+    return req.key.use_case
 
 
 def check_route_override(key: KeySpec, override: str | None) -> str | None:
@@ -148,7 +183,16 @@ def _cost(instance: InstanceSpec, prompt: int, completion: int) -> Decimal:
 class _Exchange:
     """Bookkeeping of one client request, turned into a usage event at the end."""
 
-    __slots__ = ("attempt_log", "balancer", "decision", "plan", "req", "scrubber", "ttfb_ms")
+    __slots__ = (
+        "attempt_log",
+        "balancer",
+        "budget_note",
+        "decision",
+        "plan",
+        "req",
+        "scrubber",
+        "ttfb_ms",
+    )
 
     def __init__(
         self,
@@ -162,6 +206,7 @@ class _Exchange:
         self.scrubber = scrubber
         self.attempt_log: list[dict[str, Any]] = []
         self.ttfb_ms: float | None = None
+        self.budget_note = ""  # x-balancer-budget: "downgraded" or "warning"
 
     @property
     def reason(self) -> str:
@@ -196,6 +241,8 @@ class _Exchange:
         if attempt is not None:
             headers["x-balancer-route"] = attempt.route.name
             headers["x-balancer-instance"] = attempt.instance.instance_id
+        if self.budget_note:
+            headers["x-balancer-budget"] = self.budget_note
         return headers
 
     def record(
@@ -221,6 +268,8 @@ class _Exchange:
                 api_key_id=self.req.key.pk,
                 balancer_id=self.balancer.pk or None,  # 0: a goal name's implicit auto balancer
                 serving_name=self.balancer.serving_name,
+                team_id=self.req.key.team_pk,
+                use_case=self.req.use_case,
                 route=attempt.route.name if attempt is not None else "",
                 instance=instance.instance_id if instance is not None else "",
                 model=instance.model if instance is not None else "",
@@ -262,26 +311,56 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         wait = await check_rate_limit(req.key.pk, req.key.rate_limit_per_minute)
         if wait is not None:
             raise errors.rate_limited(wait)
+    req.use_case = resolve_use_case(req, payload)
     payload, auto = routing_options(
         balancer, req.key, payload
     )  # consumed: never forwarded upstream
     # Response cache (gateway.hotpath.cache): a hit answers here, before any decision or attempt.
     lookup = await cache.look_up(balancer, req, req.cache_control)
     if lookup is not None and lookup.entry is not None:
-        return cache.hit_response(lookup, req, balancer)
-    decision = await decide(
-        balancer,
-        config.version,
-        payload,
-        req.route_override,
-        endpoint=req.endpoint,
-        key_name=req.key.name,
-        tags=req.tags,
+        return cache.hit_response(lookup, req, balancer)  # costs nothing: no budget applies
+    # Budgets (gateway.engine.budgets): a reached one refuses (429) or downgrades.
+    verdict = await budgets.check(
+        config,
+        key_pk=req.key.pk,
+        team_pk=req.key.team_pk,
+        balancer_pk=balancer.pk,
+        now=req.created_at,
     )
+    if verdict.downgrade is not None:
+        if balancer.routing_mode == AUTO:
+            auto = dataclasses.replace(
+                auto
+                or AutoRequest(
+                    preference=balancer.auto_preference, free_only=balancer.auto_free_only
+                ),
+                preference=COST,
+            )
+            decision = Decision(route=None, reason="budget_downgrade")
+        else:
+            now = routing.clock()
+            cheapest = cheapest_route(
+                balancer, lambda instance: routing.health.is_eligible(instance.pk, now)
+            )
+            decision = Decision(route=cheapest, reason="budget_downgrade")
+    else:
+        decision = await decide(
+            balancer,
+            config.version,
+            payload,
+            req.route_override,
+            endpoint=req.endpoint,
+            key_name=req.key.name,
+            tags=req.tags,
+        )
     plan = plan_attempts(balancer, routing, first=decision.route, reason=decision.reason, auto=auto)
     if plan.auto is not None and not plan.auto.pool:
         raise empty_pool_error(balancer, plan.auto)
     exchange = _Exchange(req, balancer, decision, plan, scrubber_for(config.instances))
+    if verdict.downgrade is not None:
+        exchange.budget_note = "downgraded"
+    elif verdict.warning:
+        exchange.budget_note = "warning"
     stream = req.endpoint == "chat" and payload.get("stream") is True
     client_wants_usage = bool(stream and (payload.get("stream_options") or {}).get("include_usage"))
     deadline = req.started + balancer.request_timeout

@@ -273,6 +273,9 @@ def _register() -> None:
         holder.tick_hooks.append(EmbeddedJob(probe_all, "GATEWAY_PROBE_SECONDS"))
         holder.tick_hooks.append(EmbeddedJob(rollup_usage_in_thread, "GATEWAY_ROLLUP_SECONDS"))
         holder.tick_hooks.append(EmbeddedJob(purge_stored_responses, "GATEWAY_ROLLUP_SECONDS"))
+        holder.tick_hooks.append(EmbeddedJob(reconcile_budgets, "GATEWAY_BUDGET_RECONCILE_SECONDS"))
+        holder.tick_hooks.append(EmbeddedJob(detect_cost_anomalies, "GATEWAY_ANOMALY_SECONDS"))
+        holder.tick_hooks.append(EmbeddedJob(deliver_alerts, "GATEWAY_ALERT_DELIVERY_SECONDS"))
 
 
 async def purge_stored_responses() -> int:
@@ -280,6 +283,27 @@ async def purge_stored_responses() -> int:
     from gateway.services import stored_responses_purge
 
     return await in_thread(stored_responses_purge)
+
+
+async def reconcile_budgets() -> int:
+    from gateway.budgets import budgets_reconcile
+    from gateway.db import in_thread
+
+    return len(await in_thread(budgets_reconcile))
+
+
+async def detect_cost_anomalies() -> int:
+    from gateway.db import in_thread
+    from gateway.reporting.anomalies import detect_anomalies
+
+    return len(await in_thread(detect_anomalies))
+
+
+async def deliver_alerts() -> int:
+    from gateway.alerts import alerts_deliver
+    from gateway.db import in_thread
+
+    return await in_thread(alerts_deliver)
 
 
 _register()

@@ -14,7 +14,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from django.conf import settings
@@ -23,6 +23,7 @@ from balancers.models import Balancer, ContentRule
 from balancers.rule_syntax import RuleSyntaxError, compile_keywords, compile_pattern, parse_keywords
 from gateway.db import in_thread
 from gateway.engine.auto import FREE_GOAL, GOALS
+from gateway.engine.budgets import BudgetSpec, usd_to_units
 from gateway.engine.catalogue import strengths_for
 from gateway.engine.types import (
     BalancerSpec,
@@ -36,7 +37,7 @@ from gateway.engine.types import (
 )
 from gateway.hotpath.config_version import REDIS_KEY, SET_IF_GREATER, config_version_from_db
 from gateway.hotpath.decision import fit_local_routers
-from gateway.models import ApiKey
+from gateway.models import ApiKey, Budget
 from gateway.outages import OutageLog
 from targetgroups.models import Instance
 
@@ -53,6 +54,8 @@ class KeySpec:
     # The instances this key may reach through the goal names (auto, auto-cheap...): those of the
     # balancers it is limited to; None: every enabled instance (a key not limited to balancers).
     allowed_instances: frozenset[int] | None = None
+    team_pk: int | None = None  # the team its spend counts to (usage events, budgets)
+    use_case: str = ""  # its requests' use-case tag unless a request names one
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,10 @@ class GatewayConfig:
     routing: Snapshot
     keys: MappingProxyType[str, KeySpec]  # by key hash
     instances: MappingProxyType[int, InstanceSpec]  # every instance, by pk
+    # The enabled budgets by (scope, subject pk): gateway.engine.budgets.applicable reads them.
+    budgets: MappingProxyType[tuple[str, int], tuple[BudgetSpec, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @property
     def version(self) -> int:
@@ -282,6 +289,8 @@ def build_config(version: int) -> GatewayConfig:
             rate_limit_per_minute=key.rate_limit_per_minute,
             allow_route_override=key.allow_route_override,
             allowed_instances=frozenset(reachable) if allowed else None,
+            team_pk=key.team_id,
+            use_case=key.use_case,
         )
     # The built-in router models are fitted here, with the snapshot, never per request.
     fit_local_routers(balancers.values(), version)
@@ -297,7 +306,31 @@ def build_config(version: int) -> GatewayConfig:
         ),
         keys=MappingProxyType(keys),
         instances=MappingProxyType(instances),
+        budgets=MappingProxyType(budget_specs()),
     )
+
+
+def budget_spec(budget: Budget) -> BudgetSpec:
+    limit = usd_to_units(budget.limit_usd)
+    return BudgetSpec(
+        pk=budget.pk,
+        scope=budget.scope,
+        subject_id=budget.subject_id,
+        period=budget.period,
+        limit_units=limit,
+        warn_units=int(limit * budget.warn_share),
+        action=budget.action,
+        label=budget.subject_label,
+    )
+
+
+def budget_specs() -> dict[tuple[str, int], tuple[BudgetSpec, ...]]:
+    found: dict[tuple[str, int], tuple[BudgetSpec, ...]] = {}
+    for budget in Budget.objects.filter(enabled=True).select_related("team", "api_key", "balancer"):
+        spec = budget_spec(budget)
+        subject = (spec.scope, spec.subject_id)
+        found[subject] = (*found.get(subject, ()), spec)
+    return found
 
 
 _version_floor = 0  # the newest version this process read from the database while Redis was away

@@ -55,6 +55,8 @@ class UsageRecord:
     api_key_id: int | None = None
     balancer_id: int | None = None
     serving_name: str = ""
+    team_id: int | None = None  # the key's team (budgets and the usage page's breakdown)
+    use_case: str = ""  # the request's use-case tag (docs/cost.md)
     route: str = ""
     instance: str = ""
     model: str = ""

@@ -226,6 +226,7 @@ async def serve_proxy(
             UTC
         ),  # what timezone.now() gives with USE_TZ, without reading settings
         tags=request.META.get("HTTP_X_BALANCER_TAGS", ""),
+        use_case_header=request.META.get("HTTP_X_BALANCER_USE_CASE", ""),
     )
     request.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
     return await proxy(client_request, config)  # type: ignore[return-value]
@@ -246,6 +247,7 @@ def translated_request(
         started=time.monotonic(),
         created_at=datetime.now(UTC),
         tags=request.META.get("HTTP_X_BALANCER_TAGS", ""),
+        use_case_header=request.META.get("HTTP_X_BALANCER_USE_CASE", ""),
     )
     request.client_request = client_request  # type: ignore[attr-defined]  # the edge records what proxy() did not
     return client_request

@@ -49,7 +49,16 @@ logger = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
 STATE_PK = 1
 # What a rollup row is per hour: one row for each combination seen in that hour.
-GROUP_FIELDS = ("balancer_id", "serving_name", "route", "instance", "model", "api_key_id")
+GROUP_FIELDS = (
+    "balancer_id",
+    "serving_name",
+    "route",
+    "instance",
+    "model",
+    "api_key_id",
+    "team_id",
+    "use_case",
+)
 SUM_FIELDS = (
     "requests",
     "errors",

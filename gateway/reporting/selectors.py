@@ -18,7 +18,7 @@ from django.db.models import Q, QuerySet, Sum
 from django.urls import reverse
 
 from balancers.models import Balancer
-from gateway.models import ApiKey, InstanceHealth, ProbeRecord, UsageEvent, UsageHourly
+from gateway.models import ApiKey, InstanceHealth, ProbeRecord, Team, UsageEvent, UsageHourly
 from gateway.reporting.rollups import floor_hour
 from gateway.reporting.savings import SavingsReport, usage_savings
 from targetgroups.models import Instance
@@ -187,6 +187,7 @@ class ChartBar:
     cost_height: float = 0.0
     ok_height: float = 0.0
     error_height: float = 0.0
+    anomaly: bool = False  # a cost anomaly was raised for an hour in this bucket
 
     @property
     def cost_y(self) -> float:
@@ -328,7 +329,8 @@ def _rows(
 def usage_breakdowns(
     *, filters: UsageFilters, start: datetime, end: datetime, total_cost: Decimal
 ) -> dict[str, list[BreakdownRow]]:
-    """The range's usage by balancer, by route, by instance and model, and by API key; costliest first."""
+    """The range's usage by balancer, route, instance and model, API key, team and use case;
+    costliest first."""
     hours = usage_hours(filters=filters, start=start, end=end)
     balancer_ids = set(
         hours.filter(balancer_id__isnull=False).values_list("balancer_id", flat=True).distinct()
@@ -340,6 +342,9 @@ def usage_breakdowns(
     )
     key_ids = set(hours.exclude(api_key_id=None).values_list("api_key_id", flat=True).distinct())
     keys = ApiKey.objects.in_bulk(key_ids)
+    teams = Team.objects.in_bulk(
+        set(hours.filter(team_id__isnull=False).values_list("team_id", flat=True).distinct())
+    )
 
     def by_balancer(row: dict[str, Any]) -> tuple[Any, str, str, str]:
         text, url = _balancer_label(balancers, row["balancer_id"], row["serving_name"])
@@ -371,11 +376,26 @@ def usage_breakdowns(
             return row["api_key_id"], f"deleted key #{row['api_key_id']}", "", ""
         return None, "No API key", "playground, smoke tests, and refusals without a valid key", ""
 
+    def by_team(row: dict[str, Any]) -> tuple[Any, str, str, str]:
+        team = teams.get(row["team_id"]) if row["team_id"] is not None else None
+        if team is not None:
+            return team.pk, team.name, team.description[:80], ""
+        if row["team_id"] is not None:
+            return row["team_id"], f"deleted team #{row['team_id']}", "", ""
+        return None, "No team", "keys without a team, and requests without a key", ""
+
+    def by_use_case(row: dict[str, Any]) -> tuple[Any, str, str, str]:
+        if row["use_case"]:
+            return row["use_case"], row["use_case"], "", ""
+        return "", "No use case", "neither the key nor the request named one", ""
+
     return {
         "balancer": _rows(hours, ("balancer_id", "serving_name"), by_balancer, total_cost),
         "route": _rows(hours, ("balancer_id", "serving_name", "route"), by_route, total_cost),
         "instance": _rows(hours, ("instance", "model"), by_instance, total_cost),
         "api_key": _rows(hours, ("api_key_id",), by_key, total_cost),
+        "team": _rows(hours, ("team_id",), by_team, total_cost),
+        "use_case": _rows(hours, ("use_case",), by_use_case, total_cost),
     }
 
 
@@ -391,6 +411,8 @@ EXPORT_COLUMNS = [
     "model",
     "api_key_id",
     "api_key",
+    "team",
+    "use_case",
     "requests",
     "errors",
     "prompt_tokens",
@@ -404,7 +426,7 @@ EXPORT_COLUMNS = [
 
 @dataclass
 class UsageRow:
-    """One balancer, route, instance, model and API key over a range."""
+    """One balancer, route, instance, model, API key, team and use case over a range."""
 
     balancer: str  # empty when the balancer was deleted since
     serving_name: str
@@ -413,18 +435,31 @@ class UsageRow:
     model: str
     api_key_id: int | None
     api_key: str
+    team: str  # its name; empty without a team (or when it was deleted since)
+    use_case: str
     totals: UsageTotals
     cost_share: Decimal  # of the range's cost, 0..1
 
 
 def usage_rows(*, filters: UsageFilters, start: datetime, end: datetime) -> list[UsageRow]:
-    """One row per balancer, route, instance, model and API key over the range; costliest first.
+    """One row per balancer, route, instance, model, API key, team and use case over the range;
+    costliest first.
 
     The rows do not overlap, so a spreadsheet can sum or pivot them any way.
     """
     hours = usage_hours(filters=filters, start=start, end=end)
-    fields = ("balancer_id", "serving_name", "route", "instance", "model", "api_key_id")
+    fields = (
+        "balancer_id",
+        "serving_name",
+        "route",
+        "instance",
+        "model",
+        "api_key_id",
+        "team_id",
+        "use_case",
+    )
     groups = list(hours.values(*fields).annotate(**SUMS))
+    teams = Team.objects.in_bulk({g["team_id"] for g in groups if g["team_id"] is not None})
     balancers = Balancer.objects.in_bulk(
         {g["balancer_id"] for g in groups if g["balancer_id"] is not None}
     )
@@ -439,6 +474,8 @@ def usage_rows(*, filters: UsageFilters, start: datetime, end: datetime) -> list
             g["instance"],
             g["model"],
             g["api_key_id"] or 0,
+            g["team_id"] or 0,
+            g["use_case"],
         )
     )
     rows = []
@@ -447,6 +484,7 @@ def usage_rows(*, filters: UsageFilters, start: datetime, end: datetime) -> list
         totals.add(group)
         balancer = balancers.get(group["balancer_id"])
         key = keys.get(group["api_key_id"])
+        team = teams.get(group["team_id"])
         rows.append(
             UsageRow(
                 balancer=balancer.name if balancer else "",
@@ -456,6 +494,8 @@ def usage_rows(*, filters: UsageFilters, start: datetime, end: datetime) -> list
                 model=group["model"],
                 api_key_id=group["api_key_id"],
                 api_key=key.name if key else "",
+                team=team.name if team else "",
+                use_case=group["use_case"],
                 totals=totals,
                 cost_share=totals.cost / total_cost if total_cost else Decimal(0),
             )
@@ -476,6 +516,8 @@ def usage_csv_row(row: UsageRow, *, start: datetime, end: datetime) -> list[Any]
         row.model,
         row.api_key_id or "",
         row.api_key,
+        row.team,
+        row.use_case,
         totals.requests,
         totals.errors,
         totals.prompt_tokens,
@@ -523,6 +565,19 @@ def usage_report(*, filters: UsageFilters, now: datetime) -> dict[str, Any]:
         )
         report["events"] = usage_recent_events(filters=filters, start=start)
         report["savings"] = savings_report(filters=filters, start=start, end=end)
+    # Budgets and cost anomalies (docs/cost.md): the budgets' current periods whatever the range,
+    # the alerts and anomalies raised within it.
+    from gateway.budgets import budget_alerts, budget_statuses
+    from gateway.reporting.anomalies import anomalies_between
+
+    report["budgets"] = budget_statuses(now=now)
+    report["budget_alerts"] = budget_alerts(since=start)
+    report["anomalies"] = anomalies_between(start=start, end=end)
+    if "chart" in report and report["anomalies"]:
+        marked = {floor_hour(a.period_start) for a in report["anomalies"]}
+        for bar in report["chart"].bars:
+            span = DAY if filters.range.daily else HOUR
+            bar.anomaly = any(bar.start <= hour < bar.start + span for hour in marked)
     return report
 
 

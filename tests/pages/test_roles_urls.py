@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.resolvers import RoutePattern
 
 from gateway.models import ApiKey
+from gateway.services import budget_create, team_create
 from targetgroups.models import TargetGroupMember
 from tests.factories import make_api_key
 
@@ -95,6 +97,10 @@ RULES: dict[str, Rule] = {
         VIEWER, OPERATOR
     ),  # the list without secrets; creating one is an operator's
     "apikey-revoke": page(OPERATOR),
+    "team-list": page(VIEWER, OPERATOR),  # the list; creating a team is an operator's
+    "team-delete": page(OPERATOR),
+    "budget-list": page(VIEWER, OPERATOR),  # budgets and their spend; adding one is an operator's
+    "budget-delete": page(OPERATOR),
     "usage": page(VIEWER),
     "usage-export": page(VIEWER),
     # playground/urls.py
@@ -114,6 +120,10 @@ RULES: dict[str, Rule] = {
     "api-api-keys": api(),
     "api-api-key": api(),
     "api-api-key-revoke": api(),
+    "api-teams": api(),
+    "api-team": api(),
+    "api-budgets": api(),
+    "api-budget": api(),
     "api-usage": api(),
     "api-not-found": api(),  # any other /api/ URL: the API's JSON 404, behind the API's roles
     "api-schema": Rule(PUBLIC),
@@ -181,6 +191,8 @@ def parameters(entry: URLPattern) -> list[str]:
 def samples(demo: Any) -> dict[str, dict[str, Any]]:
     """URL arguments: real objects for reads, missing ones for writes."""
     key, _ = make_api_key()
+    team = team_create(name="walk-team")
+    budget = budget_create(team=team, limit_usd=Decimal(5))
     member = TargetGroupMember.objects.filter(group__name="tech-support-pool").first()
     assert member is not None and ApiKey.objects.filter(pk=key.pk).exists()
     read = {
@@ -190,6 +202,8 @@ def samples(demo: Any) -> dict[str, dict[str, Any]]:
         "member_id": member.pk,
         "pk": key.pk,
         "key_id": key.pk,
+        "team_id": team.pk,
+        "budget_id": budget.pk,
         "step": "name",
         "model": "support-balancer",
         "app_label": "auth",
@@ -206,6 +220,8 @@ def samples(demo: Any) -> dict[str, dict[str, Any]]:
         "member_id": 999999,
         "pk": 999999,
         "key_id": 999999,
+        "team_id": 999999,
+        "budget_id": 999999,
     }
     return {"GET": read, "POST": write}
 
