@@ -229,6 +229,11 @@ class StaticEmbedder:
         tokenizer = Tokenizer.from_file(str(_wordllama_file(_TOKENIZER_FILE)))
         tokenizer.no_padding()
         tokenizer.no_truncation()
+        # This tokenizer has no pre-tokenizer, so BPE's word cache (10,000 entries by default)
+        # keys whole prompts: with a different prompt on every request it grew the worker by
+        # ~39 MiB and never hit. The gateway caches decisions per prompt itself (decision.py).
+        if hasattr(tokenizer.model, "_resize_cache"):
+            tokenizer.model._resize_cache(0)
         table = load_file(str(_wordllama_file(_WEIGHTS_FILE)))["embedding.weight"]
         return cls(tokenizer, table)
 
