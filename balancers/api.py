@@ -18,7 +18,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from balancers import selectors
-from balancers.models import RULE_NAME_MAX, Balancer, ContentRule, Route, RuleKind
+from balancers.models import (
+    LATENCY_THRESHOLD_VALIDATORS,
+    RULE_NAME_MAX,
+    Balancer,
+    ContentRule,
+    Route,
+    RuleKind,
+)
 from balancers.services import ROUTE_FIELDS, RULE_FIELDS, balancer_delete, balancer_save
 from config.api import JsonApi, json_object
 from config.api_fields import JsonTypesMixin, NameField
@@ -123,6 +130,19 @@ class RouteInputSerializer(JsonTypesMixin, serializers.Serializer):
     enabled = serializers.BooleanField(default=True)
     examples = serializers.ListField(
         child=serializers.CharField(), default=list, help_text="Example prompts."
+    )
+    latency_threshold_ms = serializers.IntegerField(
+        validators=LATENCY_THRESHOLD_VALIDATORS,
+        allow_null=True,
+        default=None,
+        help_text="Milliseconds to the first byte (a stream: its first event) after which the "
+        "next target is tried; null: no threshold.",
+    )
+    hedge = serializers.BooleanField(
+        default=False,
+        help_text="Past the threshold, keep the slow attempt and race the next target: the "
+        "first answer wins and is the only one billed, the other is cancelled. Needs "
+        "latency_threshold_ms.",
     )
 
     class Meta:

@@ -19,6 +19,8 @@ from django.forms import BoundField
 
 from balancers.demo import SUPPORT_ROUTES
 from balancers.models import (
+    LATENCY_THRESHOLD_MAX_MS,
+    LATENCY_THRESHOLD_MIN_MS,
     RULE_NAME_MAX,
     AutoPreference,
     Balancer,
@@ -107,6 +109,8 @@ def blank_row(priority: int = 1) -> dict[str, Any]:
         "examples": "",
         "is_default": False,
         "enabled": True,
+        "latency_threshold_ms": "",
+        "hedge": False,
     }
 
 
@@ -284,6 +288,8 @@ def draft_from_balancer(balancer: Balancer) -> dict[str, Any]:
                 "examples": "\n".join(route.examples or []),
                 "is_default": route.is_default,
                 "enabled": route.enabled,
+                "latency_threshold_ms": str(route.latency_threshold_ms or ""),
+                "hedge": route.hedge,
             }
         )
     return {
@@ -415,6 +421,8 @@ def routes_from_post(data: Any) -> list[dict[str, Any]]:
                 "examples": data.get(prefix + "examples", ""),
                 "is_default": key == default_key,
                 "enabled": data.get(prefix + "enabled") in ("on", "true", "1"),
+                "latency_threshold_ms": data.get(prefix + "latency_threshold_ms", "").strip(),
+                "hedge": data.get(prefix + "hedge") in ("on", "true", "1"),
             }
         )
     return rows
@@ -603,6 +611,18 @@ class RouteRowForm(forms.Form):
         help_text="Optional, one per line: they sharpen the classifier.",
     )
     enabled = forms.BooleanField(required=False, label="Enabled")
+    latency_threshold_ms = forms.IntegerField(
+        required=False,
+        min_value=LATENCY_THRESHOLD_MIN_MS,
+        max_value=LATENCY_THRESHOLD_MAX_MS,
+        label="Latency threshold (ms)",
+        help_text="No first byte by then: the next target is tried. Empty: no threshold.",
+    )
+    hedge = forms.BooleanField(
+        required=False,
+        label="Hedge",
+        help_text="Past the threshold, race the next target; the first answer wins.",
+    )
 
     def __init__(
         self,
@@ -616,10 +636,20 @@ class RouteRowForm(forms.Form):
         key = row["key"]
         data = {
             f"r-{key}-{k}": row.get(k, "")
-            for k in ("name", "intent", "destination", "priority", "weight", "examples")
+            for k in (
+                "name",
+                "intent",
+                "destination",
+                "priority",
+                "weight",
+                "examples",
+                "latency_threshold_ms",
+            )
         }
         if row.get("enabled"):
             data[f"r-{key}-enabled"] = "on"
+        if row.get("hedge"):
+            data[f"r-{key}-hedge"] = "on"
         super().__init__(data, prefix=f"r-{key}", **kwargs)
         self.row = row
         self.routing_mode, self.workload_kind = routing_mode, workload_kind
@@ -893,6 +923,8 @@ class DraftCheck:
             "is_default",
             "enabled",
             "examples",
+            "latency_threshold_ms",
+            "hedge",
         )
         return [{k: form.cleaned_data[k] for k in keys} for form in self.routes]
 

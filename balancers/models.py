@@ -13,6 +13,13 @@ from targetgroups.models import (
 )
 from targetgroups.validators import serving_name_validator, slug_validator
 
+# A route's latency threshold, in milliseconds: 10 ms to 10 minutes.
+LATENCY_THRESHOLD_MIN_MS, LATENCY_THRESHOLD_MAX_MS = 10, 600_000
+LATENCY_THRESHOLD_VALIDATORS = [
+    MinValueValidator(LATENCY_THRESHOLD_MIN_MS),
+    MaxValueValidator(LATENCY_THRESHOLD_MAX_MS),
+]
+
 
 class RoutingMode(models.TextChoices):
     INTENT_CLASSIFIER = "intent_classifier", "Intent classifier"
@@ -158,6 +165,20 @@ class Route(models.Model):
     enabled = models.BooleanField(default=True)
     examples = models.JSONField(
         default=list, blank=True, help_text="Example prompts for the classifier."
+    )
+    # Latency threshold (docs/routing.md, "Latency threshold and hedging"): an attempt on this
+    # route that has not sent its first byte (a stream: its first event) after this many
+    # milliseconds gives way to the next target; with `hedge` it keeps running and races it.
+    latency_threshold_ms = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=LATENCY_THRESHOLD_VALIDATORS,
+        help_text="Time to first byte after which the next target is tried; empty: no threshold.",
+    )
+    hedge = models.BooleanField(
+        default=False,
+        help_text="Past the threshold, race the next target instead of cancelling this one: "
+        "the first answer wins, the other is cancelled.",
     )
 
     class Meta:

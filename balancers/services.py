@@ -26,6 +26,8 @@ ROUTE_FIELDS = (
     "is_default",
     "enabled",
     "examples",
+    "latency_threshold_ms",
+    "hedge",
 )
 # A content rule as the entry points give it: `route` is the route's name.
 RULE_FIELDS = (

@@ -64,6 +64,8 @@ def route_field_errors(
         errors["examples"] = "Examples must be a list of prompts."
     elif len(examples) > 50:
         errors["examples"] = "At most 50 example prompts per route."
+    if route.get("hedge") and not route.get("latency_threshold_ms"):
+        errors["hedge"] = "Hedging starts at the latency threshold: set one, or turn hedging off."
     return errors
 
 

@@ -58,6 +58,8 @@ OUTCOME_WORDS = {
     "rate_limited": "rate limited",
     "client_error": "refused the request",
     "cancelled": "cancelled",
+    "latency_threshold": "past its latency threshold",
+    "hedge_lost": "lost the hedged race",
 }
 
 
@@ -97,6 +99,8 @@ def decision_words(
             if attempts[-1].get("outcome") == "ok"
             else (failed[-2] if len(failed) > 1 else failed[-1])
         )
+        if last.get("outcome") == "hedge_lost":  # a race: the winner is the served attempt
+            return words + f" · hedged: beat {last.get('instance')}"
         what = OUTCOME_WORDS.get(str(last.get("outcome")), str(last.get("outcome")))
         status = f" {last['status']}" if last.get("status") and what == "HTTP error" else ""
         words += f" · fallback after {last.get('instance')} {what}{status}"

@@ -33,7 +33,16 @@ How the gateway drives a plan (one per client request)::
         if the client went away:   plan.abandoned(); break
 
 ``succeeded`` is also right for a client error (4xx) returned to the client: the
-instance answered. A stream's verdict waits for its end (a stream that breaks,
+instance answered.
+
+A route's latency threshold (``RouteSpec.latency_threshold``) is the caller's to
+watch: past it, ``next(keep_open=True)`` hands out the next attempt while the
+slow one stays open (in flight, no verdict yet). Without ``hedge`` the caller then
+cancels the slow one and reports it ``overtaken``; with it both race, the winner
+is ``succeeded`` and the loser ``overtaken`` (no verdict on its health: it was
+slow, not broken; a cut attempt's elapsed time feeds its latency EWMA as a lower
+bound). Every outcome method takes the attempt it is about; left out, it is the
+newest open one. A stream's verdict waits for its end (a stream that breaks,
 stalls or runs past the request timeout after its first byte is ``failed``,
 though it cannot fail over; a client that leaves is ``abandoned``), so the
 attempt stays open, and counted in flight, while it is relayed. ``next()`` with the last attempt still open counts it as
@@ -63,6 +72,7 @@ REASON_NO_ROUTE = "no_enabled_route"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 ABANDONED = "abandoned"
+OVERTAKEN = "overtaken"  # past its latency threshold: cut, or lost a hedged race
 
 
 @dataclass(slots=True)
@@ -135,6 +145,7 @@ class AttemptPlan:
 
     __slots__ = (
         "_finished",
+        "_open",
         "_position",
         "_ranking",
         "_routes",
@@ -165,7 +176,8 @@ class AttemptPlan:
         self.budget = max(balancer.attempt_budget, 1)
         self.attempts: list[Attempt] = []
         self.log: list[tuple[Attempt, str]] = []  # every attempt and its outcome
-        self.current: Attempt | None = None
+        self.current: Attempt | None = None  # the newest open attempt
+        self._open: list[Attempt] = []  # attempts without an outcome (more than one: hedging)
         self._routes = routes if routes is not None else []
         self._ranking = ranking
         self.auto = auto  # auto mode: the whole ranking, skipped instances included
@@ -182,10 +194,19 @@ class AttemptPlan:
             return self._ranking[0].route
         return self._routes[0] if self._routes else None
 
-    def next(self) -> Attempt | None:
-        """The next attempt to make, or None: answered, budget spent, or nothing left."""
-        if self.current is not None:
-            self.failed()
+    @property
+    def open_attempts(self) -> tuple[Attempt, ...]:
+        """The attempts started and not yet given an outcome, oldest first."""
+        return tuple(self._open)
+
+    def next(self, *, keep_open: bool = False) -> Attempt | None:
+        """The next attempt to make, or None: answered, budget spent, or nothing left.
+
+        The open attempts count as failed, unless ``keep_open`` (a latency threshold passed:
+        the caller cuts or races them and reports their outcome itself)."""
+        if not keep_open:
+            while self._open:
+                self.failed(attempt=self._open[-1])
         if self._finished or len(self.attempts) >= self.budget:
             return None
         now = self.routing.clock()
@@ -202,28 +223,37 @@ class AttemptPlan:
         route, member, ranked = found
         return self._start(route, member, ranked, now=now, last_resort=last_resort)
 
-    def succeeded(self, latency_s: float | None = None) -> None:
-        """The current attempt's instance answered; ``latency_s`` feeds its EWMA."""
-        attempt = self._close(SUCCEEDED)
+    def succeeded(self, latency_s: float | None = None, attempt: Attempt | None = None) -> None:
+        """The attempt's instance answered; ``latency_s`` feeds its EWMA."""
+        attempt = self._close(SUCCEEDED, attempt)
         pk = attempt.instance.pk
         self.routing.health.record_success(pk, self.routing.clock(), latency_s)
         self.routing.load.end(pk, latency_s)
         self._finished = True
 
-    def failed(self, retry_after: float | None = None) -> None:
-        """The current attempt failed in a way that blames the instance; ``next()`` may follow."""
-        attempt = self._close(FAILED)
+    def failed(self, retry_after: float | None = None, attempt: Attempt | None = None) -> None:
+        """The attempt failed in a way that blames the instance; ``next()`` may follow."""
+        attempt = self._close(FAILED, attempt)
         pk = attempt.instance.pk
         self.routing.health.record_failure(pk, self.routing.clock(), retry_after)
         self.routing.load.end(pk)
 
-    def abandoned(self) -> None:
+    def abandoned(self, attempt: Attempt | None = None) -> None:
         """The request ended without a verdict on the instance (client gone, cancelled)."""
-        attempt = self._close(ABANDONED)
+        attempt = self._close(ABANDONED, attempt)
         pk = attempt.instance.pk
         self.routing.health.release(pk)
         self.routing.load.end(pk)
         self._finished = True
+
+    def overtaken(self, attempt: Attempt, latency_s: float | None = None) -> None:
+        """The attempt was cut at its latency threshold or lost a hedged race: no verdict on the
+        instance's health. ``latency_s``: the time it had taken without a first byte, a lower bound
+        of its latency, for its EWMA (give it only when it is one: a cut at the threshold)."""
+        attempt = self._close(OVERTAKEN, attempt)
+        pk = attempt.instance.pk
+        self.routing.health.release(pk)
+        self.routing.load.end(pk, latency_s)
 
     # -- walking ----------------------------------------------------------------
 
@@ -283,14 +313,17 @@ class AttemptPlan:
         self.routing.health.begin_attempt(pk, now)
         self.routing.load.begin(pk)
         self.attempts.append(attempt)
+        self._open.append(attempt)
         self.current = attempt
         return attempt
 
-    def _close(self, outcome: str) -> Attempt:
-        attempt = self.current
+    def _close(self, outcome: str, attempt: Attempt | None = None) -> Attempt:
         if attempt is None:
-            raise RuntimeError("no attempt in progress: call next() first")
-        self.current = None
+            attempt = self.current
+        if attempt is None or all(a is not attempt for a in self._open):
+            raise RuntimeError("no such attempt in progress: call next() first")
+        self._open = [a for a in self._open if a is not attempt]
+        self.current = self._open[-1] if self._open else None
         self.log.append((attempt, outcome))
         return attempt
 

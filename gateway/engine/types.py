@@ -60,6 +60,10 @@ class RouteSpec:
     weight: int
     is_default: bool
     enabled: bool
+    # Seconds to the first byte after which the planner's caller tries the next target (None: no
+    # threshold); `hedge`: the slow attempt keeps running and races the next one.
+    latency_threshold: float | None = None
+    hedge: bool = False
 
 
 class Searchable(Protocol):

@@ -219,6 +219,8 @@ class _Exchange:
         started: float,
         status: int | None = None,
         detail: str = "",
+        *,
+        hedge: bool = False,
     ) -> None:
         entry: dict[str, Any] = {
             "route": attempt.route.name,
@@ -229,6 +231,8 @@ class _Exchange:
         }
         if detail:
             entry["detail"] = self.scrubber.text(detail)[:300]
+        if hedge:  # started while an earlier attempt, past its latency threshold, still ran
+            entry["hedge"] = True
         self.attempt_log.append(entry)
 
     def headers(self, attempt: Attempt | None) -> dict[str, str]:
@@ -366,91 +370,114 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
     deadline = req.started + balancer.request_timeout
     last_failure: UpstreamFailure | None = None
 
-    while (attempt := plan.next()) is not None:
-        instance = attempt.instance
-        upstream_payload = dict(payload)
-        upstream_payload["model"] = instance.model
-        if stream and not client_wants_usage:
-            # Ask for usage anyway so the request can be costed; the extra chunk is not relayed.
-            upstream_payload["stream_options"] = {
-                **(payload.get("stream_options") or {}),
-                "include_usage": True,
-            }
-        started = time.monotonic()
-        try:
-            result = await call_upstream(
-                instance,
-                endpoint=req.endpoint,
-                payload=upstream_payload,
-                stream=stream,
-                deadline=deadline,
-                native=req.native,
-            )
-            if isinstance(result, UpstreamResponse):
-                body, tokens = _read_answer(result, instance, exchange)
-        except UpstreamFailure as failure:
-            if not failure.retryable:
-                # The instance answered; the request itself is at fault: our own error, with the upstream's message.
-                plan.succeeded(latency_s=time.monotonic() - started)
-                exchange.log_attempt(attempt, "client_error", started, failure.status)
+    call = _Caller(req, exchange, payload, stream, client_wants_usage, deadline)
+    racing: list[_Running] = []  # attempts in flight past the fast path (a latency threshold)
+    try:
+        while True:
+            if not racing:
+                attempt = plan.next()
+                if attempt is None:
+                    break
+                if attempt.route.latency_threshold is None:
+                    # The fast path: no threshold to watch, the attempt is awaited in place.
+                    started = time.monotonic()
+                    try:
+                        answer = await call(attempt)
+                    except UpstreamFailure as failure:
+                        if not failure.retryable:
+                            return _refused(failure, exchange, attempt, started)
+                        last_failure = _failed(failure, exchange, attempt, started)
+                        if time.monotonic() >= deadline:
+                            break
+                        continue
+                    except asyncio.CancelledError:
+                        plan.abandoned()
+                        exchange.log_attempt(attempt, "cancelled", started)
+                        exchange.record(
+                            status=499,
+                            attempt=attempt,
+                            error_type="client_disconnected",
+                            stream=stream,
+                        )
+                        raise
+                    return await _answered(
+                        answer, exchange, attempt, started, client_wants_usage, deadline, lookup
+                    )
+                racing.append(_Running(attempt, call))
+            newest = racing[-1]
+            threshold = newest.attempt.route.latency_threshold
+            timeout = None
+            if threshold is not None and not newest.past_threshold:
+                timeout = max(0.0, newest.started + threshold - time.monotonic())
+            try:
+                done, _ = await asyncio.wait(
+                    [r.task for r in racing], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            except asyncio.CancelledError:
+                for running in racing:
+                    await running.stop()
+                    plan.abandoned(running.attempt)
+                    exchange.log_attempt(running.attempt, "cancelled", running.started)
                 exchange.record(
-                    status=failure.status or 400,
-                    attempt=attempt,
-                    error_type="upstream_client_error",
+                    status=499,
+                    attempt=newest.attempt,
+                    error_type="client_disconnected",
+                    stream=stream,
                 )
-                return _client_error(failure, exchange.headers(attempt), exchange.scrubber)
-            plan.failed(retry_after=failure.retry_after)
-            exchange.log_attempt(attempt, failure.kind, started, failure.status, failure.detail)
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "attempt on %s failed: %s (%s)",
-                    instance.instance_id,
-                    failure.kind,
-                    exchange.scrubber.text(_failure_text(failure)),
+                racing.clear()
+                raise
+            if not done:  # the newest attempt passed its route's latency threshold
+                newest.past_threshold = True
+                following = plan.next(keep_open=True)
+                if following is None:
+                    continue  # nothing to try instead: keep waiting for it
+                if not newest.attempt.route.hedge:
+                    racing.remove(newest)
+                    await newest.stop()
+                    elapsed = time.monotonic() - newest.started
+                    plan.overtaken(newest.attempt, latency_s=elapsed)
+                    exchange.log_attempt(
+                        newest.attempt,
+                        "latency_threshold",
+                        newest.started,
+                        detail=f"no first byte within {threshold:g}s",
+                    )
+                racing.append(_Running(following, call, hedge=bool(racing)))
+                continue
+            for running in [r for r in racing if r.task in done]:  # oldest first
+                racing.remove(running)
+                try:
+                    answer = running.task.result()
+                except UpstreamFailure as failure:
+                    if not failure.retryable:
+                        await _overtake(racing, exchange, "cancelled")
+                        return _refused(failure, exchange, running.attempt, running.started)
+                    last_failure = _failed(failure, exchange, running.attempt, running.started)
+                    continue
+                await _overtake(racing, exchange, "hedge_lost")
+                return await _answered(
+                    answer,
+                    exchange,
+                    running.attempt,
+                    running.started,
+                    client_wants_usage,
+                    deadline,
+                    lookup,
+                    hedge=running.hedge,
                 )
-            last_failure = failure
-            if time.monotonic() >= deadline:
+            if racing and racing[-1].past_threshold and time.monotonic() < deadline:
+                # A racer failed while an older one, past its threshold, still runs: its
+                # failover starts now and joins the race.
+                following = plan.next(keep_open=True)
+                if following is not None:
+                    racing.append(_Running(following, call, hedge=True))
+            elif not racing and time.monotonic() >= deadline:
                 break
-            continue
-        except asyncio.CancelledError:
-            plan.abandoned()
-            exchange.log_attempt(attempt, "cancelled", started)
-            exchange.record(
-                status=499, attempt=attempt, error_type="client_disconnected", stream=stream
-            )
-            raise
-        exchange.log_attempt(attempt, "ok", started, 200)
-        exchange.ttfb_ms = round((time.monotonic() - req.started) * 1000, 3)
-        if isinstance(result, UpstreamStream):
-            # The verdict on the instance waits for the stream's end: a stream that breaks
-            # after its first byte is a failure of the instance (though not failed over).
-            req.recorded = True  # by the relay, when the stream ends
-            end = min(deadline, started + instance.request_timeout)
-            return _stream_response(
-                result,
-                exchange,
-                attempt,
-                strip_usage=not client_wants_usage,
-                started=started,
-                end=end,
-                lookup=lookup,
-            )
-        plan.succeeded(latency_s=time.monotonic() - started)
-        exchange.record(
-            status=200,
-            attempt=attempt,
-            prompt=tokens.prompt,
-            completion=tokens.completion,
-            usage_note=tokens.note,
-        )
-        body = exchange.scrubber.body(body)
-        response = HttpResponse(body, content_type="application/json")
-        for key, value in exchange.headers(attempt).items():
-            response[key] = value
-        if lookup is not None:  # response cache: keep the 200 answer
-            await cache.store(lookup, _cache_entry(body, attempt, tokens.prompt, tokens.completion))
-            cache.mark(response, lookup)
-        return response
+    finally:
+        for running in racing:  # an unexpected error: nothing may keep running upstream
+            await running.stop()
+            if any(a is running.attempt for a in plan.open_attempts):
+                plan.abandoned(running.attempt)
 
     status = 504 if last_failure is not None and last_failure.is_timeout else 502
     error_type = (
@@ -529,6 +556,170 @@ def _read_answer(
         data["model"] = instance.model
         body = orjson.dumps(data)
     return body, _Tokens(prompt or 0, completion or 0, note)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    result: UpstreamResponse | UpstreamStream
+    body: bytes = b""  # a whole answer, checked (UpstreamResponse)
+    tokens: _Tokens | None = None
+
+
+class _Caller:
+    """One attempt's call: the client's payload for the attempt's instance, then the answer read
+    and checked (a malformed one is an UpstreamFailure, so it fails over like any other)."""
+
+    __slots__ = ("client_wants_usage", "deadline", "exchange", "payload", "req", "stream")
+
+    def __init__(
+        self,
+        req: ClientRequest,
+        exchange: _Exchange,
+        payload: dict[str, Any],
+        stream: bool,
+        client_wants_usage: bool,
+        deadline: float,
+    ) -> None:
+        self.req, self.exchange, self.payload = req, exchange, payload
+        self.stream, self.client_wants_usage, self.deadline = stream, client_wants_usage, deadline
+
+    async def __call__(self, attempt: Attempt) -> _Answer:
+        instance = attempt.instance
+        payload = self.payload
+        upstream_payload = dict(payload)
+        upstream_payload["model"] = instance.model
+        if self.stream and not self.client_wants_usage:
+            # Ask for usage anyway so the request can be costed; the extra chunk is not relayed.
+            upstream_payload["stream_options"] = {
+                **(payload.get("stream_options") or {}),
+                "include_usage": True,
+            }
+        result = await call_upstream(
+            instance,
+            endpoint=self.req.endpoint,
+            payload=upstream_payload,
+            stream=self.stream,
+            deadline=self.deadline,
+            native=self.req.native,
+        )
+        if isinstance(result, UpstreamResponse):
+            body, tokens = _read_answer(result, instance, self.exchange)
+            return _Answer(result, body, tokens)
+        return _Answer(result)
+
+
+class _Running:
+    """An attempt running as a task, so that its route's latency threshold can be watched and
+    another attempt can race it (docs/routing.md, "Latency threshold and hedging")."""
+
+    __slots__ = ("attempt", "hedge", "past_threshold", "started", "task")
+
+    def __init__(self, attempt: Attempt, call: _Caller, *, hedge: bool = False) -> None:
+        self.attempt = attempt
+        self.hedge = hedge  # started while an earlier attempt was still running
+        self.past_threshold = False
+        self.started = time.monotonic()
+        self.task: asyncio.Task[_Answer] = asyncio.create_task(call(attempt))
+
+    async def stop(self) -> None:
+        """Cancel the attempt: its upstream connection is closed, so the upstream sees the request
+        go; an answer that had already come is let go (a stream closed), never relayed or billed."""
+        task = self.task
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        if task.cancelled() or task.exception() is not None:
+            return
+        result = task.result().result
+        if isinstance(result, UpstreamStream):
+            await result.aclose()
+
+
+async def _overtake(racing: list[_Running], exchange: _Exchange, outcome: str) -> None:
+    """The request is settled by another attempt: every one still racing is cancelled, recorded in
+    the attempt log with `outcome`, and given no verdict on its instance's health."""
+    for running in racing:
+        await running.stop()
+        exchange.plan.overtaken(running.attempt)
+        exchange.log_attempt(running.attempt, outcome, running.started, hedge=running.hedge)
+    racing.clear()
+
+
+def _failed(
+    failure: UpstreamFailure, exchange: _Exchange, attempt: Attempt, started: float
+) -> UpstreamFailure:
+    """A retryable failure: the instance is blamed, the next target may follow."""
+    exchange.plan.failed(retry_after=failure.retry_after, attempt=attempt)
+    exchange.log_attempt(attempt, failure.kind, started, failure.status, failure.detail)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "attempt on %s failed: %s (%s)",
+            attempt.instance.instance_id,
+            failure.kind,
+            exchange.scrubber.text(_failure_text(failure)),
+        )
+    return failure
+
+
+def _refused(
+    failure: UpstreamFailure, exchange: _Exchange, attempt: Attempt, started: float
+) -> HttpResponse:
+    """The instance answered; the request itself is at fault: our own error, with the upstream's
+    message."""
+    exchange.plan.succeeded(latency_s=time.monotonic() - started, attempt=attempt)
+    exchange.log_attempt(attempt, "client_error", started, failure.status)
+    exchange.record(
+        status=failure.status or 400, attempt=attempt, error_type="upstream_client_error"
+    )
+    return _client_error(failure, exchange.headers(attempt), exchange.scrubber)
+
+
+async def _answered(
+    answer: _Answer,
+    exchange: _Exchange,
+    attempt: Attempt,
+    started: float,
+    client_wants_usage: bool,
+    deadline: float,
+    lookup: cache.Lookup | None,
+    *,
+    hedge: bool = False,
+) -> HttpResponse | StreamingHttpResponse:
+    """The attempt that answered: its answer relayed, billed and recorded as served."""
+    exchange.log_attempt(attempt, "ok", started, 200, hedge=hedge)
+    exchange.ttfb_ms = round((time.monotonic() - exchange.req.started) * 1000, 3)
+    result = answer.result
+    if isinstance(result, UpstreamStream):
+        # The verdict on the instance waits for the stream's end: a stream that breaks
+        # after its first byte is a failure of the instance (though not failed over).
+        exchange.req.recorded = True  # by the relay, when the stream ends
+        end = min(deadline, started + attempt.instance.request_timeout)
+        return _stream_response(
+            result,
+            exchange,
+            attempt,
+            strip_usage=not client_wants_usage,
+            started=started,
+            end=end,
+            lookup=lookup,
+        )
+    tokens = answer.tokens or _Tokens(0, 0)
+    exchange.plan.succeeded(latency_s=time.monotonic() - started, attempt=attempt)
+    exchange.record(
+        status=200,
+        attempt=attempt,
+        prompt=tokens.prompt,
+        completion=tokens.completion,
+        usage_note=tokens.note,
+    )
+    body = exchange.scrubber.body(answer.body)
+    response = HttpResponse(body, content_type="application/json")
+    for key, value in exchange.headers(attempt).items():
+        response[key] = value
+    if lookup is not None:  # response cache: keep the 200 answer
+        await cache.store(lookup, _cache_entry(body, attempt, tokens.prompt, tokens.completion))
+        cache.mark(response, lookup)
+    return response
 
 
 _ERROR_TYPE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -656,11 +847,11 @@ def _stream_response(
         state.settled = True
         plan = exchange.plan
         if outcome == "ok":
-            plan.succeeded(latency_s=ttfb_s)
+            plan.succeeded(latency_s=ttfb_s, attempt=attempt)
         elif outcome == "abandoned":
-            plan.abandoned()
+            plan.abandoned(attempt)
         else:
-            plan.failed()
+            plan.failed(attempt=attempt)
             entry = exchange.attempt_log[-1]
             entry["outcome"], entry["status"] = error_type, status
             entry["ms"] = round((time.monotonic() - started) * 1000, 2)

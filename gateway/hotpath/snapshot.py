@@ -241,6 +241,10 @@ def build_config(version: int) -> GatewayConfig:
                     weight=route.weight,
                     is_default=route.is_default,
                     enabled=route.enabled,
+                    latency_threshold=route.latency_threshold_ms / 1000
+                    if route.latency_threshold_ms
+                    else None,
+                    hedge=route.hedge,
                 )
             )
         routes.sort(key=lambda r: (r.priority, r.name))

@@ -378,6 +378,16 @@ class ExplainApi(GatewayApiView):
                 "confidence": decision.confidence,
                 "scores": scores,
                 "order": [r.name for r in route_order(balancer, route)],
+                # Routes with a latency threshold: past it the next target is tried (hedge: raced).
+                "latency_thresholds": [
+                    {
+                        "route": r.name,
+                        "threshold_ms": round(r.latency_threshold * 1000),
+                        "hedge": r.hedge,
+                    }
+                    for r in route_order(balancer, route)
+                    if r.latency_threshold is not None
+                ],
                 "classifier_ms": None
                 if decision.classifier_ms is None
                 else round(decision.classifier_ms, 3),

@@ -272,3 +272,65 @@ def test_intent_classifier_without_a_decision_uses_the_default_route() -> None:
     plan = plan_attempts(balancer, make_routing())
     assert plan.reason == "default"
     assert plan.decided_route is balancer.route_named("general")
+
+
+# -- latency threshold and hedging: attempts kept open, then overtaken ---------------------------
+
+
+def test_next_keep_open_hands_out_the_next_attempt_while_the_slow_one_stays_in_flight() -> None:
+    balancer, (a, b, _) = three_routes()
+    routing = make_routing()
+    plan = plan_attempts(balancer, routing)
+    slow = plan.next()
+    assert slow is not None and slow.instance is a
+    hedge = plan.next(keep_open=True)
+    assert hedge is not None and hedge.instance is b
+    assert plan.open_attempts == (slow, hedge)
+    assert routing.load.in_flight(a.pk) == 1 and routing.load.in_flight(b.pk) == 1
+    # The hedge wins: the slow one is overtaken (no verdict), the winner succeeds.
+    plan.overtaken(slow)
+    plan.succeeded(latency_s=0.2, attempt=hedge)
+    assert plan.open_attempts == ()
+    assert [(attempt.instance.instance_id, outcome) for attempt, outcome in plan.log] == [
+        ("a", "overtaken"),
+        ("b", "succeeded"),
+    ]
+    assert routing.load.in_flight(a.pk) == 0 and routing.load.in_flight(b.pk) == 0
+    now = routing.clock()
+    assert routing.health.state(a.pk, now).consecutive_failures == 0  # slow is not broken
+    assert routing.health.is_eligible(a.pk, now)
+    assert routing.load.latency(a.pk) is None  # a lost race says nothing about its latency
+    assert plan.next() is None  # answered
+
+
+def test_an_attempt_cut_at_its_threshold_feeds_its_latency_as_a_lower_bound() -> None:
+    balancer, (a, b, _) = three_routes()
+    routing = make_routing()
+    plan = plan_attempts(balancer, routing)
+    slow = plan.next()
+    following = plan.next(keep_open=True)
+    assert slow is not None and following is not None
+    plan.overtaken(slow, latency_s=0.5)
+    assert plan.current is following
+    assert routing.load.latency(a.pk) == 0.5
+    plan.failed(attempt=following)
+    third = plan.next()
+    assert third is not None and third.instance.instance_id == "c"
+    assert routing.health.state(b.pk, routing.clock()).consecutive_failures == 1
+
+
+def test_next_without_keep_open_fails_every_open_attempt_and_the_budget_counts_hedges() -> None:
+    balancer, (a, b, _) = three_routes(budget=2)
+    routing = make_routing()
+    plan = plan_attempts(balancer, routing)
+    first = plan.next()
+    second = plan.next(keep_open=True)
+    assert first is not None and second is not None
+    assert plan.next(keep_open=True) is None  # the budget of 2 is spent by the race
+    assert plan.open_attempts == (first, second)
+    assert plan.next() is None
+    assert plan.open_attempts == ()
+    assert [outcome for _, outcome in plan.log] == ["failed", "failed"]
+    now = routing.clock()
+    assert routing.health.state(a.pk, now).consecutive_failures == 1
+    assert routing.health.state(b.pk, now).consecutive_failures == 1

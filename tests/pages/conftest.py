@@ -40,10 +40,20 @@ def route_post_data(rows: list[dict[str, Any]], *, nav: str = "next") -> dict[st
     data: dict[str, Any] = {"nav": nav, "route_key": [r["key"] for r in rows]}
     for row in rows:
         prefix = f"r-{row['key']}-"
-        for field in ("name", "intent", "destination", "priority", "weight", "examples"):
+        for field in (
+            "name",
+            "intent",
+            "destination",
+            "priority",
+            "weight",
+            "examples",
+            "latency_threshold_ms",
+        ):
             data[prefix + field] = row.get(field, "")
         if row.get("enabled", True):
             data[prefix + "enabled"] = "on"
+        if row.get("hedge"):
+            data[prefix + "hedge"] = "on"
         if row.get("is_default"):
             data["default_route"] = row["key"]
     return data
