@@ -49,6 +49,7 @@ BALANCER_FIELDS = (
     "cache_ttl_seconds",
     "cache_similarity_threshold",
     "cache_shared_across_keys",
+    "log_prompts",
     "baseline_route",
 )
 

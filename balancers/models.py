@@ -113,6 +113,13 @@ class Balancer(models.Model):
         default=False,
         help_text="Serve one API key's cached answers to the others (off: each key has its own).",
     )
+    log_prompts = models.BooleanField(
+        default=False,
+        verbose_name="keep prompts",
+        help_text="Keep each request's last user message (its first 4,000 characters) with its usage "
+        "event, so an operator can correct the router's decisions from the board, the usage page and the "
+        "playground. Off: the gateway keeps no prompt.",
+    )
     baseline_route = models.CharField(
         max_length=63,
         blank=True,

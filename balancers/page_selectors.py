@@ -287,7 +287,11 @@ def route_traffic(state: BalancerState, *, minutes: int = 60) -> None:
 
 def recent_events(balancer: Balancer, *, limit: int = 15) -> list[UsageEvent]:
     """The latest usage events, each with `decision_words`: why it went where it did, in an operator's words."""
-    events = list(UsageEvent.objects.filter(balancer=balancer).order_by("-created_at")[:limit])
+    events = list(
+        UsageEvent.objects.filter(balancer=balancer)
+        .defer("prompt_text")
+        .order_by("-created_at")[:limit]
+    )
     for event in events:
         words = decision_words(
             event.decision_reason, event.confidence, event.attempt_log or [], event.route

@@ -194,6 +194,22 @@ def audit_record(
 
 
 @transaction.atomic
+def balancer_set_prompt_logging(*, user: Any, balancer: Balancer, keep: bool) -> AuditEntry:
+    """Keep prompts (for corrections) or stop keeping them; the save bumps the config version, so
+    every gateway worker starts or stops keeping them within GATEWAY_CONFIG_POLL_SECONDS."""
+    if balancer.log_prompts == keep:
+        raise ActionRefused(f"Prompt logging is already {'on' if keep else 'off'}.")
+    balancer.log_prompts = keep
+    balancer.save(update_fields=["log_prompts", "updated_at"])
+    return audit_record(
+        user=user,
+        action="prompt logging on" if keep else "prompt logging off",
+        object_label=f"balancer {balancer.name}",
+        balancer=balancer,
+    )
+
+
+@transaction.atomic
 def route_set_enabled(*, user: Any, balancer: Balancer, route: Route, enabled: bool) -> AuditEntry:
     if not enabled and route.is_default:
         raise ActionRefused(

@@ -43,6 +43,16 @@ urlpatterns = [
         views.balancer_board_action,
         name="balancer-board-action",
     ),
+    path(
+        "balancers/<slug:name>/correction/",
+        views.balancer_correction,
+        name="balancer-correction",
+    ),
+    path(
+        "balancers/<slug:name>/prompt-logging/",
+        views.balancer_prompt_logging,
+        name="balancer-prompt-logging",
+    ),
     path("balancers/<slug:name>/test/", views.balancer_test, name="balancer-test"),
     path(
         "balancers/<slug:name>/smoke-test/", views.balancer_smoke_test, name="balancer-smoke-test"

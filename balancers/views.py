@@ -28,7 +28,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.roles import OPERATOR, VIEWER, role_required
+from accounts.roles import OPERATOR, STAFF, VIEWER, role_of, role_required
 from balancers.forms import (
     KIND_HELP,
     MODE_HELP,
@@ -67,6 +67,7 @@ from balancers.services import (
     audit_record,
     balancer_delete,
     balancer_save,
+    balancer_set_prompt_logging,
     member_drain,
     member_restore,
     route_set_enabled,
@@ -76,7 +77,14 @@ from balancers.services import (
 from config.http import HtmxHttpRequest
 from gateway.board_feed import FeedUnavailable, hub
 from gateway.budgets import budget_list, budget_statuses
+from gateway.corrections import (
+    CorrectionRefused,
+    balancer_unavailable,
+    correction_apply,
+    correction_offer,
+)
 from gateway.hotpath.runtime import mark_healthy
+from gateway.models import RoutingCorrection
 from gateway.router_models.local import RouteIntent
 from gateway.router_models.separation import MAX_ROUTES as SEPARATION_MAX_ROUTES
 from gateway.router_models.separation import route_overlaps
@@ -158,8 +166,14 @@ def balancer_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
             "mode_help": MODE_HELP.get(balancer.routing_mode, ""),
             "rules": [{**rule, "summary": rule_summary(rule)} for rule in rule_values(balancer)],
             "audit": list(balancer.audit_entries.all()[:20]),
+            "corrections": list(balancer.corrections.all()[:10]),
+            "corrections_unavailable": balancer_unavailable(balancer),
         },
     )
+
+
+def _can_operate(request: HtmxHttpRequest) -> bool:
+    return role_of(request.user) in (OPERATOR, STAFF)
 
 
 def _board_state(name: str) -> Any:
@@ -215,6 +229,8 @@ def balancer_board(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "savings": balancer_savings([state.balancer])[state.balancer.pk],
         # The balancer's budgets: warning and reached ones are called out (docs/cost.md).
         "budgets": budget_statuses(budgets=budget_list().filter(balancer=state.balancer)),
+        # Operators may mark the router's decisions wrong (gateway.corrections).
+        "correctable": state.balancer.routing_mode == "intent_classifier" and _can_operate(request),
     }
     template = "balancers/board.html#events" if request.htmx else "balancers/board.html"
     return render(request, template, context)
@@ -296,6 +312,78 @@ def balancer_board_action(request: HtmxHttpRequest, name: str) -> HttpResponse:
         return render(request, "balancers/board.html#notice", {"notice": text, "notice_css": css})
     (messages.success if css == "ok" else messages.warning)(request, text)
     return redirect("balancer-board", name=balancer.name)
+
+
+def correction_words(correction: RoutingCorrection) -> str:
+    """What an applied correction did and changed, in the operator's words."""
+    total = correction.corrected_examples
+    before = round((correction.accuracy_before or 0) * total)
+    after = round((correction.accuracy_after or 0) * total)
+    return (
+        f"Added as an example of {correction.route} (the router had sent it to "
+        f"{correction.decided_route}). The router on this balancer's {total} corrected "
+        f"example{'s' if total != 1 else ''}: {before} of {total} right before "
+        f"({correction.accuracy_before or 0:.0%}), {after} of {total} after "
+        f"({correction.accuracy_after or 0:.0%}). Every gateway worker refits it at its next "
+        "snapshot; recorded in the audit log."
+    )
+
+
+@role_required(OPERATOR)
+@require_http_methods(["GET", "POST"])
+def balancer_correction(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    """Mark a routing decision wrong (the board, the usage page, the playground): GET shows the form
+    for one request (or why it cannot be corrected), POST makes its prompt an example of the route
+    named (gateway.corrections states the rules)."""
+    balancer = get_object_or_404(Balancer.objects.select_related("router_model"), name=name)
+    data = request.POST if request.method == "POST" else request.GET
+    request_id = data.get("request", "")
+    source = data.get("source", "")
+    if request.method == "POST":
+        try:
+            correction = correction_apply(
+                user=request.user,
+                balancer=balancer,
+                request_id=request_id,
+                route=data.get("route", ""),
+                confirmed=data.get("confirm") == "yes",
+                source=source,
+            )
+        except CorrectionRefused as refusal:
+            text, css = str(refusal), "warn"
+        else:
+            text, css = correction_words(correction), "ok"
+        if request.htmx:
+            return render(
+                request, "balancers/correction.html#notice", {"notice": text, "notice_css": css}
+            )
+        (messages.success if css == "ok" else messages.warning)(request, text)
+        return redirect("balancer-detail", name=balancer.name)
+    offer = correction_offer(balancer=balancer, request_id=request_id)
+    template = "balancers/correction.html#form" if request.htmx else "balancers/correction.html"
+    return render(request, template, {"offer": offer, "balancer": balancer, "source": source})
+
+
+@role_required(OPERATOR)
+@require_POST
+def balancer_prompt_logging(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    """Turn 'Keep prompts' on or off (confirmed in the browser), recorded in the audit log."""
+    balancer = get_object_or_404(Balancer, name=name)
+    keep = request.POST.get("keep") == "on"
+    try:
+        balancer_set_prompt_logging(user=request.user, balancer=balancer, keep=keep)
+    except ActionRefused as refusal:
+        messages.warning(request, str(refusal))
+        return redirect("balancer-detail", name=balancer.name)
+    messages.success(
+        request,
+        "Prompts are kept from now on: the board, the usage page and the playground can correct "
+        "the router's decisions."
+        if keep
+        else "Prompt logging is off: new requests keep no prompt (prompts kept so far stay with "
+        "their usage events until they expire).",
+    )
+    return redirect("balancer-detail", name=balancer.name)
 
 
 SSE_KEEPALIVE_SECONDS = 15.0

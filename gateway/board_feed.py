@@ -121,6 +121,7 @@ def board_event(record: Any) -> dict[str, Any]:
         "tokens": record.prompt_tokens + record.completion_tokens,
         "cost": str(record.cost_usd),
         "stream": record.stream,
+        "reason": record.decision_reason,
         "decision": decision_words(
             record.decision_reason, record.confidence, record.attempt_log, record.route
         ),

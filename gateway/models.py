@@ -166,6 +166,10 @@ class UsageEvent(models.Model):
     cache_hit = models.BooleanField(
         default=False, help_text="Answered from the response cache (no upstream call)."
     )
+    prompt_text = models.TextField(
+        blank=True,
+        help_text="The last user message, kept only when the balancer keeps prompts (Balancer.log_prompts).",
+    )
     savings_usd = models.DecimalField(
         max_digits=16,
         decimal_places=10,
@@ -516,3 +520,36 @@ class CostAlert(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+class RoutingCorrection(models.Model):
+    """An operator said a routing decision was wrong: the prompt became an example of the right route.
+
+    Written only by gateway.corrections.correction_apply. `accuracy_before` / `accuracy_after` are the
+    built-in router's accuracy on the balancer's corrected examples (this one included) fitted
+    without and with this example, so the page can say what the correction changed.
+    """
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    balancer = models.ForeignKey(Balancer, on_delete=models.CASCADE, related_name="corrections")
+    user = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150, help_text="Kept when the user is deleted.")
+    request_id = models.CharField(max_length=64, blank=True)
+    source = models.CharField(max_length=20, help_text="board, usage or playground")
+    prompt = models.TextField()
+    decided_route = models.CharField(max_length=63, help_text="Where the router sent it.")
+    decision_reason = models.CharField(max_length=40, blank=True)
+    route = models.CharField(max_length=63, help_text="Where the operator says it belongs.")
+    corrected_examples = models.PositiveIntegerField(
+        default=0, help_text="How many corrected examples the accuracies are measured on."
+    )
+    accuracy_before = models.FloatField(null=True, blank=True)
+    accuracy_after = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.balancer_id}: {self.decided_route} -> {self.route}"

@@ -101,9 +101,15 @@ async def playground_send(request: HtmxHttpRequest) -> HttpResponse:
         prompt=prompt,
         route=route or None,
     )
+    # A decision of the router may be marked wrong from here (operators; gateway.corrections).
+    correctable = balancer.routing_mode == "intent_classifier" and (
+        result.decision == "classified" or result.decision.startswith("default:")
+    )
     if request.htmx:
         return await sync_to_async(render)(
-            request, "playground/playground.html#result", {"result": result}
+            request,
+            "playground/playground.html#result",
+            {"result": result, "correct_in": balancer.name if correctable else ""},
         )
     return await sync_to_async(render)(
         request, "includes/smoke_test_page.html", {"result": result, "balancer": balancer}

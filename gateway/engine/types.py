@@ -116,6 +116,7 @@ class BalancerSpec:
     rules: tuple[RuleSpec, ...] = ()  # content rules, sorted by (order, name)
     cache: CachePolicy | None = None  # None: the response cache is off
     auto_free_only: bool = False  # auto-free: zero-priced instances only
+    log_prompts: bool = False  # keep the last user message with the usage event (corrections)
 
     @property
     def default_route(self) -> RouteSpec:

@@ -28,14 +28,14 @@ from gateway.engine.planner import AUTO, Attempt, AttemptPlan, plan_attempts
 from gateway.engine.types import BalancerSpec, InstanceSpec
 from gateway.hotpath import budgets, cache, errors
 from gateway.hotpath.auto_request import empty_pool_error, goal_balancer, routing_options
-from gateway.hotpath.decision import Decision, decide
+from gateway.hotpath.decision import MAX_PROMPT_CHARS, Decision, decide
 from gateway.hotpath.ratelimit import check_rate_limit
 from gateway.hotpath.runtime import routing
 from gateway.hotpath.scrub import Scrubber, scrubber_for
 from gateway.hotpath.snapshot import GatewayConfig, KeySpec
 from gateway.hotpath.usage import UsageRecord, recorder
 from gateway.models import USE_CASE_PATTERN
-from gateway.text import estimate_tokens, prompt_tokens
+from gateway.text import estimate_tokens, last_user_text, prompt_tokens
 from gateway.upstream import UpstreamFailure, UpstreamResponse, UpstreamStream, call_upstream
 from gateway.upstream.answers import (
     MalformedAnswer,
@@ -291,8 +291,21 @@ class _Exchange:
                 if instance is not None
                 else Decimal(0),
                 usage_note=self.scrubber.text(usage_note)[:200],
+                prompt_text=self.logged_prompt() if self.balancer.log_prompts else "",
             )
         )
+
+    def logged_prompt(self) -> str:
+        """What a balancer that keeps prompts keeps: the text the router reads (the last user message;
+        an embeddings request's input), at most MAX_PROMPT_CHARS, without NULs (PostgreSQL text)."""
+        payload = self.req.payload
+        if self.req.endpoint == "chat":
+            text = last_user_text(payload.get("messages"))
+        else:
+            value = payload.get("input")
+            items = value if isinstance(value, list) else [value]
+            text = next((item for item in items if isinstance(item, str)), "")
+        return text[:MAX_PROMPT_CHARS].replace("\x00", "")
 
     def prompt_estimate(self) -> int:
         """The request's own estimate of its prompt tokens (for a missing or dropped count)."""

@@ -273,6 +273,7 @@ def build_config(version: int) -> GatewayConfig:
             routes=tuple(routes),
             rules=tuple(rule for rule in rules if rule is not None),
             cache=cache_policy(balancer),
+            log_prompts=balancer.log_prompts,
         )
     names_by_pk = {b.pk: name for name, b in balancers.items()}
     keys: dict[str, KeySpec] = {}

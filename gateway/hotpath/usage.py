@@ -74,6 +74,7 @@ class UsageRecord:
     usage_note: str = ""  # why a reported token count was replaced by the estimate
     cache_hit: bool = False  # answered from the response cache (gateway.hotpath.cache)
     savings_usd: Decimal = Decimal(0)  # the upstream cost a cache hit avoided
+    prompt_text: str = ""  # the last user message, when the balancer keeps prompts
 
     @property
     def balancer_label(self) -> str:

@@ -539,6 +539,7 @@ def usage_recent_events(
     return list(
         UsageEvent.objects.filter(filters.condition(), created_at__gte=start)
         .select_related("balancer")
+        .defer("prompt_text")
         .order_by("-created_at", "-pk")[:limit]
     )
 

@@ -101,6 +101,31 @@
     return td;
   }
 
+  // "Wrong route?" on a router decision (operators): the form loads from the server when opened.
+  function correctionControl(id) {
+    var url = board.dataset.correctionUrl + "?request=" + encodeURIComponent(id) + "&source=board";
+    var d = document.createElement("details");
+    d.className = "more correction-control";
+    d.setAttribute("data-testid", "correction-control");
+    d.setAttribute("hx-get", url);
+    d.setAttribute("hx-trigger", "toggle once");
+    d.setAttribute("hx-target", "find .correction-body");
+    var s = document.createElement("summary");
+    s.className = "small";
+    s.textContent = "Wrong route?";
+    d.appendChild(s);
+    var body = document.createElement("div");
+    body.className = "correction-body";
+    var a = document.createElement("a");
+    a.className = "small";
+    a.href = url;
+    a.textContent = "Correct this decision";
+    body.appendChild(a);
+    d.appendChild(body);
+    if (window.htmx) window.htmx.process(d);
+    return d;
+  }
+
   function row(e) {
     var empty = events.querySelector("tr.no-events");
     if (empty) empty.remove();
@@ -132,7 +157,11 @@
       st.appendChild(document.createTextNode(" "));
       st.appendChild(d);
     }
-    cell(tr, e.decision, "small", "Decision").setAttribute("data-testid", "decision");
+    var dec = cell(tr, e.decision, "small", "Decision");
+    dec.setAttribute("data-testid", "decision");
+    if (board.dataset.correctionUrl && (e.reason === "classified" || String(e.reason).indexOf("default:") === 0)) {
+      dec.appendChild(correctionControl(e.id));
+    }
     cell(tr, e.ms + " ms", "right nowrap", "Latency");
     events.prepend(tr);
     while (events.children.length > ROWS) events.lastElementChild.remove();
@@ -163,18 +192,21 @@
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         if (!html) return;
-        var open = Array.prototype.map.call(events.querySelectorAll("tr[data-request-id] details[open]"),
+        // An operator filling in a correction keeps the rows as they are until it is closed.
+        if (events.querySelector("details.correction-control[open]")) return;
+        var open = Array.prototype.map.call(events.querySelectorAll("tr[data-request-id] details.attempt-log[open]"),
           function (d) { return d.closest("tr").dataset.requestId; });
         var holder = document.createElement("table");
         holder.innerHTML = html;
         var fresh = holder.querySelector("tbody");
         if (!fresh) return;
         open.forEach(function (id) {
-          var d = fresh.querySelector('tr[data-request-id="' + CSS.escape(id) + '"] details');
+          var d = fresh.querySelector('tr[data-request-id="' + CSS.escape(id) + '"] details.attempt-log');
           if (d) d.open = true;
         });
         events.replaceWith(fresh);
         events = fresh;
+        if (window.htmx) window.htmx.process(fresh);
       })
       .catch(function () {});
   }

@@ -63,6 +63,10 @@ RULES: dict[str, Rule] = {
     "balancer-board-action": page(
         OPERATOR
     ),  # disable a route, drain a member, end a cooldown … (audited)
+    "balancer-correction": page(
+        OPERATOR
+    ),  # mark a router decision wrong: a prompt becomes an example
+    "balancer-prompt-logging": page(OPERATOR),  # keep prompts on/off (audited)
     "balancer-test": page(VIEWER),
     "balancer-smoke-test": page(VIEWER),  # calls the gateway, changes nothing
     "balancer-toggle": page(OPERATOR),
