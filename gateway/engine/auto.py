@@ -99,6 +99,12 @@ GOALS: dict[str, str] = {
 }
 FREE_GOAL = "auto-free"
 
+
+def is_goal_name(name: str) -> bool:
+    """A serving name that no balancer stands behind: the gateway ranks models for it."""
+    return name in GOALS
+
+
 # Below these, differences stop mattering (1 ms; 1 cent per million tokens).
 LATENCY_FLOOR_S = 0.001
 PRICE_FLOOR = 0.01

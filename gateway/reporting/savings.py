@@ -29,6 +29,7 @@ from decimal import Decimal
 from django.db.models import QuerySet, Sum
 
 from balancers.models import Balancer, Route
+from gateway.engine.auto import is_goal_name
 from gateway.models import UsageHourly
 from targetgroups.models import Instance
 
@@ -55,6 +56,12 @@ def route_cost(route: Route, prompt_tokens: int, completion_tokens: int) -> Deci
     return max(priced(m.instance, prompt_tokens, completion_tokens) for m in enabled)
 
 
+def unbound_note(serving_name: str) -> str:
+    """What a serving name with no balancer row is: a goal name (auto, auto-cheap, ...), or a
+    balancer deleted since, or never one (a request for an unknown model, refused with a 404)."""
+    return "goal name" if is_goal_name(serving_name) else "deleted or unknown"
+
+
 @dataclass
 class BalancerSavings:
     balancer: str
@@ -69,6 +76,10 @@ class BalancerSavings:
     priciest_cost: Decimal | None = None
     baseline_route: str = ""
     baseline_cost: Decimal | None = None
+
+    @property
+    def note(self) -> str:
+        return "" if self.balancer else unbound_note(self.serving_name)
 
     @property
     def savings_vs_priciest(self) -> Decimal | None:

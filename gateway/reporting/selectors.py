@@ -20,7 +20,7 @@ from django.urls import reverse
 from balancers.models import Balancer
 from gateway.models import ApiKey, InstanceHealth, ProbeRecord, Team, UsageEvent, UsageHourly
 from gateway.reporting.rollups import floor_hour
-from gateway.reporting.savings import SavingsReport, usage_savings
+from gateway.reporting.savings import SavingsReport, unbound_note, usage_savings
 from targetgroups.models import Instance
 
 HOUR = timedelta(hours=1)
@@ -304,8 +304,7 @@ def _balancer_label(
         not serving_name
     ):  # refused before a model was read (no key, bad JSON, unknown path) or the model list
         return "no model named", ""
-    # Deleted since, or never a balancer (a request for an unknown model, refused with a 404).
-    return f"{serving_name} (deleted or unknown)", ""
+    return f"{serving_name} ({unbound_note(serving_name)})", ""
 
 
 def _rows(

@@ -284,6 +284,22 @@ def test_a_deleted_balancer_keeps_its_usage(admin_client, traffic) -> None:
     assert "embed-balancer (deleted or unknown)" in section(html, "breakdown-balancer")
 
 
+def test_a_goal_name_is_named_as_one_not_as_deleted(admin_client, traffic) -> None:
+    UsageEvent.objects.create(
+        request_id="goal-1",
+        created_at=timezone.now(),
+        endpoint="chat",
+        status_code=200,
+        serving_name="auto-cheap",
+        api_key=traffic["key"],
+        latency_ms=3.0,
+    )
+    html = admin_client.get("/usage/").content.decode()
+    assert "auto-cheap (goal name)" in section(html, "breakdown-balancer")
+    assert "auto-cheap (deleted" not in html
+    assert '<b>auto-cheap</b><span class="sub">goal name</span>' in html  # the savings table
+
+
 @pytest.mark.parametrize(
     ("amount", "shown"),
     [
