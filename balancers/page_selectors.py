@@ -23,6 +23,7 @@ from balancers.models import Balancer, Route
 from gateway.board_feed import decision_words
 from gateway.hotpath.runtime import health_snapshot
 from gateway.models import UsageEvent
+from gateway.reporting.failover import FailoverReport, failover_incidents
 from gateway.reporting.selectors import ProbeSummary, probe_summaries
 from targetgroups.models import Instance
 
@@ -341,6 +342,9 @@ class LaneFigures:
     p50_ttfb_ms: float | None = None
     tokens: int = 0
     cost: Decimal = Decimal(0)
+    spilled: int = (
+        0  # capacity_first: answered by a token-billed member, reserved capacity saturated
+    )
     per_minute: list[int] = field(default_factory=lambda: [0] * LIVE_MINUTES)
 
     @property
@@ -390,6 +394,7 @@ def lane_figures(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
             errors=Count("id", filter=Q(status_code__gte=400)),
             tokens=Sum("prompt_tokens") + Sum("completion_tokens"),
             cost=Sum("cost_usd"),
+            spilled=Count("id", filter=Q(spilled=True)),
         )
     }
     medians = _medians(events)
@@ -409,6 +414,7 @@ def lane_figures(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
         if row:
             figures.requests, figures.errors = row["n"], row["errors"]
             figures.tokens, figures.cost = row["tokens"] or 0, row["cost"] or Decimal(0)
+            figures.spilled = row["spilled"]
             figures.p50_ms, figures.p50_ttfb_ms = medians.get(name, (None, None))
         lane.figures = figures
         lane.requests, lane.errors = figures.requests, figures.errors
@@ -476,3 +482,18 @@ def balancer_savings(balancers: Iterable[Balancer]) -> dict[int, Savings]:
                 ) / 1_000_000
         result[balancer.pk] = savings
     return result
+
+
+# The board's failover window: the incidents whose failed-over requests fell in the last day.
+FAILOVER_HOURS = 24
+
+
+def board_failover(balancer: Balancer) -> FailoverReport:
+    """The balancer's failover incidents of the last FAILOVER_HOURS, with their extra spend."""
+    now = timezone.now()
+    return failover_incidents(
+        start=now - timedelta(hours=FAILOVER_HOURS),
+        end=now + timedelta(seconds=1),
+        condition=Q(balancer_id=balancer.pk),
+        limit=5,
+    )

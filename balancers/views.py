@@ -50,10 +50,12 @@ from balancers.forms import (
 )
 from balancers.models import AuditEntry, Balancer
 from balancers.page_selectors import (
+    FAILOVER_HOURS,
     LIVE_MINUTES,
     balancer_savings,
     balancer_states,
     balancers_for_pages,
+    board_failover,
     lane_figures,
     member_probes,
     recent_events,
@@ -199,6 +201,8 @@ def board_lanes_payload(name: str) -> bytes:
             "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES),
             "live_minutes": LIVE_MINUTES,
             "savings": balancer_savings([state.balancer])[state.balancer.pk],
+            "failover": board_failover(state.balancer),
+            "failover_hours": FAILOVER_HOURS,
         },
     )
     probes = render_to_string("balancers/board.html#probes", {"probes": member_probes(state)})
@@ -231,6 +235,8 @@ def balancer_board(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "budgets": budget_statuses(budgets=budget_list().filter(balancer=state.balancer)),
         # Operators may mark the router's decisions wrong (gateway.corrections).
         "correctable": state.balancer.routing_mode == "intent_classifier" and _can_operate(request),
+        "failover": board_failover(state.balancer),
+        "failover_hours": FAILOVER_HOURS,
     }
     template = "balancers/board.html#events" if request.htmx else "balancers/board.html"
     return render(request, template, context)

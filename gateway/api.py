@@ -26,6 +26,8 @@ from config.api_fields import JsonTypesMixin, NameField
 from gateway.budgets import BudgetStatus, budget_list, budget_statuses
 from gateway.models import ApiKey, Budget, CostAlert, Team, use_case_validator
 from gateway.reporting.anomalies import anomalies_between
+from gateway.reporting.capacity import CapacityRow, capacity_report
+from gateway.reporting.failover import Incident, failover_incidents
 from gateway.reporting.rollups import rollup_usage
 from gateway.reporting.savings import SavingsReport
 from gateway.reporting.selectors import (
@@ -655,6 +657,45 @@ class SavingsSerializer(serializers.Serializer):
     balancers = BalancerSavingsSerializer(many=True)
 
 
+class CapacitySerializer(serializers.Serializer):
+    instance = serializers.CharField(
+        help_text="instance_id of an instance priced as reserved capacity."
+    )
+    model = serializers.CharField()
+    unit = serializers.CharField(help_text="concurrent_requests | tokens_per_second")
+    capacity = serializers.IntegerField(help_text="What an hour buys, in `unit`.")
+    price_per_hour_usd = _usd("The instance's current price per hour.")
+    hours = serializers.IntegerField(help_text="Closed hours paid in the range.")
+    cost_usd = _usd("Those hours' price.")
+    spread_usd = _usd("The part written on the requests they served (by tokens).")
+    idle_cost_usd = _usd("Hours paid that served no tokens.")
+    requests = serializers.IntegerField()
+    tokens = serializers.IntegerField()
+    utilisation = serializers.FloatField(
+        allow_null=True, help_text="0..1: tokens (or busy seconds) over capacity x seconds paid."
+    )
+    effective_price_per_million_usd = _usd(
+        "cost_usd per million tokens served; null without tokens."
+    )
+
+
+class FailoverIncidentSerializer(serializers.Serializer):
+    balancer = serializers.CharField()
+    serving_name = serializers.CharField()
+    primary_route = serializers.CharField(help_text="The route the requests were meant for.")
+    fallback_routes = serializers.ListField(child=serializers.CharField())
+    started_at = serializers.DateTimeField(help_text="The first request that failed over.")
+    ended_at = serializers.DateTimeField(
+        allow_null=True, help_text="The first request the primary answered again; null: ongoing."
+    )
+    requests = serializers.IntegerField(help_text="Requests answered by a fallback.")
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cost_usd = _usd("What those requests cost.")
+    primary_cost_usd = _usd("Their tokens priced on the primary route.")
+    extra_cost_usd = _usd("cost_usd less primary_cost_usd: the failover's cost impact.")
+
+
 class UsageSerializer(serializers.Serializer):
     range = serializers.CharField()
     start = serializers.DateTimeField(help_text="Inclusive, UTC.")
@@ -672,6 +713,13 @@ class UsageSerializer(serializers.Serializer):
     )
     anomalies = CostAlertSerializer(
         many=True, help_text="Cost anomalies raised for hours within the range."
+    )
+    capacity = CapacitySerializer(
+        many=True,
+        help_text="Reserved capacity: each instance's paid hours in the range (closed hours).",
+    )
+    failover_incidents = FailoverIncidentSerializer(
+        many=True, help_text="Failover cost impact, per incident, newest first (docs/cost.md)."
     )
 
 
@@ -735,6 +783,41 @@ def _row(row: UsageRow) -> dict[str, Any]:
     }
 
 
+def _capacity(row: CapacityRow) -> dict[str, Any]:
+    return {
+        "instance": row.instance,
+        "model": row.model,
+        "unit": row.unit,
+        "capacity": row.capacity,
+        "price_per_hour_usd": row.price_per_hour,
+        "hours": row.hours,
+        "cost_usd": row.cost,
+        "spread_usd": row.spread,
+        "idle_cost_usd": row.idle_cost,
+        "requests": row.requests,
+        "tokens": row.tokens,
+        "utilisation": None if row.utilisation is None else round(row.utilisation, 6),
+        "effective_price_per_million_usd": row.effective_price_per_million,
+    }
+
+
+def _incident(incident: Incident) -> dict[str, Any]:
+    return {
+        "balancer": incident.balancer,
+        "serving_name": incident.serving_name,
+        "primary_route": incident.primary,
+        "fallback_routes": incident.fallbacks,
+        "started_at": incident.started_at,
+        "ended_at": incident.ended_at,
+        "requests": incident.requests,
+        "prompt_tokens": incident.prompt_tokens,
+        "completion_tokens": incident.completion_tokens,
+        "cost_usd": incident.cost,
+        "primary_cost_usd": incident.primary_cost,
+        "extra_cost_usd": incident.extra,
+    }
+
+
 class UsageApi(APIView):
     @extend_schema(
         summary="Requests, tokens and cost over a range, split by balancer, route, instance, model, key, team and use case; budgets and anomalies",
@@ -758,5 +841,12 @@ class UsageApi(APIView):
             "rows": [_row(row) for row in usage_rows(filters=filters, start=start, end=end)],
             "budgets": [_budget(status) for status in budget_statuses(budgets=budget_list())],
             "anomalies": anomalies_between(start=start, end=end, limit=500),
+            "capacity": [_capacity(r) for r in capacity_report(start=start, end=end).rows],
+            "failover_incidents": [
+                _incident(i)
+                for i in failover_incidents(
+                    start=start, end=end, condition=filters.condition()
+                ).incidents
+            ],
         }
         return Response(UsageSerializer(data).data)

@@ -176,6 +176,15 @@ class UsageEvent(models.Model):
         default=0,
         help_text="Upstream cost avoided: a cache hit's original cost (its cost_usd is 0).",
     )
+    decided_route = models.CharField(
+        max_length=63,
+        blank=True,
+        help_text="The route the routing decision named, before any failover (route: the one that answered).",
+    )
+    spilled = models.BooleanField(
+        default=False,
+        help_text="Capacity first: served by a token-billed member because the reserved capacity was saturated.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -290,6 +299,53 @@ class UsageRollupState(models.Model):
 
     def __str__(self) -> str:
         return f"usage rolled up to event {self.last_event_id}"
+
+
+class CapacityHour(models.Model):
+    """One closed UTC hour of an instance priced as reserved capacity, and how its price was spread.
+
+    Written only by gateway.reporting.capacity.allocate_capacity (run with the usage rollup): the
+    hour's price is spread over the usage events the instance served in it, in proportion to their
+    tokens, and written on those events as their cost; an hour without tokens keeps its price here
+    as idle capacity.
+    """
+
+    instance = models.CharField(max_length=63, help_text="instance_id")
+    hour = models.DateTimeField(help_text="Start of the hour, UTC.")
+    price_usd = models.DecimalField(
+        max_digits=16, decimal_places=10, help_text="What the hour cost (its price per hour)."
+    )
+    unit = models.CharField(max_length=20, help_text="concurrent_requests | tokens_per_second")
+    capacity = models.PositiveIntegerField(help_text="The capacity the hour bought, in `unit`.")
+    requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    busy_seconds = models.FloatField(
+        default=0, help_text="The served requests' latencies summed: their concurrency x 3600."
+    )
+    spread_usd = models.DecimalField(
+        max_digits=16,
+        decimal_places=10,
+        default=0,
+        help_text="The part of the price written on the hour's usage events (all of it, or 0 when idle).",
+    )
+    event_mark = models.BigIntegerField(
+        default=0,
+        help_text="The highest usage event id when the hour was spread (late events re-spread it).",
+    )
+
+    class Meta:
+        ordering = ["-hour", "instance"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "hour"], name="capacity_hour_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance} {self.hour:%Y-%m-%d %H:00}"
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 class HealthStatus(models.TextChoices):

@@ -10,7 +10,7 @@ from typing import Any, cast
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -23,6 +23,10 @@ from balancers.models import Balancer
 from config.http import HtmxHttpRequest
 from gateway.budgets import budget_list, budget_statuses
 from gateway.models import ApiKey, Budget, Team, use_case_validator
+from gateway.reporting.capacity import EXPORT_COLUMNS as CAPACITY_COLUMNS
+from gateway.reporting.capacity import capacity_csv_row, capacity_report
+from gateway.reporting.failover import EXPORT_COLUMNS as FAILOVER_COLUMNS
+from gateway.reporting.failover import failover_incidents, incident_csv_row
 from gateway.reporting.rollups import rollup_usage
 from gateway.reporting.selectors import (
     DEFAULT_RANGE,
@@ -326,18 +330,44 @@ def usage(request: HtmxHttpRequest) -> HttpResponse:
 @never_cache
 @require_GET
 def usage_export(request: HtmxHttpRequest) -> HttpResponse:
+    table = request.GET.get("table") or "usage"
+    if table not in EXPORT_TABLES:
+        return HttpResponseBadRequest(
+            f"Unknown table {table!r}; known: {', '.join(EXPORT_TABLES)}.",
+            content_type="text/plain; charset=utf-8",
+        )
     rollup_usage()
     filters = UsageFilterForm(request.GET).filters()
     start, end = filters.range.window(timezone.now())
     response = HttpResponse(content_type="text/csv; charset=utf-8")
+    name = "usage" if table == "usage" else f"usage-{table}"
     response["Content-Disposition"] = (
-        f'attachment; filename="usage-{start:%Y%m%dT%H%MZ}-{end:%Y%m%dT%H%MZ}.csv"'
+        f'attachment; filename="{name}-{start:%Y%m%dT%H%MZ}-{end:%Y%m%dT%H%MZ}.csv"'
     )
     writer = csv.writer(response)
-    writer.writerow(EXPORT_COLUMNS)
-    for row in usage_rows(filters=filters, start=start, end=end):
-        writer.writerow([_csv_cell(value) for value in usage_csv_row(row, start=start, end=end)])
+    rows: list[list[Any]]
+    if table == "capacity":
+        writer.writerow(CAPACITY_COLUMNS)
+        report = capacity_report(start=start, end=end)
+        rows = [capacity_csv_row(row, start=start, end=end) for row in report.rows]
+    elif table == "failover":
+        writer.writerow(FAILOVER_COLUMNS)
+        incidents = failover_incidents(start=start, end=end, condition=filters.condition())
+        rows = [incident_csv_row(incident) for incident in incidents.incidents]
+    else:
+        writer.writerow(EXPORT_COLUMNS)
+        rows = [
+            usage_csv_row(row, start=start, end=end)
+            for row in usage_rows(filters=filters, start=start, end=end)
+        ]
+    for values in rows:
+        writer.writerow([_csv_cell(value) for value in values])
     return response
+
+
+# The usage CSV's tables (`?table=`): one row per balancer, route, instance, model and key
+# (the default), per reserved instance, or per failover incident.
+EXPORT_TABLES = ("usage", "capacity", "failover")
 
 
 def _csv_cell(value: Any) -> Any:

@@ -55,7 +55,14 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Instance
-        fields = ("instance_id", *INSTANCE_FIELDS, "has_api_key", "created_at", "updated_at")
+        fields = (
+            "instance_id",
+            *INSTANCE_FIELDS,
+            "capacity_since",
+            "has_api_key",
+            "created_at",
+            "updated_at",
+        )
         ref_name = "Instance"
 
 

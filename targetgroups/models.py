@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from targetgroups.encryption import UnreadableSecret, decrypt, encrypt
 from targetgroups.validators import slug_validator, validate_base_url
@@ -31,6 +33,7 @@ class SelectionPolicy(models.TextChoices):
     RANDOM = "random", "Random (weighted)"
     LEAST_LATENCY = "least_latency", "Least latency"
     LEAST_BUSY = "least_busy", "Least busy"
+    CAPACITY_FIRST = "capacity_first", "Capacity first"
 
 
 # Models that run inside the gateway process; provider "builtin" may only name these.
@@ -38,6 +41,17 @@ BUILTIN_MODELS = {"intent-classifier": WorkloadKind.CHAT}
 
 # Knobs the simulator provider understands, with their types.
 SIMULATOR_OPTIONS = {"latency_ms": int, "error_rate": float, "down": bool, "tokens_per_second": int}
+
+
+class Pricing(models.TextChoices):
+    PER_TOKEN = "per_token", "Per token"
+    CAPACITY = "capacity", "Reserved capacity (per hour)"
+
+
+class CapacityUnit(models.TextChoices):
+    CONCURRENT_REQUESTS = "concurrent_requests", "Concurrent requests"
+    TOKENS_PER_SECOND = "tokens_per_second", "Tokens per second"
+
 
 WEIGHT_VALIDATORS = [MinValueValidator(0), MaxValueValidator(1000)]
 PRIORITY_VALIDATORS = [MinValueValidator(1), MaxValueValidator(1000)]
@@ -82,6 +96,36 @@ class Instance(models.Model):
         validators=[MinValueValidator(0)],
         help_text="USD per 1M output tokens.",
     )
+    pricing = models.CharField(
+        max_length=20,
+        choices=Pricing.choices,
+        default=Pricing.PER_TOKEN,
+        help_text="Per token (the prices above), or reserved capacity paid by the hour.",
+    )
+    capacity_price_per_hour = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal("0"),
+        validators=[MinValueValidator(0)],
+        help_text="USD per hour of reserved capacity; spread over the hour's requests by tokens.",
+    )
+    capacity_unit = models.CharField(
+        max_length=20,
+        choices=CapacityUnit.choices,
+        default=CapacityUnit.CONCURRENT_REQUESTS,
+        help_text="What the hour buys: concurrent requests or tokens per second.",
+    )
+    capacity = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(10_000_000)],
+        help_text="How many concurrent requests (or tokens per second) the hour buys.",
+    )
+    capacity_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When reserved-capacity pricing began; its hours are paid from that hour on.",
+    )
     quality_tier = models.PositiveSmallIntegerField(
         default=3,
         validators=[MinValueValidator(1), MaxValueValidator(5)],
@@ -112,6 +156,22 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return self.display_name or self.instance_id
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # The paid hours of reserved capacity start when the pricing is switched on, and stop
+        # when it is switched back to per token (the hours already spread keep their rows).
+        if self.pricing == Pricing.CAPACITY and self.capacity_since is None:
+            self.capacity_since = timezone.now()
+        elif self.pricing != Pricing.CAPACITY:
+            self.capacity_since = None
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "pricing" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "capacity_since"}
+        super().save(*args, **kwargs)
+
+    @property
+    def capacity_priced(self) -> bool:
+        return self.pricing == Pricing.CAPACITY
 
     @property
     def has_api_key(self) -> bool:
@@ -148,6 +208,11 @@ class Instance(models.Model):
                 errors["model"] = f"Built-in models: {', '.join(sorted(BUILTIN_MODELS))}."
             elif kind != self.workload_kind:
                 errors["workload_kind"] = f"The built-in model {self.model} is a {kind} model."
+        if self.pricing == Pricing.CAPACITY and not self.capacity:
+            errors["capacity"] = (
+                "Reserved capacity needs its size: how many concurrent requests "
+                "(or tokens per second) the hour buys."
+            )
         if not isinstance(self.options, dict):
             errors["options"] = "Options must be a JSON object."
         elif self.provider == Provider.SIMULATOR:

@@ -92,6 +92,8 @@ class Attempt:
     member: MemberSpec
     last_resort: bool = False  # everything was cooling down: tried anyway
     ranked: RankedInstance | None = None  # auto mode: the rung it came from
+    # capacity_first: the reserved capacity was saturated, a token-billed member took it
+    spilled: bool = False
 
     @property
     def instance(self) -> InstanceSpec:
@@ -195,6 +197,14 @@ class AttemptPlan:
         return self._routes[0] if self._routes else None
 
     @property
+    def intended_route(self) -> RouteSpec | None:
+        """The route the decision named, even when none of its members could be attempted
+        (all cooling down): what a failover is measured against."""
+        if self._ranking is not None:
+            return self._ranking[0].route if self._ranking else None
+        return self._routes[0] if self._routes else None
+
+    @property
     def open_attempts(self) -> tuple[Attempt, ...]:
         """The attempts started and not yet given an outcome, oldest first."""
         return tuple(self._open)
@@ -221,7 +231,8 @@ class AttemptPlan:
             self._finished = True
             return None
         route, member, ranked = found
-        return self._start(route, member, ranked, now=now, last_resort=last_resort)
+        spilled = self._ranking is None and not last_resort and self.routing.selection.last_spilled
+        return self._start(route, member, ranked, now=now, last_resort=last_resort, spilled=spilled)
 
     def succeeded(self, latency_s: float | None = None, attempt: Attempt | None = None) -> None:
         """The attempt's instance answered; ``latency_s`` feeds its EWMA."""
@@ -306,8 +317,9 @@ class AttemptPlan:
         *,
         now: float,
         last_resort: bool,
+        spilled: bool = False,
     ) -> Attempt:
-        attempt = Attempt(len(self.attempts) + 1, route, member, last_resort, ranked)
+        attempt = Attempt(len(self.attempts) + 1, route, member, last_resort, ranked, spilled)
         pk = member.instance.pk
         self._tried.add(pk)
         self.routing.health.begin_attempt(pk, now)

@@ -20,6 +20,19 @@ Policies, inside the tier:
 - ``least_latency``: the lowest EWMA latency; members never measured go first so
   they get measured. Ties go round robin.
 - ``least_busy``: the fewest in-flight requests. Ties go round robin.
+- ``capacity_first``: fill paid capacity before paying per token. The eligible
+  members priced as reserved capacity (``InstanceSpec.reserved``), whatever
+  their tier, go first while one of them is not saturated: the least used one
+  (in flight / capacity, or measured tokens per second / capacity) wins, ties
+  round robin. A reserved member is saturated when its in-flight requests reach
+  its capacity (unit ``concurrent_requests``) or its measured throughput over
+  the last ``THROUGHPUT_WINDOW`` seconds reaches it (``tokens_per_second``).
+  When every eligible reserved member is saturated the request **spills over**
+  to the token-billed members (best tier, smooth weighted round robin) and
+  ``SelectionState.last_spilled`` says so. With no token-billed member left,
+  the least used saturated reserved member takes the request (it queues
+  there rather than failing). A reserved member that is cooling down is not
+  saturated, it is ineligible: the request then fails over, not spills.
 
 The rotation state (SWRR current weights, round-robin cursor) lives in
 ``SelectionState``, keyed by group name + member instance pks, so a rebuilt
@@ -31,11 +44,12 @@ Not thread-safe: one ``SelectionState`` / ``LoadStats`` per event loop.
 
 from __future__ import annotations
 
+import collections
 import random
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
-from gateway.engine.types import BalancerSpec, GroupSpec, MemberSpec, RouteSpec
+from gateway.engine.types import BalancerSpec, GroupSpec, InstanceSpec, MemberSpec, RouteSpec
 
 if TYPE_CHECKING:
     from gateway.engine.health import HealthTracker
@@ -45,7 +59,10 @@ ROUND_ROBIN = "round_robin"
 RANDOM = "random"
 LEAST_LATENCY = "least_latency"
 LEAST_BUSY = "least_busy"
-POLICIES = (WEIGHTED_ROUND_ROBIN, ROUND_ROBIN, RANDOM, LEAST_LATENCY, LEAST_BUSY)
+CAPACITY_FIRST = "capacity_first"
+POLICIES = (WEIGHTED_ROUND_ROBIN, ROUND_ROBIN, RANDOM, LEAST_LATENCY, LEAST_BUSY, CAPACITY_FIRST)
+TOKENS_PER_SECOND = "tokens_per_second"
+THROUGHPUT_WINDOW = 10.0  # seconds of served tokens behind a measured throughput
 
 
 def is_servable(member: MemberSpec) -> bool:
@@ -61,7 +78,7 @@ class LoadStats:
     only for a success. ``alpha`` is the weight of the newest sample.
     """
 
-    __slots__ = ("_in_flight", "_latency", "_samples", "alpha")
+    __slots__ = ("_in_flight", "_latency", "_samples", "_served", "alpha")
 
     def __init__(self, alpha: float = 0.3) -> None:
         if not 0.0 < alpha <= 1.0:
@@ -70,6 +87,36 @@ class LoadStats:
         self._latency: dict[int, float] = {}
         self._samples: dict[int, int] = {}
         self._in_flight: dict[int, int] = {}
+        # Tokens served per instance: (monotonic time, tokens), oldest first, THROUGHPUT_WINDOW long.
+        self._served: dict[int, collections.deque[tuple[float, int]]] = {}
+
+    def served(self, pk: int, tokens: int, now: float) -> None:
+        """An answer of ``tokens`` (prompt + completion) came back from ``pk`` at ``now``."""
+        if tokens <= 0:
+            return
+        window = self._served.get(pk)
+        if window is None:
+            window = self._served[pk] = collections.deque()
+        window.append((now, tokens))
+        while window and window[0][0] <= now - THROUGHPUT_WINDOW:
+            window.popleft()
+
+    def throughput(self, pk: int, now: float) -> float:
+        """Tokens per second served by ``pk`` over the last THROUGHPUT_WINDOW seconds."""
+        window = self._served.get(pk)
+        if not window:
+            return 0.0
+        while window and window[0][0] <= now - THROUGHPUT_WINDOW:
+            window.popleft()
+        return sum(tokens for _, tokens in window) / THROUGHPUT_WINDOW
+
+    def utilisation(self, instance: InstanceSpec, now: float) -> float:
+        """How full a reserved instance is: 1.0 is saturated (0.0 for no stated capacity)."""
+        if instance.capacity <= 0:
+            return 0.0
+        if instance.capacity_unit == TOKENS_PER_SECOND:
+            return self.throughput(instance.pk, now) / instance.capacity
+        return self.in_flight(instance.pk) / instance.capacity
 
     def begin(self, pk: int) -> None:
         self._in_flight[pk] = self._in_flight.get(pk, 0) + 1
@@ -164,6 +211,8 @@ class SelectionState:
         # id cannot be reused by another object while it is cached.
         self._compiled: dict[int, _CompiledGroup] = {}
         self._route_weights: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        # capacity_first: did the last pick spill over from saturated reserved capacity?
+        self.last_spilled = False
 
     # -- members --------------------------------------------------------------
 
@@ -181,9 +230,12 @@ class SelectionState:
         Pure choice: it claims nothing. The attempt plan starts the attempt
         (``health.begin_attempt``, ``load.begin``) on the member it takes.
         """
+        self.last_spilled = False
         compiled = self._compiled.get(id(group))
         if compiled is None or compiled.group is not group:
             compiled = self._compile(group)
+        if group.selection_policy == CAPACITY_FIRST:
+            return self._capacity_first(compiled, excluded, health, load or LoadStats(), now)
         tier = _eligible_tier(compiled.candidates, excluded, health, now)
         if not tier:
             return None
@@ -202,6 +254,35 @@ class SelectionState:
         if policy == LEAST_LATENCY and load is not None:
             return _least_by(tier, rotation, compiled.size, load.latency_or_unmeasured)
         return _round_robin(tier, rotation, compiled.size)
+
+    def _capacity_first(
+        self,
+        compiled: _CompiledGroup,
+        excluded: Collection[int],
+        health: HealthTracker | None,
+        load: LoadStats,
+        now: float,
+    ) -> MemberSpec | None:
+        reserved: list[_Candidate] = []
+        per_token: list[_Candidate] = []
+        for candidate in compiled.candidates:
+            if candidate.pk in excluded:
+                continue
+            if health is not None and not health.is_eligible(candidate.pk, now):
+                continue
+            (reserved if candidate.member.instance.reserved else per_token).append(candidate)
+        rotation, size = compiled.rotation, compiled.size
+        used = {c.pk: load.utilisation(c.member.instance, now) for c in reserved}
+        room = [c for c in reserved if used[c.pk] < 1.0]
+        if room:
+            return _least_by(room, rotation, size, used.__getitem__)
+        if per_token:
+            tier = _eligible_tier(per_token, (), None, now)  # the best tier left
+            self.last_spilled = bool(reserved)
+            return _smooth_weighted(tier, rotation.current)
+        if reserved:
+            return _least_by(reserved, rotation, size, used.__getitem__)
+        return None
 
     def _compile(self, group: GroupSpec) -> _CompiledGroup:
         key = (group.name, tuple(member.instance.pk for member in group.members))

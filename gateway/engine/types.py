@@ -30,6 +30,14 @@ class InstanceSpec:
     enabled: bool
     options: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     strengths: tuple[str, ...] = ()  # code, reasoning, multilingual... (auto's strength factor)
+    pricing: str = "per_token"  # per_token | capacity (reserved, paid by the hour)
+    capacity_unit: str = "concurrent_requests"  # concurrent_requests | tokens_per_second
+    capacity: int = 0  # what the reserved hour buys, in capacity_unit
+
+    @property
+    def reserved(self) -> bool:
+        """Priced as reserved capacity: its hour is paid whether it serves or not."""
+        return self.pricing == "capacity"
 
 
 @dataclass(frozen=True, slots=True)

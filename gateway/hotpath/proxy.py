@@ -175,6 +175,10 @@ def _per_token(price_per_million: float) -> Decimal:
 
 
 def _cost(instance: InstanceSpec, prompt: int, completion: int) -> Decimal:
+    # Reserved capacity is paid by the hour: the hour's price is spread over its requests when
+    # it closes (gateway.reporting.capacity), so a request records no cost of its own here.
+    if instance.reserved:
+        return Decimal(0)
     return prompt * _per_token(instance.input_price_per_million) + completion * _per_token(
         instance.output_price_per_million
     )
@@ -262,6 +266,10 @@ class _Exchange:
     ) -> None:
         instance = attempt.instance if attempt is not None else None
         self.req.recorded = True
+        if instance is not None and (prompt or completion):
+            routing = self.plan.routing
+            routing.load.served(instance.pk, prompt + completion, routing.clock())
+        intended = self.plan.intended_route
         recorder.record(
             UsageRecord(
                 created_at=self.req.created_at,
@@ -292,6 +300,8 @@ class _Exchange:
                 else Decimal(0),
                 usage_note=self.scrubber.text(usage_note)[:200],
                 prompt_text=self.logged_prompt() if self.balancer.log_prompts else "",
+                decided_route=intended.name if intended is not None else "",
+                spilled=attempt is not None and attempt.spilled,
             )
         )
 

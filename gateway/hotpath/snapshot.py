@@ -92,6 +92,9 @@ def instance_spec(instance: Instance) -> InstanceSpec:
         enabled=instance.enabled,
         options=MappingProxyType(dict(instance.options or {})),
         strengths=strengths_for(instance.model),
+        pricing=instance.pricing,
+        capacity_unit=instance.capacity_unit,
+        capacity=instance.capacity,
     )
 
 

@@ -75,6 +75,8 @@ class UsageRecord:
     cache_hit: bool = False  # answered from the response cache (gateway.hotpath.cache)
     savings_usd: Decimal = Decimal(0)  # the upstream cost a cache hit avoided
     prompt_text: str = ""  # the last user message, when the balancer keeps prompts
+    decided_route: str = ""  # the route the decision named, before any failover
+    spilled: bool = False  # capacity_first: spilled over from saturated reserved capacity
 
     @property
     def balancer_label(self) -> str:

@@ -21,6 +21,9 @@ Retention: raw events older than GATEWAY_USAGE_RETENTION_DAYS (whole hours, and 
 events already rolled up) are deleted, and so are usage dead letters; their rollups stay. Such an hour can no longer
 be recomputed from raw events, so an event arriving late for it is added to its rows.
 
+Reserved capacity: each run first spreads the closed hours of instances priced as reserved
+capacity over their events (gateway.reporting.capacity) and recomputes those hours too.
+
 Production: Celery beat runs `gateway.tasks.rollup_usage` (config/celery.py). Embedded
 mode (no Redis): the gateway process runs it every GATEWAY_ROLLUP_SECONDS. The usage
 page runs it too before reading, so what it shows is never a minute behind.
@@ -43,6 +46,7 @@ from django.utils import timezone
 
 from gateway.db import in_thread
 from gateway.models import UsageDeadLetter, UsageEvent, UsageHourly, UsageRollupState
+from gateway.reporting.capacity import allocate_capacity
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +105,11 @@ def _rollup(now: datetime | None) -> RollupResult:
         UsageRollupState.objects.bulk_create([UsageRollupState(pk=STATE_PK)], ignore_conflicts=True)
         state = UsageRollupState.objects.select_for_update().get(pk=STATE_PK)
         events, hours = 0, []
+        # Reserved capacity: closed hours spread over their events first (gateway.reporting.capacity),
+        # so the hours recomputed below carry the spread cost.
+        spread = allocate_capacity(
+            now=now or timezone.now(), ceiling=ceiling, not_before=state.pruned_before
+        )
         if ceiling > state.last_event_id:
             new = UsageEvent.objects.filter(pk__gt=state.last_event_id, pk__lte=ceiling)
             events = new.count()
@@ -116,6 +125,12 @@ def _rollup(now: datetime | None) -> RollupResult:
             )
             _add_late(new, [h for h in hours if pruned_before is not None and h < pruned_before])
             state.last_event_id = ceiling
+        respread = sorted(
+            h
+            for h in set(spread) - set(hours)
+            if state.pruned_before is None or h >= state.pruned_before
+        )
+        _recompute(respread, ceiling=state.last_event_id)
         pruned = _prune(state, now or timezone.now())
         state.save()
     if events or pruned:

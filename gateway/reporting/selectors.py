@@ -19,6 +19,8 @@ from django.urls import reverse
 
 from balancers.models import Balancer
 from gateway.models import ApiKey, InstanceHealth, ProbeRecord, Team, UsageEvent, UsageHourly
+from gateway.reporting.capacity import capacity_report
+from gateway.reporting.failover import failover_incidents
 from gateway.reporting.rollups import floor_hour
 from gateway.reporting.savings import SavingsReport, unbound_note, usage_savings
 from targetgroups.models import Instance
@@ -565,6 +567,8 @@ def usage_report(*, filters: UsageFilters, now: datetime) -> dict[str, Any]:
         )
         report["events"] = usage_recent_events(filters=filters, start=start)
         report["savings"] = savings_report(filters=filters, start=start, end=end)
+        report["capacity"] = capacity_report(start=start, end=end)
+        report["failover"] = failover_incidents(start=start, end=end, condition=filters.condition())
     # Budgets and cost anomalies (docs/cost.md): the budgets' current periods whatever the range,
     # the alerts and anomalies raised within it.
     from gateway.budgets import budget_alerts, budget_statuses
