@@ -58,9 +58,31 @@ class InstanceForm(forms.ModelForm):
             "enabled",
         ]
 
+    # The pricing fields may be left out of a post (a form or script from before they existed):
+    # then the instance keeps what it has (per token, for a new one).
+    PRICING_FIELDS = ("pricing", "capacity_price_per_hour", "capacity_unit", "capacity")
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.initial["api_key"] = ""
+        for name in self.PRICING_FIELDS:
+            self.fields[name].required = False
+
+    def _clean_pricing(self, name: str) -> Any:
+        value = self.cleaned_data.get(name)
+        return getattr(self.instance, name) if value in (None, "") else value
+
+    def clean_pricing(self) -> Any:
+        return self._clean_pricing("pricing")
+
+    def clean_capacity_price_per_hour(self) -> Any:
+        return self._clean_pricing("capacity_price_per_hour")
+
+    def clean_capacity_unit(self) -> Any:
+        return self._clean_pricing("capacity_unit")
+
+    def clean_capacity(self) -> Any:
+        return self._clean_pricing("capacity")
 
     def clean_api_key(self) -> str | None:
         """The new key; "" removes the stored one; None keeps it (the field was left blank)."""

@@ -262,3 +262,48 @@ def test_the_instance_form_and_api_edit_the_pricing(admin_client) -> None:
 
     page = admin_client.get(f"/instances/{instance.instance_id}/").content.decode()
     assert 'name="capacity_price_per_hour"' in page and 'data-testid="pricing"' in page
+
+
+def test_the_instance_page_switches_an_instance_to_reserved_capacity(admin_client) -> None:
+    instance = make_instance(instance_id="dedicated-form", model="llama-70b")
+    form = {
+        "instance_id": "dedicated-form",
+        "display_name": "Dedicated",
+        "provider": "simulator",
+        "base_url": "",
+        "model": "llama-70b",
+        "api_key": "",
+        "workload_kind": "chat",
+        "input_price_per_million": "0",
+        "output_price_per_million": "0",
+        "pricing": "capacity",
+        "capacity_price_per_hour": "4.00",
+        "capacity": "0",
+        "capacity_unit": "tokens_per_second",
+        "quality_tier": "3",
+        "connect_timeout": "5",
+        "first_byte_timeout": "60",
+        "request_timeout": "300",
+        "enabled": "on",
+    }
+    refused = admin_client.post("/instances/dedicated-form/", form)
+    assert (
+        refused.status_code == 200
+        and "Reserved capacity needs its size" in refused.content.decode()
+    )
+    instance.refresh_from_db()
+    assert instance.pricing == "per_token"
+
+    assert (
+        admin_client.post("/instances/dedicated-form/", {**form, "capacity": "250"}).status_code
+        == 302
+    )
+    instance.refresh_from_db()
+    assert (instance.pricing, instance.capacity, instance.capacity_unit) == (
+        "capacity",
+        250,
+        "tokens_per_second",
+    )
+    assert instance.capacity_price_per_hour == Decimal("4") and instance.capacity_since is not None
+    listing = admin_client.get("/instances/").content.decode()
+    assert "$4.00/h · 250 tok/s" in listing
