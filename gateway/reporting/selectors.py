@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
 from django.urls import reverse
 
@@ -577,6 +578,7 @@ def usage_report(*, filters: UsageFilters, now: datetime) -> dict[str, Any]:
     report["budgets"] = budget_statuses(now=now)
     report["budget_alerts"] = budget_alerts(since=start)
     report["anomalies"] = anomalies_between(start=start, end=end)
+    report["anomaly_k"] = settings.GATEWAY_ANOMALY_K
     if "chart" in report and report["anomalies"]:
         marked = {floor_hour(a.period_start) for a in report["anomalies"]}
         for bar in report["chart"].bars:

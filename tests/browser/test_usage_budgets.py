@@ -63,7 +63,7 @@ def seed_usage(support: Team, research: Team) -> None:
             )
         )
 
-    for back in range(47, 1, -1):
+    for back in range(47, 0, -1):
         at = last - back * HOUR + timedelta(minutes=10)
         for n in range(3):
             add(at + timedelta(minutes=9 * n), desk, "qwen-cheap-a", 900, 300, "support-chat")
