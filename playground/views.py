@@ -39,14 +39,21 @@ def _balancer_context(request: HtmxHttpRequest, balancer: Balancer | None) -> di
     }
 
 
+def _first_choice(balancers: list[Balancer]) -> Balancer | None:
+    """The balancer the page opens on: the first enabled chat balancer (what most operators try
+    first), else the first enabled one."""
+    enabled = [b for b in balancers if b.enabled]
+    return next((b for b in enabled if b.workload_kind == "chat"), None) or next(
+        iter(enabled), None
+    )
+
+
 @role_required(VIEWER)
 @require_GET
 def playground(request: HtmxHttpRequest) -> HttpResponse:
     balancers = list(Balancer.objects.prefetch_related("routes").order_by("name"))
     wanted = request.GET.get("balancer", "")
-    balancer = next((b for b in balancers if b.name == wanted), None) or next(
-        (b for b in balancers if b.enabled), None
-    )
+    balancer = next((b for b in balancers if b.name == wanted), None) or _first_choice(balancers)
     return render(
         request,
         "playground/playground.html",
@@ -142,7 +149,7 @@ async def playground_auto(request: HtmxHttpRequest) -> HttpResponse:
 def _page_with(request: HtmxHttpRequest, result: Any) -> HttpResponse:
     """Without htmx: the playground page with the auto result on top."""
     balancers = list(Balancer.objects.prefetch_related("routes").order_by("name"))
-    balancer = next((b for b in balancers if b.enabled), None)
+    balancer = _first_choice(balancers)
     return render(
         request,
         "playground/playground.html",

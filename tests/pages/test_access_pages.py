@@ -49,6 +49,13 @@ def test_the_playground_page_and_route_picker(admin_client, demo) -> None:
     assert admin_client.get("/playground/balancer/?balancer=nope").status_code == 404
 
 
+def test_the_playground_opens_on_a_chat_balancer(admin_client, demo) -> None:
+    # embed-balancer sorts first; a new operator's first prompt is a chat prompt.
+    html = admin_client.get("/playground/").content.decode()
+    assert '<option value="support-auto"' in html
+    assert 'value="support-auto" selected' in html or 'value="support-balancer" selected' in html
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_playground_sends_through_a_chosen_route(admin_client, demo, usage_writer) -> None:
     html = admin_client.post(
