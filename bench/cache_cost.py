@@ -1,6 +1,9 @@
 """What the response cache costs a miss and what a hit takes, in the gateway's own code.
 
-    REDIS_URL=redis://127.0.0.1:6379/3 python -m bench.cache_cost [--n 2000]
+    REDIS_URL=redis://127.0.0.1:6379/3 python -m bench.cache_cost [--n 2000] [--json]
+
+`make bench` runs it (pinned to the gateway's core, before the load) and puts its figures
+in the report beside the cache's end-to-end cost (bench/run.py, "Costs").
 
 Runs gateway.hotpath.cache's look-up, store and hit answer on one event loop against
 the Redis in REDIS_URL (the keys it writes expire within a minute), for an exact and
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import time
@@ -30,6 +34,7 @@ django.setup()
 import orjson  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from bench.run import CACHE_STEP_LABELS  # noqa: E402
 from gateway.engine.types import BalancerSpec, CachePolicy  # noqa: E402
 from gateway.hotpath import cache  # noqa: E402
 from gateway.hotpath.proxy import ClientRequest  # noqa: E402
@@ -102,15 +107,15 @@ def request(i: int, *, stream: bool = False) -> ClientRequest:
     )
 
 
-def summary(label: str, samples: list[float]) -> str:
+def stats(samples: list[float]) -> dict[str, Any]:
+    """Median and 99th percentile (nearest rank) in microseconds."""
     ordered = sorted(samples) or [0.0]
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return (
-        f"{label:<46} median {statistics.median(ordered) * 1e6:8.1f} us   p99 {p99 * 1e6:8.1f} us"
-    )
+    return {"n": len(samples), "p50_us": statistics.median(ordered) * 1e6, "p99_us": p99 * 1e6}
 
 
-async def main(n: int) -> None:
+async def measure(n: int) -> dict[str, Any]:
+    """Every figure of one run: the PING reference, then per mode (exact, semantic) each step."""
     cache.recorder = type("Recorder", (), {"record": staticmethod(lambda record: None)})()
     base = int(time.time()) * 1000  # fresh keys on every run
     rtt = []
@@ -118,7 +123,7 @@ async def main(n: int) -> None:
         started = time.perf_counter()
         await call_async(lambda client: client.ping())
         rtt.append(time.perf_counter() - started)
-    print(summary("Redis PING round trip (reference)", rtt))
+    out: dict[str, Any] = {"n": n, "answer_bytes": len(ANSWER), "rtt": stats(rtt)}
     for mode in ("exact", "semantic"):
         spec = balancer(base + (mode == "semantic"), mode)
         cache.semantic_index.clear()
@@ -149,9 +154,7 @@ async def main(n: int) -> None:
             started = time.perf_counter()
             lookup = await cache.look_up(spec, req, "")
             assert lookup is not None
-            if (
-                lookup.status != "hit"
-            ):  # Redis late (past GATEWAY_REDIS_TIMEOUT_SECONDS) or the breaker open
+            if lookup.status != "hit":  # Redis late (past GATEWAY_REDIS_TIMEOUT_SECONDS) or open
                 missed += 1
                 continue
             response = cache.hit_response(lookup, req, spec)
@@ -161,32 +164,49 @@ async def main(n: int) -> None:
                 hit_stream.append(time.perf_counter() - started)
             else:
                 hit.append(time.perf_counter() - started)
+        out[mode] = {
+            "miss_lookup": stats(miss_lookup),
+            "miss_store": stats(miss_store),
+            "miss_total": stats([a + b for a, b in zip(miss_lookup, miss_store, strict=True)]),
+            "hit": stats(hit),
+            "hit_stream": stats(hit_stream),
+            "missed_repeats": missed,
+        }
+    out["semantic_entries"] = settings.GATEWAY_CACHE_SEMANTIC_ENTRIES
+    return out
+
+
+def print_text(result: dict[str, Any]) -> None:
+    def line(key: str, figures: dict[str, Any]) -> str:
+        return f"{CACHE_STEP_LABELS[key]:<46} median {figures['p50_us']:8.1f} us   p99 {figures['p99_us']:8.1f} us"
+
+    n = result["n"]
+    print(line("rtt", result["rtt"]))
+    for mode in ("exact", "semantic"):
         index = (
-            f", semantic index up to {settings.GATEWAY_CACHE_SEMANTIC_ENTRIES} prompts"
+            f", semantic index up to {result['semantic_entries']} prompts"
             if mode == "semantic"
             else ""
         )
-        print(f"\n{mode} ({n} requests, answer of {len(ANSWER)} bytes{index})")
-        print(summary("miss: look-up", miss_lookup))
-        print(summary("miss: store", miss_store))
-        print(
-            summary(
-                "miss: total added to the request",
-                [a + b for a, b in zip(miss_lookup, miss_store, strict=True)],
-            )
-        )
-        print(summary("hit: look-up + answer", hit))
-        print(summary("hit: look-up + answer replayed as a stream", hit_stream))
-        if missed:
+        print(f"\n{mode} ({n} requests, answer of {result['answer_bytes']} bytes{index})")
+        for key in ("miss_lookup", "miss_store", "miss_total", "hit", "hit_stream"):
+            print(line(key, result[mode][key]))
+        if result[mode]["missed_repeats"]:
             print(
-                f"  {missed} of the {n} repeated requests missed: Redis answered late or the breaker was open"
+                f"  {result[mode]['missed_repeats']} of the {n} repeated requests missed: "
+                "Redis answered late or the breaker was open"
             )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--json", action="store_true", help="one JSON object (bench/run.py)")
     args = parser.parse_args()
     if not settings.REDIS_URL:
         raise SystemExit("set REDIS_URL: the cache's cost is measured against Redis")
-    asyncio.run(main(args.n))
+    result = asyncio.run(measure(args.n))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_text(result)

@@ -1,9 +1,10 @@
 -- wrk script: POST a small chat completion to the path given as the first argument.
--- Usage: wrk -s bench/post.lua <url> -- <model> <api-key> [stream]
+-- Usage: wrk -s bench/post.lua <url> -- <model> <api-key> [stream] [fixed]
 -- Every request sends a different prompt (one of the PROMPTS below with a running
 -- number, unique per wrk thread), so the router decides every request afresh
--- instead of answering all but the first from its decision cache.
-local model, key, stream
+-- instead of answering all but the first from its decision cache. `fixed` sends the
+-- first prompt every time instead (bench/run.py's decision-cache and response-cache hits).
+local model, key, stream, fixed
 local counter, tid = 0, 0
 local threads = 0
 
@@ -34,13 +35,20 @@ end
 function init(args)
   model = args[1] or "bench"
   key = args[2] or ""
-  stream = args[3] == "stream"
+  stream, fixed = false, false
+  for i = 3, #args do
+    if args[i] == "stream" then stream = true end
+    if args[i] == "fixed" then fixed = true end
+  end
   tid = tonumber(wrk.thread:get("tid")) or 0
 end
 
 function request()
   counter = counter + 1
-  local prompt = PROMPTS[(counter % #PROMPTS) + 1] .. " (request " .. tid .. "-" .. counter .. ")"
+  local prompt = PROMPTS[1]
+  if not fixed then
+    prompt = PROMPTS[(counter % #PROMPTS) + 1] .. " (request " .. tid .. "-" .. counter .. ")"
+  end
   local body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"' ..
     prompt:gsub("\n", "\\n") .. '"}]'
   if stream then body = body .. ',"stream":true' end

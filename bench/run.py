@@ -18,6 +18,15 @@ What runs (see docs/benchmarks.md):
 - wrk (Debian's package) with bench/post.lua for the throughput and latency points, and
   bench/ttfb.py for the streamed time to first byte; py-spy for the profile.
 
+Then the costs (issues 13-16), each against a baseline measured in the same rounds (the
+gateway as above at 32 connections, every request a new prompt): /metrics and the JSON
+request log off (a second gateway process, same settings otherwise), one fixed prompt (every
+routing decision from the decision cache), the response cache on a miss (exact and semantic
+balancers, new prompts) and on a hit (one fixed prompt), and 50 live boards open
+(bench/boards.py: logged-in SSE streams of the board); the router's decision latency with
+and without its cache (the evaluation module, in process) and the cache's own steps
+(bench/cache_cost.py, in process).
+
 Writes bench/out/latest.md (printed too; smoke.md in --smoke mode), bench/out/latest.json,
 the profile and the logs of every process under bench/out/. Exits 1 if the harness broke, and in --smoke mode also if the
 gateway answered an error; targets not met are marked in the table, not an exit status.
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -90,6 +100,10 @@ class Plan:
     profile_seconds: float  # 0: no profile
     settle_max_seconds: float  # the longest wait for the servers to go idle before a point
     classifier_sets: tuple[str, ...]
+    cost_seconds: float  # each cost point (32 connections; 1 connection for the observability pair)
+    boards: int  # live boards open during the boards point
+    board_idle_seconds: float  # the gateway's CPU with no traffic, without and with the boards
+    cache_cost_requests: int  # bench/cache_cost.py --n
     litellm: str  # "run", "skip", "if-installed"
     database: str
     redis_url: str
@@ -118,7 +132,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
         slow_connections=256,
         profile_seconds=0 if smoke or args.no_profile else args.profile_seconds,
         settle_max_seconds=4 if smoke else 20,
-        classifier_sets=("support",) if smoke else ("support", "mmlu_families"),
+        classifier_sets=("support",) if smoke else ("support", "mmlu_families", "mmlu_subjects"),
+        cost_seconds=args.cost_seconds or (1 if smoke else 8),
+        boards=args.boards,
+        board_idle_seconds=1 if smoke else 5,
+        cache_cost_requests=50 if smoke else 1000,
         litellm=litellm,
         database=args.database or ("bench_smoke" if smoke else "bench"),
         redis_url=args.redis_url or f"redis://127.0.0.1:6379/{13 if smoke else 12}",
@@ -365,19 +383,35 @@ group.full_clean()
 group.save()
 for member in (a, b):
     TargetGroupMember.objects.create(group=group, instance=member, weight=100, priority=1)
-balancer_save(
-    fields={"name": "bench", "serving_name": "bench", "workload_kind": "chat",
-            "routing_mode": "intent_classifier", "router_model": router},
-    routes=[
-        {"name": "efficient", "intent": "Simple, short everyday requests: summaries, rewrites, greetings and quick answers.",
-         "target_group": group, "priority": 1, "is_default": True},
-        {"name": "reasoning", "intent": "Multi-step, careful reasoning: proofs, complex analysis and tricky debugging.",
-         "instance": c, "priority": 2},
-    ],
-)
+routes = [
+    {"name": "efficient", "intent": "Simple, short everyday requests: summaries, rewrites, greetings and quick answers.",
+     "target_group": group, "priority": 1, "is_default": True},
+    {"name": "reasoning", "intent": "Multi-step, careful reasoning: proofs, complex analysis and tricky debugging.",
+     "instance": c, "priority": 2},
+]
+# `bench`, and the same balancer with its response cache on (the cost points): exact, and
+# semantic with a similarity threshold of 1, so that the bench's prompts (one of 16 sentences
+# and a running number: near-duplicates) all miss and each pays the whole semantic look-up.
+for name, cache in (("bench", "off"), ("bench-cache", "exact"), ("bench-semantic", "semantic")):
+    balancer_save(
+        fields={"name": name, "serving_name": name, "workload_kind": "chat",
+                "routing_mode": "intent_classifier", "router_model": router,
+                "cache_mode": cache, "cache_ttl_seconds": 600, "cache_similarity_threshold": 1.0},
+        routes=[dict(r) for r in routes],
+    )
 out = io.StringIO()
 call_command("create_api_key", name="bench", stdout=out)
-print("BENCH_SETUP " + json.dumps({"key": out.getvalue().strip().splitlines()[-1]}))
+# A signed-in viewer for the live boards (bench/boards.py sends its session cookie).
+import secrets
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+get_user_model().objects.create_user("bench-viewer", password=secrets.token_urlsafe(24))
+call_command("set_role", "bench-viewer", "viewer", stdout=io.StringIO())
+client = Client()
+client.force_login(get_user_model().objects.get(username="bench-viewer"))
+session = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+print("BENCH_SETUP " + json.dumps({"key": out.getvalue().strip().splitlines()[-1], "session": session}))
 """
 
 
@@ -390,13 +424,16 @@ def gateway_env(plan: Plan, database_url: str) -> dict[str, str]:
         ALLOWED_HOSTS="127.0.0.1,localhost",
         DEBUG="0",
         GATEWAY_EGRESS_ALLOW_PRIVATE="1",  # the mock upstream is on loopback
+        SECURE_SSL_REDIRECT="0",  # plain HTTP on loopback: the boards' page requests too
         VAR_DIR=str(plan.out / "var"),
         PYTHONUNBUFFERED="1",
     )
     return env
 
 
-def setup_gateway(plan: Plan, env: dict[str, str], mock_url: str) -> str:
+def setup_gateway(plan: Plan, env: dict[str, str], mock_url: str) -> dict[str, str]:
+    """Migrate and flush the database, make the bench balancers; the API key and a viewer's
+    session cookie (``name=value``)."""
     result = subprocess.run(
         [PY, "manage.py", "shell", "-c", SETUP_SCRIPT],
         cwd=ROOT,
@@ -407,7 +444,7 @@ def setup_gateway(plan: Plan, env: dict[str, str], mock_url: str) -> str:
     )
     for line in result.stdout.splitlines():
         if line.startswith("BENCH_SETUP "):
-            return json.loads(line.split(" ", 1)[1])["key"]
+            return dict(json.loads(line.split(" ", 1)[1]))
     raise HarnessError(
         f"setting up the bench balancer failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     )
@@ -513,7 +550,8 @@ def set_mock(mock_base: str, **knobs: Any) -> None:
     response.raise_for_status()
 
 
-def wrk_point(target: Target, connections: int, seconds: float) -> dict[str, Any]:
+def wrk_point(target: Target, connections: int, seconds: float, *flags: str) -> dict[str, Any]:
+    """One wrk run; ``flags`` go to post.lua (``stream``, ``fixed``: one prompt every time)."""
     cmd = [
         "taskset",
         "-c",
@@ -530,6 +568,7 @@ def wrk_point(target: Target, connections: int, seconds: float) -> dict[str, Any
         "--",
         target.model,
         target.key,
+        *flags,
     ]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
@@ -624,14 +663,41 @@ def classifier_latency(name: str) -> dict[str, Any]:
             f"evaluating the local router model on {name} failed: {result.stderr[-1500:]}"
         )
     report = json.loads(result.stdout)
+    routes = json.loads((data_dir / f"{name}.routes.json").read_text())
+    routes = routes["routes"] if isinstance(routes, dict) else routes
+    cached = report.get("cached_latency_ms") or {}
     return {
         "set": name,
+        "routes": len(routes),
+        "examples": min((len(r.get("examples") or ()) for r in routes), default=0),
         "prompts": report["total"],
         "accuracy": report["accuracy"],
         "p50_ms": report["latency_ms"]["p50"],
         "p99_ms": report["latency_ms"]["p99"],
         "mean_ms": report["latency_ms"]["mean"],
+        # The same prompts answered from the decision cache (the gateway's TTL cache and key).
+        "cached_p50_ms": cached.get("p50"),
+        "cached_p99_ms": cached.get("p99"),
     }
+
+
+def cache_steps(plan: Plan, env: dict[str, str]) -> dict[str, Any]:
+    """bench/cache_cost.py: the response cache's own steps, in process on the gateway's core."""
+    cmd = [
+        "taskset",
+        "-c",
+        GATEWAY_CORE,
+        PY,
+        "-m",
+        "bench.cache_cost",
+        "--n",
+        str(plan.cache_cost_requests),
+        "--json",
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if result.returncode:
+        raise HarnessError(f"bench/cache_cost.py failed: {result.stderr[-1500:]}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def pyspy_path() -> str | None:
@@ -778,6 +844,227 @@ def measure(plan: Plan, targets: list[Target], mock_base: str) -> tuple[Results,
     return results, {k: round(v, 1) for k, v in waits.items()}
 
 
+@dataclass(frozen=True)
+class CostPoint:
+    name: str
+    label: str
+    gateway: str  # "gateway" (metrics and the JSON request log on, as make serve) or "quiet" (off)
+    model: str  # the balancer's serving name
+    flags: tuple[str, ...] = ()  # post.lua: "fixed" sends one prompt every time
+    connections: int = 32
+    boards: bool = False
+    baseline: str = "baseline"
+    smoke: bool = False  # part of make bench-smoke's short form (each path once, 1 s each)
+
+
+COST_POINTS = (
+    CostPoint(
+        "baseline",
+        "baseline: `bench`, a new prompt each request, metrics and JSON request log on",
+        "gateway",
+        "bench",
+        smoke=True,
+    ),
+    CostPoint(
+        "observability_off",
+        "/metrics and the request log off (GATEWAY_METRICS=0, GATEWAY_REQUEST_LOG=0)",
+        "quiet",
+        "bench",
+        smoke=True,
+    ),
+    CostPoint(
+        "baseline_c1",
+        "baseline, 1 connection",
+        "gateway",
+        "bench",
+        connections=1,
+        baseline="baseline_c1",
+    ),
+    CostPoint(
+        "observability_off_c1",
+        "/metrics and the request log off, 1 connection",
+        "quiet",
+        "bench",
+        connections=1,
+        baseline="baseline_c1",
+    ),
+    CostPoint(
+        "decision_cached",
+        "one fixed prompt: every routing decision from the decision cache",
+        "gateway",
+        "bench",
+        ("fixed",),
+    ),
+    CostPoint(
+        "cache_miss",
+        "response cache, exact: every request a miss (look-up and store)",
+        "gateway",
+        "bench-cache",
+    ),
+    CostPoint(
+        "semantic_miss",
+        "response cache, semantic (threshold 1): every request a miss",
+        "gateway",
+        "bench-semantic",
+        smoke=True,
+    ),
+    CostPoint(
+        "cache_hit",
+        "response cache, exact: one fixed prompt, every request but the first a hit",
+        "gateway",
+        "bench-cache",
+        ("fixed",),
+        smoke=True,
+    ),
+    CostPoint(
+        "boards", "live boards open (SSE, signed in)", "gateway", "bench", boards=True, smoke=True
+    ),
+)
+
+
+def mock_requests(mock_base: str) -> int:
+    """Requests the mock has answered so far (its own config read included)."""
+    import httpx
+
+    return int(httpx.get(f"{mock_base}/_mock/config", timeout=5).json()["requests"])
+
+
+class Boards:
+    """bench/boards.py's N streams, open between ``open()`` and ``close()`` (client on core 1)."""
+
+    def __init__(self, plan: Plan, url: str, session: str) -> None:
+        self.plan, self.url, self.session = plan, url, session
+        self.port = urlsplit(url).port or 80
+        self.proc: subprocess.Popen[str] | None = None
+
+    def open(self) -> int:
+        handle = (self.plan.out / "boards.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                CLIENT_CORE,
+                PY,
+                str(BENCH / "boards.py"),
+                self.url,
+                "--cookie",
+                self.session,
+                "--boards",
+                str(self.plan.boards),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=handle,
+            text=True,
+            start_new_session=True,
+        )
+        handle.close()
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # "READY <n>" once every stream answered (or 20 s)
+        if not line.startswith("READY"):
+            self.close()
+            raise HarnessError(
+                f"the board client did not start; see {rel(self.plan.out / 'boards.log')}:\n"
+                + tail(self.plan.out / "boards.log")
+            )
+        return int(line.split()[1])
+
+    def close(self) -> dict[str, Any]:
+        if self.proc is None:
+            return {}
+        proc, self.proc = self.proc, None
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=5)
+            raise HarnessError("the board client did not stop") from None
+        lines = [x for x in out.splitlines() if x.startswith("{")]
+        if not lines:
+            raise HarnessError(f"the board client printed no summary (exit {proc.returncode})")
+        summary = dict(json.loads(lines[-1]))
+        # The client has exited: each stream's socket is closed on its side. The server should
+        # close its side within moments; a socket left in CLOSE_WAIT is a stream still running.
+        time.sleep(2)
+        summary["server_close_wait"] = close_wait_sockets(self.port)
+        return summary
+
+
+def close_wait_sockets(port: int) -> int:
+    """TCP sockets on this local port whose peer closed and that this host has not (CLOSE_WAIT)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "08":
+                    count += 1
+    return count
+
+
+def idle_cpu_share(pid: int, seconds: float) -> float:
+    """The share of one core a process used over ``seconds`` of no traffic."""
+    before, started = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / (time.monotonic() - started)
+
+
+def measure_costs(
+    plan: Plan, gateways: dict[str, Target], mock_base: str, boards: Boards
+) -> Results:
+    """Every cost point against its baseline, in the same rounds (the order rotates)."""
+    results = Results()
+    pids = [t.pid for t in gateways.values() if t.pid]
+    set_mock(mock_base, latency_ms=0, chunk_delay_ms=0)
+    points = [cp for cp in COST_POINTS if cp.smoke or not plan.smoke]
+    for repeat in range(plan.repeats):
+        log(f"costs: repeat {repeat + 1}/{plan.repeats}")
+        for cp in points[repeat % len(points) :] + points[: repeat % len(points)]:
+            target = dataclasses.replace(gateways[cp.gateway], model=cp.model)
+            assert target.pid is not None
+            settle(pids, max_seconds=plan.settle_max_seconds)
+            extra: dict[str, Any] = {}
+            if cp.boards:
+                extra["idle_cpu_without"] = idle_cpu_share(target.pid, plan.board_idle_seconds)
+                extra["opened"] = boards.open()
+                try:
+                    time.sleep(1)  # the streams' first lanes render
+                    extra["idle_cpu_with"] = idle_cpu_share(target.pid, plan.board_idle_seconds)
+                    run = cost_run(target, cp, plan, mock_base)
+                finally:
+                    extra["client"] = boards.close()
+            else:
+                run = cost_run(target, cp, plan, mock_base)
+            run.update(extra)
+            results.add(cp.name, "gateway", run)
+            log(
+                f"  {cp.name:22} {run['rps']:7.0f} req/s  p50 {run['p50_ms']:6.2f} ms  "
+                f"CPU {run['cpu_us']:5.0f} us/request  upstream calls {run['upstream_share']:.0%}"
+                f"  errors {run['non_2xx']}+{run['socket_errors']}"
+                + (
+                    f"  boards {extra['opened']} open, idle CPU {extra['idle_cpu_without']:.1%}"
+                    f" -> {extra['idle_cpu_with']:.1%}"
+                    if cp.boards
+                    else ""
+                )
+            )
+    return results
+
+
+def cost_run(target: Target, cp: CostPoint, plan: Plan, mock_base: str) -> dict[str, Any]:
+    """One wrk run, with the gateway worker's CPU per request and the upstream calls it made."""
+    assert target.pid is not None
+    calls, cpu = mock_requests(mock_base), cpu_seconds(target.pid)
+    run = wrk_point(target, cp.connections, plan.cost_seconds, *cp.flags)
+    used = cpu_seconds(target.pid) - cpu
+    upstream = mock_requests(mock_base) - calls - 1
+    run["cpu_us"] = used / run["requests"] * 1e6 if run["requests"] else math.nan
+    run["upstream_share"] = upstream / run["requests"] if run["requests"] else math.nan
+    return run
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     with contextlib.suppress(OSError):
@@ -897,44 +1184,15 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
             )
 
         env = gateway_env(plan, database_url)
-        log(f"setting up database {plan.database} and the bench balancer")
-        key = setup_gateway(plan, env, f"{mock_base}/v1")
-        gateway_log = plan.out / "gateway.log"
-        gateway = procs.start(
-            "gateway",
-            [
-                "taskset",
-                "-c",
-                GATEWAY_CORE,
-                PY,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(gateway_port),
-                "--workers",
-                "1",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--timeout-graceful-shutdown",
-                "30",
-            ],
-            logfile=gateway_log,
-            env=env,
-        )
-        wait_http(
-            f"http://127.0.0.1:{gateway_port}/healthz",
-            seconds=90,
-            proc=gateway,
-            name="the gateway",
-            logfile=gateway_log,
+        log(f"setting up database {plan.database} and the bench balancers")
+        setup = setup_gateway(plan, env, f"{mock_base}/v1")
+        key = setup["key"]
+        # The second gateway (metrics and request log off, for the cost points) starts now, beside
+        # the first: it idles until then.
+        quiet_port = free_port()
+        quiet_env = {**env, "GATEWAY_METRICS": "0", "GATEWAY_REQUEST_LOG": "0"}
+        gateway, quiet = start_gateways(
+            procs, plan, [("gateway", gateway_port, env), ("gateway-quiet", quiet_port, quiet_env)]
         )
 
         targets = [
@@ -984,11 +1242,37 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
         for row in info["classifier"]:
             log(
                 f"local router model on {row['set']}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms"
+                f"; from the decision cache p50 {fmt(row['cached_p50_ms'], 4)} ms"
             )
+        info["cache_steps"] = cache_steps(plan, env)
+        log("response cache steps measured in process (bench/cache_cost.py)")
 
         results, info["idle_waits_s"] = measure(plan, targets, mock_base)
         info["memory"] = {t.name: memory_of(t.pid) for t in targets if t.pid}
         info["load_after_points"] = load_average()
+
+        gateways = {
+            "gateway": targets[1],
+            "quiet": dataclasses.replace(
+                targets[1],
+                name="gateway-quiet",
+                url=f"http://127.0.0.1:{quiet_port}/v1/chat/completions",
+                pid=worker_pid(quiet.pid),
+            ),
+        }
+        for target in gateways.values():  # first requests: config load, pools, the router model
+            check_target(target)
+            wrk_point(target, 8, 1)
+        boards = Boards(
+            plan, f"http://127.0.0.1:{gateway_port}/balancers/bench/board/events/", setup["session"]
+        )
+        info["costs_load_before"] = load_average()
+        costs = measure_costs(plan, gateways, mock_base, boards)
+        info["costs"] = costs.runs
+        info["costs_load_after"] = load_average()
+        info["memory_end"] = {
+            name: memory_of(t.pid) for name, t in gateways.items() if t.pid is not None
+        }
         if plan.profile_seconds and not pyspy_path():
             log("profile skipped: py-spy is not installed (.venv/bin/pip install py-spy)")
             info["profile_skipped"] = "py-spy is not installed (.venv/bin/pip install py-spy)"
@@ -1003,7 +1287,60 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
         info["load_after"] = load_average()
         return info, results
     finally:
+        log("stopping the servers")
         procs.stop_all()
+
+
+def start_gateways(
+    procs: Processes, plan: Plan, gateways: list[tuple[str, int, dict[str, str]]]
+) -> list[subprocess.Popen[bytes]]:
+    """Gateways as ``make serve`` runs them, one worker each, pinned to the gateway's core:
+    (name, port, environment) each, all started before the first is waited for."""
+    started = [
+        (name, port, start_gateway(procs, plan, name, port, env)) for name, port, env in gateways
+    ]
+    for name, port, proc in started:
+        logfile = plan.out / f"{name}.log"
+        wait_http(
+            f"http://127.0.0.1:{port}/healthz", seconds=90, proc=proc, name=name, logfile=logfile
+        )
+    return [proc for _, _, proc in started]
+
+
+def start_gateway(
+    procs: Processes, plan: Plan, name: str, port: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    logfile = plan.out / f"{name}.log"
+    return procs.start(
+        name,
+        [
+            "taskset",
+            "-c",
+            GATEWAY_CORE,
+            PY,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            # make serve waits 30 s; the bench reads everything it needs before it stops them
+            "--timeout-graceful-shutdown",
+            "5",
+        ],
+        logfile=logfile,
+        env=env,
+    )
 
 
 def serve_forever(targets: list[Target], mock_base: str) -> None:
@@ -1111,15 +1448,27 @@ def targets_table(info: dict[str, Any], res: Results) -> tuple[list[str], list[d
             "ok": None if addt is None else addt <= 2.0,
         }
     )
-    hwm = info.get("memory", {}).get("gateway", {}).get("VmHWM")
+    # VmHWM is a high-water mark: read after the cost points, it is the peak of the whole run.
+    hwm = (info.get("memory_end") or info.get("memory", {})).get("gateway", {}).get("VmHWM")
     rows.append(
         {
-            "target": "resident memory per worker ≤ 150 MiB (peak, VmHWM)",
+            "target": "resident memory per worker ≤ 150 MiB (peak, VmHWM, a new prompt each request)",
             "measured": fmt(hwm, 0, " MiB"),
             "ok": None if hwm is None else hwm <= 150,
         }
     )
-    lines = ["| target (issue 6) | measured | |", "| --- | --- | --- |"]
+    for c in info.get("classifier", []):  # issue 13: 10 routes, 10 examples each
+        if c.get("routes", 0) >= 10 and c.get("examples", 0) >= 10:
+            rows.append(
+                {
+                    "target": f"router decision at {c['routes']} routes {TIMES} {c['examples']} examples "
+                    f"(`{c['set']}`): p50 ≤ 0.5 ms, p99 ≤ 2 ms",
+                    "measured": f"{c['p50_ms']:.2f} / {c['p99_ms']:.2f} ms",
+                    "ok": c["p50_ms"] <= 0.5 and c["p99_ms"] <= 2.0,
+                }
+            )
+            break
+    lines = ["| target (issues 6, 13) | measured | |", "| --- | --- | --- |"]
     lines += [f"| {r['target']} | {r['measured']} | {verdict(r['ok'])} |" for r in rows]
     return lines, rows
 
@@ -1248,15 +1597,23 @@ def render(info: dict[str, Any], res: Results, plan: Plan) -> str:
     out += [
         "## Local router model (decision latency, in process, core 0)",
         "",
-        "| set | prompts | accuracy | p50 | p99 | mean |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "Without the decision cache: the router model decides each prompt; with it: the same "
+        "prompts answered from the gateway's decision cache (its TTL cache and key).",
+        "",
+        f"| set | routes {TIMES} examples | prompts | accuracy | p50 | p99 | mean "
+        "| from the decision cache: p50 | p99 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in info.get("classifier", []):
         out.append(
-            f"| `{c['set']}` (with examples) | {c['prompts']:,} | {c['accuracy']:.1%} | {c['p50_ms']:.2f} ms | "
-            f"{c['p99_ms']:.2f} ms | {c['mean_ms']:.2f} ms |"
+            f"| `{c['set']}` | {c.get('routes', '?')} {TIMES} {c.get('examples', '?')} "
+            f"| {c['prompts']:,} | {c['accuracy']:.1%} | {c['p50_ms']:.2f} ms | "
+            f"{c['p99_ms']:.2f} ms | {c['mean_ms']:.2f} ms "
+            f"| {fmt(_us(c.get('cached_p50_ms')), 1, ' µs')} "
+            f"| {fmt(_us(c.get('cached_p99_ms')), 1, ' µs')} |"
         )
     out.append("")
+    out += render_costs(info, plan)
     out += ["## Runs", "", "Every repeat, in order (req/s; TTFB p50 ms):", ""]
     for point in plan.points:
         key = "p50_ms" if point == "ttfb" else "rps"
@@ -1265,6 +1622,9 @@ def render(info: dict[str, Any], res: Results, plan: Plan) -> str:
             f"{n} " + ", ".join(fmt(v, digits) for v in res.values(point, n, key)) for n in names
         ]
         out.append(f"- {point}: " + "; ".join(cells))
+    for name, targets in info.get("costs", {}).items():
+        values = [fmt(r["rps"]) for r in targets.get("gateway", [])]
+        out.append(f"- costs, {name}: " + ", ".join(values))
     out.append("")
     prof = info.get("profile")
     if info.get("profile_skipped"):
@@ -1282,6 +1642,117 @@ def render(info: dict[str, Any], res: Results, plan: Plan) -> str:
             "",
         ]
     return "\n".join(out)
+
+
+CACHE_STEP_LABELS = {  # bench/cache_cost.py's figures
+    "rtt": "Redis PING round trip (reference)",
+    "miss_lookup": "miss: look-up",
+    "miss_store": "miss: store",
+    "miss_total": "miss: total added to the request",
+    "hit": "hit: look-up + answer",
+    "hit_stream": "hit: look-up + answer replayed as a stream",
+}
+
+
+def _us(ms: float | None) -> float | None:
+    return None if ms is None else ms * 1000
+
+
+def render_costs(info: dict[str, Any], plan: Plan) -> list[str]:
+    """The costs section: each cost point against its baseline of the same rounds."""
+    if "costs" not in info:
+        return []
+    costs = Results(info["costs"])
+
+    def med(name: str, key: str) -> float | None:
+        return costs.median(name, "gateway", key)
+
+    out = [
+        f"## Costs (issues 13{DASH}16), same run",
+        "",
+        f"The gateway (one worker, core 0) at {COST_POINTS[0].connections} connections unless "
+        f"said, {plan.cost_seconds:g} s per point, {plan.repeats} repeat(s) in rotating order, "
+        "medians; each row against the baseline measured in the same rounds. CPU is the gateway "
+        "worker's (user + system) over the point divided by the requests it answered; upstream "
+        "calls per request are the mock's. Load average "
+        f"{info.get('costs_load_before', '?')} before these points, "
+        f"{info.get('costs_load_after', '?')} after.",
+        "",
+        "| point | req/s | vs baseline | p50 ms | p99 ms | gateway CPU µs/request | Δ CPU µs "
+        "| upstream calls/request | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for cp in COST_POINTS:
+        if not costs.has(cp.name, "gateway"):
+            continue
+        rps, base_rps = med(cp.name, "rps"), med(cp.baseline, "rps")
+        cpu, base_cpu = med(cp.name, "cpu_us"), med(cp.baseline, "cpu_us")
+        label = cp.label + (f" ({plan.boards})" if cp.boards else "")
+        if cp.connections != COST_POINTS[0].connections and "connection" not in label:
+            label += f", {cp.connections} connections"
+        same = cp.name == cp.baseline
+        non2xx, sock = costs.errors(cp.name, "gateway")
+        out.append(
+            f"| {label} | {fmt(rps)} | {'' if same else ratio(rps, base_rps, 3)} "
+            f"| {fmt(med(cp.name, 'p50_ms'), 2)} | {fmt(med(cp.name, 'p99_ms'), 2)} "
+            f"| {fmt(cpu)} | {'' if same or cpu is None or base_cpu is None else fmt(cpu - base_cpu, 0, signed=True)} "
+            f"| {fmt(med(cp.name, 'upstream_share'), 2)} | {non2xx}/{sock} |"
+        )
+    out.append("")
+    board_runs = costs.runs.get("boards", {}).get("gateway", [])
+    if board_runs:
+        idle_off = statistics.median(r["idle_cpu_without"] for r in board_runs)
+        idle_on = statistics.median(r["idle_cpu_with"] for r in board_runs)
+        clients = [r.get("client", {}) for r in board_runs]
+        per_board = [c.get("request_events", 0) / max(1, c.get("opened", 0)) for c in clients if c]
+        cpu_on, cpu_base = med("boards", "cpu_us"), med("baseline", "cpu_us")
+        rps_on = med("boards", "rps")
+        share = (
+            None
+            if cpu_on is None or cpu_base is None or rps_on is None
+            else (cpu_on - cpu_base) * rps_on / 1e6
+        )
+        out += [
+            f"**{plan.boards} live boards** (bench/boards.py on core 1: signed-in SSE streams of "
+            "`/balancers/bench/board/events/`, as the board page opens them): "
+            f"{', '.join(str(r['opened']) for r in board_runs)} of {plan.boards} open in each "
+            f"repeat; with no traffic the gateway worker used {idle_off:.1%} of a core without "
+            f"them and {idle_on:.1%} with them ({plan.board_idle_seconds:g} s each, medians); "
+            f"under the load, {fmt(None if cpu_on is None or cpu_base is None else cpu_on - cpu_base, 0, signed=True)} "
+            f"µs of gateway CPU per request, "
+            f"{DASH if share is None else f'{share:.1%}'} of a core at {fmt(rps_on)} req/s; each "
+            f"board was sent {fmt(statistics.median(per_board) if per_board else None)} request "
+            "events over the point (median; the feed draws at most 50 per balancer per batch and "
+            "counts the rest), streams ended early: "
+            f"{sum(c.get('ended_early', 0) for c in clients)}; server sockets still in CLOSE_WAIT "
+            "2 s after the client had exited (streams the gateway kept running): "
+            f"{', '.join(str(c.get('server_close_wait', DASH)) for c in clients)}; the client's own CPU "
+            f"{fmt(statistics.median(c.get('client_cpu_s', 0) for c in clients), 2)} s a repeat.",
+            "",
+        ]
+    steps = info.get("cache_steps")
+    if steps:
+        out += [
+            f"**The response cache's own steps**, in process on core 0 (`python -m "
+            f"bench.cache_cost --n {steps['n']}`, a {steps['answer_bytes']:,}-byte answer; "
+            f"Redis PING round trip for reference: median {steps['rtt']['p50_us']:.0f} µs, "
+            f"p99 {steps['rtt']['p99_us']:.0f} µs):",
+            "",
+            "| step | exact: median | p99 | semantic: median | p99 |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for key in ("miss_lookup", "miss_store", "miss_total", "hit", "hit_stream"):
+            e, m = steps["exact"][key], steps["semantic"][key]
+            out.append(
+                f"| {CACHE_STEP_LABELS[key]} | {e['p50_us']:.0f} µs | {e['p99_us']:.0f} µs "
+                f"| {m['p50_us']:.0f} µs | {m['p99_us']:.0f} µs |"
+            )
+        missed = steps["exact"]["missed_repeats"] + steps["semantic"]["missed_repeats"]
+        if missed:
+            out.append("")
+            out.append(f"{missed} repeated requests missed (Redis late or its breaker open).")
+        out.append("")
+    return out
 
 
 def _added(res: Results, point: str, key: str) -> str:
@@ -1302,6 +1773,25 @@ def harness_problems(res: Results, info: dict[str, Any]) -> list[str]:
                     problems.append(f"{name} at {point}: no request completed")
     if not info.get("usage_events"):
         problems.append("the gateway recorded no usage events")
+    for name, targets in info.get("costs", {}).items():
+        for run in targets.get("gateway", []):
+            if run["non_2xx"] or run["socket_errors"]:
+                problems.append(
+                    f"cost point {name}: {run['non_2xx']} non-2xx, {run['socket_errors']} socket errors"
+                )
+            if not run["requests"]:
+                problems.append(f"cost point {name}: no request completed")
+            client = run.get("client")
+            if client is not None:
+                if client.get("opened") != client.get("boards"):
+                    problems.append(
+                        f"boards: {client.get('opened')} of {client.get('boards')} streams opened "
+                        f"({client.get('statuses')})"
+                    )
+                if not client.get("request_events"):
+                    problems.append("boards: no request event reached a board under the load")
+                if client.get("ended_early"):
+                    problems.append(f"boards: {client['ended_early']} streams ended early")
     return problems
 
 
@@ -1331,6 +1821,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--ttfb-requests", type=int, default=0, help="sequential streams (default 200; smoke 20)"
+    )
+    parser.add_argument(
+        "--cost-seconds",
+        type=float,
+        default=0,
+        help="seconds per cost point (default 8; smoke 1)",
+    )
+    parser.add_argument(
+        "--boards", type=int, default=50, help="live boards open during the boards point"
     )
     parser.add_argument("--profile-seconds", type=float, default=15)
     parser.add_argument("--no-profile", action="store_true")

@@ -229,3 +229,153 @@ def test_a_smoke_run_fails_on_gateway_errors_or_a_point_with_no_answer() -> None
     assert any("gateway at slow: 5 non-2xx" in p for p in problems)
     assert any("no request completed" in p for p in problems)
     assert any("no usage events" in p for p in problems)
+
+
+def test_a_smoke_run_fails_on_a_cost_point_error_or_a_board_that_did_not_open() -> None:
+    from bench.run import harness_problems
+
+    ok = _results(_point(1100, 230, 300))
+    board_client = {"boards": 50, "opened": 50, "request_events": 120, "ended_early": 0}
+    costs = {
+        "baseline": {"gateway": [_point(1000, 30, 60)]},
+        "boards": {"gateway": [{**_point(990, 30, 60), "client": board_client}]},
+    }
+    assert harness_problems(ok, {"usage_events": 10, "costs": costs}) == []
+    costs["cache_hit"] = {"gateway": [_point(0, 0, 0, non_2xx=3, requests=0)]}
+    costs["boards"]["gateway"][0]["client"] = {
+        **board_client,
+        "opened": 49,
+        "request_events": 0,
+        "ended_early": 2,
+    }
+    problems = harness_problems(ok, {"usage_events": 10, "costs": costs})
+    assert "cost point cache_hit: 3 non-2xx, 0 socket errors" in problems
+    assert "cost point cache_hit: no request completed" in problems
+    assert any(p.startswith("boards: 49 of 50 streams opened") for p in problems)
+    assert "boards: no request event reached a board under the load" in problems
+    assert "boards: 2 streams ended early" in problems
+
+
+def test_the_costs_section_compares_each_point_with_its_baseline_of_the_same_rounds() -> None:
+    import argparse
+
+    from bench.run import TIMES, make_plan, render_costs
+
+    plan = make_plan(
+        argparse.Namespace(
+            smoke=True,
+            serve=False,
+            repeats=0,
+            seconds=0,
+            slow_seconds=0,
+            ttfb_requests=0,
+            cost_seconds=0,
+            boards=50,
+            profile_seconds=0,
+            no_profile=True,
+            no_litellm=True,
+            database="",
+            redis_url="",
+            out="/tmp",
+        )
+    )
+    costs = {
+        "baseline": {"gateway": [{**_point(1000, 30, 60), "cpu_us": 900.0, "upstream_share": 1.0}]},
+        "observability_off": {
+            "gateway": [{**_point(1100, 28, 55), "cpu_us": 820.0, "upstream_share": 1.0}]
+        },
+        "cache_hit": {
+            "gateway": [{**_point(2000, 15, 30), "cpu_us": 450.0, "upstream_share": 0.0}]
+        },
+    }
+    text = "\n".join(render_costs({"costs": costs}, plan))
+    off = next(line for line in text.splitlines() if line.startswith("| /metrics"))
+    assert f"| 1,100 | 1.100{TIMES} |" in off and "| 820 | -80 |" in off
+    hit = next(line for line in text.splitlines() if "every request but the first a hit" in line)
+    assert f"| 2,000 | 2.000{TIMES} |" in hit and "| 0.00 |" in hit
+    assert "1 connection" not in text, "points not run are left out"
+
+
+@pytest.fixture
+def sse_server() -> Iterator[str]:
+    """A board-like SSE endpoint on loopback: 403 without the session cookie, else events."""
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    port = _free_port()
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        if request.cookies.get("sessionid") != "s3cret":
+            return web.Response(status=403)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"retry: 2000\n\n")
+        await response.write(b'event: lanes\ndata: {"lanes": []}\n\n')
+        while True:
+            await response.write(
+                b'event: requests\ndata: {"events": [{"id": 1}, {"id": 2}], "skipped": 3}\n\n'
+            )
+            await asyncio.sleep(0.05)
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        app = web.Application()
+        app.router.add_get("/board/events/", events)
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        loop.run_forever()
+
+    import threading
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}/board/events/"
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def _boards(url: str, cookie: str, boards: int) -> tuple[str, dict]:
+    import json
+    import signal
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "boards.py"),
+            url,
+            "--cookie",
+            cookie,
+            "--boards",
+            str(boards),
+            "--connect-timeout",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    ready = proc.stdout.readline().strip()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    return ready, json.loads(out.strip().splitlines()[-1])
+
+
+def test_the_board_client_holds_every_stream_open_and_counts_what_the_boards_were_sent(
+    sse_server: str,
+) -> None:
+    ready, result = _boards(sse_server, "sessionid=s3cret", 5)
+    assert ready == "READY 5"
+    assert result["opened"] == 5 and result["statuses"] == {"200": 5}
+    assert result["events"]["lanes"] == 5
+    batches = result["events"]["requests"]
+    assert batches >= 5
+    assert result["request_events"] == 2 * batches and result["request_skipped"] == 3 * batches
+    assert result["ended_early"] == 0
+
+
+def test_the_board_client_reports_streams_it_could_not_open(sse_server: str) -> None:
+    ready, result = _boards(sse_server, "sessionid=wrong", 3)
+    assert ready == "READY 0"
+    assert result["opened"] == 0 and result["statuses"] == {"403": 3}
