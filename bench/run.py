@@ -69,7 +69,11 @@ GATEWAY_CORE = "0"
 CLIENT_CORE = "1"
 TARGET_NAMES = ("direct", "gateway", "litellm")
 LABELS = {"direct": "direct (mock)", "gateway": "gateway", "litellm": f"LiteLLM {LITELLM_VERSION}"}
-TIMES, DASH = "\u00d7", "\u2013"  # the table's x and the dash of a missing figure
+TIMES, DASH, ARROW = (
+    "\u00d7",
+    "\u2013",
+    "\u2192",
+)  # the table's x, a missing figure, before -> after
 
 
 class HarnessError(RuntimeError):
@@ -1011,8 +1015,23 @@ def idle_cpu_share(pid: int, seconds: float) -> float:
     return (cpu_seconds(pid) - before) / (time.monotonic() - started)
 
 
+def database_connections(database_url: str) -> int | None:
+    """Open connections to the bench's database (pg_stat_activity), this query's own left out."""
+    import psycopg
+
+    name = urlsplit(database_url).path.lstrip("/")
+    with contextlib.suppress(psycopg.Error):
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            ).fetchone()
+            return int(row[0]) if row else None
+    return None
+
+
 def measure_costs(
-    plan: Plan, gateways: dict[str, Target], mock_base: str, boards: Boards
+    plan: Plan, gateways: dict[str, Target], mock_base: str, boards: Boards, database_url: str
 ) -> Results:
     """Every cost point against its baseline, in the same rounds (the order rotates)."""
     results = Results()
@@ -1028,10 +1047,12 @@ def measure_costs(
             extra: dict[str, Any] = {}
             if cp.boards:
                 extra["idle_cpu_without"] = idle_cpu_share(target.pid, plan.board_idle_seconds)
+                extra["db_connections_without"] = database_connections(database_url)
                 extra["opened"] = boards.open()
                 try:
                     time.sleep(1)  # the streams' first lanes render
                     extra["idle_cpu_with"] = idle_cpu_share(target.pid, plan.board_idle_seconds)
+                    extra["db_connections_with"] = database_connections(database_url)
                     run = cost_run(target, cp, plan, mock_base)
                 finally:
                     extra["client"] = boards.close()
@@ -1267,7 +1288,7 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
             plan, f"http://127.0.0.1:{gateway_port}/balancers/bench/board/events/", setup["session"]
         )
         info["costs_load_before"] = load_average()
-        costs = measure_costs(plan, gateways, mock_base, boards)
+        costs = measure_costs(plan, gateways, mock_base, boards, database_url)
         info["costs"] = costs.runs
         info["costs_load_after"] = load_average()
         info["memory_end"] = {
@@ -1726,7 +1747,14 @@ def render_costs(info: dict[str, Any], plan: Plan) -> list[str]:
             "counts the rest), streams ended early: "
             f"{sum(c.get('ended_early', 0) for c in clients)}; server sockets still in CLOSE_WAIT "
             "2 s after the client had exited (streams the gateway kept running): "
-            f"{', '.join(str(c.get('server_close_wait', DASH)) for c in clients)}; the client's own CPU "
+            f"{', '.join(str(c.get('server_close_wait', DASH)) for c in clients)}; connections to "
+            "the bench's PostgreSQL database (pg_stat_activity) before the boards opened and "
+            "while they were open: "
+            + ", ".join(
+                f"{r.get('db_connections_without', DASH)} {ARROW} {r.get('db_connections_with', DASH)}"
+                for r in board_runs
+            )
+            + "; the client's own CPU "
             f"{fmt(statistics.median(c.get('client_cpu_s', 0) for c in clients), 2)} s a repeat.",
             "",
         ]
