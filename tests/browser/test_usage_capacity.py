@@ -29,8 +29,8 @@ def seeded() -> None:
         model="llama-70b",
         pricing="capacity",
         capacity_price_per_hour="4.00",
-        capacity=4,
-        capacity_unit="concurrent_requests",
+        capacity=100,
+        capacity_unit="tokens_per_second",
     )
     Instance.objects.filter(pk=dedicated.pk).update(
         capacity_since=floor_hour(now) - timedelta(hours=6)
@@ -71,41 +71,43 @@ def seeded() -> None:
                 completion_tokens=completion,
                 cost_usd=cost,
                 decision_reason="classified",
-                attempts=1,
-                **fields,
+                **{"attempts": 1, **fields},
             )
         )
 
+    # The efficient pool went away for 20 minutes three hours ago: its requests failed over
+    # to reasoning (and none was answered by the pool meanwhile).
+    outage = floor_hour(now) - timedelta(hours=3) + timedelta(minutes=15)
     # Busier in the later hours: 4 to 14 requests an hour on the dedicated deployment, and
     # the spill-over to the token-billed qwen members in the two busiest hours.
     for hours_ago in range(1, 7):
         start = floor_hour(now) - timedelta(hours=hours_ago)
         busy = 4 + 2 * (6 - hours_ago)
         for n in range(busy):
-            add(start + timedelta(minutes=4 * n + 1), "efficient", "llama-dedicated", 1800, 700)
+            at = start + timedelta(minutes=4 * n + 1)
+            if not outage <= at < outage + timedelta(minutes=20):
+                add(at, "efficient", "llama-dedicated", 18_000, 7_000)
         if hours_ago <= 2:
             for n in range(3):
                 add(
                     start + timedelta(minutes=10 * n + 3),
                     "efficient",
                     "qwen-cheap-a",
-                    1800,
-                    700,
+                    18_000,
+                    7_000,
                     spilled=True,
                 )
-    # The efficient pool went away for 20 minutes: its requests failed over to reasoning.
-    outage = floor_hour(now) - timedelta(hours=3) + timedelta(minutes=15)
     for n in range(8):
         add(
             outage + timedelta(minutes=2 * n),
             "reasoning",
             "gpt-oss-120b",
-            1800,
-            700,
+            18_000,
+            7_000,
             decided="efficient",
             attempts=2,
         )
-    add(outage + timedelta(minutes=20), "efficient", "llama-dedicated", 1800, 700)
+    add(outage + timedelta(minutes=20), "efficient", "llama-dedicated", 18_000, 7_000)
     UsageEvent.objects.bulk_create(events)
 
 
@@ -118,11 +120,15 @@ def test_an_operator_reads_capacity_utilisation_and_failover_cost(ui) -> None:
     expect(capacity).to_be_visible()
     row = capacity.get_by_test_id("capacity-llama-dedicated")
     expect(row.get_by_test_id("capacity-cost")).to_have_text("$24.00")  # six hours at $4.00
-    expect(row.get_by_test_id("capacity-utilisation")).not_to_have_text("—")
-    expect(row.get_by_test_id("capacity-effective")).not_to_have_text("—")
+    # 50 requests of 25,000 tokens in six hours of 100 tokens/s: 1.25M of 2.16M tokens.
+    expect(row.get_by_test_id("capacity-utilisation")).to_have_text("57.9%")
+    expect(row.get_by_test_id("capacity-effective")).to_have_text("$19.20")
     failover = page.get_by_test_id("usage-failover")
     expect(failover.locator("tbody tr")).to_have_count(1)
     expect(failover).to_contain_text("reasoning")
+    # 8 requests of 18,000 + 7,000 tokens on gpt-oss-120b ($0.60/$2.40) instead of the pool's
+    # priciest per-token member, qwen-cheap ($0.10/$0.30): $0.2208 - $0.0312.
+    expect(failover.get_by_test_id("failover-extra")).to_have_text("$0.1896")
     # The two sections, one picture.
     top = capacity.bounding_box()
     bottom = failover.bounding_box()
