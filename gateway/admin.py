@@ -21,6 +21,7 @@ class ApiKeyForm(forms.ModelForm):
             "balancers",
             "rate_limit_per_minute",
             "allow_route_override",
+            "allow_direct_models",
             "enabled",
         ]
 
@@ -33,6 +34,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "prefix",
         "rate_limit_per_minute",
         "allow_route_override",
+        "allow_direct_models",
         "enabled",
         "revoked_at",
         "created_at",

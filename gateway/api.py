@@ -122,6 +122,7 @@ class ApiKeyOutputSerializer(serializers.ModelSerializer):
             "balancers",
             "rate_limit_per_minute",
             "allow_route_override",
+            "allow_direct_models",
             "enabled",
             "is_active",
             "created_at",
@@ -154,6 +155,11 @@ class ApiKeyCreateApi(JsonApi):
         )
         team = _team_field(required=False)
         use_case = _use_case_field()
+        allow_direct_models = serializers.BooleanField(
+            required=False,
+            help_text="May call any model of a provider with a stored credential by its own name "
+            '(model="claude-sonnet-4-5"); default false.',
+        )
 
         class Meta:
             ref_name = "ApiKeyCreateInput"
@@ -196,7 +202,7 @@ class ApiKeyRetrieveApi(JsonApi):
 
 
 class ApiKeyUpdateApi(JsonApi):
-    """Change the name, balancers, rate limit, route override or enabled flag. PUT and PATCH leave omitted fields as they are."""
+    """Change the name, balancers, rate limit, route override, direct models or enabled flag. PUT and PATCH leave omitted fields as they are."""
 
     class InputSerializer(JsonTypesMixin, serializers.Serializer):
         name = serializers.CharField(max_length=100)
@@ -207,6 +213,11 @@ class ApiKeyUpdateApi(JsonApi):
         allow_route_override = serializers.BooleanField(
             required=False,
             help_text="May force an enabled route with the X-Balancer-Route header; default false.",
+        )
+        allow_direct_models = serializers.BooleanField(
+            required=False,
+            help_text="May call any model of a provider with a stored credential by its own name "
+            '(model="claude-sonnet-4-5"); default false.',
         )
         enabled = serializers.BooleanField(
             required=False, help_text="A revoked key cannot be enabled again."

@@ -81,6 +81,12 @@ class ApiKey(models.Model):
         validators=[use_case_validator],
         help_text="The use-case tag of its requests, unless a request names its own.",
     )
+    allow_direct_models = models.BooleanField(
+        default=False,
+        verbose_name="may call models by name",
+        help_text="Requests with this key may name any model of a provider with a stored credential "
+        '(model="claude-sonnet-4-5", "groq/llama-3.3-70b-versatile"), not only balancers.',
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

@@ -1,7 +1,9 @@
 """Active health: a cheap probe of every enabled instance, on a schedule.
 
 `GET {base_url}/models` for OpenAI-compatible servers and for Anthropic (with
-Anthropic's own headers), the knobs for simulator instances, a load of the
+Anthropic's own headers), each provider's own free request where it differs
+(targetgroups.providers: OpenRouter's `/key`, Azure's `/openai/models?api-version=`,
+Perplexity's refused empty chat request), the knobs for simulator instances, a load of the
 vectors for the built-in router model: never a completion, so a probe costs
 nothing. Each probe's verdict feeds the instance's state with hysteresis
 (gateway/engine/probing.py: GATEWAY_PROBE_DOWN_AFTER failures in a row to go
@@ -33,17 +35,15 @@ from django.utils import timezone
 from gateway.db import in_thread
 from gateway.engine.probing import ProbePolicy, ProbeState, next_probe_state
 from gateway.engine.types import InstanceSpec
-from gateway.hotpath.snapshot import instance_spec
+from gateway.hotpath.snapshot import instance_spec, provider_spec
 from gateway.models import HealthStatus, InstanceHealth, ProbeRecord
 from gateway.upstream import anthropic, http, openai_compat
-from targetgroups.models import Instance
+from targetgroups.models import Instance, ProviderCredential
+from targetgroups.providers import PROVIDERS
 
 logger = logging.getLogger(__name__)
 
 SLOW_MS = 2000.0  # a probe slower than this marks the instance degraded
-
-
-_PROBE_HEADERS = {"openai": openai_compat.client_headers, "anthropic": anthropic.client_headers}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,21 +89,35 @@ async def probe_instance(instance: InstanceSpec) -> ProbeResult:
         return ProbeResult(
             instance.pk, HealthStatus.HEALTHY, (time.perf_counter() - started) * 1000, "in process"
         )
-    headers = _PROBE_HEADERS.get(instance.provider)
-    if headers is None:
+    facts = PROVIDERS.get(instance.provider)
+    if facts is None:
         return ProbeResult(
             instance.pk, HealthStatus.UNKNOWN, None, f"no probe for provider {instance.provider}"
         )
+    headers = (
+        anthropic.client_headers(instance)
+        if facts.wire == "anthropic"
+        else openai_compat.client_headers(instance)
+    )
+    body = b""
+    if facts.probe_method == "POST":  # refused before any generation: never billed
+        headers = {**headers, "Content-Type": "application/json"}
+        body = b'{"model":"","messages":[]}'
+    what = f"{facts.probe_method} {facts.probe_path}"
     try:
         response = await http.request(
-            "GET",
-            instance.base_url + "/models",
-            headers=headers(instance),
+            facts.probe_method,
+            openai_compat.probe_url(instance),
+            headers=headers,
+            body=body,
             connect_timeout=instance.connect_timeout,
             first_byte_timeout=instance.connect_timeout + 5,
         )
-        await response.read(5)
+        data = await response.read(5)
         status = response.status
+        if status >= 400 and facts.wire != "anthropic":
+            # Google refuses a key with a 400 (API_KEY_INVALID): read as the 401 it means.
+            _, status = openai_compat.openai_error(data, status)
     except TimeoutError:
         return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, None, "probe timed out")
     except http.ClientError as exc:
@@ -115,13 +129,22 @@ async def probe_instance(instance: InstanceSpec) -> ProbeResult:
         )
     if status >= 500:
         return ProbeResult(instance.pk, HealthStatus.UNAVAILABLE, latency, f"HTTP {status}")
-    if status >= 400:
+    if status not in facts.probe_ok:
         return ProbeResult(
-            instance.pk, HealthStatus.DEGRADED, latency, f"GET /models answered HTTP {status}"
+            instance.pk, HealthStatus.DEGRADED, latency, f"{what} answered HTTP {status}"
         )
     if latency > SLOW_MS:
         return ProbeResult(instance.pk, HealthStatus.DEGRADED, latency, f"slow: {latency:.0f} ms")
-    return ProbeResult(instance.pk, HealthStatus.HEALTHY, latency, "GET /models answered 200")
+    return ProbeResult(instance.pk, HealthStatus.HEALTHY, latency, f"{what} answered {status}")
+
+
+async def probe_credential(credential: ProviderCredential) -> ProbeResult:
+    """The provider's probe with a stored credential (its page's Check button, the API's
+    `check`): what a direct-model call would meet, never billed. Not recorded: a credential has
+    no health row; its models' health is passive (gateway/hotpath/direct.py)."""
+    from gateway.hotpath.direct import direct_instance
+
+    return await probe_instance(direct_instance(provider_spec(credential), ""))
 
 
 def _enabled_instances() -> list[InstanceSpec]:

@@ -27,6 +27,7 @@ def api_key_create(
     allow_route_override: bool = False,
     team: Team | None = None,
     use_case: str = "",
+    allow_direct_models: bool = False,
 ) -> tuple[ApiKey, str]:
     """Create a key; return it with its secret, which is never stored or shown again."""
     key = ApiKey(
@@ -35,6 +36,7 @@ def api_key_create(
         allow_route_override=allow_route_override,
         team=team,
         use_case=use_case,
+        allow_direct_models=allow_direct_models,
     )
     secret = api_key_issue_secret(key=key)
     key.full_clean()

@@ -8,7 +8,7 @@ from django.dispatch import receiver
 
 from balancers.models import Balancer, ContentRule, Route
 from gateway.models import ApiKey, Budget, Team
-from targetgroups.models import Instance, TargetGroup, TargetGroupMember
+from targetgroups.models import Instance, ProviderCredential, TargetGroup, TargetGroupMember
 from targetgroups.signals import configuration_changed
 
 # Teams and budgets are in the snapshot too (a key's team, the budgets the hot path counts).
@@ -22,6 +22,7 @@ CONFIG_MODELS = (
     ApiKey,
     Team,
     Budget,
+    ProviderCredential,
 )
 
 

@@ -88,6 +88,12 @@ class ApiKeyForm(forms.Form):
         "x-balancer-use-case header or metadata.use_case.",
         widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "support-chat"}),
     )
+    allow_direct_models = forms.BooleanField(
+        required=False,
+        label="May call models by name",
+        help_text="Requests with this key may name any model of a provider on the Providers page "
+        '(model="claude-sonnet-4-5", "groq/llama-3.3-70b-versatile"). Off: such names get a 403.',
+    )
 
 
 def _context(form: ApiKeyForm, **extra: Any) -> dict[str, Any]:
@@ -114,6 +120,7 @@ def api_key_list(request: HtmxHttpRequest) -> HttpResponse:
                 allow_route_override=form.cleaned_data["allow_route_override"],
                 team=form.cleaned_data["team"],
                 use_case=form.cleaned_data["use_case"],
+                allow_direct_models=form.cleaned_data["allow_direct_models"],
             )
         except ValidationError as exc:
             form.add_error(None, exc.messages)

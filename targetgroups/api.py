@@ -1,4 +1,4 @@
-"""Management API for instances and target groups: one DRF view per operation.
+"""Management API for instances, target groups and provider credentials: one DRF view per operation.
 
 A target group travels in exactly the shape of `target-group.json`
 (`targetgroups.documents`); an instance's upstream `api_key` is write-only and
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -19,13 +20,17 @@ from rest_framework.response import Response
 
 from config.api import JsonApi, json_object
 from config.api_fields import JsonTypesMixin, ObjectField
+from gateway.probes import probe_credential
 from targetgroups import selectors
 from targetgroups.documents import DocumentError, TargetGroupDocument, target_group_document
-from targetgroups.models import Instance, TargetGroup
+from targetgroups.models import Instance, ProviderCredential, TargetGroup
+from targetgroups.providers import PROVIDERS
 from targetgroups.services import (
     INSTANCE_FIELDS,
     instance_delete,
     instance_save,
+    provider_credential_delete,
+    provider_credential_save,
     target_group_delete,
     target_group_import,
 )
@@ -324,3 +329,180 @@ class TargetGroupExportApi(JsonApi):
         response = HttpResponse(body, content_type="application/json")
         response["Content-Disposition"] = f'attachment; filename="{group.name}.json"'
         return response
+
+
+# --- Provider credentials -------------------------------------------------------------
+
+
+class ProviderOutputSerializer(serializers.Serializer):
+    """A provider's facts (targetgroups.providers) and its stored credential, if any."""
+
+    provider = serializers.CharField(help_text="The code: also the `provider/` model prefix.")
+    label = serializers.CharField()
+    wire = serializers.CharField(help_text="openai, anthropic or azure.")
+    default_base_url = serializers.CharField(help_text='"" when every operator has their own.')
+    auth = serializers.CharField(help_text="bearer, x-api-key or api-key: how the key is sent.")
+    key_required = serializers.BooleanField()
+    model_prefixes = serializers.ListField(
+        child=serializers.CharField(), help_text="Model names starting so go to this provider."
+    )
+    embeddings = serializers.BooleanField(help_text="Serves /v1/embeddings.")
+    configured = serializers.BooleanField(help_text="A credential is stored.")
+    base_url = serializers.CharField(help_text='The credential\'s own; "" uses the default.')
+    api_version = serializers.CharField(help_text="Azure OpenAI only.")
+    enabled = serializers.BooleanField(allow_null=True, help_text="null: not configured.")
+    has_api_key = serializers.BooleanField(help_text="The key itself is never returned.")
+    updated_at = serializers.DateTimeField(allow_null=True)
+
+    class Meta:
+        ref_name = "Provider"
+
+
+def provider_entry(code: str, credential: ProviderCredential | None) -> dict[str, Any]:
+    facts = PROVIDERS[code]
+    return {
+        "provider": code,
+        "label": facts.label,
+        "wire": facts.wire,
+        "default_base_url": facts.base_url,
+        "auth": facts.auth,
+        "key_required": facts.key_required,
+        "model_prefixes": list(facts.prefixes),
+        "embeddings": facts.embeddings,
+        "configured": credential is not None,
+        "base_url": credential.base_url if credential else "",
+        "api_version": credential.api_version if credential else "",
+        "enabled": credential.enabled if credential else None,
+        "has_api_key": credential.has_api_key if credential else False,
+        "updated_at": credential.updated_at if credential else None,
+    }
+
+
+def _known_provider(provider: str) -> str:
+    if provider not in PROVIDERS:
+        raise NotFound(f"No provider {provider!r}; known: {', '.join(PROVIDERS)}.")
+    return provider
+
+
+def _credential_or_404(provider: str) -> ProviderCredential:
+    credential = ProviderCredential.objects.filter(provider=_known_provider(provider)).first()
+    if credential is None:
+        raise NotFound(f"No credential is stored for {PROVIDERS[provider].label}.")
+    return credential
+
+
+class ProviderListApi(JsonApi):
+    OutputSerializer = ProviderOutputSerializer
+
+    @extend_schema(
+        summary="List providers and their credentials (never the keys)",
+        responses=OutputSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        stored = {c.provider: c for c in ProviderCredential.objects.all()}
+        return Response([provider_entry(code, stored.get(code)) for code in PROVIDERS])
+
+
+class ProviderRetrieveApi(JsonApi):
+    OutputSerializer = ProviderOutputSerializer
+
+    @extend_schema(summary="Retrieve a provider and its credential", responses=OutputSerializer)
+    def get(self, request: Request, provider: str) -> Response:
+        credential = ProviderCredential.objects.filter(provider=_known_provider(provider)).first()
+        return Response(provider_entry(provider, credential))
+
+
+class ProviderCredentialInputSerializer(JsonTypesMixin, serializers.Serializer):
+    base_url = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        help_text='"" uses the provider\'s own base URL.',
+    )
+    api_key = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        style={"input_type": "password"},
+        help_text='Write-only. Omit to keep the stored key; "" removes it.',
+    )
+    api_version = serializers.CharField(
+        required=False, allow_blank=True, max_length=40, help_text="Azure OpenAI only."
+    )
+    enabled = serializers.BooleanField(required=False)
+
+    class Meta:
+        ref_name = "ProviderCredentialInput"
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        _reject_nul(attrs)
+        return attrs
+
+
+class ProviderUpdateApi(JsonApi):
+    """Store or change the provider's credential: PUT and PATCH alike leave out what the body
+    omits (an omitted api_key keeps the stored key). 201 when it creates one."""
+
+    InputSerializer = ProviderCredentialInputSerializer
+    OutputSerializer = ProviderOutputSerializer
+
+    @extend_schema(
+        summary="Store a provider credential",
+        request=InputSerializer,
+        responses={200: OutputSerializer, 201: OutputSerializer},
+    )
+    def put(self, request: Request, provider: str) -> Response:
+        return self._save(request, provider)
+
+    @extend_schema(
+        summary="Change some fields of a provider credential",
+        request=InputSerializer,
+        responses={200: OutputSerializer, 201: OutputSerializer},
+    )
+    def patch(self, request: Request, provider: str) -> Response:
+        return self._save(request, provider)
+
+    def _save(self, request: Request, provider: str) -> Response:
+        _known_provider(provider)
+        serializer = self.InputSerializer(data=json_object(request.data))
+        serializer.is_valid(raise_exception=True)
+        created = not ProviderCredential.objects.filter(provider=provider).exists()
+        credential = provider_credential_save(provider=provider, **serializer.validated_data)
+        return Response(
+            provider_entry(provider, credential),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class ProviderDeleteApi(JsonApi):
+    @extend_schema(summary="Remove a provider credential", responses={204: None})
+    def delete(self, request: Request, provider: str) -> Response:
+        provider_credential_delete(credential=_credential_or_404(provider))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ProviderCheckOutputSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="healthy, degraded or unavailable.")
+    latency_ms = serializers.FloatField(allow_null=True)
+    detail = serializers.CharField()
+
+    class Meta:
+        ref_name = "ProviderCheck"
+
+
+class ProviderCheckApi(JsonApi):
+    """The provider's probe with the stored credential: never a billed request."""
+
+    OutputSerializer = ProviderCheckOutputSerializer
+
+    @extend_schema(
+        summary="Check a provider credential with the provider's free probe",
+        request=None,
+        responses=OutputSerializer,
+    )
+    def post(self, request: Request, provider: str) -> Response:
+        result = async_to_sync(probe_credential)(_credential_or_404(provider))
+        return Response(
+            {"status": result.status, "latency_ms": result.latency_ms, "detail": result.detail}
+        )

@@ -9,6 +9,11 @@ from targetgroups.api import (
     InstanceListApi,
     InstanceRetrieveApi,
     InstanceUpdateApi,
+    ProviderCheckApi,
+    ProviderDeleteApi,
+    ProviderListApi,
+    ProviderRetrieveApi,
+    ProviderUpdateApi,
     TargetGroupCreateApi,
     TargetGroupDeleteApi,
     TargetGroupExportApi,
@@ -19,6 +24,13 @@ from targetgroups.api import (
 )
 
 urlpatterns = [
+    path("providers/", ProviderListApi.as_view(), name="api-providers"),
+    path(
+        "providers/<slug:provider>/",
+        endpoint(ProviderRetrieveApi, ProviderUpdateApi, ProviderDeleteApi),
+        name="api-provider",
+    ),
+    path("providers/<slug:provider>/check/", ProviderCheckApi.as_view(), name="api-provider-check"),
     path("instances/", endpoint(InstanceListApi, InstanceCreateApi), name="api-instances"),
     path(
         "instances/<slug:instance_id>/",

@@ -7,11 +7,13 @@ from django.db import models
 
 from targetgroups.models import (
     Instance,
+    ProviderCredential,
     SelectionPolicy,
     TargetGroup,
     TargetGroupMember,
     WorkloadKind,
 )
+from targetgroups.providers import PROVIDERS
 
 # A base URL typed without a scheme gets https:// (Django 6's default; 5.2 warns when unset).
 URL_FIELD_OPTIONS = {"assume_scheme": "https"}
@@ -187,3 +189,40 @@ class MemberAddForm(forms.Form):
         self.fields["instance"].widget.choices = [("", "Choose an instance…")] + [
             (i.instance_id, _instance_label(i)) for i in self.candidates
         ]
+
+
+class ProviderCredentialForm(forms.ModelForm):
+    """One provider's credential. The key is write-only: never rendered back, blank keeps it."""
+
+    api_key = forms.CharField(
+        required=False,
+        label="API key",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave blank to keep the stored key.",
+    )
+    clear_api_key = forms.BooleanField(required=False, help_text="Remove the stored key.")
+
+    class Meta:
+        model = ProviderCredential
+        formfield_callback = _formfield
+        fields = ["base_url", "api_key", "api_version", "enabled"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["api_key"] = ""
+        facts = PROVIDERS[self.instance.provider]
+        base_url = self.fields["base_url"]
+        base_url.widget.attrs["placeholder"] = facts.base_url or (
+            "https://<resource>.openai.azure.com"
+            if facts.code == "azure"
+            else "http://vllm.internal:8000/v1"
+        )
+        if facts.code != "azure":
+            del self.fields["api_version"]
+
+    def clean_api_key(self) -> str | None:
+        """The new key; "" removes the stored one; None keeps it (the field was left blank)."""
+        value = self.cleaned_data.get("api_key") or ""
+        if self.data.get(self.add_prefix("clear_api_key")) in ("on", "true", "1", True):
+            return ""
+        return value or None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from targetgroups.encryption import UnreadableSecret, decrypt, encrypt
+from targetgroups.providers import AZURE_API_VERSION, PROVIDERS
 from targetgroups.validators import slug_validator, validate_base_url
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,24 @@ class Provider(models.TextChoices):
     ANTHROPIC = "anthropic", "Anthropic"
     SIMULATOR = "simulator", "Simulator (built-in, offline)"
     BUILTIN = "builtin", "Built-in model"
+    # The rest of targetgroups.providers.PROVIDERS: their default base URL, key header, error
+    # mapping and probe come from that table ("custom" is what "openai" already means here).
+    GOOGLE = "google", "Google Gemini"
+    MISTRAL = "mistral", "Mistral"
+    DEEPSEEK = "deepseek", "DeepSeek"
+    XAI = "xai", "xAI"
+    GROQ = "groq", "Groq"
+    PERPLEXITY = "perplexity", "Perplexity"
+    OPENROUTER = "openrouter", "OpenRouter"
+    TOGETHER = "together", "Together AI"
+    FIREWORKS = "fireworks", "Fireworks AI"
+    AZURE = "azure", "Azure OpenAI"
+    OLLAMA = "ollama", "Ollama"
+
+
+# Providers whose instances call an upstream over HTTP (and so need a base URL, their own or the
+# provider's default).
+HTTP_PROVIDERS = frozenset(set(Provider.values) - {Provider.SIMULATOR, Provider.BUILTIN})
 
 
 class SelectionPolicy(models.TextChoices):
@@ -52,6 +72,9 @@ class CapacityUnit(models.TextChoices):
     CONCURRENT_REQUESTS = "concurrent_requests", "Concurrent requests"
     TOKENS_PER_SECOND = "tokens_per_second", "Tokens per second"
 
+
+# Azure OpenAI's api-version query value: a date, optionally "-preview".
+API_VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 
 WEIGHT_VALIDATORS = [MinValueValidator(0), MaxValueValidator(1000)]
 PRIORITY_VALIDATORS = [MinValueValidator(1), MaxValueValidator(1000)]
@@ -145,7 +168,8 @@ class Instance(models.Model):
     options = models.JSONField(
         default=dict,
         blank=True,
-        help_text="Simulator knobs: latency_ms, error_rate, down, tokens_per_second.",
+        help_text="Simulator knobs: latency_ms, error_rate, down, tokens_per_second. "
+        "Azure OpenAI: api_version.",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -193,15 +217,19 @@ class Instance(models.Model):
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
-        if self.provider in (Provider.OPENAI, Provider.ANTHROPIC) and not self.base_url:
+        facts = PROVIDERS.get(self.provider)
+        # "openai" and "anthropic" instances name their server (any OpenAI-compatible one, an
+        # Anthropic proxy); the other providers default to their public API.
+        default = facts.base_url if facts and self.provider not in ("openai", "anthropic") else ""
+        if self.provider in HTTP_PROVIDERS and not self.base_url and not default:
             errors["base_url"] = "A base URL is required for this provider."
         elif self.base_url:
             try:
                 validate_base_url(self.base_url)
             except ValidationError as exc:
                 errors["base_url"] = exc.messages[0]
-        if self.provider == Provider.ANTHROPIC and self.workload_kind != WorkloadKind.CHAT:
-            errors["workload_kind"] = "Anthropic instances serve chat only."
+        if self.workload_kind != WorkloadKind.CHAT and facts is not None and not facts.embeddings:
+            errors["workload_kind"] = f"{facts.label} instances serve chat only."
         if self.provider == Provider.BUILTIN:
             kind = BUILTIN_MODELS.get(self.model)
             if kind is None:
@@ -215,6 +243,15 @@ class Instance(models.Model):
             )
         if not isinstance(self.options, dict):
             errors["options"] = "Options must be a JSON object."
+        elif self.provider == Provider.AZURE:
+            unknown = sorted(set(self.options) - {"api_version"})
+            version = self.options.get("api_version", AZURE_API_VERSION)
+            if unknown:
+                errors["options"] = (
+                    f"Azure OpenAI takes one option, api_version; not {unknown[0]!r}."
+                )
+            elif not isinstance(version, str) or not API_VERSION_PATTERN.match(version):
+                errors["options"] = "api_version must look like 2024-10-21 or 2025-04-01-preview."
         elif self.provider == Provider.SIMULATOR:
             for key, value in self.options.items():
                 expected = SIMULATOR_OPTIONS.get(key)
@@ -307,3 +344,87 @@ class TargetGroupMember(models.Model):
                     f"this group serves {self.group.workload_kind}."
                 }
             )
+
+
+CREDENTIAL_PROVIDERS = [(code, facts.label) for code, facts in PROVIDERS.items()]
+
+
+class ProviderCredential(models.Model):
+    """One key per provider, for calling any model of that provider by its own name
+    (`model="claude-sonnet-4-5"`; docs/providers.md). Encrypted like instance keys."""
+
+    provider = models.CharField(max_length=20, choices=CREDENTIAL_PROVIDERS, unique=True)
+    base_url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text="Empty: the provider's own (required for Azure OpenAI and a custom server).",
+    )
+    api_key_encrypted = models.TextField(
+        blank=True,
+        default="",
+        editable=False,
+        help_text="The provider API key, encrypted. Write-only: never shown again.",
+    )
+    api_version = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text=f"Azure OpenAI only: the api-version query value; empty: {AZURE_API_VERSION}.",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider"]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        facts = PROVIDERS.get(self.provider)
+        return facts.label if facts else self.provider
+
+    @property
+    def effective_base_url(self) -> str:
+        facts = PROVIDERS.get(self.provider)
+        return (self.base_url or (facts.base_url if facts else "")).rstrip("/")
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
+    @property
+    def api_key(self) -> str:
+        """The key in clear; "" when none is stored or it cannot be decrypted (logged)."""
+        try:
+            return decrypt(self.api_key_encrypted)
+        except UnreadableSecret as exc:
+            logger.error("provider credential %s: %s", self.provider, exc)
+            return ""
+
+    @api_key.setter
+    def api_key(self, value: str) -> None:
+        self.api_key_encrypted = encrypt(value or "")
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        facts = PROVIDERS.get(self.provider)
+        if facts is None:
+            raise ValidationError({"provider": "Unknown provider."})
+        if self.base_url:
+            try:
+                validate_base_url(self.base_url)
+            except ValidationError as exc:
+                errors["base_url"] = exc.messages[0]
+        elif not facts.base_url:
+            errors["base_url"] = f"{facts.label} has no common base URL: give yours."
+        if self.api_version:
+            if self.provider != "azure":
+                errors["api_version"] = "Only Azure OpenAI takes an api-version."
+            elif not API_VERSION_PATTERN.match(self.api_version):
+                errors["api_version"] = "Use a date such as 2024-10-21, or one with -preview."
+        if facts.key_required and not self.api_key_encrypted:
+            errors["api_key"] = f"{facts.label} needs an API key."
+        if errors:
+            raise ValidationError(errors)

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 
 from targetgroups.documents import DocumentError, document_validate
-from targetgroups.models import Instance, TargetGroup, TargetGroupMember
+from targetgroups.models import Instance, ProviderCredential, TargetGroup, TargetGroupMember
 from targetgroups.signals import configuration_changed
 
 INSTANCE_FIELDS = (
@@ -206,3 +206,28 @@ def instance_delete(*, instance: Instance) -> None:
 def target_group_delete(*, group: TargetGroup) -> None:
     """Delete a group no route points at; otherwise refuse, naming the routes."""
     _delete_unless_used(group, label=group.name, advice="point those routes elsewhere first.")
+
+
+CREDENTIAL_FIELDS = ("base_url", "api_version", "enabled")
+
+
+def provider_credential_save(
+    *, provider: str, api_key: str | None = None, **fields: Any
+) -> ProviderCredential:
+    """Create or change a provider's credential (one per provider). `api_key=None` keeps the
+    stored key; "" clears it (refused for providers that need one)."""
+    credential = ProviderCredential.objects.filter(provider=provider).first()
+    credential = credential or ProviderCredential(provider=provider)
+    for key, value in fields.items():
+        if key not in CREDENTIAL_FIELDS:
+            raise TypeError(f"not a credential field: {key}")
+        setattr(credential, key, value)
+    if api_key is not None:
+        credential.api_key = api_key
+    credential.full_clean()
+    credential.save()
+    return credential
+
+
+def provider_credential_delete(*, credential: ProviderCredential) -> None:
+    credential.delete()

@@ -1,36 +1,48 @@
 """Target group and instance pages: create form, members inline (add, edit, remove), JSON import/export,
-health, simulator knobs."""
+health, simulator knobs; provider credentials (one key per provider, write-only, checked by the
+provider's free probe)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count
 from django.db.models.functions import Lower
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.roles import OPERATOR, VIEWER, has_role, role_required
 from config.http import HtmxHttpRequest
 from gateway.hotpath.runtime import health_snapshot
+from gateway.probes import probe_credential
 from gateway.reporting.selectors import probe_summaries
 from targetgroups.documents import DocumentError, flatten_errors, target_group_document
-from targetgroups.forms import InstanceForm, MemberAddForm, TargetGroupCreateForm
+from targetgroups.forms import (
+    InstanceForm,
+    MemberAddForm,
+    ProviderCredentialForm,
+    TargetGroupCreateForm,
+)
 from targetgroups.models import (
     SIMULATOR_OPTIONS,
     Instance,
     Provider,
+    ProviderCredential,
     TargetGroup,
     TargetGroupMember,
 )
+from targetgroups.providers import PROVIDERS, ProviderFacts
 from targetgroups.services import (
     instance_save,
+    provider_credential_delete,
+    provider_credential_save,
     target_group_create,
     target_group_import,
     target_group_member_add,
@@ -501,3 +513,84 @@ def instance_simulator(request: HtmxHttpRequest, instance_id: str) -> HttpRespon
             "; ".join(f"{k}: {' '.join(str(m) for m in v)}" for k, v in form.errors.items()),
         )
     return redirect("instance-detail", instance_id=instance.instance_id)
+
+
+# -- provider credentials ---------------------------------------------------------------------
+
+
+def _provider_or_404(provider: str) -> ProviderFacts:
+    facts = PROVIDERS.get(provider)
+    if facts is None:
+        raise Http404("No such provider.")
+    return facts
+
+
+@role_required(VIEWER)
+@require_GET
+def provider_list(request: HtmxHttpRequest) -> HttpResponse:
+    stored = {c.provider: c for c in ProviderCredential.objects.all()}
+    rows = [{"facts": facts, "credential": stored.get(code)} for code, facts in PROVIDERS.items()]
+    return render(request, "targetgroups/providers.html", {"rows": rows})
+
+
+@role_required(VIEWER, write=OPERATOR)
+@require_http_methods(["GET", "POST"])
+def provider_detail(request: HtmxHttpRequest, provider: str) -> HttpResponse:
+    facts = _provider_or_404(provider)
+    stored = ProviderCredential.objects.filter(provider=provider).first()
+    credential = stored or ProviderCredential(provider=provider)
+    form = ProviderCredentialForm(request.POST or None, instance=credential)
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        data.pop("clear_api_key", None)
+        api_key = data.pop("api_key", None)
+        try:
+            saved = provider_credential_save(provider=provider, api_key=api_key, **data)
+        except DjangoValidationError as exc:
+            _add_errors(form, exc)
+        else:
+            messages.success(request, f"Saved the {facts.label} credential.")
+            return redirect("provider-detail", provider=saved.provider)
+        credential = ProviderCredential.objects.filter(provider=provider).first() or credential
+    if not has_role(request.user, OPERATOR):
+        for field in form.fields.values():
+            field.disabled = True
+    _mark_invalid(form)
+    return render(
+        request,
+        "targetgroups/provider_detail.html",
+        {"facts": facts, "credential": credential, "stored": stored is not None, "form": form},
+    )
+
+
+@role_required(OPERATOR)
+@require_POST
+def provider_remove(request: HtmxHttpRequest, provider: str) -> HttpResponse:
+    facts = _provider_or_404(provider)
+    credential = get_object_or_404(ProviderCredential, provider=provider)
+    provider_credential_delete(credential=credential)
+    messages.success(
+        request, f"Removed the {facts.label} credential: its models answer 404 from now on."
+    )
+    return redirect("provider-list")
+
+
+@role_required(OPERATOR)
+@require_POST
+async def provider_check(request: HtmxHttpRequest, provider: str) -> HttpResponse:
+    """The provider's free probe with the stored credential; shown, not recorded."""
+    facts = _provider_or_404(provider)
+    credential = await ProviderCredential.objects.filter(provider=provider).afirst()
+    if credential is None:
+        raise Http404("No credential is stored for this provider.")
+    result = await probe_credential(credential)
+    context = {"facts": facts, "result": result}
+    if request.htmx:
+        return await sync_to_async(render)(
+            request, "targetgroups/provider_detail.html#check-result", context
+        )
+    level = messages.SUCCESS if result.status == "healthy" else messages.ERROR
+    await sync_to_async(messages.add_message)(
+        request, level, f"{facts.label}: {result.status} · {result.detail}"
+    )
+    return redirect("provider-detail", provider=provider)

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+# The one route of a direct-model call's implicit balancer (gateway/hotpath/direct.py), and its
+# routing mode.
+DIRECT_ROUTE = "direct"
+
 
 @dataclass(frozen=True, slots=True)
 class InstanceSpec:
@@ -112,7 +116,7 @@ class BalancerSpec:
     name: str
     serving_name: str
     workload_kind: str
-    routing_mode: str  # intent_classifier | ordered | weighted | auto
+    routing_mode: str  # intent_classifier | ordered | weighted | auto | direct (direct.py)
     auto_preference: str  # balanced | quality | speed | cost
     router_model: InstanceSpec | None
     classifier_timeout: float

@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from gateway.engine.rules import RuleCheck, explain_rules, first_match, request_facts, rule_kinds
-from gateway.engine.types import BalancerSpec, RouteSpec
+from gateway.engine.types import DIRECT_ROUTE, BalancerSpec, RouteSpec
 from gateway.router_models.fitted import LocalRouter, build_local_router
 from gateway.router_models.llm import build_router_messages, parse_router_answer
 from gateway.router_models.local import RouteIntent
@@ -328,4 +328,7 @@ async def _decide_by_mode(
 ) -> Decision:
     if balancer.routing_mode == "intent_classifier":
         return await classify(balancer, version, payload.get("messages"))
+    if balancer.routing_mode == DIRECT_ROUTE:  # a model named directly (gateway/hotpath/direct.py)
+        route = balancer.routes[0]
+        return Decision(route, f"direct:{route.group.members[0].instance.provider}")
     return Decision(None, balancer.routing_mode)

@@ -66,7 +66,7 @@ class MessagesApi(AnthropicApiView):
         untranslated = (
             response.status_code < 400 and response.get("x-balancer-instance") == native.instance_id
         )
-        scrubber = scrubber_for(config.instances)
+        scrubber = scrubber_for(config.instances, config.secrets)
         if isinstance(response, StreamingHttpResponse):
             translator = messages_wire.StreamTranslator(messages_wire.count_tokens(body))
             chunks = cast(AsyncIterator[bytes], response.streaming_content)

@@ -49,6 +49,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from gateway.engine.types import DIRECT_ROUTE
 from gateway.hotpath import errors
 from gateway.hotpath.usage import UsageRecord, recorder
 
@@ -140,6 +141,7 @@ _DECISION_KINDS = frozenset(
         "ordered",
         "weighted",
         "auto",
+        "direct",
         "no_enabled_route",
     }
 )
@@ -208,10 +210,18 @@ def flush() -> None:
         child._sum.inc(slots[-1])
 
 
+def _instance_label(route: str, instance: str) -> str:
+    """A direct-model call's instance (`provider:model`, the client's choice of name: unbounded)
+    is labelled with its provider alone (gateway/hotpath/direct.py)."""
+    if route == DIRECT_ROUTE:
+        return instance.partition(":")[0] + ":*"
+    return instance
+
+
 def observe(record: UsageRecord) -> None:
     """Count one usage event (called by the recorder, on the request's path: no I/O)."""
     balancer = record.balancer_label
-    where = (balancer, record.route, record.instance)
+    where = (balancer, record.route, _instance_label(record.route, record.instance))
     status = str(record.status_code)
     with _lock:
         _count(REQUESTS, (record.endpoint, *where, status, decision_kind(record.decision_reason)))
@@ -230,7 +240,9 @@ def observe(record: UsageRecord) -> None:
                 (
                     balancer,
                     str(entry.get("route") or ""),
-                    str(entry.get("instance") or ""),
+                    _instance_label(
+                        str(entry.get("route") or ""), str(entry.get("instance") or "")
+                    ),
                     str(entry.get("outcome") or ""),
                 ),
             )

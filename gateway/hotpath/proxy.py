@@ -29,6 +29,7 @@ from gateway.engine.types import BalancerSpec, InstanceSpec
 from gateway.hotpath import budgets, cache, errors
 from gateway.hotpath.auto_request import empty_pool_error, goal_balancer, routing_options
 from gateway.hotpath.decision import MAX_PROMPT_CHARS, Decision, decide
+from gateway.hotpath.direct import direct_balancer
 from gateway.hotpath.ratelimit import check_rate_limit
 from gateway.hotpath.runtime import routing
 from gateway.hotpath.scrub import Scrubber, scrubber_for
@@ -156,6 +157,8 @@ def find_balancer(
     balancer = config.routing.balancers.get(model)
     if balancer is None and (goal := goal_balancer(config, model, endpoint)) is not None:
         return goal  # the key's limit applies to the goal's pool (auto_request.py)
+    if balancer is None and (direct := direct_balancer(config, key, model, endpoint)) is not None:
+        return direct  # a provider's model named directly (direct.py): the key's flag decides
     if balancer is None or not balancer.enabled:
         raise errors.model_not_found(model)
     if key.allowed is not None and balancer.serving_name not in key.allowed:
@@ -383,7 +386,9 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
     plan = plan_attempts(balancer, routing, first=decision.route, reason=decision.reason, auto=auto)
     if plan.auto is not None and not plan.auto.pool:
         raise empty_pool_error(balancer, plan.auto)
-    exchange = _Exchange(req, balancer, decision, plan, scrubber_for(config.instances))
+    exchange = _Exchange(
+        req, balancer, decision, plan, scrubber_for(config.instances, config.secrets)
+    )
     if verdict.downgrade is not None:
         exchange.budget_note = "downgraded"
     elif verdict.warning:

@@ -152,11 +152,12 @@ _NONE = Scrubber(())
 _last: tuple[object | None, Scrubber] = (None, _NONE)
 
 
-def scrubber_for(instances: Mapping[int, InstanceSpec]) -> Scrubber:
-    """The scrubber for a snapshot's instances (built once per snapshot), also made `current()`."""
+def scrubber_for(instances: Mapping[int, InstanceSpec], also: Iterable[str] = ()) -> Scrubber:
+    """The scrubber for a snapshot's instances (built once per snapshot), also made `current()`.
+    `also`: the snapshot's other secrets (its provider credentials' keys)."""
     global _last
     if _last[0] is not instances:
-        _last = (instances, Scrubber(i.api_key for i in instances.values()))
+        _last = (instances, Scrubber([*(i.api_key for i in instances.values()), *also]))
     return _last[1]
 
 

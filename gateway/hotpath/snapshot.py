@@ -39,7 +39,8 @@ from gateway.hotpath.config_version import REDIS_KEY, SET_IF_GREATER, config_ver
 from gateway.hotpath.decision import fit_local_routers
 from gateway.models import ApiKey, Budget
 from gateway.outages import OutageLog
-from targetgroups.models import Instance
+from targetgroups.models import Instance, ProviderCredential
+from targetgroups.providers import PROVIDERS
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,19 @@ class KeySpec:
     allowed_instances: frozenset[int] | None = None
     team_pk: int | None = None  # the team its spend counts to (usage events, budgets)
     use_case: str = ""  # its requests' use-case tag unless a request names one
+    # May name any model of a provider with a credential (model="claude-sonnet-4-5"):
+    # gateway/hotpath/direct.py. Off by default.
+    allow_direct_models: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """A provider credential, compiled: what a direct-model call (gateway/hotpath/direct.py) needs."""
+
+    provider: str  # a targetgroups.providers.PROVIDERS code
+    base_url: str  # the credential's, else the provider's default; no trailing slash
+    api_key: str = field(repr=False)
+    api_version: str = ""  # Azure OpenAI
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +81,15 @@ class GatewayConfig:
     budgets: MappingProxyType[tuple[str, int], tuple[BudgetSpec, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    # The enabled provider credentials, by provider code (direct-model calls).
+    providers: MappingProxyType[str, ProviderSpec] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every upstream key the snapshot holds besides the instances' (for the scrubber)."""
+        return tuple(p.api_key for p in self.providers.values() if p.api_key)
 
     @property
     def version(self) -> int:
@@ -74,12 +97,16 @@ class GatewayConfig:
 
 
 def instance_spec(instance: Instance) -> InstanceSpec:
+    facts = PROVIDERS.get(instance.provider)
+    # A blank base URL means the provider's own (targetgroups.providers): Groq's, Mistral's...
+    # ("openai" and "anthropic" instances always name theirs: Instance.clean).
+    base_url = instance.base_url or (facts.base_url if facts is not None else "")
     return InstanceSpec(
         pk=instance.pk,
         instance_id=instance.instance_id,
         display_name=instance.display_name or instance.instance_id,
         provider=instance.provider,
-        base_url=instance.base_url.rstrip("/"),
+        base_url=base_url.rstrip("/"),
         model=instance.model,
         api_key=instance.api_key,
         workload_kind=instance.workload_kind,
@@ -299,6 +326,7 @@ def build_config(version: int) -> GatewayConfig:
             allowed_instances=frozenset(reachable) if allowed else None,
             team_pk=key.team_id,
             use_case=key.use_case,
+            allow_direct_models=key.allow_direct_models,
         )
     # The built-in router models are fitted here, with the snapshot, never per request.
     fit_local_routers(balancers.values(), version)
@@ -315,6 +343,7 @@ def build_config(version: int) -> GatewayConfig:
         keys=MappingProxyType(keys),
         instances=MappingProxyType(instances),
         budgets=MappingProxyType(budget_specs()),
+        providers=MappingProxyType(provider_specs()),
     )
 
 
@@ -339,6 +368,24 @@ def budget_specs() -> dict[tuple[str, int], tuple[BudgetSpec, ...]]:
         subject = (spec.scope, spec.subject_id)
         found[subject] = (*found.get(subject, ()), spec)
     return found
+
+
+def provider_spec(credential: ProviderCredential) -> ProviderSpec:
+    return ProviderSpec(
+        provider=credential.provider,
+        base_url=credential.effective_base_url,
+        api_key=credential.api_key,
+        api_version=credential.api_version,
+    )
+
+
+def provider_specs() -> dict[str, ProviderSpec]:
+    """The enabled provider credentials, decrypted once per snapshot."""
+    return {
+        c.provider: provider_spec(c)
+        for c in ProviderCredential.objects.filter(enabled=True)
+        if c.provider in PROVIDERS
+    }
 
 
 _version_floor = 0  # the newest version this process read from the database while Redis was away

@@ -1,4 +1,6 @@
-"""Any OpenAI-compatible server (OpenAI, vLLM, Ollama, DeepSeek, Groq, OpenRouter, ...).
+"""The OpenAI wire: OpenAI and every provider that speaks it (targetgroups.providers: Google's
+OpenAI-compatible endpoint, Mistral, DeepSeek, xAI, Groq, Perplexity, OpenRouter, Together,
+Fireworks, Ollama, vLLM, llama.cpp, LM Studio), and Azure OpenAI's deployment URLs.
 
 Calls go through gateway.upstream.http, the gateway's own pooled HTTP/1.1 client
 (one pool per event loop and origin). History of the choice, measured on one
@@ -13,6 +15,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from django.conf import settings
@@ -25,19 +28,104 @@ from gateway.upstream.base import (
     UpstreamFailure,
     UpstreamResponse,
     UpstreamStream,
-    parse_retry_after,
+    retry_after_from,
 )
+from targetgroups.providers import AZURE_API_VERSION, PROVIDERS
 
 _PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings"}
 _MAX_CONNECTIONS = settings.GATEWAY_UPSTREAM_MAX_CONNECTIONS
 
 
 def client_headers(instance: InstanceSpec) -> dict[str, str]:
-    """Who is asking and with which key: every request to an OpenAI-compatible instance (probes too)."""
+    """Who is asking and with which key: every request to an OpenAI-wire instance (probes too).
+    `Authorization: Bearer` for all but Azure OpenAI, which takes an `api-key` header."""
     headers = {"User-Agent": "smart-balancers"}
     if instance.api_key:
-        headers["Authorization"] = f"Bearer {instance.api_key}"
+        facts = PROVIDERS.get(instance.provider)
+        if facts is not None and facts.auth == "api-key":
+            headers["api-key"] = instance.api_key
+        else:
+            headers["Authorization"] = f"Bearer {instance.api_key}"
     return headers
+
+
+def _azure_version(instance: InstanceSpec) -> str:
+    version = instance.options.get("api_version")
+    return version if isinstance(version, str) and version else AZURE_API_VERSION
+
+
+def url_for(instance: InstanceSpec, endpoint: str) -> str:
+    """The endpoint's URL: `{base_url}/chat/completions`, or for Azure OpenAI (base URL =
+    the resource, https://<resource>.openai.azure.com) the deployment's (deployment = the model
+    name) with its api-version: `/openai/deployments/{model}/chat/completions?api-version=...`."""
+    if instance.provider == "azure":
+        deployment = quote(instance.model, safe="")
+        return (
+            f"{instance.base_url}/openai/deployments/{deployment}{_PATHS[endpoint]}"
+            f"?api-version={quote(_azure_version(instance), safe='')}"
+        )
+    return instance.base_url + _PATHS[endpoint]
+
+
+def probe_url(instance: InstanceSpec) -> str:
+    """What a probe asks (targetgroups.providers: never a billed request)."""
+    facts = PROVIDERS.get(instance.provider)
+    path = facts.probe_path if facts is not None else "/models"
+    if instance.provider == "azure":
+        return f"{instance.base_url}{path}?api-version={quote(_azure_version(instance), safe='')}"
+    return instance.base_url + path
+
+
+def openai_error(body: bytes, status: int) -> tuple[bytes, int]:
+    """An OpenAI-wire provider's error body in OpenAI's shape {"error": {message, type, param,
+    code}}, and the status it stands for. Read: OpenAI's own shape; `{"error": "text"}` (Ollama,
+    LM Studio); `{"object": "error", "message", "type", "code"}` (Mistral, vLLM); FastAPI's
+    `{"detail": ...}`; Google's list-wrapped `[{"error": {code, message, status}}]`. Google
+    answers a refused key with a 400 whose reason is API_KEY_INVALID: a 401 here, so it fails
+    over like every refused credential. A body that is not JSON is left as it is."""
+    try:
+        parsed: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body, status
+    if isinstance(parsed, list) and parsed and isinstance(parsed[0], dict):
+        parsed = parsed[0]
+    if not isinstance(parsed, dict):
+        return body, status
+    error = parsed.get("error")
+    if isinstance(error, str):
+        error = {"message": error}
+    elif not isinstance(error, dict):
+        message = parsed.get("message") or parsed.get("detail")
+        if message is None:
+            return body, status
+        error = {
+            "message": message if isinstance(message, str) else orjson.dumps(message).decode(),
+            "type": parsed.get("type"),
+            "param": parsed.get("param"),
+            "code": parsed.get("code"),
+        }
+    google_status = error.get("status")
+    if status == 400 and any(
+        isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID"
+        for d in error.get("details") or ()
+    ):
+        status = 401
+    kind = error.get("type")
+    if not isinstance(kind, str) and isinstance(google_status, str):
+        kind = google_status.lower()
+    return (
+        orjson.dumps(
+            {
+                "error": {
+                    "message": error.get("message") or f"upstream error (HTTP {status})",
+                    "type": kind if isinstance(kind, str) else None,
+                    "param": error.get("param"),
+                    "code": error.get("code"),
+                }
+            }
+        ),
+        status,
+    )
 
 
 def _headers(instance: InstanceSpec) -> dict[str, str]:
@@ -54,11 +142,12 @@ async def call(
 ) -> UpstreamResponse | UpstreamStream:
     return await exchange(
         instance,
-        url=instance.base_url + _PATHS[endpoint],
+        url=url_for(instance, endpoint),
         body=orjson.dumps(payload),
         headers=_headers(instance),
         stream=stream,
         deadline=deadline,
+        error_shape=openai_error,
     )
 
 
@@ -77,11 +166,14 @@ async def exchange(
     error_body: Callable[[bytes, int], bytes] = _same,
     events: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] = _same,
     answer: Callable[[bytes], bytes] = _same,
+    error_shape: Callable[[bytes, int], tuple[bytes, int]] | None = None,
 ) -> UpstreamResponse | UpstreamStream:
     """POST one request with the instance's timeouts and classify what went wrong.
 
     Providers that speak another dialect pass translators for the error body, the
-    stream's events and the whole answer. Each timeout gets its own kind (see
+    stream's events and the whole answer (`error_shape`: the error body and the status it
+    stands for). The provider's facts (targetgroups.providers) say which statuses are
+    retryable and which headers tell when a rate limit resets. Each timeout gets its own kind (see
     base.TIMEOUT_KINDS): the headers (or a stream's first event) wait at most the
     instance's first_byte_timeout, a body may pause at most as long, and the whole
     attempt ends at the request's deadline or the instance's request_timeout.
@@ -116,12 +208,21 @@ async def exchange(
                 )
             except (TimeoutError, http.ClientError):
                 data = b""  # the status says enough
+            status = response.status
+            if error_shape is not None:
+                data, status = error_shape(data, status)
+            facts = PROVIDERS.get(instance.provider)
             raise UpstreamFailure(
                 "status",
-                f"HTTP {response.status}",
-                status=response.status,
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
-                body=error_body(data, response.status),
+                f"HTTP {status}"
+                if status == response.status
+                else f"HTTP {response.status} (read as {status})",
+                status=status,
+                retry_after=retry_after_from(
+                    response.headers, status, facts.reset_headers if facts else ()
+                ),
+                body=error_body(data, status),
+                retryable_statuses=facts.retryable if facts else None,
             )
         if stream:
             rest = events(_sse_events(response))

@@ -96,6 +96,10 @@ RULES: dict[str, Rule] = {
     "instance-detail": page(VIEWER, OPERATOR),
     "instance-create": page(OPERATOR),
     "instance-simulator": page(OPERATOR),
+    "provider-list": page(VIEWER),
+    "provider-detail": page(VIEWER, OPERATOR),  # the credential form; saving is an operator's
+    "provider-remove": page(OPERATOR),
+    "provider-check": page(OPERATOR),  # calls the provider's free probe with the stored key
     # gateway/urls.py
     "apikey-list": page(
         VIEWER, OPERATOR
@@ -115,6 +119,9 @@ RULES: dict[str, Rule] = {
     # the management API
     "api-instances": api(),
     "api-instance": api(),
+    "api-providers": api(),
+    "api-provider": api(),
+    "api-provider-check": api(),  # POST: the provider's free probe with the stored key
     "api-target-groups": api(),
     "api-target-group": api(),
     "api-target-group-import": api(),
@@ -215,6 +222,7 @@ def samples(demo: Any) -> dict[str, dict[str, Any]]:
         "id": "999999",
         "content_type_id": 1,
         "response_id": "resp_no_such_response",
+        "provider": "openai",
     }
     write = {
         **read,
@@ -226,6 +234,7 @@ def samples(demo: Any) -> dict[str, dict[str, Any]]:
         "key_id": 999999,
         "team_id": 999999,
         "budget_id": 999999,
+        "provider": "no-such-provider",
     }
     return {"GET": read, "POST": write}
 

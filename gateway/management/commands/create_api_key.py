@@ -26,6 +26,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Let requests with this key force an enabled route with the X-Balancer-Route header.",
         )
+        parser.add_argument(
+            "--allow-direct-models",
+            action="store_true",
+            help="Let requests with this key call any model of a provider with a stored credential "
+            "by its own name (docs/providers.md).",
+        )
 
     def handle(
         self,
@@ -34,6 +40,7 @@ class Command(BaseCommand):
         balancers: str,
         rpm: int | None,
         allow_route_override: bool,
+        allow_direct_models: bool,
         **options: Any,
     ) -> None:
         names = [n.strip() for n in balancers.split(",") if n.strip()]
@@ -48,5 +55,6 @@ class Command(BaseCommand):
             balancers=found,
             rate_limit_per_minute=rpm,
             allow_route_override=allow_route_override,
+            allow_direct_models=allow_direct_models,
         )
         self.stdout.write(secret)

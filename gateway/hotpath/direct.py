@@ -1,0 +1,181 @@
+"""Direct-model calls: `model="claude-sonnet-4-5"` with no balancer of that name goes to Anthropic.
+
+A key allowed to (`ApiKey.allow_direct_models`, off by default) may name any model of a provider
+the operator stored a credential for (targetgroups.ProviderCredential). The provider comes from
+the name (targetgroups.providers.detect: `provider/model` explicit, then prefix rules, then the
+model catalogue). The request is then routed like any other, through an implicit balancer built
+here from the snapshot's compiled credential, the way the goal names' auto balancers are
+(gateway/hotpath/snapshot.py goal_balancers): one route, "direct", over one instance, so the
+request gets the same attempt log, health and cooldowns (shared through Redis by the instance's
+pk), usage event and cost as a balancer's.
+
+- The implicit instance's pk is negative and stable across processes (a hash of
+  `provider/model`), so every worker shares one cooldown per provider model. Its instance id is
+  `provider:model`, its timeouts an instance's defaults, its prices the model catalogue's when it
+  has them (0 otherwise, said in docs/providers.md).
+- Precedence: an operator's balancer of that serving name, then a goal name (auto...), then a
+  direct model. A key limited to balancers may still call models directly when its flag is on:
+  the flag is the operator's explicit choice.
+- The implicit balancers are memoised per snapshot (at most MEMO_SIZE names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import OrderedDict
+from decimal import Decimal
+from types import MappingProxyType
+
+from balancers.models import Balancer
+from gateway.engine.types import (
+    DIRECT_ROUTE,
+    BalancerSpec,
+    GroupSpec,
+    InstanceSpec,
+    MemberSpec,
+    RouteSpec,
+)
+from gateway.hotpath import errors
+from gateway.hotpath.snapshot import GatewayConfig, KeySpec, ProviderSpec
+from targetgroups.models import Instance
+from targetgroups.providers import PROVIDERS, catalogue_entry, detect
+
+DIRECT_MODE = DIRECT_ROUTE
+MEMO_SIZE = 2048
+
+_memo: OrderedDict[tuple[str, str], BalancerSpec] = OrderedDict()
+_memo_config: list[GatewayConfig | None] = [None]
+
+
+def direct_pk(provider: str, model: str) -> int:
+    """A negative pk no Instance row has, the same in every process for one provider model."""
+    digest = hashlib.blake2b(f"{provider}/{model}".encode(), digest_size=8).digest()
+    return -(int.from_bytes(digest, "big") & (2**62 - 1)) - 1
+
+
+def _field_default(name: str) -> float:
+    return float(Instance._meta.get_field(name).get_default())
+
+
+def _prices(model: str) -> tuple[float, float]:
+    """The model catalogue's input and output price per 1M tokens, when it knows the model."""
+    entry = catalogue_entry(model)
+    prices = []
+    for name in ("input_price_per_million", "output_price_per_million"):
+        value = getattr(entry, name, None)
+        prices.append(float(value) if isinstance(value, int | float | Decimal) else 0.0)
+    return prices[0], prices[1]
+
+
+def direct_instance(spec: ProviderSpec, model: str) -> InstanceSpec:
+    options = {"api_version": spec.api_version} if spec.api_version else {}
+    price_in, price_out = _prices(model)
+    facts = PROVIDERS[spec.provider]
+    return InstanceSpec(
+        pk=direct_pk(spec.provider, model),
+        instance_id=f"{spec.provider}:{model}"[:63],
+        display_name=f"{facts.label} {model}",
+        provider=spec.provider,
+        base_url=spec.base_url,
+        model=model,
+        api_key=spec.api_key,
+        workload_kind="chat",
+        input_price_per_million=price_in,
+        output_price_per_million=price_out,
+        quality_tier=3,
+        connect_timeout=_field_default("connect_timeout"),
+        first_byte_timeout=_field_default("first_byte_timeout"),
+        request_timeout=_field_default("request_timeout"),
+        enabled=True,
+        options=MappingProxyType(options),
+    )
+
+
+def _balancer(served: str, instance: InstanceSpec, kind: str) -> BalancerSpec:
+    instance = dataclasses.replace(instance, workload_kind=kind)
+    group = GroupSpec(
+        name=f"direct:{instance.provider}",
+        selection_policy="round_robin",
+        enabled=True,
+        members=(MemberSpec(instance=instance, weight=100, priority=1, enabled=True),),
+    )
+    route = RouteSpec(
+        name=DIRECT_ROUTE,
+        intent=f"The model {instance.model} at {instance.provider}.",
+        examples=(),
+        group=group,
+        priority=1,
+        weight=100,
+        is_default=True,
+        enabled=True,
+    )
+    return BalancerSpec(
+        pk=0,
+        name=served,
+        serving_name=served,
+        workload_kind=kind,
+        routing_mode=DIRECT_MODE,
+        auto_preference="balanced",
+        router_model=None,
+        classifier_timeout=0.0,
+        confidence_threshold=0.0,
+        attempt_budget=int(Balancer._meta.get_field("attempt_budget").get_default()),
+        request_timeout=float(Balancer._meta.get_field("request_timeout").get_default()),
+        enabled=True,
+        routes=(route,),
+    )
+
+
+def direct_balancer(
+    config: GatewayConfig, key: KeySpec, model: str, endpoint: str | None
+) -> BalancerSpec | None:
+    """The implicit balancer of a model named directly; None when the name means no provider.
+
+    Raises the OpenAI-shaped 4xx that says why a recognised name cannot be served: the key's
+    flag is off (403), no credential for that provider (404), the provider serves no embeddings
+    (400)."""
+    detected = detect(model)
+    if detected is None:
+        return None
+    facts = PROVIDERS[detected.provider]
+    if not key.allow_direct_models:
+        raise errors.GatewayError(
+            403,
+            f"{model!r} is not a balancer, and this API key may not call models by name "
+            f"({model!r} would go to {facts.label}). Ask an operator to allow direct model calls "
+            "on this key, or send a balancer's serving name.",
+            type="permission_error",
+            code="direct_models_not_allowed",
+            param="model",
+        )
+    spec = config.providers.get(detected.provider)
+    if spec is None:
+        raise errors.GatewayError(
+            404,
+            f"{model!r} is a {facts.label} model, but no {facts.label} credential is stored (or it "
+            "is disabled): an operator adds one on the Providers page.",
+            code="provider_not_configured",
+            param="model",
+        )
+    kind = endpoint or "chat"
+    if kind == "embeddings" and not facts.embeddings:
+        raise errors.bad_request(
+            f"{facts.label} serves no embeddings through this gateway; {model!r} is a chat model "
+            "here: call /v1/chat/completions.",
+            param="model",
+            code="wrong_workload_kind",
+        )
+    if _memo_config[0] is not config:
+        _memo.clear()
+        _memo_config[0] = config
+    memo_key = (model, kind)
+    balancer = _memo.get(memo_key)
+    if balancer is None:
+        balancer = _balancer(model, direct_instance(spec, detected.model), kind)
+        _memo[memo_key] = balancer
+        if len(_memo) > MEMO_SIZE:
+            _memo.popitem(last=False)
+    else:
+        _memo.move_to_end(memo_key)
+    return balancer

@@ -1,0 +1,217 @@
+"""Providers by model name: detection, the key's flag, and direct calls through the gateway with
+the official openai SDK against loopback servers speaking each provider's wire."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from gateway.hotpath.direct import direct_pk
+from gateway.models import UsageEvent
+from targetgroups.models import ProviderCredential
+from targetgroups.providers import PROVIDERS, detect
+from tests.provider_server import CONTENT, ProviderServer
+
+DETECTED = [
+    ("gpt-4o", "openai", "gpt-4o"),
+    ("gpt-4.1-mini", "openai", "gpt-4.1-mini"),
+    ("o3-mini", "openai", "o3-mini"),
+    ("text-embedding-3-small", "openai", "text-embedding-3-small"),
+    ("claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5"),
+    ("claude-3-5-haiku-latest", "anthropic", "claude-3-5-haiku-latest"),
+    ("gemini-2.5-flash", "google", "gemini-2.5-flash"),
+    ("text-embedding-004", "google", "text-embedding-004"),  # the longest prefix wins
+    ("mistral-large-latest", "mistral", "mistral-large-latest"),
+    ("codestral-latest", "mistral", "codestral-latest"),
+    ("deepseek-chat", "deepseek", "deepseek-chat"),
+    ("grok-4", "xai", "grok-4"),
+    ("sonar-pro", "perplexity", "sonar-pro"),
+    # Hosts of other vendors' models: explicit only.
+    ("groq/llama-3.3-70b-versatile", "groq", "llama-3.3-70b-versatile"),
+    ("openrouter/openai/gpt-4o", "openrouter", "openai/gpt-4o"),
+    (
+        "together/meta-llama/Llama-3.3-70B-Instruct-Turbo",
+        "together",
+        "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    ),
+    (
+        "fireworks/accounts/fireworks/models/llama-v3p1-8b-instruct",
+        "fireworks",
+        "accounts/fireworks/models/llama-v3p1-8b-instruct",
+    ),
+    ("azure/my-gpt4o-deployment", "azure", "my-gpt4o-deployment"),
+    ("ollama/llama3.2", "ollama", "llama3.2"),
+    ("custom/qwen2.5-7b-instruct", "custom", "qwen2.5-7b-instruct"),
+    # Explicit beats the prefix: OpenAI's model at Azure, Anthropic's through OpenRouter.
+    ("azure/gpt-4o", "azure", "gpt-4o"),
+    ("openrouter/anthropic/claude-sonnet-4-5", "openrouter", "anthropic/claude-sonnet-4-5"),
+]
+
+
+@pytest.mark.parametrize(("name", "provider", "model"), DETECTED)
+def test_a_model_name_means_its_provider(name, provider, model) -> None:
+    found = detect(name)
+    assert found is not None and (found.provider, found.model) == (provider, model)
+
+
+def test_every_provider_is_detected_by_some_name() -> None:
+    assert {provider for _, provider, _ in DETECTED} == set(PROVIDERS)
+
+
+@pytest.mark.parametrize(
+    "name", ["llama-3.1-8b", "support", "meta-llama/Llama-3", "nobody/gpt-4o", "groq/", "auto"]
+)
+def test_a_name_of_no_provider_is_not_detected(name) -> None:
+    found = detect(name)
+    # "nobody/gpt-4o": not a provider prefix, so the whole name is read by its prefix rules.
+    assert found is None
+
+
+def test_the_implicit_instance_pk_is_negative_and_stable() -> None:
+    pk = direct_pk("anthropic", "claude-sonnet-4-5")
+    assert pk < 0 and pk == direct_pk("anthropic", "claude-sonnet-4-5")
+    assert pk != direct_pk("openrouter", "claude-sonnet-4-5")
+
+
+# -- through the gateway ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def providers() -> Iterator[dict[str, ProviderServer]]:
+    started = {code: ProviderServer(code).start() for code in ("anthropic", "google", "groq")}
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+def store(server: ProviderServer) -> ProviderCredential:
+    credential = ProviderCredential(provider=server.provider, base_url=server.base_url)
+    credential.api_key = server.key
+    credential.full_clean()
+    credential.save()
+    return credential
+
+
+def events(count: int, timeout: float = 5.0, **filters: object) -> list[UsageEvent]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(UsageEvent.objects.filter(**filters).order_by("created_at"))
+        if len(found) >= count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} usage events for {filters}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_allowed_to_calls_each_provider_by_its_models_name(setup, providers) -> None:
+    for server in providers.values():
+        store(server)
+    client = setup.client(allow_direct_models=True)
+    hi = [{"role": "user", "content": "Hi"}]
+
+    raw = client.chat.completions.with_raw_response.create(model="claude-sonnet-4-5", messages=hi)
+    reply = raw.parse()
+    assert reply.choices[0].message.content == CONTENT and reply.model == "claude-sonnet-4-5"
+    assert raw.headers["x-balancer-decision"] == "direct:anthropic"
+    assert raw.headers["x-balancer-instance"] == "anthropic:claude-sonnet-4-5"
+    seen = providers["anthropic"].seen[-1]
+    assert seen.path == "/v1/messages" and seen.headers["x-api-key"] == providers["anthropic"].key
+
+    reply = client.chat.completions.create(model="gemini-2.5-flash", messages=hi)
+    assert reply.choices[0].message.content == CONTENT
+    seen = providers["google"].seen[-1]
+    assert seen.path == "/v1beta/openai/chat/completions"
+    assert seen.headers["authorization"] == f"Bearer {providers['google'].key}"
+
+    stream = client.chat.completions.create(
+        model="groq/llama-3.3-70b-versatile", messages=hi, stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.split() == CONTENT.split()
+    assert providers["groq"].seen[-1].body["model"] == "llama-3.3-70b-versatile"
+
+    claude = events(1, serving_name="claude-sonnet-4-5")[0]
+    assert (claude.instance, claude.model, claude.route) == (
+        "anthropic:claude-sonnet-4-5",
+        "claude-sonnet-4-5",
+        "direct",
+    )
+    assert (claude.prompt_tokens, claude.completion_tokens, claude.status_code) == (9, 4, 200)
+    assert claude.decision_reason == "direct:anthropic" and claude.balancer_id is None
+    groq = events(1, serving_name="groq/llama-3.3-70b-versatile")[0]
+    assert groq.stream and groq.completion_tokens == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_without_the_flag_is_refused_naming_the_reason(setup, providers) -> None:
+    store(providers["anthropic"])
+    client = setup.client()
+    before = len(providers["anthropic"].seen)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.chat.completions.create(
+            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "Hi"}]
+        )
+    error = refused.value.body
+    assert isinstance(error, dict) and error["code"] == "direct_models_not_allowed"
+    assert "may not call models by name" in error["message"] and error["param"] == "model"
+    assert len(providers["anthropic"].seen) == before  # nothing reached the provider
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_provider_without_a_credential_and_an_unknown_name_are_404s(setup) -> None:
+    client = setup.client(allow_direct_models=True)
+    hi = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="grok-4", messages=hi)
+    assert missing.value.body["code"] == "provider_not_configured"
+    assert "xAI" in missing.value.body["message"]
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.chat.completions.create(model="llama-3.1-8b", messages=hi)
+    assert unknown.value.body["code"] == "model_not_found"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rate_limited_provider_model_cools_down_like_an_instance(setup, providers) -> None:
+    """Anthropic's 429 says when its window resets (anthropic-ratelimit-requests-reset): the
+    model cools down that long and is not called again meanwhile."""
+    server = providers["anthropic"]
+    store(server)
+    client = setup.client(allow_direct_models=True)
+    hi = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(openai.APIStatusError) as first:
+        client.chat.completions.create(model="anthropic/rate-limited", messages=hi)
+    assert first.value.status_code == 502
+    calls = len(server.seen)
+    with pytest.raises(openai.APIStatusError) as second:
+        client.chat.completions.create(model="anthropic/rate-limited", messages=hi)
+    assert second.value.status_code == 502
+    assert "no instance was available" in second.value.body["message"]
+    assert len(server.seen) == calls  # cooling down: not called again
+    # Another model of the same provider is its own target: not cooling down.
+    assert client.chat.completions.create(model="claude-opus-4-1", messages=hi).choices
+    failed = events(1, serving_name="anthropic/rate-limited")[0]
+    assert failed.attempt_log[0]["outcome"] == "status" and failed.attempt_log[0]["status"] == 429
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_provider_that_serves_no_embeddings_says_so(setup, providers) -> None:
+    store(providers["anthropic"])
+    client = setup.client(allow_direct_models=True)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.embeddings.create(model="claude-sonnet-4-5", input="x")
+    assert refused.value.body["code"] == "wrong_workload_kind"
+
+
+def test_the_providers_doc_lists_every_provider_of_the_table() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "providers.md").read_text()
+    for code, facts in PROVIDERS.items():
+        assert f"| `{code}` |" in doc, code
+        if facts.base_url:
+            assert f"`{facts.base_url}`" in doc, code
+        for prefix in facts.prefixes:
+            assert f"`{prefix}`" in doc, (code, prefix)
