@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import openai
+import orjson
 import pytest
 
 from gateway.hotpath.direct import direct_pk
+from gateway.hotpath.redis_client import redis_sync
+from gateway.hotpath.runtime import HEALTH_KEY
 from gateway.models import UsageEvent
 from targetgroups.models import ProviderCredential
 from targetgroups.providers import PROVIDERS, detect
@@ -173,10 +177,23 @@ def test_a_provider_without_a_credential_and_an_unknown_name_are_404s(setup) -> 
     assert unknown.value.body["code"] == "model_not_found"
 
 
+def shared_health(pk: int, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The health state every gateway process shares for this pk (Redis), once written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = redis_sync().hget(HEALTH_KEY, str(pk))
+        if raw is not None:
+            state: dict[str, Any] = orjson.loads(raw)
+            return state
+        time.sleep(0.05)
+    return None
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_rate_limited_provider_model_cools_down_like_an_instance(setup, providers) -> None:
     """Anthropic's 429 says when its window resets (anthropic-ratelimit-requests-reset): the
-    model cools down that long and is not called again meanwhile."""
+    model's cooldown lasts that long, shared with every gateway process under the model's own
+    pk; another model of the same provider is another target."""
     server = providers["anthropic"]
     store(server)
     client = setup.client(allow_direct_models=True)
@@ -184,16 +201,15 @@ def test_a_rate_limited_provider_model_cools_down_like_an_instance(setup, provid
     with pytest.raises(openai.APIStatusError) as first:
         client.chat.completions.create(model="anthropic/rate-limited", messages=hi)
     assert first.value.status_code == 502
-    calls = len(server.seen)
-    with pytest.raises(openai.APIStatusError) as second:
-        client.chat.completions.create(model="anthropic/rate-limited", messages=hi)
-    assert second.value.status_code == 502
-    assert "no instance was available" in second.value.body["message"]
-    assert len(server.seen) == calls  # cooling down: not called again
-    # Another model of the same provider is its own target: not cooling down.
+    state = shared_health(direct_pk("anthropic", "rate-limited"))
+    assert state is not None and state["status"] == "cooling"
+    assert 25 <= state["cooldown_until"] - time.time() <= 31
     assert client.chat.completions.create(model="claude-opus-4-1", messages=hi).choices
+    other = redis_sync().hget(HEALTH_KEY, str(direct_pk("anthropic", "claude-opus-4-1")))
+    assert other is None or orjson.loads(other)["status"] == "healthy"
     failed = events(1, serving_name="anthropic/rate-limited")[0]
     assert failed.attempt_log[0]["outcome"] == "status" and failed.attempt_log[0]["status"] == 429
+    assert failed.instance == "" and failed.error_type == "upstream_failed"
 
 
 @pytest.mark.django_db(transaction=True)
