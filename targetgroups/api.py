@@ -338,7 +338,7 @@ class ProviderOutputSerializer(serializers.Serializer):
     """A provider's facts (targetgroups.providers) and its stored credential, if any."""
 
     provider = serializers.CharField(help_text="The code: also the `provider/` model prefix.")
-    label = serializers.CharField()
+    name = serializers.CharField(help_text="The provider's name, e.g. Google Gemini.")
     wire = serializers.CharField(help_text="openai, anthropic or azure.")
     default_base_url = serializers.CharField(help_text='"" when every operator has their own.')
     auth = serializers.CharField(help_text="bearer, x-api-key or api-key: how the key is sent.")
@@ -362,7 +362,7 @@ def provider_entry(code: str, credential: ProviderCredential | None) -> dict[str
     facts = PROVIDERS[code]
     return {
         "provider": code,
-        "label": facts.label,
+        "name": facts.label,
         "wire": facts.wire,
         "default_base_url": facts.base_url,
         "auth": facts.auth,

@@ -226,3 +226,11 @@ class ProviderCredentialForm(forms.ModelForm):
         if self.data.get(self.add_prefix("clear_api_key")) in ("on", "true", "1", True):
             return ""
         return value or None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or self.cleaned_data
+        # Not a model field (stored encrypted): on the credential before the model's checks run.
+        key = data.get("api_key")
+        if key is not None:
+            self.instance.api_key = key
+        return data

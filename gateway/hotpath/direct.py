@@ -54,10 +54,6 @@ def direct_pk(provider: str, model: str) -> int:
     return -(int.from_bytes(digest, "big") & (2**62 - 1)) - 1
 
 
-def _field_default(name: str) -> float:
-    return float(Instance._meta.get_field(name).get_default())
-
-
 def _prices(model: str) -> tuple[float, float]:
     """The model catalogue's input and output price per 1M tokens, when it knows the model."""
     entry = catalogue_entry(model)
@@ -84,9 +80,9 @@ def direct_instance(spec: ProviderSpec, model: str) -> InstanceSpec:
         input_price_per_million=price_in,
         output_price_per_million=price_out,
         quality_tier=3,
-        connect_timeout=_field_default("connect_timeout"),
-        first_byte_timeout=_field_default("first_byte_timeout"),
-        request_timeout=_field_default("request_timeout"),
+        connect_timeout=float(Instance._meta.get_field("connect_timeout").get_default()),
+        first_byte_timeout=float(Instance._meta.get_field("first_byte_timeout").get_default()),
+        request_timeout=float(Instance._meta.get_field("request_timeout").get_default()),
         enabled=True,
         options=MappingProxyType(options),
     )

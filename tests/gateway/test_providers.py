@@ -55,11 +55,14 @@ def spec(server: ProviderServer, model: str = "a-model", key: str | None = None)
 def call(
     instance: InstanceSpec, *, stream: bool = False, endpoint: str = "chat", **payload: Any
 ) -> Any:
-    body = payload or (
-        {"input": ["a", "b"]}
-        if endpoint == "embeddings"
-        else {"messages": [{"role": "user", "content": "Hi"}]}
-    )
+    body = {
+        **(
+            {"input": ["a", "b"]}
+            if endpoint == "embeddings"
+            else {"messages": [{"role": "user", "content": "Hi"}]}
+        ),
+        **payload,
+    }
 
     async def run() -> Any:
         result = await call_upstream(
