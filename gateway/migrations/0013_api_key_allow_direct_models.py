@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("gateway", "0011_teams_budgets_alerts"),
+        ("gateway", "0012_prompt_logging"),
     ]
 
     operations = [
