@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("gateway", "0012_prompt_logging"),
+        ("gateway", "0013_capacity_pricing"),
     ]
 
     operations = [
