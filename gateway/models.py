@@ -394,6 +394,11 @@ class StoredResponse(models.Model):
     conversation = models.JSONField(
         help_text="The turns up to and including this answer, as chat messages (without the instructions)."
     )
+    input_items = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The request's own input, as GET /v1/responses/{id}/input_items lists it.",
+    )
 
     def __str__(self) -> str:
         return self.id

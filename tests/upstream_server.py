@@ -28,6 +28,9 @@ class Behaviour:
     chunk_delay: float = 0.0
     break_after_chunks: int | None = None  # close the connection mid-stream
     first_chunk_delay: float = 0.0  # streaming: delay after headers, before the first event
+    # A finish_reason "stop" caused by this stop string, reported as vLLM does (the choice's
+    # `stop_reason`; the string itself is not in the text).
+    stop_reason: str | None = None
 
 
 @dataclass
@@ -37,6 +40,9 @@ class FakeUpstream:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
+    messages_headers: list[dict[str, str]] = field(
+        default_factory=list
+    )  # each POST /v1/messages's headers, names in lower case
     traceparents: list[str | None] = field(
         default_factory=list
     )  # the W3C traceparent each request carried
@@ -173,6 +179,7 @@ class FakeUpstream:
                             "index": 0,
                             "message": {"role": "assistant", "content": b.content},
                             "finish_reason": "stop",
+                            **({"stop_reason": b.stop_reason} if b.stop_reason else {}),
                         }
                     ],
                     "usage": usage,
@@ -184,6 +191,9 @@ class FakeUpstream:
             await asyncio.sleep(b.first_chunk_delay)
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            if finish and b.stop_reason:
+                choice["stop_reason"] = b.stop_reason
             return (
                 b"data: "
                 + orjson.dumps(
@@ -192,7 +202,7 @@ class FakeUpstream:
                         "object": "chat.completion.chunk",
                         "created": 0,
                         "model": model,
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                        "choices": [choice],
                     }
                 )
                 + b"\n\n"
@@ -234,6 +244,7 @@ class FakeUpstream:
         payload = await request.json(loads=orjson.loads)
         self.requests.append(payload)
         self.auth_headers.append(request.headers.get("x-api-key"))
+        self.messages_headers.append({k.lower(): v for k, v in request.headers.items()})
         b = self.behaviour(payload.get("model", ""))
         if b.delay:
             await asyncio.sleep(b.delay)

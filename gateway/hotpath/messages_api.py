@@ -7,7 +7,9 @@ answer translated back — except on an Anthropic instance, which gets the
 client's own body and whose own answer goes back untranslated (upstream.anthropic
 .Native; the proxy still reads its translation for usage and health). The key comes as `x-api-key` (what the Anthropic SDKs
 send) or `Authorization: Bearer`; `anthropic-version` is accepted whatever its
-value and not required (the translation is the 2023-06-01 wire format). Every
+value and not required (the translation is the 2023-06-01 wire format). On a
+pass-through to an Anthropic instance the client's `anthropic-*` headers
+(`anthropic-version`, `anthropic-beta`...) go with its body (anthropic_headers). Every
 error on these paths is Anthropic-shaped.
 """
 
@@ -48,6 +50,29 @@ def _reshaped(response: HttpResponse) -> HttpResponse:
     return response
 
 
+_FORWARDED_MAX = (
+    20  # anthropic-* headers passed on, at most, each at most _FORWARDED_VALUE_MAX long
+)
+_FORWARDED_VALUE_MAX = 2000
+
+
+def anthropic_headers(http: HttpRequest) -> dict[str, str]:
+    """The client's `anthropic-*` headers (`anthropic-version`, `anthropic-beta`...), forwarded
+    with its body when an Anthropic instance serves it untranslated; dropped for other
+    providers, which would not know them."""
+    found: dict[str, str] = {}
+    for name, value in http.headers.items():
+        lowered = name.lower()
+        if (
+            lowered.startswith("anthropic-")
+            and len(found) < _FORWARDED_MAX
+            and len(value) <= _FORWARDED_VALUE_MAX
+            and value.isprintable()
+        ):
+            found[lowered] = value
+    return found
+
+
 class AnthropicApiView(GatewayApiView):
     def get_exception_handler(self) -> Any:
         return _anthropic_error
@@ -59,29 +84,35 @@ class MessagesApi(AnthropicApiView):
         body = read_json(http)
         chat = messages_wire.to_chat(body)
         client_request = translated_request(http, chat, self.key(request), "messages")
-        native = client_request.native = anthropic.Native(body)
+        native = client_request.native = anthropic.Native(body, anthropic_headers(http))
         config = self.config(request)
         response = await proxy(client_request, config)
         # Served by an Anthropic instance: the client gets that instance's own answer, untranslated.
-        untranslated = (
-            response.status_code < 400 and response.get("x-balancer-instance") == native.instance_id
+        served = (
+            native.served(response.get("x-balancer-instance"))
+            if response.status_code < 400
+            else None
         )
         scrubber = scrubber_for(config.instances, config.secrets)
         if isinstance(response, StreamingHttpResponse):
-            translator = messages_wire.StreamTranslator(messages_wire.count_tokens(body))
+            translator = messages_wire.StreamTranslator(
+                messages_wire.count_tokens(body), body.get("stop_sequences")
+            )
             chunks = cast(AsyncIterator[bytes], response.streaming_content)
             response.streaming_content = (
-                _native_stream(chunks, native, translator, scrubber)
-                if untranslated
+                _native_stream(chunks, served, translator, scrubber)
+                if served is not None
                 else messages_wire.translate_stream(chunks, translator)
             )
             return response
         if response.status_code >= 400:
             return _reshaped(response)
-        if untranslated and native.answer is not None:
-            response.content = scrubber.body(native.answer)
+        if served is not None and served.answer is not None:
+            response.content = scrubber.body(served.answer)
         else:
-            response.content = orjson.dumps(messages_wire.from_chat(orjson.loads(response.content)))
+            response.content = orjson.dumps(
+                messages_wire.from_chat(orjson.loads(response.content), body.get("stop_sequences"))
+            )
         return response
 
 

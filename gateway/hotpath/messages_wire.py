@@ -23,9 +23,14 @@ The rules:
   behind a chat route runs them. `tool_choice` auto/any/tool/none maps to
   auto/required/{function}/none; `disable_parallel_tool_use` → `parallel_tool_calls`.
 - Answers: the text, then one `tool_use` block per tool call; finish reasons map
-  back (stop → end_turn, length → max_tokens, tool_calls → tool_use). Whether a
-  stop sequence ended the text is not known from a chat answer, so it reads
-  `end_turn` and `stop_sequence` stays null.
+  back (stop → end_turn, length → max_tokens, tool_calls → tool_use). A chat
+  answer does not say whether a stop sequence ended it (OpenAI's `stop` finish
+  covers both, and the stop string is cut from the text), so `stop_sequence` is
+  reported only when it can be known: the choice names the matched string
+  (`stop_reason`, as vLLM sends it, or `matched_stop`, as SGLang does) and it is
+  one of the request's `stop_sequences`, or the text ends with one of them (a
+  server that keeps it); then `stop_reason` is `stop_sequence`. Otherwise
+  `end_turn` and a null `stop_sequence`.
 - Streams: message_start, a ping, then content_block_start/delta/stop per text or
   tool block, message_delta (stop reason and the final usage) and message_stop.
   message_start's `input_tokens` is the gateway's estimate (the upstream reports
@@ -46,7 +51,8 @@ from gateway.text import estimate_tokens, message_text, prompt_tokens
 from gateway.upstream.answers import event_data
 from gateway.upstream.anthropic import FINISH
 
-# The inverse of the Anthropic provider's table (stop_sequence folds into end_turn).
+# The inverse of the Anthropic provider's table (stop_sequence folds into end_turn, unless
+# the answer says which one: stop_sequence_of).
 STOP_REASON = {chat: native for native, chat in FINISH.items() if native != "stop_sequence"}
 STOP_REASON["content_filter"] = "refusal"
 
@@ -288,8 +294,24 @@ def _arguments(raw: Any) -> Any:
     return value if isinstance(value, dict) else {}
 
 
-def from_chat(completion: dict[str, Any]) -> dict[str, Any]:
-    """A chat completion as a Messages API answer."""
+def stop_sequence_of(choice: dict[str, Any], text: str, stop_sequences: Any) -> str | None:
+    """The request's stop sequence that ended a chat choice, when the answer lets it be known
+    (see the module's rules); None otherwise."""
+    if choice.get("finish_reason") != "stop" or not isinstance(stop_sequences, list):
+        return None
+    wanted = [s for s in stop_sequences if isinstance(s, str) and s]
+    for field in ("stop_reason", "matched_stop"):  # vLLM, SGLang: the stop string that matched
+        named = choice.get(field)
+        if isinstance(named, str) and named in wanted:
+            return named
+    for sequence in wanted:  # a server that leaves the stop string in the text
+        if text.endswith(sequence):
+            return sequence
+    return None
+
+
+def from_chat(completion: dict[str, Any], stop_sequences: Any = None) -> dict[str, Any]:
+    """A chat completion as a Messages API answer; `stop_sequences`: the request's."""
     choices = completion.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     reply = choice.get("message") or {}
@@ -309,14 +331,17 @@ def from_chat(completion: dict[str, Any]) -> dict[str, Any]:
             }
         )
     usage = completion.get("usage") or {}
+    sequence = stop_sequence_of(choice, text, stop_sequences)
     return {
         "id": message_id(completion.get("id")),
         "type": "message",
         "role": "assistant",
         "model": completion.get("model") or "",
         "content": content,
-        "stop_reason": STOP_REASON.get(choice.get("finish_reason") or "stop", "end_turn"),
-        "stop_sequence": None,
+        "stop_reason": "stop_sequence"
+        if sequence is not None
+        else STOP_REASON.get(choice.get("finish_reason") or "stop", "end_turn"),
+        "stop_sequence": sequence,
         "usage": {
             "input_tokens": usage.get("prompt_tokens") or 0,
             "output_tokens": usage.get("completion_tokens") or 0,
@@ -331,8 +356,14 @@ def _event(kind: str, data: dict[str, Any]) -> bytes:
 class StreamTranslator:
     """Chat-completion chunks (SSE events, as the proxy relays them) in, Messages API events out."""
 
-    def __init__(self, input_estimate: int) -> None:
+    def __init__(self, input_estimate: int, stop_sequences: Any = None) -> None:
         self.input_estimate = input_estimate
+        self.stop_sequences = stop_sequences  # the request's, to tell which one ended the text
+        self.stop_sequence: str | None = None
+        self.tail = ""  # the end of the text so far (as long as the longest stop sequence)
+        self.tail_size = max(
+            (len(s) for s in stop_sequences or () if isinstance(s, str)), default=0
+        )
         self.started = False
         self.finished = False
         self.block = -1  # index of the open content block (-1: none)
@@ -412,6 +443,8 @@ class StreamTranslator:
             delta = choice.get("delta") or {}
             text = delta.get("content")
             if isinstance(text, str) and text:
+                if self.tail_size:
+                    self.tail = (self.tail + text)[-self.tail_size :]
                 if self.block_kind != "text":
                     out.extend(self._open("text", {"type": "text", "text": ""}))
                 out.append(
@@ -449,6 +482,9 @@ class StreamTranslator:
                     )
             if choice.get("finish_reason"):
                 self.stop_reason = STOP_REASON.get(choice["finish_reason"], "end_turn")
+                self.stop_sequence = stop_sequence_of(choice, self.tail, self.stop_sequences)
+                if self.stop_sequence is not None:
+                    self.stop_reason = "stop_sequence"
         return out
 
     def finish(self) -> list[bytes]:
@@ -465,7 +501,10 @@ class StreamTranslator:
         out.append(
             _event(
                 "message_delta",
-                {"delta": {"stop_reason": self.stop_reason, "stop_sequence": None}, "usage": usage},
+                {
+                    "delta": {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence},
+                    "usage": usage,
+                },
             )
         )
         out.append(_event("message_stop", {}))

@@ -76,12 +76,18 @@ async def _history(key: KeySpec, previous: Any) -> list[dict[str, Any]] | None:
     return list(conversation)
 
 
-def _store(key: KeySpec, draft: responses_wire.Draft, conversation: list[dict[str, Any]]) -> None:
+def _store(
+    key: KeySpec,
+    draft: responses_wire.Draft,
+    conversation: list[dict[str, Any]],
+    items: list[dict[str, Any]],
+) -> None:
     StoredResponse.objects.create(
         id=draft.id,
         api_key_id=key.pk,
         response=draft.response(),
         conversation=[*conversation, draft.reply_message()],
+        input_items=items,
         expires_at=timezone.now() + timedelta(days=settings.GATEWAY_RESPONSES_RETENTION_DAYS),
     )
 
@@ -106,7 +112,8 @@ class ResponsesApi(GatewayApiView):
         response = await proxy(client_request, self.config(request))
 
         async def keep() -> None:
-            await in_thread(_store, key, draft, conversation)
+            items = responses_wire.input_items(body.get("input"))
+            await in_thread(_store, key, draft, conversation, items)
 
         if isinstance(response, StreamingHttpResponse):
             translator = responses_wire.StreamTranslator(draft)
@@ -140,3 +147,30 @@ class ResponseDetailApi(GatewayApiView):
         if not deleted:
             raise _not_found(response_id)
         return JsonResponse({"id": response_id, "object": "response", "deleted": True})
+
+
+class ResponseInputItemsApi(GatewayApiView):
+    """`GET /v1/responses/{id}/input_items`: the input the request sent, in OpenAI's list shape,
+    paged by `limit`, `order`, `after` and `before` (responses_wire.list_page)."""
+
+    def get_exception_handler(self) -> Any:
+        return _openai_error
+
+    async def get(self, request: Any, response_id: str) -> HttpResponse:
+        items = await in_thread(
+            lambda: (
+                _live(self.key(request), response_id).values_list("input_items", flat=True).first()
+            )
+        )
+        if items is None:
+            raise _not_found(response_id)
+        query = request._request.GET
+        return JsonResponse(
+            responses_wire.list_page(
+                list(items),
+                limit=query.get("limit"),
+                order=query.get("order"),
+                after=query.get("after"),
+                before=query.get("before"),
+            )
+        )

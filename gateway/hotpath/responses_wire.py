@@ -146,6 +146,106 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
     return messages
 
 
+def _listed_content(role: str, content: Any) -> list[dict[str, Any]]:
+    """A message's content as the API lists it: parts; a string becomes one text part."""
+    if isinstance(content, list):
+        return [dict(part) for part in content if isinstance(part, dict)]
+    if role == "assistant":
+        return [{"type": "output_text", "text": str(content), "annotations": []}]
+    return [{"type": "input_text", "text": str(content)}]
+
+
+def input_items(value: Any) -> list[dict[str, Any]]:
+    """The request's `input` (already checked by `input_messages`) as `GET
+    /v1/responses/{id}/input_items` lists it back: each item with an `id` (the client's, or
+    a new one) and status `completed`; a string is one user message; `reasoning` items are
+    dropped, as they are on the way to the upstream."""
+    if isinstance(value, str):
+        value = [{"type": "message", "role": "user", "content": value}]
+    items: list[dict[str, Any]] = []
+    for item in value if isinstance(value, list) else ():
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type") or "message"
+        given = item.get("id")
+        if kind == "message":
+            role = str(item.get("role"))
+            items.append(
+                {
+                    "id": given if isinstance(given, str) and given else new_id("msg"),
+                    "type": "message",
+                    "role": role,
+                    "status": "completed",
+                    "content": _listed_content(role, item.get("content")),
+                }
+            )
+        elif kind == "function_call":
+            items.append(
+                {
+                    "id": given if isinstance(given, str) and given else new_id("fc"),
+                    "type": "function_call",
+                    "call_id": str(item.get("call_id", "")),
+                    "name": str(item.get("name", "")),
+                    "arguments": str(item.get("arguments") or "{}"),
+                    "status": "completed",
+                }
+            )
+        elif kind == "function_call_output":
+            output = item.get("output")
+            items.append(
+                {
+                    "id": given if isinstance(given, str) and given else new_id("fco"),
+                    "type": "function_call_output",
+                    "call_id": str(item.get("call_id", "")),
+                    "output": output if isinstance(output, str | list) else "",
+                    "status": "completed",
+                }
+            )
+    return items
+
+
+def list_page(
+    items: list[dict[str, Any]], *, limit: Any, order: Any, after: Any, before: Any
+) -> dict[str, Any]:
+    """One page of a response's input items, in OpenAI's list shape: `limit` 1 to 100
+    (20), `order` asc or desc (desc: the newest first, OpenAI's default), `after` / `before`
+    an item id of the list in that order."""
+    try:
+        count = 20 if limit in (None, "") else int(limit)
+    except (TypeError, ValueError):
+        count = 0
+    if not 1 <= count <= 100:
+        raise InvalidResponsesRequest("'limit' must be an integer from 1 to 100.", "limit")
+    if order in (None, ""):
+        order = "desc"
+    if order not in ("asc", "desc"):
+        raise InvalidResponsesRequest("'order' must be asc or desc.", "order")
+    ordered = list(items) if order == "asc" else list(reversed(items))
+    ids = [str(item.get("id")) for item in ordered]
+    start, end = 0, len(ordered)
+    for name, cursor in (("after", after), ("before", before)):
+        if cursor in (None, ""):
+            continue
+        if cursor not in ids:
+            raise InvalidResponsesRequest(
+                f"'{name}' must be the id of one of this response's input items.", name
+            )
+        if name == "after":
+            start = ids.index(cursor) + 1
+        else:
+            end = ids.index(cursor)
+    window = ordered[start:end]
+    # `before` pages backwards: the items just before the cursor.
+    page = window[-count:] if before not in (None, "") and after in (None, "") else window[:count]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(window) > len(page),
+    }
+
+
 def _tools(tools: Any) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise InvalidResponsesRequest("'tools' must be an array.", "tools")

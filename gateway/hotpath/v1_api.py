@@ -59,6 +59,7 @@ ENDPOINTS = (
     "POST /v1/responses",
     "GET /v1/responses/{id}",
     "DELETE /v1/responses/{id}",
+    "GET /v1/responses/{id}/input_items",
     "POST /v1/completions",
 )
 

@@ -21,6 +21,11 @@ urlpatterns = [
         responses_api.ResponseDetailApi.as_view(),
         name="gateway-response",
     ),
+    path(
+        "v1/responses/<str:response_id>/input_items",
+        responses_api.ResponseInputItemsApi.as_view(),
+        name="gateway-response-input-items",
+    ),
     path("v1/completions", completions_api.CompletionsApi.as_view(), name="gateway-completions"),
     path("v1/explain", v1_api.ExplainApi.as_view(), name="gateway-explain"),
     path("healthz", v1_api.healthz, name="healthz"),

@@ -321,16 +321,32 @@ def client_headers(instance: InstanceSpec) -> dict[str, str]:
 
 class Native:
     """A client's own Messages API body, sent as it is (model and stream set) instead of the
-    translation of the chat payload; the answer still comes back translated for the gateway's
-    checks and accounting, and the untranslated one is kept here for the client: the whole body
-    (`answer`) or the stream's events, as they arrive (`events`). `instance_id` names the
-    instance last called with it."""
+    translation of the chat payload, with the client's `anthropic-*` headers (`anthropic-version`,
+    `anthropic-beta`...); the answer still comes back translated for the gateway's checks and
+    accounting, and the untranslated one is kept for the client: the whole body (`answer`) or
+    the stream's events, as they arrive (`events`), in one record per attempt (`attempt`; two
+    can race, a hedge), read back for the instance that served (`served`)."""
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         self.body = body
+        self.headers = headers or {}
+        # The instance this record's attempt called (on the request's own: the last one called).
         self.instance_id = ""
         self.answer: bytes | None = None
         self.events: deque[bytes] = deque()
+        self.attempts: dict[str, Native] = {}
+
+    def attempt(self, instance_id: str) -> Native:
+        """A fresh record for one attempt on an Anthropic instance (each instance is attempted at
+        most once per request)."""
+        record = Native(self.body, self.headers)
+        record.instance_id = self.instance_id = instance_id
+        self.attempts[instance_id] = record
+        return record
+
+    def served(self, instance_id: str | None) -> Native | None:
+        """The record of the attempt on `instance_id` (the x-balancer-instance that answered)."""
+        return self.attempts.get(instance_id or "")
 
     def kept(self, raw: bytes) -> bytes:
         self.answer = raw
@@ -358,12 +374,13 @@ async def call(
     )
     body: dict[str, Any]
     events: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
+    forwarded: dict[str, str] = {}
     if native is not None:
-        native.instance_id, native.answer = instance.instance_id, None
-        native.events.clear()
+        record = native.attempt(instance.instance_id)
         body = {**native.body, "model": instance.model, "stream": stream}
-        tap = native.tapped
-        events, answer = (lambda raw: _translated(tap(raw), translator)), native.kept
+        forwarded = native.headers
+        tap = record.tapped
+        events, answer = (lambda raw: _translated(tap(raw), translator)), record.kept
     else:
         body = to_anthropic({**payload, "stream": stream}, instance.model)
         events, answer = (lambda raw: _translated(raw, translator)), _answer
@@ -374,6 +391,7 @@ async def call(
         headers={
             "content-type": "application/json",
             **client_headers(instance),
+            **forwarded,  # the client's anthropic-version wins: the body is in its version
             **tracing.upstream_headers(),
         },
         stream=stream,

@@ -25,6 +25,7 @@ def _reset_upstream(request: pytest.FixtureRequest) -> None:
         server.behaviours.clear()
         server.requests.clear()
         server.auth_headers.clear()
+        server.messages_headers.clear()
         server.traceparents.clear()
         server.known_fields = None
 

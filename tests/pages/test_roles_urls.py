@@ -149,6 +149,7 @@ RULES: dict[str, Rule] = {
     "gateway-messages-count-tokens": Rule(GATEWAY),
     "gateway-responses": Rule(GATEWAY),
     "gateway-response": Rule(GATEWAY),
+    "gateway-response-input-items": Rule(GATEWAY),
     "gateway-not-found": Rule(GATEWAY),
     "healthz": Rule(PROBE),
     "readyz": Rule(PROBE),
