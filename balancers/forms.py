@@ -9,6 +9,7 @@ refuses exactly what the API and the admin refuse, in the same words.
 
 from __future__ import annotations
 
+import copy
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -352,8 +353,30 @@ def neighbour_step(draft: dict[str, Any], step: str, offset: int) -> str | None:
     return None
 
 
+# Draft keys that say where the operator is, not what they typed.
+_DRAFT_PLACE = ("step", "checked", "edited", "save_errors")
+
+
+def draft_values(draft: dict[str, Any]) -> dict[str, Any]:
+    """What the operator typed or picked, without where they are in the wizard."""
+    return {k: v for k, v in draft.items() if k not in _DRAFT_PLACE}
+
+
 def draft_update(draft: dict[str, Any], step: str, data: Any) -> None:
-    """Store what a step's form posted (valid or not): back, next and reload keep it."""
+    """Store what a step's form posted (valid or not): back, next and reload keep it.
+
+    `draft["edited"]` turns true once a posted value differs from the draft's (the balancer list
+    mentions a draft only then: opening the wizard and leaving is no unsaved balancer), and a save's
+    refusal is forgotten (it was about the values before this edit).
+    """
+    before = copy.deepcopy(draft_values(draft))
+    _draft_update(draft, step, data)
+    draft.pop("save_errors", None)
+    if draft_values(draft) != before:
+        draft["edited"] = True
+
+
+def _draft_update(draft: dict[str, Any], step: str, data: Any) -> None:
     if step == "name":
         draft["name"] = {
             k: str(data.get(k, "")).strip() if k != "description" else str(data.get(k, ""))
@@ -978,11 +1001,17 @@ def draft_check(draft: dict[str, Any]) -> DraftCheck:
         RuleRowForm(row=row, routes=routes, workload_kind=kind) for row in draft_rules(draft)
     ]
     check.rule_errors = rule_set_errors(draft_rules(draft))
+    if draft.get("save_errors"):
+        _file_save_errors(check, draft["save_errors"])
     return check
 
 
 def draft_save(check: DraftCheck) -> Balancer | None:
-    """Save a valid draft through balancer_save; on a refusal, file its errors by step and return None."""
+    """Save a valid draft through balancer_save; on a refusal, file its errors by step and return None.
+
+    The refusal is also kept in the draft (`save_errors`) so the review page the browser is sent back
+    to (a GET: a reload never posts the save again) shows it, until the next edit.
+    """
     if not check.is_valid:
         return None
     balancer = Balancer.objects.filter(pk=check.balancer_pk).first() if check.balancer_pk else None
@@ -994,24 +1023,37 @@ def draft_save(check: DraftCheck) -> Balancer | None:
             rules=check.rule_values(),
         )
     except ValidationError as exc:
-        for key, messages in exc.message_dict.items():
-            if key == "routes":
-                check.route_errors += messages
-            elif key == "rules":
-                check.rule_errors += messages
-            elif key.startswith("rules["):
-                index = int(key[6 : key.index("]")])
-                name = key.partition(".")[2]
-                rule_form = check.rules[index]
-                rule_form.add_error(name if name in rule_form.fields else None, messages)
-            elif key.startswith("routes["):
-                index = int(key[7 : key.index("]")])
-                name = key.partition(".")[2]
-                form = check.routes[index]
-                form.add_error(name if name in form.fields else None, messages)
-            else:
-                check.extra_errors.setdefault(FIELD_STEP.get(key, "review"), []).extend(messages)
+        check.draft["save_errors"] = exc.message_dict
+        _file_save_errors(check, exc.message_dict)
         return None
+
+
+def _file_save_errors(check: DraftCheck, errors: dict[str, list[str]]) -> None:
+    """balancer_save's messages, each under the step and field it belongs to."""
+    for key, messages in errors.items():
+        if key == "routes":
+            check.route_errors += [m for m in messages if m not in check.route_errors]
+        elif key == "rules":
+            check.rule_errors += [m for m in messages if m not in check.rule_errors]
+        elif key.startswith("rules["):
+            index = int(key[6 : key.index("]")])
+            if index >= len(check.rules):
+                continue
+            name = key.partition(".")[2]
+            rule_form = check.rules[index]
+            if rule_form.errors is not None:  # cleaned first: add_error needs cleaned_data
+                rule_form.add_error(name if name in rule_form.fields else None, messages)
+        elif key.startswith("routes["):
+            index = int(key[7 : key.index("]")])
+            if index >= len(check.routes):
+                continue
+            name = key.partition(".")[2]
+            form = check.routes[index]
+            if form.errors is not None:
+                form.add_error(name if name in form.fields else None, messages)
+        else:
+            extra = check.extra_errors.setdefault(FIELD_STEP.get(key, "review"), [])
+            extra.extend(m for m in messages if m not in extra)
 
 
 def rule_summary(rule: dict[str, Any]) -> str:

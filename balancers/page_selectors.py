@@ -28,6 +28,9 @@ from gateway.reporting.selectors import ProbeSummary, probe_summaries
 from targetgroups.models import Instance
 
 SPARK_HOURS = 24
+# The live figures' one window: the board, its lanes and the detail page's route counts, stated
+# on every page by the `live_window` template tag ("last 15 minutes").
+LIVE_MINUTES = 15
 
 
 @dataclass
@@ -271,7 +274,7 @@ def balancers_for_pages(**filters: Any) -> Any:
     )
 
 
-def route_traffic(state: BalancerState, *, minutes: int = 60) -> None:
+def route_traffic(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
     """Fill each route's request and error counts over the last `minutes` minutes."""
     since = timezone.now() - timedelta(minutes=minutes)
     rows = (
@@ -320,10 +323,6 @@ def recent_traffic_totals(
         latency=Avg("latency_ms"),
     )
     return totals
-
-
-# The live figures' one window: the board, the lanes and the detail page all say "last 15 minutes".
-LIVE_MINUTES = 15
 
 
 class _Median(Aggregate):
@@ -497,3 +496,23 @@ def board_failover(balancer: Balancer) -> FailoverReport:
         condition=Q(balancer_id=balancer.pk),
         limit=5,
     )
+
+
+# -- a prompt to try a balancer with ------------------------------------------------------------
+
+NEUTRAL_PROMPTS = {
+    "chat": "Reply in one short sentence, so I can see this endpoint answer.",
+    "embeddings": "A short sentence to turn into a vector.",
+}
+
+
+def sample_prompt(routes: Iterable[Route], *, workload_kind: str, route: str = "") -> str:
+    """The prompt the smoke test, the playground and their sample calls start with, taken from the
+    balancer's own routes: the first example prompt of `route` (the smoke test's default route),
+    else of the routes in attempt order; a neutral request when no route has an example."""
+    ordered = sorted(routes, key=lambda r: (r.name != route, r.priority, r.name))
+    for candidate in ordered:
+        for example in candidate.examples or []:
+            if str(example).strip():
+                return str(example).strip()
+    return NEUTRAL_PROMPTS.get(workload_kind, NEUTRAL_PROMPTS["chat"])

@@ -61,6 +61,7 @@ from balancers.page_selectors import (
     recent_events,
     recent_traffic_totals,
     route_traffic,
+    sample_prompt,
     traffic_by_hour,
 )
 from balancers.services import (
@@ -94,7 +95,6 @@ from playground.services import gateway_base_url, sample_calls, smoke_test
 from targetgroups.models import Instance
 
 DRAFT_PREFIX = "balancer-wizard:"
-DEFAULT_PROMPT = "Summarise this support reply: the parcel arrived late but the customer is happy with the refund."
 
 
 # -- list, detail, board ------------------------------------------------------------------------
@@ -116,12 +116,14 @@ def balancer_list(request: HtmxHttpRequest) -> HttpResponse:
         {"state": s, "spark": sparks[s.balancer.pk], "savings": savings[s.balancer.pk]}
         for s in states
     ]
+    # A draft is mentioned once something was typed into it, not for opening the wizard and leaving.
+    draft = request.session.get(DRAFT_PREFIX + "new") or {}
     return render(
         request,
         "balancers/list.html",
         {
             "rows": rows,
-            "draft": request.session.get(DRAFT_PREFIX + "new"),
+            "draft": draft if draft.get("edited") else None,
         },
     )
 
@@ -136,17 +138,20 @@ def _state_or_404(name: str) -> Any:
 def _smoke_context(request: HtmxHttpRequest, balancer: Balancer) -> dict[str, Any]:
     routes = sorted(balancer.routes.all(), key=lambda r: (r.priority, r.name))
     default = next((r for r in routes if r.is_default), None)
+    # The smoke test starts on the default route, with a prompt from the balancer's own routes.
+    prompt = sample_prompt(
+        routes, workload_kind=balancer.workload_kind, route=default.name if default else ""
+    )
     return {
         "balancer": balancer,
         "smoke_routes": routes,
         "smoke_default": default,
-        "smoke_prompt": DEFAULT_PROMPT
-        if balancer.workload_kind == "chat"
-        else "Where is my order?",
+        "smoke_prompt": prompt,
         "sample": sample_calls(
             base_url=gateway_base_url(request),
             serving_name=balancer.serving_name,
             workload_kind=balancer.workload_kind,
+            prompt=prompt,
         ),
     }
 
@@ -199,7 +204,6 @@ def board_lanes_payload(name: str) -> bytes:
         {
             "state": state,
             "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES),
-            "live_minutes": LIVE_MINUTES,
             "savings": balancer_savings([state.balancer])[state.balancer.pk],
             "failover": board_failover(state.balancer),
             "failover_hours": FAILOVER_HOURS,
@@ -227,7 +231,6 @@ def balancer_board(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "balancer": state.balancer,
         "events": recent_events(state.balancer),
         "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES),
-        "live_minutes": LIVE_MINUTES,
         "now": time.time(),
         "probes": member_probes(state),
         "savings": balancer_savings([state.balancer])[state.balancer.pk],
@@ -529,8 +532,10 @@ async def balancer_smoke_test(request: HtmxHttpRequest, name: str) -> HttpRespon
     balancer = await Balancer.objects.filter(name=name).afirst()
     if balancer is None:
         raise Http404("No such balancer.")
-    prompt = request.POST.get("prompt", "").strip() or DEFAULT_PROMPT
     route = request.POST.get("route", "")
+    prompt = request.POST.get("prompt", "").strip() or sample_prompt(
+        [r async for r in balancer.routes.all()], workload_kind=balancer.workload_kind, route=route
+    )
     result = await smoke_test(
         serving_name=balancer.serving_name,
         workload_kind=balancer.workload_kind,
@@ -703,7 +708,9 @@ def _route_rows(
                 bound.widget.attrs["aria-describedby"] = f"{form[name].id_for_label}-error"
         if focus == form.row["key"]:
             form.fields["name"].widget.attrs["autofocus"] = True
-        examples = [line for line in (form.row.get("examples") or "").splitlines() if line.strip()]
+        examples = [
+            line.strip() for line in (form.row.get("examples") or "").splitlines() if line.strip()
+        ]
         rows.append(
             {
                 "form": form,
@@ -711,6 +718,7 @@ def _route_rows(
                 "index": index,
                 "group": group,
                 "instance": instance,
+                "examples": examples,
                 "example_count": len(examples),
             }
         )
@@ -829,6 +837,7 @@ def wizard_step(request: HtmxHttpRequest, step: str, name: str | None = None) ->
         else:
             draft["routes"]["rows"] = [r for r in rows if r["key"] != nav.partition(":")[2]]
         draft["routes"]["pristine"] = False
+        draft["edited"] = True
         _store(request, balancer, draft)
         if request.htmx:
             return _render_routes_fragment(request, balancer, draft, focus=focus)
@@ -843,9 +852,9 @@ def wizard_step(request: HtmxHttpRequest, step: str, name: str | None = None) ->
             focus = rule["key"]
         elif nav.startswith("remove-rule:"):
             rules = [r for r in rules if r["key"] != nav.partition(":")[2]]
-        draft["rules"] = {
-            "rows": rules
-        }  # "rule-kind": the row is drawn again with the new kind's fields
+        # "rule-kind": the row is drawn again with the new kind's fields
+        draft["rules"] = {"rows": rules}
+        draft["edited"] = True
         _store(request, balancer, draft)
         if request.htmx:
             return _render_rules_fragment(request, balancer, draft, focus=focus)
@@ -863,14 +872,17 @@ def wizard_step(request: HtmxHttpRequest, step: str, name: str | None = None) ->
     _store(request, balancer, draft)
     check = draft_check(draft)
 
+    # A refused step redirects to its own page (post-redirect-get): the draft in the session holds
+    # what was posted and the errors show there, and a reload is a GET that never posts the old
+    # values again over later (autosaved) edits.
     if step != "review":
         if check.step_errors(step):
-            return _render_step(request, balancer, draft, step, check)
+            return _go(request, balancer, draft, step)
         return _go(request, balancer, draft, neighbour_step(draft, step, 1) or "review")
 
     saved = draft_save(check)
     if saved is None:
-        return _render_step(request, balancer, draft, step, check)
+        return _go(request, balancer, draft, step)
     request.session.pop(_draft_key(balancer), None)
     if balancer is None:
         messages.success(

@@ -131,6 +131,7 @@ def board_event(record: Any) -> dict[str, Any]:
                 "instance": a.get("instance"),
                 "outcome": a.get("outcome"),
                 "status": a.get("status"),
+                "ms": a.get("ms"),
             }
             for a in record.attempt_log
         ],

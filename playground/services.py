@@ -7,6 +7,9 @@ decision, failover and usage event as a client request.
 
 from __future__ import annotations
 
+import json
+import math
+import shlex
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from gateway.hotpath import errors
 from gateway.hotpath.auto_request import explain_auto, goal_balancer, routing_options
 from gateway.hotpath.outcomes import record_outcome
 from gateway.hotpath.proxy import ClientRequest, proxy
+from gateway.hotpath.runtime import routing
 from gateway.hotpath.snapshot import GatewayConfig, KeySpec, holder
 
 # Playground requests belong to no API key: the usage event keeps api_key empty. They come from a
@@ -54,6 +58,7 @@ class SmokeResult:
     requested_route: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     explained: dict[str, Any] | None = None  # auto: the ranking at send time (explain's shape)
+    route_note: str = ""  # a forced route that did not answer: why, and who did
 
 
 async def _config_with(serving_name: str) -> GatewayConfig:
@@ -104,6 +109,7 @@ async def smoke_test(
     try:
         config = await _config_with(serving_name)
         result.explained = _explained(config, serving_name, workload_kind, payload)
+        skipped = _why_skipped(config, serving_name, route) if route else ""
         response = await proxy(client_request, config)
     except errors.GatewayError as exc:
         if (
@@ -131,6 +137,12 @@ async def smoke_test(
     result.instance = result.headers.get("x-balancer-instance", "")
     result.decision = result.headers.get("x-balancer-decision", "")
     result.attempts = int(result.headers.get("x-balancer-attempts", "0") or 0)
+    if route and result.route and result.route != route:
+        result.route_note = (
+            f"Forced onto {route}, but {route} was not tried: {skipped}. "
+            if skipped
+            else f"Forced onto {route}, but {route} failed. "
+        ) + f"{result.route} answered instead."
     try:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:
@@ -153,6 +165,28 @@ async def smoke_test(
         choices = body.get("choices") or [{}]
         result.answer = ((choices[0].get("message") or {}).get("content") or "").strip()
     return result
+
+
+def _why_skipped(config: GatewayConfig, serving_name: str, route_name: str) -> str:
+    """Why the planner will pass over a forced route, as it sees the route now (the same routing
+    snapshot and health): every member cooling down, or none that can serve; "" when it will try it."""
+    balancer = config.routing.balancers.get(serving_name)
+    route = balancer.route_named(route_name) if balancer else None
+    if route is None:
+        return ""
+    members = [
+        m
+        for m in route.group.members
+        if route.group.enabled and m.enabled and m.instance.enabled and m.weight > 0
+    ]
+    if not members:
+        return "it has no member that can serve (disabled or drained)"
+    now = time.time()
+    views = [routing.health.state(m.instance.pk, now) for m in members]
+    if all(v.status == "cooling" for v in views):
+        left = min(math.ceil((v.cooldown_until or now) - now) for v in views)
+        return f"it is cooling down, {max(left, 0)} s left"
+    return ""
 
 
 def _explained(
@@ -183,47 +217,50 @@ def gateway_base_url(request: Any) -> str:
 
 
 def sample_calls(
-    *, base_url: str, serving_name: str, workload_kind: str, route: str = ""
+    *, base_url: str, serving_name: str, workload_kind: str, prompt: str, route: str = ""
 ) -> dict[str, str]:
-    """Python SDK and curl snippets for one balancer, ready to paste."""
-    header_py = f'\n    extra_headers={{"X-Balancer-Route": "{route}"}},' if route else ""
-    header_sh = f" \\\n  -H 'X-Balancer-Route: {route}'" if route else ""
+    """Python SDK and curl snippets for one balancer, ready to paste: exactly the request the
+    playground or the smoke test sends (the same prompt, and the route header when one is forced).
+
+    The prompt is written as a JSON string, which is also a valid Python string literal, and the
+    curl body is quoted for a POSIX shell, so any prompt pastes as it was typed.
+    """
+    text = json.dumps(prompt, ensure_ascii=False)
+    header_py = (
+        f'\n    extra_headers={{"X-Balancer-Route": {json.dumps(route)}}},'
+        "  # a key allowed to choose the route"
+        if route
+        else ""
+    )
+    header_sh = f" \\\n  -H {shlex.quote('X-Balancer-Route: ' + route)}" if route else ""
     if workload_kind == "embeddings":
         python = (
             "from openai import OpenAI\n\n"
             f'client = OpenAI(base_url="{base_url}", api_key="sb-...")\n\n'
             "result = client.embeddings.create(\n"
             f'    model="{serving_name}",\n'
-            f'    input="Where is my order?",{header_py}\n'
+            f"    input={text},{header_py}\n"
             ")\n"
             "print(result.model, len(result.data[0].embedding))\n"
         )
-        curl = (
-            f"curl {base_url}/embeddings \\\n"
-            "  -H 'Authorization: Bearer sb-...' \\\n"
-            f"  -H 'Content-Type: application/json'{header_sh} \\\n"
-            "  -d '{\n"
-            f'    "model": "{serving_name}",\n'
-            '    "input": "Where is my order?"\n'
-            "  }'\n"
-        )
+        path, field = "embeddings", f'"input": {text}'
     else:
+        message = f'{{"role": "user", "content": {text}}}'
         python = (
             "from openai import OpenAI\n\n"
             f'client = OpenAI(base_url="{base_url}", api_key="sb-...")\n\n'
             "reply = client.chat.completions.create(\n"
             f'    model="{serving_name}",\n'
-            f'    messages=[{{"role": "user", "content": "Summarise this support reply."}}],{header_py}\n'
+            f"    messages=[{message}],{header_py}\n"
             ")\n"
             "print(reply.model, reply.choices[0].message.content)\n"
         )
-        curl = (
-            f"curl {base_url}/chat/completions \\\n"
-            "  -H 'Authorization: Bearer sb-...' \\\n"
-            f"  -H 'Content-Type: application/json'{header_sh} \\\n"
-            "  -d '{\n"
-            f'    "model": "{serving_name}",\n'
-            '    "messages": [{"role": "user", "content": "Summarise this support reply."}]\n'
-            "  }'\n"
-        )
+        path, field = "chat/completions", f'"messages": [{message}]'
+    body = "{\n" + f'    "model": {json.dumps(serving_name)},\n    {field}\n' + "  }"
+    curl = (
+        f"curl {base_url}/{path} \\\n"
+        "  -H 'Authorization: Bearer sb-...' \\\n"
+        f"  -H 'Content-Type: application/json'{header_sh} \\\n"
+        f"  -d {shlex.quote(body)}\n"
+    )
     return {"python": python, "curl": curl, "base_url": base_url}

@@ -12,29 +12,35 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.roles import VIEWER, role_required
 from balancers.models import Balancer
+from balancers.page_selectors import NEUTRAL_PROMPTS, sample_prompt
 from config.http import HtmxHttpRequest
 from gateway.engine.auto import GOALS, PREFERENCES
 from playground.services import gateway_base_url, sample_calls, smoke_test
 from targetgroups.models import Instance
 
-DEFAULT_PROMPTS = {
-    "chat": "Resolve a multi-step refund dispute: the customer paid twice and one charge was reversed by the bank.",
-    "embeddings": "Where is my order?",
-}
 
-
-def _balancer_context(request: HtmxHttpRequest, balancer: Balancer | None) -> dict[str, Any]:
+def _balancer_context(
+    request: HtmxHttpRequest, balancer: Balancer | None, *, route: str = "", prompt: str = ""
+) -> dict[str, Any]:
+    """The route picker, the prompt and the sample call of one balancer. The sample is the exact
+    request Send makes: the prompt in the box and, when one is picked, the route header."""
     if balancer is None:
         return {"balancer": None, "routes": []}
     routes = sorted(balancer.routes.all(), key=lambda r: (r.priority, r.name))
+    if route not in {r.name for r in routes}:
+        route = ""
+    prompt = prompt or sample_prompt(routes, workload_kind=balancer.workload_kind)
     return {
         "balancer": balancer,
         "routes": routes,
-        "prompt": DEFAULT_PROMPTS.get(balancer.workload_kind, ""),
+        "route": route,
+        "prompt": prompt,
         "sample": sample_calls(
             base_url=gateway_base_url(request),
             serving_name=balancer.serving_name,
             workload_kind=balancer.workload_kind,
+            prompt=prompt,
+            route=route,
         ),
     }
 
@@ -88,8 +94,30 @@ def playground_balancer(request: HtmxHttpRequest) -> HttpResponse:
     if balancer is None:
         raise Http404("No such balancer.")
     return render(
-        request, "playground/playground.html#balancer-fields", _balancer_context(request, balancer)
+        request,
+        "playground/playground.html#balancer-fields",
+        {**_balancer_context(request, balancer), "oob": True},  # with the new balancer's sample
     )
+
+
+@role_required(VIEWER)
+@require_GET
+def playground_sample(request: HtmxHttpRequest) -> HttpResponse:
+    """The sample call again as the prompt or the route changes (hx-get from the send form)."""
+    balancer = (
+        Balancer.objects.prefetch_related("routes")
+        .filter(name=request.GET.get("balancer", ""))
+        .first()
+    )
+    if balancer is None:
+        raise Http404("No such balancer.")
+    context = _balancer_context(
+        request,
+        balancer,
+        route=request.GET.get("route", ""),
+        prompt=request.GET.get("prompt", "").strip(),
+    )
+    return render(request, "playground/playground.html#sample-code", context)
 
 
 @role_required(VIEWER)
@@ -98,10 +126,10 @@ async def playground_send(request: HtmxHttpRequest) -> HttpResponse:
     balancer = await Balancer.objects.filter(name=request.POST.get("balancer", "")).afirst()
     if balancer is None:
         raise Http404("No such balancer.")
-    prompt = request.POST.get("prompt", "").strip() or DEFAULT_PROMPTS.get(
-        balancer.workload_kind, "Hello"
-    )
     route = request.POST.get("route", "")
+    prompt = request.POST.get("prompt", "").strip() or sample_prompt(
+        [r async for r in balancer.routes.all()], workload_kind=balancer.workload_kind
+    )
     result = await smoke_test(
         serving_name=balancer.serving_name,
         workload_kind=balancer.workload_kind,
@@ -130,7 +158,7 @@ async def playground_auto(request: HtmxHttpRequest) -> HttpResponse:
     goal = request.POST.get("goal", "auto")
     if goal not in GOALS:
         raise Http404("No such goal name.")
-    prompt = request.POST.get("prompt", "").strip() or DEFAULT_PROMPTS["chat"]
+    prompt = request.POST.get("prompt", "").strip() or NEUTRAL_PROMPTS["chat"]
     routing_config: dict[str, Any] = {}
     pool = [name for name in request.POST.getlist("models") if name]
     if pool:

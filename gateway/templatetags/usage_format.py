@@ -1,4 +1,8 @@
-"""Template filters for money and shares: `{% load usage_format %}`."""
+"""Template filters for money, shares and the live window: `{% load usage_format %}`.
+
+Every page states money through `usd` (one rounding rule: gateway.reporting.selectors.format_usd)
+and the live figures' window through `live_window` (balancers.page_selectors.LIVE_MINUTES).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from decimal import Decimal
 
 from django import template
 
+from balancers.page_selectors import LIVE_MINUTES
 from gateway.reporting.selectors import format_usd
 
 register = template.Library()
@@ -26,3 +31,9 @@ def percent(value: float | None) -> str:
     if 0 < value < 0.001:
         return "<0.1%"
     return f"{value:.1%}"
+
+
+@register.simple_tag
+def live_window() -> str:
+    """The one window of the live figures (board, lanes, detail page): "last 15 minutes"."""
+    return f"last {LIVE_MINUTES} minutes"

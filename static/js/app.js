@@ -69,6 +69,18 @@
     if (form && form.dataset.submitting) event.preventDefault();
   });
 
+  // A live check (the wizard's name and serving name) answers a new #feedback-<field>: the field it
+  // describes follows it, invalid while the check finds a problem and valid once it says "✓".
+  // After the settle: until then htmx keeps the old element's classes on the new one.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var feedback = event.target;
+    if (!feedback.id || feedback.id.indexOf("feedback-") !== 0) return;
+    var field = document.querySelector('[aria-describedby~="' + feedback.id + '"]');
+    if (!field) return;
+    if (feedback.classList.contains("field-error")) field.setAttribute("aria-invalid", "true");
+    else if (feedback.classList.contains("field-ok")) field.removeAttribute("aria-invalid");
+  });
+
   // Arrow keys move between tabs, as in any tab list.
   document.addEventListener("keydown", function (event) {
     var tab = event.target.closest && event.target.closest("[role=tab]");

@@ -131,7 +131,12 @@
     if (empty) empty.remove();
     var tr = document.createElement("tr");
     tr.dataset.requestId = e.id;
-    cell(tr, "now", "primary-cell nowrap");
+    var when = document.createElement("span");
+    when.className = "nowrap";
+    when.dataset.at = String(e.at);
+    when.dataset.testid = "when";
+    when.textContent = ago(e.at);
+    cell(tr, null, "primary-cell").appendChild(when);
     cell(tr, e.route || "—", null, "Route");
     cell(tr, e.instance || "—", "mono", "Instance");
     var st = cell(tr, null, null, "Status");
@@ -144,13 +149,32 @@
       d.className = "more attempt-log";
       d.dataset.requestId = e.id;
       var s = document.createElement("summary");
-      s.textContent = " " + e.attempts.length + " attempts";
+      s.textContent = e.attempts.length + " attempts";
       d.appendChild(s);
       var ol = document.createElement("ol");
       ol.className = "attempts";
+      // The same markup as includes/attempt_log.html, which draws the polled and first-loaded rows.
       e.attempts.forEach(function (a) {
         var li = document.createElement("li");
-        li.textContent = (a.outcome || "") + (a.status ? " " + a.status : "") + " · " + a.route + " → " + a.instance;
+        var pill = document.createElement("span");
+        pill.className = "pill " + (a.outcome === "ok" ? "ok" : (a.outcome === "client_error" ? "warn" : "bad"));
+        pill.textContent = (a.outcome || "") + (a.status ? " " + a.status : "");
+        var where = document.createElement("span");
+        where.textContent = (a.route || "") + " → ";
+        var inst = document.createElement("span");
+        inst.className = "mono";
+        inst.textContent = a.instance || "";
+        where.appendChild(inst);
+        li.appendChild(pill);
+        li.appendChild(document.createTextNode(" "));
+        li.appendChild(where);
+        if (a.ms !== null && a.ms !== undefined) {
+          var ms = document.createElement("span");
+          ms.className = "muted";
+          ms.textContent = Math.round(a.ms) + " ms";
+          li.appendChild(document.createTextNode(" "));
+          li.appendChild(ms);
+        }
         ol.appendChild(li);
       });
       d.appendChild(ol);
@@ -165,6 +189,19 @@
     cell(tr, e.ms + " ms", "right nowrap", "Latency");
     events.prepend(tr);
     while (events.children.length > ROWS) events.lastElementChild.remove();
+  }
+
+  // "When" in the table: how long ago, kept current (a pushed row is never redrawn).
+  function ago(at) {
+    var s = Math.max(0, Math.round(Date.now() / 1000 - at));
+    if (s < 5) return "now";
+    if (s < 60) return s + " s ago";
+    if (s < 3600) return Math.floor(s / 60) + " min ago";
+    return Math.floor(s / 3600) + " h ago";
+  }
+
+  function tick() {
+    events.querySelectorAll("[data-at]").forEach(function (el) { el.textContent = ago(Number(el.dataset.at)); });
   }
 
   function applyLanes(payload) {
@@ -207,6 +244,7 @@
         events.replaceWith(fresh);
         events = fresh;
         if (window.htmx) window.htmx.process(fresh);
+        tick();
       })
       .catch(function () {});
   }
@@ -240,5 +278,7 @@
     };
   }
   window.addEventListener("pagehide", function () { if (source) source.close(); });
+  tick();
+  setInterval(tick, 5000);
   connect();
 })();

@@ -6,6 +6,7 @@ pytest-django's live server is WSGI and cannot stream; these tests drive a LiveG
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -150,7 +151,7 @@ def test_each_request_enters_its_lane_within_a_second_and_the_figures_move(board
 
     lane = board.lane("primary")
     expect(lane.get_by_test_id("rpm")).to_have_text("0.0")
-    expect(board.page.get_by_test_id("saved-month")).to_have_text("$0.000000")
+    expect(board.page.get_by_test_id("saved-month")).to_have_text("$0.00")
     for _ in range(3):
         response = board.call()
         assert response.headers["x-balancer-route"] == "primary"
@@ -159,9 +160,9 @@ def test_each_request_enters_its_lane_within_a_second_and_the_figures_move(board
     expect(lane.get_by_test_id("rpm")).to_have_text("0.2", timeout=5000)  # 3 requests / 15 minutes
     expect(lane.get_by_test_id("tokens")).not_to_have_text("0")
     expect(board.page.get_by_test_id("requests-total")).to_have_text("3")
-    expect(board.page.get_by_test_id("spend-today")).not_to_have_text("$0.000000")
+    expect(board.page.get_by_test_id("spend-today")).not_to_have_text("$0.00")
     # Served by the cheap primary: the saving against all on the priciest route (fallback) moves too.
-    expect(board.page.get_by_test_id("saved-month")).not_to_have_text("$0.000000")
+    expect(board.page.get_by_test_id("saved-month")).not_to_have_text("$0.00")
     expect(board.page.get_by_test_id("board-events").locator("tr")).to_have_count(3)
     board.tab.shot("board-live-traffic")
 
@@ -226,13 +227,43 @@ def test_when_the_stream_is_refused_the_board_polls_and_keeps_an_opened_attempt_
     expect(row).to_be_visible(timeout=6000)
     row.locator("summary").click()
     time.sleep(3.5)  # at least one more poll
-    expect(row.locator("details")).to_have_attribute("open", "")
+    expect(row.locator("details.attempt-log")).to_have_attribute("open", "")
     expect(board.lane("fallback").get_by_test_id("rpm")).not_to_have_text(
         "0.0"
     )  # the failover landed there
     # The refusal this test forced is logged by the browser: not a problem of the page.
     for seen in (board.tab.problems.console, board.tab.problems.server_errors):
         seen[:] = [line for line in seen if "/board/events/" not in line]
+
+
+def test_an_opened_attempt_log_stays_open_while_pushed_requests_and_lanes_arrive(
+    board: Board,
+) -> None:
+    """Issue 15's "snaps shut at every refresh", on the pushed board: rows are added, never redrawn."""
+    from playwright.sync_api import expect
+
+    page = board.page
+    board.switch_primary(down=True)
+    failover = board.call().headers["x-request-id"]
+    row = page.locator(f'tr[data-request-id="{failover}"]')
+    expect(row).to_be_visible(timeout=2000)
+    row.locator("summary").click()
+    expect(row.locator("details.attempt-log")).to_have_attribute("open", "")
+    board.switch_primary(down=False)
+    for _ in range(3):
+        response = board.call()
+        route, request_id = response.headers["x-balancer-route"], response.headers["x-request-id"]
+        expect(board.chip(route, request_id)).to_be_visible(timeout=1000)
+    expect(page.get_by_test_id("requests-total")).to_have_text("4", timeout=3000)  # lanes redrawn
+    expect(page.get_by_test_id("board-events").locator("tr")).to_have_count(4)
+    expect(row.locator("details.attempt-log")).to_have_attribute("open", "")
+    expect(row.locator("details.attempt-log li")).to_have_count(2)
+    # Drawn as the polled rows are (includes/attempt_log.html): outcome, route → instance, time.
+    expect(row.locator("details.attempt-log li").first).to_contain_text("primary → sim-primary")
+    expect(row.locator("details.attempt-log li").first).to_contain_text(" ms")
+    expect(row.locator("details li .pill.ok")).to_have_count(1)
+    # Its time keeps counting instead of saying "now" for ever.
+    expect(row.get_by_test_id("when")).to_have_text(re.compile(r"^\d+ s ago$"), timeout=8000)
 
 
 def test_an_operator_disables_a_route_from_the_board_the_next_request_avoids_it_and_it_is_audited(

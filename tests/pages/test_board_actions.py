@@ -137,6 +137,7 @@ def test_spend_today_this_month_and_the_saving_against_the_priciest_route(
 
     from balancers.page_selectors import balancer_savings, balancers_for_pages
     from gateway.models import UsageEvent
+    from gateway.reporting.selectors import format_usd
 
     support = Balancer.objects.get(name="support-balancer")
     for prompt, completion, cost in ((1_000, 500, "0.000100"), (2_000, 1_000, "0.000300")):
@@ -170,12 +171,13 @@ def test_spend_today_this_month_and_the_saving_against_the_priciest_route(
     board = admin_client.get("/balancers/support-balancer/board/?lanes=1").json()["summary"]
     assert '<div class="value" data-testid="spend-today">$0.000400</div>' in board
     assert (
-        f'data-testid="saved-month">${savings.saved:.6f}</div>' in board
+        f'data-testid="saved-month">{format_usd(savings.saved)}</div>' in board
         and "vs all on reasoning" in board
     )
     listing = admin_client.get("/balancers/").content.decode()
     assert (
-        f"saved ${savings.saved:.6f}" in listing.split('data-testid="savings-support-balancer"')[1]
+        f"saved {format_usd(savings.saved)}"
+        in listing.split('data-testid="savings-support-balancer"')[1]
     )
 
 

@@ -114,6 +114,7 @@ RULES: dict[str, Rule] = {
     # playground/urls.py
     "playground": page(VIEWER),
     "playground-balancer": page(VIEWER),
+    "playground-sample": page(VIEWER),  # the sample call for the prompt and route picked
     "playground-send": page(VIEWER),
     "playground-auto": page(VIEWER),  # like playground-send: calls the gateway, changes nothing
     # the management API

@@ -90,15 +90,18 @@ def test_the_save_is_blocked_without_a_default_route(admin_client, demo) -> None
     rows = draft(admin_client)["routes"]["rows"]
     for row in rows:
         row["is_default"] = False
-    response = admin_client.post("/balancers/new/routes/", route_post_data(rows))
-    assert response.status_code == 200
+    response = admin_client.post("/balancers/new/routes/", route_post_data(rows), follow=True)
+    assert response.redirect_chain == [("/balancers/new/routes/", 302)]  # refused: back to the step
     assert NO_DEFAULT in response.content.decode()
     assert 'data-testid="route-set-errors"' in response.content.decode()
     # Going straight to the last step does not get around it.
     response = admin_client.post(
-        "/balancers/new/review/", {"nav": "save", "attempt_budget": "4", "request_timeout": "600"}
+        "/balancers/new/review/",
+        {"nav": "save", "attempt_budget": "4", "request_timeout": "600"},
+        follow=True,
     )
-    assert response.status_code == 200 and NO_DEFAULT in response.content.decode()
+    assert response.redirect_chain == [("/balancers/new/review/", 302)]
+    assert NO_DEFAULT in response.content.decode()
     assert not Balancer.objects.filter(name="billing-desk").exists()
 
 
@@ -107,7 +110,9 @@ def test_each_invalid_route_field_gets_its_own_message(admin_client, demo) -> No
     rows = draft(admin_client)["routes"]["rows"]
     rows[0].update(name="Not A Slug", destination="")
     rows[1].update(intent="", priority="0")
-    html = admin_client.post("/balancers/new/routes/", route_post_data(rows)).content.decode()
+    html = admin_client.post(
+        "/balancers/new/routes/", route_post_data(rows), follow=True
+    ).content.decode()
     key0, key1 = rows[0]["key"], rows[1]["key"]
     assert f'id="id_r-{key0}-name-error"' in html and "lowercase letters" in html
     assert (
@@ -124,9 +129,10 @@ def test_name_step_errors_and_live_checks(admin_client, demo) -> None:
     response = admin_client.post(
         "/balancers/new/name/",
         {"nav": "next", "name": "support-balancer", "serving_name": "bad name"},
+        follow=True,
     )
     html = response.content.decode()
-    assert response.status_code == 200
+    assert response.redirect_chain == [("/balancers/new/name/", 302)]
     assert "A balancer named support-balancer already exists." in html
     assert "Use 1-128 letters" in html
     check = admin_client.get(
@@ -228,7 +234,7 @@ def test_embeddings_cannot_use_the_intent_classifier(admin_client, demo) -> None
     assert state["mode"]["routing_mode"] == "ordered"
     assert [r["destination"] for r in state["routes"]["rows"]] == ["group:embed-pool"]
     response = admin_client.post(
-        "/balancers/new/mode/", {"nav": "next", "routing_mode": "intent_classifier"}
+        "/balancers/new/mode/", {"nav": "next", "routing_mode": "intent_classifier"}, follow=True
     )
     assert "use ordered or weighted for embeddings" in response.content.decode()
 
@@ -266,6 +272,7 @@ def test_editing_keeps_the_name_unique_but_allows_its_own(admin_client, demo) ->
     taken = admin_client.post(
         "/balancers/support-balancer/edit/name/",
         {"nav": "next", "name": "embed-balancer", "serving_name": "support-balancer"},
+        follow=True,
     )
     assert "A balancer named embed-balancer already exists." in taken.content.decode()
 
@@ -304,6 +311,7 @@ def test_the_review_step_saves_the_response_cache_and_the_savings_baseline(
             "cache_similarity_threshold": "0.9",
             "baseline_route": "fallback",
         },
+        follow=True,
     )
     assert refused.status_code == 200 and not Balancer.objects.filter(name="cached-desk").exists()
     response = admin_client.post(

@@ -92,13 +92,15 @@ def test_a_bad_regex_is_refused_on_the_routes_step_with_the_re2_message(admin_cl
     state["rules"]["rows"][0].update(
         name="backref", kind="regex", value=r"(\w+) \1", route="efficient"
     )
-    response = admin_client.post("/balancers/new/routes/", step_data(state))
+    response = admin_client.post("/balancers/new/routes/", step_data(state), follow=True)
     html = response.content.decode()
-    assert response.status_code == 200
+    assert response.redirect_chain == [("/balancers/new/routes/", 302)]
     assert "RE2 syntax" in html
     # The last step refuses it too, and nothing is saved.
     response = admin_client.post(
-        "/balancers/new/review/", {"nav": "save", "attempt_budget": "4", "request_timeout": "600"}
+        "/balancers/new/review/",
+        {"nav": "save", "attempt_budget": "4", "request_timeout": "600"},
+        follow=True,
     )
     assert response.status_code == 200 and "RE2 syntax" in response.content.decode()
     assert not Balancer.objects.filter(name="billing-desk").exists()
@@ -110,7 +112,9 @@ def test_a_rule_must_point_at_an_enabled_route(admin_client, demo) -> None:
     state = draft(admin_client)
     state["routes"]["rows"][0]["enabled"] = False  # efficient
     state["rules"]["rows"][0].update(name="agents", kind="tools", route="efficient")
-    html = admin_client.post("/balancers/new/routes/", step_data(state)).content.decode()
+    html = admin_client.post(
+        "/balancers/new/routes/", step_data(state), follow=True
+    ).content.decode()
     assert "Route efficient is disabled" in html
 
 
