@@ -56,8 +56,8 @@ def test_hedging_without_a_threshold_and_a_threshold_out_of_range_are_refused(
     rows = admin_client.session[DRAFT]["routes"]["rows"]
     rows[0].update(hedge=True, latency_threshold_ms="")
     rows[1].update(latency_threshold_ms="5")
-    response = admin_client.post("/balancers/new/routes/", route_post_data(rows))
-    assert response.status_code == 200
+    response = admin_client.post("/balancers/new/routes/", route_post_data(rows), follow=True)
+    assert response.redirect_chain == [("/balancers/new/routes/", 302)]  # refused: back to the step
     html = response.content.decode()
     key0, key1 = rows[0]["key"], rows[1]["key"]
     assert f'id="id_r-{key0}-hedge-error"' in html and "Hedging starts at the latency" in html
