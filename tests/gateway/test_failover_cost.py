@@ -142,7 +142,8 @@ def test_the_usage_page_api_csv_and_board_show_the_extra_spend(admin_client, inc
     ]
 
     board = admin_client.get(f"/balancers/{balancer.name}/board/").content.decode()
-    assert 'data-testid="failover-extra">$0.072700</div>' in board
+    # The same amount, rounded the same way, as on the usage page (one money rule).
+    assert 'data-testid="failover-extra">$0.0727</div>' in board
     assert board.count('data-testid="board-incident"') == 2
     # Pushed with the lanes (and answered to the board's fallback poll): live while it happens.
     lanes = admin_client.get(f"/balancers/{balancer.name}/board/?lanes=1").json()

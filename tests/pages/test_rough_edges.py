@@ -329,8 +329,8 @@ def test_money_and_the_live_window_read_the_same_on_every_page(admin_client, dem
 
 def test_no_template_formats_an_amount_of_money_by_hand() -> None:
     """Spend, cost, savings and budget limits go through the `usd` filter, never by hand
-    (`${{ x|floatformat }}`). Prices per million tokens are rates and keep two decimals."""
-    by_hand = re.compile(r"\$\{\{\s*[\w.]*(cost|spen|sav|today|month|limit|usd)", re.I)
+    (`${{ x|floatformat }}`). Prices (per million tokens, per hour) are rates: two decimals."""
+    by_hand = re.compile(r"\$\{\{\s*[\w.]*(cost|spen|sav|today|month|limit|usd|extra)", re.I)
     found = [
         f"{path.relative_to(TEMPLATES)}: {m.group(0)}"
         for path in TEMPLATES.rglob("*.html")
