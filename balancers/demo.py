@@ -94,6 +94,10 @@ INSTANCES: list[dict[str, Any]] = [
         "model": "llama-local",
         "prices": ("0", "0"),
         "quality_tier": 1,
+        # A small local model: no tools, no images, an 8k window (capability-aware routing skips it).
+        "context_window": 8192,
+        "supports_tools": False,
+        "supports_vision": False,
         "options": {"latency_ms": 200, "tokens_per_second": 120},
     },
     {

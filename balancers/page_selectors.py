@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from balancers.models import Balancer, Route
 from gateway.board_feed import decision_words
+from gateway.engine.auto import GOALS
 from gateway.hotpath.runtime import health_snapshot
 from gateway.models import UsageEvent
 from gateway.reporting.failover import FailoverReport, failover_incidents
@@ -287,6 +288,58 @@ def route_traffic(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
         row = counts.get(route_state.route.name)
         if row:
             route_state.requests, route_state.errors = row["n"], row["errors"]
+
+
+@dataclass
+class GoalChoices:
+    """One auto serving name and the models it chose over a window, most chosen first."""
+
+    name: str
+    preference: str
+    requests: int
+    models: list[tuple[str, int]]  # (model that served, requests)
+    balancer: str = ""  # a published auto balancer's name (its board); "" for a goal name
+
+
+def auto_choices(*, hours: int = 24) -> list[GoalChoices]:
+    """The auto serving names that served in the last `hours`: the goal names (auto, auto-cheap...,
+    no balancer) and the balancers in auto mode, each with the models it chose and how often."""
+    since = timezone.now() - timedelta(hours=hours)
+    auto_balancers = {
+        b.serving_name: b
+        for b in Balancer.objects.filter(routing_mode="auto").only(
+            "name", "serving_name", "auto_preference"
+        )
+    }
+    rows = (
+        UsageEvent.objects.filter(created_at__gte=since, status_code=200)
+        .filter(
+            Q(balancer__isnull=True, serving_name__in=list(GOALS))
+            | Q(balancer__routing_mode="auto")
+        )
+        .exclude(model="")
+        .values("serving_name", "model")
+        .annotate(n=Count("id"))
+    )
+    found: dict[str, GoalChoices] = {}
+    for row in rows:
+        name = row["serving_name"]
+        choice = found.get(name)
+        if choice is None:
+            published = auto_balancers.get(name)
+            choice = found[name] = GoalChoices(
+                name=name,
+                preference=published.auto_preference if published else GOALS.get(name, ""),
+                requests=0,
+                models=[],
+                balancer=published.name if published else "",
+            )
+        choice.requests += row["n"]
+        choice.models.append((row["model"], row["n"]))
+    for choice in found.values():
+        choice.models.sort(key=lambda m: (-m[1], m[0]))
+    order = {goal: index for index, goal in enumerate(GOALS)}
+    return sorted(found.values(), key=lambda c: (order.get(c.name, len(order)), c.name))
 
 
 def recent_events(balancer: Balancer, *, limit: int = 15) -> list[UsageEvent]:

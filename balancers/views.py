@@ -52,6 +52,7 @@ from balancers.models import AuditEntry, Balancer
 from balancers.page_selectors import (
     FAILOVER_HOURS,
     LIVE_MINUTES,
+    auto_choices,
     balancer_savings,
     balancer_states,
     balancers_for_pages,
@@ -124,6 +125,7 @@ def balancer_list(request: HtmxHttpRequest) -> HttpResponse:
         {
             "rows": rows,
             "draft": draft if draft.get("edited") else None,
+            "auto_choices": auto_choices(),
         },
     )
 

@@ -60,6 +60,7 @@ OUTCOME_WORDS = {
     "cancelled": "cancelled",
     "latency_threshold": "past its latency threshold",
     "hedge_lost": "lost the hedged race",
+    "context_length_exceeded": "refused the prompt as too long",
 }
 
 
@@ -71,9 +72,12 @@ def decision_words(
     `classified` names the route that matched and the confidence; the router's fall-backs say
     `default: no match` (or low confidence, timeout, error); a header pick says `override`;
     ordered, weighted and auto modes say so. A failover adds `fallback after <instance> <reason>`
-    for the attempt that failed last.
+    for the attempt that failed last; targets left out for a capability add `skipped <instance>
+    (<reason>)`.
     """
-    attempts = list(attempt_log)
+    entries = list(attempt_log)
+    attempts = [a for a in entries if a.get("outcome") != "skipped"]
+    skipped = [a for a in entries if a.get("outcome") == "skipped"]
     first = attempts[0]["route"] if attempts else served_route
     if reason == "classified":
         words = f"{first} matched" + (f" ({confidence:.0%})" if confidence is not None else "")
@@ -104,6 +108,10 @@ def decision_words(
         what = OUTCOME_WORDS.get(str(last.get("outcome")), str(last.get("outcome")))
         status = f" {last['status']}" if last.get("status") and what == "HTTP error" else ""
         words += f" · fallback after {last.get('instance')} {what}{status}"
+    if skipped:
+        first_skip = skipped[0]
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        words += f" · skipped {first_skip.get('instance')} ({first_skip.get('detail', '')}){more}"
     return words
 
 
@@ -134,6 +142,13 @@ def board_event(record: Any) -> dict[str, Any]:
                 "ms": a.get("ms"),
             }
             for a in record.attempt_log
+            if a.get("outcome") != "skipped"
+        ],
+        # Targets left out for a capability (never attempted): named, not drawn through a lane.
+        "skipped": [
+            {"route": a.get("route"), "instance": a.get("instance"), "reason": a.get("detail", "")}
+            for a in record.attempt_log
+            if a.get("outcome") == "skipped"
         ],
     }
 

@@ -19,8 +19,14 @@ import orjson
 from django.utils import timezone
 
 from gateway.engine.auto import GOALS
+from gateway.engine.capability import needs_of, unfit_instances
 from gateway.hotpath import errors
-from gateway.hotpath.auto_request import explain_auto, goal_balancer, routing_options
+from gateway.hotpath.auto_request import (
+    explain_auto,
+    goal_balancer,
+    routing_options,
+    with_difficulty,
+)
 from gateway.hotpath.outcomes import record_outcome
 from gateway.hotpath.proxy import ClientRequest, proxy
 from gateway.hotpath.runtime import routing
@@ -197,10 +203,16 @@ def _explained(
     )
     if balancer is None or balancer.routing_mode != "auto":
         return None
-    _, auto = routing_options(
+    payload, auto = routing_options(
         balancer, PLAYGROUND_KEY, payload
     )  # a bad config: proxy() answers the 400
-    return explain_auto(balancer, auto)
+    if auto is not None:
+        auto = with_difficulty(auto, payload, workload_kind)
+    unfit = unfit_instances(
+        (m.instance for r in balancer.routes for m in r.group.members),
+        needs_of(payload, workload_kind),
+    )
+    return explain_auto(balancer, auto, unfit)
 
 
 # -- sample calls -------------------------------------------------------------------------

@@ -25,6 +25,13 @@ DEMO_MODELS = [
     "llama-local",
 ]
 POOL = ["gpt-oss-120b", "backup-small", "qwen2.5-coder-7b"]
+EASY = "Hello"
+HARD = (
+    "Write a Python function that parses a CSV file, handles quoted fields with embedded "
+    "newlines, and returns a list of dicts; include unit tests."
+)
+IMAGE = "https://example.com/cat.png"
+TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
 
 
 def main() -> None:
@@ -52,6 +59,37 @@ def main() -> None:
         },
     ).json()
     print(json.dumps({k: explained[k] for k in ("reason", "ranking", "skipped")}, indent=1))
+    # The prompt's difficulty: an easy and a hard prompt through `auto` (balanced).
+    for label, prompt in (("easy", EASY), ("hard", HARD)):
+        messages = [{"role": "user", "content": prompt}]
+        explained = httpx.post(
+            BASE + "/explain",
+            headers={"Authorization": f"Bearer {KEY}"},
+            json={"model": "auto", "messages": messages},
+        ).json()
+        top = explained["ranking"][0]
+        served = client.chat.completions.create(model="auto", messages=messages).model
+        print(
+            f"{label}: difficulty {explained['difficulty']} -> {served} "
+            f"(explain's first: {top['model']}, difficulty term {top['terms']['difficulty']})"
+        )
+    # Capabilities: an image to `auto`, tools to `auto-free` (its only model takes no tools).
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": IMAGE}}]}
+        ],
+    )
+    print(
+        "image ->",
+        raw.parse().model,
+        "| x-balancer-skipped:",
+        raw.headers.get("x-balancer-skipped"),
+    )
+    try:
+        client.chat.completions.create(model="auto-free", messages=HI, tools=[TOOL])
+    except openai.BadRequestError as exc:
+        print("tools to auto-free ->", exc.status_code, exc.body)
 
 
 if __name__ == "__main__":

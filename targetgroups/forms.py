@@ -12,6 +12,7 @@ from targetgroups.models import (
     TargetGroup,
     TargetGroupMember,
     WorkloadKind,
+    check_strengths,
 )
 from targetgroups.providers import PROVIDERS
 
@@ -23,6 +24,16 @@ def _formfield(field: models.Field, **kwargs: Any) -> forms.Field | None:
     if isinstance(field, models.URLField):
         kwargs = {**URL_FIELD_OPTIONS, **kwargs}
     return field.formfield(**kwargs)
+
+
+NO_STRENGTHS = "none"
+CAPABILITY_CHOICES = (
+    "supports_tools",
+    "supports_vision",
+    "supports_json_mode",
+    "supports_streaming",
+)
+CAPABILITY_CHOICES_LIST = [("unknown", "Catalogue default"), ("true", "Yes"), ("false", "No")]
 
 
 class InstanceForm(forms.ModelForm):
@@ -53,6 +64,14 @@ class InstanceForm(forms.ModelForm):
             "capacity_unit",
             "capacity",
             "quality_tier",
+            "cached_input_price_per_million",
+            "context_window",
+            "max_output_tokens",
+            "supports_tools",
+            "supports_vision",
+            "supports_json_mode",
+            "supports_streaming",
+            "strengths",
             "connect_timeout",
             "first_byte_timeout",
             "request_timeout",
@@ -64,11 +83,31 @@ class InstanceForm(forms.ModelForm):
     # then the instance keeps what it has (per token, for a new one).
     PRICING_FIELDS = ("pricing", "capacity_price_per_hour", "capacity_unit", "capacity")
 
+    strengths = forms.CharField(
+        required=False,
+        max_length=400,
+        help_text="Comma-separated, e.g. code, reasoning. Empty: the catalogue's; "
+        "'none' for no strengths.",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.initial["api_key"] = ""
         for name in self.PRICING_FIELDS:
             self.fields[name].required = False
+        # Empty prices and tier take the model catalogue's (targetgroups.services.instance_save).
+        for name in ("input_price_per_million", "output_price_per_million", "quality_tier"):
+            field = self.fields[name]
+            field.required = False
+            field.help_text = f"{field.help_text} Empty: the model catalogue's.".strip()
+        for name in CAPABILITY_CHOICES:
+            widget = forms.NullBooleanSelect()
+            widget.choices = CAPABILITY_CHOICES_LIST
+            self.fields[name].widget = widget
+        stored = self.instance.strengths if self.instance.pk else None
+        self.initial["strengths"] = (
+            "" if stored is None else (", ".join(stored) if stored else NO_STRENGTHS)
+        )
 
     def _clean_pricing(self, name: str) -> Any:
         value = self.cleaned_data.get(name)
@@ -85,6 +124,19 @@ class InstanceForm(forms.ModelForm):
 
     def clean_capacity(self) -> Any:
         return self._clean_pricing("capacity")
+
+    def clean_strengths(self) -> list[str] | None:
+        """ "" -> None (the catalogue's); "none" -> []; else the comma-separated words."""
+        text = (self.cleaned_data.get("strengths") or "").strip().lower()
+        if not text:
+            return None
+        if text == NO_STRENGTHS:
+            return []
+        words = [w.strip() for w in text.split(",") if w.strip()]
+        message = check_strengths(words)
+        if message:
+            raise forms.ValidationError(message)
+        return words
 
     def clean_api_key(self) -> str | None:
         """The new key; "" removes the stored one; None keeps it (the field was left blank)."""

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from targetgroups import catalogue
 from targetgroups.encryption import UnreadableSecret, decrypt, encrypt
 from targetgroups.providers import AZURE_API_VERSION, PROVIDERS
 from targetgroups.validators import slug_validator, validate_base_url
@@ -154,6 +156,50 @@ class Instance(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(5)],
         help_text="1 (basic) to 5 (frontier); used by auto routing.",
     )
+    # Capabilities: empty (None) takes the model catalogue's default (targetgroups/catalogue.py);
+    # a value set here always wins over it.
+    cached_input_price_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="USD per 1M cached input tokens. Empty: the catalogue's price.",
+    )
+    context_window = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100_000_000)],
+        help_text="Tokens (prompt and answer). Empty: the catalogue's; unknown is never checked.",
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100_000_000)],
+        help_text="Largest answer in tokens. Empty: the catalogue's; unknown is never checked.",
+    )
+    supports_tools = models.BooleanField(
+        null=True, blank=True, default=None, help_text="Takes `tools`. Empty: the catalogue's."
+    )
+    supports_vision = models.BooleanField(
+        null=True, blank=True, default=None, help_text="Takes images. Empty: the catalogue's."
+    )
+    supports_json_mode = models.BooleanField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Takes response_format json_object / json_schema. Empty: the catalogue's.",
+    )
+    supports_streaming = models.BooleanField(
+        null=True, blank=True, default=None, help_text="Streams answers. Empty: the catalogue's."
+    )
+    strengths = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="What the model is good at: code, reasoning, multilingual, vision, "
+        "long-context... Empty: the catalogue's.",
+    )
     connect_timeout = models.FloatField(
         default=5.0, validators=[MinValueValidator(0.05), MaxValueValidator(600)]
     )
@@ -215,8 +261,23 @@ class Instance(models.Model):
     def api_key(self, value: str) -> None:
         self.api_key_encrypted = encrypt(value or "")
 
+    @property
+    def catalogue_entry(self) -> catalogue.CatalogueModel | None:
+        """The catalogue's entry for this instance's model name (None: not in the catalogue)."""
+        if self.provider == Provider.BUILTIN:
+            return None
+        return catalogue.lookup(self.model)
+
+    def capabilities(self) -> Capabilities:
+        """What routing reads: the instance's own values, else the catalogue's, else unknown."""
+        return resolve_capabilities(self, self.catalogue_entry)
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
+        if self.strengths is not None:
+            message = check_strengths(self.strengths)
+            if message:
+                errors["strengths"] = message
         facts = PROVIDERS.get(self.provider)
         # "openai" and "anthropic" instances name their server (any OpenAI-compatible one, an
         # Anthropic proxy); the other providers default to their public API.
@@ -275,6 +336,95 @@ class Instance(models.Model):
                     break
         if errors:
             raise ValidationError(errors)
+
+
+MAX_STRENGTHS = 10
+
+
+def check_strengths(value: Any) -> str:
+    """ "" when `value` is a valid strengths list, else what is wrong with it."""
+    if not isinstance(value, list) or len(value) > MAX_STRENGTHS:
+        return f'Strengths are a list of at most {MAX_STRENGTHS} words, e.g. ["code", "reasoning"].'
+    for item in value:
+        if not isinstance(item, str) or not STRENGTH_WORD.match(item):
+            return (
+                f"{str(item)[:40]!r} is not a strength: lower-case letters, digits and '-' "
+                f"(known: {', '.join(catalogue.STRENGTHS)})."
+            )
+    return ""
+
+
+STRENGTH_WORD = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """An instance's effective capabilities; None where neither the operator nor the catalogue says.
+
+    `source` names where each value came from ("instance" or "catalogue") for the pages.
+    """
+
+    context_window: int | None
+    max_output_tokens: int | None
+    supports_tools: bool | None
+    supports_vision: bool | None
+    supports_json_mode: bool | None
+    supports_streaming: bool | None
+    strengths: tuple[str, ...]
+    cached_input_price_per_million: Decimal | None
+    source: dict[str, str]
+
+
+CAPABILITY_FIELDS = (
+    "context_window",
+    "max_output_tokens",
+    "supports_tools",
+    "supports_vision",
+    "supports_json_mode",
+    "supports_streaming",
+    "cached_input_price_per_million",
+)
+
+
+def resolve_capabilities(
+    instance: Instance, entry: catalogue.CatalogueModel | None
+) -> Capabilities:
+    values: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for name in CAPABILITY_FIELDS:
+        own = getattr(instance, name)
+        if own is not None:
+            values[name], source[name] = own, "instance"
+        elif entry is not None and getattr(entry, name) is not None:
+            values[name], source[name] = getattr(entry, name), "catalogue"
+        else:
+            values[name] = None
+    if instance.strengths is not None:
+        strengths, source["strengths"] = tuple(instance.strengths), "instance"
+    elif entry is not None:
+        strengths, source["strengths"] = entry.strengths, "catalogue"
+    else:
+        strengths = ()
+    return Capabilities(strengths=strengths, source=source, **values)
+
+
+def catalogue_defaults(model: str, provider: str) -> dict[str, Any]:
+    """The stored fields a new instance of `model` takes from the catalogue when not given:
+    its prices and quality tier (the capability fields stay empty and follow the catalogue)."""
+    if provider == Provider.BUILTIN:
+        return {}
+    entry = catalogue.lookup(model)
+    if entry is None:
+        return {}
+    found: dict[str, Any] = {"quality_tier": entry.quality_tier}
+    for name in ("input_price_per_million", "output_price_per_million"):
+        price = getattr(entry, name)
+        if price is not None:  # the field keeps 6 decimal places
+            found[name] = price.quantize(PRICE_PLACES)
+    return found
+
+
+PRICE_PLACES = Decimal("0.000001")
 
 
 class TargetGroup(models.Model):

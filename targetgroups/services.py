@@ -8,7 +8,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 
 from targetgroups.documents import DocumentError, document_validate
-from targetgroups.models import Instance, ProviderCredential, TargetGroup, TargetGroupMember
+from targetgroups.models import (
+    Instance,
+    ProviderCredential,
+    TargetGroup,
+    TargetGroupMember,
+    catalogue_defaults,
+)
 from targetgroups.signals import configuration_changed
 
 INSTANCE_FIELDS = (
@@ -24,6 +30,14 @@ INSTANCE_FIELDS = (
     "capacity_unit",
     "capacity",
     "quality_tier",
+    "cached_input_price_per_million",
+    "context_window",
+    "max_output_tokens",
+    "supports_tools",
+    "supports_vision",
+    "supports_json_mode",
+    "supports_streaming",
+    "strengths",
     "connect_timeout",
     "first_byte_timeout",
     "request_timeout",
@@ -31,14 +45,32 @@ INSTANCE_FIELDS = (
     "enabled",
 )
 
+# Stored fields a new instance takes from the model catalogue when not given (or given empty).
+CATALOGUE_FILLED = ("input_price_per_million", "output_price_per_million", "quality_tier")
+
 
 def instance_save(
     *, instance: Instance | None = None, api_key: str | None = None, **fields: Any
 ) -> Instance:
-    """Create or update an instance. `api_key=None` keeps the stored key; "" clears it."""
+    """Create or update an instance. `api_key=None` keeps the stored key; "" clears it.
+
+    A new instance whose prices or quality tier are not given takes the model catalogue's
+    (targetgroups/catalogue.py) when it knows the model; given values always win.
+    """
+    creating = instance is None or instance.pk is None
     instance = instance or Instance()
     for key, value in fields.items():
-        setattr(instance, key, value)
+        if key not in CATALOGUE_FILLED or value is not None:
+            setattr(instance, key, value)
+    wanted = [
+        key
+        for key in CATALOGUE_FILLED
+        if (key in fields and fields[key] is None) or (creating and key not in fields)
+    ]
+    if wanted:
+        defaults = catalogue_defaults(instance.model, instance.provider)
+        for key in wanted:
+            setattr(instance, key, defaults.get(key, Instance._meta.get_field(key).get_default()))
     if api_key is not None:
         instance.api_key = api_key
     if instance.pk and instance.workload_kind != Instance.objects.get(pk=instance.pk).workload_kind:

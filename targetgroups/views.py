@@ -391,6 +391,36 @@ class SimulatorForm(forms.Form):
         return options
 
 
+def _yes_no(value: bool | None) -> str:
+    return "unknown" if value is None else ("yes" if value else "no")
+
+
+def capability_rows(instance: Instance) -> list[tuple[str, str, str]]:
+    """(label, effective value, where it came from) for the instance page."""
+    caps = instance.capabilities()
+    source = caps.source
+
+    def tokens(value: int | None) -> str:
+        return "unknown" if value is None else f"{value:,} tokens"
+
+    return [
+        ("Context window", tokens(caps.context_window), source.get("context_window", "")),
+        ("Max output", tokens(caps.max_output_tokens), source.get("max_output_tokens", "")),
+        ("Tools", _yes_no(caps.supports_tools), source.get("supports_tools", "")),
+        ("Vision", _yes_no(caps.supports_vision), source.get("supports_vision", "")),
+        ("JSON mode", _yes_no(caps.supports_json_mode), source.get("supports_json_mode", "")),
+        ("Streaming", _yes_no(caps.supports_streaming), source.get("supports_streaming", "")),
+        ("Strengths", ", ".join(caps.strengths) or "none", source.get("strengths", "")),
+        (
+            "Cached input",
+            "unknown"
+            if caps.cached_input_price_per_million is None
+            else f"${caps.cached_input_price_per_million.normalize():f} / 1M tokens",
+            source.get("cached_input_price_per_million", ""),
+        ),
+    ]
+
+
 def _instance_context(
     instance: Instance, form: InstanceForm, sim_form: SimulatorForm | None = None
 ) -> dict[str, Any]:
@@ -404,6 +434,8 @@ def _instance_context(
         context["probe_seconds"] = settings.GATEWAY_PROBE_SECONDS
         context["probe_down_after"] = settings.GATEWAY_PROBE_DOWN_AFTER
         context["probe_up_after"] = settings.GATEWAY_PROBE_UP_AFTER
+        context["catalogue"] = instance.catalogue_entry
+        context["capability_rows"] = capability_rows(instance)
         context["memberships"] = instance.memberships.select_related("group").order_by(
             "group__name"
         )

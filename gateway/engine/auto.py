@@ -42,19 +42,26 @@ Every factor is a number in [0, 1], higher is better::
     availability a = share of successes among the recent outcomes (1 with none)
     strength     f = 1 if the preference's strength (``code`` for code) is
                      among the instance's strengths, else 0
+    difficulty   d = 1 - |difficulty - q|    how well the quality tier fits the
+                     prompt's difficulty (the built-in router model's P(hard),
+                     gateway/router_models/difficulty.py): an easy prompt fits a
+                     low tier, a hard one a high tier; 0 for every candidate
+                     when the difficulty is not known
 
-    score = a * (wq*q + ws*s + wc*c + wl*l + wf*f)
+    score = a * (wq*q + ws*s + wc*c + wl*l + wf*f + wd*d)
 
-    preference   wq    ws    wc    wl    wf
-    balanced     0.30  0.30  0.25  0.15  0
-    quality      0.85  0.07  0.03  0.05  0     (one quality tier, 0.85 * 0.25,
-                                                outweighs all the rest together)
-    speed        0.05  0.75  0.05  0.15  0
-    cost         0.10  0.10  0.75  0.05  0
-    code         0.35  0.04  0.03  0.03  0.55  (code strength first: the weakest
-                                                coder, 0.55, beats the best
-                                                non-coder, 0.35 + 0.10; then
-                                                quality among the coders)
+    preference   wq    ws    wc    wl    wf    wd
+    balanced     0.30  0.30  0.25  0.15  0     0.20  (the one that "analyses the
+                                                      request": easy prompts go
+                                                      down the tiers, hard ones up)
+    quality      0.85  0.07  0.03  0.05  0     0     (one quality tier, 0.85 * 0.25,
+                                                      outweighs all the rest together)
+    speed        0.05  0.75  0.05  0.15  0     0
+    cost         0.10  0.10  0.75  0.05  0     0
+    code         0.35  0.04  0.03  0.03  0.55  0     (code strength first: the weakest
+                                                      coder, 0.55, beats the best
+                                                      non-coder, 0.35 + 0.10; then
+                                                      quality among the coders)
 
 Each score is also kept broken into its terms (weight x factor, before
 availability multiplies) for ``/v1/explain``.
@@ -71,7 +78,7 @@ member order. An unknown preference ranks as ``balanced``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -125,10 +132,11 @@ class Weights:
     cost: float
     load: float
     strength: float = 0.0
+    difficulty: float = 0.0
 
 
 PREFERENCE_WEIGHTS: dict[str, Weights] = {
-    BALANCED: Weights(quality=0.30, speed=0.30, cost=0.25, load=0.15),
+    BALANCED: Weights(quality=0.30, speed=0.30, cost=0.25, load=0.15, difficulty=0.20),
     QUALITY: Weights(quality=0.85, speed=0.07, cost=0.03, load=0.05),
     SPEED: Weights(quality=0.05, speed=0.75, cost=0.05, load=0.15),
     COST: Weights(quality=0.10, speed=0.10, cost=0.75, load=0.05),
@@ -145,7 +153,8 @@ class AutoRequest:
     ``allowed``: the instance pks the key may use (None: all). ``pool``: the
     pks ``model_routing_config.models`` named (None: all). ``order``: the
     ``models`` fallback list, as the pks of each listed model in list order
-    (empty: no list). ``free_only``: ``auto-free``.
+    (empty: no list). ``free_only``: ``auto-free``. ``difficulty``: the prompt's
+    P(hard) from the built-in router model (None: not known).
     """
 
     preference: str = BALANCED
@@ -153,6 +162,7 @@ class AutoRequest:
     pool: frozenset[int] | None = None
     order: tuple[frozenset[int], ...] = ()
     free_only: bool = False
+    difficulty: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +179,7 @@ class RankedInstance:
     availability: float
     strength: float = 0.0
     weights: Weights = PREFERENCE_WEIGHTS[BALANCED]
+    fit: float = 0.0  # the difficulty factor: how well the tier fits the prompt's difficulty
 
     @property
     def instance(self) -> InstanceSpec:
@@ -183,6 +194,7 @@ class RankedInstance:
             "cost": w.cost * self.cost,
             "load": w.load * self.load,
             "strength": w.strength * self.strength,
+            "difficulty": w.difficulty * self.fit,
             "availability": self.availability,
         }
 
@@ -240,11 +252,16 @@ def rank_auto(
     load: LoadStats,
     now: float,
     excluded: Collection[int] = (),
+    unfit: Mapping[int, str] | None = None,
 ) -> AutoRanking:
-    """The ranking for one request, with every skipped instance and why."""
+    """The ranking for one request, with every skipped instance and why.
+
+    ``unfit``: the instances that cannot serve the request (``capability``), with the reason;
+    skipped with it, and outside the pool (not even the last resort tries them).
+    """
     preference, weights = weights_for(request.preference)
     wanted = PREFERENCE_STRENGTH.get(preference)
-    candidates, skipped, pool = _candidates(balancer, request, health, now, excluded)
+    candidates, skipped, pool = _candidates(balancer, request, health, now, excluded, unfit or {})
     if not candidates:
         return AutoRanking(preference, [], skipped, pool)
 
@@ -253,6 +270,9 @@ def rank_auto(
     best_latency = min(measured) if measured else LATENCY_FLOOR_S
     prices = [_price(member.instance) for _, member in candidates]
     cheapest = min(prices)
+    difficulty = request.difficulty
+    if difficulty is not None:
+        difficulty = min(max(difficulty, 0.0), 1.0)
 
     ranked: list[RankedInstance] = []
     for (route, member), latency, price in zip(candidates, latencies, prices, strict=True):
@@ -263,14 +283,16 @@ def rank_auto(
         busy = 1.0 / (1 + load.in_flight(pk))
         a = health.success_rate(pk) if health is not None else 1.0
         f = 1.0 if wanted is not None and wanted in member.instance.strengths else 0.0
+        d = 0.0 if difficulty is None else 1.0 - abs(difficulty - q)
         score = a * (
             weights.quality * q
             + weights.speed * s
             + weights.cost * c
             + weights.load * busy
             + weights.strength * f
+            + weights.difficulty * d
         )
-        ranked.append(RankedInstance(route, member, score, q, s, c, busy, a, f, weights))
+        ranked.append(RankedInstance(route, member, score, q, s, c, busy, a, f, weights, d))
     # sort() is stable: equal scores keep route order, then member order.
     if request.order:
         position = {
@@ -288,6 +310,7 @@ def _candidates(
     health: HealthTracker | None,
     now: float,
     excluded: Collection[int],
+    unfit: Mapping[int, str],
 ) -> tuple[list[tuple[RouteSpec, MemberSpec]], list[Skipped], frozenset[int]]:
     seen: set[int] = set()
     found: list[tuple[RouteSpec, MemberSpec]] = []
@@ -301,7 +324,7 @@ def _candidates(
             if pk in seen or (request.allowed is not None and pk not in request.allowed):
                 continue
             seen.add(pk)
-            reason = _skip_reason(member, request, listed, excluded)
+            reason = _skip_reason(member, request, listed, excluded, unfit)
             if reason is None and health is not None and not health.is_eligible(pk, now):
                 reason = SKIP_COOLING
             if reason is None:
@@ -320,6 +343,7 @@ def _skip_reason(
     request: AutoRequest,
     listed: frozenset[int] | None,
     excluded: Collection[int],
+    unfit: Mapping[int, str],
 ) -> str | None:
     pk = member.instance.pk
     if not is_servable(member):
@@ -330,6 +354,8 @@ def _skip_reason(
         return SKIP_LIST
     if request.free_only and _price(member.instance) > 0:
         return SKIP_PRICED
+    if pk in unfit:
+        return unfit[pk]
     if pk in excluded:
         return SKIP_EXCLUDED
     return None

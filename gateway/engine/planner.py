@@ -18,7 +18,13 @@ The rules, as DESIGN.md states them and this file applies them:
 6. If nothing at all is eligible for the first attempt (everything cooling
    down), the least recently failed instance of all those routes is tried once,
    rather than refusing outright.
-7. ``auto`` mode ranks the eligible instances of all routes (see ``auto``) and
+7. Capabilities (``capability``): a target that cannot serve the request
+   (tools, images, JSON mode, streaming, max output, context window) is never
+   attempted, in any mode, not even as the last resort; each one is recorded
+   in ``skipped`` with the reason. An upstream that refuses the prompt as too
+   long (``outgrown()``) drops every target whose window is not larger, and the
+   request fails over to a larger window, with no health penalty.
+8. ``auto`` mode ranks the eligible instances of all routes (see ``auto``) and
    fails over down that ranking, under the same rules 4 to 6; the last resort
    of rule 6 stays inside the request's pool (its key's limit, its
    ``model_routing_config`` and ``models``, ``auto-free``).
@@ -56,6 +62,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.engine.auto import AutoRanking, AutoRequest, RankedInstance, rank_auto
+from gateway.engine.capability import Needs, outgrown_reason, unfit_instances
 from gateway.engine.health import HealthTracker
 from gateway.engine.selection import LoadStats, SelectionState, is_servable
 from gateway.engine.types import BalancerSpec, InstanceSpec, MemberSpec, RouteSpec
@@ -73,6 +80,7 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 ABANDONED = "abandoned"
 OVERTAKEN = "overtaken"  # past its latency threshold: cut, or lost a hedged race
+OUTGROWN = "outgrown"  # the upstream refused the prompt as larger than its context window
 
 
 @dataclass(slots=True)
@@ -150,8 +158,10 @@ class AttemptPlan:
         "_open",
         "_position",
         "_ranking",
+        "_reach",
         "_routes",
         "_tried",
+        "_unfit",
         "attempts",
         "auto",
         "balancer",
@@ -160,6 +170,7 @@ class AttemptPlan:
         "log",
         "reason",
         "routing",
+        "skipped",
     )
 
     def __init__(
@@ -171,6 +182,7 @@ class AttemptPlan:
         ranking: list[RankedInstance] | None = None,
         reason: str = "",
         auto: AutoRanking | None = None,
+        unfit: dict[int, str] | None = None,
     ) -> None:
         self.balancer = balancer
         self.routing = routing
@@ -185,7 +197,20 @@ class AttemptPlan:
         self.auto = auto  # auto mode: the whole ranking, skipped instances included
         self._position = 0  # index into routes, or into the ranking
         self._tried: set[int] = set()  # instance pks attempted in this request
+        # Instances that cannot serve this request (capability rules), with the reason.
+        self._unfit: dict[int, str] = dict(unfit or {})
+        # Every target left out for a capability, in the order met: (route, member, reason).
+        self.skipped: list[tuple[RouteSpec, MemberSpec, str]] = []
+        # Auto mode: the instances the request may use at all (its pool, and those of it that
+        # a capability left out); None: every member of the routes.
+        self._reach: frozenset[int] | None = (
+            None
+            if auto is None
+            else auto.pool
+            | {s.instance.pk for s in auto.skipped if s.reason == self._unfit.get(s.instance.pk)}
+        )
         self._finished = False
+        self._note_skipped()
 
     @property
     def decided_route(self) -> RouteSpec | None:
@@ -249,6 +274,59 @@ class AttemptPlan:
         self.routing.health.record_failure(pk, self.routing.clock(), retry_after)
         self.routing.load.end(pk)
 
+    def outgrown(self, attempt: Attempt | None = None) -> None:
+        """The current attempt's upstream refused the prompt as larger than its context window.
+
+        No verdict on the instance (it answered); every target whose known window is not
+        larger than that one's is left out, so ``next()`` goes on to a larger window.
+        """
+        attempt = self._close(OUTGROWN, attempt)
+        refused = attempt.instance
+        self.routing.health.release(refused.pk)
+        self.routing.load.end(refused.pk)
+        for _, member in self._members():
+            pk = member.instance.pk
+            if pk in self._unfit or pk == refused.pk:
+                continue
+            reason = outgrown_reason(refused, member.instance)
+            if reason is not None:
+                self._unfit[pk] = reason
+        self._note_skipped()
+
+    @property
+    def capable(self) -> bool:
+        """Whether any servable target of the plan is left once the capability rules apply."""
+        return any(
+            member.instance.pk not in self._unfit and is_servable(member)
+            for _, member in self._members()
+        )
+
+    def _members(self) -> list[tuple[RouteSpec, MemberSpec]]:
+        """Every member of the routes this plan may use, each instance once, in route order."""
+        routes = self._routes if self._ranking is None else route_order(self.balancer, None)
+        seen: set[int] = set()
+        found: list[tuple[RouteSpec, MemberSpec]] = []
+        for route in routes:
+            if not route.group.enabled:
+                continue
+            for member in route.group.members:
+                pk = member.instance.pk
+                if pk not in seen and (self._reach is None or pk in self._reach):
+                    seen.add(pk)
+                    found.append((route, member))
+        return found
+
+    def _note_skipped(self) -> None:
+        if not self._unfit:
+            return
+        noted = {member.instance.pk for _, member, _ in self.skipped}
+        for route, member in self._members():
+            pk = member.instance.pk
+            if pk in self._unfit and pk not in noted and pk not in self._tried:
+                if is_servable(member):
+                    self.skipped.append((route, member, self._unfit[pk]))
+                noted.add(pk)
+
     def abandoned(self, attempt: Attempt | None = None) -> None:
         """The request ended without a verdict on the instance (client gone, cancelled)."""
         attempt = self._close(ABANDONED, attempt)
@@ -272,8 +350,9 @@ class AttemptPlan:
         routing = self.routing
         while self._position < len(self._routes):
             route = self._routes[self._position]
+            excluded = self._tried if not self._unfit else self._tried | self._unfit.keys()
             member = routing.selection.pick(
-                route.group, now=now, health=routing.health, load=routing.load, excluded=self._tried
+                route.group, now=now, health=routing.health, load=routing.load, excluded=excluded
             )
             if member is not None:
                 return route, member, None
@@ -287,7 +366,7 @@ class AttemptPlan:
             self._position += 1
             pk = rung.instance.pk
             # Health may have changed since the ranking was made (other requests).
-            if pk not in self._tried and health.is_eligible(pk, now):
+            if pk not in self._tried and pk not in self._unfit and health.is_eligible(pk, now):
                 return rung.route, rung.member, rung
         return None
 
@@ -299,8 +378,11 @@ class AttemptPlan:
             if not route.group.enabled:
                 continue
             for member in route.group.members:
-                if is_servable(member) and (
-                    self.auto is None or member.instance.pk in self.auto.pool
+                pk = member.instance.pk
+                if (
+                    is_servable(member)
+                    and pk not in self._unfit
+                    and (self.auto is None or pk in self.auto.pool)
                 ):
                     owner.setdefault(member.instance.pk, (route, member))
         pk = self.routing.health.least_recently_failed(owner)
@@ -347,6 +429,7 @@ def plan_attempts(
     first: RouteSpec | None = None,
     reason: str = "",
     auto: AutoRequest | None = None,
+    needs: Needs | None = None,
 ) -> AttemptPlan:
     """The attempt plan of one request.
 
@@ -354,14 +437,26 @@ def plan_attempts(
     playground override), with ``reason`` for the usage event. Without it the
     mode decides: ``auto`` ranks instances (for ``auto``, what the request
     asked: preference, pool, fallback list), the other modes use ``first_route``.
+    ``needs``: what the request needs of a target (``capability.needs_of``); the
+    instances that cannot serve it are left out of every mode.
     """
+    unfit = (
+        unfit_instances((m.instance for r in balancer.routes for m in r.group.members), needs)
+        if needs is not None
+        else {}
+    )
     if first is None and balancer.routing_mode == AUTO:
         if auto is None:
             auto = AutoRequest(
                 preference=balancer.auto_preference, free_only=balancer.auto_free_only
             )
         ranking = rank_auto(
-            balancer, auto, health=routing.health, load=routing.load, now=routing.clock()
+            balancer,
+            auto,
+            health=routing.health,
+            load=routing.load,
+            now=routing.clock(),
+            unfit=unfit,
         )
         return AttemptPlan(
             balancer,
@@ -369,7 +464,10 @@ def plan_attempts(
             ranking=ranking.ranked,
             reason=f"auto:{ranking.preference}",
             auto=ranking,
+            unfit=unfit,
         )
     if first is None:
         first, reason = first_route(balancer, routing.selection)
-    return AttemptPlan(balancer, routing, routes=route_order(balancer, first), reason=reason)
+    return AttemptPlan(
+        balancer, routing, routes=route_order(balancer, first), reason=reason, unfit=unfit
+    )

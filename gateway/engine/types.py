@@ -34,6 +34,14 @@ class InstanceSpec:
     enabled: bool
     options: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     strengths: tuple[str, ...] = ()  # code, reasoning, multilingual... (auto's strength factor)
+    # Capabilities (the operator's, else the model catalogue's); None: unknown, never a refusal.
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    supports_tools: bool | None = None
+    supports_vision: bool | None = None
+    supports_json_mode: bool | None = None
+    supports_streaming: bool | None = None
+    cached_input_price_per_million: float | None = None
     pricing: str = "per_token"  # per_token | capacity (reserved, paid by the hour)
     capacity_unit: str = "concurrent_requests"  # concurrent_requests | tokens_per_second
     capacity: int = 0  # what the reserved hour buys, in capacity_unit

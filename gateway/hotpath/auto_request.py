@@ -18,13 +18,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.engine.auto import GOALS, PREFERENCES, AutoRanking, AutoRequest, rank_auto
-from gateway.engine.types import BalancerSpec
+from gateway.engine.auto import (
+    GOALS,
+    PREFERENCES,
+    AutoRanking,
+    AutoRequest,
+    rank_auto,
+    weights_for,
+)
+from gateway.engine.types import BalancerSpec, MemberSpec, RouteSpec
 from gateway.hotpath import errors
 from gateway.hotpath.runtime import routing
 from gateway.hotpath.snapshot import GatewayConfig, KeySpec
+from gateway.router_models.difficulty import default_difficulty_model
+from gateway.text import last_user_text
+
+MAX_PROMPT_CHARS = 4000  # as the classifier reads (gateway.hotpath.decision)
+
+logger = logging.getLogger(__name__)
 
 ROUTING_CONFIG = "model_routing_config"
 FALLBACK_LIST = "models"
@@ -173,16 +189,58 @@ def empty_pool_error(balancer: BalancerSpec, ranking: AutoRanking) -> errors.Gat
     )
 
 
-def explain_auto(balancer: BalancerSpec, auto: AutoRequest | None) -> dict[str, Any]:
+def prompt_difficulty(payload: Mapping[str, Any], endpoint: str = "chat") -> float | None:
+    """P(the prompt is hard) from the built-in router model (gateway/router_models/difficulty.py)
+    over the last user turn; None for an embeddings request, an empty prompt, or no model."""
+    if endpoint != "chat":
+        return None
+    text = last_user_text(payload.get("messages"))[:MAX_PROMPT_CHARS]
+    if not text.strip():
+        return None
+    try:
+        return default_difficulty_model().score_text(text)
+    except Exception:  # the router model's files are missing or unreadable: rank without it
+        logger.exception("the difficulty model failed; auto ranks without the difficulty term")
+        return None
+
+
+def with_difficulty(
+    auto: AutoRequest, payload: Mapping[str, Any], endpoint: str = "chat"
+) -> AutoRequest:
+    """The request with its prompt's difficulty, when its preference weighs it (balanced)."""
+    _, weights = weights_for(auto.preference)
+    if weights.difficulty <= 0:
+        return auto
+    return dataclasses.replace(auto, difficulty=prompt_difficulty(payload, endpoint))
+
+
+def no_capable_target_error(
+    balancer: BalancerSpec, skipped: Sequence[tuple[RouteSpec, MemberSpec, str]]
+) -> errors.GatewayError:
+    """Every target this request could use lacks what it needs: a 400 naming each and why."""
+    reasons = "; ".join(f"{m.instance.instance_id}: {reason}" for _, m, reason in skipped[:20])
+    return errors.bad_request(
+        f"No target of {balancer.serving_name!r} can serve this request: {reasons}. Remove what "
+        "they cannot take (tools, images, response_format, stream, a shorter prompt or "
+        "max_tokens), or add an instance that can.",
+        param="model",
+        code="no_capable_model",
+    )
+
+
+def explain_auto(
+    balancer: BalancerSpec, auto: AutoRequest | None, unfit: Mapping[int, str] | None = None
+) -> dict[str, Any]:
     """The ranking a request would get now, as /v1/explain and the playground show it: each candidate's
     score broken into its terms and live latency, each skipped instance with the reason."""
     if auto is None:
         auto = AutoRequest(preference=balancer.auto_preference, free_only=balancer.auto_free_only)
     ranked = rank_auto(
-        balancer, auto, health=routing.health, load=routing.load, now=routing.clock()
+        balancer, auto, health=routing.health, load=routing.load, now=routing.clock(), unfit=unfit
     )
     return {
         "reason": f"auto:{ranked.preference}",
+        "difficulty": None if auto.difficulty is None else round(auto.difficulty, 4),
         "route": ranked.ranked[0].route if ranked.ranked else None,
         "ranking": [
             {

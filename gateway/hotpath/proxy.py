@@ -24,10 +24,17 @@ from django.http import HttpResponse, StreamingHttpResponse
 
 from gateway.engine.auto import COST, AutoRequest
 from gateway.engine.budgets import cheapest_route
+from gateway.engine.capability import needs_of
 from gateway.engine.planner import AUTO, Attempt, AttemptPlan, plan_attempts
 from gateway.engine.types import BalancerSpec, InstanceSpec
 from gateway.hotpath import budgets, cache, errors
-from gateway.hotpath.auto_request import empty_pool_error, goal_balancer, routing_options
+from gateway.hotpath.auto_request import (
+    empty_pool_error,
+    goal_balancer,
+    no_capable_target_error,
+    routing_options,
+    with_difficulty,
+)
 from gateway.hotpath.decision import MAX_PROMPT_CHARS, Decision, decide
 from gateway.hotpath.direct import direct_balancer
 from gateway.hotpath.ratelimit import check_rate_limit
@@ -198,6 +205,7 @@ class _Exchange:
         "plan",
         "req",
         "scrubber",
+        "skipped_logged",
         "ttfb_ms",
     )
 
@@ -214,6 +222,28 @@ class _Exchange:
         self.attempt_log: list[dict[str, Any]] = []
         self.ttfb_ms: float | None = None
         self.budget_note = ""  # x-balancer-budget: "downgraded" or "warning"
+        self.skipped_logged = 0
+        self.log_skipped()
+
+    @property
+    def attempts(self) -> int:
+        """Attempts made (the log also holds the targets skipped for a capability)."""
+        return sum(1 for entry in self.attempt_log if entry["outcome"] != SKIPPED)
+
+    def log_skipped(self) -> None:
+        """The plan's targets left out for a capability, each once, in the attempt log."""
+        for route, member, reason in self.plan.skipped[self.skipped_logged :]:
+            self.attempt_log.append(
+                {
+                    "route": route.name,
+                    "instance": member.instance.instance_id,
+                    "outcome": SKIPPED,
+                    "status": None,
+                    "ms": 0.0,
+                    "detail": reason,
+                }
+            )
+        self.skipped_logged = len(self.plan.skipped)
 
     @property
     def reason(self) -> str:
@@ -246,9 +276,11 @@ class _Exchange:
         headers = {
             "x-balancer": self.balancer.serving_name,
             "x-balancer-decision": self.reason,
-            "x-balancer-attempts": str(len(self.attempt_log)),
+            "x-balancer-attempts": str(self.attempts),
             "x-request-id": self.req.request_id,
         }
+        if self.plan.skipped:
+            headers["x-balancer-skipped"] = _skipped_header(self.plan)
         if attempt is not None:
             headers["x-balancer-route"] = attempt.route.name
             headers["x-balancer-instance"] = attempt.instance.instance_id
@@ -291,7 +323,7 @@ class _Exchange:
                 decision_reason=self.reason,
                 confidence=self.decision.confidence,
                 classifier_ms=self.decision.classifier_ms,
-                attempts=len(self.attempt_log),
+                attempts=self.attempts,
                 attempt_log=self.attempt_log,
                 error_type=error_type,
                 stream=stream,
@@ -345,6 +377,8 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
     payload, auto = routing_options(
         balancer, req.key, payload
     )  # consumed: never forwarded upstream
+    if auto is not None:
+        auto = with_difficulty(auto, payload, req.endpoint)
     # Response cache (gateway.hotpath.cache): a hit answers here, before any decision or attempt.
     lookup = await cache.look_up(balancer, req, req.cache_control)
     if lookup is not None and lookup.entry is not None:
@@ -383,7 +417,16 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
             key_name=req.key.name,
             tags=req.tags,
         )
-    plan = plan_attempts(balancer, routing, first=decision.route, reason=decision.reason, auto=auto)
+    plan = plan_attempts(
+        balancer,
+        routing,
+        first=decision.route,
+        reason=decision.reason,
+        auto=auto,
+        needs=needs_of(payload, req.endpoint),
+    )
+    if plan.skipped and not plan.capable:
+        raise no_capable_target_error(balancer, plan.skipped)
     if plan.auto is not None and not plan.auto.pool:
         raise empty_pool_error(balancer, plan.auto)
     exchange = _Exchange(
@@ -397,6 +440,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
     client_wants_usage = bool(stream and (payload.get("stream_options") or {}).get("include_usage"))
     deadline = req.started + balancer.request_timeout
     last_failure: UpstreamFailure | None = None
+    too_long: tuple[UpstreamFailure, Attempt] | None = None  # a context-length refusal
 
     call = _Caller(req, exchange, payload, stream, client_wants_usage, deadline)
     racing: list[_Running] = []  # attempts in flight past the fast path (a latency threshold)
@@ -412,6 +456,9 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                     try:
                         answer = await call(attempt)
                     except UpstreamFailure as failure:
+                        if not failure.retryable and context_exceeded(failure):
+                            too_long = _outgrown(failure, exchange, attempt, started)
+                            continue
                         if not failure.retryable:
                             return _refused(failure, exchange, attempt, started)
                         last_failure = _failed(failure, exchange, attempt, started)
@@ -477,6 +524,9 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                 try:
                     answer = running.task.result()
                 except UpstreamFailure as failure:
+                    if not failure.retryable and context_exceeded(failure):
+                        too_long = _outgrown(failure, exchange, running.attempt, running.started)
+                        continue
                     if not failure.retryable:
                         await _overtake(racing, exchange, "cancelled")
                         return _refused(failure, exchange, running.attempt, running.started)
@@ -507,6 +557,13 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
             if any(a is running.attempt for a in plan.open_attempts):
                 plan.abandoned(running.attempt)
 
+    if too_long is not None and last_failure is None:
+        # No larger window to fail over to: the upstream's own answer, as any client error.
+        refusal, refused = too_long
+        exchange.record(
+            status=refusal.status or 400, attempt=refused, error_type="context_length_exceeded"
+        )
+        return _client_error(refusal, exchange.headers(refused), exchange.scrubber)
     status = 504 if last_failure is not None and last_failure.is_timeout else 502
     error_type = (
         last_failure.kind if status == 504 and last_failure is not None else "upstream_failed"
@@ -516,6 +573,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         "; ".join(
             f"{a['instance']} ({a['route']}): {a['outcome']}{' ' + str(a['status']) if a['status'] else ''}"
             for a in exchange.attempt_log
+            if a["outcome"] != SKIPPED
         )
         or "no instance was available"
     )
@@ -528,6 +586,41 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         code="upstream_timeout" if status == 504 else "upstream_unavailable",
         headers=exchange.headers(None),
     )
+
+
+SKIPPED = "skipped"  # an attempt-log entry for a target left out for a capability
+CONTEXT_EXCEEDED = "context_length_exceeded"
+MAX_SKIPPED_HEADER = 1000
+# How upstreams say "the prompt is larger than my context window" in a 4xx answer: OpenAI's
+# code `context_length_exceeded` ("This model's maximum context length is N tokens"),
+# Anthropic's "prompt is too long: N tokens > M maximum", Gemini's "input token count ...
+# exceeds the maximum", vLLM's and others' wordings of the same.
+_CONTEXT_CODES = frozenset({"context_length_exceeded"})
+_CONTEXT_MESSAGE = re.compile(
+    r"context[ _-]?length|context window|maximum context|prompt is too long|input is too long"
+    r"|too many (?:input )?tokens|input token count.*exceeds|exceeds the maximum (?:number of )?tokens",
+    re.IGNORECASE,
+)
+
+
+def context_exceeded(failure: UpstreamFailure) -> bool:
+    """Whether an upstream's client error says the prompt is larger than its context window."""
+    if failure.status not in (400, 413, 422) or not failure.body:
+        return False
+    try:
+        parsed = orjson.loads(failure.body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and error.get("code") in _CONTEXT_CODES:
+        return True
+    return _CONTEXT_MESSAGE.search(_upstream_message(failure.body)[:2000]) is not None
+
+
+def _skipped_header(plan: AttemptPlan) -> str:
+    """`inst_a: no vision (...); inst_b: ...` for the x-balancer-skipped header (bounded)."""
+    text = "; ".join(f"{m.instance.instance_id}: {reason}" for _, m, reason in plan.skipped)
+    return text if len(text) <= MAX_SKIPPED_HEADER else text[: MAX_SKIPPED_HEADER - 3] + "..."
 
 
 def _cache_entry(body: bytes, attempt: Attempt, prompt: int, completion: int) -> cache.Entry:
@@ -687,6 +780,17 @@ def _failed(
             exchange.scrubber.text(_failure_text(failure)),
         )
     return failure
+
+
+def _outgrown(
+    failure: UpstreamFailure, exchange: _Exchange, attempt: Attempt, started: float
+) -> tuple[UpstreamFailure, Attempt]:
+    """The upstream refused the prompt as larger than its context window: no penalty; the
+    targets whose window is not larger are skipped, the next one is larger."""
+    exchange.plan.outgrown(attempt)
+    exchange.log_attempt(attempt, CONTEXT_EXCEEDED, started, failure.status, _failure_text(failure))
+    exchange.log_skipped()
+    return failure, attempt
 
 
 def _refused(

@@ -24,7 +24,6 @@ from balancers.rule_syntax import RuleSyntaxError, compile_keywords, compile_pat
 from gateway.db import in_thread
 from gateway.engine.auto import FREE_GOAL, GOALS
 from gateway.engine.budgets import BudgetSpec, usd_to_units
-from gateway.engine.catalogue import strengths_for
 from gateway.engine.types import (
     BalancerSpec,
     CachePolicy,
@@ -101,6 +100,8 @@ def instance_spec(instance: Instance) -> InstanceSpec:
     # A blank base URL means the provider's own (targetgroups.providers): Groq's, Mistral's...
     # ("openai" and "anthropic" instances always name theirs: Instance.clean).
     base_url = instance.base_url or (facts.base_url if facts is not None else "")
+    caps = instance.capabilities()  # the operator's values, else the model catalogue's
+    cached = caps.cached_input_price_per_million
     return InstanceSpec(
         pk=instance.pk,
         instance_id=instance.instance_id,
@@ -118,7 +119,14 @@ def instance_spec(instance: Instance) -> InstanceSpec:
         request_timeout=instance.request_timeout,
         enabled=instance.enabled,
         options=MappingProxyType(dict(instance.options or {})),
-        strengths=strengths_for(instance.model),
+        strengths=caps.strengths,
+        context_window=caps.context_window,
+        max_output_tokens=caps.max_output_tokens,
+        supports_tools=caps.supports_tools,
+        supports_vision=caps.supports_vision,
+        supports_json_mode=caps.supports_json_mode,
+        supports_streaming=caps.supports_streaming,
+        cached_input_price_per_million=None if cached is None else float(cached),
         pricing=instance.pricing,
         capacity_unit=instance.capacity_unit,
         capacity=instance.capacity,

@@ -26,12 +26,13 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
+from gateway.engine.capability import needs_of, unfit_instances
 from gateway.engine.planner import first_route, route_order
 from gateway.engine.rules import MATCHED, RuleCheck
-from gateway.engine.types import BalancerSpec, RuleSpec
+from gateway.engine.types import BalancerSpec, RouteSpec, RuleSpec
 from gateway.hotpath import completions_wire, errors, messages_wire, outcomes, responses_wire
 from gateway.hotpath.auth import GatewayKeyAuthentication, GatewayPrincipal
-from gateway.hotpath.auto_request import explain_auto, routing_options
+from gateway.hotpath.auto_request import explain_auto, routing_options, with_difficulty
 from gateway.hotpath.decision import Decision, decide
 from gateway.hotpath.proxy import (
     ClientRequest,
@@ -360,12 +361,22 @@ class ExplainApi(GatewayApiView):
         route, reason = decision.route, decision.reason
         ranking: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
+        difficulty = decision.difficulty
+        unfit = unfit_instances(
+            (m.instance for r in balancer.routes for m in r.group.members),
+            needs_of(payload, "chat"),
+        )
         if route is None and balancer.routing_mode == "auto":
-            explained = explain_auto(balancer, auto)
+            if auto is not None:
+                auto = with_difficulty(auto, payload)
+            explained = explain_auto(balancer, auto, unfit)
             route, reason = explained["route"], explained["reason"]
             ranking, skipped = explained["ranking"], explained["skipped"]
-        elif route is None:
-            route, reason = first_route(balancer, routing.selection)
+            difficulty = explained["difficulty"]
+        else:
+            if route is None:
+                route, reason = first_route(balancer, routing.selection)
+            skipped = _capability_skips(balancer, route, unfit)
         scores = decision.scores
         if not scores and balancer.routing_mode == "weighted":
             total = sum(r.weight for r in balancer.routes if r.enabled) or 1
@@ -392,9 +403,7 @@ class ExplainApi(GatewayApiView):
                 "classifier_ms": None
                 if decision.classifier_ms is None
                 else round(decision.classifier_ms, 3),
-                "difficulty": None
-                if decision.difficulty is None
-                else round(decision.difficulty, 4),
+                "difficulty": None if difficulty is None else round(difficulty, 4),
                 "cached": decision.cached,
                 "ranking": ranking,
                 "skipped": skipped,
@@ -402,6 +411,28 @@ class ExplainApi(GatewayApiView):
                 "rules": [_rule_check(check) for check in decision.rule_checks or ()],
             }
         )
+
+
+def _capability_skips(
+    balancer: BalancerSpec, first: RouteSpec | None, unfit: dict[int, str]
+) -> list[dict[str, Any]]:
+    """The targets of the route order that cannot serve the request, with the reason."""
+    found: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for route in route_order(balancer, first):
+        for member in route.group.members:
+            pk = member.instance.pk
+            if pk in unfit and pk not in seen:
+                seen.add(pk)
+                found.append(
+                    {
+                        "route": route.name,
+                        "instance": member.instance.instance_id,
+                        "model": member.instance.model,
+                        "reason": unfit[pk],
+                    }
+                )
+    return found
 
 
 def _rule_entry(rule: RuleSpec) -> dict[str, Any]:

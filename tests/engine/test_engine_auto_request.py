@@ -23,10 +23,10 @@ from gateway.engine.auto import (
     AutoRequest,
     rank_auto,
 )
-from gateway.engine.catalogue import strengths_for
 from gateway.engine.health import HealthTracker
 from gateway.engine.planner import plan_attempts
 from gateway.engine.selection import LoadStats
+from targetgroups.catalogue import strengths_for
 
 NOW = 1000.0
 

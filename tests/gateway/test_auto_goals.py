@@ -353,7 +353,15 @@ def test_explain_shows_each_candidate_score_terms_and_why_the_others_were_skippe
     assert answer["reason"] == "auto:quality"
     assert [c["model"] for c in answer["ranking"]] == ["premium-model", "cheap-model"]
     top = answer["ranking"][0]
-    assert set(top["terms"]) == {"quality", "speed", "cost", "load", "strength", "availability"}
+    assert set(top["terms"]) == {
+        "quality",
+        "speed",
+        "cost",
+        "load",
+        "strength",
+        "difficulty",
+        "availability",
+    }
     assert top["terms"]["quality"] == pytest.approx(
         0.85
     )  # tier 5: factor 1 times the quality weight

@@ -61,6 +61,22 @@ def record(balancer_id: int | None = 1, n: int = 0, **fields: Any) -> UsageRecor
             [{**FAILOVER[0], "outcome": "http", "status": 503}, FAILOVER[1]],
             "primary matched (90%) · fallback after sim-a HTTP error 503",
         ),
+        (
+            "ordered",
+            None,
+            [
+                {
+                    "route": "primary",
+                    "instance": "sim-a",
+                    "outcome": "skipped",
+                    "status": None,
+                    "ms": 0.0,
+                    "detail": "no vision (the request has images)",
+                },
+                FAILOVER[1],
+            ],
+            "ordered: backup first · skipped sim-a (no vision (the request has images))",
+        ),
     ],
 )
 def test_the_decision_is_said_in_operator_words(reason, confidence, log, words) -> None:
