@@ -54,6 +54,9 @@ INSTANCES: list[dict[str, Any]] = [
         "model": "gpt-oss-120b",
         "prices": ("0.60", "2.40"),
         "quality_tier": 4,
+        # The operator's strengths over the catalogue's (reasoning, code): the demo's reasoning
+        # model, so auto-code picks the coder.
+        "strengths": ["reasoning"],
         "options": {"latency_ms": 350, "tokens_per_second": 150},
     },
     {

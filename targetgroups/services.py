@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import ProtectedError
+from django.db.models import Field, ProtectedError
 
 from targetgroups.documents import DocumentError, document_validate
 from targetgroups.models import (
@@ -70,7 +70,9 @@ def instance_save(
     if wanted:
         defaults = catalogue_defaults(instance.model, instance.provider)
         for key in wanted:
-            setattr(instance, key, defaults.get(key, Instance._meta.get_field(key).get_default()))
+            field = Instance._meta.get_field(key)
+            assert isinstance(field, Field)
+            setattr(instance, key, defaults.get(key, field.get_default()))
     if api_key is not None:
         instance.api_key = api_key
     if instance.pk and instance.workload_kind != Instance.objects.get(pk=instance.pk).workload_kind:

@@ -378,13 +378,13 @@ class AttemptPlan:
             if not route.group.enabled:
                 continue
             for member in route.group.members:
-                pk = member.instance.pk
+                candidate = member.instance.pk
                 if (
                     is_servable(member)
-                    and pk not in self._unfit
-                    and (self.auto is None or pk in self.auto.pool)
+                    and candidate not in self._unfit
+                    and (self.auto is None or candidate in self.auto.pool)
                 ):
-                    owner.setdefault(member.instance.pk, (route, member))
+                    owner.setdefault(candidate, (route, member))
         pk = self.routing.health.least_recently_failed(owner)
         if pk is None:
             return None

@@ -84,7 +84,14 @@ def test_weighted_and_auto_modes_skip_the_target_that_cannot_serve_too(setup, mo
     balancer = make_balancer(
         routing_mode=mode,
         routes=[
-            {"name": "a", "intent": "A.", "instance": blind, "priority": 1, "weight": 100},
+            {
+                "name": "a",
+                "intent": "A.",
+                "instance": blind,
+                "priority": 1,
+                "weight": 100,
+                "is_default": True,
+            },
             {"name": "b", "intent": "B.", "instance": seeing, "priority": 2, "weight": 1},
         ],
     )

@@ -158,7 +158,7 @@ def test_api_refuses_bad_capabilities_with_a_400_naming_the_field(admin_client, 
         "/api/instances/", _payload(**{field: value}), content_type="application/json"
     )
     assert response.status_code == 400
-    assert field in response.json()["error"]["message"] or field in str(response.json())
+    assert field in response.json()  # the error names the field
     assert not Instance.objects.filter(instance_id="inst_cat").exists()
 
 
