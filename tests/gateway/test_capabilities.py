@@ -69,7 +69,7 @@ def test_each_capability_rule_skips_the_target_and_records_why(setup, body, lack
     assert raw.headers["x-balancer-attempts"] == "1"
     assert raw.headers["x-balancer-skipped"].startswith(f"{unable.instance_id}: {reason}")
     assert setup.upstream.count("unable-model") == 0  # never sent there
-    [event] = wait_for_events(1, serving_name=balancer.serving_name)
+    [event] = wait_for_events(1, timeout=20, serving_name=balancer.serving_name)
     assert event.attempts == 1 and event.model == "able-model"
     skipped, served = event.attempt_log
     assert skipped["instance"] == unable.instance_id and skipped["outcome"] == "skipped"
@@ -197,7 +197,7 @@ def test_a_context_length_refusal_fails_over_to_a_larger_window(setup, refusal):
     assert raw.parse().model == "large-window"
     assert raw.headers["x-balancer-attempts"] == "2"
     assert setup.upstream.count("same-window") == 0
-    [event] = wait_for_events(1, serving_name=balancer.serving_name)
+    [event] = wait_for_events(1, timeout=20, serving_name=balancer.serving_name)
     assert [(a["instance"], a["outcome"]) for a in event.attempt_log] == [
         (small.instance_id, "context_length_exceeded"),
         (same.instance_id, "skipped"),
