@@ -40,6 +40,7 @@ from gateway.reporting.selectors import (
 from gateway.services import (
     api_key_create,
     api_key_revoke,
+    api_key_update,
     budget_create,
     budget_delete,
     team_create,
@@ -102,7 +103,8 @@ def _context(form: ApiKeyForm, **extra: Any) -> dict[str, Any]:
         .select_related("team")
         .order_by("revoked_at", "-created_at")
     )
-    return {"form": form, "keys": keys, **extra}
+    teams = list(Team.objects.order_by("name"))
+    return {"form": form, "keys": keys, "teams": teams, **extra}
 
 
 @role_required(VIEWER, write=OPERATOR)
@@ -130,6 +132,38 @@ def api_key_list(request: HtmxHttpRequest) -> HttpResponse:
             form = ApiKeyForm()
     template = "gateway/api_keys.html#keys-panel" if request.htmx else "gateway/api_keys.html"
     return render(request, template, _context(form, **extra))
+
+
+class ApiKeyTeamForm(forms.Form):
+    team = forms.ModelChoiceField(
+        queryset=Team.objects.order_by("name"), to_field_name="name", required=False
+    )
+    use_case = forms.CharField(max_length=63, required=False, validators=[use_case_validator])
+
+
+@role_required(OPERATOR)
+@require_POST
+def api_key_team_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Move a key to another team (or none) and change its use-case tag: from now on, its
+    requests count there; its past usage stays with the team it had then."""
+    key = get_object_or_404(ApiKey, pk=pk)
+    form = ApiKeyTeamForm(request.POST)
+    if not form.is_valid():
+        problems = "; ".join(
+            f"{field}: {' '.join(str(e) for e in errors)}" for field, errors in form.errors.items()
+        )
+        messages.error(request, f"{key.name} not changed: {problems}")
+        return redirect("apikey-list")
+    try:
+        api_key_update(key=key, **form.cleaned_data)
+    except ValidationError as exc:
+        messages.error(request, f"{key.name} not changed: {' '.join(exc.messages)}")
+    else:
+        team = form.cleaned_data["team"]
+        messages.success(
+            request, f"{key.name} now counts to {f'team {team.name}' if team else 'no team'}."
+        )
+    return redirect("apikey-list")
 
 
 @role_required(OPERATOR)

@@ -105,6 +105,7 @@ RULES: dict[str, Rule] = {
         VIEWER, OPERATOR
     ),  # the list without secrets; creating one is an operator's
     "apikey-revoke": page(OPERATOR),
+    "apikey-team": page(OPERATOR),  # move a key to another team, change its use case
     "team-list": page(VIEWER, OPERATOR),  # the list; creating a team is an operator's
     "team-delete": page(OPERATOR),
     "budget-list": page(VIEWER, OPERATOR),  # budgets and their spend; adding one is an operator's

@@ -115,3 +115,25 @@ def test_the_board_says_when_its_balancer_is_past_the_warning_share(admin_client
     )
     page = admin_client.get(board).content.decode()
     assert "Daily budget warning" in page and "60%" in page
+
+
+def test_an_operator_moves_a_key_to_another_team_from_the_keys_page(admin_client) -> None:
+    support, research = team_create(name="support"), team_create(name="research")
+    key, _ = make_api_key(team=support, use_case="chat")
+    page = admin_client.get("/api-keys/").content.decode()
+    assert 'data-testid="key-team-form"' in page
+    response = admin_client.post(
+        f"/api-keys/{key.pk}/team/", {"team": "research", "use_case": "summaries"}, follow=True
+    )
+    assert "now counts to team research" in response.content.decode()
+    key.refresh_from_db()
+    assert key.team == research and key.use_case == "summaries"
+    bad = admin_client.post(
+        f"/api-keys/{key.pk}/team/", {"team": "nope", "use_case": "x y"}, follow=True
+    )
+    assert "not changed" in bad.content.decode()
+    key.refresh_from_db()
+    assert key.team == research and key.use_case == "summaries"
+    admin_client.post(f"/api-keys/{key.pk}/team/", {"team": "", "use_case": ""})
+    key.refresh_from_db()
+    assert key.team is None and key.use_case == ""
