@@ -126,7 +126,7 @@ def test_an_api_key_secret_is_shown_once_and_the_key_can_be_revoked(ui) -> None:
     page = ui.page
     ui.login()
     page.get_by_role("link", name="API keys").first.click()
-    page.get_by_label("Name").fill("support-app")
+    page.get_by_label("Name", exact=True).fill("support-app")
     page.get_by_label("support-balancer").check()
     page.get_by_label("Requests per minute").fill("600")
     page.get_by_role("button", name="Create key").click()

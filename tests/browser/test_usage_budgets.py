@@ -85,7 +85,7 @@ def test_an_operator_budgets_a_team_and_reads_spend_by_team_and_use_case(ui) -> 
     page.get_by_role("link", name="Teams").first.click()
     expect(page.get_by_role("heading", name="Teams", level=1)).to_be_visible()
     for name, description in (("support", "Help desk"), ("research", "Nightly summaries")):
-        page.get_by_label("Name").fill(name)
+        page.get_by_label("Name", exact=True).fill(name)
         page.get_by_label("Description").fill(description)
         ui.submit("Create team")
     expect(page.get_by_test_id("team-row")).to_have_count(2)
