@@ -59,3 +59,15 @@ def test_a_field_is_no_longer_invalid_once_its_live_check_passes(ui) -> None:
     name.fill("Billing Desk")  # and back: the check's problem marks it again
     expect(page.locator("#feedback-name")).to_contain_text("lowercase letters")
     expect(name).to_have_attribute("aria-invalid", "true")
+
+
+def test_the_balancer_lists_row_buttons_stay_inside_the_table(ui) -> None:
+    """Found walking the pages: at 1366 px the last column's Test button ran past the table."""
+    page = ui.page
+    ui.login()
+    wrap = page.locator(".table-wrap").first.bounding_box()
+    tests = page.get_by_role("link", name="Test", exact=True)
+    expect(tests.first).to_be_visible()
+    for index in range(tests.count()):
+        box = tests.nth(index).bounding_box()
+        assert box is not None and box["x"] + box["width"] <= wrap["x"] + wrap["width"]
