@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
 from django.http import (
     Http404,
     HttpResponse,
@@ -441,6 +442,10 @@ async def balancer_board_events(
         finally:
             await listening.__aexit__(None, None, None)
 
+    # The session, user and balancer look-ups ran in this request's own thread, whose database
+    # connection Django closes only when the response ends: for a stream, when the board closes.
+    # Closed now, so open boards hold no connection each (50 boards held 50 in make bench).
+    await sync_to_async(connections.close_all)()
     response = StreamingHttpResponse(stream(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events back
