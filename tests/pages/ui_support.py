@@ -26,8 +26,8 @@ def _close_stray_connections(django_db_setup: Any, django_db_blocker: Any) -> It
 
     from gateway.hotpath.usage import recorder
 
-    recorder.stop(timeout=2)
     with django_db_blocker.unblock():
+        recorder.stop(timeout=2)  # its last flush writes what is pending, from this thread
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(
