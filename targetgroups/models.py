@@ -82,7 +82,35 @@ WEIGHT_VALIDATORS = [MinValueValidator(0), MaxValueValidator(1000)]
 PRIORITY_VALIDATORS = [MinValueValidator(1), MaxValueValidator(1000)]
 
 
-class Instance(models.Model):
+class EncryptedApiKey:
+    """`api_key` read and written in clear over the model's `api_key_encrypted` Fernet token
+    (targetgroups/encryption.py). "" when none is stored, or when it cannot be decrypted: that is
+    logged, and the caller then calls its upstream without a key and fails over."""
+
+    api_key_encrypted: str
+
+    @property
+    def secret_owner(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
+    @property
+    def api_key(self) -> str:
+        try:
+            return decrypt(self.api_key_encrypted)
+        except UnreadableSecret as exc:
+            logger.error("%s: %s", self.secret_owner, exc)
+            return ""
+
+    @api_key.setter
+    def api_key(self, value: str) -> None:
+        self.api_key_encrypted = encrypt(value or "")
+
+
+class Instance(EncryptedApiKey, models.Model):
     """One callable model deployment."""
 
     instance_id = models.CharField(
@@ -244,22 +272,8 @@ class Instance(models.Model):
         return self.pricing == Pricing.CAPACITY
 
     @property
-    def has_api_key(self) -> bool:
-        return bool(self.api_key_encrypted)
-
-    @property
-    def api_key(self) -> str:
-        """The upstream key in clear; "" when none is stored, or when it cannot be decrypted
-        (logged: the instance then calls its upstream without a key and fails over)."""
-        try:
-            return decrypt(self.api_key_encrypted)
-        except UnreadableSecret as exc:
-            logger.error("instance %s: %s", self.instance_id, exc)
-            return ""
-
-    @api_key.setter
-    def api_key(self, value: str) -> None:
-        self.api_key_encrypted = encrypt(value or "")
+    def secret_owner(self) -> str:
+        return f"instance {self.instance_id}"
 
     @property
     def catalogue_entry(self) -> catalogue.CatalogueModel | None:
@@ -499,7 +513,7 @@ class TargetGroupMember(models.Model):
 CREDENTIAL_PROVIDERS = [(code, facts.label) for code, facts in PROVIDERS.items()]
 
 
-class ProviderCredential(models.Model):
+class ProviderCredential(EncryptedApiKey, models.Model):
     """One key per provider, for calling any model of that provider by its own name
     (`model="claude-sonnet-4-5"`; docs/providers.md). Encrypted like instance keys."""
 
@@ -541,21 +555,8 @@ class ProviderCredential(models.Model):
         return (self.base_url or (facts.base_url if facts else "")).rstrip("/")
 
     @property
-    def has_api_key(self) -> bool:
-        return bool(self.api_key_encrypted)
-
-    @property
-    def api_key(self) -> str:
-        """The key in clear; "" when none is stored or it cannot be decrypted (logged)."""
-        try:
-            return decrypt(self.api_key_encrypted)
-        except UnreadableSecret as exc:
-            logger.error("provider credential %s: %s", self.provider, exc)
-            return ""
-
-    @api_key.setter
-    def api_key(self, value: str) -> None:
-        self.api_key_encrypted = encrypt(value or "")
+    def secret_owner(self) -> str:
+        return f"provider credential {self.provider}"
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
