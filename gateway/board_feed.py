@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -44,7 +45,19 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "sb:board:"
+CHANNEL_PREFIX = "sb:board:"  # then the Redis database number, ":" and the balancer's pk
+
+
+@functools.lru_cache(maxsize=8)
+def channel_prefix(redis_url: str) -> str:
+    """The board channels of the deployment on `redis_url`. Redis pub/sub ignores the database
+    number, so two deployments sharing one Redis server on different databases would otherwise
+    draw each other's requests on their boards: the channel names carry the database."""
+    from redis.connection import parse_url
+
+    return f"{CHANNEL_PREFIX}{parse_url(redis_url).get('db', 0) or 0}:"
+
+
 MAX_EVENTS_PER_BATCH = 50
 QUEUE_SIZE = 200  # messages waiting for one board; past it that board loses the oldest
 NOTE_BUFFER = 5_000  # records waiting for the publisher; past it the oldest are dropped
@@ -225,7 +238,11 @@ def deliver(balancer_id: int, message: bytes) -> None:
         from gateway.hotpath.redis_client import RedisUnavailable, call_sync
 
         with contextlib.suppress(RedisUnavailable):  # the boards poll meanwhile; the breaker logs
-            call_sync(lambda client: client.publish(f"{CHANNEL_PREFIX}{balancer_id}", message))
+            call_sync(
+                lambda client: client.publish(
+                    f"{channel_prefix(settings.REDIS_URL)}{balancer_id}", message
+                )
+            )
         return
     hub.deliver_threadsafe(balancer_id, ("requests", message))
 
@@ -313,7 +330,7 @@ class BoardHub:
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             async with asyncio.timeout(2.0):
-                await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                await pubsub.psubscribe(channel_prefix(settings.REDIS_URL) + "*")
         except asyncio.CancelledError:
             shared.abandoned()
             await pubsub.aclose()
@@ -339,7 +356,7 @@ class BoardHub:
                     else message["channel"]
                 )
                 with contextlib.suppress(ValueError):
-                    balancer_id = int(channel.removeprefix(CHANNEL_PREFIX))
+                    balancer_id = int(channel.removeprefix(channel_prefix(settings.REDIS_URL)))
                     for board in list(state.boards.get(balancer_id, ())):
                         board.put(("requests", message["data"]))
         except asyncio.CancelledError:

@@ -159,6 +159,30 @@ def test_through_redis_a_batch_published_by_any_process_reaches_the_boards(setti
     assert asyncio.run(scenario()) == ("requests", b'{"events": []}')
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_deployment_on_another_database_of_the_same_redis_is_not_drawn(settings) -> None:
+    """Redis pub/sub ignores the database number: the channels carry it, so a board does not
+    draw the requests of another deployment that shares the Redis server."""
+    import redis
+
+    settings.GATEWAY_BOARD_STATE_SECONDS = 60
+    ours = settings.REDIS_URL
+    neighbour = ours.rsplit("/", 1)[0] + "/" + str((int(ours.rsplit("/", 1)[1] or 0) + 1) % 16)
+    assert board_feed.channel_prefix(ours) != board_feed.channel_prefix(neighbour)
+    hub = BoardHub()
+
+    async def scenario() -> Any:
+        async with hub.listen(7, lambda: b"{}") as board:
+            await asyncio.wait_for(board.get(), 5)  # the first lanes render
+            other = redis.Redis.from_url(neighbour)
+            other.publish(f"{board_feed.channel_prefix(neighbour)}7", b'{"theirs": 1}')
+            other.close()
+            await asyncio.to_thread(board_feed.deliver, 7, b'{"ours": 1}')
+            return await asyncio.wait_for(board.get(), 5)
+
+    assert asyncio.run(scenario()) == ("requests", b'{"ours": 1}')
+
+
 def test_a_board_that_cannot_keep_up_loses_the_oldest_messages_not_memory() -> None:
     async def scenario() -> tuple[int, Any]:
         board = board_feed._Board(1, asyncio.get_running_loop())
