@@ -20,16 +20,15 @@ Model names -> provider (`detect`):
    longest matching prefix wins. Hosts of other vendors' models (Groq, Together, Fireworks,
    OpenRouter, Ollama, Azure deployments, any OpenAI-compatible server) are reached only with
    the explicit form: `llama-3.1-8b` alone names no provider.
-3. Then the model catalogue (targetgroups.catalogue, when it is installed) as a second source:
+3. Then the model catalogue (targetgroups.catalogue) as a second source:
    a name it knows, under the provider it files it under.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass
+
+from targetgroups.catalogue import CatalogueModel, lookup
 
 # Statuses that mean "this target cannot serve this request now, another may": the gateway's
 # defaults (gateway/upstream/base.py keeps its own copy for instances). 401/403/404 from an
@@ -274,15 +273,9 @@ def _by_prefix(name: str) -> str | None:
     return found
 
 
-def catalogue_entry(model: str) -> object | None:
-    """The model catalogue's entry for a name (targetgroups.catalogue.lookup, when that module
-    is installed: it ships with the model catalogue), or None."""
-    if importlib.util.find_spec("targetgroups.catalogue") is None:
-        return None
-    lookup: Callable[[str], object] | None = getattr(
-        importlib.import_module("targetgroups.catalogue"), "lookup", None
-    )
-    return lookup(model) if callable(lookup) else None
+def catalogue_entry(model: str) -> CatalogueModel | None:
+    """The model catalogue's entry for a name (targetgroups.catalogue), or None."""
+    return lookup(model)
 
 
 def detect(model: str) -> Detected | None:
@@ -293,7 +286,12 @@ def detect(model: str) -> Detected | None:
     found = _by_prefix(model)
     if found is not None:
         return Detected(found, model, "prefix")
-    provider = getattr(catalogue_entry(model), "provider", None)
-    if isinstance(provider, str) and provider in PROVIDERS:
+    if slash:
+        # "someone/gpt-4o" names a provider this table does not know; the catalogue would read
+        # past the "someone/" and claim it for OpenAI.
+        return None
+    entry = catalogue_entry(model)
+    provider = entry.provider if entry is not None else None
+    if provider in PROVIDERS:
         return Detected(provider, model, "catalogue")
     return None

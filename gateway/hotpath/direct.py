@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import OrderedDict
-from decimal import Decimal
 from types import MappingProxyType
 
 from balancers.models import Balancer
@@ -57,11 +56,12 @@ def direct_pk(provider: str, model: str) -> int:
 def _prices(model: str) -> tuple[float, float]:
     """The model catalogue's input and output price per 1M tokens, when it knows the model."""
     entry = catalogue_entry(model)
-    prices = []
-    for name in ("input_price_per_million", "output_price_per_million"):
-        value = getattr(entry, name, None)
-        prices.append(float(value) if isinstance(value, int | float | Decimal) else 0.0)
-    return prices[0], prices[1]
+    if entry is None:
+        return 0.0, 0.0
+    return (
+        float(entry.input_price_per_million or 0),
+        float(entry.output_price_per_million or 0),
+    )
 
 
 def direct_instance(spec: ProviderSpec, model: str) -> InstanceSpec:

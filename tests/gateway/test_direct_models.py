@@ -145,6 +145,15 @@ def test_a_key_allowed_to_calls_each_provider_by_its_models_name(setup, provider
     )
     assert (claude.prompt_tokens, claude.completion_tokens, claude.status_code) == (9, 4, 200)
     assert claude.decision_reason == "direct:anthropic" and claude.balancer_id is None
+    # Priced from the model catalogue (genai-prices): $3 in, $15 out per 1M tokens.
+    from targetgroups.catalogue import lookup
+
+    prices = lookup("claude-sonnet-4-5")
+    assert prices is not None and prices.input_price_per_million
+    expected = (
+        9 * prices.input_price_per_million + 4 * (prices.output_price_per_million or 0)
+    ) / 1_000_000
+    assert claude.cost_usd == pytest.approx(expected) and claude.cost_usd > 0
     groq = events(1, serving_name="groq/llama-3.3-70b-versatile")[0]
     assert groq.stream and groq.completion_tokens == 4
 
