@@ -147,7 +147,7 @@ def test_the_usage_page_api_csv_and_board_show_the_extra_spend(admin_client, inc
     assert board.count('data-testid="board-incident"') == 2
     # Pushed with the lanes (and answered to the board's fallback poll): live while it happens.
     lanes = admin_client.get(f"/balancers/{balancer.name}/board/?lanes=1").json()
-    assert 'data-testid="failover-extra">$0.072700</div>' in lanes["summary"]
+    assert 'data-testid="failover-extra">$0.0727</div>' in lanes["summary"]
 
 
 @pytest.mark.django_db(transaction=True)
