@@ -32,6 +32,9 @@ _JSON_TYPES: tuple[tuple[type[serializers.Field], tuple[type, ...], str], ...] =
 )
 
 
+_NO_BLANK = (serializers.DecimalField, serializers.SlugRelatedField)
+
+
 def json_type_errors(fields: dict[str, serializers.Field], data: Any) -> dict[str, list[str]]:
     """`{field: [message]}` for each given value whose JSON type is not its field's."""
     if not isinstance(data, dict):
@@ -45,6 +48,9 @@ def json_type_errors(fields: dict[str, serializers.Field], data: Any) -> dict[st
             if isinstance(field, field_class):
                 if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                     errors[name] = [f"Expected {label}."]
+                elif value == "" and isinstance(field, _NO_BLANK):
+                    # DRF reads "" as null for these; the schema says a number or a name.
+                    errors[name] = [f"Expected {label}, or null for none."]
                 break
     return errors
 

@@ -172,7 +172,10 @@ SPECTACULAR_SETTINGS = {
     # can then state what it accepts (non-blank strings) apart from what it returns.
     "COMPONENT_SPLIT_REQUEST": True,
     # Two models have a `kind` with choices (content rules, cost alerts): each enum its own name.
-    "ENUM_NAME_OVERRIDES": {"CostAlertKindEnum": "gateway.models.CostAlert.Kind"},
+    "ENUM_NAME_OVERRIDES": {
+        "CostAlertKindEnum": "gateway.models.CostAlert.Kind",
+        "RuleKindEnum": "balancers.models.RuleKind",
+    },
     # Every refusal (400/401/403/404/415) is in the schema too: config/api_schema.py.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
