@@ -481,13 +481,11 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                 racing.append(_Running(attempt, call))
             newest = racing[-1]
             threshold = newest.attempt.route.latency_threshold
-            timeout = None
+            until = None
             if threshold is not None and not newest.past_threshold:
-                timeout = max(0.0, newest.started + threshold - time.monotonic())
+                until = newest.started + threshold
             try:
-                done, _ = await asyncio.wait(
-                    [r.task for r in racing], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
+                done = await _first_done([r.task for r in racing], until)
             except asyncio.CancelledError:
                 for running in racing:
                     await running.stop()
@@ -754,6 +752,20 @@ class _Running:
         result = task.result().result
         if isinstance(result, UpstreamStream):
             await result.aclose()
+
+
+async def _first_done(
+    tasks: list[asyncio.Task[_Answer]], until: float | None
+) -> set[asyncio.Task[_Answer]]:
+    """Wait for the first of the racing attempts to finish, or for time.monotonic() to reach
+    `until` (the newest attempt's latency threshold): an empty set means the threshold has passed
+    on the clock the attempt log measures with. The loop's timer alone is not that clock: uvloop
+    counts whole milliseconds from the loop's cached time and fires up to ~1 ms early."""
+    while True:
+        timeout = None if until is None else max(0.0, until - time.monotonic())
+        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if done or until is None or time.monotonic() >= until:
+            return done
 
 
 async def _overtake(racing: list[_Running], exchange: _Exchange, outcome: str) -> None:
