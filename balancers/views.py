@@ -757,46 +757,28 @@ def _rule_rows(
     return rows
 
 
-def _render_rules_fragment(
+def _render_routes_step_fragment(
     request: HtmxHttpRequest,
     balancer: Balancer | None,
     draft: dict[str, Any],
+    partial: str,
     focus: str | None = None,
 ) -> HttpResponse:
+    """One partial of the routes step drawn again after an htmx edit: "routes" (the route rows) or
+    "rules" (the content rules); both read the same draft check."""
     check = draft_check(draft)
     show_errors = "routes" in draft.get("checked", [])
+    rows = _route_rows if partial == "routes" else _rule_rows
     response = render(
         request,
-        "balancers/wizard.html#rules",
-        {
-            "draft": draft,
-            "check": check,
-            "rule_rows": _rule_rows(check, show_errors=show_errors, focus=focus),
-            "routing_mode": draft["mode"].get("routing_mode"),
-            "show_errors": show_errors,
-            "step_url": _step_url(balancer, "routes"),
-        },
-    )
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-def _render_routes_fragment(
-    request: HtmxHttpRequest,
-    balancer: Balancer | None,
-    draft: dict[str, Any],
-    focus: str | None = None,
-) -> HttpResponse:
-    check = draft_check(draft)
-    show_errors = "routes" in draft.get("checked", [])
-    response = render(
-        request,
-        "balancers/wizard.html#routes",
+        f"balancers/wizard.html#{partial}",
         {
             "draft": draft,
             "check": check,
             "routing_mode": draft["mode"].get("routing_mode"),
-            "rows": _route_rows(check, show_errors=show_errors, focus=focus),
+            ("rows" if partial == "routes" else "rule_rows"): rows(
+                check, show_errors=show_errors, focus=focus
+            ),
             "show_errors": show_errors,
             "step_url": _step_url(balancer, "routes"),
         },
@@ -847,7 +829,7 @@ def wizard_step(request: HtmxHttpRequest, step: str, name: str | None = None) ->
         draft["edited"] = True
         _store(request, balancer, draft)
         if request.htmx:
-            return _render_routes_fragment(request, balancer, draft, focus=focus)
+            return _render_routes_step_fragment(request, balancer, draft, "routes", focus=focus)
         return redirect(_step_url(balancer, "routes"))
     if step == "routes" and (nav in ("add-rule", "rule-kind") or nav.startswith("remove-rule:")):
         rules = draft_rules(draft)
@@ -864,7 +846,7 @@ def wizard_step(request: HtmxHttpRequest, step: str, name: str | None = None) ->
         draft["edited"] = True
         _store(request, balancer, draft)
         if request.htmx:
-            return _render_rules_fragment(request, balancer, draft, focus=focus)
+            return _render_routes_step_fragment(request, balancer, draft, "rules", focus=focus)
         return redirect(_step_url(balancer, "routes"))
 
     if nav == "back":
