@@ -10,7 +10,9 @@ probe, and its streams (OpenAI chunks, with the SSE comments DeepSeek and OpenRo
 the first chunk; Anthropic's Messages events).
 
 The model name picks the behaviour: `rate-limited` (429), `bad-request` (the provider's 400/422),
-`no-credit` (402), `overloaded` (503, Anthropic 529); anything else answers.
+`no-credit` (402), `overloaded` (503, Anthropic 529); anything else answers. A model name with
+`cached` in it answers with a prompt partly read from the provider's prompt cache (CACHED_USAGE:
+OpenAI's `prompt_tokens_details.cached_tokens`, Anthropic's `cache_read_input_tokens`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,20 @@ from targetgroups.providers import PROVIDERS
 
 CONTENT = "Hello from the provider."
 USAGE = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+# 2,000 prompt tokens of which 1,500 read from the prompt cache, 4 completion tokens.
+CACHED_USAGE = {
+    "prompt_tokens": 2000,
+    "completion_tokens": 4,
+    "total_tokens": 2004,
+    "prompt_tokens_details": {"cached_tokens": 1500},
+}
+# The same in Anthropic's terms: input_tokens counts only the prompt past the cache.
+ANTHROPIC_CACHED_USAGE = {
+    "input_tokens": 500,
+    "cache_read_input_tokens": 1500,
+    "cache_creation_input_tokens": 0,
+    "output_tokens": 4,
+}
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -374,7 +390,7 @@ class ProviderServer:
                             "finish_reason": "stop",
                         }
                     ],
-                    "usage": USAGE,
+                    "usage": CACHED_USAGE if "cached" in model else USAGE,
                 }
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -402,7 +418,7 @@ class ProviderServer:
             await response.write(chunk({"content": word + " "}))
         await response.write(chunk({}, "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
-            await response.write(chunk(None, usage=USAGE))
+            await response.write(chunk(None, usage=CACHED_USAGE if "cached" in model else USAGE))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
@@ -419,7 +435,9 @@ class ProviderServer:
                     "model": model,
                     "content": [{"type": "text", "text": CONTENT}],
                     "stop_reason": "end_turn",
-                    "usage": {"input_tokens": 9, "output_tokens": 4},
+                    "usage": ANTHROPIC_CACHED_USAGE
+                    if "cached" in model
+                    else {"input_tokens": 9, "output_tokens": 4},
                 }
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -430,9 +448,14 @@ class ProviderServer:
                 f"event: {name}\ndata: ".encode() + orjson.dumps({"type": name, **data}) + b"\n\n"
             )
 
+        start_usage = (
+            {k: v for k, v in ANTHROPIC_CACHED_USAGE.items() if k != "output_tokens"}
+            if "cached" in model
+            else {"input_tokens": 9}
+        )
         await event(
             "message_start",
-            {"message": {"id": "msg_provider", "model": model, "usage": {"input_tokens": 9}}},
+            {"message": {"id": "msg_provider", "model": model, "usage": start_usage}},
         )
         await event("content_block_start", {"index": 0, "content_block": {"type": "text"}})
         await event("ping", {})

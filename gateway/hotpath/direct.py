@@ -53,20 +53,23 @@ def direct_pk(provider: str, model: str) -> int:
     return -(int.from_bytes(digest, "big") & (2**62 - 1)) - 1
 
 
-def _prices(model: str) -> tuple[float, float]:
-    """The model catalogue's input and output price per 1M tokens, when it knows the model."""
+def _prices(model: str) -> tuple[float, float, float | None]:
+    """The model catalogue's input, output and cached-input price per 1M tokens, when it knows
+    the model (no cached price: cached input is billed at the input price)."""
     entry = catalogue_entry(model)
     if entry is None:
-        return 0.0, 0.0
+        return 0.0, 0.0, None
+    cached = entry.cached_input_price_per_million
     return (
         float(entry.input_price_per_million or 0),
         float(entry.output_price_per_million or 0),
+        None if cached is None else float(cached),
     )
 
 
 def direct_instance(spec: ProviderSpec, model: str) -> InstanceSpec:
     options = {"api_version": spec.api_version} if spec.api_version else {}
-    price_in, price_out = _prices(model)
+    price_in, price_out, price_cached = _prices(model)
     facts = PROVIDERS[spec.provider]
     return InstanceSpec(
         pk=direct_pk(spec.provider, model),
@@ -79,6 +82,7 @@ def direct_instance(spec: ProviderSpec, model: str) -> InstanceSpec:
         workload_kind="chat",
         input_price_per_million=price_in,
         output_price_per_million=price_out,
+        cached_input_price_per_million=price_cached,
         quality_tier=3,
         connect_timeout=float(Instance._meta.get_field("connect_timeout").get_default()),
         first_byte_timeout=float(Instance._meta.get_field("first_byte_timeout").get_default()),

@@ -343,10 +343,25 @@ def from_chat(completion: dict[str, Any], stop_sequences: Any = None) -> dict[st
         else STOP_REASON.get(choice.get("finish_reason") or "stop", "end_turn"),
         "stop_sequence": sequence,
         "usage": {
-            "input_tokens": usage.get("prompt_tokens") or 0,
+            **_input_usage(usage.get("prompt_tokens") or 0, _cached_tokens(usage)),
             "output_tokens": usage.get("completion_tokens") or 0,
         },
     }
+
+
+def _cached_tokens(usage: Any) -> int:
+    """OpenAI's `prompt_tokens_details.cached_tokens` (0 when absent or not a count)."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and not isinstance(cached, bool) else 0
+
+
+def _input_usage(prompt: Any, cached: int) -> dict[str, Any]:
+    """Anthropic's input counts from a whole prompt and its cached part: `input_tokens` is the
+    prompt past the cache, `cache_read_input_tokens` what was read from it."""
+    if not cached or not isinstance(prompt, int) or cached > prompt:
+        return {"input_tokens": prompt}
+    return {"input_tokens": prompt - cached, "cache_read_input_tokens": cached}
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
@@ -437,6 +452,8 @@ class StreamTranslator:
             ):
                 if isinstance(usage.get(theirs), int):
                     self.usage[mine] = usage[theirs]
+            if _cached_tokens(usage):
+                self.usage["cached"] = _cached_tokens(usage)
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
@@ -495,7 +512,9 @@ class StreamTranslator:
         out = self._start({})
         out.extend(self._close())
         usage = {
-            "input_tokens": self.usage.get("input_tokens", self.input_estimate),
+            **_input_usage(
+                self.usage.get("input_tokens", self.input_estimate), self.usage.get("cached", 0)
+            ),
             "output_tokens": self.usage.get("output_tokens", 0),
         }
         out.append(

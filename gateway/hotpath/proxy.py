@@ -184,13 +184,24 @@ def _per_token(price_per_million: float) -> Decimal:
     return Decimal(str(price_per_million)) / _MILLION
 
 
-def _cost(instance: InstanceSpec, prompt: int, completion: int) -> Decimal:
+def _cost(instance: InstanceSpec, prompt: int, completion: int, cached: int = 0) -> Decimal:
+    """What one answer cost. `cached`: of the prompt's tokens, those the provider read from its
+    prompt cache, billed at the instance's cached-input price when it has one (its own, else the
+    model catalogue's); without one, at the input price like the rest of the prompt."""
     # Reserved capacity is paid by the hour: the hour's price is spread over its requests when
     # it closes (gateway.reporting.capacity), so a request records no cost of its own here.
     if instance.reserved:
         return Decimal(0)
-    return prompt * _per_token(instance.input_price_per_million) + completion * _per_token(
-        instance.output_price_per_million
+    cached_price = instance.cached_input_price_per_million
+    if not cached or cached_price is None:
+        return prompt * _per_token(instance.input_price_per_million) + completion * _per_token(
+            instance.output_price_per_million
+        )
+    cached = min(cached, prompt)
+    return (
+        (prompt - cached) * _per_token(instance.input_price_per_million)
+        + cached * _per_token(cached_price)
+        + completion * _per_token(instance.output_price_per_million)
     )
 
 
@@ -298,6 +309,7 @@ class _Exchange:
         error_type: str = "",
         stream: bool = False,
         usage_note: str = "",
+        cached: int = 0,
     ) -> None:
         instance = attempt.instance if attempt is not None else None
         self.req.recorded = True
@@ -330,7 +342,7 @@ class _Exchange:
                 ttfb_ms=self.ttfb_ms,
                 prompt_tokens=prompt,
                 completion_tokens=completion,
-                cost_usd=_cost(instance, prompt, completion)
+                cost_usd=_cost(instance, prompt, completion, cached)
                 if instance is not None
                 else Decimal(0),
                 usage_note=self.scrubber.text(usage_note)[:200],
@@ -621,7 +633,9 @@ def _skipped_header(plan: AttemptPlan) -> str:
     return text if len(text) <= MAX_SKIPPED_HEADER else text[: MAX_SKIPPED_HEADER - 3] + "..."
 
 
-def _cache_entry(body: bytes, attempt: Attempt, prompt: int, completion: int) -> cache.Entry:
+def _cache_entry(
+    body: bytes, attempt: Attempt, prompt: int, completion: int, cached: int = 0
+) -> cache.Entry:
     return cache.Entry(
         body=body,
         route=attempt.route.name,
@@ -629,7 +643,7 @@ def _cache_entry(body: bytes, attempt: Attempt, prompt: int, completion: int) ->
         model=attempt.instance.model,
         prompt_tokens=prompt,
         completion_tokens=completion,
-        cost_usd=_cost(attempt.instance, prompt, completion),
+        cost_usd=_cost(attempt.instance, prompt, completion, cached),
     )
 
 
@@ -644,6 +658,7 @@ class _Tokens:
     prompt: int
     completion: int
     note: str = ""
+    cached: int = 0  # of `prompt`, read from the provider's prompt cache
 
 
 def _read_answer(
@@ -674,7 +689,7 @@ def _read_answer(
     if not data.get("model"):
         data["model"] = instance.model
         body = orjson.dumps(data)
-    return body, _Tokens(prompt or 0, completion or 0, note)
+    return body, _Tokens(prompt or 0, completion or 0, note, reported.cached)
 
 
 @dataclass(frozen=True, slots=True)
@@ -855,13 +870,16 @@ async def _answered(
         prompt=tokens.prompt,
         completion=tokens.completion,
         usage_note=tokens.note,
+        cached=tokens.cached,
     )
     body = exchange.scrubber.body(answer.body)
     response = HttpResponse(body, content_type="application/json")
     for key, value in exchange.headers(attempt).items():
         response[key] = value
     if lookup is not None:  # response cache: keep the 200 answer
-        await cache.store(lookup, _cache_entry(body, attempt, tokens.prompt, tokens.completion))
+        await cache.store(
+            lookup, _cache_entry(body, attempt, tokens.prompt, tokens.completion, tokens.cached)
+        )
         cache.mark(response, lookup)
     return response
 
@@ -930,11 +948,12 @@ def _client_error(
 class _StreamUsage:
     """Token counts seen in a stream's usage chunk, made valid as they arrive."""
 
-    __slots__ = ("completion", "note", "prompt")
+    __slots__ = ("cached", "completion", "note", "prompt")
 
     def __init__(self) -> None:
         self.prompt: int | None = None
         self.completion: int | None = None
+        self.cached = 0
         self.note = ""
 
     def take(self, found: Any) -> None:
@@ -943,11 +962,13 @@ class _StreamUsage:
         except MalformedAnswer as exc:  # too late to fail over: drop it, like an impossible count
             self.note = f"{exc}"
             self.prompt = self.completion = None
+            self.cached = 0
             return
-        self.prompt, self.completion, self.note = (
+        self.prompt, self.completion, self.note, self.cached = (
             reported.prompt,
             reported.completion,
             reported.note,
+            reported.cached,
         )
 
 
@@ -1017,13 +1038,16 @@ def _stream_response(
             error_type=error_type,
             stream=True,
             usage_note=note,
+            cached=usage.cached,
         )
         if (
             capture is not None and lookup is not None and outcome == "ok"
         ):  # response cache: a complete stream
             body = capture.body(prompt, completion)
             if body is not None:
-                cache.store_later(lookup, _cache_entry(body, attempt, prompt, completion))
+                cache.store_later(
+                    lookup, _cache_entry(body, attempt, prompt, completion, usage.cached)
+                )
 
     async def relay() -> AsyncIterator[bytes]:
         state.started = True

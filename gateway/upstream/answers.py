@@ -38,6 +38,9 @@ class ReportedUsage:
     prompt: int | None = None
     completion: int | None = None
     note: str = ""
+    # Of `prompt`, the tokens read from the provider's prompt cache (OpenAI's
+    # usage.prompt_tokens_details.cached_tokens): billed at the cached-input price when one is set.
+    cached: int = 0
 
 
 def _count(usage: dict[str, Any], name: str, limit: int) -> tuple[int | None, str]:
@@ -64,7 +67,28 @@ def read_usage(usage: Any, *, limit: int) -> ReportedUsage:
     prompt, prompt_note = _count(usage, "prompt_tokens", limit)
     completion, completion_note = _count(usage, "completion_tokens", limit)
     notes = [n for n in (prompt_note, completion_note) if n]
-    return ReportedUsage(prompt, completion, "; ".join(notes))
+    cached, cached_note = _cached(usage, prompt, limit)
+    if cached_note:
+        notes.append(cached_note)
+    return ReportedUsage(prompt, completion, "; ".join(notes), cached)
+
+
+def _cached(usage: dict[str, Any], prompt: int | None, limit: int) -> tuple[int, str]:
+    """The cached part of the prompt (`prompt_tokens_details.cached_tokens`): 0 when absent, when
+    the prompt count itself was dropped, or when it cannot be true (more than the prompt), which
+    bills the whole prompt at the input price, never less than was spent."""
+    details = usage.get("prompt_tokens_details")
+    if not isinstance(details, dict) or prompt is None:
+        return 0, ""
+    try:
+        cached, note = _count(details, "cached_tokens", limit)
+    except MalformedAnswer:
+        return 0, "cached_tokens is not a number"
+    if cached is None:
+        return 0, note
+    if cached > prompt:
+        return 0, f"cached_tokens {cached:,} is over prompt_tokens {prompt:,}"
+    return cached, ""
 
 
 def check_answer(data: Any, endpoint: str) -> dict[str, Any]:

@@ -168,7 +168,8 @@ def to_openai(message: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(usage, dict):
         raise MalformedAnswer("usage is not an object")
     # The counts as reported: the gateway checks and costs them (gateway.upstream.answers).
-    prompt, completion = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+    prompt, cached = _prompt_tokens(usage)
+    completion = usage.get("output_tokens") or 0
     return {
         "id": message.get("id", ""),
         "object": "chat.completion",
@@ -186,8 +187,26 @@ def to_openai(message: dict[str, Any]) -> dict[str, Any]:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": _total(prompt, completion),
+            "prompt_tokens_details": {"cached_tokens": cached},
         },
     }
+
+
+def _prompt_tokens(usage: dict[str, Any]) -> tuple[Any, Any]:
+    """(prompt_tokens, cached_tokens) in OpenAI's sense from Anthropic's usage. Anthropic's
+    `input_tokens` counts only the prompt after the last cache breakpoint; the tokens read from the
+    cache (`cache_read_input_tokens`) and those written to it (`cache_creation_input_tokens`) are
+    counted apart. OpenAI's `prompt_tokens` is the whole prompt, its cached part in
+    `prompt_tokens_details.cached_tokens`. Cache writes are billed at the input price here
+    (Anthropic charges them 1.25x: docs/cost.md). A count that is not a number is passed on as it
+    is, for the gateway's check (gateway.upstream.answers) to refuse."""
+    prompt = usage.get("input_tokens") or 0
+    read = usage.get("cache_read_input_tokens") or 0
+    written = usage.get("cache_creation_input_tokens") or 0
+    counts = (prompt, read, written)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts):
+        return prompt, 0
+    return prompt + read + written, read
 
 
 def _total(prompt: Any, completion: Any) -> Any:
@@ -204,7 +223,8 @@ class StreamTranslator:
         self.model, self.include_usage = model, include_usage
         self.id = ""
         self.created = int(time.time())
-        self.prompt = 0
+        self.prompt: Any = 0
+        self.cached: Any = 0
         self.completion = 0
         self.tool_index = -1
 
@@ -238,7 +258,8 @@ class StreamTranslator:
             message = item.get("message") or {}
             self.id = message.get("id", "")
             self.model = message.get("model") or self.model
-            self.prompt = (message.get("usage") or {}).get("input_tokens") or 0
+            usage = message.get("usage")
+            self.prompt, self.cached = _prompt_tokens(usage if isinstance(usage, dict) else {})
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = item.get("content_block") or {}
@@ -297,6 +318,7 @@ class StreamTranslator:
                                 "prompt_tokens": self.prompt,
                                 "completion_tokens": self.completion,
                                 "total_tokens": _total(self.prompt, self.completion),
+                                "prompt_tokens_details": {"cached_tokens": self.cached},
                             },
                         }
                     )
