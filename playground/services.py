@@ -7,6 +7,7 @@ decision, failover and usage event as a client request.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shlex
@@ -41,6 +42,9 @@ PLAYGROUND_KEY = KeySpec(
     rate_limit_per_minute=None,
     allow_route_override=True,
 )
+# The playground's "model by name" card: the same, allowed to call a provider's models by name
+# (gateway/hotpath/direct.py) through the credentials an operator stored.
+PLAYGROUND_DIRECT_KEY = dataclasses.replace(PLAYGROUND_KEY, allow_direct_models=True)
 
 
 @dataclass
@@ -82,11 +86,13 @@ async def smoke_test(
     prompt: str,
     route: str | None = None,
     extra: dict[str, Any] | None = None,
+    direct: bool = False,
 ) -> SmokeResult:
     """One request to `serving_name`, forced onto `route` when given; never raises for a gateway error.
 
     `extra`: more body fields (the playground's `model_routing_config`). For an auto serving name the
-    result carries the ranking the request met, computed just before it is sent.
+    result carries the ranking the request met, computed just before it is sent. `direct`: the
+    request may name a provider's model directly (the playground's model-by-name card).
     """
     request_id = "pg-" + uuid.uuid4().hex[:20]
     if workload_kind == "embeddings":
@@ -106,7 +112,7 @@ async def smoke_test(
     client_request = ClientRequest(
         endpoint=workload_kind,
         payload=payload,
-        key=PLAYGROUND_KEY,
+        key=PLAYGROUND_DIRECT_KEY if direct else PLAYGROUND_KEY,
         request_id=request_id,
         route_override=route or None,
         started=started,

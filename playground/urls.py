@@ -10,4 +10,5 @@ urlpatterns = [
     path("sample/", views.playground_sample, name="playground-sample"),
     path("send/", views.playground_send, name="playground-send"),
     path("auto/", views.playground_auto, name="playground-auto"),
+    path("direct/", views.playground_direct, name="playground-direct"),
 ]

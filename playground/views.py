@@ -16,7 +16,8 @@ from balancers.page_selectors import NEUTRAL_PROMPTS, sample_prompt
 from config.http import HtmxHttpRequest
 from gateway.engine.auto import GOALS, PREFERENCES
 from playground.services import gateway_base_url, sample_calls, smoke_test
-from targetgroups.models import Instance
+from targetgroups.models import Instance, ProviderCredential
+from targetgroups.providers import direct_models, model_kind
 
 
 def _balancer_context(
@@ -63,7 +64,12 @@ def playground(request: HtmxHttpRequest) -> HttpResponse:
     return render(
         request,
         "playground/playground.html",
-        {"balancers": balancers, **_balancer_context(request, balancer), **_auto_context()},
+        {
+            "balancers": balancers,
+            **_balancer_context(request, balancer),
+            **_auto_context(),
+            **_direct_context(),
+        },
     )
 
 
@@ -151,6 +157,44 @@ async def playground_send(request: HtmxHttpRequest) -> HttpResponse:
     )
 
 
+def _direct_context() -> dict[str, Any]:
+    """The models a direct call reaches through the enabled provider credentials, by provider."""
+    credentials = list(ProviderCredential.objects.filter(enabled=True))
+    labels = {c.provider: c.label for c in credentials}
+    grouped: dict[str, list[str]] = {}
+    for name, provider in direct_models(labels):
+        grouped.setdefault(provider, []).append(name)
+    return {
+        "direct_models": [
+            {"provider": provider, "label": labels[provider], "models": names}
+            for provider, names in sorted(grouped.items(), key=lambda p: labels[p[0]])
+        ]
+    }
+
+
+@role_required(VIEWER)
+@require_POST
+async def playground_direct(request: HtmxHttpRequest) -> HttpResponse:
+    """A request to a provider's model by its own name, through the operator's credential."""
+    model = request.POST.get("model", "")
+    providers = [
+        p
+        async for p in ProviderCredential.objects.filter(enabled=True).values_list(
+            "provider", flat=True
+        )
+    ]
+    if model not in {name for name, _ in direct_models(providers)}:
+        raise Http404("No such model for the stored provider credentials.")
+    kind = model_kind(model)
+    prompt = request.POST.get("prompt", "").strip() or NEUTRAL_PROMPTS[kind]
+    result = await smoke_test(serving_name=model, workload_kind=kind, prompt=prompt, direct=True)
+    if request.htmx:
+        return await sync_to_async(render)(
+            request, "playground/playground.html#result", {"result": result}
+        )
+    return await sync_to_async(_page_with)(request, result)
+
+
 @role_required(VIEWER)
 @require_POST
 async def playground_auto(request: HtmxHttpRequest) -> HttpResponse:
@@ -185,6 +229,7 @@ def _page_with(request: HtmxHttpRequest, result: Any) -> HttpResponse:
             "balancers": balancers,
             **_balancer_context(request, balancer),
             **_auto_context(),
+            **_direct_context(),
             "auto_result": result,
         },
     )

@@ -26,9 +26,10 @@ Model names -> provider (`detect`):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from targetgroups.catalogue import CatalogueModel, lookup
+from targetgroups.catalogue import CatalogueModel, catalogue_names, lookup
 
 # Statuses that mean "this target cannot serve this request now, another may": the gateway's
 # defaults (gateway/upstream/base.py keeps its own copy for instances). 401/403/404 from an
@@ -295,3 +296,32 @@ def detect(model: str) -> Detected | None:
     if provider in PROVIDERS:
         return Detected(provider, model, "catalogue")
     return None
+
+
+def direct_models(providers: Iterable[str]) -> list[tuple[str, str]]:
+    """(model name, provider) for each model of the catalogue that a direct call reaches through a
+    credential of one of `providers`, sorted by name: what `/v1/models` lists for a key allowed
+    to call models by name, and the playground offers.
+
+    A name is listed when detection sends it to the provider the catalogue says makes it, so
+    `gpt-oss-120b` (an open-weight model that `gpt-` would send to OpenAI) is not. Hosts of other
+    vendors' models (OpenRouter, Together, Fireworks, Azure, Ollama, a custom server) have no
+    catalogue names of their own: they are called as `provider/model` and listed by nobody."""
+    wanted = set(providers)
+    found = []
+    for name in catalogue_names():
+        entry = lookup(name)
+        detected = detect(name)
+        if (
+            entry is not None
+            and detected is not None
+            and detected.provider == entry.provider
+            and detected.provider in wanted
+        ):
+            found.append((name, detected.provider))
+    return found
+
+
+def model_kind(name: str) -> str:
+    """chat, or embeddings for an embedding model of the catalogue (text-embedding-*, *-embed)."""
+    return "embeddings" if "embed" in name.lower() else "chat"

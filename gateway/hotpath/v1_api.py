@@ -29,7 +29,7 @@ from rest_framework.renderers import JSONRenderer
 from gateway.engine.capability import needs_of, unfit_instances
 from gateway.engine.planner import first_route, route_order
 from gateway.engine.rules import MATCHED, RuleCheck
-from gateway.engine.types import BalancerSpec, RouteSpec, RuleSpec
+from gateway.engine.types import DIRECT_ROUTE, BalancerSpec, RouteSpec, RuleSpec
 from gateway.hotpath import completions_wire, errors, messages_wire, outcomes, responses_wire
 from gateway.hotpath.auth import GatewayKeyAuthentication, GatewayPrincipal
 from gateway.hotpath.auto_request import explain_auto, routing_options, with_difficulty
@@ -45,6 +45,7 @@ from gateway.hotpath.readiness import readiness
 from gateway.hotpath.runtime import routing
 from gateway.hotpath.snapshot import GatewayConfig, KeySpec, holder
 from gateway.hotpath.usage import recorder
+from targetgroups.providers import direct_models, model_kind
 
 logger = logging.getLogger(__name__)
 
@@ -268,13 +269,27 @@ class EmbeddingsApi(GatewayApiView):
 
 
 def _model_entry(balancer: BalancerSpec) -> dict[str, Any]:
+    owned_by = "smart-balancers"
+    if balancer.routing_mode == DIRECT_ROUTE:  # a provider's model named directly: its provider's
+        owned_by = balancer.routes[0].group.members[0].instance.provider
     return {
         "id": balancer.serving_name,
         "object": "model",
         "created": 0,
-        "owned_by": "smart-balancers",
+        "owned_by": owned_by,
         "workload_kind": balancer.workload_kind,
         "routing_mode": balancer.routing_mode,
+    }
+
+
+def _direct_entry(name: str, provider: str) -> dict[str, Any]:
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": provider,
+        "workload_kind": model_kind(name),
+        "routing_mode": DIRECT_ROUTE,
     }
 
 
@@ -291,6 +306,11 @@ class ModelListApi(GatewayApiView):
         for (kind, goal), balancer in config.routing.goals.items():
             if kind == "chat" and goal not in config.routing.balancers and _reaches(balancer, key):
                 entries[goal] = _model_entry(balancer)
+        # A key allowed to call models by name: the catalogue's models of each provider with a
+        # credential (targetgroups.providers.direct_models), unless a serving name has the name.
+        if key.allow_direct_models and config.providers:
+            for name, provider in direct_models(config.providers):
+                entries.setdefault(name, _direct_entry(name, provider))
         return JsonResponse({"object": "list", "data": [entries[n] for n in sorted(entries)]})
 
 

@@ -159,6 +159,35 @@ def test_a_key_allowed_to_calls_each_provider_by_its_models_name(setup, provider
 
 
 @pytest.mark.django_db(transaction=True)
+def test_models_list_offers_a_credentialed_providers_models_to_a_key_allowed_to_call_them(
+    setup, providers
+) -> None:
+    store(providers["anthropic"])
+    store(providers["google"])
+    allowed = setup.client(allow_direct_models=True)
+    listed = {m.id: m for m in allowed.models.list()}
+    assert listed["claude-sonnet-4-5"].owned_by == "anthropic"
+    assert listed["gemini-2.5-flash"].owned_by == "google"
+    assert listed["claude-sonnet-4-5"].model_extra["routing_mode"] == "direct"
+    # No credential, no listing: OpenAI's and xAI's models are not offered.
+    assert "gpt-4o" not in listed and "grok-4" not in listed
+    # An open-weight model that "gpt-" would send to OpenAI is not an Anthropic or Google model.
+    assert not any(m.owned_by == "openai" for m in listed.values())
+    one = allowed.models.retrieve("claude-sonnet-4-5")
+    assert (one.id, one.owned_by) == ("claude-sonnet-4-5", "anthropic")
+    explicit = allowed.models.retrieve("anthropic/claude-opus-4-1")
+    assert explicit.owned_by == "anthropic"
+    # Every listed direct model is one the key can call (the detail answers for each).
+    direct = [m.id for m in listed.values() if m.model_extra["routing_mode"] == "direct"]
+    assert direct and all(allowed.models.retrieve(name).id == name for name in direct)
+
+    plain = setup.client()
+    assert "claude-sonnet-4-5" not in {m.id for m in plain.models.list()}
+    with pytest.raises(openai.PermissionDeniedError):
+        plain.models.retrieve("claude-sonnet-4-5")
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_key_without_the_flag_is_refused_naming_the_reason(setup, providers) -> None:
     store(providers["anthropic"])
     client = setup.client()

@@ -137,3 +137,37 @@ def test_the_playground_sends_to_a_goal_name_with_a_pool_and_a_preference_and_sh
     )
     assert plain.status_code == 200 and "qwen2.5-coder-7b" in plain.content.decode()
     assert admin_client.post("/playground/auto/", {"goal": "gpt-4o"}).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_playground_offers_and_calls_the_models_of_each_stored_provider_credential(
+    admin_client, usage_writer
+) -> None:
+    from targetgroups.models import ProviderCredential
+    from tests.provider_server import CONTENT, ProviderServer
+
+    page = admin_client.get("/playground/").content.decode()
+    assert 'data-testid="playground-direct"' not in page  # no credential: no card
+    server = ProviderServer("anthropic").start()
+    try:
+        credential = ProviderCredential(provider="anthropic", base_url=server.base_url)
+        credential.api_key = server.key
+        credential.full_clean()
+        credential.save()
+        page = admin_client.get("/playground/").content.decode()
+        assert 'data-testid="playground-direct"' in page
+        assert '<optgroup label="Anthropic">' in page
+        assert '<option value="claude-sonnet-4-5">' in page and 'value="gpt-4o"' not in page
+        html = admin_client.post(
+            "/playground/direct/",
+            {"model": "claude-sonnet-4-5", "prompt": "Hi"},
+            headers={"HX-Request": "true"},
+        ).content.decode()
+        assert "HTTP 200" in html and CONTENT in html
+        assert "instance anthropic:claude-sonnet-4-5" in html
+        assert "Decision <b>direct:anthropic</b>" in html
+        assert server.seen[-1].path == "/v1/messages"
+        # Only the stored providers' models: anything else is a 404, not a call.
+        assert admin_client.post("/playground/direct/", {"model": "gpt-4o"}).status_code == 404
+    finally:
+        server.stop()

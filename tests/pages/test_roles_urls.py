@@ -118,6 +118,7 @@ RULES: dict[str, Rule] = {
     "playground-sample": page(VIEWER),  # the sample call for the prompt and route picked
     "playground-send": page(VIEWER),
     "playground-auto": page(VIEWER),  # like playground-send: calls the gateway, changes nothing
+    "playground-direct": page(VIEWER),  # a provider's model by name, like playground-auto
     # the management API
     "api-instances": api(),
     "api-instance": api(),
