@@ -26,8 +26,8 @@ public evaluation sets in ``tests/data`` (see ``docs/routing-data.md``), so
 ``confidence`` (the winning probability) is roughly calibrated and a threshold
 on it means something.
 
-Pure Python + numpy (+ ``tokenizers`` and ``safetensors`` to read the shipped
-files); no Django.
+Pure Python + numpy (+ ``tokenizers`` to read the shipped tokenizer; the
+vectors are mapped from their safetensors file by ``vectors.py``); no Django.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from gateway.router_models.vectors import TokenVectors, map_safetensors
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -214,15 +216,14 @@ class StaticEmbedder:
 
     def __init__(self, tokenizer: Tokenizer, table: np.ndarray) -> None:
         self._tokenizer = tokenizer
-        # Kept as shipped (float16: 16 MB instead of 32); rows are widened to float32
-        # when gathered, so sums are exactly what a float32 table would give.
-        self._table = np.ascontiguousarray(table)
-        self.dim = int(self._table.shape[1])
+        # The shipped float16 rows (mapped from the file by from_wordllama), widened to
+        # float32 once per row on first use: sums are exactly what a float32 table gives.
+        self._vectors = TokenVectors(table)
+        self.dim = self._vectors.shape[1]
 
     @classmethod
     def from_wordllama(cls) -> StaticEmbedder:
         try:
-            from safetensors.numpy import load_file
             from tokenizers import Tokenizer
         except ImportError as exc:  # pragma: no cover - both are wordllama dependencies
             raise RouterModelUnavailable(str(exc)) from exc
@@ -234,7 +235,10 @@ class StaticEmbedder:
         # ~39 MiB and never hit. The gateway caches decisions per prompt itself (decision.py).
         if hasattr(tokenizer.model, "_resize_cache"):
             tokenizer.model._resize_cache(0)
-        table = load_file(str(_wordllama_file(_WEIGHTS_FILE)))["embedding.weight"]
+        try:
+            table = map_safetensors(_wordllama_file(_WEIGHTS_FILE), "embedding.weight")
+        except (OSError, ValueError) as exc:
+            raise RouterModelUnavailable(str(exc)) from exc
         return cls(tokenizer, table)
 
     def token_ids(self, text: str) -> list[int]:
@@ -245,7 +249,7 @@ class StaticEmbedder:
         ids = self.token_ids(text)
         if not ids:
             return np.zeros(self.dim, dtype=np.float32), 0
-        vector = self._table[np.asarray(ids, dtype=np.intp)].astype(np.float32).sum(axis=0)
+        vector = self._vectors.rows(np.asarray(ids, dtype=np.intp)).sum(axis=0)
         norm = float(np.linalg.norm(vector))
         return (vector / norm if norm > 0 else vector), len(ids)
 
@@ -258,7 +262,7 @@ class StaticEmbedder:
             ids = encoding.ids
             counts.append(len(ids))
             if ids:
-                vector = self._table[np.asarray(ids, dtype=np.intp)].astype(np.float32).sum(axis=0)
+                vector = self._vectors.rows(np.asarray(ids, dtype=np.intp)).sum(axis=0)
                 norm = float(np.linalg.norm(vector))
                 out[i] = vector / norm if norm > 0 else vector
         return out, counts
@@ -269,7 +273,7 @@ _embedder_lock = threading.Lock()
 
 
 def default_embedder() -> StaticEmbedder:
-    """The process-wide embedder: loaded once (~0.3 s, 32 MB), then shared."""
+    """The process-wide embedder: loaded once (the tokenizer ~15 MiB; vectors.py), then shared."""
     global _embedder
     if _embedder is None:
         with _embedder_lock:

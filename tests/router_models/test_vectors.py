@@ -1,0 +1,115 @@
+"""The token vectors: mapped from the shipped file, widened to float32 once per row."""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.router_models.local import (
+    _WEIGHTS_FILE,
+    StaticEmbedder,
+    _wordllama_file,
+    default_embedder,
+    truncate_prompt,
+)
+from gateway.router_models.vectors import TokenVectors, VectorFileError, map_safetensors
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _write_safetensors(path: Path, array: np.ndarray, name: str = "embedding.weight") -> None:
+    data = array.astype("<f2").tobytes()
+    header = json.dumps(
+        {name: {"dtype": "F16", "shape": list(array.shape), "data_offsets": [0, len(data)]}}
+    ).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+
+
+def test_the_shipped_table_is_mapped_from_its_file_not_copied() -> None:
+    from safetensors.numpy import load_file
+
+    path = _wordllama_file(_WEIGHTS_FILE)
+    mapped = map_safetensors(path, "embedding.weight")
+    assert isinstance(mapped, np.memmap)
+    assert not mapped.flags.writeable
+    loaded = load_file(str(path))["embedding.weight"]
+    assert mapped.dtype == loaded.dtype and mapped.shape == loaded.shape
+    assert np.array_equal(mapped, loaded)
+    assert isinstance(default_embedder()._vectors.source, np.memmap)
+
+
+def test_a_malformed_file_is_refused(tmp_path: Path) -> None:
+    good = tmp_path / "good.safetensors"
+    _write_safetensors(good, np.ones((4, 3)))
+    assert map_safetensors(good, "embedding.weight").shape == (4, 3)
+    with pytest.raises(VectorFileError):
+        map_safetensors(good, "other")
+    short = tmp_path / "short.safetensors"
+    short.write_bytes(good.read_bytes()[:-2])  # the data ends early
+    with pytest.raises(VectorFileError):
+        map_safetensors(short, "embedding.weight")
+    (tmp_path / "tiny.safetensors").write_bytes(b"\x01")
+    with pytest.raises(VectorFileError):
+        map_safetensors(tmp_path / "tiny.safetensors", "embedding.weight")
+
+
+@pytest.mark.parametrize("capacity", [0, 1, 5, 1000])
+def test_rows_are_exactly_the_widened_source_rows_whatever_the_capacity(capacity: int) -> None:
+    rng = np.random.default_rng(7)
+    source = rng.standard_normal((50, 8)).astype(np.float16)
+    vectors = TokenVectors(source, capacity=capacity)
+    seen: set[int] = set()
+    for _ in range(20):
+        ids = rng.integers(0, 50, int(rng.integers(0, 30))).astype(np.intp)
+        seen.update(ids.tolist())
+        rows = vectors.rows(ids)
+        assert rows.dtype == np.float32 and rows.shape == (len(ids), 8)
+        assert np.array_equal(rows, source[ids].astype(np.float32))
+    assert vectors.widened == min(capacity, len(seen))
+
+
+def test_threads_widening_at_once_see_complete_rows() -> None:
+    rng = np.random.default_rng(3)
+    source = rng.standard_normal((4000, 64)).astype(np.float16)
+    vectors = TokenVectors(source, capacity=3000)
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        local = np.random.default_rng(seed)
+        for _ in range(200):
+            ids = local.integers(0, 4000, 40).astype(np.intp)
+            if not np.array_equal(vectors.rows(ids), source[ids].astype(np.float32)):
+                errors.append(f"thread {seed}")
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert vectors.widened == 3000
+
+
+def test_embeddings_are_bit_identical_to_widening_the_gathered_float16_rows() -> None:
+    embedder = StaticEmbedder.from_wordllama()
+    source = np.asarray(embedder._vectors.source)
+    prompts = [json.loads(line)["prompt"] for line in (DATA / "snips.jsonl").open()][:300]
+    prompts += ["", "héllo wörld ✓ 中文", "\x00\x00 nul", "x" * 5000]
+    vectors, counts = embedder.embed_many([truncate_prompt(p) for p in prompts])
+    for prompt, batch_vector, count in zip(prompts, vectors, counts, strict=True):
+        cut = truncate_prompt(prompt)
+        ids = np.asarray(embedder.token_ids(cut), dtype=np.intp)
+        vector, n = embedder.embed(cut)
+        assert n == count == len(ids)
+        if not len(ids):
+            assert not vector.any()
+            continue
+        expected = source[ids].astype(np.float32).sum(axis=0)
+        expected /= np.linalg.norm(expected)
+        assert np.array_equal(vector, expected)
+        assert np.array_equal(batch_vector, expected)
