@@ -27,7 +27,7 @@ public evaluation sets in ``tests/data`` (see ``docs/routing-data.md``), so
 on it means something.
 
 Pure Python + numpy (+ ``tokenizers`` to read the shipped tokenizer; the
-vectors are mapped from their safetensors file by ``vectors.py``); no Django.
+vectors are read from their safetensors file by ``vectors.py``); no Django.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.router_models.vectors import TokenVectors, map_safetensors
+from gateway.router_models.vectors import TensorRows, TokenVectors
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -214,9 +214,9 @@ def _wordllama_file(parts: tuple[str, str]) -> Path:
 class StaticEmbedder:
     """Mean-pooled static token embeddings, L2-normalised."""
 
-    def __init__(self, tokenizer: Tokenizer, table: np.ndarray) -> None:
+    def __init__(self, tokenizer: Tokenizer, table: np.ndarray | TensorRows) -> None:
         self._tokenizer = tokenizer
-        # The shipped float16 rows (mapped from the file by from_wordllama), widened to
+        # The shipped float16 rows (read from the file by from_wordllama), widened to
         # float32 once per row on first use: sums are exactly what a float32 table gives.
         self._vectors = TokenVectors(table)
         self.dim = self._vectors.shape[1]
@@ -236,7 +236,7 @@ class StaticEmbedder:
         if hasattr(tokenizer.model, "_resize_cache"):
             tokenizer.model._resize_cache(0)
         try:
-            table = map_safetensors(_wordllama_file(_WEIGHTS_FILE), "embedding.weight")
+            table = TensorRows(_wordllama_file(_WEIGHTS_FILE), "embedding.weight")
         except (OSError, ValueError) as exc:
             raise RouterModelUnavailable(str(exc)) from exc
         return cls(tokenizer, table)

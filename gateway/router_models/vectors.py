@@ -1,14 +1,12 @@
-"""The router model's token vectors: mapped from the shipped file, widened to float32 on first use.
+"""The router model's token vectors: read from the shipped file, widened to float32 on first use.
 
 WordLlama ships its 32,000 x 256 table as float16 in a safetensors file (16 MB).
 It was the worker's largest single allocation and a tenth of a decision's time:
 
 - **Memory**: ``safetensors.numpy.load_file`` reads the file into a buffer and
   copies it into the array, so loading took the worker's peak 27 MiB up for a
-  16 MiB table. Here the float16 rows are a read-only ``np.memmap`` of the file:
-  only the pages of rows a prompt used are resident, they are the page cache's
-  (clean, shared by every worker on the host, dropped under memory pressure)
-  and loading reads nothing.
+  16 MiB table it kept. Here nothing is loaded: a row is read from the file
+  (``TensorRows``) when a prompt first uses it.
 - **Time**: numpy widens float16 with no SIMD path (about 1.8 ns a value, so
   0.33 ms for a 700-token prompt before the sum). A row is widened once, the
   first time a prompt uses it, into a float32 table on anonymous zero pages
@@ -26,6 +24,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import struct
 import threading
 from pathlib import Path
@@ -41,40 +40,69 @@ class VectorFileError(ValueError):
     """The safetensors file is not what the router model expects."""
 
 
-def map_safetensors(path: Path, name: str) -> np.ndarray:
-    """One 2-d tensor of a safetensors file as a read-only memory map (no copy).
+class TensorRows:
+    """The rows of one 2-d tensor of a safetensors file, read from the file when asked for.
 
-    The format: an 8-byte little-endian header length, a JSON header naming each
-    tensor's dtype, shape and byte range, then the data.
+    Nothing is loaded or mapped: ``rows[ids]`` reads each row with ``os.pread``
+    (512 bytes for a float16 row of 256), so the process holds no copy of the
+    table and no mapped pages of it (a memory map would: the kernel maps the
+    16 pages around every page a token touches, 10 MiB of the file after a
+    minute of varied prompts). The format: an 8-byte little-endian header
+    length, a JSON header giving each tensor's dtype, shape and byte range, the data.
     """
-    with path.open("rb") as handle:
-        raw = handle.read(8)
-        if len(raw) != 8:
-            raise VectorFileError(f"{path.name}: too short for a safetensors file")
-        (length,) = struct.unpack("<Q", raw)
-        if length > 100_000_000:
-            raise VectorFileError(f"{path.name}: header of {length} bytes")
-        header = json.loads(handle.read(length))
-    size = path.stat().st_size
-    info = header.get(name)
-    if not isinstance(info, dict) or info.get("dtype") not in _DTYPES:
-        raise VectorFileError(f"{path.name}: no float16/float32 tensor {name!r}")
-    dtype = _DTYPES[info["dtype"]]
-    shape = tuple(int(n) for n in info["shape"])
-    begin, end = (int(n) for n in info["data_offsets"])
-    start = 8 + length + begin
-    if (
-        len(shape) != 2
-        or end - begin != shape[0] * shape[1] * dtype.itemsize
-        or start + (end - begin) > size
-    ):
-        raise VectorFileError(f"{path.name}: {name!r} has shape {shape} in {end - begin} bytes")
-    array: np.ndarray = np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape)
-    return array
+
+    def __init__(self, path: Path, name: str) -> None:
+        self._file = path.open("rb", buffering=0)
+        try:
+            raw = self._file.read(8)
+            if len(raw) != 8:
+                raise VectorFileError(f"{path.name}: too short for a safetensors file")
+            (length,) = struct.unpack("<Q", raw)
+            if length > 100_000_000:
+                raise VectorFileError(f"{path.name}: a header of {length} bytes")
+            header = json.loads(self._file.read(length))
+            info = header.get(name) if isinstance(header, dict) else None
+            if not isinstance(info, dict) or info.get("dtype") not in _DTYPES:
+                raise VectorFileError(f"{path.name}: no float16/float32 tensor {name!r}")
+            self.dtype = _DTYPES[info["dtype"]]
+            shape = tuple(int(n) for n in info["shape"])
+            begin, end = (int(n) for n in info["data_offsets"])
+            if len(shape) != 2 or end - begin != shape[0] * shape[1] * self.dtype.itemsize:
+                raise VectorFileError(f"{path.name}: {name!r} is {shape} in {end - begin} bytes")
+            self._start = 8 + length + begin
+            if self._start + end - begin > os.fstat(self._file.fileno()).st_size:
+                raise VectorFileError(f"{path.name}: {name!r} runs past the end of the file")
+        except BaseException:
+            self._file.close()
+            raise
+        self.shape = (shape[0], shape[1])
+        self.ndim = 2
+        self.size = shape[0] * shape[1]
+        self._row_bytes = shape[1] * self.dtype.itemsize
+
+    def __getitem__(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ``ids`` (a 1-d integer array), in the file's dtype."""
+        fd, size, start = self._file.fileno(), self._row_bytes, self._start
+        rows = self.shape[0]
+        chunks = []
+        for i in ids.tolist():
+            if not 0 <= i < rows:
+                raise IndexError(f"row {i} of {rows}")
+            chunks.append(os.pread(fd, size, start + i * size))
+        data = b"".join(chunks)
+        if len(data) != len(chunks) * size:
+            raise VectorFileError("the vectors file changed while it was read")
+        out: np.ndarray = np.frombuffer(data, dtype=self.dtype).reshape(len(chunks), self.shape[1])
+        return out
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class TokenVectors:
     """Float32 rows of a (vocabulary x dim) table, widened from ``source`` on first use.
+
+    ``source`` is a ``TensorRows`` or any 2-d array (``source[ids]`` gives rows).
 
     At most ``capacity`` rows are kept widened, the first ones seen (the
     common tokens: a prompt's first tokens are mostly the frequent ones); a
@@ -82,7 +110,7 @@ class TokenVectors:
     whatever the traffic's vocabulary.
     """
 
-    def __init__(self, source: np.ndarray, capacity: int = WIDE_ROWS) -> None:
+    def __init__(self, source: np.ndarray | TensorRows, capacity: int = WIDE_ROWS) -> None:
         if source.ndim != 2:
             raise ValueError(f"a token table is 2-d, not {source.shape}")
         self.source = source
@@ -113,7 +141,7 @@ class TokenVectors:
                 out = self._wide[slots]
                 return out
         if not self.capacity:
-            out = self.source[ids].astype(np.float32)
+            out = np.asarray(self.source[ids], dtype=np.float32)
             return out
         out = self._wide[np.where(missing, 0, slots)]
         out[missing] = self.source[ids[missing]]

@@ -1,4 +1,4 @@
-"""The token vectors: mapped from the shipped file, widened to float32 once per row."""
+"""The token vectors: read from the shipped file row by row, widened to float32 once per row."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from gateway.router_models.local import (
     default_embedder,
     truncate_prompt,
 )
-from gateway.router_models.vectors import TokenVectors, VectorFileError, map_safetensors
+from gateway.router_models.vectors import TensorRows, TokenVectors, VectorFileError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -30,32 +30,44 @@ def _write_safetensors(path: Path, array: np.ndarray, name: str = "embedding.wei
     path.write_bytes(struct.pack("<Q", len(header)) + header + data)
 
 
-def test_the_shipped_table_is_mapped_from_its_file_not_copied() -> None:
+def test_the_shipped_table_is_read_row_by_row_not_loaded() -> None:
     from safetensors.numpy import load_file
 
     path = _wordllama_file(_WEIGHTS_FILE)
-    mapped = map_safetensors(path, "embedding.weight")
-    assert isinstance(mapped, np.memmap)
-    assert not mapped.flags.writeable
+    rows = TensorRows(path, "embedding.weight")
     loaded = load_file(str(path))["embedding.weight"]
-    assert mapped.dtype == loaded.dtype and mapped.shape == loaded.shape
-    assert np.array_equal(mapped, loaded)
-    assert isinstance(default_embedder()._vectors.source, np.memmap)
+    assert rows.dtype == loaded.dtype and rows.shape == loaded.shape
+    ids = np.array([0, 1, 31_999, 17, 17, 5000], dtype=np.intp)
+    assert np.array_equal(rows[ids], loaded[ids])
+    assert np.array_equal(rows[np.arange(0, 32_000, 7)], loaded[::7])
+    assert rows[np.zeros(0, dtype=np.intp)].shape == (0, loaded.shape[1])
+    with pytest.raises(IndexError):
+        rows[np.array([32_000])]
+    with pytest.raises(IndexError):
+        rows[np.array([-1])]
+    # The process-wide embedder holds the file, not an array of the table.
+    assert isinstance(default_embedder()._vectors.source, TensorRows)
 
 
 def test_a_malformed_file_is_refused(tmp_path: Path) -> None:
     good = tmp_path / "good.safetensors"
-    _write_safetensors(good, np.ones((4, 3)))
-    assert map_safetensors(good, "embedding.weight").shape == (4, 3)
+    _write_safetensors(good, np.arange(12).reshape(4, 3))
+    assert np.array_equal(
+        TensorRows(good, "embedding.weight")[np.array([3, 0])], [[9, 10, 11], [0, 1, 2]]
+    )
     with pytest.raises(VectorFileError):
-        map_safetensors(good, "other")
+        TensorRows(good, "other")
     short = tmp_path / "short.safetensors"
     short.write_bytes(good.read_bytes()[:-2])  # the data ends early
     with pytest.raises(VectorFileError):
-        map_safetensors(short, "embedding.weight")
+        TensorRows(short, "embedding.weight")
     (tmp_path / "tiny.safetensors").write_bytes(b"\x01")
     with pytest.raises(VectorFileError):
-        map_safetensors(tmp_path / "tiny.safetensors", "embedding.weight")
+        TensorRows(tmp_path / "tiny.safetensors", "embedding.weight")
+    huge = tmp_path / "huge.safetensors"
+    huge.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
+    with pytest.raises(VectorFileError):
+        TensorRows(huge, "embedding.weight")
 
 
 @pytest.mark.parametrize("capacity", [0, 1, 5, 1000])
@@ -96,8 +108,10 @@ def test_threads_widening_at_once_see_complete_rows() -> None:
 
 
 def test_embeddings_are_bit_identical_to_widening_the_gathered_float16_rows() -> None:
+    from safetensors.numpy import load_file
+
     embedder = StaticEmbedder.from_wordllama()
-    source = np.asarray(embedder._vectors.source)
+    source = load_file(str(_wordllama_file(_WEIGHTS_FILE)))["embedding.weight"]
     prompts = [json.loads(line)["prompt"] for line in (DATA / "snips.jsonl").open()][:300]
     prompts += ["", "héllo wörld ✓ 中文", "\x00\x00 nul", "x" * 5000]
     vectors, counts = embedder.embed_many([truncate_prompt(p) for p in prompts])
