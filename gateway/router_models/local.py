@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -220,9 +221,20 @@ class StaticEmbedder:
         # float32 once per row on first use: sums are exactly what a float32 table gives.
         self._vectors = TokenVectors(table)
         self.dim = self._vectors.shape[1]
+        # encode_batch_fast skips the character offsets that encode() computes and nothing
+        # here reads: 25% less CPU per prompt (125 against 168 us at the p50 mmlu_subjects
+        # prompt). Only without the tokenizers' thread pool, which would run even a batch of
+        # one on another thread (a hand-off per decision); from_wordllama turns it off.
+        self._fast = hasattr(tokenizer, "encode_batch_fast") and os.environ.get(
+            "TOKENIZERS_PARALLELISM", ""
+        ).lower() in ("false", "0", "off", "no")
 
     @classmethod
     def from_wordllama(cls) -> StaticEmbedder:
+        # The gateway tokenises one prompt at a time on the calling thread: no rayon pool
+        # (the variable is read by the tokenizers library at every call). An operator's
+        # own setting wins.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:  # pragma: no cover - both are wordllama dependencies
@@ -242,6 +254,8 @@ class StaticEmbedder:
         return cls(tokenizer, table)
 
     def token_ids(self, text: str) -> list[int]:
+        if self._fast:
+            return self._tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
     def embed(self, text: str) -> tuple[np.ndarray, int]:

@@ -127,3 +127,18 @@ def test_embeddings_are_bit_identical_to_widening_the_gathered_float16_rows() ->
         expected /= np.linalg.norm(expected)
         assert np.array_equal(vector, expected)
         assert np.array_equal(batch_vector, expected)
+
+
+def test_prompts_are_tokenised_on_the_calling_thread_by_the_fast_path_with_the_same_ids() -> None:
+    import os
+
+    embedder = StaticEmbedder.from_wordllama()
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert embedder._fast
+    tokenizer = embedder._tokenizer
+    prompts = [json.loads(line)["prompt"] for line in (DATA / "mmlu_subjects.jsonl").open()][:200]
+    prompts += ["", " ", "héllo wörld ✓ 中文", "a\x00b", "  two  spaces ", "x" * 3000]
+    threads = len(os.listdir("/proc/self/task"))
+    for prompt in prompts:
+        assert embedder.token_ids(prompt) == tokenizer.encode(prompt, add_special_tokens=False).ids
+    assert len(os.listdir("/proc/self/task")) == threads  # no tokenizer thread pool started
