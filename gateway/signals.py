@@ -27,8 +27,18 @@ CONFIG_MODELS = (
 
 
 def _schedule_bump(**kwargs: object) -> None:
+    """One bump per transaction: each bump makes every worker rebuild its snapshot (and refit its
+    routers), so a form saving a balancer and its routes must not publish one version per row."""
     from gateway.hotpath.config_version import config_version_bump
 
+    connection = transaction.get_connection()
+    if connection.in_atomic_block:
+        # A bump already scheduled covers this write unless it sits in a savepoint this write is
+        # outside of (rolling that savepoint back drops the bump but keeps this write).
+        inside = set(connection.savepoint_ids)
+        for savepoints, callback, *_ in connection.run_on_commit:
+            if callback is config_version_bump and savepoints <= inside:
+                return
     transaction.on_commit(config_version_bump)
 
 
