@@ -3,19 +3,27 @@
 The hot path reads `current()` — a plain attribute read, no database query. A
 background task per event loop polls the config version (Redis when configured,
 else the database) every GATEWAY_CONFIG_POLL_SECONDS and swaps in a new snapshot
-when it changed.
+when it changed. With Redis, a second task per event loop subscribes to the
+channel that every configuration write publishes the new version on
+(config_version.push_channel) and wakes the poller at once: the change reaches
+every worker without waiting for a tick. The poll stays the fallback: while
+Redis is down or the subscription is lost, changes arrive on the next tick from
+the database, and a worker keeps serving throughout. Requests are served from
+the previous snapshot while the next one is built (in a thread).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from django.conf import settings
 
@@ -34,7 +42,12 @@ from gateway.engine.types import (
     RuleSpec,
     Snapshot,
 )
-from gateway.hotpath.config_version import REDIS_KEY, SET_IF_GREATER, config_version_from_db
+from gateway.hotpath.config_version import (
+    REDIS_KEY,
+    SET_IF_GREATER,
+    config_version_from_db,
+    push_channel,
+)
 from gateway.hotpath.decision import fit_local_routers
 from gateway.models import ApiKey, Budget
 from gateway.outages import OutageLog
@@ -446,6 +459,8 @@ class ConfigHolder:
         self.refreshed_at: float | None = (
             None  # time.monotonic() of the last config version read (/metrics)
         )
+        self.pushed = False  # subscribed to the pushed config versions now
+        self.pushes = 0  # pushed versions received (each wakes the poller)
 
     async def get(self) -> GatewayConfig:
         config = self._config
@@ -493,21 +508,81 @@ class ConfigHolder:
         if loop in self._pollers:
             return
         self._pollers.add(loop)
-        task = loop.create_task(self._poll(), name="gateway-config-poller")
+        wake = asyncio.Event()
+        self._start(loop, self._poll(wake), "gateway-config-poller")
+        if settings.REDIS_URL:
+            self._start(loop, self._listen(wake), "gateway-config-push")
+
+    def _start(
+        self, loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None], name: str
+    ) -> None:
+        task = loop.create_task(work, name=name)
         self._tasks.add(task)  # a reference, so the task is not collected while it runs
         task.add_done_callback(self._tasks.discard)
 
-    async def _poll(self) -> None:
+    async def _poll(self, wake: asyncio.Event) -> None:
+        """Refresh every GATEWAY_CONFIG_POLL_SECONDS, or at once when a pushed change wakes it."""
         interval = settings.GATEWAY_CONFIG_POLL_SECONDS
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await wake.wait()
+            wake.clear()  # a message arriving during the refresh below wakes the next one
             try:
                 await self.refresh()
             except Exception as exc:  # keep routing from the previous snapshot; retry next tick
                 self.refresh_log.failed(exc)
             else:
                 self.refresh_log.succeeded()
-            await self._run_tick_hooks()
+            await self._run_tick_hooks()  # e.g. /metrics' version gauge, right after a change
+
+    async def _listen(self, wake: asyncio.Event) -> None:
+        """Wake the poller on every version a configuration write publishes (Redis pub/sub).
+
+        A subscription that cannot be made or breaks is retried every
+        GATEWAY_REDIS_RETRY_SECONDS (never while the Redis breaker is open); meanwhile the
+        poll alone brings changes. The breaker logs the outage; this logs at info only.
+        """
+        from gateway.hotpath.redis_client import breaker
+
+        retry = settings.GATEWAY_REDIS_RETRY_SECONDS
+        while True:
+            if not breaker().is_open:
+                try:
+                    await self._subscribed(wake)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if self.pushed:
+                        logger.info("config push lost (%s); polling until it is back", exc)
+                    self.pushed = False
+            await asyncio.sleep(retry)
+
+    async def _subscribed(self, wake: asyncio.Event) -> None:
+        import redis.asyncio as aredis
+
+        client = aredis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_connect_timeout=1.0,
+            socket_keepalive=True,
+            health_check_interval=10,
+        )
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with asyncio.timeout(2.0):
+                await pubsub.subscribe(push_channel(settings.REDIS_URL))
+            self.pushed = True
+            wake.set()  # a change published before the subscription: read the version now
+            while True:
+                message = await pubsub.get_message(timeout=5.0)
+                if message is not None and message.get("type") == "message":
+                    self.pushes += 1
+                    wake.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     async def _run_tick_hooks(self) -> None:
         for hook in self.tick_hooks:
