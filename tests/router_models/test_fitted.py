@@ -109,6 +109,44 @@ def test_the_local_router_is_fitted_only_when_routes_have_examples():
     assert isinstance(build_local_router(zero_shot(DEMO_ROUTES)), LocalIntentClassifier)
 
 
+def one_fit(kernel: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """The fit as it ran before the fold models were solved together: one subset, its own loop."""
+    from gateway.router_models.fitted import L2_PENALTY, STEPS, _softmax
+
+    n = kernel.shape[0]
+    targets = np.zeros((n, n_classes))
+    targets[np.arange(n), labels] = 1.0
+    v = np.ones(n) / np.sqrt(n)
+    for _ in range(30):
+        w = kernel @ v
+        v = w / max(float(np.linalg.norm(w)), 1e-12)
+    lipschitz = float(v @ kernel @ v) / n + L2_PENALTY
+    root_l, root_mu = np.sqrt(lipschitz), np.sqrt(L2_PENALTY)
+    momentum = (root_l - root_mu) / (root_l + root_mu)
+    alpha = previous = np.zeros((n, n_classes))
+    for _ in range(STEPS):
+        look = alpha + momentum * (alpha - previous)
+        grad = (_softmax(kernel @ look) - targets) / n + L2_PENALTY * look
+        previous, alpha = alpha, look - grad / lipschitz
+    return alpha
+
+
+def test_the_models_fitted_together_are_the_models_fitted_one_by_one():
+    from gateway.router_models.fitted import _fit_duals
+
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(23, 40))
+    kernel = features @ features.T / 40 + 1.0
+    labels = rng.integers(0, 3, size=23)
+    folds = np.arange(23) % 5
+    masks = np.array([np.ones(23, dtype=bool)] + [folds != f for f in range(5)])
+    together = _fit_duals(kernel, labels, 3, masks)
+    for mask, alpha in zip(masks, together, strict=True):
+        alone = one_fit(kernel[np.ix_(mask, mask)], labels[mask], 3)
+        np.testing.assert_allclose(alpha[mask], alone, rtol=1e-9, atol=1e-12)
+        assert not alpha[~mask].any()  # a text outside the subset plays no part
+
+
 def test_few_examples_use_the_default_temperature():
     from gateway.router_models import fitted
 
