@@ -8,7 +8,11 @@ with each route:
 
 1. **Intent** (zero-shot): cosine similarity with the whole intent sentence,
    blended with a soft maximum over its phrases ("disputes, refunds,
-   escalations" match separately), so a list-like intent works.
+   escalations" match separately), so a list-like intent works; plus a small
+   lexical term, the share of the prompt's tokens that occur in the intent
+   sentence (the token ids the embedding already has, so it costs a lookup),
+   so a prompt that uses the intent's own words ("playlist", "weather") gets
+   credit the averaged vectors blur.
 2. **Examples** (when a route has them): a soft maximum of the similarities to
    its example prompts, blended with the intent score.
 3. **Difficulty**: topic vectors cannot tell "easy" from "hard", which is the
@@ -65,6 +69,10 @@ PHRASE_WEIGHT = 0.5  # whole intent vs. soft maximum over its phrases
 INTENT_WEIGHT = 0.5  # with examples: intent score vs. examples score
 SOFTMAX_SHARPNESS = 20.0  # of the soft maximum over phrases and examples
 DIFFICULTY_WEIGHT = 0.15
+# Of the lexical term: (prompt tokens found in the intent) / sqrt(prompt tokens x distinct
+# intent tokens), a cosine of token bags. Chosen on the dev lines of snips, mmlu_subjects,
+# easy_hard, support and mmlu_families (docs/routing.md).
+LEXICAL_WEIGHT = 0.1
 CATCH_ALL_SIMILARITY = 0.1  # about where unrelated and weakly related prompts meet
 TEMPERATURE = 0.05
 # The prompt's difficulty: the learned score (``difficulty.py``, mapped to
@@ -260,8 +268,11 @@ class StaticEmbedder:
 
     def embed(self, text: str) -> tuple[np.ndarray, int]:
         """The unit vector of ``text`` (zeros when it has no tokens) and its token count."""
-        ids = self.token_ids(text)
-        if not ids:
+        return self.embed_ids(self.token_ids(text))
+
+    def embed_ids(self, ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, int]:
+        """``embed`` for a text already tokenised to ``ids``."""
+        if not len(ids):
             return np.zeros(self.dim, dtype=np.float32), 0
         vector = self._vectors.rows(np.asarray(ids, dtype=np.intp)).sum(axis=0)
         norm = float(np.linalg.norm(vector))
@@ -338,6 +349,21 @@ class LocalIntentClassifier:
             # A route without examples gets its intent as its one "example" so the
             # grouped arithmetic stays uniform; the blend below ignores it.
             example_texts.extend(examples or [route.intent])
+        # Lexical term: the intents' distinct tokens (sorted ids) and, for each, a row of
+        # 1/sqrt(distinct tokens of the intent) in the routes whose intent has it. A
+        # catch-all's column stays empty.
+        weights: dict[int, np.ndarray] = {}
+        for column, route in enumerate(routes):
+            if self._catch_all[column]:
+                continue
+            distinct = set(self._embedder.token_ids(route.intent))
+            for token in distinct:
+                row = weights.setdefault(token, np.zeros(self._n, dtype=np.float32))
+                row[column] = 1.0 / math.sqrt(len(distinct))
+        self._lexical_tokens = np.array(sorted(weights), dtype=np.intp)
+        self._lexical_table = np.zeros((len(weights), self._n), dtype=np.float32)
+        for i, token in enumerate(self._lexical_tokens):
+            self._lexical_table[i] = weights[int(token)]
         texts = [r.intent for r in routes] + phrase_texts + example_texts
         cut = [truncate_prompt(t, EXAMPLE_HEAD_CHARS, EXAMPLE_TAIL_CHARS) for t in texts]
         # One matrix for everything a prompt is compared with: a single mat-vec.
@@ -369,6 +395,17 @@ class LocalIntentClassifier:
 
         self._difficulty_model = default_difficulty_model()
 
+    def _lexical_score(self, tokens: np.ndarray) -> np.ndarray:
+        """Per route: prompt tokens found in its intent / sqrt(prompt tokens x intent's tokens)."""
+        keys = self._lexical_tokens
+        if not len(keys) or not len(tokens):
+            return np.zeros(self._n, dtype=np.float32)
+        at = np.minimum(np.searchsorted(keys, tokens), len(keys) - 1)
+        found = at[keys[at] == tokens]
+        counts = np.bincount(found, minlength=len(keys)).astype(np.float32)
+        out: np.ndarray = counts @ self._lexical_table / math.sqrt(len(tokens))
+        return out
+
     def similarities(self, text: str) -> tuple[np.ndarray, np.ndarray, float] | None:
         """Per-route semantic scores, logits and prompt difficulty; None if no tokens."""
         result = self._score(text)
@@ -379,16 +416,18 @@ class LocalIntentClassifier:
         if self._n == 0 or not text.strip():
             return None
         cut = truncate_prompt(text)
-        vector, n_tokens = self._embedder.embed(cut)
+        ids = np.asarray(self._embedder.token_ids(cut), dtype=np.intp)
+        vector, n_tokens = self._embedder.embed_ids(ids)
         if n_tokens == 0:
             return None
+        lexical = self._lexical_score(ids) if LEXICAL_WEIGHT else 0.0
         if len(cut) < len(text):  # estimate the length the cut removed
             n_tokens = round(n_tokens * len(text) / len(cut))
         sims = self._matrix @ vector
         n, p = self._n, self._n_phrases
         whole = sims[:n]
         phrases = _soft_max_by_group(sims[n : n + p], self._phrase_starts)
-        intent = (1 - PHRASE_WEIGHT) * whole + PHRASE_WEIGHT * phrases
+        intent = (1 - PHRASE_WEIGHT) * whole + PHRASE_WEIGHT * phrases + LEXICAL_WEIGHT * lexical
         intent = np.where(self._catch_all, CATCH_ALL_SIMILARITY, intent)
         examples = _soft_max_by_group(sims[n + p :], self._example_starts)
         semantic = np.where(

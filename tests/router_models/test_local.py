@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.router_models.evaluation import load_labelled, load_route_set
+from gateway.router_models.evaluation import load_labelled, load_route_set, load_split
 from gateway.router_models.local import (
     Classification,
     LocalIntentClassifier,
@@ -245,3 +245,34 @@ def test_distinct_prompts_do_not_grow_the_tokenizer() -> None:
         embedder.token_ids(f"{prompt} (request {i})")
     gc.collect()
     assert rss_mib() - before < 4, rss_mib() - before
+
+
+def test_a_prompt_in_an_intents_own_words_gets_lexical_credit(monkeypatch):
+    from gateway.router_models import local
+
+    classifier = LocalIntentClassifier(
+        [
+            RouteIntent("playlists", "Add a song to one of my playlists."),
+            RouteIntent("weather", "Weather forecasts: rain, snow or sun."),
+        ]
+    )
+    prompt = "put this track on the road trip playlists"
+    with_lexical = classifier.similarities(prompt)
+    monkeypatch.setattr(local, "LEXICAL_WEIGHT", 0.0)
+    without = classifier.similarities(prompt)
+    assert with_lexical is not None and without is not None
+    gain = with_lexical[0] - without[0]
+    assert gain[0] > 0.01  # "▁play" and "lists" are tokens of that intent
+    assert gain[1] == pytest.approx(0.0, abs=1e-6)  # no token of the weather intent
+
+
+def test_zero_shot_accuracy_on_unseen_dev_lines():
+    """From one intent sentence per route, dev lines only (the test lines stay unseen here).
+
+    Measured: snips 84.3%, easy_hard 90.7% (82.7% and 86.0% before the lexical term)."""
+    for name, floor in (("snips", 0.84), ("easy_hard", 0.9)):
+        routes, default = load_route_set(DATA / f"{name}.routes.json")
+        classifier = LocalIntentClassifier(zero_shot(routes))
+        items = load_split(DATA / f"{name}.jsonl", "dev")
+        hits = sum((classifier.classify(i.prompt).route or default) == i.route for i in items)
+        assert hits / len(items) >= floor, name
