@@ -142,3 +142,31 @@ def test_prompts_are_tokenised_on_the_calling_thread_by_the_fast_path_with_the_s
     for prompt in prompts:
         assert embedder.token_ids(prompt) == tokenizer.encode(prompt, add_special_tokens=False).ids
     assert len(os.listdir("/proc/self/task")) == threads  # no tokenizer thread pool started
+
+
+def _shape_features_with_lookup_tables(text: str, n_tokens: int) -> np.ndarray:
+    """shape_features as it was first written (numpy lookup tables), the reference."""
+    digits_table = np.zeros(256, dtype=np.float32)
+    digits_table[list(b"0123456789")] = 1.0
+    symbols_table = np.zeros(256, dtype=np.float32)
+    symbols_table[list(b"()[]{}=<>+-*/_%:;")] = 1.0
+    data = np.frombuffer(text.encode("utf-8", "ignore"), dtype=np.uint8)
+    length = max(len(data), 1)
+    digits = float(digits_table[data].sum()) / length
+    newlines = text.count("\n") / length * 40
+    symbols = float(symbols_table[data].sum()) / length
+    return np.array(
+        [np.log1p(n_tokens) / 5.0, digits * 5.0, min(newlines, 2.0), symbols * 5.0],
+        dtype=np.float32,
+    )
+
+
+def test_shape_features_count_exactly_as_the_lookup_tables_did() -> None:
+    from gateway.router_models.features import shape_features
+
+    texts = [json.loads(line)["prompt"] for line in (DATA / "support.jsonl").open()]
+    texts += ["", "\x00", "\x00" * 10, "é中🙂 {x} = 1 + 2;", "\n" * 50, "9" * 100_000, "a:b" * 999]
+    for n, text in enumerate(texts):
+        assert np.array_equal(
+            shape_features(text, n), _shape_features_with_lookup_tables(text, n)
+        ), text[:80]
