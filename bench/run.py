@@ -431,6 +431,8 @@ def gateway_env(plan: Plan, database_url: str) -> dict[str, str]:
         SECURE_SSL_REDIRECT="0",  # plain HTTP on loopback: the boards' page requests too
         VAR_DIR=str(plan.out / "var"),
         PYTHONUNBUFFERED="1",
+        # As make serve and the image run it: two malloc arenas, not one per thread.
+        MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"),
     )
     return env
 

@@ -379,3 +379,17 @@ def test_the_board_client_reports_streams_it_could_not_open(sse_server: str) -> 
     ready, result = _boards(sse_server, "sessionid=wrong", 3)
     assert ready == "READY 0"
     assert result["opened"] == 0 and result["statuses"] == {"403": 3}
+
+
+def test_the_bench_runs_the_gateway_with_two_malloc_arenas_as_make_serve_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from types import SimpleNamespace
+
+    from bench.run import gateway_env
+
+    plan = SimpleNamespace(redis_url="redis://127.0.0.1:6379/6", out=tmp_path)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert gateway_env(plan, "postgres://x/y")["MALLOC_ARENA_MAX"] == "2"  # type: ignore[arg-type]
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert gateway_env(plan, "postgres://x/y")["MALLOC_ARENA_MAX"] == "4"  # type: ignore[arg-type]

@@ -181,6 +181,22 @@ def test_commands_are_the_same_in_compose_kubernetes_and_the_dockerfile() -> Non
     assert containers["worker"]["command"][:4] == ["celery", "-A", "config", "worker"]
 
 
+def test_the_gateway_runs_with_two_malloc_arenas_in_make_serve_and_the_image() -> None:
+    """One malloc arena per thread kept ~6 MiB more resident per worker (docs/benchmarks.md)."""
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    (serve,) = [
+        line
+        for line in makefile.splitlines()
+        if "uvicorn config.asgi:application" in line and "--workers" in line
+    ]
+    assert serve.strip().startswith("@MALLOC_ARENA_MAX=$${MALLOC_ARENA_MAX:-2} ")
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    runtime = dockerfile.split("AS runtime", 1)[1]
+    assert "MALLOC_ARENA_MAX=2" in [
+        word for line in runtime.splitlines() if line.startswith("ENV ") for word in line.split()
+    ]
+
+
 def test_probes_and_health_checks_point_at_real_gateway_paths() -> None:
     from gateway.hotpath.asgi import GATEWAY_PATH_PREFIXES
 
