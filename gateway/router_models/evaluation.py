@@ -435,15 +435,15 @@ class _DifficultyOnly:
 
 def cached_latencies(prompts: Sequence[str], decide: Any) -> list[float]:
     """Decision latency when the decision cache answers (the gateway's TTL cache and key)."""
-    from gateway.hotpath.decision import _normalise, _TTLCache
+    from gateway.hotpath.decision import _prompt_key, _TTLCache
 
     cache = _TTLCache(len(prompts) + 1, 300.0)
     for n, prompt in enumerate(prompts):
-        cache.put((0, 0, _normalise(prompt)), decide(n))
+        cache.put((0, 0, _prompt_key(prompt)), decide(n))
     out = []
     for prompt in prompts:
         started = time.perf_counter()
-        cache.get((0, 0, _normalise(prompt)))
+        cache.get((0, 0, _prompt_key(prompt)))
         out.append((time.perf_counter() - started) * 1000)
     return out
 
