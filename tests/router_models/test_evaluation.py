@@ -173,7 +173,9 @@ def test_load_labelled_names_the_bad_line(tmp_path):
         load_labelled(path)
 
 
-@pytest.mark.parametrize("name", ["support", "mmlu_families"])
+@pytest.mark.parametrize(
+    "name", ["support", "mmlu_families", "snips", "mmlu_subjects", "mmlu_unseen"]
+)
 def test_each_public_set_defines_its_routes_with_ten_held_out_examples(name):
     routes, default = load_route_set(DATA / f"{name}.routes.json")
     items = load_labelled(DATA / f"{name}.jsonl")
