@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from balancers.models import Balancer, Route
 from gateway.board_feed import decision_words
-from gateway.engine.auto import GOALS
+from gateway.engine.auto import FREE_GOAL, GOALS
 from gateway.hotpath.runtime import health_snapshot
 from gateway.models import UsageEvent
 from gateway.reporting.failover import FailoverReport, failover_incidents
@@ -397,6 +397,7 @@ class LaneFigures:
     spilled: int = (
         0  # capacity_first: answered by a token-billed member, reserved capacity saturated
     )
+    failed_over: int = 0  # answered here after an earlier attempt failed elsewhere
     per_minute: list[int] = field(default_factory=lambda: [0] * LIVE_MINUTES)
 
     @property
@@ -412,12 +413,12 @@ class LaneFigures:
         return Sparkline(self.per_minute, width=96, height=24, unit="minutes")
 
 
-def _medians(events: Any) -> dict[str, tuple[float | None, float | None]]:
+def _medians(events: Any, by: str = "route") -> dict[str, tuple[float | None, float | None]]:
     if connection.vendor == "postgresql":
-        rows = events.values("route").annotate(p50=_Median("latency_ms"), ttfb=_Median("ttfb_ms"))
-        return {row["route"]: (row["p50"], row["ttfb"]) for row in rows}
+        rows = events.values(by).annotate(p50=_Median("latency_ms"), ttfb=_Median("ttfb_ms"))
+        return {row[by]: (row["p50"], row["ttfb"]) for row in rows}
     values: dict[str, tuple[list[float], list[float]]] = {}
-    for route, latency, ttfb in events.values_list("route", "latency_ms", "ttfb_ms"):
+    for route, latency, ttfb in events.values_list(by, "latency_ms", "ttfb_ms"):
         lat, first = values.setdefault(route, ([], []))
         lat.append(latency)
         if ttfb is not None:
@@ -431,45 +432,54 @@ def _medians(events: Any) -> dict[str, tuple[float | None, float | None]]:
     }
 
 
-def lane_figures(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
-    """Each lane's live figures over the last `minutes`: requests, errors, medians, tokens, cost, per minute.
-
-    A request counts in the lane that answered it; one that no lane answered counts nowhere.
-    """
+def _figures_by(events: Any, by: str, names: Iterable[str], minutes: int) -> dict[str, LaneFigures]:
+    """Live figures of `events` for each of `names`, grouped by the field `by` (route or model)."""
     now = timezone.now()
-    since = now - timedelta(minutes=minutes)
-    events = UsageEvent.objects.filter(balancer=state.balancer, created_at__gte=since)
     totals = {
-        row["route"]: row
-        for row in events.values("route").annotate(
+        row[by]: row
+        for row in events.values(by).annotate(
             n=Count("id"),
             errors=Count("id", filter=Q(status_code__gte=400)),
             tokens=Sum("prompt_tokens") + Sum("completion_tokens"),
             cost=Sum("cost_usd"),
             spilled=Count("id", filter=Q(spilled=True)),
+            failed_over=Count("id", filter=Q(attempts__gt=1, status_code__lt=400)),
         )
     }
-    medians = _medians(events)
+    medians = _medians(events, by)
     series: dict[str, list[int]] = {}
     for per_minute in (
         events.annotate(minute=TruncMinute("created_at"))
-        .values("route", "minute")
+        .values(by, "minute")
         .annotate(n=Count("id"))
     ):
         index = minutes - 1 - int((now - per_minute["minute"]).total_seconds() // 60)
         if 0 <= index < minutes:
-            series.setdefault(per_minute["route"], [0] * minutes)[index] += per_minute["n"]
-    for lane in state.routes:
-        name = lane.route.name
+            series.setdefault(per_minute[by], [0] * minutes)[index] += per_minute["n"]
+    found = {}
+    for name in names:
         row = totals.get(name)
         figures = LaneFigures(per_minute=series.get(name, [0] * minutes))
         if row:
             figures.requests, figures.errors = row["n"], row["errors"]
             figures.tokens, figures.cost = row["tokens"] or 0, row["cost"] or Decimal(0)
-            figures.spilled = row["spilled"]
+            figures.spilled, figures.failed_over = row["spilled"], row["failed_over"]
             figures.p50_ms, figures.p50_ttfb_ms = medians.get(name, (None, None))
-        lane.figures = figures
-        lane.requests, lane.errors = figures.requests, figures.errors
+        found[name] = figures
+    return found
+
+
+def lane_figures(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
+    """Each lane's live figures over the last `minutes`: requests, errors, medians, tokens, cost, per minute.
+
+    A request counts in the lane that answered it; one that no lane answered counts nowhere.
+    """
+    since = timezone.now() - timedelta(minutes=minutes)
+    events = UsageEvent.objects.filter(balancer=state.balancer, created_at__gte=since)
+    figures = _figures_by(events, "route", [lane.route.name for lane in state.routes], minutes)
+    for lane in state.routes:
+        lane.figures = figures[lane.route.name]
+        lane.requests, lane.errors = lane.figures.requests, lane.figures.errors
 
 
 @dataclass
@@ -549,6 +559,147 @@ def board_failover(balancer: Balancer) -> FailoverReport:
         condition=Q(balancer_id=balancer.pk),
         limit=5,
     )
+
+
+# -- a goal name's live board (auto, auto-cheap... with no balancer) -----------------------------
+
+
+@dataclass
+class ModelLane:
+    """One model a goal name may choose (or chose in the window): its instances, its live figures.
+
+    The board's lanes are the models, not routes: a goal name has one implicit route over every
+    instance it may use (gateway/hotpath/snapshot.py goal_balancers); what the operator watches is
+    which model it picked. An attempt is drawn in the lane of its instance's model.
+    """
+
+    model: str
+    order: int
+    members: list[MemberState]
+    figures: LaneFigures = field(default_factory=LaneFigures)
+
+    @property
+    def instance_ids(self) -> str:
+        return " ".join(m.instance.instance_id for m in self.members)
+
+    @property
+    def available(self) -> bool:
+        return any(m.eligible for m in self.members)
+
+    def lane_state(self, now: float | None = None) -> tuple[str, str]:
+        """(state, words): active, degraded, cooling (with seconds left), unavailable, disabled."""
+        now = time.time() if now is None else now
+        enabled = [m for m in self.members if m.instance.enabled]
+        if not enabled:
+            return "disabled", "no enabled instance"
+        if not self.available:
+            lefts = [left for m in enabled if (left := m.cooldown_left(now)) is not None]
+            if lefts:
+                return "cooling", f"cooling down, {min(lefts)} s left"
+            return "unavailable", "unavailable"
+        if any(not m.eligible or m.simulated_down for m in enabled):
+            return "degraded", "degraded"
+        return "active", "active"
+
+
+@dataclass
+class GoalBoard:
+    goal: str
+    preference: str
+    lanes: list[ModelLane]
+    requests: int = 0  # over the live window
+    errors: int = 0
+    failed_over: int = 0  # answered after an earlier attempt failed
+    cost: Decimal = Decimal(0)
+    today: Decimal = Decimal(0)  # spend so far today and this month (UTC)
+    month: Decimal = Decimal(0)
+
+    @property
+    def status(self) -> tuple[str, str]:
+        """(label, pill class), as a balancer's status."""
+        enabled = [lane for lane in self.lanes if lane.lane_state()[0] != "disabled"]
+        if not enabled:
+            return "No models", "bad"
+        if not any(lane.available for lane in enabled):
+            return "Unavailable", "bad"
+        if any(lane.lane_state()[0] != "active" for lane in enabled):
+            return "Degraded", "warn"
+        return "Serving", "ok"
+
+
+def goal_events(goal: str) -> Any:
+    """The usage events of a goal name's requests (no balancer row: the serving name says it)."""
+    return UsageEvent.objects.filter(balancer__isnull=True, serving_name=goal)
+
+
+def goal_board(goal: str, *, minutes: int = LIVE_MINUTES) -> GoalBoard:
+    """The goal's lanes, one per model: every model of the enabled instances it may choose (for
+    `auto-free` the zero-priced ones), and any model that answered it in the last `minutes`; in
+    name order (a lane never moves while the board is open). Each lane's members are those
+    instances with their live health, and its figures are the requests that model answered."""
+    now = timezone.now()
+    events = goal_events(goal).filter(created_at__gte=now - timedelta(minutes=minutes))
+    candidates = Instance.objects.filter(enabled=True).exclude(provider="builtin")
+    if goal == FREE_GOAL:
+        candidates = candidates.filter(input_price_per_million=0, output_price_per_million=0)
+    served = set(events.exclude(instance="").values_list("instance", flat=True).distinct())
+    instances = list(
+        Instance.objects.filter(Q(pk__in=candidates.values("pk")) | Q(instance_id__in=served))
+        .exclude(provider="builtin")
+        .order_by("model", "instance_id")
+    )
+    health = health_snapshot([i.pk for i in instances])
+    by_model: dict[str, list[MemberState]] = {}
+    for instance in instances:
+        by_model.setdefault(instance.model, []).append(
+            MemberState(
+                instance=instance,
+                weight=100,
+                priority=1,
+                enabled=True,
+                health=health[instance.pk].status,
+                cooldown_until=health[instance.pk].cooldown_until,
+            )
+        )
+    figures = _figures_by(events, "model", by_model, minutes)
+    lanes = [
+        ModelLane(model=model, order=order, members=members, figures=figures[model])
+        for order, (model, members) in enumerate(sorted(by_model.items()), start=1)
+    ]
+    totals = events.aggregate(
+        requests=Count("id"),
+        errors=Count("id", filter=Q(status_code__gte=400)),
+        failed_over=Count("id", filter=Q(attempts__gt=1, status_code__lt=400)),
+        cost=Sum("cost_usd"),
+    )
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    spend = (
+        goal_events(goal)
+        .filter(created_at__gte=today.replace(day=1))
+        .aggregate(month=Sum("cost_usd"), today=Sum("cost_usd", filter=Q(created_at__gte=today)))
+    )
+    return GoalBoard(
+        goal=goal,
+        preference=GOALS[goal],
+        lanes=lanes,
+        requests=totals["requests"],
+        errors=totals["errors"],
+        failed_over=totals["failed_over"],
+        cost=totals["cost"] or Decimal(0),
+        today=spend["today"] or Decimal(0),
+        month=spend["month"] or Decimal(0),
+    )
+
+
+def recent_goal_events(goal: str, *, limit: int = 15) -> list[UsageEvent]:
+    """A goal name's latest usage events, each with `decision_words` (as `recent_events`)."""
+    events = list(goal_events(goal).defer("prompt_text").order_by("-created_at")[:limit])
+    for event in events:
+        words = decision_words(
+            event.decision_reason, event.confidence, event.attempt_log or [], event.route
+        )
+        setattr(event, "decision_words", words)  # noqa: B010  (display only)
+    return events
 
 
 # -- a prompt to try a balancer with ------------------------------------------------------------

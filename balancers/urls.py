@@ -33,6 +33,9 @@ urlpatterns = [
     ),
     path("balancers/<slug:name>/", views.balancer_detail, name="balancer-detail"),
     path("balancers/<slug:name>/board/", views.balancer_board, name="balancer-board"),
+    # A goal name's board (auto, auto-cheap... called with no balancer of that name).
+    path("auto/<slug:goal>/board/", views.auto_board, name="auto-board"),
+    path("auto/<slug:goal>/board/events/", views.auto_board_events, name="auto-board-events"),
     path(
         "balancers/<slug:name>/board/events/",
         views.balancer_board_events,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -58,9 +58,11 @@ from balancers.page_selectors import (
     balancer_states,
     balancers_for_pages,
     board_failover,
+    goal_board,
     lane_figures,
     member_probes,
     recent_events,
+    recent_goal_events,
     recent_traffic_totals,
     route_traffic,
     sample_prompt,
@@ -88,6 +90,7 @@ from gateway.corrections import (
     correction_apply,
     correction_offer,
 )
+from gateway.engine.auto import GOALS
 from gateway.hotpath.runtime import mark_healthy
 from gateway.models import RoutingCorrection
 from gateway.router_models.local import RouteIntent
@@ -411,12 +414,18 @@ async def balancer_board_events(
     balancer = await Balancer.objects.filter(name=name).only("pk").afirst()
     if balancer is None:
         raise Http404("No such balancer.")
+    return await _board_stream(request, balancer.pk, functools.partial(board_lanes_payload, name))
+
+
+async def _board_stream(
+    request: HtmxHttpRequest, key: int | str, render_lanes: Callable[[], bytes]
+) -> HttpResponse | StreamingHttpResponse:
+    """A board's event stream, fed by the hub for the board `key` (a balancer's pk, a goal name)."""
     if not isinstance(request, ASGIRequest):
         # A WSGI server (runserver without ASGI, the tests' live server) would buffer the endless
         # stream whole: 204 tells the browser not to reconnect, and the board polls.
         return HttpResponse(status=204)
-    render_lanes = functools.partial(board_lanes_payload, name)
-    listening = hub.listen(balancer.pk, render_lanes)
+    listening = hub.listen(key, render_lanes)
     try:
         queue = await listening.__aenter__()
     except FeedUnavailable:
@@ -450,6 +459,58 @@ async def balancer_board_events(
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events back
     return response
+
+
+# -- a goal name's live board (auto, auto-cheap... with no balancer) ----------------------------
+
+
+def _goal_or_404(goal: str) -> str:
+    if goal not in GOALS:
+        raise Http404("No such goal name.")
+    return goal
+
+
+def goal_lanes_payload(goal: str) -> bytes:
+    """A goal board's live part, as `board_lanes_payload` (lanes by model; their instances too,
+    so the board draws an attempt of a new instance in its model's lane)."""
+    board = goal_board(goal)
+    now = time.time()
+    lanes = {}
+    for lane in board.lanes:
+        lane_state, words = lane.lane_state(now)
+        html = render_to_string("balancers/auto_board.html#lane_live", {"r": lane, "now": now})
+        lanes[lane.model] = {
+            "state": lane_state,
+            "words": words,
+            "html": html,
+            "instances": lane.instance_ids,
+        }
+    summary = render_to_string("balancers/auto_board.html#summary", {"board": board})
+    return orjson.dumps(
+        {"routes": [lane.model for lane in board.lanes], "lanes": lanes, "summary": summary}
+    )
+
+
+@role_required(VIEWER)
+@require_GET
+def auto_board(request: HtmxHttpRequest, goal: str) -> HttpResponse:
+    """The live board of a goal name: its requests drawn into the lane of the model that served."""
+    _goal_or_404(goal)
+    if request.GET.get("lanes"):  # the fallback poll while the event stream is down
+        return HttpResponse(goal_lanes_payload(goal), content_type="application/json")
+    context = {"board": goal_board(goal), "events": recent_goal_events(goal), "goal": goal}
+    template = "balancers/auto_board.html#events" if request.htmx else "balancers/auto_board.html"
+    return render(request, template, context)
+
+
+@role_required(VIEWER)
+@require_GET
+async def auto_board_events(
+    request: HtmxHttpRequest, goal: str
+) -> HttpResponse | StreamingHttpResponse:
+    """A goal board's event stream: as a balancer's (`balancer_board_events`)."""
+    _goal_or_404(goal)
+    return await _board_stream(request, goal, functools.partial(goal_lanes_payload, goal))
 
 
 def _current_routes(balancer: Balancer) -> list[dict[str, Any]]:

@@ -8,9 +8,10 @@ Publisher, in every gateway process:
   gathered since into small board events (at most MAX_EVENTS_PER_BATCH per
   balancer per batch: a board cannot draw more; the rest are counted as
   `skipped`) and publishes one message per balancer on the Redis channel
-  `sb:board:<balancer pk>`. Without Redis (`make run`, one process) it hands the
-  message to this process's boards directly. The thread sleeps while nothing is
-  noted.
+  `sb:board:<Redis db>:<balancer pk>`. A goal name's requests (auto, auto-cheap...: no
+  balancer row) have a board too, keyed by the goal name: `sb:board:<Redis db>:auto-cheap`
+  (`board_key`). Without Redis (`make run`, one process) it hands the message to this
+  process's boards directly. The thread sleeps while nothing is noted.
 
 Subscribers, in every process that serves pages (`hub`):
 
@@ -43,9 +44,28 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from gateway.engine.auto import GOALS
+
 logger = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "sb:board:"  # then the Redis database number, ":" and the balancer's pk
+CHANNEL_PREFIX = "sb:board:"  # then the Redis database number, ":" and the board's key
+
+# A board's key: a balancer's pk, or a goal name (auto, auto-cheap...) for the requests sent to it
+# with no balancer of that name. The two never collide: a goal name is not a number.
+BoardKey = int | str
+
+
+def board_key(record: Any) -> BoardKey | None:
+    """The board a usage record is drawn on: its balancer's, or its goal name's; None for neither."""
+    if record.balancer_id is not None:
+        return int(record.balancer_id)
+    if record.serving_name in GOALS:
+        return str(record.serving_name)
+    return None
+
+
+def parse_key(text: str) -> BoardKey:
+    return int(text) if text.isdigit() else text
 
 
 @functools.lru_cache(maxsize=8)
@@ -185,7 +205,7 @@ class BoardPublisher:
 
     def note(self, record: Any) -> None:
         """Hot path: O(1), no I/O."""
-        if record.balancer_id is None:
+        if record.balancer_id is None and record.serving_name not in GOALS:
             return
         self._notes.append(record)
         if self._thread is None:
@@ -212,13 +232,15 @@ class BoardPublisher:
 
     def publish_pending(self) -> int:
         """Publish what was noted since the last batch; return how many events went out."""
-        by_balancer: dict[int, list[Any]] = collections.defaultdict(list)
+        by_balancer: dict[BoardKey, list[Any]] = collections.defaultdict(list)
         while True:
             try:
                 record = self._notes.popleft()
             except IndexError:
                 break
-            by_balancer[record.balancer_id].append(record)
+            key = board_key(record)
+            if key is not None:
+                by_balancer[key].append(record)
         sent = 0
         for balancer_id, records in by_balancer.items():
             shown = records[-MAX_EVENTS_PER_BATCH:]
@@ -232,7 +254,7 @@ class BoardPublisher:
         return sent
 
 
-def deliver(balancer_id: int, message: bytes) -> None:
+def deliver(balancer_id: BoardKey, message: bytes) -> None:
     """Through Redis to every process's boards, or straight to this process's without Redis."""
     if settings.REDIS_URL:
         from gateway.hotpath.redis_client import RedisUnavailable, call_sync
@@ -252,7 +274,7 @@ def deliver(balancer_id: int, message: bytes) -> None:
 
 @dataclass(eq=False)
 class _Board:
-    balancer_id: int
+    balancer_id: BoardKey
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[tuple[str, bytes] | None] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
@@ -267,10 +289,12 @@ class _Board:
 
 @dataclass
 class _LoopState:
-    boards: dict[int, set[_Board]] = field(default_factory=lambda: collections.defaultdict(set))
+    boards: dict[BoardKey, set[_Board]] = field(
+        default_factory=lambda: collections.defaultdict(set)
+    )
     reader: asyncio.Task[None] | None = None
-    watchers: dict[int, asyncio.Task[None]] = field(default_factory=dict)
-    last_state: dict[int, bytes] = field(default_factory=dict)
+    watchers: dict[BoardKey, asyncio.Task[None]] = field(default_factory=dict)
+    last_state: dict[BoardKey, bytes] = field(default_factory=dict)
 
 
 class BoardHub:
@@ -285,7 +309,7 @@ class BoardHub:
 
     @contextlib.asynccontextmanager
     async def listen(
-        self, balancer_id: int, render: Callable[[], bytes]
+        self, balancer_id: BoardKey, render: Callable[[], bytes]
     ) -> AsyncIterator[asyncio.Queue[Any]]:
         """Open one board: its queue receives ("requests" | "lanes", JSON bytes), or None when the feed broke."""
         loop = asyncio.get_running_loop()
@@ -356,7 +380,9 @@ class BoardHub:
                     else message["channel"]
                 )
                 with contextlib.suppress(ValueError):
-                    balancer_id = int(channel.removeprefix(channel_prefix(settings.REDIS_URL)))
+                    balancer_id = parse_key(
+                        channel.removeprefix(channel_prefix(settings.REDIS_URL))
+                    )
                     for board in list(state.boards.get(balancer_id, ())):
                         board.put(("requests", message["data"]))
         except asyncio.CancelledError:
@@ -373,7 +399,7 @@ class BoardHub:
                 await pubsub.aclose()
 
     async def _watch(
-        self, state: _LoopState, balancer_id: int, render: Callable[[], bytes]
+        self, state: _LoopState, balancer_id: BoardKey, render: Callable[[], bytes]
     ) -> None:
         from asgiref.sync import sync_to_async
 
@@ -391,7 +417,7 @@ class BoardHub:
                         board.put(("lanes", rendered))
             await asyncio.sleep(settings.GATEWAY_BOARD_STATE_SECONDS)
 
-    def deliver_threadsafe(self, balancer_id: int, item: tuple[str, bytes]) -> None:
+    def deliver_threadsafe(self, balancer_id: BoardKey, item: tuple[str, bytes]) -> None:
         """From the publisher thread (no Redis): hand the message to each open board on its own loop."""
         for state in list(self._loops.values()):
             for board in list(state.boards.get(balancer_id, ())):

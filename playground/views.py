@@ -211,14 +211,22 @@ async def playground_auto(request: HtmxHttpRequest) -> HttpResponse:
         routing_config["preference"] = request.POST["preference"]
     extra = {"model_routing_config": routing_config} if routing_config else None
     result = await smoke_test(serving_name=goal, workload_kind="chat", prompt=prompt, extra=extra)
+    # The goal's live board, unless an operator's balancer of that name answered instead.
+    board_goal = "" if await _is_balancer(goal) else goal
     if request.htmx:
         return await sync_to_async(render)(
-            request, "playground/playground.html#result", {"result": result}
+            request,
+            "playground/playground.html#result",
+            {"result": result, "board_goal": board_goal},
         )
-    return await sync_to_async(_page_with)(request, result)
+    return await sync_to_async(_page_with)(request, result, board_goal=board_goal)
 
 
-def _page_with(request: HtmxHttpRequest, result: Any) -> HttpResponse:
+async def _is_balancer(serving_name: str) -> bool:
+    return await Balancer.objects.filter(serving_name=serving_name).aexists()
+
+
+def _page_with(request: HtmxHttpRequest, result: Any, *, board_goal: str = "") -> HttpResponse:
     """Without htmx: the playground page with the auto result on top."""
     balancers = list(Balancer.objects.prefetch_related("routes").order_by("name"))
     balancer = _first_choice(balancers)
@@ -231,5 +239,6 @@ def _page_with(request: HtmxHttpRequest, result: Any) -> HttpResponse:
             **_auto_context(),
             **_direct_context(),
             "auto_result": result,
+            "board_goal": board_goal,
         },
     )

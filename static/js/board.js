@@ -5,6 +5,8 @@
  * `lanes` events: a lane's live part (state, members, figures) when it changed on the server.
  * When the stream drops (or the server has no feed: 503) the board polls the same lanes
  * payload and the latest-requests fragment every POLL_MS until the stream is back.
+ * A goal name's board (data-lane-by="instance") has a lane per model: an attempt is drawn in
+ * the lane whose data-instances lists its instance, and its table shows the model, not the route.
  */
 (function () {
   "use strict";
@@ -16,9 +18,22 @@
   var events = document.getElementById("board-events");
   var POLL_MS = 3000, RETRY_FIRST_MS = 1000, RETRY_MAX_MS = 30000, CHIPS_PER_LANE = 14, ROWS = 15, HOP_MS = 110;
   var source = null, pollTimer = null, retryTimer = null, retryMs = RETRY_FIRST_MS;
+  var byInstance = board.dataset.laneBy === "instance";
 
   function laneOf(route) {
     return route ? board.querySelector('.lane[data-route="' + CSS.escape(route) + '"]') : null;
+  }
+
+  // The lane an attempt is drawn in: its route's, or on a goal board its instance's model's.
+  function laneFor(a) {
+    if (!a) return null;
+    if (!byInstance) return laneOf(a.route);
+    return a.instance ? board.querySelector('.lane[data-instances~="' + CSS.escape(a.instance) + '"]') : null;
+  }
+
+  function laneName(a) {
+    var lane = laneFor(a);
+    return lane ? lane.dataset.route : (a ? (byInstance ? a.instance : a.route) : undefined);
   }
 
   function setStatus(text, live) {
@@ -73,12 +88,12 @@
     var hops = [];
     var failedAt = null;
     e.attempts.forEach(function (a, i) {
-      var lane = laneOf(a.route);
+      var lane = laneFor(a);
       if (!lane) return;
       points.push(centre(lane.querySelector(".lane-feed"), box));
       var failed = a.outcome !== "ok";
       if (failed && failedAt === null && i < e.attempts.length - 1) failedAt = points.length - 1;
-      hops.push({ lane: lane, attempt: a, failed: failed, next: (e.attempts[i + 1] || {}).route });
+      hops.push({ lane: lane, attempt: a, failed: failed, next: laneName(e.attempts[i + 1]) });
     });
     var landed = false;
     function land() {
@@ -137,7 +152,7 @@
     when.dataset.testid = "when";
     when.textContent = ago(e.at);
     cell(tr, null, "primary-cell").appendChild(when);
-    cell(tr, e.route || "—", null, "Route");
+    if (byInstance) cell(tr, e.model || "—", "mono", "Model"); else cell(tr, e.route || "—", null, "Route");
     cell(tr, e.instance || "—", "mono", "Instance");
     var st = cell(tr, null, null, "Status");
     var pill = document.createElement("span");
@@ -210,6 +225,7 @@
     payload.routes.forEach(function (name) {
       var lane = laneOf(name), data = payload.lanes[name];
       lane.dataset.state = data.state;
+      if (data.instances !== undefined) lane.dataset.instances = data.instances;
       lane.dataset.available = String(data.state === "active" || data.state === "degraded");
       var live = lane.querySelector(".lane-live");
       if (live.dataset.html !== data.html) { live.innerHTML = data.html; live.dataset.html = data.html; }

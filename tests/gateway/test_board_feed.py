@@ -109,6 +109,48 @@ def test_noting_a_record_does_no_io_and_a_batch_goes_out_per_balancer(monkeypatc
     assert "prompt" not in failover  # the gateway logs no prompt text
 
 
+def test_a_goal_names_requests_go_out_on_the_goal_names_board(monkeypatch) -> None:
+    """auto, auto-cheap... called with no balancer: their board is keyed by the goal name."""
+    sent: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        board_feed, "deliver", lambda key, message: sent.append((key, orjson.loads(message)))
+    )
+    publisher = BoardPublisher(interval=60)
+    publisher._thread = object()
+    publisher.note(record(None, 1, serving_name="auto-cheap", route="auto", instance="sim-a"))
+    publisher.note(record(None, 2, serving_name="auto", route="auto", attempt_log=FAILOVER))
+    publisher.note(record(None, 3, serving_name="gpt-4o"))  # a direct call: no board
+    publisher.note(record(4, 4, serving_name="auto"))  # an operator's balancer named auto
+    assert publisher.publish_pending() == 3
+    assert [(key, [e["id"] for e in m["events"]]) for key, m in sent] == [
+        ("auto-cheap", ["req-1"]),
+        ("auto", ["req-2"]),
+        (4, ["req-4"]),
+    ]
+    assert [a["instance"] for a in sent[1][1]["events"][0]["attempts"]] == ["sim-a", "sim-b"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_through_redis_a_goal_names_batch_reaches_its_boards_only(settings) -> None:
+    settings.GATEWAY_BOARD_STATE_SECONDS = 60
+    hub = BoardHub()
+
+    async def scenario() -> Any:
+        async with (
+            hub.listen("auto-cheap", lambda: b"{}") as cheap,
+            hub.listen("auto", lambda: b"{}") as balanced,
+        ):
+            await asyncio.wait_for(cheap.get(), 5)  # the first lanes render
+            await asyncio.wait_for(balanced.get(), 5)
+            await asyncio.to_thread(board_feed.deliver, "auto-cheap", b'{"events": []}')
+            got = await asyncio.wait_for(cheap.get(), 5)
+            await asyncio.sleep(0.2)
+            assert balanced.empty()
+            return got
+
+    assert asyncio.run(scenario()) == ("requests", b'{"events": []}')
+
+
 def test_a_burst_is_capped_per_batch_and_the_rest_counted(monkeypatch) -> None:
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(

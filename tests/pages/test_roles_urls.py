@@ -60,6 +60,8 @@ RULES: dict[str, Rule] = {
     "balancer-detail": page(VIEWER),
     "balancer-board": page(VIEWER),
     "balancer-board-events": page(VIEWER),  # the board's event stream (SSE), read-only
+    "auto-board": page(VIEWER),  # a goal name's live board (auto, auto-cheap...)
+    "auto-board-events": page(VIEWER),  # its event stream (SSE), read-only
     "balancer-board-action": page(
         OPERATOR
     ),  # disable a route, drain a member, end a cooldown … (audited)
@@ -227,6 +229,7 @@ def samples(demo: Any) -> dict[str, dict[str, Any]]:
         "content_type_id": 1,
         "response_id": "resp_no_such_response",
         "provider": "openai",
+        "goal": "auto-cheap",
     }
     write = {
         **read,
