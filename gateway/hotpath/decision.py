@@ -37,7 +37,8 @@ import orjson
 
 from gateway.engine.rules import RuleCheck, explain_rules, first_match, request_facts, rule_kinds
 from gateway.engine.types import DIRECT_ROUTE, BalancerSpec, RouteSpec
-from gateway.router_models.fitted import LocalRouter, build_local_router
+from gateway.hotpath.router_share import shared_router
+from gateway.router_models.fitted import LocalRouter, build_local_router, fit_fingerprint
 from gateway.router_models.llm import build_router_messages, parse_router_answer
 from gateway.router_models.local import RouteIntent
 from gateway.text import last_user_text
@@ -100,6 +101,7 @@ class _TTLCache:
 _cache = _TTLCache(CACHE_SIZE, CACHE_TTL)
 _inflight: dict[tuple[Any, ...], asyncio.Task[Decision]] = {}
 _local_models: dict[tuple[int, int], LocalRouter] = {}
+_models_by_content: dict[str, LocalRouter] = {}  # by fit_fingerprint, for the models in use
 _WS = re.compile(r"\s+")
 
 
@@ -127,13 +129,22 @@ def route_intents(balancer: BalancerSpec) -> list[RouteIntent]:
     ]
 
 
-def local_classifier(balancer: BalancerSpec, version: int) -> LocalRouter:
+def local_classifier(balancer: BalancerSpec, version: int, *, share: bool = False) -> LocalRouter:
+    """The balancer's built-in router at this version: the model of the same routes if this
+    process has one (a change elsewhere in the configuration refits nothing), else one another
+    worker fitted (`share`, at snapshot build only: it may wait for that worker), else fitted."""
     key = (version, balancer.pk)
     model = _local_models.get(key)
     if model is None:
         if len(_local_models) > 256:
             _local_models.clear()
-        model = _local_models[key] = build_local_router(route_intents(balancer))
+        routes = route_intents(balancer)
+        content = fit_fingerprint(routes)
+        model = _models_by_content.get(content)
+        if model is None:
+            model = shared_router(routes, content) if share else build_local_router(routes)
+            _models_by_content[content] = model
+        _local_models[key] = model
     return model
 
 
@@ -154,11 +165,17 @@ def fit_local_routers(balancers: Iterable[BalancerSpec], version: int) -> None:
             and router.provider == "builtin"
         ):
             try:
-                local_classifier(balancer, version)
+                local_classifier(balancer, version, share=True)
             except Exception:
                 logger.exception(
                     "fitting the local router model failed for %s", balancer.serving_name
                 )
+    # Only the models of the two generations kept stay reusable (list(): the event loop's
+    # thread may add one meanwhile).
+    in_use = {id(model) for model in list(_local_models.values())}
+    for content, model in list(_models_by_content.items()):
+        if id(model) not in in_use:
+            _models_by_content.pop(content, None)
 
 
 def _fell_back(balancer: BalancerSpec, reason: str, started: float) -> Decision:

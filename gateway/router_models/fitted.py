@@ -29,13 +29,19 @@ A decision is one embedding, one n-gram hash and two small matrix products.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from gateway.router_models import blob
 from gateway.router_models.difficulty import DifficultyModel, default_difficulty_model
-from gateway.router_models.features import ngram_matrix, ngram_sparse
+from gateway.router_models.features import N_BUCKETS, ngram_matrix, ngram_sparse
 from gateway.router_models.local import (
     EXAMPLE_HEAD_CHARS,
     EXAMPLE_TAIL_CHARS,
@@ -149,18 +155,7 @@ class FittedIntentClassifier:
         embedder: StaticEmbedder | None = None,
         difficulty: DifficultyModel | None = None,
     ) -> None:
-        names = [r.name for r in routes]
-        if len(set(names)) != len(names):
-            raise ValueError(f"route names must be unique: {names}")
-        self.routes = tuple(routes)
-        self.names = tuple(names)
-        self._embedder = embedder or default_embedder()
-        self._difficulty = difficulty if difficulty is not None else default_difficulty_model()
-        catch_all = [
-            is_catch_all(r.intent) and not any(e.strip() for e in r.examples) for r in routes
-        ]
-        self._catch_all = next((i for i, c in enumerate(catch_all) if c), None)
-        self._classes = [i for i, c in enumerate(catch_all) if not c]
+        self._setup(routes, embedder, difficulty)
         data = self._training_texts()
         cut = [truncate_prompt(t, EXAMPLE_HEAD_CHARS, EXAMPLE_TAIL_CHARS) for t in data.texts]
         embeddings, counts = self._embedder.embed_many(cut)
@@ -200,6 +195,110 @@ class FittedIntentClassifier:
         # Each class's texts, to tell "about this route" from "about nothing here".
         self._embeddings = embeddings
         self._labels = data.labels
+
+    def _setup(
+        self,
+        routes: Sequence[RouteIntent],
+        embedder: StaticEmbedder | None,
+        difficulty: DifficultyModel | None,
+    ) -> None:
+        names = [r.name for r in routes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"route names must be unique: {names}")
+        self.routes = tuple(routes)
+        self.names = tuple(names)
+        self._embedder = embedder or default_embedder()
+        self._difficulty = difficulty if difficulty is not None else default_difficulty_model()
+        catch_all = [
+            is_catch_all(r.intent) and not any(e.strip() for e in r.examples) for r in routes
+        ]
+        self._catch_all = next((i for i, c in enumerate(catch_all) if c), None)
+        self._classes = [i for i, c in enumerate(catch_all) if not c]
+
+    # -- shared between workers (gateway.hotpath.router_share) ------------------------------------
+
+    def to_blob(self, key: bytes) -> bytes:
+        """The fitted model as bytes (``blob``), for ``from_blob`` with the same routes and key."""
+        rows = np.flatnonzero(np.any(self._ngram_weights != 0, axis=1)).astype(np.int32)
+        return blob.pack(
+            key,
+            {"fingerprint": fit_fingerprint(self.routes), "temperature": self.temperature},
+            {
+                "embedding_weights": self._embedding_weights,
+                "ngram_rows": rows,  # the buckets any training text has; the others are zero
+                "ngram_weights": self._ngram_weights[rows],
+                "bias": self._bias,
+                "difficulty_weights": self._difficulty_weights,
+                "embeddings": self._embeddings,
+                "labels": self._labels.astype(np.int32),
+            },
+        )
+
+    @classmethod
+    def from_blob(
+        cls,
+        routes: Sequence[RouteIntent],
+        data: bytes,
+        key: bytes,
+        *,
+        embedder: StaticEmbedder | None = None,
+        difficulty: DifficultyModel | None = None,
+    ) -> FittedIntentClassifier:
+        """The model ``to_blob`` stored for these routes; ``blob.BlobRefused`` when ``data`` is not
+        one (corrupt, signed with another key, fitted for other routes or by other code, or
+        with shapes or values that do not fit these routes)."""
+        meta, arrays = blob.unpack(key, data)
+        model = cls.__new__(cls)
+        model._setup(routes, embedder, difficulty)
+        if meta.get("fingerprint") != fit_fingerprint(model.routes):
+            raise blob.BlobRefused("fitted for other routes, settings or code")
+        expected = {
+            "embedding_weights",
+            "ngram_rows",
+            "ngram_weights",
+            "bias",
+            "difficulty_weights",
+            "embeddings",
+            "labels",
+        }
+        if set(arrays) != expected:
+            raise blob.BlobRefused(f"arrays {sorted(arrays)}")
+        k, dim = len(model._classes), model._embedder.dim
+        n = len(arrays["labels"])
+        rows = arrays["ngram_rows"]
+        shapes = {
+            "embedding_weights": (dim, k),
+            "ngram_rows": (len(rows),),
+            "ngram_weights": (len(rows), k),
+            "bias": (k,),
+            "difficulty_weights": (k,),
+            "embeddings": (n, dim),
+            "labels": (n,),
+        }
+        for name, shape in shapes.items():
+            if arrays[name].shape != shape:
+                raise blob.BlobRefused(f"{name}: shape {arrays[name].shape}, not {shape}")
+        temperature = meta.get("temperature")
+        if not isinstance(temperature, float) or not 0 < temperature < 1e6:
+            raise blob.BlobRefused(f"temperature {temperature!r}")
+        floats = [a for a in arrays.values() if a.dtype.kind == "f"]
+        if not all(np.isfinite(a).all() for a in floats):
+            raise blob.BlobRefused("values that are not finite")
+        labels = arrays["labels"]
+        if n == 0 or labels.min() < 0 or labels.max() >= max(k, 1):
+            raise blob.BlobRefused("labels out of range")
+        if len(rows) and (rows.min() < 0 or rows.max() >= N_BUCKETS or np.any(np.diff(rows) <= 0)):
+            raise blob.BlobRefused("n-gram rows out of range or unordered")
+        model.temperature = temperature
+        model.fitted_on = n
+        model._embedding_weights = arrays["embedding_weights"].astype(np.float32)
+        model._ngram_weights = np.zeros((N_BUCKETS, k), dtype=np.float32)
+        model._ngram_weights[rows] = arrays["ngram_weights"]
+        model._bias = arrays["bias"].astype(np.float32)
+        model._difficulty_weights = arrays["difficulty_weights"].astype(np.float32)
+        model._embeddings = arrays["embeddings"].astype(np.float32)
+        model._labels = labels.astype(np.intp)
+        return model
 
     def _training_texts(self) -> _Texts:
         texts: list[str] = []
@@ -277,6 +376,28 @@ class FittedIntentClassifier:
 
 
 LocalRouter = LocalIntentClassifier | FittedIntentClassifier
+
+
+@functools.cache
+def _code_revision() -> str:
+    """The fit's code, settings and data files: a blob fitted by other code is not loaded."""
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in ("fitted.py", "features.py", "local.py", "difficulty.py", "difficulty.json"):
+        digest.update((here / name).read_bytes())
+    embedder = default_embedder()
+    digest.update(f"{type(embedder).__name__}:{embedder.dim}".encode())
+    return digest.hexdigest()
+
+
+def fit_fingerprint(routes: Sequence[RouteIntent]) -> str:
+    """What a fit depends on: the routes' names, intents and examples in order, and the code.
+
+    Two workers with the same fingerprint fit the same model, so one may load the other's.
+    """
+    content: list[Any] = [_code_revision()]
+    content += [[r.name, r.intent, list(r.examples)] for r in routes]
+    return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()
 
 
 def build_local_router(routes: Sequence[RouteIntent]) -> LocalRouter:
