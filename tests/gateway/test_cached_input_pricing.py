@@ -205,3 +205,43 @@ def test_an_operators_cached_price_wins_and_none_bills_the_input_price(setup, pr
     (plain,) = events(1, serving_name="unpriced-cached")
     assert exact(mine.cost_usd) == cost(500, 1500, 4, 2, 0.5, 8) == Decimal("0.0017820000")
     assert exact(plain.cost_usd) == cost(2000, 0, 4, 2, 0, 8) == Decimal("0.0040320000")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_messages_door_says_and_bills_the_cached_part_in_anthropics_terms(
+    setup, providers
+) -> None:
+    """/v1/messages: to Anthropic the answer passes as Anthropic sent it; from an OpenAI-shaped
+    upstream the cached part comes back as `cache_read_input_tokens`, the rest as `input_tokens`.
+    Both billed at the cached price."""
+    import httpx
+
+    for server in providers.values():
+        store(server)
+    client = setup.client(allow_direct_models=True)
+    usages = {}
+    for model in ("claude-sonnet-4-5-cached", "gpt-4o-cached"):
+        answer = httpx.post(
+            setup.gateway.v1 + "/messages",
+            headers={"x-api-key": client.api_key, "anthropic-version": "2023-06-01"},
+            json={
+                "model": model,
+                "max_tokens": 20,
+                "messages": [{"role": "user", "content": "Hi"}],
+            },
+            timeout=20,
+        )
+        assert answer.status_code == 200, answer.text
+        usages[model] = answer.json()["usage"]
+    assert usages["claude-sonnet-4-5-cached"]["cache_read_input_tokens"] == 1500
+    assert usages["claude-sonnet-4-5-cached"]["input_tokens"] == 500
+    assert usages["gpt-4o-cached"] == {
+        "input_tokens": 500,
+        "cache_read_input_tokens": 1500,
+        "output_tokens": 4,
+    }
+    (claude,) = events(1, serving_name="claude-sonnet-4-5-cached")
+    (gpt,) = events(1, serving_name="gpt-4o-cached")
+    assert (claude.endpoint, claude.prompt_tokens) == ("messages", 2000)
+    assert exact(claude.cost_usd) == Decimal("0.0020100000")
+    assert exact(gpt.cost_usd) == Decimal("0.0031650000")
