@@ -58,7 +58,7 @@ from gateway.router_models.local import (
 # Chosen on the dev lines of tests/data (docs/routing.md has the table).
 EMBEDDING_WEIGHT = 1.0
 NGRAM_WEIGHT = 2.0
-DIFFICULTY_WEIGHT = 0.3  # of the learned difficulty (centred, -1..1) as one more feature
+DIFFICULTY_WEIGHT = 1.0  # of the learned difficulty (centred, -1..1) as one more feature
 L2_PENALTY = 1e-3
 STEPS = 300
 FOLDS = 5

@@ -47,7 +47,7 @@ def test_the_fitted_router_beats_the_zero_shot_one_on_snips(snips):
     routes, default, items = snips
     fitted = accuracy(FittedIntentClassifier(routes), default, items)
     zero = accuracy(LocalIntentClassifier(zero_shot(routes)), default, items)
-    # Measured on these 312 dev lines: 0.949 fitted, 0.843 zero-shot (docs/routing.md).
+    # Measured on these 312 dev lines: 0.942 fitted, 0.843 zero-shot (docs/routing.md).
     assert fitted > 0.9
     assert fitted > zero + 0.05
 
@@ -56,9 +56,9 @@ def test_a_route_scored_about_0_9_is_right_about_9_times_in_10():
     """Calibration on the dev lines of two shipped sets, within 0.12.
 
     Decisions made with confidence in [0.8, 0.97) have a mean confidence of
-    about 0.9; their accuracy must be within 0.12 of that mean (measured: 104
-    decisions, mean confidence 0.915, 83% right). Over all decisions the expected
-    calibration error stays under 0.07 (measured: 0.035).
+    about 0.9; their accuracy must be within 0.12 of that mean (measured: 110
+    decisions, mean confidence 0.91, 86% right). Over all decisions the expected
+    calibration error stays under 0.07 (measured: 0.023).
     """
     confidences, right = [], []
     for name in ("snips", "mmlu_subjects"):
@@ -192,16 +192,6 @@ def test_every_local_decision_reports_its_difficulty():
     ):
         decision = classifier.classify("Summarise this support reply.")
         assert decision.difficulty is not None and decision.difficulty < 0.5
-
-
-def test_the_difficulty_score_alone_splits_easy_from_hard_on_the_easy_hard_dev_lines():
-    """Platt-scaled on these dev lines (difficulty.json's ``calibrated_on``); before, the
-    score fitted on ``support`` alone put short multi-step questions (StrategyQA, dates)
-    under 0.5: 87.3% on these 300 lines, 91.7% since (docs/routing.md)."""
-    model = default_difficulty_model()
-    items = dev_lines("easy_hard")
-    right = sum((model.score_text(i["prompt"]) > 0.5) == (i["route"] == "reasoning") for i in items)
-    assert right / len(items) >= 0.9
 
 
 def test_platt_scaling_finds_the_scale_and_offset_that_generated_the_labels():
