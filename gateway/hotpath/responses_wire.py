@@ -360,14 +360,21 @@ def to_chat(
     return chat, conversation
 
 
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
+def _usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt + completion,
     }
+
+
+def _cached_tokens(usage: Any) -> int:
+    """Chat's `prompt_tokens_details.cached_tokens` (0 when absent or not a count)."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and not isinstance(cached, bool) else 0
 
 
 class Draft:
@@ -383,6 +390,7 @@ class Draft:
         self.finish = "stop"
         self.prompt = 0
         self.completion = 0
+        self.cached = 0  # of `prompt`, read from the provider's prompt cache
 
     def reply_message(self) -> dict[str, Any]:
         """The answer as a chat assistant message (what a follow-up's history holds)."""
@@ -434,7 +442,9 @@ class Draft:
             "tools": body.get("tools") or [],
             "top_p": body.get("top_p"),
             "truncation": "disabled",
-            "usage": _usage(self.prompt, self.completion) if status != "in_progress" else None,
+            "usage": _usage(self.prompt, self.completion, self.cached)
+            if status != "in_progress"
+            else None,
             "user": body.get("user"),
             "metadata": body.get("metadata") or {},
         }
@@ -484,6 +494,7 @@ def from_chat(completion: dict[str, Any], draft: Draft) -> dict[str, Any]:
         usage.get("prompt_tokens") or 0,
         usage.get("completion_tokens") or 0,
     )
+    draft.cached = _cached_tokens(usage)
     draft.model = completion.get("model") or ""
     draft.finish = choice.get("finish_reason") or "stop"
     return draft.response()
@@ -612,6 +623,7 @@ class StreamTranslator:
         if isinstance(usage, dict):
             self.draft.prompt = usage.get("prompt_tokens") or 0
             self.draft.completion = usage.get("completion_tokens") or 0
+            self.draft.cached = _cached_tokens(usage)
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 continue

@@ -245,3 +245,19 @@ def test_the_messages_door_says_and_bills_the_cached_part_in_anthropics_terms(
     assert (claude.endpoint, claude.prompt_tokens) == ("messages", 2000)
     assert exact(claude.cost_usd) == Decimal("0.0020100000")
     assert exact(gpt.cost_usd) == Decimal("0.0031650000")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_responses_door_says_the_cached_part(setup, providers) -> None:
+    store(providers["openai"])
+    client = setup.client(allow_direct_models=True)
+    whole = client.responses.create(model="gpt-4o-cached", input="Hi")
+    assert whole.usage is not None and whole.usage.input_tokens == 2000
+    assert whole.usage.input_tokens_details.cached_tokens == 1500
+    streamed = client.responses.create(model="gpt-4o-cached", input="Hi", stream=True)
+    completed = [event for event in streamed if event.type == "response.completed"]
+    done = completed[-1]
+    assert done.response.usage is not None
+    assert done.response.usage.input_tokens_details.cached_tokens == 1500
+    found = events(2, serving_name="gpt-4o-cached")
+    assert [exact(e.cost_usd) for e in found] == [Decimal("0.0031650000")] * 2
