@@ -130,6 +130,7 @@ def balancer_list(request: HtmxHttpRequest) -> HttpResponse:
             "rows": rows,
             "draft": draft if draft.get("edited") else None,
             "auto_choices": auto_choices(),
+            "goal_names": list(GOALS),
         },
     )
 

@@ -156,6 +156,9 @@ def test_the_list_and_the_playground_link_to_the_goal_names_board(admin_client, 
     html = admin_client.get("/balancers/").content.decode()
     row = html.split('data-testid="auto-choice-auto-cheap"')[1].split("</tr>")[0]
     assert 'href="/auto/auto-cheap/board/"' in row
+    # Every goal name's board, served or not yet.
+    links = html.split('data-testid="goal-boards"')[1].split("</p>")[0]
+    assert all(f'href="/auto/{goal}/board/"' in links for goal in ("auto", "auto-free"))
     result = admin_client.post(
         "/playground/auto/", {"goal": "auto-cheap", "prompt": "Hi"}, headers={"HX-Request": "true"}
     ).content.decode()
