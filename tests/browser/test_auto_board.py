@@ -70,10 +70,7 @@ class GoalBoard:
         self.gateway.wait_for_config()
 
 
-@pytest.fixture
-def goal_board(
-    browser: Any, gateway: LiveGateway, transactional_db: Any, operator: Any
-) -> Iterator[GoalBoard]:
+def _goal_board(browser: Any, gateway: LiveGateway, operator: Any) -> Iterator[GoalBoard]:
     instances = {
         "cheap": make_instance(
             instance_id="sim-cheap",
@@ -100,6 +97,13 @@ def goal_board(
     yield GoalBoard(gateway, tab, secret, instances)
     context.close()
     tab.problems.check()
+
+
+@pytest.fixture
+def goal_board(
+    browser: Any, gateway: LiveGateway, transactional_db: Any, operator: Any
+) -> Iterator[GoalBoard]:
+    yield from _goal_board(browser, gateway, operator)
 
 
 def test_goal_name_requests_enter_the_chosen_models_lane_and_a_failover_is_drawn(
@@ -159,3 +163,29 @@ def test_goal_name_requests_enter_the_chosen_models_lane_and_a_failover_is_drawn
     )  # simulated down: the member is red, the lane degraded until its circuit opens
     board.tab.shot("board-auto")
     board.switch("cheap", down=False)
+
+
+@pytest.fixture(scope="module")
+def embedded_gateway(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveGateway]:
+    server = LiveGateway(
+        extra_env={"GATEWAY_HTTPS": "0", "REDIS_URL": "", "GATEWAY_BOARD_STATE_SECONDS": "0.3"}
+    )
+    yield server
+    server.stop()
+
+
+def test_without_redis_a_goal_names_board_still_moves_live(
+    browser: Any, embedded_gateway: LiveGateway, transactional_db: Any, operator: Any
+) -> None:
+    """`make run`: one process, no Redis; the feed hands a goal name's batch to its boards."""
+    from playwright.sync_api import expect
+
+    opened = _goal_board(browser, embedded_gateway, operator)
+    board = next(opened)
+    board.open("auto-cheap")
+    response = board.call("auto-cheap")
+    assert response.headers["x-balancer-instance"] == "sim-cheap"
+    expect(board.chip("sim-fast-1", response.headers["x-request-id"], "ok")).to_be_visible(
+        timeout=1000
+    )
+    next(opened, None)  # closes the tab and checks its console
