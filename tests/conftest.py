@@ -55,6 +55,13 @@ def _clean_redis() -> None:
         redis_sync().flushdb()
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # Every user a test makes hashes its password: Django's PBKDF2 (1,000,000 iterations) took
+    # 377 ms of CPU each here. Tests of what a hasher does set their own.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def admin_client(client, django_user_model):
     user = django_user_model.objects.create_superuser(
