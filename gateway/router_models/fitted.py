@@ -41,7 +41,13 @@ import numpy as np
 
 from gateway.router_models import blob
 from gateway.router_models.difficulty import DifficultyModel, default_difficulty_model
-from gateway.router_models.features import N_BUCKETS, ngram_matrix, ngram_sparse
+from gateway.router_models.features import (
+    N_BUCKETS,
+    ngram_gram,
+    ngram_project,
+    ngram_rows,
+    ngram_sparse,
+)
 from gateway.router_models.local import (
     EXAMPLE_HEAD_CHARS,
     EXAMPLE_TAIL_CHARS,
@@ -159,7 +165,7 @@ class FittedIntentClassifier:
         data = self._training_texts()
         cut = [truncate_prompt(t, EXAMPLE_HEAD_CHARS, EXAMPLE_TAIL_CHARS) for t in data.texts]
         embeddings, counts = self._embedder.embed_many(cut)
-        ngrams = ngram_matrix(cut)
+        ngrams = ngram_rows(cut)
         hardness = np.array(
             [
                 2 * self._difficulty.score(t, v, n) - 1
@@ -168,7 +174,7 @@ class FittedIntentClassifier:
         )
         kernel = (
             EMBEDDING_WEIGHT * (embeddings @ embeddings.T)
-            + NGRAM_WEIGHT * (ngrams @ ngrams.T)
+            + NGRAM_WEIGHT * ngram_gram(ngrams)
             + DIFFICULTY_WEIGHT * np.outer(hardness, hardness)
             + 1.0
         )
@@ -189,7 +195,7 @@ class FittedIntentClassifier:
         # Weights in feature space, so a decision needs no kernel over the texts.
         alpha32 = alpha.astype(np.float32)
         self._embedding_weights = EMBEDDING_WEIGHT * (embeddings.T @ alpha32)
-        self._ngram_weights = NGRAM_WEIGHT * (ngrams.T @ alpha32)
+        self._ngram_weights = NGRAM_WEIGHT * ngram_project(ngrams, alpha32)
         self._bias = alpha.sum(axis=0).astype(np.float32)
         self._difficulty_weights = (DIFFICULTY_WEIGHT * hardness @ alpha).astype(np.float32)
         # Each class's texts, to tell "about this route" from "about nothing here".
