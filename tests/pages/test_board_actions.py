@@ -99,13 +99,29 @@ def test_a_stale_reset_does_not_end_a_newer_cooldown() -> None:
     runtime.routing.health.reset(pk)
 
 
-def test_switching_a_simulator_down_and_up_from_the_board(admin_client, demo) -> None:
-    act(admin_client, action="simulator-down", instance="qwen-cheap-a")
+def test_switching_a_simulator_down_and_up_from_the_board_is_audited(
+    admin_client, admin_user, demo
+) -> None:
+    notice = act(admin_client, action="simulator-down", instance="qwen-cheap-a")
+    assert "Done: simulator switched down, qwen-cheap-a. Recorded in the audit log." in notice
     assert Instance.objects.get(instance_id="qwen-cheap-a").options["down"] is True
     act(admin_client, action="simulator-up", instance="qwen-cheap-a")
     assert Instance.objects.get(instance_id="qwen-cheap-a").options["down"] is False
     notice = act(admin_client, action="simulator-down", instance="not-in-this-balancer")
     assert "serves none of support-balancer" in notice
+    support = Balancer.objects.get(name="support-balancer")
+    entries = list(
+        AuditEntry.objects.order_by("id").values_list(
+            "user_id", "username", "action", "object_label", "balancer_id"
+        )
+    )
+    assert entries == [  # the refused one recorded nothing
+        (admin_user.pk, admin_user.username, "simulator switched down", "qwen-cheap-a", support.pk),
+        (admin_user.pk, admin_user.username, "simulator switched up", "qwen-cheap-a", support.pk),
+    ]
+    log = admin_client.get("/balancers/support-balancer/").content.decode()
+    log = log.split('data-testid="audit-log"')[1]
+    assert log.index("simulator switched up") < log.index("simulator switched down")  # newest first
 
 
 @pytest.mark.parametrize("role", ["viewer"])
