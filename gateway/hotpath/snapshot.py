@@ -460,7 +460,6 @@ class ConfigHolder:
             None  # time.monotonic() of the last config version read (/metrics)
         )
         self.pushed = False  # subscribed to the pushed config versions now
-        self.pushes = 0  # pushed versions received (each wakes the poller)
 
     async def get(self) -> GatewayConfig:
         config = self._config
@@ -576,7 +575,6 @@ class ConfigHolder:
             while True:
                 message = await pubsub.get_message(timeout=5.0)
                 if message is not None and message.get("type") == "message":
-                    self.pushes += 1
                     wake.set()
         finally:
             with contextlib.suppress(Exception):

@@ -1,10 +1,11 @@
-"""A configuration change refits the built-in router in every gateway worker: two real uvicorn worker
-processes, the production poll interval (0.5 s).
+"""A configuration change refits the built-in router in every gateway worker within a second: two real
+uvicorn worker processes, the production poll interval (0.5 s).
 
-Issue 13 asks for "within a second". On this shared 2-core machine under other engineers' suites
-the last worker settled 0.97 s after the change at load average 7.4, and 1.24-2.31 s at 9.5-10
-(2026-12-02, /healthz on a new connection each ~20 ms), so the bound is REFIT_SECONDS; on a quiet
-machine it should be 1.0.
+The change reaches the workers by push (Redis pub/sub on the config version; the poll is the
+fallback), the transaction bumps the version once, and the router is fitted by one worker and
+loaded by the other (gateway/hotpath/router_share.py). Before those, the last worker settled
+0.97 s after the change at load average 7.4 and 1.24-2.31 s at 9.5-10 on this shared 2-core
+machine, and the bound here was 3 s; docs/routing.md ("Refit") has the figures since.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ FOOTBALL = [
     "When does the Premier League start?",
 ]
 PROMPT = "What is the best way to bake bread at home?"
-REFIT_SECONDS = 3.0
+REFIT_SECONDS = 1.0
 
 
 @pytest.fixture
