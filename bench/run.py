@@ -1672,8 +1672,9 @@ CACHE_STEP_LABELS = {  # bench/cache_cost.py's figures
     "miss_lookup": "miss: look-up",
     "miss_store": "miss: store",
     "miss_total": "miss: total added to the request",
-    "hit": "hit: look-up + answer",
-    "hit_stream": "hit: look-up + answer replayed as a stream",
+    "hit": "hit: look-up + answer (this process's copy)",
+    "hit_stream": "hit: look-up + answer replayed as a stream (this process's copy)",
+    "hit_redis": "hit: look-up + answer, from Redis (another worker's answer)",
 }
 
 
@@ -1771,7 +1772,9 @@ def render_costs(info: dict[str, Any], plan: Plan) -> list[str]:
             "| step | exact: median | p99 | semantic: median | p99 |",
             "| --- | --- | --- | --- | --- |",
         ]
-        for key in ("miss_lookup", "miss_store", "miss_total", "hit", "hit_stream"):
+        for key in ("miss_lookup", "miss_store", "miss_total", "hit", "hit_stream", "hit_redis"):
+            if key not in steps["exact"]:
+                continue
             e, m = steps["exact"][key], steps["semantic"][key]
             out.append(
                 f"| {CACHE_STEP_LABELS[key]} | {e['p50_us']:.0f} µs | {e['p99_us']:.0f} µs "
@@ -1781,6 +1784,17 @@ def render_costs(info: dict[str, Any], plan: Plan) -> list[str]:
         if missed:
             out.append("")
             out.append(f"{missed} repeated requests missed (Redis late or its breaker open).")
+        busy = steps.get("saturated")
+        if busy:
+            out += [
+                "",
+                f"On a saturated loop ({busy['concurrency']} concurrent look-ups of answers held "
+                f"in Redis only, {busy['burn_ms']:g} ms of CPU after each): {busy['hits']} of "
+                f"{busy['look_ups']} were hits; a look-up took median "
+                f"{busy['look_up']['p50_us'] / 1000:.1f} ms (p99 {busy['look_up']['p99_us'] / 1000:.1f}) "
+                f"while the loop's lag was median {busy['loop_lag']['p50_us'] / 1000:.1f} ms "
+                f"(p99 {busy['loop_lag']['p99_us'] / 1000:.1f}).",
+            ]
         out.append("")
     return out
 

@@ -248,11 +248,17 @@ GATEWAY_REDIS_TIMEOUT_SECONDS = envfloat("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.05, 
 GATEWAY_REDIS_RETRY_SECONDS = envfloat("GATEWAY_REDIS_RETRY_SECONDS", 2.0, minimum=0.1)
 GATEWAY_REDIS_LOG_SUMMARY_SECONDS = envfloat("GATEWAY_REDIS_LOG_SUMMARY_SECONDS", 60.0, minimum=1.0)
 # The response cache (gateway/hotpath/cache.py; on per balancer): answers larger than this are not
-# cached; the semantic index keeps this many prompts per balancer and key in each process; without
-# Redis (embedded mode) each process keeps this many answers itself.
+# cached; the semantic index keeps this many prompts per balancer and key in each process; each
+# process keeps the answers it stored or read last (at most this many, and this many bytes) in
+# front of Redis, or instead of it in embedded mode. A cache look-up waits for Redis up to
+# GATEWAY_REDIS_TIMEOUT_SECONDS plus the event loop's current lag, at most this much lag.
 GATEWAY_CACHE_MAX_ENTRY_BYTES = envint("GATEWAY_CACHE_MAX_ENTRY_BYTES", 256 * 1024, minimum=1024)
 GATEWAY_CACHE_SEMANTIC_ENTRIES = envint("GATEWAY_CACHE_SEMANTIC_ENTRIES", 512, minimum=1)
 GATEWAY_CACHE_LOCAL_ENTRIES = envint("GATEWAY_CACHE_LOCAL_ENTRIES", 1000, minimum=1)
+GATEWAY_CACHE_LOCAL_BYTES = envint("GATEWAY_CACHE_LOCAL_BYTES", 32 * 1024 * 1024, minimum=0)
+GATEWAY_CACHE_LAG_ALLOWANCE_SECONDS = envfloat(
+    "GATEWAY_CACHE_LAG_ALLOWANCE_SECONDS", 0.5, minimum=0.0
+)
 # /readyz: the dependencies checked (beside the routing snapshot) must answer within this bound;
 # a verdict is kept this long. docs/deploy.md says when to check fewer.
 GATEWAY_READY_TIMEOUT_SECONDS = envfloat("GATEWAY_READY_TIMEOUT_SECONDS", 0.5, minimum=0.01)

@@ -19,8 +19,15 @@ threshold and whether API keys share answers. The rules:
   sent, or a stream that ended normally with a finish reason on every choice,
   assembled into the same `chat.completion` body (so a streamed answer serves a plain
   request and the reverse). Never an error, a stream cut short, or an answer over
-  GATEWAY_CACHE_MAX_ENTRY_BYTES. Stored in Redis with the balancer's TTL (SET EX);
-  without Redis (embedded mode) in a bounded in-process LRU.
+  GATEWAY_CACHE_MAX_ENTRY_BYTES. Stored in Redis with the balancer's TTL (SET EX),
+  shared by every worker.
+- **This process's copy.** In front of Redis each process keeps the answers it stored or
+  read last in an LRU bounded by entries and bytes (GATEWAY_CACHE_LOCAL_ENTRIES,
+  GATEWAY_CACHE_LOCAL_BYTES), under the same key (so the same balancer and scope), each
+  until its Redis key expires: the stored answer's head line says when (wall clock,
+  written with it), so a read from Redis is still one GET. A hot answer is served without a Redis call at
+  all, so a saturated worker keeps hitting. Without Redis (embedded mode) it is the
+  only store.
 - **Semantic mode.** After an exact miss on a chat request, the prompt (every
   message's role and text, head and tail kept as the local router cuts them) is
   embedded with the local router's static embeddings and compared with the prompts
@@ -37,8 +44,10 @@ threshold and whether API keys share answers. The rules:
   their shape.
 - **Bypass.** `Cache-Control: no-cache` on the request skips the look-up (the fresh
   answer is stored); `no-store` skips both. Marked `x-balancer-cache: bypass`.
-- **Redis away** (down, hung, breaker open: gateway.hotpath.redis_client): a miss, and
-  nothing stored; never an error.
+- **Redis away** (down, hung, the cache's breaker open: gateway.hotpath.redis_client's
+  `call_cache`, which allows for the event loop's lag and trips only the cache's
+  breaker): an answer this process holds is still a hit; anything else is a miss,
+  stored in this process only; never an error.
 - **A hit** is answered with the cached body (as a stream of chunks when the request
   streams), `x-balancer-cache: hit`, and recorded as a usage event with `cache_hit`,
   zero cost, the answer's tokens, and the original cost as `savings_usd`.
@@ -62,7 +71,7 @@ from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from gateway.engine.types import BalancerSpec, CachePolicy
-from gateway.hotpath.redis_client import RedisUnavailable, call_async
+from gateway.hotpath.redis_client import RedisUnavailable, call_cache
 from gateway.hotpath.usage import UsageRecord, recorder
 from gateway.upstream.answers import event_data
 
@@ -104,7 +113,9 @@ class Entry:
     completion_tokens: int
     cost_usd: Decimal
 
-    def dump(self) -> bytes:
+    def dump(self, expires_at: float | None = None) -> bytes:
+        """The stored form: a JSON head line (with the wall-clock time the Redis key expires, so a
+        worker that reads it knows how long to keep its copy), then the body."""
         meta = {
             "route": self.route,
             "instance": self.instance,
@@ -113,6 +124,8 @@ class Entry:
             "completion": self.completion_tokens,
             "cost": str(self.cost_usd),
         }
+        if expires_at is not None:
+            meta["expires"] = round(expires_at, 3)
         return orjson.dumps(meta) + b"\n" + self.body
 
     @classmethod
@@ -313,10 +326,13 @@ semantic_index = SemanticIndex(settings.GATEWAY_CACHE_SEMANTIC_ENTRIES)
 
 
 class _LocalStore:
-    """Embedded mode (no REDIS_URL): a bounded LRU with expiry, in this process."""
+    """This process's copy of the answers it stored or read last: an LRU bounded by entries and by
+    bytes, each entry expiring when its Redis key does (or after the balancer's TTL)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._items: collections.OrderedDict[str, tuple[bytes, float]] = collections.OrderedDict()
 
     def get(self, key: str) -> bytes | None:
@@ -324,36 +340,67 @@ class _LocalStore:
         if item is None:
             return None
         if item[1] <= time.monotonic():
-            del self._items[key]
+            self._drop(key)
             return None
         self._items.move_to_end(key)
         return item[0]
 
-    def set(self, key: str, value: bytes, ttl: int) -> None:
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        if ttl <= 0 or len(value) > self.max_bytes:
+            return
+        if key in self._items:
+            self._drop(key)
         self._items[key] = (value, time.monotonic() + ttl)
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+        self.bytes += len(value)
+        while len(self._items) > self.size or self.bytes > self.max_bytes:
+            self._drop(next(iter(self._items)))
+
+    def _drop(self, key: str) -> None:
+        value, _ = self._items.pop(key)
+        self.bytes -= len(value)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
 
 
-local_store = _LocalStore(settings.GATEWAY_CACHE_LOCAL_ENTRIES)
+local_store = _LocalStore(settings.GATEWAY_CACHE_LOCAL_ENTRIES, settings.GATEWAY_CACHE_LOCAL_BYTES)
+
+
+def seconds_left(raw: bytes) -> float:
+    """How long a stored answer has before its Redis key expires (0 if it does not say)."""
+    try:
+        expires = orjson.loads(raw.partition(b"\n")[0]).get("expires")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0.0
+    return float(expires) - time.time() if isinstance(expires, int | float) else 0.0
 
 
 async def _get(key: str) -> bytes | None:
-    if not settings.REDIS_URL:
-        return local_store.get(key)
+    """This process's copy first; else Redis (one GET), and the answer kept here until its key
+    expires (the time is in the answer's head line, written by whoever stored it)."""
+    found = local_store.get(key)
+    if found is not None or not settings.REDIS_URL:
+        return found
     try:
-        return await call_async(lambda client: client.get(key))
-    except RedisUnavailable:  # a miss; the breaker logs the outage
+        value: bytes | None = await call_cache(lambda client: client.get(key))
+    except RedisUnavailable:  # a miss; the cache's breaker logs the outage
         return None
+    if value is not None:
+        local_store.set(key, value, seconds_left(value))
+    return value
 
 
 async def _set(key: str, value: bytes, ttl: int) -> bool:
+    """Kept here, and in Redis for every worker; False when only here (Redis away)."""
+    local_store.set(key, value, ttl)
     if not settings.REDIS_URL:
-        local_store.set(key, value, ttl)
         return True
     try:
-        await call_async(lambda client: client.set(key, value, ex=ttl))
+        await call_cache(lambda client: client.set(key, value, ex=ttl))
     except RedisUnavailable:
         return False
     return True
@@ -426,7 +473,8 @@ async def store(lookup: Lookup, entry: Entry) -> None:
     if not lookup.store or len(entry.body) > settings.GATEWAY_CACHE_MAX_ENTRY_BYTES:
         return
     ttl = lookup.policy.ttl_seconds
-    if await _set(lookup.key, entry.dump(), ttl) and lookup.probe is not None:
+    await _set(lookup.key, entry.dump(expires_at=time.time() + ttl), ttl)
+    if lookup.probe is not None:  # the answer is in this process at least
         semantic_index.add(lookup.probe, lookup.key, time.monotonic() + ttl)
 
 

@@ -262,7 +262,7 @@ def test_a_similar_prompt_is_a_hit_above_the_threshold_and_a_miss_below_it(setup
     assert (setup.upstream.count("cache-semantic"), setup.upstream.count("cache-strict")) == (3, 2)
 
 
-def test_with_redis_down_the_cache_is_a_miss_and_never_an_error(setup):
+def test_with_redis_down_the_cache_is_never_an_error_and_serves_what_this_process_holds(setup):
     inst = setup.instance("cache-redis-down", Behaviour(content="Paris."))
     make_balancer(
         serving_name="cache-redis-down",
@@ -281,27 +281,31 @@ def test_with_redis_down_the_cache_is_a_miss_and_never_an_error(setup):
             body = {"model": "cache-redis-down", "messages": HELLO}
             headers = {"Authorization": f"Bearer {secret}"}
             url = gateway.v1 + "/chat/completions"
-            assert (
-                httpx.post(url, json=body, headers=headers, timeout=10).headers["x-balancer-cache"]
-                == "miss"
-            )
-            assert (
-                httpx.post(url, json=body, headers=headers, timeout=10).headers["x-balancer-cache"]
-                == "hit"
-            )
-            server.kill()
-            for _ in range(5):
-                response = httpx.post(url, json=body, headers=headers, timeout=10)
+
+            def cache_header(payload: dict[str, Any]) -> str:
+                response = httpx.post(url, json=payload, headers=headers, timeout=10)
                 assert response.status_code == 200
-                assert response.headers["x-balancer-cache"] == "miss"
-            stream = httpx.post(url, json={**body, "stream": True}, headers=headers, timeout=10)
-            assert stream.status_code == 200 and stream.headers["x-balancer-cache"] == "miss"
-            assert setup.upstream.count("cache-redis-down") == 7
-            assert "Traceback" not in gateway.log()
+                return response.headers["x-balancer-cache"]
+
+            assert cache_header(body) == "miss"
+            assert cache_header(body) == "hit"
+            server.kill()
+            # The answer this process holds is still served, until its TTL.
+            assert [cache_header(body) for _ in range(3)] == ["hit"] * 3
+            # A new prompt is a miss, never an error, and is kept in this process only.
+            other = {"model": "cache-redis-down", "messages": [{"role": "user", "content": "Hi"}]}
+            assert cache_header(other) == "miss"
+            assert cache_header(other) == "hit"
+            stream = httpx.post(url, json={**other, "stream": True}, headers=headers, timeout=10)
+            assert stream.status_code == 200 and stream.headers["x-balancer-cache"] == "hit"
+            assert setup.upstream.count("cache-redis-down") == 2
+            log = gateway.log()
+            assert "Traceback" not in log
+            assert log.count("Redis unavailable for the response cache:") == 1
         finally:
             gateway.stop()
     events = wait_for_events(8, serving_name="cache-redis-down")
-    assert [e.cache_hit for e in events] == [False, True] + [False] * 6
+    assert [e.cache_hit for e in events] == [False, True, True, True, True, False, True, True]
 
 
 def test_the_translated_doors_skip_the_cache(setup):
