@@ -37,7 +37,10 @@ Every factor is a number in [0, 1], higher is better::
                                                   an instance never measured
                                                   gets 1, so it gets measured)
     cost         c = (cheapest + 0.01) / (price + 0.01)
-                     price = input + output price per 1M tokens
+                     price = input + output price per 1M tokens; for reserved
+                     capacity (paid by the hour) the marginal price, as
+                     capacity-first reads it: 0 while it is not saturated
+                     (its hour is paid anyway), its per-token prices once it is
     load         l = 1 / (1 + in_flight)
     availability a = share of successes among the recent outcomes (1 with none)
     strength     f = 1 if the preference's strength (``code`` for code) is
@@ -268,7 +271,7 @@ def rank_auto(
     latencies = [load.latency(member.instance.pk) for _, member in candidates]
     measured = [max(value, LATENCY_FLOOR_S) for value in latencies if value is not None]
     best_latency = min(measured) if measured else LATENCY_FLOOR_S
-    prices = [_price(member.instance) for _, member in candidates]
+    prices = [_marginal_price(member.instance, load, now) for _, member in candidates]
     cheapest = min(prices)
     difficulty = request.difficulty
     if difficulty is not None:
@@ -363,3 +366,10 @@ def _skip_reason(
 
 def _price(instance: InstanceSpec) -> float:
     return max(instance.input_price_per_million, 0.0) + max(instance.output_price_per_million, 0.0)
+
+
+def _marginal_price(instance: InstanceSpec, load: LoadStats, now: float) -> float:
+    """What one more request costs per 1M tokens: nothing on reserved capacity with room left."""
+    if instance.reserved and load.utilisation(instance, now) < 1.0:
+        return 0.0
+    return _price(instance)

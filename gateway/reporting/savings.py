@@ -19,10 +19,17 @@ hits keep their tokens at zero cost, so both baselines include what the cache
 saved. A negative saving is shown as such: the traffic cost more than the baseline
 would have. Balancers deleted since have no routes to price: they count in the cache
 figure only.
+
+A reserved-capacity member (paid by the hour) has no price per token of its own: it is
+priced at its **effective price per 1M tokens over the same range** (its paid hours'
+cost over the tokens they served, the usage page's "Reserved capacity" figure), the
+same allocation that puts its hours on its requests as their cost; 0 when it served
+nothing in the range. Its input and output prices are not read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -36,24 +43,41 @@ from targetgroups.models import Instance
 MILLION = Decimal(1_000_000)
 
 
-def priced(instance: Instance, prompt_tokens: int, completion_tokens: int) -> Decimal:
+def priced(
+    instance: Instance,
+    prompt_tokens: int,
+    completion_tokens: int,
+    reserved_prices: Mapping[str, Decimal] | None = None,
+) -> Decimal:
+    """The tokens' cost on the instance: its per-token prices, or for reserved capacity its
+    effective price per 1M tokens (`reserved_prices`, by instance id; 0 when absent)."""
+    if instance.capacity_priced:
+        price = (reserved_prices or {}).get(instance.instance_id) or Decimal(0)
+        return (prompt_tokens + completion_tokens) * price / MILLION
     return (
         prompt_tokens * instance.input_price_per_million
         + completion_tokens * instance.output_price_per_million
     ) / MILLION
 
 
-def route_cost(route: Route, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
+def route_cost(
+    route: Route,
+    prompt_tokens: int,
+    completion_tokens: int,
+    reserved_prices: Mapping[str, Decimal] | None = None,
+) -> Decimal | None:
     """The tokens' cost on the route's most expensive enabled member (any member if none is enabled)."""
     if route.instance is not None:
-        return priced(route.instance, prompt_tokens, completion_tokens)
+        return priced(route.instance, prompt_tokens, completion_tokens, reserved_prices)
     if route.target_group is None:
         return None
     members = list(route.target_group.members.all())
     enabled = [m for m in members if m.enabled and m.instance.enabled] or members
     if not enabled:
         return None
-    return max(priced(m.instance, prompt_tokens, completion_tokens) for m in enabled)
+    return max(
+        priced(m.instance, prompt_tokens, completion_tokens, reserved_prices) for m in enabled
+    )
 
 
 def unbound_note(serving_name: str) -> str:
@@ -129,8 +153,12 @@ class SavingsReport:
         )
 
 
-def usage_savings(*, hours: QuerySet[UsageHourly]) -> SavingsReport:
-    """The savings of these rollup rows (a range, filtered as the page is), per balancer and in total."""
+def usage_savings(
+    *, hours: QuerySet[UsageHourly], reserved_prices: Mapping[str, Decimal] | None = None
+) -> SavingsReport:
+    """The savings of these rollup rows (a range, filtered as the page is), per balancer and in total.
+
+    `reserved_prices`: each reserved instance's effective price per 1M tokens over the range."""
     sums = hours.values("balancer_id", "serving_name").annotate(
         n=Sum("requests"),
         prompt=Sum("prompt_tokens"),
@@ -164,7 +192,7 @@ def usage_savings(*, hours: QuerySet[UsageHourly]) -> SavingsReport:
     for merge, entry in per_balancer.items():
         balancer = balancers.get(merge) if isinstance(merge, int) else None
         if balancer is not None:
-            _price(entry, balancer)
+            _price(entry, balancer, reserved_prices)
         report.cache_hits += entry.cache_hits
         report.cache_savings += entry.cache_savings
     # The largest savings first; deleted balancers (cache savings only) last.
@@ -180,10 +208,12 @@ def usage_savings(*, hours: QuerySet[UsageHourly]) -> SavingsReport:
     return report
 
 
-def _price(entry: BalancerSavings, balancer: Balancer) -> None:
+def _price(
+    entry: BalancerSavings, balancer: Balancer, reserved_prices: Mapping[str, Decimal] | None
+) -> None:
     routes = list(balancer.routes.all())
     costs = {
-        route.name: route_cost(route, entry.prompt_tokens, entry.completion_tokens)
+        route.name: route_cost(route, entry.prompt_tokens, entry.completion_tokens, reserved_prices)
         for route in routes
     }
     enabled = [

@@ -589,7 +589,13 @@ def usage_report(*, filters: UsageFilters, now: datetime) -> dict[str, Any]:
 
 def savings_report(*, filters: UsageFilters, start: datetime, end: datetime) -> SavingsReport:
     """Cache savings, and savings against the priciest and the baseline routes (gateway.reporting.savings)."""
-    return usage_savings(hours=usage_hours(filters=filters, start=start, end=end))
+    reserved = {
+        row.instance: row.effective_price_per_million or Decimal(0)
+        for row in capacity_report(start=start, end=end).rows
+    }
+    return usage_savings(
+        hours=usage_hours(filters=filters, start=start, end=end), reserved_prices=reserved
+    )
 
 
 # -- formatting (also the templates' `usd` filter) ----------------------------------------------

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from engine_factories import (
     make_balancer,
@@ -201,3 +203,23 @@ def test_auto_plan_honours_an_explicit_route() -> None:
     )
     attempt = plan.next()
     assert attempt is not None and attempt.instance is premium
+
+
+def test_reserved_capacity_costs_nothing_at_the_margin_until_it_is_saturated() -> None:
+    """Its hour is paid whatever it serves: auto's cost term reads its marginal price, 0 while it
+    has room (as capacity-first does), its per-token prices once its concurrency is full."""
+    dedicated = dataclasses.replace(
+        make_instance("dedicated", input_price=10.0, output_price=30.0),
+        pricing="capacity",
+        capacity=2,
+        capacity_unit="concurrent_requests",
+    )
+    cheap = make_instance("cheap", input_price=0.05, output_price=0.1)
+    balancer = auto_balancer(cheap, dedicated, preference="cost")
+    load = LoadStats()
+    [top] = rank_instances(balancer, health=HealthTracker(), load=load, now=NOW)[:1]
+    assert top.instance.instance_id == "dedicated" and top.cost == 1.0
+    load.begin(dedicated.pk)
+    assert ranking(balancer, load=load)[0] == "dedicated"  # 1 of 2 slots: room left
+    load.begin(dedicated.pk)
+    assert ranking(balancer, load=load) == ["cheap", "dedicated"]  # saturated: $40 per 1M

@@ -147,6 +147,60 @@ def test_savings_are_priced_on_the_priciest_enabled_route_and_the_named_baseline
     ] and narrowed.savings_vs_baseline is None
 
 
+def test_a_reserved_route_is_priced_at_its_effective_price_over_the_range_not_per_token() -> None:
+    """A reserved instance's $4 hour served 1M + 1M tokens: $2 per 1M tokens, the usage page's
+    effective price. Its per-token prices (100/100 here) are not read: pricing the balancer's
+    3.5M tokens on it would say $350; on its allocation it is $7."""
+    from gateway.models import CapacityHour
+    from gateway.reporting.capacity import floor_hour
+
+    dedicated = make_instance(
+        input_price_per_million="100",
+        output_price_per_million="100",
+        pricing="capacity",
+        capacity_price_per_hour="4",
+        capacity=2,
+    )
+    cheap = make_instance(input_price_per_million="1", output_price_per_million="2")
+    balancer = make_balancer(
+        name="reserved-first",
+        baseline_route="dedicated",
+        routes=[
+            {"name": "dedicated", "intent": "All.", "instance": dedicated, "priority": 1},
+            {
+                "name": "api",
+                "intent": "Else.",
+                "instance": cheap,
+                "priority": 2,
+                "is_default": True,
+            },
+        ],
+    )
+    event(balancer, route="dedicated", prompt=M, completion=M, cost="4.00")
+    event(balancer, route="api", prompt=M, completion=M // 2, cost="2.00")
+    rollup_usage()
+    hour = floor_hour(timezone.now()) - timedelta(hours=2)
+    CapacityHour.objects.update_or_create(
+        instance=dedicated.instance_id,
+        hour=hour,
+        defaults={
+            "price_usd": Decimal("4"),
+            "unit": "concurrent_requests",
+            "capacity": 2,
+            "requests": 1,
+            "prompt_tokens": M,
+            "completion_tokens": M,
+            "spread_usd": Decimal("4"),
+        },
+    )
+    start, end = UsageFilters().range.window(timezone.now())
+    [row] = savings_report(filters=UsageFilters(balancer=balancer), start=start, end=end).balancers
+    # 3.5M tokens x $2 per 1M on dedicated; api: 2M x $1 + 1.5M x $2 = $5.
+    assert (row.priciest_route, row.priciest_cost) == ("dedicated", Decimal("7"))
+    assert (row.baseline_route, row.baseline_cost) == ("dedicated", Decimal("7"))
+    assert row.cost == Decimal("6.00") and row.savings_vs_baseline == Decimal("1.00")
+
+
 def test_the_usage_api_and_page_show_the_savings(history, admin_client) -> None:
     savings = admin_client.get("/api/usage/").json()["savings"]
     assert (savings["cache_hits"], savings["cache_savings_usd"]) == (2, "2.5000000000")
