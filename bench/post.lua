@@ -1,10 +1,12 @@
 -- wrk script: POST a small chat completion to the path given as the first argument.
--- Usage: wrk -s bench/post.lua <url> -- <model> <api-key> [stream] [fixed]
+-- Usage: wrk -s bench/post.lua <url> -- <model> <api-key> [stream] [fixed] [run:<id>]
 -- Every request sends a different prompt (one of the PROMPTS below with a running
--- number, unique per wrk thread), so the router decides every request afresh
--- instead of answering all but the first from its decision cache. `fixed` sends the
--- first prompt every time instead (bench/run.py's decision-cache and response-cache hits).
+-- number, unique per wrk thread, and the run's id when given: unique across runs), so
+-- the router decides every request afresh instead of answering all but the first from
+-- its decision cache, and the response cache misses. `fixed` sends the first prompt
+-- every time instead (bench/run.py's decision-cache and response-cache hits).
 local model, key, stream, fixed
+local run = ""
 local counter, tid = 0, 0
 local threads = 0
 
@@ -39,6 +41,7 @@ function init(args)
   for i = 3, #args do
     if args[i] == "stream" then stream = true end
     if args[i] == "fixed" then fixed = true end
+    if args[i]:sub(1, 4) == "run:" then run = args[i]:sub(5) .. "-" end
   end
   tid = tonumber(wrk.thread:get("tid")) or 0
 end
@@ -47,7 +50,7 @@ function request()
   counter = counter + 1
   local prompt = PROMPTS[1]
   if not fixed then
-    prompt = PROMPTS[(counter % #PROMPTS) + 1] .. " (request " .. tid .. "-" .. counter .. ")"
+    prompt = PROMPTS[(counter % #PROMPTS) + 1] .. " (request " .. run .. tid .. "-" .. counter .. ")"
   end
   local body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"' ..
     prompt:gsub("\n", "\\n") .. '"}]'

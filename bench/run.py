@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import math
 import os
@@ -556,6 +557,9 @@ def set_mock(mock_base: str, **knobs: Any) -> None:
     response.raise_for_status()
 
 
+_wrk_runs = itertools.count(1)
+
+
 def wrk_point(target: Target, connections: int, seconds: float, *flags: str) -> dict[str, Any]:
     """One wrk run; ``flags`` go to post.lua (``stream``, ``fixed``: one prompt every time)."""
     cmd = [
@@ -575,6 +579,9 @@ def wrk_point(target: Target, connections: int, seconds: float, *flags: str) -> 
         target.model,
         target.key,
         *flags,
+        # Prompts unique to this run too: the response cache keeps answers for 600 s, so a
+        # later run's "new" prompts (the same running numbers) were hits of an earlier one's.
+        f"run:{next(_wrk_runs)}-{time.time_ns()}",
     ]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
