@@ -168,6 +168,7 @@ class AttemptPlan:
         "budget",
         "current",
         "log",
+        "on_close",
         "reason",
         "routing",
         "skipped",
@@ -210,6 +211,8 @@ class AttemptPlan:
             | {s.instance.pk for s in auto.skipped if s.reason == self._unfit.get(s.instance.pk)}
         )
         self._finished = False
+        # Told of every attempt given an outcome (the hot path frees its shared capacity slot).
+        self.on_close: Callable[[Attempt], None] | None = None
         self._note_skipped()
 
     @property
@@ -335,6 +338,20 @@ class AttemptPlan:
         self.routing.load.end(pk)
         self._finished = True
 
+    def full(self, attempt: Attempt, *, until: float) -> None:
+        """The attempt's reserved instance turned out to be full across every process (its shared
+        slots are taken): the attempt is undone, with no verdict on the instance and no place
+        in the budget, and the instance counts as saturated until ``until``, so that the next
+        pick spills over (or, with no token-billed member left, queues on it)."""
+        self._open = [a for a in self._open if a is not attempt]
+        self.current = self._open[-1] if self._open else None
+        self.attempts = [a for a in self.attempts if a is not attempt]
+        pk = attempt.instance.pk
+        self._tried.discard(pk)
+        self.routing.health.release(pk)
+        self.routing.load.end(pk)
+        self.routing.load.saturate(pk, until)
+
     def overtaken(self, attempt: Attempt, latency_s: float | None = None) -> None:
         """The attempt was cut at its latency threshold or lost a hedged race: no verdict on the
         instance's health. ``latency_s``: the time it had taken without a first byte, a lower bound
@@ -419,6 +436,8 @@ class AttemptPlan:
         self._open = [a for a in self._open if a is not attempt]
         self.current = self._open[-1] if self._open else None
         self.log.append((attempt, outcome))
+        if self.on_close is not None:
+            self.on_close(attempt)
         return attempt
 
 

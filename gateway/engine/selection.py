@@ -78,7 +78,7 @@ class LoadStats:
     only for a success. ``alpha`` is the weight of the newest sample.
     """
 
-    __slots__ = ("_in_flight", "_latency", "_samples", "_served", "alpha")
+    __slots__ = ("_full", "_in_flight", "_latency", "_samples", "_served", "alpha")
 
     def __init__(self, alpha: float = 0.3) -> None:
         if not 0.0 < alpha <= 1.0:
@@ -89,6 +89,13 @@ class LoadStats:
         self._in_flight: dict[int, int] = {}
         # Tokens served per instance: (monotonic time, tokens), oldest first, THROUGHPUT_WINDOW long.
         self._served: dict[int, collections.deque[tuple[float, int]]] = {}
+        # Reserved instances found full elsewhere (every worker's requests fill them), until when.
+        self._full: dict[int, float] = {}
+
+    def saturate(self, pk: int, until: float) -> None:
+        """``pk`` counts as saturated until ``until``, whatever this process has in flight on it:
+        its capacity is taken by other processes' requests (gateway/hotpath/capacity_slots.py)."""
+        self._full[pk] = until
 
     def served(self, pk: int, tokens: int, now: float) -> None:
         """An answer of ``tokens`` (prompt + completion) came back from ``pk`` at ``now``."""
@@ -114,6 +121,11 @@ class LoadStats:
         """How full a reserved instance is: 1.0 is saturated (0.0 for no stated capacity)."""
         if instance.capacity <= 0:
             return 0.0
+        full = self._full.get(instance.pk)
+        if full is not None:
+            if now < full:
+                return max(1.0, self.in_flight(instance.pk) / instance.capacity)
+            del self._full[instance.pk]
         if instance.capacity_unit == TOKENS_PER_SECOND:
             return self.throughput(instance.pk, now) / instance.capacity
         return self.in_flight(instance.pk) / instance.capacity

@@ -27,7 +27,7 @@ from gateway.engine.budgets import cheapest_route
 from gateway.engine.capability import needs_of
 from gateway.engine.planner import AUTO, Attempt, AttemptPlan, plan_attempts
 from gateway.engine.types import BalancerSpec, InstanceSpec
-from gateway.hotpath import budgets, cache, errors
+from gateway.hotpath import budgets, cache, capacity_slots, errors
 from gateway.hotpath.auto_request import (
     empty_pool_error,
     goal_balancer,
@@ -437,6 +437,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         auto=auto,
         needs=needs_of(payload, req.endpoint),
     )
+    plan.on_close = capacity_slots.slots.release
     if plan.skipped and not plan.capable:
         raise no_capable_target_error(balancer, plan.skipped)
     if plan.auto is not None and not plan.auto.pool:
@@ -459,7 +460,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
     try:
         while True:
             if not racing:
-                attempt = plan.next()
+                attempt = await _next_attempt(plan, balancer)
                 if attempt is None:
                     break
                 if attempt.route.latency_threshold is None:
@@ -513,7 +514,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                 raise
             if not done:  # the newest attempt passed its route's latency threshold
                 newest.past_threshold = True
-                following = plan.next(keep_open=True)
+                following = await _next_attempt(plan, balancer, keep_open=True)
                 if following is None:
                     continue  # nothing to try instead: keep waiting for it
                 if not newest.attempt.route.hedge:
@@ -556,7 +557,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
             if racing and racing[-1].past_threshold and time.monotonic() < deadline:
                 # A racer failed while an older one, past its threshold, still runs: its
                 # failover starts now and joins the race.
-                following = plan.next(keep_open=True)
+                following = await _next_attempt(plan, balancer, keep_open=True)
                 if following is not None:
                     racing.append(_Running(following, call, hedge=True))
             elif not racing and time.monotonic() >= deadline:
@@ -596,6 +597,28 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         code="upstream_timeout" if status == 504 else "upstream_unavailable",
         headers=exchange.headers(None),
     )
+
+
+async def _next_attempt(
+    plan: AttemptPlan, balancer: BalancerSpec, *, keep_open: bool = False
+) -> Attempt | None:
+    """plan.next(), with a shared slot taken on reserved capacity (capacity_slots): when every
+    worker's requests fill the instance, the attempt is undone and the pick made again, which
+    spills over (or queues on a reserved instance already found full: no slot asked then)."""
+    attempt = plan.next(keep_open=keep_open)
+    found_full: set[int] = set()
+    while (
+        attempt is not None
+        and capacity_slots.takes_slot(attempt)
+        and attempt.instance.pk not in found_full
+    ):
+        lease = balancer.request_timeout + capacity_slots.LEASE_MARGIN_SECONDS
+        if await capacity_slots.slots.claim(attempt, lease):
+            break
+        found_full.add(attempt.instance.pk)
+        plan.full(attempt, until=plan.routing.clock() + capacity_slots.FULL_SECONDS)
+        attempt = plan.next(keep_open=True)
+    return attempt
 
 
 SKIPPED = "skipped"  # an attempt-log entry for a target left out for a capability

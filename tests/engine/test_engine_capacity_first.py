@@ -146,3 +146,31 @@ def test_the_attempt_plan_marks_the_attempt_that_spilled_over() -> None:
     attempt = third.next()
     assert attempt is not None and attempt.instance is dedicated and attempt.spilled is False
     assert third.intended_route is balancer.routes[0]
+
+
+def test_an_attempt_on_capacity_full_elsewhere_is_undone_and_the_pick_spills_over() -> None:
+    """Other processes fill the reserved instance (the hot path's shared slot was refused):
+    the attempt is undone without a verdict or a place in the budget, the next pick spills
+    over, and once the mark lapses the instance takes requests again."""
+    dedicated = reserved("dedicated", capacity=2)
+    api = make_instance("api")
+    group = make_group(dedicated, api, policy="capacity_first")
+    balancer = make_balancer(make_route("pool", group, is_default=True), budget=1)
+    clock = FakeClock(NOW)
+    routing = make_routing(clock)
+    closed = []
+    plan = plan_attempts(balancer, routing)
+    plan.on_close = closed.append
+    attempt = plan.next()
+    assert attempt is not None and attempt.instance is dedicated
+    plan.full(attempt, until=NOW + 0.1)
+    assert routing.load.in_flight(dedicated.pk) == 0 and closed == []
+    following = plan.next(keep_open=True)  # the budget of 1 is not spent by the undone attempt
+    assert following is not None and following.instance is api and following.spilled is True
+    assert following.number == 1
+    plan.succeeded(0.1)
+    assert closed == [following]
+    assert routing.health.is_eligible(dedicated.pk, NOW)  # no verdict on it
+    clock.advance(0.2)
+    again = plan_attempts(balancer, routing).next()
+    assert again is not None and again.instance is dedicated
