@@ -55,6 +55,9 @@ class FakeUpstream:
     )  # (method, path) of every request, any path
     # A strict upstream: a request field outside this set is refused with OpenAI's own 400 (None: anything goes).
     known_fields: frozenset[str] | None = None
+    # Chat requests being answered now, and the most at once, per model.
+    in_flight: dict[str, int] = field(default_factory=dict)
+    peak_in_flight: dict[str, int] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -105,7 +108,18 @@ class FakeUpstream:
     @web.middleware
     async def _record_call(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.calls.append((request.method, request.path))
-        return await handler(request)
+        if request.path != "/v1/chat/completions":
+            return await handler(request)
+        try:
+            model = str((await request.json(loads=orjson.loads)).get("model", ""))
+        except ValueError:
+            model = ""
+        self.in_flight[model] = self.in_flight.get(model, 0) + 1
+        self.peak_in_flight[model] = max(self.peak_in_flight.get(model, 0), self.in_flight[model])
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight[model] -= 1
 
     async def _models(self, request: web.Request) -> web.Response:
         self.models_headers.append({k.lower(): v for k, v in request.headers.items()})

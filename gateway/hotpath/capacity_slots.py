@@ -21,9 +21,13 @@ admitted N x C. The rules that make C hold across workers and hosts:
   lease is removed, off the request's path.
 - **A killed worker.** Its leases expire on their own, LEASE_MARGIN_SECONDS after the
   balancer's request timeout: a slot never stays taken longer than a request may last.
-- **Redis away** (down, hung, breaker open: gateway.hotpath.redis_client): the claim
-  succeeds locally; saturation is judged per process again (N x C with N workers) until
-  Redis answers. Never an error, and at most the Redis bound once per back-off.
+- **Redis late or away.** Claims and releases have a breaker of their own
+  (redis_client.call_capacity: other callers' late answers do not turn it over) and wait
+  GATEWAY_REDIS_TIMEOUT_SECONDS plus the event loop's lag (as the cache's look-ups do: on a
+  busy worker the answer is read late). One late answer (that breaker still closed): the lease is removed in case the claim landed,
+  and the instance counts as full for this request (it spills: never over capacity).
+  Redis away (the breaker open): the claim succeeds locally, and saturation is judged per
+  process again (N x C with N workers) until Redis answers. Never an error.
 """
 
 from __future__ import annotations
@@ -31,11 +35,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from gateway.engine.planner import Attempt
 from gateway.engine.selection import CAPACITY_FIRST
-from gateway.hotpath.redis_client import RedisUnavailable, call_async
+from gateway.hotpath.redis_client import (
+    RedisUnavailable,
+    call_capacity,
+    capacity_breaker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +95,18 @@ class Slots:
         lease = uuid.uuid4().hex
         key = key_for(instance.pk)
         try:
-            claimed = await call_async(
+            claimed = await call_capacity(
                 lambda client: client.eval(
                     CLAIM, 1, key, instance.capacity, int(lease_seconds * 1000), lease
                 )
             )
         except RedisUnavailable:
-            return True  # per-process counting only; the breaker logs the outage
+            if capacity_breaker().is_open:
+                return True  # Redis away: per-process counting only; the breaker logs it
+            # One late answer: the claim may have landed. Take it back, and count the
+            # instance full rather than risk going over its capacity.
+            self._spawn(_remove(key, lease))
+            return False
         if not claimed:
             return False
         self._held[id(attempt)] = (attempt, lease)
@@ -103,8 +117,10 @@ class Slots:
         held = self._held.pop(id(attempt), None)
         if held is None:
             return
-        key, lease = key_for(attempt.instance.pk), held[1]
-        task = asyncio.ensure_future(_remove(key, lease))
+        self._spawn(_remove(key_for(attempt.instance.pk), held[1]))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -114,7 +130,7 @@ class Slots:
 
 async def _remove(key: str, lease: str) -> None:
     try:
-        await call_async(lambda client: client.zrem(key, lease))
+        await call_capacity(lambda client: client.zrem(key, lease))
     except RedisUnavailable:
         pass  # the lease expires on its own
 

@@ -202,6 +202,15 @@ def cache_breaker() -> RedisBreaker:
     )
 
 
+@functools.cache
+def capacity_breaker() -> RedisBreaker:
+    return RedisBreaker(
+        retry_seconds=settings.GATEWAY_REDIS_RETRY_SECONDS,
+        summary_seconds=settings.GATEWAY_REDIS_LOG_SUMMARY_SECONDS,
+        label=" for reserved capacity slots",
+    )
+
+
 class LoopLag:
     """How late an event loop runs its callbacks right now, in seconds.
 
@@ -252,6 +261,19 @@ _FAILURES = (redis.RedisError, OSError)
 async def call_async(command: Callable[[Any], Awaitable[T]]) -> T:
     """Run `command(client)` on this loop's client within the timeout, through the breaker."""
     return await _call(command, breaker(), settings.GATEWAY_REDIS_TIMEOUT_SECONDS, redis_async)
+
+
+async def call_capacity(command: Callable[[Any], Awaitable[T]]) -> T:
+    """call_async() for reserved capacity's slots (gateway/hotpath/capacity_slots.py): a breaker
+    of their own, so that late answers to other callers (a config poll, a rate limit) do not
+    send capacity back to per-process counting, and the loop's lag on top of the bound."""
+    return await _call(
+        command,
+        capacity_breaker(),
+        settings.GATEWAY_REDIS_TIMEOUT_SECONDS,
+        redis_async,
+        lag_allowance=settings.GATEWAY_CACHE_LAG_ALLOWANCE_SECONDS,
+    )
 
 
 async def call_cache(command: Callable[[Any], Awaitable[T]]) -> T:

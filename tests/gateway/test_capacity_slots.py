@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -18,44 +16,29 @@ from gateway.hotpath import capacity_slots
 from targetgroups.models import TargetGroupMember
 from tests.factories import make_api_key, make_balancer
 from tests.factories import make_group as make_target_group
-from tests.factories import make_instance as make_db_instance
 from tests.gateway.test_openai_sdk import wait_for_events
 from tests.live_server import LiveGateway
+from tests.upstream_server import Behaviour
 
 HELLO = [{"role": "user", "content": "hello there"}]
 
 
-def most_at_once(events: list[Any]) -> int:
-    """The most requests in flight together, from each event's start and latency."""
-    edges = []
-    for e in events:
-        edges.append((e.created_at, 1))
-        edges.append((e.created_at + timedelta(milliseconds=e.latency_ms), -1))
-    peak = current = 0
-    for _, step in sorted(edges, key=lambda edge: (edge[0], edge[1])):  # an end before a start
-        current += step
-        peak = max(peak, current)
-    return peak
-
-
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_never_put_more_than_its_capacity_on_a_reserved_instance(setup):
-    dedicated = make_db_instance(
+    """Two uvicorn workers share the listening socket; rounds of 8 concurrent requests against a
+    2-slot reserved upstream that answers in 1.5 s. The upstream itself counts the requests it
+    is answering at once: never more than 2 (without the shared slots, each worker admitted 2:
+    7 of 16 went to it, up to 4 at once)."""
+    dedicated = setup.instance(
+        "dedicated-shared",
+        Behaviour(delay=1.5),
         instance_id="dedicated-shared",
-        provider="simulator",
-        model="sim-dedicated",
-        options={"latency_ms": 1500},
         pricing="capacity",
         capacity_price_per_hour="3.00",
         capacity=2,
         capacity_unit="concurrent_requests",
     )
-    metered = make_db_instance(
-        instance_id="metered-shared",
-        provider="simulator",
-        model="sim-metered",
-        options={"latency_ms": 50},
-    )
+    metered = setup.instance("metered-shared", Behaviour(delay=0.05), instance_id="metered-shared")
     group = make_target_group(instances=[], selection_policy="capacity_first")
     TargetGroupMember.objects.create(group=group, instance=metered, priority=1)
     TargetGroupMember.objects.create(group=group, instance=dedicated, priority=2)
@@ -72,7 +55,10 @@ def test_two_workers_never_put_more_than_its_capacity_on_a_reserved_instance(set
         ],
     )
     _, secret = make_api_key()
-    gateway = LiveGateway(workers=2)
+    # A generous Redis bound: this pins the sharing. With the 50 ms default, on this 2-core
+    # machine at load average 12, Redis answered late often enough to open the slots' breaker
+    # for a moment (per-process counting then, as designed: docs/cost.md), and 3 went at once.
+    gateway = LiveGateway(workers=2, extra_env={"GATEWAY_REDIS_TIMEOUT_SECONDS": "1.0"})
     try:
         gateway.wait_for_config()
 
@@ -87,20 +73,18 @@ def test_two_workers_never_put_more_than_its_capacity_on_a_reserved_instance(set
             assert response.status_code == 200, response.text
             return response.headers["x-balancer-instance"]
 
-        # Two rounds of 8 at once, each while the reserved instance's 1.5 s answers run.
         served = []
         with ThreadPoolExecutor(8) as pool:
-            for _ in range(2):
+            for _ in range(3):
                 served += list(pool.map(ask, range(8)))
-        assert served.count("dedicated-shared") == 4, served  # 2 per round: its capacity
-        assert served.count("metered-shared") == 12
         assert "Traceback" not in gateway.log()
     finally:
         gateway.stop()
-    events = wait_for_events(16, balancer=balancer)
-    on_dedicated = [e for e in events if e.instance == "dedicated-shared"]
-    assert most_at_once(on_dedicated) <= 2
-    assert sorted(e.spilled for e in events) == [False] * 4 + [True] * 12
+    assert setup.upstream.peak_in_flight["dedicated-shared"] == 2, served
+    assert served.count("dedicated-shared") >= 2 and served.count("metered-shared") >= 8
+    events = wait_for_events(24, balancer=balancer)
+    assert all(e.spilled for e in events if e.instance == "metered-shared")
+    assert not any(e.spilled for e in events if e.instance == "dedicated-shared")
 
 
 def attempt_on(pk: int, capacity: int) -> Attempt:
