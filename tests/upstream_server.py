@@ -111,9 +111,10 @@ class FakeUpstream:
         if request.path != "/v1/chat/completions":
             return await handler(request)
         try:
-            model = str((await request.json(loads=orjson.loads)).get("model", ""))
+            body = await request.json(loads=orjson.loads)
         except ValueError:
-            model = ""
+            body = None
+        model = str(body.get("model", "")) if isinstance(body, dict) else ""
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
         self.peak_in_flight[model] = max(self.peak_in_flight.get(model, 0), self.in_flight[model])
         try:
