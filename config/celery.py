@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 from celery import Celery
+from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 from django.conf import settings
 
@@ -11,6 +14,20 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("smart_balancers")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+class HeartbeatScheduler(PersistentScheduler):
+    """Beat's scheduler, touching `<schedule file>.heartbeat` on every tick: the health check of
+    the beat container (compose.yaml, deploy/k8s/beat.yaml) fails when the file grows old, that
+    is when beat's loop is stuck or gone. A tick comes at least every beat_max_interval."""
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        Path(f"{self.schedule_filename}.heartbeat").touch()
+        return float(super().tick(*args, **kwargs))
+
+
+app.conf.beat_scheduler = "config.celery:HeartbeatScheduler"
+app.conf.beat_max_interval = 30  # seconds; the health check allows 120 s without a tick
 
 # The intervals come from the settings module, so a bad value fails there, naming the
 # variable (config/env.py), like every other setting.

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -114,6 +115,17 @@ def settings_read() -> set[str]:
         "GATEWAY_PROBE_SECONDS",
     } <= names  # the patterns still match
     return names
+
+
+def health_check(role: str) -> list[str]:
+    """compose.yaml's health check of a service as the argv a container would run: CMD-SHELL
+    through `sh -c`, with compose's `$$` escape undone."""
+    test = compose()["services"][role]["healthcheck"]["test"]
+    if test[0] == "CMD-SHELL":
+        (line,) = test[1:]
+        return ["sh", "-c", line.replace("$$", "$")]
+    assert test[0] == "CMD"
+    return list(test[1:])
 
 
 def make_serve_flags() -> list[str]:
@@ -233,6 +245,21 @@ def test_probes_and_health_checks_point_at_real_gateway_paths() -> None:
     services = compose()["services"]
     assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+def test_the_celery_worker_and_beat_have_the_same_health_checks_in_compose_and_kubernetes() -> None:
+    """Every long-running compose service has a health check; the Celery ones are run for real
+    in test_the_declared_commands_run_a_working_deployment."""
+    services = compose()["services"]
+    for name, service in services.items():
+        if name != "migrate":  # runs once and exits
+            assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
+    containers = k8s_containers()
+    for role in ("worker", "beat"):
+        assert health_check(role) == containers[role]["livenessProbe"]["exec"]["command"], role
+    assert "inspect ping" in " ".join(health_check("worker"))
+    schedule = services["beat"]["command"][services["beat"]["command"].index("--schedule") + 1]
+    assert f"'{schedule}.heartbeat'" in " ".join(health_check("beat"))
 
 
 def test_selectors_scaling_and_a_single_beat_fit_together() -> None:
@@ -362,9 +389,11 @@ class Processes:
         return "\n".join(f"--- {name}\n{self.log(name)[-3000:]}" for name in self.running)
 
     def stop_all(self) -> None:
+        # The main process only: it stops its own children (a Celery worker's warm shutdown lets
+        # a task in flight finish; SIGTERM to its pool processes as well would lose the task).
         for process in self.running.values():
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.terminate()
         deadline = time.monotonic() + 20
         for process in self.running.values():
             try:
@@ -461,6 +490,24 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
         )
         assert seed.returncode == 0, seed.stderr
         seeded = json.loads(seed.stdout.strip().splitlines()[-1])
+        schedule = str(tmp_path / "celerybeat-schedule")
+
+        def check(role: str) -> subprocess.CompletedProcess[str]:
+            """The service's declared health check, as its container would run it."""
+            command = [
+                arg.replace("/tmp/celerybeat-schedule", schedule) for arg in health_check(role)
+            ]
+            # A container's HOSTNAME is its host name, which the worker names its node after.
+            return subprocess.run(
+                command,
+                cwd=ROOT,
+                env={**env, "HOSTNAME": socket.gethostname()},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        assert check("beat").returncode != 0, "no beat yet, no heartbeat file"
         gateway = processes.start("gateway", declared("gateway"))
         processes.start("worker", declared("worker"))
         processes.start("beat", declared("beat"))
@@ -539,6 +586,21 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
 
         wait_until(f"a usage rollup of the {sent} requests", rolled_up, 15, processes)
 
+        # The Celery services' health checks pass while they run (beat has ticked: the rollup
+        # above was sent by it) and fail when they would not serve.
+        worker_check = check("worker")
+        assert worker_check.returncode == 0, worker_check.stdout + worker_check.stderr
+        assert "pong" in worker_check.stdout
+        beat_check = check("beat")
+        assert beat_check.returncode == 0, beat_check.stderr
+        processes.running["beat"].send_signal(signal.SIGSTOP)  # no tick refreshes it meanwhile
+        try:
+            stale = time.time() - 200
+            os.utime(schedule + ".heartbeat", (stale, stale))
+            assert check("beat").returncode != 0, "a heartbeat 200 s old fails the check"
+        finally:
+            processes.running["beat"].send_signal(signal.SIGCONT)
+
         # /metrics, whichever worker answers, holds the totals of both (config/metrics_dir.py).
         metrics = {}
         for family in text_string_to_metric_families(httpx.get(base + "/metrics", timeout=10).text):
@@ -562,5 +624,6 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
         )
     finally:
         processes.stop_all()
+    assert check("worker").returncode != 0, "no worker, no answer to the ping"
     for name in ("gateway", "worker", "beat"):
         assert "Traceback" not in processes.log(name), processes.log(name)
