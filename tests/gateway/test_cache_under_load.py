@@ -253,8 +253,12 @@ def test_a_hung_redis_costs_a_cache_look_up_at_most_its_bound_and_leaves_the_sha
 
     times = run(LOOPS[loop], main())
     slow = [t for t in times if t > settings.GATEWAY_REDIS_TIMEOUT_SECONDS / 2]
-    # The bound plus scheduling slack; no lag here, so no allowance is taken.
-    assert max(times) < settings.GATEWAY_REDIS_TIMEOUT_SECONDS + 0.15, max(times)
-    assert len(slow) == 2  # two look-ups open the cache's breaker; the rest skip Redis
+    # The bound plus scheduling slack, plus the lag allowance: on an idle loop none is taken,
+    # but on a loaded machine the loop's own timer runs late too (the process waits for a core).
+    bound = settings.GATEWAY_REDIS_TIMEOUT_SECONDS + settings.GATEWAY_CACHE_LAG_ALLOWANCE_SECONDS
+    assert max(times) < bound + 0.15, max(times)
+    # Two look-ups open the cache's breaker; the rest skip Redis (one more may be the trial
+    # after the 1 s back-off, if the slow ones took long).
+    assert 2 <= len(slow) <= 3, [round(t, 3) for t in times]
     assert redis_client.cache_breaker().is_open
     assert not redis_client.breaker().is_open
