@@ -50,8 +50,8 @@ urlpatterns = [
     path("api/", include("gateway.api_urls")),
     re_path(r"^api/", ApiNotFound.as_view(), name="api-not-found"),
     path("", include("gateway.hotpath.v1_urls")),
-    path("", include("balancers.urls")),
-    path("", include("targetgroups.urls")),
+    path("", include("pages.balancers.urls")),
+    path("", include("pages.targetgroups.urls")),
     path("", include("gateway.urls")),
     path("playground/", include("playground.urls")),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -25,6 +26,7 @@ from config.api import JsonApi
 from config.api_fields import JsonTypesMixin, NameField
 from gateway.budgets import BudgetStatus, budget_list, budget_statuses
 from gateway.models import ApiKey, Budget, CostAlert, Team, use_case_validator
+from gateway.probes import probe_credential
 from gateway.reporting.anomalies import anomalies_between
 from gateway.reporting.capacity import CapacityRow, capacity_report
 from gateway.reporting.failover import Incident, failover_incidents
@@ -52,6 +54,7 @@ from gateway.services import (
     team_delete,
     team_update,
 )
+from targetgroups.api import credential_or_404
 
 
 def _api_keys() -> QuerySet[ApiKey]:
@@ -861,3 +864,30 @@ class UsageApi(APIView):
             ],
         }
         return Response(UsageSerializer(data).data)
+
+
+class ProviderCheckOutputSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="healthy, degraded or unavailable.")
+    latency_ms = serializers.FloatField(allow_null=True)
+    detail = serializers.CharField()
+
+    class Meta:
+        ref_name = "ProviderCheck"
+
+
+class ProviderCheckApi(JsonApi):
+    """The provider's probe with the stored credential: never a billed request. Here, not with the
+    other provider endpoints in targetgroups.api, because the probe is the gateway's (gateway.probes)."""
+
+    OutputSerializer = ProviderCheckOutputSerializer
+
+    @extend_schema(
+        summary="Check a provider credential with the provider's free probe",
+        request=None,
+        responses=OutputSerializer,
+    )
+    def post(self, request: Request, provider: str) -> Response:
+        result = async_to_sync(probe_credential)(credential_or_404(provider))
+        return Response(
+            {"status": result.status, "latency_ms": result.latency_ms, "detail": result.detail}
+        )

@@ -15,6 +15,7 @@ from gateway.api import (
     BudgetListApi,
     BudgetRetrieveApi,
     BudgetUpdateApi,
+    ProviderCheckApi,
     TeamCreateApi,
     TeamDeleteApi,
     TeamListApi,
@@ -24,6 +25,7 @@ from gateway.api import (
 )
 
 urlpatterns = [
+    path("providers/<slug:provider>/check/", ProviderCheckApi.as_view(), name="api-provider-check"),
     path("api-keys/", endpoint(ApiKeyListApi, ApiKeyCreateApi), name="api-api-keys"),
     path(
         "api-keys/<int:key_id>/",

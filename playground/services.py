@@ -13,12 +13,14 @@ import math
 import shlex
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from django.utils import timezone
 
+from balancers.models import Route
 from gateway.engine.auto import GOALS
 from gateway.engine.capability import needs_of, unfit_instances
 from gateway.hotpath import errors
@@ -282,3 +284,23 @@ def sample_calls(
         f"  -d {shlex.quote(body)}\n"
     )
     return {"python": python, "curl": curl, "base_url": base_url}
+
+
+# -- a prompt to try a balancer with ------------------------------------------------------------
+
+NEUTRAL_PROMPTS = {
+    "chat": "Reply in one short sentence, so I can see this endpoint answer.",
+    "embeddings": "A short sentence to turn into a vector.",
+}
+
+
+def sample_prompt(routes: Iterable[Route], *, workload_kind: str, route: str = "") -> str:
+    """The prompt the smoke test, the playground and their sample calls start with, taken from the
+    balancer's own routes: the first example prompt of `route` (the smoke test's default route),
+    else of the routes in attempt order; a neutral request when no route has an example."""
+    ordered = sorted(routes, key=lambda r: (r.name != route, r.priority, r.name))
+    for candidate in ordered:
+        for example in candidate.examples or []:
+            if str(example).strip():
+                return str(example).strip()
+    return NEUTRAL_PROMPTS.get(workload_kind, NEUTRAL_PROMPTS["chat"])

@@ -12,10 +12,15 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.roles import VIEWER, role_required
 from balancers.models import Balancer
-from balancers.page_selectors import NEUTRAL_PROMPTS, sample_prompt
 from config.http import HtmxHttpRequest
 from gateway.engine.auto import GOALS, PREFERENCES
-from playground.services import gateway_base_url, sample_calls, smoke_test
+from playground.services import (
+    NEUTRAL_PROMPTS,
+    gateway_base_url,
+    sample_calls,
+    sample_prompt,
+    smoke_test,
+)
 from targetgroups.models import Instance, ProviderCredential
 from targetgroups.providers import direct_models, model_kind
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -20,7 +19,6 @@ from rest_framework.response import Response
 
 from config.api import JsonApi, json_object
 from config.api_fields import JsonTypesMixin, ObjectField
-from gateway.probes import probe_credential
 from targetgroups import selectors
 from targetgroups.documents import DocumentError, TargetGroupDocument, target_group_document
 from targetgroups.models import Instance, ProviderCredential, TargetGroup
@@ -384,7 +382,7 @@ def _known_provider(provider: str) -> str:
     return provider
 
 
-def _credential_or_404(provider: str) -> ProviderCredential:
+def credential_or_404(provider: str) -> ProviderCredential:
     credential = ProviderCredential.objects.filter(provider=_known_provider(provider)).first()
     if credential is None:
         raise NotFound(f"No credential is stored for {PROVIDERS[provider].label}.")
@@ -478,31 +476,5 @@ class ProviderUpdateApi(JsonApi):
 class ProviderDeleteApi(JsonApi):
     @extend_schema(summary="Remove a provider credential", responses={204: None})
     def delete(self, request: Request, provider: str) -> Response:
-        provider_credential_delete(credential=_credential_or_404(provider))
+        provider_credential_delete(credential=credential_or_404(provider))
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class ProviderCheckOutputSerializer(serializers.Serializer):
-    status = serializers.CharField(help_text="healthy, degraded or unavailable.")
-    latency_ms = serializers.FloatField(allow_null=True)
-    detail = serializers.CharField()
-
-    class Meta:
-        ref_name = "ProviderCheck"
-
-
-class ProviderCheckApi(JsonApi):
-    """The provider's probe with the stored credential: never a billed request."""
-
-    OutputSerializer = ProviderCheckOutputSerializer
-
-    @extend_schema(
-        summary="Check a provider credential with the provider's free probe",
-        request=None,
-        responses=OutputSerializer,
-    )
-    def post(self, request: Request, provider: str) -> Response:
-        result = async_to_sync(probe_credential)(_credential_or_404(provider))
-        return Response(
-            {"status": result.status, "latency_ms": result.latency_ms, "detail": result.detail}
-        )

@@ -9,7 +9,6 @@ from targetgroups.api import (
     InstanceListApi,
     InstanceRetrieveApi,
     InstanceUpdateApi,
-    ProviderCheckApi,
     ProviderDeleteApi,
     ProviderListApi,
     ProviderRetrieveApi,
@@ -30,7 +29,6 @@ urlpatterns = [
         endpoint(ProviderRetrieveApi, ProviderUpdateApi, ProviderDeleteApi),
         name="api-provider",
     ),
-    path("providers/<slug:provider>/check/", ProviderCheckApi.as_view(), name="api-provider-check"),
     path("instances/", endpoint(InstanceListApi, InstanceCreateApi), name="api-instances"),
     path(
         "instances/<slug:instance_id>/",

@@ -10,11 +10,15 @@ one above:
   2 routing    balancers
   3 gateway    gateway (the /v1 hot path, health, usage events and their read side)
   4 doors      the HTML pages, the management API, the admin and the management
-               commands of every app, and the playground
+               commands of every app, the playground, and pages/ (the pages that read
+               several apps: the balancer, target group and instance pages)
   5 root       config (settings, URLs, ASGI/WSGI entry points, the Celery app)
 
 A module's layer is given by the longest matching prefix below. Across apps only
 public names are imported: `from balancers.models import _x` fails the test.
+
+And no two apps import each other, by any path and through any of their modules (the
+doors included): an app's pages that need a higher app live in pages/, not in the app.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("config", "accounts", "targetgroups", "balancers", "gateway", "playground")
+PACKAGES = ("config", "accounts", "targetgroups", "balancers", "gateway", "playground", "pages")
 
 LAYER_NAMES = ["shared", "capacity", "routing", "gateway", "doors", "root"]
 PREFIXES: dict[str, int] = {
@@ -42,6 +46,7 @@ PREFIXES: dict[str, int] = {
     "balancers": 2,
     "gateway": 3,
     "playground": 4,
+    "pages": 4,
 }
 # The doors of every app: pages, management API, admin, management commands.
 DOOR_SUFFIXES = (
@@ -84,6 +89,40 @@ def upward_imports(graph: grimp.ImportGraph) -> list[str]:
                     f"({LAYER_NAMES[layer_of(imported)]})"
                 )
     return problems
+
+
+def app_of(module: str) -> str:
+    """The app a module belongs to, its doors included; config's shared modules (layer 0) are one
+    app and the root (settings, URLs) another."""
+    top = module.split(".")[0]
+    return "config (shared)" if top == "config" and layer_of(module) == 0 else top
+
+
+def app_cycles(graph: grimp.ImportGraph) -> list[str]:
+    """Every import between two apps that import each other, directly or through other apps."""
+    edges: dict[tuple[str, str], str] = {}
+    for importer in sorted(graph.modules):
+        if ".migrations" in importer:
+            continue
+        for imported in sorted(graph.find_modules_directly_imported_by(importer)):
+            pair = (app_of(importer), app_of(imported))
+            if pair[0] != pair[1]:
+                edges.setdefault(pair, f"{importer} imports {imported}")
+    reach: dict[str, set[str]] = {}  # the apps each app imports, directly or not
+    for app in {a for pair in edges for a in pair}:
+        reach[app] = set()
+        todo = [app]
+        while todo:
+            current = todo.pop()
+            for a, b in edges:
+                if a == current and b not in reach[app]:
+                    reach[app].add(b)
+                    todo.append(b)
+    return [
+        f"{a} -> {b} ({example}) and {b} reaches {a}"
+        for (a, b), example in sorted(edges.items())
+        if a in reach[b]
+    ]
 
 
 def private_names_across_apps() -> list[str]:
@@ -130,6 +169,38 @@ def test_the_check_catches_an_import_that_runs_back_up(graph: grimp.ImportGraph)
         ]
     finally:
         graph.remove_import(importer="targetgroups.models", imported="gateway.hotpath.runtime")
+
+
+def test_no_two_apps_import_each_other(graph: grimp.ImportGraph) -> None:
+    assert app_cycles(graph) == []
+
+
+def test_the_check_catches_a_cycle_between_apps(graph: grimp.ImportGraph) -> None:
+    # A deliberately wrong import that runs down the layers (a door, layer 4, calling the
+    # gateway, layer 3) but closes a cycle: the gateway imports targetgroups.
+    graph.add_import(
+        importer="targetgroups.api",
+        imported="gateway.probes",
+        line_number=1,
+        line_contents="from gateway.probes import probe_credential",
+    )
+    try:
+        assert upward_imports(graph) == []  # the layer check alone lets it through
+        problems = app_cycles(graph)
+        assert len(problems) == 4  # every import on the loops: targetgroups, balancers, gateway
+        assert problems[-1] == (
+            "targetgroups -> gateway (targetgroups.api imports gateway.probes)"
+            " and gateway reaches targetgroups"
+        )
+        assert [p.split(" (")[0] for p in problems] == [
+            "balancers -> targetgroups",
+            "gateway -> balancers",
+            "gateway -> targetgroups",
+            "targetgroups -> gateway",
+        ]
+    finally:
+        graph.remove_import(importer="targetgroups.api", imported="gateway.probes")
+    assert app_cycles(graph) == []
 
 
 def test_every_module_has_a_layer(graph: grimp.ImportGraph) -> None:

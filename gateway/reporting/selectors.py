@@ -29,6 +29,9 @@ from targetgroups.models import Instance
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 RECENT_LIMIT = 50
+# The live figures' one window: the board, its lanes and the detail page's route counts, stated
+# on every page by the `live_window` template tag ("last 15 minutes").
+LIVE_MINUTES = 15
 
 
 @dataclass(frozen=True, slots=True)

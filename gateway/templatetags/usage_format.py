@@ -1,7 +1,7 @@
 """Template filters for money, shares and the live window: `{% load usage_format %}`.
 
 Every page states money through `usd` (one rounding rule: gateway.reporting.selectors.format_usd)
-and the live figures' window through `live_window` (balancers.page_selectors.LIVE_MINUTES).
+and the live figures' window through `live_window` (gateway.reporting.selectors.LIVE_MINUTES).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from decimal import Decimal
 
 from django import template
 
-from balancers.page_selectors import LIVE_MINUTES
-from gateway.reporting.selectors import format_usd
+from gateway.reporting.selectors import LIVE_MINUTES, format_usd
 
 register = template.Library()
 

@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 
 from balancers.models import Balancer
-from balancers.page_selectors import Sparkline, traffic_by_hour
 from gateway.models import UsageEvent
+from pages.balancers.page_selectors import Sparkline, traffic_by_hour
 
 
 def usage(

@@ -151,9 +151,9 @@ def test_spend_today_this_month_and_the_saving_against_the_priciest_route(
 
     from django.utils import timezone
 
-    from balancers.page_selectors import balancer_savings, balancers_for_pages
     from gateway.models import UsageEvent
     from gateway.reporting.selectors import format_usd
+    from pages.balancers.page_selectors import balancer_savings, balancers_for_pages
 
     support = Balancer.objects.get(name="support-balancer")
     for prompt, completion, cost in ((1_000, 500, "0.000100"), (2_000, 1_000, "0.000300")):

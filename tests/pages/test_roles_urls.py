@@ -54,7 +54,7 @@ def api(read: str = VIEWER, write: str = OPERATOR) -> Rule:
 
 
 RULES: dict[str, Rule] = {
-    # balancers/urls.py
+    # pages/balancers/urls.py
     "home": page(VIEWER),
     "balancer-list": page(VIEWER),
     "balancer-detail": page(VIEWER),
@@ -85,7 +85,7 @@ RULES: dict[str, Rule] = {
     "wizard-edit-separation": page(OPERATOR),
     "wizard-edit-step": page(OPERATOR),
     "wizard-edit-autosave": page(OPERATOR),
-    # targetgroups/urls.py
+    # pages/targetgroups/urls.py
     "targetgroup-list": page(VIEWER),
     "targetgroup-detail": page(VIEWER),
     "targetgroup-export": page(VIEWER),

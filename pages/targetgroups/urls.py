@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from targetgroups import views
+from pages.targetgroups import views
 
 urlpatterns = [
     path("target-groups/", views.target_group_list, name="targetgroup-list"),

@@ -1,6 +1,7 @@
 """Reads for the operator pages: traffic series, sparklines, live route health.
 
-(balancers.selectors holds the API's reads; these are shaped for templates.)
+(balancers.selectors holds the API's reads; these are shaped for templates. They read the
+balancers, the gateway's health and usage events together, so they sit above both: pages/.)
 """
 
 from __future__ import annotations
@@ -25,13 +26,10 @@ from gateway.engine.auto import FREE_GOAL, GOALS
 from gateway.hotpath.runtime import health_snapshot
 from gateway.models import UsageEvent
 from gateway.reporting.failover import FailoverReport, failover_incidents
-from gateway.reporting.selectors import ProbeSummary, probe_summaries
+from gateway.reporting.selectors import LIVE_MINUTES, ProbeSummary, probe_summaries
 from targetgroups.models import Instance
 
 SPARK_HOURS = 24
-# The live figures' one window: the board, its lanes and the detail page's route counts, stated
-# on every page by the `live_window` template tag ("last 15 minutes").
-LIVE_MINUTES = 15
 
 
 @dataclass
@@ -700,23 +698,3 @@ def recent_goal_events(goal: str, *, limit: int = 15) -> list[UsageEvent]:
         )
         setattr(event, "decision_words", words)  # noqa: B010  (display only)
     return events
-
-
-# -- a prompt to try a balancer with ------------------------------------------------------------
-
-NEUTRAL_PROMPTS = {
-    "chat": "Reply in one short sentence, so I can see this endpoint answer.",
-    "embeddings": "A short sentence to turn into a vector.",
-}
-
-
-def sample_prompt(routes: Iterable[Route], *, workload_kind: str, route: str = "") -> str:
-    """The prompt the smoke test, the playground and their sample calls start with, taken from the
-    balancer's own routes: the first example prompt of `route` (the smoke test's default route),
-    else of the routes in attempt order; a neutral request when no route has an example."""
-    ordered = sorted(routes, key=lambda r: (r.name != route, r.priority, r.name))
-    for candidate in ordered:
-        for example in candidate.examples or []:
-            if str(example).strip():
-                return str(example).strip()
-    return NEUTRAL_PROMPTS.get(workload_kind, NEUTRAL_PROMPTS["chat"])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from balancers import views
+from pages.balancers import views
 
 step = "<slug:step>/"
 

@@ -50,24 +50,6 @@ from balancers.forms import (
     rule_summary,
 )
 from balancers.models import AuditEntry, Balancer
-from balancers.page_selectors import (
-    FAILOVER_HOURS,
-    LIVE_MINUTES,
-    auto_choices,
-    balancer_savings,
-    balancer_states,
-    balancers_for_pages,
-    board_failover,
-    goal_board,
-    lane_figures,
-    member_probes,
-    recent_events,
-    recent_goal_events,
-    recent_traffic_totals,
-    route_traffic,
-    sample_prompt,
-    traffic_by_hour,
-)
 from balancers.services import (
     ROUTE_FIELDS,
     ActionRefused,
@@ -96,7 +78,24 @@ from gateway.models import RoutingCorrection
 from gateway.router_models.local import RouteIntent
 from gateway.router_models.separation import MAX_ROUTES as SEPARATION_MAX_ROUTES
 from gateway.router_models.separation import route_overlaps
-from playground.services import gateway_base_url, sample_calls, smoke_test
+from pages.balancers.page_selectors import (
+    FAILOVER_HOURS,
+    LIVE_MINUTES,
+    auto_choices,
+    balancer_savings,
+    balancer_states,
+    balancers_for_pages,
+    board_failover,
+    goal_board,
+    lane_figures,
+    member_probes,
+    recent_events,
+    recent_goal_events,
+    recent_traffic_totals,
+    route_traffic,
+    traffic_by_hour,
+)
+from playground.services import gateway_base_url, sample_calls, sample_prompt, smoke_test
 from targetgroups.models import Instance
 
 DRAFT_PREFIX = "balancer-wizard:"
