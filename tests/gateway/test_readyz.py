@@ -198,3 +198,62 @@ def test_dependencies_left_out_of_the_ready_checks_are_not_checked(
         "database: ConnectionRefusedError: refused",
         "redis: ConnectionRefusedError: refused",
     ]
+
+
+def test_readyz_names_the_routing_snapshot_while_it_is_not_loaded_and_recovers(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot's first build fails, then takes a while: /readyz says so, then is ready."""
+    import threading
+
+    from django.db import connection
+
+    from gateway.hotpath import readiness as module
+    from gateway.hotpath import snapshot, v1_api
+    from gateway.hotpath.asgi import GatewayASGIHandler
+
+    settings.ALLOWED_HOSTS = ["*"]
+    settings.GATEWAY_READY_CHECKS = []  # the snapshot alone (the others have their own tests)
+    settings.GATEWAY_READY_CACHE_SECONDS = 0
+    settings.GATEWAY_READY_TIMEOUT_SECONDS = 0.3
+    real_build = snapshot.build_config
+    release = threading.Event()
+    builds: list[str] = []
+
+    def build(version: int) -> Any:
+        builds.append("build")
+        if len(builds) == 1:
+            raise RuntimeError("the snapshot build failed")
+        release.wait(10)  # the second build takes longer than the readiness bound
+        try:
+            return real_build(version)
+        finally:
+            connection.close()  # the build thread's: the test database can be dropped after
+
+    holder = snapshot.ConfigHolder()  # this process's, as a new worker's: nothing loaded yet
+    monkeypatch.setattr(snapshot, "build_config", build)
+    monkeypatch.setattr(module, "holder", holder)
+    monkeypatch.setattr(v1_api, "readiness", module.Readiness())
+
+    async def probes() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=GatewayASGIHandler())
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            failed = await client.get("/readyz")
+            loading = await client.get("/readyz")
+            release.set()
+            deadline = time.monotonic() + 10
+            while (ready := await client.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, ready.text
+                await asyncio.sleep(0.05)
+            return [failed, loading, ready]
+
+    failed, loading, ready = asyncio.run(probes())
+    for response in (failed, loading):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "not_ready"
+    assert failed.json()["error"]["message"] == (
+        "Not ready: routing_snapshot: not loaded (RuntimeError: the snapshot build failed)."
+    )
+    assert loading.json()["error"]["message"] == "Not ready: routing_snapshot: loading."
+    assert ready.json()["checks"]["routing_snapshot"] == "ok" and holder.peek() is not None
+    assert builds == ["build", "build"]  # the failed build was retried by the next probe
