@@ -162,6 +162,7 @@ def board_event(record: Any) -> dict[str, Any]:
         "tokens": record.prompt_tokens + record.completion_tokens,
         "cost": str(record.cost_usd),
         "stream": record.stream,
+        "endpoint": record.endpoint,  # chat, responses, messages, completions, embeddings
         "reason": record.decision_reason,
         "decision": decision_words(
             record.decision_reason, record.confidence, record.attempt_log, record.route
