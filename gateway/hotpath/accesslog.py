@@ -4,8 +4,9 @@ The recorder hands every usage record to `observe()` (like the metrics), so each
 gets exactly one line, rejected ones included. The line carries the request id (the
 client's X-Request-Id when it sent a sane one), the balancer, route, instance and model,
 the status and error code, the decision, the attempts, the latency and time to first
-byte, the tokens and the cost — never the prompt or the answer (the gateway has no prompt
-logging), never a key: the whole formatted line also goes through the secret scrubber
+byte, the tokens and the cost — never the answer, and the prompt only when the balancer
+keeps prompts (`Balancer.log_prompts`: then `prompt`, the same text its usage event keeps),
+never a key: the whole formatted line also goes through the secret scrubber
 (gateway/hotpath/scrub.py), so even an upstream key sent as a request id leaves as a mark.
 
 Format: GATEWAY_LOG_FORMAT (`json`, the default outside embedded mode, or `text`), shared
@@ -117,6 +118,8 @@ def fields(record: UsageRecord) -> dict[str, Any]:
         "completion_tokens": record.completion_tokens,
         "cost_usd": float(record.cost_usd),
     }
+    if record.prompt_text:  # set only when the balancer keeps prompts (gateway/hotpath/proxy.py)
+        values["prompt"] = record.prompt_text
     return values
 
 
@@ -143,6 +146,8 @@ def _log_record(record: UsageRecord, trace_id: str) -> logging.LogRecord:
         "tokens=%(prompt_tokens)s/%(completion_tokens)s cost_usd=%(cost_usd)s decision=%(decision)s "
         "error=%(error)s request_id=%(request_id)s"
     ) % {k: ("-" if v == "" else v) for k, v in values.items()}
+    if "prompt" in values:
+        text += f" prompt={values['prompt']!r}"
     return logger.makeRecord(logger.name, logging.INFO, __file__, 0, text, (), None)
 
 

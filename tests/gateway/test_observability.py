@@ -379,3 +379,95 @@ def test_goal_names_label_logs_and_metrics_but_an_unknown_model_does_not():
         )
         == 1
     )
+
+
+def test_the_json_request_log_carries_the_prompt_only_for_a_balancer_that_keeps_prompts(
+    setup, gateway
+):
+    """The session's gateway runs on PostgreSQL, as under `make serve`: JSON lines by default."""
+    kept, spare = setup.instance("lp-kept"), setup.instance("lp-spare")
+    setup.failover_balancer(kept, spare, serving_name="keeps-prompts", log_prompts=True)
+    setup.failover_balancer(kept, spare, serving_name="keeps-none")
+    _, secret = make_api_key()
+    gateway.wait_for_config()
+    prompt = "remember this prompt; the key is upstream-secret-lp-kept, keep it out"
+    for model in ("keeps-prompts", "keeps-none"):
+        response = httpx.post(
+            gateway.v1 + "/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": prompt}]},
+            timeout=10,
+            headers={"Authorization": f"Bearer {secret}", "X-Request-Id": f"lp-{model}"},
+        )
+        assert response.status_code == 200, response.text
+    lines: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 5
+    while len(lines) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the log thread writes the lines
+        for line in gateway.log().splitlines():
+            if line.startswith("{") and '"lp-keeps-' in line:
+                record = json.loads(line)
+                lines[record["request_id"]] = record
+    logged = lines["lp-keeps-prompts"]["prompt"]
+    assert logged.startswith("remember this prompt; the key is ") and "[redacted]" in logged
+    assert "upstream-secret" not in logged, "the scrubber still runs over a logged prompt"
+    assert "prompt" not in lines["lp-keeps-none"]
+    assert "remember this prompt" not in json.dumps(lines["lp-keeps-none"])
+
+
+@pytest.mark.parametrize(
+    ("database_url", "expected"),
+    [("", "text"), ("postgres://postgres@127.0.0.1:5432/unused", "json")],
+    ids=["make-run", "make-serve"],
+)
+def test_the_log_format_is_text_under_make_run_and_json_under_make_serve(
+    database_url: str, expected: str, tmp_path: Any
+) -> None:
+    """`make run` sets no DATABASE_URL (SQLite, embedded); `make serve` and compose do."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    from tests.live_server import ROOT
+
+    makefile = (ROOT / "Makefile").read_text()
+    recipes = dict(re.findall(r"^(run|serve): .*\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE))
+    for target in ("run", "serve"):  # neither recipe picks a format or a database itself
+        assert "GATEWAY_LOG_FORMAT" not in recipes[target]
+        assert "DATABASE_URL" not in recipes[target]
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("DATABASE_URL", "GATEWAY_LOG_FORMAT", "TEST_DATABASE_NAME")
+        and not name.startswith("DJANGO_")
+    }
+    env |= {"VAR_DIR": str(tmp_path), "SECRET_KEY": settings.SECRET_KEY + "-log-format-test"}
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    script = (
+        "import django, logging; django.setup()\n"
+        "from django.conf import settings\n"
+        "from gateway.hotpath import accesslog\n"
+        "print(settings.GATEWAY_LOG_FORMAT, type(accesslog.formatter().inner).__name__)\n"
+        "logging.getLogger('gateway.check').warning('a log line')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    fmt, request_formatter = done.stdout.split()
+    assert fmt == expected
+    line = done.stderr.strip().splitlines()[-1]
+    if expected == "json":
+        assert request_formatter == "OrjsonFormatter"
+        assert json.loads(line)["message"] == "a log line"
+    else:
+        assert request_formatter == "Formatter"
+        assert line.endswith("WARNING gateway.check a log line") and not line.startswith("{")
