@@ -10,9 +10,10 @@ probe, and its streams (OpenAI chunks, with the SSE comments DeepSeek and OpenRo
 the first chunk; Anthropic's Messages events).
 
 The model name picks the behaviour: `rate-limited` (429), `bad-request` (the provider's 400/422),
-`no-credit` (402), `overloaded` (503, Anthropic 529); anything else answers. A model name with
-`cached` in it answers with a prompt partly read from the provider's prompt cache (CACHED_USAGE:
-OpenAI's `prompt_tokens_details.cached_tokens`, Anthropic's `cache_read_input_tokens`).
+`no-credit` (402), `overloaded` (503, Anthropic 529; so does any name a test puts in
+`overloaded`); anything else answers. A model name with `cached` in it answers with a prompt
+partly read from the provider's prompt cache (CACHED_USAGE: OpenAI's
+`prompt_tokens_details.cached_tokens`, Anthropic's `cache_read_input_tokens`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class ProviderServer:
     host: str = "127.0.0.1"
     port: int = 0
     seen: list[Seen] = field(default_factory=list)
+    # Model names that answer as `overloaded` does (a test makes a real model name fail).
+    overloaded: set[str] = field(default_factory=set)
 
     @property
     def facts(self) -> Any:
@@ -361,7 +364,7 @@ class ProviderServer:
             return _json(
                 {"error": {"message": "Insufficient Balance", "type": "payment_required"}}, 402
             )
-        if model == "overloaded":
+        if model == "overloaded" or model in self.overloaded:
             if code == "anthropic":
                 return _json(
                     {

@@ -33,6 +33,7 @@ from gateway.engine.auto import (
 )
 from gateway.engine.types import BalancerSpec, MemberSpec, RouteSpec
 from gateway.hotpath import errors
+from gateway.hotpath.direct import listed_names
 from gateway.hotpath.runtime import routing
 from gateway.hotpath.snapshot import GatewayConfig, KeySpec
 from gateway.router_models.difficulty import default_difficulty_model
@@ -71,6 +72,8 @@ def routing_options(
             )
         return payload, None
     allowed = key.allowed_instances if balancer.pk == 0 else None
+    if allowed is not None:  # providers' models a request lists (direct.with_direct_models)
+        allowed = allowed | _direct_pks(balancer)
     preference, pool = balancer.auto_preference, None
     order: tuple[frozenset[int], ...] = ()
     if has_config or has_list:
@@ -158,9 +161,15 @@ def _names(balancer: BalancerSpec, allowed: frozenset[int] | None) -> dict[str, 
             instance = member.instance
             if allowed is not None and instance.pk not in allowed:
                 continue
-            for name in (instance.model, instance.instance_id):
+            for name in listed_names(instance):
                 found.setdefault(name, set()).add(instance.pk)
     return {name: frozenset(pks) for name, pks in found.items()}
+
+
+def _direct_pks(balancer: BalancerSpec) -> frozenset[int]:
+    return frozenset(
+        m.instance.pk for r in balancer.routes for m in r.group.members if m.instance.pk < 0
+    )
 
 
 def empty_pool_error(balancer: BalancerSpec, ranking: AutoRanking) -> errors.GatewayError:

@@ -25,8 +25,10 @@ import dataclasses
 import hashlib
 from collections import OrderedDict
 from types import MappingProxyType
+from typing import Any
 
 from balancers.models import Balancer
+from gateway.engine.auto import GOALS
 from gateway.engine.types import (
     DIRECT_ROUTE,
     BalancerSpec,
@@ -42,6 +44,7 @@ from targetgroups.providers import PROVIDERS, catalogue_entry, detect
 
 DIRECT_MODE = DIRECT_ROUTE
 MEMO_SIZE = 2048
+MAX_LISTED = 50  # as auto_request.MAX_LISTED: a longer list is refused there
 
 _memo: OrderedDict[tuple[str, str], BalancerSpec] = OrderedDict()
 _memo_config: list[GatewayConfig | None] = [None]
@@ -179,3 +182,97 @@ def direct_balancer(
     else:
         _memo.move_to_end(memo_key)
     return balancer
+
+
+def _listed_names(payload: dict[str, Any]) -> list[str]:
+    """The names a request's `models` list and `model_routing_config.models` give, in order."""
+    found: list[str] = []
+    for value in (payload.get("models"), (payload.get("model_routing_config") or {})):
+        names = value.get("models") if isinstance(value, dict) else value
+        if isinstance(names, list):
+            found.extend(name for name in names[:MAX_LISTED] if isinstance(name, str))
+    return found
+
+
+def with_direct_models(
+    config: GatewayConfig, key: KeySpec, balancer: BalancerSpec, payload: dict[str, Any]
+) -> tuple[BalancerSpec, dict[str, Any]]:
+    """The balancer widened with the providers' models a request lists by name, for a key allowed
+    to call models by name (docs/routing.md, "Auto"); unchanged otherwise.
+
+    - A goal name (auto...): each listed name that is no instance's model or id but a provider
+      model with a stored credential joins the pool, on one extra route, "direct".
+    - A model named directly with `models` or `model_routing_config`: the call becomes an auto
+      ranking over that model and the listed ones; a `models` list gets the named model first
+      (it is the one the client asked for), then the list's.
+    The `allowed` limit of the key does not apply to these instances: the key's flag is the
+    operator's explicit choice (as for a single direct call). Names the gateway cannot resolve
+    are left for auto_request.routing_options to refuse, naming the field.
+    """
+    is_direct = balancer.routing_mode == DIRECT_MODE
+    if not key.allow_direct_models or not (is_direct or (balancer.pk == 0 and _is_goal(balancer))):
+        return balancer, payload
+    listed = _listed_names(payload)
+    if not listed:
+        return balancer, payload
+    kind = balancer.workload_kind
+    known = {
+        name
+        for route in balancer.routes
+        for member in route.group.members
+        for name in listed_names(member.instance)
+    }
+    members: list[MemberSpec] = []
+    if is_direct:
+        members.extend(balancer.routes[0].group.members)
+        known.clear()  # the named model is a member already; every listed name is looked up
+        if isinstance(payload.get("models"), list):
+            payload = {**payload, "models": [balancer.serving_name, *payload["models"]]}
+    added: set[int] = {m.instance.pk for m in members}
+    for name in listed:
+        if name in known:
+            continue
+        try:
+            found = direct_balancer(config, key, name, kind)
+        except errors.GatewayError:  # no credential, no embeddings: refused as a listed name
+            continue
+        if found is None:
+            continue
+        member = found.routes[0].group.members[0]
+        if member.instance.pk not in added:
+            added.add(member.instance.pk)
+            members.append(member)
+    if not is_direct and not members:
+        return balancer, payload
+    group = GroupSpec(
+        name="direct", selection_policy="round_robin", enabled=True, members=tuple(members)
+    )
+    route = RouteSpec(
+        name=DIRECT_ROUTE,
+        intent="The providers' models this request names.",
+        examples=(),
+        group=group,
+        priority=2,
+        weight=100,
+        is_default=is_direct,
+        enabled=True,
+    )
+    if is_direct:
+        widened = dataclasses.replace(
+            balancer, routing_mode="auto", auto_preference="balanced", routes=(route,)
+        )
+    else:
+        widened = dataclasses.replace(balancer, routes=(*balancer.routes, route))
+    return widened, payload
+
+
+def listed_names(instance: InstanceSpec) -> tuple[str, ...]:
+    """The names a request may list an instance by: its model name and id, and for a provider's
+    model named directly also `provider/model`."""
+    if instance.pk < 0:
+        return (instance.model, instance.instance_id, f"{instance.provider}/{instance.model}")
+    return (instance.model, instance.instance_id)
+
+
+def _is_goal(balancer: BalancerSpec) -> bool:
+    return balancer.routing_mode == "auto" and balancer.serving_name in GOALS

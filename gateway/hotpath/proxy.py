@@ -36,7 +36,7 @@ from gateway.hotpath.auto_request import (
     with_difficulty,
 )
 from gateway.hotpath.decision import MAX_PROMPT_CHARS, Decision, decide
-from gateway.hotpath.direct import direct_balancer
+from gateway.hotpath.direct import direct_balancer, with_direct_models
 from gateway.hotpath.ratelimit import check_rate_limit
 from gateway.hotpath.runtime import routing
 from gateway.hotpath.scrub import Scrubber, scrubber_for
@@ -386,6 +386,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         if wait is not None:
             raise errors.rate_limited(wait)
     req.use_case = resolve_use_case(req, payload)
+    balancer, payload = with_direct_models(config, req.key, balancer, payload)
     payload, auto = routing_options(
         balancer, req.key, payload
     )  # consumed: never forwarded upstream

@@ -34,6 +34,7 @@ from gateway.hotpath import completions_wire, errors, messages_wire, outcomes, r
 from gateway.hotpath.auth import GatewayKeyAuthentication, GatewayPrincipal
 from gateway.hotpath.auto_request import explain_auto, routing_options, with_difficulty
 from gateway.hotpath.decision import Decision, decide
+from gateway.hotpath.direct import with_direct_models
 from gateway.hotpath.proxy import (
     ClientRequest,
     check_route_override,
@@ -368,6 +369,7 @@ class ExplainApi(GatewayApiView):
         balancer = find_balancer(config, self.key(request), payload["model"], "chat")
         override = route_override(request._request, self.key(request))
         key = self.key(request)
+        balancer, payload = with_direct_models(config, key, balancer, payload)
         payload, auto = routing_options(balancer, key, payload)
         decision = await decide(
             balancer,

@@ -269,3 +269,130 @@ def test_the_providers_doc_lists_every_provider_of_the_table() -> None:
             assert f"`{facts.base_url}`" in doc, code
         for prefix in facts.prefixes:
             assert f"`{prefix}`" in doc, (code, prefix)
+
+
+# -- an ordered `models` list of providers' model names ----------------------------------------
+
+
+def _ask(client: openai.OpenAI, way: str, model: str, extra: dict[str, Any]) -> tuple[str, str]:
+    """One chat call the way the SDK makes it; the model that served and the text."""
+    hi = [{"role": "user", "content": "Hi"}]
+    if way == "sync":
+        reply = client.chat.completions.create(model=model, messages=hi, extra_body=extra)
+        return reply.model, reply.choices[0].message.content or ""
+    if way == "stream":
+        chunks = list(
+            client.chat.completions.create(model=model, messages=hi, extra_body=extra, stream=True)
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return chunks[-1].model, text
+
+    async def call() -> tuple[str, str]:
+        async with openai.AsyncOpenAI(
+            base_url=str(client.base_url), api_key=client.api_key, max_retries=0, timeout=20
+        ) as aclient:
+            reply = await aclient.chat.completions.create(
+                model=model, messages=hi, extra_body=extra
+            )
+        return reply.model, reply.choices[0].message.content or ""
+
+    import asyncio
+
+    return asyncio.run(call())
+
+
+def _no_routing_fields_upstream(*servers: ProviderServer) -> None:
+    for server in servers:
+        for seen in server.seen:
+            assert isinstance(seen.body, dict)
+            assert "models" not in seen.body and "model_routing_config" not in seen.body
+
+
+@pytest.mark.parametrize("way", ["sync", "async", "stream"])
+@pytest.mark.parametrize("door", ["auto", "direct"])
+@pytest.mark.django_db(transaction=True)
+def test_a_models_list_of_provider_names_fails_over_in_order(setup, providers, way, door) -> None:
+    """The issue's example: an ordered list of providers' model names, on `auto` and on a model
+    named directly. Anthropic answers 529 (overloaded), so Gemini serves: two attempts, in the
+    list's order, and neither provider is sent the gateway's own fields."""
+    store(providers["anthropic"])
+    store(providers["google"])
+    claude = f"claude-sonnet-4-5-{door}-{way}"  # its own cooldown: one per test
+    providers["anthropic"].overloaded.add(claude)
+    for server in providers.values():
+        server.seen.clear()
+    client = setup.client(allow_direct_models=True)
+    served, text = _ask(
+        client, way, door if door == "auto" else claude, {"models": [claude, "gemini-2.5-flash"]}
+    )
+    assert served == "gemini-2.5-flash" and text.split() == CONTENT.split()
+    event = events(1, serving_name=door if door == "auto" else claude)[0]
+    log = event.attempt_log
+    assert [(a["instance"], a["outcome"]) for a in log] == [
+        (f"anthropic:{claude}", "status"),
+        ("google:gemini-2.5-flash", "ok"),
+    ]
+    assert log[0]["status"] == 529
+    assert (event.instance, event.route, event.status_code) == (
+        "google:gemini-2.5-flash",
+        "direct",
+        200,
+    )
+    assert event.cost_usd > 0  # priced per attempt from the catalogue, as a single direct call
+    assert [s.body["model"] for s in providers["anthropic"].seen] == [claude]
+    assert [s.body["model"] for s in providers["google"].seen] == ["gemini-2.5-flash"]
+    _no_routing_fields_upstream(*providers.values())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_issues_example_list_and_a_pool_of_provider_names_on_auto(setup, providers) -> None:
+    """`models: ["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash"]` with all three providers
+    stored: tried in that order (OpenAI and Anthropic overloaded); `model_routing_config.models`
+    takes the same names as a pool."""
+    openai_server = ProviderServer("openai").start()
+    try:
+        for server in (openai_server, providers["anthropic"], providers["google"]):
+            store(server)
+            server.seen.clear()
+        openai_server.overloaded.add("gpt-4o")
+        providers["anthropic"].overloaded.add("claude-sonnet-4-5")
+        client = setup.client(allow_direct_models=True)
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": "Hi"}],
+            extra_body={"models": ["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash"]},
+        )
+        assert raw.parse().model == "gemini-2.5-flash"
+        assert raw.headers["x-balancer-attempts"] == "3"
+        log = events(1, serving_name="auto")[0].attempt_log
+        assert [a["instance"] for a in log] == [
+            "openai:gpt-4o",
+            "anthropic:claude-sonnet-4-5",
+            "google:gemini-2.5-flash",
+        ]
+        reply = client.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": "Hi"}],
+            extra_body={"model_routing_config": {"models": ["google/gemini-2.5-flash"]}},
+        )
+        assert reply.model == "gemini-2.5-flash"
+        _no_routing_fields_upstream(openai_server, providers["anthropic"], providers["google"])
+    finally:
+        openai_server.stop()
+        providers["anthropic"].overloaded.discard("claude-sonnet-4-5")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_models_list_of_provider_names_needs_the_keys_flag(setup, providers) -> None:
+    store(providers["google"])
+    providers["google"].seen.clear()
+    client = setup.client()
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": "Hi"}],
+            extra_body={"models": ["gemini-2.5-flash"]},
+        )
+    assert refused.value.body["code"] == "model_not_allowed"
+    assert refused.value.body["param"] == "models[0]"
+    assert providers["google"].seen == []
