@@ -24,10 +24,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
-import operator
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, cast
 
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
@@ -37,10 +37,8 @@ from django.urls import get_resolver
 from django.utils.log import log_response
 
 from gateway.hotpath import errors, outcomes, tracing
+from gateway.hotpath.django_contract import close_quietly
 from gateway.hotpath.snapshot import holder
-
-# BaseHandler's view-calling step: a private method, absent from django-stubs.
-_VIEW_STEP: str = "_get_response_async"
 
 
 class BodyTooLarge(Exception):
@@ -59,13 +57,25 @@ class GatewayASGIHandler(ASGIHandler):
         # No middleware on the gateway paths: every MiddlewareMixin-based middleware
         # (sessions, CSRF, auth, messages...) runs its hooks through sync_to_async
         # under ASGI, and the API needs none of them (keys are checked by the view).
-        self._view_middleware: list[Any] = []
-        self._template_response_middleware: list[Any] = []
-        self._exception_middleware: list[Any] = []
         self._security_headers = _security_headers()
         self._hsts = _hsts_header()
-        self._call_view: Callable[[Any], Awaitable[Any]] = operator.attrgetter(_VIEW_STEP)(self)
-        self._middleware_chain = convert_exception_to_response(self._secured_response)
+        self._chain = convert_exception_to_response(self._secured_response)
+
+    async def _call_view(self, request: Any) -> Any:
+        # Resolve and call the view: what BaseHandler's private _get_response_async does, from
+        # its public steps, with no view, exception or template-response middleware to apply.
+        callback, args, kwargs = self.resolve_request(request)
+        view: Any = self.make_view_atomic(callback)
+        if not iscoroutinefunction(view):
+            view = sync_to_async(view, thread_sensitive=True)
+        response = await view(request, *args, **kwargs)
+        self.check_response(response, callback)
+        if hasattr(response, "render") and callable(response.render):
+            if iscoroutinefunction(response.render):
+                response = await response.render()
+            else:
+                response = await sync_to_async(response.render, thread_sensitive=True)()
+        return response
 
     async def _secured_response(self, request: Any) -> Any:
         # ALLOWED_HOSTS, as CommonMiddleware checks on every other path.
@@ -87,7 +97,7 @@ class GatewayASGIHandler(ASGIHandler):
         # resolves against its own resolver, below) and logs every 4xx/5xx answer through
         # sync_to_async: a thread hop per 401/429. Client errors are answered in the
         # OpenAI shape and recorded as usage events; gateway failures are logged here.
-        response: Any = await cast(Awaitable[Any], self._middleware_chain(request))
+        response: Any = await cast(Awaitable[Any], self._chain(request))
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith(
             "application/json"
         ):
@@ -98,7 +108,6 @@ class GatewayASGIHandler(ASGIHandler):
                 type="server_error" if response.status_code >= 500 else "invalid_request_error",
                 code=response.reason_phrase.lower().replace(" ", "_"),
             ).response()
-        response._resource_closers.append(request.close)
         if response.status_code >= 500:
             log_response(
                 "%s: %s", response.reason_phrase, request.path, response=response, request=request
@@ -217,7 +226,8 @@ class GatewayASGIHandler(ASGIHandler):
         finally:
             listener.cancel()
             if response is not None:
-                _close_without_signal(response)
+                close_quietly(response)  # the closers without request_finished: see the module
+            request.close()  # its uploaded files, as Django's handler does via the response
             if span is not None:
                 tracing.finish(span)
 
@@ -347,23 +357,6 @@ def _hsts_header() -> str:
     if settings.SECURE_HSTS_PRELOAD:
         value += "; preload"
     return value
-
-
-def _close_without_signal(response: Any) -> None:
-    """What HttpResponse.close() does, minus the request_finished signal.
-
-    Its receivers reset this thread's URLconf and close this thread's database
-    connections and caches; the event loop thread has none of them (the gateway's
-    few queries run in worker threads), and the signal and the asgiref Locals they
-    touch were 7.6% of the worker's CPU at 32 connections (bench/out, py-spy).
-    """
-    for closer in response._resource_closers:
-        try:
-            closer()
-        except Exception:
-            pass
-    response._resource_closers.clear()
-    response.closed = True
 
 
 async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any]) -> None:
