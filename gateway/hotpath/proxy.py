@@ -205,8 +205,9 @@ def _cost(instance: InstanceSpec, prompt: int, completion: int, cached: int = 0)
     )
 
 
-class _Exchange:
-    """Bookkeeping of one client request, turned into a usage event at the end."""
+class _Ledger:
+    """The ledger of one client request: its attempts, timings and budget note, turned into a
+    usage event at the end."""
 
     __slots__ = (
         "attempt_log",
@@ -443,20 +444,18 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         raise no_capable_target_error(balancer, plan.skipped)
     if plan.auto is not None and not plan.auto.pool:
         raise empty_pool_error(balancer, plan.auto)
-    exchange = _Exchange(
-        req, balancer, decision, plan, scrubber_for(config.instances, config.secrets)
-    )
+    ledger = _Ledger(req, balancer, decision, plan, scrubber_for(config.instances, config.secrets))
     if verdict.downgrade is not None:
-        exchange.budget_note = "downgraded"
+        ledger.budget_note = "downgraded"
     elif verdict.warning:
-        exchange.budget_note = "warning"
+        ledger.budget_note = "warning"
     stream = req.endpoint == "chat" and payload.get("stream") is True
     client_wants_usage = bool(stream and (payload.get("stream_options") or {}).get("include_usage"))
     deadline = req.started + balancer.request_timeout
     last_failure: UpstreamFailure | None = None
     too_long: tuple[UpstreamFailure, Attempt] | None = None  # a context-length refusal
 
-    call = _Caller(req, exchange, payload, stream, client_wants_usage, deadline)
+    call = _Caller(req, ledger, payload, stream, client_wants_usage, deadline)
     racing: list[_Running] = []  # attempts in flight past the fast path (a latency threshold)
     try:
         while True:
@@ -471,18 +470,18 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                         answer = await call(attempt)
                     except UpstreamFailure as failure:
                         if not failure.retryable and context_exceeded(failure):
-                            too_long = _outgrown(failure, exchange, attempt, started)
+                            too_long = _outgrown(failure, ledger, attempt, started)
                             continue
                         if not failure.retryable:
-                            return _refused(failure, exchange, attempt, started)
-                        last_failure = _failed(failure, exchange, attempt, started)
+                            return _refused(failure, ledger, attempt, started)
+                        last_failure = _failed(failure, ledger, attempt, started)
                         if time.monotonic() >= deadline:
                             break
                         continue
                     except asyncio.CancelledError:
                         plan.abandoned()
-                        exchange.log_attempt(attempt, "cancelled", started)
-                        exchange.record(
+                        ledger.log_attempt(attempt, "cancelled", started)
+                        ledger.record(
                             status=499,
                             attempt=attempt,
                             error_type="client_disconnected",
@@ -490,7 +489,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                         )
                         raise
                     return await _answered(
-                        answer, exchange, attempt, started, client_wants_usage, deadline, lookup
+                        answer, ledger, attempt, started, client_wants_usage, deadline, lookup
                     )
                 racing.append(_Running(attempt, call))
             newest = racing[-1]
@@ -504,8 +503,8 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                 for running in racing:
                     await running.stop()
                     plan.abandoned(running.attempt)
-                    exchange.log_attempt(running.attempt, "cancelled", running.started)
-                exchange.record(
+                    ledger.log_attempt(running.attempt, "cancelled", running.started)
+                ledger.record(
                     status=499,
                     attempt=newest.attempt,
                     error_type="client_disconnected",
@@ -523,7 +522,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                     await newest.stop()
                     elapsed = time.monotonic() - newest.started
                     plan.overtaken(newest.attempt, latency_s=elapsed)
-                    exchange.log_attempt(
+                    ledger.log_attempt(
                         newest.attempt,
                         "latency_threshold",
                         newest.started,
@@ -537,17 +536,17 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                     answer = running.task.result()
                 except UpstreamFailure as failure:
                     if not failure.retryable and context_exceeded(failure):
-                        too_long = _outgrown(failure, exchange, running.attempt, running.started)
+                        too_long = _outgrown(failure, ledger, running.attempt, running.started)
                         continue
                     if not failure.retryable:
-                        await _overtake(racing, exchange, "cancelled")
-                        return _refused(failure, exchange, running.attempt, running.started)
-                    last_failure = _failed(failure, exchange, running.attempt, running.started)
+                        await _overtake(racing, ledger, "cancelled")
+                        return _refused(failure, ledger, running.attempt, running.started)
+                    last_failure = _failed(failure, ledger, running.attempt, running.started)
                     continue
-                await _overtake(racing, exchange, "hedge_lost")
+                await _overtake(racing, ledger, "hedge_lost")
                 return await _answered(
                     answer,
-                    exchange,
+                    ledger,
                     running.attempt,
                     running.started,
                     client_wants_usage,
@@ -572,31 +571,29 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
     if too_long is not None and last_failure is None:
         # No larger window to fail over to: the upstream's own answer, as any client error.
         refusal, refused = too_long
-        exchange.record(
+        ledger.record(
             status=refusal.status or 400, attempt=refused, error_type="context_length_exceeded"
         )
-        return _client_error(refusal, exchange.headers(refused), exchange.scrubber)
+        return _client_error(refusal, ledger.headers(refused), ledger.scrubber)
     status = 504 if last_failure is not None and last_failure.is_timeout else 502
     error_type = (
         last_failure.kind if status == 504 and last_failure is not None else "upstream_failed"
     )
-    exchange.record(status=status, attempt=None, error_type=error_type)
+    ledger.record(status=status, attempt=None, error_type=error_type)
     tried = (
         "; ".join(
             f"{a['instance']} ({a['route']}): {a['outcome']}{' ' + str(a['status']) if a['status'] else ''}"
-            for a in exchange.attempt_log
+            for a in ledger.attempt_log
             if a["outcome"] != SKIPPED
         )
         or "no instance was available"
     )
     raise errors.GatewayError(
         status,
-        exchange.scrubber.text(
-            f"Every attempt failed for {balancer.serving_name}. Tried: {tried}."
-        ),
+        ledger.scrubber.text(f"Every attempt failed for {balancer.serving_name}. Tried: {tried}."),
         type="upstream_error",
         code="upstream_timeout" if status == 504 else "upstream_unavailable",
-        headers=exchange.headers(None),
+        headers=ledger.headers(None),
     )
 
 
@@ -686,7 +683,7 @@ class _Tokens:
 
 
 def _read_answer(
-    result: UpstreamResponse, instance: InstanceSpec, exchange: _Exchange
+    result: UpstreamResponse, instance: InstanceSpec, ledger: _Ledger
 ) -> tuple[bytes, _Tokens]:
     """The answer checked (a malformed one is an UpstreamFailure) and its token counts made valid;
     `model` filled in only if the upstream left it out."""
@@ -697,7 +694,7 @@ def _read_answer(
             "malformed", "the upstream answered with a body that is not JSON"
         ) from None
     try:
-        check_answer(data, exchange.req.endpoint)
+        check_answer(data, ledger.req.endpoint)
         reported = read_usage(data.get("usage"), limit=settings.GATEWAY_MAX_REPORTED_TOKENS)
     except MalformedAnswer as exc:
         raise UpstreamFailure("malformed", str(exc)) from None
@@ -705,8 +702,8 @@ def _read_answer(
     note = reported.note
     if note:  # a count was dropped: the request's own estimate stands in for it
         if prompt is None:
-            prompt = exchange.prompt_estimate()
-        if completion is None and exchange.req.endpoint == "chat":
+            prompt = ledger.prompt_estimate()
+        if completion is None and ledger.req.endpoint == "chat":
             completion = completion_estimate(data)
         note += ": estimated"
     body = result.body
@@ -727,18 +724,18 @@ class _Caller:
     """One attempt's call: the client's payload for the attempt's instance, then the answer read
     and checked (a malformed one is an UpstreamFailure, so it fails over like any other)."""
 
-    __slots__ = ("client_wants_usage", "deadline", "exchange", "payload", "req", "stream")
+    __slots__ = ("client_wants_usage", "deadline", "ledger", "payload", "req", "stream")
 
     def __init__(
         self,
         req: ClientRequest,
-        exchange: _Exchange,
+        ledger: _Ledger,
         payload: dict[str, Any],
         stream: bool,
         client_wants_usage: bool,
         deadline: float,
     ) -> None:
-        self.req, self.exchange, self.payload = req, exchange, payload
+        self.req, self.ledger, self.payload = req, ledger, payload
         self.stream, self.client_wants_usage, self.deadline = stream, client_wants_usage, deadline
 
     async def __call__(self, attempt: Attempt) -> _Answer:
@@ -761,7 +758,7 @@ class _Caller:
             native=self.req.native,
         )
         if isinstance(result, UpstreamResponse):
-            body, tokens = _read_answer(result, instance, self.exchange)
+            body, tokens = _read_answer(result, instance, self.ledger)
             return _Answer(result, body, tokens)
         return _Answer(result)
 
@@ -807,59 +804,57 @@ async def _first_done(
             return done
 
 
-async def _overtake(racing: list[_Running], exchange: _Exchange, outcome: str) -> None:
+async def _overtake(racing: list[_Running], ledger: _Ledger, outcome: str) -> None:
     """The request is settled by another attempt: every one still racing is cancelled, recorded in
     the attempt log with `outcome`, and given no verdict on its instance's health."""
     for running in racing:
         await running.stop()
-        exchange.plan.overtaken(running.attempt)
-        exchange.log_attempt(running.attempt, outcome, running.started, hedge=running.hedge)
+        ledger.plan.overtaken(running.attempt)
+        ledger.log_attempt(running.attempt, outcome, running.started, hedge=running.hedge)
     racing.clear()
 
 
 def _failed(
-    failure: UpstreamFailure, exchange: _Exchange, attempt: Attempt, started: float
+    failure: UpstreamFailure, ledger: _Ledger, attempt: Attempt, started: float
 ) -> UpstreamFailure:
     """A retryable failure: the instance is blamed, the next target may follow."""
-    exchange.plan.failed(retry_after=failure.retry_after, attempt=attempt)
-    exchange.log_attempt(attempt, failure.kind, started, failure.status, failure.detail)
+    ledger.plan.failed(retry_after=failure.retry_after, attempt=attempt)
+    ledger.log_attempt(attempt, failure.kind, started, failure.status, failure.detail)
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
             "attempt on %s failed: %s (%s)",
             attempt.instance.instance_id,
             failure.kind,
-            exchange.scrubber.text(_failure_text(failure)),
+            ledger.scrubber.text(_failure_text(failure)),
         )
     return failure
 
 
 def _outgrown(
-    failure: UpstreamFailure, exchange: _Exchange, attempt: Attempt, started: float
+    failure: UpstreamFailure, ledger: _Ledger, attempt: Attempt, started: float
 ) -> tuple[UpstreamFailure, Attempt]:
     """The upstream refused the prompt as larger than its context window: no penalty; the
     targets whose window is not larger are skipped, the next one is larger."""
-    exchange.plan.outgrown(attempt)
-    exchange.log_attempt(attempt, CONTEXT_EXCEEDED, started, failure.status, _failure_text(failure))
-    exchange.log_skipped()
+    ledger.plan.outgrown(attempt)
+    ledger.log_attempt(attempt, CONTEXT_EXCEEDED, started, failure.status, _failure_text(failure))
+    ledger.log_skipped()
     return failure, attempt
 
 
 def _refused(
-    failure: UpstreamFailure, exchange: _Exchange, attempt: Attempt, started: float
+    failure: UpstreamFailure, ledger: _Ledger, attempt: Attempt, started: float
 ) -> HttpResponse:
     """The instance answered; the request itself is at fault: our own error, with the upstream's
     message."""
-    exchange.plan.succeeded(latency_s=time.monotonic() - started, attempt=attempt)
-    exchange.log_attempt(attempt, "client_error", started, failure.status)
-    exchange.record(
-        status=failure.status or 400, attempt=attempt, error_type="upstream_client_error"
-    )
-    return _client_error(failure, exchange.headers(attempt), exchange.scrubber)
+    ledger.plan.succeeded(latency_s=time.monotonic() - started, attempt=attempt)
+    ledger.log_attempt(attempt, "client_error", started, failure.status)
+    ledger.record(status=failure.status or 400, attempt=attempt, error_type="upstream_client_error")
+    return _client_error(failure, ledger.headers(attempt), ledger.scrubber)
 
 
 async def _answered(
     answer: _Answer,
-    exchange: _Exchange,
+    ledger: _Ledger,
     attempt: Attempt,
     started: float,
     client_wants_usage: bool,
@@ -869,17 +864,17 @@ async def _answered(
     hedge: bool = False,
 ) -> HttpResponse | StreamingHttpResponse:
     """The attempt that answered: its answer relayed, billed and recorded as served."""
-    exchange.log_attempt(attempt, "ok", started, 200, hedge=hedge)
-    exchange.ttfb_ms = round((time.monotonic() - exchange.req.started) * 1000, 3)
+    ledger.log_attempt(attempt, "ok", started, 200, hedge=hedge)
+    ledger.ttfb_ms = round((time.monotonic() - ledger.req.started) * 1000, 3)
     result = answer.result
     if isinstance(result, UpstreamStream):
         # The verdict on the instance waits for the stream's end: a stream that breaks
         # after its first byte is a failure of the instance (though not failed over).
-        exchange.req.recorded = True  # by the relay, when the stream ends
+        ledger.req.recorded = True  # by the relay, when the stream ends
         end = min(deadline, started + attempt.instance.request_timeout)
         return _stream_response(
             result,
-            exchange,
+            ledger,
             attempt,
             strip_usage=not client_wants_usage,
             started=started,
@@ -887,8 +882,8 @@ async def _answered(
             lookup=lookup,
         )
     tokens = answer.tokens or _Tokens(0, 0)
-    exchange.plan.succeeded(latency_s=time.monotonic() - started, attempt=attempt)
-    exchange.record(
+    ledger.plan.succeeded(latency_s=time.monotonic() - started, attempt=attempt)
+    ledger.record(
         status=200,
         attempt=attempt,
         prompt=tokens.prompt,
@@ -896,9 +891,9 @@ async def _answered(
         usage_note=tokens.note,
         cached=tokens.cached,
     )
-    body = exchange.scrubber.body(answer.body)
+    body = ledger.scrubber.body(answer.body)
     response = HttpResponse(body, content_type="application/json")
-    for key, value in exchange.headers(attempt).items():
+    for key, value in ledger.headers(attempt).items():
         response[key] = value
     if lookup is not None:  # response cache: keep the 200 answer
         await cache.store(
@@ -998,7 +993,7 @@ class _StreamUsage:
 
 def _stream_response(
     result: UpstreamStream,
-    exchange: _Exchange,
+    ledger: _Ledger,
     attempt: Attempt,
     *,
     strip_usage: bool,
@@ -1015,7 +1010,7 @@ def _stream_response(
     """
     instance = attempt.instance
     idle = instance.first_byte_timeout
-    scrubber = exchange.scrubber
+    scrubber = ledger.scrubber
     state = _RelayState()
     ttfb_s = time.monotonic() - started
     capture = cache.capture_for(
@@ -1034,14 +1029,14 @@ def _stream_response(
         if state.settled:
             return
         state.settled = True
-        plan = exchange.plan
+        plan = ledger.plan
         if outcome == "ok":
             plan.succeeded(latency_s=ttfb_s, attempt=attempt)
         elif outcome == "abandoned":
             plan.abandoned(attempt)
         else:
             plan.failed(attempt=attempt)
-            entry = exchange.attempt_log[-1]
+            entry = ledger.attempt_log[-1]
             entry["outcome"], entry["status"] = error_type, status
             entry["ms"] = round((time.monotonic() - started) * 1000, 2)
             if detail:
@@ -1049,12 +1044,12 @@ def _stream_response(
         note = usage.note
         prompt, completion = usage.prompt, usage.completion
         if prompt is None:
-            prompt = exchange.prompt_estimate()
+            prompt = ledger.prompt_estimate()
         if completion is None:
             completion = max(0, content_chunks - 2)
         if note:
             note += ": estimated"
-        exchange.record(
+        ledger.record(
             status=status,
             attempt=attempt,
             prompt=prompt,
@@ -1141,7 +1136,7 @@ def _stream_response(
                                     error_type, "The upstream stream was interrupted ({detail})."
                                 ).format(
                                     detail=detail,
-                                    timeout=exchange.balancer.request_timeout,
+                                    timeout=ledger.balancer.request_timeout,
                                     idle=idle,
                                 ),
                                 "type": "upstream_error",
@@ -1185,7 +1180,7 @@ def _stream_response(
     response = StreamingHttpResponse(_Relay(relay(), unstarted), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
-    for key, value in exchange.headers(attempt).items():
+    for key, value in ledger.headers(attempt).items():
         response[key] = value
     cache.mark(response, lookup)
     return response

@@ -21,7 +21,7 @@ from gateway.hotpath import tracing
 from gateway.text import message_text
 from gateway.upstream.answers import MalformedAnswer
 from gateway.upstream.base import UpstreamFailure, UpstreamResponse, UpstreamStream
-from gateway.upstream.openai_compat import exchange
+from gateway.upstream.openai_compat import post_attempt
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -406,7 +406,7 @@ async def call(
     else:
         body = to_anthropic({**payload, "stream": stream}, instance.model)
         events, answer = (lambda raw: _translated(raw, translator)), _answer
-    return await exchange(
+    return await post_attempt(
         instance,
         url=instance.base_url + "/messages",
         body=orjson.dumps(body),

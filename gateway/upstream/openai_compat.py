@@ -140,7 +140,7 @@ def _headers(instance: InstanceSpec) -> dict[str, str]:
 async def call(
     instance: InstanceSpec, *, endpoint: str, payload: dict[str, Any], stream: bool, deadline: float
 ) -> UpstreamResponse | UpstreamStream:
-    return await exchange(
+    return await post_attempt(
         instance,
         url=url_for(instance, endpoint),
         body=orjson.dumps(payload),
@@ -155,7 +155,7 @@ def _same(value: Any, *_: Any) -> Any:
     return value
 
 
-async def exchange(
+async def post_attempt(
     instance: InstanceSpec,
     *,
     url: str,
