@@ -39,6 +39,7 @@ BALANCER_FIELDS = (
     "workload_kind",
     "routing_mode",
     "auto_preference",
+    "auto_exclusions",
     "router_model",
     "classifier_timeout",
     "confidence_threshold",

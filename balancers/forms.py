@@ -10,6 +10,7 @@ refuses exactly what the API and the admin refuse, in the same words.
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -32,6 +33,7 @@ from balancers.models import (
 from balancers.services import balancer_save, rule_values
 from balancers.validation import (
     balancer_field_errors,
+    exclusion_errors,
     route_field_errors,
     route_set_errors,
     rule_field_errors,
@@ -79,6 +81,7 @@ FIELD_STEP = {
     "workload_kind": "workload",
     "routing_mode": "mode",
     "auto_preference": "mode",
+    "auto_exclusions": "mode",
     "router_model": "router",
     "classifier_timeout": "router",
     "confidence_threshold": "router",
@@ -247,6 +250,7 @@ def draft_new() -> dict[str, Any]:
         "mode": {
             "routing_mode": RoutingMode.INTENT_CLASSIFIER,
             "auto_preference": AutoPreference.BALANCED,
+            "auto_exclusions": "",
         },
         "router": {
             "router_model": router.instance_id if router else "",
@@ -306,6 +310,7 @@ def draft_from_balancer(balancer: Balancer) -> dict[str, Any]:
         "mode": {
             "routing_mode": balancer.routing_mode,
             "auto_preference": balancer.auto_preference,
+            "auto_exclusions": ", ".join(balancer.auto_exclusions or ()),
         },
         "router": {
             "router_model": router.instance_id if router else "",
@@ -398,6 +403,7 @@ def _draft_update(draft: dict[str, Any], step: str, data: Any) -> None:
         draft["mode"] = {
             "routing_mode": data.get("routing_mode", ""),
             "auto_preference": data.get("auto_preference", AutoPreference.BALANCED),
+            "auto_exclusions": str(data.get("auto_exclusions", ""))[:8000],
         }
     elif step == "router":
         draft["router"] = {
@@ -535,6 +541,11 @@ class ModeForm(forms.Form):
     auto_preference = forms.ChoiceField(
         choices=AutoPreference.choices, required=False, label="Auto preference"
     )
+    auto_exclusions = forms.CharField(
+        required=False,
+        label="Never choose",
+        help_text="Auto mode: model names or instance ids, separated by commas or spaces.",
+    )
 
     def __init__(self, *args: Any, workload_kind: str = WorkloadKind.CHAT, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -558,6 +569,13 @@ class ModeForm(forms.Form):
                 self.add_error("routing_mode", message)
         if not data.get("auto_preference"):
             data["auto_preference"] = AutoPreference.BALANCED
+        names = list(dict.fromkeys(re.split(r"[\s,]+", data.get("auto_exclusions") or "")))
+        names = [name for name in names if name]
+        if mode != RoutingMode.AUTO:
+            names = []  # only auto ranks models; another mode keeps none
+        elif message := exclusion_errors(names):
+            self.add_error("auto_exclusions", message)
+        data["auto_exclusions"] = names
         return data
 
 
@@ -925,6 +943,7 @@ class DraftCheck:
             "workload_kind": self.workload.cleaned_data["workload_kind"],
             "routing_mode": self.mode.cleaned_data["routing_mode"],
             "auto_preference": self.mode.cleaned_data["auto_preference"],
+            "auto_exclusions": self.mode.cleaned_data["auto_exclusions"],
             "router_model": None,
             "attempt_budget": review["attempt_budget"],
             "request_timeout": review["request_timeout"],

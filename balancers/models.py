@@ -62,6 +62,12 @@ class Balancer(models.Model):
     auto_preference = models.CharField(
         max_length=20, choices=AutoPreference.choices, default=AutoPreference.BALANCED
     )
+    auto_exclusions = models.JSONField(
+        default=list,
+        blank=True,
+        verbose_name="never choose",
+        help_text="Auto mode: model names or instance ids auto never chooses, whatever their score.",
+    )
     router_model = models.ForeignKey(
         Instance,
         on_delete=models.PROTECT,
@@ -140,13 +146,15 @@ class Balancer(models.Model):
         return f"router model of balancer {self.name}"
 
     def clean(self) -> None:
-        from balancers.validation import balancer_field_errors
+        from balancers.validation import balancer_field_errors, exclusion_errors
 
         errors = balancer_field_errors(
             routing_mode=self.routing_mode,
             workload_kind=self.workload_kind,
             router_model=self.router_model if self.router_model_id else None,
         )
+        if self.auto_exclusions and (message := exclusion_errors(self.auto_exclusions)):
+            errors["auto_exclusions"] = message
         if errors:
             raise ValidationError(errors)
 

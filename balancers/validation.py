@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from django.db import models
+
 from targetgroups.models import Instance, Provider, TargetGroup, WorkloadKind
 
 NO_DEFAULT = "Mark one route as the default: it answers prompts that match no other route."
@@ -159,3 +161,25 @@ def rule_set_errors(rules: Iterable[Mapping[str, Any]]) -> list[str]:
     names = [r.get("name") for r in rules]
     duplicates = sorted({n for n in names if n and names.count(n) > 1})
     return [f"Rule names must be unique: {', '.join(duplicates)}."] if duplicates else []
+
+
+MAX_EXCLUSIONS = 50
+
+
+def exclusion_errors(value: object) -> str | None:
+    """Why an auto balancer's exclusions are wrong: a list of at most MAX_EXCLUSIONS names, each
+    the model name or instance id of an existing instance (a typo would exclude nothing)."""
+    if not isinstance(value, list) or len(value) > MAX_EXCLUSIONS:
+        return f"A list of at most {MAX_EXCLUSIONS} model names or instance ids."
+    unknown: list[str] = []
+    for name in value:
+        if not isinstance(name, str) or not name or len(name) > 128:
+            return "Each exclusion is a model name or instance id (1 to 128 characters)."
+        if not Instance.objects.filter(models.Q(model=name) | models.Q(instance_id=name)).exists():
+            unknown.append(name)
+    if unknown:
+        return (
+            f"No instance has the model name or instance id {', '.join(unknown[:5])}: "
+            "an exclusion names a model auto could otherwise choose."
+        )
+    return None

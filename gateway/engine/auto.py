@@ -27,7 +27,9 @@ it may not use are not candidates at all, and are not named as skipped), the
 pool it named (``model_routing_config.models``; the others are skipped as
 "not in the requested pool"), the ordered fallback list (``models``: the others
 are skipped as "not in the models list"), ``-free`` (priced ones are skipped as
-"not zero-priced"). Health removes the rest: a cooling-down instance is
+"not zero-priced"), the balancer's exclusions (``BalancerSpec.auto_exclusions``,
+model names or instance ids the operator set: "excluded by the operator"; they
+are never tried, not even as the last resort). Health removes the rest: a cooling-down instance is
 skipped as "cooling down".
 
 Every factor is a number in [0, 1], higher is better::
@@ -126,6 +128,7 @@ SKIP_PRICED = "not zero-priced (auto-free)"
 SKIP_COOLING = "cooling down (health)"
 SKIP_DISABLED = "disabled or drained (weight 0)"
 SKIP_EXCLUDED = "already tried in this request"
+SKIP_OPERATOR = "excluded by the operator (never choose)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +331,9 @@ def _candidates(
                 continue
             seen.add(pk)
             reason = _skip_reason(member, request, listed, excluded, unfit)
+            if reason is None and balancer.auto_exclusions:
+                if {member.instance.model, member.instance.instance_id} & balancer.auto_exclusions:
+                    reason = SKIP_OPERATOR
             if reason is None and health is not None and not health.is_eligible(pk, now):
                 reason = SKIP_COOLING
             if reason is None:

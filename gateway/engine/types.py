@@ -136,6 +136,8 @@ class BalancerSpec:
     rules: tuple[RuleSpec, ...] = ()  # content rules, sorted by (order, name)
     cache: CachePolicy | None = None  # None: the response cache is off
     auto_free_only: bool = False  # auto-free: zero-priced instances only
+    # auto: model names or instance ids never chosen (the operator's exclusions)
+    auto_exclusions: frozenset[str] = frozenset()
     log_prompts: bool = False  # keep the last user message with the usage event (corrections)
 
     @property

@@ -325,6 +325,9 @@ def build_config(version: int) -> GatewayConfig:
             rules=tuple(rule for rule in rules if rule is not None),
             cache=cache_policy(balancer),
             log_prompts=balancer.log_prompts,
+            auto_exclusions=frozenset(
+                name for name in balancer.auto_exclusions or () if isinstance(name, str)
+            ),
         )
     names_by_pk = {b.pk: name for name, b in balancers.items()}
     keys: dict[str, KeySpec] = {}

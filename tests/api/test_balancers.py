@@ -348,3 +348,23 @@ def test_an_auto_balancer_may_rank_by_code_and_an_unknown_preference_is_refused(
         content_type="application/json",
     )
     assert refused.status_code == 400 and "auto_preference" in str(refused.json())
+
+
+def test_an_auto_balancers_exclusions_are_saved_and_an_unknown_name_is_a_400(
+    admin_client, setup
+) -> None:
+    auto = {"routing_mode": "auto", "auto_preference": "cost", "router_model": None}
+    refused = admin_client.post(
+        "/api/balancers/",
+        _balancer(**auto, auto_exclusions=["fast", "no-such-model"]),
+        content_type="application/json",
+    )
+    assert refused.status_code == 400
+    assert "no-such-model" in str(refused.json()["auto_exclusions"])
+    response = admin_client.post(
+        "/api/balancers/",
+        _balancer(**auto, auto_exclusions=["fast"]),
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.json()
+    assert response.json()["auto_exclusions"] == ["fast"]

@@ -223,3 +223,21 @@ def test_reserved_capacity_costs_nothing_at_the_margin_until_it_is_saturated() -
     assert ranking(balancer, load=load)[0] == "dedicated"  # 1 of 2 slots: room left
     load.begin(dedicated.pk)
     assert ranking(balancer, load=load) == ["cheap", "dedicated"]  # saturated: $40 per 1M
+
+
+def test_an_operators_exclusion_is_never_ranked_nor_tried_as_the_last_resort() -> None:
+    premium, fast, cheap, load = fleet()
+    balancer = dataclasses.replace(
+        auto_balancer(premium, fast, cheap, preference="cost"),
+        auto_exclusions=frozenset({cheap.model, "premium"}),  # a model name and an instance id
+    )
+    assert ranking(balancer, load=load) == ["fast"]
+    routing = make_routing()
+    routing.load = load
+    trip(routing.health, fast, routing.clock())  # everything left cools down
+    plan = plan_attempts(balancer, routing)
+    tried = []
+    while (attempt := plan.next()) is not None:
+        tried.append(attempt.instance.instance_id)
+        plan.failed()
+    assert tried == ["fast"]  # the last resort comes from the pool without the exclusions
