@@ -66,7 +66,8 @@ class Balancer(models.Model):
         default=list,
         blank=True,
         verbose_name="never choose",
-        help_text="Auto mode: model names or instance ids auto never chooses, whatever their score.",
+        help_text="Auto mode: model names or instance ids auto never chooses, whatever their "
+        "score.",
     )
     router_model = models.ForeignKey(
         Instance,
