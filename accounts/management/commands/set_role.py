@@ -27,8 +27,8 @@ class Command(BaseCommand):
     ) -> None:
         User = get_user_model()
         if username is None:
-            for user in User.objects.order_by("username"):
-                self.stdout.write(f"{user.username}\t{role_of(user) or 'none'}")
+            for listed in User.objects.order_by("username"):
+                self.stdout.write(f"{listed.username}\t{role_of(listed) or 'none'}")
             return
         if role is None:
             raise CommandError("Name the role: " + ", ".join([*ROLES, "none"]) + ".")
