@@ -87,7 +87,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.engine.selection import LoadStats, is_servable
+from gateway.engine.selection import LoadStats, is_servable, list_price, marginal_price
 from gateway.engine.types import BalancerSpec, InstanceSpec, MemberSpec, RouteSpec
 
 if TYPE_CHECKING:
@@ -274,7 +274,7 @@ def rank_auto(
     latencies = [load.latency(member.instance.pk) for _, member in candidates]
     measured = [max(value, LATENCY_FLOOR_S) for value in latencies if value is not None]
     best_latency = min(measured) if measured else LATENCY_FLOOR_S
-    prices = [_marginal_price(member.instance, load, now) for _, member in candidates]
+    prices = [marginal_price(member.instance, load, now) for _, member in candidates]
     cheapest = min(prices)
     difficulty = request.difficulty
     if difficulty is not None:
@@ -361,21 +361,10 @@ def _skip_reason(
         return SKIP_POOL
     if listed is not None and pk not in listed:
         return SKIP_LIST
-    if request.free_only and _price(member.instance) > 0:
+    if request.free_only and list_price(member.instance) > 0:
         return SKIP_PRICED
     if pk in unfit:
         return unfit[pk]
     if pk in excluded:
         return SKIP_EXCLUDED
     return None
-
-
-def _price(instance: InstanceSpec) -> float:
-    return max(instance.input_price_per_million, 0.0) + max(instance.output_price_per_million, 0.0)
-
-
-def _marginal_price(instance: InstanceSpec, load: LoadStats, now: float) -> float:
-    """What one more request costs per 1M tokens: nothing on reserved capacity with room left."""
-    if instance.reserved and load.utilisation(instance, now) < 1.0:
-        return 0.0
-    return _price(instance)

@@ -14,7 +14,10 @@ The rules, as docs/cost.md states them and this file applies them:
    refused with a 429 (OpenAI's ``insufficient_quota``).
 4. ``downgrade`` sends the request to the cheapest route that can serve: among the enabled
    routes, the one whose cheapest usable member (enabled, weight above 0, not cooling down)
-   has the lowest input + output price per million tokens; ties go to the route's priority.
+   has the lowest **marginal** price per million tokens: input + output for a token-billed
+   member; for reserved capacity 0 while it has room (its hour is paid whatever it serves),
+   its input + output prices once it is saturated (``selection.marginal_price``, the price
+   auto's cost factor reads); ties go to the route's priority.
    When no member of any route is usable, the cheapest servable one is named all the same
    (the planner's last resort applies). Failover after it follows the usual route order.
    An ``auto`` balancer ranks by cost instead.
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from gateway.engine.selection import is_servable
+from gateway.engine.selection import LoadStats, is_servable, marginal_price
 from gateway.engine.types import BalancerSpec, InstanceSpec, RouteSpec
 
 DAILY = "daily"
@@ -130,14 +133,15 @@ def judge(spent: Iterable[tuple[BudgetSpec, int]]) -> BudgetVerdict:
     return BudgetVerdict(refused=refused, downgrade=downgrade, warning=tuple(warning))
 
 
-def _price(instance: InstanceSpec) -> float:
-    return instance.input_price_per_million + instance.output_price_per_million
-
-
 def cheapest_route(
-    balancer: BalancerSpec, usable: Callable[[InstanceSpec], bool]
+    balancer: BalancerSpec,
+    usable: Callable[[InstanceSpec], bool],
+    *,
+    load: LoadStats,
+    now: float,
 ) -> RouteSpec | None:
-    """Rule 4: the enabled route with the cheapest usable member; None without an enabled route."""
+    """Rule 4: the enabled route with the cheapest usable member at the margin (``load`` says
+    which reserved members are saturated at ``now``); None without an enabled route."""
 
     def best(require_usable: bool) -> RouteSpec | None:
         choice: tuple[float, int, str] | None = None
@@ -146,7 +150,7 @@ def cheapest_route(
             if not route.enabled or not route.group.enabled:
                 continue
             prices = [
-                _price(m.instance)
+                marginal_price(m.instance, load, now)
                 for m in route.group.members
                 if is_servable(m) and (not require_usable or usable(m.instance))
             ]

@@ -70,6 +70,20 @@ def is_servable(member: MemberSpec) -> bool:
     return member.enabled and member.weight > 0 and member.instance.enabled
 
 
+def list_price(instance: InstanceSpec) -> float:
+    """Input + output price per 1M tokens (negative prices read as 0)."""
+    return max(instance.input_price_per_million, 0.0) + max(instance.output_price_per_million, 0.0)
+
+
+def marginal_price(instance: InstanceSpec, load: LoadStats, now: float) -> float:
+    """What one more request costs per 1M tokens: nothing on reserved capacity with room left
+    (its hour is paid whatever it serves), its per-token prices once it is saturated, as
+    capacity-first reads it. Auto's cost factor and the budget downgrade both rank by it."""
+    if instance.reserved and load.utilisation(instance, now) < 1.0:
+        return 0.0
+    return list_price(instance)
+
+
 class LoadStats:
     """Live load per instance pk: EWMA latency of successful calls, in-flight count.
 

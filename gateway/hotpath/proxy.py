@@ -418,7 +418,10 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
         else:
             now = routing.clock()
             cheapest = cheapest_route(
-                balancer, lambda instance: routing.health.is_eligible(instance.pk, now)
+                balancer,
+                lambda instance: routing.health.is_eligible(instance.pk, now),
+                load=routing.load,
+                now=now,
             )
             decision = Decision(route=cheapest, reason="budget_downgrade")
     else:

@@ -3,6 +3,7 @@ without Django."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -127,13 +128,46 @@ def test_downgrade_picks_the_route_with_the_cheapest_usable_member() -> None:
         return routing.health.is_eligible(instance.pk, now)
 
     # A drained member (weight 0) and a disabled route do not count.
-    assert cheapest_route(balancer, usable).name == "budget"
+    assert cheapest_route(balancer, usable, load=routing.load, now=now).name == "budget"
     trip(routing.health, cheap, now)  # cooling down: the next cheapest usable route
-    assert cheapest_route(balancer, usable).name == "mixed"
+    assert cheapest_route(balancer, usable, load=routing.load, now=now).name == "mixed"
     for instance in (pricey, mid):
         trip(routing.health, instance, now)
     # Nothing usable: the cheapest servable route all the same (the planner's last resort applies).
-    assert cheapest_route(balancer, usable).name == "budget"
+    assert cheapest_route(balancer, usable, load=routing.load, now=now).name == "budget"
+
+
+def test_downgrade_prices_reserved_capacity_at_the_margin_nothing_until_it_is_saturated() -> None:
+    """A reserved instance's hour is paid whatever it serves: its per-token prices (here far
+    above the token-billed route's) only count once its capacity is full, as in auto."""
+    dedicated = dataclasses.replace(
+        make_instance("dedicated", input_price=100, output_price=100),
+        pricing="capacity",
+        capacity=2,
+        capacity_unit="concurrent_requests",
+    )
+    cheap = make_instance("cheap", input_price=0.1, output_price=0.3)
+    balancer = make_balancer(
+        make_route("cheap", make_group(cheap), priority=1, is_default=True),
+        make_route("reserved", make_group(dedicated), priority=2),
+    )
+    routing = make_routing()
+    now = routing.clock()
+
+    def downgraded() -> str:
+        route = cheapest_route(
+            balancer, lambda i: routing.health.is_eligible(i.pk, now), load=routing.load, now=now
+        )
+        assert route is not None
+        return route.name
+
+    assert downgraded() == "reserved"  # room on paid capacity: 0 per token at the margin
+    routing.load.begin(dedicated.pk)
+    assert downgraded() == "reserved"  # 1 of 2 in flight
+    routing.load.begin(dedicated.pk)
+    assert downgraded() == "cheap"  # saturated: its 200 per 1M against 0.4
+    routing.load.end(dedicated.pk)
+    assert downgraded() == "reserved"
 
 
 def test_the_median_and_the_mad_ignore_a_spike_in_the_baseline() -> None:
