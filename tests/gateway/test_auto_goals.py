@@ -73,26 +73,58 @@ def test_each_goal_name_picks_its_model_with_no_balancer_created(setup, goal, ex
     )
 
 
+def premium_made_slow(setup: Any, client: openai.OpenAI) -> int:
+    """premium-model answers 0.5 s late; it and the coder are measured once through a pool of
+    one, so the balanced ranking sees premium's speed fall (speed = coder's latency / its own)."""
+    setup.upstream.behaviour("premium-model").delay = 0.5
+    for model in ("premium-model", "qwen2.5-coder-32b"):
+        pool = {"model_routing_config": {"models": [model]}}
+        assert ask(client, "auto", extra_body=pool).parse().model == model
+    return 2  # calls made through `auto`
+
+
+def free_pair(setup: Any, client: openai.OpenAI) -> int:
+    """Two zero-priced models beside the priced fleet: auto-free ranks only these."""
+    for model, tier in (("free-big", 3), ("free-small", 1)):
+        setup.instance(
+            model,
+            Behaviour(content=model),
+            quality_tier=tier,
+            input_price_per_million="0",
+            output_price_per_million="0",
+        )
+    setup.gateway.wait_for_config()
+    return 0
+
+
 @pytest.mark.parametrize(
-    ("goal", "down", "then"),
+    ("goal", "down", "then", "prepare"),
     [
-        ("auto-cheap", "cheap-model", "qwen2.5-coder-32b"),  # next cheapest
-        ("auto-best", "premium-model", "qwen2.5-coder-32b"),  # next quality tier
-        ("auto-code", "qwen2.5-coder-32b", "premium-model"),  # no other coder: the best quality
+        ("auto-cheap", "cheap-model", "qwen2.5-coder-32b", None),  # next cheapest
+        ("auto-best", "premium-model", "qwen2.5-coder-32b", None),  # next quality tier
+        ("auto-code", "qwen2.5-coder-32b", "premium-model", None),  # no other coder: best quality
+        # balanced, on "Hello" (easy): cheap 0.93, premium 0.75, coder 0.72 with equal speeds;
+        # premium made slow drops to about 0.47, so the failover skips it for the coder.
+        ("auto", "cheap-model", "qwen2.5-coder-32b", premium_made_slow),
+        # zero-priced only: free-big (tier 3) first, then free-small, never a priced model.
+        ("auto-free", "free-big", "free-small", free_pair),
     ],
 )
 def test_each_goal_fails_over_down_its_ranking_when_its_first_choice_is_down(
-    setup, goal, down, then
+    setup, goal, down, then, prepare
 ):
     fleet(setup)
+    client = setup.client()
+    measured = 0 if prepare is None else prepare(setup, client)
     setup.upstream.behaviour(down).status = 500
-    raw = ask(setup.client(), goal)
+    raw = ask(client, goal)
     assert raw.parse().model == then
     assert raw.headers["x-balancer-attempts"] == "2"
-    [event] = wait_for_events(1, serving_name=goal)
+    event = wait_for_events(measured + 1, serving_name=goal)[-1]
     assert [
         (a["instance"].startswith("inst_"), a["outcome"], a["status"]) for a in event.attempt_log
     ] == [(True, "status", 500), (True, "ok", 200)]
+    assert event.model == then
 
 
 def test_auto_fast_picks_the_lowest_live_latency_and_fails_over_to_the_slower(setup):
@@ -295,29 +327,58 @@ def test_a_key_limited_to_balancers_reaches_only_their_instances_through_auto(se
     )
 
 
-def test_streaming_and_async_clients_call_auto(setup):
+# Over the fleet and the free pair: balanced and cost take free-big (price 0, the higher of the
+# two free tiers); code, quality and free as their names say.
+GOAL_PICKS = {
+    "auto": "free-big",
+    "auto-cheap": "free-big",
+    "auto-fast": None,  # nothing measured yet: every speed factor is 1, any may win
+    "auto-code": "qwen2.5-coder-32b",
+    "auto-best": "premium-model",
+    "auto-free": "free-big",
+}
+
+
+@pytest.mark.parametrize("goal", list(GOAL_PICKS))
+def test_streaming_and_async_clients_call_each_goal_name(setup, goal):
     fleet(setup)
     client = setup.client()
-    chunks = list(client.chat.completions.create(model="auto-best", messages=HI, stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith(
-        "premium"
-    )
-    assert {c.model for c in chunks} == {"premium-model"}
+    free_pair(setup, client)
+    expected = GOAL_PICKS[goal]
+    chunks = list(client.chat.completions.create(model=goal, messages=HI, stream=True))
+    served = {c.model for c in chunks}
+    assert len(served) == 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    (model,) = served
+    assert text.startswith(setup.upstream.behaviour(model).content.split()[0])
+    if expected is not None:
+        assert model == expected
+    if goal == "auto-free":
+        assert model in {"free-big", "free-small"}
 
     async def call() -> Any:
         async_client = openai.AsyncOpenAI(
             base_url=setup.gateway.v1, api_key=client.api_key, max_retries=0
         )
         try:
-            return await async_client.chat.completions.create(
-                model="auto",
-                messages=HI,
-                extra_body={"model_routing_config": {"models": ["qwen2.5-coder-32b"]}},
+            plain = await async_client.chat.completions.with_raw_response.create(
+                model=goal, messages=HI
             )
+            pooled = await async_client.chat.completions.create(
+                model=goal,
+                messages=HI,
+                extra_body={"model_routing_config": {"models": ["free-small"]}},
+            )
+            return plain, pooled
         finally:
             await async_client.close()
 
-    assert asyncio.run(call()).model == "qwen2.5-coder-32b"
+    plain, pooled = asyncio.run(call())
+    assert plain.headers["x-balancer"] == goal
+    assert plain.headers["x-balancer-decision"].startswith("auto:")
+    if expected is not None:
+        assert plain.parse().model == expected
+    assert pooled.model == "free-small"  # a pool of one zero-priced model suits every goal
 
 
 def test_auto_on_embeddings_ranks_embedding_models_only(setup):
