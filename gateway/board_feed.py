@@ -79,6 +79,8 @@ def channel_prefix(redis_url: str) -> str:
 
 
 MAX_EVENTS_PER_BATCH = 50
+# A kept prompt's start, shown in the board's request node (balancers keeping prompts only).
+PROMPT_START_CHARS = 80
 QUEUE_SIZE = 200  # messages waiting for one board; past it that board loses the oldest
 NOTE_BUFFER = 5_000  # records waiting for the publisher; past it the oldest are dropped
 
@@ -148,9 +150,20 @@ def decision_words(
     return words
 
 
+def prompt_start(text: str) -> str:
+    """The first PROMPT_START_CHARS characters of a kept prompt, its whitespace folded to single
+    spaces and "…" when cut. Plain text: the page escapes it (Django's autoescape in the template,
+    textContent in static/js/board.js), so markup in a prompt is shown, never run."""
+    folded = " ".join(text[: PROMPT_START_CHARS * 4].split())
+    if len(folded) <= PROMPT_START_CHARS:
+        return folded
+    return folded[:PROMPT_START_CHARS].rstrip() + "…"
+
+
 def board_event(record: Any) -> dict[str, Any]:
-    """One usage record as the board draws it (no prompt text: the gateway logs none)."""
-    return {
+    """One usage record as the board draws it. `prompt` (its start) only when the balancer keeps
+    prompts: the record carries the prompt then and only then (gateway.hotpath.proxy record)."""
+    event = {
         "id": record.request_id,
         "at": record.created_at.timestamp(),
         "route": record.route,
@@ -185,6 +198,9 @@ def board_event(record: Any) -> dict[str, Any]:
             if a.get("outcome") == "skipped"
         ],
     }
+    if record.prompt_text:
+        event["prompt"] = prompt_start(record.prompt_text)
+    return event
 
 
 class FeedUnavailable(Exception):

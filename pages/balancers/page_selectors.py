@@ -21,7 +21,7 @@ from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from balancers.models import Balancer, Route
-from gateway.board_feed import decision_words
+from gateway.board_feed import decision_words, prompt_start
 from gateway.engine.auto import FREE_GOAL, GOALS
 from gateway.hotpath.runtime import health_snapshot
 from gateway.models import UsageEvent
@@ -355,6 +355,20 @@ def recent_events(balancer: Balancer, *, limit: int = 15) -> list[UsageEvent]:
     return events
 
 
+def latest_prompt_start(balancer: Balancer) -> str:
+    """The start of the latest request's prompt for the board's request node; "" when the balancer
+    keeps no prompts (or its latest request came before it did)."""
+    if not balancer.log_prompts:
+        return ""
+    text = (
+        UsageEvent.objects.filter(balancer=balancer)
+        .order_by("-created_at")
+        .values_list("prompt_text", flat=True)
+        .first()
+    )
+    return prompt_start(text or "")
+
+
 def recent_traffic_totals(
     balancer: Balancer, *, hours: int = 24, minutes: int | None = None
 ) -> dict[str, Any]:
@@ -396,6 +410,9 @@ class LaneFigures:
         0  # capacity_first: answered by a token-billed member, reserved capacity saturated
     )
     failed_over: int = 0  # answered here after an earlier attempt failed elsewhere
+    # Requests that failed here and went on to another lane (or failed on every lane): a failover
+    # is answered elsewhere, and without these a primary that is down showed 0% errors.
+    left_after_failure: int = 0
     per_minute: list[int] = field(default_factory=lambda: [0] * LIVE_MINUTES)
 
     @property
@@ -403,8 +420,18 @@ class LaneFigures:
         return self.requests / LIVE_MINUTES
 
     @property
+    def reached(self) -> int:
+        """Requests that reached this lane: ended here (answered or failed), or failed here and left."""
+        return self.requests + self.left_after_failure
+
+    @property
+    def failed(self) -> int:
+        """Of those, the ones this lane did not answer."""
+        return self.errors + self.left_after_failure
+
+    @property
     def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
+        return self.failed / self.reached if self.reached else 0.0
 
     @property
     def spark(self) -> Sparkline:
@@ -430,8 +457,54 @@ def _medians(events: Any, by: str = "route") -> dict[str, tuple[float | None, fl
     }
 
 
-def _figures_by(events: Any, by: str, names: Iterable[str], minutes: int) -> dict[str, LaneFigures]:
-    """Live figures of `events` for each of `names`, grouped by the field `by` (route or model)."""
+# Attempt outcomes that are no failure of the lane tried: the answer, a target left out before any
+# try (a capability), a hedged race lost to a faster attempt, the caller hanging up.
+NOT_FAILED = ("ok", "skipped", "hedge_lost", "cancelled")
+
+
+def _left_after_failure(events: Any) -> dict[str, int]:
+    """Per route: the requests among `events` that failed on it and did not end there (they went
+    on to another lane, or failed on every lane and ended on none), each counted once per route.
+
+    Only requests with more than one attempt, or that ended on no route, can have left a lane: the
+    rest are not read. PostgreSQL counts them over the attempt logs (jsonb) in one query; SQLite
+    (make run) in Python.
+    """
+    candidates = events.filter(Q(attempts__gt=1) | Q(route=""), attempts__gt=0)
+    if connection.vendor == "postgresql":
+        sql, params = candidates.values("id", "route", "attempt_log").query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT a->>'route', count(DISTINCT e.id)"
+                f" FROM ({sql}) e CROSS JOIN LATERAL jsonb_array_elements("
+                "CASE jsonb_typeof(e.attempt_log) WHEN 'array' THEN e.attempt_log ELSE '[]' END) a"
+                " WHERE NOT (a->>'outcome' = ANY(%s)) AND a->>'route' <> e.route"
+                " GROUP BY 1",
+                [*params, list(NOT_FAILED)],
+            )
+            return {route: n for route, n in cursor.fetchall() if route is not None}
+    found: dict[str, int] = {}
+    for ended_on, log in candidates.values_list("route", "attempt_log"):
+        left = {
+            a.get("route")
+            for a in log or []
+            if a.get("outcome") not in NOT_FAILED and a.get("route") != ended_on
+        }
+        for route in left:
+            if route is not None:
+                found[route] = found.get(route, 0) + 1
+    return found
+
+
+def _figures_by(
+    events: Any,
+    by: str,
+    names: Iterable[str],
+    minutes: int,
+    left: dict[str, int] | None = None,
+) -> dict[str, LaneFigures]:
+    """Live figures of `events` for each of `names`, grouped by the field `by` (route or model);
+    `left`: per name, the requests that failed there and went on (`_left_after_failure`)."""
     now = timezone.now()
     totals = {
         row[by]: row
@@ -457,7 +530,9 @@ def _figures_by(events: Any, by: str, names: Iterable[str], minutes: int) -> dic
     found = {}
     for name in names:
         row = totals.get(name)
-        figures = LaneFigures(per_minute=series.get(name, [0] * minutes))
+        figures = LaneFigures(
+            per_minute=series.get(name, [0] * minutes), left_after_failure=(left or {}).get(name, 0)
+        )
         if row:
             figures.requests, figures.errors = row["n"], row["errors"]
             figures.tokens, figures.cost = row["tokens"] or 0, row["cost"] or Decimal(0)
@@ -470,11 +545,20 @@ def _figures_by(events: Any, by: str, names: Iterable[str], minutes: int) -> dic
 def lane_figures(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
     """Each lane's live figures over the last `minutes`: requests, errors, medians, tokens, cost, per minute.
 
-    A request counts in the lane that answered it; one that no lane answered counts nowhere.
+    A request counts (req/min, latency, tokens, cost) in the lane it ended on, the one that
+    answered it. Its error rate counts every request that reached the lane: those that ended there,
+    and those that failed there and went on to the next lane (or failed on every lane) — so a
+    primary that is down shows its failures while the fallback answers.
     """
     since = timezone.now() - timedelta(minutes=minutes)
     events = UsageEvent.objects.filter(balancer=state.balancer, created_at__gte=since)
-    figures = _figures_by(events, "route", [lane.route.name for lane in state.routes], minutes)
+    figures = _figures_by(
+        events,
+        "route",
+        [lane.route.name for lane in state.routes],
+        minutes,
+        left=_left_after_failure(events),
+    )
     for lane in state.routes:
         lane.figures = figures[lane.route.name]
         lane.requests, lane.errors = lane.figures.requests, lane.figures.errors

@@ -64,7 +64,7 @@ from balancers.services import (
     simulator_set_down,
 )
 from config.http import HtmxHttpRequest
-from gateway.board_feed import FeedUnavailable, hub
+from gateway.board_feed import PROMPT_START_CHARS, FeedUnavailable, hub
 from gateway.budgets import budget_list, budget_statuses
 from gateway.corrections import (
     CorrectionRefused,
@@ -88,6 +88,7 @@ from pages.balancers.page_selectors import (
     board_failover,
     goal_board,
     lane_figures,
+    latest_prompt_start,
     member_probes,
     recent_events,
     recent_goal_events,
@@ -236,6 +237,8 @@ def balancer_board(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "state": state,
         "balancer": state.balancer,
         "events": recent_events(state.balancer),
+        "last_prompt": latest_prompt_start(state.balancer),
+        "prompt_chars": PROMPT_START_CHARS,
         "totals": recent_traffic_totals(state.balancer, minutes=LIVE_MINUTES),
         "now": time.time(),
         "probes": member_probes(state),

@@ -83,6 +83,9 @@
   function draw(e) {
     var last = picture.querySelector("[data-testid=last-request]");
     last.textContent = e.id.slice(0, 12) + " · " + e.decision;
+    // A kept prompt's start (balancers keeping prompts only): as text, so markup in it is shown, never run.
+    var prompt = picture.querySelector("[data-testid=last-prompt]");
+    if (prompt) prompt.textContent = e.prompt || "";
     var box = picture.getBoundingClientRect();
     var points = [centre(picture.querySelector(".request-node"), box), centre(picture.querySelector(".endpoint-node"), box)];
     var hops = [];

@@ -149,13 +149,30 @@ def embedded_board(
 def test_each_request_enters_its_lane_within_a_second_and_the_figures_move(board: Board) -> None:
     from playwright.sync_api import expect
 
+    from balancers.models import Balancer
+
+    # Prompt logging on: the request node shows each request's first characters, as text.
+    balancer = Balancer.objects.get(name="board-test")
+    balancer.log_prompts = True
+    balancer.save()  # the config version is bumped on commit
+    board.gateway.wait_for_config()
+    board.page.reload()
+    expect(board.page.get_by_test_id("feed-status")).to_have_text("Live.")
     lane = board.lane("primary")
     expect(lane.get_by_test_id("rpm")).to_have_text("0.0")
     expect(board.page.get_by_test_id("saved-month")).to_have_text("$0.00")
-    for _ in range(3):
-        response = board.call()
+    prompts = [
+        "Where is my parcel? It left the depot on Monday morning and the tracking page is still blank.",
+        "<b>Refund</b> order 4417, please: the blender arrived cracked and the box was soaked through.",
+        "Can I change the delivery address of an order that has already shipped to a friend's flat?",
+    ]
+    for text in prompts:
+        response = board.call(text)
         assert response.headers["x-balancer-route"] == "primary"
         expect(board.chip("primary", response.headers["x-request-id"])).to_be_visible(timeout=1000)
+        # The first 80 characters, markup shown as typed (never parsed).
+        expect(board.page.get_by_test_id("last-prompt")).to_have_text(text[:80].rstrip() + "…")
+    expect(board.page.get_by_test_id("last-prompt").locator("b")).to_have_count(0)
     expect(board.page.get_by_test_id("last-request")).to_contain_text("ordered: primary first")
     expect(lane.get_by_test_id("rpm")).to_have_text("0.2", timeout=5000)  # 3 requests / 15 minutes
     expect(lane.get_by_test_id("tokens")).not_to_have_text("0")
@@ -190,6 +207,9 @@ def test_a_failover_is_drawn_and_the_lane_goes_unavailable_and_comes_back(board:
     primary = board.lane("primary")
     expect(primary).to_have_attribute("data-available", "false", timeout=2000)
     expect(primary.get_by_test_id("lane-state")).to_contain_text("cooling down")
+    # The failed attempts count on the lane that failed: 1 answered, 3 failed and went on.
+    expect(primary.get_by_test_id("error-rate")).to_have_text("75%", timeout=3000)
+    expect(board.lane("fallback").get_by_test_id("error-rate")).to_have_text("0%")
     board.tab.shot("board-failover")
     board.switch_primary(down=False)
     expect(primary).to_have_attribute(

@@ -107,7 +107,19 @@ def test_noting_a_record_does_no_io_and_a_batch_goes_out_per_balancer(monkeypatc
     )
     assert [a["route"] for a in failover["attempts"]] == ["primary", "backup"]
     assert failover["tokens"] == 7 and failover["cost"] == "0.000007"
-    assert "prompt" not in failover  # the gateway logs no prompt text
+    assert "prompt" not in failover  # this balancer keeps no prompts: the record carries none
+
+
+def test_a_kept_prompt_goes_out_as_its_first_80_characters_of_plain_text() -> None:
+    from gateway.board_feed import PROMPT_START_CHARS, board_event
+
+    prompt = "<script>alert('x')</script>\n\n  " + "word " * 40
+    event = board_event(record(1, 1, prompt_text=prompt))
+    folded = " ".join(prompt.split())
+    assert event["prompt"] == folded[:PROMPT_START_CHARS].rstrip() + "…"
+    assert event["prompt"].startswith("<script>alert('x')</script> word")  # the page escapes it
+    assert board_event(record(1, 2, prompt_text="Short one."))["prompt"] == "Short one."
+    assert "prompt" not in board_event(record(1, 3, prompt_text=""))
 
 
 def test_a_goal_names_requests_go_out_on_the_goal_names_board(monkeypatch) -> None:

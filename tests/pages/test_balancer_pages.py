@@ -190,3 +190,102 @@ def test_the_smoke_test_shows_gateway_errors(admin_client, demo, usage_writer) -
         headers={"HX-Request": "true"},
     ).content.decode()
     assert "HTTP 400" in html and "Unknown route" in html
+
+
+HOSTILE_PROMPT = "<script>alert('board')</script> please summarise this ticket " + "and more " * 20
+
+
+def _kept_prompt_event(support: Balancer, text: str) -> UsageEvent:
+    event = usage(support)
+    event.prompt_text = text
+    event.save(update_fields=["prompt_text"])
+    return event
+
+
+def test_the_board_shows_the_latest_prompt_s_start_escaped_when_prompts_are_kept(
+    admin_client, demo
+) -> None:
+    support = Balancer.objects.get(name="support-balancer")
+    support.log_prompts = True
+    support.save(update_fields=["log_prompts"])
+    _kept_prompt_event(support, HOSTILE_PROMPT)
+    page = admin_client.get("/balancers/support-balancer/board/").content.decode()
+    node = page.split('data-testid="request-node"')[1].split('data-testid="endpoint-node"')[0]
+    assert (
+        '<div class="small prompt-start" data-testid="last-prompt">'
+        "&lt;script&gt;alert(&#x27;board&#x27;)&lt;/script&gt; please summarise this ticket and"
+    ) in node
+    assert "<script>alert" not in page
+    shown = node.split('data-testid="last-prompt">')[1].split("</div>")[0]
+    assert shown.endswith("…") and "and more and more" in shown
+    assert HOSTILE_PROMPT.rstrip() not in page  # the start only: 80 characters
+    assert "first 80 characters" in node
+
+
+def test_the_board_shows_no_prompt_when_the_balancer_keeps_none(admin_client, demo) -> None:
+    support = Balancer.objects.get(name="support-balancer")
+    assert support.log_prompts is False
+    _kept_prompt_event(support, HOSTILE_PROMPT)  # kept before logging was switched off
+    page = admin_client.get("/balancers/support-balancer/board/").content.decode()
+    assert 'data-testid="last-prompt"' not in page
+    assert "please summarise" not in page and "alert(" not in page
+    assert "this balancer keeps no prompts" in page
+
+
+def _attempt(route: str, instance: str, outcome: str) -> dict[str, object]:
+    return {"route": route, "instance": instance, "outcome": outcome, "status": None, "ms": 1.0}
+
+
+@pytest.mark.parametrize("vendor", ["postgresql", "python"])
+def test_a_lane_s_error_rate_counts_the_requests_that_failed_there_and_went_on(
+    admin_client, demo, monkeypatch, vendor
+) -> None:
+    from django.db import connection
+
+    support = Balancer.objects.get(name="support-balancer")
+    answered = usage(support, route="reasoning")
+    answered.attempts, answered.attempt_log = 1, [_attempt("reasoning", "gpt-oss-120b", "ok")]
+    answered.save()
+    for _ in range(3):  # reasoning refused the connection; efficient answered
+        failover = usage(support, route="efficient")
+        failover.attempts = 2
+        failover.attempt_log = [
+            _attempt("reasoning", "gpt-oss-120b", "connect"),
+            _attempt("efficient", "qwen-cheap-a", "ok"),
+        ]
+        failover.save()
+    everywhere = usage(support, route="", status=502)  # failed on every lane: ended on none
+    everywhere.attempts = 2
+    everywhere.attempt_log = [
+        _attempt("reasoning", "gpt-oss-120b", "timeout"),
+        _attempt("fallback", "qwen-cheap-b", "http"),
+    ]
+    everywhere.save()
+    inside = usage(support, route="efficient")  # a member failed, its sibling in the lane answered
+    inside.attempts = 2
+    inside.attempt_log = [
+        _attempt("efficient", "qwen-cheap-a", "connect"),
+        _attempt("efficient", "qwen-cheap-b", "ok"),
+    ]
+    inside.save()
+    hedged = usage(support, route="fallback")  # a hedged race lost is no failure of the lane
+    hedged.attempts = 2
+    hedged.attempt_log = [
+        _attempt("efficient", "qwen-cheap-a", "hedge_lost"),
+        _attempt("fallback", "qwen-cheap-b", "ok"),
+    ]
+    hedged.save()
+    if vendor == "python":  # SQLite's path (make run), on the same rows
+        monkeypatch.setattr(connection, "vendor", "sqlite")
+    lanes = admin_client.get("/balancers/support-balancer/board/?lanes=1").json()["lanes"]
+
+    def rate(route: str) -> str:
+        return lanes[route]["html"].split('data-testid="error-rate">')[1].split("</dd>")[0]
+
+    # reasoning: 1 answered, 3 failed over, 1 failed everywhere: 4 of 5 it did not answer.
+    assert rate("reasoning") == "80%"
+    assert '<dd data-testid="rpm">0.1</dd>' in lanes["reasoning"]["html"]  # answered: 1 in 15 min
+    assert rate("efficient") == "0%"  # answered all 4 that ended there (one inside the lane)
+    assert (
+        rate("fallback") == "50%"
+    )  # answered the hedged race, failed the one that failed everywhere
