@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -98,6 +100,45 @@ class LiveGateway:
                 return
             time.sleep(0.05)
         raise AssertionError(f"gateway did not pick up config version {wanted}")
+
+    def _sockets(self, match: Callable[[int, int, str], bool]) -> set[str]:
+        """The inodes ("socket:[n]") of the TCP sockets whose (local port, remote port, state) match."""
+        found = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    fields = line.split()
+                    local, remote = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+                    if match(int(local, 16), int(remote, 16), fields[3]):
+                        found.add(f"socket:[{fields[9]}]")
+        return found
+
+    def _holders(self, inodes: set[str]) -> set[int]:
+        """The server's child processes holding any of these sockets."""
+        pid = self.process.pid
+        holders = set()
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            with contextlib.suppress(OSError):
+                for fd in Path(f"/proc/{child}/fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        if os.readlink(fd) in inodes:
+                            holders.add(int(child))
+                            break
+        return holders
+
+    def worker_pids(self) -> set[int]:
+        """The uvicorn worker processes: the children holding the listening socket (Linux /proc;
+        multiprocessing's resource tracker is a child too, and holds none)."""
+        return self._holders(
+            self._sockets(lambda local, _, state: local == self.port and state == "0A")
+        )
+
+    def worker_serving(self, client_port: int) -> int | None:
+        """The worker holding the server end of the open connection from `client_port`."""
+        holders = self._holders(
+            self._sockets(lambda local, remote, _: local == self.port and remote == client_port)
+        )
+        return holders.pop() if len(holders) == 1 else None
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:

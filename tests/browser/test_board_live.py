@@ -6,6 +6,8 @@ pytest-django's live server is WSGI and cannot stream; these tests drive a LiveG
 
 from __future__ import annotations
 
+import collections
+import http.client
 import re
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.browser.conftest import PASSWORD, UI, _new_ui
@@ -349,3 +352,108 @@ def test_a_board_refused_while_redis_is_down_goes_live_again_soon_after(
         finally:
             board.page.context.close()
             gateway.stop()
+
+
+# -- two gateway workers, one board ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_worker_gateway(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveGateway]:
+    server = LiveGateway(
+        workers=2, extra_env={"GATEWAY_HTTPS": "0", "GATEWAY_BOARD_STATE_SECONDS": "0.3"}
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def two_worker_board(
+    browser: Any, two_worker_gateway: LiveGateway, transactional_db: Any, operator: Any
+) -> Iterator[Board]:
+    yield from _open_board(browser, two_worker_gateway, operator)
+
+
+def call_on_new_connection(board: Board, text: str) -> tuple[dict[str, str], int | None]:
+    """One request on a connection of its own (so either worker may accept it): its headers and
+    the pid of the worker that served it, read while the connection is still open."""
+    connection = http.client.HTTPConnection("127.0.0.1", board.gateway.port, timeout=10)
+    try:
+        connection.request(
+            "POST",
+            "/v1/chat/completions",
+            body=orjson.dumps(
+                {"model": "board-test", "messages": [{"role": "user", "content": text}]}
+            ),
+            headers={"Authorization": f"Bearer {board.secret}", "Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        body = response.read()
+        assert response.status == 200, body
+        worker = board.gateway.worker_serving(connection.sock.getsockname()[1])
+        return {k.lower(): v for k, v in response.getheaders()}, worker
+    finally:
+        connection.close()
+
+
+def test_with_two_workers_every_request_reaches_the_one_open_board_within_a_second(
+    two_worker_board: Board,
+) -> None:
+    """The board's stream is served by one worker; the other worker's requests reach it through
+    Redis. Each request on a new connection, until both workers have served three."""
+    from playwright.sync_api import expect
+
+    board = two_worker_board
+    served: collections.Counter[int | None] = collections.Counter()
+    for n in range(40):
+        headers, worker = call_on_new_connection(board, f"Request {n} to two workers.")
+        served[worker] += 1
+        assert headers["x-balancer-route"] == "primary"
+        expect(board.chip("primary", headers["x-request-id"], "ok")).to_be_visible(timeout=1000)
+        if len(served) == 2 and min(served.values()) >= 3:
+            break
+    assert None not in served, served
+    assert set(served) == board.gateway.worker_pids() and min(served.values()) >= 3, served
+    expect(board.page.get_by_test_id("board-events").locator("tr")).to_have_count(
+        sum(served.values())
+    )
+
+
+def test_with_two_workers_a_cooldown_ended_from_the_board_lets_either_worker_reach_the_primary(
+    two_worker_board: Board,
+) -> None:
+    """The primary cooling down for two minutes, as an active probe leaves it (shared through
+    Redis): both workers fail over to the fallback. Ended from the board: within a second the
+    next request from either worker reaches the primary."""
+    from playwright.sync_api import expect
+
+    from gateway.hotpath import runtime
+
+    board = two_worker_board
+    runtime.mark_unavailable(board.primary.pk, seconds=120)
+    primary = board.lane("primary")
+    expect(primary).to_have_attribute("data-state", "cooling", timeout=2000)
+
+    def serve_both(route: str) -> collections.Counter[int | None]:
+        served: collections.Counter[int | None] = collections.Counter()
+        for n in range(40):
+            headers, worker = call_on_new_connection(board, f"Request {n} during the cooldown.")
+            served[worker] += 1
+            assert headers["x-balancer-route"] == route, (n, worker, headers)
+            assert headers["x-balancer-attempts"] == "1"  # the cooling primary is not even tried
+            if len(served) == 2 and min(served.values()) >= 2:
+                break
+        assert set(served) == board.gateway.worker_pids(), served
+        return served
+
+    time.sleep(0.5)  # every worker has merged the cooldown (its sync tick: 0.1 s here)
+    serve_both("fallback")
+    primary.get_by_test_id("actions-primary").locator("summary").click()
+    primary.get_by_role("button", name="End cooldown").click()  # confirmed (the dialog is accepted)
+    expect(board.page.get_by_test_id("board-notice")).to_contain_text(
+        "Done: cooldown ended, sim-primary"
+    )
+    time.sleep(1.0)  # "each reaches every worker within a second"
+    serve_both("primary")
+    expect(primary).to_have_attribute("data-state", "active", timeout=2000)
+    board.tab.go("/balancers/board-test/")
+    expect(board.page.get_by_test_id("audit-entry").first).to_contain_text("cooldown ended")
