@@ -31,6 +31,49 @@ class Behaviour:
     # A finish_reason "stop" caused by this stop string, reported as vLLM does (the choice's
     # `stop_reason`; the string itself is not in the text).
     stop_reason: str | None = None
+    # A tool loop, on both wire formats: a request with tools is answered with a call of the first
+    # tool, arguments {"city": "Paris"}; a request whose last turn carries a tool's result, with
+    # "The <tool> tool returned: <result>." (the simulator's phrase). Off: chat ignores tools and
+    # Messages answers every tools request with a call.
+    tool_loop: bool = False
+
+
+TOOL_ARGUMENTS = {"city": "Paris"}
+
+
+def chat_tool_result(messages: list[dict[str, Any]]) -> str | None:
+    """The phrase answering a chat request whose last turn is a tool's result, else None."""
+    if not messages or messages[-1].get("role") != "tool":
+        return None
+    last = messages[-1]
+    names = {
+        call.get("id"): call.get("function", {}).get("name")
+        for m in messages
+        for call in m.get("tool_calls") or []
+    }
+    result = last.get("content")
+    if isinstance(result, list):
+        result = "".join(part.get("text", "") for part in result)
+    return f"The {names.get(last.get('tool_call_id'))} tool returned: {result}."
+
+
+def messages_tool_result(messages: list[dict[str, Any]]) -> str | None:
+    """The phrase answering a Messages request whose last turn carries a tool_result, else None."""
+    content = messages[-1].get("content") if messages else None
+    results = [b for b in content or [] if isinstance(b, dict) and b.get("type") == "tool_result"]
+    if not results:
+        return None
+    names = {
+        b.get("id"): b.get("name")
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for b in m["content"]
+        if b.get("type") == "tool_use"
+    }
+    result = results[-1].get("content")
+    if isinstance(result, list):
+        result = "".join(part.get("text", "") for part in result)
+    return f"The {names.get(results[-1].get('tool_use_id'))} tool returned: {result}."
 
 
 @dataclass
@@ -53,7 +96,8 @@ class FakeUpstream:
     calls: list[tuple[str, str]] = field(
         default_factory=list
     )  # (method, path) of every request, any path
-    # A strict upstream: a request field outside this set is refused with OpenAI's own 400 (None: anything goes).
+    # A strict upstream: a request field outside this set is refused with OpenAI's own 400
+    # (None: anything goes).
     known_fields: frozenset[str] | None = None
     # Chat requests being answered now, and the most at once, per model.
     in_flight: dict[str, int] = field(default_factory=dict)
@@ -182,7 +226,19 @@ class FakeUpstream:
             return early
         model = payload.get("model")
         usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        content, chunks, call = b.content, b.chunks, None
+        answered = chat_tool_result(payload.get("messages") or []) if b.tool_loop else None
+        if answered is not None:
+            content, chunks = answered, len(answered.split(" "))
+        elif b.tool_loop and payload.get("tools"):
+            name = payload["tools"][0]["function"]["name"]
+            arguments = orjson.dumps(TOOL_ARGUMENTS).decode()
+            call = {"id": "call_fake_1", "type": "function", "function": {"name": name}}
+            call["function"]["arguments"] = arguments
         if not payload.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if call is not None:
+                message = {"role": "assistant", "content": None, "tool_calls": [call]}
             return web.json_response(
                 {
                     "id": "chatcmpl-fake",
@@ -192,8 +248,8 @@ class FakeUpstream:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": b.content},
-                            "finish_reason": "stop",
+                            "message": message,
+                            "finish_reason": "stop" if call is None else "tool_calls",
                             **({"stop_reason": b.stop_reason} if b.stop_reason else {}),
                         }
                     ],
@@ -224,8 +280,15 @@ class FakeUpstream:
             )
 
         await response.write(chunk({"role": "assistant", "content": ""}))
-        words = b.content.split(" ")
-        for index in range(b.chunks):
+        if call is not None:
+            head = {"index": 0, "id": call["id"], "type": "function"}
+            head["function"] = {"name": call["function"]["name"], "arguments": ""}
+            await response.write(chunk({"tool_calls": [head]}))
+            tail = {"index": 0, "function": {"arguments": call["function"]["arguments"]}}
+            await response.write(chunk({"tool_calls": [tail]}))
+            chunks = 0
+        words = content.split(" ")
+        for index in range(chunks):
             if b.break_after_chunks is not None and index >= b.break_after_chunks:
                 request.transport.close()
                 return response
@@ -234,7 +297,7 @@ class FakeUpstream:
             await response.write(
                 chunk({"content": (" " if index else "") + words[index % len(words)]})
             )
-        await response.write(chunk({}, "stop"))
+        await response.write(chunk({}, "stop" if call is None else "tool_calls"))
         if (payload.get("stream_options") or {}).get("include_usage"):
             await response.write(
                 b"data: "
@@ -272,15 +335,19 @@ class FakeUpstream:
                 status=b.status,
             )
         model = payload["model"]
-        wants_tool = bool(payload.get("tools"))
-        content: list[dict[str, Any]] = [{"type": "text", "text": b.content}]
+        text = b.content
+        answered = messages_tool_result(payload.get("messages") or []) if b.tool_loop else None
+        wants_tool = bool(payload.get("tools")) and answered is None
+        if answered is not None:
+            text = answered
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
         if wants_tool:
             content.append(
                 {
                     "type": "tool_use",
                     "id": "toolu_1",
                     "name": payload["tools"][0]["name"],
-                    "input": {"city": "Paris"},
+                    "input": TOOL_ARGUMENTS,
                 }
             )
         if not payload.get("stream"):
@@ -317,14 +384,25 @@ class FakeUpstream:
             "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
         )
         await event("ping", {})
-        for word in b.content.split(" "):
+        for index, word in enumerate(text.split(" ")):
             await event(
                 "content_block_delta",
-                {"index": 0, "delta": {"type": "text_delta", "text": word + " "}},
+                {
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": (" " if index else "") + word},
+                },
             )
         await event("content_block_stop", {"index": 0})
+        if wants_tool:
+            block = {**content[1], "input": {}}
+            await event("content_block_start", {"index": 1, "content_block": block})
+            arguments = orjson.dumps(TOOL_ARGUMENTS).decode()
+            delta = {"type": "input_json_delta", "partial_json": arguments}
+            await event("content_block_delta", {"index": 1, "delta": delta})
+            await event("content_block_stop", {"index": 1})
+        stop = "tool_use" if wants_tool else "end_turn"
         await event(
-            "message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}}
+            "message_delta", {"delta": {"stop_reason": stop}, "usage": {"output_tokens": 5}}
         )
         await event("message_stop", {})
         await response.write_eof()

@@ -86,7 +86,7 @@ def test_a_stream_is_translated_into_chunks_with_usage(setup):
             stream_options={"include_usage": True},
         )
     )
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two "
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two"
     assert chunks[-1].usage.completion_tokens == 5
 
 
