@@ -52,21 +52,31 @@ Every factor is a number in [0, 1], higher is better::
                      gateway/router_models/difficulty.py): an easy prompt fits a
                      low tier, a hard one a high tier; 0 for every candidate
                      when the difficulty is not known
+    demand       r = D * q    how much the request itself asks of a model, D, in
+                     [0, 1], favouring the higher tiers in proportion:
+                     D = max(prompt tokens / 8,000 (at most 1),
+                             0.75 if it has tools, 0.5 if it has images)
+                     (``request_demand``); 0 for every candidate when not known
 
-    score = a * (wq*q + ws*s + wc*c + wl*l + wf*f + wd*d)
+    score = a * (wq*q + ws*s + wc*c + wl*l + wf*f + wd*d + wr*r)
 
-    preference   wq    ws    wc    wl    wf    wd
-    balanced     0.30  0.30  0.25  0.15  0     0.20  (the one that "analyses the
+    preference   wq    ws    wc    wl    wf    wd    wr
+    balanced     0.30  0.30  0.25  0.15  0     0.20  0.20  (the one that "analyses the
                                                       request": easy prompts go
-                                                      down the tiers, hard ones up)
-    quality      0.85  0.07  0.03  0.05  0     0     (one quality tier, 0.85 * 0.25,
+                                                      down the tiers, hard, long
+                                                      ones and tools or images up)
+    quality      0.85  0.07  0.03  0.05  0     0     0     (one quality tier, 0.85 * 0.25,
                                                       outweighs all the rest together)
-    speed        0.05  0.75  0.05  0.15  0     0
-    cost         0.10  0.10  0.75  0.05  0     0
-    code         0.35  0.04  0.03  0.03  0.55  0     (code strength first: the weakest
+    speed        0.05  0.75  0.05  0.15  0     0     0
+    cost         0.10  0.10  0.75  0.05  0     0     0
+    code         0.35  0.04  0.03  0.03  0.55  0     0     (code strength first: the weakest
                                                       coder, 0.55, beats the best
                                                       non-coder, 0.35 + 0.10; then
                                                       quality among the coders)
+
+The demand term moves a request by ``wr * D * (q1 - q2)`` toward the higher of
+two tiers: one tier (0.25 of q) is worth 0.05 for a prompt of 8,000 tokens or
+more, 0.0375 for a request with tools, 0.025 for one with images.
 
 Each score is also kept broken into its terms (weight x factor, before
 availability multiplies) for ``/v1/explain``.
@@ -131,6 +141,19 @@ SKIP_EXCLUDED = "already tried in this request"
 SKIP_OPERATOR = "excluded by the operator (never choose)"
 
 
+# The request's demand (see the rules above): a prompt this long asks the most by size alone.
+DEMAND_TOKENS = 8000
+TOOLS_DEMAND = 0.75
+IMAGES_DEMAND = 0.5
+
+
+def request_demand(*, prompt_tokens: int, tools: bool, images: bool) -> float:
+    """How much the request itself asks of a model, in [0, 1]: its largest demand of size
+    (prompt tokens / DEMAND_TOKENS), tools and images."""
+    size = min(max(prompt_tokens, 0) / DEMAND_TOKENS, 1.0)
+    return max(size, TOOLS_DEMAND if tools else 0.0, IMAGES_DEMAND if images else 0.0)
+
+
 @dataclass(frozen=True, slots=True)
 class Weights:
     quality: float
@@ -139,10 +162,11 @@ class Weights:
     load: float
     strength: float = 0.0
     difficulty: float = 0.0
+    demand: float = 0.0
 
 
 PREFERENCE_WEIGHTS: dict[str, Weights] = {
-    BALANCED: Weights(quality=0.30, speed=0.30, cost=0.25, load=0.15, difficulty=0.20),
+    BALANCED: Weights(quality=0.30, speed=0.30, cost=0.25, load=0.15, difficulty=0.20, demand=0.20),
     QUALITY: Weights(quality=0.85, speed=0.07, cost=0.03, load=0.05),
     SPEED: Weights(quality=0.05, speed=0.75, cost=0.05, load=0.15),
     COST: Weights(quality=0.10, speed=0.10, cost=0.75, load=0.05),
@@ -160,7 +184,8 @@ class AutoRequest:
     pks ``model_routing_config.models`` named (None: all). ``order``: the
     ``models`` fallback list, as the pks of each listed model in list order
     (empty: no list). ``free_only``: ``auto-free``. ``difficulty``: the prompt's
-    P(hard) from the built-in router model (None: not known).
+    P(hard) from the built-in router model (None: not known). ``demand``: what the
+    request asks by its size, tools and images (``request_demand``; None: not known).
     """
 
     preference: str = BALANCED
@@ -169,6 +194,7 @@ class AutoRequest:
     order: tuple[frozenset[int], ...] = ()
     free_only: bool = False
     difficulty: float | None = None
+    demand: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +212,7 @@ class RankedInstance:
     strength: float = 0.0
     weights: Weights = PREFERENCE_WEIGHTS[BALANCED]
     fit: float = 0.0  # the difficulty factor: how well the tier fits the prompt's difficulty
+    need: float = 0.0  # the demand factor: the request's demand times the quality factor
 
     @property
     def instance(self) -> InstanceSpec:
@@ -201,6 +228,7 @@ class RankedInstance:
             "load": w.load * self.load,
             "strength": w.strength * self.strength,
             "difficulty": w.difficulty * self.fit,
+            "demand": w.demand * self.need,
             "availability": self.availability,
         }
 
@@ -279,6 +307,7 @@ def rank_auto(
     difficulty = request.difficulty
     if difficulty is not None:
         difficulty = min(max(difficulty, 0.0), 1.0)
+    demand = 0.0 if request.demand is None else min(max(request.demand, 0.0), 1.0)
 
     ranked: list[RankedInstance] = []
     for (route, member), latency, price in zip(candidates, latencies, prices, strict=True):
@@ -290,6 +319,7 @@ def rank_auto(
         a = health.success_rate(pk) if health is not None else 1.0
         f = 1.0 if wanted is not None and wanted in member.instance.strengths else 0.0
         d = 0.0 if difficulty is None else 1.0 - abs(difficulty - q)
+        r = demand * q
         score = a * (
             weights.quality * q
             + weights.speed * s
@@ -297,8 +327,9 @@ def rank_auto(
             + weights.load * busy
             + weights.strength * f
             + weights.difficulty * d
+            + weights.demand * r
         )
-        ranked.append(RankedInstance(route, member, score, q, s, c, busy, a, f, weights, d))
+        ranked.append(RankedInstance(route, member, score, q, s, c, busy, a, f, weights, d, r))
     # sort() is stable: equal scores keep route order, then member order.
     if request.order:
         position = {

@@ -29,8 +29,10 @@ from gateway.engine.auto import (
     AutoRanking,
     AutoRequest,
     rank_auto,
+    request_demand,
     weights_for,
 )
+from gateway.engine.capability import needs_of
 from gateway.engine.types import BalancerSpec, MemberSpec, RouteSpec
 from gateway.hotpath import errors
 from gateway.hotpath.direct import listed_names
@@ -216,11 +218,19 @@ def prompt_difficulty(payload: Mapping[str, Any], endpoint: str = "chat") -> flo
 def with_difficulty(
     auto: AutoRequest, payload: Mapping[str, Any], endpoint: str = "chat"
 ) -> AutoRequest:
-    """The request with its prompt's difficulty, when its preference weighs it (balanced)."""
+    """The request with its prompt's difficulty and its demand (size, tools, images), when its
+    preference weighs them (balanced)."""
     _, weights = weights_for(auto.preference)
-    if weights.difficulty <= 0:
+    if weights.difficulty <= 0 and weights.demand <= 0:
         return auto
-    return dataclasses.replace(auto, difficulty=prompt_difficulty(payload, endpoint))
+    demand = None
+    if weights.demand > 0 and endpoint == "chat":
+        needs = needs_of(payload, endpoint)
+        demand = request_demand(
+            prompt_tokens=needs.prompt_tokens, tools=needs.tools, images=needs.vision
+        )
+    difficulty = prompt_difficulty(payload, endpoint) if weights.difficulty > 0 else None
+    return dataclasses.replace(auto, difficulty=difficulty, demand=demand)
 
 
 def no_capable_target_error(
@@ -250,6 +260,7 @@ def explain_auto(
     return {
         "reason": f"auto:{ranked.preference}",
         "difficulty": None if auto.difficulty is None else round(auto.difficulty, 4),
+        "demand": None if auto.demand is None else round(auto.demand, 4),
         "route": ranked.ranked[0].route if ranked.ranked else None,
         "ranking": [
             {

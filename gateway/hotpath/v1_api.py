@@ -384,6 +384,7 @@ class ExplainApi(GatewayApiView):
         ranking: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
         difficulty = decision.difficulty
+        demand = None
         unfit = unfit_instances(
             (m.instance for r in balancer.routes for m in r.group.members),
             needs_of(payload, "chat"),
@@ -394,7 +395,7 @@ class ExplainApi(GatewayApiView):
             explained = explain_auto(balancer, auto, unfit)
             route, reason = explained["route"], explained["reason"]
             ranking, skipped = explained["ranking"], explained["skipped"]
-            difficulty = explained["difficulty"]
+            difficulty, demand = explained["difficulty"], explained["demand"]
         else:
             if route is None:
                 route, reason = first_route(balancer, routing.selection)
@@ -426,6 +427,8 @@ class ExplainApi(GatewayApiView):
                 if decision.classifier_ms is None
                 else round(decision.classifier_ms, 3),
                 "difficulty": None if difficulty is None else round(difficulty, 4),
+                # auto: what the request asks by its size, tools and images (engine/auto.py)
+                "demand": demand,
                 "cached": decision.cached,
                 "ranking": ranking,
                 "skipped": skipped,

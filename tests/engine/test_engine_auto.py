@@ -241,3 +241,37 @@ def test_an_operators_exclusion_is_never_ranked_nor_tried_as_the_last_resort() -
         tried.append(attempt.instance.instance_id)
         plan.failed()
     assert tried == ["fast"]  # the last resort comes from the pool without the exclusions
+
+
+def test_request_demand_is_the_largest_of_size_tools_and_images() -> None:
+    from gateway.engine.auto import request_demand
+
+    assert request_demand(prompt_tokens=0, tools=False, images=False) == 0.0
+    assert request_demand(prompt_tokens=4000, tools=False, images=False) == 0.5
+    assert request_demand(prompt_tokens=20_000, tools=False, images=False) == 1.0
+    assert request_demand(prompt_tokens=100, tools=True, images=True) == 0.75
+    assert request_demand(prompt_tokens=100, tools=False, images=True) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("demand", "first"),
+    [(None, "light"), (0.0, "light"), (0.75, "strong"), (1.0, "strong")],
+)
+def test_a_demanding_request_moves_balanced_toward_the_stronger_tier(demand, first) -> None:
+    from gateway.engine.auto import AutoRequest, rank_auto
+
+    light = make_instance("light", quality_tier=2, input_price=0.25, output_price=0.25)
+    strong = make_instance("strong", quality_tier=4, input_price=1.0, output_price=1.0)
+    balancer = auto_balancer(light, strong)
+    ranked = rank_auto(
+        balancer,
+        AutoRequest(preference="balanced", demand=demand),
+        health=HealthTracker(),
+        load=LoadStats(),
+        now=NOW,
+    ).ranked
+    assert ranked[0].instance.instance_id == first
+    by_id = {r.instance.instance_id: r.terms() for r in ranked}
+    # r = D * q, weight 0.20: light q = 0.25, strong q = 0.75.
+    assert by_id["light"]["demand"] == pytest.approx(0.20 * (demand or 0) * 0.25)
+    assert by_id["strong"]["demand"] == pytest.approx(0.20 * (demand or 0) * 0.75)

@@ -421,6 +421,7 @@ def test_explain_shows_each_candidate_score_terms_and_why_the_others_were_skippe
         "load",
         "strength",
         "difficulty",
+        "demand",
         "availability",
     }
     assert top["terms"]["quality"] == pytest.approx(

@@ -284,3 +284,51 @@ def test_the_difficulty_term_changes_autos_pick_and_explain_shows_it(setup):
     assert [c["model"] for c in hard_ranking] == ["premium-model", "cheap-model"]
     top = hard_ranking[0]["terms"]
     assert top["difficulty"] == pytest.approx(0.20 * (1 - abs(hard_difficulty - 1.0)), abs=1e-3)
+
+
+TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+
+
+def test_a_long_prompt_or_tools_move_auto_toward_a_stronger_tier_and_explain_shows_the_term(
+    setup,
+):
+    """The request's size, tools and images are a term of the balanced ranking (demand,
+    gateway/engine/auto.py), not only a filter: "Hello" ranks the tier-3 model first, the same
+    prompt with tools or a prompt of 8,000+ tokens the tier-4 one."""
+    setup.instance(
+        "tier3-model", quality_tier=3, input_price_per_million="0.5", output_price_per_million="0.5"
+    )
+    setup.instance(
+        "tier4-model", quality_tier=4, input_price_per_million="0.6", output_price_per_million="0.6"
+    )
+    client = setup.client()
+
+    def explain(**body: Any) -> dict[str, Any]:
+        response = httpx.post(
+            setup.gateway.v1 + "/explain",
+            json={"model": "auto", **body},
+            headers={"Authorization": f"Bearer {client.api_key}"},
+            timeout=20,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    plain = explain(messages=HI)
+    assert plain["demand"] < 0.01  # about 5 tokens of 8,000
+    assert [c["model"] for c in plain["ranking"]] == ["tier3-model", "tier4-model"]
+    assert all(c["terms"]["demand"] < 0.002 for c in plain["ranking"])
+
+    tools = explain(messages=HI, tools=[TOOL])
+    assert tools["demand"] == 0.75
+    assert [c["model"] for c in tools["ranking"]] == ["tier4-model", "tier3-model"]
+    terms = {c["model"]: c["terms"]["demand"] for c in tools["ranking"]}
+    assert terms == {"tier4-model": 0.1125, "tier3-model": 0.075}  # 0.20 x 0.75 x q
+
+    long = [{"role": "user", "content": "Please read this note. " * 2500}]
+    sized = explain(messages=long)
+    assert sized["demand"] == 1.0
+    assert [c["model"] for c in sized["ranking"]] == ["tier4-model", "tier3-model"]
+
+    # And the gateway serves what explain ranks first.
+    reply = client.chat.completions.create(model="auto", messages=HI, tools=[TOOL])
+    assert reply.model == "tier4-model"
