@@ -247,6 +247,10 @@ GATEWAY_PROBE_HISTORY = envint("GATEWAY_PROBE_HISTORY", 20, minimum=1)
 GATEWAY_REDIS_TIMEOUT_SECONDS = envfloat("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.05, minimum=0.001)
 GATEWAY_REDIS_RETRY_SECONDS = envfloat("GATEWAY_REDIS_RETRY_SECONDS", 2.0, minimum=0.1)
 GATEWAY_REDIS_LOG_SUMMARY_SECONDS = envfloat("GATEWAY_REDIS_LOG_SUMMARY_SECONDS", 60.0, minimum=1.0)
+# Reserved capacity shared through Redis (gateway/hotpath/capacity_slots.py): an instance found
+# full counts as saturated in this process at least this long (throughput: until its window has
+# room, if longer). Below the floor nearly every request that spills asks Redis first.
+GATEWAY_CAPACITY_FULL_SECONDS = envfloat("GATEWAY_CAPACITY_FULL_SECONDS", 0.1, minimum=0.01)
 # The response cache (gateway/hotpath/cache.py; on per balancer): answers larger than this are not
 # cached; the semantic index keeps this many prompts per balancer and key in each process; each
 # process keeps the answers it stored or read last (at most this many, and this many bytes) in

@@ -317,6 +317,7 @@ class _Ledger:
         if instance is not None and (prompt or completion):
             routing = self.plan.routing
             routing.load.served(instance.pk, prompt + completion, routing.clock())
+            capacity_slots.slots.served(instance, prompt + completion)
         intended = self.plan.intended_route
         recorder.record(
             UsageRecord(
@@ -610,14 +611,14 @@ async def _next_attempt(
     found_full: set[int] = set()
     while (
         attempt is not None
-        and capacity_slots.takes_slot(attempt)
+        and capacity_slots.checks_capacity(attempt)
         and attempt.instance.pk not in found_full
     ):
         lease = balancer.request_timeout + capacity_slots.LEASE_MARGIN_SECONDS
         if await capacity_slots.slots.claim(attempt, lease):
             break
         found_full.add(attempt.instance.pk)
-        plan.full(attempt, until=plan.routing.clock() + capacity_slots.FULL_SECONDS)
+        plan.full(attempt, until=capacity_slots.slots.full_until(plan.routing.clock()))
         attempt = plan.next(keep_open=True)
     return attempt
 
