@@ -75,6 +75,7 @@ class InstanceForm(forms.ModelForm):
             "connect_timeout",
             "first_byte_timeout",
             "request_timeout",
+            "latency_threshold_ms",
             "options",
             "enabled",
         ]

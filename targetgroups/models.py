@@ -239,6 +239,14 @@ class Instance(EncryptedApiKey, models.Model):
     request_timeout = models.FloatField(
         default=300.0, validators=[MinValueValidator(0.05), MaxValueValidator(3600)]
     )
+    # The routes' range (balancers.models.LATENCY_THRESHOLD_*: a layer up, so not imported).
+    latency_threshold_ms = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(10), MaxValueValidator(600_000)],
+        help_text="Time to first byte (ms) after which the next target is tried, when the "
+        "route sets none; empty: no threshold.",
+    )
     options = models.JSONField(
         default=dict,
         blank=True,

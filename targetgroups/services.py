@@ -41,6 +41,7 @@ INSTANCE_FIELDS = (
     "connect_timeout",
     "first_byte_timeout",
     "request_timeout",
+    "latency_threshold_ms",
     "options",
     "enabled",
 )

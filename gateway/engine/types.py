@@ -45,6 +45,9 @@ class InstanceSpec:
     pricing: str = "per_token"  # per_token | capacity (reserved, paid by the hour)
     capacity_unit: str = "concurrent_requests"  # concurrent_requests | tokens_per_second
     capacity: int = 0  # what the reserved hour buys, in capacity_unit
+    # Seconds to first byte after which the next target is tried when the route sets no
+    # threshold of its own (no hedging: that is a route's choice).
+    latency_threshold: float | None = None
 
     @property
     def reserved(self) -> bool:

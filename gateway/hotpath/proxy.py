@@ -467,7 +467,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                 attempt = await _next_attempt(plan, balancer)
                 if attempt is None:
                     break
-                if attempt.route.latency_threshold is None:
+                if latency_threshold(attempt) is None:
                     # The fast path: no threshold to watch, the attempt is awaited in place.
                     started = time.monotonic()
                     try:
@@ -497,7 +497,7 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
                     )
                 racing.append(_Running(attempt, call))
             newest = racing[-1]
-            threshold = newest.attempt.route.latency_threshold
+            threshold = latency_threshold(newest.attempt)
             until = None
             if threshold is not None and not newest.past_threshold:
                 until = newest.started + threshold
@@ -636,6 +636,12 @@ _CONTEXT_MESSAGE = re.compile(
     r"|too many (?:input )?tokens|input token count.*exceeds|exceeds the maximum (?:number of )?tokens",
     re.IGNORECASE,
 )
+
+
+def latency_threshold(attempt: Attempt) -> float | None:
+    """The attempt's latency threshold: its route's, else its instance's (docs/routing.md)."""
+    threshold = attempt.route.latency_threshold
+    return threshold if threshold is not None else attempt.instance.latency_threshold
 
 
 def context_exceeded(failure: UpstreamFailure) -> bool:

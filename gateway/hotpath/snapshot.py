@@ -132,6 +132,9 @@ def instance_spec(instance: Instance) -> InstanceSpec:
         request_timeout=instance.request_timeout,
         enabled=instance.enabled,
         options=MappingProxyType(dict(instance.options or {})),
+        latency_threshold=instance.latency_threshold_ms / 1000
+        if instance.latency_threshold_ms
+        else None,
         strengths=caps.strengths,
         context_window=caps.context_window,
         max_output_tokens=caps.max_output_tokens,

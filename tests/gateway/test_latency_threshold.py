@@ -268,3 +268,64 @@ def test_a_hedge_that_fails_is_replaced_at_once_while_the_slow_one_still_races(s
         ("primary", "hedge_lost"),
         ("third", "ok"),
     ]
+
+
+def test_an_instances_threshold_applies_when_its_route_sets_none(setup, slow):
+    """Instance.latency_threshold_ms: the fallback when the route has no threshold (a route's
+    own wins, and there is no hedging at instance level: the slow attempt is cut)."""
+    slow.delay = 20.0
+    primary = slow_instance(slow, "slow-model")
+    primary.latency_threshold_ms = 300
+    primary.save()
+    fallback = setup.instance("quick-model", Behaviour(content="from fallback"))
+    balancer = setup.failover_balancer(primary, fallback, serving_name="instance-threshold")
+    assert balancer.routes.get(name="primary").latency_threshold_ms is None
+    client = setup.client()
+    started = time.monotonic()
+    raw = client.chat.completions.with_raw_response.create(
+        model="instance-threshold", messages=HELLO
+    )
+    took = time.monotonic() - started
+    assert raw.parse().choices[0].message.content == "from fallback"
+    assert raw.headers["x-balancer-attempts"] == "2"
+    assert took < slow.delay
+    [closed_after] = slow.wait_closed(1)
+    assert closed_after < 10.0 and slow.answered == 0
+    [event] = wait_for_events(1, balancer=balancer)
+    assert [(a["instance"], a["outcome"]) for a in event.attempt_log] == [
+        (primary.instance_id, "latency_threshold"),
+        (fallback.instance_id, "ok"),
+    ]
+    assert event.attempt_log[0]["ms"] >= 300
+    assert event.cost_usd == WINNER_COST
+
+
+def test_a_routes_threshold_wins_over_its_instances(setup, slow):
+    slow.delay = 1.0
+    primary = slow_instance(slow, "slow-model")
+    primary.latency_threshold_ms = 100  # would cut at 0.1 s
+    primary.save()
+    fallback = setup.instance("quick-model", Behaviour(content="from fallback"))
+    threshold_balancer(primary, fallback, threshold_ms=5000, hedge=False, serving_name="rt")
+    raw = setup.client().chat.completions.with_raw_response.create(model="rt", messages=HELLO)
+    assert raw.headers["x-balancer-instance"] == primary.instance_id  # waited: 1 s < 5 s
+    assert raw.headers["x-balancer-attempts"] == "1"
+
+
+def test_the_instance_api_and_form_take_a_latency_threshold(admin_client, setup):
+    instance = setup.instance("api-model")
+    response = admin_client.patch(
+        f"/api/instances/{instance.instance_id}/",
+        {"latency_threshold_ms": 750},
+        content_type="application/json",
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["latency_threshold_ms"] == 750
+    refused = admin_client.patch(
+        f"/api/instances/{instance.instance_id}/",
+        {"latency_threshold_ms": 5},
+        content_type="application/json",
+    )
+    assert refused.status_code == 400 and "latency_threshold_ms" in refused.json()
+    page = admin_client.get(f"/instances/{instance.instance_id}/").content.decode()
+    assert 'name="latency_threshold_ms"' in page and 'value="750"' in page
