@@ -276,3 +276,43 @@ def test_a_capacity_full_time_under_its_floor_stops_the_process():
     )
     assert out.returncode != 0
     assert "GATEWAY_CAPACITY_FULL_SECONDS must be at least 0.01" in out.stderr
+
+
+def test_a_hung_redis_sends_throughput_back_to_per_process_without_an_error(settings):
+    """Redis hung (SIGSTOP): the first late check spills (never over capacity); once the slots'
+    breaker opens, checks pass at once and saturation is this process's own measure again
+    (capacity_first's LoadStats); the tokens served meanwhile are dropped, never an error."""
+    from gateway.hotpath import redis_client
+    from tests.fault_servers import own_redis
+
+    settings.GATEWAY_REDIS_RETRY_SECONDS = 30.0  # the breaker stays open for the test
+    redis_client.capacity_breaker.cache_clear()
+    try:
+        with own_redis() as server:
+            settings.REDIS_URL = server.url
+
+            async def main() -> tuple[list[bool], list[float]]:
+                slots = capacity_slots.Slots()
+                attempt = attempt_on(7, 10, "tokens_per_second")
+                room = [await slots.claim(attempt, 60)]
+                slots.served(attempt.instance, 100)
+                await asyncio.sleep(0.05)
+                room.append(await slots.claim(attempt, 60))  # shared window full
+                server.pause()
+                took = []
+                for _ in range(4):
+                    started = time.monotonic()
+                    room.append(await slots.claim(attempt, 60))
+                    took.append(time.monotonic() - started)
+                    slots.served(attempt.instance, 100)
+                await asyncio.sleep(0.05)
+                return room, took
+
+            room, took = asyncio.run(main())
+            server.resume()
+        # Full, then one late check that spills, then the breaker opens: per process.
+        assert room == [True, False, False, True, True, True], room
+        assert redis_client.capacity_breaker().is_open
+        assert max(took[2:]) < 0.01, took  # open: no wait at all
+    finally:
+        redis_client.capacity_breaker.cache_clear()
