@@ -199,7 +199,8 @@ class BalancerInputSerializer(JsonTypesMixin, serializers.ModelSerializer):
 
 
 def _keyed_like_balancer_save(errors: dict[str, Any]) -> dict[str, Any]:
-    """`{"routes": {1: {"weight": [...]}}}` becomes `{"routes[1].weight": [...]}`; the same for `rules`."""
+    """`{"routes": {1: {"weight": [...]}}}` becomes `{"routes[1].weight": [...]}`; the same for
+    `rules`."""
     keyed: dict[str, Any] = {}
     for key, value in errors.items():
         per_item: Any = None

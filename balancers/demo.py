@@ -97,7 +97,8 @@ INSTANCES: list[dict[str, Any]] = [
         "model": "llama-local",
         "prices": ("0", "0"),
         "quality_tier": 1,
-        # A small local model: no tools, no images, an 8k window (capability-aware routing skips it).
+        # A small local model: no tools, no images, an 8k window (capability-aware routing skips
+        # it).
         "context_window": 8192,
         "supports_tools": False,
         "supports_vision": False,
@@ -174,7 +175,8 @@ SUPPORT_ROUTES: list[dict[str, Any]] = [
         "name": "reasoning",
         "group": "reasoning-pool",
         "priority": 2,
-        "intent": "Multi-step support decisions that need careful reasoning: disputes, refunds, escalations, policy edge cases.",
+        "intent": "Multi-step support decisions that need careful reasoning: disputes, refunds, "
+        "escalations, policy edge cases.",
         "examples": [
             "Decide whether this customer qualifies for a refund under our policy.",
             "Work out the root cause from these three conflicting support logs.",
@@ -199,7 +201,8 @@ BALANCERS: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
         {
             "name": "support-balancer",
             "routing_mode": "intent_classifier",  # over the local-router instance
-            "description": "Easy prompts to efficient capacity, hard ones to reasoning, fallback behind both.",
+            "description": "Easy prompts to efficient capacity, hard ones to reasoning, fallback "
+            "behind both.",
         },
         SUPPORT_ROUTES,
     ),
@@ -225,7 +228,8 @@ BALANCERS: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
             "name": "support-auto",
             "routing_mode": "auto",
             "auto_preference": "balanced",
-            "description": "The support pools ranked per request on quality, live latency, price and load.",
+            "description": "The support pools ranked per request on quality, live latency, price "
+            "and load.",
         },
         SUPPORT_ROUTES,
     ),

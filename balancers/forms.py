@@ -61,12 +61,16 @@ STEPS = (
 STEP_SLUGS = tuple(s.slug for s in STEPS)
 
 MODE_HELP = {
-    RoutingMode.INTENT_CLASSIFIER: "For many specialised routes: a router model reads each prompt and picks "
+    RoutingMode.INTENT_CLASSIFIER: "For many specialised routes: a router model reads each prompt "
+    "and picks "
     "the route whose intent fits; the default takes the rest.",
-    RoutingMode.ORDERED: "For failover: every request tries the route with the lowest priority first, "
+    RoutingMode.ORDERED: "For failover: every request tries the route with the lowest priority "
+    "first, "
     "then the next one.",
-    RoutingMode.WEIGHTED: "For splitting traffic by weight, e.g. a 90/10 canary between two providers.",
-    RoutingMode.AUTO: "Ranks every instance of every route live (latency, availability, load, price) "
+    RoutingMode.WEIGHTED: "For splitting traffic by weight, e.g. a 90/10 canary between two "
+    "providers.",
+    RoutingMode.AUTO: "Ranks every instance of every route live (latency, availability, load, "
+    "price) "
     "for one preference.",
 }
 KIND_HELP = {
@@ -523,7 +527,8 @@ class NameForm(forms.Form):
         other = self._others().filter(serving_name=serving_name).first()
         if other is not None:
             raise ValidationError(
-                f"Balancer {other.name} already serves {serving_name}; clients could not tell them apart."
+                f"Balancer {other.name} already serves {serving_name}; clients could not tell "
+                "them apart."
             )
         return serving_name
 
@@ -1026,9 +1031,11 @@ def draft_check(draft: dict[str, Any]) -> DraftCheck:
 
 
 def draft_save(check: DraftCheck) -> Balancer | None:
-    """Save a valid draft through balancer_save; on a refusal, file its errors by step and return None.
+    """Save a valid draft through balancer_save; on a refusal, file its errors by step and return
+    None.
 
-    The refusal is also kept in the draft (`save_errors`) so the review page the browser is sent back
+    The refusal is also kept in the draft (`save_errors`) so the review page the browser is sent
+    back
     to (a GET: a reload never posts the save again) shows it, until the next edit.
     """
     if not check.is_valid:

@@ -104,7 +104,8 @@ class Balancer(models.Model):
         max_length=20,
         choices=CacheMode.choices,
         default=CacheMode.OFF,
-        help_text="Answer repeated requests from the cache: off, exact match, or exact then semantic.",
+        help_text="Answer repeated requests from the cache: off, exact match, or exact then "
+        "semantic.",
     )
     cache_ttl_seconds = models.PositiveIntegerField(
         default=300,
@@ -114,7 +115,8 @@ class Balancer(models.Model):
     cache_similarity_threshold = models.FloatField(
         default=0.95,
         validators=[MinValueValidator(0.5), MaxValueValidator(1)],
-        help_text="Semantic mode: the cosine similarity a prompt needs with a cached one to reuse its answer.",
+        help_text="Semantic mode: the cosine similarity a prompt needs with a cached one to reuse "
+        "its answer.",
     )
     cache_shared_across_keys = models.BooleanField(
         default=False,
@@ -123,14 +125,17 @@ class Balancer(models.Model):
     log_prompts = models.BooleanField(
         default=False,
         verbose_name="keep prompts",
-        help_text="Keep each request's last user message (its first 4,000 characters) with its usage "
-        "event, so an operator can correct the router's decisions from the board, the usage page and the "
+        help_text="Keep each request's last user message (its first 4,000 characters) with its "
+        "usage "
+        "event, so an operator can correct the router's decisions from the board, the usage page "
+        "and the "
         "playground. Off: the gateway keeps no prompt.",
     )
     baseline_route = models.CharField(
         max_length=63,
         blank=True,
-        help_text="The route savings are measured against (everything sent there); empty: no such baseline.",
+        help_text="The route savings are measured against (everything sent there); empty: no such "
+        "baseline.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -286,7 +291,8 @@ class ContentRule(models.Model):
     value = models.CharField(
         max_length=500,
         blank=True,
-        help_text="The pattern (regex), the keywords (keywords, comma-separated), the value (metadata, user, "
+        help_text="The pattern (regex), the keywords (keywords, comma-separated), the value "
+        "(metadata, user, "
         "tag, api_key) or the type (response_format, optional).",
     )
     metadata_key = models.CharField(

@@ -56,13 +56,16 @@ def compile_pattern(pattern: str) -> Any:
         if isinstance(detail, bytes):
             detail = detail.decode("utf-8", "replace")
         raise RuleSyntaxError(
-            f"Not a pattern the gateway can run ({detail or 'invalid'}). Content rules use RE2 syntax, which "
-            "matches in linear time: no backreferences, no lookahead or lookbehind, repetition counts up to 1000."
+            f"Not a pattern the gateway can run ({detail or 'invalid'}). Content rules use RE2 "
+            "syntax, which "
+            "matches in linear time: no backreferences, no lookahead or lookbehind, repetition "
+            "counts up to 1000."
         ) from None
 
 
 def parse_keywords(text: str) -> tuple[str, ...]:
-    """Keywords as written, separated by commas or new lines: trimmed, case-folded, without repeats."""
+    """Keywords as written, separated by commas or new lines: trimmed, case-folded, without
+    repeats."""
     seen: dict[str, None] = {}
     for part in re.split(r"[,\n]", text or ""):
         word = " ".join(part.split()).casefold()
@@ -84,7 +87,8 @@ def compile_keywords(keywords: tuple[str, ...]) -> Any:
     not "refunded"); spaces inside a phrase match any run of white space.
 
     Compiled by RE2 too (about five times faster than the same search with `re` on a
-    200-word prompt), with word edges spelled out as "not a letter, digit or underscore" in Unicode: RE2's `\\b` only
+    200-word prompt), with word edges spelled out as "not a letter, digit or underscore" in Unicode:
+    RE2's `\\b` only
     knows ASCII letters, so it would not see the end of "café".
     """
     edge = r"[^\pL\pN_]"

@@ -232,7 +232,8 @@ def route_set_enabled(*, user: Any, balancer: Balancer, route: Route, enabled: b
 def _group(route: Route) -> TargetGroup:
     if route.target_group is None:
         raise ActionRefused(
-            f"Route {route.name} sends to one instance, not a target group: disable the route instead."
+            f"Route {route.name} sends to one instance, not a target group: disable the route "
+            "instead."
         )
     return route.target_group
 

@@ -27,7 +27,8 @@ def balancer_field_errors(
             errors["router_model"] = "A router model is required for the intent_classifier mode."
         elif workload_kind != WorkloadKind.CHAT:
             errors["routing_mode"] = (
-                "The intent_classifier mode routes chat prompts; use ordered or weighted for embeddings."
+                "The intent_classifier mode routes chat prompts; use ordered or weighted for "
+                "embeddings."
             )
     if router_model is not None and router_model.workload_kind != WorkloadKind.CHAT:
         errors["router_model"] = "The router model must be a chat instance."
@@ -53,7 +54,8 @@ def route_field_errors(
         )
     elif instance is not None and instance.workload_kind != workload_kind:
         errors["destination"] = (
-            f"{instance.instance_id} is a {instance.workload_kind} instance; this balancer serves {workload_kind}."
+            f"{instance.instance_id} is a {instance.workload_kind} instance; this balancer serves "
+            f"{workload_kind}."
         )
     elif instance is not None and instance.provider == Provider.BUILTIN:
         errors["destination"] = (

@@ -9,7 +9,8 @@ Runs gateway.hotpath.cache's look-up, store and hit answer on one event loop aga
 the Redis in REDIS_URL (the keys it writes expire within a minute), for an exact and
 a semantic balancer. A miss pays the look-up (one GET; semantic: the prompt's
 embedding and the index search too) and the store (one SET) on top of the upstream
-call; a hit pays the look-up and the answer, and no upstream call at all. A hit is measured twice: from this process's copy (the answer this
+call; a hit pays the look-up and the answer, and no upstream call at all. A hit is measured twice:
+from this process's copy (the answer this
 worker stored or read last: no Redis call) and from Redis (an answer another worker
 stored: the copy emptied first, one pipelined GET + PTTL). The usage
 recorder is replaced by a list (its append is what the hot path pays; the write is
@@ -92,7 +93,8 @@ def balancer(pk: int, mode: str) -> BalancerSpec:
 
 def request(i: int, *, stream: bool = False) -> ClientRequest:
     prompt = (
-        f"Customer {i} asks about their {TOPICS[i % len(TOPICS)]} number {i * 7919}: what should they do "
+        f"Customer {i} asks about their {TOPICS[i % len(TOPICS)]} number {i * 7919}: what should "
+        "they do "
         f"next, and how long will it take? They wrote in on day {i % 31}."
     )
     payload: dict[str, Any] = {
@@ -198,7 +200,8 @@ def burn(seconds: float) -> None:
 
 
 async def saturated(n: int, concurrency: int, burn_ms: float) -> dict[str, Any]:
-    """`concurrency` look-ups at a time of answers held in Redis only, `burn_ms` of CPU after each."""
+    """`concurrency` look-ups at a time of answers held in Redis only, `burn_ms` of CPU after
+    each."""
     spec = balancer(int(time.time()) * 1000 + 7, "exact")
     each = max(1, n // concurrency)
     entry = cache.Entry(
@@ -249,7 +252,10 @@ async def saturated(n: int, concurrency: int, burn_ms: float) -> dict[str, Any]:
 
 def print_text(result: dict[str, Any]) -> None:
     def line(key: str, figures: dict[str, Any]) -> str:
-        return f"{CACHE_STEP_LABELS[key]:<46} median {figures['p50_us']:8.1f} us   p99 {figures['p99_us']:8.1f} us"
+        return (
+            f"{CACHE_STEP_LABELS[key]:<46} median {figures['p50_us']:8.1f} us   p99 "
+            f"{figures['p99_us']:8.1f} us"
+        )
 
     n = result["n"]
     print(line("rtt", result["rtt"]))
@@ -270,11 +276,13 @@ def print_text(result: dict[str, Any]) -> None:
     busy = result.get("saturated")
     if busy:
         print(
-            f"\nsaturated loop: {busy['concurrency']} concurrent look-ups of answers in Redis only, "
+            f"\nsaturated loop: {busy['concurrency']} concurrent look-ups of answers in Redis "
+            "only, "
             f"{busy['burn_ms']:g} ms of CPU after each: {busy['hits']} of {busy['look_ups']} hits; "
             f"look-up median {busy['look_up']['p50_us'] / 1000:.1f} ms, p99 "
             f"{busy['look_up']['p99_us'] / 1000:.1f} ms; loop lag median "
-            f"{busy['loop_lag']['p50_us'] / 1000:.1f} ms, p99 {busy['loop_lag']['p99_us'] / 1000:.1f} ms"
+            f"{busy['loop_lag']['p50_us'] / 1000:.1f} ms, p99 "
+            f"{busy['loop_lag']['p99_us'] / 1000:.1f} ms"
             + ("; the cache's breaker opened" if busy["breaker_opened"] else "")
         )
 

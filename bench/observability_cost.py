@@ -19,7 +19,8 @@ from bench.run import load_average
 
 
 def micro(n: int = 20_000) -> None:
-    """The per-request cost of each piece, timed in this process (best of 3), multiprocess mode on."""
+    """The per-request cost of each piece, timed in this process (best of 3), multiprocess mode
+    on."""
     import os
     import tempfile
     import time

@@ -1,4 +1,5 @@
-"""Summarise a py-spy raw (collapsed stacks) profile: self and inclusive time by function and by package.
+"""Summarise a py-spy raw (collapsed stacks) profile: self and inclusive time by function and by
+package.
 
     python bench/profile_summary.py bench/out/profile-gateway.raw [--top 25]
 
@@ -32,7 +33,8 @@ def _frame(frame: str) -> tuple[str, str] | None:
 
 
 def package(path: str) -> str:
-    """The package a file belongs to: ``django`` for django/db/..., the stdlib module for asyncio/..."""
+    """The package a file belongs to: ``django`` for django/db/..., the stdlib module for
+    asyncio/..."""
     for marker in ("site-packages/", "dist-packages/"):
         if marker in path:
             path = path.split(marker, 1)[1]

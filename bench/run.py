@@ -1,8 +1,11 @@
 """The gateway against LiteLLM and against calling the upstream directly, in one run (issue 6).
 
-    .venv/bin/python bench/run.py            # make bench: the full run, ~8 minutes (~10 the first time)
-    .venv/bin/python bench/run.py --smoke    # make bench-smoke: the same pipeline in tiny, < 1 minute
-    .venv/bin/python bench/run.py --serve    # set everything up, print the targets, wait (manual runs)
+    .venv/bin/python bench/run.py            # make bench: the full run, ~8 minutes (~10 the first
+    time)
+    .venv/bin/python bench/run.py --smoke    # make bench-smoke: the same pipeline in tiny, < 1
+    minute
+    .venv/bin/python bench/run.py --serve    # set everything up, print the targets, wait (manual
+    runs)
 
 What runs (see docs/benchmarks.md):
 - bench/mock_upstream.py, an OpenAI-compatible mock (its latency and stream knobs are set
@@ -28,7 +31,8 @@ and without its cache (the evaluation module, in process) and the cache's own st
 (bench/cache_cost.py, in process).
 
 Writes bench/out/latest.md (printed too; smoke.md in --smoke mode), bench/out/latest.json,
-the profile and the logs of every process under bench/out/. Exits 1 if the harness broke, and in --smoke mode also if the
+the profile and the logs of every process under bench/out/. Exits 1 if the harness broke, and in
+--smoke mode also if the
 gateway answered an error; targets not met are marked in the table, not an exit status.
 """
 
@@ -246,7 +250,8 @@ def wait_http(
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise HarnessError(
-                f"{name} exited with status {proc.returncode} at start; see {logfile}:\n{tail(logfile)}"
+                f"{name} exited with status {proc.returncode} at start; see "
+                f"{logfile}:\n{tail(logfile)}"
             )
         try:
             response = httpx.request(method, url, timeout=5, **kwargs)
@@ -257,7 +262,8 @@ def wait_http(
             last = type(exc).__name__
         time.sleep(0.2)
     raise HarnessError(
-        f"{name} did not answer {url} within {seconds:.0f}s ({last}); see {logfile}:\n{tail(logfile)}"
+        f"{name} did not answer {url} within {seconds:.0f}s ({last}); see "
+        f"{logfile}:\n{tail(logfile)}"
     )
 
 
@@ -341,7 +347,8 @@ def ensure_database(database_url: str) -> None:
     except psycopg.Error as exc:
         raise HarnessError(
             f"PostgreSQL is not reachable at {database_url.rsplit('@', 1)[-1]}: {exc}".strip()
-            + "\n(the bench needs PostgreSQL on 127.0.0.1:5432 with user postgres, as make test does; "
+            + "\n(the bench needs PostgreSQL on 127.0.0.1:5432 with user postgres, as make test "
+            "does; "
             "set BENCH_DATABASE_URL to point elsewhere)"
         ) from None
 
@@ -389,9 +396,11 @@ group.save()
 for member in (a, b):
     TargetGroupMember.objects.create(group=group, instance=member, weight=100, priority=1)
 routes = [
-    {"name": "efficient", "intent": "Simple, short everyday requests: summaries, rewrites, greetings and quick answers.",
+    {"name": "efficient",
+     "intent": "Simple, short everyday requests: summaries, rewrites, greetings and quick answers.",
      "target_group": group, "priority": 1, "is_default": True},
-    {"name": "reasoning", "intent": "Multi-step, careful reasoning: proofs, complex analysis and tricky debugging.",
+    {"name": "reasoning",
+     "intent": "Multi-step, careful reasoning: proofs, complex analysis and tricky debugging.",
      "instance": c, "priority": 2},
 ]
 # `bench`, and the same balancer with its response cache on (the cost points): exact, and
@@ -416,7 +425,9 @@ call_command("set_role", "bench-viewer", "viewer", stdout=io.StringIO())
 client = Client()
 client.force_login(get_user_model().objects.get(username="bench-viewer"))
 session = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-print("BENCH_SETUP " + json.dumps({"key": out.getvalue().strip().splitlines()[-1], "session": session}))
+print("BENCH_SETUP " + json.dumps(
+    {"key": out.getvalue().strip().splitlines()[-1], "session": session}
+))
 """
 
 
@@ -453,7 +464,8 @@ def setup_gateway(plan: Plan, env: dict[str, str], mock_url: str) -> dict[str, s
         if line.startswith("BENCH_SETUP "):
             return dict(json.loads(line.split(" ", 1)[1]))
     raise HarnessError(
-        f"setting up the bench balancer failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        "setting up the bench balancer failed (exit "
+        f"{result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     )
 
 
@@ -488,7 +500,8 @@ def ensure_litellm(plan: Plan) -> Path | None:
             ).returncode
             if code:
                 raise HarnessError(
-                    f"installing LiteLLM failed ({' '.join(step[:4])}...); see {logfile}:\n{tail(logfile)}"
+                    f"installing LiteLLM failed ({' '.join(step[:4])}...); see "
+                    f"{logfile}:\n{tail(logfile)}"
                 )
     LITELLM_MARKER.write_text(f"litellm[proxy]=={LITELLM_VERSION}\n")
     log(f"LiteLLM installed in {time.monotonic() - started:.0f}s")
@@ -590,7 +603,8 @@ def wrk_point(target: Target, connections: int, seconds: float, *flags: str) -> 
     line = next((x for x in result.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if result.returncode or line is None:
         raise HarnessError(
-            f"wrk failed against {target.url} (exit {result.returncode}): {result.stdout[-500:]} {result.stderr[-500:]}"
+            f"wrk failed against {target.url} (exit {result.returncode}): {result.stdout[-500:]} "
+            f"{result.stderr[-500:]}"
         )
     data = json.loads(line.split(" ", 1)[1])
     duration = data["duration_us"] / 1e6
@@ -719,7 +733,8 @@ def pyspy_path() -> str | None:
 
 
 def profile_gateway(plan: Plan, target: Target, mock_base: str) -> dict[str, Any]:
-    """py-spy (--gil, raw) on the gateway's worker during a 32-connection run; py-spy and wrk on core 1."""
+    """py-spy (--gil, raw) on the gateway's worker during a 32-connection run; py-spy and wrk on
+    core 1."""
     from bench.profile_summary import summarise
 
     assert target.pid is not None
@@ -820,7 +835,8 @@ def measure(plan: Plan, targets: list[Target], mock_base: str) -> tuple[Results,
                 run = point(f"c{connections}", target, wrk_point, connections, plan.seconds)
                 results.add(f"c{connections}", target.name, run)
                 log(
-                    f"  {connections:>3} conn  {target.name:8} {run['rps']:9.0f} req/s  p50 {run['p50_ms']:7.2f} ms"
+                    f"  {connections:>3} conn  {target.name:8} {run['rps']:9.0f} req/s  p50 "
+                    f"{run['p50_ms']:7.2f} ms"
                     f"  p99 {run['p99_ms']:7.2f} ms  errors {run['non_2xx']}+{run['socket_errors']}"
                 )
         set_mock(mock_base, latency_ms=plan.slow_latency_ms)
@@ -830,8 +846,10 @@ def measure(plan: Plan, targets: list[Target], mock_base: str) -> tuple[Results,
             run = point("slow", target, wrk_point, plan.slow_connections, plan.slow_seconds)
             results.add("slow", target.name, run)
             log(
-                f"  {plan.slow_connections} conn, {plan.slow_latency_ms:.0f} ms upstream  {target.name:8} {run['rps']:7.0f} req/s"
-                f"  p50 {run['p50_ms']:7.1f} ms  p99 {run['p99_ms']:7.1f} ms  errors {run['non_2xx']}+{run['socket_errors']}"
+                f"  {plan.slow_connections} conn, {plan.slow_latency_ms:.0f} ms upstream  "
+                f"{target.name:8} {run['rps']:7.0f} req/s"
+                f"  p50 {run['p50_ms']:7.1f} ms  p99 {run['p99_ms']:7.1f} ms  errors "
+                f"{run['non_2xx']}+{run['socket_errors']}"
             )
         set_mock(mock_base, latency_ms=0, chunk_delay_ms=plan.stream_chunk_delay_ms)
         for target in order:
@@ -849,7 +867,8 @@ def measure(plan: Plan, targets: list[Target], mock_base: str) -> tuple[Results,
                 },
             )
             log(
-                f"  stream TTFB {target.name:8} p50 {run['ttfb_p50_ms']:6.2f} ms  p99 {run['ttfb_p99_ms']:6.2f} ms"
+                f"  stream TTFB {target.name:8} p50 {run['ttfb_p50_ms']:6.2f} ms  p99 "
+                f"{run['ttfb_p99_ms']:6.2f} ms"
                 f"  errors {run['non_2xx']}+{run['socket_errors']}"
                 + (f"  ({'; '.join(run['problems'])})" if run["problems"] else "")
             )
@@ -1032,7 +1051,8 @@ def database_connections(database_url: str) -> int | None:
     with contextlib.suppress(psycopg.Error):
         with psycopg.connect(database_url, connect_timeout=5) as conn:
             row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                "pg_backend_pid()",
                 (name,),
             ).fetchone()
             return int(row[0]) if row else None
@@ -1271,7 +1291,8 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
         info["classifier"] = [classifier_latency(name) for name in plan.classifier_sets]
         for row in info["classifier"]:
             log(
-                f"local router model on {row['set']}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms"
+                f"local router model on {row['set']}: p50 {row['p50_ms']:.2f} ms  p99 "
+                f"{row['p99_ms']:.2f} ms"
                 f"; from the decision cache p50 {fmt(row['cached_p50_ms'], 4)} ms"
             )
         info["cache_steps"] = cache_steps(plan, env)
@@ -1309,7 +1330,8 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
         elif plan.profile_seconds:
             settle([t.pid for t in targets if t.pid])
             log(
-                f"profiling the gateway for {plan.profile_seconds:.0f}s at 32 connections (py-spy --gil)"
+                f"profiling the gateway for {plan.profile_seconds:.0f}s at 32 connections (py-spy "
+                "--gil)"
             )
             info["profile"] = profile_gateway(plan, targets[1], mock_base)
         info["usage_events"] = usage_events(env)
@@ -1381,7 +1403,8 @@ def serve_forever(targets: list[Target], mock_base: str) -> None:
     )
     for t in targets:
         print(
-            f"{t.name:8} pid {t.pid}: wrk -t1 -c32 -d10s -s bench/post.lua {t.url} -- {t.model} {t.key}",
+            f"{t.name:8} pid {t.pid}: wrk -t1 -c32 -d10s -s bench/post.lua {t.url} -- {t.model} "
+            f"{t.key}",
             flush=True,
         )
     print("Ctrl-C stops them all.", flush=True)
@@ -1482,7 +1505,8 @@ def targets_table(info: dict[str, Any], res: Results) -> tuple[list[str], list[d
     hwm = (info.get("memory_end") or info.get("memory", {})).get("gateway", {}).get("VmHWM")
     rows.append(
         {
-            "target": "resident memory per worker ≤ 150 MiB (peak, VmHWM, a new prompt each request)",
+            "target": "resident memory per worker ≤ 150 MiB (peak, VmHWM, a new prompt each "
+            "request)",
             "measured": fmt(hwm, 0, " MiB"),
             "ok": None if hwm is None else hwm <= 150,
         }
@@ -1491,7 +1515,8 @@ def targets_table(info: dict[str, Any], res: Results) -> tuple[list[str], list[d
         if c.get("routes", 0) >= 10 and c.get("examples", 0) >= 10:
             rows.append(
                 {
-                    "target": f"router decision at {c['routes']} routes {TIMES} {c['examples']} examples "
+                    "target": f"router decision at {c['routes']} routes {TIMES} {c['examples']} "
+                    "examples "
                     f"(`{c['set']}`): p50 ≤ 0.5 ms, p99 ≤ 2 ms",
                     "measured": f"{c['p50_ms']:.2f} / {c['p99_ms']:.2f} ms",
                     "ok": c["p50_ms"] <= 0.5 and c["p99_ms"] <= 2.0,
@@ -1525,8 +1550,10 @@ def render(info: dict[str, Any], res: Results, plan: Plan) -> str:
         f"Python {m['python']}, {m['wrk']}",
         f"- date: {m['date']}; load average before {info['load_before']}, after the points "
         f"{info.get('load_after_points', '?')}",
-        f"- gateway: one uvicorn worker (uvloop, httptools) on core 0, PostgreSQL + Redis, balancer `bench` in "
-        f"intent_classifier mode (built-in `intent-classifier`), default route → weighted_round_robin group of two "
+        "- gateway: one uvicorn worker (uvloop, httptools) on core 0, PostgreSQL + Redis, "
+        "balancer `bench` in "
+        "intent_classifier mode (built-in `intent-classifier`), default route → "
+        "weighted_round_robin group of two "
         f"openai instances on the mock, API key auth and usage events on; the bench prompt went to "
         f"route `{info.get('gateway_headers', {}).get('x-balancer-route', '?')}` "
         f"(`{info.get('gateway_headers', {}).get('x-balancer-decision', '?')}`); "
@@ -1538,10 +1565,14 @@ def render(info: dict[str, Any], res: Results, plan: Plan) -> str:
             if has_litellm
             else "not run"
         ),
-        f"- mock upstream and load (wrk -t1, bench/ttfb.py) on core 1; {plan.repeats} repeat(s), medians; "
-        f"{plan.seconds:g} s per point ({plan.slow_seconds:g} s at 256 connections); errors are non-2xx/socket "
-        f"summed over repeats, in the order {' · '.join(names)}; before each point the harness waits for "
-        f"the servers to go idle (waited {', '.join(f'{k} {v:g} s' for k, v in info.get('idle_waits_s', {}).items())})",
+        f"- mock upstream and load (wrk -t1, bench/ttfb.py) on core 1; {plan.repeats} repeat(s), "
+        "medians; "
+        f"{plan.seconds:g} s per point ({plan.slow_seconds:g} s at 256 connections); errors are "
+        "non-2xx/socket "
+        f"summed over repeats, in the order {' · '.join(names)}; before each point the harness "
+        "waits for "
+        "the servers to go idle (waited "
+        f"{', '.join(f'{k} {v:g} s' for k, v in info.get('idle_waits_s', {}).items())})",
         "",
     ]
     header = "| point | " + " | ".join(LABELS[n] for n in names) + " | gateway ÷ direct"
@@ -1666,7 +1697,8 @@ def render(info: dict[str, Any], res: Results, plan: Plan) -> str:
             "## Profile of the gateway worker (py-spy --gil, 32 connections)",
             "",
             f"{prof['samples']:,} samples holding the GIL over {plan.profile_seconds:.0f} s "
-            f"({prof['rps_under_profiler']:.0f} req/s while sampled); raw stacks in `{prof['raw']}`.",
+            f"({prof['rps_under_profiler']:.0f} req/s while sampled); raw stacks in "
+            f"`{prof['raw']}`.",
             "",
             *render_markdown(prof, top=15),
             "",
@@ -1723,10 +1755,14 @@ def render_costs(info: dict[str, Any], plan: Plan) -> list[str]:
             label += f", {cp.connections} connections"
         same = cp.name == cp.baseline
         non2xx, sock = costs.errors(cp.name, "gateway")
+        cpu_delta = (
+            "" if same or cpu is None or base_cpu is None else fmt(cpu - base_cpu, 0, signed=True)
+        )
         out.append(
             f"| {label} | {fmt(rps)} | {'' if same else ratio(rps, base_rps, 3)} "
             f"| {fmt(med(cp.name, 'p50_ms'), 2)} | {fmt(med(cp.name, 'p99_ms'), 2)} "
-            f"| {fmt(cpu)} | {'' if same or cpu is None or base_cpu is None else fmt(cpu - base_cpu, 0, signed=True)} "
+            f"| {fmt(cpu)} | "
+            f"{cpu_delta} "
             f"| {fmt(med(cp.name, 'upstream_share'), 2)} | {non2xx}/{sock} |"
         )
     out.append("")
@@ -1743,13 +1779,15 @@ def render_costs(info: dict[str, Any], plan: Plan) -> list[str]:
             if cpu_on is None or cpu_base is None or rps_on is None
             else (cpu_on - cpu_base) * rps_on / 1e6
         )
+        board_cpu = None if cpu_on is None or cpu_base is None else cpu_on - cpu_base
         out += [
             f"**{plan.boards} live boards** (bench/boards.py on core 1: signed-in SSE streams of "
             "`/balancers/bench/board/events/`, as the board page opens them): "
             f"{', '.join(str(r['opened']) for r in board_runs)} of {plan.boards} open in each "
             f"repeat; with no traffic the gateway worker used {idle_off:.1%} of a core without "
             f"them and {idle_on:.1%} with them ({plan.board_idle_seconds:g} s each, medians); "
-            f"under the load, {fmt(None if cpu_on is None or cpu_base is None else cpu_on - cpu_base, 0, signed=True)} "
+            "under the load, "
+            f"{fmt(board_cpu, 0, signed=True)} "
             f"µs of gateway CPU per request, "
             f"{DASH if share is None else f'{share:.1%}'} of a core at {fmt(rps_on)} req/s; each "
             f"board was sent {fmt(statistics.median(per_board) if per_board else None)} request "
@@ -1761,7 +1799,8 @@ def render_costs(info: dict[str, Any], plan: Plan) -> list[str]:
             "the bench's PostgreSQL database (pg_stat_activity) before the boards opened and "
             "while they were open: "
             + ", ".join(
-                f"{r.get('db_connections_without', DASH)} {ARROW} {r.get('db_connections_with', DASH)}"
+                f"{r.get('db_connections_without', DASH)} {ARROW} "
+                f"{r.get('db_connections_with', DASH)}"
                 for r in board_runs
             )
             + "; the client's own CPU "
@@ -1798,7 +1837,8 @@ def render_costs(info: dict[str, Any], plan: Plan) -> list[str]:
                 f"On a saturated loop ({busy['concurrency']} concurrent look-ups of answers held "
                 f"in Redis only, {busy['burn_ms']:g} ms of CPU after each): {busy['hits']} of "
                 f"{busy['look_ups']} were hits; a look-up took median "
-                f"{busy['look_up']['p50_us'] / 1000:.1f} ms (p99 {busy['look_up']['p99_us'] / 1000:.1f}) "
+                f"{busy['look_up']['p50_us'] / 1000:.1f} ms (p99 "
+                f"{busy['look_up']['p99_us'] / 1000:.1f}) "
                 f"while the loop's lag was median {busy['loop_lag']['p50_us'] / 1000:.1f} ms "
                 f"(p99 {busy['loop_lag']['p99_us'] / 1000:.1f}).",
             ]
@@ -1828,7 +1868,8 @@ def harness_problems(res: Results, info: dict[str, Any]) -> list[str]:
         for run in targets.get("gateway", []):
             if run["non_2xx"] or run["socket_errors"]:
                 problems.append(
-                    f"cost point {name}: {run['non_2xx']} non-2xx, {run['socket_errors']} socket errors"
+                    f"cost point {name}: {run['non_2xx']} non-2xx, {run['socket_errors']} socket "
+                    "errors"
                 )
             if not run["requests"]:
                 problems.append(f"cost point {name}: no request completed")

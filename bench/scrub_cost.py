@@ -43,12 +43,15 @@ error = (
 )
 n = 20000
 print(
-    f"answer of {len(body)} bytes, 10 keys: {timeit.timeit(lambda: s.body(body), number=n) / n * 1e6:.1f} us"
+    f"answer of {len(body)} bytes, 10 keys: "
+    f"{timeit.timeit(lambda: s.body(body), number=n) / n * 1e6:.1f} us"
 )
 print(
-    f"stream event of {len(event)} bytes, 10 keys: {timeit.timeit(lambda: s.body(event), number=n) / n * 1e6:.2f} us"
+    f"stream event of {len(event)} bytes, 10 keys: "
+    f"{timeit.timeit(lambda: s.body(event), number=n) / n * 1e6:.2f} us"
 )
 print(
-    f"error message of {len(error)} chars, 10 keys: {timeit.timeit(lambda: s.text(error), number=n) / n * 1e6:.1f} us"
+    f"error message of {len(error)} chars, 10 keys: "
+    f"{timeit.timeit(lambda: s.text(error), number=n) / n * 1e6:.1f} us"
 )
 print(s.text(error))

@@ -49,7 +49,8 @@ def main() -> None:
     gc.collect()
     print(
         f"BPE cache {'on' if args.bpe_cache else 'off'}: {args.prompts:,} distinct prompts, "
-        f"resident +{rss_mib() - before:.1f} MiB, {spent / args.prompts * 1e6:.1f} us CPU per encode"
+        f"resident +{rss_mib() - before:.1f} MiB, {spent / args.prompts * 1e6:.1f} us CPU per "
+        "encode"
     )
 
 

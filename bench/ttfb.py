@@ -1,4 +1,5 @@
-"""Streamed time to first byte: N sequential streaming chat completions over one keep-alive connection.
+"""Streamed time to first byte: N sequential streaming chat completions over one keep-alive
+connection.
 
     python bench/ttfb.py URL MODEL KEY [--requests 200] [--warmup 5]
 
@@ -59,7 +60,8 @@ PROMPTS = (
     "What are your opening hours on Sunday?",
     "Prove that the sum of two odd integers is even.",
     "Our p99 latency doubled after the last deploy; walk through how to find the root cause.",
-    "A customer was double charged and threatens a chargeback; decide whether to refund or escalate.",
+    "A customer was double charged and threatens a chargeback; decide whether to refund or "
+    "escalate.",
 )
 
 
@@ -86,7 +88,8 @@ async def run(
         ).encode()
         return (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {key}\r\nAccept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Authorization: Bearer {key}\r\nAccept: application/json\r\nContent-Length: "
+            f"{len(body)}\r\n\r\n"
         ).encode() + body
 
     ttfb: list[float] = []

@@ -71,7 +71,8 @@ ERROR = {
 FIELD_ERRORS = {
     "type": "object",
     "additionalProperties": {},
-    "description": 'The fields in error, each with its messages (`{"name": ["This field is required."]}`); '
+    "description": 'The fields in error, each with its messages (`{"name": ["This field is '
+    'required."]}`); '
     "`non_field_errors` or `detail` when no one field is to blame.",
 }
 _METHODS = ("get", "put", "post", "patch", "delete")

@@ -16,7 +16,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from config.metrics_dir import prepare_metrics_dir
 
-prepare_metrics_dir()  # before anything imports prometheus_client: every worker adds to one set of totals
+# before anything imports prometheus_client: every worker adds to one set of totals
+prepare_metrics_dir()
 
 from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402

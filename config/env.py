@@ -152,7 +152,9 @@ def envfernetkeys(name: str, *, fallback_file: Path) -> list[str]:
             Fernet(key)
         except ValueError:
             raise ImproperlyConfigured(
-                f"{name}: key {position} is not a Fernet key (32 url-safe base64-encoded bytes; make one with "
-                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+                f"{name}: key {position} is not a Fernet key (32 url-safe base64-encoded bytes; "
+                "make one with "
+                "python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())')"
             ) from None
     return keys

@@ -164,7 +164,8 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Smart Balancers management API",
-    "DESCRIPTION": "Instances, target groups, balancers with routes, gateway API keys, teams, budgets, and usage and cost.",
+    "DESCRIPTION": "Instances, target groups, balancers with routes, gateway API keys, teams, "
+    "budgets, and usage and cost.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
@@ -217,7 +218,8 @@ GATEWAY_BOARD_STATE_SECONDS = envfloat("GATEWAY_BOARD_STATE_SECONDS", 1.0, minim
 GATEWAY_UPSTREAM_MAX_CONNECTIONS = envint("GATEWAY_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1)
 GATEWAY_BASE_URL = envstr("GATEWAY_BASE_URL", "")
 # Hostile upstreams (docs/reliability.md): an answer past these bounds is an upstream failure and
-# its connection is dropped. Whole bodies as sent and once decompressed; streamed answers per SSE event.
+# its connection is dropped. Whole bodies as sent and once decompressed; streamed answers per SSE
+# event.
 GATEWAY_UPSTREAM_MAX_HEADER_BYTES = envint(
     "GATEWAY_UPSTREAM_MAX_HEADER_BYTES", 64 * 1024, minimum=1024
 )
@@ -230,8 +232,10 @@ GATEWAY_UPSTREAM_MAX_DECOMPRESSED_BYTES = envint(
 GATEWAY_UPSTREAM_MAX_EVENT_BYTES = envint(
     "GATEWAY_UPSTREAM_MAX_EVENT_BYTES", 8 * 1024 * 1024, minimum=1024
 )
-# Egress policy (targetgroups/egress.py): link-local and cloud metadata addresses are always refused;
-# loopback and private networks only with this on. On by default in embedded mode (SQLite: `make run`,
+# Egress policy (targetgroups/egress.py): link-local and cloud metadata addresses are always
+# refused;
+# loopback and private networks only with this on. On by default in embedded mode (SQLite: `make
+# run`,
 # where the simulator and local model servers live); in production, a deliberate choice.
 GATEWAY_EGRESS_ALLOW_PRIVATE = envbool(
     "GATEWAY_EGRESS_ALLOW_PRIVATE", DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
@@ -305,7 +309,8 @@ GATEWAY_ANOMALY_MIN_REQUESTS = envint("GATEWAY_ANOMALY_MIN_REQUESTS", 50, minimu
 
 # Observability (docs/deploy.md "Observability"). Logs: one JSON object a line (`json`, the default
 # outside embedded mode) or plain text (`text`, the default in `make run`); one line per /v1 request
-# unless GATEWAY_REQUEST_LOG is off. /metrics: the bearer token, or a client in the networks (loopback
+# unless GATEWAY_REQUEST_LOG is off. /metrics: the bearer token, or a client in the networks
+# (loopback
 # only when neither is set).
 GATEWAY_LOG_FORMAT = envstr(
     "GATEWAY_LOG_FORMAT",
@@ -348,7 +353,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
-    # axes: lockouts and repeated failures are warnings; its start banner and each login are not news.
+    # axes: lockouts and repeated failures are warnings; its start banner and each login are not
+    # news.
     "loggers": {"django.request": {"level": "ERROR"}, "axes": {"level": "WARNING"}},
 }
 # The gateway reads request bodies itself and answers 413 past GATEWAY_MAX_BODY_BYTES.

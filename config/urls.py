@@ -13,14 +13,16 @@ from rest_framework.views import APIView
 
 
 def api_schema(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    """The OpenAPI schema, imported on first use: drf-spectacular adds ~20 MiB to every worker otherwise."""
+    """The OpenAPI schema, imported on first use: drf-spectacular adds ~20 MiB to every worker
+    otherwise."""
     from drf_spectacular.views import SpectacularAPIView
 
     return SpectacularAPIView.as_view()(request, *args, **kwargs)
 
 
 class LoginView(auth_views.LoginView):
-    """The sign-in page; it says how to get a first login only while there is none (make run prints one)."""
+    """The sign-in page; it says how to get a first login only while there is none (make run prints
+    one)."""
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)

@@ -94,7 +94,8 @@ class UsageEventAdmin(admin.ModelAdmin):
 
 @admin.register(UsageDeadLetter)
 class UsageDeadLetterAdmin(admin.ModelAdmin):
-    """Usage events the database refused (see gateway.hotpath.usage): read-only, deletable once understood."""
+    """Usage events the database refused (see gateway.hotpath.usage): read-only, deletable once
+    understood."""
 
     list_display = ("created_at", "request_id", "reason")
     search_fields = ("request_id", "reason")

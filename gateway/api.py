@@ -205,7 +205,8 @@ class ApiKeyRetrieveApi(JsonApi):
 
 
 class ApiKeyUpdateApi(JsonApi):
-    """Change the name, balancers, rate limit, route override, direct models or enabled flag. PUT and PATCH leave omitted fields as they are."""
+    """Change the name, balancers, rate limit, route override, direct models or enabled flag. PUT
+    and PATCH leave omitted fields as they are."""
 
     class InputSerializer(JsonTypesMixin, serializers.Serializer):
         name = serializers.CharField(max_length=100)
@@ -720,7 +721,8 @@ class UsageSerializer(serializers.Serializer):
     )
     rows = UsageRowSerializer(
         many=True,
-        help_text="One per balancer, route, instance, model, key, team and use case; costliest first.",
+        help_text="One per balancer, route, instance, model, key, team and use case; costliest "
+        "first.",
     )
     budgets = BudgetOutputSerializer(
         many=True, help_text="Every budget with its spend in its current period."
@@ -834,7 +836,8 @@ def _incident(incident: Incident) -> dict[str, Any]:
 
 class UsageApi(APIView):
     @extend_schema(
-        summary="Requests, tokens and cost over a range, split by balancer, route, instance, model, key, team and use case; budgets and anomalies",
+        summary="Requests, tokens and cost over a range, split by balancer, route, instance, "
+        "model, key, team and use case; budgets and anomalies",
         parameters=[UsageQuerySerializer],
         responses=UsageSerializer,
     )
@@ -877,7 +880,8 @@ class ProviderCheckOutputSerializer(serializers.Serializer):
 
 class ProviderCheckApi(JsonApi):
     """The provider's probe with the stored credential: never a billed request. Here, not with the
-    other provider endpoints in targetgroups.api, because the probe is the gateway's (gateway.probes)."""
+    other provider endpoints in targetgroups.api, because the probe is the gateway's
+    (gateway.probes)."""
 
     OutputSerializer = ProviderCheckOutputSerializer
 

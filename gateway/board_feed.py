@@ -56,7 +56,8 @@ BoardKey = int | str
 
 
 def board_key(record: Any) -> BoardKey | None:
-    """The board a usage record is drawn on: its balancer's, or its goal name's; None for neither."""
+    """The board a usage record is drawn on: its balancer's, or its goal name's; None for
+    neither."""
     if record.balancer_id is not None:
         return int(record.balancer_id)
     if record.serving_name in GOALS:
@@ -328,7 +329,8 @@ class BoardHub:
     async def listen(
         self, balancer_id: BoardKey, render: Callable[[], bytes]
     ) -> AsyncIterator[asyncio.Queue[Any]]:
-        """Open one board: its queue receives ("requests" | "lanes", JSON bytes), or None when the feed broke."""
+        """Open one board: its queue receives ("requests" | "lanes", JSON bytes), or None when the
+        feed broke."""
         loop = asyncio.get_running_loop()
         with self._lock:
             state = self._loops.setdefault(loop, _LoopState())
@@ -435,7 +437,8 @@ class BoardHub:
             await asyncio.sleep(settings.GATEWAY_BOARD_STATE_SECONDS)
 
     def deliver_threadsafe(self, balancer_id: BoardKey, item: tuple[str, bytes]) -> None:
-        """From the publisher thread (no Redis): hand the message to each open board on its own loop."""
+        """From the publisher thread (no Redis): hand the message to each open board on its own
+        loop."""
         for state in list(self._loops.values()):
             for board in list(state.boards.get(balancer_id, ())):
                 with contextlib.suppress(RuntimeError):  # that loop has closed

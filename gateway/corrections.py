@@ -103,7 +103,8 @@ def _event(balancer: Balancer, request_id: str) -> UsageEvent | None:
 
 
 def _decided_route(event: UsageEvent) -> str:
-    """The route the decision picked: the first one tried (a failover may have answered elsewhere)."""
+    """The route the decision picked: the first one tried (a failover may have answered
+    elsewhere)."""
     for entry in event.attempt_log or []:
         if isinstance(entry, dict) and entry.get("route"):
             return str(entry["route"])
@@ -148,7 +149,8 @@ def correction_offer(*, balancer: Balancer, request_id: str) -> CorrectionOffer:
 
 
 def _intents(routes: Sequence[Route], examples: dict[str, list[str]]) -> list[RouteIntent]:
-    """The routes as the gateway's snapshot gives them to the router: enabled, by (priority, name)."""
+    """The routes as the gateway's snapshot gives them to the router: enabled, by (priority,
+    name)."""
     return [
         RouteIntent(name=r.name, intent=r.intent, examples=tuple(examples[r.name]))
         for r in sorted(routes, key=lambda r: (r.priority, r.name))
@@ -271,7 +273,8 @@ def correction_apply(
 def corrected_examples(
     balancer: Balancer, examples: dict[str, list[str]], *, extra: tuple[str, str] | None = None
 ) -> list[tuple[str, str]]:
-    """The balancer's corrected examples: each correction's (prompt, route) while the prompt is still
+    """The balancer's corrected examples: each correction's (prompt, route) while the prompt is
+    still
     an example of that route, newest correction of a prompt first and only."""
     pairs: list[tuple[str, str]] = [extra] if extra is not None else []
     seen = {extra[0]} if extra is not None else set()

@@ -45,7 +45,8 @@ def drop_connections() -> None:
 
 
 def unit_of_work(function: Callable[P, T]) -> Callable[P, T]:
-    """Run `function` as one unit of database work in a long-lived thread (see the module's docstring)."""
+    """Run `function` as one unit of database work in a long-lived thread (see the module's
+    docstring)."""
 
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:

@@ -65,7 +65,8 @@ class ApiKey(models.Model):
     allow_route_override = models.BooleanField(
         default=False,
         verbose_name="may choose the route",
-        help_text="Requests with this key may force an enabled route with the X-Balancer-Route header.",
+        help_text="Requests with this key may force an enabled route with the X-Balancer-Route "
+        "header.",
     )
     team = models.ForeignKey(
         Team,
@@ -84,7 +85,8 @@ class ApiKey(models.Model):
     allow_direct_models = models.BooleanField(
         default=False,
         verbose_name="may call models by name",
-        help_text="Requests with this key may name any model of a provider with a stored credential "
+        help_text="Requests with this key may name any model of a provider with a stored "
+        "credential "
         '(model="claude-sonnet-4-5", "groq/llama-3.3-70b-versatile"), not only balancers.',
     )
     enabled = models.BooleanField(default=True)
@@ -174,7 +176,8 @@ class UsageEvent(models.Model):
     )
     prompt_text = models.TextField(
         blank=True,
-        help_text="The last user message, kept only when the balancer keeps prompts (Balancer.log_prompts).",
+        help_text="The last user message, kept only when the balancer keeps prompts "
+        "(Balancer.log_prompts).",
     )
     savings_usd = models.DecimalField(
         max_digits=16,
@@ -185,11 +188,13 @@ class UsageEvent(models.Model):
     decided_route = models.CharField(
         max_length=63,
         blank=True,
-        help_text="The route the routing decision named, before any failover (route: the one that answered).",
+        help_text="The route the routing decision named, before any failover (route: the one that "
+        "answered).",
     )
     spilled = models.BooleanField(
         default=False,
-        help_text="Capacity first: served by a token-billed member because the reserved capacity was saturated.",
+        help_text="Capacity first: served by a token-billed member because the reserved capacity "
+        "was saturated.",
     )
 
     class Meta:
@@ -333,7 +338,8 @@ class CapacityHour(models.Model):
         max_digits=16,
         decimal_places=10,
         default=0,
-        help_text="The part of the price written on the hour's usage events (all of it, or 0 when idle).",
+        help_text="The part of the price written on the hour's usage events (all of it, or 0 when "
+        "idle).",
     )
     event_mark = models.BigIntegerField(
         default=0,
@@ -392,7 +398,8 @@ class StoredResponse(models.Model):
     expires_at = models.DateTimeField(db_index=True)
     response = models.JSONField(help_text="The Responses object as answered.")
     conversation = models.JSONField(
-        help_text="The turns up to and including this answer, as chat messages (without the instructions)."
+        help_text="The turns up to and including this answer, as chat messages (without the "
+        "instructions)."
     )
     input_items = models.JSONField(
         default=list,
@@ -590,9 +597,11 @@ class CostAlert(models.Model):
 
 
 class RoutingCorrection(models.Model):
-    """An operator said a routing decision was wrong: the prompt became an example of the right route.
+    """An operator said a routing decision was wrong: the prompt became an example of the right
+    route.
 
-    Written only by gateway.corrections.correction_apply. `accuracy_before` / `accuracy_after` are the
+    Written only by gateway.corrections.correction_apply. `accuracy_before` / `accuracy_after` are
+    the
     built-in router's accuracy on the balancer's corrected examples (this one included) fitted
     without and with this example, so the page can say what the correction changed.
     """

@@ -66,7 +66,8 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
 def api_key_update(
     *, key: ApiKey, balancers: Iterable[Balancer] | None = None, **fields: object
 ) -> ApiKey:
-    """Change a key's name, rate limit, route override, enabled flag or balancers (`None` keeps them)."""
+    """Change a key's name, rate limit, route override, enabled flag or balancers (`None` keeps
+    them)."""
     if fields.get("enabled") and key.revoked_at is not None:
         raise ValidationError({"enabled": "A revoked key stays revoked; create a new key instead."})
     for name, value in fields.items():

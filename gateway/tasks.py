@@ -22,7 +22,8 @@ def probe_instances() -> int:
 
 @shared_task(ignore_result=True)
 def rollup_usage() -> int:
-    """Sum new usage events into hourly rollups and prune old raw events (beat: every GATEWAY_ROLLUP_SECONDS)."""
+    """Sum new usage events into hourly rollups and prune old raw events (beat: every
+    GATEWAY_ROLLUP_SECONDS)."""
     from gateway.reporting.rollups import rollup_usage as run
 
     return run().events

@@ -69,7 +69,8 @@ class ApiKeyForm(forms.Form):
     allow_route_override = forms.BooleanField(
         required=False,
         label="May choose the route",
-        help_text="Requests with this key may force an enabled route with the X-Balancer-Route header "
+        help_text="Requests with this key may force an enabled route with the X-Balancer-Route "
+        "header "
         "(testing, trusted tools). Off: the header is refused with a 403.",
     )
     team = forms.ModelChoiceField(
@@ -362,7 +363,8 @@ def usage(request: HtmxHttpRequest) -> HttpResponse:
     if not request.htmx or request.htmx.history_restore_request:
         return render(request, "gateway/usage.html", context)
     response = render(request, "gateway/usage.html#report", context)
-    # The address bar gets the canonical query (no empty or invalid parameters), so it can be shared.
+    # The address bar gets the canonical query (no empty or invalid parameters), so it can be
+    # shared.
     query = filters.query()
     return push_url(response, reverse("usage") + (f"?{query}" if query else ""))
 

@@ -90,9 +90,11 @@ async def smoke_test(
     extra: dict[str, Any] | None = None,
     direct: bool = False,
 ) -> SmokeResult:
-    """One request to `serving_name`, forced onto `route` when given; never raises for a gateway error.
+    """One request to `serving_name`, forced onto `route` when given; never raises for a gateway
+    error.
 
-    `extra`: more body fields (the playground's `model_routing_config`). For an auto serving name the
+    `extra`: more body fields (the playground's `model_routing_config`). For an auto serving name
+    the
     result carries the ranking the request met, computed just before it is sent. `direct`: the
     request may name a provider's model directly (the playground's model-by-name card).
     """
@@ -183,7 +185,8 @@ async def smoke_test(
 
 def _why_skipped(config: GatewayConfig, serving_name: str, route_name: str) -> str:
     """Why the planner will pass over a forced route, as it sees the route now (the same routing
-    snapshot and health): every member cooling down, or none that can serve; "" when it will try it."""
+    snapshot and health): every member cooling down, or none that can serve; "" when it will try
+    it."""
     balancer = config.routing.balancers.get(serving_name)
     route = balancer.route_named(route_name) if balancer else None
     if route is None:

@@ -1,4 +1,5 @@
-"""The playground: send a prompt to any balancer, optionally forced onto one route, or to an auto goal name
+"""The playground: send a prompt to any balancer, optionally forced onto one route, or to an auto
+goal name
 (auto, auto-cheap...) with a pool and a preference, and see the ranking it met."""
 
 from __future__ import annotations
@@ -203,7 +204,8 @@ async def playground_direct(request: HtmxHttpRequest) -> HttpResponse:
 @role_required(VIEWER)
 @require_POST
 async def playground_auto(request: HtmxHttpRequest) -> HttpResponse:
-    """A chat request to a goal name with an optional pool and preference (`model_routing_config`)."""
+    """A chat request to a goal name with an optional pool and preference
+    (`model_routing_config`)."""
     goal = request.POST.get("goal", "auto")
     if goal not in GOALS:
         raise Http404("No such goal name.")

@@ -65,7 +65,8 @@ SNIPS_SET = {
         "get_weather": "Weather forecasts: will it rain, snow or be sunny somewhere, now or later.",
         "play_music": "Play music: a song, an album, an artist or a genre on a music service.",
         "rate_book": "Give a rating of some points or stars to a book, novel or textbook.",
-        "search_creative_work": "Find a creative work: a movie, TV show, book, song, painting or game.",
+        "search_creative_work": "Find a creative work: a movie, TV show, book, song, painting or "
+        "game.",
         "search_screening_event": "Movie showtimes: which films play at which cinema, and when.",
     },
     "caps": dict.fromkeys(

@@ -139,7 +139,8 @@ def main() -> None:
                     else "?"
                 )
                 print(
-                    f"primary {latency:5} ms, {setting:6}: median {statistics.median(took):6.0f} ms, "
+                    f"primary {latency:5} ms, {setting:6}: median {statistics.median(took):6.0f} "
+                    "ms, "
                     f"max {max(took):6.0f} ms | {log}"
                 )
     finally:

@@ -42,7 +42,8 @@ for run in range(25):
             },
         )
 print(
-    f"50 instances, 25 runs: probe_all p50 {statistics.median(times):.0f} ms, max {max(times):.0f} ms"
+    f"50 instances, 25 runs: probe_all p50 {statistics.median(times):.0f} ms, max "
+    f"{max(times):.0f} ms"
 )
 print(
     "probe history rows:",

@@ -1,4 +1,5 @@
-"""The cost of fitting the built-in router, and of loading one another worker shared (docs/routing.md, "Refit").
+"""The cost of fitting the built-in router, and of loading one another worker shared
+(docs/routing.md, "Refit").
 
 For the refit test's routes and each shipped route set (tests/data/*.routes.json): the fit's CPU
 time (the whole process, BLAS threads included: median of 5), the stored model's size and the
@@ -96,8 +97,10 @@ def main() -> None:
         load = (time.perf_counter() - started) * 1000
         assert loaded.temperature == model.temperature
         line = (
-            f"{name}: {len(routes)} routes, {model.fitted_on} texts; fit CPU {fit_ms(fitted, routes):.1f} ms"
-            f"{f' (old {fit_ms(old, routes):.1f} ms)' if old else ''}; stored {len(data) / 1024:.0f} KiB,"
+            f"{name}: {len(routes)} routes, {model.fitted_on} texts; fit CPU "
+            f"{fit_ms(fitted, routes):.1f} ms"
+            f"{f' (old {fit_ms(old, routes):.1f} ms)' if old else ''}; stored "
+            f"{len(data) / 1024:.0f} KiB,"
             f" loaded in {load:.1f} ms"
         )
         print(f"{line}; load average {os.getloadavg()[0]:.1f}")

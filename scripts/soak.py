@@ -141,7 +141,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     unknown = [f for f in faults if f not in FAULTS]
     if unknown or not faults:
         raise SystemExit(
-            f"unknown fault(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(FAULTS)}"
+            f"unknown fault(s) {', '.join(unknown) or '(none given)'}; choose from "
+            f"{', '.join(FAULTS)}"
         )
     smoke = args.smoke
     seconds = args.seconds or (6.0 if smoke else 25.0)
@@ -334,7 +335,8 @@ def phase_row(
         problems.append(f"{errors} client errors (allowed {allowed_errors})")
     if len(accepted) - events > allowed_lost:
         problems.append(
-            f"{len(accepted) - events} accepted requests without a usage event (allowed {allowed_lost})"
+            f"{len(accepted) - events} accepted requests without a usage event (allowed "
+            f"{allowed_lost})"
         )
     if not mine:
         problems.append("no request was sent")
@@ -354,7 +356,8 @@ def phase_row(
 
 def render_table(rows: list[Row]) -> str:
     lines = [
-        "| fault | requests | client errors (allowed) | usage events / accepted | recovery s | max latency s | verdict |",
+        "| fault | requests | client errors (allowed) | usage events / accepted | recovery s | "
+        "max latency s | verdict |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
@@ -363,7 +366,8 @@ def render_table(rows: list[Row]) -> str:
         verdict = "ok" if not row.problems else "FAIL: " + "; ".join(row.problems)
         lines.append(
             f"| {row.fault} | {row.requests} | {row.client_errors} ({row.allowed_errors}) | "
-            f"{row.events}/{row.accepted}{lost} | {recovery} | {row.max_latency_s:.2f} | {verdict} |"
+            f"{row.events}/{row.accepted}{lost} | {recovery} | {row.max_latency_s:.2f} | "
+            f"{verdict} |"
         )
     return "\n".join(lines)
 
@@ -534,8 +538,8 @@ from targetgroups.models import Instance
 
 def instance(instance_id, model):
     base = os.environ["SOAK_UPSTREAM_URL"].replace("MODEL", model)
-    obj = Instance(instance_id=instance_id, display_name=instance_id, provider="openai", base_url=base,
-                   model=model, api_key="sk-soak-upstream", workload_kind="chat",
+    obj = Instance(instance_id=instance_id, display_name=instance_id, provider="openai",
+                   base_url=base, model=model, api_key="sk-soak-upstream", workload_kind="chat",
                    input_price_per_million="0.50", output_price_per_million="1.50",
                    connect_timeout=2, first_byte_timeout=10, request_timeout=20)
     obj.full_clean()
@@ -545,7 +549,9 @@ def instance(instance_id, model):
 flappy = instance("flappy", "flappy")
 steady = instance("steady", "steady")
 balancer_save(
-    fields={"name": "soak", "serving_name": "soak", "workload_kind": "chat", "routing_mode": "ordered"},
+    fields={
+        "name": "soak", "serving_name": "soak", "workload_kind": "chat", "routing_mode": "ordered"
+    },
     routes=[
         {"name": "primary", "instance": flappy, "priority": 1, "is_default": False},
         {"name": "fallback", "instance": steady, "priority": 2, "is_default": True},
@@ -557,10 +563,13 @@ for name in ("soak-client", "soak-victim"):
     # Rate-limited (far above the soak's rate): every request takes the limiter's path to Redis.
     call_command("create_api_key", name=name, rpm=100000, stdout=out)
     keys[name] = out.getvalue().strip().splitlines()[-1]
-admin = get_user_model().objects.create_superuser("soak-admin", "soak@example.invalid", secrets.token_urlsafe(24))
+admin = get_user_model().objects.create_superuser(
+    "soak-admin", "soak@example.invalid", secrets.token_urlsafe(24)
+)
 print("SOAK_SEED " + json.dumps({
     "client_key": keys["soak-client"], "victim_key": keys["soak-victim"],
-    "victim_id": ApiKey.objects.get(name="soak-victim").pk, "token": Token.objects.create(user=admin).key,
+    "victim_id": ApiKey.objects.get(name="soak-victim").pk,
+    "token": Token.objects.create(user=admin).key,
 }))
 """
 
@@ -630,7 +639,8 @@ class Topology:
             error_share=self.plan.flap_error_share,
         ).start()
         log(
-            f"PostgreSQL on :{self.postgres.port}, Redis on :{self.redis.port}, upstream on :{self.upstream.port}"
+            f"PostgreSQL on :{self.postgres.port}, Redis on :{self.redis.port}, upstream on "
+            f":{self.upstream.port}"
         )
         env = self.env()
         self._manage(["migrate", "--no-input", "-v", "0"], env, "migrate")
@@ -691,7 +701,8 @@ class Topology:
         )
         self._wait_ready()
         log(
-            f"topology up in {time.monotonic() - started:.1f} s: gateway {self.base_url} (workers {self.worker_pids()})"
+            f"topology up in {time.monotonic() - started:.1f} s: gateway {self.base_url} (workers "
+            f"{self.worker_pids()})"
         )
 
     def _manage(self, argv: list[str], env: dict[str, str], what: str) -> str:
@@ -700,7 +711,8 @@ class Topology:
         )
         if result.returncode:
             raise HarnessError(
-                f"{what} failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+                f"{what} failed (exit "
+                f"{result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
             )
         return result.stdout
 
@@ -1166,7 +1178,8 @@ def run(plan: Plan) -> int:
         rows = [phase_row(p, outcomes, event_ids, plan, soak.revoked_at) for p in soak.phases]
         upstream = topology.upstream.counts if topology.upstream else {}
         probe_rows = topology.query(
-            "SELECT i.instance_id, h.status, extract(epoch from now() - h.checked_at) FROM gateway_instancehealth h "
+            "SELECT i.instance_id, h.status, extract(epoch from now() - h.checked_at) FROM "
+            "gateway_instancehealth h "
             "JOIN targetgroups_instance i ON i.id = h.instance_id ORDER BY 1"
         )
         celery_alive = topology.celery is not None and topology.celery.poll() is None
@@ -1180,17 +1193,20 @@ def run(plan: Plan) -> int:
         if phase.notes:
             print(f"- {phase.fault}: {'; '.join(phase.notes)}")
     print(
-        f"- usage events still unwritten before the gateway's clean stop: {pending} (supervisor exit {code})"
+        f"- usage events still unwritten before the gateway's clean stop: {pending} (supervisor "
+        f"exit {code})"
     )
     print(
-        f"- upstream: {upstream.get('flappy', 0)} calls to flappy ({upstream.get('flappy_failed', 0)} failed), "
+        f"- upstream: {upstream.get('flappy', 0)} calls to flappy "
+        f"({upstream.get('flappy_failed', 0)} failed), "
         f"{upstream.get('steady', 0)} to steady"
     )
     probes = (
         ", ".join(f"{iid} {status} {age:.0f} s ago" for iid, status, age in probe_rows) or "none"
     )
     print(
-        f"- last probes (Celery): {probes}; Celery {'running' if celery_alive else 'EXITED'} at the end"
+        f"- last probes (Celery): {probes}; Celery {'running' if celery_alive else 'EXITED'} at "
+        "the end"
     )
     print(
         f"- logs in {plan.out}: gateway {log_summary(plan.out / 'gateway.log')}, "
@@ -1199,7 +1215,8 @@ def run(plan: Plan) -> int:
     errors = [o for o in outcomes if not o.ok and not expected_401(o, soak.revoked_at)]
     for o in errors[:10]:
         print(
-            f"  error: {o.phase} {o.request_id} at {o.started:.2f} s: {o.status} {o.decision} {o.error}"
+            f"  error: {o.phase} {o.request_id} at {o.started:.2f} s: {o.status} {o.decision} "
+            f"{o.error}"
         )
     report = {
         "commit": commit(),
@@ -1214,7 +1231,8 @@ def run(plan: Plan) -> int:
             handle.write(json.dumps(asdict(o) | {"event": o.request_id in event_ids}) + "\n")
     status = exit_status(rows)
     print(
-        f"\nsoak {'passed' if status == 0 else 'FAILED'}: {len(outcomes)} requests, {len(rows)} faults, "
+        f"\nsoak {'passed' if status == 0 else 'FAILED'}: {len(outcomes)} requests, {len(rows)} "
+        "faults, "
         f"on {report['commit']} ({'smoke' if plan.smoke else 'full'} setting)"
     )
     return status

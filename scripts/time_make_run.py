@@ -3,7 +3,8 @@
     git clone /path/to/repo /tmp/coldrun
     python3 scripts/time_make_run.py /tmp/coldrun /tmp/coldrun-var         # cold: no .venv yet
     python3 scripts/time_make_run.py /tmp/coldrun /tmp/coldrun-var         # warm: run it again
-    python3 scripts/time_make_run.py --tty /tmp/coldrun /tmp/coldrun-var   # under a terminal (script(1))
+    python3 scripts/time_make_run.py --tty /tmp/coldrun /tmp/coldrun-var   # under a terminal
+    (script(1))
 
 The checkout gets its own VAR_DIR and a free PORT; DATABASE_URL and REDIS_URL are
 unset (embedded mode). The server is stopped once it answers.

@@ -128,7 +128,8 @@ class InstanceRetrieveApi(JsonApi):
 
 
 class InstanceUpdateApi(JsonApi):
-    """PUT and PATCH alike leave out fields the body omits; an omitted api_key keeps the stored one."""
+    """PUT and PATCH alike leave out fields the body omits; an omitted api_key keeps the stored
+    one."""
 
     class InputSerializer(InstanceInputSerializer):
         class Meta(InstanceInputSerializer.Meta):
@@ -138,7 +139,8 @@ class InstanceUpdateApi(JsonApi):
         def validate_instance_id(self, value: str) -> str:
             if self.instance is not None and value != self.instance.instance_id:
                 raise serializers.ValidationError(
-                    "The instance_id cannot change: target-group files refer to it. Create a new instance instead."
+                    "The instance_id cannot change: target-group files refer to it. Create a new "
+                    "instance instead."
                 )
             return value
 
@@ -233,7 +235,8 @@ class TargetGroupCreateApi(JsonApi):
             raise ValidationError(
                 {
                     "name": [
-                        f"A target group named {name!r} already exists; update it, or import to replace it."
+                        f"A target group named {name!r} already exists; update it, or import to "
+                        "replace it."
                     ]
                 }
             )

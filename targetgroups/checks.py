@@ -18,9 +18,12 @@ def encryption_keys_from_the_environment(app_configs: Any = None, **kwargs: Any)
         return []
     return [
         Warning(
-            "GATEWAY_ENCRYPTION_KEYS is not set: upstream API keys are encrypted with a key generated into "
-            f"{settings.VAR_DIR / 'encryption_keys'}, which other hosts and containers do not have.",
-            hint="Set GATEWAY_ENCRYPTION_KEYS to the same Fernet key(s) on every process (docs/reliability.md).",
+            "GATEWAY_ENCRYPTION_KEYS is not set: upstream API keys are encrypted with a key "
+            "generated into "
+            f"{settings.VAR_DIR / 'encryption_keys'}, which other hosts and containers do not "
+            "have.",
+            hint="Set GATEWAY_ENCRYPTION_KEYS to the same Fernet key(s) on every process "
+            "(docs/reliability.md).",
             id="targetgroups.W001",
         )
     ]

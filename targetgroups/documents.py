@@ -116,7 +116,8 @@ class TargetGroupDocument(StrictMixin, JsonTypesMixin, serializers.Serializer):
                 problem["instance_id"] = ["This instance is listed twice."]
             elif kind and instance.workload_kind != kind:
                 problem["instance_id"] = [
-                    f"{instance.instance_id} is a {instance.workload_kind} instance; the group serves {kind}."
+                    f"{instance.instance_id} is a {instance.workload_kind} instance; the group "
+                    f"serves {kind}."
                 ]
             elif instance.base_url and (refused := base_url_problem(instance.base_url)):
                 # Saved before the egress policy, or under a laxer one: fix the instance first.

@@ -125,7 +125,10 @@ def host_problem(host: str, *, allow_private: bool) -> str | None:
 def base_url_problem(url: str, *, allow_private: bool) -> str | None:
     """Why this base URL is refused, or None. Checks the text only (no DNS lookup)."""
     if "?" in url or "#" in url:
-        return "A base URL cannot hold a query string or a fragment ('?' or '#'): the gateway appends the path to it."
+        return (
+            "A base URL cannot hold a query string or a fragment ('?' or '#'): the gateway "
+            "appends the path to it."
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises ValueError on a bad port

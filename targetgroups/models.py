@@ -512,7 +512,8 @@ class TargetGroupMember(models.Model):
         ):
             raise ValidationError(
                 {
-                    "instance": f"{self.instance.instance_id} is a {self.instance.workload_kind} instance; "
+                    "instance": f"{self.instance.instance_id} is a {self.instance.workload_kind} "
+                    "instance; "
                     f"this group serves {self.group.workload_kind}."
                 }
             )

@@ -84,7 +84,8 @@ def instance_save(
         ):
             raise DjangoValidationError(
                 {
-                    "workload_kind": "This instance is in use; remove it from its groups and routes first."
+                    "workload_kind": "This instance is in use; remove it from its groups and "
+                    "routes first."
                 }
             )
     instance.full_clean()
@@ -200,7 +201,8 @@ def target_group_member_add(
 
 def target_group_member_remove(*, member: TargetGroupMember) -> None:
     """Remove a member. A group may be empty, as in an imported document with `"members": []`:
-    a route pointing at an empty group has nothing to try and the attempt moves to the next route."""
+    a route pointing at an empty group has nothing to try and the attempt moves to the next
+    route."""
     member.delete()
 
 

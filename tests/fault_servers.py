@@ -80,7 +80,10 @@ class PostgresServer:
         return f"postgres://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c "
+            "full_page_writes=off"
+        )
         self._run(
             [
                 _pg_bin("pg_ctl"),

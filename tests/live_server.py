@@ -28,7 +28,10 @@ def database_url() -> str:
     db = settings.DATABASES["default"]
     user = db.get("USER") or "postgres"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    return (
+        f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}"
+        f":{db.get('PORT') or 5432}/{db['NAME']}"
+    )
 
 
 class LiveGateway:
@@ -102,7 +105,8 @@ class LiveGateway:
         raise AssertionError(f"gateway did not pick up config version {wanted}")
 
     def _sockets(self, match: Callable[[int, int, str], bool]) -> set[str]:
-        """The inodes ("socket:[n]") of the TCP sockets whose (local port, remote port, state) match."""
+        """The inodes ("socket:[n]") of the TCP sockets whose (local port, remote port, state)
+        match."""
         found = set()
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
             with contextlib.suppress(FileNotFoundError):

@@ -30,7 +30,8 @@ class Migration(migrations.Migration):
                         validators=[
                             django.core.validators.RegexValidator(
                                 "^[a-z0-9][a-z0-9_-]{0,62}$",
-                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a "
+                                "letter or digit.",
                                 code="invalid_slug",
                             )
                         ],
@@ -45,7 +46,8 @@ class Migration(migrations.Migration):
                         validators=[
                             django.core.validators.RegexValidator(
                                 "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
-                                "Use 1-128 letters, digits, '.', '_', ':', '/' or '-', starting with a letter or digit.",
+                                "Use 1-128 letters, digits, '.', '_', ':', '/' or '-', starting "
+                                "with a letter or digit.",
                                 code="invalid_serving_name",
                             )
                         ],
@@ -90,7 +92,8 @@ class Migration(migrations.Migration):
                     "classifier_timeout",
                     models.FloatField(
                         default=1.5,
-                        help_text="Seconds the router model may take before the default route is used.",
+                        help_text="Seconds the router model may take before the default route is "
+                        "used.",
                         validators=[
                             django.core.validators.MinValueValidator(0.01),
                             django.core.validators.MaxValueValidator(30),
@@ -137,7 +140,8 @@ class Migration(migrations.Migration):
                     "router_model",
                     models.ForeignKey(
                         blank=True,
-                        help_text="The chat instance that classifies prompts (intent_classifier mode).",
+                        help_text="The chat instance that classifies prompts (intent_classifier "
+                        "mode).",
                         limit_choices_to={"workload_kind": "chat"},
                         null=True,
                         on_delete=django.db.models.deletion.PROTECT,
@@ -166,7 +170,8 @@ class Migration(migrations.Migration):
                         validators=[
                             django.core.validators.RegexValidator(
                                 "^[a-z0-9][a-z0-9_-]{0,62}$",
-                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a "
+                                "letter or digit.",
                                 code="invalid_slug",
                             )
                         ],

@@ -27,7 +27,8 @@ class Migration(migrations.Migration):
                         validators=[
                             django.core.validators.RegexValidator(
                                 "^[a-z0-9][a-z0-9_-]{0,62}$",
-                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a "
+                                "letter or digit.",
                                 code="invalid_slug",
                             )
                         ],
@@ -69,7 +70,9 @@ class Migration(migrations.Migration):
                     "value",
                     models.CharField(
                         blank=True,
-                        help_text="The pattern (regex), the keywords (keywords, comma-separated), the value (metadata, user, tag, api_key) or the type (response_format, optional).",
+                        help_text="The pattern (regex), the keywords (keywords, comma-separated), "
+                        "the value (metadata, user, tag, api_key) or the type "
+                        "(response_format, optional).",
                         max_length=500,
                     ),
                 ),

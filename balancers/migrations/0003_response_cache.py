@@ -15,7 +15,8 @@ class Migration(migrations.Migration):
             name="baseline_route",
             field=models.CharField(
                 blank=True,
-                help_text="The route savings are measured against (everything sent there); empty: no such baseline.",
+                help_text="The route savings are measured against (everything sent there); empty: "
+                "no such baseline.",
                 max_length=63,
             ),
         ),
@@ -29,7 +30,8 @@ class Migration(migrations.Migration):
                     ("semantic", "Exact, then semantic"),
                 ],
                 default="off",
-                help_text="Answer repeated requests from the cache: off, exact match, or exact then semantic.",
+                help_text="Answer repeated requests from the cache: off, exact match, or exact "
+                "then semantic.",
                 max_length=20,
             ),
         ),
@@ -38,7 +40,8 @@ class Migration(migrations.Migration):
             name="cache_shared_across_keys",
             field=models.BooleanField(
                 default=False,
-                help_text="Serve one API key's cached answers to the others (off: each key has its own).",
+                help_text="Serve one API key's cached answers to the others (off: each key has "
+                "its own).",
             ),
         ),
         migrations.AddField(
@@ -46,7 +49,8 @@ class Migration(migrations.Migration):
             name="cache_similarity_threshold",
             field=models.FloatField(
                 default=0.95,
-                help_text="Semantic mode: the cosine similarity a prompt needs with a cached one to reuse its answer.",
+                help_text="Semantic mode: the cosine similarity a prompt needs with a cached one "
+                "to reuse its answer.",
                 validators=[
                     django.core.validators.MinValueValidator(0.5),
                     django.core.validators.MaxValueValidator(1),

@@ -13,7 +13,8 @@ class Migration(migrations.Migration):
             name="latency_threshold_ms",
             field=models.PositiveIntegerField(
                 blank=True,
-                help_text="Time to first byte after which the next target is tried; empty: no threshold.",
+                help_text="Time to first byte after which the next target is tried; empty: no "
+                "threshold.",
                 null=True,
                 validators=[
                     django.core.validators.MinValueValidator(10),
@@ -26,7 +27,8 @@ class Migration(migrations.Migration):
             name="hedge",
             field=models.BooleanField(
                 default=False,
-                help_text="Past the threshold, race the next target instead of cancelling this one: the first answer wins, the other is cancelled.",
+                help_text="Past the threshold, race the next target instead of cancelling this "
+                "one: the first answer wins, the other is cancelled.",
             ),
         ),
     ]

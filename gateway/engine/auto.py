@@ -219,7 +219,8 @@ class RankedInstance:
         return self.member.instance
 
     def terms(self) -> dict[str, float]:
-        """The score broken into its terms: weight x factor; the sum times availability is the score."""
+        """The score broken into its terms: weight x factor; the sum times availability is the
+        score."""
         w = self.weights
         return {
             "quality": w.quality * self.quality,

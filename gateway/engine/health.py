@@ -212,7 +212,8 @@ class HealthTracker:
             circuit.trial_started_at = None
 
     def record_success(self, pk: int, now: float, latency_s: float | None = None) -> None:
-        """The instance answered. ``latency_s`` is accepted for symmetry; LoadStats keeps latency."""
+        """The instance answered. ``latency_s`` is accepted for symmetry; LoadStats keeps
+        latency."""
         circuit = self._circuits.get(pk)
         if circuit is None:
             circuit = self._circuits[pk] = _Circuit(self.policy.window_size)

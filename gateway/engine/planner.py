@@ -51,7 +51,8 @@ bound). Every outcome method takes the attempt it is about; left out, it is the
 newest open one. A stream's verdict waits for its end (a stream that breaks,
 stalls or runs past the request timeout after its first byte is ``failed``,
 though it cannot fail over; a client that leaves is ``abandoned``), so the
-attempt stays open, and counted in flight, while it is relayed. ``next()`` with the last attempt still open counts it as
+attempt stays open, and counted in flight, while it is relayed. ``next()`` with the last attempt
+still open counts it as
 failed. The plan updates health and load; the caller only reports outcomes.
 """
 

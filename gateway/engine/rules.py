@@ -36,7 +36,8 @@ The rules, as DESIGN.md states them and this file applies them:
 
 How the gateway uses it::
 
-    facts = request_facts(payload, endpoint="chat", key_name=key.name, tags=header, kinds=rule_kinds(rules))
+    facts = request_facts(payload, endpoint="chat", key_name=key.name, tags=header,
+    kinds=rule_kinds(rules))
     verdict = first_match(balancer, facts)   # (rule, route) or None
     checks = explain_rules(balancer, facts)  # every rule's outcome, for /v1/explain
 """
@@ -220,7 +221,8 @@ def _route_of(balancer: BalancerSpec, rule: RuleSpec) -> RouteSpec | None:
 
 
 def first_match(balancer: BalancerSpec, facts: RequestFacts) -> tuple[RuleSpec, RouteSpec] | None:
-    """The first enabled rule that matches and whose route is enabled, with that route (rules 2, 3)."""
+    """The first enabled rule that matches and whose route is enabled, with that route (rules 2,
+    3)."""
     for rule in balancer.rules:
         if not rule.enabled:
             continue

@@ -101,7 +101,8 @@ class LoadStats:
         self._latency: dict[int, float] = {}
         self._samples: dict[int, int] = {}
         self._in_flight: dict[int, int] = {}
-        # Tokens served per instance: (monotonic time, tokens), oldest first, THROUGHPUT_WINDOW long.
+        # Tokens served per instance: (monotonic time, tokens), oldest first, THROUGHPUT_WINDOW
+        # long.
         self._served: dict[int, collections.deque[tuple[float, int]]] = {}
         # Reserved instances found full elsewhere (every worker's requests fill them), until when.
         self._full: dict[int, float] = {}

@@ -161,7 +161,8 @@ class BalancerSpec:
 class Snapshot:
     version: int
     balancers: MappingProxyType[str, BalancerSpec]  # by serving name
-    # The implicit auto balancers of the goal names (auto, auto-cheap...), by (workload kind, goal name);
+    # The implicit auto balancers of the goal names (auto, auto-cheap...), by (workload kind, goal
+    # name);
     # pk 0, one route "auto" over every enabled instance of the kind.
     goals: MappingProxyType[tuple[str, str], BalancerSpec] = field(
         default_factory=lambda: MappingProxyType({})

@@ -136,14 +136,16 @@ def _log_record(record: UsageRecord, trace_id: str) -> logging.LogRecord:
         values["trace_id"] = trace_id
     if settings.GATEWAY_LOG_FORMAT == "json":
         # The fields as the message (python-json-logger merges a dict message into the object):
-        # a third of the cost of passing them as `extra`, which it picks out of the record's attributes.
+        # a third of the cost of passing them as `extra`, which it picks out of the record's
+        # attributes.
         return logger.makeRecord(
             logger.name, logging.INFO, __file__, 0, {"message": "request", **values}, (), None
         )
     text = (
         "%(endpoint)s %(status)s balancer=%(balancer)s route=%(route)s instance=%(instance)s "
         "attempts=%(attempts)s latency_ms=%(latency_ms)s ttfb_ms=%(ttfb_ms)s "
-        "tokens=%(prompt_tokens)s/%(completion_tokens)s cost_usd=%(cost_usd)s decision=%(decision)s "
+        "tokens=%(prompt_tokens)s/%(completion_tokens)s cost_usd=%(cost_usd)s "
+        "decision=%(decision)s "
         "error=%(error)s request_id=%(request_id)s"
     ) % {k: ("-" if v == "" else v) for k, v in values.items()}
     if "prompt" in values:

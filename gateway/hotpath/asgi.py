@@ -101,7 +101,8 @@ class GatewayASGIHandler(ASGIHandler):
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith(
             "application/json"
         ):
-            # Django's own answers (an HTML 404 or 500) never reach a /v1 client: same status, OpenAI shape.
+            # Django's own answers (an HTML 404 or 500) never reach a /v1 client: same status,
+            # OpenAI shape.
             response = errors.GatewayError(
                 response.status_code,
                 f"{response.reason_phrase}.",
@@ -239,7 +240,8 @@ class GatewayASGIHandler(ASGIHandler):
         started: float,
         created_at: Any,
     ) -> None:
-        """Answer before a request object exists (413, unreadable request), record it, close the connection."""
+        """Answer before a request object exists (413, unreadable request), record it, close the
+        connection."""
         headers = _meta_headers(scope)
         request_id = outcomes.request_id_for(headers.get("HTTP_X_REQUEST_ID", ""))
         if outcomes.is_recorded_path(scope["path"]):
@@ -292,7 +294,8 @@ def _meta_headers(scope: dict[str, Any]) -> dict[str, str]:
 def _record_unless_proxied(
     request: Any, status: int, error_code: str, started: float, created_at: Any
 ) -> None:
-    """A usage event for this answer, unless gateway.hotpath.proxy records (or has recorded) one itself."""
+    """A usage event for this answer, unless gateway.hotpath.proxy records (or has recorded) one
+    itself."""
     client_request = getattr(request, "client_request", None)
     if (client_request is not None and client_request.recorded) or not outcomes.is_recorded_path(
         request.path

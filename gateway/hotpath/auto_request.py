@@ -61,13 +61,15 @@ def goal_balancer(config: GatewayConfig, model: str, endpoint: str | None) -> Ba
 def routing_options(
     balancer: BalancerSpec, key: KeySpec, payload: dict[str, Any]
 ) -> tuple[dict[str, Any], AutoRequest | None]:
-    """The payload without the gateway's own fields, and what the request asks of auto (None: not auto)."""
+    """The payload without the gateway's own fields, and what the request asks of auto (None: not
+    auto)."""
     has_config, has_list = ROUTING_CONFIG in payload, FALLBACK_LIST in payload
     if balancer.routing_mode != "auto":
         if has_config or has_list:
             field = ROUTING_CONFIG if has_config else FALLBACK_LIST
             raise errors.bad_request(
-                f"'{field}' applies to auto serving names (auto, auto-cheap, ...) and balancers in auto mode; "
+                f"'{field}' applies to auto serving names (auto, auto-cheap, ...) and balancers "
+                "in auto mode; "
                 f"{balancer.serving_name!r} routes in {balancer.routing_mode} mode.",
                 param=field,
                 code="routing_config_not_applicable",
@@ -144,7 +146,8 @@ def _listed(
             known = ", ".join(sorted(names)[:20]) or "none"
             shown = str(name)[:80]
             raise errors.bad_request(
-                f"{shown!r} in '{field}' is not a model this key may use through {balancer.serving_name!r} "
+                f"{shown!r} in '{field}' is not a model this key may use through "
+                f"{balancer.serving_name!r} "
                 f"(a model name or instance id); it may use: {known}.",
                 param=f"{field}[{index}]",
                 code="model_not_allowed",
@@ -154,7 +157,8 @@ def _listed(
 
 
 def _names(balancer: BalancerSpec, allowed: frozenset[int] | None) -> dict[str, frozenset[int]]:
-    """Every name a request may list (model names and instance ids) and the instance pks it stands for."""
+    """Every name a request may list (model names and instance ids) and the instance pks it stands
+    for."""
     found: dict[str, set[int]] = {}
     for route in balancer.routes:
         if not route.enabled or not route.group.enabled:
@@ -180,8 +184,10 @@ def empty_pool_error(balancer: BalancerSpec, ranking: AutoRanking) -> errors.Gat
         s.reason.startswith("not zero-priced") for s in ranking.skipped
     ):
         return errors.bad_request(
-            "No zero-priced model is enabled for this key: auto-free routes only to instances whose input "
-            "and output prices are both 0. Use another goal (auto, auto-cheap...) or set an instance's prices to 0.",
+            "No zero-priced model is enabled for this key: auto-free routes only to instances "
+            "whose input "
+            "and output prices are both 0. Use another goal (auto, auto-cheap...) or set an "
+            "instance's prices to 0.",
             param="model",
             code="no_free_model",
         )
@@ -194,7 +200,8 @@ def empty_pool_error(balancer: BalancerSpec, ranking: AutoRanking) -> errors.Gat
             code="no_model_available",
         )
     return errors.bad_request(
-        f"No enabled {balancer.workload_kind} model is available to this key through {balancer.serving_name!r}.",
+        f"No enabled {balancer.workload_kind} model is available to this key through "
+        f"{balancer.serving_name!r}.",
         param="model",
         code="no_model_available",
     )
@@ -250,7 +257,8 @@ def no_capable_target_error(
 def explain_auto(
     balancer: BalancerSpec, auto: AutoRequest | None, unfit: Mapping[int, str] | None = None
 ) -> dict[str, Any]:
-    """The ranking a request would get now, as /v1/explain and the playground show it: each candidate's
+    """The ranking a request would get now, as /v1/explain and the playground show it: each
+    candidate's
     score broken into its terms and live latency, each skipped instance with the reason."""
     if auto is None:
         auto = AutoRequest(preference=balancer.auto_preference, free_only=balancer.auto_free_only)

@@ -106,7 +106,8 @@ async def spent(budgets: tuple[BudgetSpec, ...], now: datetime) -> list[int]:
 async def check(
     config: GatewayConfig, *, key_pk: int, team_pk: int | None, balancer_pk: int, now: datetime
 ) -> BudgetVerdict:
-    """The verdict on one request (gateway.engine.budgets rules 1 to 3); refused ones raise a 429."""
+    """The verdict on one request (gateway.engine.budgets rules 1 to 3); refused ones raise a
+    429."""
     if not config.budgets:
         return NO_BUDGET
     budgets = applicable(

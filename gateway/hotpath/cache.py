@@ -25,7 +25,8 @@ threshold and whether API keys share answers. The rules:
   read last in an LRU bounded by entries and bytes (GATEWAY_CACHE_LOCAL_ENTRIES,
   GATEWAY_CACHE_LOCAL_BYTES), under the same key (so the same balancer and scope), each
   until its Redis key expires: the stored answer's head line says when (wall clock,
-  written with it), so a read from Redis is still one GET. A hot answer is served without a Redis call at
+  written with it), so a read from Redis is still one GET. A hot answer is served without a Redis
+  call at
   all, so a saturated worker keeps hitting. Without Redis (embedded mode) it is the
   only store.
 - **Semantic mode.** After an exact miss on a chat request, the prompt (every
@@ -244,7 +245,8 @@ _warned: list[bool] = []
 
 
 def warm_up() -> None:
-    """Load the embeddings with the snapshot (in its thread), not on a semantic balancer's first request."""
+    """Load the embeddings with the snapshot (in its thread), not on a semantic balancer's first
+    request."""
     from gateway.router_models.local import RouterModelUnavailable, default_embedder
 
     try:
@@ -489,7 +491,8 @@ def store_later(lookup: Lookup, entry: Entry) -> None:
 
 
 class StreamCapture:
-    """A relayed stream's chunks assembled into one `chat.completion` body, while it fits the bound."""
+    """A relayed stream's chunks assembled into one `chat.completion` body, while it fits the
+    bound."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -616,7 +619,8 @@ def capture_for(lookup: Lookup | None, stream: bool) -> StreamCapture | None:
 def hit_response(
     lookup: Lookup, req: ClientRequest, balancer: BalancerSpec
 ) -> HttpResponse | StreamingHttpResponse:
-    """The cached answer, recorded as a usage event at zero cost with the avoided cost as savings."""
+    """The cached answer, recorded as a usage event at zero cost with the avoided cost as
+    savings."""
     entry = lookup.entry
     assert entry is not None
     stream = req.endpoint == "chat" and req.payload.get("stream") is True
@@ -675,7 +679,8 @@ def hit_response(
 
 
 def replay_events(body: bytes, *, include_usage: bool) -> list[bytes]:
-    """A cached `chat.completion` as the SSE events of a stream: role, content in pieces, tool calls,
+    """A cached `chat.completion` as the SSE events of a stream: role, content in pieces, tool
+    calls,
     finish reason per choice; the usage chunk if asked; `[DONE]`."""
     answer = orjson.loads(body)
     head = {

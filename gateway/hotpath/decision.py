@@ -1,4 +1,5 @@
-"""Deciding the first route of a request: override, content rules, classifier, or the balancer's mode.
+"""Deciding the first route of a request: override, content rules, classifier, or the balancer's
+mode.
 
 An explicit override (X-Balancer-Route) wins; then the balancer's content rules
 (gateway.engine.rules: the first enabled rule that matches, reason `rule:<name>`);
@@ -149,7 +150,8 @@ def local_classifier(balancer: BalancerSpec, version: int, *, share: bool = Fals
 
 
 def fit_local_routers(balancers: Iterable[BalancerSpec], version: int) -> None:
-    """Fit the built-in router of every intent balancer now, at snapshot build (off the request path).
+    """Fit the built-in router of every intent balancer now, at snapshot build (off the request
+    path).
 
     Models of older snapshots than the previous one are dropped (a fitted model
     holds about 0.8 MB for 10 routes), so a worker keeps at most two generations.

@@ -5,7 +5,8 @@ routed by gateway.hotpath.proxy exactly like one — same balancer, decision,
 failover, usage event (recorded with endpoint `messages`) and cost — and its
 answer translated back — except on an Anthropic instance, which gets the
 client's own body and whose own answer goes back untranslated (upstream.anthropic
-.Native; the proxy still reads its translation for usage and health). The key comes as `x-api-key` (what the Anthropic SDKs
+.Native; the proxy still reads its translation for usage and health). The key comes as `x-api-key`
+(what the Anthropic SDKs
 send) or `Authorization: Bearer`; `anthropic-version` is accepted whatever its
 value and not required (the translation is the 2023-06-01 wire format). On a
 pass-through to an Anthropic instance the client's `anthropic-*` headers

@@ -206,7 +206,8 @@ def _tool_choice(choice: Any) -> Any:
 
 
 def to_chat(body: Any) -> dict[str, Any]:
-    """A Messages API request body as a chat-completions body (InvalidMessages when it is not one)."""
+    """A Messages API request body as a chat-completions body (InvalidMessages when it is not
+    one)."""
     if not isinstance(body, dict):
         raise InvalidMessages("The request body must be a JSON object.")
     model = body.get("model")

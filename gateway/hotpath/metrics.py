@@ -194,7 +194,8 @@ def _observe(metric: Any, labels: tuple[str, ...], value: float) -> None:
 
 
 def flush() -> None:
-    """Write the waiting counts to the metric values (prometheus-client's files in multiprocess mode)."""
+    """Write the waiting counts to the metric values (prometheus-client's files in multiprocess
+    mode)."""
     global _counts, _histograms
     with _lock:
         counts, histograms = _counts, _histograms
@@ -203,7 +204,8 @@ def flush() -> None:
         metric.labels(*labels).inc(amount)
     for (metric, labels), slots in histograms.items():
         child = metric.labels(*labels)
-        # Histogram.observe() adds one value; this adds many at once to the same bucket and sum values.
+        # Histogram.observe() adds one value; this adds many at once to the same bucket and sum
+        # values.
         for i, n in enumerate(slots[:-1]):
             if n:
                 child._buckets[i].inc(n)

@@ -49,7 +49,8 @@ def is_recorded_path(path: str) -> bool:
 
 def request_id_for(given: str) -> str:
     """The client's X-Request-Id when it is a sane one, else a new id."""
-    # Request ids need to be unique, not unguessable: the PRNG avoids a getrandom() syscall per request.
+    # Request ids need to be unique, not unguessable: the PRNG avoids a getrandom() syscall per
+    # request.
     return given if given and _REQUEST_ID.match(given) else f"{random.getrandbits(128):032x}"
 
 

@@ -75,7 +75,8 @@ class ClientRequest:
     # The door the client called when it is not `endpoint` itself (messages: a translated Messages
     # API request routed as chat); the usage event records it.
     usage_endpoint: str = ""
-    native: Any = None  # the client's own body for instances that speak its wire format (upstream.anthropic.Native)
+    # the client's own body for instances that speak its wire format (upstream.anthropic.Native)
+    native: Any = None
     cache_control: str = (
         ""  # the request's Cache-Control header (no-cache / no-store bypass the response cache)
     )
@@ -117,8 +118,10 @@ def check_route_override(key: KeySpec, override: str | None) -> str | None:
     if override and not key.allow_route_override:
         raise errors.GatewayError(
             403,
-            "This API key may not choose a route: the X-Balancer-Route header needs a key allowed to "
-            "override routing. Send the request without it, or ask an operator to allow route override "
+            "This API key may not choose a route: the X-Balancer-Route header needs a key allowed "
+            "to "
+            "override routing. Send the request without it, or ask an operator to allow route "
+            "override "
             "on this key.",
             type="permission_error",
             code="route_override_not_allowed",
@@ -172,7 +175,8 @@ def find_balancer(
         raise errors.forbidden(f"This API key may not use {model!r}.")
     if endpoint is not None and balancer.workload_kind != endpoint:
         raise errors.bad_request(
-            f"{model!r} is a {balancer.workload_kind} balancer; call {ENDPOINT_FOR_KIND[balancer.workload_kind]} instead.",
+            f"{model!r} is a {balancer.workload_kind} balancer; call "
+            f"{ENDPOINT_FOR_KIND[balancer.workload_kind]} instead.",
             param="model",
             code="wrong_workload_kind",
         )
@@ -355,7 +359,8 @@ class _Ledger:
         )
 
     def logged_prompt(self) -> str:
-        """What a balancer that keeps prompts keeps: the text the router reads (the last user message;
+        """What a balancer that keeps prompts keeps: the text the router reads (the last user
+        message;
         an embeddings request's input), at most MAX_PROMPT_CHARS, without NULs (PostgreSQL text)."""
         payload = self.req.payload
         if self.req.endpoint == "chat":
@@ -586,7 +591,8 @@ async def proxy(req: ClientRequest, config: GatewayConfig) -> HttpResponse | Str
     ledger.record(status=status, attempt=None, error_type=error_type)
     tried = (
         "; ".join(
-            f"{a['instance']} ({a['route']}): {a['outcome']}{' ' + str(a['status']) if a['status'] else ''}"
+            f"{a['instance']} ({a['route']}): "
+            f"{a['outcome']}{' ' + str(a['status']) if a['status'] else ''}"
             for a in ledger.attempt_log
             if a["outcome"] != SKIPPED
         )
@@ -633,7 +639,8 @@ MAX_SKIPPED_HEADER = 1000
 _CONTEXT_CODES = frozenset({"context_length_exceeded"})
 _CONTEXT_MESSAGE = re.compile(
     r"context[ _-]?length|context window|maximum context|prompt is too long|input is too long"
-    r"|too many (?:input )?tokens|input token count.*exceeds|exceeds the maximum (?:number of )?tokens",
+    r"|too many (?:input )?tokens|input token count.*exceeds|exceeds the maximum (?:number of "
+    r")?tokens",
     re.IGNORECASE,
 )
 
@@ -1011,7 +1018,8 @@ def _stream_response(
     end: float,
     lookup: cache.Lookup | None = None,
 ) -> StreamingHttpResponse:
-    """Relay the stream; it ends at `end` (the request's deadline) whatever the upstream still sends.
+    """Relay the stream; it ends at `end` (the request's deadline) whatever the upstream still
+    sends.
 
     After the first byte nothing can fail over, but the outcome still counts for the instance's
     health: a normal end is a success, a break, a stall (no event within the instance's
@@ -1197,7 +1205,8 @@ def _stream_response(
 
 
 _STREAM_ERRORS = {
-    "request_timeout": "The request ran past the balancer's request_timeout ({timeout:g}s); the stream was cut.",
+    "request_timeout": "The request ran past the balancer's request_timeout ({timeout:g}s); the "
+    "stream was cut.",
     "stall_timeout": "The upstream sent nothing for {idle:g}s; the stream was cut.",
 }
 _background: set[asyncio.Task[None]] = set()

@@ -100,7 +100,8 @@ class Readiness:
             self._pending = asyncio.get_running_loop().create_task(
                 self._check_and_keep(), name="readyz-check"
             )
-        # Shared by every caller meanwhile; a caller that goes away does not cancel it for the others.
+        # Shared by every caller meanwhile; a caller that goes away does not cancel it for the
+        # others.
         return await asyncio.shield(self._pending)
 
     async def _check_and_keep(self) -> Verdict:
@@ -153,7 +154,8 @@ class Readiness:
         return future
 
     def _snapshot_load_task(self) -> asyncio.Task[Any] | None:
-        """None when the snapshot is loaded; else the background load, started if none is running."""
+        """None when the snapshot is loaded; else the background load, started if none is
+        running."""
         if holder.peek() is not None:
             return None
         load = self._snapshot_load
@@ -199,7 +201,8 @@ def _describe(exc: BaseException) -> str:
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a dropped waiter's outcome as seen (no "exception was never retrieved" at collection)."""
+    """Mark a dropped waiter's outcome as seen (no "exception was never retrieved" at
+    collection)."""
     if future.done() and not future.cancelled():
         future.exception()
 

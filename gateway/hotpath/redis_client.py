@@ -100,7 +100,8 @@ class RedisBreaker:
         return self.down_since is not None
 
     def allow(self) -> bool:
-        """May this caller use Redis now? When True and the breaker is open, the caller is the trial."""
+        """May this caller use Redis now? When True and the breaker is open, the caller is the
+        trial."""
         if self.down_since is None:
             return True
         with self._lock:
@@ -277,7 +278,8 @@ async def call_capacity(command: Callable[[Any], Awaitable[T]]) -> T:
 
 
 async def call_cache(command: Callable[[Any], Awaitable[T]]) -> T:
-    """call_async() for the response cache: its own breaker, and the loop's lag on top of the bound."""
+    """call_async() for the response cache: its own breaker, and the loop's lag on top of the
+    bound."""
     return await _call(
         command,
         cache_breaker(),

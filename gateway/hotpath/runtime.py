@@ -45,7 +45,8 @@ _UNKNOWN = HealthView(HEALTHY, None, 0, None, 0)
 _pending: dict[int, dict[str, float | int | str | None]] = {}
 _resets_seen: dict[int, float] = {}
 
-# Shared between threads, under _board_lock: states posted for the owner, and the copy the pages read.
+# Shared between threads, under _board_lock: states posted for the owner, and the copy the pages
+# read.
 _board_lock = threading.Lock()
 _inbox: dict[int, dict[str, Any]] = {}
 published: Mapping[int, HealthView] = MappingProxyType({})
@@ -110,7 +111,8 @@ def _apply_inbox() -> None:
 
 
 def _apply_reset(pk: int, reset_at: float) -> None:
-    """Owner only. An operator's reset ends the circuit, unless it failed again since (a stale reset)."""
+    """Owner only. An operator's reset ends the circuit, unless it failed again since (a stale
+    reset)."""
     if reset_at <= _resets_seen.get(pk, 0.0):
         return
     _resets_seen[pk] = reset_at

@@ -40,7 +40,8 @@ FRAGMENT_CHARS = 8
 
 # A credential after a scheme or a key-ish name, whatever its value: "Bearer x", "api-key: x".
 _MARKED = re.compile(
-    r"(?i)(\b(?:bearer|basic)\s+|\b(?:x-)?api[-_ ]?key[\"']?\s*[:=]\s*[\"']?)(?!\[redacted\])[^\s\"',;}\]\\]+"
+    r"(?i)(\b(?:bearer|basic)\s+|\b(?:x-)?api[-_ "
+    r"]?key[\"']?\s*[:=]\s*[\"']?)(?!\[redacted\])[^\s\"',;}\]\\]+"
 )
 
 
@@ -118,7 +119,8 @@ class Scrubber:
         return bool(self.secrets)
 
     def text(self, text: str) -> str:
-        """A message made safe to show or store: secrets whole or in part, and marked credentials."""
+        """A message made safe to show or store: secrets whole or in part, and marked
+        credentials."""
         if not text:
             return text
         text = _MARKED.sub(lambda m: m.group(1) + REDACTED, text)

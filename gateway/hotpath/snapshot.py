@@ -76,7 +76,8 @@ class KeySpec:
 
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
-    """A provider credential, compiled: what a direct-model call (gateway/hotpath/direct.py) needs."""
+    """A provider credential, compiled: what a direct-model call (gateway/hotpath/direct.py)
+    needs."""
 
     provider: str  # a targetgroups.providers.PROVIDERS code
     base_url: str  # the credential's, else the provider's default; no trailing slash
@@ -150,7 +151,8 @@ def instance_spec(instance: Instance) -> InstanceSpec:
 
 
 def rule_spec(rule: ContentRule, route_name: str) -> RuleSpec | None:
-    """A content rule compiled (RE2 for patterns: see balancers.rule_syntax); None when it cannot be.
+    """A content rule compiled (RE2 for patterns: see balancers.rule_syntax); None when it cannot
+    be.
 
     Every entry point refuses a rule that does not compile; one that slipped past them (a
     database edit, a newer RE2 refusing an old pattern) is logged and left out, so it never

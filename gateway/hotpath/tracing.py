@@ -99,7 +99,8 @@ def use(provider: Any) -> None:
 
 
 def start_request(headers: dict[str, str]) -> Any:
-    """The request's span, child of the caller's traceparent (when it sent one); current from now."""
+    """The request's span, child of the caller's traceparent (when it sent one); current from
+    now."""
     from opentelemetry.trace import SpanKind
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 

@@ -80,8 +80,10 @@ class UsageRecord:
 
     @property
     def balancer_label(self) -> str:
-        """The serving name for logs, metrics and traces: a balancer's, or a goal name's (auto, auto-cheap...,
-        a bounded set with no balancer row); "" for a request that named nothing known (unbounded)."""
+        """The serving name for logs, metrics and traces: a balancer's, or a goal name's (auto,
+        auto-cheap...,
+        a bounded set with no balancer row); "" for a request that named nothing known
+        (unbounded)."""
         if self.balancer_id is not None or self.serving_name in GOALS:
             return self.serving_name
         return ""
@@ -152,7 +154,8 @@ class UsageRecorder:
         connections.close_all()
 
     def flush(self) -> int | None:
-        """Write everything buffered; None when the database failed (what is unwritten stays buffered)."""
+        """Write everything buffered; None when the database failed (what is unwritten stays
+        buffered)."""
         total = 0
         while True:
             with self._lock:
@@ -258,11 +261,13 @@ class _Unwritten(Exception):
 
 
 def refused_for_values(exc: BaseException) -> bool:
-    """The statement failed for the values in it, not for the database: the same rows would fail again."""
+    """The statement failed for the values in it, not for the database: the same rows would fail
+    again."""
     if connection_lost(exc):
         return False
     if isinstance(exc, DataError | IntegrityError | psycopg.DataError | psycopg.IntegrityError):
-        return True  # out of range, a check constraint, too long, bad text (SQLSTATE classes 22 and 23)
+        # out of range, a check constraint, too long, bad text (SQLSTATE classes 22 and 23)
+        return True
     if isinstance(exc, psycopg.Error):
         return exc.sqlstate is None  # raised by psycopg itself while adapting a value
     return isinstance(

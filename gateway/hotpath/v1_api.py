@@ -107,13 +107,15 @@ def read_json(request: HttpRequest) -> Any:
 
 
 def request_id(request: HttpRequest) -> str:
-    # The edge (gateway.hotpath.asgi) picks it once per request, so every answer and event carries the same one.
+    # The edge (gateway.hotpath.asgi) picks it once per request, so every answer and event carries
+    # the same one.
     given = getattr(request, "gateway_request_id", None)
     return given or outcomes.request_id_for(request.META.get("HTTP_X_REQUEST_ID", ""))
 
 
 def route_override(request: HttpRequest, key: KeySpec) -> str | None:
-    """The X-Balancer-Route header, if this key may send one (403 otherwise; proxy() checks it too)."""
+    """The X-Balancer-Route header, if this key may send one (403 otherwise; proxy() checks it
+    too)."""
     return check_route_override(key, request.META.get("HTTP_X_BALANCER_ROUTE") or None)
 
 
@@ -181,13 +183,15 @@ class GatewayApiView(APIView):
         self.headers = self.default_response_headers
         method = (request.method or "").lower()
         try:
-            # The method first, before any key: a wrong one is the same mistake with or without a key.
+            # The method first, before any key: a wrong one is the same mistake with or without a
+            # key.
             if method == "options":
                 response = HttpResponse(status=204, headers={"Allow": self.allow_header()})
             elif method not in self.http_method_names or not hasattr(self, method):
                 raise errors.GatewayError(
                     405,
-                    f"{request.method} is not allowed on {request.path}; allowed: {self.allow_header()}.",
+                    f"{request.method} is not allowed on {request.path}; allowed: "
+                    f"{self.allow_header()}.",
                     code="method_not_allowed",
                     headers={"Allow": self.allow_header()},
                 )
@@ -302,7 +306,8 @@ class ModelListApi(GatewayApiView):
             for name, b in config.routing.balancers.items()
             if b.enabled and (key.allowed is None or name in key.allowed)
         }
-        # The goal names (auto, auto-cheap...) of chat this key reaches at least one instance through,
+        # The goal names (auto, auto-cheap...) of chat this key reaches at least one instance
+        # through,
         # unless an operator's balancer has the name.
         for (kind, goal), balancer in config.routing.goals.items():
             if kind == "chat" and goal not in config.routing.balancers and _reaches(balancer, key):
@@ -358,8 +363,10 @@ def as_chat(api: str | None, body: Any) -> Any:
 
 
 class ExplainApi(GatewayApiView):
-    """Which route a chat request would take, and why, without calling any upstream but the router model.
-    `?api=messages|responses|completions` explains a body of that door, routed as the chat request it becomes."""
+    """Which route a chat request would take, and why, without calling any upstream but the router
+    model.
+    `?api=messages|responses|completions` explains a body of that door, routed as the chat request
+    it becomes."""
 
     async def post(self, request: Any) -> HttpResponse:
         config = self.config(request)
@@ -490,7 +497,8 @@ async def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResp
     """Any other path under /v1: a 404 in the OpenAI shape, naming what exists."""
     return errors.GatewayError(
         404,
-        f"Unknown endpoint {request.method} {request.path[:200]}. This gateway serves: {', '.join(ENDPOINTS)}.",
+        f"Unknown endpoint {request.method} {request.path[:200]}. This gateway serves: "
+        f"{', '.join(ENDPOINTS)}.",
         code="unknown_endpoint",
     ).response()
 
@@ -504,13 +512,15 @@ async def healthz(request: HttpRequest) -> HttpResponse:
             "config_version": config.version if config else None,
             "usage_pending": recorder.pending,
             "usage_dropped": recorder.dropped,
-            "usage_set_aside": recorder.set_aside,  # refused by the database: see the usage dead letters
+            # refused by the database: see the usage dead letters
+            "usage_set_aside": recorder.set_aside,
         }
     )
 
 
 async def readyz(request: HttpRequest) -> HttpResponse:
-    """Readiness for load balancers (gateway/hotpath/readiness.py): 200 when this worker can serve, else 503."""
+    """Readiness for load balancers (gateway/hotpath/readiness.py): 200 when this worker can serve,
+    else 503."""
     verdict = await readiness.verdict()
     if verdict.ready:
         return JsonResponse(

@@ -25,7 +25,8 @@ class Migration(migrations.Migration):
                     "pruned_before",
                     models.DateTimeField(
                         blank=True,
-                        help_text="Raw events before this hour were deleted; their rollups are kept.",
+                        help_text="Raw events before this hour were deleted; their rollups are "
+                        "kept.",
                         null=True,
                     ),
                 ),

@@ -14,7 +14,8 @@ class Migration(migrations.Migration):
             name="allow_route_override",
             field=models.BooleanField(
                 default=False,
-                help_text="Requests with this key may force an enabled route with the X-Balancer-Route header.",
+                help_text="Requests with this key may force an enabled route with the "
+                "X-Balancer-Route header.",
                 verbose_name="may choose the route",
             ),
         ),

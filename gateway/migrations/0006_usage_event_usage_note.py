@@ -14,7 +14,8 @@ class Migration(migrations.Migration):
             name="usage_note",
             field=models.CharField(
                 blank=True,
-                help_text="Why an upstream-reported token count was dropped for the gateway's estimate.",
+                help_text="Why an upstream-reported token count was dropped for the gateway's "
+                "estimate.",
                 max_length=200,
             ),
         ),

@@ -20,7 +20,8 @@ class Migration(migrations.Migration):
                 (
                     "conversation",
                     models.JSONField(
-                        help_text="The turns up to and including this answer, as chat messages (without the instructions)."
+                        help_text="The turns up to and including this answer, as chat messages "
+                        "(without the instructions)."
                     ),
                 ),
                 (

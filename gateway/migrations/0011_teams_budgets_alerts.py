@@ -41,7 +41,8 @@ class Migration(migrations.Migration):
                 validators=[
                     django.core.validators.RegexValidator(
                         "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$",
-                        "A use case is 1 to 63 letters, digits, '_', '.', ':' or '-', starting with a letter or digit.",
+                        "A use case is 1 to 63 letters, digits, '_', '.', ':' or '-', starting "
+                        "with a letter or digit.",
                     )
                 ],
             ),
@@ -226,7 +227,8 @@ class Migration(migrations.Migration):
                     "threshold",
                     models.DecimalField(
                         decimal_places=10,
-                        help_text="The budget's warning level or limit, or the anomaly's upper bound.",
+                        help_text="The budget's warning level or limit, or the anomaly's upper "
+                        "bound.",
                         max_digits=20,
                     ),
                 ),

@@ -18,7 +18,8 @@ class Migration(migrations.Migration):
             name="prompt_text",
             field=models.TextField(
                 blank=True,
-                help_text="The last user message, kept only when the balancer keeps prompts (Balancer.log_prompts).",
+                help_text="The last user message, kept only when the balancer keeps prompts "
+                "(Balancer.log_prompts).",
             ),
         ),
         migrations.CreateModel(

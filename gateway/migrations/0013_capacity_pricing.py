@@ -14,7 +14,8 @@ class Migration(migrations.Migration):
             name="decided_route",
             field=models.CharField(
                 blank=True,
-                help_text="The route the routing decision named, before any failover (route: the one that answered).",
+                help_text="The route the routing decision named, before any failover (route: the "
+                "one that answered).",
                 max_length=63,
             ),
         ),
@@ -23,7 +24,8 @@ class Migration(migrations.Migration):
             name="spilled",
             field=models.BooleanField(
                 default=False,
-                help_text="Capacity first: served by a token-billed member because the reserved capacity was saturated.",
+                help_text="Capacity first: served by a token-billed member because the reserved "
+                "capacity was saturated.",
             ),
         ),
         migrations.CreateModel(
@@ -64,7 +66,8 @@ class Migration(migrations.Migration):
                     "busy_seconds",
                     models.FloatField(
                         default=0,
-                        help_text="The served requests' latencies summed: their concurrency x 3600.",
+                        help_text="The served requests' latencies summed: their concurrency x "
+                        "3600.",
                     ),
                 ),
                 (
@@ -72,7 +75,8 @@ class Migration(migrations.Migration):
                     models.DecimalField(
                         decimal_places=10,
                         default=0,
-                        help_text="The part of the price written on the hour's usage events (all of it, or 0 when idle).",
+                        help_text="The part of the price written on the hour's usage events (all "
+                        "of it, or 0 when idle).",
                         max_digits=16,
                     ),
                 ),
@@ -80,7 +84,8 @@ class Migration(migrations.Migration):
                     "event_mark",
                     models.BigIntegerField(
                         default=0,
-                        help_text="The highest usage event id when the hour was spread (late events re-spread it).",
+                        help_text="The highest usage event id when the hour was spread (late "
+                        "events re-spread it).",
                     ),
                 ),
             ],

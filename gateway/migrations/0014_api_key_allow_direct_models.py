@@ -12,7 +12,8 @@ class Migration(migrations.Migration):
             name="allow_direct_models",
             field=models.BooleanField(
                 default=False,
-                help_text="Requests with this key may name any model of a provider with a stored credential "
+                help_text="Requests with this key may name any model of a provider with a stored "
+                "credential "
                 '(model="claude-sonnet-4-5", "groq/llama-3.3-70b-versatile"), not only balancers.',
                 verbose_name="may call models by name",
             ),

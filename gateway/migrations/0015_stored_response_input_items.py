@@ -13,7 +13,8 @@ class Migration(migrations.Migration):
             field=models.JSONField(
                 blank=True,
                 default=list,
-                help_text="The request's own input, as GET /v1/responses/{id}/input_items lists it.",
+                help_text="The request's own input, as GET /v1/responses/{id}/input_items lists "
+                "it.",
             ),
         ),
     ]

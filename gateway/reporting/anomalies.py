@@ -108,7 +108,8 @@ def detect_anomalies(
                 label = f"{scope} {names.get(pk, f'#{pk} (deleted)')}"
                 message = (
                     f"Cost anomaly: {label} had {_describe(metric, result.value)} in the hour from "
-                    f"{hour:%Y-%m-%d %H:00} UTC, above its usual {_describe(metric, result.median)} "
+                    f"{hour:%Y-%m-%d %H:00} UTC, above its usual "
+                    f"{_describe(metric, result.median)} "
                     f"(median of its baseline; anomaly above {_describe(metric, result.upper)})."
                 )
                 alert, created = CostAlert.objects.get_or_create(

@@ -219,7 +219,8 @@ class CapacityReport:
 
 
 def capacity_report(*, start: datetime, end: datetime) -> CapacityReport:
-    """Each reserved instance's closed hours in [start, end): cost, use, utilisation, $/1M tokens."""
+    """Each reserved instance's closed hours in [start, end): cost, use, utilisation, $/1M
+    tokens."""
     rows: dict[str, CapacityRow] = {}
     sums = (
         CapacityHour.objects.filter(hour__gte=start, hour__lt=end)

@@ -18,7 +18,8 @@ event has committed or rolled back. SQLite writes one transaction at a time, so 
 ids commit in order.
 
 Retention: raw events older than GATEWAY_USAGE_RETENTION_DAYS (whole hours, and only
-events already rolled up) are deleted, and so are usage dead letters; their rollups stay. Such an hour can no longer
+events already rolled up) are deleted, and so are usage dead letters; their rollups stay. Such an
+hour can no longer
 be recomputed from raw events, so an event arriving late for it is added to its rows.
 
 Reserved capacity: each run first spreads the closed hours of instances priced as reserved
@@ -105,7 +106,8 @@ def _rollup(now: datetime | None) -> RollupResult:
         UsageRollupState.objects.bulk_create([UsageRollupState(pk=STATE_PK)], ignore_conflicts=True)
         state = UsageRollupState.objects.select_for_update().get(pk=STATE_PK)
         events, hours = 0, []
-        # Reserved capacity: closed hours spread over their events first (gateway.reporting.capacity),
+        # Reserved capacity: closed hours spread over their events first
+        # (gateway.reporting.capacity),
         # so the hours recomputed below carry the spread cost.
         spread = allocate_capacity(
             now=now or timezone.now(), ceiling=ceiling, not_before=state.pruned_before
@@ -141,13 +143,15 @@ def _rollup(now: datetime | None) -> RollupResult:
 
 
 def _committed_ceiling() -> int:
-    """The highest event id at or below which no insert is still in flight (see the module's docstring)."""
+    """The highest event id at or below which no insert is still in flight (see the module's
+    docstring)."""
     connection = connections[UsageEvent.objects.db]
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(
-                    f"LOCK TABLE {connection.ops.quote_name(UsageEvent._meta.db_table)} IN SHARE MODE"
+                    f"LOCK TABLE {connection.ops.quote_name(UsageEvent._meta.db_table)} IN SHARE "
+                    "MODE"
                 )
         return UsageEvent.objects.aggregate(top=Max("pk"))["top"] or 0
 
@@ -230,7 +234,8 @@ def _add_late(new: QuerySet[UsageEvent], hours: list[datetime]) -> None:
         current.save(update_fields=SUM_FIELDS)
 
 
-PRUNE_BATCH = 50_000  # raw events deleted per run at most: a first backlog goes in steps, not one long transaction
+# raw events deleted per run at most: a first backlog goes in steps, not one long transaction
+PRUNE_BATCH = 50_000
 
 
 def _prune(state: UsageRollupState, now: datetime) -> int:

@@ -66,7 +66,8 @@ def route_cost(
     completion_tokens: int,
     reserved_prices: Mapping[str, Decimal] | None = None,
 ) -> Decimal | None:
-    """The tokens' cost on the route's most expensive enabled member (any member if none is enabled)."""
+    """The tokens' cost on the route's most expensive enabled member (any member if none is
+    enabled)."""
     if route.instance is not None:
         return priced(route.instance, prompt_tokens, completion_tokens, reserved_prices)
     if route.target_group is None:
@@ -156,7 +157,8 @@ class SavingsReport:
 def usage_savings(
     *, hours: QuerySet[UsageHourly], reserved_prices: Mapping[str, Decimal] | None = None
 ) -> SavingsReport:
-    """The savings of these rollup rows (a range, filtered as the page is), per balancer and in total.
+    """The savings of these rollup rows (a range, filtered as the page is), per balancer and in
+    total.
 
     `reserved_prices`: each reserved instance's effective price per 1M tokens over the range."""
     sums = hours.values("balancer_id", "serving_name").annotate(

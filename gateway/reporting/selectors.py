@@ -263,7 +263,8 @@ def usage_chart(*, filters: UsageFilters, start: datetime, end: datetime) -> Usa
                 cost=totals.cost,
                 requests=totals.requests,
                 errors=totals.errors,
-                title=f"{title}: {format_usd(totals.cost)}, {totals.requests:,} request{'s' if totals.requests != 1 else ''}{failed}",
+                title=f"{title}: {format_usd(totals.cost)}, {totals.requests:,} "
+                f"request{'s' if totals.requests != 1 else ''}{failed}",
                 # Label the latest bucket and every few before it, so the labels never crowd.
                 axis_label=axis if (usage_range.buckets - 1 - index) % label_every == 0 else "",
             )
@@ -319,7 +320,8 @@ def _rows(
     label: Callable[[dict[str, Any]], tuple[Any, str, str, str]],
     total_cost: Decimal,
 ) -> list[BreakdownRow]:
-    """Sum the rollups by `fields`; `label(row)` gives (merge key, label, sub, url) for each group."""
+    """Sum the rollups by `fields`; `label(row)` gives (merge key, label, sub, url) for each
+    group."""
     merged: dict[Any, BreakdownRow] = {}
     for row in hours.values(*fields).annotate(**SUMS):
         key, text, sub, url = label(row)
@@ -591,7 +593,8 @@ def usage_report(*, filters: UsageFilters, now: datetime) -> dict[str, Any]:
 
 
 def savings_report(*, filters: UsageFilters, start: datetime, end: datetime) -> SavingsReport:
-    """Cache savings, and savings against the priciest and the baseline routes (gateway.reporting.savings)."""
+    """Cache savings, and savings against the priciest and the baseline routes
+    (gateway.reporting.savings)."""
     reserved = {
         row.instance: row.effective_price_per_million or Decimal(0)
         for row in capacity_report(start=start, end=end).rows
@@ -645,7 +648,8 @@ def probe_summaries(pks: Iterable[int], *, history: int = 10) -> dict[int, Probe
     states = {h.instance_id: h for h in InstanceHealth.objects.filter(instance_id__in=pks)}
     records: dict[int, list[ProbeRecord]] = {pk: [] for pk in pks}
     if history:
-        # The table holds at most GATEWAY_PROBE_HISTORY rows per instance: reading them all is cheap.
+        # The table holds at most GATEWAY_PROBE_HISTORY rows per instance: reading them all is
+        # cheap.
         for record in ProbeRecord.objects.filter(instance_id__in=pks).order_by("-id"):
             if len(records[record.instance_id]) < history:
                 records[record.instance_id].append(record)

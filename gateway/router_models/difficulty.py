@@ -175,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "trained_on": [str(args.prompts), *([str(args.routes)] if args.routes else [])],
                 "calibrated_on": calibrated_on,
                 "hard_routes": sorted(HARD_ROUTES),
-                "features": "static embedding (256) + shape (log tokens, digits, newlines, symbols)",
+                "features": "static embedding (256) + shape (log tokens, digits, newlines, "
+                "symbols)",
                 "bias": round(model.bias, 6),
                 "weights": [round(float(v), 6) for v in model.weights],
             },

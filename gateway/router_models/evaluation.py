@@ -521,11 +521,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_report(report, title=title), end="")
         if cpu_summary is not None:
             print(
-                f"decision CPU time  p50 {cpu_summary.p50_ms:.2f} ms  p99 {cpu_summary.p99_ms:.2f} ms"
+                f"decision CPU time  p50 {cpu_summary.p50_ms:.2f} ms  p99 "
+                f"{cpu_summary.p99_ms:.2f} ms"
             )
         if cached is not None:
             print(
-                f"from the decision cache  p50 {cached.p50_ms * 1000:.1f} us  p99 {cached.p99_ms * 1000:.1f} us"
+                f"from the decision cache  p50 {cached.p50_ms * 1000:.1f} us  p99 "
+                f"{cached.p99_ms * 1000:.1f} us"
             )
         print(f"no match (sent to the default route {default}): {no_match}")
         print(f"compile {compile_ms:.1f} ms for {len(routes)} routes")

@@ -1,6 +1,7 @@
 """The method x set table of docs/routing.md, measured in one run.
 
-    python -m gateway.router_models.table [--split test] [--sets snips,mmlu_subjects] [--methods ...]
+    python -m gateway.router_models.table [--split test] [--sets snips,mmlu_subjects] [--methods
+    ...]
         [--repeat N]
 
 For every set in tests/data and every method of ``evaluation.METHODS`` it
@@ -65,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f"; each prompt's fastest of {args.repeat} runs" if args.repeat > 1 else "")
     )
     print(
-        "| method | set | routes | prompts | accuracy | wall p50 / p99 ms | CPU p50 / p99 ms | fit ms |"
+        "| method | set | routes | prompts | accuracy | wall p50 / p99 ms | CPU p50 / p99 ms | "
+        "fit ms |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.sets.split(","):

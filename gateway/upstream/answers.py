@@ -33,7 +33,8 @@ class MalformedAnswer(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ReportedUsage:
-    """Token counts an upstream reported: None when absent or dropped (`note` says which and why)."""
+    """Token counts an upstream reported: None when absent or dropped (`note` says which and
+    why)."""
 
     prompt: int | None = None
     completion: int | None = None
@@ -59,7 +60,8 @@ def _count(usage: dict[str, Any], name: str, limit: int) -> tuple[int | None, st
 
 
 def read_usage(usage: Any, *, limit: int) -> ReportedUsage:
-    """The counts of an answer's `usage` member. Raises MalformedAnswer (see the module docstring)."""
+    """The counts of an answer's `usage` member. Raises MalformedAnswer (see the module
+    docstring)."""
     if usage is None:
         return ReportedUsage()
     if not isinstance(usage, dict):

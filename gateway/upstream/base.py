@@ -174,7 +174,8 @@ async def call_upstream(
     deadline: float,
     native: Any = None,
 ) -> UpstreamResponse | UpstreamStream:
-    """Call one instance. `endpoint` is "chat" or "embeddings"; `deadline` is time.monotonic()-based.
+    """Call one instance. `endpoint` is "chat" or "embeddings"; `deadline` is
+    time.monotonic()-based.
     `native`: the client's own Messages API body (anthropic.Native), sent untranslated to an
     Anthropic instance; other providers get `payload`."""
     from gateway.hotpath import tracing

@@ -209,7 +209,8 @@ _bypass_proxy: Callable[[str, dict[str, str]], bool] = vars(urllib.request)[
 
 @functools.lru_cache(maxsize=1024)
 def proxy_for(origin: Origin) -> Proxy | None:
-    """The proxy for this origin: the scheme's *_PROXY variable unless NO_PROXY (or loopback) says not."""
+    """The proxy for this origin: the scheme's *_PROXY variable unless NO_PROXY (or loopback) says
+    not."""
     environment = _proxy_environment()
     url = environment.get(origin.scheme)
     if not url or _is_loopback(origin.host) or _bypass_proxy(origin.host, environment):
@@ -313,7 +314,8 @@ class _Connection(asyncio.Protocol):
                 )
 
     def _refuse(self, error: TooLarge) -> None:
-        """Drop the connection with `error`, and stop the parser (httptools re-raises from feed_data)."""
+        """Drop the connection with `error`, and stop the parser (httptools re-raises from
+        feed_data)."""
         self._abort(error)
         raise error
 
@@ -638,7 +640,8 @@ class _Pool:
             await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._wake_one()  # woken, but leaving (cancelled): the place goes to the next in line
+                # woken, but leaving (cancelled): the place goes to the next in line
+                self._wake_one()
             raise
         finally:
             timer.cancel()
@@ -806,7 +809,8 @@ class Response:
         declared = self.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._limits.max_body_bytes:
             raise TooLarge(
-                f"the upstream's body ({declared} bytes) exceeds {self._limits.max_body_bytes} bytes"
+                f"the upstream's body ({declared} bytes) exceeds {self._limits.max_body_bytes} "
+                "bytes"
             )
 
     async def read(self, within: float | None = None, idle: float | None = None) -> bytes:

@@ -150,7 +150,8 @@ def _tool_results_text(messages: list[Any]) -> str | None:
         if isinstance(call, dict)
     }
     return " ".join(
-        f"The {names.get(r.get('tool_call_id'), 'the')} tool returned: {message_text(r.get('content'))}."
+        f"The {names.get(r.get('tool_call_id'), 'the')} tool returned: "
+        f"{message_text(r.get('content'))}."
         for r in results
     )
 

@@ -161,11 +161,13 @@ class RouteState:
 
     @property
     def role(self) -> str:
-        """primary (tried first) or fallback (behind it); `route.is_default` marks the default besides."""
+        """primary (tried first) or fallback (behind it); `route.is_default` marks the default
+        besides."""
         return "primary" if self.order == 1 else "fallback"
 
     def lane_state(self, now: float | None = None) -> tuple[str, str]:
-        """(state, words): active, degraded, cooling (with seconds left), unavailable, drained, disabled."""
+        """(state, words): active, degraded, cooling (with seconds left), unavailable, drained,
+        disabled."""
         now = time.time() if now is None else now
         if not self.route.enabled:
             return "disabled", "disabled"
@@ -341,7 +343,8 @@ def auto_choices(*, hours: int = 24) -> list[GoalChoices]:
 
 
 def recent_events(balancer: Balancer, *, limit: int = 15) -> list[UsageEvent]:
-    """The latest usage events, each with `decision_words`: why it went where it did, in an operator's words."""
+    """The latest usage events, each with `decision_words`: why it went where it did, in an
+    operator's words."""
     events = list(
         UsageEvent.objects.filter(balancer=balancer)
         .defer("prompt_text")
@@ -372,9 +375,11 @@ def latest_prompt_start(balancer: Balancer) -> str:
 def recent_traffic_totals(
     balancer: Balancer, *, hours: int = 24, minutes: int | None = None
 ) -> dict[str, Any]:
-    """Live figures from the raw usage events of the last `hours` (or `minutes`) (the board, the detail page).
+    """Live figures from the raw usage events of the last `hours` (or `minutes`) (the board, the
+    detail page).
 
-    The usage page's `gateway.reporting.selectors.usage_totals` sums hourly rollups over a range instead.
+    The usage page's `gateway.reporting.selectors.usage_totals` sums hourly rollups over a range
+    instead.
     """
     since = timezone.now() - (
         timedelta(minutes=minutes) if minutes is not None else timedelta(hours=hours)
@@ -421,7 +426,8 @@ class LaneFigures:
 
     @property
     def reached(self) -> int:
-        """Requests that reached this lane: ended here (answered or failed), or failed here and left."""
+        """Requests that reached this lane: ended here (answered or failed), or failed here and
+        left."""
         return self.requests + self.left_after_failure
 
     @property
@@ -543,7 +549,8 @@ def _figures_by(
 
 
 def lane_figures(state: BalancerState, *, minutes: int = LIVE_MINUTES) -> None:
-    """Each lane's live figures over the last `minutes`: requests, errors, medians, tokens, cost, per minute.
+    """Each lane's live figures over the last `minutes`: requests, errors, medians, tokens, cost,
+    per minute.
 
     A request counts (req/min, latency, tokens, cost) in the lane it ended on, the one that
     answered it. Its error rate counts every request that reached the lane: those that ended there,
@@ -589,7 +596,8 @@ def _route_prices(route: Route) -> tuple[Decimal, Decimal]:
 
 
 def balancer_savings(balancers: Iterable[Balancer]) -> dict[int, Savings]:
-    """Expects routes prefetched as balancers_for_pages does. Two queries whatever the number of balancers."""
+    """Expects routes prefetched as balancers_for_pages does. Two queries whatever the number of
+    balancers."""
     balancers = list(balancers)
     now = timezone.now()
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -1,4 +1,5 @@
-"""Balancer pages: the list, the create/edit wizard, the detail page, the live board, the smoke test.
+"""Balancer pages: the list, the create/edit wizard, the detail page, the live board, the smoke
+test.
 
 One template per page; htmx requests get a `page.html#partial` fragment of it.
 """
@@ -318,7 +319,8 @@ def _board_action(request: HtmxHttpRequest, balancer: Balancer) -> AuditEntry:
 @require_POST
 def balancer_board_action(request: HtmxHttpRequest, name: str) -> HttpResponse:
     """An operator action from the live board (confirmed in the browser), recorded in the audit log.
-    Configuration changes reach every worker with the config version; a cooldown's end through Redis."""
+    Configuration changes reach every worker with the config version; a cooldown's end through
+    Redis."""
     balancer = get_object_or_404(Balancer, name=name)
     try:
         entry = _board_action(request, balancer)
@@ -557,7 +559,8 @@ def balancer_toggle(request: HtmxHttpRequest, name: str) -> HttpResponse:
     else:
         messages.success(
             request,
-            f"{balancer.serving_name} is {'serving again' if enabled else 'disabled: clients get a 404 for it'}.",
+            f"{balancer.serving_name} is "
+            f"{'serving again' if enabled else 'disabled: clients get a 404 for it'}.",
         )
     return redirect("balancer-detail", name=balancer.name)
 
@@ -940,7 +943,8 @@ def wizard_step(request: HtmxHttpRequest, step: str, name: str | None = None) ->
     if balancer is None:
         messages.success(
             request,
-            f"{saved.serving_name} is saved. Paste the sample call into any client, or smoke-test it here.",
+            f"{saved.serving_name} is saved. Paste the sample call into any client, or smoke-test "
+            "it here.",
         )
         return redirect("balancer-test", name=saved.name)
     messages.success(

@@ -1,4 +1,5 @@
-"""Target group and instance pages: create form, members inline (add, edit, remove), JSON import/export,
+"""Target group and instance pages: create form, members inline (add, edit, remove), JSON
+import/export,
 health, simulator knobs; provider credentials (one key per provider, write-only, checked by the
 provider's free probe)."""
 
@@ -75,7 +76,8 @@ def _member_rows(group: TargetGroup) -> list[dict[str, Any]]:
 
 
 def _leaf_messages(detail: Any) -> list[str]:
-    """The messages in a serializer error, without the paths (a form shows them beside the field)."""
+    """The messages in a serializer error, without the paths (a form shows them beside the
+    field)."""
     if isinstance(detail, dict):
         return [m for value in detail.values() for m in _leaf_messages(value)]
     if isinstance(detail, list):
@@ -113,7 +115,8 @@ def target_group_create_view(request: HtmxHttpRequest) -> HttpResponse:
             count = len(data["members"])
             messages.success(
                 request,
-                f"Created target group {group.name} with {count} member{'s' if count != 1 else ''}.",
+                f"Created target group {group.name} with {count} "
+                f"member{'s' if count != 1 else ''}.",
             )
             return redirect("targetgroup-detail", name=group.name)
     _mark_invalid(form)
@@ -210,7 +213,8 @@ def target_group_member_remove_view(
     target_group_member_remove(member=member)
     left = group.members.count()
     if request.htmx:
-        # The row's outerHTML swap with this body removes it; the add form offers the instance again.
+        # The row's outerHTML swap with this body removes it; the add form offers the instance
+        # again.
         return render(
             request,
             "targetgroups/detail.html#member-removed",

@@ -31,7 +31,8 @@ class Migration(migrations.Migration):
                         validators=[
                             django.core.validators.RegexValidator(
                                 "^[a-z0-9][a-z0-9_-]{0,62}$",
-                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a "
+                                "letter or digit.",
                                 code="invalid_slug",
                             )
                         ],
@@ -144,7 +145,8 @@ class Migration(migrations.Migration):
                     models.JSONField(
                         blank=True,
                         default=dict,
-                        help_text="Simulator knobs: latency_ms, error_rate, down, tokens_per_second.",
+                        help_text="Simulator knobs: latency_ms, error_rate, down, "
+                        "tokens_per_second.",
                     ),
                 ),
                 ("enabled", models.BooleanField(default=True)),
@@ -172,7 +174,8 @@ class Migration(migrations.Migration):
                         validators=[
                             django.core.validators.RegexValidator(
                                 "^[a-z0-9][a-z0-9_-]{0,62}$",
-                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+                                "Use 1-63 lowercase letters, digits, '-' or '_', starting with a "
+                                "letter or digit.",
                                 code="invalid_slug",
                             )
                         ],

@@ -27,7 +27,8 @@ class Migration(migrations.Migration):
             field=models.DecimalField(
                 decimal_places=6,
                 default=Decimal("0"),
-                help_text="USD per hour of reserved capacity; spread over the hour's requests by tokens.",
+                help_text="USD per hour of reserved capacity; spread over the hour's requests by "
+                "tokens.",
                 max_digits=12,
                 validators=[django.core.validators.MinValueValidator(0)],
             ),
@@ -38,7 +39,8 @@ class Migration(migrations.Migration):
             field=models.DateTimeField(
                 blank=True,
                 editable=False,
-                help_text="When reserved-capacity pricing began; its hours are paid from that hour on.",
+                help_text="When reserved-capacity pricing began; its hours are paid from that "
+                "hour on.",
                 null=True,
             ),
         ),

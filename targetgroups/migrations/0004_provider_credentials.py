@@ -79,7 +79,8 @@ class Migration(migrations.Migration):
                     "base_url",
                     models.URLField(
                         blank=True,
-                        help_text="Empty: the provider's own (required for Azure OpenAI and a custom server).",
+                        help_text="Empty: the provider's own (required for Azure OpenAI and a "
+                        "custom server).",
                         max_length=500,
                     ),
                 ),
@@ -96,7 +97,8 @@ class Migration(migrations.Migration):
                     "api_version",
                     models.CharField(
                         blank=True,
-                        help_text="Azure OpenAI only: the api-version query value; empty: 2024-10-21.",
+                        help_text="Azure OpenAI only: the api-version query value; empty: "
+                        "2024-10-21.",
                         max_length=40,
                     ),
                 ),

@@ -27,7 +27,8 @@ class Migration(migrations.Migration):
             name="context_window",
             field=models.PositiveIntegerField(
                 blank=True,
-                help_text="Tokens (prompt and answer). Empty: the catalogue's; unknown is never checked.",
+                help_text="Tokens (prompt and answer). Empty: the catalogue's; unknown is never "
+                "checked.",
                 null=True,
                 validators=[
                     django.core.validators.MinValueValidator(1),
@@ -40,7 +41,8 @@ class Migration(migrations.Migration):
             name="max_output_tokens",
             field=models.PositiveIntegerField(
                 blank=True,
-                help_text="Largest answer in tokens. Empty: the catalogue's; unknown is never checked.",
+                help_text="Largest answer in tokens. Empty: the catalogue's; unknown is never "
+                "checked.",
                 null=True,
                 validators=[
                     django.core.validators.MinValueValidator(1),
@@ -54,7 +56,8 @@ class Migration(migrations.Migration):
             field=models.JSONField(
                 blank=True,
                 default=None,
-                help_text="What the model is good at: code, reasoning, multilingual, vision, long-context... Empty: the catalogue's.",
+                help_text="What the model is good at: code, reasoning, multilingual, vision, "
+                "long-context... Empty: the catalogue's.",
                 null=True,
             ),
         ),
@@ -64,7 +67,8 @@ class Migration(migrations.Migration):
             field=models.BooleanField(
                 blank=True,
                 default=None,
-                help_text="Takes response_format json_object / json_schema. Empty: the catalogue's.",
+                help_text="Takes response_format json_object / json_schema. Empty: the "
+                "catalogue's.",
                 null=True,
             ),
         ),

@@ -1,4 +1,5 @@
-"""The management API reads and writes a balancer's prompt logging (`log_prompts`, off by default)."""
+"""The management API reads and writes a balancer's prompt logging (`log_prompts`, off by
+default)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The balancer rules, the same everywhere: exactly one default route, kinds that match, a router model."""
+"""The balancer rules, the same everywhere: exactly one default route, kinds that match, a router
+model."""
 
 from __future__ import annotations
 

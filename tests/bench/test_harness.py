@@ -47,7 +47,8 @@ def mock_url() -> Iterator[str]:
                 time.sleep(0.05)
         else:
             pytest.fail(
-                f"the mock upstream did not start: {proc.stderr.read().decode() if proc.stderr else ''}"
+                "the mock upstream did not start: "
+                f"{proc.stderr.read().decode() if proc.stderr else ''}"
             )
         yield base
     finally:
@@ -139,11 +140,16 @@ def test_wrk_with_post_lua_reports_requests_and_errors(mock_url: str) -> None:
 
 
 def test_the_profile_summary_charges_self_and_inclusive_time() -> None:
-    start = "_run_module_as_main (<frozen runpy>:198);main (uvicorn/main.py:448);Runner.run (asyncio/runners.py:118)"
+    start = (
+        "_run_module_as_main (<frozen runpy>:198);main (uvicorn/main.py:448);Runner.run "
+        "(asyncio/runners.py:118)"
+    )
     raw = "\n".join(
         [
-            f"{start};handle (gateway/hotpath/v1_api.py:10);resolve (django/urls/resolvers.py:689) 3",
-            f"{start};handle (gateway/hotpath/v1_api.py:12);call (gateway/upstream/openai_compat.py:70);"
+            f"{start};handle (gateway/hotpath/v1_api.py:10);resolve "
+            "(django/urls/resolvers.py:689) 3",
+            f"{start};handle (gateway/hotpath/v1_api.py:12);call "
+            "(gateway/upstream/openai_compat.py:70);"
             "ClientSession._request (aiohttp/client.py:500) 5",
             f"{start};handle (gateway/hotpath/v1_api.py:10) 2",
             f"{start} 4",

@@ -107,7 +107,8 @@ def operator(transactional_db: Any, django_user_model: Any) -> Any:
 @pytest.fixture(autouse=True)
 def _flush_usage_events() -> Iterator[None]:
     yield
-    # Smoke tests record usage events from a writer thread: write them before the database is flushed.
+    # Smoke tests record usage events from a writer thread: write them before the database is
+    # flushed.
     usage_writer_reset()
 
 
@@ -135,7 +136,8 @@ class UI:
 
     def shot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        # Generous timeout: a full-page capture with software rendering is slow on a busy 2-core machine.
+        # Generous timeout: a full-page capture with software rendering is slow on a busy 2-core
+        # machine.
         self.page.screenshot(
             path=str(SCREENSHOTS / f"{name}.png"),
             full_page=True,

@@ -73,7 +73,8 @@ class Board:
         return self.page.get_by_test_id(f"lane-{route}")
 
     def chip(self, route: str, request_id: str, kind: str = "") -> Any:
-        """The request's mark on a lane; `kind`: "ok" (answered there), "failed" (an attempt failed there)."""
+        """The request's mark on a lane; `kind`: "ok" (answered there), "failed" (an attempt failed
+        there)."""
         return self.lane(route).locator(
             f'.req{"." + kind if kind else ""}[data-request-id="{request_id}"]'
         )
@@ -165,9 +166,12 @@ def test_each_request_enters_its_lane_within_a_second_and_the_figures_move(board
     expect(lane.get_by_test_id("rpm")).to_have_text("0.0")
     expect(board.page.get_by_test_id("saved-month")).to_have_text("$0.00")
     prompts = [
-        "Where is my parcel? It left the depot on Monday morning and the tracking page is still blank.",
-        "<b>Refund</b> order 4417, please: the blender arrived cracked and the box was soaked through.",
-        "Can I change the delivery address of an order that has already shipped to a friend's flat?",
+        "Where is my parcel? It left the depot on Monday morning and the tracking page is still "
+        "blank.",
+        "<b>Refund</b> order 4417, please: the blender arrived cracked and the box was soaked "
+        "through.",
+        "Can I change the delivery address of an order that has already shipped to a friend's "
+        "flat?",
     ]
     for text in prompts:
         response = board.call(text)
@@ -181,7 +185,8 @@ def test_each_request_enters_its_lane_within_a_second_and_the_figures_move(board
     expect(lane.get_by_test_id("tokens")).not_to_have_text("0")
     expect(board.page.get_by_test_id("requests-total")).to_have_text("3")
     expect(board.page.get_by_test_id("spend-today")).not_to_have_text("$0.00")
-    # Served by the cheap primary: the saving against all on the priciest route (fallback) moves too.
+    # Served by the cheap primary: the saving against all on the priciest route (fallback) moves
+    # too.
     expect(board.page.get_by_test_id("saved-month")).not_to_have_text("$0.00")
     expect(board.page.get_by_test_id("board-events").locator("tr")).to_have_count(3)
     board.tab.shot("board-live-traffic")
@@ -262,7 +267,8 @@ def test_when_the_stream_is_refused_the_board_polls_and_keeps_an_opened_attempt_
 def test_an_opened_attempt_log_stays_open_while_pushed_requests_and_lanes_arrive(
     board: Board,
 ) -> None:
-    """Issue 15's "snaps shut at every refresh", on the pushed board: rows are added, never redrawn."""
+    """Issue 15's "snaps shut at every refresh", on the pushed board: rows are added, never
+    redrawn."""
     from playwright.sync_api import expect
 
     page = board.page

@@ -1,4 +1,5 @@
-"""Target groups, instances, failover in the playground, API keys and the phone layout, in Chromium."""
+"""Target groups, instances, failover in the playground, API keys and the phone layout, in
+Chromium."""
 
 from __future__ import annotations
 

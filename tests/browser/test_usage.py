@@ -42,7 +42,8 @@ FAILED_OVER = [
 
 
 def seeded_traffic() -> list[UsageEvent]:
-    """A day of support traffic (busier in the afternoon), embeddings, a failover, a few 502s, and older days."""
+    """A day of support traffic (busier in the afternoon), embeddings, a failover, a few 502s, and
+    older days."""
     support = Balancer.objects.get(name="support-balancer")
     embed = Balancer.objects.get(name="embed-balancer")
     app_key, _ = make_api_key(name="support-app", balancers=[support])

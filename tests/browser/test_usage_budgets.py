@@ -26,7 +26,8 @@ HOUR = timedelta(hours=1)
 
 
 def seed_usage(support: Team, research: Team) -> None:
-    """Two days of support chat and research summaries; in the last hour a runaway research batch."""
+    """Two days of support chat and research summaries; in the last hour a runaway research
+    batch."""
     balancer = Balancer.objects.get(name="support-balancer")
     instances = {i.instance_id: i for i in Instance.objects.all()}
     desk, _ = make_api_key(name="support-desk", team=support, use_case="support-chat")

@@ -1,4 +1,5 @@
-"""An operator reads reserved capacity (utilisation, effective price) and failover cost on the usage page."""
+"""An operator reads reserved capacity (utilisation, effective price) and failover cost on the usage
+page."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ expect = pytest.importorskip("playwright.sync_api").expect
 
 
 def seeded() -> None:
-    """Six paid hours of a dedicated deployment in the efficient pool, and a failover to reasoning."""
+    """Six paid hours of a dedicated deployment in the efficient pool, and a failover to
+    reasoning."""
     support = Balancer.objects.get(name="support-balancer")
     now = timezone.now()
     dedicated = make_instance(

@@ -32,7 +32,10 @@ def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
     db = settings.DATABASES["default"]
     env.update(
-        DATABASE_URL=f"postgres://{db.get('USER') or 'postgres'}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}",
+        DATABASE_URL=(
+            f"postgres://{db.get('USER') or 'postgres'}@{db.get('HOST') or '127.0.0.1'}"
+            f":{db.get('PORT') or 5432}/{db['NAME']}"
+        ),
         REDIS_URL=settings.REDIS_URL or "redis://127.0.0.1:6379/0",
         SECRET_KEY=secrets.token_urlsafe(50),
         ALLOWED_HOSTS="gateway.example.com",

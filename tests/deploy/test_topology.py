@@ -98,7 +98,8 @@ def dockerfile_cmd() -> list[str]:
 
 
 def settings_read() -> set[str]:
-    """Every environment variable the app reads: config/settings.py's env helpers, config/celery.py."""
+    """Every environment variable the app reads: config/settings.py's env helpers,
+    config/celery.py."""
     source = (ROOT / "config" / "settings.py").read_text() + (
         ROOT / "config" / "celery.py"
     ).read_text()
@@ -409,7 +410,8 @@ def wait_until(what: str, check: Callable[[], Any], seconds: float, processes: P
         for name, process in processes.running.items():
             if name not in ("migrate", "seed") and process.poll() is not None:
                 raise AssertionError(
-                    f"{name} exited ({process.returncode}) while waiting for {what}\n{processes.all_logs()}"
+                    f"{name} exited ({process.returncode}) while waiting for "
+                    f"{what}\n{processes.all_logs()}"
                 )
         result = check()
         if result:
@@ -451,7 +453,8 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
     )
     env.update(
         {
-            # compose's hosts are `postgres` and `redis`; here the machine's, in databases of the test's own.
+            # compose's hosts are `postgres` and `redis`; here the machine's, in databases of the
+            # test's own.
             "DATABASE_URL": topology_db,
             "REDIS_URL": settings.REDIS_URL,
             "VAR_DIR": str(tmp_path / "var"),
@@ -580,7 +583,8 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
         def rolled_up() -> bool:
             row = query(
                 topology_db,
-                "SELECT COALESCE(SUM(requests), 0) FROM gateway_usagehourly WHERE serving_name = 'topology'",
+                "SELECT COALESCE(SUM(requests), 0) FROM gateway_usagehourly WHERE serving_name = "
+                "'topology'",
             )
             return row[0] == sent
 
@@ -618,7 +622,8 @@ def test_the_declared_commands_run_a_working_deployment(topology_db: str, tmp_pa
         )[0]
         redis_keys = redis.Redis.from_url(settings.REDIS_URL).dbsize()
         print(
-            f"\ntopology: {sent} requests, probe, failover and rollup in {time.monotonic() - started:.1f} s; "
+            f"\ntopology: {sent} requests, probe, failover and rollup in "
+            f"{time.monotonic() - started:.1f} s; "
             f"{connections} PostgreSQL connections open (2 gateway workers, worker, beat), "
             f"{redis_keys} Redis keys"
         )

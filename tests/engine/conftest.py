@@ -5,4 +5,5 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _clean_redis() -> None:
-    """The engine tests run without Django or Redis: nothing to clean (overrides tests/conftest.py)."""
+    """The engine tests run without Django or Redis: nothing to clean (overrides
+    tests/conftest.py)."""

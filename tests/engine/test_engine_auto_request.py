@@ -1,4 +1,5 @@
-"""Request-side auto: the code preference, pools, fallback lists, auto-free, terms and skip reasons."""
+"""Request-side auto: the code preference, pools, fallback lists, auto-free, terms and skip
+reasons."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Budgets' rules (gateway/engine/budgets.py) and the anomaly statistic (gateway/engine/anomalies.py),
+"""Budgets' rules (gateway/engine/budgets.py) and the anomaly statistic
+(gateway/engine/anomalies.py),
 without Django."""
 
 from __future__ import annotations

@@ -214,7 +214,8 @@ def test_an_api_key_rule_matches_the_calling_keys_name() -> None:
     assert decided(spec, chat(), key_name="web") is None
 
 
-# -- order, disabled rules and routes -----------------------------------------------------------------
+# -- order, disabled rules and routes
+# -----------------------------------------------------------------
 
 
 def test_the_first_matching_rule_wins() -> None:
@@ -291,7 +292,8 @@ def test_facts_no_rule_needs_are_not_computed() -> None:
     )
 
 
-# -- what an operator may write, and the regex bound ------------------------------------------------------
+# -- what an operator may write, and the regex bound
+# ------------------------------------------------------
 
 
 def test_patterns_re2_cannot_run_are_refused_with_a_message() -> None:

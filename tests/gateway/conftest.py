@@ -104,7 +104,8 @@ def setup(upstream: FakeUpstream, gateway: LiveGateway, transactional_db: Any) -
 
 @pytest.fixture(scope="session")
 def hostile() -> Iterator[Any]:
-    """A hostile upstream on loopback (tests/gateway/hostile_upstream.py), shared by the fault tests."""
+    """A hostile upstream on loopback (tests/gateway/hostile_upstream.py), shared by the fault
+    tests."""
     from tests.gateway.hostile_upstream import HostileUpstream
 
     server = HostileUpstream().start()

@@ -181,7 +181,10 @@ class HostileUpstream:
                 return response
             if script.stream == "error_echo":
                 await response.write(chunk({"content": "Hi"}))
-                message = f"upstream failure; request had Authorization: {request.headers.get('Authorization')}"
+                message = (
+                    "upstream failure; request had Authorization: "
+                    f"{request.headers.get('Authorization')}"
+                )
                 await response.write(
                     b"data: " + orjson.dumps({"error": {"message": message}}) + b"\n\n"
                 )

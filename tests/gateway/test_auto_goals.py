@@ -1,4 +1,5 @@
-"""`model="auto"` and its goal names, `model_routing_config` and `models`, through the official openai SDK
+"""`model="auto"` and its goal names, `model_routing_config` and `models`, through the official
+openai SDK
 against the real server, with controlled live figures: instances made slow, down or expensive."""
 
 from __future__ import annotations
@@ -202,8 +203,10 @@ def test_model_routing_config_narrows_the_pool_sets_the_preference_and_never_rea
     setup.upstream.known_fields = CHAT_FIELDS  # a strict upstream: an unknown field is a 400
     config = {"models": ["cheap-model", "premium-model"], "preference": preference}
     raw = ask(setup.client(), "auto", extra_body={"model_routing_config": config})
-    # balanced: the cheap one's price outweighs the premium one's tier; speed: both unmeasured, tie on
-    # load, then cost and quality weigh 0.05 each: the cheap one's price wins. code: neither is a coder.
+    # balanced: the cheap one's price outweighs the premium one's tier; speed: both unmeasured, tie
+    # on
+    # load, then cost and quality weigh 0.05 each: the cheap one's price wins. code: neither is a
+    # coder.
     assert raw.parse().model == expected
     assert raw.headers["x-balancer-decision"] == f"auto:{preference}"
     assert all(
@@ -242,7 +245,7 @@ def test_a_balancer_in_auto_mode_takes_model_routing_config_and_consumes_it(setu
     assert refused.value.body["param"] == "model_routing_config.models[0]"
 
 
-def test_a_strict_upstream_refuses_unknown_fields_so_a_non_auto_balancer_refuses_model_routing_config_itself(
+def test_a_non_auto_balancer_refuses_model_routing_config_as_a_strict_upstream_would(
     setup,
 ):
     inst = setup.instance("strict-model")

@@ -1,4 +1,5 @@
-"""The response cache's rules, without a server: the key, the stream assembly, the replay, the index."""
+"""The response cache's rules, without a server: the key, the stream assembly, the replay, the
+index."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Capacity first through the running gateway: a slow reserved simulator fills, then traffic spills over."""
+"""Capacity first through the running gateway: a slow reserved simulator fills, then traffic spills
+over."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Reserved capacity: a paid hour spread over its requests by tokens, exact to the cent, and shown."""
+"""Reserved capacity: a paid hour spread over its requests by tokens, exact to the cent, and
+shown."""
 
 from __future__ import annotations
 

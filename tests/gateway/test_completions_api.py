@@ -1,4 +1,5 @@
-"""POST /v1/completions (legacy text completions) in a real uvicorn process, called with the official openai SDK."""
+"""POST /v1/completions (legacy text completions) in a real uvicorn process, called with the
+official openai SDK."""
 
 from __future__ import annotations
 

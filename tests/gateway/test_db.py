@@ -24,7 +24,8 @@ def backend_pid() -> int:
 
 
 def terminate_elsewhere(pid: int) -> None:
-    """What a PostgreSQL restart does to every connection: the server closes it (from another thread)."""
+    """What a PostgreSQL restart does to every connection: the server closes it (from another
+    thread)."""
 
     def terminate() -> None:
         try:
@@ -41,7 +42,8 @@ def test_jobs_in_worker_threads_reconnect_after_their_connection_is_closed_by_th
     make_instance(provider="simulator")
 
     async def scenario() -> None:
-        # One worker thread, as the event loop's executor: every job below runs on the same connection.
+        # One worker thread, as the event loop's executor: every job below runs on the same
+        # connection.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
         first = await in_thread(backend_pid)
         terminate_elsewhere(first)

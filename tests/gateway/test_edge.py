@@ -39,7 +39,8 @@ def wait_for_request_ids(ids: list[str], timeout: float = 5.0) -> dict[str, Usag
 
 
 def raw_request(port: int, head: bytes, *, timeout: float = 5.0) -> tuple[bytes, float]:
-    """Send bytes as they are on a raw socket; (everything the server answered, seconds until its first byte)."""
+    """Send bytes as they are on a raw socket; (everything the server answered, seconds until its
+    first byte)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         started = time.monotonic()
         sock.sendall(head)
@@ -94,7 +95,8 @@ def test_a_10_gb_content_length_is_refused_at_once_without_the_body(gateway):
     _, secret = make_api_key()
     gateway.wait_for_config()
     head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+        f"{secret}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {10 * 1024**3}\r\n\r\n"
     ).encode()
     answer, elapsed = raw_request(gateway.port, head)  # not one byte of the body is sent
@@ -111,7 +113,8 @@ def test_a_chunked_body_past_the_limit_is_refused_before_it_ends(gateway):
     gateway.wait_for_config()
     chunks = [b"x" * 65536] * 4 + [b"y" * 16]
     head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+        f"{secret}\r\n"
         f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     ).encode()
     # 16 bytes past a 256 KiB limit (LiveGateway's GATEWAY_MAX_BODY_BYTES), and no last chunk: the
@@ -170,7 +173,8 @@ def test_every_request_leaves_one_usage_event_whatever_its_answer(gateway):
     answer, _ = raw_request(
         gateway.port,
         (
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            f"{secret}\r\n"
             f"X-Request-Id: {too_large_id}\r\nContent-Length: {300 * 1024}\r\n\r\n"
         ).encode(),
     )

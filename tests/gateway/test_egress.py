@@ -58,7 +58,7 @@ async def test_a_name_resolving_to_loopback_is_refused_after_resolution_when_pri
 
 
 @async_test
-async def test_the_metadata_address_is_refused_without_a_connection_attempt_whatever_the_setting() -> (
+async def test_the_metadata_address_is_refused_with_no_connection_attempt_whatever_setting() -> (
     None
 ):
     for allow_private in (True, False):
@@ -79,7 +79,7 @@ async def test_an_egress_refusal_is_a_connect_error() -> None:
 
 
 @pytest.mark.django_db
-def test_an_upstream_name_that_resolves_to_loopback_fails_over_as_a_connect_failure_when_private_is_off(
+def test_a_name_resolving_to_loopback_fails_over_as_a_connect_failure_when_private_is_off(
     settings,
 ) -> None:
     names = loopback_names()

@@ -1,4 +1,5 @@
-"""Failover cost impact: the extra spend of traffic that failed over to a pricier route, per incident."""
+"""Failover cost impact: the extra spend of traffic that failed over to a pricier route, per
+incident."""
 
 from __future__ import annotations
 

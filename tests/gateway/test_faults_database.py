@@ -1,4 +1,5 @@
-"""The gateway through a PostgreSQL restart, and a usage row the database refuses (issue 10, points 1, 2, 13).
+"""The gateway through a PostgreSQL restart, and a usage row the database refuses (issue 10, points
+1, 2, 13).
 
 The restart tests run the real gateway (uvicorn, 2 workers) against a PostgreSQL
 server of their own (tests/fault_servers.py), restart that server under traffic,
@@ -61,8 +62,9 @@ SEED = """
 import json
 from tests.factories import make_api_key, make_balancer, make_instance
 inst = make_instance(instance_id="sim-{mode}")
-make_balancer(name="pg-{mode}", serving_name="pg-{mode}", routes=[{{"name": "main", "intent": "x", "instance": inst,
-                                                 "priority": 1, "is_default": True}}])
+make_balancer(name="pg-{mode}", serving_name="pg-{mode}",
+              routes=[{{"name": "main", "intent": "x", "instance": inst,
+                        "priority": 1, "is_default": True}}])
 steady, steady_secret = make_api_key(name="steady-{mode}")
 doomed, doomed_secret = make_api_key(name="doomed-{mode}")
 print(json.dumps({{"steady": steady.pk, "steady_secret": steady_secret, "doomed": doomed.pk,
@@ -106,7 +108,8 @@ def chat(client: httpx.Client, model: str, secret: str) -> int:
 
 
 def applied(client: httpx.Client, model: str, secret: str, version: object) -> bool:
-    """Whether the worker that answers routes from `version` (a request first: a worker loads its config then)."""
+    """Whether the worker that answers routes from `version` (a request first: a worker loads its
+    config then)."""
     return (
         chat(client, model, secret) == 200
         and client.get("/healthz").json()["config_version"] == version
@@ -114,7 +117,8 @@ def applied(client: httpx.Client, model: str, secret: str, version: object) -> b
 
 
 class Traffic(threading.Thread):
-    """Requests on one key, one after another, until stopped; what each got, and when it was sent."""
+    """Requests on one key, one after another, until stopped; what each got, and when it was
+    sent."""
 
     def __init__(self, gateway: LiveGateway, model: str, secret: str, pause: float = 0.02) -> None:
         super().__init__(daemon=True)
@@ -142,7 +146,8 @@ class Traffic(threading.Thread):
         return [status for _, status in self.answers if status != 200]
 
     def refused_since(self, moment: float, run: int = 10) -> float | None:
-        """When the key began to get only 401s after `moment` (at least `run` in a row), if it has."""
+        """When the key began to get only 401s after `moment` (at least `run` in a row), if it
+        has."""
         start, length = None, 0
         for sent, status in self.answers:
             if sent < moment:
@@ -171,7 +176,8 @@ def count_events(database_url: str, api_key_id: int, *, distinct: bool = False) 
 def wait_for_events(
     database_url: str, api_key_id: int, wanted: int, timeout: float
 ) -> float | None:
-    """Seconds until at least `wanted` events of that key are in the database (None: not within `timeout`)."""
+    """Seconds until at least `wanted` events of that key are in the database (None: not within
+    `timeout`)."""
     start = time.time()
     while time.time() - start < timeout:
         with contextlib.suppress(psycopg.Error):
@@ -207,7 +213,8 @@ def postgres() -> Iterator[tuple[PostgresServer, str]]:
 def restart(
     request: pytest.FixtureRequest, postgres: tuple[PostgresServer, str]
 ) -> Iterator[Restart]:
-    """One PostgreSQL restart under traffic, workers reading the config version from Redis or from the database."""
+    """One PostgreSQL restart under traffic, workers reading the config version from Redis or from
+    the database."""
     server, url = postgres
     mode: str = request.param
     with contextlib.ExitStack() as stack:
@@ -232,7 +239,8 @@ def restart(
         ):  # not the steady key: its events are counted
             assert time.time() < deadline, gateway.log()
             time.sleep(0.1)
-        # A config change every worker applies before the restart: their threads now hold connections.
+        # A config change every worker applies before the restart: their threads now hold
+        # connections.
         version = django(url, redis_url, CONFIG_CHANGE.format(mode=mode))
         deadline = time.time() + 10
         while not all(applied(client, model, keys["doomed_secret"], version) for _ in range(10)):
@@ -289,7 +297,8 @@ def test_revoked_key_stops_working_within_a_second_of_postgres_answering_again(
     restart: Restart,
 ) -> None:
     print(
-        f"[{restart.mode}] revoked key refused {restart.revoked_after} s after the revocation committed"
+        f"[{restart.mode}] revoked key refused {restart.revoked_after} s after the revocation "
+        "committed"
     )
     assert restart.revoked_after is not None, (
         f"the revoked key still works 20 s later:\n{restart.log[-3000:]}"
@@ -299,12 +308,15 @@ def test_revoked_key_stops_working_within_a_second_of_postgres_answering_again(
 
 def test_no_usage_event_is_lost_across_a_postgres_restart(restart: Restart) -> None:
     print(
-        f"[{restart.mode}] {restart.served} served ({restart.served_before_up} before the server was up), "
-        f"{restart.events} events; the outage's events written {restart.outage_events_after} s after it was up"
+        f"[{restart.mode}] {restart.served} served ({restart.served_before_up} before the server "
+        "was up), "
+        f"{restart.events} events; the outage's events written {restart.outage_events_after} s "
+        "after it was up"
     )
     assert restart.served_before_up > 50  # requests were answered while the database was down
     assert restart.events == restart.distinct_events == restart.served
-    # The writer catches up within a few seconds of the database answering, not after a long backoff.
+    # The writer catches up within a few seconds of the database answering, not after a long
+    # backoff.
     assert restart.outage_events_after is not None and restart.outage_events_after < 3.0
 
 
@@ -322,7 +334,8 @@ def test_a_postgres_restart_logs_one_failure_and_one_recovery_line_per_worker(
         assert sum("config refresh recovered after" in line for line in lines) == WORKERS, (
             restart.log
         )
-    else:  # the version is in Redis: nothing to fail until the config changes, and then it just reconnects
+    # the version is in Redis: nothing to fail until the config changes, and then it just reconnects
+    else:
         assert refresh_failing == [], restart.log
     assert sum("usage writes failing" in line for line in lines) == WORKERS, restart.log
     assert sum("usage writes recovered after" in line for line in lines) == WORKERS, restart.log
@@ -363,9 +376,7 @@ POISONS: dict[int, dict[str, object]] = {
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_poisoned_usage_row_does_not_block_the_rows_after_it_and_is_kept_aside_with_its_reason() -> (
-    None
-):
+def test_a_poisoned_usage_row_blocks_no_later_rows_and_is_kept_aside_with_its_reason() -> None:
     recorder = UsageRecorder(max_buffer=1000, flush_seconds=60)
     recorder._thread = object()  # no writer thread: we flush by hand
     for n in range(45):

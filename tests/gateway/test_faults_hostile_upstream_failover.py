@@ -50,7 +50,8 @@ class _BombHandler(socketserver.BaseRequestHandler):
 
 @contextmanager
 def bomb_upstream() -> Iterator[socketserver.ThreadingTCPServer]:
-    """An 'OpenAI-compatible' server on loopback whose every answer is a 1 GiB gzip bomb (1 MB sent)."""
+    """An 'OpenAI-compatible' server on loopback whose every answer is a 1 GiB gzip bomb (1 MB
+    sent)."""
     gzip_bomb()  # built before the clock starts
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _BombHandler)
     server.daemon_threads = True
@@ -64,7 +65,8 @@ def bomb_upstream() -> Iterator[socketserver.ThreadingTCPServer]:
 
 
 def gateway_peak_rss_growth(pid: int) -> tuple[int, Callable[[], int]]:
-    """Reset the gateway process's peak resident set; the returned function reads its growth since."""
+    """Reset the gateway process's peak resident set; the returned function reads its growth
+    since."""
     status = Path(f"/proc/{pid}/status")
 
     def read(field: str) -> int:
@@ -108,7 +110,8 @@ def test_a_gzip_bomb_from_the_primary_fails_over_to_the_healthy_fallback(setup) 
         elapsed = time.monotonic() - started
         grew = growth()
         print(
-            f"\nbomb then fallback through the gateway: {elapsed:.2f} s, gateway peak RSS growth {grew / MiB:.1f} MiB"
+            f"\nbomb then fallback through the gateway: {elapsed:.2f} s, gateway peak RSS growth "
+            f"{grew / MiB:.1f} MiB"
         )
         assert raw.parse().choices[0].message.content
         assert raw.headers["x-balancer-instance"] == fallback.instance_id

@@ -131,7 +131,8 @@ def test_a_cold_start_with_redis_hung_serves_concurrent_first_requests_quickly(k
         assert len(results) == 20 and {status for _, status in results} == {200}
         times = sorted(elapsed for elapsed, _ in results)
         print(
-            f"cold start, 20 concurrent first requests with Redis hung: fastest {times[0] * 1000:.0f} ms, "
+            "cold start, 20 concurrent first requests with Redis hung: fastest "
+            f"{times[0] * 1000:.0f} ms, "
             f"slowest {times[-1] * 1000:.0f} ms"
         )
         # The first load (imports, queries) takes 1.4-2.6 s on the shared test machine even with
@@ -246,7 +247,8 @@ def test_a_hung_redis_costs_a_rate_limit_check_at_most_its_timeout(gateway_redis
         gateway_redis.resume()
     slow = [t for t in times if t > settings.GATEWAY_REDIS_TIMEOUT_SECONDS / 2]
     print(
-        f"rate-limit checks with Redis hung: {len(times)} calls, p50 {statistics.median(times) * 1e6:.0f} µs, "
+        f"rate-limit checks with Redis hung: {len(times)} calls, p50 "
+        f"{statistics.median(times) * 1e6:.0f} µs, "
         f"max {max(times) * 1000:.1f} ms, {len(slow)} waited for the timeout"
     )
     assert (

@@ -62,7 +62,8 @@ def test_streams_cut_after_their_first_event_cool_the_instance_down(setup):
             response.read()
     # Three broken streams trip the circuit (the default policy); later ones go to the fallback.
     print(
-        f"figure: {setup.upstream.count('cuts-streams')} of 30 streams went to the instance that cuts them"
+        f"figure: {setup.upstream.count('cuts-streams')} of 30 streams went to the instance that "
+        "cuts them"
     )
     assert setup.upstream.count("cuts-streams") <= 4
     assert served.count(spare.instance_id) >= 26
@@ -107,7 +108,8 @@ def test_a_stalled_stream_ends_with_a_stall_timeout(setup, hostile_upstream):
     balancer = one_route(stalled, "stalled-stream")
     lines, took = stream_events(setup.gateway, client_secret(setup), "stalled-stream")
     print(
-        f"figure: a stream stalled after its first event ended after {took:.2f} s (first_byte_timeout 0.5 s)"
+        f"figure: a stream stalled after its first event ended after {took:.2f} s "
+        "(first_byte_timeout 0.5 s)"
     )
     assert took < 4
     assert orjson.loads(lines[-2][5:])["error"]["code"] == "stall_timeout"
@@ -133,7 +135,8 @@ def test_a_body_stall_is_a_stall_timeout_not_a_first_byte_timeout(setup, hostile
     )
     took = time.monotonic() - started
     print(
-        f"figure: a body stalled after its headers was a 504 after {took:.2f} s (first_byte_timeout 0.5 s)"
+        f"figure: a body stalled after its headers was a 504 after {took:.2f} s "
+        "(first_byte_timeout 0.5 s)"
     )
     assert response.status_code == 504 and took < 4
     assert response.json()["error"]["code"] == "upstream_timeout"

@@ -1,4 +1,5 @@
-"""Hostile upstream answers: impossible usage is replaced by estimates, malformed answers fail over."""
+"""Hostile upstream answers: impossible usage is replaced by estimates, malformed answers fail
+over."""
 
 from __future__ import annotations
 

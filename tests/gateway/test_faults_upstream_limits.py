@@ -77,7 +77,8 @@ class Cost:
     def __str__(self) -> str:
         return (
             f"{self.seconds:.3f} s, Python peak {self.python_peak / MiB:.1f} MiB, "
-            f"peak RSS growth {self.rss_growth / MiB:.1f} MiB, longest loop stall {self.loop_stall * 1000:.0f} ms"
+            f"peak RSS growth {self.rss_growth / MiB:.1f} MiB, longest loop stall "
+            f"{self.loop_stall * 1000:.0f} ms"
         )
 
 
@@ -193,7 +194,8 @@ async def test_a_streamed_gzip_bomb_stops_at_the_event_bound() -> None:
 async def test_a_declared_body_over_the_bound_is_refused_before_it_is_read() -> None:
     async def answer(peer: Peer) -> None:
         peer.send(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 314572800\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            b"314572800\r\n\r\n"
         )
         peer.send(b"{" * 65536)  # and it would go on for 300 MB
         await peer.flush()

@@ -1,4 +1,5 @@
-"""An upstream that echoes our credential: the client, the logs and the usage events never see it."""
+"""An upstream that echoes our credential: the client, the logs and the usage events never see
+it."""
 
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ def test_a_stream_event_echoing_our_credential_is_scrubbed(setup, hostile_upstre
 def test_log_records_and_usage_records_carry_no_upstream_secret(
     hostile_upstream, transactional_db, caplog, monkeypatch
 ):
-    """In process, so that caplog sees every record the gateway writes while it handles the echoes."""
+    """In process, so that caplog sees every record the gateway writes while it handles the
+    echoes."""
     from gateway.hotpath import proxy as proxy_module
     from gateway.hotpath.config_version import config_version_from_db
     from gateway.hotpath.snapshot import KeySpec, build_config

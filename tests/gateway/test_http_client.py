@@ -730,7 +730,7 @@ async def test_bytes_arriving_on_an_idle_connection_make_the_client_drop_it() ->
 
 
 @async_test
-async def test_a_no_content_answer_without_length_ends_at_its_headers_and_keeps_the_connection() -> (
+async def test_a_no_content_answer_without_length_ends_at_headers_and_keeps_the_connection() -> (
     None
 ):
     async def handler(peer: Peer) -> None:

@@ -1,4 +1,5 @@
-"""POST /v1/messages (Anthropic's Messages API) in a real uvicorn process, called with the official anthropic SDK."""
+"""POST /v1/messages (Anthropic's Messages API) in a real uvicorn process, called with the official
+anthropic SDK."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from tests.upstream_server import Behaviour
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+IMAGE = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAA"
+    "DUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 
 
 def claude(setup, secret: str | None = None, *, bearer: bool = False) -> anthropic.Anthropic:
@@ -418,7 +422,8 @@ def test_an_anthropic_instance_gets_the_clients_body_and_answers_untranslated(se
         system=[{"type": "text", "text": "Be brief."}],
     )
     sent = setup.upstream.requests[-1]
-    # What a translation through chat would lose (top_k, cache_control, system blocks) arrives as sent.
+    # What a translation through chat would lose (top_k, cache_control, system blocks) arrives as
+    # sent.
     assert sent == {
         "model": "claude-native",
         "max_tokens": 30,
@@ -446,7 +451,8 @@ def test_an_anthropic_instance_gets_the_clients_body_and_answers_untranslated(se
         json={"model": "native", "max_tokens": 30, "stream": True, "messages": turns},
     ) as response:
         names = [line[7:] for line in response.iter_lines() if line.startswith("event: ")]
-    # The fake instance's own order (its ping after content_block_start), not the gateway's translation.
+    # The fake instance's own order (its ping after content_block_start), not the gateway's
+    # translation.
     assert names == [
         "message_start",
         "content_block_start",

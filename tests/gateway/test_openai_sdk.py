@@ -163,7 +163,8 @@ def test_models_list_shows_only_the_balancers_a_key_may_use(setup):
         ],
     )
     client = setup.client(balancers=[a])
-    # The goal names (auto, auto-cheap...) this key reaches through allowed-one are listed too; not auto-free
+    # The goal names (auto, auto-cheap...) this key reaches through allowed-one are listed too; not
+    # auto-free
     # (allowed-one's instance is priced).
     assert [m.id for m in client.models.list()] == [
         "allowed-one",

@@ -25,8 +25,10 @@ def test_a_long_outage_logs_its_start_a_summary_a_minute_and_its_end(
         log.succeeded()
     assert [record.getMessage() for record in caplog.records] == [
         "config refresh failing: ConnectionError: connection refused",
-        "config refresh still failing after 60 s (121 attempts): ConnectionError: connection refused",
-        "config refresh still failing after 120 s (241 attempts): ConnectionError: connection refused",
+        "config refresh still failing after 60 s (121 attempts): ConnectionError: connection "
+        "refused",
+        "config refresh still failing after 120 s (241 attempts): ConnectionError: connection "
+        "refused",
         "config refresh recovered after 150.0 s (300 failed attempts)",
     ]
     assert not log.failing

@@ -1,4 +1,5 @@
-"""The circuit breaker around Redis: skip it for a back-off after failures, log state changes once."""
+"""The circuit breaker around Redis: skip it for a back-off after failures, log state changes
+once."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def test_two_failures_open_it_for_the_back_off_then_one_trial_at_a_time(gate, cl
     gate.failed(REFUSED)
     assert gate.is_open
     assert warnings(caplog) == [
-        "Redis unavailable: ConnectionError: Error 111 connecting to 127.0.0.1:6390. Connection refused., "
+        "Redis unavailable: ConnectionError: Error 111 connecting to 127.0.0.1:6390. Connection "
+        "refused., "
         "using local state (retrying every 2 s)"
     ]
     assert not any(gate.allow() for _ in range(100))

@@ -1,4 +1,5 @@
-"""POST /v1/responses (OpenAI's Responses API) in a real uvicorn process, called with the official openai SDK."""
+"""POST /v1/responses (OpenAI's Responses API) in a real uvicorn process, called with the official
+openai SDK."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def test_input_items_with_images_and_roles_become_chat_messages(setup):
     ]
 
 
-def test_a_function_tool_loop_runs_on_the_simulator_with_the_whole_input_and_with_previous_response_id(
+def test_a_function_tool_loop_runs_on_the_simulator_with_the_whole_input_and_previous_response_id(
     setup,
 ):
     one_route("agent", simulator())

@@ -1,4 +1,5 @@
-"""Hourly usage rollups: exact, incremental, late events in their own hour, retention, concurrent runs."""
+"""Hourly usage rollups: exact, incremental, late events in their own hour, retention, concurrent
+runs."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def event(
 
 
 def traffic(balancers: list[Any], keys: list[Any], *, hours: int = 6, end: datetime = NOW) -> None:
-    """A few hours of varied events: two balancers, routes, instances, keys, failures and streams."""
+    """A few hours of varied events: two balancers, routes, instances, keys, failures and
+    streams."""
     for n in range(hours * 7):
         at = end - timedelta(minutes=17 * n + 3)
         event(

@@ -1,4 +1,5 @@
-"""A configuration change refits the built-in router in every gateway worker within a second: two real
+"""A configuration change refits the built-in router in every gateway worker within a second: two
+real
 uvicorn worker processes, the production poll interval (0.5 s).
 
 The change reaches the workers by push (Redis pub/sub on the config version; the poll is the

@@ -52,9 +52,11 @@ def event(
 
 @pytest.fixture
 def history() -> dict[str, Any]:
-    """Prices per 1M tokens (input/output): cheap 1/2, mid 3/6, expensive 10/30, gold 100/100 (its route is off).
+    """Prices per 1M tokens (input/output): cheap 1/2, mid 3/6, expensive 10/30, gold 100/100 (its
+    route is off).
 
-    support: 1M+0.5M tokens on efficient (cheap, $2.00), 0.2M+0.1M on reasoning (mid, $1.20), and a cache hit
+    support: 1M+0.5M tokens on efficient (cheap, $2.00), 0.2M+0.1M on reasoning (mid, $1.20), and a
+    cache hit
     of 1M+0.5M that saved $2.00; 2.2M prompt and 1.1M completion tokens for $3.20 in all.
     other: 1M prompt tokens on its only route (cheap, $1.00), no baseline named.
     A deleted balancer's cache hit saved $0.50.
@@ -118,7 +120,8 @@ def test_savings_are_priced_on_the_priciest_enabled_route_and_the_named_baseline
         1,
         Decimal("2.00"),
     )
-    # reasoning, on its priciest member (expensive): 2.2 x $10 + 1.1 x $30; the disabled gold route is not counted.
+    # reasoning, on its priciest member (expensive): 2.2 x $10 + 1.1 x $30; the disabled gold route
+    # is not counted.
     assert (support.priciest_route, support.priciest_cost) == ("reasoning", Decimal("55"))
     assert support.savings_vs_priciest == Decimal("51.80")
     # fallback (mid): 2.2 x $3 + 1.1 x $6.

@@ -1,4 +1,5 @@
-"""Target groups (members inline, import/export) and instances (health, write-only key, simulator knobs)."""
+"""Target groups (members inline, import/export) and instances (health, write-only key, simulator
+knobs)."""
 
 from __future__ import annotations
 

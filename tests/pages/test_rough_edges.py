@@ -273,8 +273,8 @@ def test_the_save_and_test_page_prompts_with_the_balancers_own_examples(admin_cl
     )
     page = htmllib.unescape(admin_client.get("/balancers/translator/test/").content.decode())
     assert (
-        '<textarea id="smoke-prompt" name="prompt" rows="3">Translate this invoice into German.</textarea>'
-        in page
+        '<textarea id="smoke-prompt" name="prompt" rows="3">Translate this invoice into '
+        "German.</textarea>" in page
     )
     assert _python_request(_snippets(page)[0])["messages"][0]["content"] == (
         "Translate this invoice into German."

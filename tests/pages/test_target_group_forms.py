@@ -28,7 +28,8 @@ FORM = {
 
 @pytest.fixture
 def bumps(django_capture_on_commit_callbacks: Any) -> Callable[[], Any]:
-    """`with bumps():` runs the commit hooks of what happens inside and asserts the config version moved."""
+    """`with bumps():` runs the commit hooks of what happens inside and asserts the config version
+    moved."""
 
     @contextmanager
     def watch() -> Iterator[None]:
@@ -197,7 +198,8 @@ def test_htmx_adds_the_row_and_refreshes_the_form(admin_client, demo, bumps) -> 
         group__name="tech-support-pool", instance__instance_id="qwen-cheap-a"
     )
     assert (member.weight, member.priority, member.enabled) == (30, 2, True)
-    # The form answers in place, fresh (the instance is no longer offered); the row is appended out of band.
+    # The form answers in place, fresh (the instance is no longer offered); the row is appended out
+    # of band.
     assert (
         html.lstrip().startswith('<form id="add-member"')
         and 'hx-swap-oob="true"' not in html.split(">")[0]

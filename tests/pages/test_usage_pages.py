@@ -72,7 +72,8 @@ def usage(
 
 @pytest.fixture
 def traffic(demo: None) -> dict[str, Any]:
-    """Four requests in the last few hours: three on support-balancer (one failed over and lost), one embedding."""
+    """Four requests in the last few hours: three on support-balancer (one failed over and lost),
+    one embedding."""
     support = Balancer.objects.get(name="support-balancer")
     embed = Balancer.objects.get(name="embed-balancer")
     key, _ = make_api_key(name="support-app")

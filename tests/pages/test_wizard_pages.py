@@ -1,4 +1,5 @@
-"""The create/edit wizard through Django's test client: draft in the session, nothing saved early."""
+"""The create/edit wizard through Django's test client: draft in the session, nothing saved
+early."""
 
 from __future__ import annotations
 

@@ -183,7 +183,8 @@ def test_editing_keeps_the_saved_rules_and_saves_changes(admin_client, demo) -> 
     )
 
 
-# -- how well the routes separate (the live overlap warning) --------------------------------------------
+# -- how well the routes separate (the live overlap warning)
+# --------------------------------------------
 
 
 def separation(client, rows: list[dict[str, Any]], url: str = "/balancers/new/separation/") -> str:
@@ -211,7 +212,8 @@ def test_two_routes_that_say_the_same_thing_are_flagged_as_overlapping(admin_cli
     rows[1].update(
         name="payments",
         intent="Questions about invoices, refunds and charges.",
-        examples="Send me the invoice again\nWhy was I charged?\nI want my money back\nChange payment method",
+        examples="Send me the invoice again\nWhy was I charged?\nI want my money back\nChange "
+        "payment method",
     )
     html = separation(admin_client, rows)
     assert 'data-testid="route-overlaps"' in html

@@ -173,7 +173,8 @@ def test_character_ngrams_are_hashed_deterministically_into_a_unit_vector():
             True,
         ),
         (
-            "def merge(a, b):\n    result = []\n    while a and b:\n        result.append(a.pop(0))\n"
+            "def merge(a, b):\n    result = []\n    while a and b:\n        "
+            "result.append(a.pop(0))\n"
             "    return result\n# Why does this drop elements? Fix the bug.",
             True,
         ),

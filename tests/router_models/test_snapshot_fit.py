@@ -1,4 +1,5 @@
-"""The built-in router is fitted when a config snapshot is built, and refitted when the config changes."""
+"""The built-in router is fitted when a config snapshot is built, and refitted when the config
+changes."""
 
 from __future__ import annotations
 

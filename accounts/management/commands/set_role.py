@@ -35,7 +35,8 @@ class Command(BaseCommand):
         user = User.objects.filter(username=username).first()
         if user is None:
             raise CommandError(
-                f"No user named {username!r} (manage.py createsuperuser, or the admin, creates one)."
+                f"No user named {username!r} (manage.py createsuperuser, or the admin, creates "
+                "one)."
             )
         user.groups.remove(*Group.objects.filter(name__in=ROLES))
         if role != "none":

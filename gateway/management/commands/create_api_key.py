@@ -24,7 +24,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--allow-route-override",
             action="store_true",
-            help="Let requests with this key force an enabled route with the X-Balancer-Route header.",
+            help="Let requests with this key force an enabled route with the X-Balancer-Route "
+            "header.",
         )
         parser.add_argument(
             "--allow-direct-models",

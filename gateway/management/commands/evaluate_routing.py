@@ -38,9 +38,11 @@ def route_price(route: RouteSpec) -> RoutePrice:
 
 class Command(BaseCommand):
     help = (
-        'Route a labelled JSONL file ({"prompt": ..., "route": ...} per line) through a balancer\'s '
+        'Route a labelled JSONL file ({"prompt": ..., "route": ...} per line) through a '
+        "balancer's "
         "router model and print accuracy, per-route precision and recall, the confusion matrix, "
-        "decision latency and the projected cost against sending everything to the most expensive route."
+        "decision latency and the projected cost against sending everything to the most expensive "
+        "route."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -77,7 +79,8 @@ class Command(BaseCommand):
             raise CommandError(f"no balancer named {balancer!r}")
         if spec.routing_mode != "intent_classifier" or spec.router_model is None:
             raise CommandError(
-                f"{spec.name} does not route by intent (mode {spec.routing_mode}); nothing to evaluate"
+                f"{spec.name} does not route by intent (mode {spec.routing_mode}); nothing to "
+                "evaluate"
             )
         try:
             items = load_labelled(file)

@@ -13,7 +13,10 @@ from targetgroups.services import target_group_import
 
 
 class Command(BaseCommand):
-    help = "Create or replace a target group from a target-group JSON file. A bad file changes nothing."
+    help = (
+        "Create or replace a target group from a target-group JSON file. A bad file changes "
+        "nothing."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("file", help="Path to the JSON file, or - for standard input.")

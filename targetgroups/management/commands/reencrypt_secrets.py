@@ -40,5 +40,6 @@ class Command(BaseCommand):
             raise CommandError(
                 "No key in GATEWAY_ENCRYPTION_KEYS opens the stored key of: "
                 + ", ".join(unreadable)
-                + ". Add the key that encrypted them back (after the first), or set those keys again."
+                + ". Add the key that encrypted them back (after the first), or set those keys "
+                "again."
             )
