@@ -421,15 +421,7 @@ class ExplainApi(GatewayApiView):
                 "scores": scores,
                 "order": [r.name for r in route_order(balancer, route)],
                 # Routes with a latency threshold: past it the next target is tried (hedge: raced).
-                "latency_thresholds": [
-                    {
-                        "route": r.name,
-                        "threshold_ms": round(r.latency_threshold * 1000),
-                        "hedge": r.hedge,
-                    }
-                    for r in route_order(balancer, route)
-                    if r.latency_threshold is not None
-                ],
+                "latency_thresholds": _latency_thresholds(route_order(balancer, route)),
                 "classifier_ms": None
                 if decision.classifier_ms is None
                 else round(decision.classifier_ms, 3),
@@ -443,6 +435,32 @@ class ExplainApi(GatewayApiView):
                 "rules": [_rule_check(check) for check in decision.rule_checks or ()],
             }
         )
+
+
+def _latency_thresholds(routes: list[RouteSpec]) -> list[dict[str, Any]]:
+    """The thresholds in attempt order: a route's, else each of its instances' own (no hedge)."""
+    found: list[dict[str, Any]] = []
+    for r in routes:
+        if r.latency_threshold is not None:
+            found.append(
+                {
+                    "route": r.name,
+                    "threshold_ms": round(r.latency_threshold * 1000),
+                    "hedge": r.hedge,
+                }
+            )
+            continue
+        for m in r.group.members:
+            if m.instance.latency_threshold is not None:
+                found.append(
+                    {
+                        "route": r.name,
+                        "instance": m.instance.instance_id,
+                        "threshold_ms": round(m.instance.latency_threshold * 1000),
+                        "hedge": False,
+                    }
+                )
+    return found
 
 
 def _capability_skips(

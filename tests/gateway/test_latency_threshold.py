@@ -298,6 +298,14 @@ def test_an_instances_threshold_applies_when_its_route_sets_none(setup, slow):
     ]
     assert event.attempt_log[0]["ms"] >= 300
     assert event.cost_usd == WINNER_COST
+    explained = httpx.post(
+        setup.gateway.v1 + "/explain",
+        json={"model": "instance-threshold", "messages": HELLO},
+        headers={"Authorization": f"Bearer {client.api_key}"},
+    ).json()
+    assert explained["latency_thresholds"] == [
+        {"route": "primary", "instance": primary.instance_id, "threshold_ms": 300, "hedge": False}
+    ]
 
 
 def test_a_routes_threshold_wins_over_its_instances(setup, slow):
