@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -471,3 +474,177 @@ def test_the_log_format_is_text_under_make_run_and_json_under_make_serve(
     else:
         assert request_formatter == "Formatter"
         assert line.endswith("WARNING gateway.check a log line") and not line.startswith("{")
+
+
+PROBE = "from gateway.tasks import probe_instances; probe_instances()"
+
+
+def test_rate_limits_cooldowns_probes_cost_and_router_decisions_reach_metrics(setup, two_workers):
+    """The metrics the first test leaves out, after traffic through both workers."""
+    from tests.gateway.test_routing_decisions import classifier_balancer
+    from tests.live_server import ROOT, database_url
+
+    server = two_workers
+    primary = setup.instance("met-a", Behaviour(status=500))
+    fallback = setup.instance("met-b")
+    setup.failover_balancer(primary, fallback, serving_name="metered")
+    classifier_balancer(setup, Behaviour(content="reasoning"), serving_name="met-cls")
+    _, secret = make_api_key()
+    _, limited = make_api_key(rate_limit_per_minute=2)
+    server.wait_for_config()
+
+    def post(model: str, key: str, content: str = "hello") -> httpx.Response:
+        return httpx.post(
+            server.v1 + "/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": content}]},
+            timeout=10,
+            headers={"Authorization": f"Bearer {key}"},
+        )
+
+    for _ in range(10):  # until the primary's circuit opens in both workers
+        assert post("metered", secret).status_code == 200
+    classified = 4
+    for n in range(classified):  # different prompts: each one a router decision of its own
+        response = post("met-cls", secret, f"Prove that {n} is a number.")
+        assert response.headers["x-balancer-decision"] == "classified", response.text
+    statuses = [post("metered", limited).status_code for _ in range(5)]
+    refused = statuses.count(429)
+    assert refused >= 3 and set(statuses) == {200, 429}, statuses
+    # The probe job, as a Celery worker runs it, in a process of its own: results in the database.
+    probed = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", PROBE],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url(), "TEST_DATABASE_NAME": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probed.returncode == 0, probed.stderr
+
+    deadline = time.monotonic() + 10
+    while True:
+        metrics = scrape(server)
+        decisions = total(
+            metrics["gateway_router_decision_seconds_count"],
+            balancer="met-cls",
+            decision="classified",
+        )
+        limited_count = total(metrics["gateway_rate_limited_requests_total"], balancer="metered")
+        if (decisions == classified and limited_count == refused) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert limited_count == refused
+    assert decisions == classified
+    assert (
+        total(metrics["gateway_router_decision_seconds_bucket"], balancer="met-cls", le="+Inf")
+        == classified
+    )
+    assert total(metrics["gateway_router_decision_seconds_sum"], balancer="met-cls") > 0
+    # Priced instances (tests/factories.py: $0.50 / $1.50 per million tokens): a cost per request.
+    cost = total(
+        metrics["gateway_cost_usd_total"], balancer="metered", instance=fallback.instance_id
+    )
+    assert cost > 0
+    # The failing primary is cooling down: its circuit is not closed, seconds of cooldown are left.
+    assert total(metrics["gateway_instance_healthy"], instance=primary.instance_id) == 0
+    assert total(metrics["gateway_instance_cooldown_seconds"], instance=primary.instance_id) > 0
+    states = {
+        labels["state"]: value
+        for labels, value in metrics["gateway_instance_circuit_state"]
+        if labels["instance"] == primary.instance_id
+    }
+    assert states == {"cooling": 1.0}
+    assert total(metrics["gateway_instance_cooldown_seconds"], instance=fallback.instance_id) == 0
+    assert (
+        total(
+            metrics["gateway_instance_circuit_state"],
+            instance=fallback.instance_id,
+            state="healthy",
+        )
+        == 1
+    )
+    # The probe's results: both answered GET /models (the primary's failures are its chat answers).
+    for instance in (primary, fallback):
+        name = instance.instance_id
+        assert total(metrics["gateway_instance_probe_up"], instance=name, status="healthy") == 1
+        assert 0 < total(metrics["gateway_instance_probe_latency_seconds"], instance=name) < 10
+        assert 0 <= total(metrics["gateway_instance_probe_age_seconds"], instance=name) < 60
+
+
+DROP_SCRIPT = """
+import json, time
+from datetime import UTC, datetime
+import django
+django.setup()
+from prometheus_client import REGISTRY
+from gateway.hotpath import metrics
+from gateway.hotpath.usage import UsageRecorder, UsageRecord
+
+def record(n):
+    return UsageRecord(created_at=datetime.now(UTC), request_id=f"drop-{n}", endpoint="chat",
+                       status_code=200, latency_ms=5)
+
+recorder = metrics.recorder = UsageRecorder(max_buffer=3, flush_seconds=0.05)
+for n in range(3):
+    recorder.record(record(n))
+deadline = time.monotonic() + 10
+while recorder.failures == 0 and time.monotonic() < deadline:
+    time.sleep(0.05)
+for n in range(3, 8):
+    recorder.record(record(n))
+failed = recorder.failures
+while recorder.failures == failed and time.monotonic() < deadline + 10:
+    time.sleep(0.05)
+recorder._stop.set()  # the writer stops after its next attempt, which fails too: all 8 unwritten
+recorder._wake.set()
+recorder._thread.join(10)
+metrics.update_worker_gauges()
+print(json.dumps({
+    "failures": recorder.failures, "dropped": recorder.dropped, "pending": recorder.pending,
+    "gauge_dropped": REGISTRY.get_sample_value("gateway_worker_usage_dropped"),
+    "gauge_backlog": REGISTRY.get_sample_value("gateway_worker_usage_backlog"),
+}))
+"""
+
+
+def test_usage_events_dropped_while_the_database_is_down_reach_the_worker_gauge(
+    tmp_path: Any,
+) -> None:
+    """A worker process with a small buffer whose database (a PostgreSQL of the test's own) is
+    stopped: the events past the buffer are dropped, and /metrics' gauge says how many."""
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    from tests.fault_servers import own_postgres
+    from tests.live_server import ROOT
+
+    with own_postgres() as postgres:
+        postgres.stop()
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if name not in ("TEST_DATABASE_NAME", "PROMETHEUS_MULTIPROC_DIR")
+        }
+        env |= {
+            "DATABASE_URL": postgres.url("gone"),
+            "SECRET_KEY": settings.SECRET_KEY,
+            "VAR_DIR": str(tmp_path),
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", DROP_SCRIPT],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["failures"] >= 1, "the writer met the stopped database"
+    assert result["dropped"] == 5 and result["pending"] == 3
+    assert result["gauge_dropped"] == 5 and result["gauge_backlog"] == 3
+    assert "usage buffer full: 1 events dropped so far" in done.stderr
