@@ -14,8 +14,8 @@ from asgiref.sync import async_to_sync
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import serializers, status
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -135,14 +135,14 @@ class ApiKeyOutputSerializer(serializers.ModelSerializer):
         ref_name = "ApiKey"
 
 
-class ApiKeyListApi(JsonApi):
-    OutputSerializer = ApiKeyOutputSerializer
+@extend_schema_view(get=extend_schema(summary="List gateway API keys (never their secrets)"))
+class ApiKeyListApi(JsonApi, generics.ListAPIView[ApiKey]):
+    # A plain read of a queryset through one serializer: DRF's generic list view. (No
+    # docstring: it would replace the JsonApi one as the operations' schema description.)
+    serializer_class = ApiKeyOutputSerializer
 
-    @extend_schema(
-        summary="List gateway API keys (never their secrets)", responses=OutputSerializer(many=True)
-    )
-    def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(_api_keys(), many=True).data)
+    def get_queryset(self) -> QuerySet[ApiKey]:
+        return _api_keys()
 
 
 class ApiKeyCreateApi(JsonApi):
@@ -300,12 +300,14 @@ def _team_or_404(team_id: int) -> Team:
     return team
 
 
-class TeamListApi(JsonApi):
-    OutputSerializer = TeamOutputSerializer
+@extend_schema_view(get=extend_schema(summary="List teams"))
+class TeamListApi(JsonApi, generics.ListAPIView[Team]):
+    # A plain read of a queryset through one serializer: DRF's generic list view. (No
+    # docstring: it would replace the JsonApi one as the operations' schema description.)
+    serializer_class = TeamOutputSerializer
 
-    @extend_schema(summary="List teams", responses=OutputSerializer(many=True))
-    def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(Team.objects.order_by("name"), many=True).data)
+    def get_queryset(self) -> QuerySet[Team]:
+        return Team.objects.order_by("name")
 
 
 class TeamCreateApi(JsonApi):
