@@ -137,13 +137,13 @@ class RouteInputSerializer(JsonTypesMixin, serializers.Serializer):
         validators=LATENCY_THRESHOLD_VALIDATORS,
         allow_null=True,
         default=None,
-        help_text="Milliseconds to the first byte (a stream: its first event) after which the "
-        "next target is tried; null: no threshold.",
+        help_text="Milliseconds to the first byte (a stream: its first event) after which the next "
+        "target is tried; null: no threshold.",
     )
     hedge = serializers.BooleanField(
         default=False,
-        help_text="Past the threshold, keep the slow attempt and race the next target: the "
-        "first answer wins and is the only one billed, the other is cancelled. Needs "
+        help_text="Past the threshold, keep the slow attempt and race the next target: the first "
+        "answer wins and is the only one billed, the other is cancelled. Needs "
         "latency_threshold_ms.",
     )
 

@@ -62,16 +62,13 @@ STEP_SLUGS = tuple(s.slug for s in STEPS)
 
 MODE_HELP = {
     RoutingMode.INTENT_CLASSIFIER: "For many specialised routes: a router model reads each prompt "
-    "and picks "
-    "the route whose intent fits; the default takes the rest.",
+    "and picks the route whose intent fits; the default takes the rest.",
     RoutingMode.ORDERED: "For failover: every request tries the route with the lowest priority "
-    "first, "
-    "then the next one.",
+    "first, then the next one.",
     RoutingMode.WEIGHTED: "For splitting traffic by weight, e.g. a 90/10 canary between two "
     "providers.",
     RoutingMode.AUTO: "Ranks every instance of every route live (latency, availability, load, "
-    "price) "
-    "for one preference.",
+    "price) for one preference.",
 }
 KIND_HELP = {
     WorkloadKind.CHAT: "Prompts in, answers out, on /v1/chat/completions (streaming or not).",
@@ -777,8 +774,8 @@ class RuleRowForm(forms.Form):
     VALUE_LABELS = {
         RuleKind.REGEX: (
             "Pattern",
-            "RE2 syntax, searched in the last user message, e.g. INV-\\d{4}. "
-            "Add (?i) to ignore case.",
+            "RE2 syntax, searched in the last user message, e.g. INV-\\d{4}. Add (?i) to ignore "
+            "case.",
         ),
         RuleKind.KEYWORDS: (
             "Keywords",

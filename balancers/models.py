@@ -126,10 +126,8 @@ class Balancer(models.Model):
         default=False,
         verbose_name="keep prompts",
         help_text="Keep each request's last user message (its first 4,000 characters) with its "
-        "usage "
-        "event, so an operator can correct the router's decisions from the board, the usage page "
-        "and the "
-        "playground. Off: the gateway keeps no prompt.",
+        "usage event, so an operator can correct the router's decisions from the board, the usage "
+        "page and the playground. Off: the gateway keeps no prompt.",
     )
     baseline_route = models.CharField(
         max_length=63,
@@ -198,8 +196,8 @@ class Route(models.Model):
     )
     hedge = models.BooleanField(
         default=False,
-        help_text="Past the threshold, race the next target instead of cancelling this one: "
-        "the first answer wins, the other is cancelled.",
+        help_text="Past the threshold, race the next target instead of cancelling this one: the "
+        "first answer wins, the other is cancelled.",
     )
 
     class Meta:
@@ -292,8 +290,7 @@ class ContentRule(models.Model):
         max_length=500,
         blank=True,
         help_text="The pattern (regex), the keywords (keywords, comma-separated), the value "
-        "(metadata, user, "
-        "tag, api_key) or the type (response_format, optional).",
+        "(metadata, user, tag, api_key) or the type (response_format, optional).",
     )
     metadata_key = models.CharField(
         max_length=64, blank=True, help_text="The metadata key (metadata rules)."

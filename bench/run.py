@@ -348,8 +348,7 @@ def ensure_database(database_url: str) -> None:
         raise HarnessError(
             f"PostgreSQL is not reachable at {database_url.rsplit('@', 1)[-1]}: {exc}".strip()
             + "\n(the bench needs PostgreSQL on 127.0.0.1:5432 with user postgres, as make test "
-            "does; "
-            "set BENCH_DATABASE_URL to point elsewhere)"
+            "does; set BENCH_DATABASE_URL to point elsewhere)"
         ) from None
 
 
@@ -1560,8 +1559,8 @@ def render(info: dict[str, Any], res: Results, plan: Plan) -> str:
         f"usage events written: {fmt(info.get('usage_events'))}",
         f"- LiteLLM {LITELLM_VERSION}: "
         + (
-            "one worker on core 0, two deployments of the mock, master key, "
-            "no database, no callbacks, no retries"
+            "one worker on core 0, two deployments of the mock, master key, no database, no "
+            "callbacks, no retries"
             if has_litellm
             else "not run"
         ),
@@ -1741,8 +1740,8 @@ def render_costs(info: dict[str, Any], plan: Plan) -> list[str]:
         f"{info.get('costs_load_before', '?')} before these points, "
         f"{info.get('costs_load_after', '?')} after.",
         "",
-        "| point | req/s | vs baseline | p50 ms | p99 ms | gateway CPU µs/request | Δ CPU µs "
-        "| upstream calls/request | errors |",
+        "| point | req/s | vs baseline | p50 ms | p99 ms | gateway CPU µs/request | Δ CPU µs | "
+        "upstream calls/request | errors |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for cp in COST_POINTS:

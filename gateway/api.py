@@ -585,8 +585,8 @@ class UsageQuerySerializer(serializers.Serializer):
     key = serializers.RegexField(
         r"^(none|[0-9]+)$",
         required=False,
-        help_text="Only this API key's requests (its id), or `none` for requests "
-        "without a key (playground, smoke tests).",
+        help_text="Only this API key's requests (its id), or `none` for requests without a key "
+        "(playground, smoke tests).",
     )
 
     def validate_key(self, value: str) -> ApiKey | str:

@@ -81,13 +81,13 @@ def balancer_unavailable(balancer: Balancer) -> str:
     router = balancer.router_model
     if router is None or router.provider != "builtin":
         return (
-            "Corrections teach the built-in router (intent-classifier); this balancer's router "
-            "is an LLM."
+            "Corrections teach the built-in router (intent-classifier); this balancer's router is "
+            "an LLM."
         )
     if not balancer.log_prompts:
         return (
-            "Prompt logging is off for this balancer, so the gateway kept no prompt to learn "
-            "from. An operator can turn on 'Keep prompts' on the balancer's page."
+            "Prompt logging is off for this balancer, so the gateway kept no prompt to learn from. "
+            "An operator can turn on 'Keep prompts' on the balancer's page."
         )
     return ""
 
@@ -131,8 +131,8 @@ def correction_offer(*, balancer: Balancer, request_id: str) -> CorrectionOffer:
         return offer
     if not event.prompt_text.strip():
         offer.unavailable = (
-            "No prompt was kept for this request: it was served before prompt logging was "
-            "turned on (or from the response cache)."
+            "No prompt was kept for this request: it was served before prompt logging was turned "
+            "on (or from the response cache)."
         )
         return offer
     offer.prompt = event.prompt_text

@@ -70,8 +70,7 @@ class ApiKeyForm(forms.Form):
         required=False,
         label="May choose the route",
         help_text="Requests with this key may force an enabled route with the X-Balancer-Route "
-        "header "
-        "(testing, trusted tools). Off: the header is refused with a 403.",
+        "header (testing, trusted tools). Off: the header is refused with a 403.",
     )
     team = forms.ModelChoiceField(
         queryset=Team.objects.order_by("name"),

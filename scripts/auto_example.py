@@ -28,8 +28,8 @@ DEMO_MODELS = [
 POOL = ["gpt-oss-120b", "backup-small", "qwen2.5-coder-7b"]
 EASY = "Hello"
 HARD = (
-    "Write a Python function that parses a CSV file, handles quoted fields with embedded "
-    "newlines, and returns a list of dicts; include unit tests."
+    "Write a Python function that parses a CSV file, handles quoted fields with embedded newlines, "
+    "and returns a list of dicts; include unit tests."
 )
 IMAGE = "https://example.com/cat.png"
 TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}

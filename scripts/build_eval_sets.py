@@ -147,8 +147,8 @@ EASY_HARD_SET = {
     "default_route": "efficient",
     "routes": {
         "efficient": "Simple, short tasks: summaries, drafts, rewording and quick replies.",
-        "reasoning": "Hard problems that need careful multi-step reasoning: math, logic, "
-        "analysis and debugging.",
+        "reasoning": "Hard problems that need careful multi-step reasoning: math, logic, analysis "
+        "and debugging.",
     },
     "caps": {"efficient": 300, "reasoning": 300},
 }
@@ -296,12 +296,12 @@ SUPPORT_SET = {
     ),
     "default_route": "efficient",
     "routes": {
-        "efficient": "Simple, short conversational messages: small talk, greetings, "
-        "quick factual questions and short help-desk replies.",
-        "reasoning": "Hard questions that need careful multi-step reasoning: college "
-        "mathematics, physics and chemistry, formal logic, econometrics and law.",
-        "coding": "Programming tasks: write, complete or explain code, such as a Python "
-        "function from its signature and docstring.",
+        "efficient": "Simple, short conversational messages: small talk, greetings, quick factual "
+        "questions and short help-desk replies.",
+        "reasoning": "Hard questions that need careful multi-step reasoning: college mathematics, "
+        "physics and chemistry, formal logic, econometrics and law.",
+        "coding": "Programming tasks: write, complete or explain code, such as a Python function "
+        "from its signature and docstring.",
     },
     "caps": {"efficient": 600, "reasoning": 500, "coding": 300},
 }
@@ -311,15 +311,14 @@ MMLU_SET = {
     "description": "MMLU questions routed by the benchmark's four subject families.",
     "default_route": "other",
     "routes": {
-        "stem": "Science, technology, engineering and mathematics: physics, chemistry, "
-        "biology, astronomy, computer science, electrical engineering, mathematics "
-        "and statistics.",
-        "humanities": "Humanities: history, philosophy, ethics and moral questions, "
-        "logic, law and religion.",
-        "social_sciences": "Social sciences: economics, psychology, sociology, "
-        "geography, politics and government, foreign policy and public relations.",
-        "other": "Medicine, health, nutrition and anatomy; business, management, "
-        "marketing and accounting; general knowledge and global facts.",
+        "stem": "Science, technology, engineering and mathematics: physics, chemistry, biology, "
+        "astronomy, computer science, electrical engineering, mathematics and statistics.",
+        "humanities": "Humanities: history, philosophy, ethics and moral questions, logic, law and "
+        "religion.",
+        "social_sciences": "Social sciences: economics, psychology, sociology, geography, politics "
+        "and government, foreign policy and public relations.",
+        "other": "Medicine, health, nutrition and anatomy; business, management, marketing and "
+        "accounting; general knowledge and global facts.",
     },
     "caps": {"stem": 300, "humanities": 300, "social_sciences": 300, "other": 300},
 }

@@ -356,8 +356,8 @@ def phase_row(
 
 def render_table(rows: list[Row]) -> str:
     lines = [
-        "| fault | requests | client errors (allowed) | usage events / accepted | recovery s | "
-        "max latency s | verdict |",
+        "| fault | requests | client errors (allowed) | usage events / accepted | recovery s | max "
+        "latency s | verdict |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
@@ -1179,8 +1179,8 @@ def run(plan: Plan) -> int:
         upstream = topology.upstream.counts if topology.upstream else {}
         probe_rows = topology.query(
             "SELECT i.instance_id, h.status, extract(epoch from now() - h.checked_at) FROM "
-            "gateway_instancehealth h "
-            "JOIN targetgroups_instance i ON i.id = h.instance_id ORDER BY 1"
+            "gateway_instancehealth h JOIN targetgroups_instance i ON i.id = h.instance_id ORDER "
+            "BY 1"
         )
         celery_alive = topology.celery is not None and topology.celery.poll() is None
     finally:

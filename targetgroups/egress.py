@@ -126,8 +126,8 @@ def base_url_problem(url: str, *, allow_private: bool) -> str | None:
     """Why this base URL is refused, or None. Checks the text only (no DNS lookup)."""
     if "?" in url or "#" in url:
         return (
-            "A base URL cannot hold a query string or a fragment ('?' or '#'): the gateway "
-            "appends the path to it."
+            "A base URL cannot hold a query string or a fragment ('?' or '#'): the gateway appends "
+            "the path to it."
         )
     try:
         parts = urlsplit(url)

@@ -45,8 +45,8 @@ def decrypt(token: str) -> str:
         return _current().decrypt(token.encode()).decode()
     except InvalidToken:
         raise UnreadableSecret(
-            "a stored upstream key cannot be decrypted with GATEWAY_ENCRYPTION_KEYS "
-            "(was the key that encrypted it removed?)"
+            "a stored upstream key cannot be decrypted with GATEWAY_ENCRYPTION_KEYS (was the key "
+            "that encrypted it removed?)"
         ) from None
 
 

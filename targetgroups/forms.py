@@ -87,8 +87,8 @@ class InstanceForm(forms.ModelForm):
     strengths = forms.CharField(
         required=False,
         max_length=400,
-        help_text="Comma-separated, e.g. code, reasoning. Empty: the catalogue's; "
-        "'none' for no strengths.",
+        help_text="Comma-separated, e.g. code, reasoning. Empty: the catalogue's; 'none' for no "
+        "strengths.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -244,14 +244,14 @@ class Instance(EncryptedApiKey, models.Model):
         null=True,
         blank=True,
         validators=[MinValueValidator(10), MaxValueValidator(600_000)],
-        help_text="Time to first byte (ms) after which the next target is tried, when the "
-        "route sets none; empty: no threshold.",
+        help_text="Time to first byte (ms) after which the next target is tried, when the route "
+        "sets none; empty: no threshold.",
     )
     options = models.JSONField(
         default=dict,
         blank=True,
-        help_text="Simulator knobs: latency_ms, error_rate, down, tokens_per_second. "
-        "Azure OpenAI: api_version.",
+        help_text="Simulator knobs: latency_ms, error_rate, down, tokens_per_second. Azure OpenAI: "
+        "api_version.",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -321,8 +321,8 @@ class Instance(EncryptedApiKey, models.Model):
                 errors["workload_kind"] = f"The built-in model {self.model} is a {kind} model."
         if self.pricing == Pricing.CAPACITY and not self.capacity:
             errors["capacity"] = (
-                "Reserved capacity needs its size: how many concurrent requests "
-                "(or tokens per second) the hour buys."
+                "Reserved capacity needs its size: how many concurrent requests (or tokens per "
+                "second) the hour buys."
             )
         if not isinstance(self.options, dict):
             errors["options"] = "Options must be a JSON object."

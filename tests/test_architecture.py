@@ -189,8 +189,8 @@ def test_the_check_catches_a_cycle_between_apps(graph: grimp.ImportGraph) -> Non
         problems = app_cycles(graph)
         assert len(problems) == 4  # every import on the loops: targetgroups, balancers, gateway
         assert problems[-1] == (
-            "targetgroups -> gateway (targetgroups.api imports gateway.probes)"
-            " and gateway reaches targetgroups"
+            "targetgroups -> gateway (targetgroups.api imports gateway.probes) and gateway reaches "
+            "targetgroups"
         )
         assert [p.split(" (")[0] for p in problems] == [
             "balancers -> targetgroups",

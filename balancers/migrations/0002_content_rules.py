@@ -71,8 +71,8 @@ class Migration(migrations.Migration):
                     models.CharField(
                         blank=True,
                         help_text="The pattern (regex), the keywords (keywords, comma-separated), "
-                        "the value (metadata, user, tag, api_key) or the type "
-                        "(response_format, optional).",
+                        "the value (metadata, user, tag, api_key) or the type (response_format, "
+                        "optional).",
                         max_length=500,
                     ),
                 ),

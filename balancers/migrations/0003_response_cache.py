@@ -40,8 +40,8 @@ class Migration(migrations.Migration):
             name="cache_shared_across_keys",
             field=models.BooleanField(
                 default=False,
-                help_text="Serve one API key's cached answers to the others (off: each key has "
-                "its own).",
+                help_text="Serve one API key's cached answers to the others (off: each key has its "
+                "own).",
             ),
         ),
         migrations.AddField(

@@ -14,10 +14,9 @@ class Migration(migrations.Migration):
             name="log_prompts",
             field=models.BooleanField(
                 default=False,
-                help_text="Keep each request's last user message (its first 4,000 characters) "
-                "with its usage event, so an operator can correct the router's "
-                "decisions from the board, the usage page and the playground. Off: the "
-                "gateway keeps no prompt.",
+                help_text="Keep each request's last user message (its first 4,000 characters) with "
+                "its usage event, so an operator can correct the router's decisions from the "
+                "board, the usage page and the playground. Off: the gateway keeps no prompt.",
                 verbose_name="keep prompts",
             ),
         ),

@@ -145,8 +145,7 @@ def _log_record(record: UsageRecord, trace_id: str) -> logging.LogRecord:
         "%(endpoint)s %(status)s balancer=%(balancer)s route=%(route)s instance=%(instance)s "
         "attempts=%(attempts)s latency_ms=%(latency_ms)s ttfb_ms=%(ttfb_ms)s "
         "tokens=%(prompt_tokens)s/%(completion_tokens)s cost_usd=%(cost_usd)s "
-        "decision=%(decision)s "
-        "error=%(error)s request_id=%(request_id)s"
+        "decision=%(decision)s error=%(error)s request_id=%(request_id)s"
     ) % {k: ("-" if v == "" else v) for k, v in values.items()}
     if "prompt" in values:
         text += f" prompt={values['prompt']!r}"

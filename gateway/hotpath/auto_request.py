@@ -185,9 +185,8 @@ def empty_pool_error(balancer: BalancerSpec, ranking: AutoRanking) -> errors.Gat
     ):
         return errors.bad_request(
             "No zero-priced model is enabled for this key: auto-free routes only to instances "
-            "whose input "
-            "and output prices are both 0. Use another goal (auto, auto-cheap...) or set an "
-            "instance's prices to 0.",
+            "whose input and output prices are both 0. Use another goal (auto, auto-cheap...) or "
+            "set an instance's prices to 0.",
             param="model",
             code="no_free_model",
         )

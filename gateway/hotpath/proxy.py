@@ -119,10 +119,8 @@ def check_route_override(key: KeySpec, override: str | None) -> str | None:
         raise errors.GatewayError(
             403,
             "This API key may not choose a route: the X-Balancer-Route header needs a key allowed "
-            "to "
-            "override routing. Send the request without it, or ask an operator to allow route "
-            "override "
-            "on this key.",
+            "to override routing. Send the request without it, or ask an operator to allow route "
+            "override on this key.",
             type="permission_error",
             code="route_override_not_allowed",
             param="X-Balancer-Route",

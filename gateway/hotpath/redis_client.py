@@ -168,8 +168,8 @@ class RedisBreaker:
         if self.down_since is not None and now >= self._summary_at:
             self._summary_at = now + self.summary_seconds
             logger.warning(
-                "Redis still unavailable%s after %.0f s: %s; %d calls used local state, "
-                "%d retries failed",
+                "Redis still unavailable%s after %.0f s: %s; %d calls used local state, %d retries "
+                "failed",
                 self.label,
                 now - self.down_since,
                 self.reason,

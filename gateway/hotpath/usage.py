@@ -233,8 +233,8 @@ class UsageRecorder:
         if now - self._set_aside_logged_at >= SUMMARY_SECONDS:  # one line a minute at most
             self._set_aside_logged_at = now
             logger.warning(
-                "usage event %s refused by the database, kept in the usage dead letters: %s "
-                "(%d so far in this process)",
+                "usage event %s refused by the database, kept in the usage dead letters: %s (%d so "
+                "far in this process)",
                 _text(record.request_id)[:64],
                 reason,
                 self.set_aside,

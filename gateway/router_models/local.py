@@ -102,17 +102,17 @@ class _Cues:
 
 _EASY = _Cues(
     words=frozenset(
-        "simple short quick quickly brief briefly easy greeting greetings casual draft drafts"
-        " basic trivial faq faqs chitchat".split()
+        "simple short quick quickly brief briefly easy greeting greetings casual draft drafts "
+        "basic trivial faq faqs chitchat".split()
     ),
     prefixes=("summar", "rewrit", "reword", "paraphras"),
     pairs=frozenset({("small", "talk"), ("chit", "chat"), ("one", "liner"), ("one", "liners")}),
 )
 _HARD = _Cues(
     words=frozenset(
-        "complex complicated careful carefully hard difficult advanced detailed proof proofs"
-        " prove rigorous rigorously deep deeply expert tricky derive derivation derivations"
-        " dispute disputes multistep".split()
+        "complex complicated careful carefully hard difficult advanced detailed proof proofs prove "
+        "rigorous rigorously deep deeply expert tricky derive derivation derivations dispute "
+        "disputes multistep".split()
     ),
     prefixes=("reason", "analy"),
     pairs=frozenset(

@@ -44,14 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=1,
         metavar="N",
-        help="classify the split N times over and time each prompt by its fastest run "
-        "(on a shared machine: the decision's own cost, without other jobs' interruptions)",
+        help="classify the split N times over and time each prompt by its fastest run (on a shared "
+        "machine: the decision's own cost, without other jobs' interruptions)",
     )
     parser.add_argument(
         "--memory",
         metavar="METHOD",
-        help="instead: peak RSS of this process after fitting METHOD to mmlu_subjects "
-        "and 200 decisions (run once per method: the peak never goes down)",
+        help="instead: peak RSS of this process after fitting METHOD to mmlu_subjects and 200 "
+        "decisions (run once per method: the peak never goes down)",
     )
     args = parser.parse_args(argv)
     if args.memory:
@@ -66,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f"; each prompt's fastest of {args.repeat} runs" if args.repeat > 1 else "")
     )
     print(
-        "| method | set | routes | prompts | accuracy | wall p50 / p99 ms | CPU p50 / p99 ms | "
-        "fit ms |"
+        "| method | set | routes | prompts | accuracy | wall p50 / p99 ms | CPU p50 / p99 ms | fit "
+        "ms |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.sets.split(","):

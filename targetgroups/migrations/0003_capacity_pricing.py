@@ -39,8 +39,8 @@ class Migration(migrations.Migration):
             field=models.DateTimeField(
                 blank=True,
                 editable=False,
-                help_text="When reserved-capacity pricing began; its hours are paid from that "
-                "hour on.",
+                help_text="When reserved-capacity pricing began; its hours are paid from that hour "
+                "on.",
                 null=True,
             ),
         ),

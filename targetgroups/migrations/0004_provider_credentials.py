@@ -39,8 +39,8 @@ class Migration(migrations.Migration):
             field=models.JSONField(
                 blank=True,
                 default=dict,
-                help_text="Simulator knobs: latency_ms, error_rate, down, tokens_per_second. "
-                "Azure OpenAI: api_version.",
+                help_text="Simulator knobs: latency_ms, error_rate, down, tokens_per_second. Azure "
+                "OpenAI: api_version.",
             ),
         ),
         migrations.CreateModel(

@@ -13,8 +13,8 @@ class Migration(migrations.Migration):
             name="latency_threshold_ms",
             field=models.PositiveIntegerField(
                 blank=True,
-                help_text="Time to first byte (ms) after which the next target is tried, when "
-                "the route sets none; empty: no threshold.",
+                help_text="Time to first byte (ms) after which the next target is tried, when the "
+                "route sets none; empty: no threshold.",
                 null=True,
                 validators=[
                     django.core.validators.MinValueValidator(10),

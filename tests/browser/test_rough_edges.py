@@ -67,7 +67,7 @@ def test_the_balancer_lists_row_buttons_stay_inside_the_table(ui) -> None:
     ui.login()
     expect(page.get_by_role("link", name="Test", exact=True).first).to_be_visible()
     scroll, client = page.evaluate(
-        "(() => { const w = document.querySelector('.table-wrap');"
-        " return [w.scrollWidth, w.clientWidth]; })()"
+        "(() => { const w = document.querySelector('.table-wrap'); return [w.scrollWidth, "
+        "w.clientWidth]; })()"
     )
     assert scroll <= client, (scroll, client)

@@ -23,10 +23,9 @@ def test_celery_finds_the_app_from_the_config_package() -> None:
 def test_the_gateway_application_loads_no_celery_and_no_other_http_client() -> None:
     code = (
         "import sys, django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', "
-        "'config.settings'); "
-        "import config.asgi, gateway.hotpath.v1_api, gateway.hotpath.proxy, "
-        "gateway.upstream.openai_compat; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'celery', 'aiohttp', 'httpx'}))"
+        "'config.settings'); import config.asgi, gateway.hotpath.v1_api, gateway.hotpath.proxy, "
+        "gateway.upstream.openai_compat; print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'celery', 'aiohttp', 'httpx'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stderr

@@ -132,10 +132,10 @@ def test_context_length_refusal_fails_over_to_a_larger_window_only():
     second = plan.next()
     assert second is not None and second.instance.instance_id == "large-128k"
     assert {m.instance.instance_id: why for _, m, why in plan.skipped} == {
-        "also-8k": "context window 8192 tokens not larger than small-8k's 8192, "
-        "which refused the prompt as too long",
-        "tiny-4k": "context window 4096 tokens not larger than small-8k's 8192, "
-        "which refused the prompt as too long",
+        "also-8k": "context window 8192 tokens not larger than small-8k's 8192, which refused the "
+        "prompt as too long",
+        "tiny-4k": "context window 4096 tokens not larger than small-8k's 8192, which refused the "
+        "prompt as too long",
     }
     # No health penalty: the refusing instance answered.
     assert routing.health.success_rate(small.pk) == 1.0

@@ -265,8 +265,8 @@ def test_the_difficulty_term_changes_autos_pick_and_explain_shows_it(setup):
     hard = [
         {
             "role": "user",
-            "content": "Write a Python function that parses a CSV file, handles quoted fields "
-            "with embedded newlines, and returns a list of dicts; include unit tests.",
+            "content": "Write a Python function that parses a CSV file, handles quoted fields with "
+            "embedded newlines, and returns a list of dicts; include unit tests.",
         }
     ]
     picks = {}

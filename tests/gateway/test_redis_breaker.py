@@ -50,8 +50,7 @@ def test_two_failures_open_it_for_the_back_off_then_one_trial_at_a_time(gate, cl
     assert gate.is_open
     assert warnings(caplog) == [
         "Redis unavailable: ConnectionError: Error 111 connecting to 127.0.0.1:6390. Connection "
-        "refused., "
-        "using local state (retrying every 2 s)"
+        "refused., using local state (retrying every 2 s)"
     ]
     assert not any(gate.allow() for _ in range(100))
     clock.now += 2.0

@@ -350,8 +350,8 @@ def _wait_for_lock_wait() -> None:
     with connection.cursor() as cursor:
         for _ in range(300):
             cursor.execute(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass AND "
+                "database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                 [UsageEvent._meta.db_table],
             )
             if cursor.fetchone()[0]:

@@ -168,14 +168,14 @@ def test_character_ngrams_are_hashed_deterministically_into_a_unit_vector():
         ("Hi there, how are you today?", False),
         ("Play the latest album by Coldplay.", False),
         (
-            "Let f(x) = x^3 - 6x^2 + 11x - 6. Find all real roots, then prove that f has no "
-            "other roots and determine the intervals where f is decreasing.",
+            "Let f(x) = x^3 - 6x^2 + 11x - 6. Find all real roots, then prove that f has no other "
+            "roots and determine the intervals where f is decreasing.",
             True,
         ),
         (
             "def merge(a, b):\n    result = []\n    while a and b:\n        "
-            "result.append(a.pop(0))\n"
-            "    return result\n# Why does this drop elements? Fix the bug.",
+            "result.append(a.pop(0))\n    return result\n# Why does this drop elements? Fix the "
+            "bug.",
             True,
         ),
     ],

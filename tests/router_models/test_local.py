@@ -32,8 +32,8 @@ EFFICIENT = RouteIntent(
 )
 REASONING = RouteIntent(
     "reasoning",
-    "Multi-step support decisions that need careful reasoning: disputes, refunds, "
-    "escalations, policy edge cases.",
+    "Multi-step support decisions that need careful reasoning: disputes, refunds, escalations, "
+    "policy edge cases.",
     (
         "Decide whether this customer qualifies for a refund under our policy.",
         "Work out the root cause from these three conflicting support logs.",
@@ -80,8 +80,8 @@ def test_it_routes_the_refund_dispute_to_reasoning_with_examples(demo_with_examp
         ("Please draft a quick reply saying we received the ticket.", "efficient"),
         ("Rewrite this paragraph so it sounds friendlier.", "efficient"),
         (
-            "The customer was double charged and threatens a chargeback; decide whether to "
-            "refund or escalate.",
+            "The customer was double charged and threatens a chargeback; decide whether to refund "
+            "or escalate.",
             "reasoning",
         ),
         ("What's the weather like on Mars?", "fallback"),

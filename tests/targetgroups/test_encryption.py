@@ -157,15 +157,12 @@ def test_the_migration_encrypts_existing_plain_keys() -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO targetgroups_instance (instance_id, display_name, provider, "
-                "base_url, model, api_key,"
-                " workload_kind, input_price_per_million, output_price_per_million, quality_tier, "
-                "connect_timeout,"
-                " first_byte_timeout, request_timeout, options, enabled, created_at, updated_at) "
-                "VALUES"
-                " ('inst_old', '', 'openai', 'http://127.0.0.1:9/v1', 'm', %s, 'chat', 0, 0, 3, "
-                "5, 60, 300, '{}',"
-                " true, now(), now())",
+                "INSERT INTO targetgroups_instance (instance_id, display_name, provider, base_url, "
+                "model, api_key, workload_kind, input_price_per_million, output_price_per_million, "
+                "quality_tier, connect_timeout, first_byte_timeout, request_timeout, options, "
+                "enabled, created_at, updated_at) VALUES ('inst_old', '', 'openai', "
+                "'http://127.0.0.1:9/v1', 'm', %s, 'chat', 0, 0, 3, 5, 60, 300, '{}', true, now(), "
+                "now())",
                 [SECRET],
             )
     finally:

@@ -13,8 +13,8 @@ from accounts.roles import ROLES, STAFF, role_of
 class Command(BaseCommand):
     help = (
         "Give a user a role: viewer (read-only pages, usage, playground), operator (also changes "
-        "configuration and API keys), staff (also manages users in the admin), or none. "
-        "Without arguments, list every user's role."
+        "configuration and API keys), staff (also manages users in the admin), or none. Without "
+        "arguments, list every user's role."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

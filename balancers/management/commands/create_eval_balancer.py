@@ -16,8 +16,8 @@ from targetgroups.models import Instance
 class Command(BaseCommand):
     help = (
         "Create (or replace) an intent-classifier balancer from a *.routes.json route set, with "
-        "one "
-        "simulator instance per route and the built-in local router model, for evaluate_routing."
+        "one simulator instance per route and the built-in local router model, for "
+        "evaluate_routing."
     )
 
     def add_arguments(self, parser: Any) -> None:
