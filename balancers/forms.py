@@ -1032,8 +1032,7 @@ def draft_save(check: DraftCheck) -> Balancer | None:
     None.
 
     The refusal is also kept in the draft (`save_errors`) so the review page the browser is sent
-    back
-    to (a GET: a reload never posts the save again) shows it, until the next edit.
+    back to (a GET: a reload never posts the save again) shows it, until the next edit.
     """
     if not check.is_valid:
         return None

@@ -5,16 +5,14 @@
 `make bench` runs it (pinned to the gateway's core, before the load) and puts its figures
 in the report beside the cache's end-to-end cost (bench/run.py, "Costs").
 
-Runs gateway.hotpath.cache's look-up, store and hit answer on one event loop against
-the Redis in REDIS_URL (the keys it writes expire within a minute), for an exact and
-a semantic balancer. A miss pays the look-up (one GET; semantic: the prompt's
-embedding and the index search too) and the store (one SET) on top of the upstream
-call; a hit pays the look-up and the answer, and no upstream call at all. A hit is measured twice:
-from this process's copy (the answer this
-worker stored or read last: no Redis call) and from Redis (an answer another worker
-stored: the copy emptied first, one pipelined GET + PTTL). The usage
-recorder is replaced by a list (its append is what the hot path pays; the write is
-off the path). Median and 99th percentile per request, in microseconds.
+Runs gateway.hotpath.cache's look-up, store and hit answer on one event loop against the Redis in
+REDIS_URL (the keys it writes expire within a minute), for an exact and a semantic balancer. A miss
+pays the look-up (one GET; semantic: the prompt's embedding and the index search too) and the store
+(one SET) on top of the upstream call; a hit pays the look-up and the answer, and no upstream call
+at all. A hit is measured twice: from this process's copy (the answer this worker stored or read
+last: no Redis call) and from Redis (an answer another worker stored: the copy emptied first, one
+pipelined GET + PTTL). The usage recorder is replaced by a list (its append is what the hot path
+pays; the write is off the path). Median and 99th percentile per request, in microseconds.
 
 Then the saturated loop (`--concurrency`, 32 by default): that many concurrent
 "requests" on one loop, each looking up answers held in Redis only and spending

@@ -30,10 +30,10 @@ balancers, new prompts) and on a hit (one fixed prompt), and 50 live boards open
 and without its cache (the evaluation module, in process) and the cache's own steps
 (bench/cache_cost.py, in process).
 
-Writes bench/out/latest.md (printed too; smoke.md in --smoke mode), bench/out/latest.json,
-the profile and the logs of every process under bench/out/. Exits 1 if the harness broke, and in
---smoke mode also if the
-gateway answered an error; targets not met are marked in the table, not an exit status.
+Writes bench/out/latest.md (printed too; smoke.md in --smoke mode), bench/out/latest.json, the
+profile and the logs of every process under bench/out/. Exits 1 if the harness broke, and in --smoke
+mode also if the gateway answered an error; targets not met are marked in the table, not an exit
+status.
 """
 
 from __future__ import annotations

@@ -274,8 +274,7 @@ def corrected_examples(
     balancer: Balancer, examples: dict[str, list[str]], *, extra: tuple[str, str] | None = None
 ) -> list[tuple[str, str]]:
     """The balancer's corrected examples: each correction's (prompt, route) while the prompt is
-    still
-    an example of that route, newest correction of a prompt first and only."""
+    still an example of that route, newest correction of a prompt first and only."""
     pairs: list[tuple[str, str]] = [extra] if extra is not None else []
     seen = {extra[0]} if extra is not None else set()
     for prompt, route in balancer.corrections.order_by("-at", "-id").values_list("prompt", "route"):

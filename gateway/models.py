@@ -601,8 +601,7 @@ class RoutingCorrection(models.Model):
     route.
 
     Written only by gateway.corrections.correction_apply. `accuracy_before` / `accuracy_after` are
-    the
-    built-in router's accuracy on the balancer's corrected examples (this one included) fitted
+    the built-in router's accuracy on the balancer's corrected examples (this one included) fitted
     without and with this example, so the page can say what the correction changed.
     """
 

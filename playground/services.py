@@ -94,8 +94,7 @@ async def smoke_test(
     error.
 
     `extra`: more body fields (the playground's `model_routing_config`). For an auto serving name
-    the
-    result carries the ranking the request met, computed just before it is sent. `direct`: the
+    the result carries the ranking the request met, computed just before it is sent. `direct`: the
     request may name a provider's model directly (the playground's model-by-name card).
     """
     request_id = "pg-" + uuid.uuid4().hex[:20]

@@ -1,6 +1,5 @@
 """The playground: send a prompt to any balancer, optionally forced onto one route, or to an auto
-goal name
-(auto, auto-cheap...) with a pool and a preference, and see the ranking it met."""
+goal name (auto, auto-cheap...) with a pool and a preference, and see the ranking it met."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The worked example of docs/routing.md ("Auto"): measure every demo chat model once, call each
-goal name,
-then ask /v1/explain for a ranking over a pool. Run against `make run` (or any gateway on the demo):
+goal name, then ask /v1/explain for a ranking over a pool. Run against `make run` (or any gateway on
+the demo):
 
     GATEWAY=http://127.0.0.1:8000/v1 KEY=sb-... .venv/bin/python scripts/auto_example.py
 """

@@ -41,19 +41,17 @@ How the gateway drives a plan (one per client request)::
 ``succeeded`` is also right for a client error (4xx) returned to the client: the
 instance answered.
 
-A route's latency threshold (``RouteSpec.latency_threshold``) is the caller's to
-watch: past it, ``next(keep_open=True)`` hands out the next attempt while the
-slow one stays open (in flight, no verdict yet). Without ``hedge`` the caller then
-cancels the slow one and reports it ``overtaken``; with it both race, the winner
-is ``succeeded`` and the loser ``overtaken`` (no verdict on its health: it was
-slow, not broken; a cut attempt's elapsed time feeds its latency EWMA as a lower
-bound). Every outcome method takes the attempt it is about; left out, it is the
-newest open one. A stream's verdict waits for its end (a stream that breaks,
-stalls or runs past the request timeout after its first byte is ``failed``,
-though it cannot fail over; a client that leaves is ``abandoned``), so the
-attempt stays open, and counted in flight, while it is relayed. ``next()`` with the last attempt
-still open counts it as
-failed. The plan updates health and load; the caller only reports outcomes.
+A route's latency threshold (``RouteSpec.latency_threshold``) is the caller's to watch: past it,
+``next(keep_open=True)`` hands out the next attempt while the slow one stays open (in flight, no
+verdict yet). Without ``hedge`` the caller then cancels the slow one and reports it ``overtaken``;
+with it both race, the winner is ``succeeded`` and the loser ``overtaken`` (no verdict on its
+health: it was slow, not broken; a cut attempt's elapsed time feeds its latency EWMA as a lower
+bound). Every outcome method takes the attempt it is about; left out, it is the newest open one. A
+stream's verdict waits for its end (a stream that breaks, stalls or runs past the request timeout
+after its first byte is ``failed``, though it cannot fail over; a client that leaves is
+``abandoned``), so the attempt stays open, and counted in flight, while it is relayed. ``next()``
+with the last attempt still open counts it as failed. The plan updates health and load; the caller
+only reports outcomes.
 """
 
 from __future__ import annotations

@@ -257,8 +257,8 @@ def explain_auto(
     balancer: BalancerSpec, auto: AutoRequest | None, unfit: Mapping[int, str] | None = None
 ) -> dict[str, Any]:
     """The ranking a request would get now, as /v1/explain and the playground show it: each
-    candidate's
-    score broken into its terms and live latency, each skipped instance with the reason."""
+    candidate's score broken into its terms and live latency, each skipped instance with the
+    reason."""
     if auto is None:
         auto = AutoRequest(preference=balancer.auto_preference, free_only=balancer.auto_free_only)
     ranked = rank_auto(

@@ -680,8 +680,7 @@ def hit_response(
 
 def replay_events(body: bytes, *, include_usage: bool) -> list[bytes]:
     """A cached `chat.completion` as the SSE events of a stream: role, content in pieces, tool
-    calls,
-    finish reason per choice; the usage chunk if asked; `[DONE]`."""
+    calls, finish reason per choice; the usage chunk if asked; `[DONE]`."""
     answer = orjson.loads(body)
     head = {
         "id": answer.get("id", ""),

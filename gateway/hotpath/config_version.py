@@ -1,15 +1,12 @@
 """The config version: bumped on every configuration write, read by gateway workers.
 
-The database row is the record; with REDIS_URL set the number is mirrored to a
-Redis key so that every worker on every host sees a change within one poll
-interval without touching the database, and published on the channel
-`push_channel()` so that a worker need not wait for its poll: it rebuilds its
-snapshot as soon as the message arrives (gateway.hotpath.snapshot). The poll
-stays: a message lost while Redis was away is picked up on the next tick. Versions only grow, so the
-key is only
-ever raised (`SET_IF_GREATER`): a worker that read a newer version from the
-database while Redis was away (or empty after a restart) raises the key when
-Redis is back, and a late writer never lowers it.
+The database row is the record; with REDIS_URL set the number is mirrored to a Redis key so that
+every worker on every host sees a change within one poll interval without touching the database, and
+published on the channel `push_channel()` so that a worker need not wait for its poll: it rebuilds
+its snapshot as soon as the message arrives (gateway.hotpath.snapshot). The poll stays: a message
+lost while Redis was away is picked up on the next tick. Versions only grow, so the key is only ever
+raised (`SET_IF_GREATER`): a worker that read a newer version from the database while Redis was away
+(or empty after a restart) raises the key when Redis is back, and a late writer never lowers it.
 """
 
 from __future__ import annotations

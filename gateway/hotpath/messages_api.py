@@ -1,17 +1,15 @@
 """The Anthropic Messages API door: `POST /v1/messages` and `POST /v1/messages/count_tokens`.
 
-A Messages request is translated into a chat request (gateway.hotpath.messages_wire),
-routed by gateway.hotpath.proxy exactly like one — same balancer, decision,
-failover, usage event (recorded with endpoint `messages`) and cost — and its
-answer translated back — except on an Anthropic instance, which gets the
-client's own body and whose own answer goes back untranslated (upstream.anthropic
-.Native; the proxy still reads its translation for usage and health). The key comes as `x-api-key`
-(what the Anthropic SDKs
-send) or `Authorization: Bearer`; `anthropic-version` is accepted whatever its
-value and not required (the translation is the 2023-06-01 wire format). On a
-pass-through to an Anthropic instance the client's `anthropic-*` headers
-(`anthropic-version`, `anthropic-beta`...) go with its body (anthropic_headers). Every
-error on these paths is Anthropic-shaped.
+A Messages request is translated into a chat request (gateway.hotpath.messages_wire), routed by
+gateway.hotpath.proxy exactly like one — same balancer, decision, failover, usage event (recorded
+with endpoint `messages`) and cost — and its answer translated back — except on an Anthropic
+instance, which gets the client's own body and whose own answer goes back untranslated
+(upstream.anthropic .Native; the proxy still reads its translation for usage and health). The key
+comes as `x-api-key` (what the Anthropic SDKs send) or `Authorization: Bearer`; `anthropic-version`
+is accepted whatever its value and not required (the translation is the 2023-06-01 wire format). On
+a pass-through to an Anthropic instance the client's `anthropic-*` headers (`anthropic-version`,
+`anthropic-beta`...) go with its body (anthropic_headers). Every error on these paths is
+Anthropic-shaped.
 """
 
 from __future__ import annotations

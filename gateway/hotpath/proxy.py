@@ -358,8 +358,8 @@ class _Ledger:
 
     def logged_prompt(self) -> str:
         """What a balancer that keeps prompts keeps: the text the router reads (the last user
-        message;
-        an embeddings request's input), at most MAX_PROMPT_CHARS, without NULs (PostgreSQL text)."""
+        message; an embeddings request's input), at most MAX_PROMPT_CHARS, without NULs (PostgreSQL
+        text)."""
         payload = self.req.payload
         if self.req.endpoint == "chat":
             text = last_user_text(payload.get("messages"))

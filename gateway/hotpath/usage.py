@@ -81,9 +81,8 @@ class UsageRecord:
     @property
     def balancer_label(self) -> str:
         """The serving name for logs, metrics and traces: a balancer's, or a goal name's (auto,
-        auto-cheap...,
-        a bounded set with no balancer row); "" for a request that named nothing known
-        (unbounded)."""
+        auto-cheap..., a bounded set with no balancer row); "" for a request that named nothing
+        known (unbounded)."""
         if self.balancer_id is not None or self.serving_name in GOALS:
             return self.serving_name
         return ""

@@ -364,9 +364,8 @@ def as_chat(api: str | None, body: Any) -> Any:
 
 class ExplainApi(GatewayApiView):
     """Which route a chat request would take, and why, without calling any upstream but the router
-    model.
-    `?api=messages|responses|completions` explains a body of that door, routed as the chat request
-    it becomes."""
+    model. `?api=messages|responses|completions` explains a body of that door, routed as the chat
+    request it becomes."""
 
     async def post(self, request: Any) -> HttpResponse:
         config = self.config(request)

@@ -17,10 +17,9 @@ it waits for the inserts in flight, and below the highest id it then reads every
 event has committed or rolled back. SQLite writes one transaction at a time, so its
 ids commit in order.
 
-Retention: raw events older than GATEWAY_USAGE_RETENTION_DAYS (whole hours, and only
-events already rolled up) are deleted, and so are usage dead letters; their rollups stay. Such an
-hour can no longer
-be recomputed from raw events, so an event arriving late for it is added to its rows.
+Retention: raw events older than GATEWAY_USAGE_RETENTION_DAYS (whole hours, and only events already
+rolled up) are deleted, and so are usage dead letters; their rollups stay. Such an hour can no
+longer be recomputed from raw events, so an event arriving late for it is added to its rows.
 
 Reserved capacity: each run first spreads the closed hours of instances priced as reserved
 capacity over their events (gateway.reporting.capacity) and recomputes those hours too.

@@ -175,9 +175,8 @@ async def call_upstream(
     native: Any = None,
 ) -> UpstreamResponse | UpstreamStream:
     """Call one instance. `endpoint` is "chat" or "embeddings"; `deadline` is
-    time.monotonic()-based.
-    `native`: the client's own Messages API body (anthropic.Native), sent untranslated to an
-    Anthropic instance; other providers get `payload`."""
+    time.monotonic()-based. `native`: the client's own Messages API body (anthropic.Native), sent
+    untranslated to an Anthropic instance; other providers get `payload`."""
     from gateway.hotpath import tracing
 
     span = (

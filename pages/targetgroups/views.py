@@ -1,7 +1,6 @@
 """Target group and instance pages: create form, members inline (add, edit, remove), JSON
-import/export,
-health, simulator knobs; provider credentials (one key per provider, write-only, checked by the
-provider's free probe)."""
+import/export, health, simulator knobs; provider credentials (one key per provider, write-only,
+checked by the provider's free probe)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Budgets' rules (gateway/engine/budgets.py) and the anomaly statistic
-(gateway/engine/anomalies.py),
-without Django."""
+(gateway/engine/anomalies.py), without Django."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Capability-aware routing in the engine: each rule skips a target in every mode, the
-context-length
-failover drops the windows that are not larger, and the prompt's difficulty moves auto's pick."""
+context-length failover drops the windows that are not larger, and the prompt's difficulty moves
+auto's pick."""
 
 from __future__ import annotations
 

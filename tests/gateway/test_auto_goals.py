@@ -1,6 +1,6 @@
 """`model="auto"` and its goal names, `model_routing_config` and `models`, through the official
-openai SDK
-against the real server, with controlled live figures: instances made slow, down or expensive."""
+openai SDK against the real server, with controlled live figures: instances made slow, down or
+expensive."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """Capability-aware routing through the real server and the official openai SDK: a request is never
-sent
-to a target that cannot serve it (each rule), the skip is recorded (header, usage attempt log,
-explain),
-an upstream's context-length refusal fails over to a larger window, and an operator's value beats
-the
-model catalogue's default."""
+sent to a target that cannot serve it (each rule), the skip is recorded (header, usage attempt log,
+explain), an upstream's context-length refusal fails over to a larger window, and an operator's
+value beats the model catalogue's default."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """A configuration change refits the built-in router in every gateway worker within a second: two
-real
-uvicorn worker processes, the production poll interval (0.5 s).
+real uvicorn worker processes, the production poll interval (0.5 s).
 
 The change reaches the workers by push (Redis pub/sub on the config version; the poll is the
 fallback), the transaction bumps the version once, and the router is fitted by one worker and

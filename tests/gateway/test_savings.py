@@ -56,10 +56,9 @@ def history() -> dict[str, Any]:
     route is off).
 
     support: 1M+0.5M tokens on efficient (cheap, $2.00), 0.2M+0.1M on reasoning (mid, $1.20), and a
-    cache hit
-    of 1M+0.5M that saved $2.00; 2.2M prompt and 1.1M completion tokens for $3.20 in all.
-    other: 1M prompt tokens on its only route (cheap, $1.00), no baseline named.
-    A deleted balancer's cache hit saved $0.50.
+    cache hit of 1M+0.5M that saved $2.00; 2.2M prompt and 1.1M completion tokens for $3.20 in all.
+    other: 1M prompt tokens on its only route (cheap, $1.00), no baseline named. A deleted
+    balancer's cache hit saved $0.50.
     """
     cheap = make_instance(input_price_per_million="1", output_price_per_million="2")
     mid = make_instance(input_price_per_million="3", output_price_per_million="6")

@@ -1,6 +1,5 @@
 """The balancer list shows the auto serving names (goal names and auto-mode balancers) with the
-models
-they chose over the last 24 hours, from the usage events."""
+models they chose over the last 24 hours, from the usage events."""
 
 from __future__ import annotations
 

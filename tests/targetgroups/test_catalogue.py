@@ -1,6 +1,6 @@
 """The model catalogue (targetgroups/catalogue.py): name matching, offline prices from genai-prices,
-and an
-operator's value winning over every default, through the API, the form and the routing snapshot."""
+and an operator's value winning over every default, through the API, the form and the routing
+snapshot."""
 
 from __future__ import annotations
 
