@@ -110,6 +110,7 @@ class Plan:
     settle_max_seconds: float  # the longest wait for the servers to go idle before a point
     classifier_sets: tuple[str, ...]
     cost_seconds: float  # each cost point (32 connections; 1 connection for the observability pair)
+    cost_points: tuple[str, ...]  # --cost-points: only these (empty: all)
     boards: int  # live boards open during the boards point
     board_idle_seconds: float  # the gateway's CPU with no traffic, without and with the boards
     cache_cost_requests: int  # bench/cache_cost.py --n
@@ -143,6 +144,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         settle_max_seconds=4 if smoke else 20,
         classifier_sets=("support",) if smoke else ("support", "mmlu_families", "mmlu_subjects"),
         cost_seconds=args.cost_seconds or (1 if smoke else 8),
+        cost_points=tuple(name for name in args.cost_points.split(",") if name),
         boards=args.boards,
         board_idle_seconds=1 if smoke else 5,
         cache_cost_requests=50 if smoke else 1000,
@@ -879,7 +881,9 @@ def measure(plan: Plan, targets: list[Target], mock_base: str) -> tuple[Results,
 class CostPoint:
     name: str
     label: str
-    gateway: str  # "gateway" (metrics and the JSON request log on, as make serve) or "quiet" (off)
+    # "gateway" (metrics and the JSON request log on, as make serve), "quiet" (both off),
+    # "metrics-off" or "log-off" (one of them off)
+    gateway: str
     model: str  # the balancer's serving name
     flags: tuple[str, ...] = ()  # post.lua: "fixed" sends one prompt every time
     connections: int = 32
@@ -915,6 +919,24 @@ COST_POINTS = (
         "observability_off_c1",
         "/metrics and the request log off, 1 connection",
         "quiet",
+        "bench",
+        connections=1,
+        baseline="baseline_c1",
+    ),
+    # The pair above split in two, at 1 connection (where the CPU per request is steadiest): what
+    # the metrics cost alone and what the request log costs alone. Not in the smoke run.
+    CostPoint(
+        "metrics_off_c1",
+        "/metrics off, the request log on (GATEWAY_METRICS=0), 1 connection",
+        "metrics-off",
+        "bench",
+        connections=1,
+        baseline="baseline_c1",
+    ),
+    CostPoint(
+        "log_off_c1",
+        "the request log off, /metrics on (GATEWAY_REQUEST_LOG=0), 1 connection",
+        "log-off",
         "bench",
         connections=1,
         baseline="baseline_c1",
@@ -1065,7 +1087,11 @@ def measure_costs(
     results = Results()
     pids = [t.pid for t in gateways.values() if t.pid]
     set_mock(mock_base, latency_ms=0, chunk_delay_ms=0)
-    points = [cp for cp in COST_POINTS if cp.smoke or not plan.smoke]
+    points = [
+        cp
+        for cp in COST_POINTS
+        if (cp.smoke or not plan.smoke) and (not plan.cost_points or cp.name in plan.cost_points)
+    ]
     for repeat in range(plan.repeats):
         log(f"costs: repeat {repeat + 1}/{plan.repeats}")
         for cp in points[repeat % len(points) :] + points[: repeat % len(points)]:
@@ -1240,9 +1266,20 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
         # the first: it idles until then.
         quiet_port = free_port()
         quiet_env = {**env, "GATEWAY_METRICS": "0", "GATEWAY_REQUEST_LOG": "0"}
-        gateway, quiet = start_gateways(
-            procs, plan, [("gateway", gateway_port, env), ("gateway-quiet", quiet_port, quiet_env)]
-        )
+        started_gateways = [
+            ("gateway", gateway_port, env),
+            ("gateway-quiet", quiet_port, quiet_env),
+        ]
+        # One of the two off each (the split cost points; not in the smoke run).
+        halves = {
+            "metrics-off": (free_port(), {**env, "GATEWAY_METRICS": "0"}),
+            "log-off": (free_port(), {**env, "GATEWAY_REQUEST_LOG": "0"}),
+        }
+        if not plan.smoke:
+            started_gateways += [
+                (f"gateway-{name}", port, half_env) for name, (port, half_env) in halves.items()
+            ]
+        gateway, quiet, *half_procs = start_gateways(procs, plan, started_gateways)
 
         targets = [
             Target(
@@ -1310,6 +1347,13 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
                 pid=worker_pid(quiet.pid),
             ),
         }
+        for (name, (port, _)), proc in zip(halves.items(), half_procs, strict=False):
+            gateways[name] = dataclasses.replace(
+                targets[1],
+                name=f"gateway-{name}",
+                url=f"http://127.0.0.1:{port}/v1/chat/completions",
+                pid=worker_pid(proc.pid),
+            )
         for target in gateways.values():  # first requests: config load, pools, the router model
             check_target(target)
             wrk_point(target, 8, 1)
@@ -1918,6 +1962,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0,
         help="seconds per cost point (default 8; smoke 1)",
+    )
+    parser.add_argument(
+        "--cost-points",
+        default="",
+        help="comma-separated cost points to run, their baselines included (default: all)",
     )
     parser.add_argument(
         "--boards", type=int, default=50, help="live boards open during the boards point"

@@ -276,6 +276,7 @@ def test_the_costs_section_compares_each_point_with_its_baseline_of_the_same_rou
             slow_seconds=0,
             ttfb_requests=0,
             cost_seconds=0,
+            cost_points="",
             boards=50,
             profile_seconds=0,
             no_profile=True,
