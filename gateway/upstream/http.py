@@ -103,38 +103,27 @@ class Limits:
     allow_private: bool = False  # egress: loopback and private networks may be called
 
 
-_default_limits: Limits | None = None
+_default_limits: tuple[tuple[Any, ...], Limits] | None = None
 
 
 def default_limits() -> Limits:
-    """Limits from the GATEWAY_UPSTREAM_MAX_* and GATEWAY_EGRESS_ALLOW_PRIVATE settings, read once
-    (again after a test changes a setting)."""
+    """Limits from the GATEWAY_UPSTREAM_MAX_* and GATEWAY_EGRESS_ALLOW_PRIVATE settings: built
+    once, again when a setting differs (a test's override). Compared each call rather than
+    forgotten on Django's setting_changed signal: that signal lives in django.test, whose
+    import (the test client, unittest, jinja2) cost every worker ~6 MiB (docs/benchmarks.md)."""
     global _default_limits
-    if _default_limits is None:
-        from django.conf import settings
+    from django.conf import settings
 
-        _default_limits = Limits(
-            max_header_bytes=settings.GATEWAY_UPSTREAM_MAX_HEADER_BYTES,
-            max_body_bytes=settings.GATEWAY_UPSTREAM_MAX_BODY_BYTES,
-            max_decompressed_bytes=settings.GATEWAY_UPSTREAM_MAX_DECOMPRESSED_BYTES,
-            max_event_bytes=settings.GATEWAY_UPSTREAM_MAX_EVENT_BYTES,
-            allow_private=settings.GATEWAY_EGRESS_ALLOW_PRIVATE,
-        )
-    return _default_limits
-
-
-def _forget_default_limits(*, setting: str, **_: Any) -> None:
-    global _default_limits
-    if setting.startswith(("GATEWAY_UPSTREAM_MAX_", "GATEWAY_EGRESS_")):
-        _default_limits = None
-
-
-try:
-    from django.test.signals import setting_changed
-except ImportError:  # pragma: no cover - the client also runs without Django
-    pass
-else:
-    setting_changed.connect(_forget_default_limits)
+    values = (
+        settings.GATEWAY_UPSTREAM_MAX_HEADER_BYTES,
+        settings.GATEWAY_UPSTREAM_MAX_BODY_BYTES,
+        settings.GATEWAY_UPSTREAM_MAX_DECOMPRESSED_BYTES,
+        settings.GATEWAY_UPSTREAM_MAX_EVENT_BYTES,
+        settings.GATEWAY_EGRESS_ALLOW_PRIVATE,
+    )
+    if _default_limits is None or _default_limits[0] != values:
+        _default_limits = (values, Limits(*values))
+    return _default_limits[1]
 
 
 @dataclass(frozen=True, slots=True)
