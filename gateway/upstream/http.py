@@ -110,7 +110,8 @@ def default_limits() -> Limits:
     """Limits from the GATEWAY_UPSTREAM_MAX_* and GATEWAY_EGRESS_ALLOW_PRIVATE settings: built
     once, again when a setting differs (a test's override). Compared each call rather than
     forgotten on Django's setting_changed signal: that signal lives in django.test, whose
-    import (the test client, unittest, jinja2) cost every worker ~6 MiB (docs/benchmarks.md)."""
+    import (the test client, unittest, jinja2) made every worker bigger (docs/benchmarks.md,
+    "Worker memory")."""
     global _default_limits
     from django.conf import settings
 

@@ -33,8 +33,8 @@ def test_the_gateway_application_loads_no_celery_and_no_other_http_client() -> N
 
 def test_the_gateway_application_loads_no_test_client_and_no_requests() -> None:
     """django.test (the test client, unittest, jinja2: imported for its setting_changed signal)
-    and `requests` (installed for the OTLP exporter; DRF's compat module imported it) once cost
-    every worker ~10 MiB (docs/benchmarks.md, "Worker memory")."""
+    and `requests` (installed for the OTLP exporter; DRF's compat module imported it) together
+    made every worker ~8 MiB bigger at start (docs/benchmarks.md, "Worker memory")."""
     code = (
         "import sys, django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); "
         "import config.asgi, gateway.hotpath.v1_urls, gateway.hotpath.proxy, gateway.probes; "
