@@ -36,10 +36,11 @@ def test_the_gateway_application_loads_no_test_client_and_no_requests() -> None:
     and `requests` (installed for the OTLP exporter; DRF's compat module imported it) together
     made every worker ~8 MiB bigger at start (docs/benchmarks.md, "Worker memory")."""
     code = (
-        "import sys, django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); "
-        "import config.asgi, gateway.hotpath.v1_urls, gateway.hotpath.proxy, gateway.probes; "
-        "import rest_framework.compat; "
-        "print(sorted(m for m in ('django.test', 'jinja2', 'unittest', 'requests') if m in sys.modules)); "
+        "import sys, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings')\n"
+        "import config.asgi, gateway.hotpath.v1_urls, gateway.hotpath.proxy, gateway.probes\n"
+        "import rest_framework.compat\n"
+        "heavy = ('django.test', 'jinja2', 'unittest', 'requests')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
         "import requests; print(requests.__name__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
