@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import functools
 import logging
 import threading
@@ -336,14 +337,20 @@ class BoardHub:
             state = self._loops.setdefault(loop, _LoopState())
         if settings.REDIS_URL and (state.reader is None or state.reader.done()):
             client = await self._subscribe()
-            state.reader = loop.create_task(self._read(state, client), name="board-feed-reader")
+            # Both tasks outlive the board that starts them: a fresh context each, not the
+            # board request's (whose thread-sensitive context ends with that board).
+            state.reader = loop.create_task(
+                self._read(state, client), name="board-feed-reader", context=contextvars.Context()
+            )
         board = _Board(balancer_id, loop)
         state.boards[balancer_id].add(board)
         if balancer_id in state.last_state:
             board.put(("lanes", state.last_state[balancer_id]))
         if balancer_id not in state.watchers or state.watchers[balancer_id].done():
             state.watchers[balancer_id] = loop.create_task(
-                self._watch(state, balancer_id, render), name=f"board-state-{balancer_id}"
+                self._watch(state, balancer_id, render),
+                name=f"board-state-{balancer_id}",
+                context=contextvars.Context(),
             )
         try:
             yield board.queue

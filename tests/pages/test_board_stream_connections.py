@@ -69,11 +69,18 @@ def test_open_boards_do_not_each_hold_a_database_connection(live: LiveGateway) -
     cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
     url = live.base_url + "/balancers/watched/board/events/"
 
+    worker = next(iter(live.worker_pids()), live.process.pid)  # one worker: uvicorn itself
+
+    def threads() -> int:
+        status = open(f"/proc/{worker}/status").read()
+        return int(status.split("Threads:")[1].split()[0])
+
     async def watch() -> tuple[int, int, list[int]]:
         from django.db import connections
 
         await asyncio.to_thread(connections.close_all)  # this process's own, out of the count
         before = await asyncio.to_thread(connections_to_the_test_database)
+        threads_before.append(threads())
         opened = asyncio.Queue[int]()
         stop = asyncio.Event()
 
@@ -94,14 +101,22 @@ def test_open_boards_do_not_each_hold_a_database_connection(live: LiveGateway) -
             statuses = [await asyncio.wait_for(opened.get(), 30) for _ in range(BOARDS)]
             await asyncio.sleep(1.5)  # every stream open, the lanes rendered at least once
             during = await asyncio.to_thread(connections_to_the_test_database)
+            threads_during.append(threads())
             stop.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         return before, during, statuses
 
+    threads_before: list[int] = []
+    threads_during: list[int] = []
     before, during, statuses = asyncio.run(watch())
     assert statuses == [200] * BOARDS
     # The state watcher (one per watched balancer) and the hub may hold one or two; never
     # one per open board.
     assert during - before <= 2, f"{during - before} connections held by {BOARDS} open boards"
+    # Nor a thread each (Django's handler gave each stream its own, kept while it was open: 50
+    # boards took the worker from 9 to 59 threads); they share one, the state watcher another.
+    assert threads_during[0] - threads_before[0] <= 3, (
+        f"{threads_during[0] - threads_before[0]} threads started by {BOARDS} open boards"
+    )
