@@ -69,7 +69,7 @@ test: $(INSTALLED)
 	@bash scripts/install_browser.sh
 	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest
 
-## make bench: gateway vs LiteLLM vs direct, then the costs of metrics and logs, live boards, the response cache and the decision cache (~8 min for the first part as measured on 11-22; the costs add 33 points of 8 s; LiteLLM is installed into bench/.venv-litellm the first time); writes bench/out/latest.md
+## make bench: gateway vs LiteLLM vs direct, then the costs of metrics and logs, live boards, the response cache and the decision cache (~8 min for the first part as measured on 11-22; the costs add 36 points of 8 s; LiteLLM is installed into bench/.venv-litellm the first time); writes bench/out/latest.md
 bench: $(INSTALLED) bench-tools
 	@$(BIN)/python bench/run.py $(BENCH_ARGS)
 

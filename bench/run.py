@@ -942,6 +942,14 @@ COST_POINTS = (
         baseline="baseline_c1",
     ),
     CostPoint(
+        "fresh_c1",
+        "baseline on a fresh process, 1 connection",
+        "fresh",
+        "bench",
+        connections=1,
+        baseline="baseline_c1",
+    ),
+    CostPoint(
         "decision_cached",
         "one fixed prompt: every routing decision from the decision cache",
         "gateway",
@@ -1274,6 +1282,7 @@ def run(plan: Plan, argv: str) -> tuple[dict[str, Any], Results]:
         halves = {
             "metrics-off": (free_port(), {**env, "GATEWAY_METRICS": "0"}),
             "log-off": (free_port(), {**env, "GATEWAY_REQUEST_LOG": "0"}),
+            "fresh": (free_port(), dict(env)),
         }
         if not plan.smoke:
             started_gateways += [
