@@ -580,8 +580,14 @@ class ConfigHolder:
                 await pubsub.subscribe(push_channel(settings.REDIS_URL))
             self.pushed = True
             wake.set()  # a change published before the subscription: read the version now
+            task = asyncio.current_task()
             while True:
                 message = await pubsub.get_message(timeout=5.0)
+                if task is not None and task.cancelling():
+                    # redis-py's get_message can swallow a cancellation that lands in its read
+                    # (it answers None): without this check a cancelled loop ran forever, and
+                    # asyncio.run() hung at exit waiting for it (seen in the suite).
+                    raise asyncio.CancelledError
                 if message is not None and message.get("type") == "message":
                     wake.set()
         finally:
