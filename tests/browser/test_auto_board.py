@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import PASSWORD, UI, _new_ui
+from tests.browser.conftest import LIVE_FEED, PASSWORD, UI, _new_ui
 from tests.factories import make_api_key, make_instance
 from tests.live_server import LiveGateway
 
@@ -29,7 +29,7 @@ def _collected_static() -> None:
 
 @pytest.fixture(scope="module")
 def gateway(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveGateway]:
-    server = LiveGateway(extra_env={"GATEWAY_HTTPS": "0", "GATEWAY_BOARD_STATE_SECONDS": "0.3"})
+    server = LiveGateway(extra_env={**LIVE_FEED, "GATEWAY_BOARD_STATE_SECONDS": "0.3"})
     yield server
     server.stop()
 

@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.browser.conftest import PASSWORD, UI, _new_ui
+from tests.browser.conftest import LIVE_FEED, PASSWORD, UI, _new_ui
 from tests.factories import make_api_key, make_balancer, make_instance
 from tests.live_server import LiveGateway
 
@@ -35,7 +35,7 @@ def _collected_static() -> None:
 
 @pytest.fixture(scope="module")
 def redis_gateway(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveGateway]:
-    server = LiveGateway(extra_env={"GATEWAY_HTTPS": "0", "GATEWAY_BOARD_STATE_SECONDS": "0.3"})
+    server = LiveGateway(extra_env={**LIVE_FEED, "GATEWAY_BOARD_STATE_SECONDS": "0.3"})
     yield server
     server.stop()
 
@@ -365,9 +365,7 @@ def test_a_board_refused_while_redis_is_down_goes_live_again_soon_after(
 
 @pytest.fixture(scope="module")
 def two_worker_gateway(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveGateway]:
-    server = LiveGateway(
-        workers=2, extra_env={"GATEWAY_HTTPS": "0", "GATEWAY_BOARD_STATE_SECONDS": "0.3"}
-    )
+    server = LiveGateway(workers=2, extra_env={**LIVE_FEED, "GATEWAY_BOARD_STATE_SECONDS": "0.3"})
     yield server
     server.stop()
 
