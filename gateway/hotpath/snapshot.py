@@ -531,6 +531,7 @@ class ConfigHolder:
         """Refresh every GATEWAY_CONFIG_POLL_SECONDS, or at once when a pushed change wakes it."""
         interval = settings.GATEWAY_CONFIG_POLL_SECONDS
         while True:
+            _leave_if_cancelled()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await wake.wait()
@@ -554,6 +555,7 @@ class ConfigHolder:
 
         retry = settings.GATEWAY_REDIS_RETRY_SECONDS
         while True:
+            _leave_if_cancelled()
             if not breaker().is_open:
                 try:
                     await self._subscribed(wake)
@@ -592,9 +594,11 @@ class ConfigHolder:
                     wake.set()
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                async with asyncio.timeout(1.0):
+                    await pubsub.aclose()
             with contextlib.suppress(Exception):
-                await client.aclose()
+                async with asyncio.timeout(1.0):
+                    await client.aclose()
 
     async def _run_tick_hooks(self) -> None:
         for hook in self.tick_hooks:
@@ -604,6 +608,15 @@ class ConfigHolder:
                 logger.warning(
                     "gateway tick hook %s failed", getattr(hook, "__name__", hook), exc_info=True
                 )
+
+
+def _leave_if_cancelled() -> None:
+    """Raise CancelledError in a cancelled task whose cancellation an await swallowed (redis-py's
+    reads can answer normally instead): its loop would otherwise run on, and asyncio.run() or a
+    loop's shutdown would wait for it forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 holder = ConfigHolder()
